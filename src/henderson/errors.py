@@ -1,0 +1,63 @@
+"""Exceptions and warnings raised by henderson.
+
+Every error names what is wrong in the user's terms: the file, line, column or id.
+Catch :class:`HendersonError` to catch them all.
+"""
+
+from __future__ import annotations
+
+
+class HendersonError(Exception):
+    """Base class of all henderson errors."""
+
+
+class DataError(HendersonError, ValueError):
+    """Input data are malformed: missing columns, bad codes, impossible values."""
+
+
+class AlignmentError(DataError):
+    """Ids in one input are missing from another (records vs relationship matrix, ...)."""
+
+
+class PedigreeError(DataError):
+    """A pedigree is impossible: loops, conflicting duplicates, sex conflicts."""
+
+
+class GenotypeError(DataError):
+    """Genotype file or matrix problems: codes outside the declared coding, ..."""
+
+
+class ModelError(HendersonError, ValueError):
+    """The model cannot be specified or fitted as asked (formula, covariance, ...)."""
+
+
+class NotPositiveDefiniteError(ModelError):
+    """A covariance or coefficient matrix is not (semi-)definite as required."""
+
+
+class HendersonWarning(UserWarning):
+    """Base class of henderson warnings."""
+
+
+class ConvergenceWarning(HendersonWarning):
+    """REML did not converge; the warning carries the iteration log."""
+
+    def __init__(self, message: str, log=None):
+        super().__init__(message)
+        self.log = log
+
+
+class BoundaryWarning(HendersonWarning):
+    """A variance component was estimated at its boundary (zero)."""
+
+
+class DataWarning(HendersonWarning):
+    """Records were dropped or recoded; the message gives the counts."""
+
+
+def format_ids(ids, limit: int = 10) -> str:
+    """Format a list of ids for an error message, truncated after ``limit``."""
+    ids = [str(i) for i in ids]
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    more = len(ids) - limit
+    return shown + (f" ... and {more} more" if more > 0 else "")

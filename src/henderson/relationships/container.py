@@ -1,0 +1,158 @@
+"""The one relationship type: a matrix that carries its ids.
+
+Every relationship or covariance matrix in henderson (A, A⁻¹, G, a user's K) travels
+as a :class:`Relationship`, so nothing is ever matched by position alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import DataError, format_ids
+
+
+@dataclass(frozen=True, eq=False)
+class Relationship:
+    """A square relationship (or inverse relationship) matrix with its ids.
+
+    Parameters
+    ----------
+    ids : array-like of str, shape (n,)
+        Row and column ids, unique.
+    matrix : ndarray or scipy.sparse matrix or dask array, shape (n, n)
+        The matrix itself. Dense for G and A, sparse for A⁻¹.
+    inverse : bool
+        True when ``matrix`` is an inverse (e.g. A⁻¹ from Henderson's rules).
+    kind : str
+        A short label: ``"A"``, ``"Ainv"``, ``"G"``, ``"K"``, ...
+    info : dict
+        Provenance and diagnostics (method, allele-frequency source, logdet, ...).
+
+    Notes
+    -----
+    Instances are immutable and ``copy.deepcopy`` returns the same object, so
+    scikit-learn's ``clone`` never copies a large G.
+    """
+
+    ids: np.ndarray
+    matrix: Any
+    inverse: bool = False
+    kind: str = "K"
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        ids = np.asarray([str(i) for i in self.ids], dtype=object)
+        object.__setattr__(self, "ids", ids)
+        shape = self.matrix.shape
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise DataError(f"relationship matrix {self.kind} must be square, got shape {shape}")
+        if shape[0] != len(ids):
+            raise DataError(
+                f"relationship matrix {self.kind} has {shape[0]} rows but {len(ids)} ids"
+            )
+        dup = pd.Index(ids)
+        if dup.has_duplicates:
+            raise DataError(
+                f"relationship matrix {self.kind} has duplicated ids: "
+                + format_ids(dup[dup.duplicated()].unique())
+            )
+
+    # scikit-learn's clone deep-copies parameters; a relationship is immutable,
+    # so sharing it is safe and avoids copying an n x n matrix per fold.
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.matrix)
+
+    def index_of(self, ids) -> np.ndarray:
+        """Integer positions of ``ids`` in this matrix; error naming any unknown id."""
+        pos = pd.Index(self.ids).get_indexer([str(i) for i in ids])
+        if (pos < 0).any():
+            missing = [str(i) for i, p in zip(ids, pos) if p < 0]
+            raise DataError(
+                f"{len(missing)} id(s) not found in relationship matrix {self.kind}: "
+                + format_ids(missing)
+            )
+        return pos
+
+    def dense(self) -> np.ndarray:
+        """The matrix as a dense float64 ndarray."""
+        m = self.matrix
+        if sp.issparse(m):
+            return m.toarray()
+        if hasattr(m, "compute"):
+            m = m.compute()
+        return np.asarray(m, dtype=np.float64)
+
+    def subset(self, ids) -> "Relationship":
+        """The sub-matrix for ``ids`` (in that order); only for non-inverse matrices."""
+        if self.inverse:
+            raise DataError(
+                "cannot subset an inverse relationship matrix by ids: the inverse of a "
+                "sub-matrix is not the sub-matrix of the inverse"
+            )
+        pos = self.index_of(ids)
+        m = self.matrix
+        sub = m[pos][:, pos] if sp.issparse(m) else np.asarray(m)[np.ix_(pos, pos)]
+        return Relationship(np.asarray(ids), sub, inverse=False, kind=self.kind, info=dict(self.info))
+
+    def to_frame(self) -> pd.DataFrame:
+        """A dense DataFrame indexed and labelled by ids."""
+        return pd.DataFrame(self.dense(), index=pd.Index(self.ids, name="id"), columns=self.ids)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, *, inverse: bool = False, kind: str = "K") -> "Relationship":
+        """Build from a square DataFrame whose index and columns are the same ids."""
+        idx = [str(i) for i in frame.index]
+        cols = [str(c) for c in frame.columns]
+        if idx != cols:
+            if set(idx) == set(cols):
+                frame = frame.loc[:, [c for c in frame.columns]]
+                frame.columns = cols
+                frame = frame[idx]
+            else:
+                extra = sorted(set(idx) ^ set(cols))
+                raise DataError(
+                    f"relationship matrix {kind}: row and column ids differ: " + format_ids(extra)
+                )
+        values = frame.to_numpy(dtype=np.float64)
+        return cls(np.asarray(idx, dtype=object), values, inverse=inverse, kind=kind)
+
+    def __repr__(self) -> str:
+        store = "sparse" if self.is_sparse else type(self.matrix).__name__
+        inv = " inverse" if self.inverse else ""
+        return f"Relationship(kind={self.kind!r}{inv}, n={self.n}, storage={store})"
+
+
+def as_relationship(obj, *, inverse: bool = False, kind: str = "K") -> Relationship:
+    """Coerce a DataFrame or Relationship into a :class:`Relationship`.
+
+    Bare numpy arrays are refused: a matrix without ids cannot be matched to records.
+    """
+    if isinstance(obj, Relationship):
+        if inverse and not obj.inverse:
+            raise DataError(f"expected an inverse relationship matrix, got {obj!r}")
+        if not inverse and obj.inverse:
+            raise DataError(f"expected a relationship matrix, got an inverse: {obj!r} (use cov_inverse=)")
+        return obj
+    if isinstance(obj, pd.DataFrame):
+        return Relationship.from_frame(obj, inverse=inverse, kind=kind)
+    raise DataError(
+        f"a relationship matrix must be a pandas DataFrame indexed by ids or a "
+        f"henderson Relationship, not {type(obj).__name__}: matrices without ids "
+        "cannot be matched to records"
+    )
