@@ -1,0 +1,1 @@
+"""Seeded simulators of pedigrees, genotypes and phenotypes for tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""Data containers: Pedigree, Genotypes."""
