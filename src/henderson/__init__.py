@@ -30,3 +30,8 @@ __all__ = [
     "ConvergenceWarning",
     "BoundaryWarning",
 ]
+
+from .api import fit, prepare  # noqa: E402
+from .results import FitResult  # noqa: E402
+
+__all__ += ["fit", "prepare", "FitResult"]

@@ -1,0 +1,178 @@
+"""AI-REML with step control, EM fallback and boundary handling.
+
+The optimiser works on the variance components σ² = (σ²₁ … σ²_K, σ²ₑ):
+
+1. Newton-type step with the average-information matrix: δ = AI⁻¹ · score
+   (Gilmour, Thompson & Cullis 1995, Biometrics 51:1440).
+2. Step control: a step that would make a component negative is cut where the
+   first component reaches zero; that component then sits on the boundary
+   (its term leaves the MME). A step that does not improve the objective is halved.
+3. Fallback: if halving fails (or AI is not positive definite), an EM-REML step,
+   which never leaves the parameter space and never lowers the likelihood.
+4. Boundary check: at convergence, a component held at zero re-enters when the
+   score at zero is positive (the likelihood increases away from the boundary).
+
+Every iteration is logged (σ², −2 log L, step type), and the log travels with the
+result and any ConvergenceWarning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConvergenceWarning
+from ..solvers.dense import Evaluation
+
+
+@dataclass
+class OptimResult:
+    """Outcome of the optimisation: final evaluation with derivatives, log, status."""
+
+    evaluation: Evaluation
+    iterations: int
+    converged: bool
+    log: pd.DataFrame
+    boundary: list[int] = field(default_factory=list)
+
+
+def starting_values(spec) -> np.ndarray:
+    """Split the OLS residual variance equally among the K + 1 components."""
+    X, y = spec.X, spec.y
+    if X.shape[1]:
+        beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+        resid = y - X @ beta
+    else:
+        resid = y
+    v = float(resid @ resid) / max(spec.n - spec.p, 1)
+    K = len(spec.terms)
+    return np.full(K + 1, v / (K + 1))
+
+
+def _em_step(state, ev: Evaluation, method: str) -> np.ndarray:
+    """EM-REML update (σ²ₖ = [ûₖ'Pₖûₖ + σ²ₑ tr(PₖC^{kk})]/qₖ; σ²ₑ = y'ê/(n − p))."""
+    s = ev.sigma2.copy()
+    se = s[-1]
+    new = s.copy()
+    pos = 0
+    for k, t in enumerate(state.spec.terms):
+        if not ev.active[k]:
+            continue
+        q = t.rank
+        u = ev.solution[pos:pos + q]
+        blk = ev.cinv[pos:pos + q, pos:pos + q]
+        P = state.penalties[k]
+        quad = float(u @ u) if P is None else float(u @ P @ u)
+        tr = np.trace(blk) if P is None else float(np.sum(P * blk))
+        new[k] = (quad + se * tr) / q
+        pos += q
+    dof = state.n - state.p if method == "reml" else state.n
+    new[-1] = float(state.spec.y @ ev.residuals) / dof
+    return new
+
+
+def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
+             tol: float = 1e-10) -> OptimResult:
+    """Maximise the (RE)ML likelihood over σ² by AI-REML with fallbacks.
+
+    Parameters
+    ----------
+    state : DenseMME
+    method : {"reml", "ml"}
+    start : array, shape (K + 1,), optional
+    max_iter : int
+    tol : float
+        Convergence when the largest relative change of σ² is below 1e-8
+        and −2 log L changes by less than ``tol · max(1, |−2 log L|)``.
+    """
+    s = np.asarray(start if start is not None else starting_values(state.spec), dtype=float)
+    K = len(s) - 1
+    ev = state.evaluate(s, derivatives=True, method=method)
+    rows = [dict(iteration=0, step="start", m2ll=ev.m2ll, **_named(state, s))]
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        s_new, kind = _ai_step(state, ev, method)
+        if s_new is None:
+            s_new, kind = _em_step(state, ev, method), "em"
+        ev_new = state.evaluate(s_new, derivatives=True, method=method)
+        change = np.max(np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1]))
+        dm = abs(ev.m2ll - ev_new.m2ll)
+        ev = ev_new
+        rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.sigma2)))
+        if change < 1e-8 and dm < tol * max(1.0, abs(ev.m2ll)):
+            released = _release_boundary(state, ev, method)
+            if released is None:
+                converged = True
+                break
+            ev = state.evaluate(released, derivatives=True, method=method)
+            rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.sigma2)))
+    log = pd.DataFrame(rows)
+    boundary = [k for k in range(K) if not ev.active[k]]
+    if not converged:
+        warnings.warn(ConvergenceWarning(
+            f"REML did not converge in {max_iter} iterations (last -2logL {ev.m2ll:.8f}); "
+            f"last iterations:\n{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+    return OptimResult(ev, it, converged, log, boundary)
+
+
+def _named(state, s) -> dict:
+    names = [f"sigma2_{t.name}" for t in state.spec.terms] + ["sigma2_Residual"]
+    return dict(zip(names, map(float, s)))
+
+
+def _ai_step(state, ev: Evaluation, method: str):
+    """One AI step with cut-at-boundary and halving; None if no improving step."""
+    K = len(ev.sigma2) - 1
+    free = np.concatenate([np.flatnonzero(ev.active), [K]])
+    g = ev.score[free]
+    H = ev.ai[np.ix_(free, free)]
+    try:
+        # AI is positive definite at any σ² with σ²ₑ > 0; solve via Cholesky
+        c = np.linalg.cholesky(H)
+        delta = np.linalg.solve(c.T, np.linalg.solve(c, g))
+    except np.linalg.LinAlgError:
+        return None, None
+    s0 = ev.sigma2
+    full = np.zeros_like(s0)
+    full[free] = delta
+    # largest t in (0, 1] keeping every free component >= 0
+    neg = (full < 0) & (s0 > 0)
+    t_max = min(1.0, float(np.min(-s0[neg] / full[neg]))) if neg.any() else 1.0
+    t = t_max
+    for _ in range(12):
+        cand = s0 + t * full
+        if t == t_max and t_max < 1.0:
+            cand[neg & np.isclose(-s0 / np.where(full == 0, 1, full), t_max)] = 0.0
+        cand = np.maximum(cand, 0.0)
+        if cand[-1] <= 0:
+            t /= 2
+            continue
+        try:
+            m2ll = state.evaluate(cand, method=method).m2ll
+        except Exception:
+            t /= 2
+            continue
+        if m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
+            kind = "ai" if t == 1.0 else ("ai-boundary" if t == t_max < 1.0 else f"ai-halved({t:.3g})")
+            return cand, kind
+        t /= 2
+    return None, None
+
+
+def _release_boundary(state, ev: Evaluation, method: str):
+    """σ² with a boundary component restarted if its score at zero is positive."""
+    K = len(ev.sigma2) - 1
+    for k in range(K):
+        if ev.active[k]:
+            continue
+        score, ai = state.boundary_score(ev, k)
+        # a positive score, larger than rounding noise, means the optimum is interior
+        if score > 1e-8 * max(1.0, abs(ev.m2ll)) and ai > 0:
+            s = ev.sigma2.copy()
+            s[k] = score / ai
+            return s
+    return None

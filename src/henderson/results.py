@@ -1,0 +1,151 @@
+"""The frozen result of a mixed-model fit, its tables and its summary text."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """A fitted linear mixed model.
+
+    Attributes
+    ----------
+    variance_components : DataFrame
+        One row per random term plus ``Residual``: ``variance``, ``se`` (from the
+        inverse average-information matrix), ``ratio`` (share of the total variance)
+        and ``ratio_se`` (delta method), ``boundary`` (True when estimated at zero).
+    fixed_effects : DataFrame
+        Indexed by coefficient name: ``estimate``, ``se``, ``t``.
+    blups : dict[str, DataFrame]
+        Per random term, indexed by level id: ``blup``, ``pev`` (prediction error
+        variance), ``reliability`` (1 − PEV/(σ²ₖKᵢᵢ)), ``n_records``.
+    loglik : float
+        Log-likelihood in lme4's convention (full REML or ML log-likelihood).
+    aic, bic : float
+        −2 loglik + 2 df and −2 loglik + df log n, df = fixed effects + variances (lme4).
+    n_obs, n_dropped : int
+        Records used, and records dropped for missing values.
+    method, solver : str
+    iterations : int
+    converged : bool
+    log : DataFrame
+        The optimisation log, one row per iteration.
+    fitted, residuals : Series
+        Xb̂ + Zû and y − fitted, indexed like the data rows used.
+    timings : dict
+        Seconds per stage.
+    notes : list of str
+        Everything the fit changed or noticed (dropped rows, aliased columns, boundary).
+    settings : dict
+        Formula, method, versions: enough to reproduce the fit.
+    """
+
+    variance_components: pd.DataFrame
+    fixed_effects: pd.DataFrame
+    blups: dict
+    loglik: float
+    aic: float
+    bic: float
+    n_obs: int
+    n_dropped: int
+    method: str
+    solver: str
+    iterations: int
+    converged: bool
+    log: pd.DataFrame
+    fitted: pd.Series
+    residuals: pd.Series
+    timings: dict = field(default_factory=dict)
+    notes: tuple = ()
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def sigma2(self) -> pd.Series:
+        """Variance components as a Series (term → σ²)."""
+        return self.variance_components["variance"]
+
+    def summary(self) -> str:
+        """A readable summary in the spirit of lme4's and sommer's."""
+        s = self.settings
+        crit = "REML" if self.method == "reml" else "ML"
+        lines = [
+            f"Linear mixed model fit by {crit} ({self.solver}, henderson {s.get('version', '?')})",
+            f"Formula: {s.get('formula', '')}",
+            f"Records: {self.n_obs} used" + (f", {self.n_dropped} dropped (missing values)" if self.n_dropped else ""),
+            "",
+            f"  logLik {self.loglik:.6f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}   "
+            f"{crit} criterion {-2 * self.loglik:.6f}",
+            f"  iterations {self.iterations}, converged: {'yes' if self.converged else 'NO'}",
+            "",
+            "Variance components:",
+        ]
+        vc = self.variance_components.copy()
+        vc_txt = pd.DataFrame({
+            "variance": vc["variance"].map(lambda v: f"{v:.6g}"),
+            "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
+            "share": vc["ratio"].map(lambda v: f"{v:.3f}"),
+            "share se": vc["ratio_se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
+        }, index=vc.index)
+        if "levels" in vc:
+            vc_txt["levels"] = vc["levels"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+        lines += ["  " + ln for ln in vc_txt.to_string().splitlines()]
+        lines += ["", "Fixed effects:"]
+        fe = self.fixed_effects
+        fe_txt = pd.DataFrame({
+            "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
+            "se": fe["se"].map(lambda v: f"{v:.6f}"),
+            "t": fe["t"].map(lambda v: f"{v:.2f}"),
+        }, index=fe.index)
+        lines += ["  " + ln for ln in fe_txt.to_string().splitlines()]
+        for name, tab in self.blups.items():
+            top = tab.sort_values("blup", ascending=False).head(5)
+            lines += ["", f"BLUPs of {name}: {len(tab)} levels; top 5:"]
+            t = pd.DataFrame({
+                "blup": top["blup"].map(lambda v: f"{v:.4f}"),
+                "pev": top["pev"].map(lambda v: f"{v:.4f}"),
+                "reliability": top["reliability"].map(lambda v: f"{v:.3f}"),
+            }, index=top.index)
+            lines += ["  " + ln for ln in t.to_string().splitlines()]
+        if self.notes:
+            lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON (variance components, fixed effects, fit statistics)."""
+        return {
+            "settings": self.settings,
+            "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
+            "n_obs": self.n_obs, "n_dropped": self.n_dropped,
+            "method": self.method, "solver": self.solver,
+            "iterations": self.iterations, "converged": self.converged,
+            "variance_components": json.loads(self.variance_components.to_json(orient="index")),
+            "fixed_effects": json.loads(self.fixed_effects.to_json(orient="index")),
+            "timings": self.timings, "notes": list(self.notes),
+        }
+
+
+def ratio_table(names, sigma2: np.ndarray, cov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Shares σ²ₖ/Σσ² and their delta-method standard errors.
+
+    With S = Σⱼσ²ⱼ, ∂(σ²ₖ/S)/∂σ²ⱼ = (δⱼₖS − σ²ₖ)/S²; var = gᵀ·cov·g.
+    """
+    S = sigma2.sum()
+    ratio = sigma2 / S
+    if cov is None:
+        return ratio, np.full(len(sigma2), np.nan)
+    se = np.empty(len(sigma2))
+    for k in range(len(sigma2)):
+        g = -sigma2[k] / S**2 * np.ones(len(sigma2))
+        g[k] += 1.0 / S
+        ok = np.isfinite(np.diag(cov))
+        gg = g[ok]
+        se[k] = np.sqrt(max(gg @ cov[np.ix_(ok, ok)] @ gg, 0.0))
+    return ratio, se

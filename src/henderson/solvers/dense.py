@@ -1,0 +1,228 @@
+"""Dense Henderson mixed model equations: prepare once, evaluate at many σ².
+
+The model is y = Xb + Σₖ Z̃ₖuₖ + e with uₖ ~ N(0, σ²ₖ Kₖ), e ~ N(0, σ²ₑ I). With
+γₖ = σ²ₖ/σ²ₑ and Pₖ = Kₖ⁻¹ (the identity for iid and factored terms), Henderson's
+coefficient matrix (random equations first, fixed last) is
+
+    C = [[Z̃'Z̃ + ⊕ₖ Pₖ/γₖ, Z̃'X], [X'Z̃, X'X]],   r = [Z̃'y; X'y].
+
+From one Cholesky factor C = LL' (see docs/theory.md, "REML on the MME"):
+
+- solutions s = C⁻¹r = [û; b̂] and ℓ² = y'y − r's = σ²ₑ · y'Py;
+- log|V| + log|X'V⁻¹X| = (n − p) log σ²ₑ + log|C| + log|D|, log|D| = Σₖ qₖ log γₖ + log|Kₖ|;
+- log|V| = n log σ²ₑ + log|C_zz| + log|D| (ML), C_zz the leading block.
+
+Derivatives for AI-REML (Gilmour, Thompson & Cullis 1995; Johnson & Thompson 1995)
+use C⁻¹ (unscaled; the PEV matrix is σ²ₑC⁻¹):
+
+- ∂ℓ/∂σ²ₖ = −½[qₖ/σ²ₖ − σ²ₑ tr(PₖC^{kk})/σ⁴ₖ − ûₖ'Pₖûₖ/σ⁴ₖ];
+- ∂ℓ/∂σ²ₑ = −½[tr(P) − ê'ê/σ⁴ₑ], σ²ₑ tr(P) = n − p − Σₖ(qₖ − σ²ₑ tr(PₖC^{kk})/σ²ₖ);
+- AI_ij = ½ wᵢ'Pwⱼ with working variates wₖ = Z̃ₖûₖ/σ²ₖ, wₑ = ê/σ²ₑ; Pw is the
+  MME residual of w divided by σ²ₑ, so AI costs one extra solve.
+
+Terms with σ²ₖ = 0 (on the boundary) are dropped from C: the limit of the objective
+as γₖ → 0 is the objective of the model without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from ..errors import NotPositiveDefiniteError
+from ..spec.model import ModelSpec
+
+LOG2PI = float(np.log(2 * np.pi))
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """The MME at one σ²: objective, solutions and (optionally) derivatives."""
+
+    sigma2: np.ndarray          # (K + 1,) term variances then residual
+    active: np.ndarray          # (K,) bool: term in the MME (σ²ₖ > 0)
+    m2ll: float                 # −2 log L (REML or ML, lme4's constants)
+    ell2: float                 # σ²ₑ · y'Py
+    solution: np.ndarray        # [û of active terms..., b̂]
+    index: np.ndarray           # rows of the full MME kept at this σ²
+    logdet_c: float
+    residuals: np.ndarray       # ê = y − Xb̂ − Z̃û, shape (n,)
+    cinv: np.ndarray | None = None   # unscaled C⁻¹ (σ²ₑC⁻¹ = PEV matrix)
+    score: np.ndarray | None = None  # ∂ℓ/∂σ², shape (K + 1,); NaN for inactive terms
+    ai: np.ndarray | None = None     # average information, (K + 1, K + 1)
+
+
+class DenseMME:
+    """Henderson's MME held as dense cross-products of [Z̃₁ … Z̃_K X].
+
+    Parameters
+    ----------
+    spec : ModelSpec
+
+    Notes
+    -----
+    Preparation costs one pass over the records (T'T for T = [Z̃ X], n × (r + p));
+    each evaluation is one dense Cholesky of order r + p. Suited to up to a few
+    thousand random levels; the spectral solver handles one dense kernel faster.
+    """
+
+    name = "dense-mme"
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        blocks = [t.design() for t in spec.terms] + [spec.X]
+        if all(sp.issparse(b) for b in blocks[:-1]):
+            T = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")
+            self.TtT = (T.T @ T).toarray()
+        else:
+            T = np.hstack([b.toarray() if sp.issparse(b) else np.asarray(b) for b in blocks])
+            self.TtT = T.T @ T
+        self.T = T
+        self.Tty = np.asarray(T.T @ spec.y).ravel()
+        self.yty = float(spec.y @ spec.y)
+        sizes = [t.rank for t in spec.terms]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.n_random = int(self.offsets[-1])
+        self.penalties = []
+        for t in spec.terms:
+            if t.kind == "inverse":
+                P = t.penalty.toarray() if sp.issparse(t.penalty) else np.asarray(t.penalty, float)
+                self.penalties.append(P)
+            else:
+                self.penalties.append(None)  # identity
+        self.n, self.p = spec.n, spec.p
+
+    # -- index helpers -------------------------------------------------------------
+    def _index(self, active: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        idx, spans, pos = [], [], 0
+        for k, on in enumerate(active):
+            if on:
+                a, b = self.offsets[k], self.offsets[k + 1]
+                idx.append(np.arange(a, b))
+                spans.append((pos, pos + b - a))
+                pos += b - a
+            else:
+                spans.append((pos, pos))
+        idx.append(self.n_random + np.arange(self.p))
+        return np.concatenate(idx), spans
+
+    def _design(self, index: np.ndarray):
+        return self.T[:, index]
+
+    # -- evaluation ----------------------------------------------------------------
+    def evaluate(self, sigma2, *, derivatives: bool = False, method: str = "reml") -> Evaluation:
+        """Objective (and optionally score and AI) at variance components ``sigma2``.
+
+        Parameters
+        ----------
+        sigma2 : array, shape (K + 1,)
+            σ²₁ … σ²_K, σ²ₑ; σ²ₖ = 0 drops term k (boundary).
+        derivatives : bool
+            Also compute C⁻¹, the score and the average-information matrix.
+        method : {"reml", "ml"}
+        """
+        s = np.asarray(sigma2, dtype=np.float64)
+        se = s[-1]
+        if not se > 0:
+            raise ValueError("residual variance must be positive")
+        active = s[:-1] > 0
+        index, spans = self._index(active)
+        C = self.TtT[np.ix_(index, index)]
+        logdet_d = 0.0
+        for k, t in enumerate(self.spec.terms):
+            if not active[k]:
+                continue
+            a, b = spans[k]
+            lam = se / s[k]
+            if self.penalties[k] is None:
+                C[a:b, a:b][np.diag_indices(b - a)] += lam
+            else:
+                C[a:b, a:b] += lam * self.penalties[k]
+                logdet_d += t.logdet_k
+            logdet_d += (b - a) * np.log(s[k] / se)
+        try:
+            L = sla.cholesky(C, lower=True, check_finite=False)
+        except np.linalg.LinAlgError as exc:
+            raise NotPositiveDefiniteError(
+                "the mixed model equations are not positive definite at "
+                f"sigma2={np.round(s, 8).tolist()}: check for a fixed effect confounded with "
+                "a random term or a covariance matrix that is not positive definite"
+            ) from exc
+        r = self.Tty[index]
+        sol = sla.cho_solve((L, True), r, check_finite=False)
+        ell2 = max(self.yty - float(r @ sol), 0.0)
+        dl = np.log(np.diag(L))
+        logdet_c = 2.0 * dl.sum()
+        n, p = self.n, self.p
+        nz = len(index) - p
+        if method == "reml":
+            m2ll = (n - p) * (LOG2PI + np.log(se)) + logdet_c + logdet_d + ell2 / se
+        else:
+            m2ll = n * (LOG2PI + np.log(se)) + 2.0 * dl[:nz].sum() + logdet_d + ell2 / se
+        resid = self.spec.y - np.asarray(self._design(index) @ sol).ravel()
+        if not derivatives:
+            return Evaluation(s, active, float(m2ll), ell2, sol, index, logdet_c, resid)
+        eye = np.eye(len(index))
+        cinv = sla.cho_solve((L, True), eye, check_finite=False)
+        if method == "reml":
+            trace_inv, dof = cinv, n - p
+        else:  # ML: traces use the inverse of the random block C_zz alone
+            trace_inv = sla.cho_solve((L[:nz, :nz], True), np.eye(nz), check_finite=False)
+            dof = n
+        K = len(self.spec.terms)
+        score = np.full(K + 1, np.nan)
+        work = np.zeros((n, K + 1))
+        trP_se = dof
+        for k in range(K):
+            if not active[k]:
+                continue
+            a, b = spans[k]
+            u = sol[a:b]
+            blk = trace_inv[a:b, a:b]
+            P = self.penalties[k]
+            tr = np.trace(blk) if P is None else float(np.sum(P * blk))
+            quad = float(u @ u) if P is None else float(u @ P @ u)
+            q = b - a
+            score[k] = -0.5 * (q / s[k] - se * tr / s[k] ** 2 - quad / s[k] ** 2)
+            trP_se -= q - se * tr / s[k]
+            cols = index[a:b]
+            work[:, k] = np.asarray(self.T[:, cols] @ u).ravel() / s[k]
+        score[K] = -0.5 * (trP_se / se - float(resid @ resid) / se**2)
+        work[:, K] = resid / se
+        free = np.concatenate([np.flatnonzero(active), [K]])
+        W = work[:, free]
+        Tw = np.asarray(self._design(index).T @ W)
+        Pw = (W - np.asarray(self._design(index) @ (cinv @ Tw))) / se
+        ai = np.full((K + 1, K + 1), np.nan)
+        ai[np.ix_(free, free)] = 0.5 * (W.T @ Pw)
+        return Evaluation(s, active, float(m2ll), ell2, sol, index, logdet_c, resid,
+                          cinv, score, ai)
+
+    def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
+        """Score ∂ℓ/∂σ²ₖ and its AI at σ²ₖ = 0 for an inactive term k.
+
+        A positive score means the likelihood rises as σ²ₖ leaves zero, so the term
+        should re-enter the optimisation. Returns (score, ai_kk).
+        """
+        se = ev.sigma2[-1]
+        Zk = self.T[:, self.offsets[k]:self.offsets[k + 1]]
+        Zk = Zk.toarray() if sp.issparse(Zk) else np.asarray(Zk)
+        Tx = self._design(ev.index)
+        PZ = (Zk - np.asarray(Tx @ (ev.cinv @ np.asarray(Tx.T @ Zk)))) / se
+        Py = ev.residuals / se
+        Kk = None if self.penalties[k] is None else sla.inv(self.penalties[k])
+        ZtPy = Zk.T @ Py
+        if Kk is None:
+            tr = float(np.einsum("ij,ij->", Zk, PZ))
+            quad = float(ZtPy @ ZtPy)
+            w = Zk @ ZtPy
+        else:
+            tr = float(np.sum((Zk.T @ PZ) * Kk))
+            quad = float(ZtPy @ Kk @ ZtPy)
+            w = Zk @ (Kk @ ZtPy)
+        score = -0.5 * (tr - quad)
+        Pw = (w - np.asarray(Tx @ (ev.cinv @ np.asarray(Tx.T @ w)))) / se
+        return score, 0.5 * float(w @ Pw)

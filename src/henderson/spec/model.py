@@ -1,0 +1,315 @@
+"""From formula + data + covariances to a :class:`ModelSpec` of arrays with ids.
+
+The spec is what every solver consumes: the response ``y``, a full-rank fixed-effect
+matrix ``X`` with column names, and random terms that each carry their level ids,
+the integer code of every record's level, and how their covariance enters the
+mixed model equations:
+
+- ``"iid"``: u ~ N(0, σ²I); the MME penalty is I/γ.
+- ``"factor"``: u ~ N(0, σ²K) with K = FF' given dense; the term is refitted as
+  u = Fv, v ~ N(0, σ²I), so a singular (positive semi-definite) K is fine.
+- ``"inverse"``: u ~ N(0, σ²K) with K⁻¹ given (sparse pedigree A⁻¹); penalty K⁻¹/γ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from ..errors import DataError, DataWarning, ModelError, NotPositiveDefiniteError, format_ids
+from ..relationships.container import Relationship, as_relationship
+from .formula import ParsedFormula, RandomTermSpec, parse_formula
+
+#: relative eigenvalue tolerance below which K is treated as singular (PSD) and
+#: below minus which it is declared indefinite (numerical noise of a Gram matrix
+#: is ~1e-13 relative; real indefiniteness is far larger).
+EIG_TOL = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class RandomTerm:
+    """A random term ready for the mixed model equations.
+
+    Attributes
+    ----------
+    name : str
+        Display name (``"Name"``, ``"batch:cask"``).
+    levels : ndarray of str, shape (q,)
+        Level ids, in the order of the BLUP vector.
+    codes : ndarray of int, shape (n,)
+        Level index of every record.
+    kind : {"iid", "factor", "inverse"}
+    factor : ndarray, shape (q, r) or None
+        F with K = FF' for ``kind="factor"``.
+    penalty : ndarray or sparse, shape (q, q) or None
+        K⁻¹ for ``kind="inverse"``.
+    logdet_k : float
+        log|K| (0 for iid; unused for factor, whose v has identity covariance).
+    k_diag : ndarray, shape (q,)
+        diag(K), for reliabilities 1 − PEV/(σ²Kᵢᵢ).
+    n_records : ndarray of int, shape (q,)
+        Records per level (levels with none are predicted through K).
+    """
+
+    name: str
+    levels: np.ndarray
+    codes: np.ndarray
+    kind: str
+    factor: np.ndarray | None = None
+    penalty: object = None
+    logdet_k: float = 0.0
+    k_diag: np.ndarray | None = None
+    n_records: np.ndarray | None = None
+    source: str = "iid"
+
+    @property
+    def q(self) -> int:
+        return len(self.levels)
+
+    @property
+    def rank(self) -> int:
+        """Number of MME equations of this term (r for a factor, q otherwise)."""
+        return self.factor.shape[1] if self.kind == "factor" else self.q
+
+    def design(self) -> sp.csr_matrix | np.ndarray:
+        """Z̃ (n × rank): the incidence Z, or ZF for a factored covariance."""
+        n = len(self.codes)
+        if self.kind == "factor":
+            return self.factor[self.codes]
+        return sp.csr_matrix((np.ones(n), (np.arange(n), self.codes)), shape=(n, self.q))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """Everything a solver needs, with ids attached. Built by :func:`build_spec`."""
+
+    formula: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    x_names: list[str]
+    terms: tuple[RandomTerm, ...]
+    record_index: pd.Index
+    n_dropped: int = 0
+    dropped_by_column: dict = field(default_factory=dict)
+    aliased: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+
+def _check_columns(data: pd.DataFrame, needed: list[str]) -> None:
+    missing = [c for c in needed if c not in data.columns]
+    if missing:
+        raise DataError(
+            f"column(s) {format_ids(missing)} not found in the data; columns present: "
+            + ", ".join(map(str, data.columns))
+        )
+
+
+def _fixed_variables(fixed: str, data: pd.DataFrame) -> list[str]:
+    from formulaic import Formula
+
+    try:
+        req = Formula(fixed).required_variables
+    except Exception as exc:  # formulaic raises its own parse errors
+        raise ModelError(f"cannot parse the fixed part {fixed!r}: {exc}") from exc
+    names = sorted(str(v) for v in req)
+    _check_columns(data, names)
+    return names
+
+
+def _drop_missing(data: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int, dict]:
+    na = data[columns].isna()
+    by_col = {c: int(na[c].sum()) for c in columns if na[c].any()}
+    keep = ~na.any(axis=1)
+    return data.loc[keep], int((~keep).sum()), by_col
+
+
+def _fixed_matrix(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
+    """Full-rank X from formulaic; numerically aliased columns dropped, as lme4 does."""
+    from formulaic import model_matrix
+
+    mm = model_matrix(fixed, data, ensure_full_rank=True, na_action="raise")
+    names = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
+    X = np.asarray(mm, dtype=np.float64)
+    if X.shape[1] == 0:
+        return X, names, []
+    # pivoted QR finds columns that are linear combinations of earlier ones
+    _, r, piv = sla.qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    tol = d.max() * max(X.shape) * np.finfo(float).eps * 10 if d.size else 0.0
+    rank = int((d > tol).sum())
+    if rank < X.shape[1]:
+        keep = np.sort(piv[:rank])
+        aliased = [names[i] for i in range(len(names)) if i not in set(keep)]
+        X = X[:, keep]
+        names = [names[i] for i in keep]
+        return X, names, aliased
+    return X, names, []
+
+
+def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
+    cols = [data[c].astype(str).to_numpy(dtype=object) for c in spec.columns]
+    if len(cols) == 1:
+        return cols[0]
+    out = cols[0].copy()
+    for c in cols[1:]:
+        out = out + ":" + c
+    return out
+
+
+def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F with K = FF' (columns for positive eigenvalues only); errors for non-PSD K."""
+    asym = np.abs(K - K.T)
+    if asym.max() > 1e-8 * max(1.0, np.abs(K).max()):
+        i, j = np.unravel_index(np.argmax(asym), K.shape)
+        raise NotPositiveDefiniteError(
+            f"covariance for {name!r} is not symmetric: K[{ids[i]!r}, {ids[j]!r}] = {K[i, j]:.6g} "
+            f"but K[{ids[j]!r}, {ids[i]!r}] = {K[j, i]:.6g}"
+        )
+    K = (K + K.T) / 2
+    try:  # fast path for positive definite K
+        L = np.linalg.cholesky(K)
+        return L, np.einsum("ij,ij->i", L, L)
+    except np.linalg.LinAlgError:
+        pass
+    w, Q = sla.eigh(K, driver="evd")
+    tol = EIG_TOL * max(w.max(), 1e-300)
+    if w.min() < -tol * 1e3:
+        worst = np.argsort(np.abs(Q[:, 0]))[::-1][:5]
+        raise NotPositiveDefiniteError(
+            f"covariance for {name!r} is not positive semi-definite: smallest eigenvalue "
+            f"{w.min():.4g} (largest {w.max():.4g}); ids loading most on that eigenvector: "
+            + format_ids(ids[worst])
+            + ". Check the matrix, or blend it with a positive definite one."
+        )
+    keep = w > tol
+    F = Q[:, keep] * np.sqrt(w[keep])
+    return F, np.einsum("ij,ij->i", F, F)
+
+
+def _inverse_diag(Kinv, info: dict) -> np.ndarray:
+    if "diag" in info:
+        return np.asarray(info["diag"], dtype=float)
+    q = Kinv.shape[0]
+    if q <= 20000:
+        dense = Kinv.toarray() if sp.issparse(Kinv) else np.asarray(Kinv)
+        return np.diag(sla.inv(dense))
+    return np.full(q, np.nan)
+
+
+def _logdet_of_inverse(Kinv, info: dict) -> float:
+    """log|K| from K⁻¹ (a pedigree's A⁻¹ brings it in ``info['logdet']``)."""
+    if "logdet" in info:
+        return float(info["logdet"])
+    dense = Kinv.toarray() if sp.issparse(Kinv) else np.asarray(Kinv)
+    sign, ld = np.linalg.slogdet(dense)
+    if sign <= 0:
+        raise NotPositiveDefiniteError("the inverse covariance given in cov_inverse is not positive definite")
+    return -float(ld)
+
+
+def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> RandomTerm:
+    name = spec.name
+    if cov is not None and cov_inverse is not None:
+        raise ModelError(f"term {name!r} got both cov= and cov_inverse=; give one")
+    rel = None
+    if cov is not None:
+        rel = as_relationship(cov, inverse=False, kind=f"K[{name}]")
+    elif cov_inverse is not None:
+        rel = as_relationship(cov_inverse, inverse=True, kind=f"Kinv[{name}]")
+    if rel is None:
+        levels, codes = np.unique(labels, return_inverse=True)
+        counts = np.bincount(codes, minlength=len(levels))
+        return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)),
+                          n_records=counts)
+    levels = rel.ids
+    pos = pd.Index(levels).get_indexer(labels)
+    if (pos < 0).any():
+        missing = pd.unique(labels[pos < 0])
+        raise DataError(
+            f"{len(missing)} level(s) of {name!r} have records but are not in the covariance "
+            f"matrix given for it: " + format_ids(missing)
+        )
+    counts = np.bincount(pos, minlength=len(levels))
+    if rel.inverse:
+        Kinv = rel.matrix if sp.issparse(rel.matrix) else np.asarray(rel.matrix, dtype=float)
+        return RandomTerm(name, levels, pos, "inverse", penalty=Kinv,
+                          logdet_k=_logdet_of_inverse(Kinv, rel.info),
+                          k_diag=_inverse_diag(Kinv, rel.info), n_records=counts,
+                          source=rel.kind)
+    F, kdiag = _factor_of(rel.dense(), name, levels)
+    return RandomTerm(name, levels, pos, "factor", factor=F, k_diag=kdiag, n_records=counts,
+                      source=rel.kind)
+
+
+def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
+               cov_inverse: dict | None = None) -> ModelSpec:
+    """Build a :class:`ModelSpec` from an lme4-style formula and a data frame.
+
+    Parameters
+    ----------
+    formula : str
+        ``"response ~ fixed + (1|group) + ..."``.
+    data : DataFrame
+        One row per record.
+    cov : dict, optional
+        ``{group: K}``: a known covariance for a grouping factor, K a DataFrame indexed
+        by level ids or a :class:`~henderson.Relationship`.
+    cov_inverse : dict, optional
+        ``{group: Kinv}``: the inverse covariance (e.g. sparse pedigree A⁻¹).
+
+    Rows with a missing response, predictor or grouping factor are dropped; the count
+    is returned in the spec and warned.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    parsed = parse_formula(formula)
+    cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
+    term_names = {t.name for t in parsed.random}
+    for key in list(cov) + list(cov_inverse):
+        if key not in term_names:
+            raise ModelError(
+                f"a covariance was given for {key!r}, which is not a random term of the formula; "
+                f"random terms: {sorted(term_names) or 'none'}"
+            )
+    group_cols = sorted({c for t in parsed.random for c in t.columns})
+    needed = [parsed.response] + _fixed_variables(parsed.fixed, data) + group_cols
+    _check_columns(data, needed)
+    needed = list(dict.fromkeys(needed))
+    kept, n_dropped, by_col = _drop_missing(data, needed)
+    notes = []
+    if n_dropped:
+        detail = ", ".join(f"{c}: {k}" for c, k in by_col.items())
+        msg = f"{n_dropped} of {len(data)} records dropped for missing values ({detail})"
+        notes.append(msg)
+        warnings.warn(msg, DataWarning, stacklevel=3)
+    if len(kept) == 0:
+        raise DataError("no complete records left after dropping rows with missing values")
+    y = pd.to_numeric(kept[parsed.response], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(y).any():
+        bad = kept.index[np.isnan(y)][:5]
+        raise DataError(f"response {parsed.response!r} is not numeric at rows {format_ids(bad)}")
+    X, x_names, aliased = _fixed_matrix(parsed.fixed, kept)
+    if aliased:
+        msg = f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}"
+        notes.append(msg)
+        warnings.warn(msg, DataWarning, stacklevel=3)
+    terms = []
+    for t in parsed.random:
+        labels = _group_labels(kept, t)
+        terms.append(_random_term(t, labels, cov.get(t.name), cov_inverse.get(t.name)))
+    if np.ptp(y) == 0:
+        raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
+    return ModelSpec(parsed, y, X, x_names, tuple(terms), kept.index, n_dropped, by_col, aliased, notes)
