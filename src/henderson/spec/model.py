@@ -145,17 +145,25 @@ def _fixed_matrix(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]
     X = np.asarray(mm, dtype=np.float64)
     if X.shape[1] == 0:
         return X, names, []
-    # pivoted QR finds columns that are linear combinations of earlier ones
-    _, r, piv = sla.qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(r))
-    tol = d.max() * max(X.shape) * np.finfo(float).eps * 10 if d.size else 0.0
-    rank = int((d > tol).sum())
-    if rank < X.shape[1]:
-        keep = np.sort(piv[:rank])
+    # Unpivoted QR: |R_jj| is the norm of column j orthogonal to columns 1..j-1, so a
+    # tiny R_jj marks a column aliased with earlier ones; keeping the earlier one
+    # matches lme4 (which drops the later columns of a rank-deficient X).
+    # The QR is redone after each removal because the Householder vector built on an
+    # (almost) zero column points in an arbitrary direction and would distort R
+    # for the columns after it.
+    keep = list(range(X.shape[1]))
+    norms = np.linalg.norm(X, axis=0)
+    tol = max(X.shape) * np.finfo(float).eps * 100
+    while keep:
+        r = sla.qr(X[:, keep], mode="r", check_finite=False)[0]
+        d = np.abs(np.diag(r))
+        small = np.flatnonzero(d <= tol * np.maximum(norms[keep], 1e-300))
+        if small.size == 0:
+            break
+        del keep[small[0]]
+    if len(keep) < X.shape[1]:
         aliased = [names[i] for i in range(len(names)) if i not in set(keep)]
-        X = X[:, keep]
-        names = [names[i] for i in keep]
-        return X, names, aliased
+        return X[:, keep], [names[i] for i in keep], aliased
     return X, names, []
 
 

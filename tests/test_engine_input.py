@@ -1,0 +1,155 @@
+"""Formula parsing and bad input: every problem gets a clear message or a counted note."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import henderson as h
+from henderson.datasets import load_lme4, load_potato
+from henderson.spec.formula import parse_formula
+
+
+def test_parse_nested_and_crossed():
+    p = parse_formula("y ~ x + z + (1|a/b) + (1|c)")
+    assert p.response == "y" and p.fixed == "x + z"
+    assert [t.name for t in p.random] == ["a", "a:b", "c"]
+    assert p.random[1].columns == ("a", "b")
+    assert parse_formula("y ~ (1|g)").fixed == "1"
+    assert parse_formula("y ~ 0 + x + (1|g)").fixed == "0 + x"
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("y x", "'~'"),
+    ("log(y) ~ x", "single column"),
+    ("y ~ x + (x|g)", "random intercepts"),
+    ("y ~ (1|g) + (1|g)", "given twice"),
+    ("y ~ x + (1|g", "unbalanced"),
+])
+def test_bad_formulas(bad, msg):
+    with pytest.raises(h.ModelError, match=msg):
+        parse_formula(bad)
+
+
+def test_nested_equals_explicit_interaction():
+    d = load_lme4("Pastes")
+    a = h.fit("strength ~ 1 + (1|batch/cask)", d)
+    b = h.fit("strength ~ 1 + (1|batch) + (1|batch:cask)", d)
+    np.testing.assert_allclose(a.sigma2, b.sigma2, rtol=1e-10)
+
+
+def test_no_intercept_formula():
+    res = h.fit("Yield ~ 0 + Env + (1|Name)", load_potato())
+    assert list(res.fixed_effects.index) == ["Env[CA.2011]", "Env[CA.2012]", "Env[CA.2013]"]
+    assert res.sigma2["Name"] == pytest.approx(4.85594439, rel=1e-5)
+
+
+def test_unknown_column_is_named_with_columns_present():
+    with pytest.raises(h.DataError, match=r"'Yeild'.*columns present: Name, Env"):
+        h.fit("Yeild ~ Env + (1|Name)", load_potato())
+    with pytest.raises(h.DataError, match="'Clone'"):
+        h.fit("Yield ~ Env + (1|Clone)", load_potato())
+
+
+def test_missing_values_dropped_and_counted():
+    d = load_potato()
+    d.loc[[0, 5, 9], "Yield"] = np.nan
+    d.loc[[12], "Env"] = None
+    with pytest.warns(h.errors.DataWarning, match="4 of 185 records dropped"):
+        res = h.fit("Yield ~ Env + (1|Name)", d)
+    assert res.n_obs == 181 and res.n_dropped == 4
+    assert "4 dropped" in res.summary()
+    assert any("Yield: 3" in n and "Env: 1" in n for n in res.notes)
+
+
+def test_aliased_fixed_effect_dropped_with_note():
+    d = load_potato()
+    d["Env2"] = d["Env"]  # the same factor twice: its columns are aliased
+    d["double_weight"] = 2 * d["Weight"]
+    with pytest.warns(h.errors.DataWarning, match="aliased"):
+        res = h.fit("Yield ~ Env + Weight + double_weight + (1|Name)", d)
+    assert "double_weight" not in res.fixed_effects.index
+    assert any("double_weight" in n for n in res.notes)
+
+
+def _K(ids, seed=0):
+    rng = np.random.default_rng(seed)
+    B = rng.normal(size=(len(ids), len(ids) + 3))
+    return pd.DataFrame(B @ B.T / len(ids), index=ids, columns=ids)
+
+
+def test_covariance_missing_levels_are_named():
+    d = load_potato()
+    ids = sorted(d["Name"].unique())
+    K = _K(ids[:-2])
+    with pytest.raises(h.DataError, match=r"2 level\(s\) of 'Name'.*W8867-5"):
+        h.fit("Yield ~ Env + (1|Name)", d, cov={"Name": K})
+
+
+def test_covariance_not_symmetric_names_ids():
+    d = load_potato()
+    ids = sorted(d["Name"].unique())
+    K = _K(ids)
+    K.iloc[0, 3] += 0.5
+    with pytest.raises(h.errors.NotPositiveDefiniteError, match="not symmetric.*A01143-3C"):
+        h.fit("Yield ~ Env + (1|Name)", d, cov={"Name": K})
+
+
+def test_covariance_not_psd():
+    d = load_potato()
+    ids = sorted(d["Name"].unique())
+    K = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    K.iloc[0, 1] = K.iloc[1, 0] = 2.0
+    with pytest.raises(h.errors.NotPositiveDefiniteError, match="not positive semi-definite"):
+        h.fit("Yield ~ Env + (1|Name)", d, cov={"Name": K})
+
+
+def test_bare_array_covariance_refused():
+    d = load_potato()
+    with pytest.raises(h.DataError, match="without ids"):
+        h.fit("Yield ~ Env + (1|Name)", d, cov={"Name": np.eye(41)})
+
+
+def test_covariance_for_unknown_term():
+    d = load_potato()
+    with pytest.raises(h.ModelError, match="not a random term"):
+        h.fit("Yield ~ Env + (1|Name)", d, cov={"Clone": _K(["a"])})
+
+
+def test_identity_covariance_equals_iid():
+    d = load_potato()
+    ids = sorted(d["Name"].unique())
+    I = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    a = h.fit("Yield ~ Env + (1|Name)", d)
+    b = h.fit("Yield ~ Env + (1|Name)", d, cov={"Name": I})
+    np.testing.assert_allclose(a.sigma2, b.sigma2, rtol=1e-9)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-9)
+
+
+def test_non_convergence_warns_with_log():
+    with pytest.warns(h.ConvergenceWarning) as rec:
+        res = h.fit("Yield ~ Env + (1|Name)", load_potato(), max_iter=1)
+    assert not res.converged
+    assert rec[0].message.log is not None and len(rec[0].message.log) >= 2
+
+
+def test_constant_response():
+    d = load_potato()
+    d["Yield"] = 3.0
+    with pytest.raises(h.DataError, match="constant"):
+        h.fit("Yield ~ Env + (1|Name)", d)
+
+
+def test_bad_method():
+    with pytest.raises(h.ModelError, match="method"):
+        h.fit("Yield ~ Env + (1|Name)", load_potato(), method="bayes")
+
+
+def test_boundary_reported_never_negative():
+    with pytest.warns(h.BoundaryWarning):
+        res = h.fit("Yield ~ 1 + (1|Batch)", load_lme4("Dyestuff2"))
+    vc = res.variance_components
+    assert vc.loc["Batch", "variance"] == 0.0 and vc.loc["Batch", "boundary"]
+    assert (vc["variance"] >= 0).all()
+    assert "boundary" in res.summary()
