@@ -143,7 +143,7 @@ def test_qc_reports_everything(small):
 
 
 def test_grm_csv_and_gcta_round_trip(tmp_path, small):
-    G = genomic_relationship(small, "yang")
+    G = genomic_relationship(small, "vanraden1")
     back = read_relationship_csv(write_relationship_csv(G, tmp_path / "g.csv"))
     np.testing.assert_array_equal(back.ids, G.ids)
     np.testing.assert_allclose(back.dense(), G.dense(), rtol=0, atol=1e-15)
