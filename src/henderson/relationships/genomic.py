@@ -214,7 +214,9 @@ def genomic_relationship(
             x32 = raw.T.astype(np.float32)  # (b, n) C-order = (n, b) F-order: no copy in BLAS
             _syrk(acc32, x32)
             c = 2.0 * pc
-            s += np.dot(c, x32.astype(np.float64))  # s = X c in float64 (c is not integer)
+            for k in range(0, cols.size, 256):  # s = X c in float64 (c is not integer),
+                # in sub-blocks so the float64 temporary stays small
+                s += c[k : k + 256] @ x32[k : k + 256].astype(np.float64)
             cc += float(c @ c)
             m32 += cols.size
             n_blocks["float32"] += 1
