@@ -7,20 +7,18 @@ optimiser, and the result tables. No modelling logic lives here.
 
 from __future__ import annotations
 
-import platform
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
-import scipy
 
-from ._version import __version__
-from .errors import BoundaryWarning, ModelError
+from .assemble import dense_result, spectral_result
+from .errors import ModelError
 from .reml.optimize import optimise
-from .results import FitResult, ratio_table
+from .results import FitResult
 from .solvers.dense import DenseMME
-from .spec.model import ModelSpec, build_spec
+from .solvers.spectral import SpectralSolver
+from .spec.model import build_spec
 
 
 def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
@@ -35,7 +33,7 @@ def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
 
 def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str = "reml",
         *, cov_inverse: dict | None = None, start=None, max_iter: int = 200,
-        sigma2=None) -> FitResult:
+        sigma2=None, solver: str = "auto", pev: bool | str = "auto") -> FitResult:
     """Fit a linear mixed model y = Xb + Σₖ Zₖuₖ + e by REML (or ML).
 
     Parameters
@@ -58,6 +56,14 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     sigma2 : array, optional
         Fixed variance components: skip estimation and solve the MME at these values
         (BLUP with known variances, as in Mrode's textbook examples).
+    solver : {"auto", "dense", "spectral"}
+        ``"auto"`` takes the spectral solver when the model has one random term with a
+        dense known covariance (GBLUP): K is reduced to tridiagonal form once and each
+        REML evaluation is O(n). Otherwise the dense mixed model equations. The
+        solver used is reported in ``result.solver``.
+    pev : bool or "auto"
+        Compute prediction error variances (always for the dense solver; for the
+        spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
 
     Returns
     -------
@@ -78,6 +84,13 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
+    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor"
+    if solver == "spectral" and not one_kernel:
+        raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
+    if solver not in ("auto", "dense", "spectral"):
+        raise ModelError(f"solver must be 'auto', 'dense' or 'spectral', not {solver!r}")
+    if one_kernel and solver in ("auto", "spectral"):
+        return _fit_spectral(spec, method, sigma2, pev, t0, t1)
     state = DenseMME(spec)
     t2 = time.perf_counter()
     if sigma2 is not None:
@@ -91,7 +104,7 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
         ev, iterations, converged, log, boundary = (opt.evaluation, opt.iterations,
                                                    opt.converged, opt.log, opt.boundary)
     t3 = time.perf_counter()
-    result = _result(spec, state, ev, method, iterations, converged, log, boundary,
+    result = dense_result(spec, state, ev, method, iterations, converged, log, boundary,
                      fixed_sigma2=sigma2 is not None)
     timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
                "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
@@ -99,79 +112,19 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     return result
 
 
-def _result(spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log,
-            boundary, fixed_sigma2: bool) -> FitResult:
-    K = len(spec.terms)
-    s = ev.sigma2
-    se_e = s[-1]
-    names = [t.name for t in spec.terms] + ["Residual"]
-    notes = list(spec.notes)
-    # sampling covariance of σ² from the inverse AI matrix (free components only)
-    cov = None
-    if not fixed_sigma2:
-        free = np.concatenate([np.flatnonzero(ev.active), [K]])
-        cov = np.full((K + 1, K + 1), np.nan)
-        try:
-            cov[np.ix_(free, free)] = np.linalg.inv(ev.ai[np.ix_(free, free)])
-        except np.linalg.LinAlgError:
-            notes.append("average-information matrix singular: no standard errors")
-    ratio, ratio_se = ratio_table(names, s, cov)
-    var_se = np.sqrt(np.diag(cov)) if cov is not None else np.full(K + 1, np.nan)
-    vc = pd.DataFrame({
-        "variance": s, "se": var_se, "ratio": ratio, "ratio_se": ratio_se,
-        "boundary": [bool(k in boundary) for k in range(K)] + [False],
-        "levels": [t.q for t in spec.terms] + [np.nan],
-    }, index=pd.Index(names, name="term"))
-    for k in boundary:
-        msg = (f"variance of {names[k]!r} estimated at the boundary (0): the data show no "
-               "variation between its levels beyond the residual")
-        notes.append(msg)
-        warnings.warn(msg, BoundaryWarning, stacklevel=3)
-
-    p = spec.p
-    nz = len(ev.index) - p
-    b = ev.solution[nz:]
-    cinv = ev.cinv
-    b_se = np.sqrt(np.maximum(np.diag(cinv)[nz:], 0) * se_e)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
-
-    blups, pos = {}, 0
-    for k, t in enumerate(spec.terms):
-        if ev.active[k]:
-            r = t.rank
-            v = ev.solution[pos:pos + r]
-            blk = cinv[pos:pos + r, pos:pos + r] * se_e
-            if t.kind == "factor":
-                u = t.factor @ v
-                pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
-            else:
-                u, pev = v, np.diag(blk).copy()
-            pos += r
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = 1.0 - pev / (s[k] * t.k_diag)
-        else:
-            u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
-        blups[t.name] = pd.DataFrame(
-            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},
-            index=pd.Index(t.levels, name=t.name))
-
-    y = spec.y
-    fitted = pd.Series(y - ev.residuals, index=spec.record_index, name="fitted")
-    resid = pd.Series(ev.residuals, index=spec.record_index, name="residual")
-    loglik = -0.5 * ev.m2ll
-    df = p + (K + 1 if not fixed_sigma2 else 0)
-    settings = {
-        "formula": spec.formula.text, "method": method, "version": __version__,
-        "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
-        "python": platform.python_version(),
-        "fixed_sigma2": bool(fixed_sigma2),
-        "covariances": {t.name: t.source for t in spec.terms},
-    }
-    return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
-        iterations=iterations, converged=converged, log=log, fitted=fitted, residuals=resid,
-        notes=tuple(notes), settings=settings)
+def _fit_spectral(spec, method, sigma2, pev, t0, t1) -> FitResult:
+    term = spec.terms[0]
+    solver = SpectralSolver(spec.y, spec.X, term.kernel, term.codes)
+    t2 = time.perf_counter()
+    if sigma2 is not None:
+        sg, se = (float(v) for v in np.asarray(sigma2, dtype=float))
+        info = {"evaluations": 0}
+    else:
+        sg, se, info = solver.optimise(method)
+    t3 = time.perf_counter()
+    want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
+    result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)
+    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
+               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+    object.__setattr__(result, "timings", timings)
+    return result

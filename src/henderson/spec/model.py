@@ -44,8 +44,8 @@ class RandomTerm:
     codes : ndarray of int, shape (n,)
         Level index of every record.
     kind : {"iid", "factor", "inverse"}
-    factor : ndarray, shape (q, r) or None
-        F with K = FF' for ``kind="factor"``.
+    kernel : ndarray, shape (q, q) or None
+        K itself for ``kind="factor"`` (dense known covariance).
     penalty : ndarray or sparse, shape (q, q) or None
         K⁻¹ for ``kind="inverse"``.
     logdet_k : float
@@ -60,7 +60,7 @@ class RandomTerm:
     levels: np.ndarray
     codes: np.ndarray
     kind: str
-    factor: np.ndarray | None = None
+    kernel: np.ndarray | None = None
     penalty: object = None
     logdet_k: float = 0.0
     k_diag: np.ndarray | None = None
@@ -70,6 +70,17 @@ class RandomTerm:
     @property
     def q(self) -> int:
         return len(self.levels)
+
+    @property
+    def factor(self) -> np.ndarray | None:
+        """F (q × r) with K = FF', computed on first use (the spectral solver never needs it)."""
+        if self.kind != "factor":
+            return None
+        cached = self.__dict__.get("_factor")
+        if cached is None:
+            cached = _factor_of(self.kernel, self.name, self.levels)
+            object.__setattr__(self, "_factor", cached)
+        return cached
 
     @property
     def rank(self) -> int:
@@ -177,8 +188,7 @@ def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
     return out
 
 
-def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F with K = FF' (columns for positive eigenvalues only); errors for non-PSD K."""
+def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray) -> None:
     asym = np.abs(K - K.T)
     if asym.max() > 1e-8 * max(1.0, np.abs(K).max()):
         i, j = np.unravel_index(np.argmax(asym), K.shape)
@@ -186,10 +196,12 @@ def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> tuple[np.ndarray, n
             f"covariance for {name!r} is not symmetric: K[{ids[i]!r}, {ids[j]!r}] = {K[i, j]:.6g} "
             f"but K[{ids[j]!r}, {ids[i]!r}] = {K[j, i]:.6g}"
         )
-    K = (K + K.T) / 2
+
+
+def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> np.ndarray:
+    """F with K = FF' (columns for positive eigenvalues only); errors for non-PSD K."""
     try:  # fast path for positive definite K
-        L = np.linalg.cholesky(K)
-        return L, np.einsum("ij,ij->i", L, L)
+        return np.linalg.cholesky(K)
     except np.linalg.LinAlgError:
         pass
     w, Q = sla.eigh(K, driver="evd")
@@ -203,8 +215,7 @@ def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> tuple[np.ndarray, n
             + ". Check the matrix, or blend it with a positive definite one."
         )
     keep = w > tol
-    F = Q[:, keep] * np.sqrt(w[keep])
-    return F, np.einsum("ij,ij->i", F, F)
+    return Q[:, keep] * np.sqrt(w[keep])
 
 
 def _inverse_diag(Kinv, info: dict) -> np.ndarray:
@@ -257,9 +268,11 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> 
                           logdet_k=_logdet_of_inverse(Kinv, rel.info),
                           k_diag=_inverse_diag(Kinv, rel.info), n_records=counts,
                           source=rel.kind)
-    F, kdiag = _factor_of(rel.dense(), name, levels)
-    return RandomTerm(name, levels, pos, "factor", factor=F, k_diag=kdiag, n_records=counts,
-                      source=rel.kind)
+    K = rel.dense()
+    _check_symmetric(K, name, levels)
+    K = (K + K.T) / 2
+    return RandomTerm(name, levels, pos, "factor", kernel=K, k_diag=np.diag(K).copy(),
+                      n_records=counts, source=rel.kind)
 
 
 def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,

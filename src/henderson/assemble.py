@@ -1,0 +1,151 @@
+"""Assemble a :class:`FitResult` from a solver's final state (dense MME or spectral)."""
+
+from __future__ import annotations
+
+import platform
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy
+
+from ._version import __version__
+from .errors import BoundaryWarning
+from .results import FitResult, ratio_table
+from .solvers.dense import DenseMME
+from .spec.model import ModelSpec
+
+
+def settings_of(spec: ModelSpec, method: str, fixed_sigma2: bool, solver: str) -> dict:
+    """Formula, method, solver and versions: what it takes to reproduce a fit."""
+    return {
+        "formula": spec.formula.text, "method": method, "solver": solver, "version": __version__,
+        "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
+        "python": platform.python_version(), "fixed_sigma2": bool(fixed_sigma2),
+        "covariances": {t.name: t.source for t in spec.terms},
+    }
+
+
+def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -> pd.DataFrame:
+    """Variance components with SEs, shares of the total and their delta-method SEs."""
+    K = len(spec.terms)
+    names = [t.name for t in spec.terms] + ["Residual"]
+    ratio, ratio_se = ratio_table(names, s, cov)
+    var_se = np.sqrt(np.diag(cov)) if cov is not None else np.full(K + 1, np.nan)
+    for k in boundary:
+        msg = (f"variance of {names[k]!r} estimated at the boundary (0): the data show no "
+               "variation between its levels beyond the residual")
+        notes.append(msg)
+        warnings.warn(msg, BoundaryWarning, stacklevel=4)
+    return pd.DataFrame({
+        "variance": s, "se": var_se, "ratio": ratio, "ratio_se": ratio_se,
+        "boundary": [bool(k in boundary) for k in range(K)] + [False],
+        "levels": [t.q for t in spec.terms] + [np.nan],
+    }, index=pd.Index(names, name="term"))
+
+
+def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log,
+            boundary, fixed_sigma2: bool) -> FitResult:
+    K = len(spec.terms)
+    s = ev.sigma2
+    se_e = s[-1]
+    names = [t.name for t in spec.terms] + ["Residual"]
+    notes = list(spec.notes)
+    # sampling covariance of σ² from the inverse AI matrix (free components only)
+    cov = None
+    if not fixed_sigma2:
+        free = np.concatenate([np.flatnonzero(ev.active), [K]])
+        cov = np.full((K + 1, K + 1), np.nan)
+        try:
+            cov[np.ix_(free, free)] = np.linalg.inv(ev.ai[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            notes.append("average-information matrix singular: no standard errors")
+    vc = variance_table(spec, s, cov, boundary, notes)
+
+    p = spec.p
+    nz = len(ev.index) - p
+    b = ev.solution[nz:]
+    cinv = ev.cinv
+    b_se = np.sqrt(np.maximum(np.diag(cinv)[nz:], 0) * se_e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
+                          index=pd.Index(spec.x_names, name="coefficient"))
+
+    blups, pos = {}, 0
+    for k, t in enumerate(spec.terms):
+        if ev.active[k]:
+            r = t.rank
+            v = ev.solution[pos:pos + r]
+            blk = cinv[pos:pos + r, pos:pos + r] * se_e
+            if t.kind == "factor":
+                u = t.factor @ v
+                pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
+            else:
+                u, pev = v, np.diag(blk).copy()
+            pos += r
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = 1.0 - pev / (s[k] * t.k_diag)
+        else:
+            u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
+        blups[t.name] = pd.DataFrame(
+            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},
+            index=pd.Index(t.levels, name=t.name))
+
+    y = spec.y
+    fitted = pd.Series(y - ev.residuals, index=spec.record_index, name="fitted")
+    resid = pd.Series(ev.residuals, index=spec.record_index, name="residual")
+    loglik = -0.5 * ev.m2ll
+    df = p + (K + 1 if not fixed_sigma2 else 0)
+    settings = settings_of(spec, method, fixed_sigma2, state.name)
+    return FitResult(
+        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
+        iterations=iterations, converged=converged, log=log, fitted=fitted, residuals=resid,
+        notes=tuple(notes), settings=settings)
+
+
+def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, info: dict,
+                    fixed_sigma2: bool, pev: bool) -> FitResult:
+    """FitResult of the one-kernel spectral solver at (σ²_g, σ²_e)."""
+    term = spec.terms[0]
+    notes = list(spec.notes)
+    s = np.array([sg, se])
+    boundary = [0] if sg == 0.0 else []
+    cov = None
+    if not fixed_sigma2:
+        cov = np.full((2, 2), np.nan)
+        if boundary:
+            cov[1, 1] = 1.0 / solver.average_information(sg, se)[1, 1]
+        else:
+            cov = np.linalg.inv(solver.average_information(sg, se))
+    vc = variance_table(spec, s, cov, boundary, notes)
+    sol = solver.solve(sg, se)
+    b, b_se = sol["b"], np.sqrt(np.diag(sol["cov_b"]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
+                          index=pd.Index(spec.x_names, name="coefficient"))
+    if pev:
+        pev_v = solver.pev(sg, se, sol["cov_b"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = 1.0 - pev_v / (sg * term.k_diag)
+    else:
+        pev_v = rel = np.full(term.q, np.nan)
+        notes.append("PEV and reliabilities not computed (pev=False)")
+    blups = {term.name: pd.DataFrame(
+        {"blup": sol["g"], "pev": pev_v, "reliability": rel, "n_records": term.n_records},
+        index=pd.Index(term.levels, name=term.name))}
+    resid = se * sol["Py"]  # ê = σ²_e P y (BLUP residuals)
+    fitted = pd.Series(spec.y - resid, index=spec.record_index, name="fitted")
+    m2ll = solver.m2ll(sg, se, method) if sg > 0 else None
+    if m2ll is None:
+        m2ll = solver.m2ll(0.0, se, method)
+    loglik = -0.5 * m2ll
+    df = spec.p + (2 if not fixed_sigma2 else 0)
+    return FitResult(
+        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=solver.name,
+        iterations=int(info.get("evaluations", 0)), converged=True, log=pd.DataFrame(),
+        fitted=fitted, residuals=pd.Series(resid, index=spec.record_index, name="residual"),
+        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name))
