@@ -82,47 +82,47 @@ def read_pedigree(
             f"pedigree {source}: no column {format_ids(absent)}; "
             f"present columns: {format_ids(frame.columns, limit=30)}"
         )
-    missing = set(str(m) for m in missing)
-    ids = _as_str(frame[id], set())
-    sires = _as_str(frame[sire], missing)
-    dams = _as_str(frame[dam], missing)
+    m = len(frame)
+    # One hash pass over all three columns; everything after works on integer labels,
+    # which is what makes a million rows cheap (no per-row Python string work).
+    labels, names = _factorize([frame[id], frame[sire], frame[dam]], set(str(x) for x in missing))
+    id_l, s_l, d_l = labels[:m], labels[m : 2 * m], labels[2 * m :]
     # Row position -> what the user calls it: a file line (header is line 1) or a row.
-    lines = np.arange(len(frame)) + 2 if is_file else np.arange(len(frame))
+    lines = np.arange(m) + 2 if is_file else np.arange(m)
     where = f"{source} line" if is_file else "DataFrame row"
 
     if is_file:  # blank lines were kept so that line numbers stay exact; drop them now
-        blank = (ids.isna() & sires.isna() & dams.isna()).to_numpy()
+        blank = (id_l < 0) & (s_l < 0) & (d_l < 0)
         if blank.any():
             keep = ~blank
-            ids, sires, dams, lines = ids[keep], sires[keep], dams[keep], lines[keep]
-    if ids.isna().any():
-        bad = lines[ids.isna().to_numpy()]
-        raise DataError(f"pedigree {source}: empty id on {where} {format_ids(bad)}")
+            id_l, s_l, d_l, lines = id_l[keep], s_l[keep], d_l[keep], lines[keep]
+    if (id_l < 0).any():
+        bad = lines[id_l < 0]
+        raise DataError(f"pedigree {source}: empty or missing-code id on {where} {format_ids(bad)}")
 
-    ids, sires, dams, lines, n_dup = _drop_duplicates(ids, sires, dams, lines, source, where)
-    _check_self_parent(ids, sires, dams, lines, source, where)
-    _check_sex(sires, dams, source)
+    id_l, s_l, d_l, lines, n_dup = _drop_duplicates(id_l, s_l, d_l, lines, names, source, where)
+    _check_self_parent(id_l, s_l, d_l, lines, names, source, where)
+    _check_sex(s_l, d_l, names, source)
 
     # Parents without a row become founders, placed before all rows (first-seen order).
-    idx = pd.Index(ids.to_numpy(dtype=object))
-    parents = np.column_stack([sires.to_numpy(dtype=object), dams.to_numpy(dtype=object)]).ravel()
-    known = ~pd.isna(parents)
-    new = pd.unique(parents[known][idx.get_indexer(parents[known]) < 0])
+    has_row = np.zeros(len(names), np.bool_)
+    has_row[id_l] = True
+    parents = np.column_stack([s_l, d_l]).ravel()
+    parents = parents[parents >= 0]
+    new = pd.unique(parents[~has_row[parents]])
     if len(new):
         warnings.warn(
             f"pedigree {source}: {len(new)} parent(s) have no row of their own and were "
-            f"added as founders: {format_ids(new)}",
+            f"added as founders: {format_ids(names[new])}",
             DataWarning,
             stacklevel=2,
         )
-    all_ids = np.concatenate([np.asarray(new, dtype=object), idx.to_numpy()])
-    full = pd.Index(all_ids)
-    s_pos = full.get_indexer(sires.to_numpy(dtype=object))
-    d_pos = full.get_indexer(dams.to_numpy(dtype=object))
-    # Missing parents are NaN, which get_indexer maps to -1 (NaN is not an id).
-    pad = np.full(len(new), -1, np.int64)
-    s_pos = np.concatenate([pad, s_pos]).astype(np.int64)
-    d_pos = np.concatenate([pad, d_pos]).astype(np.int64)
+    all_l = np.concatenate([new, id_l]).astype(np.int64)
+    all_ids = names[all_l]
+    pos_of = np.full(len(names) + 1, -1, np.int64)  # label -1 (unknown) -> position -1
+    pos_of[all_l] = np.arange(len(all_l))
+    s_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[s_l]])
+    d_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[d_l]])
 
     gen = topological_generations(s_pos, d_pos)
     if (gen < 0).any():
@@ -140,7 +140,7 @@ def read_pedigree(
         dam=d_code,
         generation=gen[order],
         input_order=code,
-        added_founders=tuple(new),
+        added_founders=tuple(names[new]),
         n_duplicates_dropped=n_dup,
         source=source,
     )
@@ -168,60 +168,72 @@ def _read_table(path: Path, sep: str | None) -> pd.DataFrame:
     )
 
 
-def _as_str(col: pd.Series, missing: set) -> pd.Series:
-    """Column as object strings, stripped, with ``missing`` codes as NaN."""
-    if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.dropna(), 1) == 0):
-        col = col.astype("Int64")  # 12.0 from a NaN-holding int column must read "12"
-    s = col.astype(object)
-    na = s.isna().to_numpy()
-    s = s.where(na, s.astype(str).str.strip())
-    bad = s.isin(list(missing)).to_numpy() | na | (s == "").to_numpy()
-    return pd.Series(np.where(bad, np.nan, s.to_numpy(dtype=object)), dtype=object)
+def _factorize(cols, missing: set):
+    """Integer labels of the concatenated columns and the label -> id array.
+
+    Ids are stripped of surrounding blanks; empty cells and ``missing`` codes get
+    label -1. Integral float columns (ints holding NaN) are read as ints: "12", not "12.0".
+    """
+    parts = []
+    for col in cols:
+        if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.dropna(), 1) == 0):
+            col = col.astype("Int64")
+        if not (pd.api.types.is_string_dtype(col) or col.dtype == object):
+            col = col.astype(str).where(col.notna())
+        parts.append(col.to_numpy(dtype=object, na_value=None))
+    raw, uniq = pd.factorize(np.concatenate(parts))
+    # Strip and recode the (few) distinct values only, never the rows.
+    uniq = np.array([str(u).strip() for u in uniq], dtype=object)
+    bad = np.isin(uniq, list(missing | {""}))
+    relabel, names = pd.factorize(np.where(bad, None, uniq))
+    relabel = np.append(relabel, -1)  # raw label -1 (NaN) stays -1
+    return relabel[raw].astype(np.int64), np.asarray(names, dtype=object)
 
 
-def _drop_duplicates(ids, sires, dams, lines, source, where):
-    dup = ids.duplicated(keep=False).to_numpy()
-    if not dup.any():
-        return ids, sires, dams, lines, 0
-    triple = pd.DataFrame({"id": ids, "sire": sires, "dam": dams})
+def _drop_duplicates(id_l, s_l, d_l, lines, names, source, where):
+    counts = np.bincount(id_l, minlength=len(names))
+    if counts.max(initial=0) < 2:
+        return id_l, s_l, d_l, lines, 0
+    triple = pd.DataFrame({"id": id_l, "sire": s_l, "dam": d_l})
     exact = triple.duplicated(keep="first").to_numpy()
     n_dup = int(exact.sum())
     keep = ~exact
-    ids, sires, dams, lines = ids[keep], sires[keep], dams[keep], lines[keep]
-    conflict = ids.duplicated(keep=False).to_numpy()
+    id_l, s_l, d_l, lines = id_l[keep], s_l[keep], d_l[keep], lines[keep]
+    conflict = pd.Series(id_l).duplicated(keep=False).to_numpy()
     if conflict.any():
+        ext = np.append(names, None)  # label -1 -> None (unknown parent)
         rows = [
-            f"{i!r} ({where} {ln}: sire {s!r}, dam {d!r})"
-            for i, ln, s, d in zip(ids[conflict], lines[conflict], sires[conflict], dams[conflict])
+            f"{ext[i]!r} ({where} {ln}: sire {ext[s]!r}, dam {ext[d]!r})"
+            for i, ln, s, d in zip(id_l[conflict], lines[conflict], s_l[conflict], d_l[conflict])
         ]
-        bad = pd.unique(ids[conflict])
+        bad = names[pd.unique(id_l[conflict])]
         raise PedigreeError(
             f"pedigree {source}: {len(bad)} id(s) appear more than once with different "
             f"parents: {format_ids(bad)}; rows: " + "; ".join(rows[:10])
         )
-    if n_dup:
-        warnings.warn(
-            f"pedigree {source}: dropped {n_dup} exact duplicate row(s)", DataWarning, stacklevel=3
-        )
-    return ids.reset_index(drop=True), sires.reset_index(drop=True), dams.reset_index(drop=True), lines, n_dup
+    warnings.warn(f"pedigree {source}: dropped {n_dup} exact duplicate row(s)", DataWarning, stacklevel=3)
+    return id_l, s_l, d_l, lines, n_dup
 
 
-def _check_self_parent(ids, sires, dams, lines, source, where):
-    own = ((ids == sires) | (ids == dams)).to_numpy()
+def _check_self_parent(id_l, s_l, d_l, lines, names, source, where):
+    own = (id_l == s_l) | (id_l == d_l)
     if own.any():
-        rows = [f"{i!r} ({where} {ln})" for i, ln in zip(ids[own], lines[own])]
+        rows = [f"{names[i]!r} ({where} {ln})" for i, ln in zip(id_l[own], lines[own])]
         raise PedigreeError(
-            f"pedigree {source}: {int(own.sum())} animal(s) are their own parent: "
-            + ", ".join(rows[:10])
+            f"pedigree {source}: {int(own.sum())} animal(s) are their own parent: " + ", ".join(rows[:10])
         )
 
 
-def _check_sex(sires, dams, source):
-    both = pd.Index(sires.dropna().unique()).intersection(pd.Index(dams.dropna().unique()))
+def _check_sex(s_l, d_l, names, source):
+    is_sire = np.zeros(len(names), np.bool_)
+    is_dam = np.zeros(len(names), np.bool_)
+    is_sire[s_l[s_l >= 0]] = True
+    is_dam[d_l[d_l >= 0]] = True
+    both = np.flatnonzero(is_sire & is_dam)
     if len(both):
         raise PedigreeError(
             f"pedigree {source}: {len(both)} id(s) are used both as sire and as dam: "
-            + format_ids(sorted(both))
+            + format_ids(names[both])
         )
 
 

@@ -84,7 +84,48 @@ def topological_generations(sire, dam):
 
 
 @numba.njit(cache=True)
-def inbreeding_lap(sire, dam, generation):
+def _trace_inbreeding(i, par, start, Ld, anc, count):
+    """F of animal i by tracing its ancestors (one Meuwissen & Luo step).
+
+    ``par[j] = (sire, dam, generation of sire, generation of dam)`` and
+    ``Ld[j] = (L_j, d_j)`` are packed per animal so that visiting an ancestor touches
+    two cache lines instead of six: the kernel is bound by random memory access.
+    ``Ld[:, 0]``, ``anc`` and ``count`` are one thread's work arrays, left zeroed.
+    """
+    f = -1.0
+    Ld[i, 0] = 1.0
+    t = max(par[i, 2], par[i, 3]) + 1
+    anc[start[t]] = i
+    count[t] = 1
+    while t >= 0:
+        # Bucket t may only grow while a bucket > t is processed (parents are in
+        # strictly earlier generations), so its length is final here.
+        for k in range(start[t], start[t] + count[t]):
+            j = anc[k]
+            lj = Ld[j, 0]
+            ps = par[j, 0]
+            pd = par[j, 1]
+            if ps >= 0:
+                if Ld[ps, 0] == 0.0:
+                    g = par[j, 2]
+                    anc[start[g] + count[g]] = ps
+                    count[g] += 1
+                Ld[ps, 0] += 0.5 * lj
+            if pd >= 0:
+                if Ld[pd, 0] == 0.0:
+                    g = par[j, 3]
+                    anc[start[g] + count[g]] = pd
+                    count[g] += 1
+                Ld[pd, 0] += 0.5 * lj
+            f += lj * lj * Ld[j, 1]
+            Ld[j, 0] = 0.0
+        count[t] = 0
+        t -= 1
+    return f
+
+
+@numba.njit(cache=True, parallel=True)
+def inbreeding_lap(sire, dam, generation, nt):
     """Inbreeding coefficients by Meuwissen & Luo (1992), ancestors bucketed by LAP.
 
     For animal i the row of T (A = T D T') is traced back through its ancestors:
@@ -94,6 +135,8 @@ def inbreeding_lap(sire, dam, generation):
     in i's pedigree; processing them by decreasing generation guarantees it
     (Sargolzaei & Iwaisaki 2005), and since codes are sorted by generation each
     bucket is a fixed slice of one work array, so no heap or sort is needed.
+    Animals of one generation only need F of earlier generations, so each
+    generation is split over the threads, each with its own work arrays.
 
     Parameters
     ----------
@@ -101,6 +144,9 @@ def inbreeding_lap(sire, dam, generation):
         Parent codes (< own code), ``-1`` unknown.
     generation : int64 array, shape (n,)
         LAP generation, non-decreasing in code.
+    nt : int
+        Number of threads (work-array sets); passed in because calling
+        ``numba.get_num_threads`` inside would stop numba from caching the kernel.
 
     Returns
     -------
@@ -111,56 +157,45 @@ def inbreeding_lap(sire, dam, generation):
     n = sire.shape[0]
     F = np.zeros(n)
     d = np.zeros(n)
-    L = np.zeros(n)
     ngen = 0
     if n > 0:
         ngen = generation[n - 1] + 1
     start = np.zeros(ngen + 1, np.int64)
+    par = np.empty((n, 4), np.int32)
     for i in range(n):
         start[generation[i] + 1] += 1
+        par[i, 0] = sire[i]
+        par[i, 1] = dam[i]
+        par[i, 2] = generation[sire[i]] if sire[i] >= 0 else -1
+        par[i, 3] = generation[dam[i]] if dam[i] >= 0 else -1
     for g in range(ngen):
         start[g + 1] += start[g]
-    count = np.zeros(ngen, np.int64)
-    anc = np.empty(n, np.int64)
-    for i in range(n):
-        s = sire[i]
-        dm = dam[i]
-        fs = F[s] if s >= 0 else -1.0
-        fd = F[dm] if dm >= 0 else -1.0
-        d[i] = 0.5 - 0.25 * (fs + fd)
-        if s < 0 or dm < 0:
-            continue  # F = 0: an unknown parent shares no ancestor with the other
-        if i > 0 and sire[i - 1] == s and dam[i - 1] == dm:
-            F[i] = F[i - 1]  # full sib of the previous animal: same F
-            continue
-        f = -1.0
-        L[i] = 1.0
-        t = generation[i]
-        anc[start[t]] = i
-        count[t] = 1
-        while t >= 0:
-            for k in range(start[t], start[t] + count[t]):
-                j = anc[k]
-                lj = L[j]
-                ps = sire[j]
-                pd = dam[j]
-                if ps >= 0:
-                    if L[ps] == 0.0:
-                        g = generation[ps]
-                        anc[start[g] + count[g]] = ps
-                        count[g] += 1
-                    L[ps] += 0.5 * lj
-                if pd >= 0:
-                    if L[pd] == 0.0:
-                        g = generation[pd]
-                        anc[start[g] + count[g]] = pd
-                        count[g] += 1
-                    L[pd] += 0.5 * lj
-                f += lj * lj * d[j]
-                L[j] = 0.0
-            count[t] = 0
-            t -= 1
-        F[i] = f
+    Ld = np.zeros((nt, n, 2))
+    anc = np.empty((nt, n), np.int32)
+    count = np.zeros((nt, ngen), np.int64)
+    for g in range(ngen):
+        lo = start[g]
+        hi = start[g + 1]
+        for i in range(lo, hi):
+            s = sire[i]
+            dm = dam[i]
+            fs = F[s] if s >= 0 else -1.0
+            fd = F[dm] if dm >= 0 else -1.0
+            d[i] = 0.5 - 0.25 * (fs + fd)
+            for c in range(nt):
+                Ld[c, i, 1] = d[i]
+        for c in numba.prange(nt):
+            a = lo + (hi - lo) * c // nt
+            b = lo + (hi - lo) * (c + 1) // nt
+            for i in range(a, b):
+                s = sire[i]
+                dm = dam[i]
+                if s < 0 or dm < 0:
+                    continue  # F = 0: an unknown parent shares no ancestor with the other
+                if i > a and sire[i - 1] == s and dam[i - 1] == dm:
+                    F[i] = F[i - 1]  # full sib of the previous animal (same thread)
+                    continue
+                F[i] = _trace_inbreeding(i, par, start, Ld[c], anc[c], count[c])
     return F, d
 
 
