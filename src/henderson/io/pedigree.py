@@ -98,7 +98,8 @@ def read_pedigree(
             id_l, s_l, d_l, lines = id_l[keep], s_l[keep], d_l[keep], lines[keep]
     if (id_l < 0).any():
         bad = lines[id_l < 0]
-        raise DataError(f"pedigree {source}: empty or missing-code id on {where} {format_ids(bad)}")
+        shown = ", ".join(str(x) for x in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(f"{where} {shown}: empty id (or an id equal to a missing code)")
 
     id_l, s_l, d_l, lines, n_dup = _drop_duplicates(id_l, s_l, d_l, lines, names, source, where)
     _check_self_parent(id_l, s_l, d_l, lines, names, source, where)
