@@ -76,19 +76,28 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     >>> round(res.sigma2["Name"], 4)
     4.8559
     """
+    t0 = time.perf_counter()
+    spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
+    return fit_spec(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
+                    solver=solver, pev=pev, t0=t0)
+
+
+def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
+             solver: str = "auto", pev="auto", t0: float | None = None) -> FitResult:
+    """Fit a prepared :class:`~henderson.spec.model.ModelSpec` (see :func:`fit`)."""
+    t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    t0 = time.perf_counter()
-    spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor"
-    if solver == "spectral" and not one_kernel:
-        raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
+    one_kernel = (len(spec.terms) == 1 and spec.terms[0].kind == "factor"
+                  and spec.terms[0].kernel is not None)
     if solver not in ("auto", "dense", "spectral"):
         raise ModelError(f"solver must be 'auto', 'dense' or 'spectral', not {solver!r}")
+    if solver == "spectral" and not one_kernel:
+        raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
     if one_kernel and solver in ("auto", "spectral"):
         return _fit_spectral(spec, method, sigma2, pev, t0, t1)
     state = DenseMME(spec)
@@ -105,7 +114,7 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
                                                    opt.converged, opt.log, opt.boundary)
     t3 = time.perf_counter()
     result = dense_result(spec, state, ev, method, iterations, converged, log, boundary,
-                     fixed_sigma2=sigma2 is not None)
+                          fixed_sigma2=sigma2 is not None)
     timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
                "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
     object.__setattr__(result, "timings", timings)

@@ -43,6 +43,9 @@ class FitResult:
         Everything the fit changed or noticed (dropped rows, aliased columns, boundary).
     settings : dict
         Formula, method, versions: enough to reproduce the fit.
+    vcov : ndarray, shape (K + 1, K + 1) or None
+        Sampling covariance of the variance components (inverse AI; NaN for
+        components on the boundary), in the order of ``variance_components``.
     """
 
     variance_components: pd.DataFrame
@@ -63,6 +66,7 @@ class FitResult:
     timings: dict = field(default_factory=dict)
     notes: tuple = ()
     settings: dict = field(default_factory=dict)
+    vcov: np.ndarray | None = None
 
     @property
     def sigma2(self) -> pd.Series:

@@ -40,7 +40,12 @@ class OptimResult:
 
 
 def starting_values(spec) -> np.ndarray:
-    """Split the OLS residual variance equally among the K + 1 components."""
+    """Split the OLS residual variance equally among the K + 1 components.
+
+    A term's share is divided by the mean diagonal of its covariance, so that it
+    contributes its share to var(y) whatever the scale of K (e.g. K = WW' in SNP-BLUP,
+    whose diagonal is ~2Σpq, not ~1).
+    """
     X, y = spec.X, spec.y
     if X.shape[1]:
         beta, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -49,7 +54,12 @@ def starting_values(spec) -> np.ndarray:
         resid = y
     v = float(resid @ resid) / max(spec.n - spec.p, 1)
     K = len(spec.terms)
-    return np.full(K + 1, v / (K + 1))
+    start = np.full(K + 1, v / (K + 1))
+    for k, t in enumerate(spec.terms):
+        scale = float(np.nanmean(t.k_diag)) if t.k_diag is not None else 1.0
+        if np.isfinite(scale) and scale > 0:
+            start[k] /= scale
+    return start
 
 
 def _em_step(state, ev: Evaluation, method: str) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Phenotypes by id → the records frame a genetic model is fitted to.
+
+Records are matched to relationship matrices and genotypes by id, never by position.
+Missing phenotypes are dropped and counted; ids absent from the relationship matrix
+are an error listing them (or dropped and counted when the user asks).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AlignmentError, DataError, DataWarning, format_ids
+
+ID = "id"
+
+
+def trait_name(y: pd.Series) -> str:
+    name = str(y.name) if y.name is not None else "y"
+    return name if re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", name) and name != ID else "y"
+
+
+def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame | None = None,
+                  missing: str = "error", what: str = "relationship matrix") -> tuple[pd.DataFrame, str, str, list]:
+    """Align phenotypes (and fixed-effect covariates) by id.
+
+    Parameters
+    ----------
+    y : Series indexed by id
+        Phenotypes; repeated ids are repeated records.
+    known_ids : array of str
+        Ids the model can predict (rows of G, animals of the pedigree).
+    fixed : str, optional
+        Fixed-effect part of a formula (``"loc + year"``), columns of ``data``.
+    data : DataFrame indexed by id, optional
+    missing : {"error", "drop"}
+        What to do with phenotyped ids absent from ``known_ids``.
+
+    Returns
+    -------
+    (frame, formula, trait, notes)
+    """
+    if not isinstance(y, pd.Series):
+        raise DataError("phenotypes must be a pandas Series indexed by id (aligned by id, not position)")
+    if missing not in ("error", "drop"):
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+    trait = trait_name(y)
+    notes = []
+    ids = pd.Index(y.index.astype(str))
+    vals = pd.to_numeric(pd.Series(y.to_numpy(), index=ids), errors="coerce")
+    if vals.isna().all():
+        raise DataError(f"trait {trait!r} has no non-missing value")
+    n_na = int(vals.isna().sum())
+    if n_na:
+        notes.append(f"{n_na} of {len(vals)} phenotypes missing: those individuals are predicted, not fitted")
+        vals = vals[vals.notna()]
+    known = pd.Index(np.asarray(known_ids, dtype=object))
+    absent = ~vals.index.isin(known)
+    if absent.any():
+        bad = pd.unique(vals.index[absent])
+        msg = f"{len(bad)} phenotyped id(s) not in the {what}: " + format_ids(bad)
+        if missing == "error":
+            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
+        notes.append(msg + f"; {int(absent.sum())} record(s) dropped")
+        warnings.warn(notes[-1], DataWarning, stacklevel=3)
+        vals = vals[~absent]
+    if vals.nunique() < 2:
+        raise DataError(f"trait {trait!r} is constant over the phenotyped individuals: nothing to fit")
+    frame = pd.DataFrame({ID: vals.index.to_numpy(dtype=object), trait: vals.to_numpy()})
+    if fixed:
+        if data is None:
+            raise DataError(f"fixed={fixed!r} needs data= (a DataFrame indexed by id)")
+        d = data.copy()
+        d.index = d.index.astype(str)
+        if d.index.has_duplicates and not ids.has_duplicates:
+            raise DataError("data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()]))
+        frame = frame.join(d, on=ID, rsuffix="_data")
+    formula = f"{trait} ~ {fixed.strip() if fixed else '1'} + (1|{ID})"
+    return frame, formula, trait, notes

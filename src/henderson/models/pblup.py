@@ -1,0 +1,42 @@
+"""Pedigree BLUP (Henderson's animal model) with the sparse A⁻¹ in the MME."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..api import fit
+from ..relationships.pedigree import pedigree_inverse
+from ._align import ID, records_frame
+
+
+def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
+              random: str | None = None, method: str = "reml", sigma2=None,
+              missing: str = "error"):
+    """Fit the animal model y = Xb + Za + e, a ~ N(0, Aσ²_a), A⁻¹ by Henderson's rules.
+
+    Every animal in the pedigree gets an EBV, with or without records.
+
+    Parameters
+    ----------
+    y : Series indexed by animal id
+    pedigree : Pedigree or DataFrame (id, sire, dam)
+    fixed, data : optional fixed effects (formula part, frame indexed by id)
+    random : str, optional
+        Extra random terms on columns of ``data``, e.g. ``"(1|MOTHER) + (1|BYEAR)"``.
+    method, sigma2, missing : as :func:`henderson.fit`
+    """
+    Ainv = pedigree_inverse(pedigree)
+    frame, formula, _, notes = records_frame(y, Ainv.ids, fixed=fixed, data=data, missing=missing,
+                                             what="pedigree")
+    if random:
+        if data is None:
+            raise ValueError("random= terms need data= (a DataFrame indexed by id)")
+        if not fixed:
+            d = data.copy()
+            d.index = d.index.astype(str)
+            frame = frame.join(d, on=ID, rsuffix="_data")
+        formula = f"{formula} + {random}"
+    res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
+    if notes:
+        object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
+    return res
