@@ -8,7 +8,6 @@ See ``docs/theory_pedigree.md`` for the equations.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -36,7 +35,7 @@ def _inbreeding_codes(ped: Pedigree):
     """(F, d) by code, computed once per Pedigree and cached on the frozen object."""
     cached = ped.__dict__.get("_F_d")
     if cached is None:
-        cached = K.inbreeding_lap(ped.sire, ped.dam, ped.generation, numba.get_num_threads())
+        cached = K.inbreeding_lap(ped.sire, ped.dam, ped.generation)
         for a in cached:
             a.setflags(write=False)
         object.__setattr__(ped, "_F_d", cached)  # derived data only; ped stays immutable
@@ -169,7 +168,7 @@ def pedigree_relationship(ped, ids=None) -> Relationship:
     newcode[sub] = np.arange(len(sub))
     s = np.where(ped.sire[sub] >= 0, newcode[ped.sire[sub]], -1)
     dm = np.where(ped.dam[sub] >= 0, newcode[ped.dam[sub]], -1)
-    _, d = K.inbreeding_lap(s, dm, ped.generation[sub], numba.get_num_threads())
+    _, d = K.inbreeding_lap(s, dm, ped.generation[sub])
     cols = newcode[codes]
     k = len(cols)
     out = np.empty((k, k))
