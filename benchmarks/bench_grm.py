@@ -50,7 +50,7 @@ def timed(fn, *args, **kw):
 
 def syrk_seconds(n, p, dtype):
     rng = np.random.default_rng(0)
-    a = rng.random((p, n), dtype=dtype)  # (p, n) C-order == (n, p) F-order, as in G
+    a = rng.random((n, p), dtype=dtype).T  # F-contiguous (p, n): the layout G passes to BLAS
     c = np.zeros((n, n), dtype=dtype, order="F")
     f = blas.ssyrk if dtype == np.float32 else blas.dsyrk
     f(1.0, a[:256], beta=0.0, c=c, trans=1, lower=1, overwrite_c=1)  # warm up threads

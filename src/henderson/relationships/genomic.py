@@ -188,7 +188,8 @@ def genomic_relationship(
         raise GenotypeError("all SNPs are monomorphic at the given allele frequencies: 2Σpq = 0")
 
     n = geno.n
-    b = block_size or default_block_size(n)
+    try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
+    b = block_size or default_block_size(n, 4 if try_f32 else 8)
     acc = np.zeros((n, n), order="F")  # the result; SYRK fills the lower triangle
     acc32 = None
     s = np.zeros(n)
@@ -196,13 +197,14 @@ def genomic_relationship(
     m32 = 0  # SNPs in the current float32 accumulator (exactness bound 4m < 2**24)
     diag_extra = np.zeros(n)
     n_blocks = {"float32": 0, "float64": 0}
-    try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
     for start in range(0, geno.p, b):
         cols = np.flatnonzero(use[start : start + b]) + start
         if cols.size == 0:
             continue
-        raw = geno.dosages[:, cols]
-        miss = geno.missing_mask(cols)
+        # a contiguous run of SNPs is sliced (a view), not gathered
+        contiguous = cols[-1] - cols[0] + 1 == cols.size
+        raw = geno.dosages[:, cols[0] : cols[-1] + 1] if contiguous else geno.dosages[:, cols]
+        miss = raw == MISSING if geno.is_integer else np.isnan(raw)
         pc = p[cols]
         if try_f32 and not miss.any():
             if 4 * (m32 + cols.size) >= _EXACT_F32 and acc32 is not None:
@@ -211,35 +213,35 @@ def genomic_relationship(
                 m32 = 0
             if acc32 is None:
                 acc32 = np.zeros((n, n), dtype=np.float32, order="F")
-            x32 = raw.T.astype(np.float32)  # (b, n) C-order = (n, b) F-order: no copy in BLAS
-            _syrk(acc32, x32)
+            # (n, b) C-order; its transpose is F-contiguous, so BLAS reads it in place
+            x32 = raw.astype(np.float32)
+            _syrk(acc32, x32.T)
             c = 2.0 * pc
-            for k in range(0, cols.size, 256):  # s = X c in float64 (c is not integer),
-                # in sub-blocks so the float64 temporary stays small
-                s += c[k : k + 256] @ x32[k : k + 256].astype(np.float64)
+            for r in range(0, n, 512):  # s = X c in float64 (c is not integer),
+                # in row chunks so the float64 temporary stays small
+                s[r : r + 512] += raw[r : r + 512] @ c
             cc += float(c @ c)
             m32 += cols.size
             n_blocks["float32"] += 1
             continue
-        x = raw.T.astype(np.float64)  # (b, n)
-        xm = miss.T
+        x = raw.astype(np.float64)  # (n, b)
+        xm = miss
         if method == "vitezica":
-            pp, qq = pc[:, None], 1.0 - pc[:, None]
+            pp, qq = pc, 1.0 - pc
             w = np.where(x == 2, -2.0 * qq**2, np.where(x == 1, 2.0 * pp * qq, -2.0 * pp**2))
         else:
-            w = x - 2.0 * pc[:, None]
+            w = x - 2.0 * pc
             if method in ("vanraden2", "yang"):
-                w /= np.sqrt(2.0 * pq[cols])[:, None]
+                w /= np.sqrt(2.0 * pq[cols])
             if method == "yang":
                 # diagonal correction: replace Σ w² by Σ (x² - (1+2p)x + 2p²)/(2pq)
-                pp = pc[:, None]
-                t = (x * x - (1.0 + 2.0 * pp) * x + 2.0 * pp * pp) / (2.0 * pq[cols])[:, None]
+                t = (x * x - (1.0 + 2.0 * pc) * x + 2.0 * pc * pc) / (2.0 * pq[cols])
                 t[xm] = 0.0
-                diag_extra += t.sum(axis=0)
+                diag_extra += t.sum(axis=1)
         w[xm] = 0.0
         if method == "yang":
-            diag_extra -= (w * w).sum(axis=0)
-        _syrk(acc, np.ascontiguousarray(w))
+            diag_extra -= (w * w).sum(axis=1)
+        _syrk(acc, w.T)  # w is (n, b) C-order: w.T is F-contiguous, no copy
         n_blocks["float64"] += 1
 
     _finish_lower(acc, acc32, s, cc, scale)
