@@ -269,8 +269,8 @@ def main(argv=None) -> int:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         if Path(a.out).exists():
             old = Path(a.out).read_text()
-            marker = "\n## Profile"
-            if marker in old:  # keep hand-written profile notes below the generated part
+            marker = "\n**Caveat on timings"
+            if marker in old:  # keep the hand-written notes (caveat, profile) below the generated part
                 text += old[old.index(marker):]
         Path(a.out).write_text(text)
     return 0
