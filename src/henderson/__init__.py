@@ -35,3 +35,7 @@ from .api import fit, prepare  # noqa: E402
 from .results import FitResult  # noqa: E402
 
 __all__ += ["fit", "prepare", "FitResult"]
+
+from .estimators import GBLUP, SNPBLUP, PedigreeBLUP  # noqa: E402
+
+__all__ += ["GBLUP", "SNPBLUP", "PedigreeBLUP"]

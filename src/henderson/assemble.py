@@ -102,7 +102,8 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
         aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
         n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
         iterations=iterations, converged=converged, log=log, fitted=fitted, residuals=resid,
-        notes=tuple(notes), settings=settings, vcov=cov)
+        notes=tuple(notes), settings=settings, vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
 
 
 def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, info: dict,
@@ -148,4 +149,5 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
         n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=solver.name,
         iterations=int(info.get("evaluations", 0)), converged=True, log=pd.DataFrame(),
         fitted=fitted, residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name), vcov=cov)
+        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name), vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms})

@@ -46,6 +46,9 @@ class FitResult:
     vcov : ndarray, shape (K + 1, K + 1) or None
         Sampling covariance of the variance components (inverse AI; NaN for
         components on the boundary), in the order of ``variance_components``.
+    record_levels : dict[str, ndarray]
+        Per random term, the level id of every record used (aligned with
+        ``residuals``): what links records to BLUPs by id.
     """
 
     variance_components: pd.DataFrame
@@ -67,6 +70,7 @@ class FitResult:
     notes: tuple = ()
     settings: dict = field(default_factory=dict)
     vcov: np.ndarray | None = None
+    record_levels: dict = field(default_factory=dict)
 
     @property
     def sigma2(self) -> pd.Series:

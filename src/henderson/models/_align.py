@@ -77,6 +77,6 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
         d.index = d.index.astype(str)
         if d.index.has_duplicates and not ids.has_duplicates:
             raise DataError("data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()]))
-        frame = frame.join(d, on=ID, rsuffix="_data")
+        frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
     formula = f"{trait} ~ {fixed.strip() if fixed else '1'} + (1|{ID})"
     return frame, formula, trait, notes

@@ -34,7 +34,7 @@ def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
         if not fixed:
             d = data.copy()
             d.index = d.index.astype(str)
-            frame = frame.join(d, on=ID, rsuffix="_data")
+            frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
         formula = f"{formula} + {random}"
     res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
     if notes:

@@ -98,7 +98,7 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     spec = build_spec(formula, frame)
     W, freq = centred_markers(geno, allele_freq)
     two_sum_pq = float(2.0 * np.sum(freq * (1.0 - freq)))
-    codes = pd.Index(geno.ids).get_indexer(spec.record_index.map(lambda i: frame.loc[i, ID]))
+    codes = pd.Index(geno.ids).get_indexer(frame.loc[spec.record_index, ID].to_numpy())
     if space == "auto":
         space = "marker" if geno.p < spec.n else "individual"
     if space not in ("marker", "individual"):

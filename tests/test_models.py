@@ -1,0 +1,255 @@
+"""Genetic evaluation models against rrBLUP / sommer / Mrode, and GBLUP ≡ SNP-BLUP.
+
+Tolerances: variance components 1e-5 relative of the tightly converged REML optimum
+in the reference file (rrBLUP's own search stops at ~1e-4 on λ); GEBVs 1e-6 against
+sommer's tightly converged fit; at identical variance components our BLUPs must
+equal rrBLUP's to 1e-9 (pure linear algebra); equivalences 1e-8.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+import henderson as h
+from henderson.data.genotypes import Genotypes
+from henderson.datasets import load_gryphon, load_wheat
+from henderson.models import fit_gblup, fit_pblup, fit_snpblup, snp_effects_from_gebv
+from henderson.relationships.genomic import genomic_relationship
+
+from conftest import REFS, load_ref
+
+RR = load_ref("wheat_rrblup.json")
+SOMMER = load_ref("wheat_sommer.json")
+
+
+@pytest.fixture(scope="module")
+def wheat():
+    w = load_wheat()
+    geno = Genotypes.from_frame(2 * w.markers.astype(int))  # allele counts 0/2 (M = 2X - 1, shifted)
+    return w, geno, w.phenotypes["env1"]
+
+
+@pytest.fixture(scope="module")
+def G(wheat):
+    return genomic_relationship(wheat[1], method="vanraden1")
+
+
+@pytest.fixture(scope="module")
+def gblup(wheat, G):
+    return fit_gblup(wheat[2], G)
+
+
+def test_gblup_reproduces_rrblup_optimum(gblup):
+    ex = RR["exact_reml_optimum"]["gblup"]
+    assert gblup.solver == "spectral"
+    assert gblup.sigma2["id"] == pytest.approx(0.3014828, rel=1e-5)
+    assert gblup.sigma2["Residual"] == pytest.approx(0.5409987, rel=1e-5)
+    assert gblup.sigma2["id"] == pytest.approx(ex["Vu"], rel=1e-6)
+    assert gblup.loglik == pytest.approx(ex["loglik_full"], abs=1e-6)
+
+
+def test_gblup_gebvs_match_sommer_tight(gblup):
+    ref = SOMMER["gblup_tight"]
+    got = gblup.blups["id"].loc[ref["gebv"]["names"]]
+    np.testing.assert_allclose(got["blup"], ref["gebv"]["values"], atol=1e-6)
+    np.testing.assert_allclose(got["pev"], ref["pev"], atol=1e-6)
+
+
+def test_gblup_at_rrblup_variances_equals_rrblup(wheat, G):
+    ref = RR["gblup"]
+    res = fit_gblup(wheat[2], G, sigma2=[ref["Vu"], ref["Ve"]])
+    got = res.blups["id"].loc[ref["u"]["names"]]
+    np.testing.assert_allclose(got["blup"], ref["u"]["values"], atol=1e-9)
+    np.testing.assert_allclose(np.sqrt(got["pev"]), ref["u_se"], atol=1e-9)
+    assert res.fixed_effects["se"].iloc[0] == pytest.approx(ref["beta_se"], rel=1e-8)
+
+
+def test_spectral_equals_dense_mme(wheat, G):
+    y = wheat[2]
+    from henderson.models._align import records_frame
+    frame, formula, *_ = records_frame(y, G.ids)
+    a = h.fit(formula, frame, cov={"id": G}, solver="spectral")
+    b = h.fit(formula, frame, cov={"id": G}, solver="dense")
+    assert a.solver == "spectral" and b.solver == "dense-mme"
+    np.testing.assert_allclose(a.sigma2, b.sigma2, rtol=1e-7)
+    np.testing.assert_allclose(a.blups["id"]["blup"], b.blups["id"]["blup"], atol=1e-8)
+    np.testing.assert_allclose(a.blups["id"]["pev"], b.blups["id"]["pev"], atol=1e-8)
+
+
+@pytest.mark.parametrize("space", ["marker", "individual"])
+def test_snpblup_reproduces_rrblup(wheat, space):
+    ex = RR["exact_reml_optimum"]["snpblup"]
+    f = fit_snpblup(wheat[2], wheat[1], space=space)
+    assert f.space == space
+    assert f.result.sigma2["id"] == pytest.approx(0.000707257, rel=1e-5)
+    assert f.result.sigma2["id"] == pytest.approx(ex["Vu"], rel=1e-6)
+    assert f.result.sigma2["Residual"] == pytest.approx(ex["Ve"], rel=1e-6)
+    assert f.two_sum_pq == pytest.approx(426.270495344216, rel=1e-12)
+    assert f.sigma2_g == pytest.approx(RR["exact_reml_optimum"]["gblup"]["Vu"], rel=1e-6)
+
+
+def test_snp_effects_at_rrblup_variances(wheat):
+    ref = RR["snpblup_centred"]
+    f = fit_snpblup(wheat[2], wheat[1], sigma2=[ref["Vu"], ref["Ve"]])
+    got = f.snp_effects.set_index("snp").loc[ref["u"]["names"], "effect"]
+    np.testing.assert_allclose(got, ref["u"]["values"], atol=1e-10)
+    np.testing.assert_allclose(f.gebv.loc[RR["gblup"]["u"]["names"]], ref["gebv_random_part"], atol=1e-9)
+
+
+def test_gblup_equals_snpblup_at_equal_variances(wheat, G, gblup):
+    geno, y = wheat[1], wheat[2]
+    c = 2 * np.sum(geno.allele_freq * (1 - geno.allele_freq))
+    s_b, s_e = gblup.sigma2["id"] / c, gblup.sigma2["Residual"]
+    for space in ("marker", "individual"):
+        f = fit_snpblup(y, geno, sigma2=[s_b, s_e], space=space)
+        np.testing.assert_allclose(f.gebv.loc[gblup.blups["id"].index], gblup.blups["id"]["blup"], atol=1e-8)
+        np.testing.assert_allclose(f.result.fixed_effects["estimate"], gblup.fixed_effects["estimate"], atol=1e-10)
+    # back-solving both ways, no inverse of the singular G (rank 598 of 599)
+    beta = snp_effects_from_gebv(gblup.blups["id"]["blup"], geno)
+    np.testing.assert_allclose(beta, f.snp_effects["effect"], atol=1e-10)
+    from henderson.models.snpblup import centred_markers
+    W, _ = centred_markers(geno)
+    np.testing.assert_allclose(W @ f.snp_effects["effect"].to_numpy(), gblup.blups["id"]["blup"], atol=1e-10)
+
+
+def test_new_individuals_predicted_identically(wheat):
+    geno, y = wheat[1], wheat[2]
+    train, new = geno.ids[:500], geno.ids[500:]
+    gb = h.GBLUP().fit(geno.subset(ids=train), y.loc[train])
+    c = 2 * np.sum(gb.allele_freq_ * (1 - gb.allele_freq_))
+    sb = h.SNPBLUP(sigma2=[gb.variance_components_.loc["id", "variance"] / c,
+                           gb.variance_components_.loc["Residual", "variance"]]).fit(geno.subset(ids=train), y.loc[train])
+    new_geno = geno.subset(ids=new)
+    np.testing.assert_allclose(gb.predict(new_geno), sb.predict(new_geno), atol=1e-8)
+    assert gb.predict(new_geno).abs().max() > 0.05
+
+
+def test_unphenotyped_genotyped_individuals_get_gebvs(wheat, G):
+    y = wheat[2].copy()
+    y.iloc[:100] = np.nan
+    res = fit_gblup(y, G)
+    bv = res.blups["id"]
+    assert len(bv) == 599 and (bv["n_records"] == 0).sum() == 100
+    assert bv.loc[bv["n_records"] == 0, "blup"].abs().min() > 0
+    assert any("100 of 599 phenotypes missing" in n for n in res.notes)
+
+
+def test_phenotypes_aligned_by_id_not_position(wheat, G):
+    y = wheat[2]
+    shuffled = y.sample(frac=1.0, random_state=1)
+    a, b = fit_gblup(y, G), fit_gblup(shuffled, G)
+    np.testing.assert_allclose(a.sigma2, b.sigma2, rtol=1e-9)
+    np.testing.assert_allclose(a.blups["id"]["blup"], b.blups["id"].loc[a.blups["id"].index, "blup"], atol=1e-9)
+
+
+def test_unknown_ids_listed_or_dropped(wheat, G):
+    y = wheat[2].copy()
+    y.loc["not-a-line"] = 1.0
+    with pytest.raises(h.AlignmentError, match="not-a-line"):
+        fit_gblup(y, G)
+    with pytest.warns(h.errors.DataWarning, match="1 record"):
+        res = fit_gblup(y, G, missing="drop")
+    assert res.n_obs == 599
+
+
+def test_bad_phenotypes(wheat, G):
+    y = wheat[2]
+    with pytest.raises(h.DataError, match="constant"):
+        fit_gblup(pd.Series(1.0, index=y.index, name="env1"), G)
+    with pytest.raises(h.DataError, match="no non-missing"):
+        fit_gblup(pd.Series(np.nan, index=y.index, name="env1"), G)
+    with pytest.raises(h.DataError, match="Series indexed by id"):
+        fit_gblup(y.to_numpy(), G)
+
+
+def test_indefinite_G_explained(wheat, G):
+    M = G.dense().copy()
+    M[0, 1] = M[1, 0] = 5.0
+    bad = h.Relationship(G.ids, M, kind="G")
+    with pytest.raises(h.errors.NotPositiveDefiniteError, match="[Bb]lend"):
+        fit_gblup(wheat[2], bad)
+
+
+def test_estimators_sklearn_conventions(wheat, G):
+    geno, y = wheat[1], wheat[2]
+    m = h.GBLUP(pev=False)
+    assert m.get_params()["pev"] is False
+    m.set_params(method="ml")
+    m.fit(G, y)
+    assert m.variance_components_.loc["id", "variance"] == pytest.approx(RR["gblup_ml"]["Vu"], rel=1e-4)
+    c = clone(m)
+    assert not hasattr(c, "result_") and c.get_params() == m.get_params()
+    import copy
+    assert copy.deepcopy(G) is G and copy.deepcopy(geno) is geno
+    s = h.SNPBLUP().fit(geno, y)
+    assert {"snp", "chrom", "pos", "effect"} <= set(s.snp_effects_.columns)
+    assert s.h2_ == pytest.approx(m.h2_, rel=1e-2)
+    with pytest.raises(h.ModelError, match="not fitted"):
+        h.GBLUP().predict()
+
+
+# ---- pedigree BLUP --------------------------------------------------------------------
+
+def mrode_example_3_1():
+    ped = pd.DataFrame({"id": [str(i) for i in range(1, 9)],
+                        "sire": [None, None, None, "1", "3", "1", "4", "3"],
+                        "dam": [None, None, None, None, "2", "2", "5", "6"]})
+    data = pd.DataFrame({"sex": ["M", "F", "F", "M", "M"]}, index=["4", "5", "6", "7", "8"])
+    y = pd.Series([4.5, 2.9, 3.9, 3.5, 5.0], index=data.index, name="wwg")
+    return ped, data, y
+
+
+def test_mrode_example_3_1():
+    ped, data, y = mrode_example_3_1()
+    res = fit_pblup(y, ped, fixed="0 + sex", data=data, sigma2=[20.0, 40.0])
+    fe = res.fixed_effects["estimate"]
+    # Mrode (2014) Example 3.1. The book prints 3 decimals and truncates rather than
+    # rounds in places (exact 4.35850 is printed 4.358, -0.24946 as -0.249), so the
+    # tolerance is one unit of the third decimal.
+    assert fe["sex[M]"] == pytest.approx(4.358, abs=1e-3)
+    assert fe["sex[F]"] == pytest.approx(3.404, abs=1e-3)
+    ebv = res.blups["id"].loc[[str(i) for i in range(1, 9)], "blup"]
+    np.testing.assert_allclose(ebv, [0.098, -0.019, -0.041, -0.009, -0.186, 0.177, -0.249, 0.183], atol=1e-3)
+    assert (res.blups["id"]["n_records"].loc[["1", "2", "3"]] == 0).all()
+
+
+def test_pedigree_blup_estimator_and_inverse_equals_dense_A():
+    ped, data, y = mrode_example_3_1()
+    est = h.PedigreeBLUP(fixed="0 + sex", sigma2=[20.0, 40.0]).fit(ped, y, data=data)
+    from henderson.relationships.pedigree import pedigree_relationship
+    A = pedigree_relationship(ped)
+    frame = data.assign(wwg=y, id=data.index)
+    dense = h.fit("wwg ~ 0 + sex + (1|id)", frame, cov={"id": A}, sigma2=[20.0, 40.0], solver="dense")
+    np.testing.assert_allclose(est.ebv_.loc[dense.blups["id"].index, "gebv"], dense.blups["id"]["blup"], atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def gryphon():
+    g = load_gryphon()
+    rec = g.records.set_index("ANIMAL")
+    return g.pedigree, rec
+
+
+def test_gryphon_animal_model_reml(gryphon):
+    ped, rec = gryphon
+    y = rec["BWT"]
+    res = fit_pblup(y, ped)
+    assert res.converged and res.n_obs == 854
+    assert len(res.blups["id"]) == 1309
+    # same optimum through the dense A (no inverse), independent code path
+    from henderson.relationships.pedigree import pedigree_relationship
+    A = pedigree_relationship(ped)
+    frame = pd.DataFrame({"id": y.dropna().index, "BWT": y.dropna().to_numpy()})
+    dense = h.fit("BWT ~ 1 + (1|id)", frame, cov={"id": A}, solver="dense")
+    np.testing.assert_allclose(res.sigma2, dense.sigma2, rtol=1e-6)
+    assert res.loglik == pytest.approx(dense.loglik, abs=1e-6)
+
+
+def test_gryphon_full_model(gryphon):
+    ped, rec = gryphon
+    res = fit_pblup(rec["BWT"], ped, fixed="SEX", data=rec, random="(1|MOTHER) + (1|BYEAR)")
+    vc = res.variance_components
+    assert list(vc.index) == ["id", "MOTHER", "BYEAR", "Residual"]
+    assert res.converged and (vc["variance"] > 0).all()
+    assert vc.loc["id", "se"] > 0
