@@ -32,7 +32,6 @@ def rss_mb() -> float:
 
 
 def child(path: str, a22: int) -> dict:
-    import numpy as np
     import pandas as pd
 
     from henderson.io.pedigree import read_pedigree

@@ -125,7 +125,7 @@ def _trace_inbreeding(i, par, start, Ld, anc, count):
 
 
 @numba.njit(cache=True)
-def inbreeding_lap(sire, dam, generation):
+def inbreeding_lap(sire, dam, generation, order):
     """Inbreeding coefficients by Meuwissen & Luo (1992), ancestors bucketed by LAP.
 
     For animal i the row of T (A = T D T') is traced back through its ancestors:
@@ -146,6 +146,11 @@ def inbreeding_lap(sire, dam, generation):
         Parent codes (< own code), ``-1`` unknown.
     generation : int64 array, shape (n,)
         LAP generation, non-decreasing in code.
+    order : int64 array, shape (n,)
+        Processing order: any permutation with non-decreasing generation (animals of
+        one generation do not depend on each other). Sorting each generation by
+        (sire, dam) makes full sibs consecutive (they share F) and keeps a sire's
+        ancestors in cache across its progeny.
 
     Returns
     -------
@@ -172,7 +177,9 @@ def inbreeding_lap(sire, dam, generation):
     Ld = np.zeros((n, 2))
     anc = np.empty(n, np.int32)
     count = np.zeros(ngen, np.int64)
-    for i in range(n):
+    prev = -1
+    for k in range(n):
+        i = order[k]
         s = sire[i]
         dm = dam[i]
         fs = F[s] if s >= 0 else -1.0
@@ -181,10 +188,11 @@ def inbreeding_lap(sire, dam, generation):
         Ld[i, 1] = d[i]
         if s < 0 or dm < 0:
             continue  # F = 0: an unknown parent shares no ancestor with the other
-        if i > 0 and sire[i - 1] == s and dam[i - 1] == dm:
-            F[i] = F[i - 1]  # full sib of the previous animal
-            continue
-        F[i] = _trace_inbreeding(i, par, start, Ld, anc, count)
+        if prev >= 0 and sire[prev] == s and dam[prev] == dm:
+            F[i] = F[prev]  # full sib of the previous animal
+        else:
+            F[i] = _trace_inbreeding(i, par, start, Ld, anc, count)
+        prev = i
     return F, d
 
 

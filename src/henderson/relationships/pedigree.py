@@ -31,11 +31,17 @@ def _as_pedigree(ped) -> Pedigree:
     raise DataError(f"expected a henderson Pedigree or a DataFrame id/sire/dam, not {type(ped).__name__}")
 
 
+def _processing_order(sire, dam, generation) -> np.ndarray:
+    """Codes by generation, then sire, then dam: full sibs adjacent (see inbreeding_lap)."""
+    return np.lexsort((dam, sire, generation)).astype(np.int64)
+
+
 def _inbreeding_codes(ped: Pedigree):
     """(F, d) by code, computed once per Pedigree and cached on the frozen object."""
     cached = ped.__dict__.get("_F_d")
     if cached is None:
-        cached = K.inbreeding_lap(ped.sire, ped.dam, ped.generation)
+        order = _processing_order(ped.sire, ped.dam, ped.generation)
+        cached = K.inbreeding_lap(ped.sire, ped.dam, ped.generation, order)
         for a in cached:
             a.setflags(write=False)
         object.__setattr__(ped, "_F_d", cached)  # derived data only; ped stays immutable
@@ -168,7 +174,8 @@ def pedigree_relationship(ped, ids=None) -> Relationship:
     newcode[sub] = np.arange(len(sub))
     s = np.where(ped.sire[sub] >= 0, newcode[ped.sire[sub]], -1)
     dm = np.where(ped.dam[sub] >= 0, newcode[ped.dam[sub]], -1)
-    _, d = K.inbreeding_lap(s, dm, ped.generation[sub])
+    gen = ped.generation[sub]
+    _, d = K.inbreeding_lap(s, dm, gen, _processing_order(s, dm, gen))
     cols = newcode[codes]
     k = len(cols)
     out = np.empty((k, k))
