@@ -158,6 +158,12 @@ def test_file_not_found(tmp_path):
         read_pedigree(tmp_path / "nope.csv")
 
 
+def test_ragged_file(tmp_path):
+    path = write(tmp_path, "id,sire,dam\na,0,0\nb,a,0,extra\n")
+    with pytest.raises(DataError, match=r"ped.txt: cannot parse.*line 3"):
+        read_pedigree(path)
+
+
 def test_bad_type():
     with pytest.raises(DataError, match="path or a DataFrame"):
         read_pedigree(42)

@@ -158,15 +158,18 @@ def _read_table(path: Path, sep: str | None) -> pd.DataFrame:
                     break
         # The header is the most reliable place to see the delimiter.
         sep = next((c for c in ("\t", ",", ";") if c in header), r"\s+")
-    return pd.read_csv(
-        path,
-        sep=sep,
-        dtype=str,
-        keep_default_na=False,
-        na_values=[],
-        skip_blank_lines=False,
-        encoding="utf-8-sig",
-    )
+    try:
+        return pd.read_csv(
+            path,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[],
+            skip_blank_lines=False,
+            encoding="utf-8-sig",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"pedigree {path}: cannot parse ({err})") from err
 
 
 def _factorize(cols, missing: set):
