@@ -52,7 +52,11 @@ def simulate_pedigree(
         founders = max(2, n // (generations + 1))
     founders = min(max(int(founders), 1), n)
     rest = n - founders
-    sizes = [founders] + [rest // generations + (g < rest % generations) for g in range(generations)] if generations else [n]
+    sizes = [founders]
+    if generations:
+        sizes += [rest // generations + (g < rest % generations) for g in range(generations)]
+    else:
+        sizes = [n]
     sire = np.full(n, -1, np.int64)
     dam = np.full(n, -1, np.int64)
     # Balanced sexes per generation (alternating, then shuffled) so both exist.

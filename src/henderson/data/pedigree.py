@@ -79,7 +79,8 @@ class Pedigree:
             raise DataError("Pedigree.input_order is not a permutation of the codes")
         index = pd.Index(ids)
         if index.has_duplicates:
-            raise PedigreeError("duplicated ids in Pedigree: " + format_ids(index[index.duplicated()].unique()))
+            dup = index[index.duplicated()].unique()
+            raise PedigreeError("duplicated ids in Pedigree: " + format_ids(dup))
         object.__setattr__(self, "ids", ids)
         for name, a in arrays.items():
             object.__setattr__(self, name, a)
