@@ -68,6 +68,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     n, p = args.n, args.p
+    load0 = os.getloadavg()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="henderson_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -143,6 +144,8 @@ def main():
         f"- Process max RSS over the whole run (includes the {p}x{n} random float64 SYRK "
         f"reference matrix): {rss:.0f} MiB.",
         f"- PLINK: {plink_line}.",
+        f"- Load average (1, 5, 15 min) at start {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, at end "
+        "{:.1f}/{:.1f}/{:.1f}: other processes share this 2-core machine, so timings are noisy.".format(*os.getloadavg()),
         "",
     ]
     text = "\n".join(lines)

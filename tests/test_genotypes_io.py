@@ -52,7 +52,7 @@ def test_subset_by_ids_and_unknown_ids(small):
 
 
 def test_bad_codes_refused():
-    with pytest.raises(GenotypeError, match="genotype code 3"):
+    with pytest.raises(GenotypeError, match="genotype 3 for id .b., SNP .s1."):
         Genotypes(["a", "b"], ["s1"], np.array([[0], [3]], dtype=np.int8))
     with pytest.raises(DataError, match="duplicated individual ids"):
         Genotypes(["a", "a"], ["s1"], np.zeros((2, 1), dtype=np.int8))
@@ -156,3 +156,11 @@ def test_grm_csv_and_gcta_round_trip(tmp_path, small):
     np.testing.assert_array_equal(g2.ids, G.ids)
     np.testing.assert_allclose(g2.dense(), gd, rtol=1e-6, atol=1e-6)
     assert (g2.info["n_snps"] == G.info["n_snps_used"]).all()
+
+
+def test_bad_code_after_missing_code_is_found():
+    d = np.array([[MISSING, 0], [1, -5]], dtype=np.int8)
+    with pytest.raises(GenotypeError, match="genotype -5 for id 'b', SNP 's2'"):
+        Genotypes(["a", "b"], ["s1", "s2"], d)
+    with pytest.raises(GenotypeError, match="genotype 7 for id 'y', SNP 'm'"):
+        Genotypes.from_frame(pd.DataFrame({"m": [0, 7]}, index=["x", "y"]))

@@ -59,24 +59,27 @@ def _snp_table(snps, p: int) -> pd.DataFrame:
     return snps[list(SNP_COLUMNS) + [c for c in snps.columns if c not in SNP_COLUMNS]]
 
 
-def _check_codes(d: np.ndarray) -> None:
-    """Refuse integer codes other than 0/1/2/MISSING and floats outside [0, 2]."""
-    if d.size == 0:
-        return
-    if d.dtype == np.int8:
-        if d.max() > 2 or ((d < 0) & (d != MISSING)).any():
-            bad = np.argwhere((d > 2) | ((d < 0) & (d != MISSING)))[0]
-            raise GenotypeError(
-                f"genotype code {int(d[tuple(bad)])} at row {bad[0]}, column {bad[1]} is not "
-                f"0, 1, 2 or the missing code {MISSING}"
-            )
-    else:
-        ok = np.isnan(d) | ((d >= 0) & (d <= 2))
-        if not ok.all():
-            bad = np.argwhere(~ok)[0]
-            raise GenotypeError(
-                f"dosage {d[tuple(bad)]} at row {bad[0]}, column {bad[1]} is outside [0, 2]"
-            )
+def _check_codes(d: np.ndarray, ids=None, snp_ids=None, rows: int = 1024) -> None:
+    """Refuse integer codes other than 0/1/2/MISSING and floats outside [0, 2].
+
+    Checked in row chunks so the boolean temporaries stay small for large matrices;
+    the error names the individual and SNP ids of the first offending cell.
+    """
+    for r0 in range(0, d.shape[0], rows):
+        c = d[r0 : r0 + rows]
+        if c.dtype == np.int8:
+            if c.max(initial=0) <= 2 and c.min(initial=0) >= 0:
+                continue  # fast path: no bad code possible (and nothing missing)
+            bad = (c > 2) | ((c < 0) & (c != MISSING))
+            what = f"is not 0, 1, 2 or the missing code {MISSING}"
+        else:
+            bad = ~(np.isnan(c) | ((c >= 0) & (c <= 2)))
+            what = "is outside [0, 2]"
+        if bad.any():
+            r, j = np.argwhere(bad)[0]
+            who = f"id {ids[r0 + r]!r}" if ids is not None else f"row {r0 + r}"
+            snp = f"SNP {snp_ids[j]!r}" if snp_ids is not None else f"column {j}"
+            raise GenotypeError(f"genotype {c[r, j]:g} for {who}, {snp} {what}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +129,7 @@ class Genotypes:
         if dup.has_duplicates:
             raise DataError("duplicated individual ids: " + format_ids(dup[dup.duplicated()].unique()))
         snps = _snp_table(self.snps, d.shape[1])
-        _check_codes(d)
+        _check_codes(d, ids, snps["snp"].to_numpy())
         d = d.view()  # a read-only view: the caller's array keeps its own flags
         d.flags.writeable = False
         object.__setattr__(self, "ids", ids)
@@ -146,7 +149,7 @@ class Genotypes:
         if np.array_equal(finite, np.round(finite)):
             d = np.where(miss, MISSING, values).astype(np.int8)
             if not ((finite >= 0) & (finite <= 2)).all():
-                _check_codes(np.where(miss, np.nan, values))
+                _check_codes(np.where(miss, np.nan, values), frame.index.astype(str), frame.columns.astype(str))
         else:
             d = values
         if snps is None:
