@@ -1,0 +1,301 @@
+"""Cross-validation schemes: every split is a pair of id sets (train, test).
+
+A scheme turns the phenotyped ids into folds. All schemes work on ids, never on
+positions, and check their input loudly (a fold without training phenotypes, a group
+holding everyone, fewer individuals than folds, fold ids absent from the data).
+
+Schemes
+-------
+``KFold(k)``            random k folds (seeded); ``repeats`` re-draws them.
+``LeaveOneOut()``       n folds of one individual.
+``GroupFolds(groups)``  leave-one-group-out (``k=None``) or groups dealt to k folds.
+``ForwardInTime(order)`` train on older levels of an ordered column, test the youngest
+                        (``steps`` > 1: each of the last ``steps`` levels in turn,
+                        trained only on strictly older ones).
+``GivenFolds(folds)``   user folds, a Series by id (e.g. ``load_wheat().folds``).
+any scikit-learn splitter (``split(X, y, groups)``) is wrapped by ``SklearnFolds``.
+
+:func:`resolve_scheme` maps the ``cv=`` argument of ``cross_validate`` to a scheme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, format_ids
+
+
+@dataclass(frozen=True)
+class Split:
+    """One fold of one repeat: ``train`` and ``test`` are arrays of ids (str)."""
+
+    repeat: int
+    fold: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _as_series(s, ids, what: str, data=None) -> pd.Series:
+    """A Series by id from a Series or a column name of ``data``."""
+    if isinstance(s, str):
+        if data is None or s not in data.columns:
+            raise DataError(f"{what}={s!r} names a column, but data= has no such column")
+        s = data[s]
+    if not isinstance(s, pd.Series):
+        raise DataError(f"{what} must be a pandas Series indexed by id or a column name of data")
+    s = s.copy()
+    s.index = pd.Index(s.index.astype(str))
+    if s.index.has_duplicates:
+        raise DataError(f"{what} has duplicated ids: " + format_ids(s.index[s.index.duplicated()].unique()))
+    return s
+
+
+def _check_covered(s: pd.Series, ids: np.ndarray, what: str) -> pd.Series:
+    extra = s.index[~s.index.isin(ids)]
+    if len(extra):
+        raise DataError(f"{len(extra)} id(s) in the {what} are absent from the phenotyped data: "
+                        + format_ids(extra))
+    absent = pd.Index(ids)[~pd.Index(ids).isin(s.index)]
+    if len(absent):
+        raise DataError(f"{len(absent)} phenotyped id(s) have no entry in the {what}: "
+                        + format_ids(absent) + " (give them NaN to keep them always in training)")
+    return s.loc[ids]
+
+
+class Scheme:
+    """Base: ``folds(ids, y, repeat, seed, data)`` → list of (label, train, test)."""
+
+    random = False
+    name = "scheme"
+
+    def folds(self, ids, y, repeat, seed, data=None):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class KFold(Scheme):
+    """Random k folds of (as) equal size (sizes differ by at most one), seeded."""
+
+    k: int = 5
+    random = True
+
+    @property
+    def name(self):
+        return f"{self.k}-fold"
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        n = len(ids)
+        if self.k < 2:
+            raise DataError(f"k-fold needs k >= 2, got {self.k}")
+        if n < self.k:
+            raise DataError(f"{n} phenotyped individuals are fewer than the {self.k} folds")
+        rng = np.random.default_rng([int(seed), int(repeat)])
+        lab = rng.permutation(np.arange(n) % self.k)
+        order = np.sort(ids)  # independent of the input order
+        return [(str(f + 1), order[lab != f], order[lab == f]) for f in range(self.k)]
+
+
+@dataclass(frozen=True)
+class LeaveOneOut(Scheme):
+    name = "leave-one-out"
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        if len(ids) < 2:
+            raise DataError("leave-one-out needs at least 2 phenotyped individuals")
+        order = np.sort(ids)
+        return [(i, np.delete(order, j), order[j:j + 1]) for j, i in enumerate(order)]
+
+
+@dataclass(frozen=True, eq=False)
+class GroupFolds(Scheme):
+    """Leave-group-out: ``groups`` a Series by id or a column of ``data``.
+
+    ``k=None``: one fold per group (leave-one-group-out); otherwise the groups are
+    dealt at random (seeded) to ``k`` folds. Ids with a missing group are always
+    in training.
+    """
+
+    groups: object = None
+    k: int | None = None
+
+    @property
+    def random(self):
+        return self.k is not None
+
+    @property
+    def name(self):
+        return "leave-one-group-out" if self.k is None else f"group {self.k}-fold"
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        g = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups")
+        levels = pd.unique(g.dropna())
+        if len(levels) < 2:
+            raise DataError(f"leave-group-out needs at least 2 groups, found {len(levels)}")
+        if self.k is None:
+            lab = g.astype(object)
+            labels = sorted(levels, key=str)
+        else:
+            if len(levels) < self.k:
+                raise DataError(f"{len(levels)} groups are fewer than the {self.k} folds")
+            rng = np.random.default_rng([int(seed), int(repeat)])
+            srt = sorted(levels, key=str)
+            deal = dict(zip(srt, rng.permutation(np.arange(len(srt)) % self.k) + 1))
+            lab = g.map(deal)
+            labels = list(range(1, self.k + 1))
+        out = []
+        for lv in labels:
+            test = g.index[(lab == lv).to_numpy()].to_numpy()
+            train = g.index[~(lab == lv).to_numpy()].to_numpy()
+            if len(train) == 0:
+                raise DataError(f"group {lv!r} holds every phenotyped individual: nothing left to train on")
+            out.append((str(lv), train, test))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardInTime(Scheme):
+    """Train on older levels of an ordered column, predict the youngest.
+
+    ``order`` is a Series by id (or a column of ``data``) of generations, years,
+    birth dates: anything sortable. With ``steps=s`` each of the ``s`` youngest levels
+    is a fold, trained only on strictly older individuals (younger ones are masked).
+    """
+
+    order: object = None
+    steps: int = 1
+
+    name = "forward-in-time"
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        o = _check_covered(_as_series(self.order, ids, "order", data), ids, "order").dropna()
+        levels = np.sort(pd.unique(o))
+        if len(levels) < 2:
+            raise DataError(f"forward-in-time needs at least 2 levels of the ordered column, found {len(levels)}")
+        if not 1 <= self.steps < len(levels):
+            raise DataError(f"steps={self.steps} must be between 1 and {len(levels) - 1} "
+                            f"(the column has {len(levels)} levels)")
+        out = []
+        for lv in levels[-self.steps:]:
+            test = o.index[(o == lv).to_numpy()].to_numpy()
+            train = o.index[(o < lv).to_numpy()].to_numpy()
+            out.append((str(lv), train, test))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class GivenFolds(Scheme):
+    """User folds: a Series by id → fold label (NaN: always in training)."""
+
+    folds_: object = None
+    name = "given folds"
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        f = _check_covered(_as_series(self.folds_, ids, "fold Series", data), ids, "fold Series")
+        labels = sorted(pd.unique(f.dropna()), key=lambda v: (str(type(v)), v))
+        if len(labels) < 2:
+            raise DataError(f"the fold Series has {len(labels)} fold label(s); at least 2 are needed")
+        out = []
+        for lv in labels:
+            m = (f == lv).to_numpy()
+            out.append((str(lv), f.index[~m].to_numpy(), f.index[m].to_numpy()))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class SklearnFolds(Scheme):
+    """Any scikit-learn splitter; ``random_state`` (if it has one) is set per repeat."""
+
+    splitter: object = None
+    groups: object = None
+
+    @property
+    def random(self):
+        return "random_state" in getattr(self.splitter, "get_params", dict)()
+
+    @property
+    def name(self):
+        return type(self.splitter).__name__
+
+    def folds(self, ids, y, repeat, seed, data=None):
+        sp = self.splitter
+        if self.random:
+            from sklearn.base import clone
+            sp = clone(sp).set_params(random_state=int(np.random.default_rng([int(seed), int(repeat)])
+                                                         .integers(2**31 - 1)))
+        order = np.sort(ids)
+        grp = None
+        if self.groups is not None:
+            grp = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups").loc[order].to_numpy()
+        yy = y.loc[order].to_numpy()
+        return [(str(j + 1), order[tr], order[te])
+                for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))]
+
+
+def resolve_scheme(cv, groups=None) -> Scheme:
+    """Map ``cv=`` to a scheme.
+
+    int k → :class:`KFold` (or :class:`GroupFolds` with ``k`` when ``groups`` is given);
+    ``"loo"`` → :class:`LeaveOneOut`; ``"logo"``/``"group"`` → leave-one-group-out on
+    ``groups``; a Series → :class:`GivenFolds`; a :class:`Scheme`; or any object with
+    ``split`` (scikit-learn splitter).
+    """
+    if isinstance(cv, Scheme):
+        return cv
+    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+        return KFold(int(cv)) if groups is None else GroupFolds(groups, int(cv))
+    if isinstance(cv, str):
+        if cv.lower() in ("loo", "leave-one-out"):
+            return LeaveOneOut()
+        if cv.lower() in ("logo", "group", "leave-one-group-out"):
+            if groups is None:
+                raise DataError(f"cv={cv!r} needs groups= (a Series by id or a column of data)")
+            return GroupFolds(groups, None)
+        raise DataError(f"unknown cv={cv!r}: use an int, 'loo', 'logo', a fold Series or a splitter")
+    if isinstance(cv, pd.Series):
+        return GivenFolds(cv)
+    if hasattr(cv, "split"):
+        return SklearnFolds(cv, groups)
+    raise DataError(f"cv must be an int, 'loo', 'logo', a Series of folds by id, a henderson scheme "
+                    f"or a scikit-learn splitter, not {type(cv).__name__}")
+
+
+def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0, data=None) -> list[Split]:
+    """All (repeat, fold) splits of the phenotyped ids of ``y``, checked.
+
+    Raises
+    ------
+    DataError
+        ``repeats > 1`` with a deterministic scheme; a fold with no training
+        phenotypes or no test individuals; bad scheme input (see the schemes).
+    """
+    if repeats < 1:
+        raise DataError(f"repeats must be >= 1, got {repeats}")
+    if repeats > 1 and not scheme.random:
+        raise DataError(f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
+                        "repeat identical folds; use repeats=1")
+    yy = y.copy()
+    yy.index = pd.Index(yy.index.astype(str))
+    if yy.index.has_duplicates:
+        raise DataError("cross-validation needs one phenotype per id; duplicated: "
+                        + format_ids(yy.index[yy.index.duplicated()].unique()))
+    yy = pd.to_numeric(yy, errors="coerce").dropna()
+    ids = yy.index.to_numpy(dtype=object)
+    out = []
+    for r in range(repeats):
+        for label, train, test in scheme.folds(ids, yy, r, seed, data):
+            if len(test) == 0:
+                raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
+            if len(train) < 2:
+                raise DataError(f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): "
+                                "nothing to fit")
+            if np.intersect1d(train, test).size:
+                raise DataError(f"fold {label!r}: ids both in training and test: "
+                                + format_ids(np.intersect1d(train, test)))
+            out.append(Split(r, str(label), np.asarray(train, dtype=object), np.asarray(test, dtype=object)))
+    return out
