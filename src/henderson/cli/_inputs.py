@@ -1,0 +1,216 @@
+"""Reading the command line's input files: tables (delimiter detected), genotypes,
+pedigrees and relationship matrices; SHA-256 checksums of every input.
+
+Every error names the file, and where possible the line, column and id.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError, format_ids
+
+NA_VALUES = ["", "NA", "N/A", "NaN", "nan", ".", "-"]
+
+
+def sha256(path) -> str:
+    """SHA-256 of a file (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksums(path) -> dict:
+    """Checksums of an input: a file, or every file of a PLINK prefix / GCTA GRM set."""
+    p = Path(path)
+    if p.is_file():
+        return {str(p): sha256(p)}
+    out = {}
+    for ext in (".bed", ".bim", ".fam", ".grm.bin", ".grm.N.bin", ".grm.id"):
+        q = Path(str(p) + ext)
+        if q.is_file():
+            out[str(q)] = sha256(q)
+    return out
+
+
+def _opener(path: Path):
+    return gzip.open(path, "rt") if path.name.endswith(".gz") else open(path, "rt")
+
+
+def detect_delimiter(path) -> str:
+    """The delimiter of a text table from its first non-empty line.
+
+    Tab, comma or semicolon (the most frequent of them); whitespace otherwise.
+    """
+    path = Path(path)
+    with _opener(path) as fh:
+        for line in fh:
+            if line.strip():
+                break
+        else:
+            raise DataError(f"{path}: the file is empty")
+    counts = {sep: line.count(sep) for sep in ("\t", ",", ";")}
+    sep, n = max(counts.items(), key=lambda kv: kv[1])
+    return sep if n else r"\s+"
+
+
+def _need_file(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(2, "No such file or directory", str(p))
+    if p.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(p))
+    return p
+
+
+_TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def read_table(path, *, str_columns=(), what: str = "table") -> pd.DataFrame:
+    """Read a delimited table with a header line; ``str_columns`` are read as text ids."""
+    p = _need_file(path)
+    sep = detect_delimiter(p)
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    if not p.name.endswith(".gz") and b"\x00" in head:
+        raise DataError(f"{p}: this is a binary file, not a delimited text {what}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = pd.read_csv(p, sep=sep, nrows=0, engine="python" if sep == r"\s+" else "c")
+        cols = [str(c) for c in header.columns]
+        dtype = {c: str for c in str_columns if c in cols}
+        frame = pd.read_csv(p, sep=sep, dtype=dtype, na_values=NA_VALUES, keep_default_na=True)
+    except pd.errors.ParserError as err:
+        m = _TOKENIZE.search(str(err))
+        if m:
+            exp, line, saw = m.groups()
+            raise DataError(f"{p}: line {line} has {saw} fields, the header has {exp} "
+                            f"(delimiter {sep!r})") from err
+        raise DataError(f"{p}: cannot parse as a delimited {what} ({str(err).strip()})") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{p}: not a UTF-8 text {what} (byte {err.start}: {err.reason})") from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise DataError(f"{p}: the {what} has a header but no rows")
+    frame.attrs["path"] = str(p)
+    frame.attrs["sep"] = sep
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns, what: str = "file", option: str | None = None) -> None:
+    """Error naming the missing column(s) and the present ones."""
+    src = frame.attrs.get("path", what)
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        hint = f" (see {option})" if option else ""
+        raise DataError(f"{src}: no column {format_ids(absent)}{hint}; present columns: "
+                        f"{format_ids(frame.columns, limit=20)}")
+
+
+def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None = None):
+    """Phenotypes file → (y Series indexed by id, data frame indexed by id, full frame)."""
+    frame = read_table(path, str_columns=[id_column], what="phenotype file")
+    require_columns(frame, [id_column], option="--id-column")
+    require_columns(frame, [trait], option="--trait")
+    src = frame.attrs["path"]
+    ids = frame[id_column]
+    if ids.isna().any():
+        lines = (frame.index[ids.isna()] + 2).tolist()
+        raise DataError(f"{src}: missing id in column {id_column!r} on line(s) {format_ids(lines)}")
+    y = pd.to_numeric(frame[trait], errors="coerce")
+    bad = y.isna() & frame[trait].notna()
+    if bad.any():
+        r = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(f"{src}: non-numeric value {frame[trait].iloc[r]!r} in column {trait!r} "
+                        f"(line {r + 2}, id {ids.iloc[r]!r})")
+    ids = ids.astype(str).str.strip()
+    y = pd.Series(y.to_numpy(dtype=float), index=pd.Index(ids.to_numpy(dtype=object), name="id"), name=trait)
+    data = None
+    if fixed:
+        cols = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", fixed) if c in frame.columns]
+        data = frame.drop(columns=[id_column]).copy()
+        data.index = pd.Index(ids.to_numpy(dtype=object), name="id")
+        data = data[cols] if cols else data
+        # text columns are factors; make them plain object strings for the formula engine
+        for c in data.columns:
+            if not pd.api.types.is_numeric_dtype(data[c]):
+                data[c] = data[c].astype(object)
+    return y, data, frame
+
+
+def random_groups(formula: str) -> list[str]:
+    """Grouping variables of the random terms ``(... | g)`` in an lme4-style formula."""
+    out = []
+    for rhs in re.findall(r"\|\s*([^)]*)\)", formula):
+        for g in re.split(r"[/:]", rhs):
+            g = g.strip()
+            if g and g not in out:
+                out.append(g)
+    return out
+
+
+def read_genotypes_file(path, coding: str | None = None):
+    """Genotypes from a PLINK prefix/.bed, VCF or CSV/TSV matrix (first column id)."""
+    from ..io.genotypes import read_genotypes
+
+    p = Path(path)
+    if not p.exists() and not Path(str(p) + ".bed").exists():
+        raise FileNotFoundError(2, "No such file or directory", str(p))
+    return read_genotypes(p, coding=coding)
+
+
+def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam"):
+    """A pedigree file (delimiter detected); columns named by the options."""
+    from ..io.pedigree import read_pedigree
+
+    p = _need_file(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ped = read_pedigree(p, id=id, sire=sire, dam=dam)
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return ped, notes
+
+
+def read_relationship_file(path, kind: str = "K"):
+    """A relationship matrix: GCTA binary (``.grm.bin`` / prefix) or a square CSV with an id column."""
+    from ..relationships.container import Relationship
+    from ..relationships.grm_io import read_gcta_grm
+
+    p = Path(path)
+    if str(p).endswith(".grm.bin") or str(p).endswith(".grm") or Path(str(p) + ".grm.bin").exists():
+        prefix = str(p).removesuffix(".bin").removesuffix(".grm")
+        if not Path(prefix + ".grm.bin").exists():
+            raise FileNotFoundError(2, "No such file or directory", prefix + ".grm.bin")
+        return read_gcta_grm(prefix, kind=kind)
+    frame = read_table(p, what="relationship matrix")
+    first = frame.columns[0]
+    ids = frame[first].astype(str).str.strip()
+    body = frame.drop(columns=first)
+    body.index = pd.Index(ids.to_numpy(dtype=object), name="id")
+    body.columns = [str(c) for c in body.columns]
+    nonnum = [c for c in body.columns if not pd.api.types.is_numeric_dtype(body[c])]
+    if nonnum:
+        c = nonnum[0]
+        v = pd.to_numeric(body[c], errors="coerce")
+        r = int((v.isna() & body[c].notna()).to_numpy().nonzero()[0][0]) if (v.isna() & body[c].notna()).any() else 0
+        raise DataError(f"{p}: non-numeric value {body[c].iloc[r]!r} in column {c!r} (line {r + 2})")
+    if body.shape[0] != body.shape[1]:
+        raise DataError(f"{p}: a relationship matrix needs as many rows as columns after the id "
+                        f"column; got {body.shape[0]} rows and {body.shape[1]} columns")
+    if body.isna().any().any():
+        r, c = [x[0] for x in body.isna().to_numpy().nonzero()]
+        raise DataError(f"{p}: missing value at line {r + 2}, column {body.columns[c]!r}")
+    try:
+        rel = Relationship.from_frame(body, kind=kind)
+    except DataError as err:
+        raise DataError(f"{p}: {err}") from err
+    return Relationship(rel.ids, rel.matrix, kind=kind, info={"file": str(p)})

@@ -1,0 +1,43 @@
+"""``henderson cv``: k-fold cross-validation of GBLUP, SNP-BLUP or pedigree BLUP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._errors import CLIError
+
+
+def cv(
+    model: Annotated[str, typer.Option("--model", help="gblup, snpblup or pblup.")],
+    phenotypes: Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes CSV/TSV with an id column.")],
+    trait: Annotated[str, typer.Option("--trait", "-t", help="Column of the trait.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup).")] = None,
+    pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup).")] = None,
+    grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
+    folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of folds.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Repeats with new random folds.")] = 1,
+    groups: Annotated[Optional[str], typer.Option("--groups", help="Column of the phenotype file: individuals sharing a value are kept in the same fold (e.g. family).")] = None,
+    fold_column: Annotated[Optional[str], typer.Option("--fold-column", help="Column of the phenotype file with given fold labels (overrides --folds, --repeats).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the fold assignment.")] = 0,
+    fixed_variances: Annotated[bool, typer.Option("--fixed-variances", help="Keep the full-data REML variances in every fold (faster) instead of re-estimating them.")] = False,
+    id_column: Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")] = "id",
+    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
+    grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes.")] = "vanraden1",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
+
+    Example: henderson cv --model gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --folds 5 --repeats 10 --out cv
+    """
+    from ._cv import run_cv
+
+    run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
+           genotypes=genotypes, pedigree=pedigree, grm=grm, folds=folds, repeats=repeats, groups=groups,
+           fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
+           ped_columns=ped_columns, grm_method=grm_method, jobs=jobs)

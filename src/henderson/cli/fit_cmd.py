@@ -1,0 +1,142 @@
+"""``henderson fit``: a general linear mixed model from an lme4-style formula."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._errors import CLIError
+from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
+                      read_table, require_columns)
+
+_FUNCS = {"C", "I", "np", "log", "exp", "sqrt", "scale", "center", "poly", "bs"}
+
+
+def formula_variables(formula: str) -> list[str]:
+    """Column names a formula refers to (function names and numbers left out)."""
+    out = []
+    for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", formula):
+        tok = m.group(0)
+        rest = formula[m.end():].lstrip()
+        if rest.startswith("(") or tok in _FUNCS or tok.startswith("np."):
+            continue
+        if tok not in out:
+            out.append(tok)
+    return out
+
+
+def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
+    if wanted:
+        if wanted not in groups:
+            raise CLIError(f"{option} {wanted!r} is not a random term of the formula; "
+                           f"random terms: {', '.join(groups) or 'none'}")
+        return wanted
+    if default in groups:
+        return default
+    if len(groups) == 1:
+        return groups[0]
+    raise CLIError(f"the formula has several random terms ({', '.join(groups)}); say which one "
+                   f"carries the relationship with {option}")
+
+
+def fit(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
+    formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    cov: Annotated[Optional[List[str]], typer.Option(
+        "--cov", help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
+                      "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.")] = None,
+    pedigree: Annotated[Optional[Path], typer.Option(
+        "--pedigree", help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' "
+                           "(or --pedigree-term).")] = None,
+    pedigree_term: Annotated[Optional[str], typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")] = None,
+    genotypes: Annotated[Optional[Path], typer.Option(
+        "--genotypes", help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
+                            "named 'id' (or --genotypes-term).")] = None,
+    genotypes_term: Annotated[Optional[str], typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
+    grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
+    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
+    method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
+    top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
+):
+    """Fit a linear mixed model by REML (or ML) and write tables, summary.json and report.html.
+
+    Example: henderson fit --data DT_example.csv --formula "Yield ~ Env + (1|Name)" --out potato
+    """
+    from .. import api
+    from ..report.html import Report
+    from ..report.sections import add_fit
+
+    s = Session("fit", quiet, debug, threads, out)
+    method = method.lower()
+    if method not in ("reml", "ml"):
+        raise CLIError(f"--method must be reml or ml, not {method!r}")
+    if "~" not in formula:
+        raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
+    groups = random_groups(formula)
+    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method})
+    with s.step("Reading data"):
+        frame = read_table(data, str_columns=groups, what="data file")
+        s.add_input("data", data)
+        require_columns(frame, formula_variables(formula), option="--formula")
+        for g in groups:  # grouping factors are labels, never numbers
+            frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
+    covs, covs_inv, genetic = {}, {}, {}
+    for item in cov or []:
+        if "=" not in item:
+            raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
+        term, path = item.split("=", 1)
+        term = _choose_term(groups, term.strip(), "--cov")
+        with s.step(f"Reading covariance of {term}"):
+            covs[term] = read_relationship_file(path, kind="K")
+            s.add_input(f"cov:{term}", path)
+        genetic[term] = f"covariance from {Path(path).name}"
+    if pedigree is not None:
+        term = _choose_term(groups, pedigree_term, "--pedigree-term")
+        cols = [c.strip() for c in ped_columns.split(",")]
+        if len(cols) != 3:
+            raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
+        with s.step("Reading pedigree and building A⁻¹"):
+            from ..relationships.pedigree import pedigree_inverse
+
+            ped, notes = read_pedigree_file(pedigree, *cols)
+            s.notes += notes
+            covs_inv[term] = pedigree_inverse(ped)
+            s.add_input("pedigree", pedigree)
+        genetic[term] = "pedigree A"
+    if genotypes is not None:
+        term = _choose_term(groups, genotypes_term, "--genotypes-term")
+        with s.step("Reading genotypes and building G"):
+            from ..relationships.genomic import genomic_relationship
+
+            geno = read_genotypes_file(genotypes)
+            covs[term] = genomic_relationship(geno, method=grm_method)
+            s.add_input("genotypes", genotypes)
+        genetic[term] = f"genomic G ({grm_method})"
+    overlap = set(covs) & set(covs_inv)
+    if overlap:
+        raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
+    with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)"):
+        res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
+    s.stdout.print(res.summary())
+    with s.step("Writing outputs"):
+        s.write_csv(vc_table(res.variance_components), "variance_components.csv")
+        s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
+        import pandas as pd
+
+        bvs = pd.concat([bv_table(t, term) for term, t in res.blups.items()], ignore_index=True)
+        s.write_csv(bvs, "breeding_values.csv")
+        rep = Report("Linear mixed model", f"{formula} — {Path(data).name}")
+        add_fit(rep, res, frame, formula, groups, genetic, top=top)
+        rep.write(s.outdir() / "report.html")
+        s.outputs.append("report.html")
+        s.notes += list(res.notes)
+        s.write_summary({"fit": res.to_dict(), "relationships": genetic})
+    s.done()

@@ -1,0 +1,260 @@
+"""``henderson gblup | snpblup | pblup | predict``: genetic evaluation from files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._errors import CLIError
+from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file)
+
+PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")]
+TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
+IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
+FixedOpt = Annotated[Optional[str], typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")]
+GenoOpt = Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
+PedOpt = Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
+PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")]
+MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
+DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
+TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
+CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")]
+
+
+def _ped_cols(spec: str) -> list[str]:
+    cols = [c.strip() for c in spec.split(",")]
+    if len(cols) != 3 or not all(cols):
+        raise CLIError(f"--ped-columns needs three names id,sire,dam, got {spec!r}")
+    return cols
+
+
+def _cli_hint(err: Exception) -> Exception:
+    msg = str(err).replace("(pass missing='drop' to drop them, counted)", "(pass --drop-unknown to drop them, counted)")
+    if msg != str(err):
+        return type(err)(msg)
+    return err
+
+
+def _fit_est(est, X, y, data):
+    from ..errors import AlignmentError
+
+    try:
+        return est.fit(X, y, data=data)
+    except AlignmentError as err:
+        raise _cli_hint(err) from err
+
+
+def gblup_snp_effects(est, geno) -> pd.DataFrame:
+    """SNP effects equivalent to a GBLUP on genotypes: β̂ = W'α/(2Σpq), ĝ = Gα = Wβ̂."""
+    from ..models.snpblup import centred_markers
+
+    freq = est.allele_freq_
+    W, _ = centred_markers(geno, freq)
+    c = 2.0 * float(np.sum(freq * (1 - freq)))
+    beta = W.T @ est.dual_coef_.loc[list(geno.ids)].to_numpy() / c
+    t = geno.snps.copy()
+    t["freq"] = freq
+    t["effect"] = beta
+    return t
+
+
+def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
+    fe = est.fixed_effects_["estimate"]
+    intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
+    doc = {"model": kind, "trait": trait, "intercept": intercept,
+           "fixed_effects": {k: float(v) for k, v in fe.items()}, **extra}
+    s.write_text(json.dumps(doc, indent=2), "model.json")
+
+
+def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: str | None, out: Path,
+                genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
+                ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
+                quiet: bool, debug: bool, threads: int | None) -> None:
+    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
+    from ..report.html import Report
+    from ..report.sections import add_genetic
+
+    s = Session(kind, quiet, debug, threads, out)
+    method = method.lower()
+    if method not in ("reml", "ml"):
+        raise CLIError(f"--method must be reml or ml, not {method!r}")
+    s.settings.update({"model": kind, "trait": trait, "id_column": id_column, "fixed": fixed,
+                       "method": method, "missing": "drop" if drop_unknown else "error"})
+    missing = "drop" if drop_unknown else "error"
+    with s.step("Reading phenotypes"):
+        y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
+        s.add_input("phenotypes", phenotypes)
+    geno = G = snp_effects = None
+    rel_note = ""
+    extra: dict = {}
+    if kind == "gblup":
+        if (genotypes is None) == (grm is None):
+            raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
+        if genotypes is not None:
+            with s.step("Reading genotypes"):
+                geno = read_genotypes_file(genotypes, coding)
+                s.add_input("genotypes", genotypes)
+            with s.step("Building G"):
+                from ..relationships.genomic import genomic_relationship
+
+                G = genomic_relationship(geno, method=grm_method)
+            rel_note = f"G ({grm_method}) from {geno.n} individuals x {geno.p} SNPs"
+            s.settings["grm_method"] = grm_method
+        else:
+            with s.step("Reading the relationship matrix"):
+                G = read_relationship_file(grm, kind="G")
+                s.add_input("grm", grm)
+            rel_note = f"{G.n} x {G.n} matrix from {Path(grm).name}"
+        est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
+        with s.step("Fitting GBLUP"):
+            _fit_est(est, G, y, data)
+            if geno is not None:
+                est.genotypes_ = geno
+                est.allele_freq_ = geno.allele_freq
+        if geno is not None and grm_method == "vanraden1":
+            with s.step("Back-solving SNP effects"):
+                snp_effects = gblup_snp_effects(est, geno)
+        label = "GBLUP"
+    elif kind == "snpblup":
+        if genotypes is None:
+            raise CLIError("snpblup needs --genotypes FILE")
+        with s.step("Reading genotypes"):
+            geno = read_genotypes_file(genotypes, coding)
+            s.add_input("genotypes", genotypes)
+        est = SNPBLUP(method=method, fixed=fixed, missing=missing)
+        with s.step("Fitting SNP-BLUP"):
+            _fit_est(est, geno, y, data)
+        snp_effects = est.snp_effects_
+        rel_note = f"{geno.n} individuals x {geno.p} SNPs, solved in {est.space_} space"
+        extra = {"sigma2_beta": est.sigma2_beta_, "sigma2_g": est.sigma2_g_}
+        label = "SNP-BLUP"
+    else:
+        if pedigree is None:
+            raise CLIError("pblup needs --pedigree FILE")
+        with s.step("Reading pedigree"):
+            ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
+            s.notes += notes
+            s.add_input("pedigree", pedigree)
+        est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
+        with s.step("Fitting pedigree BLUP (A⁻¹)"):
+            _fit_est(est, ped, y, data)
+        rel_note = f"pedigree of {len(ped.ids)} animals (sparse A⁻¹)"
+        label = "pedigree BLUP"
+    res = est.result_
+    s.notes += list(res.notes)
+    if not quiet:
+        s.stdout.print(res.summary())
+        s.stdout.print(f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f})")
+    with s.step("Writing outputs"):
+        s.write_csv(vc_table(res.variance_components), "variance_components.csv")
+        s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
+        s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
+        if snp_effects is not None:
+            s.write_csv(snp_effects, "snp_effects.csv")
+        _write_model(s, est, kind, trait, {"h2": est.h2_, "h2_se": est.h2_se_,
+                                           "n_snps": None if snp_effects is None else len(snp_effects), **extra})
+        rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
+        add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note)
+        rep.write(s.outdir() / "report.html")
+        s.outputs.append("report.html")
+        s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
+    s.done()
+
+
+def gblup(
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt,
+    genotypes: GenoOpt = None,
+    grm: Annotated[Optional[Path], typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
+    grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
+    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
+
+    Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
+    """
+    run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+
+
+def snpblup(
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, genotypes: GenoOpt = None,
+    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
+
+    Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
+    """
+    run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+
+
+def pblup(
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, pedigree: PedOpt = None,
+    ped_columns: PedColsOpt = "id,sire,dam",
+    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False, top: TopOpt = 20,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
+
+    Example: henderson pblup --phenotypes records.csv --trait BWT --id-column ANIMAL --pedigree ped.csv --out pblup
+    """
+    run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
+                ped_columns, method, drop_unknown, top, None, quiet, debug, threads)
+
+
+def predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.")],
+    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id, gebv[, predicted_phenotype].")],
+    coding: CodingOpt = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Score new individuals from saved SNP effects: ĝ = (X − 2p_train)β̂, SNPs matched by id.
+
+    Example: henderson predict --model snpblup --genotypes new.csv --out new_gebv.csv
+    """
+    from ..errors import DataError, format_ids
+    from ..models.snpblup import predict_from_snp_effects
+    from ._inputs import read_table, require_columns
+
+    s = Session("predict", quiet, debug, threads, None)
+    eff_path = Path(model) / "snp_effects.csv"
+    if not Path(model).is_dir():
+        raise CLIError(f"--model {model}: not a directory (give the --out directory of snpblup or gblup)")
+    if not eff_path.exists():
+        raise CLIError(f"{eff_path} not found: --model must be the output directory of 'henderson snpblup' "
+                       "or of 'henderson gblup --genotypes' (vanraden1)")
+    with s.step("Reading SNP effects and genotypes"):
+        eff = read_table(eff_path, str_columns=["snp", "chrom"], what="SNP-effect table")
+        require_columns(eff, ["snp", "freq", "effect"])
+        geno = read_genotypes_file(genotypes, coding)
+    absent = np.setdiff1d(eff["snp"].astype(str).to_numpy(), np.asarray(geno.snp_ids, dtype=str))
+    if len(absent):
+        raise DataError(f"{genotypes}: {len(absent)} SNP(s) of the model are not in the genotypes: "
+                        f"{format_ids(absent)}")
+    with s.step("Scoring"):
+        g = predict_from_snp_effects(geno, eff)
+    table = pd.DataFrame({"id": g.index.astype(str), "gebv": g.to_numpy()})
+    meta_path = Path(model) / "model.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("intercept") is not None:
+            table["predicted_phenotype"] = meta["intercept"] + table["gebv"]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.10g")
+    if not quiet:
+        s.stdout.print(table.sort_values("gebv", ascending=False).head(10).to_string(index=False))
+        s.stdout.print(f"Scored {len(table)} individuals on {len(eff)} SNPs; wrote {out}")
+    s.done()

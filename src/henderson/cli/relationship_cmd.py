@@ -1,0 +1,92 @@
+"""``henderson grm`` and ``henderson ainv``: relationship matrices to files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import typer
+
+from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._errors import CLIError
+from ._inputs import read_genotypes_file, read_pedigree_file
+
+
+def grm(
+    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: CSV (id column + one column per id), or GCTA binary when it ends in .grm or with --format gcta.")],
+    method: Annotated[str, typer.Option("--method", help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).")] = "vanraden1",
+    format: Annotated[Optional[str], typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
+    coding: Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")] = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Genomic relationship matrix G from genotypes, written as CSV or GCTA binary GRM.
+
+    Example: henderson grm --genotypes geno.csv --method vanraden1 --out G.csv
+    """
+    from ..relationships.genomic import genomic_relationship
+    from ..relationships.grm_io import write_gcta_grm, write_relationship_csv
+
+    s = Session("grm", quiet, debug, threads, None)
+    fmt = (format or ("gcta" if str(out).endswith((".grm", ".grm.bin")) else "csv")).lower()
+    if fmt not in ("csv", "gcta"):
+        raise CLIError(f"--format must be csv or gcta, not {format!r}")
+    with s.step("Reading genotypes"):
+        geno = read_genotypes_file(genotypes, coding)
+    with s.step(f"Building G ({method})"):
+        G = genomic_relationship(geno, method=method)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with s.step("Writing"):
+        if fmt == "gcta":
+            prefix = str(out).removesuffix(".bin").removesuffix(".grm")
+            write_gcta_grm(G, prefix)
+            written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
+        else:
+            write_relationship_csv(G, out)
+            written = str(out)
+    d = np.diag(G.dense())
+    off = G.dense()[np.triu_indices(G.n, 1)]
+    s.stdout.print(f"G ({method}): {G.n} individuals, {geno.p} SNPs; diagonal mean {d.mean():.4f} "
+                   f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}")
+    s.stdout.print(f"Wrote {written}")
+    s.done()
+
+
+def ainv(
+    pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id1,id2,value, lower triangle (id1 is the younger or same animal).")],
+    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
+    inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV.")] = None,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
+
+    Example: henderson ainv --pedigree ped.csv --out Ainv.csv
+    """
+    from ..relationships.pedigree import pedigree_inverse
+
+    s = Session("ainv", quiet, debug, threads, None)
+    cols = [c.strip() for c in ped_columns.split(",")]
+    if len(cols) != 3:
+        raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
+    with s.step("Reading pedigree"):
+        ped, notes = read_pedigree_file(pedigree, *cols)
+    with s.step("Building A⁻¹"):
+        Ai = pedigree_inverse(ped)
+    low = sp.tril(sp.csr_matrix(Ai.matrix), format="coo")
+    order = np.lexsort((low.col, low.row))
+    ids = np.asarray(Ai.ids, dtype=object)
+    table = pd.DataFrame({"id1": ids[low.row[order]], "id2": ids[low.col[order]], "value": low.data[order]})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.12g")
+    F = Ai.info.get("inbreeding")
+    if inbreeding is not None and F is not None:
+        F.rename("F").rename_axis("id").reset_index().to_csv(inbreeding, index=False, float_format="%.10g")
+    n_inbred = int((F > 0).sum()) if F is not None else 0
+    s.stdout.print(f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; "
+                   f"{n_inbred} inbred animals" + (f" (max F {float(F.max()):.4f})" if n_inbred else ""))
+    s.stdout.print(f"Wrote {out}" + (f" and {inbreeding}" if inbreeding is not None else ""))
+    s.done()

@@ -1,0 +1,155 @@
+"""Report sections for the command line's analyses (fit, genetic models, CV)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .html import Report
+
+
+def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame:
+    """Variance components with SEs and shares of the total (h² for a genetic term)."""
+    t = pd.DataFrame({
+        "variance": vc["variance"].astype(float),
+        "SE": vc["se"].astype(float),
+        "share of total": vc["ratio"].astype(float),
+        "share SE": vc["ratio_se"].astype(float),
+    }, index=[(labels or {}).get(i, i) for i in vc.index])
+    if "levels" in vc:
+        t["levels"] = [int(v) if pd.notna(v) else None for v in vc["levels"]]
+    if "boundary" in vc and vc["boundary"].astype(bool).any():
+        t["at zero"] = vc["boundary"].astype(bool).to_numpy()
+    t.index.name = "term"
+    return t
+
+
+def fit_stats(res) -> dict:
+    crit = "REML" if res.method == "reml" else "ML"
+    return {
+        "records used": f"{res.n_obs}" + (f" ({res.n_dropped} dropped: missing values)" if res.n_dropped else ""),
+        "method / solver": f"{crit} / {res.solver}",
+        "log-likelihood": f"{res.loglik:.4f}",
+        "AIC / BIC": f"{res.aic:.2f} / {res.bic:.2f}",
+        "iterations": f"{res.iterations} ({'converged' if res.converged else 'NOT converged'})",
+    }
+
+
+def ranking_table(bv: pd.DataFrame, n: int = 20, value: str = "value") -> pd.DataFrame:
+    """Top of the ranking: rank, id, value, PEV, reliability, records."""
+    t = bv.sort_values(value, ascending=False).head(n).copy()
+    t.insert(0, "rank", np.arange(1, len(t) + 1))
+    t = t.set_index("rank")
+    return t
+
+
+def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[str],
+            genetic_terms: dict | None = None, top: int = 20) -> None:
+    """Sections of a general mixed-model fit."""
+    genetic_terms = genetic_terms or {}
+    report.section("Model")
+    report.kv({"formula": formula, **fit_stats(res)})
+    if res.notes:
+        for n in res.notes:
+            report.callout(n, warn=True)
+    report.section("Variance components")
+    report.table(variance_table(res.variance_components),
+                 caption="Variance components (SE from the inverse average information); "
+                         "share = σ²/Σσ² with delta-method SE")
+    for term, what in genetic_terms.items():
+        if term in res.variance_components.index:
+            r = res.variance_components.loc[term]
+            report.callout(f"Heritability (share of {term}, {what}): h² = {r['ratio']:.3f} ± {r['ratio_se']:.3f}")
+    report.table(res.fixed_effects, caption="Fixed effects", digits=4)
+
+    report.section("Data")
+    response = formula.split("~")[0].strip()
+    report.start_grid()
+    if response in data:
+        report.image(plots.histogram(data[response], f"Response: {response}", response),
+                     caption=f"{response}: {data[response].notna().sum()} non-missing records")
+    for g in groups:
+        if g in data:
+            report.image(plots.level_counts(data[g].astype(str).value_counts(), g))
+    report.end_grid()
+
+    for term, tab in res.blups.items():
+        report.section(f"Predictions of {term}" + (" (breeding values)" if term in genetic_terms else " (BLUPs)"))
+        bv = pd.DataFrame({"id": tab.index.astype(str), "value": tab["blup"].to_numpy(),
+                           "PEV": tab["pev"].to_numpy(), "reliability": tab["reliability"].to_numpy(),
+                           "records": tab["n_records"].to_numpy()})
+        report.start_grid()
+        report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} levels")
+        report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE))
+        report.end_grid()
+
+
+def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None,
+                snp_effects: pd.DataFrame | None = None, top: int = 20, relationship_note: str = "") -> None:
+    """Sections of a GBLUP / SNP-BLUP / pedigree-BLUP fit."""
+    res = est.result_
+    report.section("Model")
+    kv = {"model": kind, "trait": trait, **fit_stats(res)}
+    if relationship_note:
+        kv["relationship"] = relationship_note
+    report.kv(kv)
+    for n in res.notes:
+        report.callout(n, warn=("dropped" in n or "boundary" in n))
+    report.section("Variance components and heritability")
+    labels = {"id": "σ²_β (per SNP)" if kind == "SNP-BLUP" else "genetic (id)"}
+    report.table(variance_table(res.variance_components, labels),
+                 caption="Variance components (SE from the inverse average information)")
+    extra = ""
+    if kind == "SNP-BLUP":
+        extra = f"; σ²_g = 2Σpq·σ²_β = {est.sigma2_g_:.4g}"
+    report.callout(f"Heritability h² = {est.h2_:.3f} ± {est.h2_se_:.3f}{extra}")
+    report.table(res.fixed_effects, caption="Fixed effects")
+
+    report.section("Phenotypes")
+    yy = pd.to_numeric(y, errors="coerce")
+    report.start_grid()
+    report.image(plots.histogram(yy, f"Phenotype: {trait}", trait),
+                 caption=f"{int(yy.notna().sum())} records, {yy.index.nunique()} individuals")
+    report.end_grid()
+
+    report.section("Breeding values")
+    g = est.gebv_
+    bv = pd.DataFrame({"id": g.index.astype(str), "value": g.iloc[:, 0].to_numpy(), "PEV": g["pev"].to_numpy(),
+                       "reliability": g["reliability"].to_numpy(), "records": g["n_records"].to_numpy()})
+    report.start_grid()
+    report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} individuals")
+    report.image(plots.histogram(bv["value"], "Breeding values", "GEBV" if kind != "pedigree BLUP" else "EBV",
+                                 color=plots.ORANGE))
+    report.end_grid()
+
+    if snp_effects is not None:
+        report.section("SNP effects")
+        report.image(plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
+                     caption="Absolute SNP effects by chromosome and position "
+                             "(file order when the genotypes carry no map)")
+        top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
+        report.table(top_snps[[c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]],
+                     caption="Largest 10 |effects|", index=False, digits=5)
+    if G is not None:
+        report.section("Relationship matrix")
+        report.image(plots.g_distribution(G.dense() if hasattr(G, "dense") else np.asarray(G),
+                                          f"{getattr(G, 'kind', 'G')}: {G.shape[0] if hasattr(G, 'shape') else G.n} individuals"),
+                     caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships")
+
+
+def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame,
+           summary: pd.DataFrame | None = None, title: str = "Cross-validation", note: str = "") -> None:
+    """Sections of a cross-validation: observed vs predicted, per-fold table, summary."""
+    report.section(title)
+    if note:
+        report.text(note, cls="note")
+    if summary is not None and len(summary):
+        report.table(summary, caption="Summary over folds and repeats")
+    report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
+                 caption="Each point is an individual predicted without its own phenotype (first repeat)")
+    if "model" in fold_metrics and "predictive_ability" in fold_metrics:
+        pa = fold_metrics.groupby("model", sort=False)["predictive_ability"].agg(["mean", "std"])
+        pa.columns = ["mean", "sd"]
+        report.image(plots.ability_bars(pa, "Predictive ability (mean ± sd over folds)"))
+    report.table(fold_metrics, caption="Per-fold metrics", index=False, max_rows=400)
