@@ -65,24 +65,22 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
     p = spec.p
     nz = len(ev.index) - p
     b = ev.solution[nz:]
-    cinv = ev.cinv
-    b_se = np.sqrt(np.maximum(np.diag(cinv)[nz:], 0) * se_e)
+    b_se = np.sqrt(np.maximum(np.diag(ev.fixed_cov()), 0) * se_e)
     with np.errstate(divide="ignore", invalid="ignore"):
         fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
                           index=pd.Index(spec.x_names, name="coefficient"))
 
-    blups, pos = {}, 0
+    blups = {}
     for k, t in enumerate(spec.terms):
         if ev.active[k]:
-            r = t.rank
-            v = ev.solution[pos:pos + r]
-            blk = cinv[pos:pos + r, pos:pos + r] * se_e
+            a0, b0 = ev.spans[k]
+            v = ev.solution[a0:b0]
             if t.kind == "factor":
+                blk = ev.inverse_block(k) * se_e
                 u = t.factor @ v
                 pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
             else:
-                u, pev = v, np.diag(blk).copy()
-            pos += r
+                u, pev = v, ev.inverse_diag(k) * se_e
             with np.errstate(divide="ignore", invalid="ignore"):
                 rel = 1.0 - pev / (s[k] * t.k_diag)
         else:

@@ -67,18 +67,15 @@ def _em_step(state, ev: Evaluation, method: str) -> np.ndarray:
     s = ev.sigma2.copy()
     se = s[-1]
     new = s.copy()
-    pos = 0
+    zz = method != "reml"
     for k, t in enumerate(state.spec.terms):
         if not ev.active[k]:
             continue
-        q = t.rank
-        u = ev.solution[pos:pos + q]
-        blk = ev.cinv[pos:pos + q, pos:pos + q]
+        a, b = ev.spans[k]
+        u = ev.solution[a:b]
         P = state.penalties[k]
         quad = float(u @ u) if P is None else float(u @ P @ u)
-        tr = np.trace(blk) if P is None else float(np.sum(P * blk))
-        new[k] = (quad + se * tr) / q
-        pos += q
+        new[k] = (quad + se * state.trace(ev, k, zz)) / (b - a)
     dof = state.n - state.p if method == "reml" else state.n
     new[-1] = float(state.spec.y @ ev.residuals) / dof
     return new
@@ -105,10 +102,11 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        s_new, kind = _ai_step(state, ev, method)
-        if s_new is None:
+        ev_new, kind = _ai_step(state, ev, method)
+        if ev_new is None:
             s_new, kind = _em_step(state, ev, method), "em"
-        ev_new = state.evaluate(s_new, derivatives=True, method=method)
+            ev_new = state.evaluate(s_new, derivatives=True, method=method)
+        s_new = ev_new.sigma2
         change = np.max(np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1]))
         dm = abs(ev.m2ll - ev_new.m2ll)
         ev = ev_new
@@ -135,7 +133,11 @@ def _named(state, s) -> dict:
 
 
 def _ai_step(state, ev: Evaluation, method: str):
-    """One AI step with cut-at-boundary and halving; None if no improving step."""
+    """One AI step with cut-at-boundary and halving.
+
+    Returns the accepted evaluation (with derivatives, so the next iteration reuses
+    it) and the step kind, or (None, None) when no step improves the objective.
+    """
     K = len(ev.sigma2) - 1
     free = np.concatenate([np.flatnonzero(ev.active), [K]])
     g = ev.score[free]
@@ -162,13 +164,13 @@ def _ai_step(state, ev: Evaluation, method: str):
             t /= 2
             continue
         try:
-            m2ll = state.evaluate(cand, method=method).m2ll
+            trial = state.evaluate(cand, derivatives=True, method=method)
         except Exception:
             t /= 2
             continue
-        if m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
+        if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
             kind = "ai" if t == 1.0 else ("ai-boundary" if t == t_max < 1.0 else f"ai-halved({t:.3g})")
-            return cand, kind
+            return trial, kind
         t /= 2
     return None, None
 

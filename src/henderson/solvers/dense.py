@@ -32,27 +32,51 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ..errors import NotPositiveDefiniteError
 from ..spec.model import ModelSpec
+from ._block_factor import BlockFactor
 
 LOG2PI = float(np.log(2 * np.pi))
 
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """The MME at one σ²: objective, solutions and (optionally) derivatives."""
+    """The MME at one σ²: objective, solutions and (optionally) derivatives.
+
+    ``index`` lists the MME rows kept at this σ² (the eliminated diagonal term first,
+    then the other active random terms, then X); ``spans[k]`` is term k's slice of
+    ``solution`` (empty when σ²ₖ = 0).
+    """
 
     sigma2: np.ndarray          # (K + 1,) term variances then residual
     active: np.ndarray          # (K,) bool: term in the MME (σ²ₖ > 0)
     m2ll: float                 # −2 log L (REML or ML, lme4's constants)
     ell2: float                 # σ²ₑ · y'Py
-    solution: np.ndarray        # [û of active terms..., b̂]
+    solution: np.ndarray        # [û of active terms..., b̂] in ``index`` order
     index: np.ndarray           # rows of the full MME kept at this σ²
+    spans: dict                 # term k → (a, b) slice of ``solution``
     logdet_c: float
     residuals: np.ndarray       # ê = y − Xb̂ − Z̃û, shape (n,)
-    cinv: np.ndarray | None = None   # unscaled C⁻¹ (σ²ₑC⁻¹ = PEV matrix)
+    factor: BlockFactor         # factor of the (unscaled) C; σ²ₑC⁻¹ is the PEV matrix
     score: np.ndarray | None = None  # ∂ℓ/∂σ², shape (K + 1,); NaN for inactive terms
     ai: np.ndarray | None = None     # average information, (K + 1, K + 1)
+
+    @property
+    def _nz(self) -> int:
+        return int(sum(b - a for a, b in self.spans.values()))
+
+    def inverse_block(self, k: int, zz: bool = False) -> np.ndarray:
+        """Term k's block of C⁻¹ (dense; not for the eliminated diagonal term)."""
+        a, b = self.spans[k]
+        return self.factor.inverse_block(a, b, zz)
+
+    def inverse_diag(self, k: int, zz: bool = False) -> np.ndarray:
+        a, b = self.spans[k]
+        return self.factor.inverse_diag(a, b, zz)
+
+    def fixed_cov(self) -> np.ndarray:
+        """Unscaled (X'V⁻¹X)⁻¹/σ²ₑ: the fixed-effect block of C⁻¹."""
+        nz = self._nz
+        return self.factor.inverse_block(nz, len(self.index))
 
 
 class DenseMME:
@@ -64,9 +88,12 @@ class DenseMME:
 
     Notes
     -----
-    Preparation costs one pass over the records (T'T for T = [Z̃ X], n × (r + p));
-    each evaluation is one dense Cholesky of order r + p. Suited to up to a few
-    thousand random levels; the spectral solver handles one dense kernel faster.
+    Preparation costs one pass over the records (T'T for T = [Z̃ X], n × (r + p)).
+    The iid term with the most levels has a diagonal block in C and is eliminated
+    first (:class:`BlockFactor`), so each evaluation is one dense Cholesky of the
+    *other* equations only: a one-factor model with thousands of levels costs
+    O(q·p²). Other terms (crossed factors, dense K, A⁻¹) stay dense; the spectral
+    solver handles one dense kernel faster.
     """
 
     name = "dense-mme"
@@ -75,7 +102,7 @@ class DenseMME:
         self.spec = spec
         blocks = [t.design() for t in spec.terms] + [spec.X]
         if all(sp.issparse(b) for b in blocks[:-1]):
-            T = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")
+            T = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csc")
             self.TtT = (T.T @ T).toarray()
         else:
             T = np.hstack([b.toarray() if sp.issparse(b) else np.asarray(b) for b in blocks])
@@ -94,22 +121,33 @@ class DenseMME:
             else:
                 self.penalties.append(None)  # identity
         self.n, self.p = spec.n, spec.p
+        # the iid term with most levels: its block of C is diagonal (one level per record)
+        iid = [k for k, t in enumerate(spec.terms) if t.kind == "iid"]
+        self.diagonal_term = max(iid, key=lambda k: spec.terms[k].q) if iid else None
 
     # -- index helpers -------------------------------------------------------------
-    def _index(self, active: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        idx, spans, pos = [], [], 0
-        for k, on in enumerate(active):
-            if on:
-                a, b = self.offsets[k], self.offsets[k + 1]
-                idx.append(np.arange(a, b))
-                spans.append((pos, pos + b - a))
-                pos += b - a
-            else:
-                spans.append((pos, pos))
+    def _index(self, active: np.ndarray) -> tuple[np.ndarray, dict, int]:
+        """Row order: eliminated diagonal term, other active random terms, X."""
+        order = [k for k in range(len(active)) if active[k]]
+        q0 = 0
+        if self.diagonal_term is not None and active[self.diagonal_term]:
+            order.remove(self.diagonal_term)
+            order.insert(0, self.diagonal_term)
+            q0 = self.spec.terms[self.diagonal_term].q
+        idx, spans, pos = [], {}, 0
+        for k in order:
+            a, b = self.offsets[k], self.offsets[k + 1]
+            idx.append(np.arange(a, b))
+            spans[k] = (pos, pos + b - a)
+            pos += b - a
+        for k in range(len(active)):
+            spans.setdefault(k, (pos, pos))
         idx.append(self.n_random + np.arange(self.p))
-        return np.concatenate(idx), spans
+        return np.concatenate(idx), spans, q0
 
     def _design(self, index: np.ndarray):
+        if len(index) == self.T.shape[1] and np.array_equal(index, np.arange(len(index))):
+            return self.T
         return self.T[:, index]
 
     # -- evaluation ----------------------------------------------------------------
@@ -121,7 +159,7 @@ class DenseMME:
         sigma2 : array, shape (K + 1,)
             σ²₁ … σ²_K, σ²ₑ; σ²ₖ = 0 drops term k (boundary).
         derivatives : bool
-            Also compute C⁻¹, the score and the average-information matrix.
+            Also compute the traces of C⁻¹, the score and the average-information matrix.
         method : {"reml", "ml"}
         """
         s = np.asarray(sigma2, dtype=np.float64)
@@ -129,49 +167,46 @@ class DenseMME:
         if not se > 0:
             raise ValueError("residual variance must be positive")
         active = s[:-1] > 0
-        index, spans = self._index(active)
-        C = self.TtT[np.ix_(index, index)]
+        index, spans, q0 = self._index(active)
+        rest = index[q0:]
+        C_r = self.TtT[np.ix_(rest, rest)]
+        d = np.empty(0)
+        B = np.empty((0, len(rest)))
         logdet_d = 0.0
         for k, t in enumerate(self.spec.terms):
             if not active[k]:
                 continue
             a, b = spans[k]
             lam = se / s[k]
-            if self.penalties[k] is None:
-                C[a:b, a:b][np.diag_indices(b - a)] += lam
-            else:
-                C[a:b, a:b] += lam * self.penalties[k]
-                logdet_d += t.logdet_k
             logdet_d += (b - a) * np.log(s[k] / se)
-        try:
-            L = sla.cholesky(C, lower=True, check_finite=False)
-        except np.linalg.LinAlgError as exc:
-            raise NotPositiveDefiniteError(
-                "the mixed model equations are not positive definite at "
-                f"sigma2={np.round(s, 8).tolist()}: check for a fixed effect confounded with "
-                "a random term or a covariance matrix that is not positive definite"
-            ) from exc
+            if a < q0:  # the eliminated diagonal term
+                i0 = index[:q0]
+                d = self.TtT[i0, i0] + lam
+                B = self.TtT[np.ix_(i0, rest)]
+                continue
+            a, b = a - q0, b - q0
+            if self.penalties[k] is None:
+                C_r[a:b, a:b][np.diag_indices(b - a)] += lam
+            else:
+                C_r[a:b, a:b] += lam * self.penalties[k]
+                logdet_d += t.logdet_k
+        m_z = len(rest) - self.p
+        factor = BlockFactor(d, B, C_r, m_z)
         r = self.Tty[index]
-        sol = sla.cho_solve((L, True), r, check_finite=False)
+        sol = factor.solve(r)
         ell2 = max(self.yty - float(r @ sol), 0.0)
-        dl = np.log(np.diag(L))
-        logdet_c = 2.0 * dl.sum()
         n, p = self.n, self.p
-        nz = len(index) - p
         if method == "reml":
-            m2ll = (n - p) * (LOG2PI + np.log(se)) + logdet_c + logdet_d + ell2 / se
+            m2ll = (n - p) * (LOG2PI + np.log(se)) + factor.logdet + logdet_d + ell2 / se
         else:
-            m2ll = n * (LOG2PI + np.log(se)) + 2.0 * dl[:nz].sum() + logdet_d + ell2 / se
-        resid = self.spec.y - np.asarray(self._design(index) @ sol).ravel()
+            m2ll = n * (LOG2PI + np.log(se)) + factor.logdet_zz + logdet_d + ell2 / se
+        design = self._design(index)
+        resid = self.spec.y - np.asarray(design @ sol).ravel()
+        ev = Evaluation(s, active, float(m2ll), ell2, sol, index, spans, factor.logdet, resid, factor)
         if not derivatives:
-            return Evaluation(s, active, float(m2ll), ell2, sol, index, logdet_c, resid)
-        eye = np.eye(len(index))
-        cinv = sla.cho_solve((L, True), eye, check_finite=False)
-        if method == "reml":
-            trace_inv, dof = cinv, n - p
-        else:  # ML: traces use the inverse of the random block C_zz alone
-            trace_inv = sla.cho_solve((L[:nz, :nz], True), np.eye(nz), check_finite=False)
-            dof = n
+            return ev
+        zz = method != "reml"  # ML traces use C_zz⁻¹, the random block alone
+        dof = n - p if method == "reml" else n
         K = len(self.spec.terms)
         score = np.full(K + 1, np.nan)
         work = np.zeros((n, K + 1))
@@ -181,25 +216,29 @@ class DenseMME:
                 continue
             a, b = spans[k]
             u = sol[a:b]
-            blk = trace_inv[a:b, a:b]
+            tr = self.trace(ev, k, zz)
             P = self.penalties[k]
-            tr = np.trace(blk) if P is None else float(np.sum(P * blk))
             quad = float(u @ u) if P is None else float(u @ P @ u)
             q = b - a
             score[k] = -0.5 * (q / s[k] - se * tr / s[k] ** 2 - quad / s[k] ** 2)
             trP_se -= q - se * tr / s[k]
-            cols = index[a:b]
-            work[:, k] = np.asarray(self.T[:, cols] @ u).ravel() / s[k]
+            work[:, k] = np.asarray(design[:, a:b] @ u).ravel() / s[k]
         score[K] = -0.5 * (trP_se / se - float(resid @ resid) / se**2)
         work[:, K] = resid / se
         free = np.concatenate([np.flatnonzero(active), [K]])
         W = work[:, free]
-        Tw = np.asarray(self._design(index).T @ W)
-        Pw = (W - np.asarray(self._design(index) @ (cinv @ Tw))) / se
+        Pw = (W - np.asarray(design @ factor.solve(np.asarray(design.T @ W)))) / se
         ai = np.full((K + 1, K + 1), np.nan)
         ai[np.ix_(free, free)] = 0.5 * (W.T @ Pw)
-        return Evaluation(s, active, float(m2ll), ell2, sol, index, logdet_c, resid,
-                          cinv, score, ai)
+        return Evaluation(s, active, float(m2ll), ell2, sol, index, spans, factor.logdet, resid,
+                          factor, score, ai)
+
+    def trace(self, ev: Evaluation, k: int, zz: bool = False) -> float:
+        """tr(Pₖ C^{kk}) (unscaled C⁻¹; C_zz⁻¹ when ``zz``), Pₖ = I or K⁻¹."""
+        P = self.penalties[k]
+        if P is None:
+            return float(ev.inverse_diag(k, zz).sum())
+        return float(np.sum(P * ev.inverse_block(k, zz)))
 
     def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
         """Score ∂ℓ/∂σ²ₖ and its AI at σ²ₖ = 0 for an inactive term k.
@@ -211,7 +250,7 @@ class DenseMME:
         Zk = self.T[:, self.offsets[k]:self.offsets[k + 1]]
         Zk = Zk.toarray() if sp.issparse(Zk) else np.asarray(Zk)
         Tx = self._design(ev.index)
-        PZ = (Zk - np.asarray(Tx @ (ev.cinv @ np.asarray(Tx.T @ Zk)))) / se
+        PZ = (Zk - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ Zk)))) / se
         Py = ev.residuals / se
         Kk = None if self.penalties[k] is None else sla.inv(self.penalties[k])
         ZtPy = Zk.T @ Py
@@ -224,5 +263,5 @@ class DenseMME:
             quad = float(ZtPy @ Kk @ ZtPy)
             w = Zk @ (Kk @ ZtPy)
         score = -0.5 * (tr - quad)
-        Pw = (w - np.asarray(Tx @ (ev.cinv @ np.asarray(Tx.T @ w)))) / se
+        Pw = (w - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ w)))) / se
         return score, 0.5 * float(w @ Pw)
