@@ -11,31 +11,37 @@ from .errors import (
     BoundaryWarning,
     ConvergenceWarning,
     DataError,
+    DataWarning,
     GenotypeError,
     HendersonError,
     ModelError,
     PedigreeError,
 )
 from .relationships import Relationship
+from .api import fit, prepare
+from .results import FitResult
+from .data.pedigree import Pedigree
+from .data.genotypes import Genotypes
+from .io.pedigree import read_pedigree
+from .io.genotypes import read_genotypes, write_plink
+from .io.qc import genotype_qc, impute_mean
+from .relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relationship
+from .relationships.genomic import blend, genomic_relationship, relationship_diagnostics, tune_to_pedigree
+from .relationships.grm_io import read_gcta_grm, read_relationship_csv, write_gcta_grm, write_relationship_csv
+from .estimators import GBLUP, SNPBLUP, PedigreeBLUP
 
 __all__ = [
     "__version__",
-    "Relationship",
-    "HendersonError",
-    "DataError",
-    "AlignmentError",
-    "PedigreeError",
-    "GenotypeError",
-    "ModelError",
-    "ConvergenceWarning",
-    "BoundaryWarning",
+    # models
+    "fit", "prepare", "FitResult", "GBLUP", "SNPBLUP", "PedigreeBLUP",
+    # data
+    "Pedigree", "Genotypes", "read_pedigree", "read_genotypes", "write_plink", "genotype_qc",
+    "impute_mean",
+    # relationships
+    "Relationship", "inbreeding", "pedigree_inverse", "pedigree_relationship",
+    "genomic_relationship", "blend", "tune_to_pedigree", "relationship_diagnostics",
+    "read_gcta_grm", "write_gcta_grm", "read_relationship_csv", "write_relationship_csv",
+    # errors and warnings
+    "HendersonError", "DataError", "AlignmentError", "PedigreeError", "GenotypeError",
+    "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning",
 ]
-
-from .api import fit, prepare  # noqa: E402
-from .results import FitResult  # noqa: E402
-
-__all__ += ["fit", "prepare", "FitResult"]
-
-from .estimators import GBLUP, SNPBLUP, PedigreeBLUP  # noqa: E402
-
-__all__ += ["GBLUP", "SNPBLUP", "PedigreeBLUP"]
