@@ -191,7 +191,7 @@ class _Task:
 # --------------------------------------------------------------------------- main
 
 def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
-                   groups=None, data=None, top=0.10) -> CVResult:
+                   groups=None, data=None, top=0.10, fast="auto") -> CVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -220,6 +220,12 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         Covariates of the model's ``fixed=`` part.
     top : float
         Selected fraction for the top-k% overlap metric.
+    fast : {"auto", True, False}
+        At fixed variances (``refit_variances=False`` or the model's own ``sigma2``),
+        ``"auto"`` uses :class:`~henderson.cv.fast.FixedVarianceCV` where it is exact
+        (GBLUP; SNP-BLUP without missing calls and with an intercept; every fold trains
+        on all other phenotyped ids). ``False`` forces one fit per fold; ``True`` raises
+        if the fast path does not apply.
 
     Returns
     -------
@@ -267,8 +273,14 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     jobs = int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     rows, path = None, None
-    if sigma2 is not None and kind in ("gblup", "snpblup"):
+    if fast not in ("auto", True, False):
+        raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
+    if sigma2 is not None and kind in ("gblup", "snpblup") and fast is not False:
         rows, path = _fast_rows(kind, model, K if kind == "gblup" else None, geno, y, data, sigma2, splits, full)
+    if rows is None and fast is True:
+        raise ModelError("fast=True: the fast fixed-variance path does not apply here (it needs fixed "
+                         "variances, GBLUP or SNP-BLUP without missing calls and with an intercept, and "
+                         "folds that train on all other phenotyped ids)")
     if rows is None:
         task = _Task(kind, model, Xfit, y, data, sigma2, fixed_part, threads)
         if jobs == 1:

@@ -44,6 +44,7 @@ def _as_series(s, ids, what: str, data=None) -> pd.Series:
         if data is None or s not in data.columns:
             raise DataError(f"{what}={s!r} names a column, but data= has no such column")
         s = data[s]
+        s = s[pd.Index(s.index.astype(str)).isin(ids)]  # a column of data: rows beyond y are fine
     if not isinstance(s, pd.Series):
         raise DataError(f"{what} must be a pandas Series indexed by id or a column name of data")
     s = s.copy()
@@ -53,10 +54,13 @@ def _as_series(s, ids, what: str, data=None) -> pd.Series:
     return s
 
 
-def _check_covered(s: pd.Series, ids: np.ndarray, what: str) -> pd.Series:
-    extra = s.index[~s.index.isin(ids)]
+def _check_covered(s: pd.Series, ids: np.ndarray, what: str, all_ids=None) -> pd.Series:
+    """``s`` restricted to the phenotyped ``ids``; errors for ids absent from the data
+    (not in ``all_ids``, the index of y including NaN phenotypes) and for phenotyped ids
+    missing from ``s``."""
+    extra = s.index[~s.index.isin(ids if all_ids is None else all_ids)]
     if len(extra):
-        raise DataError(f"{len(extra)} id(s) in the {what} are absent from the phenotyped data: "
+        raise DataError(f"{len(extra)} id(s) in the {what} are absent from the data (y): "
                         + format_ids(extra))
     absent = pd.Index(ids)[~pd.Index(ids).isin(s.index)]
     if len(absent):
@@ -71,7 +75,7 @@ class Scheme:
     random = False
     name = "scheme"
 
-    def folds(self, ids, y, repeat, seed, data=None):  # pragma: no cover - interface
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):  # pragma: no cover - interface
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -89,7 +93,7 @@ class KFold(Scheme):
     def name(self):
         return f"{self.k}-fold"
 
-    def folds(self, ids, y, repeat, seed, data=None):
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         n = len(ids)
         if self.k < 2:
             raise DataError(f"k-fold needs k >= 2, got {self.k}")
@@ -105,7 +109,7 @@ class KFold(Scheme):
 class LeaveOneOut(Scheme):
     name = "leave-one-out"
 
-    def folds(self, ids, y, repeat, seed, data=None):
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         if len(ids) < 2:
             raise DataError("leave-one-out needs at least 2 phenotyped individuals")
         order = np.sort(ids)
@@ -132,8 +136,8 @@ class GroupFolds(Scheme):
     def name(self):
         return "leave-one-group-out" if self.k is None else f"group {self.k}-fold"
 
-    def folds(self, ids, y, repeat, seed, data=None):
-        g = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups")
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
+        g = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids)
         levels = pd.unique(g.dropna())
         if len(levels) < 2:
             raise DataError(f"leave-group-out needs at least 2 groups, found {len(levels)}")
@@ -172,8 +176,8 @@ class ForwardInTime(Scheme):
 
     name = "forward-in-time"
 
-    def folds(self, ids, y, repeat, seed, data=None):
-        o = _check_covered(_as_series(self.order, ids, "order", data), ids, "order").dropna()
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
+        o = _check_covered(_as_series(self.order, ids, "order", data), ids, "order", all_ids).dropna()
         levels = np.sort(pd.unique(o))
         if len(levels) < 2:
             raise DataError(f"forward-in-time needs at least 2 levels of the ordered column, found {len(levels)}")
@@ -195,8 +199,8 @@ class GivenFolds(Scheme):
     folds_: object = None
     name = "given folds"
 
-    def folds(self, ids, y, repeat, seed, data=None):
-        f = _check_covered(_as_series(self.folds_, ids, "fold Series", data), ids, "fold Series")
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
+        f = _check_covered(_as_series(self.folds_, ids, "fold Series", data), ids, "fold Series", all_ids)
         labels = sorted(pd.unique(f.dropna()), key=lambda v: (str(type(v)), v))
         if len(labels) < 2:
             raise DataError(f"the fold Series has {len(labels)} fold label(s); at least 2 are needed")
@@ -222,7 +226,7 @@ class SklearnFolds(Scheme):
     def name(self):
         return type(self.splitter).__name__
 
-    def folds(self, ids, y, repeat, seed, data=None):
+    def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         sp = self.splitter
         if self.random:
             from sklearn.base import clone
@@ -231,7 +235,7 @@ class SklearnFolds(Scheme):
         order = np.sort(ids)
         grp = None
         if self.groups is not None:
-            grp = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups").loc[order].to_numpy()
+            grp = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids).loc[order].to_numpy()
         yy = y.loc[order].to_numpy()
         return [(str(j + 1), order[tr], order[te])
                 for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))]
@@ -284,11 +288,12 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
     if yy.index.has_duplicates:
         raise DataError("cross-validation needs one phenotype per id; duplicated: "
                         + format_ids(yy.index[yy.index.duplicated()].unique()))
+    all_ids = yy.index.to_numpy(dtype=object)
     yy = pd.to_numeric(yy, errors="coerce").dropna()
     ids = yy.index.to_numpy(dtype=object)
     out = []
     for r in range(repeats):
-        for label, train, test in scheme.folds(ids, yy, r, seed, data):
+        for label, train, test in scheme.folds(ids, yy, r, seed, data, all_ids):
             if len(test) == 0:
                 raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
             if len(train) < 2:
