@@ -148,8 +148,9 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
         report.table(summary, caption="Summary over folds and repeats")
     report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
                  caption="Each point is an individual predicted without its own phenotype (first repeat)")
-    if "model" in fold_metrics and "predictive_ability" in fold_metrics:
-        pa = fold_metrics.groupby("model", sort=False)["predictive_ability"].agg(["mean", "std"])
+    if "r" in fold_metrics:
+        fm = fold_metrics if "model" in fold_metrics else fold_metrics.assign(model="model")
+        pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
         report.image(plots.ability_bars(pa, "Predictive ability (mean ± sd over folds)"))
     report.table(fold_metrics, caption="Per-fold metrics", index=False, max_rows=400)

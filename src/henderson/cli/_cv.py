@@ -1,0 +1,114 @@
+"""Cross-validation for the command line: build the model and X from files, run, write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ._common import Session
+from ._errors import CLIError
+from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file,
+                      require_columns)
+
+#: Columns of cv_metrics.csv, in order (the rest follow).
+METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "r", "accuracy", "slope", "intercept",
+                "mse", "spearman", "top_overlap", "sigma2_g", "sigma2_e", "h2", "method"]
+
+
+def order_metrics(fm: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in METRIC_ORDER if c in fm] + [c for c in fm if c not in METRIC_ORDER]
+    return fm[cols]
+
+
+def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
+    """Per model: predictive ability r (mean ± sd over folds), slope, accuracy, MSE."""
+    fm = fm if "model" in fm else fm.assign(model="model")
+    g = fm.groupby("model", sort=False)
+    out = pd.DataFrame({
+        "folds": g["r"].count(),
+        "predictive ability r": g["r"].mean(),
+        "r sd": g["r"].std(ddof=1),
+        "accuracy r/√h²": g["accuracy"].mean() if "accuracy" in fm else float("nan"),
+        "slope": g["slope"].mean() if "slope" in fm else float("nan"),
+        "MSE": g["mse"].mean() if "mse" in fm else float("nan"),
+    })
+    out.index.name = "model"
+    return out
+
+
+def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int,
+           repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
+           grm_method: str, jobs: int) -> None:
+    from ..cv import cross_validate
+    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
+    from ..report.html import Report
+    from ..report.sections import add_cv
+
+    model = model.lower().replace("-", "")
+    if model not in ("gblup", "snpblup", "pblup"):
+        raise CLIError(f"--model must be gblup, snpblup or pblup, not {model!r}")
+    s.settings.update({"model": model, "trait": trait, "folds": folds, "repeats": repeats, "groups": groups,
+                       "fold_column": fold_column, "seed": seed, "refit_variances": refit, "jobs": jobs})
+    with s.step("Reading phenotypes"):
+        y, _, frame = read_phenotypes(phenotypes, trait, id_column)
+        s.add_input("phenotypes", phenotypes)
+    ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
+    cv_arg, grp = folds, None
+    if fold_column:
+        require_columns(frame, [fold_column], option="--fold-column")
+        cv_arg = pd.Series(frame[fold_column].astype(str).to_numpy(dtype=object), index=pd.Index(ids, name="id"))
+        if repeats != 1:
+            s.info("[yellow]--fold-column gives fixed folds: --repeats set to 1[/yellow]")
+            repeats = 1
+    if groups:
+        require_columns(frame, [groups], option="--groups")
+        grp = pd.Series(frame[groups].astype(str).to_numpy(dtype=object), index=pd.Index(ids, name="id"))
+    if model in ("gblup", "snpblup"):
+        if model == "gblup" and grm is not None:
+            if genotypes is not None:
+                raise CLIError("give --genotypes or --grm, not both")
+            with s.step("Reading the relationship matrix"):
+                X = read_relationship_file(grm, kind="G")
+                s.add_input("grm", grm)
+        else:
+            if genotypes is None:
+                raise CLIError(f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else ""))
+            with s.step("Reading genotypes"):
+                X = read_genotypes_file(genotypes)
+                s.add_input("genotypes", genotypes)
+        est = GBLUP(grm=grm_method) if model == "gblup" else SNPBLUP()
+    else:
+        if pedigree is None:
+            raise CLIError("--model pblup needs --pedigree FILE")
+        cols = [c.strip() for c in ped_columns.split(",")]
+        with s.step("Reading pedigree"):
+            X, notes = read_pedigree_file(pedigree, *cols)
+            s.notes += notes
+            s.add_input("pedigree", pedigree)
+        est = PedigreeBLUP()
+    label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
+    with s.step(f"Cross-validating {label}"):
+        res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
+                             seed=seed, groups=grp)
+    pred = res.predictions.copy()
+    pred.insert(0, "model", label)
+    fm = order_metrics(res.fold_metrics.assign(model=label))
+    summ = cv_summary_table(fm)
+    if res.leakage_note:
+        s.notes.append(res.leakage_note)
+    if not s.quiet:
+        s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
+        s.stdout.print(res.summary[["mean", "sd", "n_folds"]].to_string(float_format=lambda v: f"{v:.4f}"))
+        if res.leakage_note:
+            s.info(f"[yellow]{res.leakage_note}[/yellow]")
+    with s.step("Writing outputs"):
+        s.write_csv(pred, "cv_predictions.csv")
+        s.write_csv(fm, "cv_metrics.csv")
+        rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
+        add_cv(rep, pred, fm, summ, note=res.leakage_note or "")
+        rep.write(s.outdir() / "report.html")
+        s.outputs.append("report.html")
+        s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
+                         "leakage_note": res.leakage_note})
+    s.done()
