@@ -139,6 +139,9 @@ class GroupFolds(Scheme):
     def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         g = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids)
         levels = pd.unique(g.dropna())
+        if len(levels) == 1 and g.notna().all():
+            raise DataError(f"group {levels[0]!r} holds every phenotyped individual: nothing left to "
+                            "train on (leave-group-out needs at least 2 groups)")
         if len(levels) < 2:
             raise DataError(f"leave-group-out needs at least 2 groups, found {len(levels)}")
         if self.k is None:
@@ -202,8 +205,12 @@ class GivenFolds(Scheme):
     def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         f = _check_covered(_as_series(self.folds_, ids, "fold Series", data), ids, "fold Series", all_ids)
         labels = sorted(pd.unique(f.dropna()), key=lambda v: (str(type(v)), v))
+        if len(labels) == 1 and f.notna().all():
+            raise DataError(f"fold {str(labels[0])!r} holds every phenotyped individual: it has 0 training "
+                            "phenotypes")
         if len(labels) < 2:
-            raise DataError(f"the fold Series has {len(labels)} fold label(s); at least 2 are needed")
+            raise DataError(f"the fold Series has {len(labels)} fold label(s) among the phenotyped ids; "
+                            "at least 2 are needed")
         out = []
         for lv in labels:
             m = (f == lv).to_numpy()
@@ -220,7 +227,8 @@ class SklearnFolds(Scheme):
 
     @property
     def random(self):
-        return "random_state" in getattr(self.splitter, "get_params", dict)()
+        # seeded splitters (ShuffleSplit, KFold(shuffle=True), ...): re-seeded per repeat
+        return hasattr(self.splitter, "random_state") and bool(getattr(self.splitter, "shuffle", True))
 
     @property
     def name(self):
@@ -229,9 +237,9 @@ class SklearnFolds(Scheme):
     def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         sp = self.splitter
         if self.random:
-            from sklearn.base import clone
-            sp = clone(sp).set_params(random_state=int(np.random.default_rng([int(seed), int(repeat)])
-                                                         .integers(2**31 - 1)))
+            import copy
+            sp = copy.deepcopy(sp)  # splitters are plain objects: set their seed per repeat
+            sp.random_state = int(np.random.default_rng([int(seed), int(repeat)]).integers(2**31 - 1))
         order = np.sort(ids)
         grp = None
         if self.groups is not None:
