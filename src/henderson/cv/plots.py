@@ -1,0 +1,92 @@
+"""Cross-validation plots (matplotlib, Agg backend, PNG files).
+
+- :func:`plot_observed_vs_predicted`: observed phenotype against the out-of-fold
+  predicted phenotype, coloured by fold, with the 1:1 line and the fitted regression
+  (its slope is the dispersion metric).
+- :func:`plot_predictive_ability`: per-fold predictive ability r of several models side
+  by side (box plot with the folds as points), e.g. GBLUP vs SNP-BLUP vs pedigree BLUP.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_observed_vs_predicted(result, path=None, repeat: int = 0, title: str | None = None):
+    """Scatter of observed vs predicted phenotypes of one repeat, coloured by fold.
+
+    Parameters
+    ----------
+    result : CVResult
+    path : str or Path, optional
+        Write a PNG there (150 dpi).
+    repeat : int
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    p = result.predictions[result.predictions["repeat"] == repeat]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    folds = list(dict.fromkeys(p["fold"]))
+    cmap = plt.get_cmap("tab10" if len(folds) <= 10 else "viridis")
+    for j, f in enumerate(folds):
+        q = p[p["fold"] == f]
+        ax.scatter(q["predicted_phenotype"], q["observed"], s=12, alpha=0.75,
+                   color=cmap(j % 10 if len(folds) <= 10 else j / max(1, len(folds) - 1)),
+                   label=str(f) if len(folds) <= 12 else None)
+    x, yv = p["predicted_phenotype"].to_numpy(float), p["observed"].to_numpy(float)
+    ok = ~np.isnan(x)
+    lo, hi = np.nanmin(np.r_[x, yv]), np.nanmax(np.r_[x, yv])
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="1:1")
+    if ok.sum() > 2:
+        b, a = np.polyfit(x[ok], yv[ok], 1)
+        xs = np.linspace(np.nanmin(x), np.nanmax(x), 2)
+        r = np.corrcoef(x[ok], yv[ok])[0, 1]
+        ax.plot(xs, a + b * xs, color="black", lw=1.5, label=f"fit: slope {b:.2f}, r {r:.2f}")
+    ax.set_xlabel("predicted phenotype (out of fold)")
+    ax.set_ylabel("observed phenotype")
+    s = result.settings
+    ax.set_title(title or f"{s.get('model')} — {s.get('scheme')}, repeat {repeat}")
+    ax.legend(title="fold", fontsize=7, ncol=2, loc="upper left")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
+def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: str | None = None):
+    """Box plot of a per-fold metric for several models, folds as jittered points.
+
+    Parameters
+    ----------
+    results : dict name → CVResult
+    path : str or Path, optional
+    metric : str
+        A column of ``fold_metrics`` (default predictive ability ``r``).
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    names = list(results)
+    vals = [results[n].fold_metrics[metric].to_numpy(float) for n in names]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4.5))
+    ax.boxplot(vals, showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    rng = np.random.default_rng(0)
+    for j, v in enumerate(vals, start=1):
+        ax.scatter(j + rng.uniform(-0.12, 0.12, len(v)), v, s=14, alpha=0.7, zorder=3)
+        ax.scatter([j], [np.nanmean(v)], marker="D", color="black", s=28, zorder=4)
+    ax.set_ylabel({"r": "predictive ability r(y, ĝ)"}.get(metric, metric))
+    ax.set_title(title or f"per-fold {metric} (◆ mean)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
