@@ -224,9 +224,13 @@ def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> np.ndarray:
     return Q[:, keep] * np.sqrt(w[keep])
 
 
-def _inverse_diag(Kinv, info: dict) -> np.ndarray:
+def _inverse_diag(Kinv, info: dict, ids: np.ndarray) -> np.ndarray:
+    """diag(K) when only K⁻¹ is given: 1 + F for a pedigree's A (no inversion)."""
     if "diag" in info:
         return np.asarray(info["diag"], dtype=float)
+    F = info.get("inbreeding")
+    if isinstance(F, pd.Series):
+        return 1.0 + F.reindex(pd.Index(ids)).to_numpy(dtype=float)
     q = Kinv.shape[0]
     if q <= 20000:
         dense = Kinv.toarray() if sp.issparse(Kinv) else np.asarray(Kinv)
@@ -272,7 +276,7 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> 
         Kinv = rel.matrix if sp.issparse(rel.matrix) else np.asarray(rel.matrix, dtype=float)
         return RandomTerm(name, levels, pos, "inverse", penalty=Kinv,
                           logdet_k=_logdet_of_inverse(Kinv, rel.info),
-                          k_diag=_inverse_diag(Kinv, rel.info), n_records=counts,
+                          k_diag=_inverse_diag(Kinv, rel.info, levels), n_records=counts,
                           source=rel.kind)
     K = rel.dense()
     _check_symmetric(K, name, levels)  # solvers read the lower triangle only
