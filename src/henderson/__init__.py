@@ -29,9 +29,10 @@ from .relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relat
 from .relationships.genomic import blend, genomic_relationship, relationship_diagnostics, tune_to_pedigree
 from .relationships.grm_io import read_gcta_grm, read_relationship_csv, write_gcta_grm, write_relationship_csv
 from .estimators import GBLUP, SNPBLUP, PedigreeBLUP
+from . import datasets
 
 __all__ = [
-    "__version__",
+    "__version__", "datasets",
     # models
     "fit", "prepare", "FitResult", "GBLUP", "SNPBLUP", "PedigreeBLUP",
     # data
