@@ -51,8 +51,8 @@ def run_demo(s: Session) -> None:
         pheno = w.phenotypes.copy()
         pheno["fold"] = w.folds.reindex(pheno.index)
         pheno.rename_axis("id").reset_index().to_csv(d / "wheat_phenotypes.csv", index=False)
-        (2 * w.markers).rename_axis("id").reset_index().to_csv(d / "wheat_genotypes.csv", index=False)
-        w.A.rename_axis("id").reset_index().to_csv(d / "wheat_A.csv", index=False, float_format="%.8g")
+        (2 * w.markers).copy().rename_axis("id").to_csv(d / "wheat_genotypes.csv")
+        w.A.copy().rename_axis("id").to_csv(d / "wheat_A.csv", float_format="%.8g")
         load_potato().to_csv(d / "potato.csv", index=False)
 
     with s.step("Building G (VanRaden 1)"):
@@ -116,8 +116,8 @@ def run_demo(s: Session) -> None:
         rep.callout("The wheat data ship the pedigree relationship matrix A but no pedigree file, so the "
                     "'pedigree BLUP (A)' arm is GBLUP with A in place of G — the same model as the animal "
                     "model with A⁻¹ on these 599 lines.")
-        rep.section("Cross-validation: GBLUP, SNP-BLUP and pedigree BLUP")
-        add_cv(rep, pred, fm, summ, title="Cross-validation (10 bundled folds, variances re-estimated per fold)")
+        add_cv(rep, pred, fm, summ, title="Cross-validation: GBLUP, SNP-BLUP and pedigree BLUP "
+                                          "(10 bundled folds, variances re-estimated in every fold)")
         rep.section("GBLUP and SNP-BLUP give the same breeding values")
         rep.start_grid()
         rep.image(plots.scatter_agreement(gb.gebv_["gebv"], sb.gebv_["gebv"].reindex(gb.gebv_.index),

@@ -33,10 +33,22 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "")
 
 
+#: Python-API advice in library messages → the command-line option that does it.
+_CLI_WORDS = (("pass coding= to declare it", "pass --coding to declare it"),
+              ("pass coding='dosage'", "pass --coding dosage"),
+              ("pass missing='drop' to drop them", "pass --drop-unknown to drop them"))
+
+
+def _cli_words(msg: str) -> str:
+    for old, new in _CLI_WORDS:
+        msg = msg.replace(old, new)
+    return msg
+
+
 def describe(exc: BaseException) -> tuple[str, int]:
     """(message, exit code) for an exception raised by a command."""
     if isinstance(exc, (CLIError, HendersonError)):
-        return _first_line(exc), USER_ERROR
+        return _cli_words(_first_line(exc)), USER_ERROR
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or _first_line(exc)
         return f"file not found: {name}", USER_ERROR

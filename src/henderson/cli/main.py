@@ -11,8 +11,12 @@ from __future__ import annotations
 import sys
 import warnings
 
-import click
 import typer
+
+try:  # typer >= 0.2x vendors its own click; older releases use click itself
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as _cx
 
 from ._common import STATE
 from ._errors import report_exception
@@ -29,7 +33,7 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                        is_eager=True)):
     if version:
@@ -37,23 +41,50 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
         typer.echo(f"henderson {__version__}")
         raise typer.Exit(0)
+    ctx = _click_context()
+    if ctx is not None and ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def _click_context():
+    try:
+        from typer._click import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+    return get_current_context(silent=True)
 
 
 def _register() -> None:
     from . import cv_cmd, demo_cmd, fit_cmd, genetic_cmd, relationship_cmd
 
-    app.command("fit")(fit_cmd.fit)
-    app.command("gblup")(genetic_cmd.gblup)
-    app.command("snpblup")(genetic_cmd.snpblup)
-    app.command("pblup")(genetic_cmd.pblup)
-    app.command("predict")(genetic_cmd.predict)
-    app.command("grm")(relationship_cmd.grm)
-    app.command("ainv")(relationship_cmd.ainv)
-    app.command("cv")(cv_cmd.cv)
-    app.command("demo")(demo_cmd.demo)
+    short = {
+        "fit": (fit_cmd.fit, "Linear mixed model from a formula, e.g. \"Yield ~ Env + (1|Name)\"."),
+        "gblup": (genetic_cmd.gblup, "Genomic BLUP from phenotypes and genotypes (or a GRM)."),
+        "snpblup": (genetic_cmd.snpblup, "SNP-BLUP (RR-BLUP): SNP effects and GEBVs."),
+        "pblup": (genetic_cmd.pblup, "Pedigree BLUP (animal model with sparse A-inverse)."),
+        "predict": (genetic_cmd.predict, "Score new genotypes with saved SNP effects."),
+        "grm": (relationship_cmd.grm, "Genomic relationship matrix to CSV or GCTA binary."),
+        "ainv": (relationship_cmd.ainv, "Pedigree A-inverse as a sparse id1,id2,value list."),
+        "cv": (cv_cmd.cv, "Cross-validation: predictive ability per fold, report."),
+        "demo": (demo_cmd.demo, "Worked example on the bundled wheat and potato data."),
+    }
+    for name, (func, text) in short.items():
+        app.command(name, short_help=text)(func)
 
 
 _register()
+
+
+def _extra(name: str) -> tuple:
+    """click's own Exit/Abort classes when they differ from typer's."""
+    try:
+        import click.exceptions as ce
+
+        cls = getattr(ce, name, None)
+        return (cls,) if cls is not None and cls is not getattr(typer, name) else ()
+    except ImportError:  # pragma: no cover
+        return ()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -75,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=args, prog_name="henderson", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    except (typer.Exit, *_extra('Exit')) as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, *_extra('Abort')):
         print("henderson: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as e:
+    except _cx.ClickException as e:
         e.show()
         return e.exit_code
     except KeyboardInterrupt:

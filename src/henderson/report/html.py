@@ -27,12 +27,15 @@ p { margin: 6px 0 10px; }
 .warn { background: #fffaf0; border-left: 4px solid #dd6b20; padding: 8px 12px; margin: 10px 0; }
 table { border-collapse: collapse; margin: 6px 0 14px; font-size: 13.5px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 2px 0 6px; color: #2d3748; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e2e8f0; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e2e8f0; white-space: nowrap; }
+.tablewrap { overflow-x: auto; max-width: 100%; }
 th { background: #edf2f7; text-align: left; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, Consolas, monospace; }
 tbody tr:nth-child(even) { background: #f9fbfd; }
 .grid { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-.grid > div { flex: 0 1 auto; }
+.grid > div { flex: 0 1 auto; min-width: 0; }
+.grid > div.fig { flex: 0 1 500px; }
+.grid > div.fig img { width: 100%; }
 figure { margin: 8px 0 16px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #edf2f7; }
 figcaption { font-size: 12.5px; color: #4a5568; }
@@ -78,7 +81,8 @@ def table_html(frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     more = (f'<p class="note">First {max_rows} of {len(frame)} rows shown.</p>'
             if len(frame) > max_rows else "")
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+    return (f'<div class="tablewrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>{more}")
 
 
 class Report:
@@ -130,7 +134,8 @@ class Report:
         w = f' style="width:{width}px"' if width else ""
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         alt = html.escape(caption or "figure")
-        self.parts.append(self._wrap(f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>'))
+        self.parts.append(self._wrap(f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>',
+                                     "fig"))
         return self
 
     def start_grid(self) -> "Report":
@@ -146,8 +151,9 @@ class Report:
             self._open_grid = False
         return self
 
-    def _wrap(self, s: str) -> str:
-        return f"<div>{s}</div>" if self._open_grid else s
+    def _wrap(self, s: str, cls: str = "") -> str:
+        c = f' class="{cls}"' if cls else ""
+        return f"<div{c}>{s}</div>" if self._open_grid else s
 
     def render(self) -> str:
         from .. import __version__

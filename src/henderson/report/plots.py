@@ -37,7 +37,9 @@ def histogram(values, title: str, xlabel: str, bins: int = 30, color: str = BLUE
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     ax.hist(v, bins=min(bins, max(5, len(np.unique(v)))), color=color, edgecolor="white", linewidth=0.5)
     if len(v):
-        ax.axvline(v.mean(), color="#1a202c", linestyle="--", linewidth=1, label=f"mean {v.mean():.3g}")
+        mean = float(v.mean())
+        mean = 0.0 if abs(mean) < 1e-9 * max(1.0, float(np.abs(v).max())) else mean
+        ax.axvline(mean, color="#1a202c", linestyle="--", linewidth=1, label=f"mean {mean:.3g}")
         ax.legend(frameon=False, fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)

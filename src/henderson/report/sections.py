@@ -12,13 +12,13 @@ from .html import Report
 def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame:
     """Variance components with SEs and shares of the total (h² for a genetic term)."""
     t = pd.DataFrame({
-        "variance": vc["variance"].astype(float),
-        "SE": vc["se"].astype(float),
-        "share of total": vc["ratio"].astype(float),
-        "share SE": vc["ratio_se"].astype(float),
+        "variance": vc["variance"].to_numpy(dtype=float),
+        "SE": vc["se"].to_numpy(dtype=float),
+        "share of total": vc["ratio"].to_numpy(dtype=float),
+        "share SE": vc["ratio_se"].to_numpy(dtype=float),
     }, index=[(labels or {}).get(i, i) for i in vc.index])
     if "levels" in vc:
-        t["levels"] = [int(v) if pd.notna(v) else None for v in vc["levels"]]
+        t["levels"] = [str(int(v)) if pd.notna(v) else "" for v in vc["levels"]]
     if "boundary" in vc and vc["boundary"].astype(bool).any():
         t["at zero"] = vc["boundary"].astype(bool).to_numpy()
     t.index.name = "term"
@@ -138,19 +138,47 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
                      caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships")
 
 
+def _fold_key(v):
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
 def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame,
            summary: pd.DataFrame | None = None, title: str = "Cross-validation", note: str = "") -> None:
-    """Sections of a cross-validation: observed vs predicted, per-fold table, summary."""
+    """Sections of a cross-validation: summary, observed vs predicted, per-fold table."""
     report.section(title)
     if note:
-        report.text(note, cls="note")
+        report.callout(note, warn=True)
+    fm = fold_metrics.copy()
+    if "model" not in fm:
+        fm["model"] = "model"
+    fm = fm.assign(_k=fm["fold"].map(_fold_key)).sort_values(["repeat", "_k"], kind="stable").drop(columns="_k")
+    report.start_grid()
     if summary is not None and len(summary):
-        report.table(summary, caption="Summary over folds and repeats")
-    report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
-                 caption="Each point is an individual predicted without its own phenotype (first repeat)")
-    if "r" in fold_metrics:
-        fm = fold_metrics if "model" in fold_metrics else fold_metrics.assign(model="model")
+        report.table(summary, caption="Summary over folds (and repeats)")
+    if "r" in fm:
         pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
-        report.image(plots.ability_bars(pa, "Predictive ability (mean ± sd over folds)"))
-    report.table(fold_metrics, caption="Per-fold metrics", index=False, max_rows=400)
+        report.image(plots.ability_bars(pa, "Predictive ability (mean ± sd over folds)"), width=460)
+    report.end_grid()
+    report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
+                 caption="Each point is an individual predicted without its own phenotype (first repeat); "
+                         "line: least-squares fit")
+    models = list(dict.fromkeys(fm["model"]))
+    if len(models) > 1 and "r" in fm:
+        keys = ["repeat", "fold"] if fm["repeat"].nunique() > 1 else ["fold"]
+        wide = fm.pivot_table(index=keys, columns="model", values=["r", "slope"], sort=False)
+        wide = wide.reindex(columns=[(v, m) for v in ("r", "slope") for m in models])
+        wide.columns = [f"{v} {m}" for v, m in wide.columns]
+        n_test = fm.groupby(keys, sort=False)["n_test"].first()
+        wide.insert(0, "n_test", n_test.reindex(wide.index).astype(int).to_numpy())
+        report.table(wide, caption="Per fold: predictive ability r = cor(observed, predicted BV) and "
+                                   "slope of observed on predicted (all metrics in cv_metrics.csv)")
+    else:
+        cols = [c for c in ("repeat", "fold", "n_train", "n_test", "r", "accuracy", "slope", "mse",
+                            "spearman", "top_overlap", "sigma2_g", "h2") if c in fm]
+        if fm["repeat"].nunique() <= 1:
+            cols.remove("repeat")
+        report.table(fm[cols], caption="Per-fold metrics (all in cv_metrics.csv)", index=False, max_rows=400)
