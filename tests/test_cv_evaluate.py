@@ -142,3 +142,27 @@ def test_plots(sim, tmp_path):
     assert len(f1.axes[0].collections) == 5  # one colour per fold
     import matplotlib.pyplot as plt
     plt.close(f1), plt.close(f2)
+
+
+def test_formula_model_equals_gblup_and_takes_extra_terms(sim):
+    from henderson.cv import FormulaModel
+    from henderson.relationships.genomic import genomic_relationship
+    geno, y = sim
+    G = genomic_relationship(geno)
+    a = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), G, y, cv=3, fast=False)
+    b = cross_validate(FormulaModel("y ~ 1 + (1|id)", cov={"id": G}, sigma2=(0.5, 1.0)), None, y, cv=3)
+    np.testing.assert_allclose(a.predictions["predicted_bv"], b.predictions["predicted_bv"], atol=1e-8)
+    np.testing.assert_allclose(a.predictions["predicted_phenotype"], b.predictions["predicted_phenotype"], atol=1e-8)
+    # an extra random family effect: predicted phenotype = b̂0 + û_family + ĝ
+    fam = pd.DataFrame({"family": np.arange(100) // 10, "x": np.linspace(-1, 1, 100)}, index=geno.ids)
+    m = FormulaModel("y ~ x + (1|family) + (1|id)", cov={"id": G}, sigma2=(0.2, 0.5, 1.0))
+    c = cross_validate(m, fam, y, cv=3)
+    p = c.predictions[c.predictions["fold"] == "2"]
+    ym = y.copy()
+    ym[p["id"]] = np.nan
+    f = FormulaModel("y ~ x + (1|family) + (1|id)", cov={"id": G}, sigma2=(0.2, 0.5, 1.0)).fit(fam, ym)
+    b0, b1 = f.fixed_effects_["estimate"]
+    uf = f.result_.blups["family"]["blup"].reindex(fam.loc[p["id"], "family"].astype(str)).to_numpy()
+    want = b0 + b1 * fam.loc[p["id"], "x"].to_numpy() + uf + f.gebv_.loc[p["id"], "gebv"].to_numpy()
+    np.testing.assert_allclose(p["predicted_phenotype"], want, atol=1e-10)
+    assert np.abs(uf).max() > 1e-3

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 
 from ..data.genotypes import Genotypes
 from ..errors import DataError, ModelError
@@ -154,6 +154,80 @@ class _FixedPart:
         return out
 
 
+class FormulaModel(BaseEstimator):
+    """A general :func:`henderson.fit` model for :func:`cross_validate`.
+
+    ``fit(X, y)``: ``X`` is a DataFrame indexed by id with the covariates the formula
+    uses (one row per id; the id is also available as column ``term``), ``y`` the
+    phenotypes by id; the response of ``formula`` must be ``y.name``. Breeding values
+    are the BLUPs of the random term ``term`` (levels are ids, e.g. with ``cov={"id": G}``
+    or ``cov_inverse={"id": Ainv}``); predicted phenotypes are Xb̂ + Σₖ Zₖûₖ over all
+    terms at the validation records (a level unseen in training contributes 0 for a
+    random term and makes a fixed effect non-estimable → NaN).
+
+    Parameters
+    ----------
+    formula : str, e.g. ``"y ~ x + (1|family) + (1|id)"``
+    cov, cov_inverse : dict, optional (as :func:`henderson.fit`)
+    term : str
+        The random term whose BLUPs are the breeding values.
+    method : {"reml", "ml"}
+    sigma2 : array, optional
+        Fixed variance components (terms in formula order, then residual).
+    """
+
+    def __init__(self, formula, cov=None, cov_inverse=None, term="id", method="reml", sigma2=None):
+        self.formula = formula
+        self.cov = cov
+        self.cov_inverse = cov_inverse
+        self.term = term
+        self.method = method
+        self.sigma2 = sigma2
+
+    def _frame(self, X, y):
+        X = pd.DataFrame(index=y.index) if X is None else X
+        frame = X.copy()
+        frame.index = pd.Index(frame.index.astype(str))
+        frame = frame.reindex(y.index.astype(str))
+        frame[self.term] = frame.index.to_numpy(dtype=object)
+        frame[str(y.name)] = y.to_numpy()
+        return frame.reset_index(drop=True)
+
+    def fit(self, X, y, data=None):
+        from ..api import fit as _fit
+        if y.name is None or str(y.name) != self.formula.split("~")[0].strip():
+            raise ModelError(f"the response of {self.formula!r} must be the name of y ({y.name!r})")
+        frame = self._frame(X, y)
+        frame = frame[frame[str(y.name)].notna()]  # masked / unphenotyped: predicted, not fitted
+        self.result_ = res = _fit(self.formula, frame, cov=self.cov, cov_inverse=self.cov_inverse,
+                                  method=self.method, sigma2=self.sigma2)
+        if self.term not in res.blups:
+            raise ModelError(f"term {self.term!r} is not a random term of {self.formula!r}")
+        self.variance_components_ = res.variance_components
+        self.fixed_effects_ = res.fixed_effects
+        self.gebv_ = res.blups[self.term].rename(columns={"blup": "gebv"})
+        self.h2_ = float(res.variance_components.loc[self.term, "ratio"])
+        self.X_ = X
+        return self
+
+    def predict_records(self, y_full, ids) -> np.ndarray:
+        """Xb̂ + Σₖ Zₖûₖ at the records of ``ids`` (phenotypes taken from ``y_full``)."""
+        yy = y_full.loc[ids]
+        spec = build_spec(self.formula, self._frame(self.X_, yy), cov=self.cov, cov_inverse=self.cov_inverse)
+        b = self.fixed_effects_["estimate"]
+        Xf = pd.DataFrame(spec.X, columns=spec.x_names)
+        known = Xf.columns.isin(b.index)
+        out = Xf.loc[:, known].to_numpy() @ b.reindex(Xf.columns[known]).to_numpy()
+        if (~known).any():
+            out[(Xf.loc[:, ~known].to_numpy() != 0).any(axis=1)] = np.nan
+        for t in spec.terms:
+            u = self.result_.blups[t.name]["blup"]
+            out = out + u.reindex(t.levels[t.codes]).fillna(0.0).to_numpy()
+        full = np.full(len(ids), np.nan)
+        full[np.asarray(spec.record_index)] = out
+        return full
+
+
 @dataclass
 class _Task:
     kind: str            # "gblup", "snpblup", "pblup"
@@ -181,7 +255,11 @@ class _Task:
                 bv = m.predict(self.X.subset(ids=test)).loc[test].to_numpy()
             else:
                 m.fit(self.X, _masked(self.y, split.train), data=self.data)
-                bv = m.gebv_.loc[test, "gebv"].to_numpy()
+                bv = m.gebv_["gebv"].reindex(test).to_numpy()
+            if self.kind == "formula":
+                yhat = m.predict_records(self.y, test)
+                vc = m.variance_components_["variance"]
+                return bv, yhat, float(m.h2_), float(vc[m.term]), float(vc["Residual"])
             yhat = self.fixed_part(m, test) + bv
             vc = m.variance_components_["variance"]
             s_g = float(m.sigma2_g_) if self.kind == "snpblup" else float(vc[ID])
@@ -196,8 +274,9 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
 
     Parameters
     ----------
-    model : GBLUP, SNPBLUP or PedigreeBLUP (unfitted; cloned per fold)
-    X : Genotypes, a G Relationship/DataFrame (GBLUP), or a pedigree (PedigreeBLUP)
+    model : GBLUP, SNPBLUP, PedigreeBLUP or :class:`FormulaModel` (unfitted; cloned per fold)
+    X : Genotypes, a G Relationship/DataFrame (GBLUP), a pedigree (PedigreeBLUP), or a
+        covariate DataFrame indexed by id (FormulaModel)
     y : Series indexed by id
         Phenotypes; NaN ids are never validated (for GBLUP / pedigree BLUP they stay in
         the model as unphenotyped individuals).
@@ -232,9 +311,10 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     CVResult
     """
     t0 = time.perf_counter()
-    kind = {GBLUP: "gblup", SNPBLUP: "snpblup", PedigreeBLUP: "pblup"}.get(type(model))
+    kind = {GBLUP: "gblup", SNPBLUP: "snpblup", PedigreeBLUP: "pblup", FormulaModel: "formula"}.get(type(model))
     if kind is None:
-        raise ModelError(f"cross_validate supports GBLUP, SNPBLUP and PedigreeBLUP, not {type(model).__name__}")
+        raise ModelError("cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, "
+                         f"not {type(model).__name__}")
     y = _clean_y(y)
     if kind == "snpblup" and not isinstance(X, Genotypes):
         raise DataError("SNPBLUP cross-validation needs Genotypes as X")
@@ -244,6 +324,8 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         Xfit, known = K, K.ids
     elif kind == "snpblup":
         geno, Xfit, known = X, X, X.ids
+    elif kind == "formula":
+        geno, Xfit, known = None, X, None
     else:
         geno, Xfit = None, X
         from ..data.pedigree import Pedigree
@@ -256,7 +338,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     if len(absent):
         from ..errors import AlignmentError, format_ids
         raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent))
-    fixed_part = _FixedPart(model, y, data, known)
+    fixed_part = _FixedPart(model, y, data, known) if kind != "formula" else None
 
     user_sigma2 = model.get_params().get("sigma2") is not None
     full = None
@@ -267,7 +349,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         full = clone(model)
         if "pev" in full.get_params():
             full.set_params(pev=False)
-        full.fit(Xfit, y.dropna() if kind != "snpblup" else y.dropna(), data=data)
+        full.fit(Xfit, y.dropna(), data=data)
         sigma2 = tuple(float(v) for v in full.variance_components_["variance"])
 
     jobs = int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
