@@ -153,3 +153,18 @@ def test_boundary_reported_never_negative():
     assert vc.loc["Batch", "variance"] == 0.0 and vc.loc["Batch", "boundary"]
     assert (vc["variance"] >= 0).all()
     assert "boundary" in res.summary()
+
+
+def test_spectral_solver_boundary_like_lme4():
+    # Dyestuff2 with an explicit identity K goes through the spectral solver and
+    # must find lme4's boundary optimum (batch variance 0), with a warning.
+    d = load_lme4("Dyestuff2")
+    ids = sorted(d["Batch"].astype(str).unique())
+    I = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    with pytest.warns(h.BoundaryWarning):
+        res = h.fit("Yield ~ 1 + (1|Batch)", d, cov={"Batch": I})
+    assert res.solver == "spectral"
+    assert res.sigma2["Batch"] == 0.0 and res.variance_components.loc["Batch", "boundary"]
+    assert res.sigma2["Residual"] == pytest.approx(13.8063096275862, rel=1e-8)
+    assert res.loglik == pytest.approx(-80.9141389061442, abs=1e-8)
+    assert np.isnan(res.variance_components.loc["Batch", "se"])
