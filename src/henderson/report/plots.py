@@ -24,6 +24,15 @@ def _style(ax):
     ax.set_axisbelow(True)
 
 
+def _bins(v, n: int) -> int:
+    """``n`` bins, or one when the values are (numerically) constant."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0 or np.ptp(v) <= 1e-9 * max(1.0, float(np.abs(v).max())):
+        return 1
+    return n
+
+
 def to_png(fig, dpi: int = 110) -> bytes:
     """Render a figure to PNG bytes and close it."""
     buf = io.BytesIO()
@@ -35,7 +44,7 @@ def to_png(fig, dpi: int = 110) -> bytes:
 def histogram(values, title: str, xlabel: str, bins: int = 30, color: str = BLUE) -> bytes:
     v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=float)
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    ax.hist(v, bins=min(bins, max(5, len(np.unique(v)))), color=color, edgecolor="white", linewidth=0.5)
+    ax.hist(v, bins=_bins(v, min(bins, max(5, len(np.unique(v))))), color=color, edgecolor="white", linewidth=0.5)
     if len(v):
         mean = float(v.mean())
         mean = 0.0 if abs(mean) < 1e-9 * max(1.0, float(np.abs(v).max())) else mean
@@ -59,7 +68,7 @@ def level_counts(counts: pd.Series, factor: str) -> bytes:
         ax.tick_params(axis="x", labelrotation=60 if len(counts) > 8 else 0, labelsize=7)
         ax.set_title(f"Records per level of {factor}", fontsize=10)
     else:
-        ax.hist(counts.to_numpy(), bins=min(30, max(5, counts.nunique())), color=BLUE, edgecolor="white")
+        ax.hist(counts.to_numpy(), bins=_bins(counts.to_numpy(), min(30, max(5, counts.nunique()))), color=BLUE, edgecolor="white")
         ax.set_xlabel(f"records per level of {factor}")
         ax.set_ylabel("levels")
         ax.set_title(f"{len(counts)} levels of {factor}: records per level", fontsize=10)
@@ -109,10 +118,10 @@ def g_distribution(G: np.ndarray, title: str = "Genomic relationships") -> bytes
     if off.size > 400_000:  # a random sample keeps the figure fast for large n
         off = np.random.default_rng(0).choice(off, 400_000, replace=False)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.2))
-    axes[0].hist(diag, bins=40, color=BLUE, edgecolor="white", linewidth=0.4)
+    axes[0].hist(diag, bins=_bins(diag, 40), color=BLUE, edgecolor="white", linewidth=0.4)
     axes[0].set_title(f"Diagonal (mean {diag.mean():.3f}, sd {diag.std():.3f})", fontsize=10)
     axes[0].set_xlabel("G[i,i]")
-    axes[1].hist(off, bins=60, color=ORANGE, edgecolor="white", linewidth=0.4)
+    axes[1].hist(off, bins=_bins(off, 60), color=ORANGE, edgecolor="white", linewidth=0.4)
     axes[1].set_title(f"Off-diagonal (mean {off.mean():.3f}, sd {off.std():.3f})", fontsize=10)
     axes[1].set_xlabel("G[i,j], i < j")
     for ax in axes:
