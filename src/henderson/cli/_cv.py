@@ -27,9 +27,9 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     g = fm.groupby("model", sort=False)
     out = pd.DataFrame({
         "folds": g["r"].count(),
-        "predictive ability r": g["r"].mean(),
+        "r": g["r"].mean(),
         "r sd": g["r"].std(ddof=1),
-        "accuracy r/√h²": g["accuracy"].mean() if "accuracy" in fm else float("nan"),
+        "r/√h²": g["accuracy"].mean() if "accuracy" in fm else float("nan"),
         "slope": g["slope"].mean() if "slope" in fm else float("nan"),
         "MSE": g["mse"].mean() if "mse" in fm else float("nan"),
     })

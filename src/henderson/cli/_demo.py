@@ -104,7 +104,7 @@ def run_demo(s: Session) -> None:
         rep = Report("henderson demo: genomic prediction in wheat, and a potato trial",
                      f"CIMMYT wheat: {geno.n} lines × {geno.p} markers, trait {TRAIT}; potato: sommer's DT_example")
         rep.section("At a glance")
-        pa = summ["predictive ability r"]
+        pa = summ["r"]
         items = {
             "GBLUP h² (± SE)": f"{gb.h2_:.3f} ± {gb.h2_se_:.3f}",
             "GBLUP vs SNP-BLUP": f"max |GEBV difference| = {max_diff:.2e} (the same model, two parameterisations)",

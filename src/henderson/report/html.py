@@ -35,7 +35,7 @@ tbody tr:nth-child(even) { background: #f9fbfd; }
 .grid { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
 .grid > div { flex: 0 1 auto; min-width: 0; }
 .grid > div.fig { flex: 0 1 500px; }
-.grid > div.fig img { width: 100%; }
+.grid > div.fig img { width: 100% !important; }
 figure { margin: 8px 0 16px; }
 figure img { max-width: 100%; height: auto; border: 1px solid #edf2f7; }
 figcaption { font-size: 12.5px; color: #4a5568; }
@@ -134,8 +134,11 @@ class Report:
         w = f' style="width:{width}px"' if width else ""
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         alt = html.escape(caption or "figure")
-        self.parts.append(self._wrap(f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>',
-                                     "fig"))
+        fig = f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>'
+        if self._open_grid:
+            basis = f' style="flex-basis:{width}px"' if width else ""
+            fig = f'<div class="fig"{basis}>{fig}</div>'
+        self.parts.append(fig)
         return self
 
     def start_grid(self) -> "Report":

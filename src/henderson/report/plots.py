@@ -68,7 +68,9 @@ def level_counts(counts: pd.Series, factor: str) -> bytes:
         ax.tick_params(axis="x", labelrotation=60 if len(counts) > 8 else 0, labelsize=7)
         ax.set_title(f"Records per level of {factor}", fontsize=10)
     else:
-        ax.hist(counts.to_numpy(), bins=_bins(counts.to_numpy(), min(30, max(5, counts.nunique()))), color=BLUE, edgecolor="white")
+        c = counts.to_numpy()
+        bins = np.arange(c.min() - 0.5, c.max() + 1.5) if c.max() - c.min() <= 40 else _bins(c, 30)
+        ax.hist(c, bins=bins, color=BLUE, edgecolor="white")
         ax.set_xlabel(f"records per level of {factor}")
         ax.set_ylabel("levels")
         ax.set_title(f"{len(counts)} levels of {factor}: records per level", fontsize=10)

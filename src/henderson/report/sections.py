@@ -157,11 +157,12 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
     fm = fm.assign(_k=fm["fold"].map(_fold_key)).sort_values(["repeat", "_k"], kind="stable").drop(columns="_k")
     report.start_grid()
     if summary is not None and len(summary):
-        report.table(summary, caption="Summary over folds (and repeats)")
+        report.table(summary, caption="Predictive ability r = cor(observed, predicted BV), "
+                                      "mean over folds (and repeats)")
     if "r" in fm:
         pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
-        report.image(plots.ability_bars(pa, "Predictive ability (mean ± sd over folds)"), width=460)
+        report.image(plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"), width=420)
     report.end_grid()
     report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
                  caption="Each point is an individual predicted without its own phenotype (first repeat); "
