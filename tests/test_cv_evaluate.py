@@ -166,3 +166,17 @@ def test_formula_model_equals_gblup_and_takes_extra_terms(sim):
     want = b0 + b1 * fam.loc[p["id"], "x"].to_numpy() + uf + f.gebv_.loc[p["id"], "gebv"].to_numpy()
     np.testing.assert_allclose(p["predicted_phenotype"], want, atol=1e-10)
     assert np.abs(uf).max() > 1e-3
+
+
+def test_forward_in_time_masks_younger_generations(sim):
+    from henderson.cv import ForwardInTime
+    geno, y = sim
+    gen = pd.Series(np.repeat([1, 2, 3, 4], 25), index=geno.ids)
+    data = pd.DataFrame({"gen": gen})
+    res = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), geno, y, cv=ForwardInTime("gen", steps=2), data=data)
+    assert res.settings["path"] == "fixed"  # folds do not train on all others: no fast path
+    p3 = res.predictions[res.predictions["fold"] == "3"]
+    assert set(gen[p3["id"]]) == {3} and (res.fold_metrics["n_train"] == [50, 75]).all()
+    ym = y.where(gen < 3)  # generation 4 must not help predict generation 3
+    m = h.GBLUP(sigma2=(0.5, 1.0)).fit(geno, ym)
+    np.testing.assert_allclose(p3["predicted_bv"], m.predict(p3["id"]).to_numpy(), atol=1e-10)
