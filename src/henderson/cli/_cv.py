@@ -17,8 +17,17 @@ METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "r", "accuracy",
 
 
 def order_metrics(fm: pd.DataFrame) -> pd.DataFrame:
+    """Columns in METRIC_ORDER; rows by model, repeat and fold (numeric folds numerically)."""
+    from ..report.sections import _fold_key
+
     cols = [c for c in METRIC_ORDER if c in fm] + [c for c in fm if c not in METRIC_ORDER]
-    return fm[cols]
+    fm = fm[cols]
+    if "fold" in fm and "repeat" in fm:
+        key = fm["fold"].map(_fold_key)
+        models = pd.Categorical(fm["model"], categories=list(dict.fromkeys(fm["model"]))) if "model" in fm else 0
+        fm = (fm.assign(_m=models, _k=key).sort_values(["_m", "repeat", "_k"], kind="stable")
+              .drop(columns=["_m", "_k"]).reset_index(drop=True))
+    return fm
 
 
 def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
@@ -95,20 +104,21 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
     summ = cv_summary_table(fm)
-    if res.leakage_note:
-        s.notes.append(res.leakage_note)
+    leak = res.leakage_note.replace("Use refit_variances=True", "Drop --fixed-variances") if res.leakage_note else None
+    if leak:
+        s.notes.append(leak)
     if not s.quiet:
         s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
         s.stdout.print(res.summary[["mean", "sd", "n_folds"]].to_string(float_format=lambda v: f"{v:.4f}"))
-        if res.leakage_note:
-            s.info(f"[yellow]{res.leakage_note}[/yellow]")
+        if leak:
+            s.info(f"[yellow]{leak}[/yellow]")
     with s.step("Writing outputs"):
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
         rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
-        add_cv(rep, pred, fm, summ, note=res.leakage_note or "")
+        add_cv(rep, pred, fm, summ, note=leak or "")
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
-                         "leakage_note": res.leakage_note})
+                         "leakage_note": leak})
     s.done()
