@@ -149,3 +149,59 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
         fitted=fitted, residuals=pd.Series(resid, index=spec.record_index, name="residual"),
         notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name), vcov=cov,
         record_levels={t.name: t.levels[t.codes] for t in spec.terms})
+
+
+def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log, boundary,
+                  fixed_sigma2: bool, pev_limit: int = 20000) -> FitResult:
+    """FitResult of the sparse MME; PEV by blocked solves up to ``pev_limit`` equations."""
+    K = len(spec.terms)
+    s = ev.sigma2
+    se_e = s[-1]
+    notes = list(spec.notes)
+    cov = None
+    if not fixed_sigma2:
+        ai = ev.ai if ev.ai is not None else state.average_information(ev)
+        free = np.concatenate([np.flatnonzero(ev.active), [K]])
+        cov = np.full((K + 1, K + 1), np.nan)
+        try:
+            cov[np.ix_(free, free)] = np.linalg.inv(ai[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            notes.append("average-information matrix singular: no standard errors")
+    vc = variance_table(spec, s, cov, boundary, notes)
+    m, p = len(ev.index), spec.p
+    nz = m - p
+    E = np.zeros((m, p))
+    E[nz + np.arange(p), np.arange(p)] = 1.0
+    cbb = ev.lu.solve(E)[nz:]
+    b = ev.solution[nz:]
+    b_se = np.sqrt(np.maximum(np.diag(cbb), 0) * se_e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
+                          index=pd.Index(spec.x_names, name="coefficient"))
+    diag = state.inverse_diag(ev) if m <= pev_limit else None
+    if diag is None:
+        notes.append(f"PEV not computed: {m} equations exceed the exact-PEV limit ({pev_limit})")
+    blups = {}
+    for k, t in enumerate(spec.terms):
+        a, bb = ev.spans[k]
+        if ev.active[k]:
+            u = ev.solution[a:bb]
+            pev = diag[a:bb] * se_e if diag is not None else np.full(t.q, np.nan)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = 1.0 - pev / (s[k] * t.k_diag)
+        else:
+            u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
+        blups[t.name] = pd.DataFrame({"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},
+                                     index=pd.Index(t.levels, name=t.name))
+    resid = np.asarray(ev.residuals)
+    loglik = -0.5 * ev.m2ll
+    df = p + (K + 1 if not fixed_sigma2 else 0)
+    return FitResult(
+        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
+        iterations=iterations, converged=converged, log=log,
+        fitted=pd.Series(spec.y - resid, index=spec.record_index, name="fitted"),
+        residuals=pd.Series(resid, index=spec.record_index, name="residual"),
+        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, state.name), vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
