@@ -46,3 +46,7 @@ __all__ = [
     "HendersonError", "DataError", "AlignmentError", "PedigreeError", "GenotypeError",
     "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning",
 ]
+
+from .cv import CVResult, cross_validate  # noqa: E402
+
+__all__ += ["cross_validate", "CVResult"]
