@@ -170,7 +170,7 @@ def observed_vs_predicted(pred: pd.DataFrame, title: str = "Cross-validation") -
             b1, b0 = np.polyfit(x[ok], y[ok], 1)
             xs = np.linspace(x[ok].min(), x[ok].max(), 2)
             ax.plot(xs, b0 + b1 * xs, color="#1a202c", linewidth=1)
-        ax.set_title(f"{m}  r = {r:.3f}" if m else f"r = {r:.3f}", fontsize=10)
+        ax.set_title(f"{m}  pooled r = {r:.3f}" if m else f"pooled r = {r:.3f}", fontsize=10)
         ax.set_xlabel("predicted breeding value")
         if i == 0:
             ax.set_ylabel("observed phenotype")
