@@ -168,3 +168,15 @@ def test_spectral_solver_boundary_like_lme4():
     assert res.sigma2["Residual"] == pytest.approx(13.8063096275862, rel=1e-8)
     assert res.loglik == pytest.approx(-80.9141389061442, abs=1e-8)
     assert np.isnan(res.variance_components.loc["Batch", "se"])
+
+
+def test_residual_variance_at_zero_is_a_clear_error():
+    # Mrode's 5 calves with 8 animals in A: REML drives the residual variance to 0
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_models import mrode_example_3_1
+    from henderson.models import fit_pblup
+    ped, data, y = mrode_example_3_1()
+    with pytest.raises(h.ModelError, match="residual variance"):
+        fit_pblup(y, ped, fixed="0 + sex", data=data)

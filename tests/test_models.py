@@ -253,3 +253,15 @@ def test_gryphon_full_model(gryphon):
     assert list(vc.index) == ["id", "MOTHER", "BYEAR", "Residual"]
     assert res.converged and (vc["variance"] > 0).all()
     assert vc.loc["id", "se"] > 0
+
+
+def test_repeated_records_with_row_covariates(wheat, G):
+    # two records per line: env1 and env2 as repeated measures with an 'env' effect
+    w = wheat[0]
+    y = pd.concat([w.phenotypes["env1"], w.phenotypes["env2"]]).rename("yield_")
+    data = pd.DataFrame({"env": ["e1"] * 599 + ["e2"] * 599}, index=y.index)
+    res = fit_gblup(y, G, fixed="env", data=data)
+    assert res.n_obs == 1198 and "env[T.e2]" in res.fixed_effects.index
+    assert (res.blups["id"]["n_records"] == 2).all()
+    with pytest.raises(h.DataError, match="one row per record"):
+        fit_gblup(y, G, fixed="env", data=data.iloc[::-1])

@@ -51,6 +51,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
     notes = []
     ids = pd.Index(y.index.astype(str))
     vals = pd.to_numeric(pd.Series(y.to_numpy(), index=ids), errors="coerce")
+    keep = vals.notna().to_numpy().copy()  # which records survive, for row-wise covariates
     if vals.isna().all():
         raise DataError(f"trait {trait!r} has no non-missing value")
     n_na = int(vals.isna().sum())
@@ -66,6 +67,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
             raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
         notes.append(msg + f"; {int(absent.sum())} record(s) dropped")
         warnings.warn(notes[-1], DataWarning, stacklevel=3)
+        keep[np.flatnonzero(keep)[absent]] = False
         vals = vals[~absent]
     if vals.nunique() < 2:
         raise DataError(f"trait {trait!r} is constant over the phenotyped individuals: nothing to fit")
@@ -75,8 +77,19 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
             raise DataError(f"fixed={fixed!r} needs data= (a DataFrame indexed by id)")
         d = data.copy()
         d.index = d.index.astype(str)
-        if d.index.has_duplicates and not ids.has_duplicates:
-            raise DataError("data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()]))
-        frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
+        if ids.has_duplicates:
+            # repeated records: covariates belong to records, not ids; require one row
+            # per record carrying the same id, so every row is still matched by id
+            if len(d) != len(ids) or not (d.index == ids).all():
+                raise DataError(
+                    "y has repeated records per id, so data= must have one row per record "
+                    "with the same ids in the same order as y (ids are checked row by row)")
+            cov = d.loc[keep].reset_index(drop=True)
+            frame = pd.concat([frame, cov.drop(columns=[c for c in cov.columns if c in frame.columns])], axis=1)
+        else:
+            if d.index.has_duplicates:
+                raise DataError("data for fixed effects has duplicated ids: "
+                                + format_ids(d.index[d.index.duplicated()].unique()))
+            frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
     formula = f"{trait} ~ {fixed.strip() if fixed else '1'} + (1|{ID})"
     return frame, formula, trait, notes

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import ConvergenceWarning
+from ..errors import ConvergenceWarning, ModelError
 
 
 @dataclass
@@ -77,6 +77,12 @@ def _em_step(state, ev, method: str) -> np.ndarray:
         new[k] = (quad + se * state.trace(ev, k, zz)) / (b - a)
     dof = state.n - state.p if method == "reml" else state.n
     new[-1] = float(state.spec.y @ ev.residuals) / dof
+    if not new[-1] > 1e-12 * float(np.var(state.spec.y)):
+        raise ModelError(
+            f"the residual variance is being estimated at zero ({state.n} records, "
+            f"{sum(t.q for t in state.spec.terms)} random levels): the random effects can absorb "
+            "all the variation in these data. Give known variances (sigma2=...) or simplify the model."
+        )
     return new
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from ..errors import ModelError
 from ..spec.model import ModelSpec
 from ._block_factor import BlockFactor
 
@@ -165,7 +166,7 @@ class DenseMME:
         s = np.asarray(sigma2, dtype=np.float64)
         se = s[-1]
         if not se > 0:
-            raise ValueError("residual variance must be positive")
+            raise ModelError(f"the residual variance must be positive, got {se!r}")
         active = s[:-1] > 0
         index, spans, q0 = self._index(active)
         rest = index[q0:]
