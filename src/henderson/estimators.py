@@ -142,7 +142,7 @@ class SNPBLUP(_Base):
     space : {"auto", "marker", "individual"}
         Solve in marker space (m < n) or individual space (n ≤ m); ``auto`` picks the
         smaller and reports it in ``space_``.
-    fixed, sigma2 ((σ²_β, σ²_e)), missing : as :class:`GBLUP`
+    fixed, sigma2 ((σ²_β, σ²_e)), missing, pev : as :class:`GBLUP`
 
     Attributes
     ----------
@@ -151,18 +151,20 @@ class SNPBLUP(_Base):
     sigma2_beta_, sigma2_g_ (= 2Σpq σ²_β), h2_, h2_se_, allele_freq_, space_
     """
 
-    def __init__(self, method="reml", space="auto", fixed=None, sigma2=None, missing="error"):
+    def __init__(self, method="reml", space="auto", fixed=None, sigma2=None, missing="error",
+                 pev="auto"):
         self.method = method
         self.space = space
         self.fixed = fixed
         self.sigma2 = sigma2
         self.missing = missing
+        self.pev = pev
 
     def fit(self, X, y, data=None):
         if not isinstance(X, Genotypes):
             raise DataError("SNPBLUP.fit needs Genotypes (henderson.read_genotypes or Genotypes.from_frame)")
         f = fit_snpblup(y, X, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
-                        space=self.space, missing=self.missing)
+                        space=self.space, missing=self.missing, pev=self.pev)
         self._set_common(f.result)
         self.fit_ = f
         self.snp_effects_ = f.snp_effects

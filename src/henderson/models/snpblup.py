@@ -79,7 +79,7 @@ def centred_markers(geno: Genotypes, allele_freq=None) -> tuple[np.ndarray, np.n
 
 def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data=None,
                 method: str = "reml", sigma2=None, space: str = "auto", allele_freq=None,
-                missing: str = "error") -> SNPBLUPFit:
+                missing: str = "error", pev="auto") -> SNPBLUPFit:
     """Fit SNP-BLUP by REML (or at given (σ²_β, σ²_e)).
 
     Parameters
@@ -92,6 +92,8 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     space : {"auto", "marker", "individual"}
     allele_freq : array (m,), optional — centring frequencies (default: observed in ``geno``)
     missing : {"error", "drop"}
+    pev : bool or "auto"
+        PEV of the GEBVs (exact; costs O(n²N) in individual space, as GBLUP).
     """
     frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing,
                                              what="genotypes")
@@ -115,7 +117,7 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
                           n_records=counts, source="WW' (individual space)")
         solver = "spectral"
     res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2,
-                   solver=solver)
+                   solver=solver, pev=pev)
     s_b, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
     # β̂ = σ²_β W'Z'Py with Py = ê/σ²_e
     ztpy = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=geno.n)

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .._threads import blas_threads_for
 from ..errors import ModelError
 from ..spec.model import ModelSpec
 from ._block_factor import BlockFactor
@@ -192,7 +193,8 @@ class DenseMME:
                 C_r[a:b, a:b] += lam * self.penalties[k]
                 logdet_d += t.logdet_k
         m_z = len(rest) - self.p
-        factor = BlockFactor(d, B, C_r, m_z)
+        with blas_threads_for(len(rest)):  # see henderson._threads
+            factor = BlockFactor(d, B, C_r, m_z)
         r = self.Tty[index]
         sol = factor.solve(r)
         ell2 = max(self.yty - float(r @ sol), 0.0)

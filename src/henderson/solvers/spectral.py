@@ -21,13 +21,12 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.optimize as so
 from scipy.linalg import lapack
-from threadpoolctl import threadpool_limits
 
+from .._threads import blas_threads_for
 from ..errors import NotPositiveDefiniteError
 from ._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
 
 LOG2PI = float(np.log(2 * np.pi))
-SINGLE_THREAD_BELOW = 2000
 LOG_H_BOUNDS = (-25.0, 25.0)
 
 
@@ -53,13 +52,7 @@ class SpectralSolver:
         self.codes = np.asarray(codes)
         self.n, self.p = self.X.shape
         Kr = np.asfortranarray(K[np.ix_(self.codes, self.codes)], dtype=np.float64)
-        if self.n < SINGLE_THREAD_BELOW:
-            # dsytrd is half level-2 BLAS: below a few thousand rows threads gain
-            # nothing, and on a busy machine OpenBLAS's spinning threads made a
-            # 540-row reduction take 6 s instead of 14 ms (measured).
-            with threadpool_limits(1):
-                c, d, e, tau, info = lapack.dsytrd(Kr, lower=1, overwrite_a=1)
-        else:
+        with blas_threads_for(self.n):  # see henderson._threads
             c, d, e, tau, info = lapack.dsytrd(Kr, lower=1, overwrite_a=1)
         if info != 0:
             raise NotPositiveDefiniteError(f"tridiagonal reduction failed (LAPACK info {info})")
@@ -207,8 +200,11 @@ class SpectralSolver:
         Costs one n × n Cholesky and an n × N triangular solve (O(n²N)): seconds at
         n = N = 5,000, so it is optional for large problems.
         """
+        with blas_threads_for(self.n):
+            return self._pev(sg, se, cov_b)
+
+    def _pev(self, sg, se, cov_b):
         n = self.n
-        used = np.unique(self.codes)
         Kr = self.K[np.ix_(self.codes, self.codes)]
         V = sg * Kr
         V[np.diag_indices(n)] += se
@@ -219,5 +215,4 @@ class SpectralSolver:
         # P = V⁻¹ − V⁻¹X(X'V⁻¹X)⁻¹X'V⁻¹ ⇒ KZ'PZK = B'B − (B'LX) cov_b (LX'B)
         XB = LX.T @ B                                   # p × N
         quad = np.einsum("ij,ij->j", B, B) - np.einsum("ij,ij->j", XB, cov_b @ XB)
-        del used
         return sg * np.diag(self.K) - sg**2 * quad
