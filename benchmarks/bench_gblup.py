@@ -223,11 +223,43 @@ def child_floor(a):
     M = np.asfortranarray(C.astype(np.float64) / p)  # symmetric, lower filled
     M = np.asfortranarray(np.tril(M) + np.tril(M, -1).T)
     del C
+    # scipy's dsytrd wrapper defaults to the minimal lwork (= n), with which LAPACK
+    # runs the unblocked dsytd2 (all level-2 BLAS); the blocked code needs lwork = n*nb.
+    lw = int(lapack.dsytrd_lwork(n, lower=1)[0])
+    t = time.perf_counter()
+    lapack.dsytrd(M.copy(order="F"), lower=1, lwork=lw, overwrite_a=1)
+    t_trd = time.perf_counter() - t
     t = time.perf_counter()
     lapack.dsytrd(M, lower=1, overwrite_a=1)
-    t_trd = time.perf_counter() - t
+    t_trd_default = time.perf_counter() - t
     print(json.dumps(dict(n=n, p=p, ssyrk=t_syrk, ssyrk_gflops=n * n * p / t_syrk / 1e9, dsytrd=t_trd,
-                          peak_rss_mb=rss_mb(), load_end=load())))
+                          dsytrd_lwork=lw, dsytrd_default_lwork=t_trd_default, peak_rss_mb=rss_mb(),
+                          load_end=load())))
+
+
+def child_threads(a):
+    """dsytrd of n x n (and ssyrk n x p/10) with OpenBLAS limited to 1 and to 2 threads."""
+    from scipy.linalg import blas, lapack
+    from threadpoolctl import threadpool_limits
+
+    n = a.n
+    rng = np.random.default_rng(0)
+    A = rng.random((n, a.p // 10), dtype=np.float32).T
+    C = np.zeros((n, n), dtype=np.float32, order="F")
+    blas.ssyrk(1.0, A, beta=0.0, c=C, trans=1, lower=1, overwrite_c=1)
+    M0 = np.asfortranarray(C.astype(np.float64))
+    out = {}
+    for k in (1, 2, 1, 2):
+        with threadpool_limits(k):
+            t = time.perf_counter()
+            blas.ssyrk(1.0, A, beta=0.0, c=C, trans=1, lower=1, overwrite_c=1)
+            out.setdefault(f"ssyrk {n}x{a.p // 10} threads={k}", []).append(time.perf_counter() - t)
+            M = M0.copy(order="F")
+            t = time.perf_counter()
+            lapack.dsytrd(M, lower=1, overwrite_a=1)
+            out.setdefault(f"dsytrd {n} threads={k}", []).append(time.perf_counter() - t)
+            out.setdefault("load", []).append(load())
+    print(json.dumps(dict(n=n, times=out, load_end=load())))
 
 
 def child_henderson_side(a):
@@ -323,11 +355,16 @@ def child_peer(a):
         tg = time.perf_counter()
         K = KernelData(iid=iid, val=G)
         model = FastLMM(GB_goal=4, kernel_standardizer=KIdentity()).fit(K0_train=K, y=pheno)
-        h2 = float(model.h2raw)
+        h2raw = float(model.h2raw)
         # GEBVs from the fitted state (its eigendecomposition of K): g = h2 K V^-1 (y - Xb)
         U, S = model.U, model.S
         r = model.y - model.X @ model.beta
-        gebv = U @ (h2 * S / (h2 * S + 1.0 - h2) * (U.T @ r))
+        gebv = U @ (h2raw * S / (h2raw * S + 1.0 - h2raw) * (U.T @ r))
+        # fastlmm rescales a full-rank kernel to trace n (DiagKtoN) whatever
+        # kernel_standardizer says, so h2raw refers to c G, c = n / tr G; on G's scale:
+        c = n / np.trace(G)
+        h2 = h2raw * c / (h2raw * c + 1.0 - h2raw)
+        info["h2_raw_fastlmm"] = h2raw
         info["note"] = "G by numpy_G; FastLMM(kernel_standardizer=Identity).fit(K0_train=KernelData(G))"
     elif a.peer == "glimix-core":
         from glimix_core.lmm import LMM
@@ -422,6 +459,14 @@ def part_floor(a):
     save("floor", r)
 
 
+def part_threads(a):
+    la = load()
+    r = run_child(["--child", "threads", "--n", "5000", "--p", "50000"])
+    r["load_start"] = la
+    print(json.dumps(r), flush=True)
+    save("threads", r)
+
+
 def part_side(a):
     out = []
     sizes = [tuple(map(int, x.split("x"))) for x in a.side_sizes.split(",")] if a.side_sizes else SIDE_SIZES
@@ -453,6 +498,70 @@ def part_side(a):
         save("side", out)
 
 
+def _j(name):
+    p = WORK / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def report():
+    """Markdown tables from the JSON results under benchmarks/_work/gblup (printed)."""
+    L = []
+    m = _j("machine")
+    if m:
+        L += [f"- CPU: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GiB; {m['platform']}",
+              f"- Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}; OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}"]
+        L += [f"- BLAS (threadpoolctl): {b}" for b in m["blas"]]
+        L += [f"- load average (1/5/15 min) at start: {m['load_start']}", ""]
+    fl = _j("floor")
+    if fl and "error" not in fl:
+        L += ["| floor | seconds | note | load start / end |", "|---|---|---|---|",
+              f"| ssyrk 5,000 x 50,000 float32 | {fl['ssyrk']:.2f} | {fl['ssyrk_gflops']:.0f} GFLOP/s | {fl['load_start']} / {fl['load_end']} |",
+              f"| dsytrd 5,000 x 5,000, blocked (lwork = {fl.get('dsytrd_lwork', '?')} from dsytrd_lwork) | {fl['dsytrd']:.2f} | | |",
+              f"| dsytrd 5,000 x 5,000, scipy default lwork (unblocked dsytd2; what henderson calls) | {fl.get('dsytrd_default_lwork', float('nan')):.2f} | | |", ""]
+    e = _j("e2e")
+    if e:
+        L += ["| n x p | pev | read | G | fit: spec | prepare (sytrd) | optimise (REML) | results (BLUP/PEV) | end to end | peak RSS MiB | h2 | import+warm-up | load start / end |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e:
+            if "error" in r:
+                L.append(f"| {r['config']} | error: {r['error'][-200:]!r} |")
+                continue
+            t = r["timings"]
+            L.append(f"| {r['n']:,} x {r['p']:,} | {r['pev']} | {r['read']:.2f} | {r['G']:.2f} | {t['spec']:.2f} | {t['prepare']:.2f} | "
+                     f"{t['optimise']:.3f} | {t['results']:.2f} | **{r['total']:.2f}** | {r['peak_rss_mb']:.0f} | {r['h2']:.6f} | "
+                     f"{r['warmup_incl_import']:.1f} | {r['load_start']} / {r['load_end']} |")
+        L.append("")
+    sd = _j("side")
+    if sd:
+        L += ["| n x p | implementation | seconds | of which G | ratio to henderson | h2 | h2 - h2(henderson) | max abs GEBV diff | 1 - corr | peak RSS MiB | load start / end |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for blk in sd:
+            h = next(r for r in blk["rows"] if r.get("peer") == "henderson")
+            for r in blk["rows"]:
+                name = r.get("version", r.get("peer"))
+                if "error" in r:
+                    L.append(f"| {blk['n']:,} x {blk['p']:,} | {r.get('peer')} | failed: {r['error'][-160:]!r} | | | | | | | | |")
+                    continue
+                hs = h.get("seconds")
+                ratio = r["seconds"] / hs if hs else float("nan")
+                g = f"{r['G_seconds']:.2f}" if "G_seconds" in r else ""
+                if r.get("peer") == "henderson":
+                    name, diff = f"henderson", ("", "", "")
+                else:
+                    diff = (f"{r['h2_diff']:+.1e}", f"{r['max_abs_gebv_diff']:.1e}", f"{1 - r['gebv_corr']:.1e}")
+                L.append(f"| {blk['n']:,} x {blk['p']:,} | {name} | {r['seconds']:.2f} | {g} | {ratio:.2f} | {r['h2']:.6f} | "
+                         f"{diff[0]} | {diff[1]} | {diff[2]} | {r['peak_rss_mb']:.0f} | {r['load_start']} / {r['load_end']} |")
+        L.append("")
+    pr = _j("profile")
+    if pr and "replay" in pr:
+        L += ["| step (replayed on the same G, 5,000) | seconds |", "|---|---|"]
+        L += [f"| {k} | {v:.3f} |" for k, v in pr["replay"].items()]
+        L += ["", f"profiled run: read {pr['read']:.2f}, G {pr['G']:.2f}, fit {pr['fit']:.2f} "
+              f"({json.dumps({k: round(v, 3) for k, v in pr['timings'].items()})}), total {pr['total']:.2f} s; "
+              f"load {pr['load_start']} / {pr['load_end']}", ""]
+    print("\n".join(L))
+
+
 def machine_info():
     import scipy
     from threadpoolctl import threadpool_info
@@ -479,9 +588,13 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--side-sizes", default="")
     ap.add_argument("--pyrrblup-max-n", type=int, default=5000)
+    ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
+    if a.report:
+        report()
+        return
     if a.child:
-        {"e2e": child_e2e, "floor": child_floor, "henderson": child_henderson_side,
+        {"e2e": child_e2e, "floor": child_floor, "threads": child_threads, "henderson": child_henderson_side,
          "peer": child_peer}[a.child](a)
         return
     info = machine_info()
@@ -489,7 +602,8 @@ def main():
     save("machine", info)
     print(json.dumps(info), flush=True)
     for part in [x for x in a.parts.split(",") if x]:
-        {"e2e": part_e2e, "floor": part_floor, "side": part_side, "profile": part_profile}[part](a)
+        {"e2e": part_e2e, "floor": part_floor, "side": part_side, "profile": part_profile,
+         "threads": part_threads}[part](a)
 
 
 if __name__ == "__main__":
