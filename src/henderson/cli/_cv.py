@@ -66,13 +66,13 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     cv_arg, grp = folds, None
     if fold_column:
         require_columns(frame, [fold_column], option="--fold-column")
-        cv_arg = pd.Series(frame[fold_column].astype(str).to_numpy(dtype=object), index=pd.Index(ids, name="id"))
+        cv_arg = _labels(frame[fold_column], ids)  # missing fold = always in training
         if repeats != 1:
             s.info("[yellow]--fold-column gives fixed folds: --repeats set to 1[/yellow]")
             repeats = 1
     if groups:
         require_columns(frame, [groups], option="--groups")
-        grp = pd.Series(frame[groups].astype(str).to_numpy(dtype=object), index=pd.Index(ids, name="id"))
+        grp = _labels(frame[groups], ids)
     if model in ("gblup", "snpblup"):
         if model == "gblup" and grm is not None:
             if genotypes is not None:
@@ -122,3 +122,10 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
                          "leakage_note": leak})
     s.done()
+
+
+def _labels(column: pd.Series, ids) -> pd.Series:
+    """Fold or group labels by id as strings, keeping missing values missing (not "nan")."""
+    lab = column.astype(object).where(column.notna(), None)
+    lab = lab.map(lambda v: None if v is None else str(v))
+    return pd.Series(lab.to_numpy(dtype=object), index=pd.Index(ids, name="id"))
