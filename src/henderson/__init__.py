@@ -47,6 +47,6 @@ __all__ = [
     "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning",
 ]
 
-from .cv import CVResult, cross_validate  # noqa: E402
+from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
-__all__ += ["cross_validate", "CVResult"]
+__all__ += ["cross_validate", "CVResult", "FormulaModel"]
