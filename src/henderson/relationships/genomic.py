@@ -38,6 +38,7 @@ import pandas as pd
 from scipy.linalg import blas
 
 from ..data.genotypes import MISSING, Genotypes, default_block_size
+from ..data._kernels import add_row_dots_int8
 from ..errors import DataError, DataWarning, GenotypeError, format_ids
 from .container import Relationship, as_relationship
 
@@ -217,9 +218,7 @@ def genomic_relationship(
             x32 = raw.astype(np.float32)
             _syrk(acc32, x32.T)
             c = 2.0 * pc
-            for r in range(0, n, 512):  # s = X c in float64 (c is not integer),
-                # in row chunks so the float64 temporary stays small
-                s[r : r + 512] += raw[r : r + 512] @ c
+            add_row_dots_int8(raw, c, s)  # s += X c in float64 (c is not integer), no cast of X
             cc += float(c @ c)
             m32 += cols.size
             n_blocks["float32"] += 1
