@@ -119,3 +119,12 @@ def test_fold_holding_a_whole_fixed_level_is_named(sim):
     folds = pd.Series(np.where(np.arange(len(d)) < 40, 1, 2), index=d.index)
     with pytest.raises(DataError, match="fold '1'"):
         cross_validate(h.GBLUP(sigma2=S2, fixed="env"), G, y, cv=folds, data=d, fast=True)
+
+
+def test_leave_one_out_record_alone_in_its_level_is_named(sim):
+    geno, G, y, data = sim
+    d = data.copy()
+    d["env"] = "common"
+    d.loc[y.dropna().index[0], "env"] = "lonely"
+    with pytest.raises(DataError, match=str(y.dropna().index[0])):
+        cross_validate(h.GBLUP(sigma2=S2, fixed="env"), G, y, cv="loo", data=d, fast=True)

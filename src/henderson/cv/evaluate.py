@@ -443,13 +443,13 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, full):
     loo = all(len(s.test) == 1 for s in splits) and n == len(splits)
     rows = []
     if loo and kind == "gblup":
-        yhat, bv = st.leave_one_out()
+        yhat, bv = st.leave_one_out(rec_ids)
         for s in splits:
             j = pos.get_loc(s.test[0])
             rows.append((bv[j:j + 1], yhat[j:j + 1], h2, s_g_report, s_e))
         return rows, "fast"
     if loo:  # SNP-BLUP LOO, vectorised over individuals
-        yhat, bv_a = st.leave_one_out()
+        yhat, bv_a = st.leave_one_out(rec_ids)
         B = s_k * (W.T @ st.loo_u())                          # β̂(−i) as columns (m, n)
         p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
         bv = bv_a + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)

@@ -114,12 +114,19 @@ class FixedVarianceCV:
         breeding values of the records' individuals, u_F = P_(T) y_T (zeros on F).
         """
         test = np.asarray(test)
+        train = np.ones(len(self.y), dtype=bool)
+        train[test] = False
+        # P_FF is singular exactly when X_T loses rank, but in floating point its
+        # Cholesky can still "succeed" on a pivot of rounding size; test the rank of
+        # X_T itself (n_T x p, p small: cheap) so the failure is always named.
+        if np.linalg.matrix_rank(self.X[train]) < self.X.shape[1]:
+            raise DataError(f"fold {label!r}: the training part cannot estimate the fixed effects "
+                            "(the fold holds every record of a fixed-effect level)")
         Pff = self.P[np.ix_(test, test)]
         try:
             cf = sla.cho_factor(Pff, lower=True)
         except np.linalg.LinAlgError as exc:
-            raise DataError(f"fold {label!r}: the training part cannot estimate the fixed effects "
-                            "(the fold holds every record of a fixed-effect level)") from exc
+            raise DataError(f"fold {label!r}: P_FF is not positive definite") from exc
         delta = sla.cho_solve(cf, self.r[test])
         Pd = self.P[:, test] @ delta
         u = self.r - Pd
@@ -127,11 +134,21 @@ class FixedVarianceCV:
         bv = self.sigma2_g * (self.Kr_r[test] - self.Kr[test] @ Pd)
         return self.y[test] - delta, bv, u
 
-    def leave_one_out(self) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised LOO: (ŷ_i(−i), ĝ_i(−i)) for every record i."""
+    def leave_one_out(self, ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised LOO: (ŷ_i(−i), ĝ_i(−i)) for every record i.
+
+        ``ids`` (n,), optional, names the records in errors.
+        """
+        # X_(-i) loses rank iff record i has leverage 1 in X alone (h_ii = 1, e.g. the
+        # only record of a fixed-effect level); P_ii is then zero up to rounding.
+        q, _ = np.linalg.qr(self.X)
+        lev = np.einsum("ij,ij->i", q, q)
+        alone = np.flatnonzero(lev > 1.0 - 1e-8)
+        if alone.size:
+            names = (np.asarray(ids, dtype=object)[alone] if ids is not None else alone)[:10].tolist()
+            raise DataError(f"leave-one-out: {alone.size} record(s) {names} are alone in their "
+                            "fixed-effect level and cannot be predicted from the others")
         d = np.diag(self.P)
-        if np.any(d <= 0):
-            raise DataError("leave-one-out: some record is alone in its fixed-effect level")
         delta = self.r / d
         kp = np.einsum("ij,ij->i", self.Kr, self.P)
         bv = self.sigma2_g * (self.Kr_r - kp * delta)
