@@ -13,7 +13,7 @@ from sklearn.base import clone
 
 import henderson as h
 from henderson.data.genotypes import Genotypes
-from henderson.datasets import load_gryphon, load_wheat
+from henderson.datasets import load_wheat
 from henderson.models import fit_gblup, fit_pblup, fit_snpblup, snp_effects_from_gebv
 from henderson.relationships.genomic import genomic_relationship
 
@@ -224,35 +224,7 @@ def test_pedigree_blup_estimator_and_inverse_equals_dense_A():
     np.testing.assert_allclose(est.ebv_.loc[dense.blups["id"].index, "gebv"], dense.blups["id"]["blup"], atol=1e-10)
 
 
-@pytest.fixture(scope="module")
-def gryphon():
-    g = load_gryphon()
-    rec = g.records.set_index("ANIMAL")
-    return g.pedigree, rec
-
-
-def test_gryphon_animal_model_reml(gryphon):
-    ped, rec = gryphon
-    y = rec["BWT"]
-    res = fit_pblup(y, ped)
-    assert res.converged and res.n_obs == 854
-    assert len(res.blups["id"]) == 1309
-    # same optimum through the dense A (no inverse), independent code path
-    from henderson.relationships.pedigree import pedigree_relationship
-    A = pedigree_relationship(ped)
-    frame = pd.DataFrame({"id": y.dropna().index, "BWT": y.dropna().to_numpy()})
-    dense = h.fit("BWT ~ 1 + (1|id)", frame, cov={"id": A}, solver="dense")
-    np.testing.assert_allclose(res.sigma2, dense.sigma2, rtol=1e-6)
-    assert res.loglik == pytest.approx(dense.loglik, abs=1e-6)
-
-
-def test_gryphon_full_model(gryphon):
-    ped, rec = gryphon
-    res = fit_pblup(rec["BWT"], ped, fixed="SEX", data=rec, random="(1|MOTHER) + (1|BYEAR)")
-    vc = res.variance_components
-    assert list(vc.index) == ["id", "MOTHER", "BYEAR", "Residual"]
-    assert res.converged and (vc["variance"] > 0).all()
-    assert vc.loc["id", "se"] > 0
+# gryphon animal models against ASReml: tests/test_models_gryphon.py
 
 
 def test_repeated_records_with_row_covariates(wheat, G):
