@@ -163,6 +163,25 @@ def test_bad_phenotypes(wheat, G):
         fit_gblup(y.to_numpy(), G)
 
 
+def test_text_and_non_finite_phenotypes_named(wheat, G):
+    # regression: text used to be coerced to NaN silently ("has no non-missing value"),
+    # inf reached scipy as a bare ValueError
+    y = wheat[2]
+    ids = list(y.index[:3])
+    with pytest.raises(h.DataError, match=r"not numeric: 599 of 599 .*id '%s': 'a'" % ids[0]):
+        fit_gblup(pd.Series("a", index=y.index, name="env1"), G)
+    mixed = y.astype(object).copy()
+    mixed.iloc[1] = "."
+    with pytest.raises(h.DataError, match=r"not numeric: 1 of 599 .*id '%s': '\.'" % ids[1]):
+        fit_gblup(mixed, G)
+    bad = y.copy()
+    bad.iloc[[0, 2]] = [np.inf, -np.inf]
+    with pytest.raises(h.DataError, match=r"2 non-finite .*'%s', '%s'" % (ids[0], ids[2])):
+        fit_gblup(bad, G)
+    with pytest.raises(h.DataError, match="non-finite"):
+        h.SNPBLUP().fit(wheat[1], bad)
+
+
 def test_indefinite_G_explained(wheat, G):
     M = G.dense().copy()
     M[0, 1] = M[1, 0] = 5.0
@@ -212,6 +231,14 @@ def test_mrode_example_3_1():
     ebv = res.blups["id"].loc[[str(i) for i in range(1, 9)], "blup"]
     np.testing.assert_allclose(ebv, [0.098, -0.019, -0.041, -0.009, -0.186, 0.177, -0.249, 0.183], atol=1e-3)
     assert (res.blups["id"]["n_records"].loc[["1", "2", "3"]] == 0).all()
+
+
+def test_pedigree_blup_predict_unknown_ids_named():
+    ped, data, y = mrode_example_3_1()
+    est = h.PedigreeBLUP(fixed="0 + sex", sigma2=[20.0, 40.0]).fit(ped, y, data=data)
+    np.testing.assert_array_equal(est.predict(["8", 1]).to_numpy(), est.ebv_.loc[["8", "1"], "gebv"])
+    with pytest.raises(h.DataError, match=r"2 id\(s\) not in the pedigree: '99', 'x'"):
+        est.predict(["99", "1", "x"])
 
 
 def test_pedigree_blup_estimator_and_inverse_equals_dense_A():

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from .data.genotypes import Genotypes
 from .data.pedigree import Pedigree
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, format_ids
 from .models import fit_gblup, fit_pblup, fit_snpblup, predict_from_snp_effects
 from .models._align import ID
 from .models.snpblup import centred_markers
@@ -27,6 +27,18 @@ def _bv_table(res, name="gebv") -> pd.DataFrame:
     t = res.blups[ID]
     return pd.DataFrame({name: t["blup"], "pev": t["pev"], "reliability": t["reliability"],
                          "n_records": t["n_records"]})
+
+
+def _bv_of_ids(table: pd.DataFrame, X, what: str) -> pd.Series:
+    """Breeding values of the ids in X; unknown ids are a DataError naming them."""
+    if isinstance(X, (str, bytes)):
+        X = [X]
+    ids = [str(i) for i in X]
+    unknown = pd.unique(pd.Index(ids)[~pd.Index(ids).isin(table.index)])  # in the user's order
+    if len(unknown):
+        raise DataError(f"{len(unknown)} id(s) not in the {what}: {format_ids(unknown)}; "
+                        "only animals of the fitted model can be predicted by id")
+    return table.loc[ids, "gebv"]
 
 
 class _Base(BaseEstimator):
@@ -126,11 +138,7 @@ class GBLUP(_Base):
             c = 2.0 * np.sum(self.allele_freq_ * (1 - self.allele_freq_))
             g = Wn @ (Wf.T @ self.dual_coef_.loc[fit_geno.ids].to_numpy()) / c
             return pd.Series(g, index=pd.Index(X.ids, name=ID), name="gebv")
-        ids = [str(i) for i in X]
-        missing = [i for i in ids if i not in self.gebv_.index]
-        if missing:
-            raise DataError(f"{len(missing)} id(s) not in the fitted relationship matrix: {missing[:10]}")
-        return self.gebv_.loc[ids, "gebv"]
+        return _bv_of_ids(self.gebv_, X, "fitted relationship matrix")
 
 
 class SNPBLUP(_Base):
@@ -227,7 +235,8 @@ class PedigreeBLUP(_Base):
         return self.gebv_
 
     def predict(self, X=None) -> pd.Series:
+        """EBVs of all animals (X None) or of the animal ids in X (any pedigree member)."""
         self._check_fitted()
         if X is None:
             return self.gebv_["gebv"]
-        return self.gebv_.loc[[str(i) for i in X], "gebv"]
+        return _bv_of_ids(self.gebv_, X, "pedigree")

@@ -23,6 +23,33 @@ def trait_name(y: pd.Series) -> str:
     return name if re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", name) and name != ID else "y"
 
 
+def _numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
+    """Phenotypes as float with NaN for missing; refuse text and non-finite values.
+
+    Nothing is coerced silently: a value that is present but not a number (``"abc"``,
+    a missing-value code such as ``"."``) or not finite (``inf``) is an error naming
+    the ids, because dropping it would change the data without the user knowing.
+    """
+    raw = pd.Series(y.to_numpy(), index=ids)
+    vals = pd.to_numeric(raw, errors="coerce")
+    if vals.dtype == bool:
+        vals = vals.astype(float)
+    bad = vals.isna() & raw.notna()
+    if bad.any():
+        shown = ", ".join(f"id {i!r}: {v!r}" for i, v in raw[bad].iloc[:5].items())
+        more = int(bad.sum()) - 5
+        raise DataError(
+            f"trait {trait!r} is not numeric: {int(bad.sum())} of {len(raw)} value(s) cannot be read "
+            f"as numbers ({shown}{f' ... and {more} more' if more > 0 else ''}); convert the column "
+            "to numbers, with missing phenotypes as NaN")
+    infinite = ~np.isfinite(vals.to_numpy(dtype=float)) & vals.notna().to_numpy()
+    if infinite.any():
+        raise DataError(
+            f"trait {trait!r} has {int(infinite.sum())} non-finite value(s) (inf): ids "
+            + format_ids(ids[infinite]) + "; set them to NaN if they are missing, or correct them")
+    return vals.astype(float)
+
+
 def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame | None = None,
                   missing: str = "error", what: str = "relationship matrix") -> tuple[pd.DataFrame, str, str, list]:
     """Align phenotypes (and fixed-effect covariates) by id.
@@ -50,7 +77,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
     trait = trait_name(y)
     notes = []
     ids = pd.Index(y.index.astype(str))
-    vals = pd.to_numeric(pd.Series(y.to_numpy(), index=ids), errors="coerce")
+    vals = _numeric_phenotypes(y, ids, trait)
     keep = vals.notna().to_numpy().copy()  # which records survive, for row-wise covariates
     if vals.isna().all():
         raise DataError(f"trait {trait!r} has no non-missing value")
