@@ -7,6 +7,7 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 
@@ -33,16 +34,28 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "")
 
 
-#: Python-API advice in library messages → the command-line option that does it.
-_CLI_WORDS = (("pass coding= to declare it", "pass --coding to declare it"),
-              ("pass coding='dosage'", "pass --coding dosage"),
-              ("pass missing='drop' to drop them", "pass --drop-unknown to drop them"))
+#: Python-API advice in library messages → the command-line option that does it
+#: (regular expressions, applied in order, to errors and warnings alike).
+_CLI_WORDS = (
+    (r"\bcoding\s*=\s*['\"]([^'\"]+)['\"]", r"--coding \1"),
+    (r"\bcoding\s*=(?=\s|$|[),.;])", "--coding"),
+    (r"\bmissing\s*=\s*['\"]drop['\"]", "--drop-unknown"),
+    (r"\b[Uu]se refit_variances\s*=\s*True", "Drop --fixed-variances"),
+    (r"\brefit_variances\s*=\s*False", "--fixed-variances"),
+    (r"\bselfing\s*=\s*True", "--selfing"),
+    (r"\bpass format='plink', 'vcf' or 'csv'",
+     "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt"),
+)
 
 
-def _cli_words(msg: str) -> str:
-    for old, new in _CLI_WORDS:
-        msg = msg.replace(old, new)
+def cli_words(msg: str) -> str:
+    """Rewrite Python-API advice (``coding='dosage'``) as command-line options (``--coding dosage``)."""
+    for pattern, repl in _CLI_WORDS:
+        msg = re.sub(pattern, repl, msg)
     return msg
+
+
+_cli_words = cli_words  # old private name
 
 
 def describe(exc: BaseException) -> tuple[str, int]:

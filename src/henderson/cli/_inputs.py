@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
+import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, format_ids
+from ..errors import DataError, DataWarning, HendersonError, format_ids
 
 NA_VALUES = ["", "NA", "N/A", "NaN", "nan", ".", "-"]
 
@@ -28,17 +32,142 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
-def checksums(path) -> dict:
-    """Checksums of an input: a file, or every file of a PLINK prefix / GCTA GRM set."""
+def input_files(path) -> list[Path]:
+    """The files behind an input: the file itself, or each file of a PLINK prefix / GCTA GRM set."""
     p = Path(path)
     if p.is_file():
-        return {str(p): sha256(p)}
-    out = {}
-    for ext in (".bed", ".bim", ".fam", ".grm.bin", ".grm.N.bin", ".grm.id"):
-        q = Path(str(p) + ext)
-        if q.is_file():
-            out[str(q)] = sha256(q)
-    return out
+        if p.suffix in (".bed", ".bim", ".fam"):  # a PLINK set named by one of its files
+            return [q for q in (p.with_suffix(e) for e in (".bed", ".bim", ".fam")) if q.is_file()]
+        return [p]
+    return [q for q in (Path(str(p) + ext) for ext in (".bed", ".bim", ".fam", ".grm.bin", ".grm.N.bin", ".grm.id"))
+            if q.is_file()]
+
+
+def checksums(path) -> list[dict]:
+    """``[{"path", "sha256", "bytes"}]`` for every file behind an input (see :func:`input_files`)."""
+    return [{"path": str(q), "sha256": sha256(q), "bytes": q.stat().st_size} for q in input_files(path)]
+
+
+# ----------------------------------------------------------------------------- errors
+
+#: Errors a third-party reader (pandas, bed-reader, cyvcf2, gzip) raises on a malformed
+#: file. Raised while reading a user's file they are the file's fault, not henderson's.
+_READ_ERRORS = (OSError, ValueError, EOFError, UnicodeDecodeError, pd.errors.ParserError)
+
+
+def _names_file(msg: str, path: Path) -> bool:
+    return str(path) in msg or path.name in msg or path.stem in msg.split("'")
+
+
+def _raised_in_henderson(exc: BaseException) -> bool:
+    """True when the innermost Python frame of ``exc`` is henderson's own code."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    here = str(Path(__file__).resolve().parents[1])
+    return last is not None and str(Path(last).resolve()).startswith(here)
+
+
+def _first(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) or type(exc).__name__
+
+
+def _renamed(err: HendersonError, path: Path) -> HendersonError:
+    """The same error with the file name in front of its message."""
+    msg = f"{path}: {err}"
+    try:
+        new = type(err)(msg)
+    except TypeError:  # pragma: no cover - an error class with another signature
+        new = DataError(msg)
+    new.__dict__.update(err.__dict__)
+    return new
+
+
+@contextmanager
+def reading(path, what: str = "file", hint=None):
+    """Every error while reading ``path`` becomes one line naming it.
+
+    henderson's own errors get the file name in front when they lack it; a reader's
+    OSError/ValueError (a truncated .bed, a VCF htslib cannot parse, an empty CSV) becomes
+    a :class:`DataError` naming the file. Other exceptions raised inside henderson's code
+    are bugs and pass through (the CLI reports them as internal errors).
+
+    ``hint(exc)`` may return a better explanation of a reader's error (or None).
+    """
+    p = Path(path)
+
+    def explain(err):
+        text = (hint and hint(err)) or _first(err)
+        extra = getattr(err, "c_messages", None)
+        return text + (f" [reported by the reader: {_joined(extra)}]" if extra else "")
+
+    try:
+        yield
+    except HendersonError as err:
+        if _names_file(str(err), p):
+            raise
+        raise _renamed(err, p) from err
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        if err.filename is not None:
+            raise
+        raise DataError(f"{p}: {what} cannot be opened: {_first(err)}") from err
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{p}: the {what} is empty (no header line, no data)") from err
+    except _READ_ERRORS as err:
+        raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
+    except Exception as err:  # noqa: BLE001 - cyvcf2 raises bare Exception on bad records
+        if _raised_in_henderson(err):
+            raise
+        raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
+
+
+@contextmanager
+def c_stderr_to_warnings(path):
+    """Capture what C libraries (htslib) write to file descriptor 2 while reading ``path``.
+
+    htslib prints its own ``[W::...]`` lines straight to stderr, bypassing Python. After
+    a successful read they become one henderson warning naming the file; if the read
+    fails they are attached to the exception (``exc.c_messages``) so that
+    :func:`reading` puts them in the one-line error.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # pytest capture, no real stderr
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    tmp = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(tmp.fileno(), fd)
+    failed = None
+    try:
+        yield
+    except BaseException as err:
+        failed = err
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode("utf-8", "replace")
+        tmp.close()
+        lines = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
+        if failed is not None:
+            try:
+                failed.c_messages = lines
+            except AttributeError:  # pragma: no cover - exceptions without __dict__
+                pass
+        elif lines:
+            warnings.warn(DataWarning(f"{Path(path)}: the VCF library reported: {_joined(lines)}"),
+                          stacklevel=3)
+
+
+def _joined(lines: list[str], n: int = 3) -> str:
+    return "; ".join(lines[:n]) + (f" (and {len(lines) - n} more)" if len(lines) > n else "")
 
 
 def _opener(path: Path):
@@ -77,6 +206,11 @@ _TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 def read_table(path, *, str_columns=(), what: str = "table") -> pd.DataFrame:
     """Read a delimited table with a header line; ``str_columns`` are read as text ids."""
     p = _need_file(path)
+    with reading(p, what):
+        return _read_table(p, str_columns, what)
+
+
+def _read_table(p: Path, str_columns, what: str) -> pd.DataFrame:
     sep = detect_delimiter(p)
     with open(p, "rb") as fh:
         head = fh.read(4)
@@ -158,31 +292,114 @@ def random_groups(formula: str) -> list[str]:
     return out
 
 
+def _genotype_format(p: Path) -> str:
+    name = p.name.lower()
+    if p.suffix in (".bed", ".bim", ".fam") or Path(str(p) + ".bed").exists():
+        return "plink"
+    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")):
+        return "vcf"
+    return "table"
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _plink_hint(prefix: Path, err: BaseException) -> str | None:
+    """Say which of .bed/.bim/.fam disagree when bed-reader rejects a PLINK set."""
+    bed, bim, fam = (Path(str(prefix) + e) for e in (".bed", ".bim", ".fam"))
+    if not (bed.is_file() and bim.is_file() and fam.is_file()):
+        return None
+    with open(bed, "rb") as fh:
+        magic = fh.read(3)
+    if magic != b"\x6c\x1b\x01":
+        return (f"{bed.name} does not start with the PLINK 1 magic bytes 6c 1b 01 (SNP-major): "
+                "not a PLINK 1 .bed file (PLINK 2 .pgen is not read; convert with plink2 --make-bed)")
+    n, m, size = _count_lines(fam), _count_lines(bim), bed.stat().st_size
+    need = 3 + m * ((n + 3) // 4)  # 2 bits per genotype, each SNP padded to whole bytes
+    if size != need:
+        return (f"{bed.name} has {size:,} bytes, but {fam.name} lists {n:,} individuals and {bim.name} "
+                f"{m:,} SNPs, which need 3 + {m:,} x ceil({n:,}/4) = {need:,} bytes: a file is truncated "
+                "or the three files are not from the same PLINK file set")
+    return None
+
+
+def _duplicate_lines(p: Path, fmt: str) -> str:
+    """Where the duplicated ids of a genotype file are (lines of a CSV or of the .fam)."""
+    try:
+        if fmt == "plink":
+            fam = p.with_suffix(".fam") if p.suffix in (".bed", ".bim", ".fam") else Path(str(p) + ".fam")
+            ids = pd.read_csv(fam, sep=r"\s+", header=None, usecols=[1], dtype=str)[1]
+            first_line, src = 1, fam
+        elif fmt == "table":
+            ids = read_table(p, what="genotype table").iloc[:, 0].astype(str)
+            first_line, src = 2, p
+        else:
+            return ""
+    except Exception:  # noqa: BLE001 - only an embellishment of the error
+        return ""
+    dup = ids[ids.duplicated(keep=False)]
+    if dup.empty:
+        return ""
+    parts = [f"{i!r} on lines {', '.join(str(k + first_line) for k in idx)}"
+             for i, idx in list(dup.groupby(dup, sort=False).groups.items())[:5]]
+    return f" ({src.name}: {'; '.join(parts)}); each individual must appear once"
+
+
 def read_genotypes_file(path, coding: str | None = None):
-    """Genotypes from a PLINK prefix/.bed, VCF or CSV/TSV matrix (first column id)."""
+    """Genotypes from a PLINK prefix/.bed, VCF or CSV/TSV matrix (first column id).
+
+    Every error names the file (see :func:`reading`); for a PLINK set whose .bed does
+    not match its .bim/.fam, the message gives the counts of each.
+    """
+    from contextlib import nullcontext
+
     from ..io.genotypes import read_genotypes
 
     p = Path(path)
     if not p.exists() and not Path(str(p) + ".bed").exists():
         raise FileNotFoundError(2, "No such file or directory", str(p))
-    return read_genotypes(p, coding=coding)
+    fmt = _genotype_format(p)
+    prefix = p.with_suffix("") if p.suffix in (".bed", ".bim", ".fam") else p
+    what = {"plink": "PLINK file set", "vcf": "VCF file", "table": "genotype table"}[fmt]
+    hint = (lambda e: _plink_hint(prefix, e)) if fmt == "plink" else None
+    with reading(p, what, hint), (c_stderr_to_warnings(p) if fmt == "vcf" else nullcontext()):
+        try:
+            return read_genotypes(p, coding=coding)
+        except DataError as err:
+            if "duplicated" in str(err) and "line" not in str(err):
+                where = _duplicate_lines(p, fmt)
+                if where:
+                    raise type(err)(f"{err}{where}") from err
+            raise
 
 
-def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam"):
-    """A pedigree file (delimiter detected); columns named by the options."""
+def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam", selfing: bool = False):
+    """A pedigree file (delimiter detected); columns named by the options.
+
+    Returns ``(pedigree, notes)``: the reader's warnings (added founders, ...) as text,
+    for the command to print and keep in summary.json.
+    """
+    import inspect
+
     from ..io.pedigree import read_pedigree
 
     p = _need_file(path)
-    with warnings.catch_warnings(record=True) as caught:
+    kw = {}
+    if selfing:
+        if "selfing" not in inspect.signature(read_pedigree).parameters:
+            raise DataError("--selfing: this henderson version cannot read selfed pedigrees yet")
+        kw["selfing"] = True
+    with reading(p, "pedigree file"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ped = read_pedigree(p, id=id, sire=sire, dam=dam)
+        ped = read_pedigree(p, id=id, sire=sire, dam=dam, **kw)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     return ped, notes
 
 
 def read_relationship_file(path, kind: str = "K"):
     """A relationship matrix: GCTA binary (``.grm.bin`` / prefix) or a square CSV with an id column."""
-    from ..relationships.container import Relationship
     from ..relationships.grm_io import read_gcta_grm
 
     p = Path(path)
@@ -190,8 +407,16 @@ def read_relationship_file(path, kind: str = "K"):
         prefix = str(p).removesuffix(".bin").removesuffix(".grm")
         if not Path(prefix + ".grm.bin").exists():
             raise FileNotFoundError(2, "No such file or directory", prefix + ".grm.bin")
-        return read_gcta_grm(prefix, kind=kind)
+        with reading(prefix + ".grm.bin", "GCTA GRM file set"):
+            return read_gcta_grm(prefix, kind=kind)
     frame = read_table(p, what="relationship matrix")
+    with reading(p, "relationship matrix"):
+        return _relationship_from_frame(p, frame, kind)
+
+
+def _relationship_from_frame(p: Path, frame: pd.DataFrame, kind: str):
+    from ..relationships.container import Relationship
+
     first = frame.columns[0]
     ids = frame[first].astype(str).str.strip()
     body = frame.drop(columns=first)

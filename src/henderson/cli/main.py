@@ -89,17 +89,26 @@ def _extra(name: str) -> tuple:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     from ..errors import HendersonWarning
+    from ._errors import cli_words
 
     if category is FutureWarning or category is DeprecationWarning:
         return
     label = category.__name__ if not issubclass(category, HendersonWarning) else "warning"
-    print(f"henderson: {label}: {message}", file=sys.stderr)
+    # one line, in command-line words (--coding, not coding=); a multi-line message
+    # (e.g. REML's iteration log) in full only with --debug
+    lines = [ln.rstrip() for ln in str(message).splitlines() if ln.strip()] or [""]
+    STATE.setdefault("warnings", []).append(cli_words(" ".join(ln.strip() for ln in lines)))
+    if STATE.get("quiet"):  # --quiet prints nothing but errors; summary.json keeps the warning
+        return
+    text = "\n".join(lines) if STATE["debug"] else lines[0] + (" [...; --debug shows all]" if len(lines) > 1 else "")
+    print(f"henderson: {label}: {cli_words(text)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``henderson`` script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = "--debug" in args
+    STATE.update(quiet=False, warnings=[])
     command = typer.main.get_command(app)
     old = warnings.showwarning
     warnings.showwarning = _show_warning
