@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -25,7 +26,7 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(
     "--threads", min=1, help="Limit BLAS/OpenMP/numba threads (threadpoolctl). Default: all cores.")]
 
 #: Set by :func:`start`; read by ``main`` to decide whether to print tracebacks.
-STATE = {"debug": False}
+STATE = {"debug": False, "quiet": False, "warnings": []}
 
 
 def versions() -> dict:
@@ -43,17 +44,45 @@ def versions() -> dict:
     return out
 
 
+def _noop(*args, **kwargs) -> None:
+    return None
+
+
+def _progress_stream():
+    """Where progress goes: a duplicate of stderr's descriptor when stderr is a terminal.
+
+    Reading a VCF redirects descriptor 2 for a moment to catch htslib's messages (see
+    ``_inputs.c_stderr_to_warnings``); a duplicate keeps the spinner on the terminal.
+    """
+    try:
+        fd = sys.stderr.fileno()
+        if os.isatty(fd):
+            return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None))
+    except (AttributeError, ValueError, OSError):
+        pass
+    return None
+
+
 class Session:
-    """One command run: console output, timed steps, inputs, outputs and the summary."""
+    """One command run: console output, timed steps, inputs, outputs and the summary.
+
+    Output rules: results (tables, "Wrote ...") go to stdout; progress (a rich spinner
+    per step, a bar with counts for CV folds, step times) goes to stderr and only when
+    stderr is a terminal; warnings go to stderr. ``--quiet`` prints nothing but errors
+    (warnings are still kept in summary.json).
+    """
 
     def __init__(self, command: str, quiet: bool = False, debug: bool = False,
                  threads: int | None = None, out: Path | None = None):
         self.command = command
         self.quiet = quiet
-        self.console = Console(stderr=True, quiet=quiet, highlight=False)
+        stream = None if quiet else _progress_stream()
+        self.console = Console(file=stream, stderr=stream is None, quiet=quiet, highlight=False)
         self.stdout = Console(quiet=quiet, highlight=False, soft_wrap=True)
+        #: spinners and bars only for a person watching a terminal
+        self.live = not quiet and self.console.is_terminal
         self.timings: dict[str, float] = {}
-        self.inputs: dict[str, dict] = {}
+        self.inputs: list[dict] = []
         self.outputs: list[str] = []
         self.notes: list[str] = []
         self.settings: dict = {}
@@ -61,6 +90,8 @@ class Session:
         self.out = Path(out) if out is not None else None
         self._limits = None
         STATE["debug"] = debug
+        STATE["quiet"] = quiet
+        STATE["warnings"] = []
         if threads:
             from threadpoolctl import threadpool_limits
 
@@ -76,27 +107,52 @@ class Session:
 
     # ---------------------------------------------------------------- progress
     @contextmanager
-    def step(self, what: str):
-        """Time a step; a spinner shows while it runs (after a second it matters)."""
+    def step(self, what: str, counted: str | None = None):
+        """Time a step, showing a spinner with its name and elapsed time on a terminal.
+
+        With ``counted`` (e.g. ``"folds"``) a bar with done/total counts is shown instead
+        and the step yields ``update(done, total, *rest)``, the callback to pass as a
+        ``progress=`` hook; otherwise it yields a no-op with the same signature.
+        """
         t = time.perf_counter()
-        if self.quiet or not self.console.is_terminal:
-            yield
+        if not self.live:
+            yield _noop
         else:
-            with self.console.status(f"{what} ...", spinner="dots"):
-                yield
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                       TextColumn, TimeElapsedColumn)
+
+            cols = [SpinnerColumn("dots"), TextColumn("{task.description}")]
+            if counted:
+                cols += [BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn(counted)]
+            cols.append(TimeElapsedColumn())
+            with Progress(*cols, console=self.console, transient=True) as bar:
+                task = bar.add_task(what, total=None)
+
+                def update(done, total=None, *rest, **kw):
+                    bar.update(task, completed=done, **({"total": total} if total is not None else {}))
+
+                yield update if counted else _noop
         dt = time.perf_counter() - t
         self.timings[what] = round(dt, 4)
-        if dt >= 1.0:
+        if self.live and dt >= 1.0:
             self.console.print(f"[dim]  {what}: {dt:.1f} s[/dim]")
 
     def info(self, msg: str) -> None:
-        self.console.print(msg)
+        """A line of the results (stdout; nothing with --quiet)."""
+        self.stdout.print(msg)
+
+    def warn(self, msg: str) -> None:
+        """A warning on stderr (kept in summary.json's notes; not printed with --quiet)."""
+        self.notes.append(msg)
+        if not self.quiet:
+            print(f"henderson: warning: {msg}", file=sys.stderr)
 
     # ---------------------------------------------------------------- inputs / outputs
     def add_input(self, role: str, path) -> None:
+        """Record an input's files (path, SHA-256, bytes) under ``role`` for summary.json."""
         if path is None:
             return
-        self.inputs[role] = {"path": str(path), "sha256": checksums(path)}
+        self.inputs += [{"role": role, **f} for f in checksums(path)]
 
     def outdir(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +170,10 @@ class Session:
         self.outputs.append(name)
         return path
 
+    def write_json(self, doc: dict, name: str) -> Path:
+        """Strict JSON (NaN/inf written as null, never as the non-JSON NaN)."""
+        return self.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False), name)
+
     def write_summary(self, results: dict, name: str = "summary.json") -> Path:
         self.timings["total"] = round(time.perf_counter() - self.t0, 4)
         doc = {
@@ -125,10 +185,12 @@ class Session:
             "outputs": sorted(set(self.outputs + [name])),
             "timings_seconds": self.timings,
             "notes": self.notes,
+            "warnings": list(STATE.get("warnings", [])),
             "results": results,
         }
         path = self.outdir() / name
-        path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=True), encoding="utf-8")
+        # strict JSON: NaN/inf became null in _jsonable; allow_nan=False proves it
+        path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False), encoding="utf-8")
         self.outputs.append(name)
         return path
 
@@ -141,22 +203,25 @@ class Session:
 
 
 def _jsonable(x):
+    """Plain JSON values; NaN and ±inf (not JSON) become null."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.integer,)):
         return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
     if isinstance(x, np.ndarray):
         return _jsonable(x.tolist())
-    if isinstance(x, (np.bool_,)):
+    if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, Path):
         return str(x)
-    if x is None or isinstance(x, (str, int, float, bool)):
+    if x is None or isinstance(x, (str, int)):
         return x
+    if x is pd.NA or x is pd.NaT:
+        return None
     return str(x)
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from ._common import Session
-from ._errors import CLIError
+from ._errors import CLIError, cli_words
 from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file,
                       require_columns)
 
 #: Columns of cv_metrics.csv, in order (the rest follow).
-METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "r", "accuracy", "slope", "intercept",
+METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "n_scored", "r", "accuracy", "slope", "intercept",
                 "mse", "spearman", "top_overlap", "sigma2_g", "sigma2_e", "h2", "method"]
 
 
@@ -20,6 +20,10 @@ def order_metrics(fm: pd.DataFrame) -> pd.DataFrame:
     """Columns in METRIC_ORDER; rows by model, repeat and fold (numeric folds numerically)."""
     from ..report.sections import _fold_key
 
+    if "n" in fm and "n_test" in fm:
+        # "n" (records scored) repeats n_test unless some test predictions were missing
+        same = (fm["n"].to_numpy() == fm["n_test"].to_numpy()).all()
+        fm = fm.drop(columns="n") if same else fm.rename(columns={"n": "n_scored"})
     cols = [c for c in METRIC_ORDER if c in fm] + [c for c in fm if c not in METRIC_ORDER]
     fm = fm[cols]
     if "fold" in fm and "repeat" in fm:
@@ -46,21 +50,43 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _progress_kw(fn, update) -> dict:
+    """``progress=update`` when ``cross_validate`` has the per-fold hook."""
+    import inspect
+
+    return {"progress": update} if "progress" in inspect.signature(fn).parameters else {}
+
+
 def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int,
            repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
-           grm_method: str, jobs: int) -> None:
+           grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
+           drop_unknown: bool = False, coding: str | None = None, selfing: bool = False) -> None:
+    """Read the files, cross-validate one model, write cv_predictions.csv, cv_metrics.csv,
+    report.html and summary.json. The model options mean what they mean for the fitting
+    commands (gblup, snpblup, pblup)."""
     from ..cv import cross_validate
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_cv
+    from .genetic_cmd import _ped_cols
 
     model = model.lower().replace("-", "")
     if model not in ("gblup", "snpblup", "pblup"):
         raise CLIError(f"--model must be gblup, snpblup or pblup, not {model!r}")
-    s.settings.update({"model": model, "trait": trait, "folds": folds, "repeats": repeats, "groups": groups,
-                       "fold_column": fold_column, "seed": seed, "refit_variances": refit, "jobs": jobs})
+    method = method.lower()
+    if method not in ("reml", "ml"):
+        raise CLIError(f"--method must be reml or ml, not {method!r}")
+    if model == "pblup" and (genotypes is not None or grm is not None):
+        raise CLIError("--model pblup takes --pedigree, not --genotypes or --grm")
+    if model != "pblup" and pedigree is not None:
+        raise CLIError(f"--model {model} takes --genotypes" + (" or --grm" if model == "gblup" else "")
+                       + ", not --pedigree")
+    missing = "drop" if drop_unknown else "error"
+    s.settings.update({"model": model, "trait": trait, "fixed": fixed, "method": method, "missing": missing,
+                       "folds": folds, "repeats": repeats, "groups": groups, "fold_column": fold_column,
+                       "seed": seed, "refit_variances": refit, "jobs": jobs})
     with s.step("Reading phenotypes"):
-        y, _, frame = read_phenotypes(phenotypes, trait, id_column)
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
     cv_arg, grp = folds, None
@@ -68,7 +94,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         require_columns(frame, [fold_column], option="--fold-column")
         cv_arg = _labels(frame[fold_column], ids)  # missing fold = always in training
         if repeats != 1:
-            s.info("[yellow]--fold-column gives fixed folds: --repeats set to 1[/yellow]")
+            s.warn("--fold-column gives fixed folds: --repeats set to 1")
             repeats = 1
     if groups:
         require_columns(frame, [groups], option="--groups")
@@ -84,43 +110,45 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
             if genotypes is None:
                 raise CLIError(f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else ""))
             with s.step("Reading genotypes"):
-                X = read_genotypes_file(genotypes)
+                X = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
-        est = GBLUP(grm=grm_method) if model == "gblup" else SNPBLUP()
+        if model == "gblup":
+            s.settings["grm_method"] = grm_method
+            est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
+        else:
+            est = SNPBLUP(method=method, fixed=fixed, missing=missing)
     else:
         if pedigree is None:
             raise CLIError("--model pblup needs --pedigree FILE")
-        cols = [c.strip() for c in ped_columns.split(",")]
         with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(pedigree, *cols)
-            s.notes += notes
+            X, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing)
             s.add_input("pedigree", pedigree)
-        est = PedigreeBLUP()
+        for note in notes:
+            s.warn(note)
+        est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
     label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
-    with s.step(f"Cross-validating {label}"):
+    with s.step(f"Cross-validating {label}", counted="folds") as update:
         res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
-                             seed=seed, groups=grp)
+                             seed=seed, groups=grp, data=data, **_progress_kw(cross_validate, update))
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
     summ = cv_summary_table(fm)
-    leak = res.leakage_note.replace("Use refit_variances=True", "Drop --fixed-variances") if res.leakage_note else None
-    if leak:
-        s.notes.append(leak)
+    leak = res.leakage_note or None
     if not s.quiet:
         s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
         s.stdout.print(res.summary[["mean", "sd", "n_folds"]].to_string(float_format=lambda v: f"{v:.4f}"))
-        if leak:
-            s.info(f"[yellow]{leak}[/yellow]")
+    if leak:
+        s.warn(cli_words(leak))
     with s.step("Writing outputs"):
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
         rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
-        add_cv(rep, pred, fm, summ, note=leak or "")
+        add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "")
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
-                         "leakage_note": leak})
+                         "leakage_note": cli_words(leak) if leak else None})
     s.done()
 
 

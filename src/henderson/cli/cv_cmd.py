@@ -8,15 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
-from ._errors import CLIError
+from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
+                          TraitOpt)
 
 
 def cv(
     model: Annotated[str, typer.Option("--model", help="gblup, snpblup or pblup.")],
-    phenotypes: Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes CSV/TSV with an id column.")],
-    trait: Annotated[str, typer.Option("--trait", "-t", help="Column of the trait.")],
+    phenotypes: PhenoOpt,
+    trait: TraitOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
-    genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup).")] = None,
+    genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
     pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup).")] = None,
     grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
     folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of folds.")] = 5,
@@ -25,13 +26,17 @@ def cv(
     fold_column: Annotated[Optional[str], typer.Option("--fold-column", help="Column of the phenotype file with given fold labels (overrides --folds, --repeats).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fold assignment.")] = 0,
     fixed_variances: Annotated[bool, typer.Option("--fixed-variances", help="Keep the full-data REML variances in every fold (faster) instead of re-estimating them.")] = False,
-    id_column: Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")] = "id",
-    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
-    grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes.")] = "vanraden1",
+    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False, coding: CodingOpt = None,
+    ped_columns: PedColsOpt = "id,sire,dam", selfing: SelfingOpt = False,
+    grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
+
+    The model options (--fixed, --method, --drop-unknown, --coding, --ped-columns,
+    --selfing, --grm-method) mean what they mean for gblup, snpblup and pblup.
 
     Example: henderson cv --model gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --folds 5 --repeats 10 --out cv
     """
@@ -40,4 +45,5 @@ def cv(
     run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
            genotypes=genotypes, pedigree=pedigree, grm=grm, folds=folds, repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
-           ped_columns=ped_columns, grm_method=grm_method, jobs=jobs)
+           ped_columns=ped_columns, grm_method=grm_method, jobs=jobs, fixed=fixed, method=method,
+           drop_unknown=drop_unknown, coding=coding, selfing=selfing)

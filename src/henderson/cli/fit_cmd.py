@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -10,24 +9,9 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
+from ..report.formula import formula_variables
 from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
                       read_table, require_columns)
-
-_FUNCS = {"C", "I", "np", "log", "exp", "sqrt", "scale", "center", "poly", "bs"}
-
-
-def formula_variables(formula: str) -> list[str]:
-    """Column names a formula refers to (function names and numbers left out)."""
-    out = []
-    for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", formula):
-        tok = m.group(0)
-        rest = formula[m.end():].lstrip()
-        if rest.startswith("(") or tok in _FUNCS or tok.startswith("np."):
-            continue
-        if tok not in out:
-            out.append(tok)
-    return out
-
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
     if wanted:
