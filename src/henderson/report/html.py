@@ -129,11 +129,15 @@ class Report:
         self.parts.append(self._wrap(table_html(frame, caption, digits, index, max_rows)))
         return self
 
-    def image(self, png: bytes, caption: str | None = None, width: int | None = None) -> "Report":
+    def image(self, png: bytes, caption: str | None = None, width: int | None = None,
+              alt: str | None = None) -> "Report":
+        """An embedded PNG; ``alt`` says what the figure shows (defaults to the caption)."""
+        if not (alt or caption):
+            raise ValueError("a report figure needs alt text or a caption (screen readers, broken images)")
         b64 = base64.b64encode(png).decode("ascii")
         w = f' style="width:{width}px"' if width else ""
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        alt = html.escape(caption or "figure")
+        alt = html.escape(alt or caption, quote=True)
         fig = f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>'
         if self._open_grid:
             basis = f' style="flex-basis:{width}px"' if width else ""

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .formula import formula_factors, formula_variables  # noqa: F401 - re-exported
 from .html import Report
-
 
 def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame:
     """Variance components with SEs and shares of the total (h² for a genetic term)."""
@@ -44,9 +44,14 @@ def ranking_table(bv: pd.DataFrame, n: int = 20, value: str = "value") -> pd.Dat
     return t
 
 
-def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[str],
+def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[str] | None = None,
             genetic_terms: dict | None = None, top: int = 20) -> None:
-    """Sections of a general mixed-model fit."""
+    """Sections of a general mixed-model fit.
+
+    The data section draws the response, the records per level of every factor of the
+    formula (fixed and random; ``groups`` are the random terms' grouping factors) and
+    each numeric covariate.
+    """
     genetic_terms = genetic_terms or {}
     report.section("Model")
     report.kv({"formula": formula, **fit_stats(res)})
@@ -65,13 +70,22 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
 
     report.section("Data")
     response = formula.split("~")[0].strip()
+    factors, numeric = formula_factors(formula, data, groups or ())
     report.start_grid()
     if response in data:
         report.image(plots.histogram(data[response], f"Response: {response}", response),
-                     caption=f"{response}: {data[response].notna().sum()} non-missing records")
-    for g in groups:
-        if g in data:
-            report.image(plots.level_counts(data[g].astype(str).value_counts(), g))
+                     caption=f"{response}: {data[response].notna().sum()} non-missing records",
+                     alt=f"Histogram of the response {response}")
+    for g in factors:  # every factor of the formula, fixed and random
+        counts = data[g].dropna().astype(str).value_counts()
+        kind = "random" if g in (groups or ()) else "fixed"
+        report.image(plots.level_counts(counts, g),
+                     caption=f"Records per level of {g} ({kind}; {len(counts)} levels)",
+                     alt=f"Bar chart or histogram of the number of records per level of {g}")
+    for v in numeric:
+        report.image(plots.histogram(data[v], f"Covariate: {v}", v, color=plots.GREY),
+                     caption=f"Covariate {v}: {data[v].notna().sum()} non-missing values",
+                     alt=f"Histogram of the covariate {v}")
     report.end_grid()
 
     for term, tab in res.blups.items():
@@ -81,13 +95,20 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
                            "records": tab["n_records"].to_numpy()})
         report.start_grid()
         report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} levels")
-        report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE))
+        report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE),
+                     caption=f"Distribution of the {len(bv)} BLUPs of {term}",
+                     alt=f"Histogram of the predicted values (BLUPs) of {term}")
         report.end_grid()
 
 
 def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None,
-                snp_effects: pd.DataFrame | None = None, top: int = 20, relationship_note: str = "") -> None:
-    """Sections of a GBLUP / SNP-BLUP / pedigree-BLUP fit."""
+                snp_effects: pd.DataFrame | None = None, top: int = 20, relationship_note: str = "",
+                g_note: str = "") -> None:
+    """Sections of a GBLUP / SNP-BLUP / pedigree-BLUP fit.
+
+    ``G`` (a Relationship or array) draws the distribution of its diagonal and
+    off-diagonal; ``g_note`` says why it is absent or how it was built.
+    """
     res = est.result_
     report.section("Model")
     kv = {"model": kind, "trait": trait, **fit_stats(res)}
@@ -108,34 +129,48 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
 
     report.section("Phenotypes")
     yy = pd.to_numeric(y, errors="coerce")
+    n_rec, n_ind = int(yy.notna().sum()), int(yy.index[yy.notna()].nunique())
+    n_na = int(yy.isna().sum())
+    cap = f"{n_rec:,} records of {trait} on {n_ind:,} individuals"
+    if n_na:
+        cap += f" ({n_na:,} rows without a value were left out)"
     report.start_grid()
-    report.image(plots.histogram(yy, f"Phenotype: {trait}", trait),
-                 caption=f"{int(yy.notna().sum())} records, {yy.index.nunique()} individuals")
+    report.image(plots.histogram(yy, f"Phenotype: {trait}", trait), caption=cap,
+                 alt=f"Histogram of the phenotype {trait}")
     report.end_grid()
 
     report.section("Breeding values")
     g = est.gebv_
     bv = pd.DataFrame({"id": g.index.astype(str), "value": g.iloc[:, 0].to_numpy(), "PEV": g["pev"].to_numpy(),
                        "reliability": g["reliability"].to_numpy(), "records": g["n_records"].to_numpy()})
+    who = "animals in the pedigree" if kind == "pedigree BLUP" else "individuals"
     report.start_grid()
-    report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} individuals")
-    report.image(plots.histogram(bv["value"], "Breeding values", "GEBV" if kind != "pedigree BLUP" else "EBV",
-                                 color=plots.ORANGE))
+    report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv):,} {who}")
+    ebv = "GEBV" if kind != "pedigree BLUP" else "EBV"
+    report.image(plots.histogram(bv["value"], "Breeding values", ebv, color=plots.ORANGE),
+                 caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
+                 alt=f"Histogram of the predicted breeding values ({ebv})")
     report.end_grid()
 
     if snp_effects is not None:
         report.section("SNP effects")
         report.image(plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
                      caption="Absolute SNP effects by chromosome and position "
-                             "(file order when the genotypes carry no map)")
+                             "(file order when the genotypes carry no map)",
+                     alt="Manhattan-style plot of the absolute SNP effects along the genome")
         top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
         report.table(top_snps[[c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]],
                      caption="Largest 10 |effects|", index=False, digits=5)
-    if G is not None:
+    if G is not None or g_note:
         report.section("Relationship matrix")
-        report.image(plots.g_distribution(G.dense() if hasattr(G, "dense") else np.asarray(G),
-                                          f"{getattr(G, 'kind', 'G')}: {G.shape[0] if hasattr(G, 'shape') else G.n} individuals"),
-                     caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships")
+        if g_note:
+            report.text(g_note, cls="note")
+    if G is not None:
+        M = G.dense() if hasattr(G, "dense") else np.asarray(G)
+        name = getattr(G, "kind", "G")
+        report.image(plots.g_distribution(M, f"{name}: {M.shape[0]:,} individuals"),
+                     caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships",
+                     alt=f"Histograms of the diagonal and off-diagonal elements of {name}")
 
 
 def _fold_key(v):
@@ -162,9 +197,12 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
     if "r" in fm:
         pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
-        report.image(plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"), width=420)
+        report.image(plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"), width=420,
+                     caption="Predictive ability per model: mean over folds, error bars ± 1 sd",
+                     alt="Bar chart of the mean predictive ability of each model with ± sd error bars")
     report.end_grid()
     report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
+                 alt="Scatter plots of the observed phenotype against the out-of-fold predicted breeding value",
                  caption="Each point is an individual predicted without its own phenotype (first repeat); "
                          "line: least-squares fit")
     models = list(dict.fromkeys(fm["model"]))
