@@ -5,11 +5,12 @@
 >>> res.summary.loc["r", ["mean", "sd"]]                         # doctest: +SKIP
 """
 
-from .evaluate import CVResult, FormulaModel, cross_validate
+from .evaluate import CVResult, cross_validate
+from .formula import FormulaModel
 from .fast import FixedVarianceCV
-from .metrics import fold_metrics, top_overlap
+from .metrics import fold_metrics, pooled_metrics, top_overlap
 from .splits import ForwardInTime, GivenFolds, GroupFolds, KFold, LeaveOneOut, Split, make_splits, resolve_scheme
 
 __all__ = ["cross_validate", "CVResult", "FormulaModel", "FixedVarianceCV", "KFold", "LeaveOneOut", "GroupFolds",
            "ForwardInTime", "GivenFolds", "Split", "make_splits", "resolve_scheme", "fold_metrics",
-           "top_overlap"]
+           "top_overlap", "pooled_metrics"]

@@ -21,6 +21,7 @@ the validation phenotypes: ``CVResult.leakage_note`` says so) and GBLUP, and SNP
 without missing calls, use :mod:`henderson.cv.fast` (one factorisation for all folds).
 """
 
+
 from __future__ import annotations
 
 import os
@@ -30,20 +31,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 
 from ..data.genotypes import Genotypes
 from ..errors import DataError, ModelError
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
 from ..models._align import ID, records_frame
-from ..models.snpblup import centred_markers
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
 from ..spec.model import build_spec
-from .fast import FixedVarianceCV
+from ._fastpath import fast_rows, record_design
+from ._snps import informative_snps, two_sum_pq
+from .formula import FormulaModel
+from .metrics import check_top, headline_basis, pooled_metrics, summarise
 from .metrics import fold_metrics as _fold_metrics
-from .metrics import summarise
 from .splits import Split, make_splits, resolve_scheme
+
+__all__ = ["cross_validate", "CVResult", "FormulaModel"]
 
 LEAKAGE = ("LEAKAGE: variance components were held at their REML estimates from the FULL data set, "
            "which used the phenotypes of every validation fold. The predictions are therefore not "
@@ -58,21 +62,30 @@ class CVResult:
     Attributes
     ----------
     predictions : DataFrame
-        One row per (repeat, validation id): ``id, repeat, fold, observed,
-        predicted_bv, predicted_phenotype``.
+        One row per (repeat, validation record): ``id, repeat, fold, observed,
+        predicted_bv, predicted_phenotype`` (and ``record``, the position in y, when y
+        has repeated records per id).
     fold_metrics : DataFrame
         One row per repeat × fold: sizes, variance components used, h², method
-        (``"fast"``, ``"refit"``, ``"fixed"``) and the metrics of
-        :mod:`henderson.cv.metrics`.
+        (``"fast"``, ``"refit"``, ``"fixed"``), the metrics of
+        :mod:`henderson.cv.metrics` (NaN where a fold is too small for them) and, for
+        SNP-BLUP, ``n_snps_dropped`` (SNPs without calls or monomorphic in the fold's
+        training set, left out of that fold's fit).
     summary : DataFrame
-        Per metric: ``mean``, ``sd``, ``n_folds`` over all folds, ``sd_over_repeats``.
+        Per metric: ``mean``, ``sd``, ``n_folds`` over all folds, ``sd_over_repeats``,
+        ``pooled`` (mean over repeats of ``pooled_metrics``), ``pooled_sd_over_repeats``
+        and ``headline`` (``pooled`` for leave-one-out and other tiny folds, else
+        ``mean``; ``settings["headline"]`` says which).
     summary_by_repeat : DataFrame
         Fold means per repeat.
     settings : dict
         Scheme, seed, repeats, refit flag, path taken, model class and parameters,
-        full-data variances (if used), versions, timings.
+        full-data variances (if used), versions, timings, notes.
     leakage_note : str or None
         Set (loudly) when variances were held at full-data estimates.
+    pooled_metrics : DataFrame
+        Per repeat, the metrics over all its out-of-fold predictions (the per-fold
+        definitions; see :mod:`henderson.cv.metrics`), and ``n_folds``.
     """
 
     predictions: pd.DataFrame
@@ -81,14 +94,17 @@ class CVResult:
     summary_by_repeat: pd.DataFrame
     settings: dict = field(default_factory=dict)
     leakage_note: str | None = None
+    pooled_metrics: pd.DataFrame | None = None
 
     def __repr__(self) -> str:
         s = self.settings
         head = (f"CVResult({s.get('model')}, {s.get('scheme')}, repeats={s.get('repeats')}, "
                 f"refit_variances={s.get('refit_variances')}, path={s.get('path')})")
-        body = self.summary[["mean", "sd", "n_folds"]].to_string(float_format=lambda v: f"{v:.4f}")
+        cols = [c for c in ("headline", "mean", "sd", "n_folds", "pooled") if c in self.summary]
+        body = self.summary[cols].to_string(float_format=lambda v: f"{v:.4f}")
+        basis = f"\nheadline: {s['headline']}" if s.get("headline") else ""
         note = f"\n{self.leakage_note}" if self.leakage_note else ""
-        return f"{head}\n{body}{note}"
+        return f"{head}\n{body}{basis}{note}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -119,157 +135,144 @@ def _clean_y(y) -> pd.Series:
     return y
 
 
-def _masked(y: pd.Series, train) -> pd.Series:
-    """y with every phenotype outside ``train`` set to NaN (those ids are predicted)."""
+def _masked(y: pd.Series, train_pos) -> pd.Series:
+    """y with every record outside ``train_pos`` set to NaN (those are predicted)."""
     out = y.copy()
-    out[~out.index.isin(train)] = np.nan
+    keep = np.zeros(len(y), bool)
+    keep[train_pos] = True
+    out[~keep] = np.nan
     return out
 
 
+def _records(model, K_ids, y, data):
+    """y, X (fixed design), record ids and fixed-effect names of the phenotyped records."""
+    return record_design(model, K_ids, y, data)[:4]
+
+
 class _FixedPart:
-    """X_F b̂ for validation ids: intercept only, or the fixed formula on ``data``."""
+    """X_F b̂ at validation records (positions in y): intercept only, or the fixed
+    formula on ``data`` (by id, or by record when y repeats ids)."""
 
     def __init__(self, model, y, data, known_ids):
         self.fixed = getattr(model, "fixed", None)
         if not self.fixed:
             self.design = None
             return
-        frame, formula, *_ = records_frame(y.dropna(), known_ids, fixed=self.fixed, data=data, missing="drop")
+        frame, formula, *_ = records_frame(y, known_ids, fixed=self.fixed, data=data, missing="drop")
         spec = build_spec(formula, frame)
-        ids = frame.loc[spec.record_index, ID].to_numpy()
-        self.design = pd.DataFrame(spec.X, index=pd.Index(ids, name=ID), columns=spec.x_names)
+        kept = np.flatnonzero(y.notna().to_numpy() & y.index.isin(np.asarray(known_ids, dtype=object)))
+        pos = kept[frame.index.get_indexer(spec.record_index)]
+        self.design = pd.DataFrame(spec.X, index=pos, columns=spec.x_names)
 
-    def __call__(self, fitted, ids) -> np.ndarray:
+    def __call__(self, fitted, test_pos) -> np.ndarray:
         b = fitted.fixed_effects_["estimate"]
         if self.design is None:
             if list(b.index) != ["(Intercept)"]:
                 raise ModelError(f"unexpected fixed effects {list(b.index)} without fixed=")
-            return np.full(len(ids), float(b.iloc[0]))
-        Xf = self.design.reindex(ids)
+            return np.full(len(test_pos), float(b.iloc[0]))
+        Xf = self.design.reindex(test_pos)
         known = Xf.columns.isin(b.index)
         out = Xf.loc[:, known].to_numpy() @ b.reindex(Xf.columns[known]).to_numpy()
         # a validation record in a level the training part never saw: not estimable
-        unseen = (Xf.loc[:, ~known].to_numpy() != 0).any(axis=1) if (~known).any() else np.zeros(len(ids), bool)
+        unseen = (Xf.loc[:, ~known].to_numpy() != 0).any(axis=1) if (~known).any() else np.zeros(len(test_pos), bool)
         out[unseen] = np.nan
         return out
 
 
-class FormulaModel(BaseEstimator):
-    """A general :func:`henderson.fit` model for :func:`cross_validate`.
-
-    ``fit(X, y)``: ``X`` is a DataFrame indexed by id with the covariates the formula
-    uses (one row per id; the id is also available as column ``term``), ``y`` the
-    phenotypes by id; the response of ``formula`` must be ``y.name``. Breeding values
-    are the BLUPs of the random term ``term`` (levels are ids, e.g. with ``cov={"id": G}``
-    or ``cov_inverse={"id": Ainv}``); predicted phenotypes are Xb̂ + Σₖ Zₖûₖ over all
-    terms at the validation records (a level unseen in training contributes 0 for a
-    random term and makes a fixed effect non-estimable → NaN).
-
-    Parameters
-    ----------
-    formula : str, e.g. ``"y ~ x + (1|family) + (1|id)"``
-    cov, cov_inverse : dict, optional (as :func:`henderson.fit`)
-    term : str
-        The random term whose BLUPs are the breeding values.
-    method : {"reml", "ml"}
-    sigma2 : array, optional
-        Fixed variance components (terms in formula order, then residual).
-    """
-
-    def __init__(self, formula, cov=None, cov_inverse=None, term="id", method="reml", sigma2=None):
-        self.formula = formula
-        self.cov = cov
-        self.cov_inverse = cov_inverse
-        self.term = term
-        self.method = method
-        self.sigma2 = sigma2
-
-    def _frame(self, X, y):
-        X = pd.DataFrame(index=y.index) if X is None else X
-        frame = X.copy()
-        frame.index = pd.Index(frame.index.astype(str))
-        frame = frame.reindex(y.index.astype(str))
-        frame[self.term] = frame.index.to_numpy(dtype=object)
-        frame[str(y.name)] = y.to_numpy()
-        return frame.reset_index(drop=True)
-
-    def fit(self, X, y, data=None):
-        from ..api import fit as _fit
-        if y.name is None or str(y.name) != self.formula.split("~")[0].strip():
-            raise ModelError(f"the response of {self.formula!r} must be the name of y ({y.name!r})")
-        frame = self._frame(X, y)
-        frame = frame[frame[str(y.name)].notna()]  # masked / unphenotyped: predicted, not fitted
-        self.result_ = res = _fit(self.formula, frame, cov=self.cov, cov_inverse=self.cov_inverse,
-                                  method=self.method, sigma2=self.sigma2)
-        if self.term not in res.blups:
-            raise ModelError(f"term {self.term!r} is not a random term of {self.formula!r}")
-        self.variance_components_ = res.variance_components
-        self.fixed_effects_ = res.fixed_effects
-        self.gebv_ = res.blups[self.term].rename(columns={"blup": "gebv"})
-        self.h2_ = float(res.variance_components.loc[self.term, "ratio"])
-        self.X_ = X
-        return self
-
-    def predict_records(self, y_full, ids) -> np.ndarray:
-        """Xb̂ + Σₖ Zₖûₖ at the records of ``ids`` (phenotypes taken from ``y_full``)."""
-        yy = y_full.loc[ids]
-        spec = build_spec(self.formula, self._frame(self.X_, yy), cov=self.cov, cov_inverse=self.cov_inverse)
-        b = self.fixed_effects_["estimate"]
-        Xf = pd.DataFrame(spec.X, columns=spec.x_names)
-        known = Xf.columns.isin(b.index)
-        out = Xf.loc[:, known].to_numpy() @ b.reindex(Xf.columns[known]).to_numpy()
-        if (~known).any():
-            out[(Xf.loc[:, ~known].to_numpy() != 0).any(axis=1)] = np.nan
-        for t in spec.terms:
-            u = self.result_.blups[t.name]["blup"]
-            out = out + u.reindex(t.levels[t.codes]).fillna(0.0).to_numpy()
-        full = np.full(len(ids), np.nan)
-        full[np.asarray(spec.record_index)] = out
-        return full
+def _blas_threads_now() -> int:
+    from threadpoolctl import threadpool_info
+    return max([d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"], default=0)
 
 
 @dataclass
 class _Task:
-    kind: str            # "gblup", "snpblup", "pblup"
+    kind: str            # "gblup", "snpblup", "pblup", "formula"
     model: object
-    X: object            # G Relationship / Genotypes / pedigree
-    y: pd.Series
+    X: object            # G Relationship / Genotypes / pedigree / covariates
+    y: pd.Series         # all records (str ids; NaN = not phenotyped)
     data: object
     sigma2: object       # None → REML in the fold
     fixed_part: _FixedPart
     blas_threads: int
+    snp_scale: float = np.nan   # 2Σp_a q_a: σ²_g of SNP-BLUP at held variances
+    probe_threads: bool = False  # report the BLAS threads in effect (parallel runs)
 
-    def run(self, split: Split) -> tuple:
+    def run(self, split: Split) -> dict:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=self.blas_threads):
+            seen = _blas_threads_now() if self.probe_threads else None
             m = clone(self.model)
             if self.sigma2 is not None:
                 m.set_params(sigma2=self.sigma2)
             if "pev" in m.get_params():
                 m.set_params(pev=False)
-            test = split.test
+            tp = split.test_pos
+            test_ids = self.y.index[tp]
+            ym = _masked(self.y, split.train_pos)
+            dropped = None
             if self.kind == "snpblup":
-                ytr = self.y.loc[split.train]
-                m.fit(self.X.subset(ids=split.train), ytr, data=self.data)
-                bv = m.predict(self.X.subset(ids=test)).loc[test].to_numpy()
+                # marker effects from the training lines' genotypes only (frequencies p_T)
+                sub = self.X.subset(ids=pd.unique(self.y.index[split.train_pos]))
+                keep = informative_snps(sub)
+                dropped = int(np.count_nonzero(~keep))
+                if dropped:
+                    sub = sub.subset(snps=sub.snp_ids[keep])
+                m.fit(sub, ym, data=self.data)
+                bv = m.predict(self.X.subset(ids=pd.unique(test_ids))).reindex(test_ids).to_numpy()
             else:
-                m.fit(self.X, _masked(self.y, split.train), data=self.data)
-                bv = m.gebv_["gebv"].reindex(test).to_numpy()
-            if self.kind == "formula":
-                yhat = m.predict_records(self.y, test)
-                vc = m.variance_components_["variance"]
-                return bv, yhat, float(m.h2_), float(vc[m.term]), float(vc["Residual"])
-            yhat = self.fixed_part(m, test) + bv
+                m.fit(self.X, ym, data=self.data)
+                bv = m.gebv_["gebv"].reindex(test_ids).to_numpy()
             vc = m.variance_components_["variance"]
-            s_g = float(m.sigma2_g_) if self.kind == "snpblup" else float(vc[ID])
-            return bv, yhat, float(m.h2_), s_g, float(vc["Residual"])
+            if self.kind == "formula":
+                yhat = m.predict_records(self.y, test_ids)
+                h2, s_g = float(m.h2_), float(vc[m.term])
+            else:
+                yhat = self.fixed_part(m, tp) + bv
+                h2, s_g = float(m.h2_), float(vc[ID])
+                if self.kind == "snpblup":
+                    s_g = float(m.sigma2_g_)
+                    if self.sigma2 is not None:  # held variances: the full-data scale, as the fast path
+                        s_g = self.snp_scale * float(self.sigma2[0])
+                        h2 = s_g / (s_g + float(self.sigma2[1]))
+            return {"bv": bv, "yhat": yhat, "h2": h2, "sigma2_g": s_g, "sigma2_e": float(vc["Residual"]),
+                    "n_snps_dropped": dropped, "blas_threads": seen}
+
+
+def _run_indexed(task: _Task, i: int, split: Split):
+    return i, task.run(split)
+
+
+def _split_info(s: Split, path: str) -> dict:
+    return {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos),
+            "path": path}
+
+
+def _run_folds(task: _Task, splits, jobs: int, path: str, progress) -> list[dict]:
+    """One fit per split, in order; ``progress`` after each completed fold."""
+    total = len(splits)
+    if jobs == 1:
+        outs = []
+        for s in splits:
+            outs.append(task.run(s))
+            if progress is not None:
+                progress(len(outs), total, _split_info(s, path))
+        return outs
+    from joblib import Parallel, delayed
+    outs = [None] * total
+    gen = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+        delayed(_run_indexed)(task, i, s) for i, s in enumerate(splits))
+    for done, (i, out) in enumerate(gen, start=1):  # as each worker finishes
+        outs[i] = out
+        if progress is not None:
+            progress(done, total, _split_info(splits[i], path))
+    return outs
 
 
 # --------------------------------------------------------------------------- main
 
 def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
-                   groups=None, data=None, top=0.10, fast="auto") -> CVResult:
+                   groups=None, data=None, top=0.10, fast="auto", progress=None) -> CVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -279,7 +282,11 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         covariate DataFrame indexed by id (FormulaModel)
     y : Series indexed by id
         Phenotypes; NaN ids are never validated (for GBLUP / pedigree BLUP they stay in
-        the model as unphenotyped individuals).
+        the model as unphenotyped individuals). Repeated ids are repeated records (e.g.
+        one per environment): GBLUP, SNP-BLUP and pedigree BLUP then take a grouped
+        scheme with one label per record (leave-environment-out:
+        ``cv="logo", groups=env`` with ``env`` aligned with y record by record), train
+        on the other records (lines may be shared) and predict the held-out records.
     cv : int, "loo", "logo", Series of folds by id, a scheme of
         :mod:`henderson.cv.splits` (``KFold``, ``LeaveOneOut``, ``GroupFolds``,
         ``ForwardInTime``, ``GivenFolds``) or a scikit-learn splitter
@@ -292,19 +299,22 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         Folds fitted in parallel by joblib; BLAS threads are capped at
         ``cpu_count // n_jobs`` per worker (threadpoolctl).
     seed : int
-    groups : Series by id or column of ``data``
+    groups : Series by id (by record for repeated records) or column of ``data``
         For ``cv="logo"`` (leave-one-group-out), an int ``cv`` (groups dealt to folds),
         or a scikit-learn group splitter.
-    data : DataFrame indexed by id, optional
+    data : DataFrame indexed by id (one row per record for repeated records), optional
         Covariates of the model's ``fixed=`` part.
-    top : float
+    top : float, 0 < top ≤ 1
         Selected fraction for the top-k% overlap metric.
     fast : {"auto", True, False}
         At fixed variances (``refit_variances=False`` or the model's own ``sigma2``),
         ``"auto"`` uses :class:`~henderson.cv.fast.FixedVarianceCV` where it is exact
         (GBLUP; SNP-BLUP without missing calls and with an intercept; every fold trains
-        on all other phenotyped ids). ``False`` forces one fit per fold; ``True`` raises
-        if the fast path does not apply.
+        on all other phenotyped records). ``False`` forces one fit per fold; ``True``
+        raises if the fast path does not apply.
+    progress : callable, optional
+        ``progress(done, total, info)`` after each fold (also from the parallel path, as
+        workers finish); ``info`` is a dict ``repeat, fold, n_train, n_test, path``.
 
     Returns
     -------
@@ -315,9 +325,19 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     if kind is None:
         raise ModelError("cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, "
                          f"not {type(model).__name__}")
+    top = check_top(top)
+    if fast not in ("auto", True, False):
+        raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
+    if progress is not None and not callable(progress):
+        raise DataError(f"progress must be a callable progress(done, total, info), not {type(progress).__name__}")
     y = _clean_y(y)
+    by_record = y.index.has_duplicates
+    if by_record and kind == "formula":
+        raise DataError("FormulaModel cross-validation needs one phenotype per id; y repeats ids. Use GBLUP, "
+                        "SNPBLUP or PedigreeBLUP (records by id), or average the records per id first")
     if kind == "snpblup" and not isinstance(X, Genotypes):
         raise DataError("SNPBLUP cross-validation needs Genotypes as X")
+    K = geno = None
     if kind == "gblup":
         geno = X if isinstance(X, Genotypes) else None
         K = genomic_relationship(X, method=model.grm) if geno is not None else as_relationship(X, kind="G")
@@ -325,16 +345,16 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     elif kind == "snpblup":
         geno, Xfit, known = X, X, X.ids
     elif kind == "formula":
-        geno, Xfit, known = None, X, None
+        Xfit, known = X, None
     else:
-        geno, Xfit = None, X
+        Xfit = X
         from ..data.pedigree import Pedigree
         known = X.ids if isinstance(X, Pedigree) else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
 
     scheme = resolve_scheme(cv, groups)
     splits = make_splits(scheme, y, repeats=repeats, seed=seed, data=data)
-    absent = pd.Index(y.dropna().index)[~pd.Index(y.dropna().index).isin(np.asarray(known, dtype=object))] \
-        if known is not None else []
+    phen = pd.Index(pd.unique(y.dropna().index))
+    absent = phen[~phen.isin(np.asarray(known, dtype=object))] if known is not None else []
     if len(absent):
         from ..errors import AlignmentError, format_ids
         raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent))
@@ -349,121 +369,62 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         full = clone(model)
         if "pev" in full.get_params():
             full.set_params(pev=False)
-        full.fit(Xfit, y.dropna(), data=data)
+        full.fit(Xfit, y, data=data)  # NaN records are dropped by the fit (and keep record data aligned)
         sigma2 = tuple(float(v) for v in full.variance_components_["variance"])
 
     jobs = int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     rows, path = None, None
-    if fast not in ("auto", True, False):
-        raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
     if sigma2 is not None and kind in ("gblup", "snpblup") and fast is not False:
-        rows, path = _fast_rows(kind, model, K if kind == "gblup" else None, geno, y, data, sigma2, splits, full)
+        rows = fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress)
+        path = "fast" if rows is not None else None
     if rows is None and fast is True:
         raise ModelError("fast=True: the fast fixed-variance path does not apply here (it needs fixed "
                          "variances, GBLUP or SNP-BLUP without missing calls and with an intercept, and "
-                         "folds that train on all other phenotyped ids)")
+                         "folds that train on all other phenotyped records)")
     if rows is None:
-        task = _Task(kind, model, Xfit, y, data, sigma2, fixed_part, threads)
-        if jobs == 1:
-            outs = [task.run(s) for s in splits]
-        else:
-            from joblib import Parallel, delayed
-            outs = Parallel(n_jobs=jobs)(delayed(task.run)(s) for s in splits)
-        rows = outs
         path = "refit" if sigma2 is None else "fixed"
+        task = _Task(kind, model, Xfit, y, data, sigma2, fixed_part, threads,
+                     snp_scale=two_sum_pq(geno) if kind == "snpblup" else np.nan, probe_threads=jobs > 1)
+        rows = _run_folds(task, splits, jobs, path, progress)
 
     preds, metr = [], []
-    for s, (bv, yhat, h2, s_g, s_e) in zip(splits, rows):
-        obs = y.loc[s.test].to_numpy()
-        preds.append(pd.DataFrame({"id": s.test, "repeat": s.repeat, "fold": s.fold, "observed": obs,
-                                   "predicted_bv": bv, "predicted_phenotype": yhat}))
+    for s, row in zip(splits, rows):
+        obs = y.iloc[s.test_pos].to_numpy()
+        bv, yhat = np.asarray(row["bv"], float), np.asarray(row["yhat"], float)
+        p = {"id": s.test, "repeat": s.repeat, "fold": s.fold, "observed": obs, "predicted_bv": bv,
+             "predicted_phenotype": yhat}
+        if by_record:
+            p["record"] = s.test_pos
+        preds.append(pd.DataFrame(p))
         ok = ~np.isnan(yhat)
-        m = _fold_metrics(obs[ok], bv[ok], yhat[ok], h2, top)
-        metr.append({"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train), "n_test": len(s.test),
-                     "sigma2_g": s_g, "sigma2_e": s_e, "h2": h2, "method": path, **m})
+        m = _fold_metrics(obs[ok], bv[ok], yhat[ok], row["h2"], top)
+        extra = {"n_snps_dropped": row["n_snps_dropped"]} if kind == "snpblup" else {}
+        metr.append({"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos),
+                     "sigma2_g": row["sigma2_g"], "sigma2_e": row["sigma2_e"], "h2": row["h2"], "method": path,
+                     **m, **extra})
     predictions = pd.concat(preds, ignore_index=True)
     fm = pd.DataFrame(metr)
-    summary, by_rep = summarise(fm)
+    pooled = pooled_metrics(predictions, fm, top)
+    summary, by_rep = summarise(fm, pooled)
+    basis = headline_basis(fm)
+    notes = []
+    if kind == "snpblup" and fm["n_snps_dropped"].max() > 0:
+        notes.append(f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
+                     f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "
+                     "column n_snps_dropped); such SNPs carry no information in that fold")
+    seen = sorted({r["blas_threads"] for r in rows if r.get("blas_threads") is not None})
     settings = {
         "model": type(model).__name__, "model_params": _params(model), "scheme": scheme.describe(),
         "seed": seed, "repeats": repeats, "refit_variances": bool(refit_variances and not user_sigma2),
         "variances_given_by_user": user_sigma2, "path": path, "n_jobs": jobs, "blas_threads_per_job": threads,
-        "n_phenotyped": int(y.notna().sum()), "top": top,
+        "blas_threads_seen_in_workers": seen or None,
+        "n_phenotyped": int(y.notna().sum()), "records_by_id": by_record, "top": top,
+        "headline": ("pooled over the folds of each repeat (median fold too small for per-fold correlations)"
+                     if basis == "pooled" else "mean over folds"),
         "full_data_variances": (None if full is None else
                                 full.variance_components_["variance"].to_dict()),
-        "versions": _versions(), "seconds": time.perf_counter() - t0,
+        "notes": notes, "versions": _versions(), "seconds": time.perf_counter() - t0,
     }
     leak = LEAKAGE if (not refit_variances and not user_sigma2) else None
-    return CVResult(predictions, fm, summary, by_rep, settings, leak)
-
-
-# --------------------------------------------------------------------------- fast path
-
-def _records(model, K_ids, y, data):
-    """y, X (fixed design) and record ids of the phenotyped records."""
-    frame, formula, *_ = records_frame(y.dropna(), K_ids, fixed=model.fixed, data=data)
-    spec = build_spec(formula, frame)
-    ids = frame.loc[spec.record_index, ID].to_numpy(dtype=object)
-    return spec.y, spec.X, ids, spec.x_names
-
-
-def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, full):
-    """Rows (bv, ŷ, h², σ²_g, σ²_e) per split from one factorisation, or None (brute force)."""
-    s_k, s_e = (float(v) for v in sigma2)
-    if kind == "gblup":
-        ids_all = K.ids
-    else:
-        if geno.n_missing > 0:
-            return None, None  # W_T ≠ W_a + 1·2(p_a − p_T)' for mean-imputed calls
-        ids_all = geno.ids
-    yv, Xd, rec_ids, x_names = _records(model, ids_all, y, data)
-    if "(Intercept)" not in x_names and kind == "snpblup":
-        return None, None  # centring invariance needs an intercept
-    pos = pd.Index(rec_ids)
-    n = len(rec_ids)
-    # every split must train on all other phenotyped records (else: brute force)
-    for s in splits:
-        if len(s.train) + len(s.test) != n:
-            return None, None
-    if kind == "gblup":
-        kpos = K.index_of(rec_ids)
-        Kr = K.dense()[np.ix_(kpos, kpos)]
-        h2 = s_k / (s_k + s_e)
-        s_g_report = s_k
-    else:
-        sub = geno.subset(ids=rec_ids)
-        W, p_a = centred_markers(sub)
-        Kr = W @ W.T
-        c = 2.0 * np.sum(p_a * (1 - p_a))
-        h2 = float(full.h2_) if full is not None else c * s_k / (c * s_k + s_e)
-        s_g_report = c * s_k
-        dos = sub.dosages.astype(np.float64)
-    st = FixedVarianceCV.build(yv, Xd, Kr, s_k, s_e)
-    loo = all(len(s.test) == 1 for s in splits) and n == len(splits)
-    rows = []
-    if loo and kind == "gblup":
-        yhat, bv = st.leave_one_out(rec_ids)
-        for s in splits:
-            j = pos.get_loc(s.test[0])
-            rows.append((bv[j:j + 1], yhat[j:j + 1], h2, s_g_report, s_e))
-        return rows, "fast"
-    if loo:  # SNP-BLUP LOO, vectorised over individuals
-        yhat, bv_a = st.leave_one_out(rec_ids)
-        B = s_k * (W.T @ st.loo_u())                          # β̂(−i) as columns (m, n)
-        p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
-        bv = bv_a + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)
-        for s in splits:
-            j = pos.get_loc(s.test[0])
-            rows.append((bv[j:j + 1], yhat[j:j + 1], h2, s_g_report, s_e))
-        return rows, "fast"
-    for s in splits:
-        t = pos.get_indexer(s.test)
-        yhat, bv, u = st.fold(t, label=s.fold)
-        if kind == "snpblup":
-            beta = s_k * (W.T @ u)
-            tr = np.setdiff1d(np.arange(n), t)
-            p_t = dos[tr].mean(0) / 2.0
-            bv = bv + 2.0 * (p_a - p_t) @ beta
-        rows.append((bv, yhat, h2, s_g_report, s_e))
-    return rows, "fast"
+    return CVResult(predictions, fm, summary, by_rep, settings, leak, pooled)

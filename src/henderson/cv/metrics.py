@@ -1,4 +1,4 @@
-"""Metrics of genomic prediction, per fold.
+"""Metrics of genomic prediction: per fold, pooled per repeat, and their summary.
 
 For observed phenotypes y and out-of-fold predictions of one fold:
 
@@ -11,16 +11,49 @@ For observed phenotypes y and out-of-fold predictions of one fold:
 - ``mse`` mean (y − ŷ)²;
 - ``spearman`` rank correlation of y and ĝ;
 - ``top_overlap`` share of the top k% by ĝ that is also in the top k% by y
-  (k = ``top`` fraction, at least one individual; larger is better).
+  (k = ``top`` fraction of the fold, ⌈top·n⌉ individuals; larger is better).
+
+Tiny folds: with n < 3 a correlation or a regression line is not informative (two
+points always give r = ±1 and fit any line), so r, accuracy, slope, intercept and
+Spearman are NaN; top_overlap is NaN when top·n < 1 (not even one individual would be
+selected). These folds still count in the **pooled** metrics
+(:func:`pooled_metrics`): the same statistics over all out-of-fold predictions of a
+repeat, the only meaningful summary of leave-one-out. They keep the per-fold
+definitions (r, Spearman and top-k on ĝ; slope, intercept and MSE on ŷ). Pooling ĝ
+across folds is sound for GBLUP and pedigree BLUP, whose breeding values share one
+centring (G or A) in every fold, and not for a per-fold quantity such as the fold's
+intercept estimate b̂₀(−F), which is why r is not taken on ŷ: in leave-one-out
+b̂₀(−i) moves against y_i and would bias r(y, ŷ) down (wheat env1: 0.5238 against
+r(y, ĝ) = 0.5261). SNP-BLUP's ĝ carries the per-fold allele-coding constant
+2(p_a − p_T)'β̂ (Strandén & Christensen 2011), so its pooled r can differ from GBLUP's
+in the last digits while its per-fold metrics are identical.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from ..errors import DataError
+
 METRICS = ("r", "accuracy", "slope", "intercept", "mse", "spearman", "top_overlap", "n")
+
+#: fewest points for a correlation or a regression slope (n = 2 gives r = ±1 always)
+MIN_N_CORRELATION = 3
+#: per-fold correlations from fewer validated individuals than this (median fold size)
+#: are too noisy to average (SE of r ≈ (1 − r²)/√(n − 1) ≥ 0.25 at r = 0.5, n < 10): the
+#: pooled metrics are then the headline (leave-one-out has n = 1 per fold)
+TINY_FOLD = 10
+
+
+def check_top(top) -> float:
+    """``top`` as a float in (0, 1], else :class:`DataError`."""
+    if isinstance(top, bool) or not isinstance(top, numbers.Real) or not 0 < float(top) <= 1:
+        raise DataError(f"top must be the selected fraction, 0 < top <= 1 (0.10 = the best 10 %), got {top!r}")
+    return float(top)
 
 
 def _pearson(a, b) -> float:
@@ -30,9 +63,17 @@ def _pearson(a, b) -> float:
 
 
 def top_overlap(y, g, top: float = 0.10) -> float:
-    """Share of the ⌈top·n⌉ best by ``g`` that are also among the ⌈top·n⌉ best by ``y``."""
+    """Share of the k = ⌈top·n⌉ best by ``g`` that are also among the k best by ``y``.
+
+    NaN when top·n < 1. ``top`` must satisfy 0 < top ≤ 1 (:class:`DataError`).
+    """
+    top = check_top(top)
     y, g = np.asarray(y, float), np.asarray(g, float)
-    k = max(1, int(np.ceil(top * len(y))))
+    # 1e-9 absorbs rounding in top*n (0.07 * 100 = 7.000000000000001 must give k = 7)
+    kf = top * len(y)
+    if kf < 1 - 1e-9:
+        return np.nan
+    k = int(np.ceil(kf - 1e-9))
     best_y = np.argsort(-y, kind="stable")[:k]
     best_g = np.argsort(-g, kind="stable")[:k]
     return float(np.intersect1d(best_y, best_g).size / k)
@@ -47,13 +88,14 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
         Observed phenotypes, predicted breeding values, predicted phenotypes.
     h2 : float
         Heritability of the fit (for ``accuracy``).
-    top : float
+    top : float, 0 < top ≤ 1
         Selected fraction for ``top_overlap``.
     """
     y, bv, yhat = (np.asarray(a, dtype=float) for a in (y, bv, yhat))
     n = len(y)
-    r = _pearson(y, bv) if n > 1 else np.nan
-    if n > 1 and np.var(yhat) > 0:
+    big = n >= MIN_N_CORRELATION
+    r = _pearson(y, bv) if big else np.nan
+    if big and np.var(yhat) > 0:
         yc = yhat - yhat.mean()
         slope = float(yc @ (y - y.mean()) / (yc @ yc))
         intercept = float(y.mean() - slope * yhat.mean())
@@ -64,19 +106,52 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
         "accuracy": r / np.sqrt(h2) if h2 and h2 > 0 else np.nan,
         "slope": slope,
         "intercept": intercept,
-        "mse": float(np.mean((y - yhat) ** 2)),
-        "spearman": _pearson(rankdata(y), rankdata(bv)) if n > 1 else np.nan,
+        "mse": float(np.mean((y - yhat) ** 2)) if n else np.nan,
+        "spearman": _pearson(rankdata(y), rankdata(bv)) if big else np.nan,
         "top_overlap": top_overlap(y, bv, top),
         "n": n,
     }
 
 
-def summarise(fold_table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pooled_metrics(predictions: pd.DataFrame, fold_table: pd.DataFrame, top: float = 0.10) -> pd.DataFrame:
+    """Metrics over all out-of-fold predictions of each repeat (see the module docstring).
+
+    Parameters
+    ----------
+    predictions : DataFrame with ``repeat, observed, predicted_bv, predicted_phenotype``
+    fold_table : DataFrame with ``repeat, h2`` (accuracy uses the mean h² of the
+        repeat's folds)
+    top : float
+
+    Returns
+    -------
+    DataFrame indexed by repeat: the columns of :data:`METRICS` and ``n_folds``.
+    Records whose predicted phenotype is NaN (a fixed-effect level unseen in
+    training) are left out and not counted in ``n``, as in the per-fold metrics.
+    """
+    rows = {}
+    h2 = fold_table.groupby("repeat")["h2"].mean()
+    nf = fold_table.groupby("repeat").size()
+    for rep, p in predictions.groupby("repeat", sort=True):  # a few repeats
+        yh = p["predicted_phenotype"].to_numpy(float)
+        ok = ~np.isnan(yh)
+        yo, g = p["observed"].to_numpy(float)[ok], p["predicted_bv"].to_numpy(float)[ok]
+        rows[rep] = {**fold_metrics(yo, g, yh[ok], float(h2.get(rep, np.nan)), top),
+                     "n_folds": int(nf.get(rep, 0))}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "repeat"
+    return out
+
+
+def summarise(fold_table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, by_repeat).
 
-    ``summary``: per metric, mean, SD and count over all folds of all repeats, and the
-    mean and SD over repeats of the per-repeat fold means. ``by_repeat``: fold means per
-    repeat.
+    ``summary``: per metric, ``mean``, ``sd`` and ``n_folds`` (folds where the metric is
+    defined) over all folds of all repeats; ``sd_over_repeats`` of the per-repeat fold
+    means; ``pooled`` (mean over repeats of :func:`pooled_metrics`) and
+    ``pooled_sd_over_repeats``; ``headline``: ``pooled`` when the median fold has fewer
+    than :data:`TINY_FOLD` validated individuals (leave-one-out, tiny groups), else
+    ``mean``. ``by_repeat``: fold means per repeat.
     """
     cols = [c for c in METRICS if c in fold_table.columns and c != "n"]
     by_rep = fold_table.groupby("repeat")[cols].mean()
@@ -86,5 +161,15 @@ def summarise(fold_table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "n_folds": fold_table[cols].notna().sum(),
         "sd_over_repeats": by_rep.std(ddof=1) if len(by_rep) > 1 else np.nan,
     })
+    if pooled is not None:
+        summ["pooled"] = pooled[cols].mean()
+        summ["pooled_sd_over_repeats"] = pooled[cols].std(ddof=1) if len(pooled) > 1 else np.nan
+        summ["headline"] = summ["pooled"] if headline_basis(fold_table) == "pooled" else summ["mean"]
     summ.index.name = "metric"
     return summ, by_rep
+
+
+def headline_basis(fold_table: pd.DataFrame) -> str:
+    """``"pooled"`` for tiny folds (median validated n < :data:`TINY_FOLD`), else ``"mean"``."""
+    n = fold_table["n"] if "n" in fold_table else fold_table["n_test"]
+    return "pooled" if float(np.median(n)) < TINY_FOLD else "mean"

@@ -16,26 +16,45 @@ Schemes
 any scikit-learn splitter (``split(X, y, groups)``) is wrapped by ``SklearnFolds``.
 
 :func:`resolve_scheme` maps the ``cv=`` argument of ``cross_validate`` to a scheme.
+
+Repeated records per id (multi-environment trials: one phenotype per line and
+environment) are split *by record*: the grouped schemes (``GroupFolds``,
+``GivenFolds``, ``ForwardInTime``) then take labels with one entry per record (a
+Series with the same ids in the same order as y, or a column of a record-level
+``data=``). Leave-environment-out thus trains on the records of the other
+environments (lines may be shared) and predicts the held-out environment's records.
+Random k-fold, leave-one-out and scikit-learn splitters refuse repeated records: they
+would scatter one line's records between training and validation without saying so.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, format_ids
+from ..errors import DataError, HendersonWarning, format_ids
 
 
 @dataclass(frozen=True)
 class Split:
-    """One fold of one repeat: ``train`` and ``test`` are arrays of ids (str)."""
+    """One fold of one repeat.
+
+    ``train`` and ``test`` are arrays of ids (str; an id repeats when y has several
+    records of it); ``train_pos`` and ``test_pos`` the positions of those records in
+    the y given to :func:`make_splits` (always set by it).
+    """
 
     repeat: int
     fold: str
     train: np.ndarray
     test: np.ndarray
+    train_pos: np.ndarray | None = None
+    test_pos: np.ndarray | None = None
 
 
 def _as_series(s, ids, what: str, data=None) -> pd.Series:
@@ -220,24 +239,35 @@ class GivenFolds(Scheme):
 
 @dataclass(frozen=True, eq=False)
 class SklearnFolds(Scheme):
-    """Any scikit-learn splitter; ``random_state`` (if it has one) is set per repeat."""
+    """Any scikit-learn splitter.
+
+    Seeded splitters (``random_state`` and shuffling): with ``repeats=1`` a
+    ``random_state`` the user set is kept; otherwise (``None``, or ``repeats > 1``,
+    which needs different folds per repeat) it is drawn from ``(seed, repeat)``, with
+    a warning when that overrides the user's value. Errors the splitter raises are
+    re-raised as :class:`DataError` naming the splitter and the cause.
+    """
 
     splitter: object = None
     groups: object = None
+    n_repeats: int = 1
 
     @property
     def random(self):
-        # seeded splitters (ShuffleSplit, KFold(shuffle=True), ...): re-seeded per repeat
+        # seeded splitters (ShuffleSplit, KFold(shuffle=True), ...)
         return hasattr(self.splitter, "random_state") and bool(getattr(self.splitter, "shuffle", True))
 
     @property
     def name(self):
         return type(self.splitter).__name__
 
+    def describe(self) -> str:
+        return repr(self.splitter)
+
     def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
         sp = self.splitter
-        if self.random:
-            import copy
+        user_state = getattr(sp, "random_state", None)
+        if self.random and (self.n_repeats > 1 or user_state is None):
             sp = copy.deepcopy(sp)  # splitters are plain objects: set their seed per repeat
             sp.random_state = int(np.random.default_rng([int(seed), int(repeat)]).integers(2**31 - 1))
         order = np.sort(ids)
@@ -245,8 +275,14 @@ class SklearnFolds(Scheme):
         if self.groups is not None:
             grp = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids).loc[order].to_numpy()
         yy = y.loc[order].to_numpy()
-        return [(str(j + 1), order[tr], order[te])
-                for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))]
+        try:
+            return [(str(j + 1), order[tr], order[te])
+                    for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))]
+        except (ValueError, TypeError) as exc:  # scikit-learn's own input checks
+            hint = " (pass groups= to cross_validate)" if grp is None and "group" in str(exc).lower() else ""
+            raise DataError(f"the scikit-learn splitter {self.describe()} cannot split the {len(order)} "
+                            f"phenotyped ids{'' if grp is None else f' in {len(pd.unique(grp))} group(s)'}: "
+                            f"{exc}{hint}") from exc
 
 
 def resolve_scheme(cv, groups=None) -> Scheme:
@@ -277,38 +313,93 @@ def resolve_scheme(cv, groups=None) -> Scheme:
                     f"or a scikit-learn splitter, not {type(cv).__name__}")
 
 
+def _by_record(labels, index: pd.Index, keys: np.ndarray, data, what: str) -> pd.Series:
+    """Record-aligned labels (one per record of y, same ids in the same order) re-keyed
+    by record position."""
+    if isinstance(labels, str):
+        if data is None or labels not in data.columns:
+            raise DataError(f"{what}={labels!r} names a column, but data= has no such column")
+        labels = data[labels]
+    if not isinstance(labels, pd.Series):
+        raise DataError(f"{what} must be a pandas Series or a column name of data")
+    got = pd.Index(labels.index.astype(str))
+    if len(got) != len(index) or not (got == index).all():
+        raise DataError(f"y has repeated records per id, so the {what} must have one entry per record: "
+                        f"the same ids in the same order as y (checked row by row); got {len(got)} "
+                        f"entries for {len(index)} records")
+    return pd.Series(labels.to_numpy(), index=keys)
+
+
+def _record_scheme(scheme: Scheme, index: pd.Index, keys: np.ndarray, data) -> Scheme:
+    """The scheme over record keys (positions as str) instead of ids."""
+    if isinstance(scheme, GroupFolds):
+        return dataclasses.replace(scheme, groups=_by_record(scheme.groups, index, keys, data, "groups"))
+    if isinstance(scheme, GivenFolds):
+        return dataclasses.replace(scheme, folds_=_by_record(scheme.folds_, index, keys, data, "fold Series"))
+    if isinstance(scheme, ForwardInTime):
+        return dataclasses.replace(scheme, order=_by_record(scheme.order, index, keys, data, "order"))
+    dup = index[index.duplicated()].unique()
+    raise DataError(
+        f"y has repeated records for {len(dup)} id(s) ({format_ids(dup, 5)}), and {scheme.describe()!r} "
+        "would scatter one line's records between training and validation. Give a grouped scheme with "
+        "one label per record: cv='logo' with groups= the environment of each record (leave-environment-"
+        "out), groups=pd.Series(y.index, index=y.index) to leave whole lines out, or a fold Series "
+        "aligned with y; or average the records per line first (y.groupby(level=0).mean()).")
+
+
 def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0, data=None) -> list[Split]:
-    """All (repeat, fold) splits of the phenotyped ids of ``y``, checked.
+    """All (repeat, fold) splits of the phenotyped records of ``y``, checked.
+
+    With one record per id the schemes split ids. With repeated ids (several records
+    per line) the grouped schemes split records (see the module docstring) and the
+    ids of a split may be shared between training and test.
 
     Raises
     ------
     DataError
         ``repeats > 1`` with a deterministic scheme; a fold with no training
-        phenotypes or no test individuals; bad scheme input (see the schemes).
+        phenotypes or no test individuals; bad scheme input (see the schemes);
+        repeated records with a scheme that cannot split by record.
     """
     if repeats < 1:
         raise DataError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(scheme, SklearnFolds):
+        if repeats > 1 and scheme.random and getattr(scheme.splitter, "random_state", None) is not None:
+            warnings.warn(f"random_state={scheme.splitter.random_state!r} of {scheme.describe()} is replaced "
+                          f"by seeds drawn from (seed={seed}, repeat) so that the {repeats} repeats differ; "
+                          "set repeats=1 to keep it", HendersonWarning, stacklevel=3)
+        scheme = dataclasses.replace(scheme, n_repeats=repeats)
     if repeats > 1 and not scheme.random:
         raise DataError(f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
                         "repeat identical folds; use repeats=1")
     yy = y.copy()
     yy.index = pd.Index(yy.index.astype(str))
-    if yy.index.has_duplicates:
-        raise DataError("cross-validation needs one phenotype per id; duplicated: "
-                        + format_ids(yy.index[yy.index.duplicated()].unique()))
-    all_ids = yy.index.to_numpy(dtype=object)
-    yy = pd.to_numeric(yy, errors="coerce").dropna()
-    ids = yy.index.to_numpy(dtype=object)
+    by_record = yy.index.has_duplicates
+    if by_record:
+        keys = np.arange(len(yy)).astype(str).astype(object)
+        scheme = _record_scheme(scheme, yy.index, keys, data)
+        work, data = pd.Series(yy.to_numpy(), index=keys), None
+    else:
+        work = yy
+    all_ids = work.index.to_numpy(dtype=object)
+    work = pd.to_numeric(work, errors="coerce").dropna()
+    ids = work.index.to_numpy(dtype=object)
+    what = "records" if by_record else "ids"
     out = []
     for r in range(repeats):
-        for label, train, test in scheme.folds(ids, yy, r, seed, data, all_ids):
+        for label, train, test in scheme.folds(ids, work, r, seed, data, all_ids):
             if len(test) == 0:
                 raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
             if len(train) < 2:
                 raise DataError(f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): "
                                 "nothing to fit")
             if np.intersect1d(train, test).size:
-                raise DataError(f"fold {label!r}: ids both in training and test: "
+                raise DataError(f"fold {label!r}: {what} both in training and test: "
                                 + format_ids(np.intersect1d(train, test)))
-            out.append(Split(r, str(label), np.asarray(train, dtype=object), np.asarray(test, dtype=object)))
+            if by_record:
+                tr, te = np.asarray(train).astype(int), np.asarray(test).astype(int)
+            else:
+                tr, te = yy.index.get_indexer(train), yy.index.get_indexer(test)
+            out.append(Split(r, str(label), yy.index.to_numpy(dtype=object)[tr],
+                             yy.index.to_numpy(dtype=object)[te], tr, te))
     return out

@@ -1,0 +1,110 @@
+"""The fixed-variance fast path of :func:`~henderson.cv.cross_validate`.
+
+Turns splits (record positions of y) into the rows ``cross_validate`` assembles, from
+one :class:`~henderson.cv.fast.FixedVarianceCV` factorisation: GBLUP directly,
+SNP-BLUP through K = Z W W' Z' with the allele-coding correction of the breeding
+values, ĝ_F += 2(p_a − p_T)'β̂ (Strandén & Christensen 2011, GSE 43:25; see
+:mod:`henderson.cv.evaluate`). Returns None where the path is not exact (the caller
+then fits every fold).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..models._align import ID, records_frame
+from ..models.snpblup import centred_markers
+from ..spec.model import build_spec
+from ._snps import informative_snps, n_uninformative_leave_one_out, two_sum_pq
+from .fast import FixedVarianceCV
+
+
+def record_design(model, known_ids, y: pd.Series, data):
+    """y, X, record ids and fixed-effect names of the phenotyped records, and their
+    positions in ``y`` (records are matched to ``known_ids`` by id)."""
+    frame, formula, *_ = records_frame(y, known_ids, fixed=getattr(model, "fixed", None), data=data)
+    spec = build_spec(formula, frame)
+    rows = frame.index.get_indexer(spec.record_index)
+    # frame rows are the non-missing records of y, in y's order (absent ids were refused)
+    kept = np.flatnonzero(pd.to_numeric(pd.Series(y.to_numpy()), errors="coerce").notna().to_numpy())
+    ids = frame[ID].to_numpy(dtype=object)[rows]
+    return spec.y, spec.X, ids, spec.x_names, kept[rows]
+
+
+def _row(bv, yhat, h2, s_g, s_e, dropped=None) -> dict:
+    return {"bv": bv, "yhat": yhat, "h2": h2, "sigma2_g": s_g, "sigma2_e": s_e, "n_snps_dropped": dropped}
+
+
+def fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None):
+    """Rows (dicts: bv, ŷ, h², σ²_g, σ²_e, n_snps_dropped) per split, or None.
+
+    At held SNP-BLUP variances σ²_g is reported on the scale 2Σp_a q_a of all
+    genotyped individuals (:func:`~henderson.cv._snps.two_sum_pq`), as in the
+    brute-force path.
+    """
+    s_k, s_e = (float(v) for v in sigma2)
+    if kind == "snpblup" and geno.n_missing > 0:
+        return None  # W_T ≠ W_a + 1·2(p_a − p_T)' for mean-imputed calls
+    ids_all = K.ids if kind == "gblup" else geno.ids
+    yv, Xd, rec_ids, x_names, rec_pos = record_design(model, ids_all, y, data)
+    if "(Intercept)" not in x_names and kind == "snpblup":
+        return None  # centring invariance needs an intercept
+    n = len(rec_ids)
+    where = pd.Index(rec_pos)
+    # every split must train on all other phenotyped records (else: brute force)
+    for s in splits:
+        if len(s.train_pos) + len(s.test_pos) != n or (where.get_indexer(s.test_pos) < 0).any():
+            return None
+    one_per_id = not pd.Index(rec_ids).has_duplicates
+    if kind == "gblup":
+        kpos = K.index_of(rec_ids)
+        Kr = K.dense()[np.ix_(kpos, kpos)]
+        h2, s_g = s_k / (s_k + s_e), s_k
+    else:
+        lines = pd.unique(rec_ids)                     # SNP-BLUP trains on lines, not records
+        z = pd.Index(lines).get_indexer(rec_ids)
+        sub = geno.subset(ids=lines)
+        W, p_a = centred_markers(sub)
+        Kl = W @ W.T
+        Kr = Kl[np.ix_(z, z)]
+        s_g = two_sum_pq(geno) * s_k
+        h2 = s_g / (s_g + s_e)
+        dos = sub.dosages.astype(np.float64)
+    st = FixedVarianceCV.build(yv, Xd, Kr, s_k, s_e)
+    total = len(splits)
+    rows = []
+
+    def done(s, row):
+        rows.append(row)
+        if progress is not None:
+            progress(len(rows), total, {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos),
+                                        "n_test": len(s.test_pos), "path": "fast"})
+
+    loo = one_per_id and all(len(s.test_pos) == 1 for s in splits) and n == len(splits)
+    if loo:
+        yhat, bv = st.leave_one_out(rec_ids)
+        drop = None
+        if kind == "snpblup":  # vectorised over individuals
+            B = s_k * (W.T @ st.loo_u())                          # β̂(−i) as columns (m, n)
+            p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
+            bv = bv + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)
+            drop = n_uninformative_leave_one_out(dos)
+        for s in splits:
+            j = where.get_loc(s.test_pos[0])
+            done(s, _row(bv[j:j + 1], yhat[j:j + 1], h2, s_g, s_e, None if drop is None else int(drop[j])))
+        return rows
+    for s in splits:
+        t = where.get_indexer(s.test_pos)
+        yhat, bv, u = st.fold(t, label=s.fold)
+        drop = None
+        if kind == "snpblup":
+            beta = s_k * (W.T @ np.bincount(z, weights=u, minlength=len(lines)))  # σ²_β W'Z'u
+            tr = np.ones(n, bool)
+            tr[t] = False
+            tr_lines = np.unique(z[tr])
+            p_t = dos[tr_lines].mean(0) / 2.0
+            bv = bv + 2.0 * (p_a - p_t) @ beta
+            drop = int(np.count_nonzero(~informative_snps(sub.subset(ids=lines[tr_lines]))))
+        done(s, _row(bv, yhat, h2, s_g, s_e, drop))
+    return rows
