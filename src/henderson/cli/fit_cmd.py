@@ -42,8 +42,10 @@ def fit(
         "--genotypes", help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
                             "named 'id' (or --genotypes-term).")] = None,
     genotypes_term: Annotated[Optional[str], typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
+    coding: Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
+    selfing: Annotated[bool, typer.Option("--selfing", help="Allow selfed individuals (sire == dam) in the pedigree.")] = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
     quiet: QuietOpt = False,
@@ -90,17 +92,18 @@ def fit(
         with s.step("Reading pedigree and building A⁻¹"):
             from ..relationships.pedigree import pedigree_inverse
 
-            ped, notes = read_pedigree_file(pedigree, *cols)
-            s.notes += notes
+            ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
             covs_inv[term] = pedigree_inverse(ped)
             s.add_input("pedigree", pedigree)
+        for note in notes:
+            s.warn(note)
         genetic[term] = "pedigree A"
     if genotypes is not None:
         term = _choose_term(groups, genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G"):
             from ..relationships.genomic import genomic_relationship
 
-            geno = read_genotypes_file(genotypes)
+            geno = read_genotypes_file(genotypes, coding)
             covs[term] = genomic_relationship(geno, method=grm_method)
             s.add_input("genotypes", genotypes)
         genetic[term] = f"genomic G ({grm_method})"

@@ -60,6 +60,7 @@ def ainv(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id1,id2,value, lower triangle (id1 is the younger or same animal).")],
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV.")] = None,
+    selfing: Annotated[bool, typer.Option("--selfing", help="Allow selfed individuals (sire == dam, plant pedigrees).")] = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
@@ -73,7 +74,9 @@ def ainv(
     if len(cols) != 3:
         raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
     with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *cols)
+        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
+    for note in notes:
+        s.warn(note)
     with s.step("Building A⁻¹"):
         Ai = pedigree_inverse(ped)
     low = sp.tril(sp.csr_matrix(Ai.matrix), format="coo")
