@@ -18,7 +18,7 @@ from .data.pedigree import Pedigree
 from .errors import DataError, ModelError, format_ids
 from .models import fit_gblup, fit_pblup, fit_snpblup, predict_from_snp_effects
 from .models._align import ID
-from .models.snpblup import centred_markers
+from .models.snpblup import centred_crossprod, h2_note
 from .relationships.container import Relationship, as_relationship
 from .relationships.genomic import genomic_relationship
 
@@ -85,7 +85,17 @@ class GBLUP(_Base):
     variance_components_, fixed_effects_ : DataFrame
     gebv_ : DataFrame indexed by id: ``gebv, pev, reliability, n_records``
     h2_, h2_se_ : float
+        h² = σ²_g/(σ²_g + σ²_e) and its delta-method SE: σ²_g is the genetic
+        variance of an individual with Gᵢᵢ = 1 (rrBLUP's and sommer's convention). When
+        mean(diag G) is far from 1 — inbred lines coded 0/2 have mean(diag G) ≈ 2 —
+        the genetic variance of the sample is σ²_g·(mean(diag G) − mean(G)) (Legarra
+        2016, Genetics Sel. Evol. 48:89) and the heritability on that scale differs;
+        the fit notes (``result_.notes``) give both.
     dual_coef_ : Series by id, α with ĝ = Gα (α = σ²_g Z'Py)
+    snp_effects_ : DataFrame or None
+        Fitted on Genotypes with ``grm="vanraden1"``: the equivalent SNP-BLUP effects
+        β̂ = W'α/(2Σpq) (one pass over the genotypes; ĝ = Wβ̂), columns ``snp, chrom,
+        pos, allele1, allele2, freq, effect``, to score new animals. None otherwise.
     G_ : Relationship
     """
 
@@ -118,26 +128,39 @@ class GBLUP(_Base):
         codes = G.index_of(res.record_levels[ID])
         alpha = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=G.n) * s_g
         self.dual_coef_ = pd.Series(alpha, index=pd.Index(G.ids, name=ID), name="alpha")
+        M = G.matrix  # dense, sparse or dask: no dense copy for this
+        d_scale = float(M.diagonal().mean()) - float(M.mean())
+        object.__setattr__(res, "notes", tuple(res.notes) + (h2_note(s_g, s_e, d_scale),))
+        self.snp_effects_ = None
+        if self.genotypes_ is not None and self.grm == "vanraden1":
+            self.snp_effects_ = self._snp_effects(alpha)
         return self
+
+    def _snp_effects(self, alpha) -> pd.DataFrame:
+        """β̂ = W'α/(2Σpq): G = WW'/(2Σpq) gives ĝ = Gα = Wβ̂ (SNP-BLUP at equal σ²)."""
+        geno, freq = self.genotypes_, self.allele_freq_
+        ok = geno.n_called > 0  # SNPs genomic_relationship used
+        c = 2.0 * float(np.sum(freq[ok] * (1 - freq[ok])))
+        t = geno.snps.copy()
+        t["freq"] = freq
+        t["effect"] = centred_crossprod(geno, alpha[self.G_.index_of(geno.ids)], freq) / c
+        return t
 
     def predict(self, X=None) -> pd.Series:
         """GEBVs: of the fitted individuals (X None or a list of ids), or of new genotypes.
 
-        New individuals: ĝ_new = G_new,fit α with G_new,fit = W_new W'/(2Σpq), centred
-        with the fitted allele frequencies (``grm="vanraden1"`` only).
+        New individuals: ĝ_new = G_new,fit α = W_new β̂ with G_new,fit = W_new W'/(2Σpq),
+        centred with the fitted allele frequencies (``grm="vanraden1"`` only); SNPs are
+        matched by id and counted allele (swaps flipped and reported, mismatches an
+        error: :func:`~henderson.models.predict_from_snp_effects`).
         """
         self._check_fitted()
         if X is None:
             return self.gebv_["gebv"]
         if isinstance(X, Genotypes):
-            if self.genotypes_ is None or self.grm != "vanraden1":
+            if self.snp_effects_ is None:
                 raise ModelError("predicting new genotypes needs a GBLUP fitted on genotypes with grm='vanraden1'")
-            fit_geno = self.genotypes_
-            Wn, _ = centred_markers(X.subset(snps=fit_geno.snp_ids), self.allele_freq_)
-            Wf, _ = centred_markers(fit_geno, self.allele_freq_)
-            c = 2.0 * np.sum(self.allele_freq_ * (1 - self.allele_freq_))
-            g = Wn @ (Wf.T @ self.dual_coef_.loc[fit_geno.ids].to_numpy()) / c
-            return pd.Series(g, index=pd.Index(X.ids, name=ID), name="gebv")
+            return predict_from_snp_effects(X, self.snp_effects_)
         return _bv_of_ids(self.gebv_, X, "fitted relationship matrix")
 
 
@@ -148,31 +171,42 @@ class SNPBLUP(_Base):
     ----------
     method : {"reml", "ml"}
     space : {"auto", "marker", "individual"}
-        Solve in marker space (m < n) or individual space (n ≤ m); ``auto`` picks the
-        smaller and reports it in ``space_``.
+        Solve in marker space (MME of order m + p) or individual space (the N × N
+        kernel WW' over all N genotyped individuals, phenotyped or not); ``auto`` takes
+        marker space when m < N, and reports the choice and why in ``space_`` and the
+        fit notes.
     fixed, sigma2 ((σ²_β, σ²_e)), missing, pev : as :class:`GBLUP`
+    snp_se : bool or "auto"
+        SEs of the SNP effects (√PEV, rrBLUP's ``u.SE``). Marker space: one MME
+        inverse, always computed under ``auto``. Individual space: O(n²m), computed
+        under ``auto`` up to n²m = 2·10¹⁰ (a second or two), otherwise NaN with a note;
+        ``True`` forces it. Not computed when ``pev=False`` unless ``True``.
 
     Attributes
     ----------
-    snp_effects_ : DataFrame (snp, chrom, pos, allele1, allele2, freq, effect)
+    snp_effects_ : DataFrame (snp, chrom, pos, allele1, allele2, freq, effect, se)
     gebv_ : DataFrame indexed by id
-    sigma2_beta_, sigma2_g_ (= 2Σpq σ²_β), h2_, h2_se_, allele_freq_, space_
+    sigma2_beta_, sigma2_g_ (= 2Σpq σ²_β), allele_freq_, space_
+    h2_, h2_se_ : float
+        σ²_g/(σ²_g + σ²_e) (rrBLUP's convention; see :class:`GBLUP` for the scale of
+        σ²_g when mean(diag G) ≠ 1, e.g. inbred lines; the notes give both values).
     """
 
     def __init__(self, method="reml", space="auto", fixed=None, sigma2=None, missing="error",
-                 pev="auto"):
+                 pev="auto", snp_se="auto"):
         self.method = method
         self.space = space
         self.fixed = fixed
         self.sigma2 = sigma2
         self.missing = missing
         self.pev = pev
+        self.snp_se = snp_se
 
     def fit(self, X, y, data=None):
         if not isinstance(X, Genotypes):
             raise DataError("SNPBLUP.fit needs Genotypes (henderson.read_genotypes or Genotypes.from_frame)")
         f = fit_snpblup(y, X, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
-                        space=self.space, missing=self.missing, pev=self.pev)
+                        space=self.space, missing=self.missing, pev=self.pev, snp_se=self.snp_se)
         self._set_common(f.result)
         self.fit_ = f
         self.snp_effects_ = f.snp_effects
@@ -185,7 +219,11 @@ class SNPBLUP(_Base):
         return self
 
     def predict(self, X=None) -> pd.Series:
-        """GEBVs of new genotypes: (X − 2p_train)β̂, SNPs matched by id."""
+        """GEBVs of new genotypes: (X − 2p_train)β̂, SNPs matched by id and counted allele.
+
+        Swapped alleles are flipped (counted, reported by a :class:`DataWarning`);
+        mismatched alleles are an error (:func:`~henderson.models.predict_from_snp_effects`).
+        """
         self._check_fitted()
         if X is None:
             return self.gebv_["gebv"]
@@ -209,7 +247,10 @@ class PedigreeBLUP(_Base):
     Attributes
     ----------
     gebv_ (alias ``ebv_``) : DataFrame indexed by animal id
-    h2_, h2_se_ : float (σ²_a over the total)
+    h2_, h2_se_ : float
+        σ²_a over the sum of all variance components (σ²_a + extra terms + σ²_e), the
+        usual animal-model heritability (σ²_a is the additive variance of the
+        non-inbred base animals, A = 1 on their diagonal), with its delta-method SE.
     """
 
     def __init__(self, method="reml", fixed=None, random=None, sigma2=None, missing="error"):

@@ -5,29 +5,45 @@ mean-imputed, W = 0). With G = WW'/(2Σpq) the model is GBLUP with g = Wβ and
 σ²_g = 2Σpq·σ²_β (VanRaden 2008; Strandén & Garrick 2009), so the two give identical
 predictions at matching variances.
 
-Which side is solved (chosen automatically, reported as ``space``):
+Which side is solved (chosen automatically, reported as ``space`` and in the notes):
 
-- marker space (m SNPs < n records): the MME of order m + p, [Z̃ = ZW];
-- individual space (n ≤ m): the spectral solver on K = WW' (order n).
+- marker space when m < N: the MME of order m + p with Z̃ = ZW (n × m);
+- individual space when N ≤ m: the spectral solver on K = WW', which is formed over
+  all N genotyped individuals (phenotyped or not, so that every one gets a GEBV).
+
+N, not the number of records n, is what the individual side costs (forming the N × N
+kernel is O(N²m)), so it is the size compared with m.
 
 In both, β̂ = σ²_β W'Z'Py and Py = ê/σ²_e (the MME residuals), so the effects are
 back-solved without inverting G; ĝ = Wβ̂ for every genotyped individual.
+
+Standard errors of the SNP effects (``se`` = √PEV(β̂ⱼ), as rrBLUP's ``u.SE``) come
+from the MME inverse in marker space and from P in individual space
+(:func:`snp_pev`); the latter costs O(n²m) and is optional (``snp_se``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.linalg as sla
 
 from ..api import fit_spec
-from ..data.genotypes import Genotypes
-from ..errors import DataError
+from ..data.genotypes import MISSING, Genotypes
+from ..errors import DataError, DataWarning
 from ..results import FitResult, ratio_table
 from ..spec.model import RandomTerm, build_spec
+from ._alleles import allele_flips
 from ._align import ID, records_frame
+from ._kernels import crossprod_int8, crossprod_int8_t
+
+#: multiply-adds (n²·m) up to which ``snp_se="auto"`` computes SNP-effect SEs in
+#: individual space (~1-2 s on two cores); beyond it, pass ``snp_se=True``.
+SNP_SE_BUDGET = 2e10
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,13 +56,18 @@ class SNPBLUPFit:
         Variance components (``id`` row is σ²_β, the per-SNP variance), fixed
         effects, GEBVs (``blups["id"]``) and fit statistics.
     snp_effects : DataFrame
-        One row per SNP: ``snp, chrom, pos, allele1, allele2, freq, effect``.
+        One row per SNP: ``snp, chrom, pos, allele1, allele2, freq, effect, se``;
+        ``effect`` is per copy of ``allele1``, ``se`` = √PEV (NaN when not computed,
+        see ``snp_se`` and the notes).
     allele_freq : ndarray, shape (m,)
         Frequencies used to centre W (needed to score new individuals).
     two_sum_pq : float
         2Σpᵢqᵢ, so σ²_g = two_sum_pq · σ²_β.
     sigma2_g, h2, h2_se : float
-        Genomic variance on the G scale, heritability σ²_g/(σ²_g + σ²_e), its SE.
+        Genomic variance on the G scale (σ²_g = 2Σpq·σ²_β, the variance of a gᵢ
+        whose G diagonal is 1) and h² = σ²_g/(σ²_g + σ²_e) with its SE. This is
+        rrBLUP's convention; for inbred lines (0/2 counts) mean(diag G) ≈ 2 and the
+        variance of the genetic values is about 2σ²_g (see ``docs/gblup_snpblup.md``).
     space : {"marker", "individual"}
     """
 
@@ -79,7 +100,7 @@ def centred_markers(geno: Genotypes, allele_freq=None) -> tuple[np.ndarray, np.n
 
 def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data=None,
                 method: str = "reml", sigma2=None, space: str = "auto", allele_freq=None,
-                missing: str = "error", pev="auto") -> SNPBLUPFit:
+                missing: str = "error", pev="auto", snp_se="auto") -> SNPBLUPFit:
     """Fit SNP-BLUP by REML (or at given (σ²_β, σ²_e)).
 
     Parameters
@@ -90,10 +111,15 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     method : {"reml", "ml"}
     sigma2 : (σ²_β, σ²_e), optional
     space : {"auto", "marker", "individual"}
+        ``auto``: marker space when m < N (genotyped individuals), else individual.
     allele_freq : array (m,), optional — centring frequencies (default: observed in ``geno``)
     missing : {"error", "drop"}
     pev : bool or "auto"
         PEV of the GEBVs (exact; costs O(n²N) in individual space, as GBLUP).
+    snp_se : bool or "auto"
+        Standard errors of the SNP effects (:func:`snp_pev`). ``auto``: always in
+        marker space (cost of one more MME inverse), in individual space when
+        n²m ≤ ``SNP_SE_BUDGET`` (it costs O(n²m)); never when ``pev=False``.
     """
     frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing,
                                              what="genotypes")
@@ -101,19 +127,18 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     W, freq = centred_markers(geno, allele_freq)
     two_sum_pq = float(2.0 * np.sum(freq * (1.0 - freq)))
     codes = pd.Index(geno.ids).get_indexer(frame.loc[spec.record_index, ID].to_numpy())
-    if space == "auto":
-        space = "marker" if geno.p < spec.n else "individual"
-    if space not in ("marker", "individual"):
-        raise DataError(f"space must be 'auto', 'marker' or 'individual', not {space!r}")
+    space, why = _choose_space(space, geno.p, geno.n)
     counts = np.bincount(codes, minlength=geno.n)
     kdiag = np.einsum("ij,ij->i", W, W)
+    K = None
     if space == "marker":
         term = RandomTerm(ID, geno.ids, codes, "factor", kernel=None, k_diag=kdiag,
                           n_records=counts, source="WW' (marker space)")
         object.__setattr__(term, "_factor", W)  # K = WW' is never formed
         solver = "dense"
     else:
-        term = RandomTerm(ID, geno.ids, codes, "factor", kernel=W @ W.T, k_diag=kdiag,
+        K = W @ W.T
+        term = RandomTerm(ID, geno.ids, codes, "factor", kernel=K, k_diag=kdiag,
                           n_records=counts, source="WW' (individual space)")
         solver = "spectral"
     res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2,
@@ -125,12 +150,106 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     effects = geno.snps.copy()
     effects["freq"] = freq
     effects["effect"] = beta
+    n, m = spec.n, geno.p
+    want_se = (snp_se is True or (snp_se == "auto" and pev is not False
+                                  and (space == "marker" or float(n) * n * m <= SNP_SE_BUDGET)))
+    if want_se:
+        Kr = None if K is None else K[np.ix_(codes, codes)]
+        effects["se"] = np.sqrt(snp_pev(W[codes], spec.X, s_b, s_e, space, Kr=Kr))
+    else:
+        effects["se"] = np.nan
+        notes = notes + [f"SNP-effect SEs not computed (snp_se={snp_se!r}, pev={pev!r}; individual "
+                         f"space costs n^2*m = {float(n) * n * m:.2g} multiply-adds): pass snp_se=True"]
     s_g = two_sum_pq * s_b
     h2, h2_se = _heritability(res, two_sum_pq)
-    notes = notes + [f"SNP-BLUP solved in {space} space ({geno.p} SNPs, {spec.n} records); "
-                     f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g}"]
+    # mean(diag G) − mean(G) with G = WW'/2Σpq: the genetic variance of the sample is
+    # σ²_g times this (Legarra 2016); ≈ 2 for inbred lines coded 0/2
+    d_scale = (kdiag.mean() - float(np.sum(W.sum(axis=0) ** 2)) / geno.n ** 2) / two_sum_pq
+    notes = notes + [
+        f"SNP-BLUP solved in {space} space: {why}",
+        f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g} = {s_g:.6g}",
+        h2_note(s_g, s_e, d_scale)]
     object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
     return SNPBLUPFit(res, effects, freq, two_sum_pq, s_g, h2, h2_se, space)
+
+
+def _choose_space(space: str, m: int, N: int) -> tuple[str, str]:
+    """Marker space (MME of order m + p) when m < N, else individual space (N × N WW')."""
+    if space not in ("auto", "marker", "individual"):
+        raise DataError(f"space must be 'auto', 'marker' or 'individual', not {space!r}")
+    if space != "auto":
+        return space, f"as asked (space={space!r}; {m} SNPs, {N} genotyped individuals)"
+    if m < N:
+        return "marker", (f"{m} SNPs < {N} genotyped individuals: the MME of order m + p is "
+                          "smaller than the N x N kernel WW'")
+    return "individual", (f"{m} SNPs >= {N} genotyped individuals: the N x N kernel WW' "
+                          "(all genotyped, phenotyped or not) is smaller than the marker MME")
+
+
+def h2_note(s_g: float, s_e: float, d_scale: float) -> str:
+    """The two heritabilities: rrBLUP's σ²_g/(σ²_g+σ²_e) and on the sample's scale."""
+    h2_scaled = s_g * d_scale / (s_g * d_scale + s_e)
+    return (f"h2 = sigma2_g/(sigma2_g + sigma2_e) = {s_g / (s_g + s_e):.4g} (rrBLUP's convention: "
+            f"sigma2_g is the variance of an individual with G_ii = 1); mean(diag G) - mean(G) = "
+            f"{d_scale:.4g}, so on the scale of this sample's genetic variance "
+            f"h2 = {d_scale:.4g}*sigma2_g/({d_scale:.4g}*sigma2_g + sigma2_e) = {h2_scaled:.4g}")
+
+
+def snp_pev(Wr: np.ndarray, X: np.ndarray, s_b: float, s_e: float, space: str, *,
+            Kr: np.ndarray | None = None, block: int = 2048) -> np.ndarray:
+    """Prediction error variances of the SNP effects, PEV(β̂ⱼ) = Var(βⱼ − β̂ⱼ).
+
+    Parameters
+    ----------
+    Wr : ndarray, shape (n, m)
+        Centred markers of the records, W̃ = ZW.
+    X : ndarray, shape (n, p)
+        Full-rank fixed-effect matrix.
+    s_b, s_e : float
+        σ²_β and σ²_e.
+    space : {"marker", "individual"}
+        Which (equivalent) formula to use:
+
+        - marker (Henderson 1975): σ²_e·diag(C^ββ), C^ββ the SNP block of the MME
+          inverse, = (W̃'MW̃ + λI)⁻¹ with M = I − X(X'X)⁻¹X' (X absorbed), λ = σ²_e/σ²_β.
+          O(nm² + m³).
+        - individual: σ²_β − σ⁴_β·diag(W̃'PW̃), P = V⁻¹ − V⁻¹X(X'V⁻¹X)⁻¹X'V⁻¹,
+          V = σ²_β W̃W̃' + σ²_e I (Var(β̂) = σ⁴_β W̃'PW̃). O(n²m), SNPs in blocks.
+    Kr : ndarray, shape (n, n), optional
+        W̃W̃' if already formed.
+
+    Returns
+    -------
+    ndarray, shape (m,)
+        rrBLUP's ``u.SE`` is the square root.
+    """
+    n, m = Wr.shape
+    if s_b <= 0:
+        return np.zeros(m)  # β ≡ 0 on the boundary: predicted without error
+    if space == "marker":
+        Q, _ = np.linalg.qr(X)
+        Wm = Wr - Q @ (Q.T @ Wr)  # MW̃
+        C = Wm.T @ Wm
+        C[np.diag_indices(m)] += s_e / s_b
+        c, info = sla.lapack.dpotrf(C, lower=1, overwrite_a=1)
+        if info == 0:
+            inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"SNP block of the MME not positive definite (LAPACK info {info})")
+        return s_e * np.diag(inv).copy()
+    V = Kr.copy() if Kr is not None else Wr @ Wr.T
+    V *= s_b
+    V[np.diag_indices(n)] += s_e
+    L = sla.cho_factor(V, lower=True, overwrite_a=True)
+    VX = sla.cho_solve(L, X)
+    XVX = sla.cho_factor(X.T @ VX)
+    d = np.empty(m)
+    for j in range(0, m, block):
+        Wb = Wr[:, j:j + block]
+        A = sla.cho_solve(L, Wb)  # V⁻¹W̃_b
+        XA = X.T @ A
+        d[j:j + block] = np.einsum("ij,ij->j", Wb, A) - np.einsum("ij,ij->j", XA, sla.cho_solve(XVX, XA))
+    return s_b - s_b ** 2 * d
 
 
 def _heritability(res: FitResult, scale: float) -> tuple[float, float]:
@@ -144,16 +263,74 @@ def _heritability(res: FitResult, scale: float) -> tuple[float, float]:
     return float(ratio[0]), float(ratio_se[0])
 
 
-def predict_from_snp_effects(geno: Genotypes, snp_effects: pd.DataFrame, allele_freq=None) -> pd.Series:
-    """Score individuals: ĝ = (X − 2p)β̂, SNPs matched by id.
+def predict_from_snp_effects(geno: Genotypes, snp_effects: pd.DataFrame, allele_freq=None,
+                             *, check_alleles: bool = True) -> pd.Series:
+    """Score individuals: ĝ = (X − 2p)β̂, SNPs matched by id and by counted allele.
 
-    ``allele_freq`` defaults to the ``freq`` column of ``snp_effects`` (the training
-    frequencies), as cross-validation and prediction of new animals require.
+    Parameters
+    ----------
+    geno : Genotypes (n individuals, any SNPs including those of the model)
+    snp_effects : DataFrame with ``snp, freq, effect`` (and ``allele1, allele2``)
+    allele_freq : array (m,), optional
+        Centring frequencies; default the ``freq`` column (the training frequencies,
+        as cross-validation and prediction of new animals require).
+    check_alleles : bool
+        When both sides carry allele labels, SNPs whose counted allele is swapped are
+        flipped (x → 2 − x; counted, reported in a :class:`DataWarning` and in the
+        result's ``attrs["notes"]``) and SNPs whose alleles do not match are an error
+        (see :mod:`henderson.models._alleles`).
+
+    Returns
+    -------
+    Series (n,) indexed by id, ``attrs["notes"]`` listing what was done.
+
+    Notes
+    -----
+    A flipped SNP is scored as ((2 − x) − 2p)β = (x − 2(1 − p))(−β): the sign of its
+    effect and its frequency are switched instead of copying the dosages. The product
+    is accumulated over SNP blocks, so no n × m float copy is made.
     """
-    sub = geno.subset(snps=snp_effects["snp"].astype(str).to_numpy())
-    freq = snp_effects["freq"].to_numpy() if allele_freq is None else allele_freq
-    W, _ = centred_markers(sub, freq)
-    return pd.Series(W @ snp_effects["effect"].to_numpy(), index=pd.Index(sub.ids, name=ID), name="gebv")
+    snp_ids = snp_effects["snp"].astype(str).to_numpy()
+    sub = geno.subset(snps=snp_ids)
+    freq = np.asarray(snp_effects["freq"].to_numpy() if allele_freq is None else allele_freq, dtype=float)
+    beta = snp_effects["effect"].to_numpy(dtype=float)
+    notes: list[str] = []
+    if check_alleles and {"allele1", "allele2"} <= set(snp_effects.columns):
+        flip, notes = allele_flips(snp_effects.reset_index(drop=True), sub.snps)
+        if flip.any():
+            beta = np.where(flip, -beta, beta)
+            freq = np.where(flip, 1.0 - freq, freq)
+            warnings.warn(notes[0], DataWarning, stacklevel=2)
+    g = np.zeros(sub.n)
+    for cols, w in sub.centered(allele_freq=freq):
+        g += w @ beta[cols]
+    out = pd.Series(g, index=pd.Index(sub.ids, name=ID), name="gebv")
+    out.attrs["notes"] = notes
+    return out
+
+
+def centred_crossprod(geno: Genotypes, a: np.ndarray, allele_freq) -> np.ndarray:
+    """W'a, shape (m,), for W = X − 2p (missing calls 0) without an n × m float copy.
+
+    With int8 calls one numba pass gives Σᵢxᵢⱼaᵢ and Σᵢaᵢ over called genotypes, and
+    W'a = xa − 2p·sa; float dosages go block by block.
+    """
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    freq = np.asarray(allele_freq, dtype=np.float64)
+    if geno.is_integer:
+        d = geno.dosages
+        if d.flags.c_contiguous:
+            xa, sa = crossprod_int8(d, a, MISSING)
+        else:
+            xa, sa = crossprod_int8_t(np.ascontiguousarray(d.T), a, MISSING)
+        with np.errstate(invalid="ignore"):
+            out = xa - 2.0 * freq * sa
+    else:
+        out = np.empty(geno.p)
+        for cols, w in geno.centered(allele_freq=freq):
+            out[cols] = w.T @ a
+    out[geno.n_called == 0] = 0.0  # a SNP without calls has a zero centred column
+    return out
 
 
 def snp_effects_from_gebv(gebv: pd.Series, geno: Genotypes, allele_freq=None) -> np.ndarray:
