@@ -9,25 +9,34 @@ eigendecomposition). With ỹ = Q'y and X̃ = Q'X every REML evaluation is O(n(p
 - −2ℓ_REML = (n − p) log 2π + log|M| + log|X̃'M⁻¹X̃| + y'Py (lme4's constants).
 
 σ²_e is profiled out (σ̂²_e = y'P₁y/(n − p) at ratio h = σ²_g/σ²_e) and the remaining
-one-dimensional search over log h is done by Brent's method, with the boundary h = 0
-compared explicitly. Standard errors come from the average-information matrix
+one-dimensional search over log h is a grid bracket, Brent's method, and Newton
+polishing with the exact score and AI, with the boundary h = 0 compared explicitly;
+every evaluation is logged (see :meth:`SpectralSolver.optimise`). Standard errors come from the average-information matrix
 AI_ij = ½ wᵢ'Pwⱼ (w_g = K_r Py, w_e = Py), which needs only tridiagonal products.
 BLUPs for every level of K (with or without records) are ĝ = σ²_g K Z'Py; Py = Q a.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import scipy.linalg as sla
 import scipy.optimize as so
 from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
-from ..errors import NotPositiveDefiniteError
+from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+from ..spec.model import PSD_TOL, psd_error
 from ._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
 
 LOG2PI = float(np.log(2 * np.pi))
 LOG_H_BOUNDS = (-25.0, 25.0)
+#: Newton polishing is converged when its last step changes σ² by less than this
+#: (relative); Newton on the exact score converges quadratically, so an accepted
+#: optimum is ~1e-12 away, and a larger step means the polishing was cut short.
+POLISH_TOL = 1e-6
 
 
 class SpectralSolver:
@@ -41,11 +50,17 @@ class SpectralSolver:
         Covariance of the N levels (e.g. G of all genotyped individuals).
     codes : ndarray of int, shape (n,)
         Level of each record.
+    term : str
+        The term's name, for messages and the log columns.
+    ids : ndarray of str, shape (N,), optional
+        Level ids, so that a covariance that is not PSD is reported by id.
     """
 
     name = "spectral"
 
-    def __init__(self, y, X, K, codes):
+    def __init__(self, y, X, K, codes, term: str = "g", ids=None):
+        self.term = term
+        self.ids = np.asarray(ids, dtype=object) if ids is not None else np.arange(K.shape[0]).astype(str)
         self.y = np.asarray(y, dtype=np.float64)
         self.X = np.asarray(X, dtype=np.float64)
         self.K = K
@@ -66,12 +81,23 @@ class SpectralSolver:
         ev = lapack.dsterf(d.copy(), e.copy())[0]
         self.eigenvalues = ev  # of K_r (= of T), for the traces in the score
         self.eig_min, self.eig_max = float(ev[0]), float(ev[-1])
-        if self.eig_min < -1e-6 * max(self.eig_max, 1e-300):
-            raise NotPositiveDefiniteError(
-                f"the relationship matrix of the phenotyped records is not positive "
-                f"semi-definite: smallest eigenvalue {self.eig_min:.4g} (largest {self.eig_max:.4g}). "
-                "Blend it with a positive definite matrix (e.g. 0.99 G + 0.01 A22 or + 0.01 I)."
-            )
+        if self.eig_min < -PSD_TOL * max(self.eig_max, 1e-300):
+            raise self._psd_error()
+
+    def _psd_error(self) -> NotPositiveDefiniteError:
+        """The spec's PSD error, naming the ids that load on K_r's smallest eigenvector.
+
+        That eigenvector comes from T (one eigenpair of a tridiagonal, O(n)) and the
+        stored reflectors: no second decomposition. K_r = ZKZ' keeps K's inertia on the
+        levels with records, and its eigenvector is constant within a level, so each
+        level's loading is that of its records.
+        """
+        _, t = sla.eigh_tridiagonal(self.d, self.e, select="i", select_range=(0, 0))
+        v = apply_q(self._c, self._tau, np.ascontiguousarray(t))[:, 0]
+        load = np.zeros(self.K.shape[0])
+        np.maximum.at(load, self.codes, np.abs(v))
+        return psd_error(self.term, self.ids, self.eig_min, self.eig_max, load,
+                         what=" (on its levels with records, ZKZ')")
 
     def _identity_codes(self) -> bool:
         return self.n == self.K.shape[0] and np.array_equal(self.codes, np.arange(self.n))
@@ -124,11 +150,65 @@ class SpectralSolver:
             val += pc["logdet_x"]
         return val, se
 
-    def optimise(self, method="reml"):
-        """Maximise the profiled likelihood over log h; returns (σ²_g, σ²_e, info)."""
-        f = lambda lh: self._profiled(lh, method)[0]  # noqa: E731
-        grid = np.linspace(-12, 12, 25)
-        vals = [f(g) for g in grid]
+    def optimise(self, method="reml", *, max_iter: int = 200, start=None):
+        """Maximise the profiled likelihood over log h = log(σ²_g/σ²_e).
+
+        1. a grid of 25 values of log h spanning ±12 (around the ``start`` ratio if
+           given) brackets the optimum;
+        2. Brent's method (``scipy.optimize.minimize_scalar``, bounded, at most
+           ``max_iter`` iterations) within the bracket;
+        3. up to 4 Newton steps on (σ²_g, σ²_e) with the exact score and AI: Brent on
+           function values locates the optimum only to ~sqrt(eps);
+        4. the boundary h = 0 is compared explicitly.
+
+        Every evaluation is a row of ``info["log"]`` (iteration, step, σ², −2 log L);
+        ``info["iterations"]`` counts Brent iterations plus Newton steps.
+
+        Returns
+        -------
+        sg, se : float
+            σ²_g (0 on the boundary) and σ²_e.
+        info : dict
+            ``log`` (DataFrame), ``iterations``, ``converged``, ``boundary``,
+            ``evaluations``, ``message``.
+
+        Raises
+        ------
+        ModelError
+            When σ²_g and σ²_e cannot be told apart (see
+            :mod:`henderson.reml.identifiability`), or when the residual variance
+            heads to zero (the random effect absorbs everything), as the dense solver.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When Brent stops at ``max_iter`` or the Newton polishing does not settle;
+            the warning carries the log.
+        """
+        from ..reml.identifiability import check_spectral
+
+        check_spectral(self, self.term, method)
+        rows = []
+        names = (f"sigma2_{self.term}", "sigma2_Residual")
+
+        def record(step, sg, se, val):
+            rows.append({"iteration": len(rows), "step": step, "m2ll": float(val),
+                         names[0]: float(sg), names[1]: float(se)})
+
+        def f(lh, step="brent"):
+            val, se = self._profiled(lh, method)
+            record(step, np.exp(lh) * se, se, val)
+            return val
+
+        centre = 0.0
+        if start is not None:
+            st = np.asarray(start, dtype=float)
+            if st.shape != (2,) or not np.all(np.isfinite(st)) or st[1] <= 0 or st[0] < 0:
+                raise ModelError(f"start needs (sigma2_{self.term} >= 0, sigma2_Residual > 0), got {start!r}")
+            centre = float(np.clip(np.log(max(st[0], 1e-300) / st[1]), -12.0, 12.0))
+        grid = centre + np.linspace(-12, 12, 25)
+        grid = grid[(grid >= LOG_H_BOUNDS[0]) & (grid <= LOG_H_BOUNDS[1])]
+        vals = [f(g, "grid") for g in grid]
         i = int(np.argmin(vals))
         lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
         if i == 0:
@@ -136,31 +216,58 @@ class SpectralSolver:
         if i == len(grid) - 1:
             hi = LOG_H_BOUNDS[1]
         res = so.minimize_scalar(f, bounds=(lo, hi), method="bounded",
-                                 options={"xatol": 1e-10, "maxiter": 500})
+                                 options={"xatol": 1e-10, "maxiter": max(int(max_iter), 1)})
         log_h = float(res.x)
         val, se = self._profiled(log_h, method)
-        h = np.exp(log_h)
-        # Brent on function values locates the optimum only to ~sqrt(eps); Newton
-        # steps with the exact score and AI polish it to full precision.
-        sg, se = h * se, se
-        for _ in range(4):
-            step = np.linalg.solve(self.average_information(sg, se), self.score(sg, se, method))
-            if not (sg + step[0] > 0 and se + step[1] > 0):
-                break
+        if log_h >= LOG_H_BOUNDS[1] - 1e-6:
+            raise ModelError(
+                f"the residual variance is being estimated at zero ({self.n} records, "
+                f"{self.K.shape[0]} levels of {self.term!r}): the random effect can absorb all the "
+                "variation in these data. Give known variances (sigma2=...) or simplify the model."
+            )
+        sg, se = np.exp(log_h) * se, se
+        # last_step: relative size of the Newton step computed at the final point (a
+        # step too small to matter, or one rejected for not improving -2logL at
+        # rounding level, both mean the point is the optimum to POLISH_TOL)
+        steps, last_step = 0, np.inf
+        for _ in range(5):
+            try:
+                step = np.linalg.solve(self.average_information(sg, se), self.score(sg, se, method))
+            except (np.linalg.LinAlgError, NotPositiveDefiniteError):
+                break  # AI singular: Brent's point stands and is judged below
+            last_step = float(np.max(np.abs(step) / np.array([sg, se])))
             new = (sg + step[0], se + step[1])
-            if self.m2ll(*new, method) > self.m2ll(sg, se, method) + 1e-12 * abs(val):
+            if last_step < 1e-12 or not (new[0] > 0 and new[1] > 0):
+                break
+            new_val = self.m2ll(*new, method)
+            if new_val > self.m2ll(sg, se, method) + 1e-12 * abs(val):
                 break
             sg, se = new
-            if np.max(np.abs(step) / np.array([sg, se])) < 1e-12:
-                break
-        h = sg / se
+            steps += 1
+            record("newton", sg, se, new_val)
         val = self.m2ll(sg, se, method)
         # the boundary h = 0: V = σ²_e I, compare explicitly
         at_zero = self._boundary_value(method)
+        record("boundary", 0.0, at_zero[1], at_zero[0])
         boundary = at_zero[0] <= val + 1e-10 or log_h <= LOG_H_BOUNDS[0] + 1e-6
+        log = pd.DataFrame(rows)
+        iterations = int(res.nit) + steps
+        info = dict(log=log, iterations=iterations, evaluations=len(rows), boundary=boundary)
+        problems = []
+        if not res.success:
+            problems.append(f"Brent's search stopped after {res.nit} iterations (max_iter={max_iter})")
+        if not boundary and last_step >= POLISH_TOL:
+            problems.append(f"Newton polishing did not settle (last relative step {last_step:.3g})")
+        info["converged"] = not problems
+        info["message"] = "; ".join(problems)
+        if problems:
+            warnings.warn(ConvergenceWarning(
+                f"REML (spectral solver) did not converge: {info['message']} "
+                f"(last -2logL {min(val, at_zero[0]):.8f}); last evaluations:\n"
+                f"{log.tail(5).to_string(index=False)}", log), stacklevel=3)
         if boundary:
-            return 0.0, at_zero[1], dict(evaluations=int(res.nfev) + 26, boundary=True)
-        return h * se, se, dict(evaluations=int(res.nfev) + 26, boundary=False)
+            return 0.0, at_zero[1], info
+        return sg, se, info
 
     def _boundary_value(self, method):
         n, p = self.n, self.p

@@ -42,9 +42,15 @@ class ParsedFormula:
     text: str
 
 
-def _split_top_level_terms(rhs: str) -> list[str]:
-    """Split ``rhs`` on ``+`` that are not inside parentheses; keeps ``-`` terms attached."""
-    parts, depth, cur = [], 0, []
+def _split_top_level_terms(rhs: str) -> list[tuple[str, str]]:
+    """Split ``rhs`` into ``(sign, term)`` pairs on ``+`` and ``-`` outside parentheses.
+
+    ``"Env + (1|Name) - 1"`` gives ``[("+", "Env"), ("+", "(1|Name)"), ("-", "1")]``:
+    lme4 lets a removal such as ``- 1`` follow a random term, so the sign has to be
+    kept with each term rather than splitting on ``+`` alone. Signs inside
+    parentheses (``I(x - 1)``, ``(1|a)``) belong to their term.
+    """
+    parts, depth, cur, sign = [], 0, [], "+"
     for ch in rhs:
         if ch == "(":
             depth += 1
@@ -52,14 +58,16 @@ def _split_top_level_terms(rhs: str) -> list[str]:
             depth -= 1
             if depth < 0:
                 raise ModelError(f"unbalanced parentheses in formula right-hand side: {rhs!r}")
-        if ch == "+" and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
+        if ch in "+-" and depth == 0:
+            text = "".join(cur).strip()
+            if text or parts:  # a leading sign ("~ -1 + x") has no term before it
+                parts.append((sign, text))
+            sign, cur = ch, []
         else:
             cur.append(ch)
     if depth != 0:
         raise ModelError(f"unbalanced parentheses in formula right-hand side: {rhs!r}")
-    parts.append("".join(cur).strip())
+    parts.append((sign, "".join(cur).strip()))
     return parts
 
 
@@ -108,6 +116,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     >>> p = parse_formula("y ~ x + (1|a/b)")
     >>> p.fixed, [t.name for t in p.random]
     ('x', ['a', 'a:b'])
+    >>> parse_formula("y ~ x + (1|g) - 1").fixed
+    'x - 1'
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelError(f"a formula needs a response and '~', e.g. 'Yield ~ Env + (1|Name)'; got {formula!r}")
@@ -118,16 +128,19 @@ def parse_formula(formula: str) -> ParsedFormula:
             f"the response must be a single column name, got {response!r}; transform it in the data first"
         )
     fixed_terms, random_terms = [], []
-    for term in _split_top_level_terms(rhs):
+    for sign, term in _split_top_level_terms(rhs):
         if not term:
             raise ModelError(f"empty term in formula {formula!r}")
         if term.startswith("(") and term.endswith(")") and "|" in term:
+            if sign == "-":
+                raise ModelError(f"a random term cannot be removed with '-': {term!r} in {formula!r}")
             random_terms.extend(_parse_random(term))
         else:
-            fixed_terms.append(term)
+            # formulaic reads the signs: "Env - 1", "0 + Env", "-1 + Env"
+            fixed_terms.append(term if not fixed_terms and sign == "+" else f"{sign} {term}")
     names = [t.name for t in random_terms]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ModelError(f"random term(s) given twice: {sorted(dup)}")
-    fixed = " + ".join(fixed_terms) if fixed_terms else "1"
+    fixed = " ".join(fixed_terms) if fixed_terms else "1"
     return ParsedFormula(response=response, fixed=fixed, random=tuple(random_terms), text=formula)

@@ -20,15 +20,23 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
+from .._threads import blas_threads_for
 from ..errors import DataError, DataWarning, ModelError, NotPositiveDefiniteError, format_ids
 from ..relationships.container import Relationship, as_relationship
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 
-#: relative eigenvalue tolerance below which K is treated as singular (PSD) and
-#: below minus which it is declared indefinite (numerical noise of a Gram matrix
-#: is ~1e-13 relative; real indefiniteness is far larger).
+#: relative eigenvalue tolerance below which K is treated as singular (PSD): such
+#: directions get no column in the factor F of K = FF' (numerical noise of a Gram
+#: matrix is ~1e-13 relative).
 EIG_TOL = 1e-9
+
+#: K is declared indefinite when its smallest eigenvalue is below −PSD_TOL·λ_max. The
+#: same rule holds in every solver (spec check, dense factor, spectral reduction).
+#: Rounding noise of a Gram matrix is ~1e-13 relative and a G written with 6 decimals
+#: is off by ~1e-6 per entry; real indefiniteness (a typo, a bad blend) is far larger.
+PSD_TOL = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +148,25 @@ def _fixed_variables(fixed: str, data: pd.DataFrame) -> list[str]:
     return names
 
 
+def _check_no_infinite(data: pd.DataFrame, columns: list[str]) -> None:
+    """DataError naming the column and rows holding ±inf (NaN means missing: dropped).
+
+    An inf is not a missing value: dropping it silently would hide a data error, and
+    keeping it breaks the linear algebra (LAPACK scaling noise, NaN variances).
+    """
+    for c in columns:
+        col = data[c]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            continue
+        inf = np.isinf(col.to_numpy(dtype=np.float64, na_value=np.nan))
+        if inf.any():
+            rows = data.index[inf]
+            raise DataError(
+                f"column {c!r} has {int(inf.sum())} infinite value(s), at data index "
+                f"{format_ids(rows)}: fix them, or set them to NaN to drop those records"
+            )
+
+
 def _drop_missing(data: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int, dict]:
     na = data[columns].isna()
     by_col = {c: int(na[c].sum()) for c in columns if na[c].any()}
@@ -188,7 +215,36 @@ def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
     return out
 
 
-def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512) -> None:
+def _natural_rank(values: np.ndarray) -> np.ndarray:
+    """Rank of each string in natural order: numerically when every value is a
+    non-negative integer ('2' < '10', as R sorts an integer factor), else as text."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    u = pd.Series(uniq, dtype=object)
+    if len(u) and u.str.fullmatch(r"\d+").all():
+        stripped = u.str.lstrip("0")
+        # (length, digits) orders integers of any size exactly; ties ('7', '007') by text
+        order = np.lexsort((uniq.astype(str), stripped.to_numpy(dtype=str), stripped.str.len().to_numpy()))
+    else:
+        order = np.arange(len(uniq))
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    return rank[inv.ravel()]
+
+
+def _iid_levels(data: pd.DataFrame, spec: RandomTermSpec, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Level ids of an iid term in natural order, and each record's level code.
+
+    Ids stay strings (they are labels); a combination ``a:b`` is ordered by ``a``,
+    then ``b``, each column in natural order.
+    """
+    ranks = np.column_stack([_natural_rank(data[c].astype(str).to_numpy(dtype=object))
+                             for c in spec.columns])
+    _, first, codes = np.unique(ranks, axis=0, return_index=True, return_inverse=True)
+    return labels[first].astype(object), codes.ravel()
+
+
+def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512,
+                     what: str = "covariance", symbol: str = "K") -> None:
     """Error naming the most asymmetric pair; in row blocks, so no n × n temporary."""
     n = K.shape[0]
     scale = 1e-8 * max(1.0, float(np.abs(np.diag(K)).max()) if n else 1.0)
@@ -199,9 +255,72 @@ def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512)
             i, j = np.unravel_index(np.argmax(diff), diff.shape)
             i += a
             raise NotPositiveDefiniteError(
-                f"covariance for {name!r} is not symmetric: K[{ids[i]!r}, {ids[j]!r}] = {K[i, j]:.6g} "
-                f"but K[{ids[j]!r}, {ids[i]!r}] = {K[j, i]:.6g}"
+                f"{what} for {name!r} is not symmetric: {symbol}[{ids[i]!r}, {ids[j]!r}] = "
+                f"{K[i, j]:.6g} but {symbol}[{ids[j]!r}, {ids[i]!r}] = {K[j, i]:.6g}"
             )
+
+
+def psd_error(name: str, ids, w_min: float, w_max: float, loadings: np.ndarray,
+              what: str = "") -> NotPositiveDefiniteError:
+    """The error every solver raises for an indefinite covariance: it names the ids.
+
+    ``loadings`` (one per id) are the absolute entries of the eigenvector of the
+    smallest eigenvalue: the ids with the largest are the ones to check first.
+    """
+    load = np.abs(np.asarray(loadings, dtype=float))
+    worst = np.argsort(load)[::-1][:5]
+    worst = worst[load[worst] >= 0.01 * load[worst[0]]]  # ids that really load on it
+    return NotPositiveDefiniteError(
+        f"covariance for {name!r} is not positive semi-definite{what}: smallest eigenvalue "
+        f"{w_min:.4g} (largest {w_max:.4g}); ids loading most on that eigenvector: "
+        + format_ids(np.asarray(ids, dtype=object)[worst])
+        + ". Check the matrix, or blend it with a positive definite one "
+        "(e.g. 0.99 K + 0.01 I)."
+    )
+
+
+def _largest_eigenvalue(K: np.ndarray, steps: int = 8) -> float:
+    """λ_max(K) from a few power steps (a lower bound; floored at max diag K).
+
+    Only sets the scale of the PSD tolerance, so a factor-of-two error is harmless;
+    each step is one O(N²) product, negligible next to the O(N³) check it scales.
+    """
+    v = np.random.default_rng(0).standard_normal(K.shape[0])
+    est = 0.0
+    for _ in range(steps):
+        w = K @ v
+        nrm = float(np.linalg.norm(w))
+        if nrm == 0.0:
+            break
+        est = float(v @ w) / float(v @ v)
+        v = w / nrm
+    return max(est, float(np.diag(K).max()), 1e-300)
+
+
+def check_psd(K: np.ndarray, name: str, ids: np.ndarray) -> None:
+    """Error naming ids unless K (symmetric, finite) is PSD within :data:`PSD_TOL`.
+
+    One Cholesky of K + δI, δ = PSD_TOL·λ_max: it succeeds for every K whose
+    smallest eigenvalue is above −δ (a PSD but singular G included), so the usual
+    cost is N³/3 flops (~3 s at N = 10,000). Only when it fails is the smallest
+    eigenpair computed (LAPACK ``dsyevr``), to decide and to name the ids that load
+    on it.
+    """
+    n = K.shape[0]
+    if n == 0:
+        return
+    lam_max = _largest_eigenvalue(K)
+    delta = PSD_TOL * lam_max
+    A = np.array(K.T, order="F")  # K symmetric: its transpose's copy is Fortran-ordered
+    A[np.diag_indices(n)] += delta
+    with blas_threads_for(n):  # see henderson._threads
+        _, info = lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+    del A
+    if info == 0:
+        return
+    w, Q = sla.eigh(K, driver="evr", subset_by_index=[0, 0])
+    if w[0] < -delta:
+        raise psd_error(name, ids, float(w[0]), lam_max, Q[:, 0])
 
 
 def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> np.ndarray:
@@ -211,17 +330,49 @@ def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         pass
     w, Q = sla.eigh(K, driver="evd")
-    tol = EIG_TOL * max(w.max(), 1e-300)
-    if w.min() < -tol * 1e3:
-        worst = np.argsort(np.abs(Q[:, 0]))[::-1][:5]
-        raise NotPositiveDefiniteError(
-            f"covariance for {name!r} is not positive semi-definite: smallest eigenvalue "
-            f"{w.min():.4g} (largest {w.max():.4g}); ids loading most on that eigenvector: "
-            + format_ids(ids[worst])
-            + ". Check the matrix, or blend it with a positive definite one."
-        )
-    keep = w > tol
+    if w.min() < -PSD_TOL * max(w.max(), 1e-300):
+        raise psd_error(name, ids, float(w.min()), float(w.max()), Q[:, 0])
+    keep = w > EIG_TOL * max(w.max(), 1e-300)
     return Q[:, keep] * np.sqrt(w[keep])
+
+
+def _check_finite(K, name: str, ids: np.ndarray, what: str) -> None:
+    """Error naming the ids whose row of K (or K⁻¹) holds NaN or inf.
+
+    A row sum is non-finite exactly when the row holds a NaN or an inf (barring
+    overflow near 1e308), so no N × N boolean temporary is needed.
+    """
+    if sp.issparse(K):
+        K = sp.csr_matrix(K)
+        if np.isfinite(K.data).all():
+            return
+        rows = np.repeat(np.arange(K.shape[0]), np.diff(K.indptr))[~np.isfinite(K.data)]
+        bad = np.unique(rows)
+    else:
+        sums = K.sum(axis=1)
+        if np.isfinite(sums).all():
+            return
+        bad = np.flatnonzero(~np.isfinite(sums))
+    raise DataError(
+        f"{what} for {name!r} has NaN or infinite values in the rows of {len(bad)} id(s): "
+        + format_ids(np.asarray(ids, dtype=object)[bad])
+    )
+
+
+def _check_symmetric_sparse(P, name: str, ids: np.ndarray) -> None:
+    """Error naming the most asymmetric pair of a sparse K⁻¹ (solvers read one triangle)."""
+    P = sp.csr_matrix(P)
+    diff = (P - P.T).tocoo()
+    if diff.nnz == 0:
+        return
+    scale = 1e-8 * max(1.0, float(np.abs(P.diagonal()).max()) if P.shape[0] else 1.0)
+    k = int(np.argmax(np.abs(diff.data)))
+    if abs(diff.data[k]) > scale:
+        i, j = int(diff.row[k]), int(diff.col[k])
+        raise NotPositiveDefiniteError(
+            f"inverse covariance for {name!r} is not symmetric: Kinv[{ids[i]!r}, {ids[j]!r}] = "
+            f"{P[i, j]:.6g} but Kinv[{ids[j]!r}, {ids[i]!r}] = {P[j, i]:.6g}"
+        )
 
 
 def _inverse_diag(Kinv, info: dict, ids: np.ndarray) -> np.ndarray:
@@ -249,7 +400,8 @@ def _logdet_of_inverse(Kinv, info: dict) -> float:
     return -float(ld)
 
 
-def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> RandomTerm:
+def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse,
+                 data: pd.DataFrame | None = None) -> RandomTerm:
     name = spec.name
     if cov is not None and cov_inverse is not None:
         raise ModelError(f"term {name!r} got both cov= and cov_inverse=; give one")
@@ -259,7 +411,10 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> 
     elif cov_inverse is not None:
         rel = as_relationship(cov_inverse, inverse=True, kind=f"Kinv[{name}]")
     if rel is None:
-        levels, codes = np.unique(labels, return_inverse=True)
+        if data is None:
+            levels, codes = np.unique(labels, return_inverse=True)
+        else:
+            levels, codes = _iid_levels(data, spec, labels)
         counts = np.bincount(codes, minlength=len(levels))
         return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)),
                           n_records=counts)
@@ -274,12 +429,25 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse) -> 
     counts = np.bincount(pos, minlength=len(levels))
     if rel.inverse:
         Kinv = rel.matrix if sp.issparse(rel.matrix) else np.asarray(rel.matrix, dtype=float)
+        _check_finite(Kinv, name, levels, "the inverse covariance")
+        if sp.issparse(Kinv):
+            _check_symmetric_sparse(Kinv, name, levels)
+        else:
+            _check_symmetric(Kinv, name, levels, what="inverse covariance", symbol="Kinv")
         return RandomTerm(name, levels, pos, "inverse", penalty=Kinv,
                           logdet_k=_logdet_of_inverse(Kinv, rel.info),
                           k_diag=_inverse_diag(Kinv, rel.info, levels), n_records=counts,
                           source=rel.kind)
     K = rel.dense()
+    _check_finite(K, name, levels, "the covariance")
     _check_symmetric(K, name, levels)  # solvers read the lower triangle only
+    if (counts == 0).any():
+        # Levels without records: the solvers decompose only what the records see
+        # (the spectral solver reduces ZKZ'), so the full K is checked here, once.
+        # When every level has records the solvers' own decompositions cover all of K
+        # (ZKZ' is congruent to K when Z has full column rank) and this O(N³) pass is
+        # skipped: see docs/theory.md.
+        check_psd(K, name, levels)
     return RandomTerm(name, levels, pos, "factor", kernel=K, k_diag=np.diag(K).copy(),
                       n_records=counts, source=rel.kind)
 
@@ -300,8 +468,10 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     cov_inverse : dict, optional
         ``{group: Kinv}``: the inverse covariance (e.g. sparse pedigree A⁻¹).
 
-    Rows with a missing response, predictor or grouping factor are dropped; the count
-    is returned in the spec and warned.
+    Rows with a missing (NaN) response, predictor or grouping factor are dropped; the
+    count is returned in the spec and warned. Infinite values are an error naming the
+    column and the rows. Levels of an iid term are ordered naturally (numerically
+    when all ids are integers, as R orders an integer factor; otherwise as text).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -318,6 +488,7 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     needed = [parsed.response] + _fixed_variables(parsed.fixed, data) + group_cols
     _check_columns(data, needed)
     needed = list(dict.fromkeys(needed))
+    _check_no_infinite(data, needed)
     kept, n_dropped, by_col = _drop_missing(data, needed)
     notes = []
     if n_dropped:
@@ -339,7 +510,7 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     terms = []
     for t in parsed.random:
         labels = _group_labels(kept, t)
-        terms.append(_random_term(t, labels, cov.get(t.name), cov_inverse.get(t.name)))
+        terms.append(_random_term(t, labels, cov.get(t.name), cov_inverse.get(t.name), kept))
     if np.ptp(y) == 0:
         raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
     return ModelSpec(parsed, y, X, x_names, tuple(terms), kept.index, n_dropped, by_col, aliased, notes)
