@@ -65,7 +65,7 @@ def test_gblup_at_rrblup_variances_equals_rrblup(wheat, G):
     assert res.fixed_effects["se"].iloc[0] == pytest.approx(ref["beta_se"], rel=1e-8)
 
 
-def test_spectral_equals_dense_mme_with_fixed_effects(wheat, G):
+def test_spectral_equals_dense_mme(wheat, G):
     # a factor and a covariate besides the intercept: the spectral solver's exact
     # handling of X (REML on the rotated X, b̂ by GLS) against the dense MME (this
     # replaces an intercept-only version of the same comparison)
