@@ -376,7 +376,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     rows, path = None, None
     if sigma2 is not None and kind in ("gblup", "snpblup") and fast is not False:
-        rows = fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress)
+        rows = fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress, strict=fast is True)
         path = "fast" if rows is not None else None
     if rows is None and fast is True:
         raise ModelError("fast=True: the fast fixed-variance path does not apply here (it needs fixed "
@@ -397,8 +397,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         if by_record:
             p["record"] = s.test_pos
         preds.append(pd.DataFrame(p))
-        ok = ~np.isnan(yhat)
-        m = _fold_metrics(obs[ok], bv[ok], yhat[ok], row["h2"], top)
+        m = _fold_metrics(obs, bv, yhat, row["h2"], top)
         extra = {"n_snps_dropped": row["n_snps_dropped"]} if kind == "snpblup" else {}
         metr.append({"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos),
                      "sigma2_g": row["sigma2_g"], "sigma2_e": row["sigma2_e"], "h2": row["h2"], "method": path,

@@ -85,20 +85,30 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
     Parameters
     ----------
     y, bv, yhat : array (n,)
-        Observed phenotypes, predicted breeding values, predicted phenotypes.
+        Observed phenotypes, predicted breeding values, predicted phenotypes. NaN
+        entries are left out of the metrics that use them: a predicted phenotype is
+        NaN for a record in a fixed-effect level unseen in training (e.g. the
+        held-out environment), which still has a breeding value, so r, Spearman and
+        top-k use the records with ĝ and slope, intercept and MSE those with ŷ.
     h2 : float
         Heritability of the fit (for ``accuracy``).
     top : float, 0 < top ≤ 1
         Selected fraction for ``top_overlap``.
+
+    Returns
+    -------
+    dict of the metrics and ``n``, the validated records with a predicted ĝ.
     """
     y, bv, yhat = (np.asarray(a, dtype=float) for a in (y, bv, yhat))
-    n = len(y)
-    big = n >= MIN_N_CORRELATION
-    r = _pearson(y, bv) if big else np.nan
-    if big and np.var(yhat) > 0:
-        yc = yhat - yhat.mean()
-        slope = float(yc @ (y - y.mean()) / (yc @ yc))
-        intercept = float(y.mean() - slope * yhat.mean())
+    g_ok = ~(np.isnan(y) | np.isnan(bv))
+    p_ok = ~(np.isnan(y) | np.isnan(yhat))
+    yg, g = y[g_ok], bv[g_ok]
+    yp, ph = y[p_ok], yhat[p_ok]
+    r = _pearson(yg, g) if len(yg) >= MIN_N_CORRELATION else np.nan
+    if len(yp) >= MIN_N_CORRELATION and np.var(ph) > 0:
+        pc = ph - ph.mean()
+        slope = float(pc @ (yp - yp.mean()) / (pc @ pc))
+        intercept = float(yp.mean() - slope * ph.mean())
     else:
         slope = intercept = np.nan
     return {
@@ -106,10 +116,10 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
         "accuracy": r / np.sqrt(h2) if h2 and h2 > 0 else np.nan,
         "slope": slope,
         "intercept": intercept,
-        "mse": float(np.mean((y - yhat) ** 2)) if n else np.nan,
-        "spearman": _pearson(rankdata(y), rankdata(bv)) if big else np.nan,
-        "top_overlap": top_overlap(y, bv, top),
-        "n": n,
+        "mse": float(np.mean((yp - ph) ** 2)) if len(yp) else np.nan,
+        "spearman": _pearson(rankdata(yg), rankdata(g)) if len(yg) >= MIN_N_CORRELATION else np.nan,
+        "top_overlap": top_overlap(yg, g, top),
+        "n": int(len(yg)),
     }
 
 
@@ -125,18 +135,15 @@ def pooled_metrics(predictions: pd.DataFrame, fold_table: pd.DataFrame, top: flo
 
     Returns
     -------
-    DataFrame indexed by repeat: the columns of :data:`METRICS` and ``n_folds``.
-    Records whose predicted phenotype is NaN (a fixed-effect level unseen in
-    training) are left out and not counted in ``n``, as in the per-fold metrics.
+    DataFrame indexed by repeat: the columns of :data:`METRICS` and ``n_folds``
+    (NaN predictions are handled as in :func:`fold_metrics`).
     """
     rows = {}
     h2 = fold_table.groupby("repeat")["h2"].mean()
     nf = fold_table.groupby("repeat").size()
     for rep, p in predictions.groupby("repeat", sort=True):  # a few repeats
-        yh = p["predicted_phenotype"].to_numpy(float)
-        ok = ~np.isnan(yh)
-        yo, g = p["observed"].to_numpy(float)[ok], p["predicted_bv"].to_numpy(float)[ok]
-        rows[rep] = {**fold_metrics(yo, g, yh[ok], float(h2.get(rep, np.nan)), top),
+        yo, g, yh = (p[c].to_numpy(float) for c in ("observed", "predicted_bv", "predicted_phenotype"))
+        rows[rep] = {**fold_metrics(yo, g, yh, float(h2.get(rep, np.nan)), top),
                      "n_folds": int(nf.get(rep, 0))}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "repeat"
