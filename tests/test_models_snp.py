@@ -202,3 +202,23 @@ def test_no_allele_labels_no_check(wheat):
         warnings.simplefilter("error")
         g = sb.predict(geno.subset(ids=geno.ids[500:]))
     assert g.attrs["notes"] == []
+
+
+def test_h2_convention_and_sample_scale_note(wheat):
+    # h2_ stays rrBLUP's σ²_g/(σ²_g + σ²_e); the notes add the heritability on the
+    # scale of the sample's genetic variance, σ²_g·D with D = mean(diag G) − mean(G)
+    # (Legarra 2016), computed here from G directly: D = 2 for these 0/2 inbred lines
+    import re
+    geno, y = wheat
+    G = h.genomic_relationship(geno).dense()
+    D = np.mean(np.diag(G)) - G.mean()
+    assert D == pytest.approx(2.0, abs=1e-12)
+    for est, X in ((h.GBLUP(pev=False), geno), (h.SNPBLUP(pev=False), geno)):
+        est.fit(X, y)
+        vc = est.variance_components_["variance"]
+        s_g = est.sigma2_g_ if isinstance(est, h.SNPBLUP) else vc["id"]
+        s_e = vc["Residual"]
+        assert est.h2_ == pytest.approx(s_g / (s_g + s_e), rel=1e-12)
+        note = next(n for n in est.result_.notes if n.startswith("h2 ="))
+        scaled = float(re.search(r"h2 = [^=]*= ([0-9.]+)$", note).group(1))
+        assert scaled == pytest.approx(D * s_g / (D * s_g + s_e), abs=5e-4)  # 4 digits printed

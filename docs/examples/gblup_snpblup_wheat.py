@@ -16,7 +16,7 @@ y = wheat.phenotypes["env1"]
 
 G = h.genomic_relationship(geno, method="vanraden1")           # = rrBLUP A.mat
 gblup = h.GBLUP().fit(G, y)
-snp = h.SNPBLUP().fit(geno, y)
+snp = h.SNPBLUP().fit(geno, y)   # 1,279 SNPs >= 599 genotyped lines: individual space
 two_sum_pq = 2 * np.sum(geno.allele_freq * (1 - geno.allele_freq))
 
 print("GBLUP   sigma2_g = %.7f  sigma2_e = %.7f  h2 = %.4f (se %.4f)  solver %s" % (
@@ -48,6 +48,15 @@ sb = h.SNPBLUP(sigma2=[gb.variance_components_.loc["id", "variance"] / c,
                        gb.variance_components_.loc["Residual", "variance"]]).fit(geno.subset(ids=train), y.loc[train])
 ng = geno.subset(ids=new)
 print("99 new lines: max |GBLUP.predict - SNPBLUP.predict| = %.2e" % np.abs(gb.predict(ng) - sb.predict(ng)).max())
-print("top 5 SNP effects:")
+print("GBLUP fitted on genotypes: max |snp_effects_ - SNP-BLUP effects| = %.2e" % np.abs(
+    gb.snp_effects_["effect"] - sb.snp_effects_["effect"]).max())
+print("SNP-BLUP space: %s (%d SNPs vs %d genotyped lines; reason in snp.result_.notes)" % (
+    snp.space_, geno.p, geno.n))
+Gd = G.dense()
+d = np.mean(np.diag(Gd)) - Gd.mean()     # 2 for inbred lines coded 0/2
+s_g = gblup.variance_components_.loc["id", "variance"]
+print("h2 = %.4f (sigma2_g/(sigma2_g + sigma2_e), rrBLUP's); mean(diag G) - mean(G) = %.3f; "
+      "h2 on the sample's scale = %.4f" % (gblup.h2_, d, d * s_g / (d * s_g + s_e)))
+print("top 5 SNP effects (se = sqrt(PEV), rrBLUP's u.SE):")
 print(snp.snp_effects_.reindex(snp.snp_effects_["effect"].abs().sort_values(ascending=False).index)
-      [["snp", "freq", "effect"]].head().to_string(index=False))
+      [["snp", "freq", "effect", "se"]].head().to_string(index=False))

@@ -89,7 +89,7 @@ class GBLUP(_Base):
         variance of an individual with Gᵢᵢ = 1 (rrBLUP's and sommer's convention). When
         mean(diag G) is far from 1 — inbred lines coded 0/2 have mean(diag G) ≈ 2 —
         the genetic variance of the sample is σ²_g·(mean(diag G) − mean(G)) (Legarra
-        2016, Genetics Sel. Evol. 48:89) and the heritability on that scale differs;
+        2016, Theor. Popul. Biol. 107:26: D_K) and the heritability on that scale differs;
         the fit notes (``result_.notes``) give both.
     dual_coef_ : Series by id, α with ĝ = Gα (α = σ²_g Z'Py)
     snp_effects_ : DataFrame or None
