@@ -210,3 +210,59 @@ def test_simulator_is_seeded_and_valid():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no added founders, no sex conflicts
         read_pedigree(a)
+
+
+# --- audit regressions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row, shown", [("0,0,0", "id '0'"), ("NA,0,0", "id 'NA'"), (",a,0", "empty id")])
+def test_row_named_by_a_missing_code_is_an_error(tmp_path, row, shown):
+    # used to vanish silently: '0,0,0' was taken for a blank line
+    path = write(tmp_path, f"id,sire,dam\na,0,0\n\n{row}\nb,a,0\n")
+    with pytest.raises(DataError, match=rf"1 row\(s\) have no usable id \(.*line 4: {shown}\).*missing-parent code"):
+        read_pedigree(path)
+
+
+def test_missing_code_id_in_a_dataframe_is_the_same_error():
+    with pytest.raises(DataError, match=r"DataFrame row 1: id '0'"):
+        read_pedigree(frame([["a", None, None], ["0", None, None]]))
+
+
+def test_blank_lines_and_whitespace_only_lines_are_still_skipped(tmp_path):
+    ped = read_pedigree(write(tmp_path, "id,sire,dam\na,0,0\n\n , , \nb,a,0\n"))
+    assert list(ped.ids_in_input_order) == ["a", "b"]
+
+
+def test_monoecious_accepts_an_id_as_sire_and_dam(tmp_path):
+    path = write(tmp_path, "id,sire,dam\np,0,0\nq,0,0\nr,p,q\ns,q,p\nt,r,r\n")
+    with pytest.raises(PedigreeError, match="pass monoecious=True"):
+        read_pedigree(path)
+    ped = read_pedigree(path, monoecious=True)
+    assert list(ped.to_frame().set_index("id").loc["t", ["sire", "dam"]]) == ["r", "r"]
+    with pytest.raises(PedigreeError, match="own parent"):  # selfing is not being one's own parent
+        read_pedigree(write(tmp_path, "id,sire,dam\np,0,0\nq,p,q\n"), monoecious=True)
+
+
+@pytest.mark.parametrize(
+    "rows, loop",
+    [
+        # a two-cycle through the dam, entered from below
+        ("f,0,0\nx,f,y\ny,f,x\nz,f,x\n", {"x", "y"}),
+        # a long cycle through sires, listed in reverse, with a founder-side branch
+        ("m,0,0\na,e,m\nb,a,m\nc,b,m\nd,c,m\ne,d,m\ng,a,m\n", {"a", "b", "c", "d", "e"}),
+        # two separate loops: one of them is reported
+        ("a,b,0\nb,a,0\nc,d,0\nd,c,0\n", None),
+    ],
+    ids=["two-cycle", "five-cycle", "two-loops"],
+)
+def test_loop_naming_shapes(tmp_path, rows, loop):
+    path = write(tmp_path, "id,sire,dam\n" + rows)
+    with pytest.raises(PedigreeError) as err:
+        read_pedigree(path)
+    msg = str(err.value)
+    chain = msg.split("(animal -> parent): ")[1].split(" (")[0].split(" -> ")
+    assert chain[0] == chain[-1] and len(set(chain)) == len(chain) - 1
+    # every step of the printed chain is a real parent link of the file
+    links = {(r.split(",")[0], p) for r in rows.strip().split("\n") for p in r.split(",")[1:]}
+    assert all((a, b) in links for a, b in zip(chain, chain[1:]))
+    assert set(chain) == loop if loop else set(chain) in ({"a", "b"}, {"c", "d"})

@@ -212,3 +212,17 @@ def test_accepts_dataframe_and_rejects_other_types():
     assert F.name == "F" and list(F.index) == [str(i) for i in range(1, 9)]
     with pytest.raises(DataError, match="Pedigree"):
         inbreeding(np.zeros((3, 3)))
+
+
+def test_subset_missing_drop(gryphon):
+    from henderson.errors import AlignmentError, DataWarning
+
+    with pytest.raises(AlignmentError, match=r"1 of 3 id\(s\) are not in the pedigree.*'nobody'.*missing='drop'"):
+        pedigree_relationship(gryphon, ids=["1306", "nobody", "1"])
+    with pytest.warns(DataWarning, match=r"2 of 4 id\(s\).*'x1', 'x2'; dropped them, 2 left"):
+        sub = pedigree_relationship(gryphon, ids=["1306", "x1", "1", "x2"], missing="drop")
+    assert list(sub.ids) == ["1306", "1"] and sub.info["n_dropped_not_in_pedigree"] == 2
+    full = pedigree_relationship(gryphon).subset(["1306", "1"])
+    np.testing.assert_allclose(sub.dense(), full.dense(), rtol=0, atol=1e-12)
+    with pytest.raises(AlignmentError, match="no id is left"):
+        pedigree_relationship(gryphon, ids=["x1"], missing="drop")

@@ -28,6 +28,7 @@ def read_pedigree(
     dam: str = "dam",
     missing=DEFAULT_MISSING,
     sep: str | None = None,
+    monoecious: bool = False,
 ) -> Pedigree:
     """Read, check and sort a pedigree.
 
@@ -43,6 +44,12 @@ def read_pedigree(
         Codes of an unknown parent (in addition to empty/NaN cells).
     sep : str, optional
         Delimiter; ``None`` detects it. Use ``r"\\s+"`` for any whitespace.
+    monoecious : bool
+        Plants and other monoecious or hermaphrodite species: an id may be the sire
+        of one animal and the dam of another, and sire = dam (the same id) is a
+        selfing. Default False: an id used both as sire and as dam is an error, as
+        it is for animals with separate sexes. A, A⁻¹ and inbreeding handle selfing
+        exactly (``a_ii = 1 + a_ss/2`` when s = d).
 
     Returns
     -------
@@ -53,10 +60,12 @@ def read_pedigree(
     Raises
     ------
     DataError
-        A column is missing (the message lists the present ones) or an id is empty.
+        A column is missing (the message lists the present ones), or a row's id is
+        empty or a missing-parent code (``0,0,0``; the line or row is named).
     PedigreeError
         Duplicated ids with different parents; an animal that is its own parent
-        or its own ancestor (the loop is printed); an id used both as sire and as dam.
+        or its own ancestor (the loop is printed); an id used both as sire and as
+        dam (unless ``monoecious=True``).
 
     Warns
     -----
@@ -91,19 +100,22 @@ def read_pedigree(
     lines = np.arange(m) + 2 if is_file else np.arange(m)
     where = f"{source} line" if is_file else "DataFrame row"
 
+    rows = np.arange(m)
     if is_file:  # blank lines were kept so that line numbers stay exact; drop them now
-        blank = (id_l < 0) & (s_l < 0) & (d_l < 0)
+        # blank means every cell empty -- not "0,0,0", which is an animal called '0'
+        blank = np.ones(m, np.bool_)
+        for col in frame.columns:
+            blank &= (frame[col].fillna("").astype(str).str.strip() == "").to_numpy()
         if blank.any():
             keep = ~blank
-            id_l, s_l, d_l, lines = id_l[keep], s_l[keep], d_l[keep], lines[keep]
+            id_l, s_l, d_l, lines, rows = id_l[keep], s_l[keep], d_l[keep], lines[keep], rows[keep]
     if (id_l < 0).any():
-        bad = lines[id_l < 0]
-        shown = ", ".join(str(x) for x in bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise DataError(f"{where} {shown}: empty id (or an id equal to a missing code)")
+        _raise_bad_ids(frame[id], rows[id_l < 0], lines[id_l < 0], source, where)
 
     id_l, s_l, d_l, lines, n_dup = _drop_duplicates(id_l, s_l, d_l, lines, names, source, where)
     _check_self_parent(id_l, s_l, d_l, lines, names, source, where)
-    _check_sex(s_l, d_l, names, source)
+    if not monoecious:
+        _check_sex(s_l, d_l, names, source)
 
     # Parents without a row become founders, placed before all rows (first-seen order).
     has_row = np.zeros(len(names), np.bool_)
@@ -144,6 +156,21 @@ def read_pedigree(
         added_founders=tuple(names[new]),
         n_duplicates_dropped=n_dup,
         source=source,
+    )
+
+
+def _raise_bad_ids(id_col: pd.Series, rows, lines, source, where):
+    """Rows whose id is empty or a missing-parent code: an error naming them."""
+    raw = id_col.iloc[rows]
+    shown = []
+    for value, ln in zip(raw[:10], lines[:10]):
+        text = "" if pd.isna(value) else str(value).strip()
+        shown.append(f"{where} {ln}: " + (f"id {text!r}" if text else "empty id"))
+    more = f" ... and {len(rows) - 10} more" if len(rows) > 10 else ""
+    raise DataError(
+        f"pedigree {source}: {len(rows)} row(s) have no usable id ({'; '.join(shown)}{more}). "
+        "An animal cannot be called by a missing-parent code (such as '0' or 'NA') when that "
+        "code means 'unknown': rename the animal, or pass missing= without that code."
     )
 
 
@@ -238,6 +265,8 @@ def _check_sex(s_l, d_l, names, source):
         raise PedigreeError(
             f"pedigree {source}: {len(both)} id(s) are used both as sire and as dam: "
             + format_ids(names[both])
+            + " (for plants or other monoecious species, where this and selfing are normal, "
+            "pass monoecious=True)"
         )
 
 

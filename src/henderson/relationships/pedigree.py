@@ -8,12 +8,14 @@ See ``docs/theory_pedigree.md`` for the equations.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..data.pedigree import Pedigree
-from ..errors import DataError
+from ..errors import AlignmentError, DataError, DataWarning, format_ids
 from . import _pedigree_kernels as K
 from .container import Relationship
 
@@ -127,7 +129,7 @@ def pedigree_inverse(ped) -> Relationship:
     )
 
 
-def pedigree_relationship(ped, ids=None) -> Relationship:
+def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relationship:
     """The numerator relationship matrix A, for all animals or for a subset.
 
     Without ``ids``, the tabular method: ``a_ij = (a_js + a_jd)/2`` for j older than
@@ -143,7 +145,11 @@ def pedigree_relationship(ped, ids=None) -> Relationship:
     ----------
     ped : Pedigree or DataFrame (id, sire, dam)
     ids : iterable of str, shape (k,), optional
-        Animals wanted, in the order wanted. Unknown ids raise a DataError naming them.
+        Animals wanted, in the order wanted.
+    missing : {"error", "drop"}
+        Ids not in the pedigree: an :class:`AlignmentError` naming them, or dropped
+        (order of the others kept) with a :class:`DataWarning` giving the count and
+        the ids; ``info["n_dropped_not_in_pedigree"]`` counts them.
 
     Returns
     -------
@@ -163,7 +169,20 @@ def pedigree_relationship(ped, ids=None) -> Relationship:
         order = ped.input_order
         A = A[np.ix_(order, order)]
         return Relationship(ped.ids[order], A, kind="A", info={"method": "tabular", "source": ped.source})
+    if missing not in ("error", "drop"):
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
     ids = np.asarray([str(i) for i in ids], dtype=object)
+    known = ped._index.get_indexer(ids) >= 0
+    if not known.all():
+        absent = ids[~known]
+        msg = (f"pedigree_relationship: {len(absent)} of {len(ids)} id(s) are not in the pedigree "
+               f"({ped.source}): {format_ids(absent)}")
+        if missing == "error":
+            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
+        if not known.any():
+            raise AlignmentError(msg + "; no id is left")
+        warnings.warn(msg + f"; dropped them, {int(known.sum())} left", DataWarning, stacklevel=2)
+        ids = ids[known]
     codes = ped.codes_of(ids)
     # Only ancestors of the wanted animals affect their relationships (and their F).
     keep = np.zeros(len(ped), np.bool_)
@@ -187,4 +206,5 @@ def pedigree_relationship(ped, ids=None) -> Relationship:
         out[:, b : b + block] = K.colleau_block(s, dm, d, X)[cols]
     # Round-off differs between the two triangles; make A exactly symmetric.
     out = 0.5 * (out + out.T)
-    return Relationship(ids, out, kind="A", info={"method": "Colleau (2002)", "source": ped.source})
+    info = {"method": "Colleau (2002)", "source": ped.source, "n_dropped_not_in_pedigree": int((~known).sum())}
+    return Relationship(ids, out, kind="A", info=info)
