@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from henderson.data.genotypes import MISSING, Genotypes
 from henderson.datasets.loaders import load_wheat
-from henderson.errors import DataError, DataWarning, GenotypeError
+from henderson.errors import AlignmentError, DataError, DataWarning, GenotypeError
 from henderson.relationships import Relationship
 from henderson.relationships.genomic import (
     blend,
@@ -107,7 +107,7 @@ def test_missing_calls_mean_imputed_and_mixed_paths():
 
 @pytest.mark.filterwarnings("ignore::henderson.errors.DataWarning")  # rare monomorphic SNPs
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**16), method=st.sampled_from(["vanraden1", "vanraden2", "yang"]))
+@given(seed=st.integers(0, 2**16), method=st.sampled_from(["vanraden1", "vanraden2", "yang", "vitezica"]))
 def test_symmetric_and_permutation_invariant(seed, method):
     geno = simulate_genotypes(25, 120, seed=seed, maf_range=(0.1, 0.5), missing_rate=0.01)
     G = genomic_relationship(geno, method, block_size=37)
@@ -148,5 +148,65 @@ def test_blend_tune_and_diagnostics(wheat):
     assert diag["mean_diag"] == pytest.approx(diag["mean_diag_A22"])
     assert diag["mean_offdiag"] == pytest.approx(diag["mean_offdiag_A22"])
     assert relationship_diagnostics(G)["min_eigenvalue"] < 1e-8  # centred G is singular
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(AlignmentError, match=r"blend: 589 of 599 id\(s\) of G are not in .*missing='drop'"):
         blend(G, A.subset(A.ids[:10]), 0.1)
+
+
+def test_missing_drop_where_genotypes_meet_the_pedigree(wheat):
+    w, geno = wheat
+    G = genomic_relationship(geno)
+    A = Relationship.from_frame(w.A, kind="A")
+    part = A.subset(A.ids[::-1][:500])  # 99 genotyped lines without pedigree
+    kept = [i for i in G.ids if i in set(part.ids)]
+    with pytest.warns(DataWarning, match=r"99 of 599 id\(s\) of G are not in .*dropped them, 500 left"):
+        Gw = blend(G, part, 0.2, missing="drop")
+    assert list(Gw.ids) == kept and Gw.info["n_dropped_not_in_A22"] == 99
+    np.testing.assert_allclose(Gw.dense(), 0.8 * G.subset(kept).dense() + 0.2 * A.subset(kept).dense(),
+                               rtol=0, atol=1e-14)
+    with pytest.warns(DataWarning, match="99 of 599"):
+        T = tune_to_pedigree(G, part, missing="drop")
+    assert list(T.ids) == kept and T.info["n_dropped_not_in_A22"] == 99
+    with pytest.warns(DataWarning, match="99 of 599"):
+        dg = relationship_diagnostics(G, part, missing="drop")
+    assert dg["n"] == 500 and dg["n_dropped_not_in_A22"] == 99
+    g = G.subset(kept).dense()
+    assert dg["mean_diag"] == pytest.approx(np.diag(g).mean(), rel=1e-12)
+    diag = relationship_diagnostics(T, part)
+    a = A.subset(kept).dense()
+    off = ~np.eye(len(kept), dtype=bool)
+    assert diag["mean_diag"] == pytest.approx(np.diag(a).mean(), rel=1e-12)  # tuned on the kept ids
+    assert diag["mean_offdiag"] == pytest.approx(a[off].mean(), rel=1e-10)
+    for f in (tune_to_pedigree, relationship_diagnostics):
+        with pytest.raises(AlignmentError, match="99 of 599"):
+            f(G, part)
+    with pytest.raises(DataError, match="missing must be"):
+        blend(G, part, missing="ignore")
+
+
+# Peak memory of G: the n x n float64 result (+ the n x n float32 accumulator on the
+# exact float32 path) plus one block. A "block" is n x block_size x 8 bytes; the
+# scratch buffer is one block (float64 methods) or half of one (float32 codes).
+# c = 1.25 leaves room for the small per-SNP/per-individual vectors and allocator
+# slack; the audit measured 3.3-5.1 blocks for vanraden2/vitezica/yang before the
+# blocks were filled in place.
+_C_BLOCKS = 1.25
+
+
+@pytest.mark.parametrize("method", ["vanraden1", "vanraden2", "yang", "vitezica"])
+@pytest.mark.parametrize("missing_rate", [0.0, 0.01])
+def test_peak_memory_is_result_plus_one_block(method, missing_rate):
+    import tracemalloc
+
+    n, p, bs = 300, 3000, 1000
+    geno = simulate_genotypes(n, p, seed=4, missing_rate=missing_rate, maf_range=(0.05, 0.5))
+    geno.allele_freq  # cached column statistics are not part of G's working memory
+    genomic_relationship(geno, method, block_size=bs)  # compile the kernels first
+    tracemalloc.start()
+    try:
+        G = genomic_relationship(geno, method, block_size=bs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    f32 = G.info["blocks"]["float32"] > 0
+    bound = n * n * 8 + (n * n * 4 if f32 else 0) + _C_BLOCKS * n * bs * 8
+    assert peak <= bound, (peak - n * n * 8) / (n * bs * 8)

@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas
 
-from ..data.genotypes import MISSING, Genotypes, default_block_size
-from ..data._kernels import add_row_dots_int8
-from ..errors import DataError, DataWarning, GenotypeError, format_ids
+from ..data.genotypes import Genotypes, default_block_size
+from ..data._kernels import fill_codes_f32, fill_float_block, fill_table_block, mirror_lower
+from ..errors import AlignmentError, DataError, DataWarning, GenotypeError, format_ids
 from .container import Relationship, as_relationship
 
 METHODS = ("vanraden1", "vanraden2", "yang", "vitezica")
@@ -84,7 +84,8 @@ def _syrk(acc: np.ndarray, block_t: np.ndarray) -> None:
 def _finish_lower(acc: np.ndarray, acc32, s: np.ndarray, cc: float, scale: float, chunk: int = 512) -> None:
     """acc <- (acc + acc32 - s1' - 1s' + cc 11') / scale on the lower triangle, then mirror.
 
-    Works on column chunks so that no n x n temporary is created.
+    Works on column chunks in place (mixed float32/float64 adds are buffered by
+    numpy in small pieces), and mirrors with a tiled kernel: no n x n temporary.
     """
     n = acc.shape[0]
     for c0 in range(0, n, chunk):
@@ -96,11 +97,47 @@ def _finish_lower(acc: np.ndarray, acc32, s: np.ndarray, cc: float, scale: float
         col -= s[None, c0:c1]
         col += cc
         col /= scale
-    for c0 in range(0, n, chunk):  # mirror lower triangle onto the upper one
-        c1 = min(c0 + chunk, n)
-        d = acc[c0:c1, c0:c1]
-        d[...] = np.tril(d) + np.tril(d, -1).T
-        acc[:c0, c0:c1] = acc[c0:c1, :c0].T
+    mirror_lower(acc)
+
+
+class _Scratch:
+    """One reusable block buffer: float32 and float64 views over the same bytes.
+
+    Keeping a single buffer (grown, never duplicated) is what bounds the peak memory
+    of :func:`genomic_relationship` to the n x n result plus one block.
+    """
+
+    def __init__(self):
+        self._raw = np.empty(0, np.uint8)
+
+    def view(self, dtype, n: int, b: int) -> np.ndarray:
+        nbytes = n * b * np.dtype(dtype).itemsize
+        if self._raw.size < nbytes:
+            self._raw = None  # free the old buffer before allocating the larger one
+            self._raw = np.empty(nbytes, np.uint8)
+        return self._raw[:nbytes].view(dtype).reshape(n, b)
+
+
+def _code_tables(method: str, p: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-SNP value of codes 0, 1, 2 in the block, shape (b, 3), and Yang's diagonal extra.
+
+    vanraden1: x - 2p; vanraden2/yang: (x - 2p)/sqrt(2pq); vitezica: -2p², 2pq, -2q²
+    (Vitezica et al. 2013). ``extra`` (yang only, else shape (0, 3)) is
+    (x² - (1+2p)x + 2p²)/(2pq) - w², Yang et al.'s diagonal term minus the plain one.
+    """
+    x = np.arange(3.0)[None, :]
+    pc = p[:, None]
+    if method == "vitezica":
+        qc = 1.0 - pc
+        return np.hstack([-2.0 * pc**2, 2.0 * pc * qc, -2.0 * qc**2]), np.empty((0, 3))
+    w = x - 2.0 * pc
+    if method == "vanraden1":
+        return w, np.empty((0, 3))
+    w = w / np.sqrt(2.0 * pq[:, None])
+    if method == "yang":
+        t = (x * x - (1.0 + 2.0 * pc) * x + 2.0 * pc * pc) / (2.0 * pq[:, None])
+        return w, t - w * w
+    return w, np.empty((0, 3))
 
 
 def genomic_relationship(
@@ -191,6 +228,8 @@ def genomic_relationship(
     n = geno.n
     try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
     b = block_size or default_block_size(n, 4 if try_f32 else 8)
+    # float64 sub-blocks of a float32-sized block take the same bytes as one float32 block
+    b64 = max(1, b // 2) if try_f32 else b
     acc = np.zeros((n, n), order="F")  # the result; SYRK fills the lower triangle
     acc32 = None
     s = np.zeros(n)
@@ -198,50 +237,34 @@ def genomic_relationship(
     m32 = 0  # SNPs in the current float32 accumulator (exactness bound 4m < 2**24)
     diag_extra = np.zeros(n)
     n_blocks = {"float32": 0, "float64": 0}
+    n_imputed = 0
+    scratch = _Scratch()
+    no_cols = np.empty(0, np.int64)
     for start in range(0, geno.p, b):
         cols = np.flatnonzero(use[start : start + b]) + start
         if cols.size == 0:
             continue
-        # a contiguous run of SNPs is sliced (a view), not gathered
-        contiguous = cols[-1] - cols[0] + 1 == cols.size
-        raw = geno.dosages[:, cols[0] : cols[-1] + 1] if contiguous else geno.dosages[:, cols]
-        miss = raw == MISSING if geno.is_integer else np.isnan(raw)
-        pc = p[cols]
-        if try_f32 and not miss.any():
-            if 4 * (m32 + cols.size) >= _EXACT_F32 and acc32 is not None:
-                acc += acc32  # flush before integer sums could exceed 2**24
-                acc32[...] = 0.0
-                m32 = 0
-            if acc32 is None:
-                acc32 = np.zeros((n, n), dtype=np.float32, order="F")
-            # (n, b) C-order; its transpose is F-contiguous, so BLAS reads it in place
-            x32 = raw.astype(np.float32)
-            _syrk(acc32, x32.T)
-            c = 2.0 * pc
-            add_row_dots_int8(raw, c, s)  # s += X c in float64 (c is not integer), no cast of X
-            cc += float(c @ c)
-            m32 += cols.size
-            n_blocks["float32"] += 1
-            continue
-        x = raw.astype(np.float64)  # (n, b)
-        xm = miss
-        if method == "vitezica":
-            pp, qq = pc, 1.0 - pc
-            w = np.where(x == 2, -2.0 * qq**2, np.where(x == 1, 2.0 * pp * qq, -2.0 * pp**2))
-        else:
-            w = x - 2.0 * pc
-            if method in ("vanraden2", "yang"):
-                w /= np.sqrt(2.0 * pq[cols])
-            if method == "yang":
-                # diagonal correction: replace Σ w² by Σ (x² - (1+2p)x + 2p²)/(2pq)
-                t = (x * x - (1.0 + 2.0 * pc) * x + 2.0 * pc * pc) / (2.0 * pq[cols])
-                t[xm] = 0.0
-                diag_extra += t.sum(axis=1)
-        w[xm] = 0.0
-        if method == "yang":
-            diag_extra -= (w * w).sum(axis=1)
-        _syrk(acc, w.T)  # w is (n, b) C-order: w.T is F-contiguous, no copy
-        n_blocks["float64"] += 1
+        if try_f32:
+            c = 2.0 * p[cols]
+            x32 = scratch.view(np.float32, n, cols.size)
+            if _fill_f32(geno.dosages, cols, no_cols, c, x32, s) == 0:
+                if acc32 is not None and 4 * (m32 + cols.size) >= _EXACT_F32:
+                    acc += acc32  # flush before integer sums could exceed 2**24
+                    acc32[...] = 0.0
+                    m32 = 0
+                if acc32 is None:
+                    acc32 = np.zeros((n, n), dtype=np.float32, order="F")
+                _syrk(acc32, x32.T)  # x32 is (n, b) C-order: its transpose is F-contiguous
+                cc += float(c @ c)
+                m32 += cols.size
+                n_blocks["float32"] += 1
+                continue
+        for k0 in range(0, cols.size, b64):  # float64: centred/weighted, missing -> 0
+            sub = cols[k0 : k0 + b64]
+            w = scratch.view(np.float64, n, sub.size)
+            n_imputed += _fill_f64(geno, method, sub, no_cols, p, pq, w, diag_extra)
+            _syrk(acc, w.T)
+            n_blocks["float64"] += 1
 
     _finish_lower(acc, acc32, s, cc, scale)
     if method == "yang":
@@ -254,65 +277,132 @@ def genomic_relationship(
         "n_snps_used": m,
         "n_snps_no_call": n_nocall,
         "n_snps_monomorphic_skipped": n_mono,
-        "n_missing_imputed": int(geno.missing_mask(use).sum()) if geno.n_missing else 0,
+        "n_missing_imputed": n_imputed,
         "scale": scale,
         "block_size": b,
         "blocks": n_blocks,
     }
+    for key in ("coding", "file"):
+        if key in geno.info:
+            info[f"genotypes_{key}"] = geno.info[key]
+    fid = geno.info.get("fid")
+    if isinstance(fid, pd.Series):  # PLINK family ids, by id, for write_gcta_grm
+        info["fid"] = fid.reindex(pd.Index(geno.ids))
     return Relationship(geno.ids, g, kind="G", info=info)
 
 
-def _aligned(G, A22) -> tuple[Relationship, np.ndarray]:
-    """A22 reordered to G's ids (error naming ids of G absent from A22)."""
+def _span(cols: np.ndarray, no_cols: np.ndarray) -> tuple[int, np.ndarray]:
+    """(first column, offsets) for the kernels: no offsets for a contiguous run."""
+    c0 = int(cols[0])
+    if cols[-1] - c0 + 1 == cols.size:
+        return c0, no_cols
+    return c0, (cols - c0).astype(np.int64)
+
+
+def _fill_f32(d, cols, no_cols, c, out, s) -> int:
+    c0, offs = _span(cols, no_cols)
+    return fill_codes_f32(d, c0, offs, c, out, s)
+
+
+def _fill_f64(geno, method, cols, no_cols, p, pq, out, diag_extra) -> int:
+    """Fill ``out`` (n, b) with the centred/weighted block; returns the missing calls."""
+    c0, offs = _span(cols, no_cols)
+    if geno.is_integer:
+        table, extra = _code_tables(method, p[cols], pq[cols])
+        return fill_table_block(geno.dosages, c0, offs, table, extra, out, diag_extra)
+    pc = p[cols]
+    scale = np.ones(cols.size) if method == "vanraden1" else 1.0 / np.sqrt(2.0 * pq[cols])
+    return fill_float_block(geno.dosages, c0, offs, 2.0 * pc, scale, pc, method == "yang", out, diag_extra)
+
+
+_MISSING_MODES = ("error", "drop")
+
+
+def _aligned(G, A22, missing: str = "error", caller: str = "") -> tuple[Relationship, np.ndarray]:
+    """G (restricted to ids in A22 with ``missing="drop"``) and A22 dense in G's order.
+
+    Raises :class:`AlignmentError` naming the ids of G absent from A22 (``"error"``),
+    or drops them from G with a :class:`DataWarning` giving their count (``"drop"``).
+    """
+    if missing not in _MISSING_MODES:
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
     G = as_relationship(G, kind="G")
     A22 = as_relationship(A22, kind="A22")
+    known = pd.Index(A22.ids).get_indexer(G.ids) >= 0
+    if not known.all():
+        absent = G.ids[~known]
+        msg = (f"{caller}: {len(absent)} of {G.n} id(s) of G are not in the pedigree "
+               f"relationships A22: {format_ids(absent)}")
+        if missing == "error":
+            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
+        if not known.any():
+            raise AlignmentError(msg + "; no id is left")
+        warnings.warn(msg + f"; dropped them, {int(known.sum())} left", DataWarning, stacklevel=3)
+        G = G.subset(G.ids[known])
     return G, A22.subset(G.ids).dense()
 
 
-def blend(G, A22, w: float = 0.05) -> Relationship:
+def blend(G, A22, w: float = 0.05, *, missing: str = "error") -> Relationship:
     """G_w = (1 - w) G + w A22, matched by ids (VanRaden 2008; Aguilar et al. 2010).
 
     Parameters
     ----------
     G : Relationship or DataFrame, shape (n, n)
     A22 : Relationship or DataFrame
-        Pedigree relationships containing at least G's ids (extra ids are ignored).
+        Pedigree relationships containing G's ids (extra ids are ignored).
     w : float in [0, 1]
         Weight on A22; a small w makes G positive definite.
+    missing : {"error", "drop"}
+        Ids of G absent from A22: an :class:`AlignmentError` naming them, or drop
+        them from the result with a :class:`DataWarning` giving the count and ids.
 
     Returns
     -------
-    Relationship with G's ids, ``kind="G"``.
+    Relationship with G's ids (those kept), ``kind="G"``; ``info["n_dropped_not_in_A22"]``.
     """
     if not 0.0 <= w <= 1.0:
         raise DataError(f"blending weight w must be in [0, 1], got {w}")
-    G, a = _aligned(G, A22)
-    out = (1.0 - w) * G.dense() + w * a
-    return Relationship(G.ids, out, kind="G", info={**G.info, "blend_w": w})
+    n_in = as_relationship(G, kind="G").n
+    G, a = _aligned(G, A22, missing, "blend")
+    out = G.dense() * (1.0 - w)
+    out += w * a
+    info = {**G.info, "blend_w": w, "n_dropped_not_in_A22": n_in - G.n}
+    return Relationship(G.ids, out, kind="G", info=info)
 
 
-def tune_to_pedigree(G, A22) -> Relationship:
+def tune_to_pedigree(G, A22, *, missing: str = "error") -> Relationship:
     """Scale G to the pedigree base: G* = a + b G (Christensen et al. 2012, GSE 44:37).
 
     ``a`` and ``b`` solve ``mean(diag G*) = mean(diag A22)`` and
     ``mean(offdiag G*) = mean(offdiag A22)`` (A22 matched to G's ids).
+    ``missing`` as in :func:`blend`.
     """
-    G, a22 = _aligned(G, A22)
+    n_in = as_relationship(G, kind="G").n
+    G, a22 = _aligned(G, A22, missing, "tune_to_pedigree")
     g = G.dense()
     n = g.shape[0]
     if n < 2:
         raise DataError("tune_to_pedigree needs at least 2 individuals")
-    off = ~np.eye(n, dtype=bool)
-    gd, go = np.diag(g).mean(), g[off].mean()
-    ad, ao = np.diag(a22).mean(), a22[off].mean()
+    gd, go = _diag_offdiag_means(g)
+    ad, ao = _diag_offdiag_means(a22)
     if np.isclose(gd, go):
         raise DataError("mean diagonal and mean off-diagonal of G are equal: cannot tune")
     b = (ad - ao) / (gd - go)
     a = ad - b * gd
-    return Relationship(G.ids, a + b * g, kind="G", info={**G.info, "tuned_a": a, "tuned_b": b})
+    out = g * b
+    out += a
+    info = {**G.info, "tuned_a": a, "tuned_b": b, "n_dropped_not_in_A22": n_in - G.n}
+    return Relationship(G.ids, out, kind="G", info=info)
 
 
-def relationship_diagnostics(G, A22=None) -> pd.Series:
+def _diag_offdiag_means(g: np.ndarray) -> tuple[float, float]:
+    """Means of the diagonal and of the off-diagonal elements, without an n x n mask."""
+    n = g.shape[0]
+    d = np.trace(g)
+    return d / n, (g.sum() - d) / (n * (n - 1))
+
+
+def relationship_diagnostics(G, A22=None, *, missing: str = "error") -> pd.Series:
     """Summary of a genomic relationship matrix, optionally against A22.
 
     Returns
@@ -320,9 +410,13 @@ def relationship_diagnostics(G, A22=None) -> pd.Series:
     Series with ``n``, ``mean_diag``, ``sd_diag``, ``mean_offdiag``, ``sd_offdiag``,
     ``min_eigenvalue`` (O(n³) ``eigvalsh``) and, when A22 is given (matched by ids),
     ``corr_diag`` and ``corr_offdiag`` (Pearson) with A22 and ``mean_diag_A22``,
-    ``mean_offdiag_A22``.
+    ``mean_offdiag_A22``. ``missing`` as in :func:`blend` (with ``"drop"`` every
+    statistic is over the ids in both, and ``n_dropped_not_in_A22`` counts the others).
     """
     G = as_relationship(G, kind="G")
+    n_in = G.n
+    if A22 is not None:
+        G, a = _aligned(G, A22, missing, "relationship_diagnostics")
     g = G.dense()
     n = g.shape[0]
     off = ~np.eye(n, dtype=bool)
@@ -335,7 +429,7 @@ def relationship_diagnostics(G, A22=None) -> pd.Series:
         "min_eigenvalue": float(np.linalg.eigvalsh(g)[0]),
     }
     if A22 is not None:
-        _, a = _aligned(G, A22)
+        out["n_dropped_not_in_A22"] = n_in - n
         out["mean_diag_A22"] = np.diag(a).mean()
         out["mean_offdiag_A22"] = a[off].mean() if n > 1 else np.nan
         out["corr_diag"] = np.corrcoef(np.diag(g), np.diag(a))[0, 1] if n > 2 else np.nan
