@@ -8,11 +8,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from henderson.data.genotypes import MISSING, Genotypes
 from henderson.errors import DataError, DataWarning, GenotypeError
 from henderson.io.genotypes import read_genotypes, write_plink
 from henderson.io.qc import genotype_qc, impute_mean
+from henderson.relationships import Relationship
 from henderson.relationships.genomic import genomic_relationship
 from henderson.relationships.grm_io import (
     read_gcta_grm,
@@ -97,7 +99,8 @@ def test_vcf_read_multiallelic_skipped_and_missing_kept(tmp_path):
 def test_csv_012_and_minus101_detection(tmp_path):
     p1 = tmp_path / "g.csv"
     p1.write_text("id,m1,m2,m3\na,0,1,2\nb,2,NA,0\n")
-    g = read_genotypes(p1)
+    with pytest.warns(DataWarning, match="detected as '012'"):  # every detection is announced
+        g = read_genotypes(p1)
     assert g.info["coding"] == "012"
     np.testing.assert_array_equal(g.dosages, [[0, 1, 2], [2, MISSING, 0]])
     p2 = tmp_path / "g.tsv"
@@ -148,10 +151,7 @@ def test_grm_csv_and_gcta_round_trip(tmp_path, small):
     np.testing.assert_array_equal(back.ids, G.ids)
     np.testing.assert_allclose(back.dense(), G.dense(), rtol=0, atol=1e-15)
     write_gcta_grm(G, tmp_path / "g")
-    # layout check: lower triangle row by row
-    raw = np.fromfile(tmp_path / "g.grm.bin", dtype="<f4")
     gd = G.dense()
-    np.testing.assert_allclose(raw[:3], np.float32([gd[0, 0], gd[1, 0], gd[1, 1]]))
     g2 = read_gcta_grm(tmp_path / "g")
     np.testing.assert_array_equal(g2.ids, G.ids)
     np.testing.assert_allclose(g2.dense(), gd, rtol=1e-6, atol=1e-6)
@@ -164,3 +164,110 @@ def test_bad_code_after_missing_code_is_found():
         Genotypes(["a", "b"], ["s1", "s2"], d)
     with pytest.raises(GenotypeError, match="genotype 7 for id 'y', SNP 'm'"):
         Genotypes.from_frame(pd.DataFrame({"m": [0, 7]}, index=["x", "y"]))
+
+
+def test_gcta_files_follow_the_gcta_layout(tmp_path, small):
+    """Read the three files with numpy/pandas only, as GCTA documents them."""
+    with pytest.warns(DataWarning, match="1 SNP"):  # one SNP of `small` is monomorphic
+        G = genomic_relationship(small, "yang")
+    gd = G.dense()
+    n = G.n
+    write_gcta_grm(G, tmp_path / "g")
+    # .grm.bin: float32 little-endian, lower triangle incl. diagonal, row by row:
+    # G[0,0], G[1,0], G[1,1], G[2,0], G[2,1], G[2,2], ...
+    raw = np.fromfile(tmp_path / "g.grm.bin", dtype="<f4")
+    assert raw.size == n * (n + 1) // 2
+    expected = np.concatenate([gd[i, : i + 1] for i in range(n)]).astype(np.float32)
+    np.testing.assert_array_equal(raw, expected)  # float32 rounding of the same numbers
+    nbin = np.fromfile(tmp_path / "g.grm.N.bin", dtype="<f4")
+    assert nbin.size == raw.size and (nbin == small.p - 1).all()  # SNPs used per pair
+    ids = (tmp_path / "g.grm.id").read_text().splitlines()
+    assert ids == [f"{i}\t{i}" for i in G.ids]  # FID IID; FID = IID without a .fam
+
+
+def test_min_maf_filter(small):
+    freq = small.allele_freq
+    maf = np.minimum(freq, 1 - freq)
+    cut = float(np.quantile(maf, 0.3))
+    geno, snps, _ = genotype_qc(small, min_maf=cut)
+    # from the documented definitions: maf < min_maf fails 'maf' unless the SNP is
+    # monomorphic (maf 0), which fails 'monomorphic' instead
+    low = set(small.snp_ids[(maf < cut) & (maf > 0)])
+    mono = set(small.snp_ids[maf == 0])
+    assert len(low) > 5 and len(mono) == 1
+    assert set(snps.index[snps["reason"] == "maf"]) == low
+    assert set(snps.index[snps["reason"] == "monomorphic"]) == mono
+    assert set(geno.snp_ids) == set(small.snp_ids) - low - mono
+    assert geno.info["qc"]["n_snps_failed_maf"] == len(low)
+    # boundary: a SNP at exactly min_maf is kept (the filter is maf < min_maf)
+    at = small.snp_ids[np.argmin(np.abs(maf - cut))]
+    assert at in set(geno.snp_ids)
+
+
+def test_relationship_subset_reindexes_per_id_info(tmp_path, small):
+    G = genomic_relationship(small)
+    write_gcta_grm(G, tmp_path / "g", fid=[f"F{i}" for i in range(G.n)])
+    back = read_gcta_grm(tmp_path / "g")
+    sub = back.subset(back.ids[:3])  # used to fail: info arrays kept the old length
+    assert list(sub.info["fid"]) == ["F0", "F1", "F2"]
+    rev = back.subset(back.ids[::-1])
+    write_gcta_grm(rev, tmp_path / "rev")
+    pairs = [line.split("\t") for line in (tmp_path / "rev.grm.id").read_text().splitlines()]
+    assert pairs == [[f"F{i}", G.ids[i]] for i in range(G.n)][::-1]
+    assert rev.info["n_snps"].shape == (G.n, G.n)
+
+
+def test_relationship_is_read_only(small):
+    G = genomic_relationship(small)
+    with pytest.raises(ValueError, match="read-only"):
+        G.dense()[0, 0] = 99.0
+    with pytest.raises(ValueError, match="read-only"):
+        G.matrix[0, 0] = 99.0
+    a = np.eye(3)
+    r = Relationship(["x", "y", "z"], a)
+    a[0, 0] = 5.0  # the caller's own array stays writeable (a view, not a copy)
+    assert r.matrix[0, 0] == 5.0 and np.shares_memory(r.matrix, a)
+    Ainv = Relationship(["x", "y", "z"], sp.csr_matrix(np.eye(3)), inverse=True)
+    with pytest.raises(ValueError, match="read-only"):
+        Ainv.matrix.data[0] = 2.0
+
+
+def test_inverse_csv_round_trip_dense_and_triplet(tmp_path):
+    from henderson.io.pedigree import read_pedigree
+    from henderson.relationships.pedigree import pedigree_inverse
+
+    ped = read_pedigree(pd.DataFrame({"id": ["3", "1", "2", "04"], "sire": [None, None, "1", "1"],
+                                      "dam": [None, None, "3", "2"]}))
+    Ainv = pedigree_inverse(ped)
+    path = write_relationship_csv(Ainv, tmp_path / "ainv.csv")  # sparse: id1,id2,value triplets
+    table = pd.read_csv(path, dtype={"id1": str, "id2": str})
+    assert list(table.columns) == ["id1", "id2", "value"]
+    pos = {i: k for k, i in enumerate(Ainv.ids)}
+    assert all(pos[a] >= pos[b] for a, b in zip(table["id1"], table["id2"]))  # lower triangle
+    dense = Ainv.dense()
+    low = np.tril(dense)
+    assert len(table) == np.count_nonzero(low)
+    for a, b, v in table.itertuples(index=False):
+        assert v == dense[pos[a], pos[b]]  # %.17g round-trips float64 exactly
+    back = read_relationship_csv(path, kind="Ainv", inverse=True)
+    assert back.inverse and back.is_sparse and list(back.ids) == list(Ainv.ids)
+    np.testing.assert_array_equal(back.dense(), dense)
+    square = write_relationship_csv(Ainv, tmp_path / "sq.csv", format="square")
+    back2 = read_relationship_csv(square, inverse=True)
+    np.testing.assert_array_equal(back2.dense(), dense)
+    assert list(back2.ids) == list(Ainv.ids) and "04" in back2.ids  # ids stay text
+
+
+def test_triplet_reader_mirrors_and_checks(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id1,id2,value\na,a,2\nb,a,-1\nb,b,2\nc,c,1\n")
+    r = read_relationship_csv(path)
+    np.testing.assert_array_equal(r.dense(), [[2, -1, 0], [-1, 2, 0], [0, 0, 1]])
+    path.write_text("id1,id2,value\na,a,2\nb,a,-1\na,b,-1\nb,b,2\n")  # full storage, consistent
+    np.testing.assert_array_equal(read_relationship_csv(path).dense(), [[2, -1], [-1, 2]])
+    path.write_text("id1,id2,value\na,a,2\nb,a,-1\na,b,-2\nb,b,2\n")
+    with pytest.raises(DataError, match="not symmetric"):
+        read_relationship_csv(path)
+    path.write_text("id1,id2,value\na,a,2\na,a,3\n")
+    with pytest.raises(DataError, match=r"\('a', 'a'\) is given more than once \(lines 2, 3\)"):
+        read_relationship_csv(path)

@@ -60,6 +60,38 @@ def _snp_table(snps, p: int) -> pd.DataFrame:
     return snps[list(SNP_COLUMNS) + [c for c in snps.columns if c not in SNP_COLUMNS]]
 
 
+#: ``info`` entries that are plain arrays by position of the ids: 1-D (n,) or 2-D (n, n).
+PER_ID_INFO = ("fid", "n_snps")
+
+
+def subset_info(info: dict, old_ids, new_ids) -> dict:
+    """``info`` for the ids ``new_ids`` (a subset of ``old_ids``, any order).
+
+    Per-id entries follow their ids: Series (and DataFrames) indexed by the ids are
+    re-indexed by label (DataFrames with the ids as columns too), and the positional
+    arrays named in :data:`PER_ID_INFO` are re-indexed by position. Everything else
+    (method, counts, file names) is copied unchanged.
+    """
+    old = pd.Index([str(i) for i in old_ids])
+    new = [str(i) for i in new_ids]
+    pos = old.get_indexer(new)
+    out = {}
+    for key, val in info.items():
+        if isinstance(val, (pd.Series, pd.DataFrame)) and len(val) == len(old) and set(
+            val.index.astype(str)
+        ) == set(old):
+            val = val.copy()
+            val.index = val.index.astype(str)
+            val = val.loc[new]
+            if isinstance(val, pd.DataFrame) and set(val.columns.astype(str)) == set(old):
+                val.columns = val.columns.astype(str)
+                val = val.loc[:, new]
+        elif key in PER_ID_INFO and isinstance(val, np.ndarray) and val.shape[:1] == (len(old),):
+            val = val[pos] if val.ndim == 1 else val[np.ix_(pos, pos)]
+        out[key] = val
+    return out
+
+
 def _check_codes(d: np.ndarray, ids=None, snp_ids=None, rows: int = 1024) -> None:
     """Refuse integer codes other than 0/1/2/MISSING and floats outside [0, 2].
 
@@ -256,7 +288,8 @@ class Genotypes:
         d = self.dosages[rows][:, cols] if ids is not None else self.dosages[:, cols]
         snp_table = self.snps if snps is None else self.snps.iloc[cols].reset_index(drop=True)
         new_ids = self.ids if ids is None else self.ids[rows]
-        return Genotypes(new_ids, snp_table, np.ascontiguousarray(d), dict(self.info))
+        info = dict(self.info) if ids is None else subset_info(self.info, self.ids, new_ids)
+        return Genotypes(new_ids, snp_table, np.ascontiguousarray(d), info)
 
     def to_frame(self) -> pd.DataFrame:
         """DataFrame indexed by id, one column per SNP id; missing calls as ``NaN``.

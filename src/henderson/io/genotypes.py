@@ -2,15 +2,40 @@
 
 Counted allele (``snps.allele1``, see :mod:`henderson.data.genotypes`):
 
-* PLINK ``.bed``: the A1 allele (5th ``.bim`` column), bed-reader ``count_A1=True``,
-  PLINK 1.9's convention. :func:`write_plink` writes with the same convention, so a
-  round trip is the identity.
-* VCF/BCF: the ALT allele (``GT`` 0/0 -> 0, 0/1 -> 1, 1/1 -> 2); ``allele2`` is REF.
-* numeric matrices: whatever the file counts (``-101`` coding is shifted by +1).
+* PLINK ``.bed``: the A1 allele (5th ``.bim`` column), as PLINK 1.9 counts it
+  (:mod:`henderson.io._plink`). :func:`write_plink` writes with the same convention,
+  so a round trip is the identity.
+* VCF/BCF: the ALT allele (:mod:`henderson.io._vcf`); ``allele2`` is REF.
+* numeric matrices: whatever the file counts, in one of the codings below.
+
+Codings of numeric matrices (``coding=``; stored as int8 counts 0/1/2 of the
+counted allele, or float dosages):
+
+========== ==================================================== ================
+coding     file values                                          stored as
+========== ==================================================== ================
+``"012"``  0/1/2 copies of the counted allele                   0/1/2
+``"-101"`` copies minus one: -1/0/1 (rrBLUP, sommer)             value + 1
+``"01"``   inbred (homozygous) lines: 0 = homozygous for the     0/2
+           other allele, 1 = homozygous for the counted allele
+           (e.g. DArT presence/absence in inbred lines). A 1 is
+           *not* a heterozygote.
+``"dosage"`` reals in [0, 2] (imputed dosages)                  float
+========== ==================================================== ================
+
+When ``coding`` is omitted it is detected, and the detection always says what it
+chose and why (a :class:`DataWarning`; ``info["coding"]``, ``info["coding_detected"]``
+and ``info["coding_evidence"]`` keep it): a -1 with no 2 means ``"-101"``; a 2 with no
+-1 means ``"012"``. Values all in {0, 1} are ambiguous -- 0/1/2 counts without a
+single homozygote 2, -1/0/1 without a single -1, or inbred lines coded 0/1 whose
+counts are 0/2 -- and choosing wrongly halves or doubles every genomic variance, so
+that case is an error asking for ``coding=``.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 import warnings
 from pathlib import Path
 
@@ -19,21 +44,26 @@ import pandas as pd
 
 from ..data.genotypes import MISSING, Genotypes
 from ..errors import DataError, DataWarning, GenotypeError, format_ids
+from ._plink import plink_prefix, read_plink, write_plink
+from ._vcf import read_vcf
 
-_CODINGS = {"012": (0.0, 1.0, 2.0), "-101": (-1.0, 0.0, 1.0)}
+__all__ = ["read_genotypes", "write_plink", "CODINGS"]
 
-
-def _plink_prefix(path: Path) -> Path | None:
-    if path.suffix in (".bed", ".bim", ".fam"):
-        return path.with_suffix("")
-    if Path(str(path) + ".bed").exists():
-        return path
-    return None
+#: file values allowed by each integer coding, and what they are stored as
+_CODES = {"012": (0, 1, 2), "-101": (-1, 0, 1), "01": (0, 1)}
+_STORE = {"012": {0: 0, 1: 1, 2: 2}, "-101": {-1: 0, 0: 1, 1: 2}, "01": {0: 0, 1: 2}}
+CODINGS = ("012", "-101", "01", "dosage")
+_MEANING = {
+    "012": "counts 0/1/2 of the counted allele",
+    "-101": "counts minus one (-1/0/1), stored as 0/1/2",
+    "01": "inbred lines, 0/1 = homozygous, stored as counts 0/2",
+    "dosage": "real-valued dosages in [0, 2]",
+}
 
 
 def _detect_format(path: Path) -> str:
     name = path.name.lower()
-    if _plink_prefix(path) is not None:
+    if plink_prefix(path) is not None:
         return "plink"
     if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")):
         return "vcf"
@@ -53,166 +83,91 @@ def read_genotypes(path, *, format: str | None = None, coding: str | None = None
     path : str or Path
         PLINK prefix or ``.bed``/``.bim``/``.fam`` file; ``.vcf``, ``.vcf.gz``,
         ``.bcf``; or a numeric matrix ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``):
-        header line ``id,SNP1,SNP2,...``, one row per individual.
+        header line ``id,SNP1,SNP2,...``, one row per individual. Ids are read as
+        text (``001`` stays ``001``).
     format : {"plink", "vcf", "csv"}, optional
         Detected from the file name when omitted.
-    coding : {"012", "-101", "dosage"}, optional
-        Numeric matrices only. ``"012"`` counts, ``"-101"`` counts minus one (stored
-        +1), ``"dosage"`` reals in [0, 2]. Detected when omitted: integer values in
-        {-1, 0, 1} with at least one -1 mean ``"-101"`` (reported with a
-        :class:`DataWarning`), integer values in {0, 1, 2} mean ``"012"``.
+    coding : {"012", "-101", "01", "dosage"}, optional
+        Numeric matrices only; see the module notes for what each means. Detected
+        (with a :class:`DataWarning` naming the coding and the evidence) when omitted;
+        data holding only 0 and 1 are ambiguous and need it.
     field : {"GT", "DS"} or other FORMAT field
         VCF only: hard calls (``GT``, int8) or a dosage field (float, NaN missing).
 
     Returns
     -------
     Genotypes, shape (n individuals, p SNPs); ``info`` records the file, format,
-    counted allele and anything skipped.
+    ``coding`` (and whether it was detected), counted allele, anything skipped and,
+    for PLINK, ``fid`` (a Series by id).
 
     Raises
     ------
     GenotypeError
-        A code outside the coding (naming id, SNP column and line), no usable site.
+        A code outside the coding (naming id, SNP column and line), an ambiguous
+        coding, a malformed or inconsistent file (naming the file and what is wrong).
     """
     path = Path(path)
     fmt = format or _detect_format(path)
+    if coding is not None and fmt != "csv":
+        raise DataError(f"coding= applies to numeric CSV/TSV matrices, not to {fmt} files")
     if fmt == "plink":
-        return _read_plink(path)
+        return read_plink(path)
     if fmt == "vcf":
-        return _read_vcf(path, field)
+        return read_vcf(path, field)
     if fmt == "csv":
         return _read_matrix(path, coding)
     raise DataError(f"unknown genotype format {fmt!r}; use 'plink', 'vcf' or 'csv'")
 
 
-def _read_plink(path: Path) -> Genotypes:
-    from bed_reader import open_bed
-
-    prefix = _plink_prefix(path)
-    if prefix is None:
-        raise DataError(f"PLINK file set {str(path)!r}.bed/.bim/.fam not found")
-    bed_file = Path(str(prefix) + ".bed")
-    with open_bed(bed_file, count_A1=True) as bed:
-        d = bed.read(dtype="int8", order="C")  # missing -> -127 == MISSING
-        snps = pd.DataFrame(
-            {
-                "snp": bed.sid,
-                "chrom": bed.chromosome,
-                "pos": bed.bp_position,
-                "allele1": bed.allele_1,
-                "allele2": bed.allele_2,
-            }
-        )
-        iid, fid = bed.iid, bed.fid
-    info = {"file": str(bed_file), "format": "plink", "counted_allele": "A1 (.bim column 5)", "fid": np.asarray(fid)}
-    return Genotypes(iid, snps, d, info)
-
-
-def write_plink(path, geno: Genotypes, fid=None) -> Path:
-    """Write hard-call genotypes as PLINK ``.bed/.bim/.fam`` (bed-reader ``to_bed``).
-
-    ``allele1`` is written as A1 and counted (``count_A1=True``), as
-    :func:`read_genotypes` reads it. ``fid`` defaults to the individual ids.
-    Returns the ``.bed`` path.
-    """
-    from bed_reader import to_bed
-
-    if not geno.is_integer:
-        raise GenotypeError("PLINK .bed stores hard calls only; these genotypes are float dosages")
-    path = Path(path)
-    bed_file = path if path.suffix == ".bed" else Path(str(path) + ".bed")
-    s = geno.snps
-    props = {
-        "fid": list(geno.ids if fid is None else map(str, fid)),
-        "iid": list(geno.ids),
-        "sid": list(s["snp"]),
-        "chromosome": list(s["chrom"]),
-        "bp_position": s["pos"].to_numpy(),
-        "allele_1": list(s["allele1"]),
-        "allele_2": list(s["allele2"]),
-    }
-    # bed-reader insists on a writeable array; the container's dosages are read-only
-    to_bed(bed_file, np.array(geno.dosages), properties=props, count_A1=True)
-    return bed_file
-
-
-def _read_vcf(path: Path, field: str) -> Genotypes:
-    try:
-        from cyvcf2 import VCF
-    except ImportError as e:  # optional dependency
-        raise ImportError("reading VCF/BCF needs cyvcf2: pip install 'henderson[vcf]'") from e
-
-    vcf = VCF(str(path), gts012=True)  # gt_types: 0 hom-ref, 1 het, 2 hom-alt, 3 unknown
-    samples = list(vcf.samples)
-    rows, meta, multi = [], [], []
-    hard = field == "GT"
-    for v in vcf:  # cyvcf2 yields one site at a time; each site is vectorised over samples
-        alt = v.ALT
-        sid = v.ID or f"{v.CHROM}:{v.POS}:{v.REF}:{','.join(alt)}"
-        if len(alt) > 1:
-            multi.append(sid)
-            continue
-        if hard:
-            g = v.gt_types.astype(np.int8)
-            g[g == 3] = MISSING
-        else:
-            ds = v.format(field)
-            if ds is None:
-                g = np.full(len(samples), np.nan)
-            else:
-                g = np.asarray(ds, dtype=np.float64)[:, 0]
-                g[~np.isfinite(g)] = np.nan  # bcf_float_missing is a NaN payload
-        rows.append(g)
-        meta.append((sid, v.CHROM, v.POS, alt[0] if alt else ".", v.REF))
-    vcf.close()
-    if multi:
-        warnings.warn(
-            f"{path.name}: skipped {len(multi)} multi-allelic site(s): {format_ids(multi)}",
-            DataWarning,
-            stacklevel=3,
-        )
-    if not rows:
-        raise GenotypeError(f"{path.name}: no bi-allelic site to read ({len(multi)} multi-allelic skipped)")
-    d = np.ascontiguousarray(np.stack(rows, axis=1))
-    snps = pd.DataFrame(meta, columns=["snp", "chrom", "pos", "allele1", "allele2"])
-    info = {
-        "file": str(path),
-        "format": "vcf",
-        "field": field,
-        "counted_allele": "ALT",
-        "n_multiallelic_skipped": len(multi),
-        "multiallelic_skipped": multi,
-    }
-    return Genotypes(samples, snps, d, info)
-
-
-def _sniff_sep(path: Path) -> str:
-    import gzip
-
+def _header(path: Path) -> tuple[str, list[str]]:
+    """Delimiter (from the header line) and the raw header names."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as fh:
-        first = fh.readline()
-    for sep in ("\t", ",", ";"):
-        if sep in first:
-            return sep
-    return r"\s+"
+    if not path.exists():
+        raise DataError(f"genotype file not found: {path}")
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
+            first = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise GenotypeError(f"{path}: cannot read the header line ({err})") from err
+    sep = next((c for c in ("\t", ",", ";") if c in first), None)
+    names = next(csv.reader([first], delimiter=sep)) if sep else first.split()
+    return sep or r"\s+", [n.strip() for n in names]
 
 
 def _read_matrix(path: Path, coding: str | None) -> Genotypes:
-    if coding is not None and coding not in (*_CODINGS, "dosage"):
-        raise DataError(f"coding must be '012', '-101' or 'dosage', not {coding!r}")
-    sep = _sniff_sep(path)
-    frame = pd.read_csv(path, sep=sep, skip_blank_lines=False, na_values=["NA", "."], low_memory=False)
-    id_col = frame.columns[0]
+    if coding is not None and coding not in CODINGS:
+        raise DataError(f"coding must be one of {', '.join(repr(c) for c in CODINGS)}, not {coding!r}")
+    sep, names = _header(path)
+    if len(names) < 2:
+        raise GenotypeError(f"{path}: the header line needs an id column and at least one SNP column")
+    seen = pd.Index(names)
+    if seen.has_duplicates:  # pandas would silently rename the second 'm1' to 'm1.1'
+        dup = seen[seen.duplicated()].unique()
+        cols = [str(k + 1) for k, nm in enumerate(names) if nm in set(dup)]
+        raise GenotypeError(
+            f"{path}: duplicated column name(s) in the header: {format_ids(dup)} "
+            f"(columns {', '.join(cols[:10])}); SNP ids must be unique"
+        )
+    try:
+        frame = pd.read_csv(path, sep=sep, skip_blank_lines=False, na_values=["NA", "."], low_memory=False,
+                            dtype={names[0]: str}, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        raise GenotypeError(f"{path}: cannot parse ({err})") from err
+    frame.columns = names
+    id_col = names[0]
     line = np.arange(len(frame)) + 2  # header is line 1; blank lines are kept as rows
     blank = frame.isna().all(axis=1).to_numpy()
     frame, line = frame.loc[~blank], line[~blank]
     if frame[id_col].isna().any():
         bad = line[frame[id_col].isna().to_numpy()]
         raise GenotypeError(f"{path.name}: missing individual id on line(s) {format_ids(bad)}")
-    ids = frame[id_col].astype(str).to_numpy(dtype=object)
+    ids = frame[id_col].str.strip().to_numpy(dtype=object)
+    dup = pd.Index(ids).duplicated(keep=False)
+    if dup.any():
+        shown = [f"{i!r} (line {ln})" for i, ln in zip(ids[dup][:10], line[dup][:10])]
+        raise GenotypeError(f"{path.name}: duplicated individual id(s): " + ", ".join(shown))
     body = frame.drop(columns=id_col)
-    snp_ids = [str(c) for c in body.columns]
+    snp_ids = names[1:]
     for j, col in enumerate(body.columns):  # only non-numeric columns are inspected
         if not pd.api.types.is_numeric_dtype(body[col]):
             num = pd.to_numeric(body[col], errors="coerce")
@@ -222,41 +177,69 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
                 f"SNP {snp_ids[j]!r} (line {line[r]}, column {j + 2})"
             )
     v = body.to_numpy(dtype=np.float64, na_value=np.nan)
-    miss = np.isnan(v)
-    finite = v[~miss]
-    integer = bool(np.array_equal(finite, np.round(finite)))
     detected = coding is None
-    if coding is None:
-        if integer and finite.size and np.isin(finite, _CODINGS["-101"]).all() and (finite == -1).any():
-            coding = "-101"
-            warnings.warn(
-                f"{path.name}: genotypes detected as -1/0/1 coding (a -1 occurs, no 2); "
-                "stored as counts 0/1/2 (value + 1). Pass coding= to state it.",
-                DataWarning,
-                stacklevel=3,
-            )
-        else:
-            coding = "012"
+    evidence = "declared"
+    if detected:
+        coding, evidence = _detect_coding(v, path)
+    d = _decode(v, coding, detected, ids, snp_ids, line, path)
+    if detected:  # announced only once the values are known to fit the coding
+        warnings.warn(
+            f"{path.name}: genotype coding detected as '{coding}' ({_MEANING[coding]}): {evidence}. "
+            "Pass coding= to state it.",
+            DataWarning,
+            stacklevel=3,
+        )
+    info = {"file": str(path), "format": "csv", "coding": coding, "coding_detected": detected,
+            "coding_evidence": evidence}
+    return Genotypes(ids, snp_ids, d, info)
+
+
+def _detect_coding(v: np.ndarray, path: Path) -> tuple[str, str]:
+    """(coding, evidence) from the values present; GenotypeError when only 0/1 occur."""
+    finite = v[~np.isnan(v)]
+    if finite.size and not np.array_equal(finite, np.round(finite)):
+        # never guessed: real values could as well be centred or standardised scores
+        return "012", "non-integer values occur"
+    values = np.unique(finite).astype(np.int64)
+    shown = "{" + ", ".join(str(x) for x in values[:8]) + (", ..." if len(values) > 8 else "") + "}"
+    has_neg, has_two = bool((values == -1).any()), bool((values == 2).any())
+    if has_neg and not has_two:
+        return "-101", f"values {shown} occur: a -1 and no 2"
+    if has_two and not has_neg:
+        return "012", f"values {shown} occur: a 2 and no -1"
+    if set(values.tolist()) <= {0, 1}:
+        raise GenotypeError(
+            f"{path}: the genotypes hold only the values {shown}, which is ambiguous: counts "
+            "0/1/2 with no homozygote 2 (coding='012'), -1/0/1 with no -1 (coding='-101'), or "
+            "inbred lines coded 0/1 = homozygous, i.e. counts 0/2 (coding='01'). The choice "
+            "changes every genomic relationship and variance by a factor of up to 2: pass coding= "
+            "to declare it"
+        )
+    # both -1 and 2, or codes outside every coding: report the first offending cell as '012'
+    return "012", f"values {shown} occur"
+
+
+def _decode(v, coding, detected, ids, snp_ids, line, path) -> np.ndarray:
+    miss = np.isnan(v)
     if coding == "dosage":
         bad = ~miss & ((v < 0) | (v > 2))
         allowed = "reals in [0, 2]"
     else:
-        bad = ~miss & ~np.isin(v, _CODINGS[coding])
-        allowed = "/".join(str(int(c)) for c in _CODINGS[coding])
+        bad = ~miss & ~np.isin(v, _CODES[coding])
+        allowed = "/".join(str(c) for c in _CODES[coding])
     if bad.any():
         r, c = np.argwhere(bad)[0]  # first offending cell in file order
         hint = " (coding detected; pass coding= to declare it)" if detected else ""
-        if detected and not integer:
+        if detected and not np.array_equal(v[~miss], np.round(v[~miss])):
             hint = " (non-integer values: pass coding='dosage' for dosage data)"
         raise GenotypeError(
             f"{path.name}: genotype {v[r, c]:g} for id {ids[r]!r}, SNP {snp_ids[c]!r} "
             f"(line {line[r]}, column {c + 2}) is outside coding '{coding}' ({allowed}){hint}"
         )
     if coding == "dosage":
-        d = v
-    else:
-        if coding == "-101":
-            v = v + 1.0
-        d = np.where(miss, MISSING, v).astype(np.int8)
-    info = {"file": str(path), "format": "csv", "coding": coding, "coding_detected": detected}
-    return Genotypes(ids, snp_ids, d, info)
+        return v
+    table = _STORE[coding]
+    out = np.full(v.shape, MISSING, dtype=np.int8)
+    for code, stored in table.items():  # at most three vectorised passes
+        out[v == code] = stored
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.genotypes import subset_info
 from ..errors import DataError, format_ids
 
 
@@ -36,7 +37,15 @@ class Relationship:
     Notes
     -----
     Instances are immutable and ``copy.deepcopy`` returns the same object, so
-    scikit-learn's ``clone`` never copies a large G.
+    scikit-learn's ``clone`` never copies a large G. Immutability is enforced without
+    copying: a dense ``matrix`` is a read-only view of the array given (the caller's
+    own array keeps its flags), and a sparse one is stored in canonical CSR/CSC form
+    over read-only views of its data and index arrays. Copy (``rel.dense().copy()``)
+    before modifying.
+
+    Per-id entries of ``info`` (a Series by id such as ``fid`` or ``inbreeding``, or
+    the positional arrays in :data:`~henderson.data.genotypes.PER_ID_INFO`) follow
+    their ids through :meth:`subset`.
     """
 
     ids: np.ndarray
@@ -61,6 +70,7 @@ class Relationship:
                 f"relationship matrix {self.kind} has duplicated ids: "
                 + format_ids(dup[dup.duplicated()].unique())
             )
+        object.__setattr__(self, "matrix", _read_only(self.matrix))
 
     # scikit-learn's clone deep-copies parameters; a relationship is immutable,
     # so sharing it is safe and avoids copying an n x n matrix per fold.
@@ -106,9 +116,11 @@ class Relationship:
                 "sub-matrix is not the sub-matrix of the inverse"
             )
         pos = self.index_of(ids)
+        new_ids = self.ids[pos]
         m = self.matrix
         sub = m[pos][:, pos] if sp.issparse(m) else np.asarray(m)[np.ix_(pos, pos)]
-        return Relationship(np.asarray(ids), sub, inverse=False, kind=self.kind, info=dict(self.info))
+        info = subset_info(self.info, self.ids, new_ids)
+        return Relationship(new_ids, sub, inverse=False, kind=self.kind, info=info)
 
     def to_frame(self) -> pd.DataFrame:
         """A dense DataFrame indexed and labelled by ids."""
@@ -136,6 +148,27 @@ class Relationship:
         store = "sparse" if self.is_sparse else type(self.matrix).__name__
         inv = " inverse" if self.inverse else ""
         return f"Relationship(kind={self.kind!r}{inv}, n={self.n}, storage={store})"
+
+
+def _read_only(m):
+    """``m`` made read-only without copying its values (see Relationship's notes)."""
+    if isinstance(m, np.ndarray):
+        m = m.view()  # the caller's array keeps its own flags
+        m.flags.writeable = False
+        return m
+    if sp.issparse(m):
+        if m.format not in ("csr", "csc"):
+            m = m.tocsr()
+        if not m.has_canonical_format:  # scipy would otherwise sort/sum in place later
+            m = m.copy()
+            m.sum_duplicates()
+        parts = []
+        for a in (m.data, m.indices, m.indptr):
+            v = a.view()
+            v.flags.writeable = False
+            parts.append(v)
+        return type(m)(tuple(parts), shape=m.shape)
+    return m  # dask arrays are immutable already
 
 
 def as_relationship(obj, *, inverse: bool = False, kind: str = "K") -> Relationship:

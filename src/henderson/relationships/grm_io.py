@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..errors import DataError, format_ids
 from .container import Relationship, as_relationship
@@ -23,21 +24,118 @@ from .container import Relationship, as_relationship
 _CHUNK = 1024  # rows per chunk: bounds the temporary index masks
 
 
-def write_relationship_csv(rel, path) -> Path:
-    """Write a relationship as CSV: header ``id,<ids...>``, first column id."""
-    rel = as_relationship(rel)
+TRIPLET_COLUMNS = ("id1", "id2", "value")
+
+
+def write_relationship_csv(rel, path, *, format: str = "auto") -> Path:
+    """Write a relationship matrix (or an inverse such as A⁻¹) as CSV.
+
+    Parameters
+    ----------
+    rel : Relationship or DataFrame, shape (n, n)
+        Inverses are written as they are (read them back with ``inverse=True``).
+    path : str or Path
+    format : {"auto", "square", "triplet"}
+        ``square``: header ``id,<ids...>``, one row per id (dense matrices).
+        ``triplet``: header ``id1,id2,value``, the non-zero lower triangle with
+        ``id1`` the row (``id1`` at or after ``id2`` in id order), rows sorted by
+        row then column, every diagonal entry written (so every id appears, in order,
+        even one whose diagonal is 0) -- the long format BLUPF90 and ASReml users
+        exchange A⁻¹ in, with ids instead of integer codes. ``auto``: triplet for
+        sparse matrices, square for dense ones.
+
+    Returns
+    -------
+    Path written.
+    """
+    if isinstance(rel, Relationship):
+        rel = as_relationship(rel, inverse=rel.inverse)
+    else:
+        rel = as_relationship(rel)
+    if format not in ("auto", "square", "triplet"):
+        raise DataError(f"format must be 'auto', 'square' or 'triplet', not {format!r}")
+    if format == "auto":
+        format = "triplet" if rel.is_sparse else "square"
     path = Path(path)
-    rel.to_frame().to_csv(path, float_format="%.17g")
+    if format == "square":
+        rel.to_frame().to_csv(path, float_format="%.17g")
+        return path
+    m = rel.matrix
+    low = sp.tril(m if sp.issparse(m) else sp.csr_matrix(np.asarray(m)), format="coo")
+    keep = low.data != 0
+    row, col, val = low.row[keep], low.col[keep], low.data[keep]
+    diag_missing = np.setdiff1d(np.arange(rel.n), row[row == col])  # explicit zeros
+    row = np.concatenate([row, diag_missing])
+    col = np.concatenate([col, diag_missing])
+    val = np.concatenate([val, np.zeros(len(diag_missing))])
+    order = np.lexsort((col, row))
+    pd.DataFrame(
+        {"id1": rel.ids[row[order]], "id2": rel.ids[col[order]], "value": val[order]}
+    ).to_csv(path, index=False, float_format="%.17g")
     return path
 
 
 def read_relationship_csv(path, *, kind: str = "G", inverse: bool = False) -> Relationship:
-    """Read a square CSV written by :func:`write_relationship_csv` (first column id)."""
-    frame = pd.read_csv(path, dtype={0: str}, index_col=0)
+    """Read a CSV written by :func:`write_relationship_csv` (either layout).
+
+    A file whose header is exactly ``id1,id2,value`` is read as triplets into a
+    ``scipy.sparse.csr_matrix``: ids in order of first appearance (``id1`` first),
+    entries of one triangle mirrored to the other (entries given in both triangles
+    must agree). Anything else is a square matrix with the ids in its first column
+    and header. Ids are read as text.
+    """
+    head = pd.read_csv(path, nrows=0)
+    if tuple(str(c).strip() for c in head.columns) == TRIPLET_COLUMNS:
+        ids, mat = _read_triplets(path)
+        return Relationship(ids, mat, inverse=inverse, kind=kind, info={"file": str(path)})
+    frame = pd.read_csv(path, dtype={head.columns[0]: str}, index_col=0)
     frame.index = frame.index.astype(str)
     frame.columns = frame.columns.astype(str)
     rel = Relationship.from_frame(frame, inverse=inverse, kind=kind)
     return Relationship(rel.ids, rel.matrix, inverse=inverse, kind=kind, info={"file": str(path)})
+
+
+def _read_triplets(path) -> tuple[np.ndarray, sp.csr_matrix]:
+    t = pd.read_csv(path, dtype={"id1": str, "id2": str})
+    t.columns = [str(c).strip() for c in t.columns]
+    if t[["id1", "id2"]].isna().any().any():
+        line = int(np.flatnonzero(t[["id1", "id2"]].isna().any(axis=1).to_numpy())[0]) + 2
+        raise DataError(f"{path}: missing id on line {line}")
+    val = pd.to_numeric(t["value"], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(val).any():
+        line = int(np.flatnonzero(np.isnan(val))[0]) + 2
+        raise DataError(f"{path}: value {t['value'].iloc[line - 2]!r} on line {line} is not a number")
+    id1, id2 = t["id1"].str.strip().to_numpy(dtype=object), t["id2"].str.strip().to_numpy(dtype=object)
+    ids = pd.unique(np.concatenate([id1, id2]))
+    index = pd.Index(ids)
+    r, c = index.get_indexer(id1), index.get_indexer(id2)
+    pair = pd.DataFrame({"r": r, "c": c})
+    dup = pair.duplicated(keep=False).to_numpy()
+    if dup.any():
+        k = int(np.flatnonzero(dup)[0])
+        same = np.flatnonzero((r == r[k]) & (c == c[k])) + 2
+        raise DataError(f"{path}: the pair ({id1[k]!r}, {id2[k]!r}) is given more than once "
+                        f"(lines {', '.join(str(x) for x in same[:10])})")
+    n = len(ids)
+    off = r != c
+    # mirror pairs given in one triangle only; pairs given in both must agree
+    key = np.minimum(r, c).astype(np.int64) * n + np.maximum(r, c)
+    both = pd.Series(key[off]).duplicated(keep=False).to_numpy()
+    if both.any():
+        k_off = np.flatnonzero(off)
+        vals = pd.Series(val[off]).groupby(key[off]).agg(["min", "max"])
+        bad = vals.index[~np.isclose(vals["min"], vals["max"], rtol=1e-12, atol=0)]
+        if len(bad):
+            i, j = divmod(int(bad[0]), n)
+            raise DataError(f"{path}: ({ids[j]!r}, {ids[i]!r}) and ({ids[i]!r}, {ids[j]!r}) differ: not symmetric")
+        mirror = k_off[~both]
+    else:
+        mirror = np.flatnonzero(off)
+    rows = np.concatenate([r, c[mirror]])
+    cols = np.concatenate([c, r[mirror]])
+    mat = sp.csr_matrix((np.concatenate([val, val[mirror]]), (rows, cols)), shape=(n, n))
+    mat.sum_duplicates()
+    return np.asarray(ids, dtype=object), mat
 
 
 def _tril_row_major(a: np.ndarray) -> np.ndarray:
@@ -78,19 +176,30 @@ def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None) -> Path:
     rel : Relationship or DataFrame, shape (n, n)
     prefix : str or Path
     n_snps : int or ndarray (n, n), optional
-        SNPs per pair for ``.grm.N.bin``; default ``rel.info["n_snps_used"]`` or 0.
-    fid : sequence of str, optional
-        Family ids; default ``rel.info["fid"]`` or the individual ids (FID = IID).
+        SNPs per pair for ``.grm.N.bin``; default ``rel.info["n_snps"]`` (a GRM read
+        with :func:`read_gcta_grm`), else ``rel.info["n_snps_used"]``, else 0.
+    fid : sequence of str (n,) or Series by id, optional
+        Family ids; default ``rel.info["fid"]`` (G from PLINK genotypes carries the
+        ``.fam`` FIDs), matched by id; FID = IID where none is known.
     """
     rel = as_relationship(rel, kind="G")
     prefix = Path(prefix)
     n = rel.n
     _tril_row_major(rel.dense()).astype("<f4").tofile(f"{prefix}.grm.bin")
     if n_snps is None:
-        n_snps = rel.info.get("n_snps_used", 0)
+        n_snps = rel.info.get("n_snps")
+        if not (isinstance(n_snps, np.ndarray) and n_snps.shape == (n, n)):
+            n_snps = rel.info.get("n_snps_used", 0)
     nmat = np.broadcast_to(np.asarray(n_snps, dtype=np.float64), (n, n))
     _tril_row_major(nmat).astype("<f4").tofile(f"{prefix}.grm.N.bin")
-    fid = rel.info.get("fid", rel.ids) if fid is None else fid
+    fid = rel.info.get("fid") if fid is None else fid
+    if isinstance(fid, pd.Series):  # by id: robust to any reordering of rel
+        known = fid.set_axis(fid.index.astype(str)).reindex(pd.Index(rel.ids)).to_numpy(dtype=object)
+        fid = np.where(pd.isna(known), rel.ids, known)
+    elif fid is None:
+        fid = rel.ids
+    if len(fid) != n:
+        raise DataError(f"fid has {len(fid)} entries for {n} ids")
     pd.DataFrame({"fid": [str(f) for f in fid], "iid": rel.ids}).to_csv(
         f"{prefix}.grm.id", sep="\t", header=False, index=False
     )
@@ -100,7 +209,8 @@ def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None) -> Path:
 def read_gcta_grm(prefix, *, ids: str = "iid", kind: str = "G") -> Relationship:
     """Read a GCTA binary GRM; ids are the IIDs (``ids="fid_iid"`` for ``FID_IID``).
 
-    ``info`` holds ``fid`` and, when ``.grm.N.bin`` exists, ``n_snps`` (n x n).
+    ``info`` holds ``fid`` (a Series by id) and, when ``.grm.N.bin`` exists,
+    ``n_snps`` (n x n).
     """
     prefix = Path(str(prefix).removesuffix(".grm.bin"))
     id_table = pd.read_csv(f"{prefix}.grm.id", sep=r"\s+", header=None, dtype=str)
@@ -120,7 +230,7 @@ def read_gcta_grm(prefix, *, ids: str = "iid", kind: str = "G") -> Relationship:
         raise DataError(
             f"{prefix}.grm.bin holds {values.size} values; {n} ids in .grm.id need {n * (n + 1) // 2}"
         )
-    info = {"file": f"{prefix}.grm.bin", "fid": fids}
+    info = {"file": f"{prefix}.grm.bin", "fid": pd.Series(fids, index=pd.Index(names, name="id"), name="fid")}
     nfile = Path(f"{prefix}.grm.N.bin")
     if nfile.exists():
         nv = np.fromfile(nfile, dtype="<f4")

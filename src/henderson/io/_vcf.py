@@ -1,0 +1,187 @@
+"""VCF/BCF genotypes through cyvcf2: hard calls (GT) or a dosage FORMAT field (DS, ...).
+
+Counted allele: ALT. A GT call's dosage is the number of ALT alleles in it
+(``0/0`` -> 0, ``0/1`` -> 1, ``1/1`` -> 2), read from the allele indices themselves
+(``Variant.genotype.array()``), so that
+
+* a call with any missing allele (``./.``, ``./1``, ``1/.``) is a missing call, not
+  a heterozygote (htslib's genotype type calls ``./1`` heterozygous);
+* an allele index beyond the site's ALT alleles (``0/3`` at a site with one ALT) is
+  an error naming the site and the sample, not a silent heterozygote;
+* a haploid call (``0``, ``1``) counts as homozygous (0 or 2), PLINK 1.9's
+  convention for haploid genotypes; such calls are counted in ``info``.
+
+Multi-allelic sites are skipped and counted. cyvcf2/htslib errors (a file that is
+not a VCF, a record that does not parse) become :class:`GenotypeError` naming the
+file and the last site read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.genotypes import MISSING, Genotypes
+from ..errors import DataError, DataWarning, GenotypeError, HendersonError, format_ids
+
+
+def read_vcf(path: Path, field: str = "GT") -> Genotypes:
+    """Read a VCF/BCF file; see the module notes for how calls become dosages.
+
+    Parameters
+    ----------
+    path : Path
+    field : str
+        ``"GT"`` (hard calls, int8) or a numeric FORMAT field holding the ALT dosage
+        (e.g. ``"DS"``; float, NaN for missing). The field must be declared in the
+        header; sites whose FORMAT lacks it are read as missing and counted.
+
+    Returns
+    -------
+    Genotypes, shape (samples, bi-allelic sites).
+    """
+    try:
+        from cyvcf2 import VCF
+    except ImportError as e:  # optional dependency
+        raise ImportError("reading VCF/BCF needs cyvcf2: pip install 'henderson[vcf]'") from e
+    if not path.exists():
+        raise DataError(f"VCF file not found: {path}")
+    try:
+        vcf = VCF(str(path))
+    except OSError as err:
+        raise GenotypeError(f"{path}: not a readable VCF/BCF file ({err})") from err
+    state = {"record": 0, "site": None}
+    try:
+        return _read_sites(vcf, path, field, state)
+    except HendersonError:
+        raise
+    except Exception as err:  # htslib parse errors surface as bare Exception/KeyError
+        where = (f"the record after site {state['site']!r} (data record {state['record'] + 1})"
+                 if state["site"] is not None else "the first data record")
+        raise GenotypeError(f"{path}: cannot parse {where}: {err}") from err
+    finally:
+        vcf.close()
+
+
+def _check_header(vcf, path: Path, field: str) -> bool:
+    """The field is declared as a FORMAT field of a usable type; returns True for GT."""
+    declared = {h.info().get("ID"): h.info() for h in vcf.header_iter() if h.type == "FORMAT"}
+    if field not in declared:
+        raise GenotypeError(
+            f"{path}: the header declares no FORMAT field {field!r} (no ##FORMAT=<ID={field},...> line); "
+            f"declared FORMAT fields: {format_ids(sorted(declared)) or 'none'}"
+        )
+    if field == "GT":
+        return True
+    if declared[field].get("Type") not in ("Float", "Integer"):
+        raise GenotypeError(
+            f"{path}: FORMAT field {field!r} has Type={declared[field].get('Type')}; a dosage field "
+            "must be Float or Integer"
+        )
+    return False
+
+
+def _gt_dosage(v, n_alt: int, samples, path: Path, sid: str):
+    """ALT counts (int8, MISSING for any missing allele) and the number of haploid calls."""
+    al = v.genotype.array()[:, :-1]  # last column is the phase flag; -1 missing, -2 no allele
+    bad = al > n_alt
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise GenotypeError(
+            f"{path}: site {sid!r} (chromosome {v.CHROM}, position {v.POS}) declares "
+            f"{n_alt} ALT allele(s) but sample {samples[j]!r} has allele index {int(al[j].max())}"
+        )
+    n_alleles = (al != -2).sum(axis=1)  # alleles present or missing; -2 pads short calls
+    if (n_alleles > 2).any():
+        j = int(np.flatnonzero(n_alleles > 2)[0])
+        raise GenotypeError(
+            f"{path}: site {sid!r}: sample {samples[j]!r} has a {int(n_alleles[j])}-ploid call; "
+            "only haploid and diploid calls have 0/1/2 dosages"
+        )
+    miss = (al == -1).any(axis=1) | (n_alleles == 0)
+    alt = (al == 1).sum(axis=1)
+    haploid = (n_alleles == 1) & ~miss
+    g = np.where(haploid, 2 * alt, alt).astype(np.int8)
+    g[miss] = MISSING
+    return g, int(haploid.sum())
+
+
+def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
+    samples = list(vcf.samples)
+    if not samples:
+        raise GenotypeError(f"{path}: no sample columns (a sites-only VCF has no genotypes)")
+    hard = _check_header(vcf, path, field)
+    rows, meta, multi, lacking = [], [], [], []
+    n_haploid = 0
+    for v in vcf:  # cyvcf2 yields one site at a time; each site is vectorised over samples
+        alt = v.ALT
+        sid = v.ID or f"{v.CHROM}:{v.POS}:{v.REF}:{','.join(alt)}"
+        state["record"] += 1
+        state["site"] = sid
+        if len(alt) > 1:
+            multi.append(sid)
+            continue
+        if field not in v.FORMAT:
+            lacking.append(sid)
+            g = np.full(len(samples), MISSING if hard else np.nan, dtype=np.int8 if hard else np.float64)
+        elif hard:
+            g, k = _gt_dosage(v, len(alt), samples, path, sid)
+            n_haploid += k
+        else:
+            g = np.asarray(v.format(field), dtype=np.float64)[:, 0]
+            g[~np.isfinite(g)] = np.nan  # bcf_float_missing is a NaN payload
+            bad = ~np.isnan(g) & ((g < 0) | (g > 2))
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise GenotypeError(
+                    f"{path}: {field} {g[j]:g} at site {sid!r} for sample {samples[j]!r} is outside [0, 2]"
+                )
+        rows.append(g)
+        meta.append((sid, v.CHROM, v.POS, alt[0] if alt else ".", v.REF))
+    if multi:
+        warnings.warn(
+            f"{path.name}: skipped {len(multi)} multi-allelic site(s): {format_ids(multi)}",
+            DataWarning,
+            stacklevel=4,
+        )
+    if lacking:
+        warnings.warn(
+            f"{path.name}: {len(lacking)} site(s) have no {field} in their FORMAT and were read as "
+            f"missing calls: {format_ids(lacking)}",
+            DataWarning,
+            stacklevel=4,
+        )
+    if n_haploid:
+        warnings.warn(
+            f"{path.name}: {n_haploid} haploid call(s) counted as homozygous (0 or 2 ALT copies, "
+            "PLINK's convention)",
+            DataWarning,
+            stacklevel=4,
+        )
+    if not rows:
+        raise GenotypeError(f"{path.name}: no bi-allelic site to read ({len(multi)} multi-allelic skipped)")
+    snps = pd.DataFrame(meta, columns=["snp", "chrom", "pos", "allele1", "allele2"])
+    dup = pd.Index(snps["snp"])
+    if dup.has_duplicates:
+        raise GenotypeError(f"{path}: duplicated site ids: " + format_ids(dup[dup.duplicated()].unique()))
+    dup = pd.Index(samples)
+    if dup.has_duplicates:
+        raise GenotypeError(f"{path}: duplicated sample names: " + format_ids(dup[dup.duplicated()].unique()))
+    d = np.ascontiguousarray(np.stack(rows, axis=1))
+    info = {
+        "file": str(path),
+        "format": "vcf",
+        "field": field,
+        "coding": "012" if hard else "dosage",
+        "coding_detected": False,
+        "counted_allele": "ALT",
+        "n_multiallelic_skipped": len(multi),
+        "multiallelic_skipped": multi,
+        "n_sites_without_field": len(lacking),
+        "sites_without_field": lacking,
+        "n_haploid_calls": n_haploid,
+    }
+    return Genotypes(samples, snps, d, info)
