@@ -1,0 +1,199 @@
+"""The command line end to end on the bundled data written as a user would bring it:
+CSV, PLINK (henderson.write_plink) and VCF (written here) genotypes; the gryphon pedigree.
+
+References (independent of henderson):
+- wheat ``env1`` GBLUP / SNP-BLUP: ``tests/data/refs/wheat_rrblup.json``, the tightly
+  converged REML optimum (``exact_reml_optimum``: σ²_g 0.3014828, σ²_e 0.5409987,
+  σ²_β 7.07257e-4 per SNP with centred markers);
+- gryphon BWT animal model: ``tests/data/refs/gryphon_asreml.json`` (ASReml-R 4.1 output
+  printed in the Wilson et al. 2010 tutorial).
+CV predictive abilities are compared with the Python API's exact values (same folds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import load_ref
+from henderson.cli.main import main
+from henderson.datasets import load_gryphon, load_wheat
+
+EXACT = load_ref("wheat_rrblup.json")["exact_reml_optimum"]
+ASREML = load_ref("gryphon_asreml.json")["models"]
+# Our REML converges to ~1e-8 relative; the reference optimum is converged to 1e-12 on
+# log λ. 1e-6 relative leaves room for the optimiser's stopping rule, nothing more.
+VC_RTOL = 1e-6
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_script(args):
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "henderson.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=180)
+
+
+def write_vcf(path: Path, counts: pd.DataFrame) -> None:
+    """Individuals x SNPs allele counts (0/1/2) → a minimal VCF 4.2 with GT calls."""
+    gt = np.array(["0/0", "0/1", "1/1"])[counts.to_numpy().T]  # SNPs x individuals
+    head = ("##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+            '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+            "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(counts.index) + "\n")
+    rows = ["\t".join(["1", str(1000 * (j + 1)), snp, "A", "G", ".", "PASS", ".", "GT", *gt[j]])
+            for j, snp in enumerate(counts.columns)]
+    path.write_text(head + "\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def wheat(tmp_path_factory):
+    """Wheat phenotypes (with the 10 bundled folds) and 0/2 genotypes as CSV, PLINK and VCF."""
+    from henderson import write_plink
+    from henderson.data.genotypes import Genotypes
+
+    d = tmp_path_factory.mktemp("wheat_formats")
+    w = load_wheat()
+    ph = w.phenotypes.copy()
+    ph["fold"] = w.folds.reindex(ph.index)
+    ph["half"] = np.where(np.arange(len(ph)) % 2 == 0, "a", "b")  # a made-up fixed factor for --fixed
+    ph.rename_axis("id").reset_index().to_csv(d / "pheno.csv", index=False)
+    counts = (2 * w.markers).rename_axis("id")  # DArT 0/1 → homozygous counts 0/2 (refs: M = 2X − 1)
+    counts.to_csv(d / "geno.csv")
+    write_plink(d / "geno", Genotypes.from_frame(counts))
+    write_vcf(d / "geno.vcf", counts)
+    return {"pheno": d / "pheno.csv", "csv": d / "geno.csv", "plink": d / "geno", "vcf": d / "geno.vcf",
+            "w": w, "counts": counts, "ph": ph}
+
+
+def _vc(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "variance_components.csv", index_col="term")
+
+
+@pytest.mark.parametrize("fmt", ["plink", "vcf"])  # CSV: test_gblup_script_csv
+def test_gblup_plink_vcf_match_reference(tmp_path, capsys, wheat, fmt):
+    if fmt == "vcf":
+        pytest.importorskip("cyvcf2")
+    out = tmp_path / "g"
+    code, _, err = run(["gblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat[fmt], "-o", out, "-q"], capsys)
+    assert code == 0, err
+    vc = _vc(out)
+    assert vc.loc["id", "variance"] == pytest.approx(EXACT["gblup"]["Vu"], rel=VC_RTOL)
+    assert vc.loc["Residual", "variance"] == pytest.approx(EXACT["gblup"]["Ve"], rel=VC_RTOL)
+
+
+def test_gblup_script_csv(tmp_path, wheat):
+    out = tmp_path / "g"
+    p = run_script(["gblup", "--phenotypes", wheat["pheno"], "--trait", "env1", "--genotypes", wheat["csv"],
+                    "--out", out])
+    assert p.returncode == 0, p.stderr
+    assert f"Wrote {out}/" in p.stdout
+    vc = _vc(out)
+    assert vc.loc["id", "variance"] == pytest.approx(EXACT["gblup"]["Vu"], rel=VC_RTOL)
+    assert vc.loc["Residual", "variance"] == pytest.approx(EXACT["gblup"]["Ve"], rel=VC_RTOL)
+    bv = pd.read_csv(out / "breeding_values.csv")
+    assert len(bv) == 599 and bv["reliability"].between(0, 1).all()
+    html = (out / "report.html").read_text()
+    for caption in ("599 records of env1 on 599 individuals", "Distribution of the 599 GEBVs",
+                    "Absolute SNP effects by chromosome", "Distribution of the diagonal (1 + inbreeding)"):
+        assert caption in html, caption
+
+
+def test_snpblup_script_plink(tmp_path, wheat):
+    out = tmp_path / "s"
+    p = run_script(["snpblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["plink"], "-o", out])
+    assert p.returncode == 0, p.stderr
+    model = json.loads((out / "model.json").read_text())
+    # σ²_β per SNP with centred markers; 2Σpq σ²_β is GBLUP's σ²_g
+    assert model["sigma2_beta"] == pytest.approx(EXACT["snpblup"]["Vu"], rel=VC_RTOL)
+    assert model["sigma2_g"] == pytest.approx(EXACT["gblup"]["Vu"], rel=VC_RTOL)
+    assert _vc(out).loc["Residual", "variance"] == pytest.approx(EXACT["snpblup"]["Ve"], rel=VC_RTOL)
+    snp = pd.read_csv(out / "snp_effects.csv")
+    assert len(snp) == 1279
+    html = (out / "report.html").read_text()
+    for caption in ("Absolute SNP effects", "Distribution of the diagonal (1 + inbreeding)", "Largest 10 |effects|"):
+        assert caption in html, caption
+
+
+def test_cv_script_vcf_matches_python_api(tmp_path, wheat):
+    """cv on the VCF with the bundled folds, variances re-estimated per fold: every fold's r
+    equals the Python API's (cv_metrics.csv has 10 significant digits: rtol 1e-8)."""
+    pytest.importorskip("cyvcf2")
+    from henderson import GBLUP, cross_validate
+    from henderson.data.genotypes import Genotypes
+
+    out = tmp_path / "cv"
+    p = run_script(["cv", "--model", "gblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["vcf"],
+                    "--fold-column", "fold", "-o", out])
+    assert p.returncode == 0, p.stderr
+    got = pd.read_csv(out / "cv_metrics.csv", dtype={"fold": str}).set_index("fold")
+    w = wheat["w"]
+    ref = cross_validate(GBLUP(), Genotypes.from_frame(wheat["counts"]), w.phenotypes["env1"],
+                         cv=w.folds.astype(str), refit_variances=True).fold_metrics.set_index("fold")
+    assert len(got) == 10
+    np.testing.assert_allclose(got.loc[ref.index, "r"], ref["r"], rtol=1e-8)
+    np.testing.assert_allclose(got.loc[ref.index, "sigma2_g"], ref["sigma2_g"], rtol=1e-8)
+    assert "n" not in got.columns
+    assert (got.loc[ref.index, "n_test"].to_numpy() == ref["n_test"].to_numpy()).all()
+    html = (out / "report.html").read_text()
+    for caption in ("Predictive ability per model", "Each point is an individual predicted without its own",
+                    "Per-fold metrics"):
+        assert caption in html, caption
+    doc = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert [i["role"] for i in doc["inputs"]] == ["phenotypes", "genotypes"]
+
+
+def test_cv_fixed_and_coding_options(tmp_path, capsys, wheat):
+    """cv takes --fixed/--coding/--method like gblup: a fixed factor changes the model, and
+    the folds' r equal the Python API's with the same fixed part (fixed variances: fast path)."""
+    from henderson import GBLUP, cross_validate
+    from henderson.data.genotypes import Genotypes
+
+    out = tmp_path / "cv"
+    code, _, err = run(["cv", "--model", "gblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["csv"],
+                        "--coding", "012", "--fixed", "half", "--fold-column", "fold", "--fixed-variances",
+                        "-o", out, "-q"], capsys)
+    assert code == 0, err
+    got = pd.read_csv(out / "cv_metrics.csv", dtype={"fold": str}).set_index("fold")
+    w, ph = wheat["w"], wheat["ph"]
+    ref = cross_validate(GBLUP(fixed="half"), Genotypes.from_frame(wheat["counts"]), w.phenotypes["env1"],
+                         cv=w.folds.astype(str), refit_variances=False, data=ph[["half"]]).fold_metrics
+    np.testing.assert_allclose(got.loc[ref["fold"], "r"], ref["r"], rtol=1e-8)
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["settings"]["fixed"] == "half" and doc["results"]["cv_settings"]["model_params"]["fixed"] == "half"
+    code, out_, err = run(["cv", "--help"], capsys)
+    for opt in ("--coding", "--fixed", "--method", "--drop-unknown", "--selfing", "--id-column", "--ped-columns"):
+        assert opt in out_, opt
+
+
+def test_pblup_gryphon_matches_asreml(tmp_path, capsys):
+    """Gryphon BWT ~ 1 + SEX + animal (model 2 of the tutorial): ASReml-R's variance
+    components to 2e-5 (it prints 7 digits; test_models_gryphon uses the same bound)."""
+    g = load_gryphon()
+    g.records.to_csv(tmp_path / "gryphon.csv", index=False)
+    g.pedigree.to_csv(tmp_path / "ped.csv", index=False)
+    out = tmp_path / "p"
+    code, stdout, err = run(["pblup", "-p", tmp_path / "gryphon.csv", "-t", "BWT", "--id-column", "ANIMAL",
+                             "--fixed", "SEX", "--pedigree", tmp_path / "ped.csv", "-o", out], capsys)
+    assert code == 0, err
+    ref = ASREML["model2"]["varcomp"]
+    vc = _vc(out)
+    assert vc.loc["id", "variance"] == pytest.approx(ref["animal"]["component"], rel=2e-5)
+    assert vc.loc["Residual", "variance"] == pytest.approx(ref["residual"]["component"], rel=2e-5)
+    assert vc.loc["id", "se"] == pytest.approx(ref["animal"]["std.error"], rel=2e-4)
+    bv = pd.read_csv(out / "breeding_values.csv", dtype={"id": str})
+    assert len(bv) == 1309  # every animal of the pedigree, 854 of them with a record
+    html = (out / "report.html").read_text()
+    for caption in ("854 records of BWT on 854 individuals (230 rows without a value were left out)",
+                    "Top 20 of 1,309 animals in the pedigree"):
+        assert caption in html, caption
