@@ -131,12 +131,26 @@ def test_objective_at_reference_estimate_reproduces_lme4_loglik():
         assert -0.5 * state.evaluate(s).m2ll == pytest.approx(ref["logLik"], abs=1e-7)
 
 
-def test_lme4_blups_by_id():
-    ref = LME4["Penicillin"]["reml"]["ranef"]
-    res = h.fit(CASES["Penicillin"], load_lme4("Penicillin"))
-    for key, term in [("plate.(Intercept)", "plate"), ("sample.(Intercept)", "sample")]:
-        got = res.blups[term].loc[ref[key]["levels"], "blup"].to_numpy()
-        np.testing.assert_allclose(got, ref[key]["values"], atol=5e-4 * np.abs(ref[key]["values"]).max())
+@pytest.mark.parametrize("name, keys", [
+    ("Penicillin", [("plate.(Intercept)", "plate"), ("sample.(Intercept)", "sample")]),
+    ("Pastes", [("batch.(Intercept)", "batch"), ("cask:batch.(Intercept)", "batch:cask")]),
+    ("Dyestuff", [("Batch.(Intercept)", "Batch")]),
+])
+def test_lme4_blups_by_id(name, keys):
+    # lme4 (bobyqa) stops with variance components up to ~1e-5 relative from the
+    # optimum in these flat directions (see test_lme4_datasets); BLUPs move by about
+    # |û| times that: measured max differences 6e-7 (Penicillin), 1.4e-6 (Pastes).
+    # 5e-6 absolute is a few times that (|û| ≤ 4.6 here), and 1000 times tighter than
+    # a BLUP computed at the wrong variances would be.
+    ref = LME4[name]["reml"]["ranef"]
+    res = h.fit(CASES[name], load_lme4(name))
+    for key, term in keys:
+        levels = ref[key]["levels"]
+        if term == "batch:cask":  # lme4 labels cask:batch levels "a:A"; ours are "A:a"
+            levels = [":".join(lv.split(":")[::-1]) for lv in levels]
+        got = res.blups[term].loc[levels, "blup"].to_numpy()
+        assert len(got) == len(res.blups[term])
+        np.testing.assert_allclose(got, ref[key]["values"], atol=5e-6)
 
 
 class _nullcontext:

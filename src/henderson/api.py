@@ -14,6 +14,7 @@ import pandas as pd
 
 from .assemble import dense_result, sparse_result, spectral_result
 from .errors import ModelError
+from .reml import identifiability
 from .reml.optimize import optimise
 from .results import FitResult
 from .solvers.dense import DenseMME
@@ -52,8 +53,12 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     cov_inverse : dict, optional
         ``{group: Kinv}`` the inverse covariance, e.g. a sparse pedigree A⁻¹.
     start : array, optional
-        Starting variance components (terms in formula order, then residual).
+        Starting variance components (terms in formula order, then residual). The
+        spectral solver, whose search is one-dimensional in σ²_g/σ²ₑ, centres its
+        initial grid on their ratio.
     max_iter : int
+        AI-REML iterations (dense, sparse) or Brent iterations (spectral); reaching it
+        is a :class:`~henderson.ConvergenceWarning` carrying the log.
     sigma2 : array, optional
         Fixed variance components: skip estimation and solve the MME at these values
         (BLUP with known variances, as in Mrode's textbook examples).
@@ -106,7 +111,7 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
     if solver == "spectral" and not one_kernel:
         raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
     if one_kernel and solver in ("auto", "spectral"):
-        return _fit_spectral(spec, method, sigma2, pev, t0, t1)
+        return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
         state = SparseMME(spec)
         assemble = sparse_result
@@ -121,6 +126,11 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
         ev = state.evaluate(s, derivatives=True, method=method)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), []
     else:
+        # variance components that cannot be told apart are an error, not an arbitrary split
+        if isinstance(state, DenseMME):
+            identifiability.check_dense(state)
+        else:
+            identifiability.simple_confounding(spec)
         opt = optimise(state, method=method, start=start, max_iter=max_iter)
         ev, iterations, converged, log, boundary = (opt.evaluation, opt.iterations,
                                                    opt.converged, opt.log, opt.boundary)
@@ -147,15 +157,18 @@ def _prefers_sparse(spec) -> bool:
     return rest > SPARSE_THRESHOLD
 
 
-def _fit_spectral(spec, method, sigma2, pev, t0, t1) -> FitResult:
+def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200) -> FitResult:
     term = spec.terms[0]
-    solver = SpectralSolver(spec.y, spec.X, term.kernel, term.codes)
+    solver = SpectralSolver(spec.y, spec.X, term.kernel, term.codes, term=term.name, ids=term.levels)
     t2 = time.perf_counter()
     if sigma2 is not None:
-        sg, se = (float(v) for v in np.asarray(sigma2, dtype=float))
-        info = {"evaluations": 0}
+        s = np.asarray(sigma2, dtype=float)
+        if s.shape != (2,):
+            raise ModelError("sigma2 needs 2 values (the term, then the residual)")
+        sg, se = float(s[0]), float(s[1])
+        info = {"iterations": 0, "converged": True, "log": pd.DataFrame()}
     else:
-        sg, se, info = solver.optimise(method)
+        sg, se, info = solver.optimise(method, max_iter=max_iter, start=start)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
     result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)

@@ -1,4 +1,8 @@
-"""Assemble a :class:`FitResult` from a solver's final state (dense MME or spectral)."""
+"""Assemble a :class:`FitResult` from a solver's final state (dense MME, sparse MME or spectral).
+
+Shared rules (every solver): reliability = 1 − PEV/(σ²ₖKᵢᵢ), 0 when σ²ₖ = 0;
+on the boundary the SEs of that variance and of all shares are NaN (:func:`variance_table`).
+"""
 
 from __future__ import annotations
 
@@ -27,14 +31,26 @@ def settings_of(spec: ModelSpec, method: str, fixed_sigma2: bool, solver: str) -
 
 
 def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -> pd.DataFrame:
-    """Variance components with SEs, shares of the total and their delta-method SEs."""
+    """Variance components with SEs, shares of the total and their delta-method SEs.
+
+    On the boundary (σ²ₖ = 0) the usual asymptotics do not hold (the estimator's
+    distribution is a mixture with a point mass at 0), so σ²ₖ's SE and every share's
+    SE are NaN, in every solver; the BoundaryWarning says why. The other variances
+    keep their SEs from the inverse AI of the free components.
+    """
     K = len(spec.terms)
     names = [t.name for t in spec.terms] + ["Residual"]
+    if cov is not None and boundary:
+        cov = cov.copy()
+        cov[boundary, :] = np.nan
+        cov[:, boundary] = np.nan
     ratio, ratio_se = ratio_table(names, s, cov)
     var_se = np.sqrt(np.diag(cov)) if cov is not None else np.full(K + 1, np.nan)
     for k in boundary:
         msg = (f"variance of {names[k]!r} estimated at the boundary (0): the data show no "
-               "variation between its levels beyond the residual")
+               "variation between its levels beyond the residual; its BLUPs are 0 with "
+               "reliability 0, and the standard errors of this variance and of the shares "
+               "are not available (NaN): asymptotic SEs do not hold at the boundary")
         notes.append(msg)
         warnings.warn(msg, BoundaryWarning, stacklevel=4)
     return pd.DataFrame({
@@ -42,6 +58,17 @@ def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -
         "boundary": [bool(k in boundary) for k in range(K)] + [False],
         "levels": [t.q for t in spec.terms] + [np.nan],
     }, index=pd.Index(names, name="term"))
+
+
+def reliability(pev: np.ndarray, sigma2_k: float, k_diag: np.ndarray) -> np.ndarray:
+    """1 − PEV/(σ²ₖKᵢᵢ); 0 when σ²ₖ = 0 (the BLUPs are all 0 and carry no information).
+
+    Shape (q,). A level with Kᵢᵢ = 0 (a degenerate K) gets NaN rather than a number.
+    """
+    if sigma2_k == 0.0:
+        return np.zeros(len(k_diag))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - pev / (sigma2_k * k_diag)
 
 
 def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log,
@@ -81,8 +108,7 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
                 pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
             else:
                 u, pev = v, ev.inverse_diag(k) * se_e
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = 1.0 - pev / (s[k] * t.k_diag)
+            rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
         blups[t.name] = pd.DataFrame(
@@ -126,13 +152,15 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
                           index=pd.Index(spec.x_names, name="coefficient"))
     if pev:
         pev_v = solver.pev(sg, se, sol["cov_b"])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = 1.0 - pev_v / (sg * term.k_diag)
+        if sg == 0.0:
+            pev_v = np.zeros(term.q)  # u = û = 0: PEV is exactly 0, not rounding noise
+        rel = reliability(pev_v, sg, term.k_diag)
     else:
         pev_v = rel = np.full(term.q, np.nan)
         notes.append("PEV and reliabilities not computed (pev=False)")
+    g = sol["g"] if sg > 0 else np.zeros(term.q)  # not −0.0 from 0·(negative)
     blups = {term.name: pd.DataFrame(
-        {"blup": sol["g"], "pev": pev_v, "reliability": rel, "n_records": term.n_records},
+        {"blup": g, "pev": pev_v, "reliability": rel, "n_records": term.n_records},
         index=pd.Index(term.levels, name=term.name))}
     resid = se * sol["Py"]  # ê = σ²_e P y (BLUP residuals)
     fitted = pd.Series(spec.y - resid, index=spec.record_index, name="fitted")
@@ -145,7 +173,8 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
         variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
         aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
         n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=solver.name,
-        iterations=int(info.get("evaluations", 0)), converged=True, log=pd.DataFrame(),
+        iterations=int(info.get("iterations", 0)), converged=bool(info.get("converged", True)),
+        log=info.get("log", pd.DataFrame()),
         fitted=fitted, residuals=pd.Series(resid, index=spec.record_index, name="residual"),
         notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name), vcov=cov,
         record_levels={t.name: t.levels[t.codes] for t in spec.terms})
@@ -187,8 +216,7 @@ def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log
         if ev.active[k]:
             u = ev.solution[a:bb]
             pev = diag[a:bb] * se_e if diag is not None else np.full(t.q, np.nan)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = 1.0 - pev / (s[k] * t.k_diag)
+            rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
         blups[t.name] = pd.DataFrame({"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},

@@ -19,11 +19,15 @@ class FitResult:
         One row per random term plus ``Residual``: ``variance``, ``se`` (from the
         inverse average-information matrix), ``ratio`` (share of the total variance)
         and ``ratio_se`` (delta method), ``boundary`` (True when estimated at zero).
+        On the boundary the SE of that variance and of every share is NaN (not
+        available: asymptotic SEs do not hold there), in every solver.
     fixed_effects : DataFrame
         Indexed by coefficient name: ``estimate``, ``se``, ``t``.
     blups : dict[str, DataFrame]
         Per random term, indexed by level id: ``blup``, ``pev`` (prediction error
-        variance), ``reliability`` (1 − PEV/(σ²ₖKᵢᵢ)), ``n_records``.
+        variance), ``reliability`` (1 − PEV/(σ²ₖKᵢᵢ); 0 when σ²ₖ is estimated at 0),
+        ``n_records``. Levels are in the order of the covariance's ids when one is
+        given, else in natural order (numeric when every id is an integer).
     loglik : float
         Log-likelihood in lme4's convention (full REML or ML log-likelihood).
     aic, bic : float
@@ -32,9 +36,13 @@ class FitResult:
         Records used, and records dropped for missing values.
     method, solver : str
     iterations : int
+        AI-REML iterations (dense, sparse), or Brent iterations plus Newton steps
+        (spectral); 0 with known variances.
     converged : bool
     log : DataFrame
-        The optimisation log, one row per iteration.
+        The optimisation log: ``iteration``, ``step`` (dense/sparse: ``ai``, ``em``,
+        ...; spectral: ``grid``, ``brent``, ``newton``, ``boundary``, one row per
+        evaluation), ``m2ll`` and one ``sigma2_<term>`` column per component.
     fitted, residuals : Series
         Xb̂ + Zû and y − fitted, indexed like the data rows used.
     timings : dict
@@ -143,17 +151,16 @@ class FitResult:
 def ratio_table(names, sigma2: np.ndarray, cov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Shares σ²ₖ/Σσ² and their delta-method standard errors.
 
-    With S = Σⱼσ²ⱼ, ∂(σ²ₖ/S)/∂σ²ⱼ = (δⱼₖS − σ²ₖ)/S²; var = gᵀ·cov·g.
+    With S = Σⱼσ²ⱼ, ∂(σ²ₖ/S)/∂σ²ⱼ = (δⱼₖS − σ²ₖ)/S²; var = gᵀ·cov·g. Every share
+    depends on every component, so when any component has no variance in ``cov``
+    (NaN: on the boundary, or no SEs at all) every share's SE is NaN rather than a
+    number computed as if that component were known exactly.
     """
     S = sigma2.sum()
     ratio = sigma2 / S
-    if cov is None:
-        return ratio, np.full(len(sigma2), np.nan)
-    se = np.empty(len(sigma2))
-    for k in range(len(sigma2)):
-        g = -sigma2[k] / S**2 * np.ones(len(sigma2))
-        g[k] += 1.0 / S
-        ok = np.isfinite(np.diag(cov))
-        gg = g[ok]
-        se[k] = np.sqrt(max(gg @ cov[np.ix_(ok, ok)] @ gg, 0.0))
-    return ratio, se
+    k = len(sigma2)
+    if cov is None or not np.all(np.isfinite(np.diag(cov))):
+        return ratio, np.full(k, np.nan)
+    G = (np.eye(k) * S - sigma2[:, None]) / S**2   # row k: gradient of share k
+    var = np.einsum("ij,jl,il->i", G, cov, G)
+    return ratio, np.sqrt(np.maximum(var, 0.0))

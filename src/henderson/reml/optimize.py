@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import ConvergenceWarning, ModelError
+from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+
+#: what an evaluation raises when a trial σ² leaves the region where the MME are
+#: positive definite (numerically): the only errors a line search may absorb
+_LEFT_FEASIBLE_REGION = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError,
+                         ZeroDivisionError)
 
 
 @dataclass
@@ -172,7 +177,9 @@ def _ai_step(state, ev, method: str):
             continue
         try:
             trial = state.evaluate(cand, derivatives=True, method=method)
-        except Exception:
+        except _LEFT_FEASIBLE_REGION:
+            # the step reached σ² where C or V is not positive definite: shorten it.
+            # Anything else (a bug, bad input) propagates instead of being halved away.
             t /= 2
             continue
         if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):

@@ -80,8 +80,13 @@ class SparseMME:
         return np.concatenate(idx), spans
 
     def _factor(self, C):
-        lu = spla.splu(C.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                       options={"SymmetricMode": True})
+        try:
+            lu = spla.splu(C.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options={"SymmetricMode": True})
+        except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
+            raise NotPositiveDefiniteError(
+                "the mixed model equations are singular: check for a fixed effect confounded "
+                f"with a random term ({exc})") from exc
         u = lu.U.diagonal()
         if np.any(u <= 0):
             raise NotPositiveDefiniteError(
