@@ -223,6 +223,48 @@ def test_ainv_lower_triangle(tmp_path, capsys):
     assert F["6"] == pytest.approx(0.125) and F["1"] == 0
 
 
+def _tabular_A(rows):
+    """Numerator relationships by the tabular method, parents before offspring; a selfing
+    (s = d) gives a_ii = 1 + a_ss/2 (Henderson's rules; independent of henderson's code)."""
+    idx = {r[0]: i for i, r in enumerate(rows)}
+    A = np.zeros((len(rows), len(rows)))
+    for i, (_, s, d) in enumerate(rows):
+        si, di = idx.get(s), idx.get(d)
+        for j in range(i):
+            A[i, j] = A[j, i] = 0.5 * ((A[j, si] if si is not None else 0) + (A[j, di] if di is not None else 0))
+        A[i, i] = 1 + (0.5 * A[si, di] if si is not None and di is not None else 0)
+    return A
+
+
+def test_selfing_pedigree(tmp_path, capsys):
+    """Plant pedigree with selfings (sire == dam): refused without --selfing, with advice;
+    with it, A⁻¹ is the inverse of the tabular A and F(self of a non-inbred line) = 1/2."""
+    rows = [("P1", "0", "0"), ("P2", "0", "0"), ("F1", "P1", "P2"), ("S1", "F1", "F1"), ("S2", "S1", "S1"),
+            ("X", "S1", "P2")]
+    (tmp_path / "ped.csv").write_text("id,sire,dam\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
+    code, _, err = run(["ainv", "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "a.csv"], capsys)
+    assert code == 2 and "ped.csv" in err and "--selfing" in err and "monoecious=" not in err
+    code, _, err = run(["ainv", "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "a.csv", "--selfing",
+                        "--inbreeding", tmp_path / "F.csv"], capsys)
+    assert code == 0, err
+    t = pd.read_csv(tmp_path / "a.csv", dtype=str).astype({"value": float})
+    ids = [r[0] for r in rows]
+    pos = {k: i for i, k in enumerate(ids)}
+    dense = np.zeros((len(ids), len(ids)))
+    for a, b, v in t.itertuples(index=False):
+        dense[pos[a], pos[b]] = dense[pos[b], pos[a]] = v
+    np.testing.assert_allclose(dense, np.linalg.inv(_tabular_A(rows)), atol=1e-10)
+    F = pd.read_csv(tmp_path / "F.csv", dtype={"id": str}).set_index("id")["F"]
+    assert F["S1"] == pytest.approx(0.5) and F["S2"] == pytest.approx(0.75) and F["X"] == pytest.approx(0.25)
+    # three records per plant (repeated records), so that REML can separate σ²_a and σ²_e
+    y = np.random.default_rng(3).normal(size=18) + np.repeat([1.0, 2, 3, 4, 5, 2], 3)
+    pd.DataFrame({"id": np.repeat(ids, 3), "y": y}).to_csv(tmp_path / "ph.csv", index=False)
+    code, _, err = run(["pblup", "-p", tmp_path / "ph.csv", "-t", "y", "--pedigree", tmp_path / "ped.csv",
+                        "--selfing", "--out", tmp_path / "o", "-q"], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "o" / "breeding_values.csv")) == 6
+
+
 # --------------------------------------------------------------------------- cross-validation
 
 def test_cv_given_folds_fixed_variances(tmp_path, capsys, wheat_files):

@@ -42,7 +42,7 @@ _CLI_WORDS = (
     (r"\bmissing\s*=\s*['\"]drop['\"]", "--drop-unknown"),
     (r"\b[Uu]se refit_variances\s*=\s*True", "Drop --fixed-variances"),
     (r"\brefit_variances\s*=\s*False", "--fixed-variances"),
-    (r"\bselfing\s*=\s*True", "--selfing"),
+    (r"\b(?:selfing|monoecious)\s*=\s*True", "--selfing"),
     (r"\bpass format='plink', 'vcf' or 'csv'",
      "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt"),
 )

@@ -387,10 +387,10 @@ def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam
 
     p = _need_file(path)
     kw = {}
-    if selfing:
-        if "selfing" not in inspect.signature(read_pedigree).parameters:
-            raise DataError("--selfing: this henderson version cannot read selfed pedigrees yet")
-        kw["selfing"] = True
+    if selfing:  # read_pedigree calls it monoecious=: sire = dam is a selfing, an id may be both
+        if "monoecious" not in inspect.signature(read_pedigree).parameters:
+            raise DataError("--selfing: this henderson version cannot read selfed pedigrees")
+        kw["monoecious"] = True
     with reading(p, "pedigree file"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ped = read_pedigree(p, id=id, sire=sire, dam=dam, **kw)

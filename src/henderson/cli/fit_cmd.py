@@ -10,6 +10,7 @@ import typer
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ..report.formula import formula_variables
+from .genetic_cmd import SelfingOpt
 from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
                       read_table, require_columns)
 
@@ -45,7 +46,7 @@ def fit(
     coding: Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
-    selfing: Annotated[bool, typer.Option("--selfing", help="Allow selfed individuals (sire == dam) in the pedigree.")] = False,
+    selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
     quiet: QuietOpt = False,

@@ -26,7 +26,7 @@ MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
 DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
 TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
 CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")]
-SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Allow selfed individuals (sire == dam, plant pedigrees) in the pedigree.")]
+SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
 
 
 def _ped_cols(spec: str) -> list[str]:

@@ -12,6 +12,7 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
 from ._errors import CLIError
+from .genetic_cmd import SelfingOpt
 from ._inputs import read_genotypes_file, read_pedigree_file
 
 
@@ -60,7 +61,7 @@ def ainv(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id1,id2,value, lower triangle (id1 is the younger or same animal).")],
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV.")] = None,
-    selfing: Annotated[bool, typer.Option("--selfing", help="Allow selfed individuals (sire == dam, plant pedigrees).")] = False,
+    selfing: SelfingOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
