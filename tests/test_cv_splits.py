@@ -132,3 +132,38 @@ def test_sklearn_splitters(y):
     assert all(not set(fam[x.test]) & set(fam[x.train]) for x in s)
     with pytest.raises(DataError, match="cv must be"):
         resolve_scheme(3.5)
+
+
+def test_sklearn_errors_are_data_errors_naming_the_splitter(y):
+    one = pd.Series("only", index=IDS)
+    with pytest.raises(DataError, match=r"GroupKFold\(.*cannot split the 23 phenotyped ids in 1 group"):
+        make_splits(resolve_scheme(GroupKFold(2), groups=one), y)
+    with pytest.raises(DataError, match="GroupKFold.*groups.*pass groups= to cross_validate"):
+        make_splits(resolve_scheme(GroupKFold(2)), y)  # sklearn: "The 'groups' parameter should not be None"
+    from sklearn.model_selection import StratifiedKFold
+    with pytest.raises(DataError, match="StratifiedKFold"):  # continuous y cannot be stratified
+        make_splits(resolve_scheme(StratifiedKFold(3)), y)
+
+
+def test_sklearn_random_state_kept_for_one_repeat_and_warned_when_replaced(y):
+    import warnings
+
+    from sklearn.model_selection import KFold as SkKFold
+
+    from henderson.errors import HendersonWarning
+    sk = SkKFold(4, shuffle=True, random_state=11)
+    want = [te for _, te in sk.split(np.sort(IDS))]  # scikit-learn's own folds of the sorted ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repeats=1: no warning, the user's random_state is respected
+        s = make_splits(resolve_scheme(sk), y, seed=999)
+    assert [list(x.test) for x in s] == [list(np.sort(IDS)[t]) for t in want]
+    assert sk.random_state == 11  # the user's splitter is not modified
+    with pytest.warns(HendersonWarning, match="random_state=11 .* replaced"):
+        s2 = make_splits(resolve_scheme(sk), y, repeats=2, seed=5)
+    assert {tuple(x.test) for x in s2 if x.repeat == 0} != {tuple(x.test) for x in s2 if x.repeat == 1}
+    # random_state=None: seeded from (seed, repeat), reproducible, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = make_splits(resolve_scheme(SkKFold(4, shuffle=True)), y, seed=5)
+        b = make_splits(resolve_scheme(SkKFold(4, shuffle=True)), y, seed=5)
+    assert all((p.test == q.test).all() for p, q in zip(a, b))

@@ -179,6 +179,10 @@ class _FixedPart:
         return out
 
 
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
 def _blas_threads_now() -> int:
     from threadpoolctl import threadpool_info
     return max([d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"], default=0)
@@ -372,8 +376,8 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         full.fit(Xfit, y, data=data)  # NaN records are dropped by the fit (and keep record data aligned)
         sigma2 = tuple(float(v) for v in full.variance_components_["variance"])
 
-    jobs = int(n_jobs) if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    jobs = int(n_jobs) if n_jobs and n_jobs > 0 else _cpu_count()
+    threads = max(1, _cpu_count() // max(1, jobs))
     rows, path = None, None
     if sigma2 is not None and kind in ("gblup", "snpblup") and fast is not False:
         rows = fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress, strict=fast is True)
