@@ -180,3 +180,28 @@ def test_forward_in_time_masks_younger_generations(sim):
     ym = y.where(gen < 3)  # generation 4 must not help predict generation 3
     m = h.GBLUP(sigma2=(0.5, 1.0)).fit(geno, ym)
     np.testing.assert_allclose(p3["predicted_bv"], m.predict(p3["id"]).to_numpy(), atol=1e-10)
+
+
+def test_predictive_ability_across_repeats(sim, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from henderson.errors import DataError
+    geno, y = sim
+    a = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), geno, y, cv=4, repeats=3, seed=1)
+    b = cross_validate(h.SNPBLUP(sigma2=(0.5 / 100, 1.0)), geno, y, cv=4, repeats=3, seed=1)
+    fig = plot_predictive_ability({"GBLUP": a, "SNP-BLUP": b}, tmp_path / "rep.png")  # auto: by repeat
+    ax = fig.axes[0]
+    assert "mean over the folds of a repeat" in ax.get_ylabel() and "across repeats" in ax.get_title()
+    pts = [c.get_offsets()[:, 1] for c in ax.collections]  # per model: the points, then its mean
+    for res, got in zip((a, b), pts[0::2]):
+        want = [res.fold_metrics.loc[res.fold_metrics["repeat"] == r, "r"].mean() for r in range(3)]
+        np.testing.assert_allclose(got, want, atol=1e-12)  # one point per repeat, its fold mean
+    plt.close(fig)
+    fig = plot_predictive_ability({"GBLUP": a}, by="fold")
+    assert len(fig.axes[0].collections[0].get_offsets()) == 12 and "per fold" in fig.axes[0].get_ylabel()
+    plt.close(fig)
+    fig = plot_predictive_ability({"GBLUP": a}, by="pooled")
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets()[:, 1], a.pooled_metrics["r"])
+    plt.close(fig)
+    with pytest.raises(DataError, match="by must be"):
+        plot_predictive_ability({"GBLUP": a}, by="folds")
