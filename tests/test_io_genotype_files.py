@@ -7,6 +7,8 @@ produced by the reader under test.
 from __future__ import annotations
 
 import gzip
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from henderson.errors import DataError, DataWarning, GenotypeError
 from henderson.io.genotypes import read_genotypes, write_plink
 from henderson.relationships.genomic import genomic_relationship
 from henderson.relationships.grm_io import read_gcta_grm, write_gcta_grm
+from henderson._testing.genotypes import simulate_genotypes
 
 REFS = Path(__file__).parent / "data" / "refs"
 
@@ -257,6 +260,9 @@ def test_wheat_to_plink_and_back(tmp_path):
     back = read_genotypes(tmp_path / "wheat.bed")
     np.testing.assert_array_equal(back.dosages, geno.dosages)
     assert list(back.ids) == list(geno.ids) and (back.n, back.p) == (599, 1279)
+    # no allele names in a CSV: PLINK refuses empty .bim fields, so 1 (A1) and 2 are written
+    first = (tmp_path / "wheat.bim").read_text().splitlines()[0].split("\t")
+    assert first[1] == "wPt.0538" and first[4:] == ["1", "2"]
 
 
 def test_gz_and_tab_csv(tmp_path):
@@ -267,3 +273,27 @@ def test_gz_and_tab_csv(tmp_path):
         g = read_genotypes(path)
     assert list(g.ids) == ["007", "008"]
     np.testing.assert_array_equal(g.dosages, [[2, 0], [1, MISSING]])
+
+
+@pytest.mark.skipif(shutil.which("plink1.9") is None, reason="PLINK 1.9 not installed")
+def test_plink19_reads_what_we_write_and_we_read_what_it_writes(tmp_path):
+    """PLINK 1.9 itself as the reference: its --freq on our .bed, and its --make-bed
+    output (which may swap A1/A2 so that A1 is the minor allele) read back by us."""
+    geno = simulate_genotypes(40, 60, seed=5, missing_rate=0.05)
+    write_plink(tmp_path / "ours", geno)
+    subprocess.run(["plink1.9", "--bfile", tmp_path / "ours", "--freq", "--make-bed", "--out", tmp_path / "theirs"],
+                   check=True, capture_output=True)
+    frq = pd.read_csv(tmp_path / "theirs.frq", sep=r"\s+").set_index("SNP").loc[geno.snp_ids]
+    p = geno.allele_freq
+    # PLINK prints MAF with 4 significant digits
+    np.testing.assert_allclose(frq["MAF"], np.minimum(p, 1 - p), rtol=1e-3, atol=1e-4)
+    assert (frq["NCHROBS"].to_numpy() == 2 * geno.n_called).all()
+    back = read_genotypes(tmp_path / "theirs")
+    assert list(back.ids) == list(geno.ids) and list(back.snp_ids) == list(geno.snp_ids)
+    same = (back.snps["allele1"] == geno.snps["allele1"]).to_numpy()
+    assert (~same).any()  # PLINK swapped some, so the check below means something
+    x, y = geno.dosages.astype(int), back.dosages.astype(int)
+    miss = geno.dosages == MISSING
+    assert ((back.dosages == MISSING) == miss).all()
+    expect = np.where(same, x, 2 - x)  # counts of the other allele where A1 was swapped
+    assert (y[~miss] == expect[~miss]).all()

@@ -135,7 +135,8 @@ def write_plink(path, geno: Genotypes, fid=None) -> Path:
         Prefix, or the ``.bed`` path.
     geno : Genotypes, shape (n, p), int8 hard calls
         ``snps.allele1`` is written as A1 and counted (``count_A1=True``), as
-        :func:`read_genotypes` reads it.
+        :func:`read_genotypes` reads it; unknown (empty) allele names are written as
+        ``1`` (A1) and ``2``, since PLINK refuses empty ``.bim`` fields.
     fid : sequence of str (n,) or Series by id, optional
         Family ids; default ``geno.info["fid"]`` (matched by id) or the individual ids.
 
@@ -158,14 +159,19 @@ def write_plink(path, geno: Genotypes, fid=None) -> Path:
     if len(fid) != geno.n:
         raise DataError(f"fid has {len(fid)} entries for {geno.n} individuals")
     s = geno.snps
+    # PLINK refuses a .bim with empty allele fields (numeric matrices have no allele
+    # names): unknown alleles are written as "1" (A1, counted) and "2", the codes of
+    # PLINK's own --recode 12.
+    a1 = s["allele1"].where(s["allele1"].str.strip() != "", "1")
+    a2 = s["allele2"].where(s["allele2"].str.strip() != "", "2")
     props = {
         "fid": list(fid),
         "iid": list(geno.ids),
         "sid": list(s["snp"]),
         "chromosome": list(s["chrom"]),
         "bp_position": s["pos"].to_numpy(),
-        "allele_1": list(s["allele1"]),
-        "allele_2": list(s["allele2"]),
+        "allele_1": list(a1),
+        "allele_2": list(a2),
     }
     # bed-reader insists on a writeable array; the container's dosages are read-only
     to_bed(bed_file, np.array(geno.dosages), properties=props, count_A1=True)

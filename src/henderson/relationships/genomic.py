@@ -8,6 +8,11 @@ number of SNPs used.
 Computation. G is accumulated over blocks of SNPs with BLAS SYRK, so peak memory is
 the n x n result (plus an n x n float32 accumulator on the float32 path) and one
 n x block slab; no Python loop runs over SNPs or individuals except over blocks.
+Each block is filled in one numba pass (:mod:`henderson.data._kernels`) straight
+from the int8 codes into a single reused scratch buffer -- centring, per-SNP
+weights, dominance codes, the missing-call count and Yang's diagonal term all at
+once -- so no float copy, boolean mask or gathered copy of a block is made
+(tested with tracemalloc: result + 1.25 blocks for every method).
 
 * Exact float32 path (``method="vanraden1"``, hard calls, blocks without missing
   calls): the raw integer codes' cross-product ``X_b X_b'`` is accumulated with
