@@ -138,3 +138,36 @@ def test_gblup_boundary_reliability_not_nan():
         res = h.fit("y ~ 1 + (1|g)", d, cov={"g": K}, sigma2=[0.0, 1.0])
     rel = res.blups["g"]["reliability"]
     assert not rel.isna().any() and (rel == 0).all()
+
+
+def test_line_search_does_not_swallow_real_errors(potato, monkeypatch):
+    # the AI line search halves a step only for "left the feasible region" errors;
+    # anything else (a bug) must surface, not be halved away into a fallback
+    from henderson.reml.optimize import optimise
+    from henderson.solvers.dense import DenseMME
+
+    state = DenseMME(h.prepare(FORMULA, potato).spec)
+    calls = {"n": 0}
+    real = state.evaluate
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first trial step
+            raise KeyError("a bug")
+        return real(*a, **k)
+
+    monkeypatch.setattr(state, "evaluate", flaky)
+    with pytest.raises(KeyError, match="a bug"):
+        optimise(state)
+    # a non-positive-definite trial is absorbed: the step is halved and REML converges
+    calls["n"] = 0
+
+    def not_pd_once(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise h.errors.NotPositiveDefiniteError("trial left the region")
+        return real(*a, **k)
+
+    monkeypatch.setattr(state, "evaluate", not_pd_once)
+    opt = optimise(state)
+    assert opt.converged and opt.evaluation.sigma2[0] == pytest.approx(4.85594439, rel=1e-6)
