@@ -11,7 +11,8 @@ import pytest
 
 from henderson.report import plots
 from henderson.report.html import Report, table_html
-from henderson.report.sections import add_cv, variance_table
+from henderson.report.sections import add_cv, add_fit, variance_table
+from henderson.report.formula import formula_factors
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +74,10 @@ def test_variance_table_relabels_without_losing_values():
                       index=["id", "Residual"])
     t = variance_table(vc, {"id": "genetic"})
     assert list(t.index) == ["genetic", "Residual"]
-    assert t.loc["genetic", "variance"] == pytest.approx(0.3) and t.loc["genetic", "levels"] == "599"
+    assert t.loc["genetic", "variance"] == pytest.approx(0.3) and t.loc["genetic", "levels"] == 599
+    assert t.loc["Residual", "levels"] is None
+    h = table_html(t)
+    assert '<td class="num">599</td>' in h  # right-aligned like the other numbers
 
 
 def test_cv_section_multi_model():
@@ -94,3 +98,55 @@ def test_cv_section_multi_model():
     # folds in numeric order: 1, 2, ..., 10 (not 1, 10, 2)
     firsts = re.findall(r"<tr><th>(\d+)</th>", html)
     assert firsts[:3] == ["1", "2", "3"] and firsts[9] == "10"
+
+
+def test_formula_factors_fixed_random_and_covariates():
+    d = pd.DataFrame({"y": [1.0, 2, 3], "Env": ["a", "b", "a"], "Name": [1, 2, 3], "rep": [1, 2, 1],
+                      "x": [0.1, 0.2, 0.3]})
+    f, num = formula_factors("y ~ Env + C(rep) + x + (1|Name)", d, groups=["Name"])
+    assert f == ["Env", "rep", "Name"] and num == ["x"]  # Name is numeric but a grouping factor
+
+
+def test_fit_report_plots_every_factor():
+    """The potato model: Env (fixed) gets its records-per-level plot, not only Name (random)."""
+    from henderson import fit
+    from henderson.datasets import load_potato
+
+    d = load_potato()
+    res = fit("Yield ~ Env + (1|Name)", d)
+    r = Report("fit")
+    add_fit(r, res, d, "Yield ~ Env + (1|Name)", ["Name"])
+    html = r.render()
+    assert "Records per level of Env (fixed; 3 levels)" in html
+    assert "Records per level of Name (random; 41 levels)" in html
+    alts = re.findall(r'alt="([^"]*)"', html)
+    assert len(alts) == 4 and all(len(a) > 15 and a != "figure" for a in alts)
+
+
+def test_image_needs_alt_or_caption():
+    with pytest.raises(ValueError, match="alt text"):
+        Report("x").image(plots.histogram([1, 2, 3], "h", "x"))
+
+
+def test_histogram_bins_follow_sample_size(monkeypatch):
+    """Rice's rule 2·n^(1/3) for small samples: 41 values → 7 bins (not 30 spikes)."""
+    seen = []
+    real = plots.plt.Axes.hist
+
+    def spy(self, x, bins=None, **kw):
+        seen.append(bins)
+        return real(self, x, bins=bins, **kw)
+
+    monkeypatch.setattr(plots.plt.Axes, "hist", spy)
+    rng = np.random.default_rng(0)
+    plots.histogram(rng.normal(size=41), "t", "x")
+    plots.histogram(rng.normal(size=5000), "t", "x")
+    assert seen == [7, 30]
+
+
+def test_unmapped_snps_hide_chrom_pos():
+    from henderson.report.sections import _unmapped
+
+    t = pd.DataFrame({"snp": ["a", "b"], "chrom": ["0", "0"], "pos": [0, 0], "effect": [0.1, -0.2]})
+    assert _unmapped(t)
+    assert not _unmapped(t.assign(chrom=["1", "2"], pos=[10, 20]))

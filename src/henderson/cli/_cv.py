@@ -144,7 +144,14 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
         rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
-        add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "")
+        n_obs = int(y.notna().sum())
+        kv = {"model": label, "trait": trait, "fixed effects": fixed or "intercept", "method": method.upper(),
+              "folds": f"{res.settings.get('scheme')}, {repeats} repeat(s), seed {seed}"
+                       + (f", groups from column {groups}" if groups else ""),
+              "variances": "re-estimated by REML in every fold" if refit
+                           else "held at the full-data REML estimates (--fixed-variances)",
+              "records": f"{n_obs:,} with a value of {trait}"}
+        add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "", settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),

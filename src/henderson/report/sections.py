@@ -17,8 +17,9 @@ def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame
         "share of total": vc["ratio"].to_numpy(dtype=float),
         "share SE": vc["ratio_se"].to_numpy(dtype=float),
     }, index=[(labels or {}).get(i, i) for i in vc.index])
-    if "levels" in vc:
-        t["levels"] = [str(int(v)) if pd.notna(v) else "" for v in vc["levels"]]
+    if "levels" in vc:  # ints (right-aligned like the numbers), blank for the residual
+        t["levels"] = pd.Series([int(v) if pd.notna(v) else None for v in vc["levels"]], index=t.index,
+                                dtype=object)
     if "boundary" in vc and vc["boundary"].astype(bool).any():
         t["at zero"] = vc["boundary"].astype(bool).to_numpy()
     t.index.name = "term"
@@ -99,6 +100,7 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
                      caption=f"Distribution of the {len(bv)} BLUPs of {term}",
                      alt=f"Histogram of the predicted values (BLUPs) of {term}")
         report.end_grid()
+        report.text(RANKING_NOTE, cls="note")
 
 
 def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None,
@@ -151,6 +153,7 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
                  caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
                  alt=f"Histogram of the predicted breeding values ({ebv})")
     report.end_grid()
+    report.text(RANKING_NOTE, cls="note")
 
     if snp_effects is not None:
         report.section("SNP effects")
@@ -159,8 +162,12 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
                              "(file order when the genotypes carry no map)",
                      alt="Manhattan-style plot of the absolute SNP effects along the genome")
         top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
-        report.table(top_snps[[c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]],
-                     caption="Largest 10 |effects|", index=False, digits=5)
+        cols = [c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]
+        if _unmapped(snp_effects):  # chromosome 0 / position 0 everywhere says nothing
+            cols = [c for c in cols if c not in ("chrom", "pos")]
+        report.table(top_snps[cols], caption="Largest 10 |effects|", index=False, digits=5)
+        report.text("freq: frequency of the counted allele; effect: per copy of that allele, in trait units.",
+                    cls="note")
     if G is not None or g_note:
         report.section("Relationship matrix")
         if g_note:
@@ -173,6 +180,19 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
                      alt=f"Histograms of the diagonal and off-diagonal elements of {name}")
 
 
+def _unmapped(snps: pd.DataFrame) -> bool:
+    chrom = snps["chrom"].astype(str) if "chrom" in snps else pd.Series(["0"])
+    pos = pd.to_numeric(snps["pos"], errors="coerce").fillna(0) if "pos" in snps else pd.Series([0])
+    return chrom.isin(["0", "", "nan"]).all() or pos.nunique() <= 1
+
+
+#: What the columns of a ranking table mean (shown under it).
+RANKING_NOTE = ("value: predicted (breeding) value in trait units; PEV: prediction error variance, in "
+                "squared trait units; reliability = 1 − PEV/(σ²·K_ii), K_ii the diagonal of the term's "
+                "relationship matrix (1 for independent levels); records: phenotypic records "
+                "of the individual (0 = predicted through relationships only).")
+
+
 def _fold_key(v):
     try:
         return (0, float(v), "")
@@ -181,9 +201,12 @@ def _fold_key(v):
 
 
 def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame,
-           summary: pd.DataFrame | None = None, title: str = "Cross-validation", note: str = "") -> None:
-    """Sections of a cross-validation: summary, observed vs predicted, per-fold table."""
+           summary: pd.DataFrame | None = None, title: str = "Cross-validation", note: str = "",
+           settings: dict | None = None) -> None:
+    """Sections of a cross-validation: settings, summary, observed vs predicted, per-fold table."""
     report.section(title)
+    if settings:
+        report.kv(settings)
     if note:
         report.callout(note, warn=True)
     fm = fold_metrics.copy()
