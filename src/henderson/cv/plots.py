@@ -35,7 +35,7 @@ def plot_observed_vs_predicted(result, path=None, repeat: int = 0, title: str | 
     matplotlib Figure
     """
     p = result.predictions[result.predictions["repeat"] == repeat]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(7.2, 5))
     folds = list(dict.fromkeys(p["fold"]))
     cmap = plt.get_cmap("tab10" if len(folds) <= 10 else "viridis")
     for j, f in enumerate(folds):
@@ -56,7 +56,8 @@ def plot_observed_vs_predicted(result, path=None, repeat: int = 0, title: str | 
     ax.set_ylabel("observed phenotype")
     s = result.settings
     ax.set_title(title or f"{s.get('model')} — {s.get('scheme')}, repeat {repeat}")
-    ax.legend(title="fold", fontsize=7, ncol=2, loc="upper left")
+    # outside the axes: inside, it hid the points of the top-left corner
+    ax.legend(title="fold", fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=150)
@@ -81,7 +82,7 @@ def _values(res, metric: str, by: str) -> np.ndarray:
 
 
 def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: str | None = None,
-                            by: str = "auto"):
+                            by: str = "auto", ax=None):
     """Predictive ability (or another metric) of several models side by side.
 
     Parameters
@@ -96,6 +97,8 @@ def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: 
         (``pooled_metrics``; leave-one-out has no per-fold r). ``"auto"``: ``"repeat"``
         when any result has more than one repeat, ``"pooled"`` when a result's
         headline is pooled (tiny folds), else ``"fold"``.
+    ax : matplotlib Axes, optional
+        Draw there (e.g. one panel of a larger figure) instead of a new figure.
 
     Returns
     -------
@@ -112,7 +115,10 @@ def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: 
     if by not in _BY:
         raise DataError(f"by must be 'auto', 'repeat', 'fold' or 'pooled', not {by!r}")
     vals = [_values(results[n], metric, by) for n in names]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4.5))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 4.5))
+    else:
+        fig = ax.figure
     ax.boxplot([v[~np.isnan(v)] for v in vals], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names)
     rng = np.random.default_rng(0)
