@@ -280,3 +280,21 @@ def test_progress_on_a_terminal():
     assert "Cross-validating GBLUP" in text and "10/10" in text and "folds" in text
     assert "Reading genotypes" in text
     assert set(s.timings) == {"Cross-validating GBLUP", "Reading genotypes"}
+
+
+def test_zero_one_markers_need_coding(tmp_path, capsys):
+    """0/1-only markers are ambiguous: exit 2 asking for --coding (CLI words); --coding 01
+    reads them as inbred lines (counts 0/2), giving the G of the 0/2 file."""
+    w = load_wheat()
+    m = w.markers.iloc[:30, :80].rename_axis("id")
+    m.to_csv(tmp_path / "g01.csv")
+    (2 * m).to_csv(tmp_path / "g02.csv")
+    code, _, err = run(["grm", "-g", tmp_path / "g01.csv", "-o", tmp_path / "G.csv"], capsys)
+    assert code == 2
+    line = one_error_line(err, "g01.csv", "--coding")
+    assert "coding=" not in line
+    assert run(["grm", "-g", tmp_path / "g01.csv", "--coding", "01", "-o", tmp_path / "G01.csv", "-q"], capsys)[0] == 0
+    assert run(["grm", "-g", tmp_path / "g02.csv", "--coding", "012", "-o", tmp_path / "G02.csv", "-q"], capsys)[0] == 0
+    a = pd.read_csv(tmp_path / "G01.csv", index_col=0)
+    b = pd.read_csv(tmp_path / "G02.csv", index_col=0)
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-12)

@@ -43,7 +43,7 @@ def fit(
         "--genotypes", help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
                             "named 'id' (or --genotypes-term).")] = None,
     genotypes_term: Annotated[Optional[str], typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
-    coding: Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")] = None,
+    coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     selfing: SelfingOpt = False,

@@ -25,7 +25,7 @@ PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column 
 MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
 DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
 TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
-CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")]
+CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")]
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
 
 

@@ -21,7 +21,7 @@ def grm(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file: CSV (id column + one column per id), or GCTA binary when it ends in .grm or with --format gcta.")],
     method: Annotated[str, typer.Option("--method", help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).")] = "vanraden1",
     format: Annotated[Optional[str], typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
-    coding: Annotated[Optional[str], typer.Option("--coding", help="CSV genotype coding: 012, -101 or dosage (detected when omitted).")] = None,
+    coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Genomic relationship matrix G from genotypes, written as CSV or GCTA binary GRM.
