@@ -13,8 +13,12 @@ Measures, in one process (after one warm-up fit, which pays numba's JIT compilat
 2. simulated n individuals (``simulate_genotypes(n, p)``, G VanRaden 1, y = g + e with
    h² = 0.5): one REML GBLUP fit, vs 10-fold CV at those fixed variance components
    through :class:`~henderson.cv.fast.FixedVarianceCV` (target < 2× one fit), with
-   the time split into V/Cholesky/inverse/P and the folds; plus one brute-force fold
-   fit at fixed variances for reference.
+   the time split into V/Cholesky/inverse/P and the folds (under the same BLAS thread
+   rule as ``cross_validate``: one thread below 2,000 records); plus one brute-force
+   fold fit at fixed variances for reference.
+
+Cross-validation fits every fold with ``pev=False`` (no PEV stage), GBLUP and SNP-BLUP
+alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import scipy
 
 import henderson as h
 from henderson._testing.genotypes import simulate_genotypes
+from henderson._threads import blas_threads_for
 from henderson.cv import FixedVarianceCV, cross_validate
 from henderson.cv.evaluate import _records
 from henderson.data.genotypes import Genotypes
@@ -88,10 +93,11 @@ def sim_part(lines, n, p, seed):
     yv, X, rec, _ = _records(h.GBLUP(), G.ids, y, None)
     pos = G.index_of(rec)
     t_kr, Kr = timed(lambda: Gd[np.ix_(pos, pos)])
-    t_build, st = timed(lambda: FixedVarianceCV.build(yv, X, Kr, *s2))
-    folds = [np.flatnonzero(res.predictions["fold"].to_numpy() == f) for f in map(str, range(1, 11))]
-    order = pd.Index(rec).get_indexer(res.predictions["id"])
-    t_folds, _ = timed(lambda: [st.fold(order[f]) for f in folds])
+    with blas_threads_for(len(rec)):  # as cross_validate's fast path runs it
+        t_build, st = timed(lambda: FixedVarianceCV.build(yv, X, Kr, *s2))
+        folds = [np.flatnonzero(res.predictions["fold"].to_numpy() == f) for f in map(str, range(1, 11))]
+        order = pd.Index(rec).get_indexer(res.predictions["id"])
+        t_folds, _ = timed(lambda: [st.fold(order[f]) for f in folds])
     t_ref, _ = timed(lambda: cross_validate(h.GBLUP(), G, y, cv=10, seed=seed, refit_variances=False))
     lines.append(f"\n## simulated n = {n:,}, p = {p:,} SNPs, 10-fold at fixed variance components\n")
     lines.append("| step | seconds |\n|---|---|")
