@@ -11,17 +11,17 @@ Counted allele (``snps.allele1``, see :mod:`henderson.data.genotypes`):
 Codings of numeric matrices (``coding=``; stored as int8 counts 0/1/2 of the
 counted allele, or float dosages):
 
-========== ==================================================== ================
-coding     file values                                          stored as
-========== ==================================================== ================
-``"012"``  0/1/2 copies of the counted allele                   0/1/2
-``"-101"`` copies minus one: -1/0/1 (rrBLUP, sommer)             value + 1
-``"01"``   inbred (homozygous) lines: 0 = homozygous for the     0/2
-           other allele, 1 = homozygous for the counted allele
-           (e.g. DArT presence/absence in inbred lines). A 1 is
-           *not* a heterozygote.
-``"dosage"`` reals in [0, 2] (imputed dosages)                  float
-========== ==================================================== ================
+============ ==================================================== ==========
+coding       file values                                          stored as
+============ ==================================================== ==========
+``"012"``    0/1/2 copies of the counted allele                   0/1/2
+``"-101"``   copies minus one: -1/0/1 (rrBLUP, sommer)            value + 1
+``"01"``     inbred (homozygous) lines: 0 = homozygous for the    0/2
+             other allele, 1 = homozygous for the counted allele
+             (e.g. DArT presence/absence in inbred lines). A 1 is
+             *not* a heterozygote.
+``"dosage"`` reals in [0, 2] (imputed dosages)                    float
+============ ==================================================== ==========
 
 When ``coding`` is omitted it is detected, and the detection always says what it
 chose and why (a :class:`DataWarning`; ``info["coding"]``, ``info["coding_detected"]``
