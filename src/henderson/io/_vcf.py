@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -84,29 +85,60 @@ def _check_header(vcf, path: Path, field: str) -> bool:
     return False
 
 
+@numba.njit(cache=True)
+def _gt_kernel(gt, n_alt, missing, out):
+    """ALT counts of one site's calls into ``out`` (int8); one pass, no temporaries.
+
+    ``gt`` is cyvcf2's ``genotype.array()``: (samples, ploidy + 1) allele indices,
+    -1 missing, -2 padding of a shorter call, last column the phase flag. Returns
+    ``(status, sample, n_haploid)``: status 1 = allele index > n_alt, 2 = more than two
+    alleles, at ``sample``; 0 = fine.
+    """
+    n, w = gt.shape
+    n_haploid = 0
+    for i in range(n):
+        count = 0
+        alt = 0
+        miss = False
+        for k in range(w - 1):
+            a = gt[i, k]
+            if a == -2:
+                continue
+            count += 1
+            if a == -1:
+                miss = True
+            elif a > n_alt:
+                return 1, i, n_haploid
+            elif a > 0:
+                alt += 1
+        if count > 2:
+            return 2, i, n_haploid
+        if miss or count == 0:
+            out[i] = missing
+        elif count == 1:
+            out[i] = 2 * alt
+            n_haploid += 1
+        else:
+            out[i] = alt
+    return 0, -1, n_haploid
+
+
 def _gt_dosage(v, n_alt: int, samples, path: Path, sid: str):
     """ALT counts (int8, MISSING for any missing allele) and the number of haploid calls."""
-    al = v.genotype.array()[:, :-1]  # last column is the phase flag; -1 missing, -2 no allele
-    bad = al > n_alt
-    if bad.any():
-        j = int(np.flatnonzero(bad.any(axis=1))[0])
+    gt = v.genotype.array()
+    g = np.empty(len(samples), np.int8)
+    status, j, n_haploid = _gt_kernel(gt, n_alt, MISSING, g)
+    if status == 1:
         raise GenotypeError(
             f"{path}: site {sid!r} (chromosome {v.CHROM}, position {v.POS}) declares "
-            f"{n_alt} ALT allele(s) but sample {samples[j]!r} has allele index {int(al[j].max())}"
+            f"{n_alt} ALT allele(s) but sample {samples[j]!r} has allele index {int(gt[j, :-1].max())}"
         )
-    n_alleles = (al != -2).sum(axis=1)  # alleles present or missing; -2 pads short calls
-    if (n_alleles > 2).any():
-        j = int(np.flatnonzero(n_alleles > 2)[0])
+    if status == 2:
         raise GenotypeError(
-            f"{path}: site {sid!r}: sample {samples[j]!r} has a {int(n_alleles[j])}-ploid call; "
-            "only haploid and diploid calls have 0/1/2 dosages"
+            f"{path}: site {sid!r}: sample {samples[j]!r} has a {int((gt[j, :-1] != -2).sum())}-ploid "
+            "call; only haploid and diploid calls have 0/1/2 dosages"
         )
-    miss = (al == -1).any(axis=1) | (n_alleles == 0)
-    alt = (al == 1).sum(axis=1)
-    haploid = (n_alleles == 1) & ~miss
-    g = np.where(haploid, 2 * alt, alt).astype(np.int8)
-    g[miss] = MISSING
-    return g, int(haploid.sum())
+    return g, n_haploid
 
 
 def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
