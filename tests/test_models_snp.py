@@ -8,7 +8,6 @@ References: rrBLUP ``mixed.solve(y, Z = scale(M, scale = FALSE), SE = TRUE)`` in
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import henderson as h
