@@ -18,7 +18,15 @@ moves the mean). GBLUP with G centred by p_T gives identical breeding values too
 Variance components are re-estimated by REML in every fold (``refit_variances=True``).
 With ``refit_variances=False`` they are held at the full-data REML estimates (which saw
 the validation phenotypes: ``CVResult.leakage_note`` says so) and GBLUP, and SNP-BLUP
-without missing calls, use :mod:`henderson.cv.fast` (one factorisation for all folds).
+without missing calls, use :mod:`henderson.cv.fast` (one factorisation for all folds;
+:mod:`henderson.cv._fastpath`).
+
+Everything is indexed by record position in y (:class:`~henderson.cv.splits.Split`
+``train_pos``/``test_pos``): with one record per id that is the same as by id; with
+repeated records (one per environment) a grouped scheme masks records, so a line can
+train on its records in other environments while its held-out records are predicted.
+SNP-BLUP folds fit on the SNPs informative in their training lines
+(:mod:`henderson.cv._snps`). Metrics: :mod:`henderson.cv.metrics`.
 """
 
 
