@@ -50,13 +50,6 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _progress_kw(fn, update) -> dict:
-    """``progress=update`` when ``cross_validate`` has the per-fold hook."""
-    import inspect
-
-    return {"progress": update} if "progress" in inspect.signature(fn).parameters else {}
-
-
 def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int,
            repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
            grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
@@ -129,7 +122,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
     with s.step(f"Cross-validating {label}", counted="folds") as update:
         res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
-                             seed=seed, groups=grp, data=data, **_progress_kw(cross_validate, update))
+                             seed=seed, groups=grp, data=data, progress=update)
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
