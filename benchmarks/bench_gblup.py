@@ -517,7 +517,7 @@ def report():
         L += ["| floor | seconds | note | load start / end |", "|---|---|---|---|",
               f"| ssyrk 5,000 x 50,000 float32 | {fl['ssyrk']:.2f} | {fl['ssyrk_gflops']:.0f} GFLOP/s | {fl['load_start']} / {fl['load_end']} |",
               f"| dsytrd 5,000 x 5,000, blocked (lwork = {fl.get('dsytrd_lwork', '?')} from dsytrd_lwork) | {fl['dsytrd']:.2f} | | |",
-              f"| dsytrd 5,000 x 5,000, scipy default lwork (unblocked dsytd2; what henderson calls) | {fl.get('dsytrd_default_lwork', float('nan')):.2f} | | |", ""]
+              f"| dsytrd 5,000 x 5,000, scipy default lwork (unblocked dsytd2; henderson passes the optimal lwork) | {fl.get('dsytrd_default_lwork', float('nan')):.2f} | | |", ""]
     e = _j("e2e")
     if e:
         L += ["| n x p | pev | read | G | fit: spec | prepare (sytrd) | optimise (REML) | results (BLUP/PEV) | end to end | peak RSS MiB | h2 | import+warm-up | load start / end |",
