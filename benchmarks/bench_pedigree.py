@@ -139,7 +139,7 @@ def report(res: dict, cmd: str, sim_s: float, write_s: float, file_mb: float) ->
         f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"numpy {numpy.__version__}, scipy {scipy.__version__}, pandas {pandas.__version__}, "
         f"numba {numba.__version__}. Load average at the end: {os.getloadavg()[0]:.1f} "
-        "(other jobs shared the machine).",
+        + ("(other jobs shared the machine)." if os.getloadavg()[0] > 1.5 else "(a quiet machine)."),
         "",
     ]
     return "\n".join(lines)
