@@ -76,36 +76,25 @@ def simple_confounding(spec) -> None:
 def check_dense(state) -> None:
     """General check on a :class:`~henderson.solvers.dense.DenseMME` (iid and dense-K terms).
 
-    Uses the cross-products T'T already held by the state: with R = Z̃'P₀Z̃ =
-    (T'T)_zz − (T'T)_zX (X'X)⁻¹ (T'T)_Xz, Gₖₗ = ‖R_kl‖²_F, G_kₑ = tr(R_kk) and
-    G_ee = n − p. Terms given by K⁻¹ (pedigrees) are left out: K itself is not at hand.
+    Uses the cross-products already held by the state. With W = (X'X)⁻¹ and
+    Rₖₗ = Z̃ₖ'P₀Z̃ₗ = Z̃ₖ'Z̃ₗ − (Z̃ₖ'X) W (X'Z̃ₗ): Gₖₗ = ‖Rₖₗ‖²_F, G_kₑ = tr(Rₖₖ),
+    G_ee = n − p. The diagonal term's own block (q0 × q0, never formed) uses
+    ‖D − UWU'‖²_F = Σd² − 2Σᵢdᵢ(UWU')ᵢᵢ + tr(WMWM), M = U'U, U = Z₀'X; its blocks
+    with the other terms are formed in row chunks. Terms given by K⁻¹ (pedigrees) are
+    left out: K itself is not at hand.
     """
     spec = state.spec
     simple_confounding(spec)
-    ks = [k for k, t in enumerate(spec.terms) if t.kind in ("iid", "factor")]
-    if not ks:
+    gram = dense_gram(state)
+    if gram is None:
         return
-    nr, p = state.n_random, state.p
-    TtT = state.TtT
-    Rzz = TtT[:nr, :nr]
-    if p:
-        ZX = TtT[:nr, nr:]
-        XX = TtT[nr:, nr:]
-        Rzz = Rzz - ZX @ sla.solve(XX, ZX.T, assume_a="pos")
-    off = state.offsets
-    m = len(ks) + 1
-    G = np.empty((m, m))
-    for a, k in enumerate(ks):
-        sk = slice(off[k], off[k + 1])
-        G[a, -1] = G[-1, a] = float(np.trace(Rzz[sk, sk]))
-        for b, j in enumerate(ks[: a + 1]):
-            G[a, b] = G[b, a] = float(np.sum(Rzz[sk, off[j]:off[j + 1]] ** 2))
-    G[-1, -1] = state.n - p
-    names = [spec.terms[k].name for k in ks] + ["Residual"]
-    scale = np.sqrt(np.diag(G))
-    # ‖Z̃ₖ'P₀Z̃ₖ‖ against ‖Z̃ₖ'Z̃ₖ‖: rounding leaves ~1e-15 of a term the fixed effects absorb
-    raw = np.array([np.linalg.norm(TtT[off[k]:off[k + 1], off[k]:off[k + 1]]) for k in ks])
-    absorbed = [names[a] for a in range(m - 1) if scale[a] <= 1e-10 * raw[a]]
+    G, names, raw = gram
+    m = len(names)
+    scale = np.sqrt(np.maximum(np.diag(G), 0.0))
+    # tr(Z̃ₖ'P₀Z̃ₖ) against tr(Z̃ₖ'Z̃ₖ): the PSD block is zero iff its trace is, and the
+    # trace (unlike ‖·‖², a difference of squares) carries only rounding of order
+    # ε·cond(X'X) relative, so a term the fixed effects absorb shows ~1e-15
+    absorbed = [names[a] for a in range(m - 1) if G[a, -1] <= 1e-9 * raw[a]]
     if absorbed:
         raise ModelError(
             f"random term(s) {', '.join(repr(n) for n in absorbed)} are confounded with the fixed "
@@ -121,6 +110,79 @@ def check_dense(state) -> None:
             involved,
             detail="after removing the fixed effects their covariance structures Z K Z' are "
                    "linearly dependent")
+
+
+def dense_gram(state):
+    """(G, names, raw): the Gram matrix of check_dense over the iid / dense-K terms and
+    the residual, their names, and tr(Z̃ₖ'Z̃ₖ) per term; None without such terms."""
+    spec = state.spec
+    ks = [k for k, t in enumerate(spec.terms) if t.kind in ("iid", "factor")]
+    if not ks:
+        return None
+    nr, p = state.n_random, state.p
+    off, pos, R = state.offsets, state.pos, state.R
+    k0 = state.diagonal_term
+    xr = pos[nr:]  # rows of R holding X
+    W = sla.inv(R[np.ix_(xr, xr)], assume_a="pos") if p else np.zeros((0, 0))
+
+    def rows(k):
+        return pos[off[k]:off[k + 1]]
+
+    def block(k, j):  # R_kj for two terms outside the diagonal one, dense
+        a, b = rows(k), rows(j)
+        out = R[np.ix_(a, b)]
+        if p:
+            out = out - R[np.ix_(a, xr)] @ W @ R[np.ix_(xr, b)]
+        return out
+
+    m = len(ks) + 1
+    G = np.empty((m, m))
+    raw = np.empty(m - 1)
+    U0 = state.B0[:, xr] if (k0 is not None and p) else None
+    for a, k in enumerate(ks):
+        if k == k0:
+            d = state.d0
+            if p:
+                UW = U0 @ W
+                hdiag = np.einsum("ij,ij->i", UW, U0)  # diag(UWU')
+                M = U0.T @ U0
+                WM = W @ M
+                G[a, a] = float(d @ d - 2.0 * d @ hdiag + np.sum(WM * WM.T))
+                G[a, -1] = float(d.sum() - hdiag.sum())
+            else:
+                G[a, a] = float(d @ d)
+                G[a, -1] = float(d.sum())
+            raw[a] = float(d.sum())
+        else:
+            Rkk = block(k, k)
+            G[a, a] = float(np.sum(Rkk**2))
+            G[a, -1] = float(np.trace(Rkk))
+            rk = rows(k)
+            raw[a] = float(np.trace(R[np.ix_(rk, rk)]))
+        G[-1, a] = G[a, -1]
+        for b, j in enumerate(ks[:a]):
+            if k0 in (k, j):
+                other = j if k == k0 else k
+                G[a, b] = G[b, a] = _diag_term_cross(state, other, W, xr)
+            else:
+                G[a, b] = G[b, a] = float(np.sum(block(k, j) ** 2))
+    G[-1, -1] = state.n - p
+    names = [spec.terms[k].name for k in ks] + ["Residual"]
+    return G, names, raw
+
+
+def _diag_term_cross(state, j, W, xr, chunk: int = 4096) -> float:
+    """‖R₀ⱼ‖²_F for the diagonal term 0 and term j, in row chunks of the q0 rows."""
+    b = state.pos[state.offsets[j]:state.offsets[j + 1]]
+    B0, R = state.B0, state.R
+    right = W @ R[np.ix_(xr, b)] if len(xr) else None
+    total = 0.0
+    for r0 in range(0, B0.shape[0], chunk):
+        blk = B0[r0:r0 + chunk][:, b]
+        if right is not None:
+            blk = blk - B0[r0:r0 + chunk][:, xr] @ right
+        total += float(np.sum(blk**2))
+    return total
 
 
 def check_spectral(solver, name: str, method: str) -> None:

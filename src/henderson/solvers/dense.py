@@ -105,10 +105,8 @@ class DenseMME:
         blocks = [t.design() for t in spec.terms] + [spec.X]
         if all(sp.issparse(b) for b in blocks[:-1]):
             T = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csc")
-            self.TtT = (T.T @ T).toarray()
         else:
             T = np.hstack([b.toarray() if sp.issparse(b) else np.asarray(b) for b in blocks])
-            self.TtT = T.T @ T
         self.T = T
         self.Tty = np.asarray(T.T @ spec.y).ravel()
         self.yty = float(spec.y @ spec.y)
@@ -126,6 +124,41 @@ class DenseMME:
         # the iid term with most levels: its block of C is diagonal (one level per record)
         iid = [k for k, t in enumerate(spec.terms) if t.kind == "iid"]
         self.diagonal_term = max(iid, key=lambda k: spec.terms[k].q) if iid else None
+        self._cross_products(T)
+
+    def _cross_products(self, T) -> None:
+        """T'T held in blocks, never as a dense (q0 + m)² matrix.
+
+        With the diagonal term's columns c0 (q0 of them) and the other columns o (m):
+        ``d0`` = diag(Z0'Z0) (q0,), ``B0`` = Z0'T_o (q0, m) and ``R`` = T_o'T_o (m, m).
+        A one-factor model with 50,000 levels thus holds 50,000·(1 + p) numbers for Z0,
+        not 50,000² (20 GB); ``pos`` maps a column of T to its row of ``R`` (−1 on c0).
+        """
+        ncol = T.shape[1]
+        pos = np.arange(ncol)
+        if self.diagonal_term is None:
+            c0 = np.empty(0, dtype=int)
+            others = pos
+        else:
+            k = self.diagonal_term
+            c0 = np.arange(self.offsets[k], self.offsets[k + 1])
+            others = np.setdiff1d(pos, c0)
+        pos = np.full(ncol, -1)
+        pos[others] = np.arange(len(others))
+        To = T[:, others]
+        R = To.T @ To
+        self.R = R.toarray() if sp.issparse(R) else np.asarray(R)
+        if len(c0):
+            T0 = T[:, c0]
+            d0 = T0.multiply(T0).sum(axis=0) if sp.issparse(T0) else np.einsum("ij,ij->j", T0, T0)
+            self.d0 = np.asarray(d0).ravel()
+            B0 = T0.T @ To
+            self.B0 = B0.toarray() if sp.issparse(B0) else np.asarray(B0)
+        else:
+            self.d0 = np.empty(0)
+            self.B0 = np.empty((0, len(others)))
+        self.pos = pos
+        self.c0 = c0
 
     # -- index helpers -------------------------------------------------------------
     def _index(self, active: np.ndarray) -> tuple[np.ndarray, dict, int]:
@@ -171,7 +204,8 @@ class DenseMME:
         active = s[:-1] > 0
         index, spans, q0 = self._index(active)
         rest = index[q0:]
-        C_r = self.TtT[np.ix_(rest, rest)]
+        pr = self.pos[rest]  # rows of R: the diagonal term is never in ``rest``
+        C_r = self.R[np.ix_(pr, pr)]
         d = np.empty(0)
         B = np.empty((0, len(rest)))
         logdet_d = 0.0
@@ -182,9 +216,8 @@ class DenseMME:
             lam = se / s[k]
             logdet_d += (b - a) * np.log(s[k] / se)
             if a < q0:  # the eliminated diagonal term
-                i0 = index[:q0]
-                d = self.TtT[i0, i0] + lam
-                B = self.TtT[np.ix_(i0, rest)]
+                d = self.d0 + lam  # index[:q0] is exactly the diagonal term's columns c0
+                B = self.B0[:, pr]
                 continue
             a, b = a - q0, b - q0
             if self.penalties[k] is None:

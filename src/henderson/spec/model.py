@@ -205,8 +205,23 @@ def _fixed_matrix(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str]
     return X, names, []
 
 
+def _column_labels(col: pd.Series) -> np.ndarray:
+    """A grouping column as string ids.
+
+    A float column whose values are all whole numbers (an integer id column that pandas
+    made float because it has missing values) gives '12', not '12.0', so its ids match
+    the ids of a pedigree or a relationship matrix.
+    """
+    if pd.api.types.is_float_dtype(col.dtype):
+        v = col.to_numpy()
+        ok = np.isfinite(v)
+        if ok.all() and np.all(v == np.round(v)):
+            return col.astype(np.int64).astype(str).to_numpy(dtype=object)
+    return col.astype(str).to_numpy(dtype=object)
+
+
 def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
-    cols = [data[c].astype(str).to_numpy(dtype=object) for c in spec.columns]
+    cols = [_column_labels(data[c]) for c in spec.columns]
     if len(cols) == 1:
         return cols[0]
     out = cols[0].copy()
@@ -217,18 +232,21 @@ def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
 
 def _natural_rank(values: np.ndarray) -> np.ndarray:
     """Rank of each string in natural order: numerically when every value is a
-    non-negative integer ('2' < '10', as R sorts an integer factor), else as text."""
-    uniq, inv = np.unique(values, return_inverse=True)
+    non-negative integer ('2' < '10', as R sorts an integer factor), else as text.
+
+    Hashes the values once (``pandas.factorize``, O(n)) and sorts only the distinct ones.
+    """
+    inv, uniq = pd.factorize(values)
     u = pd.Series(uniq, dtype=object)
     if len(u) and u.str.fullmatch(r"\d+").all():
         stripped = u.str.lstrip("0")
         # (length, digits) orders integers of any size exactly; ties ('7', '007') by text
-        order = np.lexsort((uniq.astype(str), stripped.to_numpy(dtype=str), stripped.str.len().to_numpy()))
+        order = np.lexsort((u.to_numpy(dtype=str), stripped.to_numpy(dtype=str), stripped.str.len().to_numpy()))
     else:
-        order = np.arange(len(uniq))
+        order = np.argsort(u.to_numpy(dtype=str), kind="stable")
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[order] = np.arange(len(uniq))
-    return rank[inv.ravel()]
+    return rank[inv]
 
 
 def _iid_levels(data: pd.DataFrame, spec: RandomTermSpec, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -237,9 +255,11 @@ def _iid_levels(data: pd.DataFrame, spec: RandomTermSpec, labels: np.ndarray) ->
     Ids stay strings (they are labels); a combination ``a:b`` is ordered by ``a``,
     then ``b``, each column in natural order.
     """
-    ranks = np.column_stack([_natural_rank(data[c].astype(str).to_numpy(dtype=object))
-                             for c in spec.columns])
-    _, first, codes = np.unique(ranks, axis=0, return_index=True, return_inverse=True)
+    key = np.zeros(len(labels), dtype=np.int64)
+    for c in spec.columns:  # mixed radix: rank of a, then of b within a, ...
+        r = _natural_rank(_column_labels(data[c]))
+        key = key * (int(r.max()) + 1 if len(r) else 1) + r
+    _, first, codes = np.unique(key, return_index=True, return_inverse=True)
     return labels[first].astype(object), codes.ravel()
 
 
