@@ -8,6 +8,7 @@ References: rrBLUP ``mixed.solve(y, Z = scale(M, scale = FALSE), SE = TRUE)`` in
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import henderson as h
@@ -201,6 +202,20 @@ def test_no_allele_labels_no_check(wheat):
         warnings.simplefilter("error")
         g = sb.predict(geno.subset(ids=geno.ids[500:]))
     assert g.attrs["notes"] == []
+
+
+def test_effects_read_back_from_csv_with_missing_alleles_are_unchecked(allele_setup, tmp_path):
+    # a saved snp_effects.csv from a numeric matrix has empty allele cells, which pandas
+    # reads back as NaN (kept as NaN by astype(str) in pandas 3): unknown, not "nan"
+    new, a1, a2, sb, gb = allele_setup
+    eff = sb.snp_effects_.copy()
+    eff[["allele1", "allele2"]] = ""
+    eff.to_csv(tmp_path / "e.csv", index=False)
+    back = pd.read_csv(tmp_path / "e.csv", dtype={"snp": str})
+    assert back["allele1"].isna().all()
+    from henderson.models import predict_from_snp_effects
+    g = predict_from_snp_effects(new, back)  # new carries A/C/G/T labels: nothing to check against
+    np.testing.assert_allclose(g, predict_from_snp_effects(new, eff), atol=1e-12)
 
 
 def test_h2_convention_and_sample_scale_note(wheat):

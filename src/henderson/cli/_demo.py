@@ -23,7 +23,8 @@ def run_demo(s: Session) -> None:
     from .. import api
     from ..cv import cross_validate
     from ..data.genotypes import Genotypes
-    from ..datasets import data_path, load_potato, load_wheat
+    from ..datasets import data_path, load_gryphon, load_potato, load_wheat
+    from ..io.genotypes import write_plink
     from ..estimators import GBLUP, SNPBLUP
     from ..relationships.container import Relationship
     from ..relationships.genomic import genomic_relationship
@@ -54,6 +55,10 @@ def run_demo(s: Session) -> None:
         (2 * w.markers).copy().rename_axis("id").to_csv(d / "wheat_genotypes.csv")
         w.A.copy().rename_axis("id").to_csv(d / "wheat_A.csv", float_format="%.8g")
         load_potato().to_csv(d / "potato.csv", index=False)
+        gry = load_gryphon()
+        gry.pedigree.to_csv(d / "gryphon_pedigree.csv", index=False)
+        gry.records.to_csv(d / "gryphon_records.csv", index=False)
+        write_plink(d / "wheat", geno)  # wheat.bed/.bim/.fam: the same markers as PLINK
 
     with s.step("Building G (VanRaden 1)"):
         G = genomic_relationship(geno, method="vanraden1")

@@ -30,7 +30,9 @@ _COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
 
 
 def _labels(col: pd.Series) -> np.ndarray:
-    return col.astype(str).str.strip().str.upper().to_numpy(dtype=object)
+    # missing labels first become "": pandas 3 keeps NaN through astype(str), and a NaN
+    # label must count as unknown, not as a label that matches nothing
+    return col.astype(object).where(col.notna(), "").astype(str).str.strip().str.upper().to_numpy(dtype=object)
 
 
 def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
