@@ -316,3 +316,43 @@ def test_gcta_binary_grm_written_by_plink19(tmp_path):
     assert (R.info["n_snps"] == 300).all()
     G = genomic_relationship(geno, "vanraden2")
     np.testing.assert_allclose(R.dense(), G.dense(), rtol=1e-6, atol=1e-6)
+
+
+# ---- PLINK 1.9 as the reference, from files it wrote (tests/data/plink, see its README) ----
+
+PLINK_DIR = Path(__file__).parent / "data" / "plink"
+
+
+def test_plink19_files_ours_read_by_it_and_its_read_by_us():
+    """PLINK 1.9's --freq of a .bed we wrote, and its --make-bed output (A1 = minor
+    allele, so some alleles swapped) read back by us: counts of the other allele."""
+    geno = read_genotypes(PLINK_DIR / "ours.bed")
+    # our writer still writes the same bytes for the same seeded genotypes
+    sim = simulate_genotypes(40, 60, seed=5, missing_rate=0.05)
+    np.testing.assert_array_equal(geno.dosages, sim.dosages)
+    frq = pd.read_csv(PLINK_DIR / "theirs.frq", sep=r"\s+").set_index("SNP").loc[geno.snp_ids]
+    p = geno.allele_freq
+    # PLINK prints MAF with 4 significant digits
+    np.testing.assert_allclose(frq["MAF"], np.minimum(p, 1 - p), rtol=1e-3, atol=1e-4)
+    assert (frq["NCHROBS"].to_numpy() == 2 * geno.n_called).all()
+    back = read_genotypes(PLINK_DIR / "theirs")
+    assert list(back.ids) == list(geno.ids) and list(back.snp_ids) == list(geno.snp_ids)
+    same = (back.snps["allele1"] == geno.snps["allele1"]).to_numpy()
+    assert (~same).any()  # PLINK swapped some, so the check below means something
+    x, y = geno.dosages.astype(int), back.dosages.astype(int)
+    miss = geno.dosages == MISSING
+    assert ((back.dosages == MISSING) == miss).all()
+    assert (y[~miss] == np.where(same, x, 2 - x)[~miss]).all()
+
+
+def test_gcta_binary_grm_file_written_by_plink19():
+    """PLINK 1.9's --make-grm-bin (its --make-rel matrix, i.e. VanRaden 2 with that
+    diagonal, in GCTA's layout) equals our vanraden2 up to float32 storage."""
+    geno = read_genotypes(PLINK_DIR / "sim.bed")
+    R = read_gcta_grm(PLINK_DIR / "sim")
+    assert list(R.ids) == list(geno.ids)
+    assert list(R.info["fid"]) == [f"fam{k % 3}" for k in range(geno.n)]
+    assert (R.info["n_snps"] == 300).all()
+    G = genomic_relationship(geno, "vanraden2")
+    # float32 storage: relative rounding 6e-8 on entries of order 1
+    np.testing.assert_allclose(R.dense(), G.dense(), rtol=1e-6, atol=1e-6)
