@@ -17,6 +17,8 @@ import pandas as pd
 import typer
 from rich.console import Console
 
+from .._progress import reporting
+
 from ._inputs import checksums
 
 # Options shared by every command (typer has no option inheritance; aliases keep it short).
@@ -107,12 +109,15 @@ class Session:
 
     # ---------------------------------------------------------------- progress
     @contextmanager
-    def step(self, what: str, counted: str | None = None):
+    def step(self, what: str, counted: str | None = None, library_hook: bool = True):
         """Time a step, showing a spinner with its name and elapsed time on a terminal.
 
-        With ``counted`` (e.g. ``"folds"``) a bar with done/total counts is shown instead
-        and the step yields ``update(done, total, *rest)``, the callback to pass as a
-        ``progress=`` hook; otherwise it yields a no-op with the same signature.
+        With ``counted`` (e.g. ``"folds"``, ``"SNPs"``) a bar with done/total counts is
+        shown instead and the step yields ``update(done, total, *rest)``; unless
+        ``library_hook`` is False it is also installed as henderson's progress callback
+        (:mod:`henderson._progress`), which G's SNP blocks and REML iterations report to.
+        Give ``library_hook=False`` when ``update`` is passed to a ``progress=`` argument
+        instead (cross-validation: the folds' own REML must not move the fold bar).
         """
         t = time.perf_counter()
         if not self.live:
@@ -131,7 +136,11 @@ class Session:
                 def update(done, total=None, *rest, **kw):
                     bar.update(task, completed=done, **({"total": total} if total is not None else {}))
 
-                yield update if counted else _noop
+                if counted and library_hook:
+                    with reporting(update):
+                        yield update
+                else:
+                    yield update if counted else _noop
         dt = time.perf_counter() - t
         self.timings[what] = round(dt, 4)
         if self.live and dt >= 1.0:

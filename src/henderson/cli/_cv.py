@@ -120,7 +120,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
             s.warn(note)
         est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
     label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
-    with s.step(f"Cross-validating {label}", counted="folds") as update:
+    with s.step(f"Cross-validating {label}", counted="folds", library_hook=False) as update:
         res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
                              seed=seed, groups=grp, data=data, progress=update)
     pred = res.predictions.copy()

@@ -101,7 +101,7 @@ def fit(
         genetic[term] = "pedigree A"
     if genotypes is not None:
         term = _choose_term(groups, genotypes_term, "--genotypes-term")
-        with s.step("Reading genotypes and building G"):
+        with s.step("Reading genotypes and building G", counted="SNPs"):
             from ..relationships.genomic import genomic_relationship
 
             geno = read_genotypes_file(genotypes, coding)
@@ -111,7 +111,7 @@ def fit(
     overlap = set(covs) & set(covs_inv)
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
-    with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)"):
+    with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
     s.stdout.print(res.summary())
     with s.step("Writing outputs"):

@@ -68,7 +68,7 @@ def _report_grm(s: Session, geno):
     if work > REPORT_G_MAX_WORK:
         return None, (f"The distribution of G is not drawn: {geno.n:,} individuals x {geno.p:,} SNPs would "
                       "make building G for the report slower than the fit; 'henderson grm' writes it.")
-    with s.step("Building G for the report"):
+    with s.step("Building G for the report", counted="SNPs"):
         G = genomic_relationship(geno, method="vanraden1")
     return G, "G (VanRaden 1) built from the same genotypes to show the relationships SNP-BLUP implies."
 
@@ -109,7 +109,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             with s.step("Reading genotypes"):
                 geno = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
-            with s.step("Building G"):
+            with s.step("Building G", counted="SNPs"):
                 from ..relationships.genomic import genomic_relationship
 
                 G = genomic_relationship(geno, method=grm_method)
@@ -121,7 +121,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
                 s.add_input("grm", grm)
             rel_note = f"{G.n} x {G.n} matrix from {Path(grm).name}"
         est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
-        with s.step("Fitting GBLUP"):
+        with s.step("Fitting GBLUP", counted="REML steps"):
             _fit_est(est, G, y, data)
             if geno is not None:
                 est.genotypes_ = geno
@@ -137,7 +137,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             geno = read_genotypes_file(genotypes, coding)
             s.add_input("genotypes", genotypes)
         est = SNPBLUP(method=method, fixed=fixed, missing=missing)
-        with s.step("Fitting SNP-BLUP"):
+        with s.step("Fitting SNP-BLUP", counted="REML steps"):
             _fit_est(est, geno, y, data)
         snp_effects = est.snp_effects_
         rel_note = f"{geno.n} individuals x {geno.p} SNPs, solved in {est.space_} space"
@@ -153,7 +153,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             s.warn(note)
             s.add_input("pedigree", pedigree)
         est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
-        with s.step("Fitting pedigree BLUP (A⁻¹)"):
+        with s.step("Fitting pedigree BLUP (A⁻¹)", counted="REML steps"):
             _fit_est(est, ped, y, data)
         rel_note = f"pedigree of {len(ped.ids)} animals (sparse A⁻¹)"
         label = "pedigree BLUP"

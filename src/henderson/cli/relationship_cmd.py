@@ -37,7 +37,7 @@ def grm(
         raise CLIError(f"--format must be csv or gcta, not {format!r}")
     with s.step("Reading genotypes"):
         geno = read_genotypes_file(genotypes, coding)
-    with s.step(f"Building G ({method})"):
+    with s.step(f"Building G ({method})", counted="SNPs"):
         G = genomic_relationship(geno, method=method)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with s.step("Writing"):

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import blas
 
+from .._progress import report
 from ..data.genotypes import Genotypes, default_block_size
 from ..data._kernels import fill_codes_f32, fill_float_block, fill_table_block, mirror_lower
 from ..errors import DataError, DataWarning, GenotypeError, format_ids
@@ -263,6 +264,7 @@ def genomic_relationship(
                 cc += float(c @ c)
                 m32 += cols.size
                 n_blocks["float32"] += 1
+                report(min(start + b, geno.p), geno.p)
                 continue
         for k0 in range(0, cols.size, b64):  # float64: centred/weighted, missing -> 0
             sub = cols[k0 : k0 + b64]
@@ -270,6 +272,7 @@ def genomic_relationship(
             n_imputed += _fill_f64(geno, method, sub, no_cols, p, pq, w, diag_extra)
             _syrk(acc, w.T)
             n_blocks["float64"] += 1
+        report(min(start + b, geno.p), geno.p)
 
     _finish_lower(acc, acc32, s, cc, scale)
     if method == "yang":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .._progress import report
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
@@ -123,6 +124,7 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
         dm = abs(ev.m2ll - ev_new.m2ll)
         ev = ev_new
         rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.sigma2)))
+        report(it)
         if change < par_tol and dm < tol * max(1.0, abs(ev.m2ll)):
             released = _release_boundary(state, ev, method)
             if released is None:

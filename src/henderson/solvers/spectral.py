@@ -26,6 +26,7 @@ import scipy.linalg as sla
 import scipy.optimize as so
 from scipy.linalg import lapack
 
+from .._progress import report
 from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
 from ..spec.model import PSD_TOL, psd_error
@@ -194,6 +195,7 @@ class SpectralSolver:
         def record(step, sg, se, val):
             rows.append({"iteration": len(rows), "step": step, "m2ll": float(val),
                          names[0]: float(sg), names[1]: float(se)})
+            report(len(rows))
 
         def f(lh, step="brent"):
             val, se = self._profiled(lh, method)
