@@ -291,6 +291,19 @@ def test_cv_random_folds_repeats(tmp_path, capsys, wheat_files):
     assert len(m) == 4 and sorted(m["repeat"].unique()) == [0, 1]
 
 
+def test_cv_leave_one_out_prints_pooled_metrics(tmp_path, capsys, wheat_files):
+    code, out, err = run(["cv", "--model", "gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env1",
+                          "--genotypes", wheat_files["geno"], "--loo", "--fixed-variances",
+                          "--out", tmp_path / "cv"], capsys)
+    assert code == 0, err
+    pred = pd.read_csv(tmp_path / "cv" / "cv_predictions.csv", dtype={"id": str})
+    assert len(pred) == 599 and pred["fold"].nunique() == 599
+    # pooled r over all out-of-fold predictions, by hand (per-fold r is undefined at n = 1)
+    r = np.corrcoef(pred["observed"], pred["predicted_bv"])[0, 1]
+    row = next(ln for ln in out.splitlines() if ln.startswith("r "))
+    assert f"{r:.4f}" in row, row
+
+
 # --------------------------------------------------------------------------- errors
 
 def test_missing_column_names_it(tmp_path, capsys, wheat_files):

@@ -50,7 +50,7 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int,
+def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int | str,
            repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
            grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
            drop_unknown: bool = False, coding: str | None = None, selfing: bool = False) -> None:
@@ -83,6 +83,9 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         s.add_input("phenotypes", phenotypes)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
     cv_arg, grp = folds, None
+    if folds == "loo" and repeats != 1:
+        s.warn("--leave-one-out has one fold assignment: --repeats set to 1")
+        repeats = 1
     if fold_column:
         require_columns(frame, [fold_column], option="--fold-column")
         cv_arg = _labels(frame[fold_column], ids)  # missing fold = always in training
@@ -130,7 +133,10 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     leak = res.leakage_note or None
     if not s.quiet:
         s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
-        s.stdout.print(res.summary[["mean", "sd", "n_folds"]].to_string(float_format=lambda v: f"{v:.4f}"))
+        # mean ± sd over folds, and the metric pooled over all out-of-fold predictions
+        # (the headline when folds are tiny, e.g. leave-one-out)
+        cols = ["mean", "sd", "n_folds", "pooled"] if "pooled" in res.summary else ["mean", "sd", "n_folds"]
+        s.stdout.print(res.summary[cols].to_string(float_format=lambda v: f"{v:.4f}", na_rep="—"))
     if leak:
         s.warn(cli_words(leak))
     with s.step("Writing outputs"):

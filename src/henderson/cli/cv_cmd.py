@@ -22,6 +22,7 @@ def cv(
     grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
     folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Repeats with new random folds.")] = 1,
+    leave_one_out: Annotated[bool, typer.Option("--leave-one-out", "--loo", help="Leave-one-out (overrides --folds, --repeats); metrics are pooled over all predictions.")] = False,
     groups: Annotated[Optional[str], typer.Option("--groups", help="Column of the phenotype file: individuals sharing a value are kept in the same fold (e.g. family).")] = None,
     fold_column: Annotated[Optional[str], typer.Option("--fold-column", help="Column of the phenotype file with given fold labels (overrides --folds, --repeats).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fold assignment.")] = 0,
@@ -43,7 +44,8 @@ def cv(
     from ._cv import run_cv
 
     run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
-           genotypes=genotypes, pedigree=pedigree, grm=grm, folds=folds, repeats=repeats, groups=groups,
+           genotypes=genotypes, pedigree=pedigree, grm=grm, folds="loo" if leave_one_out else folds,
+           repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
            ped_columns=ped_columns, grm_method=grm_method, jobs=jobs, fixed=fixed, method=method,
            drop_unknown=drop_unknown, coding=coding, selfing=selfing)
