@@ -87,3 +87,15 @@ def test_integer_ids_made_float_by_missing_values_match_a_relationship():
     assert res.n_obs == 59
     iid = h.fit("y ~ 1 + (1|id)", d, sigma2=[1.0, 1.0])
     assert iid.blups["id"].index[:3].tolist() == ["1", "2", "3"]
+
+
+def test_numbers_coding_a_factor_get_a_note():
+    rng = np.random.default_rng(2)
+    d = pd.DataFrame({"herd": rng.integers(1, 6, 200), "sex": rng.integers(1, 3, 200),
+                      "w": rng.normal(size=200), "g": rng.integers(0, 20, 200).astype(str)})
+    d["y"] = d["herd"] * 0.3 + rng.normal(size=200)
+    res = h.fit("y ~ herd + sex + w + (1|g)", d)
+    notes = [n for n in res.notes if "whole-number" in n]
+    assert len(notes) == 1 and "C(herd)" in notes[0]  # sex has 2 values, w is continuous
+    res = h.fit("y ~ C(herd) + (1|g)", d)
+    assert not any("whole-number" in n for n in res.notes)

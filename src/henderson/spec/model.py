@@ -472,6 +472,23 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse,
                       n_records=counts, source=rel.kind)
 
 
+def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str]:
+    """A note for each numeric column with a few whole-number values entering X as a
+    covariate (a slope) — often a factor coded by numbers (herd 1..12, parity), which
+    needs ``C(col)``. Two values span the same space as a factor, so they are not noted;
+    a genuine covariate (days, doses) is fine: the note only says how it entered."""
+    out = []
+    for c in x_names:
+        if c not in data.columns or not pd.api.types.is_numeric_dtype(data[c].dtype):
+            continue
+        v = data[c].to_numpy(dtype=float)
+        k = len(np.unique(v))
+        if 3 <= k <= 20 and np.all(v == np.round(v)):
+            out.append(f"{c!r} has {k} whole-number values and entered as a covariate (one slope); "
+                       f"if it is a factor coded by numbers, write C({c}) in the formula")
+    return out
+
+
 def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
                cov_inverse: dict | None = None) -> ModelSpec:
     """Build a :class:`ModelSpec` from an lme4-style formula and a data frame.
@@ -527,6 +544,7 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
         msg = f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}"
         notes.append(msg)
         warnings.warn(msg, DataWarning, stacklevel=3)
+    notes += _integer_covariate_notes(kept, x_names)
     terms = []
     for t in parsed.random:
         labels = _group_labels(kept, t)
