@@ -108,6 +108,18 @@ def test_gblup_on_genotypes_exposes_snp_effects(wheat):
     assert h.GBLUP().fit(h.genomic_relationship(geno), y).snp_effects_ is None
 
 
+def test_attach_genotypes_after_a_fit_on_g_equals_a_fit_on_genotypes(wheat):
+    geno, y = wheat
+    a = h.GBLUP(sigma2=[0.3, 0.54], pev=False).fit(geno, y)
+    b = h.GBLUP(sigma2=[0.3, 0.54], pev=False).fit(h.genomic_relationship(geno), y)
+    assert b.snp_effects_ is None
+    b.attach_genotypes(geno)
+    np.testing.assert_allclose(b.snp_effects_["effect"], a.snp_effects_["effect"], atol=1e-12)
+    with pytest.raises(h.DataError, match="not in the genotypes"):
+        h.GBLUP(sigma2=[0.3, 0.54], pev=False).fit(h.genomic_relationship(geno), y).attach_genotypes(
+            geno.subset(ids=geno.ids[:10]))
+
+
 def test_gblup_snp_effects_with_missing_calls_and_fortran_order(wheat):
     # missing calls are centred to 0 by both G and β̂ = W'α/c; the int8 kernel has a
     # row-major and a column-major pass: both against the float W'α

@@ -146,6 +146,23 @@ class GBLUP(_Base):
         t["effect"] = centred_crossprod(geno, alpha[self.G_.index_of(geno.ids)], freq) / c
         return t
 
+    def attach_genotypes(self, genotypes: Genotypes) -> "GBLUP":
+        """After a fit on a G built (VanRaden 1) from ``genotypes``: back-solve ``snp_effects_``.
+
+        For callers that build G themselves (to time it, or to reuse it) and fit on G;
+        the same effects a fit on the genotypes gives (β̂ = W'α/2Σpq). ``genotypes``
+        must hold the individuals of the fitted G, matched by id.
+        """
+        self._check_fitted()
+        missing = np.setdiff1d(np.asarray(self.G_.ids, dtype=str), np.asarray(genotypes.ids, dtype=str))
+        if len(missing):
+            raise DataError(f"{len(missing)} individual(s) of the fitted G are not in the genotypes: "
+                            + format_ids(missing))
+        self.genotypes_ = genotypes
+        self.allele_freq_ = genotypes.allele_freq
+        self.snp_effects_ = self._snp_effects(self.dual_coef_.to_numpy()) if self.grm == "vanraden1" else None
+        return self
+
     def predict(self, X=None) -> pd.Series:
         """GEBVs: of the fitted individuals (X None or a list of ids), or of new genotypes.
 

@@ -40,20 +40,6 @@ def _fit_est(est, X, y, data):
     return est.fit(X, y, data=data)  # library advice (missing='drop') is reworded by _errors.cli_words
 
 
-def gblup_snp_effects(est, geno) -> pd.DataFrame:
-    """SNP effects equivalent to a GBLUP on genotypes: β̂ = W'α/(2Σpq), ĝ = Gα = Wβ̂."""
-    from ..models.snpblup import centred_markers
-
-    freq = est.allele_freq_
-    W, _ = centred_markers(geno, freq)
-    c = 2.0 * float(np.sum(freq * (1 - freq)))
-    beta = W.T @ est.dual_coef_.loc[list(geno.ids)].to_numpy() / c
-    t = geno.snps.copy()
-    t["freq"] = freq
-    t["effect"] = beta
-    return t
-
-
 #: Largest n²·p for which SNP-BLUP's report builds G to draw its distribution: G costs
 #: ~n²p/2 multiply-adds (1.5e11 is about a second with a multithreaded BLAS; the
 #: bundled wheat data are 4.6e8).
@@ -123,12 +109,9 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
         with s.step("Fitting GBLUP", counted="REML steps"):
             _fit_est(est, G, y, data)
-            if geno is not None:
-                est.genotypes_ = geno
-                est.allele_freq_ = geno.allele_freq
-        if geno is not None and grm_method == "vanraden1":
+        if geno is not None:
             with s.step("Back-solving SNP effects"):
-                snp_effects = gblup_snp_effects(est, geno)
+                snp_effects = est.attach_genotypes(geno).snp_effects_  # None unless vanraden1
         label = "GBLUP"
     elif kind == "snpblup":
         if genotypes is None:
