@@ -248,3 +248,24 @@ def test_h2_convention_and_sample_scale_note(wheat):
         note = next(n for n in est.result_.notes if n.startswith("h2 ="))
         scaled = float(re.search(r"h2 = [^=]*= ([0-9.]+)$", note).group(1))
         assert scaled == pytest.approx(D * s_g / (D * s_g + s_e), abs=5e-4)  # 4 digits printed
+
+
+def test_marker_and_individual_space_agree_with_missing_calls_and_unphenotyped():
+    """Two ways to one model: marker space (W explicit) and individual space (WW' through
+    G's blocked kernel, effects by W'a over the int8 codes). REML optima, effects, SEs and
+    GEBVs agree to 1e-8 (both are exact solutions; the REML optima to their 1e-10 search)."""
+    from henderson._testing.genotypes import simulate_genotypes
+
+    geno = simulate_genotypes(120, 90, seed=11, missing_rate=0.03)
+    rng = np.random.default_rng(2)
+    y = pd.Series(rng.normal(size=100) + 0.02 * (geno.dosages[:100].clip(0, 2) @ rng.normal(size=90)),
+                  index=geno.ids[:100])  # 20 genotyped lines without records
+    a = h.SNPBLUP(space="marker", snp_se=True).fit(geno, y)
+    b = h.SNPBLUP(space="individual", snp_se=True).fit(geno, y)
+    assert a.space_ == "marker" and b.space_ == "individual"
+    np.testing.assert_allclose(a.sigma2_beta_, b.sigma2_beta_, rtol=1e-6)
+    c = h.SNPBLUP(space="individual", sigma2=(a.sigma2_beta_, a.variance_components_["variance"].iloc[1]),
+                  snp_se=True).fit(geno, y)
+    np.testing.assert_allclose(c.snp_effects_["effect"], a.snp_effects_["effect"], atol=1e-8)
+    np.testing.assert_allclose(c.snp_effects_["se"], a.snp_effects_["se"], atol=1e-8)
+    np.testing.assert_allclose(c.gebv_["gebv"], a.gebv_["gebv"].loc[c.gebv_.index], atol=1e-8)

@@ -34,6 +34,7 @@ import scipy.linalg as sla
 
 from ..api import fit_spec
 from ..data.genotypes import MISSING, Genotypes
+from ..relationships.genomic import genomic_relationship
 from ..errors import DataError, DataWarning
 from ..results import FitResult, ratio_table
 from ..spec.model import RandomTerm, build_spec
@@ -124,20 +125,28 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing,
                                              what="genotypes")
     spec = build_spec(formula, frame)
-    W, freq = centred_markers(geno, allele_freq)
-    two_sum_pq = float(2.0 * np.sum(freq * (1.0 - freq)))
+    freq = geno.allele_freq if allele_freq is None else np.asarray(allele_freq, dtype=float)
+    if freq.shape != (geno.p,):
+        raise DataError(f"allele_freq has {freq.size} values for {geno.p} SNPs")
+    two_sum_pq = float(2.0 * np.nansum(freq * (1.0 - freq)))
     codes = pd.Index(geno.ids).get_indexer(frame.loc[spec.record_index, ID].to_numpy())
     space, why = _choose_space(space, geno.p, geno.n)
     counts = np.bincount(codes, minlength=geno.n)
-    kdiag = np.einsum("ij,ij->i", W, W)
-    K = None
+    W = K = None
     if space == "marker":
+        W, freq = centred_markers(geno, freq)  # N × m with m < N: smaller than K
+        kdiag = np.einsum("ij,ij->i", W, W)
         term = RandomTerm(ID, geno.ids, codes, "factor", kernel=None, k_diag=kdiag,
                           n_records=counts, source="WW' (marker space)")
         object.__setattr__(term, "_factor", W)  # K = WW' is never formed
         solver = "dense"
     else:
-        K = W @ W.T
+        # K = WW' through the blocked exact-SYRK kernel of genomic_relationship (G times its
+        # scale 2Σpq over the SNPs with calls): no N × m float copy of the genotypes
+        G = genomic_relationship(geno, method="vanraden1", allele_freq=freq)
+        K = np.multiply(G.matrix, G.info["scale"])
+        del G
+        kdiag = np.diag(K).copy()
         term = RandomTerm(ID, geno.ids, codes, "factor", kernel=K, k_diag=kdiag,
                           n_records=counts, source="WW' (individual space)")
         solver = "spectral"
@@ -146,7 +155,7 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     s_b, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
     # β̂ = σ²_β W'Z'Py with Py = ê/σ²_e
     ztpy = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=geno.n)
-    beta = s_b * (W.T @ ztpy)
+    beta = s_b * (W.T @ ztpy if W is not None else centred_crossprod(geno, ztpy, freq))
     effects = geno.snps.copy()
     effects["freq"] = freq
     effects["effect"] = beta
@@ -155,7 +164,9 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
                                   and (space == "marker" or float(n) * n * m <= SNP_SE_BUDGET)))
     if want_se:
         Kr = None if K is None else K[np.ix_(codes, codes)]
-        effects["se"] = np.sqrt(snp_pev(W[codes], spec.X, s_b, s_e, space, Kr=Kr))
+        Wr = W[codes] if W is not None else centred_markers(geno.subset(ids=geno.ids[np.unique(codes)]), freq)[0][
+            pd.Index(geno.ids[np.unique(codes)]).get_indexer(geno.ids[codes])]
+        effects["se"] = np.sqrt(snp_pev(Wr, spec.X, s_b, s_e, space, Kr=Kr))
     else:
         effects["se"] = np.nan
         notes = notes + [f"SNP-effect SEs not computed (snp_se={snp_se!r}, pev={pev!r}; individual "
@@ -164,7 +175,8 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     h2, h2_se = _heritability(res, two_sum_pq)
     # mean(diag G) − mean(G) with G = WW'/2Σpq: the genetic variance of the sample is
     # σ²_g times this (Legarra 2016); ≈ 2 for inbred lines coded 0/2
-    d_scale = (kdiag.mean() - float(np.sum(W.sum(axis=0) ** 2)) / geno.n ** 2) / two_sum_pq
+    mean_k = float(np.sum(W.sum(axis=0) ** 2)) / geno.n ** 2 if W is not None else float(K.mean())
+    d_scale = (kdiag.mean() - mean_k) / two_sum_pq
     notes = notes + [
         f"SNP-BLUP solved in {space} space: {why}",
         f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g} = {s_g:.6g}",
