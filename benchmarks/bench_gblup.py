@@ -262,15 +262,17 @@ def child_threads(a):
     print(json.dumps(dict(n=n, times=out, load_end=load())))
 
 
-def child_henderson_side(a):
+def child_henderson_side(a, model="GBLUP"):
+    """henderson on the side part's data: GBLUP, or SNP-BLUP (REML on σ²_β, where cheaper)."""
     import pandas as pd
 
-    from henderson import GBLUP
+    import henderson
     from henderson.data.genotypes import Genotypes
     from henderson._testing.genotypes import simulate_genotypes
 
-    gw = simulate_genotypes(60, 200, seed=1)
-    GBLUP(pev=False).fit(gw, pd.Series(np.random.default_rng(0).standard_normal(60), index=gw.ids))
+    Est = getattr(henderson, model)
+    gw = simulate_genotypes(60, 200, seed=1)  # warm-up: numba cache, first BLAS calls
+    Est(pev=False).fit(gw, pd.Series(np.random.default_rng(0).standard_normal(60), index=gw.ids))
     d = Path(a.data)
     X = np.load(d / "geno.npy")
     y_arr = np.load(d / "y.npy")
@@ -278,37 +280,13 @@ def child_henderson_side(a):
     geno = Genotypes([f"ind{i + 1}" for i in range(n)], [f"snp{j + 1}" for j in range(p)], X)
     y = pd.Series(y_arr, index=geno.ids)
     t = time.perf_counter()
-    m = GBLUP(pev=False).fit(geno, y)
+    m = Est(pev=False).fit(geno, y)
     gebv = m.gebv_["gebv"].to_numpy()
     el = time.perf_counter() - t
-    np.save(d / "gebv_henderson.npy", gebv)
-    print(json.dumps(dict(peer="henderson", seconds=el, h2=m.h2_, timings=m.result_.timings,
-                          peak_rss_mb=rss_mb(), load_end=load())))
-
-
-def child_henderson_snpblup(a):
-    """henderson SNP-BLUP (REML on σ²_β; solved where cheaper), same data as the side part."""
-    import pandas as pd
-
-    from henderson import SNPBLUP
-    from henderson.data.genotypes import Genotypes
-    from henderson._testing.genotypes import simulate_genotypes
-
-    gw = simulate_genotypes(60, 200, seed=1)
-    SNPBLUP(pev=False).fit(gw, pd.Series(np.random.default_rng(0).standard_normal(60), index=gw.ids))
-    d = Path(a.data)
-    X = np.load(d / "geno.npy")
-    y_arr = np.load(d / "y.npy")
-    n, p = X.shape
-    geno = Genotypes([f"ind{i + 1}" for i in range(n)], [f"snp{j + 1}" for j in range(p)], X)
-    y = pd.Series(y_arr, index=geno.ids)
-    t = time.perf_counter()
-    m = SNPBLUP(pev=False).fit(geno, y)
-    gebv = m.gebv_["gebv"].to_numpy()
-    el = time.perf_counter() - t
-    np.save(d / "gebv_henderson-snpblup.npy", gebv)
-    print(json.dumps(dict(peer="henderson-snpblup", seconds=el, h2=m.h2_, space=m.space_,
-                          peak_rss_mb=rss_mb(), load_end=load())))
+    name = "henderson" if model == "GBLUP" else "henderson-snpblup"
+    np.save(d / f"gebv_{name}.npy", gebv)
+    extra = {"space": m.space_} if model == "SNPBLUP" else {"timings": m.result_.timings}
+    print(json.dumps(dict(peer=name, seconds=el, h2=m.h2_, peak_rss_mb=rss_mb(), load_end=load(), **extra)))
 
 
 def numpy_G(X):
@@ -633,7 +611,7 @@ def main():
         return
     if a.child:
         {"e2e": child_e2e, "floor": child_floor, "threads": child_threads, "henderson": child_henderson_side,
-         "henderson-snpblup": child_henderson_snpblup, "peer": child_peer}[a.child](a)
+         "henderson-snpblup": lambda a: child_henderson_side(a, "SNPBLUP"), "peer": child_peer}[a.child](a)
         return
     info = machine_info()
     info["load_start"] = load()
