@@ -128,8 +128,7 @@ class GBLUP(_Base):
         codes = G.index_of(res.record_levels[ID])
         alpha = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=G.n) * s_g
         self.dual_coef_ = pd.Series(alpha, index=pd.Index(G.ids, name=ID), name="alpha")
-        M = G.matrix  # dense, sparse or dask: no dense copy for this
-        d_scale = float(M.diagonal().mean()) - float(M.mean())
+        d_scale = float(G.diagonal().mean()) - G.mean()  # no dense copy of a sparse/dask G
         object.__setattr__(res, "notes", tuple(res.notes) + (h2_note(s_g, s_e, d_scale),))
         self.snp_effects_ = None
         if self.genotypes_ is not None and self.grm == "vanraden1":

@@ -26,7 +26,9 @@ class Relationship:
     ids : array-like of str, shape (n,)
         Row and column ids, unique.
     matrix : ndarray or scipy.sparse matrix or dask array, shape (n, n)
-        The matrix itself. Dense for G and A, sparse for A⁻¹.
+        The matrix itself. Dense for G and A, sparse for A⁻¹; a dask array keeps a
+        matrix on disk or in chunks lazily: ids, ``subset``, ``diagonal`` and ``mean``
+        stay lazy or block-wise, and a fit computes the dense block it needs.
     inverse : bool
         True when ``matrix`` is an inverse (e.g. A⁻¹ from Henderson's rules).
     kind : str
@@ -99,6 +101,28 @@ class Relationship:
             )
         return pos
 
+    @property
+    def is_dask(self) -> bool:
+        """True when the matrix is a lazy dask array (computed block-wise when needed)."""
+        return hasattr(self.matrix, "compute") and hasattr(self.matrix, "chunks")
+
+    def diagonal(self) -> np.ndarray:
+        """The diagonal, shape (n,), without forming a dense copy of a sparse or dask matrix."""
+        m = self.matrix
+        if sp.issparse(m):
+            return np.asarray(m.diagonal(), dtype=np.float64)
+        if self.is_dask:
+            import dask.array as da
+
+            return np.asarray(da.diagonal(m).compute(), dtype=np.float64)
+        return np.diag(np.asarray(m)).astype(np.float64)
+
+    def mean(self) -> float:
+        """Mean of all n² entries (e.g. for mean(diag G) − mean(G), Legarra 2016)."""
+        m = self.matrix
+        v = m.mean()
+        return float(v.compute() if hasattr(v, "compute") else v)
+
     def dense(self) -> np.ndarray:
         """The matrix as a dense float64 ndarray."""
         m = self.matrix
@@ -118,7 +142,10 @@ class Relationship:
         pos = self.index_of(ids)
         new_ids = self.ids[pos]
         m = self.matrix
-        sub = m[pos][:, pos] if sp.issparse(m) else np.asarray(m)[np.ix_(pos, pos)]
+        if sp.issparse(m) or self.is_dask:  # one axis at a time; dask stays lazy
+            sub = m[pos][:, pos]
+        else:
+            sub = np.asarray(m)[np.ix_(pos, pos)]
         info = subset_info(self.info, self.ids, new_ids)
         return Relationship(new_ids, sub, inverse=False, kind=self.kind, info=info)
 
