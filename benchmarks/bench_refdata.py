@@ -99,11 +99,9 @@ def main():
     L += ["", "The estimates equal the references to the tolerances of the tests "
           "(`tests/test_engine_references.py`, `tests/test_models.py`)."]
     text = "\n".join(L) + "\n"
-    if a.out == "-":
-        print(text)
-    else:
+    if a.out != "-":
         Path(a.out).write_text(text)
-        print(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def test_duplicate_id_in_fam(small, tmp_path, capsys):
 # --------------------------------------------------------------------------- the reading() wrapper
 
 def test_reading_turns_reader_errors_into_data_errors(tmp_path):
-    from henderson.cli._inputs import _count_lines, reading
+    from henderson.cli._inputs import reading, sha256
     from henderson.errors import DataError, GenotypeError
 
     f = tmp_path / "x.bed"
@@ -182,7 +182,7 @@ def test_reading_turns_reader_errors_into_data_errors(tmp_path):
     # a non-reader exception raised inside henderson's own code is a bug: it passes through
     with pytest.raises(TypeError):
         with reading(f):
-            _count_lines(None)
+            sha256(None)  # open(None) fails inside henderson's own sha256
 
 
 def test_reader_errors_are_exit_2_and_bugs_exit_1(capsys):

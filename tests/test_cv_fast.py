@@ -12,7 +12,7 @@ import pytest
 import henderson as h
 from henderson._testing.genotypes import simulate_genotypes
 from henderson.cv import FixedVarianceCV, cross_validate
-from henderson.cv.evaluate import _records
+from henderson.cv._fastpath import record_design
 from henderson.errors import DataError
 from henderson.relationships.genomic import genomic_relationship
 
@@ -49,7 +49,7 @@ def brute(G, y, test, fixed=None, data=None):
 @pytest.mark.parametrize("fixed", [None, "x + env"])
 def test_fold_identities_equal_brute_force(sim, fixed):
     geno, G, y, data = sim
-    yv, X, rec, names = _records(h.GBLUP(fixed=fixed), G.ids, y, data)
+    yv, X, rec, names = record_design(h.GBLUP(fixed=fixed), G.ids, y, data)[:4]
     if fixed:
         assert names == ["(Intercept)", "x", "env[T.b]", "env[T.c]"]
     pos = G.index_of(rec)
@@ -71,7 +71,7 @@ def test_fold_identities_equal_brute_force(sim, fixed):
 
 def test_leave_one_out_vectorised_equals_folds_and_brute(sim):
     geno, G, y, data = sim
-    yv, X, rec, _ = _records(h.GBLUP(), G.ids, y, None)
+    yv, X, rec, _ = record_design(h.GBLUP(), G.ids, y, None)[:4]
     pos = G.index_of(rec)
     st = FixedVarianceCV.build(yv, X, G.dense()[np.ix_(pos, pos)], *S2)
     yhat, bv = st.leave_one_out()

@@ -6,6 +6,8 @@ Catch :class:`HendersonError` to catch them all.
 
 from __future__ import annotations
 
+import warnings
+
 
 class HendersonError(Exception):
     """Base class of all henderson errors."""
@@ -61,3 +63,33 @@ def format_ids(ids, limit: int = 10) -> str:
     shown = ", ".join(repr(i) for i in ids[:limit])
     more = len(ids) - limit
     return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+#: what to do with ids absent from the matrix or pedigree they must be matched to
+MISSING_MODES = ("error", "drop")
+
+
+def check_missing_mode(missing: str) -> None:
+    """DataError unless ``missing`` is one of :data:`MISSING_MODES`."""
+    if missing not in MISSING_MODES:
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+
+
+def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = None,
+                stacklevel: int = 2) -> str:
+    """Ids absent from what they must be matched to: never silent.
+
+    ``missing="error"``: an :class:`AlignmentError` with ``message`` (which names the
+    ids) and the advice to pass ``missing='drop'``. ``missing="drop"``: a
+    :class:`DataWarning` ``"<message>; <dropped>"`` (``dropped`` says what was dropped,
+    with counts), returned for the caller's notes; an error instead when ``left`` is 0.
+    ``stacklevel`` is counted from the caller, as for :func:`warnings.warn`.
+    """
+    check_missing_mode(missing)
+    if missing == "error":
+        raise AlignmentError(message + " (pass missing='drop' to drop them, counted)")
+    if left == 0:
+        raise AlignmentError(message + "; no id is left")
+    text = f"{message}; {dropped}"
+    warnings.warn(text, DataWarning, stacklevel=stacklevel + 1)
+    return text

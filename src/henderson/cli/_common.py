@@ -180,7 +180,7 @@ class Session:
         return path
 
     def write_json(self, doc: dict, name: str) -> Path:
-        """Strict JSON (NaN/inf written as null, never as the non-JSON NaN)."""
+        """Strict JSON: NaN/inf become null in :func:`_jsonable`; ``allow_nan=False`` proves it."""
         return self.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False), name)
 
     def write_summary(self, results: dict, name: str = "summary.json") -> Path:
@@ -197,11 +197,7 @@ class Session:
             "warnings": list(STATE.get("warnings", [])),
             "results": results,
         }
-        path = self.outdir() / name
-        # strict JSON: NaN/inf became null in _jsonable; allow_nan=False proves it
-        path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False), encoding="utf-8")
-        self.outputs.append(name)
-        return path
+        return self.write_json(doc, name)
 
     def done(self) -> None:
         if self.out is not None and self.outputs:

@@ -55,13 +55,11 @@ def cli_words(msg: str) -> str:
     return msg
 
 
-_cli_words = cli_words  # old private name
-
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """(message, exit code) for an exception raised by a command."""
     if isinstance(exc, (CLIError, HendersonError)):
-        return _cli_words(_first_line(exc)), USER_ERROR
+        return cli_words(_first_line(exc)), USER_ERROR
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or _first_line(exc)
         return f"file not found: {name}", USER_ERROR

@@ -87,20 +87,18 @@ def _renamed(err: HendersonError, path: Path) -> HendersonError:
 
 
 @contextmanager
-def reading(path, what: str = "file", hint=None):
+def reading(path, what: str = "file"):
     """Every error while reading ``path`` becomes one line naming it.
 
     henderson's own errors get the file name in front when they lack it; a reader's
     OSError/ValueError (a truncated .bed, a VCF htslib cannot parse, an empty CSV) becomes
     a :class:`DataError` naming the file. Other exceptions raised inside henderson's code
     are bugs and pass through (the CLI reports them as internal errors).
-
-    ``hint(exc)`` may return a better explanation of a reader's error (or None).
     """
     p = Path(path)
 
     def explain(err):
-        text = (hint and hint(err)) or _first(err)
+        text = _first(err)
         extra = getattr(err, "c_messages", None)
         return text + (f" [reported by the reader: {_joined(extra)}]" if extra else "")
 
@@ -292,87 +290,23 @@ def random_groups(formula: str) -> list[str]:
     return out
 
 
-def _genotype_format(p: Path) -> str:
-    name = p.name.lower()
-    if p.suffix in (".bed", ".bim", ".fam") or Path(str(p) + ".bed").exists():
-        return "plink"
-    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")):
-        return "vcf"
-    return "table"
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
-def _plink_hint(prefix: Path, err: BaseException) -> str | None:
-    """Say which of .bed/.bim/.fam disagree when bed-reader rejects a PLINK set."""
-    bed, bim, fam = (Path(str(prefix) + e) for e in (".bed", ".bim", ".fam"))
-    if not (bed.is_file() and bim.is_file() and fam.is_file()):
-        return None
-    with open(bed, "rb") as fh:
-        magic = fh.read(3)
-    if magic != b"\x6c\x1b\x01":
-        return (f"{bed.name} does not start with the PLINK 1 magic bytes 6c 1b 01 (SNP-major): "
-                "not a PLINK 1 .bed file (PLINK 2 .pgen is not read; convert with plink2 --make-bed)")
-    n, m, size = _count_lines(fam), _count_lines(bim), bed.stat().st_size
-    need = 3 + m * ((n + 3) // 4)  # 2 bits per genotype, each SNP padded to whole bytes
-    if size != need:
-        return (f"{bed.name} has {size:,} bytes, but {fam.name} lists {n:,} individuals and {bim.name} "
-                f"{m:,} SNPs, which need 3 + {m:,} x ceil({n:,}/4) = {need:,} bytes: a file is truncated "
-                "or the three files are not from the same PLINK file set")
-    return None
-
-
-def _duplicate_lines(p: Path, fmt: str) -> str:
-    """Where the duplicated ids of a genotype file are (lines of a CSV or of the .fam)."""
-    try:
-        if fmt == "plink":
-            fam = p.with_suffix(".fam") if p.suffix in (".bed", ".bim", ".fam") else Path(str(p) + ".fam")
-            ids = pd.read_csv(fam, sep=r"\s+", header=None, usecols=[1], dtype=str)[1]
-            first_line, src = 1, fam
-        elif fmt == "table":
-            ids = read_table(p, what="genotype table").iloc[:, 0].astype(str)
-            first_line, src = 2, p
-        else:
-            return ""
-    except Exception:  # noqa: BLE001 - only an embellishment of the error
-        return ""
-    dup = ids[ids.duplicated(keep=False)]
-    if dup.empty:
-        return ""
-    parts = [f"{i!r} on lines {', '.join(str(k + first_line) for k in idx)}"
-             for i, idx in list(dup.groupby(dup, sort=False).groups.items())[:5]]
-    return f" ({src.name}: {'; '.join(parts)}); each individual must appear once"
-
-
 def read_genotypes_file(path, coding: str | None = None):
     """Genotypes from a PLINK prefix/.bed, VCF or CSV/TSV matrix (first column id).
 
-    Every error names the file (see :func:`reading`); for a PLINK set whose .bed does
-    not match its .bim/.fam, the message gives the counts of each.
+    Every error names the file (see :func:`reading`): the readers check a PLINK set's
+    .bed against its .bim/.fam and name duplicated ids with their lines themselves.
     """
     from contextlib import nullcontext
 
-    from ..io.genotypes import read_genotypes
+    from ..io.genotypes import genotype_format, read_genotypes
 
     p = Path(path)
     if not p.exists() and not Path(str(p) + ".bed").exists():
         raise FileNotFoundError(2, "No such file or directory", str(p))
-    fmt = _genotype_format(p)
-    prefix = p.with_suffix("") if p.suffix in (".bed", ".bim", ".fam") else p
-    what = {"plink": "PLINK file set", "vcf": "VCF file", "table": "genotype table"}[fmt]
-    hint = (lambda e: _plink_hint(prefix, e)) if fmt == "plink" else None
-    with reading(p, what, hint), (c_stderr_to_warnings(p) if fmt == "vcf" else nullcontext()):
-        try:
-            return read_genotypes(p, coding=coding)
-        except DataError as err:
-            if "duplicated" in str(err) and "line" not in str(err):
-                where = _duplicate_lines(p, fmt)
-                if where:
-                    raise type(err)(f"{err}{where}") from err
-            raise
+    fmt = genotype_format(p)
+    what = {"plink": "PLINK file set", "vcf": "VCF file"}.get(fmt, "genotype table")
+    with reading(p, what), (c_stderr_to_warnings(p) if fmt == "vcf" else nullcontext()):
+        return read_genotypes(p, coding=coding)
 
 
 def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam", selfing: bool = False):
@@ -381,19 +315,13 @@ def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam
     Returns ``(pedigree, notes)``: the reader's warnings (added founders, ...) as text,
     for the command to print and keep in summary.json.
     """
-    import inspect
-
     from ..io.pedigree import read_pedigree
 
     p = _need_file(path)
-    kw = {}
-    if selfing:  # read_pedigree calls it monoecious=: sire = dam is a selfing, an id may be both
-        if "monoecious" not in inspect.signature(read_pedigree).parameters:
-            raise DataError("--selfing: this henderson version cannot read selfed pedigrees")
-        kw["monoecious"] = True
     with reading(p, "pedigree file"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ped = read_pedigree(p, id=id, sire=sire, dam=dam, **kw)
+        # --selfing is read_pedigree's monoecious=: sire = dam is a selfing, an id may be both
+        ped = read_pedigree(p, id=id, sire=sire, dam=dam, monoecious=selfing)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     return ped, notes
 

@@ -36,10 +36,6 @@ def _ped_cols(spec: str) -> list[str]:
     return cols
 
 
-def _fit_est(est, X, y, data):
-    return est.fit(X, y, data=data)  # library advice (missing='drop') is reworded by _errors.cli_words
-
-
 #: Largest n²·p for which SNP-BLUP's report builds G to draw its distribution: G costs
 #: ~n²p/2 multiply-adds (1.5e11 is about a second with a multithreaded BLAS; the
 #: bundled wheat data are 4.6e8).
@@ -108,7 +104,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             rel_note = f"{G.n} x {G.n} matrix from {Path(grm).name}"
         est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
         with s.step("Fitting GBLUP", counted="REML steps"):
-            _fit_est(est, G, y, data)
+            est.fit(G, y, data=data)
         if geno is not None:
             with s.step("Back-solving SNP effects"):
                 snp_effects = est.attach_genotypes(geno).snp_effects_  # None unless vanraden1
@@ -121,7 +117,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             s.add_input("genotypes", genotypes)
         est = SNPBLUP(method=method, fixed=fixed, missing=missing)
         with s.step("Fitting SNP-BLUP", counted="REML steps"):
-            _fit_est(est, geno, y, data)
+            est.fit(geno, y, data=data)
         snp_effects = est.snp_effects_
         rel_note = f"{geno.n} individuals x {geno.p} SNPs, solved in {est.space_} space"
         G, g_note = _report_grm(s, geno)
@@ -137,7 +133,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             s.add_input("pedigree", pedigree)
         est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
         with s.step("Fitting pedigree BLUP (A⁻¹)", counted="REML steps"):
-            _fit_est(est, ped, y, data)
+            est.fit(ped, y, data=data)
         rel_note = f"pedigree of {len(ped.ids)} animals (sparse A⁻¹)"
         label = "pedigree BLUP"
     res = est.result_

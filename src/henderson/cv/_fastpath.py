@@ -15,10 +15,11 @@ import pandas as pd
 
 from .._threads import blas_threads_for
 from ..models._align import ID, records_frame
-from ..models.snpblup import centred_markers
+from ..models.snpblup import centred_crossprod, centred_markers
+from ..relationships.genomic import genomic_relationship
 from ..spec.model import build_spec
 from ._snps import informative_snps, n_uninformative_leave_one_out, two_sum_pq
-from .fast import FixedVarianceCV
+from .fast import FixedVarianceCV, rank_error, training_keeps_rank
 
 
 def record_design(model, known_ids, y: pd.Series, data):
@@ -70,11 +71,11 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
     for s in splits:
         if len(s.train_pos) + len(s.test_pos) != n or (where.get_indexer(s.test_pos) < 0).any():
             return None
-    if not strict and Xd.shape[1] > 1:
+    if Xd.shape[1] > 1:  # (an intercept alone keeps its rank with any training record)
         for s in splits:
-            train = np.ones(n, bool)
-            train[where.get_indexer(s.test_pos)] = False
-            if np.linalg.matrix_rank(Xd[train]) < Xd.shape[1]:
+            if not training_keeps_rank(Xd, where.get_indexer(s.test_pos)):
+                if strict:
+                    raise rank_error(s.fold)
                 return None
     one_per_id = not pd.Index(rec_ids).has_duplicates
     if kind == "gblup":
@@ -85,12 +86,13 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         lines = pd.unique(rec_ids)                     # SNP-BLUP trains on lines, not records
         z = pd.Index(lines).get_indexer(rec_ids)
         sub = geno.subset(ids=lines)
-        W, p_a = centred_markers(sub)
-        Kl = W @ W.T
-        Kr = Kl[np.ix_(z, z)]
+        p_a = sub.allele_freq
+        # K = WW' by G's blocked exact-SYRK kernel (G·2Σp_a q_a): no N × m float copy
+        G = genomic_relationship(sub, method="vanraden1")
+        Kr = np.multiply(G.matrix, G.info["scale"])[np.ix_(z, z)]
+        del G
         s_g = two_sum_pq(geno) * s_k
         h2 = s_g / (s_g + s_e)
-        dos = sub.dosages.astype(np.float64)
     st = FixedVarianceCV.build(yv, Xd, Kr, s_k, s_e)
     total = len(splits)
     rows = []
@@ -105,7 +107,9 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
     if loo:
         yhat, bv = st.leave_one_out(rec_ids)
         drop = None
-        if kind == "snpblup":  # vectorised over individuals
+        if kind == "snpblup":  # vectorised over individuals: β̂(−i) for all i is m × n anyway
+            W, _ = centred_markers(sub, p_a)
+            dos = sub.dosages.astype(np.float64)
             B = s_k * (W.T @ st.loo_u())                          # β̂(−i) as columns (m, n)
             p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
             bv = bv + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)
@@ -116,15 +120,14 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         return rows
     for s in splits:
         t = where.get_indexer(s.test_pos)
-        yhat, bv, u = st.fold(t, label=s.fold)
+        yhat, bv, u = st.fold(t, label=s.fold, check_rank=False)  # checked above
         drop = None
         if kind == "snpblup":
-            beta = s_k * (W.T @ np.bincount(z, weights=u, minlength=len(lines)))  # σ²_β W'Z'u
+            beta = s_k * centred_crossprod(sub, np.bincount(z, weights=u, minlength=len(lines)), p_a)  # σ²_β W'Z'u
             tr = np.ones(n, bool)
             tr[t] = False
-            tr_lines = np.unique(z[tr])
-            p_t = dos[tr_lines].mean(0) / 2.0
-            bv = bv + 2.0 * (p_a - p_t) @ beta
-            drop = int(np.count_nonzero(~informative_snps(sub.subset(ids=lines[tr_lines]))))
+            train = sub.subset(ids=lines[np.unique(z[tr])])  # the fold's training lines
+            bv = bv + 2.0 * (p_a - train.allele_freq) @ beta
+            drop = int(np.count_nonzero(~informative_snps(train)))
         done(s, _row(bv, yhat, h2, s_g, s_e, drop))
     return rows

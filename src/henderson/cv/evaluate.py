@@ -42,13 +42,13 @@ import pandas as pd
 from sklearn.base import clone
 
 from ..data.genotypes import Genotypes
-from ..errors import DataError, ModelError
+from ..errors import AlignmentError, DataError, ModelError, format_ids
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
 from ..models._align import ID, records_frame
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
 from ..spec.model import build_spec
-from ._fastpath import fast_rows, record_design
+from ._fastpath import fast_rows
 from ._snps import informative_snps, two_sum_pq
 from .formula import FormulaModel
 from .metrics import check_top, headline_basis, pooled_metrics, summarise
@@ -150,11 +150,6 @@ def _masked(y: pd.Series, train_pos) -> pd.Series:
     keep[train_pos] = True
     out[~keep] = np.nan
     return out
-
-
-def _records(model, K_ids, y, data):
-    """y, X (fixed design), record ids and fixed-effect names of the phenotyped records."""
-    return record_design(model, K_ids, y, data)[:4]
 
 
 class _FixedPart:
@@ -368,7 +363,6 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     phen = pd.Index(pd.unique(y.dropna().index))
     absent = phen[~phen.isin(np.asarray(known, dtype=object))] if known is not None else []
     if len(absent):
-        from ..errors import AlignmentError, format_ids
         raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent))
     fixed_part = _FixedPart(model, y, data, known) if kind != "formula" else None
 

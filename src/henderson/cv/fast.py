@@ -46,6 +46,19 @@ from scipy.linalg import lapack
 from ..errors import DataError, NotPositiveDefiniteError
 
 
+def training_keeps_rank(X: np.ndarray, test: np.ndarray) -> bool:
+    """True when X_T, the rows of X (n, p) outside ``test``, keeps full column rank p
+    (SVD of n_T × p; p is small)."""
+    train = np.ones(len(X), dtype=bool)
+    train[np.asarray(test)] = False
+    return bool(np.linalg.matrix_rank(X[train]) == X.shape[1])
+
+
+def rank_error(label) -> DataError:
+    return DataError(f"fold {label!r}: the training part cannot estimate the fixed effects "
+                     "(the fold holds every record of a fixed-effect level)")
+
+
 @dataclass(frozen=True, eq=False)
 class FixedVarianceCV:
     """Factorised state for fast CV at fixed (σ²_g, σ²_e).
@@ -107,21 +120,19 @@ class FixedVarianceCV:
         r = P @ y
         return cls(y, X, Kr, float(sigma2_g), float(sigma2_e), P, r, Kr @ r)
 
-    def fold(self, test: np.ndarray, label="") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fold(self, test: np.ndarray, label="", *, check_rank: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Out-of-fold (ŷ_F, ĝ_F, u_F) for the records ``test`` (positions).
 
         ŷ_F = y_F − δ_F are the predicted phenotypes X_F b̂_T + ĝ_F, ĝ_F the predicted
         breeding values of the records' individuals, u_F = P_(T) y_T (zeros on F).
         """
         test = np.asarray(test)
-        train = np.ones(len(self.y), dtype=bool)
-        train[test] = False
         # P_FF is singular exactly when X_T loses rank, but in floating point its
         # Cholesky can still "succeed" on a pivot of rounding size; test the rank of
-        # X_T itself (n_T x p, p small: cheap) so the failure is always named.
-        if np.linalg.matrix_rank(self.X[train]) < self.X.shape[1]:
-            raise DataError(f"fold {label!r}: the training part cannot estimate the fixed effects "
-                            "(the fold holds every record of a fixed-effect level)")
+        # X_T itself so the failure is always named (``check_rank=False``: the caller
+        # has checked every fold with :func:`training_keeps_rank` already)
+        if check_rank and not training_keeps_rank(self.X, test):
+            raise rank_error(label)
         Pff = self.P[np.ix_(test, test)]
         try:
             cf = sla.cho_factor(Pff, lower=True)

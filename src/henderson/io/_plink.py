@@ -106,10 +106,12 @@ def read_plink(path: Path) -> Genotypes:
         raise GenotypeError(f"PLINK fileset {prefix}: cannot read ({type(err).__name__}: {err})") from err
     dup = pd.Index(iid)
     if dup.has_duplicates:
+        rep = pd.Series(np.arange(len(iid)) + 1, index=dup)[dup.duplicated(keep=False)]  # .fam lines
+        where = "; ".join(f"{i!r} on lines {', '.join(map(str, lines))}"
+                          for i, lines in list(rep.groupby(level=0, sort=False).agg(list).items())[:5])
         raise GenotypeError(
-            f"{files['fam']}: duplicated individual ids (IID, column 2): "
-            + format_ids(dup[dup.duplicated()].unique())
-            + "; henderson identifies individuals by IID"
+            f"{files['fam']}: duplicated individual ids (IID, column 2): {where}; "
+            "henderson identifies individuals by IID, so each must appear once"
         )
     dup = pd.Index(snps["snp"])
     if dup.has_duplicates:

@@ -145,6 +145,9 @@ def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
     samples = list(vcf.samples)
     if not samples:
         raise GenotypeError(f"{path}: no sample columns (a sites-only VCF has no genotypes)")
+    dup = pd.Index(samples)
+    if dup.has_duplicates:  # before reading any site: the header alone decides it
+        raise GenotypeError(f"{path}: duplicated sample names: " + format_ids(dup[dup.duplicated()].unique()))
     hard = _check_header(vcf, path, field)
     rows, meta, multi, lacking = [], [], [], []
     n_haploid = 0
@@ -199,9 +202,6 @@ def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
     dup = pd.Index(snps["snp"])
     if dup.has_duplicates:
         raise GenotypeError(f"{path}: duplicated site ids: " + format_ids(dup[dup.duplicated()].unique()))
-    dup = pd.Index(samples)
-    if dup.has_duplicates:
-        raise GenotypeError(f"{path}: duplicated sample names: " + format_ids(dup[dup.duplicated()].unique()))
     d = np.ascontiguousarray(np.stack(rows, axis=1))
     info = {
         "file": str(path),

@@ -61,7 +61,8 @@ _MEANING = {
 }
 
 
-def _detect_format(path: Path) -> str:
+def genotype_format(path: Path) -> str:
+    """``plink``, ``vcf`` or ``csv`` (numeric matrix), from the file name."""
     name = path.name.lower()
     if plink_prefix(path) is not None:
         return "plink"
@@ -107,7 +108,7 @@ def read_genotypes(path, *, format: str | None = None, coding: str | None = None
         coding, a malformed or inconsistent file (naming the file and what is wrong).
     """
     path = Path(path)
-    fmt = format or _detect_format(path)
+    fmt = format or genotype_format(path)
     if coding is not None and fmt != "csv":
         raise DataError(f"coding= applies to numeric CSV/TSV matrices, not to {fmt} files")
     if fmt == "plink":

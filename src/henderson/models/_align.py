@@ -8,12 +8,11 @@ are an error listing them (or dropped and counted when the user asks).
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..errors import AlignmentError, DataError, DataWarning, format_ids
+from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 
 ID = "id"
 
@@ -72,8 +71,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
     """
     if not isinstance(y, pd.Series):
         raise DataError("phenotypes must be a pandas Series indexed by id (aligned by id, not position)")
-    if missing not in ("error", "drop"):
-        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+    check_missing_mode(missing)
     trait = trait_name(y)
     notes = []
     ids = pd.Index(y.index.astype(str))
@@ -90,10 +88,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
     if absent.any():
         bad = pd.unique(vals.index[absent])
         msg = f"{len(bad)} phenotyped id(s) not in the {what}: " + format_ids(bad)
-        if missing == "error":
-            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
-        notes.append(msg + f"; {int(absent.sum())} record(s) dropped")
-        warnings.warn(notes[-1], DataWarning, stacklevel=3)
+        notes.append(unknown_ids(msg, missing, dropped=f"{int(absent.sum())} record(s) dropped", stacklevel=3))
         keep[np.flatnonzero(keep)[absent]] = False
         vals = vals[~absent]
     if vals.nunique() < 2:

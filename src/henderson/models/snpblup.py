@@ -164,8 +164,11 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
                                   and (space == "marker" or float(n) * n * m <= SNP_SE_BUDGET)))
     if want_se:
         Kr = None if K is None else K[np.ix_(codes, codes)]
-        Wr = W[codes] if W is not None else centred_markers(geno.subset(ids=geno.ids[np.unique(codes)]), freq)[0][
-            pd.Index(geno.ids[np.unique(codes)]).get_indexer(geno.ids[codes])]
+        if W is not None:
+            Wr = W[codes]
+        else:  # centred markers of the phenotyped lines only (n²m is within budget here)
+            lines = np.unique(codes)
+            Wr = centred_markers(geno.subset(ids=geno.ids[lines]), freq)[0][np.searchsorted(lines, codes)]
         effects["se"] = np.sqrt(snp_pev(Wr, spec.X, s_b, s_e, space, Kr=Kr))
     else:
         effects["se"] = np.nan

@@ -8,16 +8,11 @@ gives their count and some of them.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
-from ..errors import AlignmentError, DataError, DataWarning, format_ids
+from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from .container import Relationship, as_relationship
-
-_MISSING_MODES = ("error", "drop")
-
 
 def _aligned(G, A22, missing: str = "error", caller: str = "") -> tuple[Relationship, np.ndarray]:
     """G (restricted to ids in A22 with ``missing="drop"``) and A22 dense in G's order.
@@ -25,20 +20,15 @@ def _aligned(G, A22, missing: str = "error", caller: str = "") -> tuple[Relation
     Raises :class:`AlignmentError` naming the ids of G absent from A22 (``"error"``),
     or drops them from G with a :class:`DataWarning` giving their count (``"drop"``).
     """
-    if missing not in _MISSING_MODES:
-        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+    check_missing_mode(missing)
     G = as_relationship(G, kind="G")
     A22 = as_relationship(A22, kind="A22")
     known = pd.Index(A22.ids).get_indexer(G.ids) >= 0
     if not known.all():
         absent = G.ids[~known]
-        msg = (f"{caller}: {len(absent)} of {G.n} id(s) of G are not in the pedigree "
-               f"relationships A22: {format_ids(absent)}")
-        if missing == "error":
-            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
-        if not known.any():
-            raise AlignmentError(msg + "; no id is left")
-        warnings.warn(msg + f"; dropped them, {int(known.sum())} left", DataWarning, stacklevel=3)
+        unknown_ids(f"{caller}: {len(absent)} of {G.n} id(s) of G are not in the pedigree "
+                    f"relationships A22: {format_ids(absent)}", missing,
+                    dropped=f"dropped them, {int(known.sum())} left", left=int(known.sum()), stacklevel=3)
         G = G.subset(G.ids[known])
     return G, A22.subset(G.ids).dense()
 

@@ -8,14 +8,12 @@ See ``docs/theory_pedigree.md`` for the equations.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..data.pedigree import Pedigree
-from ..errors import AlignmentError, DataError, DataWarning, format_ids
+from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from . import _pedigree_kernels as K
 from .container import Relationship
 
@@ -169,19 +167,14 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
         order = ped.input_order
         A = A[np.ix_(order, order)]
         return Relationship(ped.ids[order], A, kind="A", info={"method": "tabular", "source": ped.source})
-    if missing not in ("error", "drop"):
-        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+    check_missing_mode(missing)
     ids = np.asarray([str(i) for i in ids], dtype=object)
     known = ped._index.get_indexer(ids) >= 0
     if not known.all():
         absent = ids[~known]
-        msg = (f"pedigree_relationship: {len(absent)} of {len(ids)} id(s) are not in the pedigree "
-               f"({ped.source}): {format_ids(absent)}")
-        if missing == "error":
-            raise AlignmentError(msg + " (pass missing='drop' to drop them, counted)")
-        if not known.any():
-            raise AlignmentError(msg + "; no id is left")
-        warnings.warn(msg + f"; dropped them, {int(known.sum())} left", DataWarning, stacklevel=2)
+        unknown_ids(f"pedigree_relationship: {len(absent)} of {len(ids)} id(s) are not in the pedigree "
+                    f"({ped.source}): {format_ids(absent)}", missing,
+                    dropped=f"dropped them, {int(known.sum())} left", left=int(known.sum()), stacklevel=2)
         ids = ids[known]
     codes = ped.codes_of(ids)
     # Only ancestors of the wanted animals affect their relationships (and their F).

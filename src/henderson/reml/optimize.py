@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .._progress import report
-from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+from .identifiability import residual_at_zero_error
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
 #: positive definite (numerically): the only errors a line search may absorb
@@ -84,11 +85,7 @@ def _em_step(state, ev, method: str) -> np.ndarray:
     dof = state.n - state.p if method == "reml" else state.n
     new[-1] = float(state.spec.y @ ev.residuals) / dof
     if not new[-1] > 1e-12 * float(np.var(state.spec.y)):
-        raise ModelError(
-            f"the residual variance is being estimated at zero ({state.n} records, "
-            f"{sum(t.q for t in state.spec.terms)} random levels): the random effects can absorb "
-            "all the variation in these data. Give known variances (sigma2=...) or simplify the model."
-        )
+        raise residual_at_zero_error(state.n, f"{sum(t.q for t in state.spec.terms)} random levels")
     return new
 
 

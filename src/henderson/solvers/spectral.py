@@ -186,7 +186,7 @@ class SpectralSolver:
             When Brent stops at ``max_iter`` or the Newton polishing does not settle;
             the warning carries the log.
         """
-        from ..reml.identifiability import check_spectral
+        from ..reml.identifiability import check_spectral, residual_at_zero_error
 
         check_spectral(self, self.term, method)
         rows = []
@@ -222,12 +222,9 @@ class SpectralSolver:
         log_h = float(res.x)
         val, se = self._profiled(log_h, method)
         if log_h >= LOG_H_BOUNDS[1] - 1e-6:
-            raise ModelError(
-                f"the residual variance is being estimated at zero ({self.n} records, "
-                f"{self.K.shape[0]} levels of {self.term!r}): the random effect can absorb all the "
-                "variation in these data. Give known variances (sigma2=...) or simplify the model."
-            )
+            raise residual_at_zero_error(self.n, f"{self.K.shape[0]} levels of {self.term!r}")
         sg, se = np.exp(log_h) * se, se
+        val = self.m2ll(sg, se, method)  # the unprofiled objective, as the Newton steps use
         # last_step: relative size of the Newton step computed at the final point (a
         # step too small to matter, or one rejected for not improving -2logL at
         # rounding level, both mean the point is the optimum to POLISH_TOL)
@@ -242,12 +239,11 @@ class SpectralSolver:
             if last_step < 1e-12 or not (new[0] > 0 and new[1] > 0):
                 break
             new_val = self.m2ll(*new, method)
-            if new_val > self.m2ll(sg, se, method) + 1e-12 * abs(val):
+            if new_val > val + 1e-12 * abs(val):
                 break
-            sg, se = new
+            sg, se, val = new[0], new[1], new_val
             steps += 1
             record("newton", sg, se, new_val)
-        val = self.m2ll(sg, se, method)
         # the boundary h = 0: V = σ²_e I, compare explicitly
         at_zero = self._boundary_value(method)
         record("boundary", 0.0, at_zero[1], at_zero[0])

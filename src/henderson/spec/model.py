@@ -220,14 +220,13 @@ def _column_labels(col: pd.Series) -> np.ndarray:
     return col.astype(str).to_numpy(dtype=object)
 
 
-def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
+def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each record's level id (``a:b`` for a combination) and the per-column ids."""
     cols = [_column_labels(data[c]) for c in spec.columns]
-    if len(cols) == 1:
-        return cols[0]
-    out = cols[0].copy()
+    out = cols[0]
     for c in cols[1:]:
         out = out + ":" + c
-    return out
+    return out, cols
 
 
 def _natural_rank(values: np.ndarray) -> np.ndarray:
@@ -249,15 +248,16 @@ def _natural_rank(values: np.ndarray) -> np.ndarray:
     return rank[inv]
 
 
-def _iid_levels(data: pd.DataFrame, spec: RandomTermSpec, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _iid_levels(labels: np.ndarray, columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Level ids of an iid term in natural order, and each record's level code.
 
-    Ids stay strings (they are labels); a combination ``a:b`` is ordered by ``a``,
-    then ``b``, each column in natural order.
+    ``labels`` (n,) are the records' level ids, ``columns`` the per-column ids they
+    were joined from. Ids stay strings (they are labels); a combination ``a:b`` is
+    ordered by ``a``, then ``b``, each column in natural order.
     """
     key = np.zeros(len(labels), dtype=np.int64)
-    for c in spec.columns:  # mixed radix: rank of a, then of b within a, ...
-        r = _natural_rank(_column_labels(data[c]))
+    for col in columns:  # mixed radix: rank of a, then of b within a, ...
+        r = _natural_rank(col)
         key = key * (int(r.max()) + 1 if len(r) else 1) + r
     _, first, codes = np.unique(key, return_index=True, return_inverse=True)
     return labels[first].astype(object), codes.ravel()
@@ -420,8 +420,8 @@ def _logdet_of_inverse(Kinv, info: dict) -> float:
     return -float(ld)
 
 
-def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse,
-                 data: pd.DataFrame | None = None) -> RandomTerm:
+def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndarray], cov,
+                 cov_inverse) -> RandomTerm:
     name = spec.name
     if cov is not None and cov_inverse is not None:
         raise ModelError(f"term {name!r} got both cov= and cov_inverse=; give one")
@@ -431,10 +431,7 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, cov, cov_inverse,
     elif cov_inverse is not None:
         rel = as_relationship(cov_inverse, inverse=True, kind=f"Kinv[{name}]")
     if rel is None:
-        if data is None:
-            levels, codes = np.unique(labels, return_inverse=True)
-        else:
-            levels, codes = _iid_levels(data, spec, labels)
+        levels, codes = _iid_levels(labels, columns)
         counts = np.bincount(codes, minlength=len(levels))
         return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)),
                           n_records=counts)
@@ -547,8 +544,8 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     notes += _integer_covariate_notes(kept, x_names)
     terms = []
     for t in parsed.random:
-        labels = _group_labels(kept, t)
-        terms.append(_random_term(t, labels, cov.get(t.name), cov_inverse.get(t.name), kept))
+        labels, columns = _group_labels(kept, t)
+        terms.append(_random_term(t, labels, columns, cov.get(t.name), cov_inverse.get(t.name)))
     if np.ptp(y) == 0:
         raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
     return ModelSpec(parsed, y, X, x_names, tuple(terms), kept.index, n_dropped, by_col, aliased, notes)
