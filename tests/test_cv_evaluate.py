@@ -205,3 +205,12 @@ def test_predictive_ability_across_repeats(sim, tmp_path):
     plt.close(fig)
     with pytest.raises(DataError, match="by must be"):
         plot_predictive_ability({"GBLUP": a}, by="folds")
+
+
+def test_text_phenotypes_are_an_error_not_silently_unvalidated():
+    # a value that is not a number must not quietly become "not phenotyped" in CV
+    wheat = h.datasets.load_wheat()
+    y = wheat.phenotypes["env1"].astype(object)
+    y.iloc[3] = "n/a?"
+    with pytest.raises(h.DataError, match=r"not numeric.*n/a\?"):
+        h.cross_validate(h.GBLUP(sigma2=(0.3, 0.54)), wheat.A, y, cv=wheat.folds)

@@ -44,7 +44,7 @@ from sklearn.base import clone
 from ..data.genotypes import Genotypes
 from ..errors import AlignmentError, DataError, ModelError, format_ids
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-from ..models._align import ID, records_frame
+from ..models._align import ID, numeric_phenotypes, records_frame, trait_name
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
 from ..spec.model import build_spec
@@ -136,11 +136,12 @@ def _params(model) -> dict:
 
 
 def _clean_y(y) -> pd.Series:
+    """y with str ids and float values; text or inf is an error naming ids, as in every
+    fit (:func:`~henderson.models._align.numeric_phenotypes`), never a silent NaN."""
     if not isinstance(y, pd.Series):
         raise DataError("y must be a pandas Series indexed by id (aligned by id, not position)")
-    y = pd.to_numeric(pd.Series(y.to_numpy(), index=pd.Index(y.index.astype(str), name=ID), name=y.name),
-                      errors="coerce")
-    return y
+    ids = pd.Index(y.index.astype(str), name=ID)
+    return pd.Series(numeric_phenotypes(y, ids, trait_name(y)).to_numpy(), index=ids, name=y.name)
 
 
 def _masked(y: pd.Series, train_pos) -> pd.Series:

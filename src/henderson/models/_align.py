@@ -22,7 +22,7 @@ def trait_name(y: pd.Series) -> str:
     return name if re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", name) and name != ID else "y"
 
 
-def _numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
+def numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
     """Phenotypes as float with NaN for missing; refuse text and non-finite values.
 
     Nothing is coerced silently: a value that is present but not a number (``"abc"``,
@@ -75,7 +75,7 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
     trait = trait_name(y)
     notes = []
     ids = pd.Index(y.index.astype(str))
-    vals = _numeric_phenotypes(y, ids, trait)
+    vals = numeric_phenotypes(y, ids, trait)
     keep = vals.notna().to_numpy().copy()  # which records survive, for row-wise covariates
     if vals.isna().all():
         raise DataError(f"trait {trait!r} has no non-missing value")
