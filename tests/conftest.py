@@ -1,9 +1,22 @@
+"""Shared test data and helpers.
+
+Fixtures are found by pytest; the plain helpers are imported (``from conftest import
+run_cli``), as ``load_ref`` always has been.
+"""
+
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REFS = Path(__file__).parent / "data" / "refs"
+#: this environment's console script (installed by `make test`), never another on PATH
+SCRIPT = str(Path(sys.executable).parent / "henderson")
 
 
 def load_ref(name: str) -> dict:
@@ -14,3 +27,69 @@ def load_ref(name: str) -> dict:
 @pytest.fixture(scope="session")
 def refs_dir() -> Path:
     return REFS
+
+
+@pytest.fixture(scope="module")
+def potato() -> pd.DataFrame:
+    from henderson.datasets import load_potato
+
+    return load_potato()
+
+
+# ----------------------------------------------------------------- independent formulas
+
+def identity_frame(ids) -> pd.DataFrame:
+    """K = I as a DataFrame labelled by ``ids``."""
+    return pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+
+
+def dummies(values) -> np.ndarray:
+    """Indicator matrix of the levels of ``values`` (n × levels, levels sorted as text)."""
+    v = np.asarray(values).astype(str)
+    return (v[:, None] == np.unique(v)[None, :]).astype(float)
+
+
+def tabular_A(rows) -> tuple[np.ndarray, list]:
+    """Tabular A for rows (id, sire, dam) listed parents first, by the textbook rules.
+
+    a_ij = (a_j,s + a_j,d)/2 for j before i; a_ii = 1 + a_sd/2, which for a selfed
+    individual (s = d) is 1 + a_ss/2 = 1 + (1 + F_s)/2. Unknown parents contribute 0.
+    Independent of henderson's kernels. Returns (A, ids).
+    """
+    index = {r[0]: k for k, r in enumerate(rows)}
+    n = len(rows)
+    A = np.zeros((n, n))
+    for i, (_, s, d) in enumerate(rows):
+        si, di = index.get(s), index.get(d)
+        for j in range(i):
+            A[i, j] = A[j, i] = 0.5 * (A[j, si] if si is not None else 0.0) + 0.5 * (
+                A[j, di] if di is not None else 0.0
+            )
+        A[i, i] = 1.0 + (0.5 * A[si, di] if si is not None and di is not None else 0.0)
+    return A, [r[0] for r in rows]
+
+
+# ----------------------------------------------------------------- the command line
+
+def run_cli(args, capsys):
+    """In-process run of the CLI: (exit code, stdout, stderr)."""
+    from henderson.cli.main import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_script(args, **env):
+    """The installed console script in a subprocess, as a user runs it (C libraries
+    such as htslib write to the real stderr there)."""
+    e = dict(os.environ, COLUMNS="200", **env)
+    return subprocess.run([SCRIPT, *map(str, args)], capture_output=True, text=True, env=e, timeout=180)
+
+
+def strict_json(path) -> dict:
+    """Parse a JSON file, failing on the non-JSON constants NaN / Infinity."""
+    def refuse(token):
+        raise AssertionError(f"{path} holds {token}, which is not JSON")
+
+    return json.loads(Path(path).read_text(), parse_constant=refuse)

@@ -61,13 +61,19 @@ def test_top_validated_and_k_not_inflated_by_rounding():
     y = np.arange(100.0)
     g = y.copy()
     g[92] = -1.0  # the 8th best by y is last by g; the top 7 agree
-    assert _top_by_hand(y, g, 0.07) == 1.0
     assert top_overlap(y, g, 0.07) == 1.0
+    # and k = 8 at top = 0.08: the top 8 by y (92..99) vs by g (93..99 and 91)
+    assert top_overlap(y, g, 0.08) == 7 / 8
 
 
-def test_cross_validate_rejects_bad_top_before_fitting():
+def test_cross_validate_rejects_bad_top_before_fitting(monkeypatch):
     geno = simulate_genotypes(20, 30, seed=1)
     y = pd.Series(np.arange(20.0), index=geno.ids)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a model was fitted before top was checked")
+
+    monkeypatch.setattr(h.GBLUP, "fit", no_fit)
     for bad in (0, 2.0):
         with pytest.raises(DataError, match="top"):
             cross_validate(h.GBLUP(), geno, y, cv=2, top=bad)

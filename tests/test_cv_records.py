@@ -72,7 +72,9 @@ def test_leave_environment_out_held_variances_fast_equals_brute(wheat):
     a = cross_validate(h.GBLUP(), G, y, cv="logo", groups=env, refit_variances=False)
     b = cross_validate(h.GBLUP(), G, y, cv="logo", groups=env, refit_variances=False, fast=False)
     assert a.settings["path"] == "fast" and b.settings["path"] == "fixed"
-    s2 = tuple(a.settings["full_data_variances"].values())  # REML on all 1,198 records
+    s2 = tuple(a.settings["full_data_variances"].values())  # REML on all 1,198 records:
+    full = h.GBLUP(pev=False).fit(G, y).variance_components_["variance"]  # the same fit, here
+    np.testing.assert_allclose(s2, full.to_numpy(), rtol=1e-10)
     for col in ("predicted_bv", "predicted_phenotype"):
         np.testing.assert_allclose(a.predictions[col], b.predictions[col], atol=1e-8)
     m = h.GBLUP(sigma2=s2, pev=False).fit(G, w.phenotypes["env1"])

@@ -11,20 +11,11 @@ import pytest
 import scipy.sparse as sp
 
 import henderson as h
-from henderson.datasets import load_potato
+from conftest import identity_frame
 from henderson.relationships import Relationship
 from henderson.spec.model import PSD_TOL, check_psd
 
 FORMULA = "Yield ~ Env + (1|Name)"
-
-
-def _identity(ids):
-    return pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
-
-
-@pytest.fixture(scope="module")
-def potato():
-    return load_potato()
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +26,7 @@ def ids(potato):
 @pytest.mark.parametrize("solver", ["auto", "spectral", "dense"])
 def test_indefinite_k_on_unrecorded_level_refused_by_every_solver(potato, ids, solver):
     # the audit's case: NEW1 has no record and K[NEW1, NEW1] = −5
-    K = _identity(ids + ["NEW1"])
+    K = identity_frame(ids + ["NEW1"])
     K.loc["NEW1", "NEW1"] = -5.0
     with pytest.raises(h.errors.NotPositiveDefiniteError,
                        match=r"not positive semi-definite.*smallest eigenvalue -5.*'NEW1'"):
@@ -46,7 +37,7 @@ def test_indefinite_k_on_unrecorded_level_refused_by_every_solver(potato, ids, s
 def test_indefinite_k_on_recorded_levels_names_ids(potato, ids, solver):
     # all levels recorded: the solver's own decomposition finds it; the message names
     # the two ids whose 2 × 2 block [[1, 2], [2, 1]] has eigenvalue −1
-    K = _identity(ids)
+    K = identity_frame(ids)
     K.loc[ids[0], ids[1]] = K.loc[ids[1], ids[0]] = 2.0
     with pytest.raises(h.errors.NotPositiveDefiniteError,
                        match=rf"not positive semi-definite.*'{ids[0]}'.*'{ids[1]}'|"
@@ -106,7 +97,7 @@ def test_nonsymmetric_dense_inverse_refused(potato, ids):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_covariance_names_ids(potato, ids, bad):
-    K = _identity(ids + ["NEW1"])
+    K = identity_frame(ids + ["NEW1"])
     K.loc[ids[4], ids[4]] = bad
     with pytest.raises(h.DataError, match=rf"covariance for 'Name' has NaN or infinite values.*'{ids[4]}'"):
         h.fit(FORMULA, potato, cov={"Name": K})

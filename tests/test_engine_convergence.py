@@ -13,23 +13,15 @@ import pandas as pd
 import pytest
 
 import henderson as h
-from henderson.datasets import load_lme4, load_potato
+from conftest import identity_frame
+from henderson.datasets import load_lme4
 
 FORMULA = "Yield ~ Env + (1|Name)"
 
 
-def _identity(ids):
-    return pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
-
-
-@pytest.fixture(scope="module")
-def potato():
-    return load_potato()
-
-
 @pytest.fixture(scope="module")
 def eye_k(potato):
-    return _identity(sorted(potato["Name"].unique()))
+    return identity_frame(sorted(potato["Name"].unique()))
 
 
 def test_spectral_log_records_the_search(potato, eye_k):
@@ -73,7 +65,7 @@ def test_spectral_start_centres_the_search(potato, eye_k):
 def _one_record_per_level(n=60, seed=0):
     rng = np.random.default_rng(seed)
     ids = [f"i{k:03d}" for k in range(n)]
-    return pd.DataFrame({"g": ids, "y": rng.normal(size=n)}), _identity(ids)
+    return pd.DataFrame({"g": ids, "y": rng.normal(size=n)}), identity_frame(ids)
 
 
 @pytest.mark.parametrize("solver", ["spectral", "dense", "sparse"])
@@ -112,7 +104,7 @@ def test_boundary_reliability_zero_and_se_not_available(solver):
     d = load_lme4("Dyestuff2")
     kw = {}
     if solver == "spectral":
-        kw["cov"] = {"Batch": _identity(sorted(d["Batch"].astype(str).unique()))}
+        kw["cov"] = {"Batch": identity_frame(sorted(d["Batch"].astype(str).unique()))}
     with pytest.warns(h.BoundaryWarning, match="not available"):
         res = h.fit("Yield ~ 1 + (1|Batch)", d, solver=solver, **kw)
     b = res.blups["Batch"]

@@ -13,17 +13,11 @@ import pandas as pd
 import pytest
 
 import henderson as h
-from henderson.datasets import load_potato
 from henderson.spec.formula import parse_formula
 
-from conftest import load_ref
+from conftest import dummies, load_ref
 
 POTATO = load_ref("dt_example.json")
-
-
-def dummies(values) -> np.ndarray:
-    v = np.asarray(values).astype(str)
-    return (v[:, None] == np.unique(v)[None, :]).astype(float)
 
 
 def brute_force(y, X, ZZt, s):
@@ -55,11 +49,6 @@ def assert_reml_matches_hand_design(res, d, X):
     Zu = res.fitted.to_numpy() - fit_b  # fitted = Xb̂ + Zû
     u = res.blups["Name"]["blup"].reindex(np.unique(d["Name"].astype(str))).to_numpy()
     np.testing.assert_allclose(Zu, Z @ u, atol=1e-8)  # both exact solves at the same σ²
-
-
-@pytest.fixture(scope="module")
-def potato():
-    return load_potato()
 
 
 @pytest.mark.parametrize("formula", [
@@ -95,7 +84,6 @@ def test_no_fixed_effects_at_all(potato):
     # lme4 accepts y ~ 0 + (1|g); V-based brute force: REML = ML when p = 0
     res = h.fit("Yield ~ (1|Name) - 1", potato)
     assert res.fixed_effects.empty
-    X = np.zeros((len(potato), 0))
     y = potato["Yield"].to_numpy(float)
     Z = dummies(potato["Name"])
     s = res.sigma2.to_numpy()

@@ -15,17 +15,10 @@ import pytest
 import henderson as h
 from henderson.datasets import load_lme4, load_potato
 
-from conftest import load_ref
+from conftest import dummies, load_ref
 
 POTATO = load_ref("dt_example.json")
 LME4 = load_ref("lme4_datasets.json")
-
-
-def dummies(values) -> np.ndarray:
-    """Indicator matrix of the levels of ``values`` (n × levels)."""
-    v = np.asarray(values).astype(str)
-    levels = np.unique(v)
-    return (v[:, None] == levels[None, :]).astype(float)
 
 
 def projection(X, Vs, s):

@@ -136,7 +136,6 @@ def test_gryphon_inverse_equals_dense_A(gryphon):
     assert res.loglik == pytest.approx(dense.loglik, abs=1e-6)
 
 
-def test_gryphon_full_model_shape(fits):
-    vc = fits["model4"].variance_components
-    assert list(vc.index) == ["id", "BYEAR", "MOTHER", "Residual"]
-    assert (vc["variance"] > 0).all() and (vc["se"] > 0).all()
+def test_gryphon_full_model_term_order(fits):
+    # components in formula order (the values are checked against ASReml above)
+    assert list(fits["model4"].variance_components.index) == ["id", "BYEAR", "MOTHER", "Residual"]

@@ -104,6 +104,9 @@ def test_gblup_on_genotypes_exposes_snp_effects(wheat):
     # ĝ = Wβ̂ for every genotyped line, independently of the numba pass
     W, _ = centred_markers(geno)
     np.testing.assert_allclose(W @ gb.snp_effects_["effect"].to_numpy(), gb.gebv_["gebv"], atol=1e-10)
+    # β̂ = W'α/2Σpq with a float W built here (SNP-BLUP above shares the int8 kernel)
+    alpha = gb.dual_coef_.loc[list(geno.ids)].to_numpy()
+    np.testing.assert_allclose(gb.snp_effects_["effect"], W.T @ alpha / c, atol=1e-12)
     # fitted on a G matrix (no genotypes): nothing to back-solve from
     assert h.GBLUP().fit(h.genomic_relationship(geno), y).snp_effects_ is None
 

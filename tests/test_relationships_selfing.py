@@ -18,24 +18,7 @@ from henderson.errors import PedigreeError
 from henderson.io.pedigree import read_pedigree
 from henderson.relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relationship
 
-
-def brute_force_A(rows):
-    """Tabular A for rows (id, sire, dam) listed parents first, by the textbook rules.
-
-    a_ij = (a_j,s + a_j,d)/2 for j before i; a_ii = 1 + a_sd/2, which for a selfed
-    individual (s = d) is 1 + a_ss/2 = 1 + (1 + F_s)/2. Unknown parents contribute 0.
-    """
-    index = {r[0]: k for k, r in enumerate(rows)}
-    n = len(rows)
-    A = np.zeros((n, n))
-    for i, (_, s, d) in enumerate(rows):
-        si, di = index.get(s), index.get(d)
-        for j in range(i):
-            A[i, j] = A[j, i] = 0.5 * (A[j, si] if si is not None else 0.0) + 0.5 * (
-                A[j, di] if di is not None else 0.0
-            )
-        A[i, i] = 1.0 + (0.5 * A[si, di] if si is not None and di is not None else 0.0)
-    return A, [r[0] for r in rows]
+from conftest import tabular_A
 
 
 def selfing_chain(generations):
@@ -57,7 +40,7 @@ def test_selfing_needs_monoecious_and_gives_textbook_inbreeding():
     expected = [1 - 0.5**g for g in range(9)]
     np.testing.assert_array_equal(F.to_numpy(), expected)
     A = pedigree_relationship(ped)
-    ref, ids = brute_force_A(rows)
+    ref, ids = tabular_A(rows)
     assert list(A.ids) == ids
     np.testing.assert_allclose(A.dense(), ref, rtol=0, atol=1e-14)
     Ainv = pedigree_inverse(ped)
@@ -77,7 +60,7 @@ def test_monoecious_mixed_crosses_and_selfs():
     df = pd.DataFrame(rows, columns=["id", "sire", "dam"]).iloc[::-1]  # any row order
     ped = read_pedigree(df, monoecious=True)
     A = pedigree_relationship(ped).to_frame()
-    ref, ids = brute_force_A(rows)
+    ref, ids = tabular_A(rows)
     np.testing.assert_allclose(A.loc[ids, ids].to_numpy(), ref, rtol=0, atol=1e-14)
     # hand values: r, s full sibs from non-inbred parents: a_rs = 1/2; u selfed from r: F = 1/2
     assert A.loc["r", "s"] == 0.5 and A.loc["u", "u"] == 1.5
@@ -102,7 +85,7 @@ def plant_pedigrees(draw):
 @settings(max_examples=60, deadline=None)
 @given(plant_pedigrees(), st.randoms(use_true_random=False))
 def test_random_plant_pedigrees_against_brute_force(rows, rnd):
-    ref, ids = brute_force_A(rows)
+    ref, ids = tabular_A(rows)
     df = pd.DataFrame(rows, columns=["id", "sire", "dam"]).sample(frac=1, random_state=rnd.randint(0, 10**6))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
