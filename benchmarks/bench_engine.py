@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,13 @@ def bench_henderson(df: pd.DataFrame, repeats: int, warmup: bool = True) -> dict
     runs.sort(key=lambda r: r[0])
     wall, res, nev = runs[len(runs) // 2]
     tm = res.timings
+    # peak memory of one more fit, untimed: numpy/scipy allocations traced by tracemalloc
+    tracemalloc.start()
+    henderson.fit(FORMULA, df)
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     return {
+        "peak_mib": peak,
         "wall": wall, "walls": [r[0] for r in runs], "timings": dict(tm),
         "iterations": int(res.iterations), "evaluations": nev,
         "per_iter": tm["optimise"] / max(res.iterations, 1),
@@ -214,6 +221,7 @@ def main(argv=None) -> int:
         row = {"case": f"({c}) {n:,} × {q:,}", "h_fit": h["wall"],
                "h_opt": h["timings"]["optimise"], "h_prep": h["timings"]["spec"] + h["timings"]["prepare"],
                "iters": h["iterations"], "evals": h["evaluations"], "per_iter": h["per_iter"],
+               "peak": h["peak_mib"],
                "sg": hs["g"], "se": hs["Residual"], "ll": h["loglik"]}
         if r is not None:
             row.update(r_fit=r["median"], ratio=h["wall"] / r["median"],
@@ -235,15 +243,15 @@ def main(argv=None) -> int:
           "```",
           "",
           "| case (n × q) | henderson fit s | optimise s | spec+prepare s | iterations "
-          "(evaluate calls) | s / REML iteration | lme4 lmer s | henderson / lme4 | "
+          "(evaluate calls) | s / REML iteration | peak MiB (tracemalloc) | lme4 lmer s | henderson / lme4 | "
           "σ²_g (h) | σ²_e (h) | rel. diff σ²_g | rel. diff σ²_e | logLik (h) | Δ logLik (h − lme4) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rr = (f"{r['r_fit']:.3f} | {r['ratio']:.1f}× | " if "r_fit" in r else "– | – | ")
         cmp_ = (f"{r['dg']:.1e} | {r['de']:.1e} | {r['ll']:.4f} | {r['dll']:+.1e} |"
                 if "dg" in r else f"– | – | {r['ll']:.4f} | – |")
         md.append(f"| {r['case']} | {r['h_fit']:.3f} | {r['h_opt']:.3f} | {r['h_prep']:.3f} | "
-                  f"{r['iters']} ({r['evals']}) | {r['per_iter']:.3f} | " + rr
+                  f"{r['iters']} ({r['evals']}) | {r['per_iter']:.3f} | {r['peak']:.1f} | " + rr
                   + f"{r['sg']:.4f} | {r['se']:.4f} | " + cmp_)
     md += ["", "Timings: henderson = median wall time of `henderson.fit` over the repeats after "
            "one warm-up fit in the same process (import excluded); `timings` columns are from the "
