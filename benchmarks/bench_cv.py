@@ -37,7 +37,7 @@ import henderson as h
 from henderson._testing.genotypes import simulate_genotypes
 from henderson._threads import blas_threads_for
 from henderson.cv import FixedVarianceCV, cross_validate
-from henderson.cv.evaluate import _records
+from henderson.cv._fastpath import record_design
 from henderson.data.genotypes import Genotypes
 from henderson.datasets import load_wheat
 from henderson.relationships.genomic import genomic_relationship
@@ -90,7 +90,7 @@ def sim_part(lines, n, p, seed):
     t_fixed, _ = timed(lambda: h.GBLUP(sigma2=s2, pev=False).fit(G, y))
     t_cv, res = timed(lambda: cross_validate(h.GBLUP(sigma2=s2), G, y, cv=10, seed=seed), repeat=2)
     # breakdown of the fast path
-    yv, X, rec, _ = _records(h.GBLUP(), G.ids, y, None)
+    yv, X, rec, _ = record_design(h.GBLUP(), G.ids, y, None)[:4]
     pos = G.index_of(rec)
     t_kr, Kr = timed(lambda: Gd[np.ix_(pos, pos)])
     with blas_threads_for(len(rec)):  # as cross_validate's fast path runs it
