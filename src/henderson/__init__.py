@@ -3,7 +3,15 @@
 Fit y = Xb + Σₖ Zₖuₖ + e by REML on Henderson's mixed model equations; build
 pedigree and genomic relationship matrices; GBLUP, SNP-BLUP and pedigree BLUP;
 cross-validation of genomic prediction.
+
+Public names load on first use (PEP 562 module ``__getattr__``, as scipy does), so
+``import henderson`` and ``henderson --help`` do not pay for numba, scikit-learn,
+matplotlib or dask until a function that needs them is called.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from ._version import __version__
 from .errors import (
@@ -17,36 +25,47 @@ from .errors import (
     ModelError,
     PedigreeError,
 )
-from .relationships import Relationship
-from .api import fit, prepare
-from .results import FitResult
-from .data.pedigree import Pedigree
-from .data.genotypes import Genotypes
-from .io.pedigree import read_pedigree
-from .io.genotypes import read_genotypes, write_plink
-from .io.qc import genotype_qc, impute_mean
-from .relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relationship
-from .relationships.genomic import blend, genomic_relationship, relationship_diagnostics, tune_to_pedigree
-from .relationships.grm_io import read_gcta_grm, read_relationship_csv, write_gcta_grm, write_relationship_csv
-from .estimators import GBLUP, SNPBLUP, PedigreeBLUP
-from . import datasets
 
-__all__ = [
-    "__version__", "datasets",
+#: public name → module that defines it (relative to this package)
+_LAZY = {
     # models
-    "fit", "prepare", "FitResult", "GBLUP", "SNPBLUP", "PedigreeBLUP",
+    "fit": ".api", "prepare": ".api", "FitResult": ".results",
+    "GBLUP": ".estimators", "SNPBLUP": ".estimators", "PedigreeBLUP": ".estimators",
     # data
-    "Pedigree", "Genotypes", "read_pedigree", "read_genotypes", "write_plink", "genotype_qc",
-    "impute_mean",
+    "Pedigree": ".data.pedigree", "Genotypes": ".data.genotypes",
+    "read_pedigree": ".io.pedigree", "read_genotypes": ".io.genotypes",
+    "write_plink": ".io.genotypes", "genotype_qc": ".io.qc", "impute_mean": ".io.qc",
     # relationships
-    "Relationship", "inbreeding", "pedigree_inverse", "pedigree_relationship",
-    "genomic_relationship", "blend", "tune_to_pedigree", "relationship_diagnostics",
-    "read_gcta_grm", "write_gcta_grm", "read_relationship_csv", "write_relationship_csv",
-    # errors and warnings
-    "HendersonError", "DataError", "AlignmentError", "PedigreeError", "GenotypeError",
-    "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning",
-]
+    "Relationship": ".relationships.container",
+    "inbreeding": ".relationships.pedigree", "pedigree_inverse": ".relationships.pedigree",
+    "pedigree_relationship": ".relationships.pedigree",
+    "genomic_relationship": ".relationships.genomic", "blend": ".relationships.genomic",
+    "tune_to_pedigree": ".relationships.genomic",
+    "relationship_diagnostics": ".relationships.genomic",
+    "read_gcta_grm": ".relationships.grm_io", "write_gcta_grm": ".relationships.grm_io",
+    "read_relationship_csv": ".relationships.grm_io",
+    "write_relationship_csv": ".relationships.grm_io",
+    # cross-validation
+    "cross_validate": ".cv", "CVResult": ".cv", "FormulaModel": ".cv",
+}
+_SUBMODULES = {"datasets", "cv", "io", "relationships", "report", "spec", "solvers", "reml",
+               "models", "data", "cli"}
 
-from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
+__all__ = ["__version__", "datasets", *_LAZY,
+           "HendersonError", "DataError", "AlignmentError", "PedigreeError", "GenotypeError",
+           "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning"]
 
-__all__ += ["cross_validate", "CVResult", "FormulaModel"]
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError(f"module 'henderson' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
