@@ -85,7 +85,7 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     --------
     >>> from henderson.datasets import load_potato
     >>> res = fit("Yield ~ Env + (1|Name)", load_potato())
-    >>> round(res.sigma2["Name"], 4)
+    >>> print(round(float(res.sigma2["Name"]), 4))
     4.8559
     """
     t0 = time.perf_counter()

@@ -88,7 +88,11 @@ def table_html(frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
 class Report:
     """Build a one-file HTML report section by section.
 
-    >>> r = Report("My analysis"); r.section("Data"); r.text("Hello"); r.write("report.html")
+    >>> import tempfile, pathlib
+    >>> r = Report("My analysis").section("Data").text("Hello")
+    >>> out = r.write(pathlib.Path(tempfile.mkdtemp()) / "report.html")
+    >>> out.read_text().startswith("<!DOCTYPE html>")
+    True
     """
 
     def __init__(self, title: str, subtitle: str = ""):
