@@ -50,3 +50,9 @@ __all__ = [
 from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
 __all__ += ["cross_validate", "CVResult", "FormulaModel"]
+
+# single-step GBLUP (H⁻¹, APY)
+from .relationships.apy import apy_core_size, apy_inverse  # noqa: E402
+from .relationships.single_step import single_step_inverse  # noqa: E402
+
+__all__ += ["single_step_inverse", "apy_inverse", "apy_core_size"]
