@@ -54,5 +54,6 @@ __all__ += ["cross_validate", "CVResult", "FormulaModel"]
 # single-step GBLUP (H⁻¹, APY)
 from .relationships.apy import apy_core_size, apy_inverse  # noqa: E402
 from .relationships.single_step import single_step_inverse  # noqa: E402
+from .estimators import SingleStepGBLUP  # noqa: E402
 
-__all__ += ["single_step_inverse", "apy_inverse", "apy_core_size"]
+__all__ += ["single_step_inverse", "apy_inverse", "apy_core_size", "SingleStepGBLUP"]

@@ -224,7 +224,7 @@ def _tune_mean(g: np.ndarray, a22: np.ndarray, ids) -> tuple[float, float]:
 def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean", alpha: float = 0.95,
                         beta: float = 0.05, tau: float = 1.0, omega: float = 1.0, missing: str = "error",
                         a22_inverse: str = "auto", apy_core=None, seed: int = 0, grm: str = "vanraden1",
-                        diag="auto") -> Relationship:
+                        diag="auto", keep_g_inverse: bool = False) -> Relationship:
     """H⁻¹ of single-step GBLUP over all pedigree animals, as BLUPF90's preGSf90 builds it.
 
     Parameters
@@ -255,6 +255,10 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     diag : {"auto", True, False}
         Compute diag(H) (for reliabilities): genotyped animals from H₂₂, others exactly
         by k sparse solves; ``auto`` does the latter when (n − k)·k ≤ ``DIAG_BUDGET``.
+    keep_g_inverse : bool
+        Keep G*⁻¹ (dense k × k, G's id order; APY's when ``apy_core``) in
+        ``info["G_star_inverse"]`` and G* in ``info["G_star"]``, for back-solving SNP
+        effects (:func:`~henderson.models.ssgblup.snp_effects_single_step`).
 
     Returns
     -------
@@ -410,6 +414,9 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         "notes": notes,
         "source": ped.source,
     }
+    if keep_g_inverse:
+        info["G_star_inverse"] = ginv
+        info["G_star"] = g
     if geno is not None:
         info["genotypes_info"] = {k_: v for k_, v in G.info.items() if k_ in ("method", "allele_freq", "scale")}
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
