@@ -25,9 +25,9 @@ A₂₂⁻¹ is never taken from the full A. Two exact routes (``a22_inverse``):
   2017), one sparse factorisation of A⁻¹₁₁ and k solves with its factor;
 - ``"dense"``: A₂₂ by Colleau's (2002) indirect method, then a dense Cholesky inverse.
 
-``"auto"`` takes ``"dense"`` when A₂₂ is formed anyway (blending with β > 0 or tuning
-need it) and ``"sparse"`` otherwise: see ``benchmarks/bench_single_step.py`` for the
-measured costs of both.
+``"auto"`` takes ``"sparse"``: it was the cheaper of the two at every size measured
+(``benchmarks/results/single_step.md``), even when A₂₂ itself is formed anyway by
+Colleau's method for blending and tuning (which need A₂₂, not its inverse).
 
 log|H| (for REML) and diag(H) (for reliabilities) come from the block inverse of H⁻¹:
 H₂₂ = T⁻¹ with T = τG*⁻¹ + (1 − ω)A₂₂⁻¹, log|H| = log|A| − log|A₂₂| − log|T|, and
@@ -287,6 +287,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     ped = _as_pedigree(pedigree)
     G, geno = _as_genomic(genotypes_or_G, grm)
     gids = np.asarray(G.ids, dtype=object)
+    g_info = {k_: v for k_, v in G.info.items() if k_ in ("method", "allele_freq", "scale", "n_snps_used")}
     notes = []
     known = ped._index.get_indexer(gids) >= 0
     n_added = 0
@@ -311,7 +312,9 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     timings["A_inverse"] = time.perf_counter() - t
     k = len(gids)
     need_a22 = beta > 0 or tuning is not None or a22_inverse == "dense"
-    method = a22_inverse if a22_inverse != "auto" else ("dense" if need_a22 else "sparse")
+    # "auto" is the sparse partition: k solves with a sparse factor cost less than the k³
+    # dense inverse at every size measured (benchmarks/results/single_step.md)
+    method = "sparse" if a22_inverse == "auto" else a22_inverse
     a22 = None
     if need_a22:
         t = time.perf_counter()
@@ -331,6 +334,8 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     # G*: blend, then tune (preGSf90's order; module notes)
     t = time.perf_counter()
     g = np.array(G.dense(), dtype=np.float64)  # our copy: modified in place
+    if geno is not None:
+        del G  # built here: free it (k² doubles) before the inverses are formed
     stats = {"G": _means(g)}
     if alpha != 1.0:
         g *= alpha
@@ -418,7 +423,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         info["G_star_inverse"] = ginv
         info["G_star"] = g
     if geno is not None:
-        info["genotypes_info"] = {k_: v for k_, v in G.info.items() if k_ in ("method", "allele_freq", "scale")}
+        info["genotypes_info"] = g_info
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
 
 
