@@ -139,8 +139,10 @@ def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: b
     out = geno.snps.copy()
     out["freq"] = freq
     out["effect"] = lam * centred_crossprod(geno, alpha, freq)
-    if variances:
-        s_u = float(f.result.sigma2[ID])
+    s_u = float(f.result.sigma2[ID])
+    if variances and s_u <= 0:  # σ²_u on the boundary: û ≡ 0, â ≡ 0 without error
+        out["var"], out["z"], out["p_value"] = 0.0, np.nan, np.nan
+    elif variances:
         C22 = pev_block(f, gids)
         Q = Ginv @ (info["G_star"] * s_u - C22) @ Ginv  # Var(û₂) pre- and post-multiplied by G*⁻¹
         var = np.empty(geno.p)
