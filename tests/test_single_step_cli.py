@@ -77,3 +77,27 @@ def test_ssgblup_bad_input(files, capsys):
     code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
                             "--genotypes", d / "geno.csv", "--out", d / "o4", "-q", "--tau", "-1"], capsys)
     assert code == 2 and "tau" in err and "-1" in err
+
+
+def test_cv_ssgblup_young_and_forward_in_time(files, capsys):
+    d, ped, g, rec = files
+    r = pd.read_csv(d / "rec.csv", dtype={"id": str})
+    r["year"] = 2000 + (r.index.to_numpy() * 5) // len(r)  # later rows are younger animals
+    r.to_csv(d / "rec_year.csv", index=False)
+    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y",
+                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv1", "-q"],
+                           capsys)
+    assert code == 0, err
+    m = pd.read_csv(d / "cv1" / "cv_metrics.csv")
+    assert list(m["model"]) == ["ssGBLUP", "pedigree BLUP"] and (m["n_test"] >= 3).all()
+    p = pd.read_csv(d / "cv1" / "cv_predictions.csv", dtype={"id": str})
+    # predictions are of genotyped animals with records (masked), and agree with a fit without their records
+    assert set(p["id"]) <= set(g.index) & set(rec)
+    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec_year.csv", "--trait", "y",
+                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv2", "-q",
+                            "--birth-year", "year", "--fixed-variances"], capsys)
+    assert code == 0, err
+    s = json.loads((d / "cv2" / "summary.json").read_text())["results"]
+    assert "forward in time" in s["validation"]["scheme"] and "2004" in s["validation"]["scheme"]
+    p2 = pd.read_csv(d / "cv2" / "cv_predictions.csv", dtype={"id": str})
+    assert set(p2["id"]) <= set(r.loc[r["year"] >= 2004, "id"])

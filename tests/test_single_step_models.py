@@ -129,3 +129,21 @@ def test_snp_effects_and_variances_against_dense_mme():
     H = np.linalg.inv(Hinv)
     np.testing.assert_allclose(m.gebv_.loc[ids, "reliability"].to_numpy(), 1 - np.diag(Cinv) / (s_u * np.diag(H)),
                                atol=1e-10)
+
+
+def test_validate_young_masks_the_validation_records(sim):
+    from henderson.cv.single_step import validate_young
+
+    ped, geno, y, Gp, rng, ids = sim
+    yy = y
+    pred, metrics, info = validate_young(ped, Gp, yy, refit_variances=False, tuning=None, alpha=1.0, beta=0.0)
+    test = pred.loc[pred["model"] == "ssGBLUP", "id"].to_numpy()
+    assert set(test) <= set(Gp.ids) and info["n_test"] == len(test) >= 3
+    # the same numbers as a fit that never saw the validation records
+    full = SingleStepGBLUP(tuning=None, alpha=1.0, beta=0.0).fit(ped, Gp, yy)  # variances held at these
+    s2 = tuple(full.variance_components_["variance"])
+    ref = SingleStepGBLUP(sigma2=s2, tuning=None, alpha=1.0, beta=0.0).fit(ped, Gp, yy.drop(test))
+    np.testing.assert_allclose(pred.loc[pred["model"] == "ssGBLUP", "predicted_bv"],
+                               ref.gebv_.loc[test, "gebv"], atol=1e-10)
+    r = np.corrcoef(yy[test], ref.gebv_.loc[test, "gebv"])[0, 1]
+    assert metrics.loc[0, "r"] == pytest.approx(r, abs=1e-12)
