@@ -47,6 +47,10 @@ _LAZY = {
     "write_relationship_csv": ".relationships.grm_io",
     # cross-validation
     "cross_validate": ".cv", "CVResult": ".cv", "FormulaModel": ".cv",
+    # single-step GBLUP (H⁻¹, APY)
+    "single_step_inverse": ".relationships.single_step",
+    "apy_inverse": ".relationships.apy", "apy_core_size": ".relationships.apy",
+    "SingleStepGBLUP": ".estimators",
 }
 _SUBMODULES = {"datasets", "cv", "io", "relationships", "report", "spec", "solvers", "reml",
                "models", "data", "cli"}

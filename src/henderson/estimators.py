@@ -297,3 +297,90 @@ class PedigreeBLUP(_Base):
         if X is None:
             return self.gebv_["gebv"]
         return _bv_of_ids(self.gebv_, X, "pedigree")
+
+
+class SingleStepGBLUP(_Base):
+    """Single-step GBLUP: the animal model with H⁻¹ (pedigree + genotypes), every animal an EBV.
+
+    ``fit(pedigree, genotypes, y)``. H⁻¹ is :func:`~henderson.single_step_inverse`
+    with BLUPF90's preGSf90 defaults (each a parameter here); variances by REML, or
+    given (``sigma2``, the BLUPF90 workflow of fixed variances).
+
+    Parameters
+    ----------
+    method : {"reml", "ml"}
+    fixed : str, optional
+    sigma2 : (σ²_u, σ²_e), optional
+    tuning, alpha, beta, tau, omega, apy_core, seed, a22_inverse :
+        As :func:`~henderson.single_step_inverse` (defaults: "mean", 0.95, 0.05, 1, 1).
+    missing : {"error", "drop"}
+        Phenotyped ids absent from the pedigree.
+    genotyped_missing : {"error", "add"}
+        Genotyped ids absent from the pedigree: error, or added as founders (counted).
+    snp_effects : bool or "auto"
+        Back-solve ssSNP effects with their variances (postGSf90) when fitted on
+        Genotypes; ``auto`` does so when k²m ≤ 2e10 (the variance costs O(k²m)).
+
+    Attributes
+    ----------
+    gebv_ (alias ``ebv_``) : DataFrame by animal id: ``gebv, pev, reliability, n_records, genotyped``
+    Hinv_ : Relationship (H⁻¹)
+    snp_effects_ : DataFrame or None (snp, ..., effect, var, z, p_value)
+    variance_components_, fixed_effects_, result_, h2_, h2_se_
+    """
+
+    def __init__(self, method="reml", fixed=None, sigma2=None, tuning="mean", alpha=0.95, beta=0.05,
+                 tau=1.0, omega=1.0, apy_core=None, seed=0, a22_inverse="auto", missing="error",
+                 genotyped_missing="error", snp_effects="auto"):
+        self.method = method
+        self.fixed = fixed
+        self.sigma2 = sigma2
+        self.tuning = tuning
+        self.alpha = alpha
+        self.beta = beta
+        self.tau = tau
+        self.omega = omega
+        self.apy_core = apy_core
+        self.seed = seed
+        self.a22_inverse = a22_inverse
+        self.missing = missing
+        self.genotyped_missing = genotyped_missing
+        self.snp_effects = snp_effects
+
+    def fit(self, pedigree, genotypes, y, data=None):
+        """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id."""
+        from .models.ssgblup import fit_ssgblup, snp_effects_single_step
+
+        f = fit_ssgblup(y, pedigree, genotypes, fixed=self.fixed, data=data, method=self.method,
+                        sigma2=self.sigma2, missing=self.missing, tuning=self.tuning, alpha=self.alpha,
+                        beta=self.beta, tau=self.tau, omega=self.omega, apy_core=self.apy_core,
+                        seed=self.seed, a22_inverse=self.a22_inverse,
+                        genotyped_missing=self.genotyped_missing)
+        res = f.result
+        self._set_common(res)
+        self.fit_ = f
+        self.Hinv_ = f.Hinv
+        table = _bv_table(res)
+        gids = f.Hinv.info.get("genotyped", np.array([], dtype=object))
+        table["genotyped"] = table.index.isin(pd.Index(gids))
+        self.gebv_ = table
+        vc = res.variance_components
+        self.h2_, self.h2_se_ = float(vc.loc[ID, "ratio"]), float(vc.loc[ID, "ratio_se"])
+        self.snp_effects_ = None
+        if isinstance(genotypes, Genotypes) and genotypes.n:
+            k, m = len(gids), genotypes.p
+            want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
+            if want:
+                self.snp_effects_ = snp_effects_single_step(f, genotypes)
+        return self
+
+    @property
+    def ebv_(self) -> pd.DataFrame:
+        return self.gebv_
+
+    def predict(self, X=None) -> pd.Series:
+        """(G)EBVs of all pedigree animals (X None) or of the ids in X."""
+        self._check_fitted()
+        if X is None:
+            return self.gebv_["gebv"]
+        return _bv_of_ids(self.gebv_, X, "pedigree")

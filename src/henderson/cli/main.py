@@ -69,6 +69,9 @@ def _register() -> None:
         "cv": (cv_cmd.cv, "Cross-validation: predictive ability per fold, report."),
         "demo": (demo_cmd.demo, "Worked example on the bundled wheat and potato data."),
     }
+    from . import ssgblup_cmd  # single-step GBLUP
+
+    short["ssgblup"] = (ssgblup_cmd.ssgblup, "Single-step GBLUP (H-inverse from pedigree and genotypes).")
     for name, (func, text) in short.items():
         app.command(name, short_help=text)(func)
 

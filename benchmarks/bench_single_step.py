@@ -1,0 +1,222 @@
+"""Benchmark: single-step H⁻¹ set-up, APY set-up and a 100,000-animal ssGBLUP solve.
+
+Usage::
+
+    flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_single_step.py \\
+        [--n 200000 --k 5000 --m 50000] [--apy-k 12000 --apy-core 3000 --apy-m 5000] \\
+        [--solve-n 100000 --solve-k 2000] [--write benchmarks/results/single_step.md]
+
+Every part runs in a fresh child process (its peak resident memory, ``ru_maxrss``,
+then counts only that part), on seeded simulations (``henderson._testing``): a
+pedigree of ``n`` animals whose ``k`` youngest are genotyped at ``m`` SNPs.
+
+Parts and the floor each is compared with *in the same process*:
+
+- ``hinv``: :func:`single_step_inverse` with preGSf90's defaults (G from the genotypes,
+  A22 by Colleau, blend 0.95/0.05, tunedG 2, A22⁻¹, G*⁻¹, assembly; diag(H) off, it is
+  timed apart), against the floor "form G from the genotypes and invert it"
+  (genomic_relationship + dense Cholesky inverse of G + 0.01 I). Also both A22⁻¹
+  routes (sparse partition of the pruned A⁻¹ vs Colleau + dense Cholesky inverse),
+  and diag(H).
+- ``apy``: APY G⁻¹ set-up (Misztal 2016) with a random core against the full dense
+  inverse of the same G.
+- ``solve``: ssGBLUP at given variances (BLUP, the BLUPF90 workflow) on a pedigree of
+  ``solve-n`` animals with the sparse direct solver, against pedigree BLUP (A⁻¹ only)
+  of the same records in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(f, *a, **k):
+    t = time.perf_counter()
+    out = f(*a, **k)
+    return out, time.perf_counter() - t
+
+
+def _sim(n, k, m, seed=1):
+    import numpy as np
+    import pandas as pd
+
+    from henderson._testing.genotypes import simulate_genotypes
+    from henderson._testing.pedigree import simulate_pedigree
+    from henderson.data.genotypes import Genotypes
+    from henderson.io.pedigree import read_pedigree
+
+    frame = simulate_pedigree(n, 10, seed=seed)
+    ped = read_pedigree(frame)
+    ids = frame["id"].to_numpy()[-k:]  # youngest animals, as genotyped candidates are
+    g = simulate_genotypes(k, m, seed=seed + 1) if m else None
+    if g is not None:
+        g = Genotypes(np.asarray(ids, dtype=object), g.snps, g.dosages, {})
+    return ped, ids, g, pd
+
+
+def part_hinv(n, k, m) -> dict:
+    import numpy as np
+    import scipy.linalg as sla
+
+    from henderson.relationships.genomic import genomic_relationship
+    from henderson.relationships.pedigree import pedigree_relationship
+    from henderson.relationships.single_step import a22_inverse_sparse, single_step_inverse
+
+    ped, ids, geno, _ = _sim(n, k, m)
+    out = {"n": n, "k": k, "m": m, "rss_after_simulation_mb": rss_mb()}
+    # floor: form G and invert it (dense Cholesky inverse, after a 1 % ridge so it is PD)
+    t = time.perf_counter()
+    G = genomic_relationship(geno)
+    out["floor_form_G_s"] = time.perf_counter() - t
+    g = np.array(G.matrix)
+    del G
+    g[np.diag_indices(k)] += 0.01
+    t = time.perf_counter()
+    c, _ = sla.lapack.dpotrf(g, lower=1, overwrite_a=1)
+    inv, _ = sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+    out["floor_invert_G_s"] = time.perf_counter() - t
+    del g, c, inv
+    out["floor_s"] = out["floor_form_G_s"] + out["floor_invert_G_s"]
+    H, dt = _timed(single_step_inverse, ped, geno, diag=False)
+    out["hinv_setup_s"] = dt
+    out["hinv_parts_s"] = {kk: round(v, 3) for kk, v in H.info["timings"].items()}
+    out["hinv_nnz"] = int(H.matrix.nnz)
+    out["ratio_hinv_to_floor"] = dt / out["floor_s"]
+    out["rss_peak_hinv_mb"] = rss_mb()
+    del H
+    # the two A22⁻¹ routes
+    _, out["a22inv_sparse_partition_s"] = _timed(a22_inverse_sparse, ped, ids)
+
+    def colleau_dense():
+        a = np.array(pedigree_relationship(ped, ids).matrix)
+        c, _ = sla.lapack.dpotrf(a, lower=1, overwrite_a=1)
+        return sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+
+    _, out["a22inv_colleau_plus_dense_s"] = _timed(colleau_dense)
+    _, out["a22_colleau_only_s"] = _timed(pedigree_relationship, ped, ids)
+    # diag(H) for reliabilities (k sparse solves on the non-genotyped block)
+    if float(n - k) * k <= 2e9:
+        H, dt = _timed(single_step_inverse, ped, geno, diag=True)
+        out["hinv_with_diag_s"] = dt
+        out["diag_only_s"] = H.info["timings"]["diag"]
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_apy(k, c, m) -> dict:
+    import numpy as np
+    import scipy.linalg as sla
+
+    from henderson._testing.genotypes import simulate_genotypes
+    from henderson.relationships.apy import apy_inverse
+    from henderson.relationships.container import Relationship
+    from henderson.relationships.genomic import genomic_relationship
+
+    geno = simulate_genotypes(k, m, seed=3)
+    G = genomic_relationship(geno)
+    g = np.array(G.matrix)
+    g[np.diag_indices(k)] += 0.01
+    G = Relationship(G.ids, g, kind="G")
+    out = {"k": k, "core": c, "m": m}
+    inv, out["apy_setup_s"] = _timed(apy_inverse, G, c, seed=1)
+    out["apy_nnz"] = int(inv.matrix.nnz)
+    del inv
+
+    def full():
+        cc, _ = sla.lapack.dpotrf(g, lower=1, overwrite_a=0)
+        return sla.lapack.dpotri(cc, lower=1, overwrite_c=1)
+
+    _, out["full_inverse_s"] = _timed(full)
+    out["ratio_apy_to_full"] = out["apy_setup_s"] / out["full_inverse_s"]
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_solve(n, k, m) -> dict:
+    import numpy as np
+
+    from henderson.api import fit
+    from henderson.relationships.pedigree import pedigree_inverse
+    from henderson.relationships.single_step import single_step_inverse
+
+    ped, ids, geno, pd = _sim(n, k, m, seed=5)
+    rng = np.random.default_rng(9)
+    all_ids = ped.ids_in_input_order
+    rec = all_ids[len(all_ids) // 3:]  # the younger two thirds have one record each
+    frame = pd.DataFrame({"id": rec, "y": rng.normal(size=len(rec))})
+    out = {"n": n, "k": k, "m": m, "records": len(rec)}
+    H, out["hinv_setup_s"] = _timed(single_step_inverse, ped, geno)
+    A, out["ainv_s"] = _timed(pedigree_inverse, ped)
+    s2 = (0.5, 1.0)
+    res, out["ssgblup_solve_s"] = _timed(fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": H}, sigma2=s2)
+    out["ssgblup_solver"] = res.solver
+    _, out["pblup_solve_s"] = _timed(fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": A}, sigma2=s2)
+    out["ratio_ssgblup_to_pblup"] = out["ssgblup_solve_s"] / out["pblup_solve_s"]
+    out["hinv_nnz"], out["ainv_nnz"] = int(H.matrix.nnz), int(A.matrix.nnz)
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def machine() -> dict:
+    import numpy as np
+    import scipy
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                       time.gmtime())}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["hinv", "apy", "solve"])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--k", type=int, default=5_000)
+    ap.add_argument("--m", type=int, default=50_000)
+    ap.add_argument("--apy-k", type=int, default=12_000)
+    ap.add_argument("--apy-core", type=int, default=3_000)
+    ap.add_argument("--apy-m", type=int, default=5_000)
+    ap.add_argument("--solve-n", type=int, default=100_000)
+    ap.add_argument("--solve-k", type=int, default=2_000)
+    ap.add_argument("--solve-m", type=int, default=10_000)
+    ap.add_argument("--parts", default="hinv,apy,solve")
+    ap.add_argument("--write", type=Path)
+    a = ap.parse_args()
+    if a.part:
+        f = {"hinv": lambda: part_hinv(a.n, a.k, a.m), "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
+             "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m)}[a.part]
+        print(json.dumps(f()))
+        return
+    results = {"machine": machine()}
+    for part in a.parts.split(","):
+        cmd = [sys.executable, __file__, "--part", part] + [x for x in sys.argv[1:]
+                                                          if not x.startswith("--parts") and x != a.parts]
+        if a.write:
+            cmd = [c for c in cmd if c not in ("--write", str(a.write))]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            print(r.stderr, file=sys.stderr)
+            raise SystemExit(f"part {part} failed")
+        results[part] = json.loads(r.stdout.strip().splitlines()[-1])
+        results[part]["wall_s"] = time.perf_counter() - t
+        print(part, json.dumps(results[part], indent=1), flush=True)
+    text = json.dumps(results, indent=1)
+    if a.write:
+        a.write.write_text("# single-step benchmark\n\nCommand: `" + " ".join(sys.argv) + "`\n\n```json\n"
+                           + text + "\n```\n")
+
+
+if __name__ == "__main__":
+    main()

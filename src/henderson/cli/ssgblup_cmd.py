@@ -1,0 +1,187 @@
+"""``henderson ssgblup``: single-step GBLUP from phenotypes, a pedigree and genotypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._errors import CLIError
+from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
+from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, OutOpt, PedColsOpt, PhenoOpt, TopOpt,
+                          TraitOpt, _ped_cols, _write_model)
+
+#: largest number of genotyped animals for which the report forms A22 and the raw G
+#: to draw them (two k × k matrices besides those H⁻¹ needs)
+REPORT_MAX_GENOTYPED = 20000
+
+
+def ssgblup(
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt,
+    pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (all animals).")],
+    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the genotyped animals: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
+    ped_columns: PedColsOpt = "id,sire,dam",
+    tuning: Annotated[str, typer.Option("--tuning", help="mean: G's mean diagonal and off-diagonal matched to A22's (preGSf90 tunedG 2, default); none: no tuning.")] = "mean",
+    alpha: Annotated[float, typer.Option("--alpha", help="Blending G_w = alpha G + beta A22: weight on G (preGSf90 AlphaBeta; default 0.95).")] = 0.95,
+    beta: Annotated[float, typer.Option("--beta", help="Blending weight on A22 (default 0.05).")] = 0.05,
+    tau: Annotated[float, typer.Option("--tau", help="Weight of G⁻¹ in H⁻¹ (preGSf90 TauOmega; default 1).")] = 1.0,
+    omega: Annotated[float, typer.Option("--omega", help="Weight of A22⁻¹ in H⁻¹ (default 1).")] = 1.0,
+    apy_core: Annotated[Optional[int], typer.Option("--apy-core", help="APY: number of core animals drawn at random (--seed); default: the full G⁻¹.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the APY core draw.")] = 0,
+    add_missing_genotyped: Annotated[bool, typer.Option("--add-missing-genotyped", help="Add genotyped ids absent from the pedigree as founders (counted) instead of stopping.")] = False,
+    sigma2: Annotated[Optional[str], typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow).")] = None,
+    snp_effects: Annotated[bool, typer.Option("--snp-effects/--no-snp-effects", help="Back-solve SNP effects with their variances and p-values (postGSf90).")] = True,
+    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+):
+    """Single-step GBLUP (H⁻¹ = A⁻¹ + [[0,0],[0, tau G⁻¹ − omega A22⁻¹]]): every pedigree animal gets a GEBV.
+
+    Defaults are BLUPF90's (preGSf90): VanRaden G with current allele frequencies,
+    blended 0.95 G + 0.05 A22, tuned to A22's means, tau = omega = 1.
+
+    Example: henderson ssgblup --phenotypes records.csv --trait y --pedigree ped.csv --genotypes geno.csv --out ss
+    """
+    from ..estimators import PedigreeBLUP, SingleStepGBLUP
+    from ..relationships.genomic import genomic_relationship
+    from ..relationships.pedigree import pedigree_relationship
+    from ..report.html import Report
+    from ..report.sections import add_genetic
+    from ..report.single_step import add_single_step
+
+    s = Session("ssgblup", quiet, debug, threads, out)
+    method = method.lower()
+    if method not in ("reml", "ml"):
+        raise CLIError(f"--method must be reml or ml, not {method!r}")
+    tun = tuning.lower()
+    if tun not in ("mean", "none"):
+        raise CLIError(f"--tuning must be mean or none, not {tuning!r}")
+    s2 = None
+    if sigma2 is not None:
+        try:
+            s2 = tuple(float(v) for v in sigma2.split(","))
+        except ValueError:
+            s2 = ()
+        if len(s2) != 2 or not all(np.isfinite(s2)) or min(s2) < 0:
+            raise CLIError(f"--sigma2 needs two non-negative numbers 'genetic,residual', got {sigma2!r}")
+    missing = "drop" if drop_unknown else "error"
+    s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing,
+                       "tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega,
+                       "apy_core": apy_core, "seed": seed, "sigma2": s2,
+                       "genotyped_missing": "add" if add_missing_genotyped else "error"})
+    with s.step("Reading phenotypes"):
+        y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
+        s.add_input("phenotypes", phenotypes)
+    with s.step("Reading pedigree"):
+        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
+        s.add_input("pedigree", pedigree)
+    for note in notes:
+        s.warn(note)
+    with s.step("Reading genotypes"):
+        geno = read_genotypes_file(genotypes, coding)
+        s.add_input("genotypes", genotypes)
+    est = SingleStepGBLUP(method=method, fixed=fixed, sigma2=s2, tuning=None if tun == "none" else "mean",
+                          alpha=alpha, beta=beta, tau=tau, omega=omega, apy_core=apy_core, seed=seed,
+                          missing=missing, genotyped_missing="add" if add_missing_genotyped else "error",
+                          snp_effects=snp_effects)
+    with s.step("Building H⁻¹ and fitting ssGBLUP", counted="REML steps"):
+        est.fit(ped, geno, y, data=data)
+    res = est.result_
+    s.notes += list(res.notes)
+    with s.step("Pedigree BLUP at the same variances (for the comparison)"):
+        sig = tuple(float(v) for v in res.sigma2.to_numpy())
+        pb = PedigreeBLUP(fixed=fixed, sigma2=sig, missing=missing).fit(ped, y, data=data)
+        ebv_ped = pb.gebv_
+    G = A22 = None
+    gids = est.Hinv_.info["genotyped"]
+    if len(gids) <= REPORT_MAX_GENOTYPED and est.Hinv_.info.get("n_added_founders", 0) == 0:
+        with s.step("G and A22 for the report"):
+            G = genomic_relationship(geno.subset(ids=gids)).dense()
+            A22 = pedigree_relationship(ped, gids).dense()
+    if not quiet:
+        s.stdout.print(res.summary())
+        s.stdout.print(f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f}); {len(gids):,} genotyped of "
+                       f"{len(est.gebv_):,} animals")
+    with s.step("Writing outputs"):
+        s.write_csv(vc_table(res.variance_components), "variance_components.csv")
+        s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
+        bv = bv_table(est.gebv_)
+        bv["genotyped"] = bv["id"].isin(pd.Index(gids))
+        bv["ebv_pedigree"] = ebv_ped.loc[bv["id"], "gebv"].to_numpy()
+        bv["reliability_pedigree"] = ebv_ped.loc[bv["id"], "reliability"].to_numpy()
+        s.write_csv(bv, "breeding_values.csv")
+        if est.snp_effects_ is not None:
+            s.write_csv(est.snp_effects_, "snp_effects.csv")
+        info = est.Hinv_.info
+        extra = {"n_animals": len(est.gebv_), "n_genotyped": int(len(gids)),
+                 "n_genotyped_with_records": int((est.gebv_["genotyped"] & (est.gebv_["n_records"] > 0)).sum()),
+                 "n_added_founders": int(info.get("n_added_founders", 0)),
+                 "tuning_a": float(info.get("tuning_a", 0.0)), "tuning_b": float(info.get("tuning_b", 1.0)),
+                 "G_stats": info.get("G_stats"), "hinv_timings_s": info.get("timings")}
+        _write_model(s, est, "ssgblup", trait, {"h2": est.h2_, "h2_se": est.h2_se_, **extra})
+        rep = Report(f"single-step GBLUP: {trait}", f"{Path(phenotypes).name} — pedigree of {len(ped):,} animals, "
+                                                    f"{len(gids):,} genotyped at {geno.p:,} SNPs")
+        add_genetic(rep, est, "single-step GBLUP", trait, y, snp_effects=est.snp_effects_, top=top,
+                    relationship_note="H⁻¹ (pedigree + genotypes)")
+        add_single_step(rep, est, ebv_ped, G=G, A22=A22)
+        rep.write(s.outdir() / "report.html")
+        s.outputs.append("report.html")
+        s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
+    s.done()
+
+
+def run_cv_ssgblup(s: Session, *, phenotypes, trait, genotypes, pedigree, birth_year, cutoff, refit, id_column,
+                   ped_columns, fixed, method, drop_unknown, coding) -> None:
+    """``henderson cv --model ssgblup``: ssGBLUP and pedigree BLUP on young genotyped animals."""
+    from ..cv.single_step import validate_young
+    from ..report.html import Report
+    from ..report.sections import add_cv
+    from ._cv import cv_summary_table, order_metrics
+    from ._inputs import require_columns
+
+    if genotypes is None or pedigree is None:
+        raise CLIError("--model ssgblup needs --pedigree FILE and --genotypes FILE")
+    method = method.lower()
+    s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method,
+                       "birth_year": birth_year, "cutoff_year": cutoff, "refit_variances": refit})
+    with s.step("Reading phenotypes"):
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
+        s.add_input("phenotypes", phenotypes)
+    by = None
+    if birth_year:
+        require_columns(frame, [birth_year], option="--birth-year")
+        by = pd.Series(frame[birth_year].to_numpy(), index=frame[id_column].astype(str).str.strip())
+    with s.step("Reading pedigree"):
+        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
+        s.add_input("pedigree", pedigree)
+    for note in notes:
+        s.warn(note)
+    with s.step("Reading genotypes"):
+        geno = read_genotypes_file(genotypes, coding)
+        s.add_input("genotypes", genotypes)
+    with s.step("Validating ssGBLUP and pedigree BLUP on young genotyped animals"):
+        pred, fm, info = validate_young(ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit,
+                                        fixed=fixed, data=data, method=method)
+    fm = order_metrics(fm)
+    summ = cv_summary_table(fm)
+    if not s.quiet:
+        s.stdout.print(f"Validation: {info['scheme']} ({info['n_test']} animals)")
+        s.stdout.print(fm[["model", "n_train", "n_test", "r", "slope"]].to_string(index=False))
+    with s.step("Writing outputs"):
+        s.write_csv(pred, "cv_predictions.csv")
+        s.write_csv(fm, "cv_metrics.csv")
+        rep = Report(f"Validation on young genotyped animals: {trait}", f"{Path(phenotypes).name} — {info['scheme']}")
+        kv = {"models": "ssGBLUP (pedigree + genotypes) and pedigree BLUP, same training records",
+              "validation": f"{info['scheme']}; {info['n_test']} animals, "
+                            f"{info['n_masked_records']} record(s) masked",
+              "variances": "re-estimated by REML on the training records" if refit
+                           else "held at the full-data REML estimates (--fixed-variances)"}
+        add_cv(rep, pred, fm, summ, title="Validation", settings=kv)
+        rep.write(s.outdir() / "report.html")
+        s.outputs.append("report.html")
+        s.write_summary({"validation": info, "metrics": fm.to_dict(orient="records")})
+    s.done()

@@ -1,0 +1,103 @@
+"""``henderson ssgblup``: outputs, the numbers against the Python API, bad input messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+
+from henderson import SingleStepGBLUP
+from henderson._testing.genotypes import simulate_genotypes
+from henderson._testing.pedigree import simulate_pedigree
+from henderson.data.genotypes import Genotypes
+from henderson.io.pedigree import read_pedigree
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ss")
+    ped = simulate_pedigree(300, 4, founders=60, seed=2)
+    ped.to_csv(d / "ped.csv", index=False)
+    gids = ped["id"].to_numpy()[-90:]
+    g = simulate_genotypes(90, 300, seed=3).to_frame()
+    g.index = pd.Index(gids, name="id")
+    g.to_csv(d / "geno.csv")
+    rng = np.random.default_rng(4)
+    u = {}  # true breeding values down the pedigree (parents first): h² ≈ 0.5
+    for i, s_, d_ in ped[["id", "sire", "dam"]].itertuples(index=False):
+        u[i] = 0.5 * (u.get(s_, 0.0) + u.get(d_, 0.0)) + rng.normal(0, 3 * np.sqrt(0.75))
+    rec = ped["id"].to_numpy()[100:280]  # some genotyped animals (the youngest) have no record
+    y = [20 + u[i] + rng.normal(0, 3) for i in rec]
+    pd.DataFrame({"id": rec, "y": y}).to_csv(d / "rec.csv", index=False)
+    return d, ped, g, rec
+
+
+def test_ssgblup_outputs_match_the_estimator(files, capsys):
+    d, ped, g, rec = files
+    out = d / "o1"
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0"], capsys)
+    assert code == 0, err
+    for f in ("variance_components.csv", "breeding_values.csv", "summary.json", "report.html", "snp_effects.csv"):
+        assert (out / f).exists(), f
+    bv = pd.read_csv(out / "breeding_values.csv", dtype={"id": str}).set_index("id")
+    assert len(bv) == 300 and bv["genotyped"].sum() == 90
+    est = SingleStepGBLUP(sigma2=(2.0, 5.0), snp_effects=False).fit(
+        read_pedigree(ped), Genotypes.from_frame(g), pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec))
+    np.testing.assert_allclose(bv.loc[est.gebv_.index, "value"], est.gebv_["gebv"], atol=1e-8)
+    s = json.loads((out / "summary.json").read_text())["results"]
+    assert s["n_genotyped"] == 90 and s["n_genotyped_with_records"] == int(np.isin(g.index, rec).sum())
+    html = (out / "report.html").read_text()
+    for phrase in ("G against A22", "Pedigree EBV against single-step GEBV", "Reliability gains", "genotyped with records"):
+        assert phrase in html
+
+
+def test_ssgblup_reml_and_tuning_options(files, capsys):
+    d, *_ = files
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno.csv", "--out", d / "o2", "-q", "--tuning", "none",
+                            "--alpha", "0.9", "--beta", "0.1", "--omega", "0.8", "--no-snp-effects"], capsys)
+    assert code == 0, err
+    vc = pd.read_csv(d / "o2" / "variance_components.csv")
+    assert (vc["variance"] > 0).all()
+    s = json.loads((d / "o2" / "summary.json").read_text())
+    assert s["settings"]["omega"] == 0.8 and s["settings"]["tuning"] == "none"
+
+
+def test_ssgblup_bad_input(files, capsys):
+    d, ped, g, rec = files
+    g2 = g.rename(index={g.index[0]: "ghost"})
+    g2.to_csv(d / "geno_bad.csv")
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno_bad.csv", "--out", d / "o3", "-q"], capsys)
+    assert code == 2 and "ghost" in err and "not in the pedigree" in err
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno.csv", "--out", d / "o4", "-q", "--tau", "-1"], capsys)
+    assert code == 2 and "tau" in err and "-1" in err
+
+
+def test_cv_ssgblup_young_and_forward_in_time(files, capsys):
+    d, ped, g, rec = files
+    r = pd.read_csv(d / "rec.csv", dtype={"id": str})
+    r["year"] = 2000 + (r.index.to_numpy() * 5) // len(r)  # later rows are younger animals
+    r.to_csv(d / "rec_year.csv", index=False)
+    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y",
+                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv1", "-q"],
+                           capsys)
+    assert code == 0, err
+    m = pd.read_csv(d / "cv1" / "cv_metrics.csv")
+    assert list(m["model"]) == ["ssGBLUP", "pedigree BLUP"] and (m["n_test"] >= 3).all()
+    p = pd.read_csv(d / "cv1" / "cv_predictions.csv", dtype={"id": str})
+    # predictions are of genotyped animals with records (masked), and agree with a fit without their records
+    assert set(p["id"]) <= set(g.index) & set(rec)
+    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec_year.csv", "--trait", "y",
+                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv2", "-q",
+                            "--birth-year", "year", "--fixed-variances"], capsys)
+    assert code == 0, err
+    s = json.loads((d / "cv2" / "summary.json").read_text())["results"]
+    assert "forward in time" in s["validation"]["scheme"] and "2004" in s["validation"]["scheme"]
+    p2 = pd.read_csv(d / "cv2" / "cv_predictions.csv", dtype={"id": str})
+    assert set(p2["id"]) <= set(r.loc[r["year"] >= 2004, "id"])
