@@ -50,3 +50,8 @@ __all__ = [
 from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
 __all__ += ["cross_validate", "CVResult", "FormulaModel"]
+
+# the function shadows its package's name on purpose: henderson.association(fit, genotypes)
+from .association import association, genomic_control, variance_windows  # noqa: E402
+
+__all__ += ["association", "variance_windows", "genomic_control"]
