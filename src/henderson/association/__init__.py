@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .._threads import blas_threads_for
 from ..errors import DataError
 from ._model import design_of, fitted_model
 from ._source import GenotypeSource
@@ -85,6 +86,17 @@ def association(model, genotypes, *, method: str = "backsolve", p3d: bool = True
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}, not {method!r}")
     source = GenotypeSource(genotypes, block_size)
+    # small problems on one BLAS thread: spinning threads on a busy machine make small
+    # Cholesky and triangular solves hundreds of times slower (see henderson._threads)
+    with blas_threads_for(len(source.ids)):
+        table, how, notes = _run(model, source, method, p3d, loco, fixed, data, missing)
+    table.attrs["method"] = how
+    table.attrs["notes"] = list(notes)
+    table.attrs["lambda_gc"] = genomic_control(table["p"])
+    return table
+
+
+def _run(model, source, method, p3d, loco, fixed, data, missing):
     if method == "backsolve":
         if isinstance(model, pd.Series):
             raise DataError("method='backsolve' needs a fitted model (GBLUP, SNPBLUP or single step); "
@@ -111,7 +123,4 @@ def association(model, genotypes, *, method: str = "backsolve", p3d: bool = True
                     sigma2 = (fm.sigma2_g, fm.sigma2_e)  # the fitted null model (REML)
         table, how, notes = mlma(design, source, p3d=p3d, loco=loco, G=G, sigma2=sigma2)
         notes = list(design.notes) + notes
-    table.attrs["method"] = how
-    table.attrs["notes"] = list(notes)
-    table.attrs["lambda_gc"] = genomic_control(table["p"])
-    return table
+    return table, how, notes

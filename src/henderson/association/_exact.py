@@ -21,8 +21,8 @@ import numpy as np
 import scipy.linalg as sla
 
 LOG_LAMBDA = (np.log(1e-5), np.log(1e5))
-GRID = 41
-GOLDEN_STEPS = 40  # bracket 2·(23/40) in log λ shrinks by 0.618^40 ~ 4e-9
+GRID = 25
+GOLDEN_STEPS = 36  # bracket 2·(23/24) in log λ shrinks by 0.618^36 ~ 3e-8
 
 
 class Rotation:
