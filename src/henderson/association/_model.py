@@ -85,6 +85,8 @@ def fitted_model(est) -> Fitted:
     ``genotyped_pec()`` returning C^{gg} as a DataFrame (G's ids as index and columns):
     the prediction-error covariance of the genotyped animals' GEBVs (the genotyped
     block of σ²_e C⁻¹ of the mixed model equations), as BLUPF90's postGSf90 reads it.
+    An ``allele_freq_`` array (the frequencies G was centred with) is used when present;
+    otherwise the frequencies observed among G's individuals.
     """
     from ..estimators import GBLUP, SNPBLUP
 
@@ -119,7 +121,9 @@ def fitted_model(est) -> Fitted:
             raise DataError(f"genotyped_pec() lacks {len(absent)} genotyped animal(s) of G_: {absent[:10]}")
         gebv = est.gebv_["gebv"]
         gebv.index = gebv.index.astype(str)
-        return Fitted(type(est).__name__, None, G, s_g, s_e, G.info.get("scale"), None,
+        freq = getattr(est, "allele_freq_", None)
+        freq = None if freq is None else np.asarray(freq, dtype=float)
+        return Fitted(type(est).__name__, None, G, s_g, s_e, G.info.get("scale"), freq,
                       gebv=gebv.loc[ids].to_numpy(dtype=float), pec=pec.loc[ids, ids].to_numpy(dtype=float),
                       estimator=est)
     raise ModelError(f"association cannot read a {type(est).__name__}: pass a fitted GBLUP or SNPBLUP, "

@@ -103,7 +103,7 @@ def _finish(t) -> None:
 def _backsolve_pec(fm: Fitted, source: GenotypeSource):
     """Single-step hook: β̂ = W'G⁻¹ĝ/c, Var(β̂) = diag(W'G⁻¹(Gσ²_g − C^{gg})G⁻¹W)/c²."""
     rows = source.rows_of(fm.G.ids, f"the fitted {fm.kind}'s genotyped animals")
-    freq = source.allele_freq(rows)
+    freq = source.allele_freq(rows) if fm.freq is None else fm.freq  # G's centring frequencies
     t = empty_table(source.snps, freq)
     ok, notes = untestable(freq, t["snp"].to_numpy(), "the genotyped animals")
     c = fm.scale if fm.scale is not None else 2.0 * float(np.nansum(freq * (1 - freq)))
