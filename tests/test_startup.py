@@ -37,3 +37,10 @@ def test_cli_help_loads_no_model_layer():
             f"print('LOADED', ','.join(m for m in {HEAVY!r} + ('henderson.api',) if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("LOADED"), out.stdout[-300:]
+
+
+def test_association_is_the_function_whatever_is_imported_first():
+    code = ("import henderson.gwas.report, henderson; "
+            "print(callable(henderson.association), henderson.association.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "henderson.gwas"]

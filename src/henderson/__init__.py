@@ -51,8 +51,11 @@ _LAZY = {
     "single_step_inverse": ".relationships.single_step",
     "apy_inverse": ".relationships.apy", "apy_core_size": ".relationships.apy",
     "SingleStepGBLUP": ".estimators",
+    # association (the package is henderson.gwas, so that henderson.association is the
+    # function whatever is imported first)
+    "association": ".gwas", "genomic_control": ".gwas", "variance_windows": ".gwas",
 }
-_SUBMODULES = {"datasets", "cv", "io", "relationships", "report", "spec", "solvers", "reml",
+_SUBMODULES = {"datasets", "gwas", "cv", "io", "relationships", "report", "spec", "solvers", "reml",
                "models", "data", "cli"}
 
 __all__ = ["__version__", "datasets", *_LAZY,

@@ -120,6 +120,7 @@ class GBLUP(_Base):
         res = fit_gblup(y, G, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
                         pev=self.pev, missing=self.missing)
         self._set_common(res)
+        self.y_, self.data_ = y, data  # the records, for henderson.association
         self.G_ = G
         self.gebv_ = _bv_table(res)
         vc = res.variance_components
@@ -224,6 +225,7 @@ class SNPBLUP(_Base):
         f = fit_snpblup(y, X, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
                         space=self.space, missing=self.missing, pev=self.pev, snp_se=self.snp_se)
         self._set_common(f.result)
+        self.y_, self.data_ = y, data  # the records, for henderson.association
         self.fit_ = f
         self.snp_effects_ = f.snp_effects
         self.gebv_ = _bv_table(f.result)

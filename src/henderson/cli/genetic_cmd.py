@@ -26,6 +26,8 @@ MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
 DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
 TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
 CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")]
+GwasOpt = Annotated[bool, typer.Option("--gwas", help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).")]
+GwasWindowOpt = Annotated[Optional[str], typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
 
 
@@ -66,7 +68,8 @@ def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
 def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: str | None, out: Path,
                 genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
                 ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
-                quiet: bool, debug: bool, threads: int | None, selfing: bool = False) -> None:
+                quiet: bool, debug: bool, threads: int | None, selfing: bool = False,
+                gwas: bool = False, window: str | None = None) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_genetic
@@ -77,6 +80,16 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         raise CLIError(f"--method must be reml or ml, not {method!r}")
     s.settings.update({"model": kind, "trait": trait, "id_column": id_column, "fixed": fixed,
                        "method": method, "missing": "drop" if drop_unknown else "error"})
+    if (gwas or window) and genotypes is None:
+        raise CLIError("--gwas needs --genotypes (the SNPs to test)")
+    if window and not gwas:
+        raise CLIError("--window is an option of --gwas")
+    if window:
+        from ..gwas import parse_window
+
+        parse_window(window)  # before reading and fitting
+    if gwas and kind == "gblup" and grm_method != "vanraden1":
+        raise CLIError(f"--gwas back-solves SNP effects, which needs --grm-method vanraden1 (not {grm_method})")
     missing = "drop" if drop_unknown else "error"
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
@@ -152,6 +165,10 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
         add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note,
                     g_note=g_note)
+        if gwas:  # back-solved SNP tests of this fit (henderson.association)
+            from .gwas_cmd import association_outputs
+
+            extra.update(association_outputs(s, rep, est, geno, trait, window=window, top=top))
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
@@ -165,6 +182,7 @@ def gblup(
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    gwas: GwasOpt = False, window: GwasWindowOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
@@ -172,13 +190,14 @@ def gblup(
     Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
     """
     run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window)
 
 
 def snpblup(
     phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, genotypes: GenoOpt = None,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    gwas: GwasOpt = False, window: GwasWindowOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
@@ -186,7 +205,7 @@ def snpblup(
     Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
     """
     run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window)
 
 
 def pblup(

@@ -57,6 +57,7 @@ def _click_context():
 
 def _register() -> None:
     from . import cv_cmd, demo_cmd, fit_cmd, genetic_cmd, relationship_cmd
+    from . import gwas_cmd
 
     short = {
         "fit": (fit_cmd.fit, "Linear mixed model from a formula, e.g. \"Yield ~ Env + (1|Name)\"."),
@@ -68,6 +69,7 @@ def _register() -> None:
         "ainv": (relationship_cmd.ainv, "Pedigree A-inverse as a sparse id1,id2,value list."),
         "cv": (cv_cmd.cv, "Cross-validation: predictive ability per fold, report."),
         "demo": (demo_cmd.demo, "Worked example on the bundled wheat and potato data."),
+        "gwas": (gwas_cmd.gwas, "SNP association (back-solved GBLUP or MLMA): Manhattan, QQ, windows."),
     }
     from . import ssgblup_cmd  # single-step GBLUP
 
