@@ -79,6 +79,16 @@ class Structure:
     def check(self, term: str) -> None:
         """ModelError naming the term when the structure cannot be identified."""
 
+    # -- the optimiser's unconstrained parameters φ (Σ PSD for every φ) ------------------
+    def from_phi(self, phi: np.ndarray) -> np.ndarray:
+        """θ(φ): a quadratic map whose image is exactly the PSD Σ of this structure
+        (squares for variances, a Cholesky factor for US, see reml/general.py)."""
+        raise NotImplementedError
+
+    def to_phi(self, theta: np.ndarray) -> np.ndarray:
+        """A φ with θ(φ) = θ (θ PSD)."""
+        raise NotImplementedError
+
 
 def _lower_pairs(S: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(S) for j in range(i + 1)]
@@ -114,6 +124,12 @@ class Scalar(Structure):
     def project(self, theta, floor):
         return np.maximum(np.asarray(theta, dtype=float), floor)
 
+    def from_phi(self, phi):
+        return np.asarray(phi, dtype=float) ** 2
+
+    def to_phi(self, theta):
+        return np.sqrt(np.maximum(np.asarray(theta, dtype=float), 0.0))
+
 
 class Diagonal(Structure):
     """One variance per component, no covariance (glmmTMB ``diag``, ASReml ``diag``)."""
@@ -146,6 +162,12 @@ class Diagonal(Structure):
 
     def project(self, theta, floor):
         return np.maximum(np.asarray(theta, dtype=float), floor)
+
+    def from_phi(self, phi):
+        return np.asarray(phi, dtype=float) ** 2
+
+    def to_phi(self, theta):
+        return np.sqrt(np.maximum(np.asarray(theta, dtype=float), 0.0))
 
 
 class CompoundSymmetry(Structure):
@@ -196,6 +218,15 @@ class CompoundSymmetry(Structure):
         c = (b - a) / S
         return np.array([a + c, c])
 
+    def from_phi(self, phi):
+        a, b = float(phi[0]) ** 2, float(phi[1]) ** 2  # eigenvalues v − c and v + (S − 1)c
+        c = (b - a) / self.size
+        return np.array([a + c, c])
+
+    def to_phi(self, theta):
+        v, c = map(float, theta)
+        return np.sqrt(np.maximum([v - c, v + (self.size - 1) * c], 0.0))
+
 
 class Unstructured(Structure):
     """Every variance and covariance free (glmmTMB/ASReml ``us``; lme4 ``(x|g)``)."""
@@ -238,6 +269,21 @@ class Unstructured(Structure):
     def project(self, theta, floor):
         w, Q = np.linalg.eigh(self.sigma(theta))
         return self.em((Q * np.maximum(w, floor)) @ Q.T, None)
+
+    def from_phi(self, phi):
+        L = np.zeros((self.size, self.size))
+        for t, (i, j) in zip(phi, self.pairs):
+            L[i, j] = t
+        return self.em(L @ L.T, None)
+
+    def to_phi(self, theta):
+        S = self.sigma(theta)
+        try:
+            L = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:  # PSD but singular: the factor of the nearest PD Σ
+            w, Q = np.linalg.eigh(S)
+            L = np.linalg.cholesky((Q * np.maximum(w, 1e-12 * max(w.max(), 1e-300))) @ Q.T)
+        return np.array([L[i, j] for i, j in self.pairs])
 
 
 class FactorAnalytic(Structure):
@@ -347,6 +393,14 @@ class FactorAnalytic(Structure):
     def project(self, theta, floor):
         L, psi = self._split(theta)
         return self._pack(L, np.maximum(psi, floor))
+
+    def from_phi(self, phi):
+        L, r = self._split(phi)
+        return self._pack(L, r ** 2)
+
+    def to_phi(self, theta):
+        L, psi = self._split(theta)
+        return self._pack(L, np.sqrt(np.maximum(psi, 0.0)))
 
     def variance_explained(self, theta) -> np.ndarray:
         """Share of the total genetic variance tr(Σ) explained by each factor, (d,)."""
