@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
+from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..spec.terms import GeneralSpec
 
@@ -56,6 +58,16 @@ class GeneralEvaluation:
     ai: np.ndarray | None = None
     cinv: np.ndarray | None = None
     em: dict | None = None
+
+
+def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
+    """C⁻¹ from C = LL' by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against I)."""
+    if L.shape[0] == 0:
+        return np.zeros((0, 0))
+    inv, info = lapack.dpotri(L, lower=1)
+    if info != 0:
+        raise NotPositiveDefiniteError("the mixed model equations could not be inverted")
+    return np.tril(inv) + np.tril(inv, -1).T
 
 
 class GeneralMME:
@@ -185,7 +197,8 @@ class GeneralMME:
                 C[a:b, a:b] += np.kron(Si, P)
             logdet_g += r * 2.0 * np.log(np.diag(Ls)).sum() + t.size * self.logdet_k[k]
         try:
-            L = sla.cholesky(C, lower=True, check_finite=False)
+            with blas_threads_for(self.m):  # see henderson._threads
+                L = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:
             raise NotPositiveDefiniteError(
                 "the mixed model equations are not positive definite: a fixed effect confounded "
@@ -208,12 +221,11 @@ class GeneralMME:
     def _derivatives(self, theta, method, m2ll, sol, resid, sigmas, sig_inv, L, rs):
         spec = self.spec
         reml = method == "reml"
-        cinv = sla.cho_solve((L, True), np.eye(self.m), check_finite=False)
+        cinv = _inverse_from_cholesky(L)
         if reml:
             cuse, mu = cinv, self.m
         else:  # ML: V⁻¹ = R⁻¹ − R⁻¹ZC_zz⁻¹Z'R⁻¹, C_zz the random block alone
-            Lz = L[: self.mz, : self.mz]
-            cuse, mu = sla.cho_solve((Lz, True), np.eye(self.mz), check_finite=False), self.mz
+            cuse, mu = _inverse_from_cholesky(L[: self.mz, : self.mz]), self.mz
         nt = spec.n_theta
         score = np.zeros(nt)
         work = np.zeros((self.n, nt))
