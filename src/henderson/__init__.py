@@ -50,3 +50,7 @@ __all__ = [
 from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
 __all__ += ["cross_validate", "CVResult", "FormulaModel"]
+
+from .inference import LRTResult, lrt  # noqa: E402
+
+__all__ += ["lrt", "LRTResult"]
