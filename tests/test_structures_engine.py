@@ -158,3 +158,25 @@ def test_rank_deficient_sigma_is_a_warning_and_psd():
     assert np.linalg.eigvalsh(S).min() >= -1e-12 * S.max()
     assert abs(res.correlations["g"].iloc[1, 0]) > 0.999
     assert res.variance_components.loc[res.variance_components["term"] == "g", "se"].isna().all()
+
+
+# -- command line ---------------------------------------------------------------------
+def test_cli_fit_takes_structured_formulas(tmp_path, capsys):
+    """The CLI fits the same formulas as henderson.fit, with the same numbers."""
+    from conftest import run_cli
+
+    d = load_potato()
+    d.to_csv(tmp_path / "potato.csv", index=False)
+    f = "Yield ~ Env + us(0 + Env|Name)"
+    code, out, err = run_cli(["fit", "--data", tmp_path / "potato.csv", "--formula", f,
+                              "--residual", "Env", "--out", tmp_path / "o"], capsys)
+    assert code == 0, err
+    vc = pd.read_csv(tmp_path / "o" / "variance_components.csv").set_index("parameter")
+    res = h.fit(f, d, residual="Env")
+    np.testing.assert_allclose(vc["estimate"].to_numpy(), res.variance_components["estimate"].to_numpy(),
+                               rtol=1e-9)
+    bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv")
+    assert list(bv.columns[:3]) == ["term", "id", "component"] and len(bv) == 41 * 3
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Covariance matrix of Name" in html and "Heat map of the correlations of Name" in html
+    assert "CA.2013" in out and "Corr" in out
