@@ -180,3 +180,31 @@ def test_cli_fit_takes_structured_formulas(tmp_path, capsys):
     html = (tmp_path / "o" / "report.html").read_text()
     assert "Covariance matrix of Name" in html and "Heat map of the correlations of Name" in html
     assert "CA.2013" in out and "Corr" in out
+
+
+def test_factor_analytic_result_tables():
+    """fa(0 + Env|Name, 1): Σ = ΛΛ' + diag(ψ), loadings/specific variances/% variance
+    reported, and a likelihood between DIAG's and US's (nested: DIAG ⊂ FA1 ⊂ US for 3
+    environments)."""
+    d = load_potato()
+    fa = h.fit("Yield ~ Env + fa(0 + Env|Name, 1)", d)
+    us = h.fit("Yield ~ Env + us(0 + Env|Name)", d)
+    dg = h.fit("Yield ~ Env + diag(0 + Env|Name)", d)
+    assert dg.loglik - 1e-6 <= fa.loglik <= us.loglik + 1e-6
+    tabs = fa.factor_analytic["Name"]
+    L, psi = tabs["loadings"].to_numpy(), tabs["specific"].to_numpy()
+    assert L.shape == (3, 1) and (psi >= 0).all()
+    np.testing.assert_allclose(fa.covariances["Name"].to_numpy(), L @ L.T + np.diag(psi), rtol=1e-12)
+    share = (L ** 2).sum() / np.trace(fa.covariances["Name"].to_numpy()) * 100
+    assert tabs["variance_explained"].iloc[0] == pytest.approx(share)
+    assert "Factor-analytic Name" in fa.summary()
+
+
+def test_summary_shows_sigma_as_lme4():
+    res = h.fit("Reaction ~ Days + (Days|Subject)", load_lme4("sleepstudy"))
+    text = res.summary()
+    # lme4: Subject (Intercept) 612.10 24.741; Days 35.07 5.922 0.07; Residual 654.94 25.592
+    assert "Std.Dev." in text and "Corr" in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("Days") and "5.92" in ln)
+    assert "0.066" in line
+    assert "24.74" in text and "25.592" in text
