@@ -93,9 +93,9 @@ class GeneralMME:
                 P, ld = None, 0.0
             else:
                 r = t.q
-                rows = np.tile(np.arange(n), t.size)
-                cols = (t.codes + np.arange(t.size) * r).T.ravel()
-                Zk = sp.csr_matrix((t.z.T.ravel(), (rows, cols)), shape=(n, t.size * r)).toarray()
+                Zk = np.zeros((n, t.size * r))
+                for a in range(t.size):  # one entry per record and component
+                    Zk[np.arange(n), a * r + t.codes[:, a]] = t.z[:, a]
                 if lv.kind == "inverse":
                     P = lv.penalty.toarray() if sp.issparse(lv.penalty) else np.asarray(lv.penalty, float)
                     ld = float(lv.logdet_k)
@@ -114,6 +114,15 @@ class GeneralMME:
         self.w = w
         self.sum_logw = float(np.log(w).sum())
         self.groups = []
+        with blas_threads_for(self.m):  # small products: threads cost more than they save
+            self._cross_products(res, w)
+        self.n, self.p = n, spec.p
+        self.slices = spec.slices
+        self.theta_names = spec.theta_names
+
+    def _cross_products(self, res, w) -> None:
+        """M_g = W_g'D_gW_g, W_g'D_g y and y'D_g y per residual group (once)."""
+        spec = self.spec
         for g in range(len(res.groups)):
             idx = np.flatnonzero(res.codes == g)
             Wg = self.W[idx]
@@ -122,8 +131,6 @@ class GeneralMME:
             self.groups.append(dict(
                 idx=idx, n=len(idx), M=Wg.T @ (wg[:, None] * Wg), Wy=Wg.T @ (wg * yg),
                 yy=float(wg @ (yg * yg))))
-        self.n, self.p = n, spec.p
-        self.slices = spec.slices
 
     # -- θ helpers ------------------------------------------------------------------
     def start(self) -> np.ndarray:
@@ -149,6 +156,10 @@ class GeneralMME:
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False) -> GeneralEvaluation:
+        with blas_threads_for(self.m):  # see henderson._threads
+            return self._evaluate(theta, method, derivatives)
+
+    def _evaluate(self, theta, method, derivatives) -> GeneralEvaluation:
         """−2 log L (and score, AI, C⁻¹, EM targets) at θ.
 
         Parameters
@@ -197,8 +208,7 @@ class GeneralMME:
                 C[a:b, a:b] += np.kron(Si, P)
             logdet_g += r * 2.0 * np.log(np.diag(Ls)).sum() + t.size * self.logdet_k[k]
         try:
-            with blas_threads_for(self.m):  # see henderson._threads
-                L = sla.cholesky(C, lower=True, check_finite=False)
+            L = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:
             raise NotPositiveDefiniteError(
                 "the mixed model equations are not positive definite: a fixed effect confounded "
