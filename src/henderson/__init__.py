@@ -51,6 +51,8 @@ _LAZY = {
     "single_step_inverse": ".relationships.single_step",
     "apy_inverse": ".relationships.apy", "apy_core_size": ".relationships.apy",
     "SingleStepGBLUP": ".estimators",
+    # likelihood-ratio tests between nested fits
+    "lrt": ".inference", "LRTResult": ".inference",
     # association (the package is henderson.gwas, so that henderson.association is the
     # function whatever is imported first)
     "association": ".gwas", "genomic_control": ".gwas", "variance_windows": ".gwas",

@@ -35,7 +35,8 @@ def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
 
 def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str = "reml",
         *, cov_inverse: dict | None = None, start=None, max_iter: int = 200,
-        sigma2=None, solver: str = "auto", pev: bool | str = "auto") -> FitResult:
+        sigma2=None, solver: str = "auto", pev: bool | str = "auto", weights: str | None = None,
+        residual: str | None = None, correlated=None) -> FitResult:
     """Fit a linear mixed model y = Xb + Σₖ Zₖuₖ + e by REML (or ML).
 
     Parameters
@@ -76,6 +77,22 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     pev : bool or "auto"
         Compute prediction error variances (always for the dense solver; for the
         spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
+    weights : str, optional
+        Column of record weights: var(eᵢ) = σ²ₑ/wᵢ (e.g. deregressed proofs). Missing,
+        zero or negative weights are an error naming the rows.
+    residual : str, optional
+        Column whose levels each get their own residual variance (``residual="Env"``).
+    correlated : list of pairs, optional
+        ``[("animal", "dam")]``: two random intercept terms on different grouping columns
+        sharing levels (and one K) get an unstructured 2 × 2 Σ ⊗ K — Mrode's maternal
+        model. The covariance goes with the first: ``cov_inverse={"animal": Ainv}``.
+
+    Structured terms — ``(Days|Subject)``, ``(Days||Subject)``, ``us(0 + Env|Name)``,
+    ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
+    three options above are fitted by the general dense engine (``result.solver`` is
+    ``"dense-general"``): AI-REML over θ (the elements of each Σ, see
+    ``result.variance_components``), with ``result.covariances`` and
+    ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
     Returns
     -------
@@ -89,6 +106,10 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     4.8559
     """
     t0 = time.perf_counter()
+    if _structured(formula, weights, residual, correlated):
+        return fit_general(formula, data, cov=cov, cov_inverse=cov_inverse, method=method,
+                           start=start, max_iter=max_iter, theta=sigma2, weights=weights,
+                           residual=residual, correlated=correlated, solver=solver, t0=t0)
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
                     solver=solver, pev=pev, t0=t0)
@@ -172,6 +193,58 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
     result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)
+    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
+               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+    object.__setattr__(result, "timings", timings)
+    return result
+
+
+def _structured(formula, weights, residual, correlated) -> bool:
+    """True when the model needs the general engine (several components, a structure,
+    weights, residual groups or correlated terms)."""
+    from .spec.formula import parse_formula
+
+    parsed = parse_formula(formula)
+    return (any(t.structured for t in parsed.random) or weights is not None
+            or residual is not None or bool(correlated))
+
+
+def fit_general(formula, data, *, cov=None, cov_inverse=None, method="reml", start=None,
+                max_iter=200, theta=None, weights=None, residual=None, correlated=None,
+                solver="auto", t0=None) -> FitResult:
+    """Fit with the general dense engine (see :func:`fit`)."""
+    from .assemble_general import general_result
+    from .reml.general import boundary_of, optimise_general
+    from .solvers.general import GeneralMME
+    from .spec.terms import build_general_spec
+
+    t0 = time.perf_counter() if t0 is None else t0
+    method = method.lower()
+    if method not in ("reml", "ml"):
+        raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
+    if solver not in ("auto", "dense"):
+        raise ModelError(f"structured models are fitted by the dense general engine; solver={solver!r} "
+                         "is not available for them (use 'auto' or 'dense')")
+    spec = build_general_spec(formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights,
+                              residual=residual, correlated=correlated)
+    if not spec.terms:
+        raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
+    t1 = time.perf_counter()
+    state = GeneralMME(spec)
+    t2 = time.perf_counter()
+    if theta is not None:
+        th = np.asarray(theta, dtype=float)
+        if th.shape != (spec.n_theta,):
+            raise ModelError(f"sigma2 needs {spec.n_theta} values: {spec.theta_names}")
+        ev = state.evaluate(th, derivatives=True, method=method)
+        iterations, converged, log, boundary = 0, True, pd.DataFrame(), boundary_of(state, th)
+    else:
+        opt = optimise_general(state, method=method, start=start, max_iter=max_iter)
+        ev, iterations, converged, log, boundary = (opt.evaluation, opt.iterations, opt.converged,
+                                                    opt.log, opt.boundary)
+    t3 = time.perf_counter()
+    result = general_result(spec, state, ev, method, iterations, converged, log, boundary,
+                            fixed_theta=theta is not None)
     timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
                "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
     object.__setattr__(result, "timings", timings)

@@ -57,6 +57,18 @@ class FitResult:
     record_levels : dict[str, ndarray]
         Per random term, the level id of every record used (aligned with
         ``residuals``): what links records to BLUPs by id.
+    covariances, correlations : dict[str, DataFrame]
+        Structured models (the general engine): per term the S × S covariance Σ and its
+        correlations, named by component; ``"Residual"`` is diagonal across residual
+        groups. ``variance_components`` then has one row per parameter θ (``term``,
+        ``component_i``, ``component_j``, ``type``, ``estimate``, ``se``, ``boundary``).
+        Empty for one-variance models.
+    derived : DataFrame or None
+        Correlations and variance ratios (h² when the term has a known K) with
+        delta-method SEs (structured models).
+    factor_analytic : dict
+        Per ``fa`` term: ``loadings`` (S × d), ``specific`` variances and the
+        ``variance_explained`` (% of tr Σ) by each factor.
     """
 
     variance_components: pd.DataFrame
@@ -79,14 +91,27 @@ class FitResult:
     settings: dict = field(default_factory=dict)
     vcov: np.ndarray | None = None
     record_levels: dict = field(default_factory=dict)
+    covariances: dict = field(default_factory=dict)
+    correlations: dict = field(default_factory=dict)
+    derived: pd.DataFrame | None = None
+    factor_analytic: dict = field(default_factory=dict)
 
     @property
     def sigma2(self) -> pd.Series:
-        """Variance components as a Series (term → σ²)."""
-        return self.variance_components["variance"]
+        """Variance components as a Series (term → σ²; θ name → estimate when structured)."""
+        vc = self.variance_components
+        return vc["variance"] if "variance" in vc else vc["estimate"]
+
+    @property
+    def n_params(self) -> int:
+        """Number of estimated covariance parameters (for likelihood-ratio tests)."""
+        return len(self.variance_components)
 
     def summary(self) -> str:
         """A readable summary in the spirit of lme4's and sommer's."""
+        if self.covariances:
+            from .summary_general import structured_summary
+            return structured_summary(self)
         s = self.settings
         crit = "REML" if self.method == "reml" else "ML"
         lines = [

@@ -232,13 +232,16 @@ def _jsonable(x):
 
 def bv_table(blups: pd.DataFrame, term: str | None = None) -> pd.DataFrame:
     """BLUP table (by level id) → breeding_values.csv layout, best first."""
+    multi = isinstance(blups.index, pd.MultiIndex)  # (level, component) of a structured term
     t = pd.DataFrame({
-        "id": blups.index.astype(str),
+        "id": (blups.index.get_level_values(0) if multi else blups.index).astype(str),
         "value": blups.iloc[:, 0].to_numpy(),
         "pev": blups["pev"].to_numpy(),
         "reliability": blups["reliability"].to_numpy(),
         "n_records": blups["n_records"].to_numpy(),
     })
+    if multi:
+        t.insert(1, "component", blups.index.get_level_values(1).astype(str))
     if term is not None:
         t.insert(0, "term", term)
     return t.sort_values("value", ascending=False, kind="stable").reset_index(drop=True)
@@ -247,7 +250,8 @@ def bv_table(blups: pd.DataFrame, term: str | None = None) -> pd.DataFrame:
 def vc_table(vc: pd.DataFrame) -> pd.DataFrame:
     """variance_components.csv: one row per term and Residual."""
     t = vc.copy()
-    t.index.name = "term"
+    # structured fits: one row per parameter θ, with its term as a column
+    t.index.name = "parameter" if "term" in t.columns else "term"
     return t.reset_index()
 
 

@@ -280,7 +280,15 @@ def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None =
 
 
 def random_groups(formula: str) -> list[str]:
-    """Grouping variables of the random terms ``(... | g)`` in an lme4-style formula."""
+    """Grouping variables of the random terms ``(... | g)`` in an lme4-style formula
+    (also ``(x||g)``, ``us(0 + Env|g)``, ``fa(0 + Env|g, 2)``)."""
+    from ..errors import ModelError
+    from ..spec.formula import parse_formula
+
+    try:
+        return list(dict.fromkeys(c for t in parse_formula(formula).random for c in t.columns))
+    except ModelError:
+        pass  # the fit reports the formula's problem; here only the group names are wanted
     out = []
     for rhs in re.findall(r"\|\s*([^)]*)\)", formula):
         for g in re.split(r"[/:]", rhs):

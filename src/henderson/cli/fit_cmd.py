@@ -48,6 +48,13 @@ def fit(
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")] = None,
+    residual: Annotated[Optional[str], typer.Option(
+        "--residual", help="Column whose levels each get their own residual variance (e.g. Env).")] = None,
+    correlated: Annotated[Optional[List[str]], typer.Option(
+        "--correlated", help="TERM1,TERM2: two random intercept terms sharing levels with an "
+                             "unstructured 2 x 2 covariance (direct and maternal). Repeatable.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -56,6 +63,10 @@ def fit(
     """Fit a linear mixed model by REML (or ML) and write tables, summary.json and report.html.
 
     Example: henderson fit --data DT_example.csv --formula "Yield ~ Env + (1|Name)" --out potato
+
+    Structured terms as in lme4/glmmTMB: "Reaction ~ Days + (Days|Subject)",
+    "Yield ~ Env + us(0 + Env|Name)" (also diag, cs, fa(0 + Env|Name, 1)); with
+    --residual Env one residual variance per environment.
     """
     from .. import api
     from ..report.html import Report
@@ -73,6 +84,7 @@ def fit(
         frame = read_table(data, str_columns=groups, what="data file")
         s.add_input("data", data)
         require_columns(frame, formula_variables(formula), option="--formula")
+        require_columns(frame, [c for c in (weights, residual) if c], option="--weights/--residual")
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
     covs, covs_inv, genetic = {}, {}, {}
@@ -112,7 +124,9 @@ def fit(
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
-        res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
+        pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
+        res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
+                      weights=weights, residual=residual, correlated=pairs or None)
     s.stdout.print(res.summary())
     with s.step("Writing outputs"):
         s.write_csv(vc_table(res.variance_components), "variance_components.csv")

@@ -198,3 +198,20 @@ def ability_bars(table: pd.DataFrame, title: str = "Predictive ability") -> byte
     ax.set_title(title, fontsize=10)
     _style(ax)
     return to_png(fig)
+
+
+def correlation_heatmap(R: pd.DataFrame, title: str) -> bytes:
+    """Heat map of a correlation matrix (−1 blue … +1 orange), values printed in the cells."""
+    S = R.shape[0]
+    size = min(1.6 + 0.45 * S, 8.0)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    im = ax.imshow(R.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(S), [str(c) for c in R.columns], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(S), [str(c) for c in R.index], fontsize=8)
+    if S <= 15:
+        for i in range(S):
+            for j in range(S):
+                ax.text(j, i, f"{R.iat[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title, fontsize=10)
+    return to_png(fig)

@@ -59,6 +59,37 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
     if res.notes:
         for n in res.notes:
             report.callout(n, warn=True)
+    if res.covariances:  # structured terms: Σ per term as a table and a heat map
+        _add_structures(report, res)
+    else:
+        _add_variances(report, res, genetic_terms)
+    report.table(res.fixed_effects, caption="Fixed effects", digits=4)
+    _add_data_and_blups(report, res, data, formula, groups, genetic_terms, top)
+
+
+def _add_structures(report: Report, res) -> None:
+    report.section("Covariance structures")
+    vc = res.variance_components
+    report.table(vc[["term", "type", "estimate", "se"]],
+                 caption="Covariance parameters (SE from the inverse average information)")
+    for term, S in res.covariances.items():
+        report.start_grid()
+        report.table(S, caption=f"Covariance matrix of {term}", digits=4)
+        if S.shape[0] > 1 and term != "Residual":
+            report.image(plots.correlation_heatmap(res.correlations[term], f"Correlations: {term}"),
+                         caption=f"Correlations between the components of {term}",
+                         alt=f"Heat map of the correlations of {term}")
+        report.end_grid()
+    if res.derived is not None and len(res.derived):
+        report.table(res.derived, caption="Correlations and variance ratios (delta-method SE)", digits=4)
+    for term, fa in res.factor_analytic.items():
+        tab = fa["loadings"].copy()
+        tab["specific variance"] = fa["specific"]
+        report.table(tab, caption=f"Factor-analytic {term}: loadings and specific variances; % of variance: "
+                     + ", ".join(f"{k} {v:.1f}%" for k, v in fa["variance_explained"].items()), digits=4)
+
+
+def _add_variances(report: Report, res, genetic_terms: dict) -> None:
     report.section("Variance components")
     report.table(variance_table(res.variance_components),
                  caption="Variance components (SE from the inverse average information); "
@@ -67,8 +98,9 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
         if term in res.variance_components.index:
             r = res.variance_components.loc[term]
             report.callout(f"Heritability (share of {term}, {what}): h² = {r['ratio']:.3f} ± {r['ratio_se']:.3f}")
-    report.table(res.fixed_effects, caption="Fixed effects", digits=4)
 
+
+def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_terms, top) -> None:
     report.section("Data")
     response = formula.split("~")[0].strip()
     factors, numeric = formula_factors(formula, data, groups or ())
@@ -91,7 +123,9 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
 
     for term, tab in res.blups.items():
         report.section(f"Predictions of {term}" + (" (breeding values)" if term in genetic_terms else " (BLUPs)"))
-        bv = pd.DataFrame({"id": tab.index.astype(str), "value": tab["blup"].to_numpy(),
+        ids = (tab.index.map(lambda t: f"{t[0]} [{t[1]}]") if isinstance(tab.index, pd.MultiIndex)
+               else tab.index.astype(str))
+        bv = pd.DataFrame({"id": ids, "value": tab["blup"].to_numpy(),
                            "PEV": tab["pev"].to_numpy(), "reliability": tab["reliability"].to_numpy(),
                            "records": tab["n_records"].to_numpy()})
         report.start_grid()

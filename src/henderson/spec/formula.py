@@ -7,7 +7,16 @@
 - ``(1|a/b)``: nested, expands to ``(1|a) + (1|a:b)``;
 - ``(1|a:b)``: one random effect per combination of ``a`` and ``b``.
 
-Random slopes (``(x|g)``) are not supported yet and are refused with a clear message.
+- ``(x|g)``, ``(1 + x|g)``: correlated random intercept and slope (unstructured Σ);
+  ``(0 + x|g)``: slope only; ``(x||g)``: intercept and slope uncorrelated (diagonal Σ);
+- ``(0 + Env|g)``, ``us(0 + Env|g)``: one effect per level of the factor Env, unstructured
+  Σ across them; ``diag(...)``, ``cs(...)``, ``fa(..., d)``: diagonal, compound-symmetry
+  and factor-analytic Σ (glmmTMB's names; ASReml's ``fa``);
+- ``leg(x, k)``: normalised Legendre polynomials of orders 0..k of x (random regression,
+  ``us(leg(dim, 2)|animal)``); it brings its own order-0 column, so no intercept is added.
+
+Everything left of ``|`` is kept as text in :attr:`RandomTermSpec.lhs`; which columns are
+factors or covariates is decided against the data (``spec/terms.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,16 @@ class RandomTermSpec:
 
     name: str
     columns: tuple[str, ...]
+    lhs: tuple[str, ...] = ("1",)
+    intercept: bool = True
+    structure: str = "scalar"
+    d: int | None = None
+    text: str = ""
+
+    @property
+    def structured(self) -> bool:
+        """True unless the term is a plain random intercept ``(1|g)`` (one variance)."""
+        return tuple(self.lhs) != ("1",) or not self.intercept
 
 
 @dataclass(frozen=True)
@@ -86,17 +105,90 @@ def _parse_group(group: str, term_text: str) -> list[RandomTermSpec]:
     return [RandomTermSpec(name=":".join(cols), columns=cols)]
 
 
+_STRUCT = re.compile(r"^(us|diag|cs|fa)\s*\((.*)\)$", re.S)
+_LEG = re.compile(r"^leg\(\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*,\s*(\d+)\s*\)$")
+
+
+def _lhs_terms(lhs: str, term_text: str) -> tuple[tuple[str, ...], bool]:
+    """Left of ``|``: the covariate/factor expressions and whether an intercept is in.
+
+    ``"Days"`` → (("Days",), True); ``"0 + Env"`` → (("Env",), False); ``"1"`` →
+    ((), True) ... returned as ("1",) for the plain intercept.
+    """
+    pieces = _split_top_level_terms(lhs)
+    intercept, out, has_leg = None, [], False
+    for sign, p in pieces:
+        p = p.strip()
+        if p in ("0", "-1") or (sign == "-" and p == "1"):
+            intercept = False
+            continue
+        if p == "1":
+            intercept = True if intercept is None else intercept
+            continue
+        if sign == "-":
+            raise ModelError(f"cannot remove {p!r} in random term {term_text!r}")
+        m = _LEG.match(p)
+        if m:
+            has_leg = True
+            out.append(f"leg({m.group(1)}, {int(m.group(2))})")
+            continue
+        if not _NAME.match(p):
+            raise ModelError(
+                f"cannot read {p!r} in random term {term_text!r}: left of '|' write column "
+                "names, 1 or 0 (e.g. (1 + Days|Subject), (0 + Env|Name)) or leg(x, k)")
+        out.append(p)
+    if intercept is None:
+        intercept = not has_leg  # leg() brings its own order-0 column
+    if not out and not intercept:
+        raise ModelError(f"random term {term_text!r} has no component (0 alone)")
+    if not out:
+        return ("1",), True
+    return tuple(out), intercept
+
+
 def _parse_random(term: str) -> list[RandomTermSpec]:
-    inner = term.strip()[1:-1]
-    if "||" in inner:
-        raise ModelError(f"uncorrelated random slopes {term!r} are not supported yet")
-    lhs, group = inner.split("|", 1)
-    if lhs.strip() not in ("1",):
-        raise ModelError(
-            f"random term {term!r}: only random intercepts (1|group) are supported so far; "
-            "random slopes are planned"
-        )
-    return _parse_group(group, term)
+    text = term.strip()
+    structure, d = None, None
+    m = _STRUCT.match(text)
+    if m:
+        structure, inner = m.group(1), m.group(2)
+        if structure == "fa":
+            head, sep, tail = inner.rpartition(",")
+            if not sep or "|" not in head or not tail.strip().isdigit():
+                raise ModelError(f"fa needs the number of factors: fa(0 + Env|Name, 2), got {term!r}")
+            inner, d = head, int(tail.strip())
+    else:
+        inner = text[1:-1]
+    uncorrelated = "||" in inner
+    if uncorrelated:
+        if structure is not None:
+            raise ModelError(f"{term!r}: write either '||' or a structure name, not both")
+        lhs, group = inner.split("||", 1)
+        structure = "diag"
+    else:
+        if "|" not in inner:
+            raise ModelError(f"random term {term!r} needs '|' between components and group")
+        lhs, group = inner.split("|", 1)
+    comps, intercept = _lhs_terms(lhs, term)
+    if comps == ("1",) and structure in (None, "us", "diag", "cs"):
+        structure = None if structure in (None, "us", "diag") else structure
+    if structure is None:
+        structure = "scalar" if comps == ("1",) else "us"
+    if structure == "cs" and comps == ("1",):
+        raise ModelError(f"cs() in {term!r} needs several components, e.g. cs(0 + Env|Name)")
+    if structure == "fa" and comps == ("1",):
+        raise ModelError(f"fa() in {term!r} needs several components, e.g. fa(0 + Env|Name, 1)")
+    out = []
+    for g in _parse_group(group, term):
+        out.append(RandomTermSpec(g.name, g.columns, comps, intercept, structure, d, text))
+    return out
+
+
+def _is_random(term: str) -> bool:
+    t = term.strip()
+    if _STRUCT.match(t) and "|" in t:
+        return True
+    return t.startswith("(") and t.endswith(")") and "|" in t
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -131,7 +223,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     for sign, term in _split_top_level_terms(rhs):
         if not term:
             raise ModelError(f"empty term in formula {formula!r}")
-        if term.startswith("(") and term.endswith(")") and "|" in term:
+        if _is_random(term):
             if sign == "-":
                 raise ModelError(f"a random term cannot be removed with '-': {term!r} in {formula!r}")
             random_terms.extend(_parse_random(term))

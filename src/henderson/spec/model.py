@@ -510,6 +510,16 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     parsed = parse_formula(formula)
+    structured = [t.text for t in parsed.random if t.structured]
+    if structured:
+        # one-variance terms only here; henderson.fit routes structured terms to the
+        # general engine (spec/terms.py, solvers/general.py)
+        raise ModelError(f"random term(s) {structured} have several components or a structure: "
+                         "fit them with henderson.fit (the general engine), not build_spec")
+    from .legendre import expand_fixed
+    fixed_expanded, data = expand_fixed(parsed.fixed, data)
+    if fixed_expanded != parsed.fixed:
+        parsed = ParsedFormula(parsed.response, fixed_expanded, parsed.random, parsed.text)
     cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
     term_names = {t.name for t in parsed.random}
     for key in list(cov) + list(cov_inverse):

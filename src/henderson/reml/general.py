@@ -1,0 +1,220 @@
+"""AI-REML for structured covariances, on parameters that keep every Σ PSD.
+
+The likelihood, score and average information are computed in θ (the elements of
+each Σ, ``solvers/general.py``). The optimiser moves in unconstrained parameters φ
+with θ = θ(φ) — squares for variances, a Cholesky factor for an unstructured Σ,
+square roots of the two eigenvalues for CS, squared specific variances for FA
+(``Structure.from_phi``) — so every trial Σ is PSD by construction and a variance
+reaches 0 (a Σ becomes rank-deficient) by its φ reaching 0, as in lme4's Λ(θ).
+
+Newton-type step in φ (Gilmour, Thompson & Cullis 1995 for AI; chain rule for φ):
+
+    s_φ = J' s_θ,   H_φ = J' AI J − Σⱼ s_θⱼ ∂²θⱼ/∂φ∂φ',   δ = H_φ⁻¹ s_φ,
+
+J = ∂θ/∂φ. The second term is the curvature of the map θ(φ) (exact: θ(φ) is quadratic),
+without which a variance heading for 0 would take ever larger steps (its J column
+vanishes); with it, a variance whose score at 0 is negative is driven to 0 in one step.
+When H_φ is not positive definite it is replaced by J'AIJ + μI (Levenberg–Marquardt).
+A step that does not lower −2 log L is halved (12 times at most); then an EM-REML
+step (Σₖ ← (Qₖ + Tₖ)/rₖ projected on the structure, σ²_g ← (ê'D_gê + tr(C⁻¹M_g))/n_g),
+which keeps Σ PSD and never lowers the likelihood. A trial where a Σ is numerically
+singular (the MME need Σ⁻¹) counts as a failed step and is halved.
+
+Converged when the largest scaled change |Δθⱼ|/scaleⱼ is below 1e-8 and −2 log L
+changes by less than 1e-10 (relative), or the largest scaled score |∂ℓ/∂θⱼ|·scaleⱼ is
+below 1e-7 (scaleⱼ: Σᵢᵢ for a variance, √(ΣᵢᵢΣⱼⱼ) for a covariance), or −2 log L has
+changed by less than 1e-9 (relative) in three iterations in a row (on a boundary,
+where the score is not 0 and θ jitters at the accuracy of the MME with a near-singular Σ).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .._progress import report
+from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+
+_INFEASIBLE = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError, ZeroDivisionError)
+
+
+@dataclass
+class GeneralOptim:
+    evaluation: object
+    iterations: int
+    converged: bool
+    log: pd.DataFrame
+    boundary: list = field(default_factory=list)
+
+
+def _structures(state):
+    return state.spec.structures
+
+
+def _scale(state, theta) -> np.ndarray:
+    out = np.empty(len(theta))
+    for s, sl in zip(_structures(state), state.slices):
+        out[sl] = s.theta_scale(theta[sl])
+    return np.maximum(out, 1e-300)
+
+
+def to_phi(state, theta) -> np.ndarray:
+    phi = np.empty(len(theta))
+    for s, sl in zip(_structures(state), state.slices):
+        phi[sl] = s.to_phi(theta[sl])
+    return phi
+
+
+def from_phi(state, phi) -> np.ndarray:
+    theta = np.empty(len(phi))
+    for s, sl in zip(_structures(state), state.slices):
+        theta[sl] = s.from_phi(phi[sl])
+    return theta
+
+
+def _second_derivatives(state) -> np.ndarray:
+    """∂²θⱼ/∂φ∂φ' (n × n × n), block-diagonal by structure, cached on the state.
+
+    Every θ(φ) here is a polynomial of degree 2 in φ (squares, LL', and FA loadings
+    entering linearly), so the second derivatives are constant and
+    J(φ) = ∂θ/∂φ = J0 + D2 · φ, J0 the linear part. Central differences of a
+    quadratic are exact for any step; step 1. Returns (J0, D2)."""
+    cached = getattr(state, "_phi_d2", None)
+    if cached is not None:
+        return cached
+    n = state.spec.n_theta
+    D2 = np.zeros((n, n, n))
+    J0 = np.zeros((n, n))
+    for s, sl in zip(_structures(state), state.slices):
+        m = sl.stop - sl.start
+        E = np.eye(m)
+        f, z = s.from_phi, np.zeros(m)
+        for i in range(m):
+            J0[sl, sl.start + i] = (f(z + E[i]) - f(z - E[i])) / 2  # linear part (FA loadings)
+            for k in range(i, m):
+                d2 = (f(z + E[i] + E[k]) - f(z + E[i] - E[k]) - f(z - E[i] + E[k]) + f(z - E[i] - E[k])) / 4
+                D2[sl, sl.start + i, sl.start + k] = d2
+                D2[sl, sl.start + k, sl.start + i] = d2
+    state._phi_d2 = (J0, D2)
+    return J0, D2
+
+
+def _jacobians(state, phi) -> tuple[np.ndarray, np.ndarray]:
+    """J = ∂θ/∂φ = J0 + D2 · φ and D2 = ∂²θ/∂φ∂φ' (see :func:`_second_derivatives`)."""
+    J0, D2 = _second_derivatives(state)
+    return J0 + D2 @ phi, D2
+
+
+def em_theta(state, ev) -> np.ndarray:
+    """The EM-REML update of θ (see module docstring)."""
+    theta = ev.theta.copy()
+    for k, t in enumerate(state.spec.terms):
+        sl = state.slices[k]
+        theta[sl] = t.structure.em(ev.em["terms"][k], theta[sl])
+    theta[state.slices[-1]] = ev.em["residual"]
+    return theta
+
+
+def _newton_direction(state, ev) -> np.ndarray | None:
+    phi = to_phi(state, ev.theta)
+    J, D2 = _jacobians(state, phi)
+    g = J.T @ ev.score
+    H = J.T @ ev.ai @ J - np.einsum("j,jab->ab", ev.score, D2)
+    try:
+        c = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        H = J.T @ ev.ai @ J
+        mu = 1e-6 * max(float(np.trace(H)) / len(H), 1e-300)
+        for _ in range(20):
+            try:
+                c = np.linalg.cholesky(H + mu * np.eye(len(H)))
+                break
+            except np.linalg.LinAlgError:
+                mu *= 10
+        else:
+            return None
+    return phi, np.linalg.solve(c.T, np.linalg.solve(c, g))
+
+
+def _ai_step(state, ev, method):
+    got = _newton_direction(state, ev)
+    if got is None:
+        return None, None
+    phi, delta = got
+    t = 1.0
+    for _ in range(12):
+        cand = from_phi(state, phi + t * delta)
+        try:
+            trial = state.evaluate(cand, derivatives=True, method=method)
+        except _INFEASIBLE:
+            t /= 2
+            continue
+        if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
+            return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
+        t /= 2
+    return None, None
+
+
+def _row(state, it, kind, ev) -> dict:
+    return dict(iteration=it, step=kind, m2ll=ev.m2ll, **dict(zip(state.theta_names, map(float, ev.theta))))
+
+
+def optimise_general(state, *, method: str = "reml", start=None, max_iter: int = 200) -> GeneralOptim:
+    """Maximise the (RE)ML likelihood of a :class:`~henderson.solvers.general.GeneralMME` over θ.
+
+    A run that reaches ``max_iter`` warns with a :class:`~henderson.ConvergenceWarning`
+    carrying the log (also on the result).
+    """
+    theta = np.asarray(start if start is not None else state.start(), dtype=float)
+    theta = from_phi(state, to_phi(state, theta))  # a PSD start
+    ev = state.evaluate(theta, derivatives=True, method=method)
+    rows = [_row(state, 0, "start", ev)]
+    converged = False
+    it = flat = 0
+    for it in range(1, max_iter + 1):
+        new, kind = _ai_step(state, ev, method)
+        if new is None:
+            try:
+                new = state.evaluate(em_theta(state, ev), derivatives=True, method=method)
+                kind = "em"
+            except _INFEASIBLE:
+                new, kind = ev, "stuck"
+        scale = _scale(state, new.theta)
+        change = float(np.max(np.abs(new.theta - ev.theta) / scale))
+        dm = abs(ev.m2ll - new.m2ll)
+        ev = new
+        rows.append(_row(state, it, kind, ev))
+        report(it)
+        grad = float(np.max(np.abs(ev.score) * scale))
+        flat = flat + 1 if dm < 1e-9 * max(1.0, abs(ev.m2ll)) else 0
+        # flat: near a rank-deficient Σ the MME carry Σ⁻¹ and −2 log L is only accurate
+        # to ~1e-9 relative, so θ keeps jittering below that; three steps in a row that
+        # change nothing beyond it are convergence
+        if (change < 1e-8 and dm < 1e-10 * max(1.0, abs(ev.m2ll))) or grad < 1e-7 or flat >= 3:
+            converged = kind != "stuck"
+            break
+    log = pd.DataFrame(rows)
+    if not converged:
+        warnings.warn(ConvergenceWarning(
+            f"REML did not converge in {it} iterations (last -2logL {ev.m2ll:.8f}); "
+            f"last iterations:\n{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+    return GeneralOptim(ev, it, converged, log, boundary_of(state, ev.theta))
+
+
+def boundary_of(state, theta, rel: float = 1e-6) -> list:
+    """Names of the structures on the boundary: a Σ whose smallest eigenvalue is
+    ≤ rel × its largest (a variance at 0, a rank-deficient Σ), or a variance parameter
+    ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case)."""
+    out = []
+    names = [t.name for t in state.spec.terms] + ["Residual"]
+    for name, s, sl in zip(names, _structures(state), state.slices):
+        S = s.sigma(theta[sl])
+        w = np.linalg.eigvalsh(S)
+        top = float(np.max(np.diag(S)))
+        if (w.max() <= 0 or w.min() <= rel * w.max()
+                or np.any(theta[sl][s.is_variance()] <= rel * top)):
+            out.append(name)
+    return out
