@@ -45,7 +45,17 @@ def rss_mb() -> float:
 def _timed(f, *a, **k):
     t = time.perf_counter()
     out = f(*a, **k)
-    return out, time.perf_counter() - t
+    dt = time.perf_counter() - t
+    _progress(f"{getattr(f, '__name__', f)}: {dt:.2f} s")
+    return out, dt
+
+
+def _progress(msg: str) -> None:
+    """One line per step to $BENCH_PROGRESS (if set), to follow a long run."""
+    path = os.environ.get("BENCH_PROGRESS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
 
 
 def _sim(n, k, m, seed=1):
