@@ -1,28 +1,35 @@
-"""Benchmark: single-step H⁻¹ set-up, APY set-up and a 100,000-animal ssGBLUP solve.
+"""Benchmark: single-step H⁻¹ set-up, A22⁻¹ routes, APY set-up and a 100,000-animal solve.
 
 Usage::
 
-    flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_single_step.py \\
-        [--n 200000 --k 5000 --m 50000] [--apy-k 12000 --apy-core 3000 --apy-m 5000] \\
-        [--solve-n 100000 --solve-k 2000] [--write benchmarks/results/single_step.md]
+    OPENBLAS_NUM_THREADS=1 flock /tmp/henderson-bench.lock .venv/bin/python \
+        benchmarks/bench_single_step.py [--n 200000 --k 5000 --m 50000] \
+        [--routes-n 50000 --routes-k 3000] [--apy-k 8000 --apy-core 2000 --apy-m 5000] \
+        [--solve-n 100000 --solve-k 2000 --solve-m 10000] [--parts routes,apy,solve,hinv] \
+        [--write benchmarks/results/single_step.md]
 
 Every part runs in a fresh child process (its peak resident memory, ``ru_maxrss``,
 then counts only that part), on seeded simulations (``henderson._testing``): a
-pedigree of ``n`` animals whose ``k`` youngest are genotyped at ``m`` SNPs.
+pedigree of ``n`` animals whose ``k`` youngest are genotyped at ``m`` SNPs (genotypes
+drawn independently of the pedigree: the timings do not depend on their values).
+Set ``BENCH_PROGRESS=file`` to log each timed step as it ends.
 
-Parts and the floor each is compared with *in the same process*:
+Parts and the floor or peer each is compared with *in the same process*:
 
 - ``hinv``: :func:`single_step_inverse` with preGSf90's defaults (G from the genotypes,
-  A22 by Colleau, blend 0.95/0.05, tunedG 2, A22⁻¹, G*⁻¹, assembly; diag(H) off, it is
-  timed apart), against the floor "form G from the genotypes and invert it"
-  (genomic_relationship + dense Cholesky inverse of G + 0.01 I). Also both A22⁻¹
-  routes (sparse partition of the pruned A⁻¹ vs Colleau + dense Cholesky inverse),
-  and diag(H).
+  A22 by Colleau, blend 0.95/0.05, tunedG 2, A22⁻¹, G*⁻¹, assembly; diag(H) off) against
+  the floor "form G from the genotypes and invert it" (genomic_relationship + dense
+  Cholesky inverse of G + 0.01 I).
+- ``routes``: A22⁻¹ by the sparse partition of the pruned A⁻¹ against Colleau + dense
+  Cholesky inverse.
 - ``apy``: APY G⁻¹ set-up (Misztal 2016) with a random core against the full dense
   inverse of the same G.
 - ``solve``: ssGBLUP at given variances (BLUP, the BLUPF90 workflow) on a pedigree of
   ``solve-n`` animals with the sparse direct solver, against pedigree BLUP (A⁻¹ only)
-  of the same records in the same run.
+  of the same records; its H⁻¹ set-up includes diag(H) (k sparse solves).
+
+On a shared, oversubscribed machine run with ``OPENBLAS_NUM_THREADS=1``: threaded BLAS
+calls then wait on busy cores and small dense factorisations take seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +52,17 @@ def rss_mb() -> float:
 def _timed(f, *a, **k):
     t = time.perf_counter()
     out = f(*a, **k)
-    return out, time.perf_counter() - t
+    dt = time.perf_counter() - t
+    _progress(f"{getattr(f, '__name__', f)}: {dt:.2f} s")
+    return out, dt
+
+
+def _progress(msg: str) -> None:
+    """One line per step to $BENCH_PROGRESS (if set), to follow a long run."""
+    path = os.environ.get("BENCH_PROGRESS")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
 
 
 def _sim(n, k, m, seed=1):
@@ -96,7 +113,20 @@ def part_hinv(n, k, m) -> dict:
     out["ratio_hinv_to_floor"] = dt / out["floor_s"]
     out["rss_peak_hinv_mb"] = rss_mb()
     del H
-    # the two A22⁻¹ routes
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_routes(n, k) -> dict:
+    """A22⁻¹ by the sparse partition of the pruned A⁻¹ vs Colleau + dense Cholesky inverse."""
+    import numpy as np
+    import scipy.linalg as sla
+
+    from henderson.relationships.pedigree import pedigree_relationship
+    from henderson.relationships.single_step import a22_inverse_sparse
+
+    ped, ids, _, _ = _sim(n, k, 0)
+    out = {"n": n, "k": k}
     _, out["a22inv_sparse_partition_s"] = _timed(a22_inverse_sparse, ped, ids)
 
     def colleau_dense():
@@ -106,11 +136,7 @@ def part_hinv(n, k, m) -> dict:
 
     _, out["a22inv_colleau_plus_dense_s"] = _timed(colleau_dense)
     _, out["a22_colleau_only_s"] = _timed(pedigree_relationship, ped, ids)
-    # diag(H) for reliabilities (k sparse solves on the non-genotyped block)
-    if float(n - k) * k <= 2e9:
-        H, dt = _timed(single_step_inverse, ped, geno, diag=True)
-        out["hinv_with_diag_s"] = dt
-        out["diag_only_s"] = H.info["timings"]["diag"]
+    out["ratio_sparse_to_dense"] = out["a22inv_sparse_partition_s"] / out["a22inv_colleau_plus_dense_s"]
     out["rss_peak_mb"] = rss_mb()
     return out
 
@@ -180,21 +206,24 @@ def machine() -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["hinv", "apy", "solve"])
+    ap.add_argument("--part", choices=["hinv", "routes", "apy", "solve"])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--k", type=int, default=5_000)
     ap.add_argument("--m", type=int, default=50_000)
-    ap.add_argument("--apy-k", type=int, default=12_000)
-    ap.add_argument("--apy-core", type=int, default=3_000)
+    ap.add_argument("--routes-n", type=int, default=50_000)
+    ap.add_argument("--routes-k", type=int, default=3_000)
+    ap.add_argument("--apy-k", type=int, default=8_000)
+    ap.add_argument("--apy-core", type=int, default=2_000)
     ap.add_argument("--apy-m", type=int, default=5_000)
     ap.add_argument("--solve-n", type=int, default=100_000)
     ap.add_argument("--solve-k", type=int, default=2_000)
     ap.add_argument("--solve-m", type=int, default=10_000)
-    ap.add_argument("--parts", default="hinv,apy,solve")
+    ap.add_argument("--parts", default="routes,apy,solve,hinv")
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
     if a.part:
-        f = {"hinv": lambda: part_hinv(a.n, a.k, a.m), "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
+        f = {"hinv": lambda: part_hinv(a.n, a.k, a.m), "routes": lambda: part_routes(a.routes_n, a.routes_k),
+             "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
              "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m)}[a.part]
         print(json.dumps(f()))
         return
@@ -212,10 +241,10 @@ def main():
         results[part] = json.loads(r.stdout.strip().splitlines()[-1])
         results[part]["wall_s"] = time.perf_counter() - t
         print(part, json.dumps(results[part], indent=1), flush=True)
-    text = json.dumps(results, indent=1)
-    if a.write:
-        a.write.write_text("# single-step benchmark\n\nCommand: `" + " ".join(sys.argv) + "`\n\n```json\n"
-                           + text + "\n```\n")
+        if a.write:  # after every part, so a long run keeps what it has measured
+            a.write.write_text("# single-step benchmark\n\nCommand: `" + " ".join(sys.argv) + "`"
+                               + f" (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"
+                               + "\n\n```json\n" + json.dumps(results, indent=1) + "\n```\n")
 
 
 if __name__ == "__main__":

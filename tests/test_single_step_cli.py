@@ -101,3 +101,17 @@ def test_cv_ssgblup_young_and_forward_in_time(files, capsys):
     assert "forward in time" in s["validation"]["scheme"] and "2004" in s["validation"]["scheme"]
     p2 = pd.read_csv(d / "cv2" / "cv_predictions.csv", dtype={"id": str})
     assert set(p2["id"]) <= set(r.loc[r["year"] >= 2004, "id"])
+
+
+def test_ssgblup_add_missing_genotyped(files, capsys):
+    d, ped, g, rec = files
+    g2 = g.rename(index={g.index[0]: "newcomer"})
+    g2.to_csv(d / "geno_new.csv")
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno_new.csv", "--out", d / "o5", "-q", "--sigma2", "2,5",
+                            "--add-missing-genotyped", "--no-snp-effects"], capsys)
+    assert code == 0, err
+    assert "1 genotyped id(s) not in the pedigree were added as founders" in (d / "o5" / "summary.json").read_text()
+    bv = pd.read_csv(d / "o5" / "breeding_values.csv", dtype={"id": str}).set_index("id")
+    assert len(bv) == 301 and bv.loc["newcomer", "genotyped"] and np.isnan(bv.loc["newcomer", "ebv_pedigree"])
+    assert json.loads((d / "o5" / "summary.json").read_text())["results"]["n_added_founders"] == 1

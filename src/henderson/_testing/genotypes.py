@@ -90,3 +90,45 @@ def simulate_genotypes(
     ids = [f"ind{j + 1}" for j in range(n)]
     info = {"source": "simulate_genotypes", "seed": seed, "true_freq": pop_freq if structure else freq}
     return Genotypes(ids, snps, d, info)
+
+
+def simulate_genotypes_on_pedigree(frame: pd.DataFrame, ids, p: int, seed: int = 0,
+                                   maf_range: tuple[float, float] = (0.05, 0.5)) -> Genotypes:
+    """Genotypes that follow a pedigree: gene dropping at ``p`` unlinked SNPs.
+
+    Founders (and unknown parents) draw alleles from base-population frequencies
+    (uniform minor allele frequency on ``maf_range``); every other animal gets one of
+    its sire's two alleles and one of its dam's, each with probability 1/2. So G
+    reflects the pedigree relationships plus Mendelian sampling, as real data do.
+
+    Parameters
+    ----------
+    frame : DataFrame with ``id, sire, dam``
+    ids : array of str, shape (k,) — the animals to return (the genotyped ones)
+    p : int
+    seed : int
+
+    Returns
+    -------
+    Genotypes, k individuals (in the order of ``ids``) × p SNPs, int8 counts;
+    ``info["true_freq"]`` the base frequencies.
+
+    Notes
+    -----
+    Memory is 2 n p bytes for the n animals of the pedigree (haplotypes of all), so
+    keep n p to a few hundred million.
+    """
+    from ..io.pedigree import read_pedigree
+    from ._gene_drop import gene_drop
+
+    ped = read_pedigree(frame[["id", "sire", "dam"]])
+    rng = np.random.default_rng(seed)
+    lo, hi = maf_range
+    maf = rng.uniform(lo, hi, size=p)
+    freq = np.where(rng.random(p) < 0.5, 1.0 - maf, maf)
+    hap = gene_drop(ped.sire, ped.dam, freq, int(rng.integers(2**31 - 1)))
+    codes = ped.codes_of(ids)
+    d = (hap[codes, :, 0] + hap[codes, :, 1]).astype(np.int8)
+    base = simulate_genotypes(1, p, seed=seed)  # SNP table (ids, map, alleles) only
+    return Genotypes(np.asarray([str(i) for i in ids], dtype=object), base.snps, d,
+                     {"source": "simulate_genotypes_on_pedigree", "seed": seed, "true_freq": freq})

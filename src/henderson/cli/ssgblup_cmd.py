@@ -111,8 +111,9 @@ def ssgblup(
         s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
         bv = bv_table(est.gebv_)
         bv["genotyped"] = bv["id"].isin(pd.Index(gids))
-        bv["ebv_pedigree"] = ebv_ped.loc[bv["id"], "gebv"].to_numpy()
-        bv["reliability_pedigree"] = ebv_ped.loc[bv["id"], "reliability"].to_numpy()
+        # genotyped ids added as founders (--add-missing-genotyped) have no pedigree EBV: NaN
+        bv["ebv_pedigree"] = ebv_ped["gebv"].reindex(bv["id"]).to_numpy()
+        bv["reliability_pedigree"] = ebv_ped["reliability"].reindex(bv["id"]).to_numpy()
         s.write_csv(bv, "breeding_values.csv")
         if est.snp_effects_ is not None:
             s.write_csv(est.snp_effects_, "snp_effects.csv")

@@ -25,9 +25,10 @@ A₂₂⁻¹ is never taken from the full A. Two exact routes (``a22_inverse``):
   2017), one sparse factorisation of A⁻¹₁₁ and k solves with its factor;
 - ``"dense"``: A₂₂ by Colleau's (2002) indirect method, then a dense Cholesky inverse.
 
-``"auto"`` takes ``"sparse"``: it was the cheaper of the two at every size measured
-(``benchmarks/results/single_step.md``), even when A₂₂ itself is formed anyway by
-Colleau's method for blending and tuning (which need A₂₂, not its inverse).
+``"auto"`` takes ``"dense"``: with scipy's SuperLU, whose solves go one column at a
+time, the k solves of the sparse route cost more than the BLAS-3 Cholesky inverse at
+every size measured (``benchmarks/results/single_step.md``), and blending and tuning
+need A₂₂ itself anyway. The sparse route stays for a faster sparse solver.
 
 log|H| (for REML) and diag(H) (for reliabilities) come from the block inverse of H⁻¹:
 H₂₂ = T⁻¹ with T = τG*⁻¹ + (1 − ω)A₂₂⁻¹, log|H| = log|A| − log|A₂₂| − log|T|, and
@@ -312,9 +313,11 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     timings["A_inverse"] = time.perf_counter() - t
     k = len(gids)
     need_a22 = beta > 0 or tuning is not None or a22_inverse == "dense"
-    # "auto" is the sparse partition: k solves with a sparse factor cost less than the k³
-    # dense inverse at every size measured (benchmarks/results/single_step.md)
-    method = "sparse" if a22_inverse == "auto" else a22_inverse
+    # "auto" is Colleau + dense Cholesky inverse: k SuperLU solves (one column at a time,
+    # memory-bound) cost more than the k³/3 BLAS-3 inverse at every size measured
+    # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 15.4 s vs 8.2 s)
+    method = "dense" if a22_inverse == "auto" else a22_inverse
+    need_a22 = need_a22 or method == "dense"
     a22 = None
     if need_a22:
         t = time.perf_counter()

@@ -74,11 +74,14 @@ def add_single_step(report: Report, est, ebv_ped: pd.DataFrame | None, G=None, A
                              "and after (blue) blending and tuning",
                      alt="Scatter plots of G and G* against A22, diagonal and off-diagonal")
     if ebv_ped is not None:
+        ebv_ped = ebv_ped.reindex(t.index)  # added founders (not in the pedigree file): NaN
         report.section("Pedigree EBV against single-step GEBV (genotyped animals)")
         ids = t.index[geno]
         x, y = ebv_ped.loc[ids, "gebv"].to_numpy(), t.loc[ids, "gebv"].to_numpy()
         r_ped, r_ss = ebv_ped.loc[ids, "reliability"].to_numpy(), t.loc[ids, "reliability"].to_numpy()
         report.start_grid()
+        ok = np.isfinite(x)
+        x, y, r_ped, r_ss = x[ok], y[ok], r_ped[ok], r_ss[ok]
         report.image(plots.scatter_agreement(x, y, "pedigree BLUP EBV", "ssGBLUP GEBV",
                                              f"{len(ids):,} genotyped animals"),
                      caption="Same variance components in both models", alt="Scatter of EBV against GEBV")
@@ -95,7 +98,13 @@ def add_single_step(report: Report, est, ebv_ped: pd.DataFrame | None, G=None, A
                 gains.append({"animals": label, "n": len(i),
                               "mean reliability, pedigree BLUP": float(np.nanmean(ebv_ped.loc[i, "reliability"])),
                               "mean reliability, ssGBLUP": float(np.nanmean(t.loc[i, "reliability"])),
-                              "correlation EBV, GEBV": float(np.corrcoef(ebv_ped.loc[i, "gebv"],
-                                                                          t.loc[i, "gebv"])[0, 1])
-                              if len(i) > 2 else np.nan})
+                              "correlation EBV, GEBV": _corr(ebv_ped.loc[i, "gebv"], t.loc[i, "gebv"])})
         report.table(pd.DataFrame(gains), caption="Reliability gains (NaN where not computed)", index=False)
+
+
+def _corr(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
