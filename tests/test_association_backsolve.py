@@ -161,3 +161,21 @@ def test_reml_fit_backsolve_runs_and_zero_variance_is_stated(case):
     t = henderson.association(gb, geno)
     assert (t.effect == 0).all() and t.p.isna().all()
     assert any("sigma2_g estimated at 0" in n for n in t.attrs["notes"])
+
+
+def test_float32_whitening_of_large_problems_agrees_with_float64(case, monkeypatch):
+    """From FLOAT32_FROM records SNP blocks are whitened in float32: same statistics to ~1e-5."""
+    from henderson.association import _fixed
+
+    geno, y, data = case
+    gb = henderson.GBLUP(fixed="x", sigma2=(S_G, S_E)).fit(geno, y, data=data)
+    t64 = henderson.association(gb, geno)
+    m64 = henderson.association(y, geno, method="mlma", fixed="x", data=data)
+    monkeypatch.setattr(_fixed, "FLOAT32_FROM", 1)
+    t32 = henderson.association(gb, geno)
+    m32 = henderson.association(y, geno, method="mlma", fixed="x", data=data)
+    # float32 has 24-bit mantissas (6e-8); a whitened column sums n = 100 such terms
+    np.testing.assert_allclose(t32.se, t64.se, rtol=1e-5)
+    np.testing.assert_allclose(t32.effect, t64.effect, rtol=1e-4, atol=1e-5 * t64.se.max())
+    np.testing.assert_allclose(-np.log10(m32.p), -np.log10(m64.p), atol=1e-4)
+    assert not np.array_equal(t32.se, t64.se)  # the float32 path did run
