@@ -179,3 +179,23 @@ def test_float32_whitening_of_large_problems_agrees_with_float64(case, monkeypat
     np.testing.assert_allclose(t32.effect, t64.effect, rtol=1e-4, atol=1e-5 * t64.se.max())
     np.testing.assert_allclose(-np.log10(m32.p), -np.log10(m64.p), atol=1e-4)
     assert not np.array_equal(t32.se, t64.se)  # the float32 path did run
+
+
+def test_snpblup_many_records_uses_the_marker_space_pev(case, monkeypatch):
+    """Above KERNEL_MAX_RECORDS no n × n kernel: Var(β̂) = σ²_β − PEV from SNP-BLUP's MME inverse."""
+    import importlib
+
+    bs_mod = importlib.import_module("henderson.association.backsolve")  # the module, not the function
+
+    geno, y, data = case
+    sub = geno.subset(snps=geno.snp_ids[:60])  # m < N: SNP-BLUP in marker space, SEs from the MME
+    freq = sub.allele_freq
+    c = 2 * np.sum(freq * (1 - freq))
+    sb = henderson.SNPBLUP(fixed="x", sigma2=(S_G / c, S_E)).fit(sub, y, data=data)
+    assert sb.space_ == "marker"
+    ref = henderson.association(sb, sub)
+    monkeypatch.setattr(bs_mod, "KERNEL_MAX_RECORDS", 10)
+    t = henderson.association(sb, sub)
+    assert "PEV" in t.attrs["method"]
+    np.testing.assert_allclose(t.effect, ref.effect, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(t.se, ref.se, rtol=1e-6)  # σ²_β − PEV cancels a few digits
