@@ -199,3 +199,13 @@ def test_snpblup_many_records_uses_the_marker_space_pev(case, monkeypatch):
     assert "PEV" in t.attrs["method"]
     np.testing.assert_allclose(t.effect, ref.effect, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(t.se, ref.se, rtol=1e-6)  # σ²_β − PEV cancels a few digits
+
+
+def test_backsolve_reads_a_plink_file_in_blocks(case, tmp_path):
+    geno, y, data = case
+    gb = henderson.GBLUP(fixed="x", sigma2=(S_G, S_E)).fit(geno, y, data=data)
+    henderson.write_plink(tmp_path / "g", geno)
+    a = henderson.association(gb, geno)
+    b = henderson.association(gb, tmp_path / "g", block_size=37)
+    np.testing.assert_allclose(b.effect, a.effect, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(b.se, a.se, rtol=1e-10)
