@@ -51,7 +51,8 @@ from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
 __all__ += ["cross_validate", "CVResult", "FormulaModel"]
 
-# the function shadows its package's name on purpose: henderson.association(fit, genotypes)
-from .association import association, genomic_control, variance_windows  # noqa: E402
+# henderson.association is a callable package: henderson.association(fit, genotypes)
+from . import association  # noqa: E402
+from .association import genomic_control, variance_windows  # noqa: E402
 
 __all__ += ["association", "variance_windows", "genomic_control"]
