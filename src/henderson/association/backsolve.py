@@ -78,7 +78,7 @@ def backsolve(fm: Fitted, source: GenotypeSource):
         a, b = fr.forms(W)  # w'P_H y, w'P_H w with P_H = σ²_e P
         t.loc[idx, "effect"] = s_b * a / s_e
         t.loc[idx, "se"] = s_b * np.sqrt(b / s_e)
-        t.loc[idx, "tested"] = True
+        t.loc[idx, "tested"] = b > 1e-12 * max(1.0, float(np.max(b)))  # constant among the records: untested
     _finish(t)
     method = (f"backsolve ({fm.kind}: beta = sigma2_beta W'Z'Py, Var(beta) = sigma2_beta^2 "
               f"diag(W'Z'PZW), exact; Gualdron Duarte et al. 2014)")
@@ -122,6 +122,7 @@ def _finish(t) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         t["z"] = t["effect"] / t["se"]
     t["p"] = 2.0 * stats.norm.sf(np.abs(t["z"].to_numpy(dtype=float)))
+    t.loc[~t["tested"].astype(bool), ["z", "p"]] = np.nan
 
 
 def _backsolve_pec(fm: Fitted, source: GenotypeSource):
