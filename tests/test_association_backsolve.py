@@ -161,3 +161,51 @@ def test_reml_fit_backsolve_runs_and_zero_variance_is_stated(case):
     t = henderson.association(gb, geno)
     assert (t.effect == 0).all() and t.p.isna().all()
     assert any("sigma2_g estimated at 0" in n for n in t.attrs["notes"])
+
+
+def test_float32_whitening_of_large_problems_agrees_with_float64(case, monkeypatch):
+    """From FLOAT32_FROM records SNP blocks are whitened in float32: same statistics to ~1e-5."""
+    from henderson.gwas import _fixed
+
+    geno, y, data = case
+    gb = henderson.GBLUP(fixed="x", sigma2=(S_G, S_E)).fit(geno, y, data=data)
+    t64 = henderson.association(gb, geno)
+    m64 = henderson.association(y, geno, method="mlma", fixed="x", data=data)
+    monkeypatch.setattr(_fixed, "FLOAT32_FROM", 1)
+    t32 = henderson.association(gb, geno)
+    m32 = henderson.association(y, geno, method="mlma", fixed="x", data=data)
+    # float32 has 24-bit mantissas (6e-8); a whitened column sums n = 100 such terms
+    np.testing.assert_allclose(t32.se, t64.se, rtol=1e-5)
+    np.testing.assert_allclose(t32.effect, t64.effect, rtol=1e-4, atol=1e-5 * t64.se.max())
+    np.testing.assert_allclose(-np.log10(m32.p), -np.log10(m64.p), atol=1e-4)
+    assert not np.array_equal(t32.se, t64.se)  # the float32 path did run
+
+
+def test_snpblup_many_records_uses_the_marker_space_pev(case, monkeypatch):
+    """Above KERNEL_MAX_RECORDS no n × n kernel: Var(β̂) = σ²_β − PEV from SNP-BLUP's MME inverse."""
+    import importlib
+
+    bs_mod = importlib.import_module("henderson.gwas.backsolve")  # the module, not the function
+
+    geno, y, data = case
+    sub = geno.subset(snps=geno.snp_ids[:60])  # m < N: SNP-BLUP in marker space, SEs from the MME
+    freq = sub.allele_freq
+    c = 2 * np.sum(freq * (1 - freq))
+    sb = henderson.SNPBLUP(fixed="x", sigma2=(S_G / c, S_E)).fit(sub, y, data=data)
+    assert sb.space_ == "marker"
+    ref = henderson.association(sb, sub)
+    monkeypatch.setattr(bs_mod, "KERNEL_MAX_RECORDS", 10)
+    t = henderson.association(sb, sub)
+    assert "PEV" in t.attrs["method"]
+    np.testing.assert_allclose(t.effect, ref.effect, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(t.se, ref.se, rtol=1e-6)  # σ²_β − PEV cancels a few digits
+
+
+def test_backsolve_reads_a_plink_file_in_blocks(case, tmp_path):
+    geno, y, data = case
+    gb = henderson.GBLUP(fixed="x", sigma2=(S_G, S_E)).fit(geno, y, data=data)
+    henderson.write_plink(tmp_path / "g", geno)
+    a = henderson.association(gb, geno)
+    b = henderson.association(gb, tmp_path / "g", block_size=37)
+    np.testing.assert_allclose(b.effect, a.effect, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(b.se, a.se, rtol=1e-10)

@@ -15,6 +15,7 @@ variance per window; :func:`genomic_control` is λ_GC.
 
 from __future__ import annotations
 
+
 import pandas as pd
 
 from .._threads import blas_threads_for
@@ -22,8 +23,8 @@ from ..errors import DataError
 from ._model import design_of, fitted_model
 from ._source import GenotypeSource
 from ._table import COLUMNS, genomic_control
-from .backsolve import backsolve
-from .mlma import mlma
+from .backsolve import backsolve as _backsolve
+from .mlma import mlma as _mlma
 from .windows import parse_window, variance_windows
 
 __all__ = ["association", "variance_windows", "genomic_control", "parse_window"]
@@ -104,7 +105,7 @@ def _run(model, source, method, p3d, loco, fixed, data, missing):
         if loco or not p3d:
             raise DataError("loco= and p3d= are options of method='mlma', not of 'backsolve'")
         fm = fitted_model(model)
-        table, how, notes = backsolve(fm, source)
+        table, how, notes = _backsolve(fm, source)
     else:
         G = sigma2 = None
         if isinstance(model, pd.Series):
@@ -121,6 +122,6 @@ def _run(model, source, method, p3d, loco, fixed, data, missing):
                 G = fm.G
                 if fm.estimator.method == "reml" and not loco:
                     sigma2 = (fm.sigma2_g, fm.sigma2_e)  # the fitted null model (REML)
-        table, how, notes = mlma(design, source, p3d=p3d, loco=loco, G=G, sigma2=sigma2)
+        table, how, notes = _mlma(design, source, p3d=p3d, loco=loco, G=G, sigma2=sigma2)
         notes = list(design.notes) + notes
     return table, how, notes

@@ -10,15 +10,25 @@ give for every SNP j the two quadratic forms every test below needs,
 
     a_j = w_j'P_H y = R_j'r,   b_j = w_j'P_H w_j = ‖R_j‖²,   y'P_H y = ‖r‖²,
 
-with P_H = H⁻¹ − H⁻¹X(X'H⁻¹X)⁻¹X'H⁻¹ (= σ²_e P). Cost: n³/3 once, n²b per block.
+with P_H = H⁻¹ − H⁻¹X(X'H⁻¹X)⁻¹X'H⁻¹ (= σ²_e P). Cost: n³/3 once, n²b/2 per block.
+
+From n = :data:`FLOAT32_FROM` records the triangular solve of the SNP blocks (the
+O(n²m) step, all the time at scale) runs in float32 (BLAS ``strsm``, twice the speed
+of float64); the Cholesky factor, y, X and all the sums stay float64. The solve's
+relative error is about κ(L)·6e-8, and the statistics derived from it agree with the
+float64 path to ~1e-5 relative (tested).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import blas
 
 from ..errors import ModelError
+
+#: records from which SNP blocks are whitened in float32 (strsm) instead of float64
+FLOAT32_FROM = 2000
 
 
 class FixedRatio:
@@ -43,6 +53,7 @@ class FixedRatio:
             raise ModelError(f"lambda*K + I is not positive definite (LAPACK info {info}): K has "
                              "a negative eigenvalue; check the kernel")
         self.L = L
+        self.L32 = np.asfortranarray(L, dtype=np.float32) if n >= FLOAT32_FROM else None
         Xt = self._white(X)
         self.Q, r = np.linalg.qr(Xt)
         if np.min(np.abs(np.diag(r))) <= 1e-10 * np.max(np.abs(np.diag(r))):
@@ -59,5 +70,10 @@ class FixedRatio:
 
     def forms(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(a, b), each shape (b,): w'P_H y and w'P_H w for the columns of ``Wb`` (n, b)."""
-        R = self._residualise(self._white(Wb))
+        if self.L32 is not None:
+            Wt = blas.strsm(1.0, self.L32, np.asfortranarray(Wb, dtype=np.float32), lower=1,
+                            overwrite_b=1).astype(np.float64)
+        else:
+            Wt = self._white(Wb)
+        R = self._residualise(Wt)
         return R.T @ self.r, np.einsum("ij,ij->j", R, R)

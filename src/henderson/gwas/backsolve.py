@@ -68,6 +68,8 @@ def backsolve(fm: Fitted, source: GenotypeSource):
         notes.append("sigma2_g estimated at 0: every back-solved effect is 0 and nothing is tested")
         t.loc[ok, ["effect", "se"]] = 0.0
         return t, "backsolve", notes
+    if fm.G is None and len(rows) > KERNEL_MAX_RECORDS:
+        return _from_snp_pev(fm, t, ok, notes)
     Kr = _record_kernel(fm, source, rows, freq)
     fr = FixedRatio(Kr, s_g / s_e, d.y, d.X)
     del Kr
@@ -76,11 +78,33 @@ def backsolve(fm: Fitted, source: GenotypeSource):
         a, b = fr.forms(W)  # w'P_H y, w'P_H w with P_H = σ²_e P
         t.loc[idx, "effect"] = s_b * a / s_e
         t.loc[idx, "se"] = s_b * np.sqrt(b / s_e)
-        t.loc[idx, "tested"] = True
+        t.loc[idx, "tested"] = b > 1e-12 * max(1.0, float(np.max(b)))  # constant among the records: untested
     _finish(t)
     method = (f"backsolve ({fm.kind}: beta = sigma2_beta W'Z'Py, Var(beta) = sigma2_beta^2 "
               f"diag(W'Z'PZW), exact; Gualdron Duarte et al. 2014)")
     return t, method, notes
+
+
+#: SNP-BLUP records above which the n × n kernel is not formed (8 bytes · n² > 3 GB):
+#: the SEs come from the fit's marker-space PEV instead
+KERNEL_MAX_RECORDS = 20000
+
+
+def _from_snp_pev(fm: Fitted, t, ok, notes):
+    """SNP-BLUP solved in marker space: Var(β̂) = σ²_β − PEV(β̂), PEV from its MME inverse."""
+    eff = fm.estimator.snp_effects_
+    if not np.isfinite(eff["se"].to_numpy(dtype=float)[ok]).all():
+        raise ModelError(f"{len(fm.design.y):,} records are too many for the n x n kernel, and the SNP-BLUP "
+                         "fit has no SNP-effect SEs: refit with SNPBLUP(snp_se=True) (marker space)")
+    s_b = fm.sigma2_g / fm.scale
+    var = np.maximum(s_b - eff["se"].to_numpy(dtype=float) ** 2, 0.0)
+    t.loc[ok, "effect"] = eff["effect"].to_numpy(dtype=float)[ok]
+    t.loc[ok, "se"] = np.sqrt(var[ok])
+    t.loc[ok, "tested"] = True
+    _finish(t)
+    notes.append("Var(beta) = sigma2_beta - PEV(beta) from the marker-space MME inverse (loses digits "
+                 "where PEV is close to sigma2_beta, i.e. for SNPs the data say little about)")
+    return t, "backsolve (SNPBLUP: beta from the MME, Var(beta) = sigma2_beta - PEV(beta), exact)", notes
 
 
 def _record_kernel(fm: Fitted, source, rows, freq) -> np.ndarray:
@@ -98,6 +122,7 @@ def _finish(t) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         t["z"] = t["effect"] / t["se"]
     t["p"] = 2.0 * stats.norm.sf(np.abs(t["z"].to_numpy(dtype=float)))
+    t.loc[~t["tested"].astype(bool), ["z", "p"]] = np.nan
 
 
 def _backsolve_pec(fm: Fitted, source: GenotypeSource):
