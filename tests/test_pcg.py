@@ -204,10 +204,11 @@ def test_sampled_pev_within_its_se_of_exact(gryphon):
     for name in b.blups:
         pa, pb = a.blups[name], b.blups[name]
         err = np.abs(pa["pev"] - pb["pev"])
-        # every level within 5 reported SEs (+ round-off for levels whose PEV equals the prior)
-        assert (err <= 5 * pa["pev_se"] + 1e-9 * pb["pev"]).all(), name
+        # every level within 5 reported SEs; + 1e-6 relative for the levels without
+        # information (PEV = prior, SE 0), whose error is the sample solves' (tolerance 1e-8)
+        assert (err <= 5 * pa["pev_se"] + 1e-6 * pb["pev"]).all(), name
         # the SE is honest: about 95 % within 2 SE (binomial range for these level counts)
-        inside = (err <= 2 * pa["pev_se"] + 1e-9 * pb["pev"]).mean()
+        inside = (err <= 2 * pa["pev_se"] + 1e-6 * pb["pev"]).mean()
         assert 0.85 <= inside <= 1.0, (name, inside)
         # and useful: mean relative error below 10 % with 200 samples
         assert (err / pb["pev"]).mean() < 0.1

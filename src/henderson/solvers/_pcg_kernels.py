@@ -78,3 +78,33 @@ def pedigree_sample(order, sire, dam, sd, z, out):
         if dam[i] >= 0:
             v += 0.5 * out[dam[i]]
         out[i] = v
+
+
+# Vector steps of PCG, fused and single-threaded: a BLAS ddot that spawns threads on a
+# busy machine was measured at 15 ms per 100,000-vector here (vs 0.1 ms in a loop).
+
+@nb.njit(cache=True, nogil=True)
+def dot(a, b):
+    acc = 0.0
+    for i in range(len(a)):
+        acc += a[i] * b[i]
+    return acc
+
+
+@nb.njit(cache=True, nogil=True)
+def cg_step(x, r, d, q, alpha):
+    """x += αd, r −= αq; returns ‖r‖²."""
+    acc = 0.0
+    for i in range(len(x)):
+        x[i] += alpha * d[i]
+        ri = r[i] - alpha * q[i]
+        r[i] = ri
+        acc += ri * ri
+    return acc
+
+
+@nb.njit(cache=True, nogil=True)
+def new_direction(d, z, beta):
+    """d = z + βd."""
+    for i in range(len(d)):
+        d[i] = z[i] + beta * d[i]

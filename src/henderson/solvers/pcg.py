@@ -300,39 +300,36 @@ class PCGMME:
         x = np.zeros(self.m) if x0 is None else np.array(x0, dtype=np.float64)
         if x.shape != (self.m,):
             raise ModelError(f"x0 has shape {x.shape}, expected ({self.m},): one value per MME equation")
-        bnorm = float(np.linalg.norm(b))
+        bnorm = np.sqrt(kern.dot(b, b))
         if bnorm == 0.0:
             return np.zeros(self.m), PCGInfo(0, 0.0, np.zeros(1), True, self.preconditioner, tol, 0.0)
         res = b - self.matvec(x) if x0 is not None else b.copy()
-        hist = [float(np.linalg.norm(res)) / bnorm]
+        hist = [np.sqrt(kern.dot(res, res)) / bnorm]
         converged = hist[0] <= tol
         z = self.precondition(res)
         d = z.copy()
-        rz = float(res @ z)
+        rz = kern.dot(res, z)
         rounds = 0
         while not converged and rounds < max_rounds:
             q = self.matvec(d)
-            alpha = rz / float(d @ q)
-            x += alpha * d
-            res -= alpha * q
+            alpha = rz / kern.dot(d, q)
+            rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
             rounds += 1
-            rel = float(np.linalg.norm(res)) / bnorm
             if rel <= tol:  # confirm on the true residual (the recurrence drifts)
                 res = b - self.matvec(x)
-                rel = float(np.linalg.norm(res)) / bnorm
+                rel = np.sqrt(kern.dot(res, res)) / bnorm
                 hist.append(rel)
                 if rel <= tol:
                     converged = True
                     break
                 z = self.precondition(res)  # restart from the true residual
                 d = z.copy()
-                rz = float(res @ z)
+                rz = kern.dot(res, z)
                 continue
             hist.append(rel)
             z = self.precondition(res)
-            rz_new = float(res @ z)
-            d *= rz_new / rz
-            d += z
+            rz_new = kern.dot(res, z)
+            kern.new_direction(d, z, rz_new / rz)
             rz = rz_new
         info = PCGInfo(rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol,
                        time.perf_counter() - t0)
