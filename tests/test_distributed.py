@@ -93,14 +93,17 @@ def test_products_equal_dense(client, plink):
 def test_gblup_estimator_and_cv_on_cluster(client):
     geno = simulate_genotypes(100, 800, seed=6)
     rng = np.random.default_rng(2)
-    y = pd.Series(rng.standard_normal(geno.n), index=geno.ids)
+    g = geno.dosages.astype(float) @ rng.normal(0, 0.1, geno.p)  # a real genetic signal
+    y = pd.Series(g - g.mean() + rng.normal(0, g.std(), geno.n), index=geno.ids)
     a = h.GBLUP(scheduler=client).fit(geno, y)
     b = h.GBLUP().fit(geno, y)
     np.testing.assert_allclose(a.G_.dense(), b.G_.dense(), rtol=0, atol=1e-10)
+    assert b.variance_components_["variance"].iloc[0] > 0  # not at the boundary: GEBVs are not all 0
     np.testing.assert_allclose(a.gebv_["gebv"], b.gebv_["gebv"], rtol=0, atol=1e-8)
     ca = h.cross_validate(h.GBLUP(), geno, y, cv=4, scheduler=client)
     cb = h.cross_validate(h.GBLUP(), geno, y, cv=4)
-    assert ca.settings["scheduler"] is not None
+    assert ca.settings["scheduler"] is not None and cb.settings["scheduler"] is None
+    assert np.abs(cb.predictions["predicted_bv"]).max() > 0.01
     np.testing.assert_allclose(ca.predictions["predicted_bv"], cb.predictions["predicted_bv"],
                                rtol=0, atol=1e-8)
 
@@ -131,3 +134,19 @@ def test_worker_killed_mid_computation_same_result(plink):
         th.join()
     assert killed.is_set()
     np.testing.assert_allclose(G.dense(), ref, rtol=0, atol=1e-10)
+
+
+def test_cli_grm_scheduler(client, plink, tmp_path, capsys):
+    from conftest import run_cli
+
+    prefix, geno = plink
+    address = client.scheduler.address
+    code, out, err = run_cli(["grm", "--genotypes", prefix, "--out", tmp_path / "G.csv",
+                              "--scheduler", address], capsys)
+    assert code == 0, err
+    G = pd.read_csv(tmp_path / "G.csv", index_col=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", h.DataWarning)
+        ref = h.genomic_relationship(geno)
+    assert list(G.index.astype(str)) == list(ref.ids)
+    np.testing.assert_allclose(G.to_numpy(), ref.dense(), rtol=0, atol=1e-10)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
                           TraitOpt)
 
@@ -33,6 +33,7 @@ def cv(
     grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    scheduler: SchedulerOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
 
@@ -48,4 +49,4 @@ def cv(
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
            ped_columns=ped_columns, grm_method=grm_method, jobs=jobs, fixed=fixed, method=method,
-           drop_unknown=drop_unknown, coding=coding, selfing=selfing)
+           drop_unknown=drop_unknown, coding=coding, selfing=selfing, scheduler=scheduler)
