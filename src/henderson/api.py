@@ -70,7 +70,10 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
 
         - ``"pcg"`` (matrix-free preconditioned conjugate gradients, iteration on
           data; :mod:`henderson.solvers.pcg`) when ``sigma2`` is given and the MME
-          have more than ``PCG_THRESHOLD`` equations (a note says so);
+          have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
+          without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
+          AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
+          an ``mc_se`` column);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
@@ -126,7 +129,7 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
         raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
         return fit_pcg(spec, sigma2, method=method, pev=pev, x0=x0, tol=tol, n_samples=pev_samples,
-                       seed=seed, t0=t0, t1=t1, auto=solver == "auto")
+                       seed=seed, t0=t0, t1=t1, auto=solver == "auto", start=start, max_iter=max_iter)
     if solver == "spectral" and not one_kernel:
         raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
     if one_kernel and solver in ("auto", "spectral"):
