@@ -241,3 +241,8 @@ def test_memory_check_names_need_and_suggests_pcg(potato, monkeypatch):
         h.fit("Yield ~ Env + (1|Name)", potato)
     res = h.fit("Yield ~ Env + (1|Name)", potato, solver="pcg", sigma2=[4.86, 5.0])  # no dense step
     assert res.converged
+
+
+def test_x0_only_for_pcg(potato):
+    with pytest.raises(h.ModelError, match="x0"):
+        h.fit("Yield ~ Env + (1|Name)", potato, sigma2=[4.86, 5.0], solver="dense", x0=np.zeros(3))

@@ -130,6 +130,8 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
         return fit_pcg(spec, sigma2, method=method, pev=pev, x0=x0, tol=tol, n_samples=pev_samples,
                        seed=seed, t0=t0, t1=t1, auto=solver == "auto", start=start, max_iter=max_iter)
+    if x0 is not None:
+        raise ModelError("x0 (a warm start) applies to solver='pcg' only; the direct solvers do not iterate")
     if solver == "spectral" and not one_kernel:
         raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
     if one_kernel and solver in ("auto", "spectral"):
