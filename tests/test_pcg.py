@@ -246,3 +246,13 @@ def test_memory_check_names_need_and_suggests_pcg(potato, monkeypatch):
 def test_x0_only_for_pcg(potato):
     with pytest.raises(h.ModelError, match="x0"):
         h.fit("Yield ~ Env + (1|Name)", potato, sigma2=[4.86, 5.0], solver="dense", x0=np.zeros(3))
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+def test_pcg_zero_variance_drops_term_as_dense(gryphon):
+    rec, Ainv = gryphon
+    s = [3.0, 0.0, 0.5, 4.0]  # MOTHER at 0: dropped from the MME, BLUPs 0, as the dense solver
+    a = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="pcg", tol=1e-12)
+    b = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="dense")
+    assert (a.blups["MOTHER"]["blup"] == 0).all()
+    assert_same_solution(a, b)
