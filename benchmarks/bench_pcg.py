@@ -11,7 +11,7 @@ solver runs in its own child process so that its peak RSS (ru_maxrss) is its own
 Timings split the set-up (simulation and A⁻¹: not the solvers' cost) from the
 solve. BLUPF90's published figure is printed beside ours: about 90 PCG rounds for
 a 1.1-million-animal Finnish dairy animal model (Lidauer, Strandén, Mäntysaari,
-Pösö & Kettunen 1999, J Dairy Sci 82:2779).
+Pösö & Kettunen 1999, J Dairy Sci 82:2788).
 
 Usage::
 
@@ -149,7 +149,7 @@ def main():
                       f"{r['n']:,} animals: σ² (herd, animal, residual) = {est} (± MC SE); simulated values "
                       f"{r['true']}. `solve s` is the whole estimation."]
     lines += ["", "BLUPF90 (published): about 90 PCG rounds for a 1.1-million-animal Finnish dairy "
-              "animal model (Lidauer et al. 1999, J Dairy Sci 82:2779); different model and data, "
+              "animal model (Lidauer, Strandén, Mäntysaari, Pösö & Kettunen 1999, J Dairy Sci 82:2788); different model and data, "
               "quoted for the order of magnitude of the rounds.", ""]
     Path(a.out).write_text("\n".join(lines))
     print("\n".join(lines))
