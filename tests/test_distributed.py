@@ -87,6 +87,12 @@ def test_products_equal_dense(client, plink):
     W[geno.dosages == -127] = 0.0
     np.testing.assert_allclose(out["W_alpha"], W @ alpha, rtol=0, atol=1e-10)
     np.testing.assert_allclose(out["Wt_v"], W.T @ v, rtol=0, atol=1e-10)
+    # supplied frequencies, by SNP id (a base population's): the same centring everywhere
+    f = pd.Series(np.linspace(0.1, 0.9, geno.p), index=geno.snp_ids)
+    out = genotype_products(prefix, alpha=alpha, scheduler=client, chunk_snps=300, allele_freq=f[::-1])
+    W = d - 2 * f.to_numpy()[None, :]
+    W[geno.dosages == -127] = 0.0
+    np.testing.assert_allclose(out["W_alpha"], W @ alpha, rtol=0, atol=1e-10)
 
 
 @pytest.mark.filterwarnings("ignore::henderson.DataWarning")

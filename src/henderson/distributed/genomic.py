@@ -123,7 +123,14 @@ def _add_parts(a: dict, b: dict) -> dict:
 
 def _centred_block(geno: Genotypes, freq) -> np.ndarray:
     """W_b = X_b − 2p (missing calls → 0, i.e. mean-imputed), shape (n, b)."""
-    p = geno.allele_freq if freq is None or isinstance(freq, str) else np.asarray(freq, dtype=np.float64)
+    if freq is None or isinstance(freq, str):
+        p = geno.allele_freq
+    elif isinstance(freq, pd.Series):  # matched by SNP id
+        p = freq.reindex(pd.Index(geno.snp_ids)).to_numpy(dtype=np.float64)
+    elif np.ndim(freq) == 0:
+        p = np.full(geno.p, float(freq))
+    else:
+        p = np.asarray(freq, dtype=np.float64)
     d = geno.dosages
     W = d.astype(np.float64) - 2.0 * p[None, :]
     W[(d == MISSING) if geno.is_integer else np.isnan(W)] = 0.0
@@ -247,7 +254,7 @@ def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler,
     v : array (n,), optional
         A vector over individuals: returns ``Wt_v`` = W'v, shape (p,) (e.g. β̂ = W'α/2Σpq
         from GBLUP's dual coefficients).
-    allele_freq : None or array (p,)
+    allele_freq : None, float, array (p,) or Series by SNP id
         Centring frequencies (default observed per SNP); missing calls count as 2p.
     scheduler, chunk_snps
         As :func:`distributed_relationship`.
