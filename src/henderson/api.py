@@ -21,6 +21,8 @@ from .solvers.dense import DenseMME
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
 from .spec.model import build_spec
+from .solvers.memory import check_memory
+from .api_pcg import fit_pcg, prefers_pcg
 
 
 def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
@@ -36,7 +38,8 @@ def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
 def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str = "reml",
         *, cov_inverse: dict | None = None, start=None, max_iter: int = 200,
         sigma2=None, solver: str = "auto", pev: bool | str = "auto", weights: str | None = None,
-        residual: str | None = None, correlated=None) -> FitResult:
+        residual: str | None = None, correlated=None, x0=None, tol: float = 1e-10,
+        pev_samples: int = 200, seed: int = 0) -> FitResult:
     """Fit a linear mixed model y = Xb + Σₖ Zₖuₖ + e by REML (or ML).
 
     Parameters
@@ -63,8 +66,15 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     sigma2 : array, optional
         Fixed variance components: skip estimation and solve the MME at these values
         (BLUP with known variances, as in Mrode's textbook examples).
-    solver : {"auto", "dense", "spectral", "sparse"}
+    solver : {"auto", "dense", "spectral", "sparse", "pcg"}
         ``"auto"`` chooses, and ``result.solver`` reports the choice:
+
+        - ``"pcg"`` (matrix-free preconditioned conjugate gradients, iteration on
+          data; :mod:`henderson.solvers.pcg`) when ``sigma2`` is given and the MME
+          have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
+          without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
+          AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
+          an ``mc_se`` column);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
@@ -77,6 +87,14 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     pev : bool or "auto"
         Compute prediction error variances (always for the dense solver; for the
         spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
+        With the PCG solver exact PEV is not available: ``"sample"`` (or True) estimates
+        it by sampling (:mod:`henderson.solvers.pev_sampling`, ``pev_samples`` solves,
+        seeded by ``seed``; the method is named in the notes); "auto" skips it.
+    x0 : array or FitResult, optional
+        PCG only: warm start, an equation vector or a previous result (matched by
+        ids and coefficient names).
+    tol : float
+        PCG only: convergence at ‖r − Cx‖/‖r‖ <= tol.
     weights : str, optional
         Column of record weights: var(eᵢ) = σ²ₑ/wᵢ (e.g. deregressed proofs). Missing,
         zero or negative weights are an error naming the rows.
@@ -112,11 +130,12 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
                            residual=residual, correlated=correlated, solver=solver, t0=t0)
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
-                    solver=solver, pev=pev, t0=t0)
+                    solver=solver, pev=pev, t0=t0, x0=x0, tol=tol, pev_samples=pev_samples, seed=seed)
 
 
 def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
-             solver: str = "auto", pev="auto", t0: float | None = None) -> FitResult:
+             solver: str = "auto", pev="auto", t0: float | None = None, x0=None,
+             tol: float = 1e-10, pev_samples: int = 200, seed: int = 0) -> FitResult:
     """Fit a prepared :class:`~henderson.spec.model.ModelSpec` (see :func:`fit`)."""
     t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
@@ -127,16 +146,23 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
     t1 = time.perf_counter()
     one_kernel = (len(spec.terms) == 1 and spec.terms[0].kind == "factor"
                   and spec.terms[0].kernel is not None)
-    if solver not in ("auto", "dense", "spectral", "sparse"):
-        raise ModelError(f"solver must be 'auto', 'dense', 'spectral' or 'sparse', not {solver!r}")
+    if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
+        raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
+    if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
+        return fit_pcg(spec, sigma2, method=method, pev=pev, x0=x0, tol=tol, n_samples=pev_samples,
+                       seed=seed, t0=t0, t1=t1, auto=solver == "auto", start=start, max_iter=max_iter)
+    if x0 is not None:
+        raise ModelError("x0 (a warm start) applies to solver='pcg' only; the direct solvers do not iterate")
     if solver == "spectral" and not one_kernel:
         raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
     if one_kernel and solver in ("auto", "spectral"):
+        check_memory(spec, "spectral")
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
         state = SparseMME(spec)
         assemble = sparse_result
     else:
+        check_memory(spec, "dense")
         state = DenseMME(spec)
         assemble = dense_result
     t2 = time.perf_counter()

@@ -78,6 +78,9 @@ class GBLUP(_Base):
     pev : bool or "auto"
     missing : {"error", "drop"}
         Phenotyped ids absent from G.
+    scheduler : dask.distributed.Client or str, optional
+        Build G from genotypes on a Dask cluster (one task per chunk of SNPs; see
+        docs/scaling.md). Default: in-process.
 
     Attributes
     ----------
@@ -100,20 +103,21 @@ class GBLUP(_Base):
     """
 
     def __init__(self, method="reml", grm="vanraden1", fixed=None, sigma2=None, pev="auto",
-                 missing="error"):
+                 missing="error", scheduler=None):
         self.method = method
         self.grm = grm
         self.fixed = fixed
         self.sigma2 = sigma2
         self.pev = pev
         self.missing = missing
+        self.scheduler = scheduler
 
     def fit(self, X, y, data=None):
         """X: Genotypes (G is built) or a G Relationship/DataFrame; y: Series by id."""
         if isinstance(X, Genotypes):
             self.genotypes_ = X
             self.allele_freq_ = X.allele_freq
-            G = genomic_relationship(X, method=self.grm)
+            G = genomic_relationship(X, method=self.grm, scheduler=self.scheduler)
         else:
             self.genotypes_ = None
             G = as_relationship(X, kind="G")

@@ -26,6 +26,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     "--threads", min=1, help="Limit BLAS/OpenMP/numba threads (threadpoolctl). Default: all cores.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", help="Dask scheduler address (tcp://host:8786): run the SNP chunks of G (and CV folds) "
+    "as tasks on that cluster; a PLINK file is then read by the workers (docs/scaling.md). Default: in-process.")]
 
 #: Set by :func:`start`; read by ``main`` to decide whether to print tracebacks.
 STATE = {"debug": False, "quiet": False, "warnings": []}

@@ -53,7 +53,8 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
 def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int | str,
            repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
            grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
-           drop_unknown: bool = False, coding: str | None = None, selfing: bool = False) -> None:
+           drop_unknown: bool = False, coding: str | None = None, selfing: bool = False,
+           scheduler: str | None = None) -> None:
     """Read the files, cross-validate one model, write cv_predictions.csv, cv_metrics.csv,
     report.html and summary.json. The model options mean what they mean for the fitting
     commands (gblup, snpblup, pblup)."""
@@ -125,7 +126,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
     with s.step(f"Cross-validating {label}", counted="folds", library_hook=False) as update:
         res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
-                             seed=seed, groups=grp, data=data, progress=update)
+                             seed=seed, groups=grp, data=data, progress=update, scheduler=scheduler or None)
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
                           TraitOpt)
 
@@ -35,6 +35,7 @@ def cv(
     birth_year: Annotated[Optional[str], typer.Option("--birth-year", help="ssgblup: column of the phenotype file with birth years: validate forward in time on the genotyped animals born in or after --cutoff-year (default: the last year).")] = None,
     cutoff_year: Annotated[Optional[float], typer.Option("--cutoff-year", help="ssgblup with --birth-year: first birth year of the validation animals.")] = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    scheduler: SchedulerOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
 
@@ -57,4 +58,4 @@ def cv(
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
            ped_columns=ped_columns, grm_method=grm_method, jobs=jobs, fixed=fixed, method=method,
-           drop_unknown=drop_unknown, coding=coding, selfing=selfing)
+           drop_unknown=drop_unknown, coding=coding, selfing=selfing, scheduler=scheduler)

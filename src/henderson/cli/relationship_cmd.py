@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from ._errors import CLIError
 from .genetic_cmd import SelfingOpt
 from ._inputs import read_genotypes_file, read_pedigree_file
@@ -23,6 +23,7 @@ def grm(
     format: Annotated[Optional[str], typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
     coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    scheduler: SchedulerOpt = None,
 ):
     """Genomic relationship matrix G from genotypes, written as CSV or GCTA binary GRM.
 
@@ -35,10 +36,15 @@ def grm(
     fmt = (format or ("gcta" if str(out).endswith((".grm", ".grm.bin")) else "csv")).lower()
     if fmt not in ("csv", "gcta"):
         raise CLIError(f"--format must be csv or gcta, not {format!r}")
-    with s.step("Reading genotypes"):
-        geno = read_genotypes_file(genotypes, coding)
-    with s.step(f"Building G ({method})", counted="SNPs"):
-        G = genomic_relationship(geno, method=method)
+    from ..io._plink import plink_prefix
+
+    if scheduler and plink_prefix(Path(genotypes)) is not None:
+        geno = str(genotypes)  # the workers read their SNP chunks from the file themselves
+    else:
+        with s.step("Reading genotypes"):
+            geno = read_genotypes_file(genotypes, coding)
+    with s.step(f"Building G ({method})" + (f" on {scheduler}" if scheduler else ""), counted="SNPs"):
+        G = genomic_relationship(geno, method=method, scheduler=scheduler or None)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with s.step("Writing"):
         if fmt == "gcta":
@@ -50,7 +56,7 @@ def grm(
             written = str(out)
     d = np.diag(G.dense())
     off = G.dense()[np.triu_indices(G.n, 1)]
-    s.stdout.print(f"G ({method}): {G.n} individuals, {geno.p} SNPs; diagonal mean {d.mean():.4f} "
+    s.stdout.print(f"G ({method}): {G.n} individuals, {G.info['n_snps']} SNPs; diagonal mean {d.mean():.4f} "
                    f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}")
     s.stdout.print(f"Wrote {written}")
     s.done()

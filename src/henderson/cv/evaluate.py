@@ -256,9 +256,14 @@ def _split_info(s: Split, path: str) -> dict:
             "path": path}
 
 
-def _run_folds(task: _Task, splits, jobs: int, path: str, progress) -> list[dict]:
+def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=None) -> list[dict]:
     """One fit per split, in order; ``progress`` after each completed fold."""
     total = len(splits)
+    if scheduler is not None:
+        from ..distributed.cv import run_folds_on_cluster
+
+        return run_folds_on_cluster(task, splits, scheduler, lambda done, i: progress(
+            done, total, _split_info(splits[i], path)) if progress is not None else None)
     if jobs == 1:
         outs = []
         for s in splits:
@@ -280,7 +285,8 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress) -> list[dict
 # --------------------------------------------------------------------------- main
 
 def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
-                   groups=None, data=None, top=0.10, fast="auto", progress=None) -> CVResult:
+                   groups=None, data=None, top=0.10, fast="auto", progress=None,
+                   scheduler=None) -> CVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -323,6 +329,10 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     progress : callable, optional
         ``progress(done, total, info)`` after each fold (also from the parallel path, as
         workers finish); ``info`` is a dict ``repeat, fold, n_train, n_test, path``.
+    scheduler : dask.distributed.Client or str, optional
+        Run the folds as Dask tasks on that cluster (the model's inputs are sent to the
+        workers once), and build G from genotypes there too; ``n_jobs`` is then unused.
+        Default: in-process (docs/scaling.md).
 
     Returns
     -------
@@ -338,6 +348,12 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
     if progress is not None and not callable(progress):
         raise DataError(f"progress must be a callable progress(done, total, info), not {type(progress).__name__}")
+    if scheduler is None and model.get_params().get("scheduler") is not None:
+        scheduler = model.get_params()["scheduler"]
+    if "scheduler" in model.get_params():  # a Client is not cloned per fold
+        params = model.get_params(deep=False)
+        params["scheduler"] = None
+        model = type(model)(**params)
     y = _clean_y(y)
     by_record = y.index.has_duplicates
     if by_record and kind == "formula":
@@ -348,7 +364,8 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     K = geno = None
     if kind == "gblup":
         geno = X if isinstance(X, Genotypes) else None
-        K = genomic_relationship(X, method=model.grm) if geno is not None else as_relationship(X, kind="G")
+        K = (genomic_relationship(X, method=model.grm, scheduler=scheduler) if geno is not None
+             else as_relationship(X, kind="G"))
         Xfit, known = K, K.ids
     elif kind == "snpblup":
         geno, Xfit, known = X, X, X.ids
@@ -393,7 +410,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         path = "refit" if sigma2 is None else "fixed"
         task = _Task(kind, model, Xfit, y, data, sigma2, fixed_part, threads,
                      snp_scale=two_sum_pq(geno) if kind == "snpblup" else np.nan, probe_threads=jobs > 1)
-        rows = _run_folds(task, splits, jobs, path, progress)
+        rows = _run_folds(task, splits, jobs, path, progress, scheduler)
 
     preds, metr = [], []
     for s, row in zip(splits, rows):
@@ -425,6 +442,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         "seed": seed, "repeats": repeats, "refit_variances": bool(refit_variances and not user_sigma2),
         "variances_given_by_user": user_sigma2, "path": path, "n_jobs": jobs, "blas_threads_per_job": threads,
         "blas_threads_seen_in_workers": seen or None,
+        "scheduler": None if scheduler is None else str(getattr(getattr(scheduler, "scheduler", None), "address", scheduler)),
         "n_phenotyped": int(y.notna().sum()), "records_by_id": by_record, "top": top,
         "headline": ("pooled over the folds of each repeat (median fold too small for per-fold correlations)"
                      if basis == "pooled" else "mean over folds"),

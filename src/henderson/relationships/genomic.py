@@ -37,6 +37,7 @@ count of jointly called SNPs; the two agree when nothing is missing.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,6 +153,8 @@ def genomic_relationship(
     allele_freq=None,
     block_size: int | None = None,
     dtype: str = "auto",
+    scheduler=None,
+    chunk_snps: int | None = None,
 ) -> Relationship:
     """Genomic relationship matrix of the genotyped individuals.
 
@@ -178,6 +181,12 @@ def genomic_relationship(
         ``auto`` uses the exact float32 SYRK path wherever it is exact (see the
         module notes), ``float64`` never does; ``float32`` is ``auto`` but refuses
         methods for which the float32 path does not apply.
+    scheduler : dask.distributed.Client or str, optional
+        Compute G on a Dask cluster, one task per ``chunk_snps`` SNPs
+        (:func:`henderson.distributed.distributed_relationship`); ``geno`` may then be
+        a PLINK path that the workers read themselves. Default: in-process.
+    chunk_snps : int, optional
+        SNPs per Dask task (with ``scheduler``).
 
     Returns
     -------
@@ -192,6 +201,15 @@ def genomic_relationship(
     reported with a :class:`DataWarning`. Missing calls are mean-imputed (centred
     value 0).
     """
+    if scheduler is not None:
+        from ..distributed.genomic import distributed_relationship
+
+        return distributed_relationship(geno, method, allele_freq, scheduler=scheduler,
+                                        chunk_snps=chunk_snps, dtype=dtype)
+    if isinstance(geno, (str, Path)):
+        from ..io.genotypes import read_genotypes
+
+        geno = read_genotypes(geno)
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
     if method not in METHODS:

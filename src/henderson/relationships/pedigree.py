@@ -123,8 +123,23 @@ def pedigree_inverse(ped) -> Relationship:
             "logdet": float(np.sum(np.log(d))),
             "inbreeding": pd.Series(F[order], index=pd.Index(ids, name="id"), name="F"),
             "source": ped.source,
+            # parents by position and Mendelian-sampling variances: u ~ N(0, A) by the
+            # recursion, for sampled PEV (henderson.solvers.pev_sampling)
+            "parents": _parents_by_position(ped, d, position),
         },
     )
+
+
+def _parents_by_position(ped: Pedigree, d: np.ndarray, position: np.ndarray) -> dict:
+    """Sire and dam positions (−1 unknown), d and a parents-first order, all in input order."""
+    sire = np.where(ped.sire >= 0, position[np.maximum(ped.sire, 0)], -1)
+    dam = np.where(ped.dam >= 0, position[np.maximum(ped.dam, 0)], -1)
+    n = len(ped)
+    out = {"sire": np.empty(n, np.int64), "dam": np.empty(n, np.int64), "d": np.empty(n)}
+    out["sire"][position], out["dam"][position], out["d"][position] = sire, dam, d
+    # codes are parents-first (see Pedigree), so code order mapped to positions is too
+    out["order"] = position.astype(np.int64)
+    return out
 
 
 def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relationship:

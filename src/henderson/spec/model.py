@@ -74,6 +74,8 @@ class RandomTerm:
     k_diag: np.ndarray | None = None
     n_records: np.ndarray | None = None
     source: str = "iid"
+    #: the Relationship's ``info`` (e.g. a pedigree A⁻¹'s parents, for sampling u ~ N(0, σ²K))
+    info: dict = field(default_factory=dict)
 
     @property
     def q(self) -> int:
@@ -454,7 +456,7 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
         return RandomTerm(name, levels, pos, "inverse", penalty=Kinv,
                           logdet_k=_logdet_of_inverse(Kinv, rel.info),
                           k_diag=_inverse_diag(Kinv, rel.info, levels), n_records=counts,
-                          source=rel.kind)
+                          source=rel.kind, info=rel.info)
     K = rel.dense()
     _check_finite(K, name, levels, "the covariance")
     _check_symmetric(K, name, levels)  # solvers read the lower triangle only

@@ -1,0 +1,110 @@
+"""numba kernels of iteration on data: products with T = [Z̃₁ … Z̃_K X] record by record.
+
+T is never formed. A record i carries its level code in each random term
+(``codes[i, k]``, offset by ``level_offsets[k]`` into one vector of level values) and
+its row of X. Forward ``t = T s`` and adjoint ``T' t`` are each one pass over the
+records: O(n (K + p)) flops, no allocation. The sparse K⁻¹ products use the CSR arrays
+directly (the full symmetric matrix is stored, so the product is a plain CSR mat-vec).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True)
+def forward(X, codes, level_offsets, levels, beta, out):
+    """out[i] = X[i]·beta + Σₖ levels[level_offsets[k] + codes[i, k]]  (shape (n,))."""
+    n, p = X.shape
+    K = codes.shape[1]
+    for i in range(n):
+        acc = 0.0
+        for j in range(p):
+            acc += X[i, j] * beta[j]
+        for k in range(K):
+            acc += levels[level_offsets[k] + codes[i, k]]
+        out[i] = acc
+
+
+@nb.njit(cache=True, nogil=True)
+def adjoint(X, codes, level_offsets, t, level_sums, xt):
+    """level_sums = Z'ₖt per term (concatenated), xt = X't; both overwritten."""
+    n, p = X.shape
+    K = codes.shape[1]
+    level_sums[:] = 0.0
+    xt[:] = 0.0
+    for i in range(n):
+        ti = t[i]
+        for j in range(p):
+            xt[j] += X[i, j] * ti
+        for k in range(K):
+            level_sums[level_offsets[k] + codes[i, k]] += ti
+
+
+@nb.njit(cache=True, nogil=True)
+def csr_matvec_add(indptr, indices, data, x, scale, out):
+    """out += scale · P x for P in CSR form (all entries stored)."""
+    m = len(indptr) - 1
+    for r in range(m):
+        acc = 0.0
+        for q in range(indptr[r], indptr[r + 1]):
+            acc += data[q] * x[indices[q]]
+        out[r] += scale * acc
+
+
+@nb.njit(cache=True, nogil=True)
+def level_block_counts(codes, a, b, qa, out):
+    """out[j] += #records with codes[:, a] == codes[:, b] == j (cross entries of Z'ₐZ_b's diagonal)."""
+    n = codes.shape[0]
+    for i in range(n):
+        ca = codes[i, a]
+        if ca == codes[i, b]:
+            out[ca] += 1.0
+
+
+@nb.njit(cache=True, nogil=True)
+def pedigree_sample(order, sire, dam, sd, z, out):
+    """u ~ N(0, A) by the pedigree recursion uᵢ = ½(u_s + u_d) + √dᵢ zᵢ (parents first).
+
+    ``order`` lists positions parents-first; ``sire``/``dam`` are positions (−1 unknown);
+    ``sd`` = √dᵢ, the Mendelian-sampling standard deviations (Henderson 1976).
+    """
+    for t in range(len(order)):
+        i = order[t]
+        v = sd[i] * z[i]
+        if sire[i] >= 0:
+            v += 0.5 * out[sire[i]]
+        if dam[i] >= 0:
+            v += 0.5 * out[dam[i]]
+        out[i] = v
+
+
+# Vector steps of PCG, fused and single-threaded: a BLAS ddot that spawns threads on a
+# busy machine was measured at 15 ms per 100,000-vector here (vs 0.1 ms in a loop).
+
+@nb.njit(cache=True, nogil=True)
+def dot(a, b):
+    acc = 0.0
+    for i in range(len(a)):
+        acc += a[i] * b[i]
+    return acc
+
+
+@nb.njit(cache=True, nogil=True)
+def cg_step(x, r, d, q, alpha):
+    """x += αd, r −= αq; returns ‖r‖²."""
+    acc = 0.0
+    for i in range(len(x)):
+        x[i] += alpha * d[i]
+        ri = r[i] - alpha * q[i]
+        r[i] = ri
+        acc += ri * ri
+    return acc
+
+
+@nb.njit(cache=True, nogil=True)
+def new_direction(d, z, beta):
+    """d = z + βd."""
+    for i in range(len(d)):
+        d[i] = z[i] + beta * d[i]

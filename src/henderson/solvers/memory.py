@@ -1,0 +1,75 @@
+"""Memory check before a dense step: fail early, say how much, suggest the iterative solver.
+
+A dense MME or a spectral decomposition that does not fit in memory would otherwise
+end in an out-of-memory kill (no message) or swap for hours. The estimates are upper
+bounds of the working arrays of :mod:`henderson.solvers.dense` (the cross-products R,
+their copy into C and its Cholesky factor: 3 m² doubles for the m equations left
+after the largest iid term is eliminated; T dense when a dense K is refitted) and of
+:mod:`henderson.solvers.spectral` (K, its reduction and the eigenvectors: 3 N²
+doubles for N = max(records, levels)).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ModelError
+
+#: the share of the available memory a dense step may plan to use
+FRACTION = 0.8
+
+
+class InsufficientMemoryError(ModelError, MemoryError):
+    """A dense step would need more memory than is available; the message says how much."""
+
+
+def available_memory() -> int:
+    """Bytes available now: ``HENDERSON_MEMORY_LIMIT`` (bytes) if set, else MemAvailable
+    from /proc/meminfo (Linux), else the physical memory."""
+    env = os.environ.get("HENDERSON_MEMORY_LIMIT")
+    if env:
+        return int(float(env))
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1
+
+
+def dense_bytes(spec, kind: str) -> int:
+    """Upper bound of the bytes the dense (``kind="dense"``) or spectral step needs."""
+    if kind == "spectral":
+        N = max(spec.n, spec.terms[0].q)
+        return 3 * 8 * N * N
+    sizes = [t.q for t in spec.terms]
+    iid = [t.q for t in spec.terms if t.kind == "iid"]
+    m = sum(sizes) - (max(iid) if iid else 0) + spec.p
+    need = 3 * 8 * m * m
+    if any(t.kind == "factor" for t in spec.terms):
+        need += 8 * spec.n * (sum(sizes) + spec.p)  # T = [ZF X] held dense
+    return need
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+def check_memory(spec, kind: str) -> None:
+    """:class:`InsufficientMemoryError` when the dense step would not fit in memory."""
+    need = dense_bytes(spec, kind)
+    have = available_memory()
+    if need <= FRACTION * have:
+        return
+    what = ("the spectral decomposition (one dense kernel)" if kind == "spectral"
+            else "the dense mixed model equations")
+    raise InsufficientMemoryError(
+        f"{what} would need about {_gib(need)} of memory, but {_gib(have)} is available. "
+        "Use the iterative solver: fit(..., solver='pcg', sigma2=[...]) solves the MME "
+        "without forming them (docs/scaling.md); with a sparse K⁻¹ (pedigree A⁻¹) "
+        "solver='sparse' also avoids the dense step.")

@@ -1,0 +1,158 @@
+"""Dask: G and SNP-BLUP products over SNP chunks on a LocalCluster = the in-memory path.
+
+Reference: :func:`henderson.genomic_relationship` on the genotypes in memory (itself
+tested against PLINK/GCTA/rrBLUP). Tolerance 1e-10: the distributed sum differs only in
+the order of floating-point additions over chunks (observed ~1e-15).
+"""
+
+import os
+import signal
+import threading
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import henderson as h
+from henderson._testing.genotypes import simulate_genotypes
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def plink(tmp_path_factory):
+    geno = simulate_genotypes(120, 2000, seed=4, missing_rate=0.01)
+    prefix = tmp_path_factory.mktemp("plink") / "g"
+    h.write_plink(prefix, geno)
+    return str(prefix), h.read_genotypes(str(prefix))
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+@pytest.mark.parametrize("method", ["vanraden1", "vanraden2", "yang", "vitezica"])
+def test_distributed_grm_equals_in_memory(client, plink, method):
+    prefix, geno = plink
+    ref = h.genomic_relationship(geno, method=method)
+    from_file = h.genomic_relationship(prefix, method=method, scheduler=client, chunk_snps=300)
+    from_memory = h.genomic_relationship(geno, method=method, scheduler=client, chunk_snps=700)
+    for G in (from_file, from_memory):
+        assert list(G.ids) == list(ref.ids)
+        np.testing.assert_allclose(G.dense(), ref.dense(), rtol=0, atol=1e-10)
+        assert G.info["n_snps_used"] == ref.info["n_snps_used"]
+    assert from_file.info["distributed"]["chunks"] == 7  # ceil(2000 / 300)
+    if method == "vanraden1":
+        np.testing.assert_allclose(from_file.info["scale"], ref.info["scale"], rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+def test_chunking_does_not_matter(client, plink):
+    prefix, _ = plink
+    G1 = h.genomic_relationship(prefix, scheduler=client, chunk_snps=2000).dense()
+    G2 = h.genomic_relationship(prefix, scheduler=client, chunk_snps=128).dense()
+    np.testing.assert_allclose(G1, G2, rtol=0, atol=1e-12)
+
+
+def test_scheduler_as_address(client, plink):
+    prefix, geno = plink
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", h.DataWarning)
+        G = h.genomic_relationship(prefix, scheduler=client.scheduler.address, chunk_snps=1000)
+        ref = h.genomic_relationship(geno)
+    np.testing.assert_allclose(G.dense(), ref.dense(), rtol=0, atol=1e-10)
+
+
+def test_bad_scheduler_is_an_error(plink):
+    with pytest.raises(h.DataError, match="scheduler must be"):
+        h.genomic_relationship(plink[1], scheduler=3)
+
+
+def test_products_equal_dense(client, plink):
+    from henderson.distributed import genotype_products
+
+    prefix, geno = plink
+    rng = np.random.default_rng(1)
+    alpha, v = rng.standard_normal(geno.p), rng.standard_normal(geno.n)
+    out = genotype_products(prefix, alpha=alpha, v=v, scheduler=client, chunk_snps=300)
+    # independent dense W: counts − 2p, missing calls at 2p (centred value 0)
+    d = geno.dosages.astype(float)
+    W = d - 2 * geno.allele_freq[None, :]
+    W[geno.dosages == -127] = 0.0
+    np.testing.assert_allclose(out["W_alpha"], W @ alpha, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(out["Wt_v"], W.T @ v, rtol=0, atol=1e-10)
+    # supplied frequencies, by SNP id (a base population's): the same centring everywhere
+    f = pd.Series(np.linspace(0.1, 0.9, geno.p), index=geno.snp_ids)
+    out = genotype_products(prefix, alpha=alpha, scheduler=client, chunk_snps=300, allele_freq=f[::-1])
+    W = d - 2 * f.to_numpy()[None, :]
+    W[geno.dosages == -127] = 0.0
+    np.testing.assert_allclose(out["W_alpha"], W @ alpha, rtol=0, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+def test_gblup_estimator_and_cv_on_cluster(client):
+    geno = simulate_genotypes(100, 800, seed=6)
+    rng = np.random.default_rng(2)
+    g = geno.dosages.astype(float) @ rng.normal(0, 0.1, geno.p)  # a real genetic signal
+    y = pd.Series(g - g.mean() + rng.normal(0, g.std(), geno.n), index=geno.ids)
+    a = h.GBLUP(scheduler=client).fit(geno, y)
+    b = h.GBLUP().fit(geno, y)
+    np.testing.assert_allclose(a.G_.dense(), b.G_.dense(), rtol=0, atol=1e-10)
+    assert b.variance_components_["variance"].iloc[0] > 0  # not at the boundary: GEBVs are not all 0
+    np.testing.assert_allclose(a.gebv_["gebv"], b.gebv_["gebv"], rtol=0, atol=1e-8)
+    ca = h.cross_validate(h.GBLUP(), geno, y, cv=4, scheduler=client)
+    cb = h.cross_validate(h.GBLUP(), geno, y, cv=4)
+    assert ca.settings["scheduler"] is not None and cb.settings["scheduler"] is None
+    assert np.abs(cb.predictions["predicted_bv"]).max() > 0.01
+    np.testing.assert_allclose(ca.predictions["predicted_bv"], cb.predictions["predicted_bv"],
+                               rtol=0, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+def test_worker_killed_mid_computation_same_result(plink):
+    """A worker process killed while chunks are in flight: Dask re-runs its tasks."""
+    prefix, geno = plink
+    ref = h.genomic_relationship(geno).dense()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        pids = c.run(os.getpid)  # worker address → pid
+        victim = sorted(pids)[0]
+        killed = threading.Event()
+
+        def kill_when_busy():
+            t0 = time.time()
+            while time.time() - t0 < 60:
+                if c.processing().get(victim):  # tasks running on the victim
+                    os.kill(pids[victim], signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.005)
+
+        th = threading.Thread(target=kill_when_busy)
+        th.start()
+        G = h.genomic_relationship(prefix, scheduler=c, chunk_snps=40)
+        th.join()
+    assert killed.is_set()
+    np.testing.assert_allclose(G.dense(), ref, rtol=0, atol=1e-10)
+
+
+def test_cli_grm_scheduler(client, plink, tmp_path, capsys):
+    from conftest import run_cli
+
+    prefix, geno = plink
+    address = client.scheduler.address
+    code, out, err = run_cli(["grm", "--genotypes", prefix, "--out", tmp_path / "G.csv",
+                              "--scheduler", address], capsys)
+    assert code == 0, err
+    G = pd.read_csv(tmp_path / "G.csv", index_col=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", h.DataWarning)
+        ref = h.genomic_relationship(geno)
+    assert list(G.index.astype(str)) == list(ref.ids)
+    np.testing.assert_allclose(G.to_numpy(), ref.dense(), rtol=0, atol=1e-10)
