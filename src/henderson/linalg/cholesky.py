@@ -78,7 +78,9 @@ class SymbolicCholesky:
             U, L = _upper_lower(pattern, order)
             Up, Ui = U.indptr.astype(np.int64), U.indices.astype(np.int64)
             parent = S.etree(n, Up, Ui)
-            cc = S.column_counts(n, Up, Ui, parent)
+            cc = S.column_counts(n, Up, Ui, parent, 2**62 if best is None else best[0])
+            if cc is None:  # more fill than the best so far: abandoned early
+                continue
             nnz = int(cc.sum())
             if best is None or nnz < best[0]:
                 best = (nnz, name, order, L, parent, cc)

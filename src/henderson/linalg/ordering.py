@@ -60,10 +60,12 @@ def candidate_orders(pattern: sp.spmatrix, last: int = 0) -> dict[str, np.ndarra
     keep = np.flatnonzero(~dense)
     tail = np.concatenate([np.flatnonzero(dense), np.arange(head, n)]).astype(np.int64)
     G = A[keep][:, keep].tocsr()
-    out = {"given": np.arange(n, dtype=np.int64)}
+    # METIS first: usually the best, so the others' symbolic counts stop early
+    out = {}
     if len(keep):
-        out["rcm"] = np.concatenate([keep[reverse_cuthill_mckee(G, symmetric_mode=True)], tail])
         nd = _metis(G)
         if nd is not None:
             out["metis"] = np.concatenate([keep[nd], tail])
+        out["rcm"] = np.concatenate([keep[reverse_cuthill_mckee(G, symmetric_mode=True)], tail])
+    out["given"] = np.arange(n, dtype=np.int64)
     return out
