@@ -20,6 +20,7 @@ from .reml.optimize import optimise
 from .results import FitResult
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
+from .solvers.memory import check_dense_memory
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
 from .spec.model import build_spec
@@ -124,6 +125,7 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
         state = SparseMME(spec)
         assemble = sparse_result
     else:
+        check_dense_memory(spec)  # an error naming the size instead of swapping
         state = DenseMME(spec)
         assemble = dense_result
     t2 = time.perf_counter()
