@@ -1,6 +1,7 @@
 """Every solver gives the same numbers on the same problem (architecture: the first
-test of each new solver). The sparse solver's score is numerical (central
-differences), so it converges to ~1e-7 relative in σ²: tolerance 1e-6."""
+test of each new solver). These tolerances (1e-6) date from when the sparse solver's
+score was a central difference; it is now exact, and tests/test_solvers_sparse_exact.py
+holds the sparse solver to the dense one at 1e-8."""
 
 import numpy as np
 import pytest

@@ -181,8 +181,8 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
 
 
 def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log, boundary,
-                  fixed_sigma2: bool, pev_limit: int = 20000) -> FitResult:
-    """FitResult of the sparse MME; PEV by blocked solves up to ``pev_limit`` equations."""
+                  fixed_sigma2: bool) -> FitResult:
+    """FitResult of the sparse MME; PEV from the selected inverse's diagonal (exact)."""
     K = len(spec.terms)
     s = ev.sigma2
     se_e = s[-1]
@@ -199,23 +199,19 @@ def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log
     vc = variance_table(spec, s, cov, boundary, notes)
     m, p = len(ev.index), spec.p
     nz = m - p
-    E = np.zeros((m, p))
-    E[nz + np.arange(p), np.arange(p)] = 1.0
-    cbb = ev.lu.solve(E)[nz:]
+    # diag(C⁻¹) from the selected inverse: the fixed effects' SEs and every PEV
+    diag = state.inverse_diag(ev)
     b = ev.solution[nz:]
-    b_se = np.sqrt(np.maximum(np.diag(cbb), 0) * se_e)
+    b_se = np.sqrt(np.maximum(diag[nz:], 0) * se_e)
     with np.errstate(divide="ignore", invalid="ignore"):
         fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
                           index=pd.Index(spec.x_names, name="coefficient"))
-    diag = state.inverse_diag(ev) if m <= pev_limit else None
-    if diag is None:
-        notes.append(f"PEV not computed: {m} equations exceed the exact-PEV limit ({pev_limit})")
     blups = {}
     for k, t in enumerate(spec.terms):
         a, bb = ev.spans[k]
         if ev.active[k]:
             u = ev.solution[a:bb]
-            pev = diag[a:bb] * se_e if diag is not None else np.full(t.q, np.nan)
+            pev = diag[a:bb] * se_e
             rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)

@@ -3,8 +3,9 @@
 A dense MME or a spectral decomposition that does not fit in memory would otherwise
 end in an out-of-memory kill (no message) or swap for hours. The estimates are upper
 bounds of the working arrays of :mod:`henderson.solvers.dense` (the cross-products R,
-their copy into C and its Cholesky factor: 3 m² doubles for the m equations left
-after the largest iid term is eliminated; T dense when a dense K is refitted) and of
+their copy into C and its Cholesky factor or inverse: 3 m² doubles for the m equations
+left after the largest iid term is eliminated, plus that term's q₀ × m cross block;
+T dense when a dense K is refitted) and of
 :mod:`henderson.solvers.spectral` (K, its reduction and the eigenvectors: 3 N²
 doubles for N = max(records, levels)).
 """
@@ -23,7 +24,7 @@ class InsufficientMemoryError(ModelError, MemoryError):
     """A dense step would need more memory than is available; the message says how much."""
 
 
-def available_memory() -> int:
+def available_bytes() -> int:
     """Bytes available now: ``HENDERSON_MEMORY_LIMIT`` (bytes) if set, else MemAvailable
     from /proc/meminfo (Linux), else the physical memory."""
     env = os.environ.get("HENDERSON_MEMORY_LIMIT")
@@ -49,8 +50,9 @@ def dense_bytes(spec, kind: str) -> int:
         return 3 * 8 * N * N
     sizes = [t.q for t in spec.terms]
     iid = [t.q for t in spec.terms if t.kind == "iid"]
-    m = sum(sizes) - (max(iid) if iid else 0) + spec.p
-    need = 3 * 8 * m * m
+    q0 = max(iid) if iid else 0
+    m = sum(sizes) - q0 + spec.p
+    need = 8 * (3 * m * m + q0 * m)
     if any(t.kind == "factor" for t in spec.terms):
         need += 8 * spec.n * (sum(sizes) + spec.p)  # T = [ZF X] held dense
     return need
@@ -60,16 +62,26 @@ def _gib(b: float) -> str:
     return f"{b / 2**30:.1f} GiB"
 
 
-def check_memory(spec, kind: str) -> None:
+def check_memory(spec, kind: str, available: int | None = None) -> None:
     """:class:`InsufficientMemoryError` when the dense step would not fit in memory."""
     need = dense_bytes(spec, kind)
-    have = available_memory()
+    have = available_bytes() if available is None else available
     if need <= FRACTION * have:
         return
     what = ("the spectral decomposition (one dense kernel)" if kind == "spectral"
             else "the dense mixed model equations")
     raise InsufficientMemoryError(
-        f"{what} would need about {_gib(need)} of memory, but {_gib(have)} is available. "
+        f"{what} need about {_gib(need)} of memory, but {_gib(have)} is available. "
         "Use the iterative solver: fit(..., solver='pcg', sigma2=[...]) solves the MME "
         "without forming them (docs/scaling.md); with a sparse K⁻¹ (pedigree A⁻¹) "
         "solver='sparse' also avoids the dense step.")
+
+
+def dense_mme_bytes(spec) -> int:
+    """Bytes the dense MME needs for ``spec`` (see :func:`dense_bytes`)."""
+    return dense_bytes(spec, "dense")
+
+
+def check_dense_memory(spec, available: int | None = None) -> None:
+    """:func:`check_memory` for the dense MME; ``available`` bytes default to the system's."""
+    check_memory(spec, "dense", available)

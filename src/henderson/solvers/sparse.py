@@ -1,18 +1,23 @@
 """Sparse Henderson MME for large animal models (sparse A⁻¹, many iid levels).
 
-C = [[Z'Z + ⊕ₖ Pₖ/γₖ, Z'X], [X'Z, X'X]] is assembled as a scipy.sparse matrix and
-factored by SuperLU with a fill-reducing symmetric ordering and no pivoting
-(``diag_pivot_thresh=0``: for a symmetric positive definite C the LU is the Cholesky
-factor up to a diagonal scaling, and log|C| = Σ log uᵢᵢ). The objective is the same
-as :mod:`henderson.solvers.dense` (see docs/theory.md).
+C = [[Z'Z + ⊕ₖ Pₖ/γₖ, Z'X], [X'Z, X'X]] is factored by the supernodal sparse Cholesky
+of :mod:`henderson.linalg` (numba over LAPACK, METIS nested dissection), whose
+symbolic analysis — ordering, elimination tree, supernodes, where each entry of T'T
+and of each Pₖ lands in L — is done once per set of active terms and reused at
+every σ². The objective is the dense solver's (:mod:`henderson.solvers.dense`,
+docs/theory.md "REML on the MME"): log|C| from the factor's diagonal.
 
-REML uses the same AI-REML optimiser as the dense solver (:mod:`henderson.reml.optimize`),
-but the score comes from central differences of the objective, because the analytic
-score needs traces of C⁻¹ that a sparse factor does not give cheaply. The AI matrix
-needs only solves, so steps and standard errors are the usual AI ones. Each iteration
-costs 2(K + 1) + 1 sparse factorisations.
-Prediction error variances need diag(C⁻¹); they are computed by blocked solves when
-the system is small enough (``pev_limit``) and reported as missing otherwise.
+Derivatives are exact, as in the dense solver, from one factorisation:
+
+- tr(PₖC^{kk}) = Σᵢⱼ (Pₖ)ᵢⱼ (C⁻¹)ᵢⱼ needs C⁻¹ only on the pattern of Pₖ, which lies
+  inside the pattern of C and hence of L; the selected inverse (Takahashi equations,
+  :meth:`henderson.linalg.Factor.selected_inverse`) gives exactly those entries, in
+  the memory of L;
+- the AI matrix uses the working variates and one extra multi-right-hand-side solve;
+- PEV is σ²ₑ·diag(C⁻¹), the selected inverse's diagonal (no unit-vector solves).
+
+Each AI iteration therefore costs one numeric factorisation, one selected inverse
+and two solves.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
-from ..errors import ModelError, NotPositiveDefiniteError
+from .._threads import _blas_controller
+from ..errors import ModelError
+from ..linalg import SymbolicCholesky
+from ..linalg._numeric import scatter_add
 from ..spec.model import ModelSpec
 
 LOG2PI = float(np.log(2 * np.pi))
@@ -31,6 +38,13 @@ LOG2PI = float(np.log(2 * np.pi))
 
 @dataclass(frozen=True, eq=False)
 class SparseEvaluation:
+    """The sparse MME at one σ² (fields as the dense solver's :class:`Evaluation`).
+
+    ``factor`` is the Cholesky factor of the unscaled C; ``selinv`` its selected
+    inverse (C⁻¹ on the pattern of L; C_zz⁻¹ for ML), present when derivatives were
+    asked for.
+    """
+
     sigma2: np.ndarray
     active: np.ndarray
     m2ll: float
@@ -39,16 +53,59 @@ class SparseEvaluation:
     index: np.ndarray
     spans: dict
     residuals: np.ndarray
-    lu: object
+    factor: object
     score: np.ndarray | None = None
     ai: np.ndarray | None = None
+    logdet_c: float = float("nan")
+    selinv: object = None
+    selinv_zz: bool = False
+
+    @property
+    def lu(self):
+        """The factor (kept under the name of the former SuperLU object: ``.solve``)."""
+        return self.factor
+
+
+class _Analysis:
+    """Symbolic factorisation of C for one set of active terms, and assembly maps."""
+
+    def __init__(self, state: "SparseMME", active: np.ndarray):
+        self.index, self.spans = state._index(active)
+        idx = self.index
+        m = len(idx)
+        self.nz = m - state.p
+        TtT = state.TtT[idx][:, idx].tocoo()
+        blocks = []
+        self.pen = []  # (term, keep, pos, data, tr_rows, tr_cols, tr_data) per active term
+        for k, on in enumerate(active):
+            if not on:
+                continue
+            a, b = self.spans[k]
+            P = state.penalties[k]
+            P = sp.identity(b - a, format="coo") if P is None else P.tocoo()
+            blocks.append(sp.coo_matrix((P.data, (P.row + a, P.col + a)), shape=(m, m)))
+        pattern = (TtT + sum(blocks, sp.csc_matrix((m, m))) + sp.identity(m)).tocsc()
+        self.symbolic = SymbolicCholesky(pattern, last=state.p)
+        self.t_keep, self.t_pos = self.symbolic.assembly_map(TtT)
+        self.t_data = TtT.data[self.t_keep].astype(float)
+        for k, B in zip(np.flatnonzero(active), blocks):
+            keep, pos = self.symbolic.assembly_map(B)
+            # all entries (both triangles) for tr(PₖC^{kk}) = Σᵢⱼ Pᵢⱼ Zᵢⱼ
+            self.pen.append((int(k), pos, B.data[keep].astype(float),
+                             self.symbolic.positions(B.row, B.col), B.data.astype(float)))
+
+    def assemble(self, lam: dict) -> np.ndarray:
+        x = np.zeros(self.symbolic.size)
+        scatter_add(x, self.t_pos, self.t_data, 1.0)
+        for k, pos, data, _, _ in self.pen:
+            scatter_add(x, pos, data, lam[k])
+        return x
 
 
 class SparseMME:
     """Prepared sparse MME; terms must be iid or given by a (sparse) inverse covariance."""
 
     name = "sparse-mme"
-    par_tol = 1e-6  # relative σ² change at convergence: the numerical score's resolution
 
     def __init__(self, spec: ModelSpec):
         for t in spec.terms:
@@ -65,6 +122,7 @@ class SparseMME:
         self.n_random = int(self.offsets[-1])
         self.penalties = [sp.csc_matrix(t.penalty) if t.kind == "inverse" else None for t in spec.terms]
         self.n, self.p = spec.n, spec.p
+        self._analyses: dict[tuple, _Analysis] = {}
 
     def _index(self, active):
         idx, spans, pos = [], {}, 0
@@ -79,89 +137,97 @@ class SparseMME:
         idx.append(self.n_random + np.arange(self.p))
         return np.concatenate(idx), spans
 
-    def _factor(self, C):
-        try:
-            lu = spla.splu(C.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                           options={"SymmetricMode": True})
-        except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
-            raise NotPositiveDefiniteError(
-                "the mixed model equations are singular: check for a fixed effect confounded "
-                f"with a random term ({exc})") from exc
-        u = lu.U.diagonal()
-        if np.any(u <= 0):
-            raise NotPositiveDefiniteError(
-                "the mixed model equations are not positive definite: check for a fixed effect "
-                "confounded with a random term")
-        return lu, float(np.log(u).sum())
+    def analysis(self, active) -> _Analysis:
+        """The symbolic factorisation for this set of active terms (made once, cached)."""
+        key = tuple(bool(a) for a in active)
+        if key not in self._analyses:
+            self._analyses[key] = _Analysis(self, np.asarray(key))
+        return self._analyses[key]
 
     def evaluate(self, sigma2, *, derivatives: bool = False, method: str = "reml") -> SparseEvaluation:
+        """Objective (and optionally exact score and AI) at ``sigma2`` (see DenseMME.evaluate)."""
         s = np.asarray(sigma2, dtype=float)
         se = s[-1]
+        if not se > 0:
+            raise ModelError(f"the residual variance must be positive, got {se!r}")
         active = s[:-1] > 0
-        index, spans = self._index(active)
-        pen = []
-        logdet_d = 0.0
+        an = self.analysis(active)
+        index, spans = an.index, an.spans
+        lam, logdet_d = {}, 0.0
         for k, t in enumerate(self.spec.terms):
-            if not active[k]:
-                continue
-            a, b = spans[k]
-            lam = se / s[k]
-            P = self.penalties[k] if self.penalties[k] is not None else sp.identity(b - a, format="csc")
-            pen.append(lam * P)
-            logdet_d += (b - a) * np.log(s[k] / se) + (t.logdet_k if t.kind == "inverse" else 0.0)
-        pen.append(sp.csc_matrix((self.p, self.p)))
-        C = (self.TtT[index][:, index] + sp.block_diag(pen, format="csc")).tocsc()
-        lu, logdet_c = self._factor(C)
-        r = self.Tty[index]
-        sol = lu.solve(r)
-        ell2 = max(self.yty - float(r @ sol), 0.0)
-        n, p = self.n, self.p
-        if method == "reml":
-            m2ll = (n - p) * (LOG2PI + np.log(se)) + logdet_c + logdet_d + ell2 / se
-        else:
-            nz = len(index) - p
-            _, logdet_zz = self._factor(C[:nz, :nz]) if nz else (None, 0.0)
-            m2ll = n * (LOG2PI + np.log(se)) + logdet_zz + logdet_d + ell2 / se
-        resid = self.spec.y - self.T[:, index] @ sol
-        ev = SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, lu)
-        if not derivatives:
-            return ev
-        return SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, lu,
-                                self._numerical_score(s, ev.m2ll, method), self.average_information(ev))
+            if active[k]:
+                a, b = spans[k]
+                lam[k] = se / s[k]
+                logdet_d += (b - a) * np.log(s[k] / se) + (t.logdet_k if t.kind == "inverse" else 0.0)
+        # one BLAS thread: the supernodes are small, and spinning threads on a busy
+        # machine cost more than they give (see henderson._threads)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            factor = an.symbolic.factor(an.assemble(lam))
+            logdet_c = factor.logdet()
+            r = self.Tty[index]
+            sol = factor.solve(r)
+            ell2 = max(self.yty - float(r @ sol), 0.0)
+            n, p = self.n, self.p
+            if method == "reml":
+                m2ll = (n - p) * (LOG2PI + np.log(se)) + logdet_c + logdet_d + ell2 / se
+            else:
+                m2ll = n * (LOG2PI + np.log(se)) + factor.logdet(an.nz) + logdet_d + ell2 / se
+            resid = self.spec.y - self.T[:, index] @ sol
+            if not derivatives:
+                return SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
+                                        logdet_c=logdet_c)
+            zz = method != "reml"
+            selinv = factor.selected_inverse(an.nz if zz else None)
+            ev = SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
+                                  logdet_c=logdet_c, selinv=selinv, selinv_zz=zz)
+            score = self._score(ev, method)
+            ai = self.average_information(ev)
+        return SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
+                                score, ai, logdet_c, selinv, zz)
 
-    def _numerical_score(self, s, m2ll, method) -> np.ndarray:
-        """∂ℓ/∂σ² by central differences (relative step 1e-4); NaN for inactive terms."""
+    def _score(self, ev: SparseEvaluation, method: str) -> np.ndarray:
+        """∂ℓ/∂σ² (the dense solver's formulas; traces from the selected inverse)."""
+        s, se = ev.sigma2, ev.sigma2[-1]
         K = len(self.spec.terms)
+        dof = self.n - self.p if method == "reml" else self.n
         score = np.full(K + 1, np.nan)
-        for k in range(K + 1):
-            if k < K and s[k] <= 0:
+        trP_se = dof
+        for k in range(K):
+            if not ev.active[k]:
                 continue
-            h = 1e-4 * s[k]
-            up, dn = s.copy(), s.copy()
-            up[k] += h
-            dn[k] -= h
-            score[k] = -0.25 * (self.evaluate(up, method=method).m2ll
-                                - self.evaluate(dn, method=method).m2ll) / h
+            a, b = ev.spans[k]
+            u = ev.solution[a:b]
+            tr = self.trace(ev, k, method != "reml")
+            P = self.penalties[k]
+            quad = float(u @ u) if P is None else float(u @ (P @ u))
+            q = b - a
+            score[k] = -0.5 * (q / s[k] - se * tr / s[k] ** 2 - quad / s[k] ** 2)
+            trP_se -= q - se * tr / s[k]
+        score[K] = -0.5 * (trP_se / se - float(ev.residuals @ ev.residuals) / se**2)
         return score
 
-    def trace(self, ev, k: int, zz: bool = False) -> float:
-        """tr(Pₖ C^{kk}) by solves with the term's unit vectors (EM fallback only)."""
-        a, b = ev.spans[k]
-        m = len(ev.index)
-        E = np.zeros((m, b - a))
-        E[np.arange(a, b), np.arange(b - a)] = 1.0
-        blk = ev.lu.solve(E)[a:b]
-        P = self.penalties[k]
-        return float(np.trace(blk)) if P is None else float(P.multiply(blk).sum())
+    def trace(self, ev: SparseEvaluation, k: int, zz: bool = False) -> float:
+        """tr(Pₖ C^{kk}) = Σᵢⱼ (Pₖ)ᵢⱼ (C⁻¹)ᵢⱼ from the selected inverse (C_zz⁻¹ when ``zz``)."""
+        Z = ev.selinv
+        if Z is None or ev.selinv_zz != zz:
+            an = self.analysis(ev.active)
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                Z = ev.factor.selected_inverse(an.nz if zz else None)
+        for kk, _, _, pos_all, data_all in self.analysis(ev.active).pen:
+            if kk == k:
+                return float(data_all @ Z.at(pos_all))
+        raise ValueError(f"term {k} is not active at this evaluation")
 
     def boundary_score(self, ev, k: int) -> tuple[float, float]:
-        """One-sided score at σ²ₖ = 0 by a forward difference; (score, ai) as the dense solver."""
-        h = 1e-6 * ev.sigma2[-1]
+        """Score and AI of σ²ₖ just off the boundary (σ²ₖ = 10⁻⁶σ²ₑ), exact derivatives.
+
+        The score is continuous at 0, and 10⁻⁶σ²ₑ is far below any variance the data
+        resolve, so its sign tells whether the likelihood rises away from zero.
+        """
         s = ev.sigma2.copy()
-        s[k] = h
-        score = -0.5 * (self.evaluate(s).m2ll - ev.m2ll) / h
-        # restart at a tenth of the residual variance: score / ai = 0.1 σ²ₑ
-        return score, score / (0.1 * ev.sigma2[-1]) if score > 0 else 1.0
+        s[k] = 1e-6 * s[-1]
+        near = self.evaluate(s, derivatives=True)
+        return float(near.score[k]), float(near.ai[k, k])
 
     def average_information(self, ev: SparseEvaluation) -> np.ndarray:
         """AI_ij = ½ wᵢ'Pwⱼ (working variates as in the dense solver; solves only)."""
@@ -174,18 +240,15 @@ class SparseMME:
             a, b = ev.spans[k]
             W[:, j] = Tx[:, a:b] @ ev.solution[a:b] / s[k]
         W[:, -1] = ev.residuals / se
-        PW = (W - Tx @ ev.lu.solve(np.asarray(Tx.T @ W))) / se
+        PW = (W - Tx @ ev.factor.solve(np.asarray(Tx.T @ W))) / se
         ai = np.full((K + 1, K + 1), np.nan)
         ai[np.ix_(free, free)] = 0.5 * W.T @ PW
         return ai
 
-    def inverse_diag(self, ev: SparseEvaluation, block: int = 512) -> np.ndarray:
-        """diag(C⁻¹) by blocked solves with unit vectors (O(m) solves)."""
-        m = len(ev.index)
-        out = np.empty(m)
-        for a in range(0, m, block):
-            b = min(a + block, m)
-            E = np.zeros((m, b - a))
-            E[np.arange(a, b), np.arange(b - a)] = 1.0
-            out[a:b] = ev.lu.solve(E)[np.arange(a, b), np.arange(b - a)]
-        return out
+    def inverse_diag(self, ev: SparseEvaluation) -> np.ndarray:
+        """diag(C⁻¹) in ``ev.index`` order, from the selected inverse (exact)."""
+        Z = ev.selinv
+        if Z is None or ev.selinv_zz:
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                Z = ev.factor.selected_inverse()
+        return Z.diag()

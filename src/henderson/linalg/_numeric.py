@@ -1,0 +1,186 @@
+"""Numeric supernodal Cholesky, solves and selected inverse (numba kernels).
+
+Storage: supernode s owns columns first[s] … first[s+1]−1 and the sorted rows
+``rows[rptr[s]:rptr[s+1]]`` (its own columns first). Its values are one dense
+column-major block of nr × w numbers at ``x[off[s]:]`` (nr rows, leading dimension
+nr), so the diagonal block L_JJ and the block below it, L_RJ, are BLAS operands.
+The selected inverse Z uses the same layout and the same memory as L.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ._lapack import gemm_tn, potrf_lower, potri_lower, symm_left_lower, syrk_lower, trsm
+
+
+@nb.njit(cache=True)
+def _map_rows(relmap, rows, a, b):
+    for q in range(a, b):
+        relmap[rows[q]] = q - a
+
+
+@nb.njit(cache=True)
+def factorize(x, first, rptr, rows, off, snode, work, relmap):
+    """Right-looking supernodal Cholesky in place; returns −1, or the failing column.
+
+    For each supernode J: L_JJ = chol(A_JJ) (LAPACK dpotrf), L_RJ = A_RJ L_JJ⁻ᵀ
+    (dtrsm), then the update L_RJ L_RJ' (dsyrk) is subtracted from the columns of the
+    ancestor supernodes it touches (scatter through the target's row map).
+    """
+    ns = len(first) - 1
+    for s in range(ns):
+        f = first[s]
+        w = first[s + 1] - f
+        nr = rptr[s + 1] - rptr[s]
+        o = off[s]
+        m = nr - w
+        info = potrf_lower(x, o, w, nr)
+        if info != 0:
+            return f + info - 1
+        if m == 0:
+            continue
+        trsm("R", "T", m, w, x, o, nr, x, o + w, nr)
+        syrk_lower(m, w, 1.0, x, o + w, nr, 0.0, work, m)
+        R0 = rptr[s] + w
+        a = 0
+        while a < m:
+            t = snode[rows[R0 + a]]
+            lt = first[t + 1]
+            _map_rows(relmap, rows, rptr[t], rptr[t + 1])
+            nrt = rptr[t + 1] - rptr[t]
+            a2 = a
+            while a2 < m and rows[R0 + a2] < lt:
+                a2 += 1
+            for aa in range(a, a2):
+                base = off[t] + (rows[R0 + aa] - first[t]) * nrt
+                col = aa * m
+                for b in range(aa, m):
+                    x[base + relmap[rows[R0 + b]]] -= work[col + b]
+            a = a2
+    return -1
+
+
+@nb.njit(cache=True)
+def logdet(x, first, rptr, off, limit):
+    """2 Σ log Lⱼⱼ over the columns j < limit (log|A| of the leading block)."""
+    total = 0.0
+    for s in range(len(first) - 1):
+        f = first[s]
+        if f >= limit:
+            break
+        nr = rptr[s + 1] - rptr[s]
+        for c in range(min(first[s + 1], limit) - f):
+            total += np.log(x[off[s] + c * nr + c])
+    return 2.0 * total
+
+
+@nb.njit(cache=True)
+def solve_inplace(x, first, rptr, rows, off, B):
+    """B := A⁻¹B for B of shape (n, k), C-ordered, in the factor's (permuted) order."""
+    ns = len(first) - 1
+    k = B.shape[1]
+    for s in range(ns):  # L y = b
+        f = first[s]
+        nr = rptr[s + 1] - rptr[s]
+        o = off[s]
+        for c in range(first[s + 1] - f):
+            col = f + c
+            d = x[o + c * nr + c]
+            for t in range(k):
+                B[col, t] /= d
+            for r in range(c + 1, nr):
+                v = x[o + c * nr + r]
+                row = rows[rptr[s] + r]
+                for t in range(k):
+                    B[row, t] -= v * B[col, t]
+    for s in range(ns - 1, -1, -1):  # L' x = y
+        f = first[s]
+        nr = rptr[s + 1] - rptr[s]
+        o = off[s]
+        for c in range(first[s + 1] - f - 1, -1, -1):
+            col = f + c
+            for r in range(c + 1, nr):
+                v = x[o + c * nr + r]
+                row = rows[rptr[s] + r]
+                for t in range(k):
+                    B[col, t] -= v * B[row, t]
+            d = x[o + c * nr + c]
+            for t in range(k):
+                B[col, t] /= d
+
+
+@nb.njit(cache=True)
+def selected_inverse(x, z, first, rptr, rows, off, snode, relmap, G, Y, ZR, D, limit):
+    """Takahashi recurrences: Z = A⁻¹ on the pattern of L (same layout as ``x``).
+
+    With Y = L_RJ L_JJ⁻¹ and Z_RR gathered from the supernodes already done,
+
+        Z_RJ = −Z_RR Y,   Z_JJ = (L_JJ L_JJ')⁻¹ − Y' Z_RJ
+
+    (Takahashi, Fagan & Chen 1973; Erisman & Tinney 1975), processed from the last
+    supernode to the first. Every Z entry needed lies in the pattern of L, because
+    the rows R of a column form a clique in it. With ``limit`` < n only the leading
+    block A[:limit, :limit] is inverted (its factor is L's leading block): rows ≥ limit
+    are left out and their Z entries set to 0. Only the lower triangle of each
+    diagonal block is written.
+    """
+    ns = len(first) - 1
+    for s in range(ns - 1, -1, -1):
+        f = first[s]
+        if f >= limit:
+            continue
+        w = first[s + 1] - f
+        nr = rptr[s + 1] - rptr[s]
+        o = off[s]
+        R0 = rptr[s] + w
+        m = 0
+        while m < nr - w and rows[R0 + m] < limit:
+            m += 1
+        for c in range(w):
+            for b in range(m):
+                Y[b + c * m] = x[o + c * nr + w + b]
+        trsm("R", "N", m, w, x, o, nr, Y, 0, max(m, 1))
+        a = 0
+        while a < m:  # gather the lower triangle of Z_RR
+            t = snode[rows[R0 + a]]
+            lt = first[t + 1]
+            _map_rows(relmap, rows, rptr[t], rptr[t + 1])
+            nrt = rptr[t + 1] - rptr[t]
+            a2 = a
+            while a2 < m and rows[R0 + a2] < lt:
+                a2 += 1
+            for aa in range(a, a2):
+                base = off[t] + (rows[R0 + aa] - first[t]) * nrt
+                for b in range(aa, m):
+                    G[b + aa * m] = z[base + relmap[rows[R0 + b]]]
+            a = a2
+        symm_left_lower(m, w, -1.0, G, max(m, 1), Y, max(m, 1), 0.0, ZR, max(m, 1))
+        for c in range(w):
+            for r in range(w):
+                D[r + c * w] = x[o + c * nr + r] if r >= c else 0.0
+        potri_lower(D, 0, w, w)
+        if m:
+            gemm_tn(w, w, m, -1.0, Y, m, ZR, m, 1.0, D, 0, w)
+        for c in range(w):
+            for r in range(c, w):
+                z[o + c * nr + r] = D[r + c * w]
+            for b in range(m):
+                z[o + c * nr + w + b] = ZR[b + c * m]
+            for b in range(m, nr - w):
+                z[o + c * nr + w + b] = 0.0
+
+
+@nb.njit(cache=True)
+def gather(z, pos):
+    out = np.empty(len(pos))
+    for t in range(len(pos)):
+        out[t] = z[pos[t]]
+    return out
+
+
+@nb.njit(cache=True)
+def scatter_add(x, pos, values, scale):
+    for t in range(len(pos)):
+        x[pos[t]] += scale * values[t]
