@@ -332,10 +332,11 @@ def test_bad_genotype_code(tmp_path, capsys):
 
 
 def test_missing_file_and_bad_rows(tmp_path, capsys):
-    code, _, err = run_cli(["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path], capsys)
+    # --out is a directory of its own: the input's directory (holding bad.csv) would be refused
+    code, _, err = run_cli(["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "file not found" in err and "nope.csv" in err
     (tmp_path / "bad.csv").write_text("g,y\na,1\nb,2,3\nc,4\n")
-    code, _, err = run_cli(["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path], capsys)
+    code, _, err = run_cli(["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "line 3" in err and "bad.csv" in err
 
 

@@ -163,5 +163,5 @@ def run_demo(s: Session) -> None:
     s.stdout.print("Predictive ability (cor of observed yield and out-of-fold GEBV, 10 folds):")
     for m in summ.index:
         s.stdout.print(f"  {m:<20} r = {pa[m]:.3f} ± {summ.loc[m, 'r sd']:.3f}")
-    s.stdout.print(f"Report: {(out / 'report.html').resolve()}")
     s.done()
+    s.stdout.print(f"Report: {(s.out / 'report.html').resolve()}")

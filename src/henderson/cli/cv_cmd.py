@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt
 from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
                           TraitOpt)
 
@@ -16,7 +16,7 @@ def cv(
     model: Annotated[str, typer.Option("--model", help="gblup, snpblup or pblup.")],
     phenotypes: PhenoOpt,
     trait: TraitOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    out: OutDirOpt,
     genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
     pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup).")] = None,
     grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
@@ -32,7 +32,7 @@ def cv(
     ped_columns: PedColsOpt = "id,sire,dam", selfing: SelfingOpt = False,
     grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
 
@@ -43,7 +43,7 @@ def cv(
     """
     from ._cv import run_cv
 
-    run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
+    run_cv(Session("cv", quiet, debug, threads, out, trait=trait, force=force), model=model, phenotypes=phenotypes, trait=trait,
            genotypes=genotypes, pedigree=pedigree, grm=grm, folds="loo" if leave_one_out else folds,
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,

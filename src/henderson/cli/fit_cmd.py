@@ -7,7 +7,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
+                      vc_table)
+from ._output import response_of
 from ._errors import CLIError
 from ..report.formula import formula_variables
 from .genetic_cmd import SelfingOpt
@@ -31,7 +33,7 @@ def _choose_term(groups: list[str], wanted: str | None, option: str, default: st
 def fit(
     data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
     formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    out: OutDirOpt,
     cov: Annotated[Optional[List[str]], typer.Option(
         "--cov", help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
                       "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.")] = None,
@@ -49,6 +51,7 @@ def fit(
     selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
+    force: ForceOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     threads: ThreadsOpt = None,
@@ -61,7 +64,8 @@ def fit(
     from ..report.html import Report
     from ..report.sections import add_fit
 
-    s = Session("fit", quiet, debug, threads, out)
+    s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None,
+                force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
+                      vc_table)
 from ._errors import CLIError
 from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file)
 
@@ -18,7 +19,7 @@ PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: 
 TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
 FixedOpt = Annotated[Optional[str], typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")]
+OutOpt = OutDirOpt
 GenoOpt = Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
 PedOpt = Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
 PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")]
@@ -58,7 +59,8 @@ def _report_grm(s: Session, geno):
 def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     fe = est.fixed_effects_["estimate"]
     intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
-    doc = {"model": kind, "trait": trait, "intercept": intercept,
+    # fit_id is also a column of snp_effects.csv: predict refuses a pair from two fits
+    doc = {"model": kind, "trait": trait, "fit_id": s.run_id, "intercept": intercept,
            "fixed_effects": {k: float(v) for k, v in fe.items()}, **extra}
     s.write_json(doc, "model.json")
 
@@ -66,12 +68,13 @@ def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
 def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: str | None, out: Path,
                 genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
                 ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
-                quiet: bool, debug: bool, threads: int | None, selfing: bool = False) -> None:
+                quiet: bool, debug: bool, threads: int | None, selfing: bool = False,
+                force: bool = False) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_genetic
 
-    s = Session(kind, quiet, debug, threads, out)
+    s = Session(kind, quiet, debug, threads, out, trait=trait, force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")
@@ -146,7 +149,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
         s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
         if snp_effects is not None:
-            s.write_csv(snp_effects, "snp_effects.csv")
+            s.write_csv(snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
         _write_model(s, est, kind, trait, {"h2": est.h2_, "h2_se": est.h2_se_,
                                            "n_snps": None if snp_effects is None else len(snp_effects), **extra})
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
@@ -164,7 +167,7 @@ def gblup(
     grm: Annotated[Optional[Path], typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
@@ -172,13 +175,13 @@ def gblup(
     Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
     """
     run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, force=force)
 
 
 def snpblup(
     phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, genotypes: GenoOpt = None,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
@@ -186,14 +189,14 @@ def snpblup(
     Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
     """
     run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, force=force)
 
 
 def pblup(
     phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, pedigree: PedOpt = None,
     ped_columns: PedColsOpt = "id,sire,dam",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20,
+    drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
@@ -201,13 +204,14 @@ def pblup(
     Example: henderson pblup --phenotypes records.csv --trait BWT --id-column ANIMAL --pedigree ped.csv --out pblup
     """
     run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
-                ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing)
+                ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
+                force=force)
 
 
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.")],
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id, gebv[, predicted_phenotype].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.")],
     coding: CodingOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
@@ -226,9 +230,11 @@ def predict(
     if not eff_path.exists():
         raise CLIError(f"{eff_path} not found: --model must be the output directory of 'henderson snpblup' "
                        "or of 'henderson gblup --genotypes' (vanraden1)")
+    files = s.output_files([out])
     with s.step("Reading SNP effects and genotypes"):
-        eff = read_table(eff_path, str_columns=["snp", "chrom"], what="SNP-effect table")
+        eff = read_table(eff_path, str_columns=["snp", "chrom", "fit_id"], what="SNP-effect table")
         require_columns(eff, ["snp", "freq", "effect"])
+        meta = _read_model_json(Path(model) / "model.json", eff, eff_path)
         geno = read_genotypes_file(genotypes, coding)
     absent = np.setdiff1d(eff["snp"].astype(str).to_numpy(), np.asarray(geno.snp_ids, dtype=str))
     if len(absent):
@@ -237,14 +243,36 @@ def predict(
     with s.step("Scoring"):
         g = predict_from_snp_effects(geno, eff)
     table = pd.DataFrame({"id": g.index.astype(str), "gebv": g.to_numpy()})
-    meta_path = Path(model) / "model.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("intercept") is not None:
-            table["predicted_phenotype"] = meta["intercept"] + table["gebv"]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False, float_format="%.10g")
+    if meta is not None and meta.get("intercept") is not None:
+        table["predicted_phenotype"] = meta["intercept"] + table["gebv"]
+    table.to_csv(files.where(out), index=False, float_format="%.10g")
+    s.done()
     if not quiet:
         s.stdout.print(table.sort_values("gebv", ascending=False).head(10).to_string(index=False))
         s.stdout.print(f"Scored {len(table)} individuals on {len(eff)} SNPs; wrote {out}")
-    s.done()
+
+
+def _read_model_json(path: Path, eff: pd.DataFrame, eff_path: Path) -> dict | None:
+    """model.json of the fit that wrote ``eff`` (snp_effects.csv), or None when absent.
+
+    Both carry the fit's id: SNP effects of one fit and the intercept of another (a
+    file copied in by hand) would give wrong predicted phenotypes without a word.
+    """
+    from ..errors import DataError
+
+    ids = sorted(set(eff["fit_id"].dropna().astype(str))) if "fit_id" in eff else []
+    if len(ids) > 1:
+        raise DataError(f"{eff_path}: rows from {len(ids)} different fits (column fit_id); "
+                        "rerun snpblup/gblup to write one set of SNP effects")
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a henderson model.json ({err})") from err
+    fit = meta.get("fit_id") if isinstance(meta, dict) else None
+    if (ids[0] if ids else None) != fit:
+        raise DataError(f"{eff_path} and {path} come from different fits (fit_id "
+                        f"{ids[0] if ids else 'absent'} vs {fit or 'absent'}): the SNP effects and the "
+                        "intercept must come from one run of snpblup or gblup; rerun it")
+    return meta
