@@ -61,7 +61,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_cv
-    from .genetic_cmd import _ped_cols
+    from .genetic_cmd import _ped_cols, check_fixed
 
     model = model.lower().replace("-", "")
     if model not in ("gblup", "snpblup", "pblup"):
@@ -81,6 +81,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     with s.step("Reading phenotypes"):
         y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
+        check_fixed(frame, fixed)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
     cv_arg, grp = folds, None
     if folds == "loo" and repeats != 1:

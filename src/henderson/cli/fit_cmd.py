@@ -12,9 +12,9 @@ from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsO
 from ._output import response_of
 from ._errors import CLIError
 from ..report.formula import formula_variables
-from .genetic_cmd import SelfingOpt
+from .genetic_cmd import DropOpt, SelfingOpt
 from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
-                      read_table, require_columns)
+                      read_table, require_columns, require_numeric)
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
     if wanted:
@@ -28,6 +28,33 @@ def _choose_term(groups: list[str], wanted: str | None, option: str, default: st
         return groups[0]
     raise CLIError(f"the formula has several random terms ({', '.join(groups)}); say which one "
                    f"carries the relationship with {option}")
+
+
+def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool):
+    """Records whose level of a term is absent from its relationship matrix: an error
+    naming them (the default) or, with --drop-unknown, dropped and counted."""
+    import pandas as pd
+
+    from ..errors import AlignmentError, format_ids
+
+    keep = pd.Series(True, index=frame.index)
+    for term, rel in rels.items():
+        labels = frame[term]
+        unknown = labels.notna() & ~labels.astype(str).isin(pd.Index(rel.ids).astype(str))
+        if not unknown.any():
+            continue
+        ids = pd.unique(labels[unknown].astype(str))
+        what = (f"{int(unknown.sum())} record(s) of {len(ids)} level(s) of {term!r} not in {sources[term]}: "
+                f"{format_ids(ids)}")
+        if not drop:
+            raise AlignmentError(f"{data}: {what}; pass --drop-unknown to drop them")
+        s.warn(f"{data}: dropped {what}")
+        keep &= ~unknown
+    if keep.all():
+        return frame
+    if not keep.any():
+        raise AlignmentError(f"{data}: no record left after --drop-unknown")
+    return frame[keep.to_numpy()]
 
 
 def fit(
@@ -50,6 +77,9 @@ def fit(
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
+    drop_unknown: Annotated[bool, typer.Option(
+        "--drop-unknown", help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
+                               "or --cov is missing from that file, instead of stopping.")] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -72,14 +102,18 @@ def fit(
     if "~" not in formula:
         raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
     groups = random_groups(formula)
-    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method})
+    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method,
+                       "missing": "drop" if drop_unknown else "error"})
     with s.step("Reading data"):
         frame = read_table(data, str_columns=groups, what="data file")
         s.add_input("data", data)
         require_columns(frame, formula_variables(formula), option="--formula")
+        response = response_of(formula)
+        if response in frame:  # (a transformed response, log(y), is the formula engine's to check)
+            require_numeric(frame, response, "--formula", id_column=groups[0] if groups else None)
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
-    covs, covs_inv, genetic = {}, {}, {}
+    covs, covs_inv, genetic, sources = {}, {}, {}, {}
     for item in cov or []:
         if "=" not in item:
             raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
@@ -89,6 +123,7 @@ def fit(
             covs[term] = read_relationship_file(path, kind="K")
             s.add_input(f"cov:{term}", path)
         genetic[term] = f"covariance from {Path(path).name}"
+        sources[term] = f"--cov {path}"
     if pedigree is not None:
         term = _choose_term(groups, pedigree_term, "--pedigree-term")
         cols = [c.strip() for c in ped_columns.split(",")]
@@ -103,6 +138,7 @@ def fit(
         for note in notes:
             s.warn(note)
         genetic[term] = "pedigree A"
+        sources[term] = f"the pedigree {pedigree}"
     if genotypes is not None:
         term = _choose_term(groups, genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G", counted="SNPs"):
@@ -112,9 +148,11 @@ def fit(
             covs[term] = genomic_relationship(geno, method=grm_method)
             s.add_input("genotypes", genotypes)
         genetic[term] = f"genomic G ({grm_method})"
+        sources[term] = f"the genotypes {genotypes}"
     overlap = set(covs) & set(covs_inv)
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
+    frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
     s.stdout.print(res.summary())

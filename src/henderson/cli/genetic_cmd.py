@@ -30,6 +30,15 @@ CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype cod
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
 
 
+def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
+    """--fixed names columns of the phenotype file: an error lists the file's columns."""
+    if fixed:
+        from ..report.formula import formula_variables
+        from ._inputs import require_columns
+
+        require_columns(frame, formula_variables(fixed), option="--fixed")
+
+
 def _ped_cols(spec: str) -> list[str]:
     cols = [c.strip() for c in spec.split(",")]
     if len(cols) != 3 or not all(cols):
@@ -82,8 +91,9 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
                        "method": method, "missing": "drop" if drop_unknown else "error"})
     missing = "drop" if drop_unknown else "error"
     with s.step("Reading phenotypes"):
-        y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
+        check_fixed(frame, fixed)
     geno = G = snp_effects = None
     rel_note = g_note = ""
     extra: dict = {}
