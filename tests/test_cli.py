@@ -66,8 +66,10 @@ def test_fit_potato_script(tmp_path):
     html = (out / "report.html").read_text()
     # one figure for the response, one per factor (fixed Env and random Name), one of the BLUPs
     assert html.count("data:image/png;base64,") == 4
-    for caption in ("Yield: 185 non-missing records", "Records per level of Env (fixed; 3 levels)",
-                    "Records per level of Name (random; 41 levels)", "Distribution of the 41 BLUPs of Name"):
+    # captions count the records the model used (issue 10: here all 185 rows of the file)
+    for caption in ("Yield: the 185 records used", "Records per level of Env (fixed; 3 levels) in the 185 records used",
+                    "Records per level of Name (random; 41 levels) in the 185 records used",
+                    "Distribution of the 41 BLUPs of Name"):
         assert f"<figcaption>{caption}</figcaption>" in html, caption
     assert 'alt="figure"' not in html
 

@@ -150,13 +150,20 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
                        + (f", groups from column {groups}" if groups else ""),
               "variances": "re-estimated by REML in every fold" if refit
                            else "held at the full-data REML estimates (--fixed-variances)",
-              "records": f"{n_obs:,} with a value of {trait}"}
+              "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs)}
         add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "", settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
                          "leakage_note": cli_words(leak) if leak else None})
     s.done()
+
+
+def _scored_note(pred: pd.DataFrame, n_obs: int) -> str:
+    """How many records were predicted out of fold, when not all of them were."""
+    first = pred[pred["repeat"] == pred["repeat"].min()] if "repeat" in pred else pred
+    n = int(first["predicted_bv"].notna().sum())
+    return "" if n == n_obs else f"; {n:,} of them predicted out of fold and scored"
 
 
 def _labels(column: pd.Series, ids) -> pd.Series:

@@ -92,7 +92,7 @@ def fit(
     """
     from .. import api
     from ..report.html import Report
-    from ..report.sections import add_fit
+    from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
 
     s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None,
                 force=force)
@@ -114,6 +114,7 @@ def fit(
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
     covs, covs_inv, genetic, sources = {}, {}, {}, {}
+    ped = geno = pedigree_term_used = None
     for item in cov or []:
         if "=" not in item:
             raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
@@ -138,6 +139,7 @@ def fit(
         for note in notes:
             s.warn(note)
         genetic[term] = "pedigree A"
+        pedigree_term_used = term
         sources[term] = f"the pedigree {pedigree}"
     if genotypes is not None:
         term = _choose_term(groups, genotypes_term, "--genotypes-term")
@@ -152,6 +154,7 @@ def fit(
     overlap = set(covs) & set(covs_inv)
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
+    file_frame = frame  # the report counts what was used against the whole file
     frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
@@ -164,7 +167,11 @@ def fit(
         bvs = pd.concat([bv_table(t, term) for term, t in res.blups.items()], ignore_index=True)
         s.write_csv(bvs, "breeding_values.csv")
         rep = Report("Linear mixed model", f"{formula} — {Path(data).name}")
-        add_fit(rep, res, frame, formula, groups, genetic, top=top)
+        add_fit(rep, res, file_frame, formula, groups, genetic, top=top)
+        if ped is not None:
+            add_pedigree_summary(rep, ped, phenotyped=frame[pedigree_term_used].dropna())
+        if geno is not None:
+            add_genotype_qc(rep, geno)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.notes += list(res.notes)

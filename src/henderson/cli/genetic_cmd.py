@@ -81,7 +81,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
                 force: bool = False) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
-    from ..report.sections import add_genetic
+    from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
 
     s = Session(kind, quiet, debug, threads, out, trait=trait, force=force)
     method = method.lower()
@@ -165,6 +165,10 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
         add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note,
                     g_note=g_note)
+        if kind == "pblup":
+            add_pedigree_summary(rep, ped, phenotyped=y.index[y.notna()])
+        if geno is not None:
+            add_genotype_qc(rep, geno)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
