@@ -27,9 +27,15 @@ linux_only = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="watches the child's start-up through /proc/PID/maps (Linux)")
 
 
+def default_sigint():
+    """Children of a shell's background job inherit an ignored SIGINT (Python then keeps
+    it ignored): give the child the default, as a terminal's foreground job has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(args):
     return subprocess.Popen([SCRIPT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, COLUMNS="200"), start_new_session=True)
+                            env=dict(os.environ, COLUMNS="200"), start_new_session=True, preexec_fn=default_sigint)
 
 
 def wait_for(cond, proc, timeout=120.0):
@@ -127,5 +133,6 @@ def test_startup_guard_only_for_the_script():
     """Importing henderson in Python keeps Python's own Ctrl-C (KeyboardInterrupt)."""
     code = ("import signal, henderson; "
             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       preexec_fn=default_sigint)
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr
