@@ -205,13 +205,34 @@ def test_directory_not_written_by_henderson_is_never_replaced(tmp_path, capsys):
     assert snapshot(out) == {"notes.txt": hashlib.sha256(b"my notes").hexdigest()}
 
 
-def test_foreign_file_in_results_is_never_deleted(previous, capsys):
+def test_users_files_beside_the_results_are_carried_over(previous, capsys):
+    """A file and a directory of the user's next to the results (the README's tour runs
+    inside henderson-demo/) survive the replacement; a file inside a directory henderson
+    writes is refused."""
     out, _ = previous
     (out / "my_plot.png").write_bytes(b"\x89PNG")
+    (out / "sub").mkdir()
+    (out / "sub" / "notes.txt").write_text("mine")
+    (out / "report.html").write_text("stale")
+    code, _, err = run_cli(FIT + ["--out", out], capsys)
+    assert code == 0, err
+    assert (out / "my_plot.png").read_bytes() == b"\x89PNG" and (out / "sub" / "notes.txt").read_text() == "mine"
+    assert (out / "report.html").read_text() != "stale"
+    assert leftovers(out.parent) == []
+
+
+def test_users_file_inside_demo_data_is_refused(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "data").mkdir()
+    (out / "data" / "mine.csv").write_text("x")
+    (out / "summary.json").write_text(json.dumps({"command": "demo", "run": {"command": "demo", "trait": None},
+                                                  "outputs": ["summary.json", "data/potato.csv"]}))
+    (out / "data" / "potato.csv").write_text("old")
     code, _, err = run_cli(FIT + ["--out", out, "--force"], capsys)
     assert code == 2
-    one_error(err, f"--out {out}", "did not write", "'my_plot.png'")
-    assert (out / "my_plot.png").read_bytes() == b"\x89PNG"
+    one_error(err, f"--out {out}", "did not write", "inside its own output")
+    assert (out / "data" / "mine.csv").read_text() == "x"
 
 
 def test_empty_directory_is_used(tmp_path, capsys):

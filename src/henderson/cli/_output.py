@@ -8,11 +8,12 @@ no half-written file anywhere: :meth:`Outputs.abort` removes the staging directo
 
 Two kinds of output:
 
-* :class:`OutDir` -- ``--out DIR`` of fit, gblup, snpblup, pblup, cv and demo. The whole
-  directory is replaced, so stale files of an earlier run cannot sit next to new ones.
-  A non-empty ``DIR`` is replaced only when its ``summary.json`` shows it holds the
+* :class:`OutDir` -- ``--out DIR`` of fit, gblup, snpblup, pblup, cv and demo. Every file
+  the previous run wrote (``summary.json``'s ``outputs``) is replaced, so stale files of
+  an earlier run cannot sit next to new ones; entries of the user's own beside them are
+  carried over. A non-empty ``DIR`` is reused only when its ``summary.json`` shows the
   results of the same command on the same trait (or with ``--force``), and never when it
-  holds files henderson did not write.
+  holds no henderson ``summary.json``.
 * :class:`OutFiles` -- a file (``grm``, ``ainv``, ``predict``, ``--inbreeding``) or a file
   prefix (``grm --format gcta``): written in a staging directory beside them, then each
   renamed over its target.
@@ -150,6 +151,8 @@ class OutDir:
         self.option = option
         self.command, self.trait, self.force = command, trait, force
         self.stage: Path | None = None
+        #: top-level entries of an existing --out that are not henderson's (carried over)
+        self.keep: list[str] = []
 
     def open(self) -> "OutDir":
         """Check the path (before any work is done) and create the staging directory."""
@@ -175,12 +178,17 @@ class OutDir:
                               f"({len(present)} file(s), e.g. {present[0]!r}); henderson replaces the whole "
                               f"directory, so give a new or empty one")
         owned = set(prev["outputs"]) | {"summary.json"}
-        foreign = [f for f in present if f not in owned
-                   and not (prev["command"] == "demo" and f.startswith("data/"))]
-        if foreign:
-            shown = ", ".join(repr(f) for f in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise OutputError(f"{opt} {p}: holds file(s) henderson did not write ({shown}); henderson replaces "
-                              f"the whole directory, so move them or give another {opt}")
+        if prev["command"] == "demo" and not any(f.startswith("data/") for f in owned):
+            owned |= {f for f in present if f.startswith("data/")}  # summaries before 'run' listed no data/
+        tops = {f.split("/", 1)[0] for f in owned}
+        # entries of the user's own next to the results (e.g. the README's tour run inside
+        # henderson-demo/) are carried over into the new directory, never deleted
+        self.keep = sorted(e.name for e in p.iterdir() if e.name not in tops)
+        mixed = [f for f in present if f not in owned and f.split("/", 1)[0] in tops]
+        if mixed:  # a file of the user's inside a directory henderson writes
+            shown = ", ".join(repr(f) for f in mixed[:5]) + (f" and {len(mixed) - 5} more" if len(mixed) > 5 else "")
+            raise OutputError(f"{opt} {p}: holds file(s) henderson did not write inside its own output "
+                              f"({shown}); move them or give another {opt}")
         same = prev["command"] == self.command and prev["trait"] == self.trait
         if not same and not self.force:
             def what(cmd, trait):
@@ -198,11 +206,16 @@ class OutDir:
     def commit(self) -> None:
         """Rename the staging directory into place; the previous results go only now."""
         p, stage = self.path, self.stage
+        clash = [n for n in self.keep if (stage / n).exists()]
+        if clash:
+            raise OutputError(f"{self.option} {p}: this run writes {', '.join(map(repr, clash))}, which henderson "
+                              f"did not write there before; move them or give another {self.option}")
         with _no_interrupt():
             try:
                 if not p.exists():
                     os.rename(stage, p)
                 elif _exchange(stage, p):
+                    self._carry_over(stage)
                     shutil.rmtree(stage, ignore_errors=True)  # now holds the previous results
                 else:  # two renames: the previous results are put back if the second fails
                     old = Path(tempfile.mkdtemp(prefix=f".{p.name}.old.", suffix=STAGE_SUFFIX, dir=p.parent))
@@ -213,11 +226,18 @@ class OutDir:
                     except OSError:
                         os.rename(old, p)
                         raise
+                    self._carry_over(old)
                     shutil.rmtree(old, ignore_errors=True)
             except OSError as err:
                 raise OutputError(f"{self.option} {p}: cannot move the results into place: {_why(err)}; "
                                   f"they are in {stage}") from err
         self.stage = None
+
+    def _carry_over(self, old: Path) -> None:
+        """Move the user's own entries from the previous directory into the new one."""
+        for name in self.keep:
+            if (old / name).exists() or (old / name).is_symlink():
+                os.rename(old / name, self.path / name)
 
     def abort(self) -> None:
         if self.stage is not None:
