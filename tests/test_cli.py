@@ -66,8 +66,10 @@ def test_fit_potato_script(tmp_path):
     html = (out / "report.html").read_text()
     # one figure for the response, one per factor (fixed Env and random Name), one of the BLUPs
     assert html.count("data:image/png;base64,") == 4
-    for caption in ("Yield: 185 non-missing records", "Records per level of Env (fixed; 3 levels)",
-                    "Records per level of Name (random; 41 levels)", "Distribution of the 41 BLUPs of Name"):
+    # captions count the records the model used (issue 10: here all 185 rows of the file)
+    for caption in ("Yield: the 185 records used", "Records per level of Env (fixed; 3 levels) in the 185 records used",
+                    "Records per level of Name (random; 41 levels) in the 185 records used",
+                    "Distribution of the 41 BLUPs of Name"):
         assert f"<figcaption>{caption}</figcaption>" in html, caption
     assert 'alt="figure"' not in html
 
@@ -332,10 +334,11 @@ def test_bad_genotype_code(tmp_path, capsys):
 
 
 def test_missing_file_and_bad_rows(tmp_path, capsys):
-    code, _, err = run_cli(["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path], capsys)
+    # --out is a directory of its own: the input's directory (holding bad.csv) would be refused
+    code, _, err = run_cli(["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "file not found" in err and "nope.csv" in err
     (tmp_path / "bad.csv").write_text("g,y\na,1\nb,2,3\nc,4\n")
-    code, _, err = run_cli(["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path], capsys)
+    code, _, err = run_cli(["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
     assert code == 2 and "line 3" in err and "bad.csv" in err
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from .._progress import reporting
 
 from ._inputs import checksums
+from ._output import DISK_ERRNOS, OutDir, OutFiles, OutputError
 
 # Options shared by every command (typer has no option inheritance; aliases keep it short).
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
@@ -29,9 +30,15 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(
 SchedulerOpt = Annotated[Optional[str], typer.Option(
     "--scheduler", help="Dask scheduler address (tcp://host:8786): run the SNP chunks of G (and CV folds) "
     "as tasks on that cluster; a PLINK file is then read by the workers (docs/scaling.md). Default: in-process.")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Replace a non-empty --out that holds the results of another command or trait.")]
+#: --out of the commands that write a results directory
+OutDirOpt = Annotated[Path, typer.Option(
+    "--out", "-o", help="Output directory: created, or replaced as a whole at the end of the run "
+                        "(only if it holds this command's results on this trait, or with --force).")]
 
 #: Set by :func:`start`; read by ``main`` to decide whether to print tracebacks.
-STATE = {"debug": False, "quiet": False, "warnings": []}
+STATE = {"debug": False, "quiet": False, "warnings": [], "session": None}
 
 
 def versions() -> dict:
@@ -78,8 +85,14 @@ class Session:
     """
 
     def __init__(self, command: str, quiet: bool = False, debug: bool = False,
-                 threads: int | None = None, out: Path | None = None):
+                 threads: int | None = None, out: Path | None = None, *, trait: str | None = None,
+                 force: bool = False):
+        import uuid
+
         self.command = command
+        #: names this run in summary.json, model.json and snp_effects.csv (predict checks it)
+        self.run_id = uuid.uuid4().hex
+        self.trait = trait
         self.quiet = quiet
         stream = None if quiet else _progress_stream()
         self.console = Console(file=stream, stderr=stream is None, quiet=quiet, highlight=False)
@@ -92,11 +105,15 @@ class Session:
         self.notes: list[str] = []
         self.settings: dict = {}
         self.t0 = time.perf_counter()
-        self.out = Path(out) if out is not None else None
         self._limits = None
+        self._outputs: list = []
         STATE["debug"] = debug
         STATE["quiet"] = quiet
         STATE["warnings"] = []
+        STATE["session"] = self  # main() aborts the staged outputs if the run fails
+        # the output path is checked (and its staging directory made) before any work
+        self._dir = self._open(OutDir(out, command, trait, force)) if out is not None else None
+        self.out = self._dir.path if self._dir is not None else None
         if threads:
             from threadpoolctl import threadpool_limits
 
@@ -166,9 +183,46 @@ class Session:
             return
         self.inputs += [{"role": role, **f} for f in checksums(path)]
 
+    def _open(self, output):
+        self._outputs.append(output.open())
+        return output
+
+    def output_files(self, paths, option: str = "--out", kind: str = "file") -> OutFiles:
+        """Register output files (not in --out DIR): written beside, renamed at :meth:`done`."""
+        return self._open(OutFiles(paths, option, kind))
+
     def outdir(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        return self.out
+        """Where this run writes its results: the staging directory of --out."""
+        return self._dir.where()
+
+    def commit(self) -> None:
+        """Move every output into place (the end of a successful run)."""
+        for o in self._outputs:
+            o.commit()
+        self._outputs = []
+
+    def abort(self) -> None:
+        """Remove every staged output: the previous results stay as they were."""
+        for o in self._outputs:
+            o.abort()
+        self._outputs = []
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+    def output_error(self, exc: BaseException) -> OutputError | None:
+        """An OSError raised while writing an output, as a one-line error naming its option."""
+        if not isinstance(exc, OSError) or not self._outputs:
+            return None
+        mine = [o for o in self._outputs if o.contains(exc.filename)]
+        if not mine and exc.errno not in DISK_ERRNOS:
+            return None
+        o = (mine or self._outputs)[0]
+        name = Path(os.fsdecode(exc.filename)).name if exc.filename else None
+        why = (exc.strerror or str(exc)).rstrip(".")
+        where = f" while writing {name}" if name else ""
+        kept = "the previous results are unchanged" if o.path.exists() else "nothing was written"
+        return OutputError(f"{o.option} {o.path}: {why[:1].lower() + why[1:]}{where}; {kept}")
 
     def write_csv(self, frame: pd.DataFrame, name: str, index: bool = False) -> Path:
         path = self.outdir() / name
@@ -188,13 +242,16 @@ class Session:
 
     def write_summary(self, results: dict, name: str = "summary.json") -> Path:
         self.timings["total"] = round(time.perf_counter() - self.t0, 4)
+        files = self._dir.files() if self._dir is not None else list(self.outputs)
         doc = {
             "command": self.command,
+            # what --out holds: the next run into the same directory checks it
+            "run": {"command": self.command, "trait": self.trait, "run_id": self.run_id},
             "argv": sys.argv[1:] if Path(sys.argv[0]).name.startswith("henderson") else None,
             "settings": self.settings,
             "versions": versions(),
             "inputs": self.inputs,
-            "outputs": sorted(set(self.outputs + [name])),
+            "outputs": sorted(set(files + self.outputs + [name])),
             "timings_seconds": self.timings,
             "notes": self.notes,
             "warnings": list(STATE.get("warnings", [])),
@@ -203,11 +260,15 @@ class Session:
         return self.write_json(doc, name)
 
     def done(self) -> None:
+        """The end of a successful run: outputs renamed into place, then "Wrote ..."."""
+        self.commit()
+        STATE["session"] = None
         if self.out is not None and self.outputs:
             files = ", ".join(sorted(set(self.outputs)))
             self.stdout.print(f"Wrote {self.out}/: {files}")
         if self._limits is not None:
             self._limits.restore_original_limits()
+            self._limits = None
 
 
 def _jsonable(x):

@@ -62,7 +62,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_cv
-    from .genetic_cmd import _ped_cols
+    from .genetic_cmd import _ped_cols, check_fixed
 
     model = model.lower().replace("-", "")
     if model not in ("gblup", "snpblup", "pblup"):
@@ -82,6 +82,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     with s.step("Reading phenotypes"):
         y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
+        check_fixed(frame, fixed)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
     cv_arg, grp = folds, None
     if folds == "loo" and repeats != 1:
@@ -150,13 +151,20 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
                        + (f", groups from column {groups}" if groups else ""),
               "variances": "re-estimated by REML in every fold" if refit
                            else "held at the full-data REML estimates (--fixed-variances)",
-              "records": f"{n_obs:,} with a value of {trait}"}
+              "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs)}
         add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "", settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
                          "leakage_note": cli_words(leak) if leak else None})
     s.done()
+
+
+def _scored_note(pred: pd.DataFrame, n_obs: int) -> str:
+    """How many records were predicted out of fold, when not all of them were."""
+    first = pred[pred["repeat"] == pred["repeat"].min()] if "repeat" in pred else pred
+    n = int(first["predicted_bv"].notna().sum())
+    return "" if n == n_obs else f"; {n:,} of them predicted out of fold and scored"
 
 
 def _labels(column: pd.Series, ids) -> pd.Series:

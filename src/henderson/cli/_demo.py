@@ -30,7 +30,7 @@ def run_demo(s: Session) -> None:
     from ..relationships.genomic import genomic_relationship
     from ..report import plots
     from ..report.html import Report
-    from ..report.sections import add_cv, add_fit, add_genetic, variance_table
+    from ..report.sections import add_cv, add_fit, add_genetic, add_genotype_qc, variance_table
 
     out = s.outdir()
     for name in [("wheat", "wheat_Y.csv"), ("wheat", "wheat_X.csv.gz"), ("wheat", "wheat_A.csv.gz"),
@@ -139,6 +139,7 @@ def run_demo(s: Session) -> None:
                  f"equals GBLUP's σ²_g = {s_g_gb:.6f}.")
         add_genetic(rep, gb, "GBLUP", TRAIT, y, G=G, snp_effects=sb.snp_effects_,
                     relationship_note=f"G (VanRaden 1) from {geno.n} lines × {geno.p} markers")
+        add_genotype_qc(rep, geno)
         rep.html("<hr style='margin:36px 0;border:0;border-top:3px solid #2b6cb0'>")
         rep.html("<h1 style='font-size:22px'>Potato: Yield ~ Env + (1|Name)</h1>")
         potato_frame = potato.copy()
@@ -163,5 +164,5 @@ def run_demo(s: Session) -> None:
     s.stdout.print("Predictive ability (cor of observed yield and out-of-fold GEBV, 10 folds):")
     for m in summ.index:
         s.stdout.print(f"  {m:<20} r = {pa[m]:.3f} ± {summ.loc[m, 'r sd']:.3f}")
-    s.stdout.print(f"Report: {(out / 'report.html').resolve()}")
     s.done()
+    s.stdout.print(f"Report: {(s.out / 'report.html').resolve()}")

@@ -375,3 +375,40 @@ def _relationship_from_frame(p: Path, frame: pd.DataFrame, kind: str):
     except DataError as err:
         raise DataError(f"{p}: {err}") from err
     return Relationship(rel.ids, rel.matrix, kind=kind, info={"file": str(p)})
+
+
+# ----------------------------------------------------------------------------- line numbers
+
+def file_line(frame: pd.DataFrame, row: int) -> int:
+    """The line of the file (1-based) holding data row ``row`` of a frame from :func:`read_table`.
+
+    The reader skips blank lines, so the row position plus 2 (header, 0-based) is not
+    always the line a user finds in an editor: count the non-blank lines instead.
+    """
+    path = frame.attrs.get("path")
+    if path is None:
+        return row + 2
+    lines = []
+    with _opener(Path(path)) as fh:
+        for i, line in enumerate(fh, 1):
+            if line.strip():
+                lines.append(i)
+                if len(lines) > row + 1:
+                    return lines[row + 1]
+    return row + 2
+
+
+def require_numeric(frame: pd.DataFrame, column: str, option: str, id_column: str | None = None) -> None:
+    """DataError naming the file, line, column and value of the first non-numeric entry."""
+    col = frame[column]
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return
+    bad = pd.to_numeric(col, errors="coerce").isna() & col.notna()
+    if not bad.any():
+        return
+    r = int(bad.to_numpy().nonzero()[0][0])
+    src = frame.attrs.get("path", "data")
+    who = f", {id_column} {frame[id_column].iloc[r]!r}" if id_column and id_column in frame else ""
+    raise DataError(f"{src}: non-numeric value {col.iloc[r]!r} in column {column!r} (line {file_line(frame, r)}"
+                    f"{who}; {int(bad.sum())} such value(s)); the response of {option} must be a number "
+                    "or empty/NA for a missing record")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
                           TraitOpt)
 
@@ -16,7 +16,7 @@ def cv(
     model: Annotated[str, typer.Option("--model", help="gblup, snpblup, pblup or ssgblup (validated on young genotyped animals against pedigree BLUP).")],
     phenotypes: PhenoOpt,
     trait: TraitOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    out: OutDirOpt,
     genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
     pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup, ssgblup).")] = None,
     grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
@@ -34,7 +34,7 @@ def cv(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
     birth_year: Annotated[Optional[str], typer.Option("--birth-year", help="ssgblup: column of the phenotype file with birth years: validate forward in time on the genotyped animals born in or after --cutoff-year (default: the last year).")] = None,
     cutoff_year: Annotated[Optional[float], typer.Option("--cutoff-year", help="ssgblup with --birth-year: first birth year of the validation animals.")] = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
@@ -46,14 +46,15 @@ def cv(
     """
     from ._cv import run_cv
 
+    session = Session("cv", quiet, debug, threads, out, trait=trait, force=force)
     if model.lower() == "ssgblup":
         from .ssgblup_cmd import run_cv_ssgblup
 
-        return run_cv_ssgblup(Session("cv", quiet, debug, threads, out), phenotypes=phenotypes, trait=trait,
+        return run_cv_ssgblup(session, phenotypes=phenotypes, trait=trait,
                               genotypes=genotypes, pedigree=pedigree, birth_year=birth_year, cutoff=cutoff_year,
                               refit=not fixed_variances, id_column=id_column, ped_columns=ped_columns,
                               fixed=fixed, method=method, drop_unknown=drop_unknown, coding=coding)
-    run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
+    run_cv(session, model=model, phenotypes=phenotypes, trait=trait,
            genotypes=genotypes, pedigree=pedigree, grm=grm, folds="loo" if leave_one_out else folds,
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,

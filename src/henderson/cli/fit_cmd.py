@@ -7,12 +7,14 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
+                      vc_table)
+from ._output import response_of
 from ._errors import CLIError
 from ..report.formula import formula_variables
-from .genetic_cmd import SelfingOpt
+from .genetic_cmd import DropOpt, SelfingOpt
 from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
-                      read_table, require_columns)
+                      read_table, require_columns, require_numeric)
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
     if wanted:
@@ -28,10 +30,37 @@ def _choose_term(groups: list[str], wanted: str | None, option: str, default: st
                    f"carries the relationship with {option}")
 
 
+def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool):
+    """Records whose level of a term is absent from its relationship matrix: an error
+    naming them (the default) or, with --drop-unknown, dropped and counted."""
+    import pandas as pd
+
+    from ..errors import AlignmentError, format_ids
+
+    keep = pd.Series(True, index=frame.index)
+    for term, rel in rels.items():
+        labels = frame[term]
+        unknown = labels.notna() & ~labels.astype(str).isin(pd.Index(rel.ids).astype(str))
+        if not unknown.any():
+            continue
+        ids = pd.unique(labels[unknown].astype(str))
+        what = (f"{int(unknown.sum())} record(s) of {len(ids)} level(s) of {term!r} not in {sources[term]}: "
+                f"{format_ids(ids)}")
+        if not drop:
+            raise AlignmentError(f"{data}: {what}; pass --drop-unknown to drop them")
+        s.warn(f"{data}: dropped {what}")
+        keep &= ~unknown
+    if keep.all():
+        return frame
+    if not keep.any():
+        raise AlignmentError(f"{data}: no record left after --drop-unknown")
+    return frame[keep.to_numpy()]
+
+
 def fit(
     data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
     formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
+    out: OutDirOpt,
     cov: Annotated[Optional[List[str]], typer.Option(
         "--cov", help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
                       "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.")] = None,
@@ -55,7 +84,11 @@ def fit(
     correlated: Annotated[Optional[List[str]], typer.Option(
         "--correlated", help="TERM1,TERM2: two random intercept terms sharing levels with an "
                              "unstructured 2 x 2 covariance (direct and maternal). Repeatable.")] = None,
+    drop_unknown: Annotated[bool, typer.Option(
+        "--drop-unknown", help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
+                               "or --cov is missing from that file, instead of stopping.")] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
+    force: ForceOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     threads: ThreadsOpt = None,
@@ -70,24 +103,30 @@ def fit(
     """
     from .. import api
     from ..report.html import Report
-    from ..report.sections import add_fit
+    from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
 
-    s = Session("fit", quiet, debug, threads, out)
+    s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None,
+                force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")
     if "~" not in formula:
         raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
     groups = random_groups(formula)
-    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method})
+    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method,
+                       "missing": "drop" if drop_unknown else "error"})
     with s.step("Reading data"):
         frame = read_table(data, str_columns=groups, what="data file")
         s.add_input("data", data)
         require_columns(frame, formula_variables(formula), option="--formula")
         require_columns(frame, [c for c in (weights, residual) if c], option="--weights/--residual")
+        response = response_of(formula)
+        if response in frame:  # (a transformed response, log(y), is the formula engine's to check)
+            require_numeric(frame, response, "--formula", id_column=groups[0] if groups else None)
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
-    covs, covs_inv, genetic = {}, {}, {}
+    covs, covs_inv, genetic, sources = {}, {}, {}, {}
+    ped = geno = pedigree_term_used = None
     for item in cov or []:
         if "=" not in item:
             raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
@@ -97,6 +136,7 @@ def fit(
             covs[term] = read_relationship_file(path, kind="K")
             s.add_input(f"cov:{term}", path)
         genetic[term] = f"covariance from {Path(path).name}"
+        sources[term] = f"--cov {path}"
     if pedigree is not None:
         term = _choose_term(groups, pedigree_term, "--pedigree-term")
         cols = [c.strip() for c in ped_columns.split(",")]
@@ -111,6 +151,8 @@ def fit(
         for note in notes:
             s.warn(note)
         genetic[term] = "pedigree A"
+        pedigree_term_used = term
+        sources[term] = f"the pedigree {pedigree}"
     if genotypes is not None:
         term = _choose_term(groups, genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G", counted="SNPs"):
@@ -120,9 +162,12 @@ def fit(
             covs[term] = genomic_relationship(geno, method=grm_method)
             s.add_input("genotypes", genotypes)
         genetic[term] = f"genomic G ({grm_method})"
+        sources[term] = f"the genotypes {genotypes}"
     overlap = set(covs) & set(covs_inv)
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
+    file_frame = frame  # the report counts what was used against the whole file
+    frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
@@ -136,7 +181,11 @@ def fit(
         bvs = pd.concat([bv_table(t, term) for term, t in res.blups.items()], ignore_index=True)
         s.write_csv(bvs, "breeding_values.csv")
         rep = Report("Linear mixed model", f"{formula} — {Path(data).name}")
-        add_fit(rep, res, frame, formula, groups, genetic, top=top)
+        add_fit(rep, res, file_frame, formula, groups, genetic, top=top)
+        if ped is not None:
+            add_pedigree_summary(rep, ped, phenotyped=frame[pedigree_term_used].dropna())
+        if geno is not None:
+            add_genotype_qc(rep, geno)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.notes += list(res.notes)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
+                      vc_table)
 from ._errors import CLIError
 from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file)
 
@@ -18,7 +19,7 @@ PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: 
 TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
 FixedOpt = Annotated[Optional[str], typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")]
+OutOpt = OutDirOpt
 GenoOpt = Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
 PedOpt = Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
 PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")]
@@ -29,6 +30,15 @@ CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype cod
 GwasOpt = Annotated[bool, typer.Option("--gwas", help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).")]
 GwasWindowOpt = Annotated[Optional[str], typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
+
+
+def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
+    """--fixed names columns of the phenotype file: an error lists the file's columns."""
+    if fixed:
+        from ..report.formula import formula_variables
+        from ._inputs import require_columns
+
+        require_columns(frame, formula_variables(fixed), option="--fixed")
 
 
 def _ped_cols(spec: str) -> list[str]:
@@ -60,7 +70,8 @@ def _report_grm(s: Session, geno):
 def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     fe = est.fixed_effects_["estimate"]
     intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
-    doc = {"model": kind, "trait": trait, "intercept": intercept,
+    # fit_id is also a column of snp_effects.csv: predict refuses a pair from two fits
+    doc = {"model": kind, "trait": trait, "fit_id": s.run_id, "intercept": intercept,
            "fixed_effects": {k: float(v) for k, v in fe.items()}, **extra}
     s.write_json(doc, "model.json")
 
@@ -69,12 +80,12 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
                 genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
                 ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
                 quiet: bool, debug: bool, threads: int | None, selfing: bool = False,
-                gwas: bool = False, window: str | None = None) -> None:
+                gwas: bool = False, window: str | None = None, force: bool = False) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
-    from ..report.sections import add_genetic
+    from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
 
-    s = Session(kind, quiet, debug, threads, out)
+    s = Session(kind, quiet, debug, threads, out, trait=trait, force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")
@@ -92,8 +103,9 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         raise CLIError(f"--gwas back-solves SNP effects, which needs --grm-method vanraden1 (not {grm_method})")
     missing = "drop" if drop_unknown else "error"
     with s.step("Reading phenotypes"):
-        y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
+        check_fixed(frame, fixed)
     geno = G = snp_effects = None
     rel_note = g_note = ""
     extra: dict = {}
@@ -159,12 +171,16 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
         s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
         if snp_effects is not None:
-            s.write_csv(snp_effects, "snp_effects.csv")
+            s.write_csv(snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
         _write_model(s, est, kind, trait, {"h2": est.h2_, "h2_se": est.h2_se_,
                                            "n_snps": None if snp_effects is None else len(snp_effects), **extra})
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
         add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note,
                     g_note=g_note)
+        if kind == "pblup":
+            add_pedigree_summary(rep, ped, phenotyped=y.index[y.notna()])
+        if geno is not None:
+            add_genotype_qc(rep, geno)
         if gwas:  # back-solved SNP tests of this fit (henderson.association)
             from .gwas_cmd import association_outputs
 
@@ -182,7 +198,7 @@ def gblup(
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
-    gwas: GwasOpt = False, window: GwasWindowOpt = None,
+    gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
@@ -190,14 +206,15 @@ def gblup(
     Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
     """
     run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
+                force=force)
 
 
 def snpblup(
     phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, genotypes: GenoOpt = None,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
-    gwas: GwasOpt = False, window: GwasWindowOpt = None,
+    gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
@@ -205,14 +222,15 @@ def snpblup(
     Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
     """
     run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window)
+                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
+                force=force)
 
 
 def pblup(
     phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, pedigree: PedOpt = None,
     ped_columns: PedColsOpt = "id,sire,dam",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20,
+    drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20, force: ForceOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
@@ -220,13 +238,14 @@ def pblup(
     Example: henderson pblup --phenotypes records.csv --trait BWT --id-column ANIMAL --pedigree ped.csv --out pblup
     """
     run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
-                ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing)
+                ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
+                force=force)
 
 
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.")],
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id, gebv[, predicted_phenotype].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.")],
     coding: CodingOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
@@ -245,9 +264,11 @@ def predict(
     if not eff_path.exists():
         raise CLIError(f"{eff_path} not found: --model must be the output directory of 'henderson snpblup' "
                        "or of 'henderson gblup --genotypes' (vanraden1)")
+    files = s.output_files([out])
     with s.step("Reading SNP effects and genotypes"):
-        eff = read_table(eff_path, str_columns=["snp", "chrom"], what="SNP-effect table")
+        eff = read_table(eff_path, str_columns=["snp", "chrom", "fit_id"], what="SNP-effect table")
         require_columns(eff, ["snp", "freq", "effect"])
+        meta = _read_model_json(Path(model) / "model.json", eff, eff_path)
         geno = read_genotypes_file(genotypes, coding)
     absent = np.setdiff1d(eff["snp"].astype(str).to_numpy(), np.asarray(geno.snp_ids, dtype=str))
     if len(absent):
@@ -256,14 +277,36 @@ def predict(
     with s.step("Scoring"):
         g = predict_from_snp_effects(geno, eff)
     table = pd.DataFrame({"id": g.index.astype(str), "gebv": g.to_numpy()})
-    meta_path = Path(model) / "model.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("intercept") is not None:
-            table["predicted_phenotype"] = meta["intercept"] + table["gebv"]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False, float_format="%.10g")
+    if meta is not None and meta.get("intercept") is not None:
+        table["predicted_phenotype"] = meta["intercept"] + table["gebv"]
+    table.to_csv(files.where(out), index=False, float_format="%.10g")
+    s.done()
     if not quiet:
         s.stdout.print(table.sort_values("gebv", ascending=False).head(10).to_string(index=False))
         s.stdout.print(f"Scored {len(table)} individuals on {len(eff)} SNPs; wrote {out}")
-    s.done()
+
+
+def _read_model_json(path: Path, eff: pd.DataFrame, eff_path: Path) -> dict | None:
+    """model.json of the fit that wrote ``eff`` (snp_effects.csv), or None when absent.
+
+    Both carry the fit's id: SNP effects of one fit and the intercept of another (a
+    file copied in by hand) would give wrong predicted phenotypes without a word.
+    """
+    from ..errors import DataError
+
+    ids = sorted(set(eff["fit_id"].dropna().astype(str))) if "fit_id" in eff else []
+    if len(ids) > 1:
+        raise DataError(f"{eff_path}: rows from {len(ids)} different fits (column fit_id); "
+                        "rerun snpblup/gblup to write one set of SNP effects")
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a henderson model.json ({err})") from err
+    fit = meta.get("fit_id") if isinstance(meta, dict) else None
+    if (ids[0] if ids else None) != fit:
+        raise DataError(f"{eff_path} and {path} come from different fits (fit_id "
+                        f"{ids[0] if ids else 'absent'} vs {fit or 'absent'}): the SNP effects and the "
+                        "intercept must come from one run of snpblup or gblup; rerun it")
+    return meta

@@ -109,31 +109,79 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"henderson: {label}: {cli_words(text)}", file=sys.stderr)
 
 
+def interrupted(exc: BaseException | None) -> bool:
+    """True when ``exc`` is, or was caused by, Ctrl-C.
+
+    click turns KeyboardInterrupt into Abort; Ctrl-C inside a compiled (numba) kernel can
+    surface as ``SystemError: ... returned a result with an exception set`` whose cause
+    is the KeyboardInterrupt. Both are an interruption, not an error.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+
+
+def _interrupted_exit() -> int:
+    print("henderson: interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``henderson`` script; returns the exit code."""
+    """Entry point of the ``henderson`` script; returns the exit code.
+
+    Ctrl-C at any point prints ``henderson: interrupted`` and returns 130; a failed or
+    interrupted run removes its staged outputs, so ``--out`` keeps its previous results.
+    """
+    from ._startup import release
+
+    release()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = "--debug" in args
-    STATE.update(quiet=False, warnings=[])
-    command = typer.main.get_command(app)
+    STATE.update(quiet=False, warnings=[], session=None)
     old = warnings.showwarning
-    warnings.showwarning = _show_warning
     try:
-        rv = command.main(args=args, prog_name="henderson", standalone_mode=False)
+        command = typer.main.get_command(app)
+        warnings.showwarning = _show_warning
+        # click's and typer's own main() would turn Ctrl-C into a silent exit 130 or an
+        # "Aborted!": invoke the command directly so that every exception comes here
+        with command.make_context("henderson", args) as ctx:
+            rv = command.invoke(ctx)
         return int(rv) if isinstance(rv, int) else 0
     except (typer.Exit, *_extra('Exit')) as e:
         return e.exit_code
-    except (typer.Abort, *_extra('Abort')):
+    except (typer.Abort, *_extra('Abort')) as e:
+        if interrupted(e):
+            return _interrupted_exit()
         print("henderson: aborted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except _cx.ClickException as e:
         e.show()
         return e.exit_code
     except KeyboardInterrupt:
-        print("henderson: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted_exit()
     except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
-        return report_exception(e, STATE["debug"] or "--debug" in args)
+        if interrupted(e):
+            return _interrupted_exit()
+        session = STATE.get("session")
+        err = session.output_error(e) if session is not None else None
+        if err is not None:
+            err.__cause__ = e
+        return report_exception(err or e, STATE["debug"] or "--debug" in args)
     finally:
+        session = STATE.get("session")
+        if session is not None:  # the run did not finish: drop its staged outputs
+            from ._output import _no_interrupt
+
+            STATE["session"] = None
+            with _no_interrupt():
+                session.abort()
         warnings.showwarning = old
         sys.stdout.flush()
 

@@ -18,7 +18,7 @@ from ._inputs import read_genotypes_file, read_pedigree_file
 
 def grm(
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: CSV (id column + one column per id), or GCTA binary when it ends in .grm or with --format gcta.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.")],
     method: Annotated[str, typer.Option("--method", help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).")] = "vanraden1",
     format: Annotated[Optional[str], typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
     coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
@@ -36,6 +36,11 @@ def grm(
     fmt = (format or ("gcta" if str(out).endswith((".grm", ".grm.bin")) else "csv")).lower()
     if fmt not in ("csv", "gcta"):
         raise CLIError(f"--format must be csv or gcta, not {format!r}")
+    prefix = str(out).removesuffix(".bin").removesuffix(".grm")
+    if fmt == "gcta":
+        files = s.output_files([prefix + ext for ext in (".grm.bin", ".grm.N.bin", ".grm.id")], kind="file prefix")
+    else:
+        files = s.output_files([out])
     from ..io._plink import plink_prefix
 
     if scheduler and plink_prefix(Path(genotypes)) is not None:
@@ -45,28 +50,26 @@ def grm(
             geno = read_genotypes_file(genotypes, coding)
     with s.step(f"Building G ({method})" + (f" on {scheduler}" if scheduler else ""), counted="SNPs"):
         G = genomic_relationship(geno, method=method, scheduler=scheduler or None)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     with s.step("Writing"):
         if fmt == "gcta":
-            prefix = str(out).removesuffix(".bin").removesuffix(".grm")
-            write_gcta_grm(G, prefix)
+            write_gcta_grm(G, str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"))
             written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
         else:
-            write_relationship_csv(G, out)
+            write_relationship_csv(G, files.where(out))
             written = str(out)
     d = np.diag(G.dense())
     off = G.dense()[np.triu_indices(G.n, 1)]
     s.stdout.print(f"G ({method}): {G.n} individuals, {G.info['n_snps']} SNPs; diagonal mean {d.mean():.4f} "
                    f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}")
-    s.stdout.print(f"Wrote {written}")
     s.done()
+    s.stdout.print(f"Wrote {written}")
 
 
 def ainv(
     pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: id1,id2,value, lower triangle (id1 is the younger or same animal).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.")],
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
-    inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV.")] = None,
+    inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")] = None,
     selfing: SelfingOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
@@ -80,6 +83,8 @@ def ainv(
     cols = [c.strip() for c in ped_columns.split(",")]
     if len(cols) != 3:
         raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
+    files = s.output_files([out])
+    f_file = s.output_files([inbreeding], "--inbreeding") if inbreeding is not None else None
     with s.step("Reading pedigree"):
         ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
     for note in notes:
@@ -90,13 +95,13 @@ def ainv(
     order = np.lexsort((low.col, low.row))
     ids = np.asarray(Ai.ids, dtype=object)
     table = pd.DataFrame({"id1": ids[low.row[order]], "id2": ids[low.col[order]], "value": low.data[order]})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False, float_format="%.12g")
+    table.to_csv(files.where(out), index=False, float_format="%.12g")
     F = Ai.info.get("inbreeding")
-    if inbreeding is not None and F is not None:
-        F.rename("F").rename_axis("id").reset_index().to_csv(inbreeding, index=False, float_format="%.10g")
+    if f_file is not None and F is not None:
+        F.rename("F").rename_axis("id").reset_index().to_csv(f_file.where(inbreeding), index=False,
+                                                             float_format="%.10g")
     n_inbred = int((F > 0).sum()) if F is not None else 0
     s.stdout.print(f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; "
                    f"{n_inbred} inbred animals" + (f" (max F {float(F.max()):.4f})" if n_inbred else ""))
-    s.stdout.print(f"Wrote {out}" + (f" and {inbreeding}" if inbreeding is not None else ""))
     s.done()
+    s.stdout.print(f"Wrote {out}" + (f" and {inbreeding}" if inbreeding is not None else ""))

@@ -151,13 +151,42 @@ def scatter_agreement(x, y, xlabel: str, ylabel: str, title: str) -> bytes:
     return to_png(fig)
 
 
+def fixed_part(pred: pd.DataFrame) -> np.ndarray | None:
+    """Xβ̂ of each validation record (predicted phenotype − predicted BV), or None."""
+    if "predicted_phenotype" not in pred:
+        return None
+    return pred["predicted_phenotype"].to_numpy(float) - pred["predicted_bv"].to_numpy(float)
+
+
+def has_fixed_effects(pred: pd.DataFrame) -> bool:
+    """True when Xβ̂ varies within a fold: fixed effects beyond the intercept.
+
+    With an intercept only, Xβ̂ is the fold's training mean, constant within the fold.
+    """
+    xb = fixed_part(pred)
+    if xb is None:
+        return False
+    keys = [c for c in ("model", "repeat", "fold") if c in pred]
+    spread = pd.Series(xb, index=pred.index).groupby([pred[k] for k in keys] if keys else np.zeros(len(pred))).agg(
+        lambda v: np.nanmax(v) - np.nanmin(v) if np.isfinite(v).any() else 0.0)
+    scale = max(1.0, float(np.nanmax(np.abs(xb)))) if np.isfinite(xb).any() else 1.0
+    return bool((spread > 1e-9 * scale).any())
+
+
 def observed_vs_predicted(pred: pd.DataFrame, title: str = "Cross-validation") -> bytes:
     """Observed phenotype against predicted breeding value, one panel per model.
 
-    ``pred`` has ``observed``, ``predicted_bv`` and optionally ``model`` and ``repeat``
-    (only the first repeat is drawn).
+    ``pred`` has ``observed``, ``predicted_bv`` and optionally ``model``, ``repeat``
+    (only the first repeat is drawn) and ``predicted_phenotype``. With fixed effects
+    beyond the intercept (:func:`has_fixed_effects`) the y axis is the phenotype
+    corrected for them, observed − Xβ̂ with Xβ̂ = predicted phenotype − predicted BV
+    from the fold's training fit: a location or herd effect would otherwise spread the
+    points along y and hide how well the breeding values are predicted.
     """
     pred = pred.copy()
+    corrected = has_fixed_effects(pred)
+    if corrected:
+        pred["observed"] = pred["observed"].to_numpy(float) - fixed_part(pred)
     if "model" not in pred:
         pred["model"] = ""
     if "repeat" in pred:
@@ -174,10 +203,11 @@ def observed_vs_predicted(pred: pd.DataFrame, title: str = "Cross-validation") -
             b1, b0 = np.polyfit(x[ok], y[ok], 1)
             xs = np.linspace(x[ok].min(), x[ok].max(), 2)
             ax.plot(xs, b0 + b1 * xs, color="#1a202c", linewidth=1)
-        ax.set_title(f"{m}  pooled r = {r:.3f}" if m else f"pooled r = {r:.3f}", fontsize=10)
+        rname = "pooled r(y − Xβ̂, BV)" if corrected else "pooled r"
+        ax.set_title(f"{m}  {rname} = {r:.3f}" if m else f"{rname} = {r:.3f}", fontsize=10)
         ax.set_xlabel("predicted breeding value")
         if i == 0:
-            ax.set_ylabel("observed phenotype")
+            ax.set_ylabel("phenotype − Xβ̂ (fixed effects)" if corrected else "observed phenotype")
         _style(ax)
     fig.suptitle(title, fontsize=11)
     return to_png(fig)

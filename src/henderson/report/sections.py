@@ -9,6 +9,36 @@ from . import plots
 from .formula import formula_factors, formula_variables  # noqa: F401 - re-exported
 from .html import Report
 
+#: Up to this many values a histogram shows nothing the table beside it does not.
+MIN_HISTOGRAM = 5
+
+
+def heritability_text(res, term: str, what: str = "", label: str | None = None) -> str:
+    """h² = σ²_term / (σ²_term + σ²_e), with a delta-method SE, its denominator named.
+
+    Other random terms (a herd, a permanent environment) are not in the denominator;
+    the share of the total, with every term named, follows when there are any.
+    """
+    from ..results import ratio_table
+
+    vc = res.variance_components
+    names = list(vc.index)
+    i, e = names.index(term), names.index("Residual")
+    s2 = vc["variance"].to_numpy(dtype=float)
+    cov = None if res.vcov is None else np.asarray(res.vcov, dtype=float)[np.ix_([i, e], [i, e])]
+    h2, h2_se = (float(v[0]) for v in ratio_table([term, "Residual"], s2[[i, e]], cov))
+    label = label or f"σ²_{term}"
+    text = (f"Heritability" + (f" ({term}: {what})" if what else "")
+            + f": h² = {label} / ({label} + σ²_e) = {h2:.3f}" + (f" ± {h2_se:.3f}" if np.isfinite(h2_se) else ""))
+    others = [n for n in names if n not in (term, "Residual")]
+    if others:
+        r = vc.loc[term]
+        denom = " + ".join([label] + [f"σ²_{o}" for o in others] + ["σ²_e"])
+        text += (f"; as a share of all variance, {label} / ({denom}) = {r['ratio']:.3f}"
+                 + (f" ± {r['ratio_se']:.3f}" if np.isfinite(r["ratio_se"]) else ""))
+    return text
+
+
 def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame:
     """Variance components with SEs and shares of the total (h² for a genetic term)."""
     t = pd.DataFrame({
@@ -96,30 +126,40 @@ def _add_variances(report: Report, res, genetic_terms: dict) -> None:
                          "share = σ²/Σσ² with delta-method SE")
     for term, what in genetic_terms.items():
         if term in res.variance_components.index:
-            r = res.variance_components.loc[term]
-            report.callout(f"Heritability (share of {term}, {what}): h² = {r['ratio']:.3f} ± {r['ratio_se']:.3f}")
+            report.callout(heritability_text(res, term, what))
 
 
 def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_terms, top) -> None:
     report.section("Data")
     response = formula.split("~")[0].strip()
+    # the records the model used: rows with a missing value (or dropped with
+    # --drop-unknown) are not in the plots, and the captions say how many there are
+    used = data.loc[data.index.intersection(res.fitted.index)] if len(res.fitted) else data
+    left_out = len(data) - len(used)
+    out_note = f"; {left_out:,} record(s) of the file not used" if left_out else ""
     factors, numeric = formula_factors(formula, data, groups or ())
+    single = []
     report.start_grid()
-    if response in data:
-        report.image(plots.histogram(data[response], f"Response: {response}", response),
-                     caption=f"{response}: {data[response].notna().sum()} non-missing records",
+    if response in used:
+        report.image(plots.histogram(used[response], f"Response: {response}", response),
+                     caption=f"{response}: the {len(used):,} records used{out_note}",
                      alt=f"Histogram of the response {response}")
     for g in factors:  # every factor of the formula, fixed and random
-        counts = data[g].dropna().astype(str).value_counts()
+        counts = used[g].dropna().astype(str).value_counts()
+        if len(counts) and counts.max() == 1:  # a bar of height one per level says nothing
+            single.append(f"{g} ({len(counts):,} levels)")
+            continue
         kind = "random" if g in (groups or ()) else "fixed"
         report.image(plots.level_counts(counts, g),
-                     caption=f"Records per level of {g} ({kind}; {len(counts)} levels)",
+                     caption=f"Records per level of {g} ({kind}; {len(counts)} levels) in the {len(used):,} records used",
                      alt=f"Bar chart or histogram of the number of records per level of {g}")
     for v in numeric:
-        report.image(plots.histogram(data[v], f"Covariate: {v}", v, color=plots.GREY),
-                     caption=f"Covariate {v}: {data[v].notna().sum()} non-missing values",
+        report.image(plots.histogram(used[v], f"Covariate: {v}", v, color=plots.GREY),
+                     caption=f"Covariate {v}: the {len(used):,} records used",
                      alt=f"Histogram of the covariate {v}")
     report.end_grid()
+    if single:
+        report.text("One record per level (no plot): " + ", ".join(single) + ".", cls="note")
 
     for term, tab in res.blups.items():
         report.section(f"Predictions of {term}" + (" (breeding values)" if term in genetic_terms else " (BLUPs)"))
@@ -130,9 +170,10 @@ def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_term
                            "records": tab["n_records"].to_numpy()})
         report.start_grid()
         report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} levels")
-        report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE),
-                     caption=f"Distribution of the {len(bv)} BLUPs of {term}",
-                     alt=f"Histogram of the predicted values (BLUPs) of {term}")
+        if len(bv) > MIN_HISTOGRAM:  # the table already shows every one of a few values
+            report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE),
+                         caption=f"Distribution of the {len(bv)} BLUPs of {term}",
+                         alt=f"Histogram of the predicted values (BLUPs) of {term}")
         report.end_grid()
         report.text(RANKING_NOTE, cls="note")
 
@@ -160,18 +201,26 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
     extra = ""
     if kind == "SNP-BLUP":
         extra = f"; σ²_g = 2Σpq·σ²_β = {est.sigma2_g_:.4g}"
-    report.callout(f"Heritability h² = {est.h2_:.3f} ± {est.h2_se_:.3f}{extra}")
+    if kind == "SNP-BLUP":  # σ²_β is per SNP: h² needs it on the scale of G
+        report.callout(f"Heritability: h² = σ²_g / (σ²_g + σ²_e) = {est.h2_:.3f} ± {est.h2_se_:.3f}{extra}")
+    else:
+        report.callout(heritability_text(res, "id", "", label="σ²_a" if kind == "pedigree BLUP" else "σ²_g"))
     report.table(res.fixed_effects, caption="Fixed effects")
 
     report.section("Phenotypes")
+    # the records the model used (y = fitted + residual), not the rows of the file
+    y_used = (res.fitted + res.residuals).to_numpy(dtype=float)
     yy = pd.to_numeric(y, errors="coerce")
-    n_rec, n_ind = int(yy.notna().sum()), int(yy.index[yy.notna()].nunique())
-    n_na = int(yy.isna().sum())
-    cap = f"{n_rec:,} records of {trait} on {n_ind:,} individuals"
+    n_rec = len(y_used)
+    n_ind = int(pd.unique(np.asarray(res.record_levels.get("id", []), dtype=object)).size) or n_rec
+    n_na, n_unused = int(yy.isna().sum()), int(yy.notna().sum()) - n_rec
+    cap = f"{n_rec:,} records of {trait} on {n_ind:,} individuals"  # counted from the fit
     if n_na:
         cap += f" ({n_na:,} rows without a value were left out)"
+    if n_unused > 0:
+        cap += f" ({n_unused:,} records dropped: their ids are not in the relationship matrix)"
     report.start_grid()
-    report.image(plots.histogram(yy, f"Phenotype: {trait}", trait), caption=cap,
+    report.image(plots.histogram(y_used, f"Phenotype: {trait}", trait), caption=cap,
                  alt=f"Histogram of the phenotype {trait}")
     report.end_grid()
 
@@ -183,9 +232,10 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
     report.start_grid()
     report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv):,} {who}")
     ebv = "GEBV" if kind != "pedigree BLUP" else "EBV"
-    report.image(plots.histogram(bv["value"], "Breeding values", ebv, color=plots.ORANGE),
-                 caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
-                 alt=f"Histogram of the predicted breeding values ({ebv})")
+    if len(bv) > MIN_HISTOGRAM:
+        report.image(plots.histogram(bv["value"], "Breeding values", ebv, color=plots.ORANGE),
+                     caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
+                     alt=f"Histogram of the predicted breeding values ({ebv})")
     report.end_grid()
     report.text(RANKING_NOTE, cls="note")
 
@@ -251,17 +301,22 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
     if summary is not None and len(summary):
         report.table(summary, caption="Predictive ability r = cor(observed, predicted BV), "
                                       "mean over folds (and repeats)")
-    if "r" in fm:
+    if "r" in fm and fm["model"].nunique() > 1:  # one bar repeats the table
         pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
         report.image(plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"), width=420,
                      caption="Predictive ability per model: mean over folds, error bars ± 1 sd",
                      alt="Bar chart of the mean predictive ability of each model with ± sd error bars")
     report.end_grid()
-    report.image(plots.observed_vs_predicted(predictions, "Observed phenotype vs out-of-fold prediction"),
-                 alt="Scatter plots of the observed phenotype against the out-of-fold predicted breeding value",
+    corrected = plots.has_fixed_effects(predictions)
+    what = "phenotype corrected for fixed effects" if corrected else "observed phenotype"
+    report.image(plots.observed_vs_predicted(predictions, f"{what[:1].upper() + what[1:]} vs out-of-fold prediction"),
+                 alt=f"Scatter plots of the {what} against the out-of-fold predicted breeding value",
                  caption="Each point is an individual predicted without its own phenotype (first repeat); "
-                         "line: least-squares fit")
+                         "line: least-squares fit"
+                         + ("; y axis: observed − Xβ̂, the fixed effects estimated in the fold's training "
+                            "set, so that only the genetic part is compared with the prediction"
+                            if corrected else ""))
     models = list(dict.fromkeys(fm["model"]))
     if len(models) > 1 and "r" in fm:
         keys = ["repeat", "fold"] if fm["repeat"].nunique() > 1 else ["fold"]
@@ -278,3 +333,116 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
         if fm["repeat"].nunique() <= 1:
             cols.remove("repeat")
         report.table(fm[cols], caption="Per-fold metrics (all in cv_metrics.csv)", index=False, max_rows=400)
+
+
+def pedigree_summary(ped, F: pd.Series | None = None, phenotyped=None) -> dict:
+    """Counts of a pedigree: animals, founders, parents, generations, inbreeding.
+
+    ``F`` (inbreeding by id) defaults to :func:`henderson.inbreeding`; ``phenotyped``
+    (ids with records) adds how many of them are in the pedigree.
+    """
+    from ..relationships.pedigree import inbreeding
+
+    F = inbreeding(ped) if F is None else F
+    sire, dam = np.asarray(ped.sire), np.asarray(ped.dam)
+    gen = np.asarray(ped.generation)
+    Fv = F.reindex(pd.Index(ped.ids)).to_numpy(dtype=float)
+    inbred = Fv > 0
+    out = {
+        "animals": len(ped.ids),
+        "founders (both parents unknown)": int(((sire < 0) & (dam < 0)).sum()),
+        "of them added (parents without a row)": len(ped.added_founders),
+        "one parent known": int(((sire < 0) ^ (dam < 0)).sum()),
+        "both parents known": int(((sire >= 0) & (dam >= 0)).sum()),
+        "sires / dams": f"{len(np.unique(sire[sire >= 0])):,} / {len(np.unique(dam[dam >= 0])):,}",
+        "generations": int(gen.max()) + 1 if len(gen) else 0,
+        "inbred animals (F > 0)": int(inbred.sum()),
+        "mean F (all animals)": float(Fv.mean()) if len(Fv) else float("nan"),
+        "mean F of the inbred": float(Fv[inbred].mean()) if inbred.any() else 0.0,
+        "largest F": float(Fv.max()) if len(Fv) else float("nan"),
+    }
+    if phenotyped is not None:
+        ph = pd.Index(pd.unique(np.asarray(phenotyped, dtype=object)))
+        out["phenotyped animals in the pedigree"] = int(ph.isin(pd.Index(ped.ids)).sum())
+    return out
+
+
+def add_pedigree_summary(report: Report, ped, F: pd.Series | None = None, phenotyped=None) -> None:
+    """Section: founders, generations and inbreeding of the pedigree behind A⁻¹."""
+    from ..relationships.pedigree import inbreeding
+
+    F = inbreeding(ped) if F is None else F
+    info = pedigree_summary(ped, F, phenotyped)
+    report.section("Pedigree")
+    worst = F.idxmax() if len(F) and F.max() > 0 else None
+
+    def show(k, v):
+        if isinstance(v, float):
+            return f"{v:.4f}" + (f" ({worst})" if k == "largest F" and worst is not None else "")
+        return f"{v:,}" if isinstance(v, int) else v
+
+    report.start_grid()
+    report.html(f"<div>{_kv_html({k: show(k, v) for k, v in info.items()})}</div>")
+    gen = pd.Series(np.asarray(ped.generation)).value_counts().sort_index()
+    if len(gen) > 1:
+        report.table(pd.DataFrame({"animals": gen.to_numpy()}, index=pd.Index(gen.index, name="generation")),
+                     caption="Animals per generation (0: both parents unknown)")
+    Fi = F[F > 0]
+    if len(Fi) > MIN_HISTOGRAM:
+        report.image(plots.histogram(Fi, "Inbreeding of the inbred animals", "F", color=plots.GREY),
+                     caption=f"Inbreeding coefficients of the {len(Fi):,} inbred animals "
+                             f"({info['animals'] - len(Fi):,} have F = 0)",
+                     alt="Histogram of the inbreeding coefficients of the inbred animals")
+    report.end_grid()
+
+
+def _kv_html(items: dict) -> str:
+    import html as _html
+
+    body = "".join(f"<dt>{_html.escape(str(k))}</dt><dd>{_html.escape(str(v))}</dd>" for k, v in items.items())
+    return f'<dl class="kv">{body}</dl>'
+
+
+def genotype_summary(geno) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(counts, per-SNP table, per-individual table) of a genotype matrix's quality.
+
+    Per SNP: call rate and minor allele frequency; per individual: call rate and the
+    number of missing calls (:func:`henderson.genotype_qc`, nothing removed).
+    """
+    from ..io.qc import genotype_qc
+
+    qc = genotype_qc(geno, drop_monomorphic=False)
+    snp, ind = qc.snp_report, qc.individual_report
+    n_miss = int(ind["n_missing"].sum())
+    counts = {
+        "individuals × SNPs": f"{geno.n:,} × {geno.p:,}",
+        "missing calls": f"{n_miss:,} ({n_miss / max(1, geno.n * geno.p):.2%})",
+        "SNPs with a missing call": int((snp["call_rate"] < 1).sum()),
+        "lowest SNP call rate": float(snp["call_rate"].min()),
+        "individuals with a missing call": int((ind["n_missing"] > 0).sum()),
+        "lowest individual call rate": float(ind["call_rate"].min()),
+        "monomorphic SNPs": int(snp["monomorphic"].sum()),
+        "SNPs with MAF < 0.01 / < 0.05": f"{int(((snp['maf'] < 0.01) & ~snp['monomorphic']).sum()):,} / "
+                                         f"{int(((snp['maf'] < 0.05) & ~snp['monomorphic']).sum()):,}",
+    }
+    return counts, snp, ind
+
+
+def add_genotype_qc(report: Report, geno, used_note: str = "") -> None:
+    """Section: missing calls per SNP and per individual, allele frequencies."""
+    counts, snp, ind = genotype_summary(geno)
+    report.section("Genotype quality")
+    report.start_grid()
+    report.html(f"<div>{_kv_html({k: f'{v:.4f}' if isinstance(v, float) else (f'{v:,}' if isinstance(v, int) else v) for k, v in counts.items()})}</div>")
+    maf = snp["maf"].dropna()
+    if len(maf) > MIN_HISTOGRAM:
+        report.image(plots.histogram(maf, "Minor allele frequency", "MAF", color=plots.GREY),
+                     caption=f"Minor allele frequency of the {len(maf):,} SNPs with calls",
+                     alt="Histogram of the minor allele frequencies of the SNPs")
+    worst = ind[ind["n_missing"] > 0].sort_values("call_rate").head(10)
+    if len(worst):
+        report.table(worst[["call_rate", "n_missing"]], caption="Individuals with the most missing calls")
+    report.end_grid()
+    report.text("call rate: share of individuals (per SNP) or SNPs (per individual) with a call. Missing "
+                "calls are mean-imputed when relationships or SNP effects are computed (centred value 0)."
+                + (" " + used_note if used_note else ""), cls="note")
