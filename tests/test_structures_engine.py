@@ -208,3 +208,31 @@ def test_summary_shows_sigma_as_lme4():
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("Days") and "5.92" in ln)
     assert "0.066" in line
     assert "24.74" in text and "25.592" in text
+
+
+def test_correlated_term_with_unknown_dams_keeps_the_records(gryphon):
+    """A record whose mother is unknown has no maternal effect (z = 0): kept and counted,
+    and equal to the V written out by hand (the direct effect alone for that record)."""
+    rec, A, Ainv = gryphon
+    d = rec.dropna(subset=["BWT"]).head(120).copy()
+    d["MOTHER"] = d["MOTHER"].astype(object)
+    d.loc[d.index[:7], "MOTHER"] = np.nan
+    spec = build_general_spec("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", d, cov={"ANIMAL": A},
+                              correlated=[("ANIMAL", "MOTHER")])
+    assert spec.n == 120 and any("7 record(s) without 'MOTHER'" in n for n in spec.notes)
+    (t,) = spec.terms
+    assert (t.z[:7, 1] == 0).all() and (t.z[7:, 1] == 1).all()
+    Kd = pd.DataFrame(np.asarray(A.matrix), index=A.ids, columns=A.ids)
+    ia = Kd.index.get_indexer(d["ANIMAL"].astype(str))
+    im = Kd.index.get_indexer(d["MOTHER"].astype(str).where(d["MOTHER"].notna(), d["ANIMAL"].astype(str)))
+    K = Kd.to_numpy()
+    zm = d["MOTHER"].notna().to_numpy().astype(float)
+    S = np.array([[2.0, -0.5], [-0.5, 1.0]])
+    V = (S[0, 0] * K[np.ix_(ia, ia)] + S[0, 1] * (K[np.ix_(ia, im)] * zm[None, :] + K[np.ix_(im, ia)] * zm[:, None])
+         + S[1, 1] * K[np.ix_(im, im)] * np.outer(zm, zm) + 3.0 * np.eye(120))
+    y, X = d["BWT"].to_numpy(), np.ones((120, 1))
+    Vi = np.linalg.inv(V)
+    r = y - X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
+    want = 119 * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.log(X.T @ Vi @ X)[0, 0] + r @ Vi @ r
+    got = GeneralMME(spec).evaluate(np.array([2.0, -0.5, 1.0, 3.0])).m2ll
+    assert got == pytest.approx(want, rel=1e-10)
