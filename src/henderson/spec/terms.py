@@ -81,18 +81,25 @@ class StructuredTerm:
 
 @dataclass(frozen=True, eq=False)
 class Residual:
-    """Diagonal residual: var(eᵢ) = σ²_{g(i)}/wᵢ.
+    """Residual covariance: var(eᵢ) = σ²_{g(i)}/wᵢ, records independent.
 
     Attributes
     ----------
     groups : tuple of str
-        ``("Residual",)`` for one variance, else the levels of the ``residual=`` column.
+        ``("Residual",)`` for one variance, else the levels of the ``residual=`` column
+        (or the traits).
     codes : ndarray of int, shape (n,)
-        Group of each record.
+        Group (trait) of each record.
     weights : ndarray, shape (n,), or None
     structure : Structure
         Scalar, or Diagonal across the groups.
     column : str or None
+    unit : ndarray of int, shape (n,), or None
+        Multi-trait in long form: the unit (animal, plot) of each record. With an
+        Unstructured ``structure`` across the traits, R = ⊕_units R₀[obs, obs] — each
+        unit's block of R₀ restricted to the traits it has (missing traits are absent
+        rows, not imputed). Reserved for the multi-trait path: the dense engine here
+        fits diagonal residuals only and refuses a ``unit``.
     """
 
     groups: tuple
@@ -100,6 +107,7 @@ class Residual:
     weights: np.ndarray | None
     structure: Structure
     column: str | None = None
+    unit: np.ndarray | None = None
 
     @property
     def name(self) -> str:
