@@ -236,3 +236,24 @@ def test_correlated_term_with_unknown_dams_keeps_the_records(gryphon):
     want = 119 * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.log(X.T @ Vi @ X)[0, 0] + r @ Vi @ r
     got = GeneralMME(spec).evaluate(np.array([2.0, -0.5, 1.0, 3.0])).m2ll
     assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_lme4_spellings_of_slopes():
+    """(Days|Subject) = (1 + Days|Subject); (0 + Days|Subject) is a slope alone; the
+    parser reads the structure names and the factor-analytic order."""
+    from henderson.spec.formula import parse_formula
+
+    d = load_lme4("sleepstudy")
+    a = h.fit("Reaction ~ Days + (Days|Subject)", d)
+    b = h.fit("Reaction ~ Days + (1 + Days|Subject)", d)
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-10)
+    s = h.fit("Reaction ~ Days + (0 + Days|Subject)", d)
+    assert list(s.variance_components.index) == ["Subject:Days:Days", "Residual"]
+    assert s.loglik < a.loglik
+    p = parse_formula("y ~ x + fa(0 + Env|Name, 2) + diag(0 + Env|Site) + cs(0 + Env|Block) + (x||g)")
+    assert [(t.name, t.structure, t.d, t.lhs, t.intercept) for t in p.random] == [
+        ("Name", "fa", 2, ("Env",), False), ("Site", "diag", None, ("Env",), False),
+        ("Block", "cs", None, ("Env",), False), ("g", "diag", None, ("x",), True)]
+    assert p.random[0].structured and not parse_formula("y ~ (1|g)").random[0].structured
+    (t,) = parse_formula("y ~ us(leg(dim, 2)|animal)").random
+    assert t.lhs == ("leg(dim, 2)",) and not t.intercept
