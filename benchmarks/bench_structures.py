@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         ratio = f"{hres['median'] / lres['median']:.2f}×" if lres else "—"
         lt = f"{lres['median']:.4f}" if lres else "— (no such model in lme4)"
         dll = f"{hres['loglik'] - lres['loglik']:+.1e}" if lres else "—"
-        rows.append(f"| {label} | {hres['median']:.4f} | {hres['timings']['optimise']:.4f} | "
+        rows.append(f"| {label.replace('|', chr(92) + '|')} | {hres['median']:.4f} | {hres['timings']['optimise']:.4f} | "
                     f"{hres['iterations']} | {lt} | {ratio} | {hres['loglik']:.6f} | {dll} |")
         details.append(f"- {label}: henderson θ = "
                        + ", ".join(f"{k} {v:.6g}" for k, v in hres["theta"].items())

@@ -208,3 +208,52 @@ def test_summary_shows_sigma_as_lme4():
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("Days") and "5.92" in ln)
     assert "0.066" in line
     assert "24.74" in text and "25.592" in text
+
+
+def test_correlated_term_with_unknown_dams_keeps_the_records(gryphon):
+    """A record whose mother is unknown has no maternal effect (z = 0): kept and counted,
+    and equal to the V written out by hand (the direct effect alone for that record)."""
+    rec, A, Ainv = gryphon
+    d = rec.dropna(subset=["BWT"]).head(120).copy()
+    d["MOTHER"] = d["MOTHER"].astype(object)
+    d.loc[d.index[:7], "MOTHER"] = np.nan
+    spec = build_general_spec("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", d, cov={"ANIMAL": A},
+                              correlated=[("ANIMAL", "MOTHER")])
+    assert spec.n == 120 and any("7 record(s) without 'MOTHER'" in n for n in spec.notes)
+    (t,) = spec.terms
+    assert (t.z[:7, 1] == 0).all() and (t.z[7:, 1] == 1).all()
+    Kd = pd.DataFrame(np.asarray(A.matrix), index=A.ids, columns=A.ids)
+    ia = Kd.index.get_indexer(d["ANIMAL"].astype(str))
+    im = Kd.index.get_indexer(d["MOTHER"].astype(str).where(d["MOTHER"].notna(), d["ANIMAL"].astype(str)))
+    K = Kd.to_numpy()
+    zm = d["MOTHER"].notna().to_numpy().astype(float)
+    S = np.array([[2.0, -0.5], [-0.5, 1.0]])
+    V = (S[0, 0] * K[np.ix_(ia, ia)] + S[0, 1] * (K[np.ix_(ia, im)] * zm[None, :] + K[np.ix_(im, ia)] * zm[:, None])
+         + S[1, 1] * K[np.ix_(im, im)] * np.outer(zm, zm) + 3.0 * np.eye(120))
+    y, X = d["BWT"].to_numpy(), np.ones((120, 1))
+    Vi = np.linalg.inv(V)
+    r = y - X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
+    want = 119 * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.log(X.T @ Vi @ X)[0, 0] + r @ Vi @ r
+    got = GeneralMME(spec).evaluate(np.array([2.0, -0.5, 1.0, 3.0])).m2ll
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_lme4_spellings_of_slopes():
+    """(Days|Subject) = (1 + Days|Subject); (0 + Days|Subject) is a slope alone; the
+    parser reads the structure names and the factor-analytic order."""
+    from henderson.spec.formula import parse_formula
+
+    d = load_lme4("sleepstudy")
+    a = h.fit("Reaction ~ Days + (Days|Subject)", d)
+    b = h.fit("Reaction ~ Days + (1 + Days|Subject)", d)
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-10)
+    s = h.fit("Reaction ~ Days + (0 + Days|Subject)", d)
+    assert list(s.variance_components.index) == ["Subject:Days:Days", "Residual"]
+    assert s.loglik < a.loglik
+    p = parse_formula("y ~ x + fa(0 + Env|Name, 2) + diag(0 + Env|Site) + cs(0 + Env|Block) + (x||g)")
+    assert [(t.name, t.structure, t.d, t.lhs, t.intercept) for t in p.random] == [
+        ("Name", "fa", 2, ("Env",), False), ("Site", "diag", None, ("Env",), False),
+        ("Block", "cs", None, ("Env",), False), ("g", "diag", None, ("x",), True)]
+    assert p.random[0].structured and not parse_formula("y ~ (1|g)").random[0].structured
+    (t,) = parse_formula("y ~ us(leg(dim, 2)|animal)").random
+    assert t.lhs == ("leg(dim, 2)",) and not t.intercept

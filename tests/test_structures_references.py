@@ -143,3 +143,18 @@ def test_potato_blup_table_shape(potato_fits):
     # a clone without plots in an environment is predicted through the genetic covariance
     assert fits["c_US"].covariances["Residual"].shape == (1, 1)
     assert fits["e_US_hetres"].covariances["Residual"].shape == (3, 3)
+
+
+def test_sleepstudy_ml_against_lme4():
+    """ML (REML = FALSE) against lme4 1.1-31 with bobyqa rhoend 1e-12
+    (refs/structures/sleepstudy_ml_lme4.json, made by make_sleepstudy_ml.R): lme4 stops
+    within ~2e-7 (scaled) of the optimum, so 1e-5 scaled; logLik 1e-8."""
+    ref = load_ref("structures/sleepstudy_ml_lme4.json")
+    res = h.fit("Reaction ~ Days + (Days|Subject)", load_lme4("sleepstudy"), method="ml")
+    S = res.covariances["Subject"].to_numpy()
+    want = np.array([[ref["var_Intercept"], ref["cov"]], [ref["cov"], ref["var_Days"]]])
+    d = np.sqrt(np.diag(want))
+    assert np.max(np.abs(S - want) / np.outer(d, d)) < 1e-5
+    assert res.covariances["Residual"].iloc[0, 0] == pytest.approx(ref["var_Residual"], rel=1e-5)
+    assert res.loglik == pytest.approx(ref["logLik"], abs=1e-8)
+    np.testing.assert_allclose(res.fixed_effects["estimate"], ref["fixed"], rtol=1e-9)

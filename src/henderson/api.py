@@ -28,12 +28,21 @@ from .api_pcg import fit_pcg, prefers_pcg
 
 
 def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
-            cov_inverse: dict | None = None) -> DenseMME:
+            cov_inverse: dict | None = None, *, weights: str | None = None,
+            residual: str | None = None, correlated=None):
     """Build the spec and the solver state without optimising.
 
     The returned state's ``evaluate(sigma2, method="reml").m2ll`` is −2 log L at any
     variance components: useful for profiling, likelihood-ratio tests and checks.
+    Structured models give the general engine (:class:`~henderson.solvers.general.GeneralMME`),
+    whose ``evaluate`` takes θ in the order of ``state.theta_names``.
     """
+    if _structured(formula, weights, residual, correlated):
+        from .solvers.general import GeneralMME
+        from .spec.terms import build_general_spec
+
+        return GeneralMME(build_general_spec(formula, data, cov=cov, cov_inverse=cov_inverse,
+                                             weights=weights, residual=residual, correlated=correlated))
     return DenseMME(build_spec(formula, data, cov=cov, cov_inverse=cov_inverse))
 
 

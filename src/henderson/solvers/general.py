@@ -110,6 +110,10 @@ class GeneralMME:
         self.W = np.hstack(blocks + [spec.X]) if blocks else np.asarray(spec.X)
         self.m = self.W.shape[1]
         res = spec.residual
+        if res.unit is not None or res.structure.kind not in ("scalar", "diag"):
+            raise ModelError("the dense general engine fits diagonal residuals (scalar, by group, "
+                             "weighted); a residual covariance across the traits of a unit is not "
+                             "implemented here")
         w = res.weights if res.weights is not None else np.ones(n)
         self.w = w
         self.sum_logw = float(np.log(w).sum())

@@ -110,7 +110,10 @@ class Scalar(Structure):
         return np.ones((1, 1, 1))
 
     def names(self, term):
-        return [term]
+        c = self.components[0]
+        # the references name a random intercept's variance by its term; a lone slope
+        # (0 + x|g) keeps its component so it is not mistaken for an intercept
+        return [term] if c in ("(Intercept)", "Residual") else [f"{term}:{c}:{c}"]
 
     def is_variance(self):
         return np.array([True])

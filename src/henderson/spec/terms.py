@@ -81,18 +81,25 @@ class StructuredTerm:
 
 @dataclass(frozen=True, eq=False)
 class Residual:
-    """Diagonal residual: var(eᵢ) = σ²_{g(i)}/wᵢ.
+    """Residual covariance: var(eᵢ) = σ²_{g(i)}/wᵢ, records independent.
 
     Attributes
     ----------
     groups : tuple of str
-        ``("Residual",)`` for one variance, else the levels of the ``residual=`` column.
+        ``("Residual",)`` for one variance, else the levels of the ``residual=`` column
+        (or the traits).
     codes : ndarray of int, shape (n,)
-        Group of each record.
+        Group (trait) of each record.
     weights : ndarray, shape (n,), or None
     structure : Structure
         Scalar, or Diagonal across the groups.
     column : str or None
+    unit : ndarray of int, shape (n,), or None
+        Multi-trait in long form: the unit (animal, plot) of each record. With an
+        Unstructured ``structure`` across the traits, R = ⊕_units R₀[obs, obs] — each
+        unit's block of R₀ restricted to the traits it has (missing traits are absent
+        rows, not imputed). Reserved for the multi-trait path: the dense engine here
+        fits diagonal residuals only and refuses a ``unit``.
     """
 
     groups: tuple
@@ -100,6 +107,7 @@ class Residual:
     weights: np.ndarray | None
     structure: Structure
     column: str | None = None
+    unit: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -238,37 +246,45 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
     if len(given) > 1:
         raise ModelError(f"correlated terms {names}: give the covariance of their levels once "
                          f"(for {names[0]!r}), not for each")
+    # a missing id (unknown dam) means no effect of that component for the record: z = 0
+    present = [~data[list(s.columns)].isna().any(axis=1).to_numpy() for s in specs]
     labels = [_group_labels(data, s)[0] for s in specs]
-    allc = np.concatenate(labels)
     tname = "+".join(names)
     base = RandomTermSpec(tname, specs[0].columns)
     if given:
         _, K, Kinv = given[0]
-        lvl = _random_term(base, labels[0], [labels[0]], K, Kinv)
+        ref = next(lab[ok] for lab, ok in zip(labels, present) if ok.any())
+        lvl = _random_term(base, ref, [ref], K, Kinv)
         index = pd.Index(lvl.levels)
         codes = []
-        for nm, lab in zip(names, labels):
+        for nm, lab, ok in zip(names, labels, present):
             pos = index.get_indexer(lab)
-            if (pos < 0).any():
-                miss = pd.unique(lab[pos < 0])
+            bad = (pos < 0) & ok
+            if bad.any():
+                miss = pd.unique(lab[bad])
                 raise ModelError(
                     f"correlated terms {names} must share levels: {len(miss)} level(s) of {nm!r} "
                     f"are not ids of the covariance given: " + format_ids(miss))
-            codes.append(pos)
+            codes.append(np.where(ok, pos, 0))
     else:
-        inter = np.intersect1d(labels[0].astype(str), labels[1].astype(str))
-        if len(inter) == 0:
+        kept = [lab[ok].astype(str) for lab, ok in zip(labels, present)]
+        if len(np.intersect1d(kept[0], kept[1])) == 0:
             raise ModelError(f"correlated terms {names} share no level: their grouping columns "
                              "must hold ids of the same individuals (e.g. animal and dam)")
+        allc = np.concatenate([lab[ok] for lab, ok in zip(labels, present)])
         lv, allcodes = _iid_levels(allc, [allc])
-        lvl = RandomTerm(tname, lv.astype(object), allcodes[: len(data)], "iid",
+        index = pd.Index(lv)
+        lvl = RandomTerm(tname, lv.astype(object), np.zeros(len(data), dtype=np.int64), "iid",
                          k_diag=np.ones(len(lv)), n_records=np.bincount(allcodes, minlength=len(lv)))
-        n = len(data)
-        codes = [allcodes[i * n:(i + 1) * n] for i in range(len(specs))]
+        codes = [np.where(ok, index.get_indexer(lab), 0) for lab, ok in zip(labels, present)]
     codes = np.column_stack(codes)
-    z = np.ones(codes.shape)
+    z = np.column_stack(present).astype(float)
     st = make_structure("us", names)
     return StructuredTerm(tname, tuple(names), lvl.levels, codes, z, st, lvl)
+
+
+def by_name_of(parsed: ParsedFormula) -> dict:
+    return {t.name: t for t in parsed.random}
 
 
 # -- the builder ---------------------------------------------------------------------
@@ -299,16 +315,24 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
     fixed, data = expand_fixed(parsed.fixed, data)
     leg_vars = [m.group(1) for t in parsed.random for e in t.lhs for m in [LEG.fullmatch(e)] if m]
     comp_vars = [e for t in parsed.random for e in t.lhs if e != "1" and not LEG.fullmatch(e)]
-    group_cols = sorted({c for t in parsed.random for c in t.columns})
+    corr_cols = {c for t in parsed.random if t.name in in_corr for c in t.columns}
+    group_cols = sorted({c for t in parsed.random for c in t.columns} - corr_cols)
     extra = [c for c in (residual,) if c]
     needed = [parsed.response] + _fixed_variables(fixed, data) + group_cols + comp_vars + leg_vars + extra
     if weights is not None:
         _check_columns(data, [weights])
-    _check_columns(data, needed)
+    _check_columns(data, needed + sorted(corr_cols))
     needed = list(dict.fromkeys(needed))
     _check_no_infinite(data, needed)
     kept, n_dropped, by_col = _drop_missing(data, needed)
     notes = []
+    for g in groups_corr:  # missing ids in correlated terms: counted, not dropped
+        for name in g:
+            cols = list(by_name_of(parsed)[name].columns)
+            k = int(kept[cols].isna().any(axis=1).sum())
+            if k:
+                notes.append(f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
+                             "in the correlated term (kept, not dropped)")
     if n_dropped:
         detail = ", ".join(f"{c}: {k}" for c, k in by_col.items())
         msg = f"{n_dropped} of {len(data)} records dropped for missing values ({detail})"
