@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from .assemble_pcg import pcg_result
 from .errors import ModelError
 from .solvers.pcg import PCGMME

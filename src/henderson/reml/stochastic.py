@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelError
+from ..solvers import _pcg_kernels as kern
 from ..solvers.pcg import PCGMME
 from ..solvers.pev_sampling import _sampler
 
@@ -35,9 +36,9 @@ def _quad(state, k, v):
     """v'Pₖv for term k (Pₖ = I for iid terms)."""
     if k in state._penalties:
         indptr, indices, data, _ = state._penalties[k]
-        import scipy.sparse as sp
-        P = sp.csr_matrix((data, indices, indptr), shape=(len(v), len(v)))
-        return float(v @ (P @ v))
+        out = np.zeros(len(v))
+        kern.csr_matvec_add(indptr, indices, data, np.ascontiguousarray(v), 1.0, out)
+        return float(v @ out)
     return float(v @ v)
 
 
