@@ -370,7 +370,11 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
 
     # T = H22⁻¹ = τG*⁻¹ + (1 − ω)A22⁻¹; log|H| = log|A| − log|A22| − log|T|
     t = time.perf_counter()
-    block = ginv * tau
+    # in place where the operands are ours: k × k matrices dominate the memory
+    block = ginv * tau if keep_g_inverse else ginv
+    if not keep_g_inverse:
+        block *= tau
+        del ginv
     if omega == 1.0:
         logdet_t = k * np.log(tau) - logdet_g
         h22 = None  # = G*/τ (G_APY/τ with APY)
@@ -380,10 +384,14 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         logdet_t = _logdet_chol(ct)
         h22 = _inverse_from_chol(ct)
         del T, ct
-    block -= omega * a22inv
+    if omega != 1.0:
+        a22inv *= omega
+    block -= a22inv
+    del a22inv
     logdet_h = float(Ainv.info["logdet"]) - logdet_a22 - logdet_t
     pos = Ainv.index_of(gids)
     mat = _embed(Ainv.matrix, pos, block)
+    del block
     timings["assemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -423,7 +431,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         "source": ped.source,
     }
     if keep_g_inverse:
-        info["G_star_inverse"] = ginv
+        info["G_star_inverse"] = ginv  # noqa: F821 (kept above when keep_g_inverse)
         info["G_star"] = g
     if geno is not None:
         info["genotypes_info"] = g_info
