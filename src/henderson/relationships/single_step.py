@@ -315,7 +315,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     need_a22 = beta > 0 or tuning is not None or a22_inverse == "dense"
     # "auto" is Colleau + dense Cholesky inverse: k SuperLU solves (one column at a time,
     # memory-bound) cost more than the k³/3 BLAS-3 inverse at every size measured
-    # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 15.4 s vs 8.2 s)
+    # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 22.6 s vs 8.1 s)
     method = "dense" if a22_inverse == "auto" else a22_inverse
     need_a22 = need_a22 or method == "dense"
     a22 = None
