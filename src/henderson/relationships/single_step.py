@@ -52,7 +52,7 @@ from ..errors import DataError, DataWarning, NotPositiveDefiniteError, format_id
 from . import _pedigree_kernels as K
 from .apy import apy_inverse, block_csr
 from .container import Relationship, as_relationship
-from .pedigree import _as_pedigree, _inbreeding_codes, _processing_order, pedigree_inverse
+from .pedigree import _as_pedigree, _processing_order, pedigree_inverse
 
 #: (non-genotyped animals) x (genotyped animals) up to which ``diag="auto"`` computes
 #: the exact diag(H) of non-genotyped animals (k sparse solves of that size).
@@ -407,7 +407,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     if n_other and want:
         h22_full = h22 if h22 is not None else (g / tau if apy_core is None else _apy_g(g, ginv_rel) / tau)
         other = np.setdiff1d(np.arange(Ainv.n), pos)
-        hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - a22_or(a22, ped, gids))
+        hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - _a22_or(a22, ped, gids))
     elif n_other:
         notes.append(f"diag(H) of the {n_other} non-genotyped animals not computed ((n - k) k = "
                      f"{float(n_other) * k:.3g} > {DIAG_BUDGET:.3g}; pass diag=True): their "
@@ -438,7 +438,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
 
 
-def a22_or(a22, ped, gids) -> np.ndarray:
+def _a22_or(a22, ped, gids) -> np.ndarray:
     """A₂₂ (formed by Colleau if it was not needed before)."""
     if a22 is not None:
         return a22
