@@ -52,7 +52,7 @@ from ..errors import DataError, DataWarning, NotPositiveDefiniteError, format_id
 from . import _pedigree_kernels as K
 from .apy import apy_inverse, block_csr
 from .container import Relationship, as_relationship
-from .pedigree import _as_pedigree, _inbreeding_codes, _processing_order, pedigree_inverse
+from .pedigree import _as_pedigree, _processing_order, pedigree_inverse
 
 #: (non-genotyped animals) x (genotyped animals) up to which ``diag="auto"`` computes
 #: the exact diag(H) of non-genotyped animals (k sparse solves of that size).
@@ -315,7 +315,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     need_a22 = beta > 0 or tuning is not None or a22_inverse == "dense"
     # "auto" is Colleau + dense Cholesky inverse: k SuperLU solves (one column at a time,
     # memory-bound) cost more than the k³/3 BLAS-3 inverse at every size measured
-    # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 15.4 s vs 8.2 s)
+    # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 22.6 s vs 8.1 s)
     method = "dense" if a22_inverse == "auto" else a22_inverse
     need_a22 = need_a22 or method == "dense"
     a22 = None
@@ -370,7 +370,11 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
 
     # T = H22⁻¹ = τG*⁻¹ + (1 − ω)A22⁻¹; log|H| = log|A| − log|A22| − log|T|
     t = time.perf_counter()
-    block = ginv * tau
+    # in place where the operands are ours: k × k matrices dominate the memory
+    block = ginv * tau if keep_g_inverse else ginv
+    if not keep_g_inverse:
+        block *= tau
+        del ginv
     if omega == 1.0:
         logdet_t = k * np.log(tau) - logdet_g
         h22 = None  # = G*/τ (G_APY/τ with APY)
@@ -380,10 +384,14 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         logdet_t = _logdet_chol(ct)
         h22 = _inverse_from_chol(ct)
         del T, ct
-    block -= omega * a22inv
+    if omega != 1.0:
+        a22inv *= omega
+    block -= a22inv
+    del a22inv
     logdet_h = float(Ainv.info["logdet"]) - logdet_a22 - logdet_t
     pos = Ainv.index_of(gids)
     mat = _embed(Ainv.matrix, pos, block)
+    del block
     timings["assemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -399,7 +407,7 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
     if n_other and want:
         h22_full = h22 if h22 is not None else (g / tau if apy_core is None else _apy_g(g, ginv_rel) / tau)
         other = np.setdiff1d(np.arange(Ainv.n), pos)
-        hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - a22_or(a22, ped, gids))
+        hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - _a22_or(a22, ped, gids))
     elif n_other:
         notes.append(f"diag(H) of the {n_other} non-genotyped animals not computed ((n - k) k = "
                      f"{float(n_other) * k:.3g} > {DIAG_BUDGET:.3g}; pass diag=True): their "
@@ -423,14 +431,14 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         "source": ped.source,
     }
     if keep_g_inverse:
-        info["G_star_inverse"] = ginv
+        info["G_star_inverse"] = ginv  # noqa: F821 (kept above when keep_g_inverse)
         info["G_star"] = g
     if geno is not None:
         info["genotypes_info"] = g_info
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
 
 
-def a22_or(a22, ped, gids) -> np.ndarray:
+def _a22_or(a22, ped, gids) -> np.ndarray:
     """A₂₂ (formed by Colleau if it was not needed before)."""
     if a22 is not None:
         return a22
