@@ -43,7 +43,7 @@ def grm(
     with s.step("Writing"):
         if fmt == "gcta":
             prefix = str(out).removesuffix(".bin").removesuffix(".grm")
-            write_gcta_grm(G, prefix)
+            write_gcta_grm(G, prefix, genotypes=geno)  # .grm.N.bin: SNPs called in both
             written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
         else:
             write_relationship_csv(G, out)

@@ -8,12 +8,14 @@ See ``docs/theory_pedigree.md`` for the equations.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..data.pedigree import Pedigree
-from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
+from ..errors import DataError, DataWarning, check_missing_mode, format_ids, unknown_ids
 from . import _pedigree_kernels as K
 from .container import Relationship
 
@@ -104,6 +106,7 @@ def pedigree_inverse(ped) -> Relationship:
     """
     ped = _as_pedigree(ped)
     F, d = _inbreeding_codes(ped)
+    near = _warn_fully_inbred(ped, F, d)
     n = len(ped)
     position = np.empty(n, np.int64)
     position[ped.input_order] = np.arange(n)  # code -> row in input order
@@ -123,8 +126,31 @@ def pedigree_inverse(ped) -> Relationship:
             "logdet": float(np.sum(np.log(d))),
             "inbreeding": pd.Series(F[order], index=pd.Index(ids, name="id"), name="F"),
             "source": ped.source,
+            "fully_inbred": near,
+            "max_inverse_diagonal_term": float(1.0 / d.min()) if n else 0.0,
         },
     )
+
+
+#: inbreeding at or above this is "fully inbred" (the animal is, to 6 digits, a copy of
+#: its parent): A is then numerically singular and 1/d_i, its A⁻¹ term, exceeds ~1e6
+FULLY_INBRED = 1.0 - 1e-6
+
+
+def _warn_fully_inbred(ped: Pedigree, F: np.ndarray, d: np.ndarray) -> tuple:
+    """Ids with F >= :data:`FULLY_INBRED`, named in a DataWarning (never silent)."""
+    near = np.flatnonzero(F >= FULLY_INBRED)
+    if not len(near):
+        return ()
+    ids = ped.ids[near]
+    warnings.warn(DataWarning(
+        f"pedigree {ped.source}: {len(near)} animal(s) have inbreeding F >= 1 - 1e-6 (e.g. after "
+        f"about 20 generations of selfing or full-sib mating): {format_ids(ids)}. Each is "
+        f"genetically a copy of its parents, so A is numerically singular and A⁻¹ holds terms up "
+        f"to 1/d = {1.0 / d[near].min():.3g}; an animal model cannot separate these animals from "
+        "their ancestors. Keep one representative per inbred line, or use genomic relationships"),
+        stacklevel=3)
+    return tuple(str(i) for i in ids)
 
 
 def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relationship:
