@@ -132,6 +132,42 @@ def pedigree_inverse(ped) -> Relationship:
     )
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_dense_memory(n: int, what: str, copies: float = 2.0) -> None:
+    """Refuse, before allocating, a dense n x n float64 matrix that memory cannot hold.
+
+    ``copies`` counts the working copies the computation makes (the tabular A and its
+    reordering: 2). The message gives the size needed and the sparse alternative.
+    """
+    need = copies * 8.0 * n * n
+    have = available_memory()
+    if have is None or need <= have:
+        return
+    gib = 2.0**30
+    raise DataError(
+        f"a dense {what} for {n:,} animals needs about {need / gib:.1f} GiB ({copies:g} x {n:,}² x 8 bytes), "
+        f"but only {have / gib:.1f} GiB of memory are available. Use the sparse inverse instead: "
+        "pedigree_inverse(ped) (henderson ainv; pblup and fit --pedigree use it), which holds about "
+        f"{7 * n * 12 / 2**20:.0f} MiB for this pedigree, or ask for the relationships of the animals "
+        "you need only (pedigree_relationship(ped, ids=...))")
+
+
 #: inbreeding at or above this is "fully inbred" (the animal is, to 6 digits, a copy of
 #: its parent): A is then numerically singular and 1/d_i, its A⁻¹ term, exceeds ~1e6
 FULLY_INBRED = 1.0 - 1e-6
@@ -189,6 +225,7 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
     """
     ped = _as_pedigree(ped)
     if ids is None:
+        check_dense_memory(len(ped), "A (tabular)")
         A = K.tabular_a(ped.sire, ped.dam)
         order = ped.input_order
         A = A[np.ix_(order, order)]
@@ -216,6 +253,7 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
     _, d = K.inbreeding_lap(s, dm, gen, _processing_order(s, dm, gen))
     cols = newcode[codes]
     k = len(cols)
+    check_dense_memory(k, "A for the requested ids")
     out = np.empty((k, k))
     block = max(1, min(k, _COLLEAU_BLOCK_BYTES // (8 * max(len(sub), 1))))
     for b in range(0, k, block):
