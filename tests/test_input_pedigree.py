@@ -185,3 +185,37 @@ def test_pedigree_in_summary_inputs_exactly_once(tmp_path, capsys, notes):
     assert ("added as founders" in err) == notes
     doc = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert [i["role"] for i in doc["inputs"]].count("pedigree") == 1
+
+
+def test_missing_parent_on_ainv_and_cv(tmp_path, capsys):
+    rows = _half_sibs()
+    _write(tmp_path / "p9.csv", rows, unknown="-9")
+    _write(tmp_path / "p0.csv", rows, unknown="0")
+    code, _, err = run_cli(["ainv", "--pedigree", tmp_path / "p9.csv", "--missing-parent", "-9",
+                            "-o", tmp_path / "a9.csv"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["ainv", "--pedigree", tmp_path / "p0.csv", "-o", tmp_path / "a0.csv"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a9.csv").read_text() == (tmp_path / "a0.csv").read_text()
+    ph = _records(tmp_path, [r[0] for r in rows[6:]])
+    code, _, err = run_cli(["cv", "--model", "pblup", "-p", ph, "-t", "y", "--pedigree", tmp_path / "p9.csv",
+                            "--missing-parent", "-9", "-k", "3", "--fixed-variances", "-o", tmp_path / "cv"], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert [i["role"] for i in doc["inputs"]].count("pedigree") == 1
+
+
+def test_float_ids_match_between_phenotypes_and_pedigree(tmp_path, capsys):
+    rows = _half_sibs()
+    (tmp_path / "p.csv").write_text("id,sire,dam\n" + "".join(
+        f"{a.replace('S', '1').replace('_', '0')},{s.replace('S', '1') if s != '0' else ''},\n" for a, s, _ in rows))
+    ids = [r[0].replace("S", "1").replace("_", "0") for r in rows[6:]]
+    y = np.random.default_rng(0).normal(size=len(ids)) + np.repeat(np.random.default_rng(1).normal(size=6), 10)
+    # the phenotypes come from a numeric export: ids 1000.0, 1001.0, ...
+    pd.DataFrame({"id": [f"{i}.0" for i in ids], "y": y}).to_csv(tmp_path / "ph.csv", index=False)
+    code, _, err = run_cli(["pblup", "-p", tmp_path / "ph.csv", "-t", "y", "--pedigree", tmp_path / "p.csv",
+                            "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert "60 id(s) written as whole-number decimals read as integers" in err
+    bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str}).set_index("id")
+    assert (bv.loc[ids, "n_records"] == 1).all()

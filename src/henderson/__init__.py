@@ -50,3 +50,7 @@ __all__ = [
 from .cv import CVResult, FormulaModel, cross_validate  # noqa: E402
 
 __all__ += ["cross_validate", "CVResult", "FormulaModel"]
+
+from .io.tables import read_phenotypes  # noqa: E402
+
+__all__ += ["read_phenotypes"]

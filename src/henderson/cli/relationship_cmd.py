@@ -12,7 +12,7 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
 from ._errors import CLIError
-from .genetic_cmd import SelfingOpt
+from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
 from ._inputs import read_genotypes_file, read_pedigree_file
 
 
@@ -62,6 +62,7 @@ def ainv(
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV.")] = None,
     selfing: SelfingOpt = False,
+    missing_parent: MissingParentOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
@@ -75,7 +76,8 @@ def ainv(
     if len(cols) != 3:
         raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
     with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
+        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing,
+                                        missing=None if missing_parent is None else _codes(missing_parent))
     for note in notes:
         s.warn(note)
     with s.step("Building A⁻¹"):

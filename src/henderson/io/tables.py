@@ -39,6 +39,7 @@ DOT = "."
 #: numeric codes that often mean "missing" but could be values: never guessed, warned
 SUSPECT_CODES = (-9.0, -99.0, -999.0)
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+([eE][-+]?\d+)?\s*$")
+_FLOAT_ID = re.compile(r"^([+-]?\d+)\.0+$")
 _TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -344,6 +345,12 @@ def phenotype_records(path, trait: str, *, id_column: str = "id", na_values=(), 
                         f"{format_ids((np.flatnonzero(ids.isna().to_numpy()) + 2).tolist())}")
     y, notes = trait_values(frame, trait, ids)
     ids = ids.astype(str).str.strip()
+    whole = ids.str.extract(_FLOAT_ID, expand=False)
+    if whole.notna().any():  # 12.0 is individual 12, as in pedigrees (io.pedigree)
+        n = int(whole.notna().sum())
+        notes.append(f"{src}: {n} id(s) written as whole-number decimals read as integers "
+                     f"(e.g. {ids[whole.notna()].iloc[0]!r} as {str(int(whole.dropna().iloc[0]))!r})")
+        ids = ids.where(whole.isna(), whole.dropna().astype(int).astype(str).reindex(ids.index))
     if one_record_per_id:
         keep, more = repeated_ids(ids, y, src, trait)
         notes += more
