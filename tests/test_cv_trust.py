@@ -3,7 +3,6 @@ folds and groups with gaps, ids that do not match) through the command line."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -11,7 +11,6 @@ up to rounding, so in practice they agree far more closely).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import henderson as hd
