@@ -226,8 +226,9 @@ def test_selfing_pedigree(tmp_path, capsys):
     # three records per plant (repeated records), so that REML can separate σ²_a and σ²_e
     y = np.random.default_rng(3).normal(size=18) + np.repeat([1.0, 2, 3, 4, 5, 2], 3)
     pd.DataFrame({"id": np.repeat(ids, 3), "y": y}).to_csv(tmp_path / "ph.csv", index=False)
+    # (--repeated-records declares them: without it an id repeated with different values is an error)
     code, _, err = run_cli(["pblup", "-p", tmp_path / "ph.csv", "-t", "y", "--pedigree", tmp_path / "ped.csv",
-                        "--selfing", "--out", tmp_path / "o", "-q"], capsys)
+                        "--selfing", "--repeated-records", "--out", tmp_path / "o", "-q"], capsys)
     assert code == 0, err
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str}).set_index("id")
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv").set_index("term")["variance"]

@@ -48,6 +48,7 @@ _LAZY = {
     "read_gcta_grm": ".relationships.grm_io", "write_gcta_grm": ".relationships.grm_io",
     "read_relationship_csv": ".relationships.grm_io",
     "write_relationship_csv": ".relationships.grm_io",
+    "read_phenotypes": ".io.tables",
     # cross-validation
     "cross_validate": ".cv", "CVResult": ".cv", "FormulaModel": ".cv",
     # single-step GBLUP (H⁻¹, APY)

@@ -151,7 +151,30 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
 def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
              solver: str = "auto", pev="auto", t0: float | None = None, x0=None,
              tol: float = 1e-10, pev_samples: int = 200, seed: int = 0) -> FitResult:
-    """Fit a prepared :class:`~henderson.spec.model.ModelSpec` (see :func:`fit`)."""
+    """Fit a prepared :class:`~henderson.spec.model.ModelSpec` (see :func:`fit`).
+
+    The solvers see y centred on its OLS fit and divided by the OLS residual SD, and
+    the result is mapped back to the user's scale exactly (:mod:`henderson._scaling`),
+    so that a trait with mean 1e5 and SD 1, or in units of 1e150, fits as well as a
+    standardised one. A PCG warm start ``x0`` is on the user's scale, so that fit is
+    solved on it as given.
+    """
+    from ._scaling import standardise, to_user, to_working
+
+    pcg = dict(x0=x0, tol=tol, pev_samples=pev_samples, seed=seed)
+    if x0 is not None:
+        return _fit_working(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
+                            solver=solver, pev=pev, t0=t0, **pcg)
+    work, scaling = standardise(spec)
+    res = _fit_working(work, method=method, start=to_working(start, scaling), max_iter=max_iter,
+                       sigma2=to_working(sigma2, scaling), solver=solver, pev=pev, t0=t0, **pcg)
+    return to_user(res, spec, scaling, method.lower())
+
+
+def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
+                 solver: str = "auto", pev="auto", t0: float | None = None, x0=None,
+                 tol: float = 1e-10, pev_samples: int = 200, seed: int = 0) -> FitResult:
+    """Fit a ModelSpec as given (no standardisation of y)."""
     t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
     if method not in ("reml", "ml"):
@@ -241,10 +264,17 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         sg, se = float(s[0]), float(s[1])
         info = {"iterations": 0, "converged": True, "log": pd.DataFrame()}
     else:
-        sg, se, info = solver.optimise(method, max_iter=max_iter, start=start)
+        from .reml.residual_boundary import optimise_spectral
+
+        k_mean = float(np.nanmean(term.k_diag)) if term.k_diag is not None else 1.0
+        sg, se, info = optimise_spectral(solver, method, max_iter=max_iter, start=start, k_mean=k_mean)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
     result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)
+    if info.get("residual_boundary"):
+        from .reml.residual_boundary import mark_residual_boundary
+
+        result = mark_residual_boundary(result, info["message"])
     timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
                "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
     object.__setattr__(result, "timings", timings)

@@ -54,7 +54,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
            repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
            grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
            drop_unknown: bool = False, coding: str | None = None, selfing: bool = False,
-           scheduler: str | None = None) -> None:
+           scheduler: str | None = None, inputs: dict | None = None) -> None:
     """Read the files, cross-validate one model, write cv_predictions.csv, cv_metrics.csv,
     report.html and summary.json. The model options mean what they mean for the fitting
     commands (gblup, snpblup, pblup)."""
@@ -79,8 +79,12 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     s.settings.update({"model": model, "trait": trait, "fixed": fixed, "method": method, "missing": missing,
                        "folds": folds, "repeats": repeats, "groups": groups, "fold_column": fold_column,
                        "seed": seed, "refit_variances": refit, "jobs": jobs})
+    from .genetic_cmd import input_options
+
+    opts = inputs or input_options()
     with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed, na_values=opts["na_values"],
+                                         decimal=opts["decimal"], one_record_per_id=not opts["repeated_records"])
         s.add_input("phenotypes", phenotypes)
         check_fixed(frame, fixed)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
@@ -110,6 +114,11 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
             with s.step("Reading genotypes"):
                 X = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
+            from .genetic_cmd import _model_genotypes
+
+            geno_report: dict = {}
+            X = _model_genotypes(s, X, opts, geno_report)
+            s.settings["genotypes"] = geno_report.get("genotypes")
         if model == "gblup":
             s.settings["grm_method"] = grm_method
             est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
@@ -119,7 +128,8 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         if pedigree is None:
             raise CLIError("--model pblup needs --pedigree FILE")
         with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing)
+            X, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing,
+                                          missing=opts["missing_parent"], birth_year=opts["birth_year"])
             s.add_input("pedigree", pedigree)
         for note in notes:
             s.warn(note)
@@ -152,10 +162,14 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
               "variances": "re-estimated by REML in every fold" if refit
                            else "held at the full-data REML estimates (--fixed-variances)",
               "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs)}
-        add_cv(rep, pred, fm, summ, note=cli_words(leak) if leak else "", settings=kv)
+        # what the folds left out or could not measure, counted (also in summary.json's warnings)
+        said = " ".join(cli_words(n) + "." for n in res.settings.get("notes", []))
+        add_cv(rep, pred, fm, summ, note=" ".join(x for x in (cli_words(leak) if leak else "", said) if x),
+               settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
+                         "genotypes": s.settings.pop("genotypes", None),
                          "leakage_note": cli_words(leak) if leak else None})
     s.done()
 
@@ -170,5 +184,7 @@ def _scored_note(pred: pd.DataFrame, n_obs: int) -> str:
 def _labels(column: pd.Series, ids) -> pd.Series:
     """Fold or group labels by id as strings, keeping missing values missing (not "nan")."""
     lab = column.astype(object).where(column.notna(), None)
-    lab = lab.map(lambda v: None if v is None else str(v))
+    # a numeric column with gaps is read as float: fold 5.0 is fold 5
+    lab = lab.map(lambda v: None if v is None else str(int(v)) if isinstance(v, float) and v.is_integer()
+                  else str(v))
     return pd.Series(lab.to_numpy(dtype=object), index=pd.Index(ids, name="id"))

@@ -6,7 +6,6 @@ Every error names the file, and where possible the line, column and id.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
@@ -20,7 +19,6 @@ import pandas as pd
 
 from ..errors import DataError, DataWarning, HendersonError, format_ids
 
-NA_VALUES = ["", "NA", "N/A", "NaN", "nan", ".", "-"]
 
 
 def sha256(path) -> str:
@@ -168,25 +166,11 @@ def _joined(lines: list[str], n: int = 3) -> str:
     return "; ".join(lines[:n]) + (f" (and {len(lines) - n} more)" if len(lines) > n else "")
 
 
-def _opener(path: Path):
-    return gzip.open(path, "rt") if path.name.endswith(".gz") else open(path, "rt")
-
-
 def detect_delimiter(path) -> str:
-    """The delimiter of a text table from its first non-empty line.
+    """The delimiter of a text table (see :func:`henderson.io.tables.detect_delimiter`)."""
+    from ..io.tables import detect_delimiter as detect
 
-    Tab, comma or semicolon (the most frequent of them); whitespace otherwise.
-    """
-    path = Path(path)
-    with _opener(path) as fh:
-        for line in fh:
-            if line.strip():
-                break
-        else:
-            raise DataError(f"{path}: the file is empty")
-    counts = {sep: line.count(sep) for sep in ("\t", ",", ";")}
-    sep, n = max(counts.items(), key=lambda kv: kv[1])
-    return sep if n else r"\s+"
+    return detect(path)
 
 
 def _need_file(path) -> Path:
@@ -198,44 +182,17 @@ def _need_file(path) -> Path:
     return p
 
 
-_TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decimal: str = ".") -> pd.DataFrame:
+    """Read a delimited table with a header line; ``str_columns`` are read as text ids.
 
+    The checks (duplicated header names, whitespace field counts, decimal commas,
+    missing-value codes) are :func:`henderson.io.tables.read_table`'s.
+    """
+    from ..io.tables import read_table as read
 
-def read_table(path, *, str_columns=(), what: str = "table") -> pd.DataFrame:
-    """Read a delimited table with a header line; ``str_columns`` are read as text ids."""
     p = _need_file(path)
     with reading(p, what):
-        return _read_table(p, str_columns, what)
-
-
-def _read_table(p: Path, str_columns, what: str) -> pd.DataFrame:
-    sep = detect_delimiter(p)
-    with open(p, "rb") as fh:
-        head = fh.read(4)
-    if not p.name.endswith(".gz") and b"\x00" in head:
-        raise DataError(f"{p}: this is a binary file, not a delimited text {what}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = pd.read_csv(p, sep=sep, nrows=0, engine="python" if sep == r"\s+" else "c")
-        cols = [str(c) for c in header.columns]
-        dtype = {c: str for c in str_columns if c in cols}
-        frame = pd.read_csv(p, sep=sep, dtype=dtype, na_values=NA_VALUES, keep_default_na=True)
-    except pd.errors.ParserError as err:
-        m = _TOKENIZE.search(str(err))
-        if m:
-            exp, line, saw = m.groups()
-            raise DataError(f"{p}: line {line} has {saw} fields, the header has {exp} "
-                            f"(delimiter {sep!r})") from err
-        raise DataError(f"{p}: cannot parse as a delimited {what} ({str(err).strip()})") from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"{p}: not a UTF-8 text {what} (byte {err.start}: {err.reason})") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise DataError(f"{p}: the {what} has a header but no rows")
-    frame.attrs["path"] = str(p)
-    frame.attrs["sep"] = sep
-    return frame
+        return read(p, str_columns=str_columns, what=what, na_values=na_values, decimal=decimal)
 
 
 def require_columns(frame: pd.DataFrame, columns, what: str = "file", option: str | None = None) -> None:
@@ -248,24 +205,22 @@ def require_columns(frame: pd.DataFrame, columns, what: str = "file", option: st
                         f"{format_ids(frame.columns, limit=20)}")
 
 
-def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None = None):
-    """Phenotypes file → (y Series indexed by id, data frame indexed by id, full frame)."""
-    frame = read_table(path, str_columns=[id_column], what="phenotype file")
-    require_columns(frame, [id_column], option="--id-column")
-    require_columns(frame, [trait], option="--trait")
-    src = frame.attrs["path"]
-    ids = frame[id_column]
-    if ids.isna().any():
-        lines = (frame.index[ids.isna()] + 2).tolist()
-        raise DataError(f"{src}: missing id in column {id_column!r} on line(s) {format_ids(lines)}")
-    y = pd.to_numeric(frame[trait], errors="coerce")
-    bad = y.isna() & frame[trait].notna()
-    if bad.any():
-        r = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"{src}: non-numeric value {frame[trait].iloc[r]!r} in column {trait!r} "
-                        f"(line {r + 2}, id {ids.iloc[r]!r})")
-    ids = ids.astype(str).str.strip()
-    y = pd.Series(y.to_numpy(dtype=float), index=pd.Index(ids.to_numpy(dtype=object), name="id"), name=trait)
+def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None = None, *,
+                    na_values=(), decimal: str = ".", one_record_per_id: bool = False):
+    """Phenotypes file → (y Series indexed by id, data frame indexed by id, full frame).
+
+    Missing-value codes, decimal commas and (with ``one_record_per_id``) repeated ids
+    are handled as :mod:`henderson.io.tables` describes; its DataWarnings reach the
+    command's warnings. With ``one_record_per_id`` the frame keeps only the records used.
+    """
+    from ..io.tables import phenotype_records
+
+    p = _need_file(path)
+    with reading(p, "phenotype file"):
+        y, frame = phenotype_records(p, trait, id_column=id_column, na_values=na_values, decimal=decimal,
+                                     one_record_per_id=one_record_per_id,
+                                     option_names={"id_column": "--id-column", "trait": "--trait"})
+    ids = pd.Series(y.index.to_numpy(dtype=object))
     data = None
     if fixed:
         cols = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", fixed) if c in frame.columns]
@@ -317,19 +272,38 @@ def read_genotypes_file(path, coding: str | None = None):
         return read_genotypes(p, coding=coding)
 
 
-def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam", selfing: bool = False):
+def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam", selfing: bool = False,
+                       missing=None, birth_year: str | None = None):
     """A pedigree file (delimiter detected); columns named by the options.
 
+    ``missing`` (--missing-parent) replaces the default unknown-parent codes;
+    ``birth_year`` (--birth-year) names a column checked for parents born after their
+    offspring. A column that is not in the file is an error listing the file's columns
+    and naming --ped-columns (or --birth-year).
+
     Returns ``(pedigree, notes)``: the reader's warnings (added founders, ...) as text,
-    for the command to print and keep in summary.json.
+    for the command to print and keep in summary.json. The pedigree's inbreeding
+    warnings (animals with F near 1) are among them.
     """
-    from ..io.pedigree import read_pedigree
+    from ..io.pedigree import DEFAULT_MISSING, read_pedigree
+    from ..io.tables import detect_delimiter, header_names
 
     p = _need_file(path)
+    with reading(p, "pedigree file"):
+        names = header_names(p, detect_delimiter(p))
+    absent = [c for c in (id, sire, dam) if c not in names]
+    if absent:
+        raise DataError(f"{p}: no column {format_ids(absent)} (see --ped-columns, the id,sire,dam column "
+                        f"names, now {id},{sire},{dam}); present columns: {format_ids(names, limit=20)}")
+    if birth_year and birth_year not in names:
+        raise DataError(f"{p}: no column {birth_year!r} (see --birth-year); present columns: "
+                        f"{format_ids(names, limit=20)}")
+    codes = DEFAULT_MISSING if missing is None else tuple(missing) + ("",)
     with reading(p, "pedigree file"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # --selfing is read_pedigree's monoecious=: sire = dam is a selfing, an id may be both
-        ped = read_pedigree(p, id=id, sire=sire, dam=dam, monoecious=selfing)
+        ped = read_pedigree(p, id=id, sire=sire, dam=dam, monoecious=selfing, missing=codes,
+                            birth_year=birth_year)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     return ped, notes
 
@@ -345,7 +319,13 @@ def read_relationship_file(path, kind: str = "K"):
             raise FileNotFoundError(2, "No such file or directory", prefix + ".grm.bin")
         with reading(prefix + ".grm.bin", "GCTA GRM file set"):
             return read_gcta_grm(prefix, kind=kind)
-    frame = read_table(p, what="relationship matrix")
+    from ..io.tables import detect_delimiter, header_names
+
+    p = _need_file(p)
+    with reading(p, "relationship matrix"):
+        head = header_names(p, detect_delimiter(p))
+    # the id column is text: ids 001..080 must stay 001..080 to match the header's names
+    frame = read_table(p, str_columns=head[:1], what="relationship matrix")
     with reading(p, "relationship matrix"):
         return _relationship_from_frame(p, frame, kind)
 
@@ -389,6 +369,8 @@ def file_line(frame: pd.DataFrame, row: int) -> int:
     if path is None:
         return row + 2
     lines = []
+    from ..io.tables import _opener
+
     with _opener(Path(path)) as fh:
         for i, line in enumerate(fh, 1):
             if line.strip():
@@ -412,3 +394,41 @@ def require_numeric(frame: pd.DataFrame, column: str, option: str, id_column: st
     raise DataError(f"{src}: non-numeric value {col.iloc[r]!r} in column {column!r} (line {file_line(frame, r)}"
                     f"{who}; {int(bad.sum())} such value(s)); the response of {option} must be a number "
                     "or empty/NA for a missing record")
+def prepare_genotypes(geno, *, maf: float | None = None, call_rate: float | None = None):
+    """Genotypes ready for a model: missing calls counted, individuals without any call
+    dropped (counted), and the --maf / --call-rate filters applied (counted).
+
+    Returns ``(genotypes, report, notes)``: ``report`` is JSON-ready (summary.json's
+    ``genotypes`` entry, for the report's genotype section) with the missing calls of the
+    genotypes as read (:func:`henderson.io.qc.call_report`), what was removed and why;
+    ``notes`` are the warnings to print.
+    """
+    from ..io.qc import call_report, describe_calls, genotype_qc
+
+    calls = call_report(geno)
+    report = {"as_read": calls.summary, "filters": {"maf": maf, "call_rate": call_rate}}
+    notes = [describe_calls(calls.summary)] if calls.summary["n_missing_calls"] else []
+    none = calls.summary["individuals_without_calls"]
+    if none:
+        keep = geno.ids[~pd.Index(geno.ids).isin(none)]
+        if not len(keep):
+            raise DataError("no genotyped individual has a single call")
+        geno = geno.subset(ids=keep)
+        notes.append(f"{len(none)} individual(s) without any genotype call dropped: {format_ids(none)}")
+    report["individuals_without_calls_dropped"] = list(none)
+    if maf or call_rate:
+        out = genotype_qc(geno, min_maf=maf or 0.0, min_call_rate=call_rate or 0.0,
+                          min_individual_call_rate=call_rate or 0.0, drop_monomorphic=bool(maf))
+        counts = out.genotypes.info["qc"]
+        report["qc"] = counts
+        removed_ind = out.individual_report.index[~out.individual_report["kept"]]
+        report["individuals_removed"] = [str(i) for i in removed_ind]
+        fails = ", ".join(f"{v} {k.removeprefix('n_snps_failed_').replace('_', ' ')}"
+                          for k, v in counts.items() if k.startswith("n_snps_failed_") and v)
+        notes.append(f"genotype filters (--maf {maf or 0:g}, --call-rate {call_rate or 0:g}): removed "
+                     f"{counts['n_snps_removed']} of {counts['n_snps_in']} SNPs" + (f" ({fails})" if fails else "")
+                     + f" and {counts['n_individuals_removed']} of {counts['n_individuals_in']} individuals"
+                     + (f" ({format_ids(removed_ind)})" if len(removed_ind) else ""))
+        geno = out.genotypes
+    report["used"] = {"n_individuals": geno.n, "n_snps": geno.p}
+    return geno, report, notes

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
-from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
-                          TraitOpt)
+from .genetic_cmd import (CallRateOpt, CodingOpt, DecimalOpt, DropOpt, FixedOpt, IdOpt, MafOpt,
+                          MethodOpt, MissingParentOpt, NaValuesOpt, PedColsOpt, PhenoOpt, RepeatedOpt, SelfingOpt,
+                          TraitOpt, input_options)
 
 
 def cv(
@@ -32,15 +33,19 @@ def cv(
     ped_columns: PedColsOpt = "id,sire,dam", selfing: SelfingOpt = False,
     grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
-    birth_year: Annotated[Optional[str], typer.Option("--birth-year", help="ssgblup: column of the phenotype file with birth years: validate forward in time on the genotyped animals born in or after --cutoff-year (default: the last year).")] = None,
+    birth_year: Annotated[Optional[str], typer.Option("--birth-year", help="Column with birth years: for ssgblup, of the phenotype file (validate forward in time on the genotyped animals born in or after --cutoff-year, default the last year); for pblup, of the pedigree file (a parent born after its offspring is an error).")] = None,
     cutoff_year: Annotated[Optional[float], typer.Option("--cutoff-year", help="ssgblup with --birth-year: first birth year of the validation animals.")] = None,
+    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", repeated_records: RepeatedOpt = False,
+    missing_parent: MissingParentOpt = None,
+    maf: MafOpt = None, call_rate: CallRateOpt = None,
     force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
 
-    The model options (--fixed, --method, --drop-unknown, --coding, --ped-columns,
-    --selfing, --grm-method) mean what they mean for gblup, snpblup and pblup.
+    The model and input options (--fixed, --method, --drop-unknown, --coding, --ped-columns,
+    --selfing, --grm-method, --na-values, --decimal, --repeated-records, --missing-parent,
+    --birth-year, --maf, --call-rate) mean what they mean for gblup, snpblup and pblup.
 
     Example: henderson cv --model gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --folds 5 --repeats 10 --out cv
     """
@@ -59,4 +64,5 @@ def cv(
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,
            ped_columns=ped_columns, grm_method=grm_method, jobs=jobs, fixed=fixed, method=method,
-           drop_unknown=drop_unknown, coding=coding, selfing=selfing, scheduler=scheduler)
+           drop_unknown=drop_unknown, coding=coding, selfing=selfing, scheduler=scheduler,
+           inputs=input_options(na_values, decimal, missing_parent, birth_year, maf, call_rate, repeated_records))

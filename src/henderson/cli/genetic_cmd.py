@@ -30,6 +30,26 @@ CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype cod
 GwasOpt = Annotated[bool, typer.Option("--gwas", help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).")]
 GwasWindowOpt = Annotated[Optional[str], typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
+NaValuesOpt = Annotated[Optional[str], typer.Option("--na-values", help="Missing-value codes of the trait, comma-separated, e.g. \"-9,-99\" (blank, NA and . are always missing).")]
+DecimalOpt = Annotated[str, typer.Option("--decimal", help="Decimal mark of the phenotype file: . or , (a decimal comma needs a semicolon- or tab-delimited file).")]
+MissingParentOpt = Annotated[Optional[str], typer.Option("--missing-parent", help="Codes of an unknown parent, comma-separated; they replace the default codes 0, NA, . and - (a blank is always unknown).")]
+BirthYearOpt = Annotated[Optional[str], typer.Option("--birth-year", help="Pedigree column with birth years (or dates as numbers): a parent born after its offspring is an error.")]
+MafOpt = Annotated[Optional[float], typer.Option("--maf", min=0.0, max=0.5, help="Drop SNPs with minor allele frequency below this (counted).")]
+RepeatedOpt = Annotated[bool, typer.Option("--repeated-records", help="Ids may repeat: every record is fitted (replicates of a line or clone; the model has no permanent-environment term). Without it an id with several different values is an error.")]
+CallRateOpt = Annotated[Optional[float], typer.Option("--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted).")]
+
+
+def input_options(na_values: str | None = None, decimal: str = ".", missing_parent: str | None = None,
+                  birth_year: str | None = None, maf: float | None = None, call_rate: float | None = None,
+                  repeated_records: bool = False) -> dict:
+    """The reader options of the command line, as one dict for :func:`run_genetic` and ``run_cv``."""
+    return {"na_values": _codes(na_values), "decimal": decimal, "repeated_records": repeated_records,
+            "missing_parent": None if missing_parent is None else _codes(missing_parent),
+            "birth_year": birth_year, "maf": maf, "call_rate": call_rate}
+
+
+def _codes(text: str | None) -> list[str]:
+    return [] if text is None else [c.strip() for c in text.split(",") if c.strip()]
 
 
 def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
@@ -67,6 +87,19 @@ def _report_grm(s: Session, geno):
     return G, "G (VanRaden 1) built from the same genotypes to show the relationships SNP-BLUP implies."
 
 
+def _model_genotypes(s: Session, geno, opts: dict, extra: dict):
+    """Missing calls counted, no-call individuals dropped, --maf/--call-rate applied; the
+    report goes to ``extra["genotypes"]`` (model.json and summary.json)."""
+    from ._inputs import prepare_genotypes
+
+    geno, report, notes = prepare_genotypes(geno, maf=opts.get("maf"), call_rate=opts.get("call_rate"))
+    for note in notes:
+        s.warn(note)
+    extra["genotypes"] = report
+    s.settings.update({"maf": opts.get("maf"), "call_rate": opts.get("call_rate")})
+    return geno
+
+
 def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     fe = est.fixed_effects_["estimate"]
     intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
@@ -80,7 +113,8 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
                 genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
                 ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
                 quiet: bool, debug: bool, threads: int | None, selfing: bool = False,
-                gwas: bool = False, window: str | None = None, force: bool = False) -> None:
+                gwas: bool = False, window: str | None = None, force: bool = False,
+                inputs: dict | None = None) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
@@ -102,8 +136,10 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
     if gwas and kind == "gblup" and grm_method != "vanraden1":
         raise CLIError(f"--gwas back-solves SNP effects, which needs --grm-method vanraden1 (not {grm_method})")
     missing = "drop" if drop_unknown else "error"
+    opts = inputs or input_options()
     with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed, na_values=opts["na_values"],
+                                         decimal=opts["decimal"], one_record_per_id=not opts["repeated_records"])
         s.add_input("phenotypes", phenotypes)
         check_fixed(frame, fixed)
     geno = G = snp_effects = None
@@ -116,6 +152,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
             with s.step("Reading genotypes"):
                 geno = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
+            geno = _model_genotypes(s, geno, opts, extra)
             with s.step("Building G", counted="SNPs"):
                 from ..relationships.genomic import genomic_relationship
 
@@ -140,22 +177,24 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         with s.step("Reading genotypes"):
             geno = read_genotypes_file(genotypes, coding)
             s.add_input("genotypes", genotypes)
+        geno = _model_genotypes(s, geno, opts, extra)
         est = SNPBLUP(method=method, fixed=fixed, missing=missing)
         with s.step("Fitting SNP-BLUP", counted="REML steps"):
             est.fit(geno, y, data=data)
         snp_effects = est.snp_effects_
         rel_note = f"{geno.n} individuals x {geno.p} SNPs, solved in {est.space_} space"
         G, g_note = _report_grm(s, geno)
-        extra = {"sigma2_beta": est.sigma2_beta_, "sigma2_g": est.sigma2_g_}
+        extra.update({"sigma2_beta": est.sigma2_beta_, "sigma2_g": est.sigma2_g_})
         label = "SNP-BLUP"
     else:
         if pedigree is None:
             raise CLIError("pblup needs --pedigree FILE")
         with s.step("Reading pedigree"):
-            ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing)
+            ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing,
+                                            missing=opts["missing_parent"], birth_year=opts["birth_year"])
+            s.add_input("pedigree", pedigree)  # once, with or without reader notes
         for note in notes:
             s.warn(note)
-            s.add_input("pedigree", pedigree)
         est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
         with s.step("Fitting pedigree BLUP (A⁻¹)", counted="REML steps"):
             est.fit(ped, y, data=data)
@@ -173,7 +212,8 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         if snp_effects is not None:
             s.write_csv(snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
         _write_model(s, est, kind, trait, {"h2": est.h2_, "h2_se": est.h2_se_,
-                                           "n_snps": None if snp_effects is None else len(snp_effects), **extra})
+                                           "n_snps": None if snp_effects is None else len(snp_effects),
+                                           **{k: v for k, v in extra.items() if k != "genotypes"}})
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
         add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note,
                     g_note=g_note)
@@ -199,6 +239,8 @@ def gblup(
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
     gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
+    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", maf: MafOpt = None, call_rate: CallRateOpt = None,
+    repeated_records: RepeatedOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
@@ -207,7 +249,8 @@ def gblup(
     """
     run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
-                force=force)
+                force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
+                                                  repeated_records=repeated_records))
 
 
 def snpblup(
@@ -215,6 +258,8 @@ def snpblup(
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
     gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
+    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", maf: MafOpt = None, call_rate: CallRateOpt = None,
+    repeated_records: RepeatedOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
@@ -223,7 +268,8 @@ def snpblup(
     """
     run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
-                force=force)
+                force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
+                                                  repeated_records=repeated_records))
 
 
 def pblup(
@@ -231,6 +277,8 @@ def pblup(
     ped_columns: PedColsOpt = "id,sire,dam",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20, force: ForceOpt = False,
+    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", missing_parent: MissingParentOpt = None,
+    birth_year: BirthYearOpt = None, repeated_records: RepeatedOpt = False,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
@@ -239,7 +287,8 @@ def pblup(
     """
     run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
                 ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
-                force=force)
+                force=force, inputs=input_options(na_values, decimal, missing_parent, birth_year,
+                                                  repeated_records=repeated_records))
 
 
 def predict(

@@ -12,7 +12,7 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from ._errors import CLIError
-from .genetic_cmd import SelfingOpt
+from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
 from ._inputs import read_genotypes_file, read_pedigree_file
 
 
@@ -52,7 +52,9 @@ def grm(
         G = genomic_relationship(geno, method=method, scheduler=scheduler or None)
     with s.step("Writing"):
         if fmt == "gcta":
-            write_gcta_grm(G, str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"))
+            # .grm.N.bin: SNPs called in both (from the genotypes when they were read here)
+            write_gcta_grm(G, str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"),
+                           genotypes=None if isinstance(geno, str) else geno)
             written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
         else:
             write_relationship_csv(G, files.where(out))
@@ -71,6 +73,7 @@ def ainv(
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")] = None,
     selfing: SelfingOpt = False,
+    missing_parent: MissingParentOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
@@ -86,7 +89,8 @@ def ainv(
     files = s.output_files([out])
     f_file = s.output_files([inbreeding], "--inbreeding") if inbreeding is not None else None
     with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
+        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing,
+                                        missing=None if missing_parent is None else _codes(missing_parent))
     for note in notes:
         s.warn(note)
     with s.step("Building A⁻¹"):

@@ -42,7 +42,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ..data.genotypes import Genotypes
-from ..errors import AlignmentError, DataError, ModelError, format_ids
+from ..errors import AlignmentError, DataError, DataWarning, ModelError, format_ids
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
 from ..models._align import ID, numeric_phenotypes, records_frame, trait_name
 from ..relationships.container import as_relationship
@@ -51,7 +51,8 @@ from ..spec.model import build_spec
 from ._fastpath import fast_rows
 from ._snps import informative_snps, two_sum_pq
 from .formula import FormulaModel
-from .metrics import check_top, headline_basis, pooled_metrics, summarise
+from .metrics import check_top, headline_basis, is_constant, pooled_metrics, summarise
+from .splits import label_notes
 from .metrics import fold_metrics as _fold_metrics
 from .splits import Split, make_splits, resolve_scheme
 
@@ -144,6 +145,61 @@ def _clean_y(y) -> pd.Series:
     return pd.Series(numeric_phenotypes(y, ids, trait_name(y)).to_numpy(), index=ids, name=y.name)
 
 
+def _examples(ids, k: int = 3) -> str:
+    ids = list(pd.unique(np.asarray(ids, dtype=object)))[:k]
+    return ", ".join(repr(str(i)) for i in ids)
+
+
+def _unknown_ids(model, y: pd.Series, known, notes: list) -> pd.Series:
+    """Phenotyped ids absent from X: an error naming them, or (the model's
+    ``missing="drop"``, the CLI's --drop-unknown) their phenotypes set to NaN and counted,
+    as every fit does. No id in common is always an error showing ids of both sides."""
+    if known is None:
+        return y
+    phen = pd.Index(pd.unique(y.dropna().index))
+    known = pd.Index(np.asarray(known, dtype=object).astype(str))
+    absent = phen[~phen.isin(known)]
+    if not len(absent):
+        return y
+    if len(absent) == len(phen):
+        raise AlignmentError(
+            f"no phenotyped id is in the model's X: none of the {len(phen)} phenotyped ids matches one of "
+            f"the {len(known)} ids of X (phenotype ids: {_examples(phen)}; ids of X: {_examples(known)}). "
+            "Check the id column and the id format (leading zeros, prefixes)")
+    if model.get_params().get("missing", "error") != "drop":
+        raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent)
+                             + " (pass missing='drop' to drop them, counted)")
+    drop = y.index.isin(absent)
+    msg = (f"{len(absent)} phenotyped id(s) are not in the model's X ({int(drop.sum())} record(s) left out of "
+           f"every fold, {len(phen) - len(absent)} ids kept): {format_ids(absent)}")
+    import warnings
+
+    warnings.warn(DataWarning(msg), stacklevel=3)
+    notes.append(msg)
+    y = y.copy()
+    y[drop] = np.nan  # not phenotyped: never validated, never fitted (positions stay aligned with data)
+    return y
+
+
+def _fold_warnings(rows) -> list[str]:
+    """Each kind of warning raised in the folds, said once with the number of folds."""
+    import re
+    import warnings
+
+    seen: dict = {}
+    for row in rows:
+        for cat, msg in row.get("warnings") or []:
+            first = msg.splitlines()[0] if msg else ""
+            key = (cat, re.sub(r"[-+]?\d[\d.eE+-]*", "#", first))
+            seen.setdefault(key, [first, 0])[1] += 1
+    out = []
+    for (cat, _), (first, count) in seen.items():
+        text = f"{count} of {len(rows)} fold(s): {first}"
+        warnings.warn(cat(text) if isinstance(cat, type) and issubclass(cat, Warning) else text, stacklevel=3)
+        out.append(text)
+    return out
+
+
 def _masked(y: pd.Series, train_pos) -> pd.Series:
     """y with every record outside ``train_pos`` set to NaN (those are predicted)."""
     out = y.copy()
@@ -208,7 +264,11 @@ class _Task:
     def run(self, split: Split) -> dict:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=self.blas_threads):
+        import warnings
+
+        with threadpool_limits(limits=self.blas_threads), warnings.catch_warnings(record=True) as caught:
+            # the fold's warnings are returned, to be said once for all folds (_fold_warnings)
+            warnings.simplefilter("always")
             seen = _blas_threads_now() if self.probe_threads else None
             m = clone(self.model)
             if self.sigma2 is not None:
@@ -244,7 +304,8 @@ class _Task:
                         s_g = self.snp_scale * float(self.sigma2[0])
                         h2 = s_g / (s_g + float(self.sigma2[1]))
             return {"bv": bv, "yhat": yhat, "h2": h2, "sigma2_g": s_g, "sigma2_e": float(vc["Residual"]),
-                    "n_snps_dropped": dropped, "blas_threads": seen}
+                    "n_snps_dropped": dropped, "blas_threads": seen,
+                    "warnings": [(w.category, str(w.message)) for w in caught]}
 
 
 def _run_indexed(task: _Task, i: int, split: Split):
@@ -376,12 +437,11 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         from ..data.pedigree import Pedigree
         known = X.ids if isinstance(X, Pedigree) else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
 
+    notes = []
+    y = _unknown_ids(model, y, known, notes)
     scheme = resolve_scheme(cv, groups)
+    notes += label_notes(scheme, y, data)
     splits = make_splits(scheme, y, repeats=repeats, seed=seed, data=data)
-    phen = pd.Index(pd.unique(y.dropna().index))
-    absent = phen[~phen.isin(np.asarray(known, dtype=object))] if known is not None else []
-    if len(absent):
-        raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent))
     fixed_part = _FixedPart(model, y, data, known) if kind != "formula" else None
 
     user_sigma2 = model.get_params().get("sigma2") is not None
@@ -431,7 +491,17 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     pooled = pooled_metrics(predictions, fm, top)
     summary, by_rep = summarise(fm, pooled)
     basis = headline_basis(fm)
-    notes = []
+    notes += _fold_warnings(rows)
+    n_const = int(sum(is_constant(np.asarray(r["bv"], float)[np.isfinite(np.asarray(r["bv"], float))],
+                                  y.iloc[s.test_pos].dropna().to_numpy()) for s, r in zip(splits, rows)))
+    if n_const:
+        msg = (f"{n_const} of {len(rows)} fold(s) predict the same breeding value for every validation "
+               "individual (h² estimated at 0): their r, accuracy, slope, intercept, Spearman and top "
+               "overlap are undefined (NaN), not zero")
+        import warnings
+
+        warnings.warn(DataWarning(msg), stacklevel=2)
+        notes.append(msg)
     if kind == "snpblup" and fm["n_snps_dropped"].max() > 0:
         notes.append(f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
                      f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "

@@ -62,6 +62,20 @@ def _pearson(a, b) -> float:
     return float(a @ b / d) if d > 0 else np.nan
 
 
+#: predictions whose spread is below this share of the phenotypes' SD (or of their own
+#: mean) are constant: what is left is rounding of a constant (ĝ = 0 when h² = 0)
+CONSTANT_SHARE = 1e-9
+
+
+def is_constant(pred, obs) -> bool:
+    """True when the predictions ``pred`` do not vary beyond rounding (see CONSTANT_SHARE)."""
+    pred, obs = np.asarray(pred, float), np.asarray(obs, float)
+    if pred.size < 2:
+        return True
+    scale = max(float(np.std(obs)) if obs.size else 0.0, float(np.abs(pred).max()), np.finfo(float).tiny)
+    return float(np.ptp(pred)) <= CONSTANT_SHARE * scale
+
+
 def top_overlap(y, g, top: float = 0.10) -> float:
     """Share of the k = ⌈top·n⌉ best by ``g`` that are also among the k best by ``y``.
 
@@ -104,8 +118,12 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
     p_ok = ~(np.isnan(y) | np.isnan(yhat))
     yg, g = y[g_ok], bv[g_ok]
     yp, ph = y[p_ok], yhat[p_ok]
-    r = _pearson(yg, g) if len(yg) >= MIN_N_CORRELATION else np.nan
-    if len(yp) >= MIN_N_CORRELATION and np.var(ph) > 0:
+    # a constant prediction (h² estimated at 0: ĝ = 0, ŷ = b̂₀ up to rounding) has no
+    # correlation or slope: undefined (NaN), not a rounding-noise r or a slope of 1e14
+    g_var = len(yg) >= MIN_N_CORRELATION and not is_constant(g, yg)
+    p_var = len(yp) >= MIN_N_CORRELATION and not is_constant(ph, yp)
+    r = _pearson(yg, g) if g_var else np.nan
+    if p_var:
         pc = ph - ph.mean()
         slope = float(pc @ (yp - yp.mean()) / (pc @ pc))
         intercept = float(yp.mean() - slope * ph.mean())
@@ -117,8 +135,8 @@ def fold_metrics(y, bv, yhat, h2: float = np.nan, top: float = 0.10) -> dict:
         "slope": slope,
         "intercept": intercept,
         "mse": float(np.mean((yp - ph) ** 2)) if len(yp) else np.nan,
-        "spearman": _pearson(rankdata(yg), rankdata(g)) if len(yg) >= MIN_N_CORRELATION else np.nan,
-        "top_overlap": top_overlap(yg, g, top),
+        "spearman": _pearson(rankdata(yg), rankdata(g)) if g_var else np.nan,
+        "top_overlap": top_overlap(yg, g, top) if g_var or len(yg) < MIN_N_CORRELATION else np.nan,
         "n": int(len(yg)),
     }
 

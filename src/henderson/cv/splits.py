@@ -403,3 +403,46 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
             out.append(Split(r, str(label), yy.index.to_numpy(dtype=object)[tr],
                              yy.index.to_numpy(dtype=object)[te], tr, te))
     return out
+
+
+def label_notes(scheme: Scheme, y: pd.Series, data=None) -> list[str]:
+    """Counts of what given fold or group labels leave out, each also a DataWarning.
+
+    * phenotyped ids whose fold or group label is missing (always in training, never
+      validated);
+    * fold labels (of ``GivenFolds``) carried only by ids without a phenotype: those
+      folds are not validated at all.
+
+    Anything malformed is left to :func:`make_splits`, which raises.
+    """
+    from ..errors import DataWarning
+
+    if isinstance(scheme, GivenFolds):
+        raw, what = scheme.folds_, "fold"
+    elif isinstance(scheme, GroupFolds):
+        raw, what = scheme.groups, "group"
+    else:
+        return []
+    ids = pd.Index(y.index.astype(str))
+    if ids.has_duplicates:
+        return []
+    try:
+        lab = _as_series(raw, ids.to_numpy(dtype=object), what, data)
+    except DataError:
+        return []
+    lab = lab[lab.index.isin(ids)]
+    phen = ids[y.notna().to_numpy()]
+    notes = []
+    no_label = phen[~phen.isin(lab.dropna().index)]
+    if len(no_label):
+        notes.append(f"{len(no_label)} phenotyped id(s) have no {what} label: always in training, never "
+                     f"validated: {format_ids(no_label)}")
+    if what == "fold":
+        with_y = set(lab[lab.index.isin(phen)].dropna().astype(str))
+        empty = sorted({str(v) for v in lab.dropna()} - with_y)
+        if empty:
+            notes.append(f"{len(empty)} fold(s) have no phenotyped individual and are not validated: "
+                         f"{format_ids(empty)}")
+    for n in notes:
+        warnings.warn(DataWarning(n), stacklevel=3)
+    return notes

@@ -58,6 +58,34 @@ def _check_bed_size(bed_file: Path, n: int, p: int) -> None:
     raise GenotypeError(f"PLINK fileset {stem}: {why}. Regenerate the fileset (e.g. plink --make-bed).")
 
 
+def _check_padding(bed_file: Path, n: int, p: int) -> None:
+    """Refuse a .bed whose unused bits (after the n-th individual of each SNP) are in use.
+
+    PLINK writes the 2-bit slots after the last individual of a SNP's last byte as 00.
+    When the .fam lists fewer individuals than the .bed holds but the byte count per
+    SNP is the same (a deleted .fam line with n not a multiple of 4), those slots hold
+    the real genotypes of the last individual(s), and every id after the deleted line
+    would be read with its neighbour's genotypes. One strided read of the last byte of
+    every SNP detects it (a fileset whose hidden individual is homozygous A1 at every
+    SNP cannot be told from a correct one).
+    """
+    used = n % 4
+    if used == 0 or p == 0:
+        return
+    per_snp = -(-n // 4)
+    last = np.memmap(bed_file, dtype=np.uint8, mode="r", offset=3, shape=(p, per_snp))[:, -1]
+    mask = np.uint8((0xFF << (2 * used)) & 0xFF)  # the slots of individuals n+1 .. 4*ceil(n/4)
+    bad = np.flatnonzero(np.asarray(last) & mask)
+    if len(bad):
+        stem = bed_file.with_suffix("")
+        raise GenotypeError(
+            f"PLINK fileset {stem}: {stem.name}.fam lists {n} individuals, but {bed_file.name} holds "
+            f"genotypes for more ({len(bad)} of {p} SNPs carry calls after individual {n}, in bits "
+            "PLINK leaves empty). A line is probably missing from the .fam, which would give every "
+            "later individual its neighbour's genotypes. Regenerate the fileset (plink --make-bed)."
+        )
+
+
 def _check_magic(bed_file: Path) -> None:
     with open(bed_file, "rb") as fh:
         head = fh.read(3)
@@ -89,6 +117,7 @@ def read_plink(path: Path) -> Genotypes:
         with open_bed(bed_file, count_A1=True) as bed:
             n, p = bed.iid_count, bed.sid_count  # parses .fam and .bim
             _check_bed_size(bed_file, n, p)
+            _check_padding(bed_file, n, p)
             d = bed.read(dtype="int8", order="C")  # missing -> -127 == MISSING
             snps = pd.DataFrame(
                 {

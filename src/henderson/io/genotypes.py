@@ -158,6 +158,7 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
     id_col = names[0]
     line = np.arange(len(frame)) + 2  # header is line 1; blank lines are kept as rows
     blank = frame.isna().all(axis=1).to_numpy()
+    _check_short_rows(path, sep, len(names), frame[names[-1]].isna().to_numpy() & ~blank, line)
     frame, line = frame.loc[~blank], line[~blank]
     if frame[id_col].isna().any():
         bad = line[frame[id_col].isna().to_numpy()]
@@ -193,6 +194,29 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
     info = {"file": str(path), "format": "csv", "coding": coding, "coding_detected": detected,
             "coding_evidence": evidence}
     return Genotypes(ids, snp_ids, d, info)
+
+
+def _check_short_rows(path: Path, sep: str, n_fields: int, candidates: np.ndarray, line: np.ndarray) -> None:
+    """A row with fewer fields than the header is an error naming its line.
+
+    pandas fills a short row with NaN, which would read as missing calls at the last
+    SNPs. Only rows whose last cell is empty can be short, so the raw lines are
+    inspected only when there are such rows (no cost for a complete file).
+    """
+    if not candidates.any():
+        return
+    opener = gzip.open if path.name.endswith(".gz") else open
+    want = set(line[candidates].tolist())
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
+        for k, text in enumerate(fh, start=1):
+            if k not in want:
+                continue
+            text = text.rstrip("\r\n")
+            got = len(text.split()) if sep == r"\s+" else text.count(sep) + 1
+            if got < n_fields:
+                raise GenotypeError(
+                    f"{path.name}: line {k} has {got} fields, the header has {n_fields} (id + "
+                    f"{n_fields - 1} SNPs): the row is incomplete (write NA for a missing call)")
 
 
 def _detect_coding(v: np.ndarray, path: Path) -> tuple[str, str]:

@@ -8,6 +8,7 @@ so a million-animal pedigree reads and sorts in seconds.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, PedigreeError, format_ids
 from ..relationships._pedigree_kernels import topological_generations
 
-DEFAULT_MISSING = ("0", "NA", ".", "")
+DEFAULT_MISSING = ("0", "NA", ".", "-", "")
+
+#: ids that look like an undeclared missing-parent code (checked for parents without a row)
+_CODE_LIKE = re.compile(r"^(-\d+|0+|\?+|\*+|x|na|n/a|nan|null|none|unknown|missing|-+)$", re.IGNORECASE)
+#: a whole-number float id written by a numeric export: 12.0 is animal 12
+_FLOAT_ID = re.compile(r"^([+-]?\d+)\.0+$")
 
 
 def read_pedigree(
@@ -29,6 +35,7 @@ def read_pedigree(
     missing=DEFAULT_MISSING,
     sep: str | None = None,
     monoecious: bool = False,
+    birth_year: str | None = None,
 ) -> Pedigree:
     """Read, check and sort a pedigree.
 
@@ -41,7 +48,10 @@ def read_pedigree(
     id, sire, dam : str
         Column names.
     missing : iterable of str
-        Codes of an unknown parent (in addition to empty/NaN cells).
+        Codes of an unknown parent (in addition to empty/NaN cells); default ``0``,
+        ``NA``, ``.`` and ``-``. A parent without a row of its own whose id looks like
+        a code (``-9``, ``00``, ``?``, ``unknown``, ...) and that has several offspring
+        is refused as a likely undeclared code.
     sep : str, optional
         Delimiter; ``None`` detects it. Use ``r"\\s+"`` for any whitespace.
     monoecious : bool
@@ -50,6 +60,15 @@ def read_pedigree(
         selfing. Default False: an id used both as sire and as dam is an error, as
         it is for animals with separate sexes. A, A⁻¹ and inbreeding handle selfing
         exactly (``a_ii = 1 + a_ss/2`` when s = d).
+    birth_year : str, optional
+        Column of birth years (or any number that grows with time, e.g. a date as
+        YYYYMMDD): a parent born after its offspring is an error naming both.
+
+    Notes
+    -----
+    Ids written as whole-number floats (``12.0``, a numeric column exported with
+    missing values) are read as integers (``12``) in every column, with a
+    DataWarning counting them, so that ``12.0`` as a sire is animal ``12``.
 
     Returns
     -------
@@ -85,7 +104,7 @@ def read_pedigree(
         raise DataError(
             f"read_pedigree expects a file path or a DataFrame, not {type(path_or_frame).__name__}"
         )
-    absent = [c for c in (id, sire, dam) if c not in frame.columns]
+    absent = [c for c in (id, sire, dam) + ((birth_year,) if birth_year else ()) if c not in frame.columns]
     if absent:
         raise DataError(
             f"pedigree {source}: no column {format_ids(absent)}; "
@@ -94,7 +113,7 @@ def read_pedigree(
     m = len(frame)
     # One hash pass over all three columns; everything after works on integer labels,
     # which is what makes a million rows cheap (no per-row Python string work).
-    labels, names = _factorize([frame[id], frame[sire], frame[dam]], set(str(x) for x in missing))
+    labels, names = _factorize([frame[id], frame[sire], frame[dam]], set(str(x) for x in missing), source)
     id_l, s_l, d_l = labels[:m], labels[m : 2 * m], labels[2 * m :]
     # Row position -> what the user calls it: a file line (header is line 1) or a row.
     lines = np.arange(m) + 2 if is_file else np.arange(m)
@@ -112,10 +131,13 @@ def read_pedigree(
     if (id_l < 0).any():
         _raise_bad_ids(frame[id], rows[id_l < 0], lines[id_l < 0], source, where)
 
+    year_of = None
+    if birth_year:  # by label (an exact duplicate row has the same id)
+        year_of = _years_by_label(frame[birth_year], rows, lines, id_l, len(names), birth_year, source, where)
     id_l, s_l, d_l, lines, n_dup = _drop_duplicates(id_l, s_l, d_l, lines, names, source, where)
     _check_self_parent(id_l, s_l, d_l, lines, names, source, where)
     if not monoecious:
-        _check_sex(s_l, d_l, names, source)
+        _check_sex(s_l, d_l, names, source, has_row=np.isin(np.arange(len(names)), id_l))
 
     # Parents without a row become founders, placed before all rows (first-seen order).
     has_row = np.zeros(len(names), np.bool_)
@@ -123,6 +145,7 @@ def read_pedigree(
     parents = np.column_stack([s_l, d_l]).ravel()
     parents = parents[parents >= 0]
     new = pd.unique(parents[~has_row[parents]])
+    _refuse_code_like_parents(new, parents, names, source)
     if len(new):
         warnings.warn(
             f"pedigree {source}: {len(new)} parent(s) have no row of their own and were "
@@ -141,6 +164,9 @@ def read_pedigree(
     if (gen < 0).any():
         _raise_loop(all_ids, s_pos, d_pos, gen, np.concatenate([np.full(len(new), -1), lines]), source, where)
 
+    if year_of is not None:
+        _check_birth_years(year_of[all_l], all_ids, s_pos, d_pos, birth_year, source)
+
     # Stable sort by generation: parents first, ties in the user's order.
     order = np.argsort(gen, kind="stable")
     code = np.empty_like(order)
@@ -157,6 +183,57 @@ def read_pedigree(
         n_duplicates_dropped=n_dup,
         source=source,
     )
+
+
+def _years_by_label(col: pd.Series, rows, lines, id_l, n_labels, name, source, where) -> np.ndarray:
+    """Birth year of each id label (NaN unknown); a non-numeric year is an error naming its line."""
+    raw = col.iloc[rows]
+    years = pd.to_numeric(raw, errors="coerce")
+    bad = years.isna().to_numpy() & ~raw.fillna("").astype(str).str.strip().isin(["", "NA", ".", "-"]).to_numpy()
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"pedigree {source}: birth year {raw.iloc[k]!r} in column {name!r} is not a number "
+                        f"({where} {lines[k]})")
+    out = np.full(n_labels, np.nan)
+    out[id_l] = years.to_numpy(dtype=float)
+    return out
+
+
+def _check_birth_years(year, ids, s_pos, d_pos, name, source) -> None:
+    """A parent born after its offspring: an error naming both (vectorised over animals)."""
+    shown, n_bad = [], 0
+    for parent, role in ((s_pos, "sire"), (d_pos, "dam")):
+        known = parent >= 0
+        child = np.flatnonzero(known)
+        py = year[parent[child]]
+        bad = child[py > year[child]]  # NaN compares False: unknown years are not checked
+        n_bad += len(bad)
+        shown += [f"{role} {ids[parent[c]]!r} ({name} {year[parent[c]]:g}) of {ids[c]!r} ({name} {year[c]:g})"
+                  for c in bad[:5]]
+    if n_bad:
+        raise PedigreeError(
+            f"pedigree {source}: {n_bad} parent(s) born after their offspring: " + "; ".join(shown[:5])
+            + (" ..." if n_bad > 5 else "") + ". Check the ids and the birth years")
+
+
+def _refuse_code_like_parents(new, parents, names, source, min_offspring: int = 2) -> None:
+    """A parent without a row whose id looks like a missing code (-9, 00, ?, unknown) and
+    that has several offspring: almost surely an undeclared missing-parent code, which
+    would make all those animals (half-)sibs of one phantom founder."""
+    if not len(new):
+        return
+    code_like = pd.Series(names[np.asarray(new)], dtype=object).astype(str).str.match(_CODE_LIKE).to_numpy(bool)
+    if not code_like.any():
+        return
+    counts = np.bincount(parents, minlength=len(names))
+    suspects = [(names[k], int(counts[k])) for k in np.asarray(new)[code_like] if counts[k] >= min_offspring]
+    if suspects:
+        shown = ", ".join(f"{i!r} (parent of {c} animals)" for i, c in suspects[:5])
+        raise PedigreeError(
+            f"pedigree {source}: {shown} {'has' if len(suspects) == 1 else 'have'} no row of its own and "
+            "looks like a missing-parent code: as a parent it would make all those animals related "
+            "through one phantom founder. Declare the code as missing (--missing-parent, or "
+            "missing= in read_pedigree), or give the parent a row if it is a real animal")
 
 
 def _raise_bad_ids(id_col: pd.Series, rows, lines, source, where):
@@ -199,7 +276,7 @@ def _read_table(path: Path, sep: str | None) -> pd.DataFrame:
         raise DataError(f"pedigree {path}: cannot parse ({err})") from err
 
 
-def _factorize(cols, missing: set):
+def _factorize(cols, missing: set, source: str = "<pedigree>"):
     """Integer labels of the concatenated columns and the label -> id array.
 
     Ids are stripped of surrounding blanks; empty cells and ``missing`` codes get
@@ -215,10 +292,25 @@ def _factorize(cols, missing: set):
     raw, uniq = pd.factorize(np.concatenate(parts))
     # Strip and recode the (few) distinct values only, never the rows.
     uniq = np.array([str(u).strip() for u in uniq], dtype=object)
-    bad = np.isin(uniq, list(missing | {""}))
+    codes = list(missing | {""})
+    uniq = _whole_number_ids(uniq, np.isin(uniq, codes), source)
+    bad = np.isin(uniq, codes)  # again: "0.0" is the code "0"
     relabel, names = pd.factorize(np.where(bad, None, uniq))
     relabel = np.append(relabel, -1)  # raw label -1 (NaN) stays -1
     return relabel[raw].astype(np.int64), np.asarray(names, dtype=object)
+
+
+def _whole_number_ids(uniq: np.ndarray, skip: np.ndarray, source: str) -> np.ndarray:
+    """Distinct ids with ``12.0`` written as ``12`` (counted in a DataWarning)."""
+    whole = pd.Series(uniq, dtype=object).str.extract(_FLOAT_ID, expand=False)
+    hit = whole.notna().to_numpy() & ~skip
+    if not hit.any():
+        return uniq
+    out = uniq.copy()
+    out[hit] = whole[hit].astype(int).astype(str).to_numpy(dtype=object)  # "+012.0" -> "12"
+    warnings.warn(f"pedigree {source}: {int(hit.sum())} id(s) written as whole-number decimals read as "
+                  f"integers (e.g. {uniq[hit][0]!r} as {out[hit][0]!r})", DataWarning, stacklevel=4)
+    return out
 
 
 def _drop_duplicates(id_l, s_l, d_l, lines, names, source, where):
@@ -255,12 +347,21 @@ def _check_self_parent(id_l, s_l, d_l, lines, names, source, where):
         )
 
 
-def _check_sex(s_l, d_l, names, source):
+def _check_sex(s_l, d_l, names, source, has_row=None):
     is_sire = np.zeros(len(names), np.bool_)
     is_dam = np.zeros(len(names), np.bool_)
     is_sire[s_l[s_l >= 0]] = True
     is_dam[d_l[d_l >= 0]] = True
     both = np.flatnonzero(is_sire & is_dam)
+    if len(both) and has_row is not None:
+        rowless = [k for k in both if not has_row[k]]
+        if rowless:
+            n_off = np.bincount(np.concatenate([s_l[s_l >= 0], d_l[d_l >= 0]]), minlength=len(names))
+            shown = ", ".join(f"{names[k]!r} (parent of {int(n_off[k])} animals)" for k in rowless[:5])
+            raise PedigreeError(
+                f"pedigree {source}: {shown} is used both as sire and as dam and has no row of its own: "
+                "it looks like a missing-parent code. Declare it as missing (--missing-parent, or "
+                "missing= in read_pedigree)")
     if len(both):
         raise PedigreeError(
             f"pedigree {source}: {len(both)} id(s) are used both as sire and as dam: "

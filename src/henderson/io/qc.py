@@ -136,3 +136,60 @@ def impute_mean(geno: Genotypes) -> Genotypes:
     miss = geno.missing_mask()
     d[miss] = np.broadcast_to(2.0 * geno.allele_freq, d.shape)[miss]
     return Genotypes(geno.ids, geno.snps, d, {**geno.info, "n_imputed": int(miss.sum())})
+
+
+class CallReport(NamedTuple):
+    """Missing calls of a genotype matrix (:func:`call_report`)."""
+
+    summary: dict
+    snps: pd.DataFrame
+    individuals: pd.DataFrame
+
+
+def call_report(geno: Genotypes, top: int = 10) -> CallReport:
+    """Missing calls counted per SNP and per individual.
+
+    Returns
+    -------
+    CallReport
+        ``snps`` indexed by SNP id and ``individuals`` indexed by id, each with
+        ``n_missing`` and ``call_rate``; ``summary`` (JSON-ready) with the totals, the
+        numbers of SNPs and individuals with a missing call, those without any call,
+        and the ``top`` worst SNPs and individuals.
+    """
+    snp_missing = geno.n - np.asarray(geno.n_called, dtype=np.int64)
+    ind_missing = _row_missing(geno) if geno.n_missing else np.zeros(geno.n, np.int64)
+    snps = pd.DataFrame({"n_missing": snp_missing, "call_rate": 1.0 - snp_missing / max(geno.n, 1)},
+                        index=pd.Index(geno.snp_ids, name="snp"))
+    inds = pd.DataFrame({"n_missing": ind_missing, "call_rate": 1.0 - ind_missing / max(geno.p, 1)},
+                        index=pd.Index(geno.ids, name="id"))
+
+    def worst(t: pd.DataFrame) -> list[dict]:
+        w = t[t["n_missing"] > 0].sort_values("n_missing", ascending=False, kind="stable").head(top)
+        return [{"id": str(i), "n_missing": int(r.n_missing), "call_rate": float(r.call_rate)}
+                for i, r in w.iterrows()]
+
+    total = int(geno.n_missing)
+    summary = {
+        "n_individuals": geno.n, "n_snps": geno.p, "n_missing_calls": total,
+        "missing_rate": total / max(geno.n * geno.p, 1),
+        "n_snps_with_missing": int((snp_missing > 0).sum()),
+        "n_individuals_with_missing": int((ind_missing > 0).sum()),
+        "snps_without_calls": [str(s) for s in geno.snp_ids[snp_missing == geno.n]] if geno.n else [],
+        "individuals_without_calls": [str(i) for i in geno.ids[ind_missing == geno.p]] if geno.p else [],
+        "worst_snps": worst(snps), "worst_individuals": worst(inds),
+    }
+    return CallReport(summary, snps, inds)
+
+
+def describe_calls(summary: dict) -> str:
+    """One line for the console: the missing calls of :func:`call_report`'s summary."""
+    if not summary["n_missing_calls"]:
+        return f"genotypes: {summary['n_individuals']} individuals x {summary['n_snps']} SNPs, no missing call"
+    ws, wi = summary["worst_snps"][0], summary["worst_individuals"][0]
+    return (f"genotypes: {summary['n_missing_calls']:,} missing calls ({100 * summary['missing_rate']:.2f} %) "
+            f"in {summary['n_snps_with_missing']} of {summary['n_snps']} SNPs and "
+            f"{summary['n_individuals_with_missing']} of {summary['n_individuals']} individuals; they are "
+            f"mean-imputed. Most missing: SNP {ws['id']!r} ({ws['n_missing']} missing, call rate "
+            f"{ws['call_rate']:.3f}), individual {wi['id']!r} ({wi['n_missing']} missing, call rate "
+            f"{wi['call_rate']:.3f})")

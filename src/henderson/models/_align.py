@@ -85,6 +85,16 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
         vals = vals[vals.notna()]
     known = pd.Index(np.asarray(known_ids, dtype=object))
     absent = ~vals.index.isin(known)
+    if absent.all():
+        from ..errors import AlignmentError
+
+        def ex(ix):
+            return ", ".join(repr(str(i)) for i in pd.unique(np.asarray(ix, dtype=object))[:3])
+
+        raise AlignmentError(
+            f"no phenotyped id is in the {what}: none of the {vals.index.nunique()} phenotyped ids matches "
+            f"one of its {len(known)} ids (phenotype ids: {ex(vals.index)}; ids of the {what}: {ex(known)}). "
+            "Check the id column and the id format (leading zeros, prefixes)")
     if absent.any():
         bad = pd.unique(vals.index[absent])
         msg = f"{len(bad)} phenotyped id(s) not in the {what}: " + format_ids(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..api import fit
+from ..errors import HendersonError, ModelError, format_ids
 from ..relationships.pedigree import pedigree_inverse
 from ._align import ID, records_frame
 
@@ -36,7 +37,19 @@ def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
             d.index = d.index.astype(str)
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
         formula = f"{formula} + {random}"
-    res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
+    try:
+        res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
+    except HendersonError as err:
+        near = Ainv.info.get("fully_inbred") or ()
+        if not near:
+            raise
+        # the generic message blames fixed effects; here the pedigree is the cause
+        raise ModelError(
+            f"the animal model cannot be solved: {len(near)} animal(s) of the pedigree have inbreeding "
+            f"F >= 1 - 1e-6 ({format_ids(near)}), so A is singular to working precision (A⁻¹ terms up "
+            f"to {Ainv.info['max_inverse_diagonal_term']:.3g}) and these animals cannot be told from "
+            "their ancestors. Keep one representative per fully inbred line (or start the line's "
+            f"pedigree at its last non-inbred ancestor), or use genomic relationships") from err
     if notes:
         object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
     return res

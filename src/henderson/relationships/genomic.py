@@ -240,6 +240,7 @@ def genomic_relationship(
     m = int(use.sum())
     if m == 0:
         raise GenotypeError("no usable SNP for the genomic relationship matrix")
+    _refuse_no_calls(geno)
     if method == "vanraden1":
         scale = 2.0 * pq[use].sum()
     elif method == "vitezica":
@@ -301,6 +302,7 @@ def genomic_relationship(
         "allele_freq": freq_src,
         "n_snps": geno.p,
         "n_snps_used": m,
+        "snps_used": use,  # (p,) bool: which SNPs G was built from (for pair call counts)
         "n_snps_no_call": n_nocall,
         "n_snps_monomorphic_skipped": n_mono,
         "n_missing_imputed": n_imputed,
@@ -315,6 +317,20 @@ def genomic_relationship(
     if isinstance(fid, pd.Series):  # PLINK family ids, by id, for write_gcta_grm
         info["fid"] = fid.reindex(pd.Index(geno.ids))
     return Relationship(geno.ids, g, kind="G", info=info)
+
+
+def _refuse_no_calls(geno: Genotypes) -> None:
+    """An individual without a single call has no genomic relationship to anyone: its
+    row of G would be all zeros (every call mean-imputed), a silent nonsense."""
+    if not geno.n_missing:
+        return
+    from ..io.qc import _row_missing
+
+    none = geno.ids[_row_missing(geno) == geno.p]
+    if len(none):
+        raise GenotypeError(
+            f"{len(none)} individual(s) have no genotype call at any SNP: {format_ids(none)}; "
+            "remove them (genotype_qc(min_individual_call_rate=...), or --call-rate on the command line)")
 
 
 def _span(cols: np.ndarray, no_cols: np.ndarray) -> tuple[int, np.ndarray]:

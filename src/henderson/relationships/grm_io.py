@@ -12,13 +12,14 @@ float32 storage rounds values to ~7 significant digits (relative 6e-8).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import DataError, format_ids
+from ..errors import DataError, DataWarning, format_ids
 from .container import Relationship, as_relationship
 
 _CHUNK = 1024  # rows per chunk: bounds the temporary index masks
@@ -168,7 +169,46 @@ def _from_tril(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None) -> Path:
+def pair_call_counts(geno, snps=None) -> np.ndarray:
+    """N_jk: the number of SNPs called in both individuals j and k, shape (n, n).
+
+    What GCTA writes to ``.grm.N.bin``. With M the (n, m) indicator of missing calls
+    over the m SNPs used, N = m − r_j − r_k + (MM')_jk, r = M1 the missing calls per
+    individual; MM' is accumulated by BLAS SYRK over the SNP blocks that contain a
+    missing call (float32 sums of 0/1 are exact below 2**24 SNPs).
+
+    Parameters
+    ----------
+    geno : Genotypes, shape (n, p)
+    snps : bool array (p,), optional
+        The SNPs used (default all; ``G.info["snps_used"]`` for a G built from ``geno``).
+    """
+    from scipy.linalg import blas
+
+    use = np.ones(geno.p, bool) if snps is None else np.asarray(snps, bool)
+    m = int(use.sum())
+    n = geno.n
+    out = np.full((n, n), float(m))
+    if geno.n_missing == 0:
+        return out
+    mm = np.zeros((n, n), dtype=np.float32, order="F")
+    r = np.zeros(n)
+    for cols in geno.block_slices():
+        sel = np.flatnonzero(use[cols]) + cols.start
+        if not sel.size:
+            continue
+        miss = geno.missing_mask(sel)
+        if not miss.any():
+            continue
+        mf = np.asfortranarray(miss.T, dtype=np.float32)  # (b, n)
+        mm = blas.ssyrk(1.0, mf, beta=1.0, c=mm, trans=1, lower=1, overwrite_c=1)
+        r += miss.sum(axis=1)
+    low = np.tril(mm.astype(np.float64))
+    mm64 = low + np.tril(low, -1).T
+    return out - r[:, None] - r[None, :] + mm64
+
+
+def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None, genotypes=None) -> Path:
     """Write ``<prefix>.grm.bin``, ``.grm.N.bin`` and ``.grm.id`` (GCTA format).
 
     Parameters
@@ -176,8 +216,13 @@ def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None) -> Path:
     rel : Relationship or DataFrame, shape (n, n)
     prefix : str or Path
     n_snps : int or ndarray (n, n), optional
-        SNPs per pair for ``.grm.N.bin``; default ``rel.info["n_snps"]`` (a GRM read
-        with :func:`read_gcta_grm`), else ``rel.info["n_snps_used"]``, else 0.
+        SNPs per pair for ``.grm.N.bin``; default: from ``genotypes`` when given (the
+        SNPs both individuals have called, :func:`pair_call_counts`), else
+        ``rel.info["n_snps"]`` (a GRM read with :func:`read_gcta_grm`), else
+        ``rel.info["n_snps_used"]`` -- only exact without missing calls, so a G with
+        imputed calls written this way gets a DataWarning --, else 0.
+    genotypes : Genotypes, optional
+        The genotypes G was built from (same ids), for the true pair counts.
     fid : sequence of str (n,) or Series by id, optional
         Family ids; default ``rel.info["fid"]`` (G from PLINK genotypes carries the
         ``.fam`` FIDs), matched by id; FID = IID where none is known.
@@ -186,10 +231,19 @@ def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None) -> Path:
     prefix = Path(prefix)
     n = rel.n
     _tril_row_major(rel.dense()).astype("<f4").tofile(f"{prefix}.grm.bin")
+    if n_snps is None and genotypes is not None:
+        if list(map(str, genotypes.ids)) != list(map(str, rel.ids)):
+            genotypes = genotypes.subset(ids=rel.ids)
+        n_snps = pair_call_counts(genotypes, rel.info.get("snps_used"))
     if n_snps is None:
         n_snps = rel.info.get("n_snps")
         if not (isinstance(n_snps, np.ndarray) and n_snps.shape == (n, n)):
             n_snps = rel.info.get("n_snps_used", 0)
+            if rel.info.get("n_missing_imputed"):
+                warnings.warn(f"{prefix}.grm.N.bin: G was built with {rel.info['n_missing_imputed']} "
+                              f"missing calls, but without genotypes= every pair is written with "
+                              f"{n_snps} SNPs (an upper bound); pass genotypes= for the true counts",
+                              DataWarning, stacklevel=2)
     nmat = np.broadcast_to(np.asarray(n_snps, dtype=np.float64), (n, n))
     _tril_row_major(nmat).astype("<f4").tofile(f"{prefix}.grm.N.bin")
     fid = rel.info.get("fid") if fid is None else fid

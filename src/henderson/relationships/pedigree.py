@@ -8,12 +8,15 @@ See ``docs/theory_pedigree.md`` for the equations.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._memory import available_bytes as available_memory
 from ..data.pedigree import Pedigree
-from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
+from ..errors import DataError, DataWarning, check_missing_mode, format_ids, unknown_ids
 from . import _pedigree_kernels as K
 from .container import Relationship
 
@@ -104,6 +107,7 @@ def pedigree_inverse(ped) -> Relationship:
     """
     ped = _as_pedigree(ped)
     F, d = _inbreeding_codes(ped)
+    near = _warn_fully_inbred(ped, F, d)
     n = len(ped)
     position = np.empty(n, np.int64)
     position[ped.input_order] = np.arange(n)  # code -> row in input order
@@ -126,6 +130,8 @@ def pedigree_inverse(ped) -> Relationship:
             # parents by position and Mendelian-sampling variances: u ~ N(0, A) by the
             # recursion, for sampled PEV (henderson.solvers.pev_sampling)
             "parents": _parents_by_position(ped, d, position),
+            "fully_inbred": near,
+            "max_inverse_diagonal_term": float(1.0 / d.min()) if n else 0.0,
         },
     )
 
@@ -140,6 +146,44 @@ def _parents_by_position(ped: Pedigree, d: np.ndarray, position: np.ndarray) -> 
     # codes are parents-first (see Pedigree), so code order mapped to positions is too
     out["order"] = position.astype(np.int64)
     return out
+def check_dense_memory(n: int, what: str, copies: float = 2.0) -> None:
+    """Refuse, before allocating, a dense n x n float64 matrix that memory cannot hold.
+
+    ``copies`` counts the working copies the computation makes (the tabular A and its
+    reordering: 2). The message gives the size needed and the sparse alternative.
+    """
+    need = copies * 8.0 * n * n
+    have = available_memory()
+    if need <= have:
+        return
+    gib = 2.0**30
+    raise DataError(
+        f"a dense {what} for {n:,} animals needs about {need / gib:.1f} GiB ({copies:g} x {n:,}² x 8 bytes), "
+        f"but only {have / gib:.1f} GiB of memory are available. Use the sparse inverse instead: "
+        "pedigree_inverse(ped) (henderson ainv; pblup and fit --pedigree use it), which holds about "
+        f"{7 * n * 12 / 2**20:.0f} MiB for this pedigree, or ask for the relationships of the animals "
+        "you need only (pedigree_relationship(ped, ids=...))")
+
+
+#: inbreeding at or above this is "fully inbred" (the animal is, to 6 digits, a copy of
+#: its parent): A is then numerically singular and 1/d_i, its A⁻¹ term, exceeds ~1e6
+FULLY_INBRED = 1.0 - 1e-6
+
+
+def _warn_fully_inbred(ped: Pedigree, F: np.ndarray, d: np.ndarray) -> tuple:
+    """Ids with F >= :data:`FULLY_INBRED`, named in a DataWarning (never silent)."""
+    near = np.flatnonzero(F >= FULLY_INBRED)
+    if not len(near):
+        return ()
+    ids = ped.ids[near]
+    warnings.warn(DataWarning(
+        f"pedigree {ped.source}: {len(near)} animal(s) have inbreeding F >= 1 - 1e-6 (e.g. after "
+        f"about 20 generations of selfing or full-sib mating): {format_ids(ids)}. Each is "
+        f"genetically a copy of its parents, so A is numerically singular and A⁻¹ holds terms up "
+        f"to 1/d = {1.0 / d[near].min():.3g}; an animal model cannot separate these animals from "
+        "their ancestors. Keep one representative per inbred line, or use genomic relationships"),
+        stacklevel=3)
+    return tuple(str(i) for i in ids)
 
 
 def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relationship:
@@ -178,6 +222,7 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
     """
     ped = _as_pedigree(ped)
     if ids is None:
+        check_dense_memory(len(ped), "A (tabular)")
         A = K.tabular_a(ped.sire, ped.dam)
         order = ped.input_order
         A = A[np.ix_(order, order)]
@@ -205,6 +250,7 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
     _, d = K.inbreeding_lap(s, dm, gen, _processing_order(s, dm, gen))
     cols = newcode[codes]
     k = len(cols)
+    check_dense_memory(k, "A for the requested ids")
     out = np.empty((k, k))
     block = max(1, min(k, _COLLEAU_BLOCK_BYTES // (8 * max(len(sub), 1))))
     for b in range(0, k, block):

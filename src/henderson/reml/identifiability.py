@@ -44,11 +44,13 @@ def confounded_error(names: list[str], *, detail: str = "") -> ModelError:
 def residual_at_zero_error(n: int, levels: str) -> ModelError:
     """The error every solver raises when REML drives σ²ₑ to 0 (``levels`` describes
     the random effects, e.g. "599 levels of 'id'")."""
-    return ModelError(
+    err = ModelError(
         f"the residual variance is being estimated at zero ({n} records, {levels}): the random "
         "effects can absorb all the variation in these data. Give known variances (sigma2=...) "
         "or simplify the model."
     )
+    err.residual_at_zero = True  # the one-kernel fit reports this as a boundary estimate instead
+    return err
 
 
 def one_record_per_level(term, n: int) -> bool:

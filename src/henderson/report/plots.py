@@ -197,9 +197,11 @@ def observed_vs_predicted(pred: pd.DataFrame, title: str = "Cross-validation") -
         d = pred[pred["model"] == m]
         x, y = d["predicted_bv"].to_numpy(float), d["observed"].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(y)
-        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else np.nan
+        # constant predictions (h² estimated at 0) or a constant trait: r and the line are undefined
+        spread = ok.sum() > 2 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0
+        r = np.corrcoef(x[ok], y[ok])[0, 1] if spread else np.nan
         ax.scatter(x[ok], y[ok], s=8, alpha=0.6, color=PALETTE[i % len(PALETTE)], linewidths=0)
-        if ok.sum() > 2:
+        if spread:
             b1, b0 = np.polyfit(x[ok], y[ok], 1)
             xs = np.linspace(x[ok].min(), x[ok].max(), 2)
             ax.plot(xs, b0 + b1 * xs, color="#1a202c", linewidth=1)

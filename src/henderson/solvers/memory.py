@@ -12,8 +12,8 @@ doubles for N = max(records, levels)).
 
 from __future__ import annotations
 
-import os
 
+from .._memory import available_bytes
 from ..errors import ModelError
 
 #: the share of the available memory a dense step may plan to use
@@ -22,25 +22,6 @@ FRACTION = 0.8
 
 class InsufficientMemoryError(ModelError, MemoryError):
     """A dense step would need more memory than is available; the message says how much."""
-
-
-def available_bytes() -> int:
-    """Bytes available now: ``HENDERSON_MEMORY_LIMIT`` (bytes) if set, else MemAvailable
-    from /proc/meminfo (Linux), else the physical memory."""
-    env = os.environ.get("HENDERSON_MEMORY_LIMIT")
-    if env:
-        return int(float(env))
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**63 - 1
 
 
 def dense_bytes(spec, kind: str) -> int:
