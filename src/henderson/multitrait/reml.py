@@ -1,0 +1,223 @@
+"""AI-REML with an EM fallback for (Σ_g, Σ_e) of the multi-trait spectral model.
+
+Each iteration tries, in order, and takes the first step that keeps Σ_g PSD, Σ_e
+positive definite and does not increase −2 log L:
+
+1. an average-information (Newton-type) step on θ = (vech Σ_g, vech Σ_e), halved up
+   to four times;
+2. the same step in the Cholesky parametrisation Σ = LL' (θ = vech(LL'); score and AI
+   by the chain rule, AI_L = J'AI J), which cannot leave the PSD cone and moves along
+   the boundary when a genetic correlation heads to ±1;
+3. an EM-REML step (:meth:`MultiTraitSpectral.em_update`), which always stays PSD and
+   never decreases the likelihood.
+
+All steps are solved in units where every trait has unit phenotypic scale (θ_kl divided
+by s_k s_l): the AI of Yield (variance ~10³) and a colour score (~10⁻³) is otherwise
+too badly scaled to solve accurately.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._progress import report
+from ..errors import BoundaryWarning, ConvergenceWarning, NotPositiveDefiniteError
+from .spectral import MultiTraitSpectral, unvech, vech, vech_index
+
+#: scaled step size (trait scale 1) below which the fit is converged
+STEP_TOL = 1e-9
+#: smallest eigenvalue of a correlation matrix treated as singular (boundary)
+BOUNDARY_TOL = 1e-6
+
+
+@dataclass
+class Optimum:
+    Sg: np.ndarray
+    Se: np.ndarray
+    m2ll: float
+    iterations: int
+    converged: bool
+    boundary: list
+    log: pd.DataFrame
+    message: str = ""
+
+
+def _psd(S, strict=False) -> bool:
+    if not np.all(np.isfinite(S)):
+        return False
+    sc = np.sqrt(np.maximum(np.diag(S), 1e-300))
+    w = np.linalg.eigvalsh(S / np.outer(sc, sc))
+    return bool(w[0] > (1e-10 if strict else -1e-12)) and bool(np.all(np.diag(S) >= 0))
+
+
+def _cholesky_jacobian(L):
+    """J = ∂ vech(LL') / ∂ vech(L) for lower-triangular L (t(t+1)/2 square)."""
+    t = L.shape[0]
+    idx = vech_index(t)
+    J = np.zeros((len(idx), len(idx)))
+    for b, (a1, a2) in enumerate(idx):          # L[a1, a2] varies
+        dL = np.zeros((t, t))
+        dL[a1, a2] = 1.0
+        dS = dL @ L.T + L @ dL.T
+        J[:, b] = vech(dS)
+    return J
+
+
+def _chol(S):
+    """Lower Cholesky factor of a PSD S (pivot-free, with a tiny ridge if singular)."""
+    try:
+        return np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        t = S.shape[0]
+        eps = 1e-12 * max(float(np.trace(S)) / t, 1e-300)
+        return np.linalg.cholesky(S + eps * np.eye(t))
+
+
+def start_values(Y, Xs):
+    """Σ_g = Σ_e = ½ × the covariance of the per-trait OLS residuals."""
+    R = np.column_stack([Y[:, k] - x @ np.linalg.lstsq(x, Y[:, k], rcond=None)[0]
+                         for k, x in enumerate(Xs)])
+    Sp = R.T @ R / max(Y.shape[0] - max(x.shape[1] for x in Xs), 1)
+    return 0.5 * Sp, 0.5 * Sp, Sp
+
+
+def optimise(state: MultiTraitSpectral, *, start=None, max_iter: int = 500) -> Optimum:
+    """Maximise the REML likelihood over (Σ_g, Σ_e); see the module docstring."""
+    t = state.t
+    Sg0, Se0, Sp = start_values(state.Y, state.Xs)
+    if start is not None:
+        Sg0, Se0 = (np.asarray(s, dtype=float) for s in start)
+    s = np.sqrt(np.diag(Sp))
+    idx = vech_index(t)
+    unit = np.array([s[k] * s[l] for k, l in idx])
+    unit = np.concatenate([unit, unit])             # θ_scaled = θ / unit
+    m = len(idx)
+    Sg, Se = Sg0.copy(), Se0.copy()
+    pc = state.pieces(Sg, Se)
+    val = pc["m2ll"]
+    rows = [_row(0, "start", val, Sg, Se)]
+    converged, small_gain = False, 0
+    message = ""
+    it = 0
+    for it in range(1, max_iter + 1):
+        score, pc = state.score(Sg, Se, pc)
+        ai = state.average_information(Sg, Se, pc)
+        sc, ais = score * unit, ai * np.outer(unit, unit)
+        theta = np.concatenate([vech(Sg), vech(Se)])
+        try:
+            step = np.linalg.solve(ais, sc) * unit
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(ais, sc, rcond=None)[0] * unit
+        if np.max(np.abs(step / unit)) < STEP_TOL:
+            converged = True
+            break
+        accepted = None
+        for kind, cand in _candidates(theta, step, Sg, Se, score, ai, unit, m, t):
+            nSg, nSe = cand
+            if not (_psd(nSg) and _psd(nSe, strict=True)):
+                continue
+            try:
+                npc = state.pieces(nSg, nSe)
+            except NotPositiveDefiniteError:
+                continue
+            if npc["m2ll"] <= val + 1e-10 * max(1.0, abs(val)):
+                accepted = (kind, nSg, nSe, npc)
+                break
+        if accepted is None:
+            nSg, nSe = state.em_update(Sg, Se, pc)
+            npc = state.pieces(nSg, nSe)
+            accepted = ("em", nSg, nSe, npc)
+        kind, nSg, nSe, npc = accepted
+        gain = val - npc["m2ll"]
+        moved = np.max(np.abs((np.concatenate([vech(nSg), vech(nSe)]) - theta) / unit))
+        Sg, Se, pc, val = nSg, nSe, npc, npc["m2ll"]
+        rows.append(_row(it, kind, val, Sg, Se))
+        report(it)
+        # on the boundary AI steps are cut back and EM crawls: stop when neither the
+        # likelihood nor θ moves any more (5 iterations in a row)
+        small_gain = small_gain + 1 if (gain < 1e-11 * max(1.0, abs(val)) and moved < 1e-7) else 0
+        if small_gain >= 5 or (kind == "ai" and moved < STEP_TOL):
+            converged = True
+            break
+    else:
+        message = f"no convergence after {max_iter} iterations"
+    log = pd.DataFrame(rows)
+    boundary = boundary_of(Sg, Se, idx)
+    if not converged:
+        warnings.warn(ConvergenceWarning(
+            f"multi-trait REML did not converge: {message} (last -2logL {val:.8f}); last iterations:\n"
+            f"{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+    return Optimum(Sg=Sg, Se=Se, m2ll=float(val), iterations=it, converged=converged,
+                   boundary=boundary, log=log, message=message)
+
+
+def boundary_of(Sg, Se, idx) -> list:
+    """Names of the matrices estimated on the boundary (rank-deficient Σ_g or Σ_e)."""
+    out = []
+    for name, S in (("genetic", Sg), ("Residual", Se)):
+        d = np.diag(S)
+        if np.any(d <= 0):
+            out.append(name)
+            continue
+        sc = np.sqrt(d)
+        if np.linalg.eigvalsh(S / np.outer(sc, sc))[0] < BOUNDARY_TOL:
+            out.append(name)
+    return out
+
+
+def _candidates(theta, step, Sg, Se, score, ai, unit, m, t):
+    """AI steps (halved), then Cholesky-parametrised AI steps (halved)."""
+    for h in (1.0, 0.5, 0.25, 0.125, 0.0625):
+        th = theta + h * step
+        yield "ai", (unvech(th[:m], t), unvech(th[m:], t))
+    Lg, Le = _chol(Sg), _chol(Se)
+    J = np.zeros((2 * m, 2 * m))
+    J[:m, :m] = _cholesky_jacobian(Lg)
+    J[m:, m:] = _cholesky_jacobian(Le)
+    Ju = J / unit[:, None]          # derivative of scaled θ w.r.t. L
+    sl = J.T @ score
+    ail = J.T @ ai @ J
+    # lstsq: on the boundary AI_L is singular along the directions that do not change Σ
+    dsc = np.sqrt(np.maximum(np.abs(np.diag(ail)), 1e-300))
+    dl = np.linalg.lstsq(ail / np.outer(dsc, dsc), sl / dsc, rcond=1e-12)[0] / dsc
+    if not np.all(np.isfinite(dl)) or np.max(np.abs(Ju @ dl)) == 0:
+        return
+    lg, le = vech(Lg), vech(Le)
+    for h in (1.0, 0.5, 0.25, 0.125, 0.0625):
+        nLg = np.tril(unvech(lg + h * dl[:m], t))
+        nLe = np.tril(unvech(le + h * dl[m:], t))
+        yield "ai-chol", (nLg @ nLg.T, nLe @ nLe.T)
+
+
+def _row(it, step, val, Sg, Se) -> dict:
+    r = {"iteration": it, "step": step, "m2ll": float(val)}
+    for k, l in vech_index(Sg.shape[0]):
+        r[f"genetic:{k}:{l}"] = float(Sg[k, l])
+    for k, l in vech_index(Se.shape[0]):
+        r[f"Residual:{k}:{l}"] = float(Se[k, l])
+    return r
+
+
+def warn_boundary(boundary, correlations) -> str | None:
+    """A BoundaryWarning text (and the warning) when a Σ is rank-deficient."""
+    if not boundary:
+        return None
+    parts = []
+    for name in boundary:
+        R = correlations.get(name)
+        if R is not None:
+            t = R.shape[0]
+            pairs = [f"{R.index[k]}/{R.columns[l]} r = {R.iloc[k, l]:+.6f}"
+                     for k in range(t) for l in range(k) if abs(R.iloc[k, l]) > 1 - 1e-4]
+            extra = ("; " + ", ".join(pairs)) if pairs else ""
+        else:
+            extra = ""
+        parts.append(f"{name} covariance matrix is singular (on the boundary of the parameter space{extra})")
+    msg = ("; ".join(parts) + ": standard errors of the (co)variances are not reliable there "
+           "(asymptotic theory does not hold on the boundary)")
+    warnings.warn(BoundaryWarning(msg), stacklevel=4)
+    return msg
