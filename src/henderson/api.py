@@ -77,6 +77,12 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
         Compute prediction error variances (always for the dense solver; for the
         spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
 
+    Multi-trait models: ``"cbind(y1, y2) ~ 1 + (1|id)"`` with ``cov={"id": G}`` fits
+    Var(u) = Σ_g ⊗ G, Var(e) = Σ_e ⊗ I on complete records by the multi-trait spectral
+    solver (:mod:`henderson.multitrait`) and returns a
+    :class:`~henderson.multitrait.MultiTraitResult`; ``sigma2`` is then a pair of
+    t × t matrices (Σ_g, Σ_e). Other multi-trait shapes are refused with what is missing.
+
     Returns
     -------
     FitResult
@@ -89,6 +95,11 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     4.8559
     """
     t0 = time.perf_counter()
+    from .multitrait.formula import is_multitrait
+    if is_multitrait(formula):  # cbind(y1, y2, ...): henderson.multitrait (result: MultiTraitResult)
+        from .multitrait.formula import fit_formula
+        return fit_formula(formula, data, cov=cov, cov_inverse=cov_inverse, method=method, solver=solver,
+                           sigma=sigma2, start=start, max_iter=max(max_iter, 500), pev=pev)
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
                     solver=solver, pev=pev, t0=t0)

@@ -140,7 +140,7 @@ def optimise(state: MultiTraitSpectral, *, start=None, max_iter: int = 500) -> O
         # on the boundary AI steps are cut back and EM crawls: stop when neither the
         # likelihood nor θ moves any more (5 iterations in a row)
         small_gain = small_gain + 1 if (gain < 1e-11 * max(1.0, abs(val)) and moved < 1e-7) else 0
-        if small_gain >= 5 or (kind == "ai" and moved < STEP_TOL):
+        if small_gain >= 5 or (kind in ("ai", "ai-rank") and moved < STEP_TOL):
             converged = True
             break
     else:
@@ -170,27 +170,79 @@ def boundary_of(Sg, Se, idx) -> list:
 
 
 def _candidates(theta, step, Sg, Se, score, ai, unit, m, t):
-    """AI steps (halved), then Cholesky-parametrised AI steps (halved)."""
-    for h in (1.0, 0.5, 0.25, 0.125, 0.0625):
-        th = theta + h * step
+    """AI steps (halved), then Cholesky-parametrised AI steps with a Levenberg-Marquardt damping.
+
+    The Cholesky step works on the trait-scaled matrices D⁻¹ΣD⁻¹ (D = diag of phenotypic
+    SDs, read from ``unit``): Σ = D LL' D stays PSD for any L.
+    """
+    for k in range(10):
+        th = theta + 0.5**k * step
         yield "ai", (unvech(th[:m], t), unvech(th[m:], t))
-    Lg, Le = _chol(Sg), _chol(Se)
+    s = np.sqrt(unit[[k * (k + 1) // 2 + k for k in range(t)]])   # phenotypic SDs
+    D = np.outer(s, s)
+    Lg, Le = _chol(Sg / D), _chol(Se / D)
     J = np.zeros((2 * m, 2 * m))
     J[:m, :m] = _cholesky_jacobian(Lg)
     J[m:, m:] = _cholesky_jacobian(Le)
-    Ju = J / unit[:, None]          # derivative of scaled θ w.r.t. L
-    sl = J.T @ score
-    ail = J.T @ ai @ J
-    # lstsq: on the boundary AI_L is singular along the directions that do not change Σ
-    dsc = np.sqrt(np.maximum(np.abs(np.diag(ail)), 1e-300))
-    dl = np.linalg.lstsq(ail / np.outer(dsc, dsc), sl / dsc, rcond=1e-12)[0] / dsc
-    if not np.all(np.isfinite(dl)) or np.max(np.abs(Ju @ dl)) == 0:
-        return
+    sl = J.T @ (score * unit)
+    ail = J.T @ (ai * np.outer(unit, unit)) @ J
     lg, le = vech(Lg), vech(Le)
-    for h in (1.0, 0.5, 0.25, 0.125, 0.0625):
-        nLg = np.tril(unvech(lg + h * dl[:m], t))
-        nLe = np.tril(unvech(le + h * dl[m:], t))
-        yield "ai-chol", (nLg @ nLg.T, nLe @ nLe.T)
+    # on the boundary (a pivot of L near 0 and the likelihood falling in that null
+    # direction) Gauss-Newton in L crawls: drop the null columns of L and take AI steps
+    # on the reduced-rank manifold, where the model is regular
+    keep = _active_columns(Lg, Le, score, unit, D, m, t)
+    if keep is not None:
+        sub = np.ix_(keep, keep)
+        try:
+            dk = np.linalg.solve(ail[sub], sl[keep])
+        except np.linalg.LinAlgError:
+            dk = np.linalg.lstsq(ail[sub], sl[keep], rcond=1e-13)[0]
+        full = np.concatenate([lg, le])
+        drop = np.setdiff1d(np.arange(2 * m), keep)
+        for h in (1.0, 0.5, 0.25, 0.125):
+            v = full.copy()
+            v[drop] = 0.0
+            v[keep] += h * dk
+            nLg, nLe = np.tril(unvech(v[:m], t)), np.tril(unvech(v[m:], t))
+            yield "ai-rank", (D * (nLg @ nLg.T), D * (nLe @ nLe.T))
+    size = max(float(np.trace(ail)) / (2 * m), 1e-300)
+    # on the boundary AI_L is singular along directions that do not change Σ; the damping
+    # μ turns the step towards the gradient until it improves the likelihood
+    for mu in (0.0, 1e-8, 1e-6, 1e-4, 1e-2, 1.0, 1e2):
+        A = ail + mu * size * np.eye(2 * m)
+        dl = np.linalg.lstsq(A, sl, rcond=1e-13)[0]
+        if not np.all(np.isfinite(dl)):
+            continue
+        for h in (1.0, 0.5, 0.25):
+            nLg = np.tril(unvech(lg + h * dl[:m], t))
+            nLe = np.tril(unvech(le + h * dl[m:], t))
+            yield "ai-chol", (D * (nLg @ nLg.T), D * (nLe @ nLe.T))
+
+
+def _active_columns(Lg, Le, score, unit, D, m, t, pivot_tol=1e-3):
+    """Parameters of vech(L_g), vech(L_e) kept on the boundary, or None if no bound is active.
+
+    A column j of L whose pivot L[j, j]² is below ``pivot_tol`` (trait-scaled units) is
+    dropped when the REML likelihood decreases along the matching null direction
+    (½ (Dv)'W(Dv) ≤ 0 with W = ∂ℓ/∂Σ): the optimum is then on the boundary.
+    """
+    idx = vech_index(t)
+    drop = []
+    for off, L in ((0, Lg), (m, Le)):
+        W = np.zeros((t, t))
+        for x, (k, l) in zip(score[off:off + m], idx):
+            W[k, l] = W[l, k] = (2.0 * x) if k == l else x
+        Wd = W * D                                 # gradient in trait-scaled units
+        S = L @ L.T
+        w, V = np.linalg.eigh(S)
+        for j in range(t):
+            if L[j, j] ** 2 < pivot_tol:
+                v = V[:, 0]
+                if float(v @ Wd @ v) <= 1e-6 * max(1.0, float(np.abs(Wd).max())):
+                    drop += [off + i for i, (k, l) in enumerate(idx) if l == j]
+    if not drop:
+        return None
+    return np.setdiff1d(np.arange(2 * m), drop)
 
 
 def _row(it, step, val, Sg, Se) -> dict:
