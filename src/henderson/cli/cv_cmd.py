@@ -9,13 +9,13 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
 from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, PedColsOpt, PhenoOpt, SelfingOpt,
-                          TraitOpt)
+                          TraitsOpt)
 
 
 def cv(
     model: Annotated[str, typer.Option("--model", help="gblup, snpblup or pblup.")],
     phenotypes: PhenoOpt,
-    trait: TraitOpt,
+    trait: TraitsOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created).")],
     genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
     pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup).")] = None,
@@ -32,6 +32,8 @@ def cv(
     ped_columns: PedColsOpt = "id,sire,dam", selfing: SelfingOpt = False,
     grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
+    design: Annotated[str, typer.Option("--design", help="Multi-trait (several --trait): CV1 (new lines) or CV2 (trait-assisted: --target masked on the test lines, the other traits kept).")] = "CV1",
+    target: Annotated[Optional[str], typer.Option("--target", help="CV2: the trait masked on the test lines (default: each trait in turn).")] = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Cross-validate a genomic or pedigree model: out-of-fold predictions, per-fold predictive ability, report.
@@ -43,6 +45,17 @@ def cv(
     """
     from ._cv import run_cv
 
+    if len(trait) > 1:
+        from ._errors import CLIError
+        from .multitrait_cmd import run_multitrait_cv
+
+        if model != "gblup":
+            raise CLIError("multi-trait cross-validation (several --trait) supports --model gblup so far")
+        return run_multitrait_cv(Session("cv", quiet, debug, threads, out), phenotypes=phenotypes, traits=trait,
+                                 genotypes=genotypes, grm=grm, folds="loo" if leave_one_out else folds,
+                                 repeats=repeats, seed=seed, id_column=id_column, grm_method=grm_method,
+                                 coding=coding, design=design.upper(), target=target)
+    trait = trait[0]
     run_cv(Session("cv", quiet, debug, threads, out), model=model, phenotypes=phenotypes, trait=trait,
            genotypes=genotypes, pedigree=pedigree, grm=grm, folds="loo" if leave_one_out else folds,
            repeats=repeats, groups=groups,
