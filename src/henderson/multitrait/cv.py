@@ -20,14 +20,16 @@ ability r(GEBV, y) on F is reported per trait for both, side by side.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
+from .._threads import blas_threads_for
 from ..data.genotypes import Genotypes
-from ..errors import DataError, ModelError
+from ..errors import BoundaryWarning, DataError, ModelError
 from ..models._align import ID
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
@@ -70,9 +72,10 @@ def conditional_blup(K: np.ndarray, codes: np.ndarray, Y: np.ndarray, Sg: np.nda
     X = (tr[:, None] == np.arange(t)[None, :]).astype(float)
     keep = X.any(axis=0)
     X = X[:, keep]
-    cf = sla.cho_factor(V, lower=True, check_finite=False)
-    ViX = sla.cho_solve(cf, X, check_finite=False)
-    Viy = sla.cho_solve(cf, y, check_finite=False)
+    with blas_threads_for(len(rec)):  # small factorisations: one BLAS thread (see henderson._threads)
+        cf = sla.cho_factor(V, lower=True, overwrite_a=True, check_finite=False)
+        ViX = sla.cho_solve(cf, X, check_finite=False)
+        Viy = sla.cho_solve(cf, y, check_finite=False)
     b = np.linalg.solve(X.T @ ViX, X.T @ Viy)
     alpha = Viy - ViX @ b                    # V⁻¹(y − Xb̂)
     A = alpha[:, None] * Sg[:, tr].T         # row a: Σ_g[:, l_a] α_a
@@ -171,12 +174,19 @@ def cross_validate_traits(model, X, y: pd.DataFrame, *, design: str = "CV1", tar
     if (codes_all < 0).any():
         raise DataError(f"{int((codes_all < 0).sum())} phenotyped line(s) not in G")
     splits = make_splits(resolve_scheme(cv, groups), phen[traits[0]], repeats=repeats, seed=seed)
-    preds, metr = [], []
+    preds, metr, on_boundary = [], [], []
     for si, s in enumerate(splits):
         train = phen.iloc[s.train_pos]
         test = phen.iloc[s.test_pos]
         frame = train.reset_index(names=ID)
-        mt = fit_traits(frame, traits, ID, G, pev=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BoundaryWarning)
+            mt = fit_traits(frame, traits, ID, G, pev=False)
+        for w in caught:   # counted once for all folds below, not repeated per fold
+            if issubclass(w.category, BoundaryWarning):
+                on_boundary.append(s.fold)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
         st = {}
         for k in (traits if design == "CV1" else targets):
@@ -219,7 +229,12 @@ def cross_validate_traits(model, X, y: pd.DataFrame, *, design: str = "CV1", tar
         "se_single_trait": g["r_single_trait"].std() / np.sqrt(g.size()),
         "folds": g.size()})
     summary["gain"] = summary["r_multi_trait"] - summary["r_single_trait"]
-    settings = {"design": design, "traits": traits, "targets": targets if design == "CV2" else traits,
+    notes = []
+    if on_boundary:
+        notes.append(f"{len(on_boundary)} of {len(splits)} fold(s) estimated a genetic covariance matrix on the "
+                     "boundary (a genetic correlation of ±1) from their training lines")
+        warnings.warn(BoundaryWarning(notes[-1]), stacklevel=3)
+    settings = {"notes": notes, "design": design, "traits": traits, "targets": targets if design == "CV2" else traits,
                 "scheme": str(resolve_scheme(cv, groups).describe()), "repeats": repeats, "seed": seed,
                 "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
                 "seconds": time.perf_counter() - t0}
