@@ -278,3 +278,37 @@ def test_formula_routes_and_refuses_other_shapes():
         hd.fit("cbind(y1, y2) ~ 1 + diag(1|id)", frame, cov={"id": K})
     with pytest.raises(ModelError, match="sparse inverse"):
         fit_formula("cbind(y1, y2) ~ 1 + (1|id)", frame, cov={"id": K}, cov_inverse={"id": K})
+
+
+def test_correlation_and_h2_standard_errors_by_numerical_delta_method(cpdata):
+    """Delta-method SEs equal g'·vcov·g with g the central-difference gradient of r(θ), h²(θ)."""
+    data, G = cpdata
+    traits = ["Yield", "color", "FruitAver"]
+    res = hd.fit("cbind(Yield, color, FruitAver) ~ 1 + (1|id)", data.dropna(subset=traits), cov={"id": G})
+    theta = res.variance_components["estimate"].to_numpy()
+    m = len(theta) // 2
+    idx = vech_index(3)
+
+    def mats(th):
+        S = [np.zeros((3, 3)), np.zeros((3, 3))]
+        for c in range(2):
+            for x, (k, l) in zip(th[c * m:(c + 1) * m], idx):
+                S[c][k, l] = S[c][l, k] = x
+        return S
+
+    def funcs(th):
+        Sg, Se = mats(th)
+        r = [Sg[k, l] / np.sqrt(Sg[k, k] * Sg[l, l]) for k, l in idx if k != l]
+        re_ = [Se[k, l] / np.sqrt(Se[k, k] * Se[l, l]) for k, l in idx if k != l]
+        h = [Sg[k, k] / (Sg[k, k] + Se[k, k]) for k in range(3)]
+        return np.array(r + re_ + h)
+
+    step = 1e-6 * np.abs(theta)
+    J = np.column_stack([(funcs(theta + np.eye(len(theta))[j] * step[j])
+                          - funcs(theta - np.eye(len(theta))[j] * step[j])) / (2 * step[j]) for j in range(len(theta))])
+    se = np.sqrt(np.einsum("ij,jk,ik->i", J, res.vcov, J))
+    pairs = [(k, l) for k, l in idx if k != l]
+    mine = ([res.correlation_se["id"].iloc[k, l] for k, l in pairs]
+            + [res.correlation_se["Residual"].iloc[k, l] for k, l in pairs]
+            + list(res.heritability["se"]))
+    np.testing.assert_allclose(mine, se, rtol=1e-6)  # central differences: ~1e-9 relative
