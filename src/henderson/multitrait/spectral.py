@@ -60,18 +60,23 @@ class MultiTraitSpectral:
         Known covariance of the N levels (G, A).
     codes : ndarray of int, shape (n,)
         Level of each record.
+    vectors : {"full", "tridiagonal"}
+        ``"full"``: K_r = UDU' by LAPACK dsyevr (needed for PEV). ``"tridiagonal"``:
+        K_r = QTQ' (dsytrd, as the single-trait solver) and T = ZDZ' by MRRR, about half
+        the cost; the REML evaluations are identical.
 
     Attributes
     ----------
     d : ndarray (n,)  eigenvalues of K_r (negatives at rounding level set to 0)
-    U : ndarray (n, n)  eigenvectors
+    U : ndarray (n, n)  eigenvectors of K_r (``vectors="full"``) or of T = Q'K_rQ
+        (``"tridiagonal"``: K_r's eigenvectors are QU, never formed; no PEV)
     Yt : ndarray (n, t)  U'Y
     Xt : ndarray (n, t, p)  rotated stacked design
     """
 
     name = "multitrait-spectral"
 
-    def __init__(self, Y, Xs, K, codes):
+    def __init__(self, Y, Xs, K, codes, vectors: str = "full"):
         self.Y = np.asarray(Y, dtype=np.float64)
         self.n, self.t = self.Y.shape
         if len(Xs) != self.t:
@@ -85,14 +90,40 @@ class MultiTraitSpectral:
         identity = n == K.shape[0] and np.array_equal(self.codes, np.arange(n))
         Kr = np.array(K, dtype=np.float64) if identity else np.asarray(K)[np.ix_(self.codes, self.codes)]
         self.identity_codes = identity
+        if vectors not in ("full", "tridiagonal"):
+            raise ModelError(f"vectors must be 'full' or 'tridiagonal', not {vectors!r}")
+        self.vectors = vectors
+        cols = np.cumsum([0] + self.p_k)
+        Xt = np.zeros((n, self.t, self.p))
         with blas_threads_for(n):
-            # divide and conquer (dsyevd): all eigenvectors are needed for PEV and BLUPs
-            d, U = sla.eigh(Kr, overwrite_a=True, check_finite=False, driver="evd")
-            self.Yt = U.T @ self.Y
-            cols = np.cumsum([0] + self.p_k)
-            Xt = np.zeros((n, self.t, self.p))
-            for k, x in enumerate(self.Xs):
-                Xt[:, k, cols[k]:cols[k + 1]] = U.T @ x
+            if vectors == "full":
+                # U explicitly (PEV needs its rows): LAPACK dsyevr
+                d, U = sla.eigh(Kr, overwrite_a=True, check_finite=False, driver="evr")
+                self.Yt = U.T @ self.Y
+                for k, x in enumerate(self.Xs):
+                    Xt[:, k, cols[k]:cols[k + 1]] = U.T @ x
+                self._c = self._tau = None
+            else:
+                # K_r = Q T Q' (dsytrd, as the single-trait spectral solver), T = Z D Z'
+                # (MRRR, O(n²)): U = QZ is never formed; U'B = Z'(Q'B) with Q applied by
+                # its reflectors. Half the cost of a full eigendecomposition, no PEV.
+                from ..solvers._tridiagonal import apply_qt
+                from scipy.linalg import lapack
+
+                Kf = np.asfortranarray(Kr)
+                lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])
+                c, dd, e, tau, info = lapack.dsytrd(Kf, lower=1, lwork=max(lwork, 1), overwrite_a=1)
+                if info != 0:
+                    raise NotPositiveDefiniteError(f"tridiagonal reduction failed (LAPACK info {info})")
+                d, U = sla.eigh_tridiagonal(dd, e, check_finite=False)
+                self._c, self._tau = c, tau
+                B = apply_qt(c, tau, np.ascontiguousarray(np.column_stack([self.Y] + self.Xs)))
+                B = U.T @ B
+                self.Yt = B[:, :self.t].copy()
+                off = self.t
+                for k, x in enumerate(self.Xs):
+                    Xt[:, k, cols[k]:cols[k + 1]] = B[:, off:off + x.shape[1]]
+                    off += x.shape[1]
         top = max(float(d[-1]), 1e-300)
         if d[0] < -1e-8 * top:
             raise NotPositiveDefiniteError(
@@ -218,12 +249,15 @@ class MultiTraitSpectral:
         """
         pc = self.pieces(Sg, Se)
         N = self.K.shape[0]
-        Py = self.U @ pc["Pt"]                                   # (n, t)
+        Py = self._u_times(pc["Pt"])                             # (n, t) = U P̃
         ZtPy = np.zeros((N, self.t))
         np.add.at(ZtPy, self.codes, Py)
-        KZtPy = np.asarray(self.K) @ ZtPy if not self.identity_codes else self.U @ (self.d[:, None] * pc["Pt"])
+        # K Z'Py; with one record per level K_r U = U D
+        KZtPy = np.asarray(self.K) @ ZtPy if not self.identity_codes else self._u_times(self.d[:, None] * pc["Pt"])
         U_hat = KZtPy @ Sg
         out = dict(b=pc["b"], cov_b=pc["C"], U_hat=U_hat, Py=Py, m2ll=pc["m2ll"], pieces=pc)
+        if pev and self.vectors != "full":
+            raise ModelError("PEV needs the eigenvectors of K_r (vectors='full')")
         if pev:
             A = self._rotated_cross(N)                              # (N, n)
             S1 = ((A * A) @ pc["Hinv"].reshape(self.n, -1)).reshape(N, self.t, self.t)
@@ -235,6 +269,14 @@ class MultiTraitSpectral:
             out["pev"] = np.maximum(kdiag[:, None] * np.diag(Sg)[None, :] - shrink, 0.0)
             out["k_diag"] = np.asarray(kdiag, dtype=float)
         return out
+
+    def _u_times(self, B):
+        """U B (n × k): U explicitly, or Q(Z B) with Q applied by its reflectors."""
+        if self.vectors == "full":
+            return self.U @ B
+        from ..solvers._tridiagonal import apply_q
+
+        return apply_q(self._c, self._tau, np.ascontiguousarray(self.U @ B))
 
     def _rotated_cross(self, N):
         """A (N × n): row j = (U'Z K[:, j])' = K[j, codes] U."""
