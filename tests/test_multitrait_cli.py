@@ -50,3 +50,14 @@ def test_cv_two_traits_cv2(files):
     assert rc == 0
     s = pd.read_csv(d / "cv" / "cv_summary.csv").set_index("trait")
     assert list(s.index) == ["FruitAver"] and np.isfinite(s.loc["FruitAver", "r_single_trait"])
+
+
+def test_fit_command_with_cbind_formula(files):
+    d, G, ph = files
+    rc = main(["fit", "--data", str(d / "ph.csv"), "--formula", "cbind(Yield, FruitAver) ~ 1 + (1|id)",
+               "--cov", f"id={d / 'G.csv'}", "--out", str(d / "fit"), "--quiet"])
+    assert rc == 0
+    api = hd.fit("cbind(Yield, FruitAver) ~ 1 + (1|id)", ph, cov={"id": G})
+    cov = pd.read_csv(d / "fit" / "covariances.csv").set_index("parameter")
+    np.testing.assert_allclose(cov.loc[api.variance_components.index, "estimate"],
+                               api.variance_components["estimate"], rtol=1e-6)

@@ -113,6 +113,11 @@ def fit(
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method)
+    from ..multitrait import MultiTraitResult
+    if isinstance(res, MultiTraitResult):  # cbind(y1, y2, ...) ~ ...: trait x trait tables
+        from .multitrait_cmd import write_outputs
+        write_outputs(s, res, "multi-trait model", "Multi-trait linear mixed model", f"{formula} — {Path(data).name}")
+        return
     s.stdout.print(res.summary())
     with s.step("Writing outputs"):
         s.write_csv(vc_table(res.variance_components), "variance_components.csv")

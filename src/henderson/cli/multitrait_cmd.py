@@ -115,7 +115,14 @@ def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], i
         label = "multi-trait pedigree BLUP (dense A)"
     with s.step(f"Fitting {label}", counted="REML steps"):
         est.fit(X, Y, data=data)
-    res = est.result_
+    write_outputs(s, est.result_, label, f"{label}: {', '.join(traits)}", Path(phenotypes).name,
+                  snp_effects=getattr(est, "snp_effects_", None))
+
+
+def write_outputs(s: Session, res, label: str, title: str, subtitle: str, snp_effects=None) -> None:
+    """covariances.csv, genetic_correlations.csv, fixed_effects.csv, breeding_values.csv, report, summary."""
+    from ..report.html import Report
+
     s.notes += list(res.notes)
     if not s.quiet:
         s.stdout.print(res.summary())
@@ -126,9 +133,9 @@ def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], i
         s.write_csv(res.fixed_effects.reset_index(), "fixed_effects.csv")
         b = res.blups[res.term].reset_index().rename(columns={res.term: "id", "blup": "value"})
         s.write_csv(b, "breeding_values.csv")
-        if getattr(est, "snp_effects_", None) is not None:
-            s.write_csv(est.snp_effects_, "snp_effects.csv")
-        rep = Report(f"{label}: {', '.join(traits)}", Path(phenotypes).name)
+        if snp_effects is not None:
+            s.write_csv(snp_effects, "snp_effects.csv")
+        rep = Report(title, subtitle)
         add_multitrait(rep, res, label)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
