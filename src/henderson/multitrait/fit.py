@@ -20,7 +20,7 @@ from ..errors import AlignmentError, DataError, ModelError, format_ids
 from ..models._align import numeric_phenotypes
 from ..relationships.container import as_relationship
 from ..spec.model import _fixed_matrix, _fixed_variables
-from .reml import boundary_of, optimise, start_values, warn_boundary
+from .reml import boundary_of, optimise, warn_boundary
 from .results import MultiTraitResult, correlation_tables, heritability_table
 from .spectral import MultiTraitSpectral, vech, vech_index
 
