@@ -127,6 +127,12 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
+    Multi-trait models: ``"cbind(y1, y2) ~ 1 + (1|id)"`` with ``cov={"id": G}`` fits
+    Var(u) = Σ_g ⊗ G, Var(e) = Σ_e ⊗ I on complete records by the multi-trait spectral
+    solver (:mod:`henderson.multitrait`) and returns a
+    :class:`~henderson.multitrait.MultiTraitResult`; ``sigma2`` is then a pair of
+    t × t matrices (Σ_g, Σ_e). Other multi-trait shapes are refused with what is missing.
+
     Returns
     -------
     FitResult
@@ -139,6 +145,11 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     4.8559
     """
     t0 = time.perf_counter()
+    from .multitrait.formula import is_multitrait
+    if is_multitrait(formula):  # cbind(y1, y2, ...): henderson.multitrait (result: MultiTraitResult)
+        from .multitrait.formula import fit_formula
+        return fit_formula(formula, data, cov=cov, cov_inverse=cov_inverse, method=method, solver=solver,
+                           sigma=sigma2, start=start, max_iter=max(max_iter, 500), pev=pev)
     if _structured(formula, weights, residual, correlated):
         return fit_general(formula, data, cov=cov, cov_inverse=cov_inverse, method=method,
                            start=start, max_iter=max_iter, theta=sigma2, weights=weights,

@@ -81,6 +81,12 @@ class GBLUP(_Base):
     scheduler : dask.distributed.Client or str, optional
         Build G from genotypes on a Dask cluster (one task per chunk of SNPs; see
         docs/scaling.md). Default: in-process.
+    traits : list of str, optional
+        Multi-trait GBLUP: y is a DataFrame by id with these columns, Var(g) = Σ_g ⊗ G,
+        Var(e) = Σ_e ⊗ I (:mod:`henderson.multitrait`; complete records). Then
+        ``covariances_``/``correlations_`` are trait × trait tables, ``gebv_`` is indexed
+        by (id, trait), ``h2_`` a Series by trait, ``predict`` a DataFrame by trait,
+        ``fixed`` may be a dict {trait: formula part}, ``sigma2`` a pair (Σ_g, Σ_e).
 
     Attributes
     ----------
@@ -103,7 +109,8 @@ class GBLUP(_Base):
     """
 
     def __init__(self, method="reml", grm="vanraden1", fixed=None, sigma2=None, pev="auto",
-                 missing="error", scheduler=None):
+                 missing="error", scheduler=None, traits=None):
+        self.traits = traits
         self.method = method
         self.grm = grm
         self.fixed = fixed
@@ -113,7 +120,14 @@ class GBLUP(_Base):
         self.scheduler = scheduler
 
     def fit(self, X, y, data=None):
-        """X: Genotypes (G is built) or a G Relationship/DataFrame; y: Series by id."""
+        """X: Genotypes (G is built) or a G Relationship/DataFrame; y: Series by id.
+
+        With ``traits=[...]``: y is a DataFrame by id with those columns, and the
+        multi-trait model Var(g) = Σ_g ⊗ G is fitted (:mod:`henderson.multitrait`).
+        """
+        if self.traits is not None:
+            from .multitrait.estimators import fit_gblup as _fit_mt
+            return _fit_mt(self, X, y, data)
         if isinstance(X, Genotypes):
             self.genotypes_ = X
             self.allele_freq_ = X.allele_freq
@@ -176,6 +190,9 @@ class GBLUP(_Base):
         error: :func:`~henderson.models.predict_from_snp_effects`).
         """
         self._check_fitted()
+        if self.traits is not None:  # a DataFrame: one column per trait
+            from .multitrait.estimators import predict as _predict_mt
+            return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
         if isinstance(X, Genotypes):
@@ -214,7 +231,8 @@ class SNPBLUP(_Base):
     """
 
     def __init__(self, method="reml", space="auto", fixed=None, sigma2=None, missing="error",
-                 pev="auto", snp_se="auto"):
+                 pev="auto", snp_se="auto", traits=None):
+        self.traits = traits
         self.method = method
         self.space = space
         self.fixed = fixed
@@ -226,6 +244,13 @@ class SNPBLUP(_Base):
     def fit(self, X, y, data=None):
         if not isinstance(X, Genotypes):
             raise DataError("SNPBLUP.fit needs Genotypes (henderson.read_genotypes or Genotypes.from_frame)")
+        if self.traits is not None:  # GBLUP on VanRaden-1 G, SNP effects back-solved per trait
+            from .multitrait.estimators import fit_gblup as _fit_mt
+            _fit_mt(self, X, y, data)
+            c = 2.0 * float(np.sum(X.allele_freq[X.n_called > 0] * (1 - X.allele_freq[X.n_called > 0])))
+            self.sigma2_beta_ = self.covariances_["genetic"] / c
+            self.space_ = "individual"
+            return self
         f = fit_snpblup(y, X, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
                         space=self.space, missing=self.missing, pev=self.pev, snp_se=self.snp_se)
         self._set_common(f.result)
@@ -247,6 +272,9 @@ class SNPBLUP(_Base):
         mismatched alleles are an error (:func:`~henderson.models.predict_from_snp_effects`).
         """
         self._check_fitted()
+        if self.traits is not None:
+            from .multitrait.estimators import predict as _predict_mt
+            return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
         if not isinstance(X, Genotypes):
@@ -275,7 +303,8 @@ class PedigreeBLUP(_Base):
         non-inbred base animals, A = 1 on their diagonal), with its delta-method SE.
     """
 
-    def __init__(self, method="reml", fixed=None, random=None, sigma2=None, missing="error"):
+    def __init__(self, method="reml", fixed=None, random=None, sigma2=None, missing="error", traits=None):
+        self.traits = traits
         self.method = method
         self.fixed = fixed
         self.random = random
@@ -285,6 +314,9 @@ class PedigreeBLUP(_Base):
     def fit(self, X, y, data=None):
         if not isinstance(X, (Pedigree, pd.DataFrame)):
             raise DataError("PedigreeBLUP.fit needs a Pedigree (henderson.read_pedigree) or a DataFrame id/sire/dam")
+        if self.traits is not None:  # dense A, complete records (see henderson.multitrait)
+            from .multitrait.estimators import fit_pblup as _fit_mt
+            return _fit_mt(self, X, y, data)
         res = fit_pblup(y, X, fixed=self.fixed, data=data, random=self.random, method=self.method,
                         sigma2=self.sigma2, missing=self.missing)
         self._set_common(res)
@@ -300,6 +332,9 @@ class PedigreeBLUP(_Base):
     def predict(self, X=None) -> pd.Series:
         """EBVs of all animals (X None) or of the animal ids in X (any pedigree member)."""
         self._check_fitted()
+        if self.traits is not None:
+            from .multitrait.estimators import predict as _predict_mt
+            return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
         return _bv_of_ids(self.gebv_, X, "pedigree")

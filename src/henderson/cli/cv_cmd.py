@@ -10,13 +10,13 @@ import typer
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from .genetic_cmd import (CallRateOpt, CodingOpt, DecimalOpt, DropOpt, FixedOpt, IdOpt, MafOpt,
                           MethodOpt, MissingParentOpt, NaValuesOpt, PedColsOpt, PhenoOpt, RepeatedOpt, SelfingOpt,
-                          TraitOpt, input_options)
+                          TraitsOpt, input_options)
 
 
 def cv(
     model: Annotated[str, typer.Option("--model", help="gblup, snpblup, pblup or ssgblup (validated on young genotyped animals against pedigree BLUP).")],
     phenotypes: PhenoOpt,
-    trait: TraitOpt,
+    trait: TraitsOpt,
     out: OutDirOpt,
     genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
     pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup, ssgblup).")] = None,
@@ -38,6 +38,8 @@ def cv(
     na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", repeated_records: RepeatedOpt = False,
     missing_parent: MissingParentOpt = None,
     maf: MafOpt = None, call_rate: CallRateOpt = None,
+    design: Annotated[str, typer.Option("--design", help="Multi-trait (several --trait): CV1 (new lines) or CV2 (trait-assisted: --target masked on the test lines, the other traits kept).")] = "CV1",
+    target: Annotated[Optional[str], typer.Option("--target", help="CV2: the trait masked on the test lines (default: each trait in turn).")] = None,
     force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):
@@ -51,7 +53,18 @@ def cv(
     """
     from ._cv import run_cv
 
-    session = Session("cv", quiet, debug, threads, out, trait=trait, force=force)
+    session = Session("cv", quiet, debug, threads, out, trait=",".join(trait), force=force)
+    if len(trait) > 1:
+        from ._errors import CLIError
+        from .multitrait_cmd import run_multitrait_cv
+
+        if model != "gblup":
+            raise CLIError("multi-trait cross-validation (several --trait) supports --model gblup so far")
+        return run_multitrait_cv(session, phenotypes=phenotypes, traits=trait,
+                                 genotypes=genotypes, grm=grm, folds="loo" if leave_one_out else folds,
+                                 repeats=repeats, seed=seed, id_column=id_column, grm_method=grm_method,
+                                 coding=coding, design=design.upper(), target=target)
+    trait = trait[0]
     if model.lower() == "ssgblup":
         from .ssgblup_cmd import run_cv_ssgblup
 

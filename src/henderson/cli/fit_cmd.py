@@ -172,6 +172,11 @@ def fit(
         pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
         res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
                       weights=weights, residual=residual, correlated=pairs or None)
+    from ..multitrait import MultiTraitResult
+    if isinstance(res, MultiTraitResult):  # cbind(y1, y2, ...) ~ ...: trait x trait tables
+        from .multitrait_cmd import write_outputs
+        write_outputs(s, res, "multi-trait model", "Multi-trait linear mixed model", f"{formula} — {Path(data).name}")
+        return
     s.stdout.print(res.summary())
     with s.step("Writing outputs"):
         s.write_csv(vc_table(res.variance_components), "variance_components.csv")

@@ -17,6 +17,7 @@ from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, 
 
 PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")]
 TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
+TraitsOpt = Annotated[list[str], typer.Option("--trait", "-t", help="Column of the trait to analyse; give it several times (--trait y1 --trait y2) for a multi-trait model.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
 FixedOpt = Annotated[Optional[str], typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
 OutOpt = OutDirOpt
@@ -232,7 +233,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
 
 
 def gblup(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt,
+    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt,
     genotypes: GenoOpt = None,
     grm: Annotated[Optional[Path], typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
@@ -246,7 +247,14 @@ def gblup(
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
 
     Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
+    (several --trait: multi-trait GBLUP, genetic correlations with SEs)
     """
+    if len(trait) > 1:
+        from .multitrait_cmd import run_multitrait
+        return run_multitrait("gblup", Session("gblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
+                              fixed, genotypes=genotypes, grm=grm, grm_method=grm_method, coding=coding,
+                              method=method)
+    trait = trait[0]
     run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
                 force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
@@ -254,7 +262,7 @@ def gblup(
 
 
 def snpblup(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, genotypes: GenoOpt = None,
+    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt, genotypes: GenoOpt = None,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
     gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
@@ -266,6 +274,11 @@ def snpblup(
 
     Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
     """
+    if len(trait) > 1:
+        from .multitrait_cmd import run_multitrait
+        return run_multitrait("snpblup", Session("snpblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait,
+                              id_column, fixed, genotypes=genotypes, coding=coding, method=method)
+    trait = trait[0]
     run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
                 force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
@@ -273,7 +286,7 @@ def snpblup(
 
 
 def pblup(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt, pedigree: PedOpt = None,
+    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt, pedigree: PedOpt = None,
     ped_columns: PedColsOpt = "id,sire,dam",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20, force: ForceOpt = False,
@@ -284,7 +297,13 @@ def pblup(
     """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
 
     Example: henderson pblup --phenotypes records.csv --trait BWT --id-column ANIMAL --pedigree ped.csv --out pblup
+    (several --trait: multi-trait model with the dense A, complete records)
     """
+    if len(trait) > 1:
+        from .multitrait_cmd import run_multitrait
+        return run_multitrait("pblup", Session("pblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
+                              fixed, pedigree=pedigree, ped_columns=ped_columns, selfing=selfing, method=method)
+    trait = trait[0]
     run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
                 ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
                 force=force, inputs=input_options(na_values, decimal, missing_parent, birth_year,

@@ -347,7 +347,7 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
 
 def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
                    groups=None, data=None, top=0.10, fast="auto", progress=None,
-                   scheduler=None) -> CVResult:
+                   scheduler=None, design="CV1", target=None) -> CVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -394,12 +394,21 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         Run the folds as Dask tasks on that cluster (the model's inputs are sent to the
         workers once), and build G from genotypes there too; ``n_jobs`` is then unused.
         Default: in-process (docs/scaling.md).
+    design, target : multi-trait models only (``GBLUP(traits=[...])``, y a DataFrame)
+        ``"CV1"`` (new lines: every trait masked) or ``"CV2"`` (trait-assisted: the
+        ``target`` trait masked on the test lines, the others kept); returns a
+        :class:`~henderson.multitrait.cv.MultiTraitCVResult` with single-trait GBLUP
+        on the same folds side by side (:mod:`henderson.multitrait.cv`).
 
     Returns
     -------
     CVResult
     """
     t0 = time.perf_counter()
+    if getattr(model, "traits", None) is not None:
+        from ..multitrait.cv import cross_validate_traits
+        return cross_validate_traits(model, X, y, design=design, target=target, cv=cv, repeats=repeats,
+                                     seed=seed, groups=groups, progress=progress)
     kind = {GBLUP: "gblup", SNPBLUP: "snpblup", PedigreeBLUP: "pblup", FormulaModel: "formula"}.get(type(model))
     if kind is None:
         raise ModelError("cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, "

@@ -6,10 +6,11 @@ README beside the files in ``henderson/datasets/data/``.
 
 from .loaders import (
     data_path,
+    load_cpdata,
     load_gryphon,
     load_lme4,
     load_potato,
     load_wheat,
 )
 
-__all__ = ["data_path", "load_potato", "load_wheat", "load_gryphon", "load_lme4"]
+__all__ = ["data_path", "load_potato", "load_wheat", "load_gryphon", "load_lme4", "load_cpdata"]

@@ -110,3 +110,33 @@ def load_lme4(name: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no bundled lme4 data set {name!r}")
     return pd.read_csv(path)
+
+
+@dataclass(frozen=True)
+class CPData:
+    """sommer's cpdata: 363 F1 fruit plants, four traits and 2,889 markers.
+
+    Attributes
+    ----------
+    phenotypes : DataFrame indexed by id: ``Row, Col, Year, color, Yield, FruitAver,
+        Firmness, Rowf, Colf``.
+    markers : DataFrame indexed by id, 2,889 markers on the 0/1/2 scale (sommer's
+        −1/0/1 coding plus 1; 55 imputed cells are 0.5 or 1.5).
+    """
+
+    phenotypes: pd.DataFrame
+    markers: pd.DataFrame
+
+
+def load_cpdata() -> CPData:
+    """The cpdata multi-trait example (sommer's ``DT_cpdata`` and ``GT_cpdata``).
+
+    Notes
+    -----
+    Source: R package sommer 4.3.7, ``data/DT_cpdata.RData``; simulated for fruit
+    breeding applications (Covarrubias-Pazaran 2016, PLoS ONE 11:e0156744). Licence:
+    GPL (>= 2), as distributed with sommer.
+    """
+    ph = pd.read_csv(data_path("cpdata", "DT_cpdata.csv"), dtype={"id": str}).set_index("id")
+    gt = pd.read_csv(data_path("cpdata", "GT_cpdata.csv.gz"), dtype={"id": str}).set_index("id")
+    return CPData(phenotypes=ph, markers=gt + 1.0)

@@ -1,0 +1,174 @@
+"""Multi-trait GBLUP benchmark: 3 traits vs single-trait GBLUP vs GEMMA mvLMM, same run.
+
+Usage (from the repo root, under the shared benchmark lock)::
+
+    flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_multitrait.py [--n 5000 --m 50000]
+
+Data: ``simulate_genotypes(n, m, seed=1)``; three traits with genetic correlations
+(0.5, 0.3, −0.2), h² (0.5, 0.3, 0.4), complete records. G = VanRaden 1 built once
+(timed, shared by both fits). Timed, in this order, in one process:
+
+1. single-trait ``GBLUP(pev=True).fit(G, y1)`` (spectral solver);
+2. three-trait ``GBLUP(traits=[y1, y2, y3], pev=True).fit(G, Y)`` (full eigendecomposition);
+3. the same two with ``pev=False`` (both on the tridiagonal reduction);
+4. GEMMA 0.98.5 (Debian ``gemma``): ``-gk 1`` on the full PLINK file, then
+   ``-lmm 1 -n 1 2 3 -k`` on a 10-SNP PLINK file, so that its time is the mvLMM null
+   model (eigendecomposition + REML), not 50,000 association tests.
+
+GEMMA's K is XcXc'/m (-gk 1), ours G = XcXc'/(2Σpq): GEMMA's Vg = ours × m/(2Σpq);
+its Vg and Ve are compared after that rescaling. Results go to
+``benchmarks/results/multitrait.md`` (appended, with the date and machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import henderson as hd  # noqa: E402
+from henderson._testing.genotypes import simulate_genotypes  # noqa: E402
+
+WORK = ROOT / "benchmarks" / "_work" / "multitrait"
+RESULTS = ROOT / "benchmarks" / "results" / "multitrait.md"
+
+
+def simulate(n, m, seed=1):
+    geno = simulate_genotypes(n, m, seed=seed)
+    rng = np.random.default_rng(seed)
+    X = geno.dosages.astype(np.float64)
+    W = X - X.mean(0)
+    Rg = np.array([[1, 0.5, 0.3], [0.5, 1, -0.2], [0.3, -0.2, 1.0]])
+    B = rng.normal(size=(m, 3)) @ np.linalg.cholesky(Rg).T
+    g = W @ B
+    g = (g - g.mean(0)) / g.std(0)
+    h2 = np.array([0.5, 0.3, 0.4])
+    e = rng.normal(size=(n, 3))
+    Y = 10 + g * np.sqrt(h2) + e * np.sqrt(1 - h2)
+    del X, W
+    return geno, pd.DataFrame(Y, index=geno.ids, columns=["y1", "y2", "y3"])
+
+
+def run_gemma(geno, Y, workdir: Path):
+    if shutil.which("gemma") is None:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    full, small = workdir / "full", workdir / "small"
+    hd.write_plink(full, geno)
+    hd.write_plink(small, geno.subset(snps=geno.snps["snp"].iloc[:10].tolist()))
+    np.savetxt(workdir / "pheno.txt", Y.to_numpy(), fmt="%.10g")
+    out = {}
+    t0 = time.perf_counter()
+    subprocess.run(["gemma", "-bfile", str(full), "-p", str(workdir / "pheno.txt"), "-gk", "1",
+                    "-o", "kin", "-outdir", str(workdir)], check=True, capture_output=True, cwd=workdir)
+    out["gk"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = subprocess.run(["gemma", "-bfile", str(small), "-p", str(workdir / "pheno.txt"), "-k",
+                        str(workdir / "kin.cXX.txt"), "-lmm", "1", "-n", "1", "2", "3", "-o", "mv",
+                        "-outdir", str(workdir)], capture_output=True, text=True, cwd=workdir)
+    out["mvlmm"] = time.perf_counter() - t0
+    out["returncode"] = r.returncode
+    log = (workdir / "mv.log.txt").read_text() if (workdir / "mv.log.txt").exists() else ""
+    out["log"] = log
+    out["stdout"] = r.stdout[-3000:]
+    return out
+
+
+def gemma_matrices(text: str):
+    """Vg and Ve printed by GEMMA's mvLMM log ("## REMLE estimate for Vg" blocks)."""
+    def block(label):
+        m = re.search(label + r"[^\n]*\n((?:[ \t]*[-0-9.eE+]+(?:[ \t]+[-0-9.eE+]+)*[ \t]*\n)+)", text)
+        if not m:
+            return None
+        rows = [list(map(float, ln.split())) for ln in m.group(1).strip().splitlines()]
+        t = len(rows)
+        S = np.zeros((t, t))
+        for i, r in enumerate(rows):      # GEMMA prints the lower triangle
+            S[i, :len(r)] = r
+        return np.tril(S) + np.tril(S, -1).T
+    return block(r"REMLE estimate for Vg"), block(r"REMLE estimate for Ve")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--m", type=int, default=50000)
+    ap.add_argument("--no-gemma", action="store_true")
+    a = ap.parse_args()
+    geno, Y = simulate(a.n, a.m)
+    t0 = time.perf_counter()
+    G = hd.genomic_relationship(geno, method="vanraden1")
+    t_g = time.perf_counter() - t0
+    times = {}
+    for pev in (True, False):
+        t0 = time.perf_counter()
+        hd.GBLUP(pev=pev).fit(G, Y["y1"])
+        times[("st", pev)] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mt = hd.GBLUP(traits=["y1", "y2", "y3"], pev=pev).fit(G, Y)
+        times[("mt", pev)] = time.perf_counter() - t0
+        if pev:
+            res = mt.result_
+    t_st, t_mt = times[("st", True)], times[("mt", True)]
+    t_st0, t_mt0 = times[("st", False)], times[("mt", False)]
+    print(res.summary()[:1500])
+    gem = None if a.no_gemma else run_gemma(geno, Y, WORK)
+    p = geno.allele_freq
+    two_pq = 2 * float(np.sum(p * (1 - p)))
+    lines = [f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, n = {a.n}, m = {a.m}, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)\n",
+             "| step | seconds | ratio to single-trait fit |", "|---|---|---|",
+             f"| G (VanRaden 1, shared by both fits) | {t_g:.2f} | |",
+             f"| single-trait GBLUP fit (spectral, PEV) | {t_st:.2f} | 1.00 |",
+             f"| 3-trait GBLUP fit (multitrait-spectral, PEV; {res.iterations} AI iterations) | {t_mt:.2f} | "
+             f"{t_mt / t_st:.2f} |",
+             f"| end to end incl. G: single / 3-trait | {t_g + t_st:.2f} / {t_g + t_mt:.2f} | "
+             f"{(t_g + t_mt) / (t_g + t_st):.2f} |",
+             f"| without PEV: single-trait fit (tridiagonal) | {t_st0:.2f} | 1.00 |",
+             f"| without PEV: 3-trait fit (tridiagonal + MRRR) | {t_mt0:.2f} | {t_mt0 / t_st0:.2f} |",
+             f"| without PEV, end to end incl. G: single / 3-trait | {t_g + t_st0:.2f} / {t_g + t_mt0:.2f} | "
+             f"{(t_g + t_mt0) / (t_g + t_st0):.2f} |"]
+    if gem is not None:
+        lines += [f"| GEMMA -gk 1 (kinship) | {gem['gk']:.2f} | |",
+                  f"| GEMMA -lmm 1 -n 1 2 3 (mvLMM null model + 10 SNP tests) | {gem['mvlmm']:.2f} | "
+                  f"{gem['mvlmm'] / t_st:.2f} |",
+                  f"| 3-trait henderson vs GEMMA mvLMM | | {t_mt / gem['mvlmm']:.2f} |"]
+        vg, ve = gemma_matrices(gem["log"] + gem["stdout"])
+        lines.append("")
+        lines.append(f"GEMMA return code {gem['returncode']}.")
+        if vg is not None:
+            Sg = res.covariances["genetic"].to_numpy()
+            vg = np.array(vg) * (two_pq / a.m)   # to the scale of G = XcXc'/(2Σpq)
+            lines.append(f"Genetic covariance, henderson: {np.round(Sg, 5).tolist()}; GEMMA (rescaled): "
+                         f"{np.round(vg, 5).tolist()}; max |diff| {np.abs(Sg - vg).max():.2e}")
+        if ve is not None:
+            Se = res.covariances["Residual"].to_numpy()
+            lines.append(f"Residual covariance, henderson: {np.round(Se, 5).tolist()}; GEMMA: "
+                         f"{np.round(np.array(ve), 5).tolist()}; max |diff| {np.abs(Se - np.array(ve)).max():.2e}")
+        tail = [ln for ln in gem["log"].splitlines() if "log-likelihood" in ln or "time" in ln.lower()]
+        lines += ["", "GEMMA log lines:", "```"] + tail[:12] + ["```"]
+    lines.append(f"\nhenderson timings of the 3-trait fit: " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in res.timings.items()))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not RESULTS.exists():
+        RESULTS.write_text("# Multi-trait GBLUP benchmark (benchmarks/bench_multitrait.py)\n")
+    with RESULTS.open("a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
