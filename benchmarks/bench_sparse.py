@@ -184,9 +184,10 @@ def one_size(n):
                peak_rss_before_fit_mib=rss0 / 1024, peak_rss_fit_mib=rss_fit / 1024,
                sigma2=[float(v) for v in s], se=[float(v) for v in res.variance_components["se"]])
     if n <= 100_000:
-        T = st.T
-        C = (T.T @ T).tocsc()
-        C[:n, :n] += lam[0] * Ainv.matrix
+        import scipy.sparse as sp
+
+        pen = sp.block_diag([lam[0] * sp.csc_matrix(Ainv.matrix), sp.csc_matrix((spec.p, spec.p))])
+        C = (st.TtT + pen).tocsc()
         t0 = time.perf_counter()
         spla.splu(C.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
         out["superlu_s"] = time.perf_counter() - t0
@@ -265,6 +266,8 @@ def main():
         return one_size(a.child)
     warnings.simplefilter("ignore")
     gry = part_gryphon(a.repeats) if "gryphon" in a.parts else None
+    if gry:
+        print(json.dumps(gry, default=str), flush=True)
     sizes = part_sizes(a.sizes) if "sizes" in a.parts else None
     write(gry, sizes, a.out)
 
