@@ -316,7 +316,12 @@ def read_phenotypes(path, trait: str, *, id_column: str = "id", na_values=(), de
 
     Examples
     --------
-    >>> y = read_phenotypes("pheno.csv", "yield", na_values=["-9"])  # doctest: +SKIP
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "pheno.csv"
+    >>> _ = f.write_text("id,yield\\na,1.5\\nb,-9\\nc,2.0\\n")
+    >>> y = read_phenotypes(f, "yield", na_values=["-9"])
+    >>> int(y.notna().sum()), y.index.tolist()
+    (2, ['a', 'b', 'c'])
     """
     y, _ = phenotype_records(path, trait, id_column=id_column, na_values=na_values, decimal=decimal,
                              one_record_per_id=one_record_per_id)
