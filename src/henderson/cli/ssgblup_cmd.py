@@ -78,9 +78,9 @@ def ssgblup(
 
         parse_window(window)  # before reading and fitting
     missing = "drop" if drop_unknown else "error"
-    s.settings.update({"model": "ssgblup", "gwas": gwas, "window": window, "trait": trait, "fixed": fixed, "method": method, "missing": missing,
+    s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing,
                        "tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega,
-                       "apy_core": apy_core, "seed": seed, "sigma2": s2,
+                       "apy_core": apy_core, "seed": seed, "sigma2": s2, "gwas": gwas, "window": window,
                        "genotyped_missing": "add" if add_missing_genotyped else "error"})
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
