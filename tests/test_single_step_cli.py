@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
+import henderson
 from conftest import run_cli
 
 from henderson import SingleStepGBLUP
@@ -115,3 +117,37 @@ def test_ssgblup_add_missing_genotyped(files, capsys):
     bv = pd.read_csv(d / "o5" / "breeding_values.csv", dtype={"id": str}).set_index("id")
     assert len(bv) == 301 and bv.loc["newcomer", "genotyped"] and np.isnan(bv.loc["newcomer", "ebv_pedigree"])
     assert json.loads((d / "o5" / "summary.json").read_text())["results"]["n_added_founders"] == 1
+
+
+def test_ssgblup_gwas_equals_the_association_api(files, capsys):
+    """``--gwas``: association.csv is henderson.association of the same fit (given variances)."""
+    d, ped, g, rec = files
+    out = d / "gw"
+    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+                            "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0",
+                            "--no-snp-effects", "--gwas"], capsys)
+    assert code == 0, err
+    got = pd.read_csv(out / "association.csv", dtype={"snp": str, "chrom": str})
+    geno = Genotypes.from_frame(g)
+    est = SingleStepGBLUP(sigma2=(2.0, 5.0), snp_effects=False).fit(
+        read_pedigree(ped), geno, pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec))
+    ref = henderson.association(est, geno)
+    assert got["snp"].tolist() == ref["snp"].astype(str).tolist()
+    assert got["tested"].tolist() == ref["tested"].tolist() and ref["tested"].sum() > 250
+    # the same computation on the same inputs: differences are the CSV's printed digits
+    for col in ("effect", "se", "z", "p"):
+        np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, atol=1e-14, err_msg=col)
+    html = (out / "report.html").read_text()
+    assert "Manhattan" in html and "QQ plot" in html
+    s = json.loads((out / "summary.json").read_text())["results"]["association"]
+    assert "Aguilar et al. 2019" in s["method"] and s["n_tested"] == int(ref["tested"].sum())
+
+
+def test_ssgblup_gwas_usage_errors(files, capsys):
+    d, *_ = files
+    base = ["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
+            "--genotypes", d / "geno.csv", "--out", d / "x", "-q"]
+    code, _, err = run_cli(base + ["--window", "50"], capsys)
+    assert code == 2 and "--window" in err and "--gwas" in err
+    code, _, err = run_cli(base + ["--gwas", "--apy-core", "20"], capsys)
+    assert code == 2 and "--apy-core" in err

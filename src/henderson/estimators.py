@@ -367,6 +367,11 @@ class SingleStepGBLUP(_Base):
     gebv_ (alias ``ebv_``) : DataFrame by animal id: ``gebv, pev, reliability, n_records, genotyped``
     Hinv_ : Relationship (H⁻¹)
     snp_effects_ : DataFrame or None (snp, ..., effect, var, z, p_value)
+    G_ : Relationship or None
+        G* of the genotyped animals (blended and tuned, as in H⁻¹), with
+        ``info["scale"]`` = 2Σpq when fitted on Genotypes; with ``allele_freq_`` (the
+        genotyped animals' frequencies) and :meth:`genotyped_pec`, what
+        :func:`henderson.association` back-solves SNP tests from (postGSf90's formula).
     variance_components_, fixed_effects_, result_, h2_, h2_se_
     """
 
@@ -408,12 +413,47 @@ class SingleStepGBLUP(_Base):
         vc = res.variance_components
         self.h2_, self.h2_se_ = float(vc.loc[ID, "ratio"]), float(vc.loc[ID, "ratio_se"])
         self.snp_effects_ = None
+        self._pec = None  # C^gg, computed once (genotyped_pec) and shared with snp_effects_
+        info = f.Hinv.info
+        self.G_ = self.allele_freq_ = None
+        if "G_star" in info:
+            scale = info.get("genotypes_info", {}).get("scale")
+            if isinstance(genotypes, Genotypes):
+                freq = genotypes.subset(ids=gids).allele_freq  # as snp_effects_single_step centres W
+                ok = np.isfinite(freq)
+                scale = 2.0 * float(np.sum(freq[ok] * (1.0 - freq[ok])))
+                self.allele_freq_ = freq
+            self.G_ = Relationship(gids, info["G_star"], kind="G",
+                                   info={"method": "G* (blended, tuned) of single-step H⁻¹", "scale": scale})
         if isinstance(genotypes, Genotypes) and genotypes.n:
             k, m = len(gids), genotypes.p
             want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
             if want:
-                self.snp_effects_ = snp_effects_single_step(f, genotypes)
+                pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
+                self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
         return self
+
+    def genotyped_pec(self) -> pd.DataFrame:
+        """C^gg: prediction-error covariance of the genotyped animals' GEBVs, (k, k) by id.
+
+        The genotyped block of σ²_e C⁻¹ of the single-step MME, by k sparse solves
+        (:func:`~henderson.models.ssgblup.pev_block`); computed once per fit. This is
+        what :func:`henderson.association` reads to back-solve SNP tests (Aguilar et al.
+        2019, as postGSf90).
+        """
+        from .models.ssgblup import pev_block
+
+        self._check_fitted()
+        if self.G_ is None:
+            raise ModelError("genotyped_pec needs a single-step fit with genotyped animals (this one is "
+                             "pedigree BLUP: no G)")
+        if self.apy_core is not None:
+            raise ModelError("association from an APY single-step fit is not supported: the back-solve "
+                             "uses G*'s full inverse, but H⁻¹ holds the APY inverse; refit without apy_core")
+        if getattr(self, "_pec", None) is None:
+            gids = self.G_.ids
+            self._pec = pd.DataFrame(pev_block(self.fit_, gids), index=gids, columns=gids)
+        return self._pec
 
     @property
     def ebv_(self) -> pd.DataFrame:

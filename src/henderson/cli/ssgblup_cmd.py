@@ -12,8 +12,8 @@ import typer
 from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
-from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, IdOpt, MethodOpt, OutOpt, PedColsOpt, PhenoOpt, TopOpt,
-                          TraitOpt, _ped_cols, _write_model)
+from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, GwasOpt, GwasWindowOpt, IdOpt, MethodOpt, OutOpt, PedColsOpt,
+                          PhenoOpt, TopOpt, TraitOpt, _ped_cols, _write_model)
 
 #: largest number of genotyped animals for which the report forms A22 and the raw G
 #: to draw them (two k × k matrices besides those H⁻¹ needs)
@@ -37,6 +37,7 @@ def ssgblup(
     snp_effects: Annotated[bool, typer.Option("--snp-effects/--no-snp-effects", help="Back-solve SNP effects with their variances and p-values (postGSf90).")] = True,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    gwas: GwasOpt = False, window: GwasWindowOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
     """Single-step GBLUP (H⁻¹ = A⁻¹ + [[0,0],[0, tau G⁻¹ − omega A22⁻¹]]): every pedigree animal gets a GEBV.
@@ -68,10 +69,18 @@ def ssgblup(
             s2 = ()
         if len(s2) != 2 or not all(np.isfinite(s2)) or min(s2) < 0:
             raise CLIError(f"--sigma2 needs two non-negative numbers 'genetic,residual', got {sigma2!r}")
+    if window and not gwas:
+        raise CLIError("--window is an option of --gwas")
+    if gwas and apy_core is not None:
+        raise CLIError("--gwas back-solves SNP tests with G*'s full inverse: not with --apy-core")
+    if window:
+        from ..gwas import parse_window
+
+        parse_window(window)  # before reading and fitting
     missing = "drop" if drop_unknown else "error"
     s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing,
                        "tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega,
-                       "apy_core": apy_core, "seed": seed, "sigma2": s2,
+                       "apy_core": apy_core, "seed": seed, "sigma2": s2, "gwas": gwas, "window": window,
                        "genotyped_missing": "add" if add_missing_genotyped else "error"})
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
@@ -129,6 +138,10 @@ def ssgblup(
         add_genetic(rep, est, "single-step GBLUP", trait, y, snp_effects=est.snp_effects_, top=top,
                     relationship_note="H⁻¹ (pedigree + genotypes)")
         add_single_step(rep, est, ebv_ped, G=G, A22=A22)
+        if gwas:  # SNP tests back-solved from the genotyped animals' GEBVs and C^gg (postGSf90)
+            from .gwas_cmd import association_outputs
+
+            extra.update(association_outputs(s, rep, est, geno, trait, window=window, top=top))
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})

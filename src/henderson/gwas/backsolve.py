@@ -141,9 +141,12 @@ def _backsolve_pec(fm: Fitted, source: GenotypeSource):
     alpha = sla.cho_solve(cf, fm.gebv)
     M = sla.cho_solve(cf, sla.cho_solve(cf, fm.sigma2_g * Gd - fm.pec).T)  # G⁻¹(Gσ²_g − C)G⁻¹
     for idx, W in source.centred_blocks(rows, freq, np.flatnonzero(ok)):
+        q = np.einsum("ij,ij->j", W, M @ W)
         t.loc[idx, "effect"] = (W.T @ alpha) / c
-        t.loc[idx, "se"] = np.sqrt(np.maximum(np.einsum("ij,ij->j", W, M @ W), 0.0)) / c
-        t.loc[idx, "tested"] = True
+        t.loc[idx, "se"] = np.sqrt(np.maximum(q, 0.0)) / c
+        # a SNP constant among the genotyped animals (e.g. all heterozygous) has W = 0:
+        # effect and Var both 0, so untested, as in the GBLUP path
+        t.loc[idx, "tested"] = np.any(np.abs(W) > 1e-12, axis=0) & (q > 0)
     _finish(t)
     method = (f"backsolve ({fm.kind}: beta = W'G^-1 g/c, Var(beta) = diag(W'G^-1(G sigma2_g - C_gg)"
               "G^-1 W)/c^2, exact; Aguilar et al. 2019, as postGSf90)")

@@ -109,7 +109,8 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     return 0.5 * (out + out.T) * s_e
 
 
-def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: bool = True) -> pd.DataFrame:
+def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: bool = True,
+                            C22: np.ndarray | None = None) -> pd.DataFrame:
     """ssSNP effects back-solved from the genotyped animals' GEBVs (postGSf90).
 
     Parameters
@@ -118,6 +119,9 @@ def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: b
     genotypes : Genotypes, k genotyped animals × m SNPs
     variances : bool
         Also Var(â) (k sparse solves for C²² and O(k²m) for the diagonal).
+    C22 : ndarray (k, k), optional
+        :func:`pev_block` of the genotyped animals in ``info["genotyped"]`` order, when
+        already computed (the estimator caches it for ``genotyped_pec``).
 
     Returns
     -------
@@ -143,7 +147,8 @@ def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: b
     if variances and s_u <= 0:  # σ²_u on the boundary: û ≡ 0, â ≡ 0 without error
         out["var"], out["z"], out["p_value"] = 0.0, np.nan, np.nan
     elif variances:
-        C22 = pev_block(f, gids)
+        if C22 is None:
+            C22 = pev_block(f, gids)
         Q = Ginv @ (info["G_star"] * s_u - C22) @ Ginv  # Var(û₂) pre- and post-multiplied by G*⁻¹
         var = np.empty(geno.p)
         for cols, w in geno.centered(allele_freq=freq):
