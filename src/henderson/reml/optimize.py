@@ -156,8 +156,9 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
             rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.sigma2)))
     log = pd.DataFrame(rows)
     boundary = [k for k in range(K) if not ev.active[k]]
-    if not converged and (at_zero or residual_near_zero(ev.sigma2, k_means)):
+    if at_zero:
         # σ²ₑ → 0 is a boundary optimum, not a failure to converge: one BoundaryWarning
+        # (out of iterations with σ²ₑ held, the terms did not converge: the warning below)
         terms = [t.name for k, t in enumerate(state.spec.terms) if ev.active[k]]
         warnings.warn(BoundaryWarning(boundary_message(terms)), stacklevel=3)
         return OptimResult(ev, it, False, log, boundary, residual_boundary=True)
