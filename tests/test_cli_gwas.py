@@ -80,3 +80,22 @@ def test_gwas_usage_errors_name_the_options(tmp_path, capsys, files):
     code, _, err = run_cli(["snpblup", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "1Mb",
                             "--out", tmp_path / "x"], capsys)
     assert code == 2 and "--window is an option of --gwas" in err
+
+
+def test_gwas_out_of_another_trait_refused_unless_force(tmp_path, capsys, files):
+    """--out holding gwas results on trait y is not replaced by a run on y2 without --force."""
+    ph = pd.read_csv(files["pheno"])
+    ph.assign(y2=ph["y"]).to_csv(tmp_path / "pheno.csv", index=False)
+    out = tmp_path / "g"
+
+    def run(trait, *extra):
+        return run_cli(["gwas", "-p", tmp_path / "pheno.csv", "-t", trait, "-g", files["bed"], "--out", out, "-q",
+                        *extra], capsys)
+
+    assert run("y")[0] == 0
+    code, _, err = run("y2")
+    assert code == 2 and "'gwas' on trait 'y'" in err and "trait 'y2'" in err and "--force" in err, err
+    assert strict_json(out / "summary.json")["settings"]["trait"] == "y"
+    code, _, err = run("y2", "--force")
+    assert code == 0, err
+    assert strict_json(out / "summary.json")["settings"]["trait"] == "y2"

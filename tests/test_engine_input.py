@@ -160,13 +160,37 @@ def test_spectral_solver_boundary_like_lme4():
     assert np.isnan(res.variance_components.loc["Batch", "se"])
 
 
-def test_residual_variance_at_zero_is_a_clear_error():
-    # Mrode's 5 calves with 8 animals in A: REML drives the residual variance to 0
+def test_residual_variance_at_zero_is_a_boundary_estimate():
+    # Mrode's 5 calves with 8 animals in A: REML drives the residual variance to 0.
+    # Issue 10: reported as a boundary estimate with one BoundaryWarning (it used to be
+    # a ModelError). Reference: with σ²ₑ = 0, V = σ²_a A₅ (A of the 5 calves, by the
+    # tabular method below) and REML gives σ²_a = y'Py / (n − p) in closed form.
     import sys
+    import warnings
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
     from test_models import mrode_example_3_1
+    from henderson.errors import HendersonWarning
     from henderson.models import fit_pblup
     ped, data, y = mrode_example_3_1()
-    with pytest.raises(h.ModelError, match="residual variance"):
-        fit_pblup(y, ped, fixed="0 + sex", data=data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit_pblup(y, ped, fixed="0 + sex", data=data)
+    kinds = [w.category for w in caught if issubclass(w.category, HendersonWarning)]
+    assert kinds == [h.BoundaryWarning]
+    vc = res.variance_components
+    assert res.converged is False and bool(vc.loc["Residual", "boundary"]) and np.isnan(vc.loc["Residual", "se"])
+    pos = {k: i for i, k in enumerate(ped["id"])}
+    A = np.zeros((8, 8))
+    for i, (s_, d_) in enumerate(zip(ped["sire"], ped["dam"])):
+        s_, d_ = pos.get(s_), pos.get(d_)
+        for j in range(i):
+            A[i, j] = A[j, i] = 0.5 * ((A[j, s_] if s_ is not None else 0) + (A[j, d_] if d_ is not None else 0))
+        A[i, i] = 1 + (0.5 * A[s_, d_] if s_ is not None and d_ is not None else 0)
+    Ar = A[3:, 3:]  # calves 4..8, in the order of y
+    X = np.array([[1.0, 0.0] if s == "M" else [0.0, 1.0] for s in data["sex"]])
+    Vi = np.linalg.inv(Ar)
+    P = Vi - Vi @ X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi)
+    ref = float(y.to_numpy() @ P @ y.to_numpy()) / (5 - 2)
+    # rtol 1e-4: σ²ₑ is held at ~1e-6 of the total, not at exactly 0
+    assert vc.loc["id", "variance"] == pytest.approx(ref, rel=1e-4)

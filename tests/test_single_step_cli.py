@@ -151,3 +151,24 @@ def test_ssgblup_gwas_usage_errors(files, capsys):
     assert code == 2 and "--window" in err and "--gwas" in err
     code, _, err = run_cli(base + ["--gwas", "--apy-core", "20"], capsys)
     assert code == 2 and "--apy-core" in err
+
+
+def test_ssgblup_out_of_another_trait_refused_unless_force(files, tmp_path, capsys):
+    """--out holding ssgblup results on trait y is not replaced by a run on y2 without --force."""
+    d = files[0]
+    rec = pd.read_csv(d / "rec.csv")
+    rec.assign(y2=rec["y"] + 1.0).to_csv(tmp_path / "rec.csv", index=False)
+    out = tmp_path / "o"
+
+    def run(trait, *extra):
+        return run_cli(["ssgblup", "--phenotypes", tmp_path / "rec.csv", "--trait", trait, "--pedigree", d / "ped.csv",
+                        "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0",
+                        "--no-snp-effects", *extra], capsys)
+
+    assert run("y")[0] == 0
+    code, _, err = run("y2")
+    assert code == 2 and "'ssgblup' on trait 'y'" in err and "trait 'y2'" in err and "--force" in err, err
+    assert json.loads((out / "summary.json").read_text())["settings"]["trait"] == "y"
+    code, _, err = run("y2", "--force")
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["settings"]["trait"] == "y2"

@@ -235,6 +235,11 @@ def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200,
     t3 = time.perf_counter()
     result = assemble(spec, state, ev, method, iterations, converged, log, boundary,
                       fixed_sigma2=sigma2 is not None)
+    if sigma2 is None and opt.residual_boundary:  # σ²ₑ → 0: reml/residual_boundary.py
+        from .reml.residual_boundary import boundary_message, mark_residual_boundary
+
+        result = mark_residual_boundary(
+            result, boundary_message([t.name for k, t in enumerate(spec.terms) if k not in boundary]))
     timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
                "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
     object.__setattr__(result, "timings", timings)

@@ -391,9 +391,26 @@ def require_numeric(frame: pd.DataFrame, column: str, option: str, id_column: st
     r = int(bad.to_numpy().nonzero()[0][0])
     src = frame.attrs.get("path", "data")
     who = f", {id_column} {frame[id_column].iloc[r]!r}" if id_column and id_column in frame else ""
+    from ..io.tables import _DECIMAL_COMMA
+
+    hint = ("; it looks like a decimal comma: pass --decimal ," if _DECIMAL_COMMA.match(str(col.iloc[r]))
+            else "")
     raise DataError(f"{src}: non-numeric value {col.iloc[r]!r} in column {column!r} (line {file_line(frame, r)}"
                     f"{who}; {int(bad.sum())} such value(s)); the response of {option} must be a number "
-                    "or empty/NA for a missing record")
+                    f"or empty/NA for a missing record{hint}")
+def count_response_codes(frame: pd.DataFrame, column: str, id_column: str | None = None) -> None:
+    """Warn (DataWarning) about '.', declared codes and -9/-99/-999 in a response column.
+
+    The same counting as the phenotype readers (:func:`henderson.io.tables.trait_values`),
+    for commands that read a general data table (``henderson fit``).
+    """
+    from ..io.tables import trait_values
+
+    ids = frame[id_column] if id_column and id_column in frame else pd.Series(range(len(frame)))
+    for note in trait_values(frame, column, ids.reset_index(drop=True))[1]:
+        warnings.warn(DataWarning(note), stacklevel=2)
+
+
 def prepare_genotypes(geno, *, maf: float | None = None, call_rate: float | None = None):
     """Genotypes ready for a model: missing calls counted, individuals without any call
     dropped (counted), and the --maf / --call-rate filters applied (counted).

@@ -12,8 +12,8 @@ from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsO
 from ._output import response_of
 from ._errors import CLIError
 from ..report.formula import formula_variables
-from .genetic_cmd import DropOpt, SelfingOpt
-from ._inputs import (random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
+from .genetic_cmd import DecimalOpt, DropOpt, NaValuesOpt, SelfingOpt, input_options
+from ._inputs import (count_response_codes, random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
                       read_table, require_columns, require_numeric)
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
@@ -88,6 +88,8 @@ def fit(
         "--drop-unknown", help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
                                "or --cov is missing from that file, instead of stopping.")] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
+    na_values: NaValuesOpt = None,
+    decimal: DecimalOpt = ".",
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -116,13 +118,16 @@ def fit(
     s.settings.update({"formula": formula, "method": method, "grm_method": grm_method,
                        "missing": "drop" if drop_unknown else "error"})
     with s.step("Reading data"):
-        frame = read_table(data, str_columns=groups, what="data file")
+        opts = input_options(na_values, decimal)
+        frame = read_table(data, str_columns=groups, what="data file", na_values=opts["na_values"],
+                           decimal=opts["decimal"])
         s.add_input("data", data)
         require_columns(frame, formula_variables(formula), option="--formula")
         require_columns(frame, [c for c in (weights, residual) if c], option="--weights/--residual")
         response = response_of(formula)
         if response in frame:  # (a transformed response, log(y), is the formula engine's to check)
             require_numeric(frame, response, "--formula", id_column=groups[0] if groups else None)
+            count_response_codes(frame, response, id_column=groups[0] if groups else None)
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
     covs, covs_inv, genetic, sources = {}, {}, {}, {}

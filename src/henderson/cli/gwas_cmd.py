@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_phenotypes
-from .genetic_cmd import CodingOpt, DropOpt, FixedOpt, IdOpt, OutOpt, PhenoOpt, TopOpt, TraitOpt
+from .genetic_cmd import CodingOpt, DropOpt, FixedOpt, IdOpt, PhenoOpt, TopOpt, TraitOpt
 
 WindowOpt = Annotated[Optional[str], typer.Option(
     "--window", help="Windows for the share of genetic variance: SNPs (50, 50snps) or base pairs (1Mb, 500kb).")]
@@ -58,14 +58,15 @@ def association_outputs(s: Session, report, model, genotypes, trait: str, *, met
 
 
 def gwas(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt,
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutDirOpt,
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed (read block by block with --method mlma), VCF, or CSV/TSV matrix.")],
     method: Annotated[str, typer.Option("--method", help="backsolve (SNP effects of a GBLUP fit and their exact SEs) or mlma (each SNP a fixed effect in the mixed model).")] = "backsolve",
     exact: Annotated[bool, typer.Option("--exact", help="mlma: re-estimate the variance ratio by REML for every SNP (as GEMMA -lmm 1) instead of once in the null model (P3D).")] = False,
     loco: Annotated[bool, typer.Option("--loco", help="mlma: leave the tested SNP's chromosome out of G (needs a map and 2+ chromosomes).")] = False,
     window: WindowOpt = None,
     id_column: IdOpt = "id", fixed: FixedOpt = None, drop_unknown: DropOpt = False, coding: CodingOpt = None,
-    top: TopOpt = 20, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    top: TopOpt = 20, force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Genome-wide association: back-solved GBLUP tests or MLMA, Manhattan and QQ plots, windows.
 
@@ -84,7 +85,7 @@ def gwas(
         from ..gwas import parse_window
 
         parse_window(window)  # before reading and fitting
-    s = Session("gwas", quiet, debug, threads, out)
+    s = Session("gwas", quiet, debug, threads, out, trait=trait, force=force)
     missing = "drop" if drop_unknown else "error"
     s.settings.update({"trait": trait, "id_column": id_column, "fixed": fixed, "method": method,
                        "p3d": not exact, "loco": loco, "window": window, "missing": missing})

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ._common import DebugOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
-from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, GwasOpt, GwasWindowOpt, IdOpt, MethodOpt, OutOpt, PedColsOpt,
+from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, GwasOpt, GwasWindowOpt, IdOpt, MethodOpt, PedColsOpt,
                           PhenoOpt, TopOpt, TraitOpt, _ped_cols, _write_model)
 
 #: largest number of genotyped animals for which the report forms A22 and the raw G
@@ -21,7 +21,7 @@ REPORT_MAX_GENOTYPED = 20000
 
 
 def ssgblup(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutOpt,
+    phenotypes: PhenoOpt, trait: TraitOpt, out: OutDirOpt,
     pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (all animals).")],
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the genotyped animals: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
     ped_columns: PedColsOpt = "id,sire,dam",
@@ -36,7 +36,7 @@ def ssgblup(
     sigma2: Annotated[Optional[str], typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow).")] = None,
     snp_effects: Annotated[bool, typer.Option("--snp-effects/--no-snp-effects", help="Back-solve SNP effects with their variances and p-values (postGSf90).")] = True,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
+    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20, force: ForceOpt = False,
     gwas: GwasOpt = False, window: GwasWindowOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
 ):
@@ -54,7 +54,7 @@ def ssgblup(
     from ..report.sections import add_genetic
     from ..report.single_step import add_single_step
 
-    s = Session("ssgblup", quiet, debug, threads, out)
+    s = Session("ssgblup", quiet, debug, threads, out, trait=trait, force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")

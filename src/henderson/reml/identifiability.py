@@ -49,7 +49,7 @@ def residual_at_zero_error(n: int, levels: str) -> ModelError:
         "effects can absorb all the variation in these data. Give known variances (sigma2=...) "
         "or simplify the model."
     )
-    err.residual_at_zero = True  # the one-kernel fit reports this as a boundary estimate instead
+    err.residual_at_zero = True  # the fits report this as a boundary estimate instead (reml/residual_boundary.py)
     return err
 
 

@@ -11,6 +11,9 @@ The optimiser works on the variance components σ² = (σ²₁ … σ²_K, σ²�
    which never leaves the parameter space and never lowers the likelihood.
 4. Boundary check: at convergence, a component held at zero re-enters when the
    score at zero is positive (the likelihood increases away from the boundary).
+5. Residual at the boundary: once σ²ₑ falls below 1e-6 of the total variance it is
+   held there and only the terms move; the result is a boundary estimate with one
+   BoundaryWarning (:mod:`henderson.reml.residual_boundary`), not an error.
 
 Every iteration is logged (σ², −2 log L, step type), and the log travels with the
 result and any ConvergenceWarning.
@@ -25,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from .._progress import report
-from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+from ..errors import BoundaryWarning, ConvergenceWarning, ModelError, NotPositiveDefiniteError
 from .identifiability import residual_at_zero_error
+from .residual_boundary import boundary_message, residual_near_zero
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
 #: positive definite (numerically): the only errors a line search may absorb
@@ -43,6 +47,8 @@ class OptimResult:
     converged: bool
     log: pd.DataFrame
     boundary: list[int] = field(default_factory=list)
+    #: σ²ₑ reached ~0 (reml/residual_boundary.py): a boundary estimate, ``converged`` False
+    residual_boundary: bool = False
 
 
 def starting_values(spec) -> np.ndarray:
@@ -109,28 +115,53 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
     par_tol = getattr(state, "par_tol", 1e-8)
     ev = state.evaluate(s, derivatives=True, method=method)
     rows = [dict(iteration=0, step="start", m2ll=ev.m2ll, **_named(state, s))]
-    converged = False
+    # pinned: σ²ₑ fell below RESIDUAL_ZERO_SHARE of the total; it is then held there and
+    # only the terms move (AI steps shrinking σ²ₑ toward 0 stall the other components)
+    converged = at_zero = pinned = False
+    may_pin = True
+    k_means = [float(np.nanmean(t.k_diag)) if t.k_diag is not None else 1.0 for t in state.spec.terms]
     it = 0
     for it in range(1, max_iter + 1):
-        ev_new, kind = _ai_step(state, ev, method)
+        ev_new, kind = _ai_step(state, ev, method, pin_residual=pinned)
         if ev_new is None:
-            s_new, kind = _em_step(state, ev, method), "em"
+            try:
+                s_new, kind = _em_step(state, ev, method), "em"
+            except ModelError as err:
+                if not getattr(err, "residual_at_zero", False):
+                    raise
+                at_zero = True  # EM would set σ²ₑ to 0: the last σ² is the boundary estimate
+                break
+            if pinned:
+                s_new[-1] = ev.sigma2[-1]
             ev_new = state.evaluate(s_new, derivatives=True, method=method)
         s_new = ev_new.sigma2
-        change = np.max(np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1]))
+        rel = np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1])
+        change = np.max(rel)
         dm = abs(ev.m2ll - ev_new.m2ll)
         ev = ev_new
         rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.sigma2)))
         report(it)
+        if not pinned and may_pin and residual_near_zero(ev.sigma2, k_means):
+            pinned = True
+            continue
         if change < par_tol and dm < tol * max(1.0, abs(ev.m2ll)):
+            if pinned and ev.score[-1] > 1e-8 * max(1.0, abs(ev.m2ll)):
+                pinned = may_pin = False  # the likelihood rises with σ²ₑ: an interior optimum
+                continue
             released = _release_boundary(state, ev, method)
             if released is None:
-                converged = True
+                converged, at_zero = not pinned, pinned
                 break
             ev = state.evaluate(released, derivatives=True, method=method)
             rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.sigma2)))
     log = pd.DataFrame(rows)
     boundary = [k for k in range(K) if not ev.active[k]]
+    if at_zero:
+        # σ²ₑ → 0 is a boundary optimum, not a failure to converge: one BoundaryWarning
+        # (out of iterations with σ²ₑ held, the terms did not converge: the warning below)
+        terms = [t.name for k, t in enumerate(state.spec.terms) if ev.active[k]]
+        warnings.warn(BoundaryWarning(boundary_message(terms)), stacklevel=3)
+        return OptimResult(ev, it, False, log, boundary, residual_boundary=True)
     if not converged:
         warnings.warn(ConvergenceWarning(
             f"REML did not converge in {max_iter} iterations (last -2logL {ev.m2ll:.8f}); "
@@ -143,14 +174,14 @@ def _named(state, s) -> dict:
     return dict(zip(names, map(float, s)))
 
 
-def _ai_step(state, ev, method: str):
-    """One AI step with cut-at-boundary and halving.
+def _ai_step(state, ev, method: str, pin_residual: bool = False):
+    """One AI step with cut-at-boundary and halving (σ²ₑ held with ``pin_residual``).
 
     Returns the accepted evaluation (with derivatives, so the next iteration reuses
     it) and the step kind, or (None, None) when no step improves the objective.
     """
     K = len(ev.sigma2) - 1
-    free = np.concatenate([np.flatnonzero(ev.active), [K]])
+    free = np.flatnonzero(ev.active) if pin_residual else np.concatenate([np.flatnonzero(ev.active), [K]])
     g = ev.score[free]
     H = ev.ai[np.ix_(free, free)]
     try:

@@ -22,10 +22,26 @@ from ..errors import BoundaryWarning, ConvergenceWarning, ModelError
 #: σ²_e below this share of the total variance (σ²_g·mean(diag K) + σ²_e) is "zero"
 RESIDUAL_ZERO_SHARE = 1e-6
 
-MESSAGE = ("residual variance estimated at the boundary (σ²_e ≈ 0, h² = 1): the random effect {term!r} "
-           "explains all the variation in these records (e.g. means of many replicates, or a trait "
+MESSAGE = ("residual variance estimated at the boundary (σ²_e ≈ 0, h² = 1): {who} "
+           "{verb} all the variation in these records (e.g. means of many replicates, or a trait "
            "computed from the genotypes). This is a boundary estimate, not a converged interior "
            "optimum; the standard errors of the residual variance and of the shares are not available")
+
+
+def boundary_message(terms) -> str:
+    """:data:`MESSAGE` naming the random term(s) that absorbed all the variation."""
+    terms = list(terms)
+    if len(terms) == 1:
+        return MESSAGE.format(who=f"the random effect {terms[0]!r}", verb="explains")
+    return MESSAGE.format(who="the random effects " + ", ".join(map(repr, terms)), verb="explain")
+
+
+def residual_near_zero(sigma2, k_means) -> bool:
+    """True when σ²_e is below :data:`RESIDUAL_ZERO_SHARE` of the total variance
+    Σ_k σ²_k·mean(diag K_k) + σ²_e (``sigma2``: terms then residual)."""
+    s = np.asarray(sigma2, dtype=float)
+    total = float(np.dot(s[:-1], k_means)) + s[-1]
+    return bool(total > 0 and s[-1] <= RESIDUAL_ZERO_SHARE * total)
 
 
 def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean: float = 1.0):
@@ -58,7 +74,7 @@ def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean:
         info = dict(info)
         info["converged"] = False
         info["residual_boundary"] = True
-        info["message"] = MESSAGE.format(term=solver.term)
+        info["message"] = boundary_message([solver.term])
         if info.get("log") is None:
             import pandas as pd
 
