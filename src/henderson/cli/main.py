@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C at any point prints ``henderson: interrupted`` and returns 130; a failed or
     interrupted run removes its staged outputs, so ``--out`` keeps its previous results.
     """
-    from ._startup import release
+    from .._startup import release
 
     release()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
     args = list(sys.argv[1:] if argv is None else argv)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .._progress import report
 from ..errors import ConvergenceWarning, NotPositiveDefiniteError
-from .identifiability import residual_at_zero_error
+from ..solvers.identifiability import residual_at_zero_error
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
 #: positive definite (numerically): the only errors a line search may absorb
