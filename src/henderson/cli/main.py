@@ -37,7 +37,7 @@ app = typer.Typer(
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                        is_eager=True)):
     if version:
-        from .. import __version__
+        from .._version import __version__
 
         typer.echo(f"henderson {__version__}")
         raise typer.Exit(0)
