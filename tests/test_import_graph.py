@@ -22,16 +22,16 @@ import henderson
 ROOT = Path(henderson.__file__).resolve().parent  # src/henderson
 
 #: Known back-edges still to remove, each with why it exists. The multitrait package spans
-#: tiers: its core (formula, fit, reml, spectral) is fitted by ``henderson.api.fit`` on a
-#: cbind formula and by ``GBLUP(traits=...)``, while its ``cv`` module runs single-trait
-#: GBLUP and the CV splits. Removing them means moving multitrait/cv.py and
-#: multitrait/estimators.py up to the cv / estimators tier, which waits for the branch that
-#: is changing henderson/multitrait. The test fails if one of these edges disappears (then
-#: delete it here) or if any other cycle appears.
+#: tiers (docs/architecture.md puts it beside ``report``, above ``models``): ``api.fit``
+#: dispatches a cbind formula down to its core (formula, fit, reml, spectral), while its
+#: ``cv`` module runs single-trait GBLUP (``estimators``) and the CV splits (``cv``).
+#: Removing them means moving multitrait/cv.py up to the cv tier and the core below api,
+#: which waits for the branch that is changing henderson/multitrait. The test fails if one
+#: of these edges disappears (then delete it here) or if any other cycle appears.
 KNOWN_BACK_EDGES = {
     ("henderson.api", "henderson.multitrait"),         # fit(cbind(...)) → multitrait.formula
-    ("henderson.estimators", "henderson.multitrait"),  # GBLUP(traits=...) → multitrait.estimators
-    ("henderson.cv", "henderson.multitrait"),          # cross_validate(traits) → multitrait.cv
+    ("henderson.multitrait", "henderson.estimators"),  # multitrait.cv: single-trait GBLUP
+    ("henderson.multitrait", "henderson.cv"),          # multitrait.cv: cv.splits
 }
 
 
