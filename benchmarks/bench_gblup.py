@@ -159,7 +159,7 @@ def replay_spectral(G, m, n):
     import scipy.linalg as sla
     from scipy.linalg import lapack
 
-    from henderson.solvers._tridiagonal import apply_q, apply_qt
+    from henderson.linalg._tridiagonal import apply_q, apply_qt
 
     K = G.matrix
     codes = np.arange(n)

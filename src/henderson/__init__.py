@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from .cli._startup import guard as _guard_startup
+from ._startup import guard as _guard_startup
 
 _guard_startup()  # Ctrl-C while the henderson command starts up: one line, exit 130
 from ._version import __version__  # noqa: E402

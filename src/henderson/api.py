@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from .assemble import dense_result, sparse_result, spectral_result
 from .errors import ModelError
-from .reml import identifiability
+from .solvers import identifiability
 from .reml.optimize import optimise
 from .results import FitResult
 from .solvers.dense import DenseMME

@@ -44,7 +44,7 @@ STATE = {"debug": False, "quiet": False, "warnings": [], "session": None}
 def versions() -> dict:
     import scipy
 
-    from .. import __version__
+    from .._version import __version__
 
     out = {"henderson": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
            "scipy": scipy.__version__, "pandas": pd.__version__, "platform": platform.platform()}

@@ -20,7 +20,7 @@ TRAIT = "env1"
 
 
 def run_demo(s: Session) -> None:
-    from .. import api
+    from ..api import fit as api_fit
     from ..cv import cross_validate
     from ..data.genotypes import Genotypes
     from ..datasets import data_path, load_gryphon, load_potato, load_wheat
@@ -92,7 +92,7 @@ def run_demo(s: Session) -> None:
 
     with s.step("Potato mixed model"):
         potato = load_potato()
-        pres = api.fit("Yield ~ Env + (1|Name)", potato)
+        pres = api_fit("Yield ~ Env + (1|Name)", potato)
 
     with s.step("Writing tables and the report"):
         s.write_csv(vc_table(gb.variance_components_), "gblup_variance_components.csv")

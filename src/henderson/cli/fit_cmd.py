@@ -103,7 +103,7 @@ def fit(
     "Yield ~ Env + us(0 + Env|Name)" (also diag, cs, fa(0 + Env|Name, 1)); with
     --residual Env one residual variance per environment.
     """
-    from .. import api
+    from ..api import fit as api_fit
     from ..report.html import Report
     from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
 
@@ -175,7 +175,7 @@ def fit(
     frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
-        res = api.fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
+        res = api_fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
                       weights=weights, residual=residual, correlated=pairs or None)
     from ..multitrait import MultiTraitResult
     if isinstance(res, MultiTraitResult):  # cbind(y1, y2, ...) ~ ...: trait x trait tables

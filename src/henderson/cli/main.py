@@ -37,7 +37,7 @@ app = typer.Typer(
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                        is_eager=True)):
     if version:
-        from .. import __version__
+        from .._version import __version__
 
         typer.echo(f"henderson {__version__}")
         raise typer.Exit(0)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C at any point prints ``henderson: interrupted`` and returns 130; a failed or
     interrupted run removes its staged outputs, so ``--out`` keeps its previous results.
     """
-    from ._startup import release
+    from .._startup import release
 
     release()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
     args = list(sys.argv[1:] if argv is None else argv)

@@ -8,7 +8,7 @@ numbers. BLAS threads inside a task are those the task object carries.
 
 from __future__ import annotations
 
-from .client import get_client
+from .._dask import get_client
 
 
 def _run(task, i, split):

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, PedigreeError, format_ids
-from ..relationships._pedigree_kernels import topological_generations
+from ..data._pedigree_kernels import topological_generations
 
 DEFAULT_MISSING = ("0", "NA", ".", "-", "")
 

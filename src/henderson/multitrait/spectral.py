@@ -107,7 +107,7 @@ class MultiTraitSpectral:
                 # K_r = Q T Q' (dsytrd, as the single-trait spectral solver), T = Z D Z'
                 # (MRRR, O(n²)): U = QZ is never formed; U'B = Z'(Q'B) with Q applied by
                 # its reflectors. Half the cost of a full eigendecomposition, no PEV.
-                from ..solvers._tridiagonal import apply_qt
+                from ..linalg._tridiagonal import apply_qt
                 from scipy.linalg import lapack
 
                 Kf = np.asfortranarray(Kr)
@@ -274,7 +274,7 @@ class MultiTraitSpectral:
         """U B (n × k): U explicitly, or Q(Z B) with Q applied by its reflectors."""
         if self.vectors == "full":
             return self.U @ B
-        from ..solvers._tridiagonal import apply_q
+        from ..linalg._tridiagonal import apply_q
 
         return apply_q(self._c, self._tau, np.ascontiguousarray(self.U @ B))
 

@@ -202,7 +202,7 @@ def genomic_relationship(
     value 0).
     """
     if scheduler is not None:
-        from ..distributed.genomic import distributed_relationship
+        from .genomic_dask import distributed_relationship
 
         return distributed_relationship(geno, method, allele_freq, scheduler=scheduler,
                                         chunk_snps=chunk_snps, dtype=dtype)

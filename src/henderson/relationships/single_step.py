@@ -49,7 +49,7 @@ import scipy.sparse.linalg as spla
 from ..data.genotypes import Genotypes
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, NotPositiveDefiniteError, format_ids
-from . import _pedigree_kernels as K
+from ..data import _pedigree_kernels as K
 from .apy import apy_inverse, block_csr
 from .container import Relationship, as_relationship
 from .pedigree import _as_pedigree, _processing_order, pedigree_inverse

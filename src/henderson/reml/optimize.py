@@ -29,7 +29,7 @@ import pandas as pd
 
 from .._progress import report
 from ..errors import BoundaryWarning, ConvergenceWarning, ModelError, NotPositiveDefiniteError
-from .identifiability import residual_at_zero_error
+from ..solvers.identifiability import residual_at_zero_error
 from .residual_boundary import boundary_message, residual_near_zero
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are

@@ -167,7 +167,7 @@ class Report:
         return f"<div{c}>{s}</div>" if self._open_grid else s
 
     def render(self) -> str:
-        from .. import __version__
+        from .._version import __version__
 
         self.end_grid()
         now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

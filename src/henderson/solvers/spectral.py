@@ -30,7 +30,7 @@ from .._progress import report
 from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
 from ..spec.model import PSD_TOL, psd_error
-from ._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
+from ..linalg._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
 
 LOG2PI = float(np.log(2 * np.pi))
 LOG_H_BOUNDS = (-25.0, 25.0)
@@ -177,7 +177,7 @@ class SpectralSolver:
         ------
         ModelError
             When σ²_g and σ²_e cannot be told apart (see
-            :mod:`henderson.reml.identifiability`), or when the residual variance
+            :mod:`henderson.solvers.identifiability`), or when the residual variance
             heads to zero (the random effect absorbs everything), as the dense solver.
 
         Warns
@@ -186,7 +186,7 @@ class SpectralSolver:
             When Brent stops at ``max_iter`` or the Newton polishing does not settle;
             the warning carries the log.
         """
-        from ..reml.identifiability import check_spectral, residual_at_zero_error
+        from .identifiability import check_spectral, residual_at_zero_error
 
         check_spectral(self, self.term, method)
         rows = []
