@@ -176,6 +176,24 @@ def _drop_missing(data: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame,
     return data.loc[keep], int((~keep).sum()), by_col
 
 
+def complete_response(data: pd.DataFrame, kept: pd.DataFrame, n_dropped: int, by_col: dict,
+                      response: str, notes: list) -> np.ndarray:
+    """The response of the complete records, shape (n,); the dropped rows counted in
+    ``notes`` and a DataWarning. DataError when none is left or y is not numeric."""
+    if n_dropped:
+        detail = ", ".join(f"{c}: {k}" for c, k in by_col.items())
+        msg = f"{n_dropped} of {len(data)} records dropped for missing values ({detail})"
+        notes.append(msg)
+        warnings.warn(msg, DataWarning, stacklevel=4)
+    if len(kept) == 0:
+        raise DataError("no complete records left after dropping rows with missing values")
+    y = pd.to_numeric(kept[response], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(y).any():
+        bad = kept.index[np.isnan(y)][:5]
+        raise DataError(f"response {response!r} is not numeric at rows {format_ids(bad)}")
+    return y
+
+
 def _fixed_matrix(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
     """Full-rank X from formulaic; numerically aliased columns dropped, as lme4 does."""
     from formulaic import model_matrix
@@ -538,17 +556,7 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     _check_no_infinite(data, needed)
     kept, n_dropped, by_col = _drop_missing(data, needed)
     notes = []
-    if n_dropped:
-        detail = ", ".join(f"{c}: {k}" for c, k in by_col.items())
-        msg = f"{n_dropped} of {len(data)} records dropped for missing values ({detail})"
-        notes.append(msg)
-        warnings.warn(msg, DataWarning, stacklevel=3)
-    if len(kept) == 0:
-        raise DataError("no complete records left after dropping rows with missing values")
-    y = pd.to_numeric(kept[parsed.response], errors="coerce").to_numpy(dtype=np.float64)
-    if np.isnan(y).any():
-        bad = kept.index[np.isnan(y)][:5]
-        raise DataError(f"response {parsed.response!r} is not numeric at rows {format_ids(bad)}")
+    y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
     X, x_names, aliased = _fixed_matrix(parsed.fixed, kept)
     if aliased:
         msg = f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}"

@@ -30,7 +30,7 @@ from ..errors import DataError, DataWarning, ModelError, format_ids
 from .covariance import Diagonal, Scalar, Structure, make_structure
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .legendre import LEG, expand_fixed, legendre
-from .model import (RandomTerm, _check_columns, _check_no_infinite, _column_labels,
+from .model import (RandomTerm, complete_response, _check_columns, _check_no_infinite, _column_labels,
                     _drop_missing, _fixed_matrix, _fixed_variables, _group_labels,
                     _iid_levels, _integer_covariate_notes, _natural_rank, _random_term)
 
@@ -333,17 +333,7 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
             if k:
                 notes.append(f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
                              "in the correlated term (kept, not dropped)")
-    if n_dropped:
-        detail = ", ".join(f"{c}: {k}" for c, k in by_col.items())
-        msg = f"{n_dropped} of {len(data)} records dropped for missing values ({detail})"
-        notes.append(msg)
-        warnings.warn(msg, DataWarning, stacklevel=3)
-    if len(kept) == 0:
-        raise DataError("no complete records left after dropping rows with missing values")
-    y = pd.to_numeric(kept[parsed.response], errors="coerce").to_numpy(dtype=np.float64)
-    if np.isnan(y).any():
-        raise DataError(f"response {parsed.response!r} is not numeric at rows "
-                        f"{format_ids(kept.index[np.isnan(y)][:5])}")
+    y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
     if np.ptp(y) == 0:
         raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
     X, x_names, aliased = _fixed_matrix(fixed, kept)
