@@ -97,7 +97,7 @@ def main():
     for model, pkg, tr, th, est in rows:
         L.append(f"| {model} | {pkg} | {tr:.3f} | {th:.4f} | {tr / th:.1f}× | {est} |")
     L += ["", "The estimates equal the references to the tolerances of the tests "
-          "(`tests/test_engine_references.py`, `tests/test_models.py`)."]
+          "(`tests/test_engine_references.py`, `tests/models/test_models.py`)."]
     text = "\n".join(L) + "\n"
     if a.out != "-":
         Path(a.out).write_text(text)

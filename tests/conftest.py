@@ -93,3 +93,43 @@ def strict_json(path) -> dict:
         raise AssertionError(f"{path} holds {token}, which is not JSON")
 
     return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+# ----------------------------------------------------------------- shared examples
+
+# 20 animals over four generations; 8 genotyped (3, 5, 9, 12, 14, 16, 18, 20), some
+# inbred (17 × 18 share grandparents), unknown parents on a few non-founders.
+SINGLE_STEP_PED = [
+    ("1", None, None), ("2", None, None), ("3", None, None), ("4", None, None),
+    ("5", "1", "2"), ("6", "1", "2"), ("7", "3", "4"), ("8", "3", None),
+    ("9", "5", "7"), ("10", "6", "7"), ("11", "5", "8"), ("12", "6", "4"),
+    ("13", "9", "10"), ("14", "9", "12"), ("15", "11", "10"), ("16", None, "12"),
+    ("17", "13", "14"), ("18", "13", "15"), ("19", "17", "16"), ("20", "17", "18"),
+]
+SINGLE_STEP_GENOTYPED = ["3", "5", "9", "12", "14", "16", "18", "20"]
+
+
+def mrode_example_3_1():
+    ped = pd.DataFrame({"id": [str(i) for i in range(1, 9)],
+                        "sire": [None, None, None, "1", "3", "1", "4", "3"],
+                        "dam": [None, None, None, None, "2", "2", "5", "6"]})
+    data = pd.DataFrame({"sex": ["M", "F", "F", "M", "M"]}, index=["4", "5", "6", "7", "8"])
+    y = pd.Series([4.5, 2.9, 3.9, 3.5, 5.0], index=data.index, name="wwg")
+    return ped, data, y
+
+
+
+def brute_force_m2ll(y, X, ZKZ, sigma2, method="reml"):
+    n, p = X.shape
+    V = sigma2[-1] * np.eye(n)
+    for s, M in zip(sigma2[:-1], ZKZ):
+        V += s * M
+    Vi = np.linalg.inv(V)
+    XtViX = X.T @ Vi @ X
+    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
+    ldv = np.linalg.slogdet(V)[1]
+    if method == "reml":
+        return (n - p) * np.log(2 * np.pi) + ldv + np.linalg.slogdet(XtViX)[1] + y @ P @ y
+    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ b
+    return n * np.log(2 * np.pi) + ldv + r @ Vi @ r

@@ -18,7 +18,7 @@ import sys
 SCRIPT_NAMES = ("henderson", "henderson.exe", "henderson-script.py")
 
 
-def _quit(signum, frame):  # pragma: no cover - runs in a subprocess, see tests/test_cli_process.py
+def _quit(signum, frame):  # pragma: no cover - runs in a subprocess, see tests/cli/test_cli_process.py
     try:
         os.write(2, b"\nhenderson: interrupted\n")
     finally:

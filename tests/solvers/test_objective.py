@@ -15,20 +15,7 @@ from henderson.datasets import load_lme4, load_potato
 from henderson.relationships import Relationship
 
 
-def brute_force_m2ll(y, X, ZKZ, sigma2, method="reml"):
-    n, p = X.shape
-    V = sigma2[-1] * np.eye(n)
-    for s, M in zip(sigma2[:-1], ZKZ):
-        V += s * M
-    Vi = np.linalg.inv(V)
-    XtViX = X.T @ Vi @ X
-    P = Vi - Vi @ X @ np.linalg.solve(XtViX, X.T @ Vi)
-    ldv = np.linalg.slogdet(V)[1]
-    if method == "reml":
-        return (n - p) * np.log(2 * np.pi) + ldv + np.linalg.slogdet(XtViX)[1] + y @ P @ y
-    b = np.linalg.solve(XtViX, X.T @ Vi @ y)
-    r = y - X @ b
-    return n * np.log(2 * np.pi) + ldv + r @ Vi @ r
+from conftest import brute_force_m2ll
 
 
 def _zkz(state):

@@ -17,7 +17,7 @@ import pytest
 
 import henderson
 
-D = Path(__file__).resolve().parent / "data" / "gemma"
+D = Path(__file__).resolve().parents[1] / "data" / "gemma"
 
 
 @pytest.fixture(scope="module")

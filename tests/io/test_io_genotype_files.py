@@ -22,7 +22,7 @@ from henderson.relationships.genomic import genomic_relationship
 from henderson.relationships.grm_io import read_gcta_grm, write_gcta_grm
 from henderson._testing.genotypes import simulate_genotypes
 
-REFS = Path(__file__).parent / "data" / "refs"
+REFS = Path(__file__).parents[1] / "data" / "refs"
 
 # --- PLINK .bed built byte by byte --------------------------------------------------
 
@@ -275,7 +275,7 @@ def test_gz_and_tab_csv(tmp_path):
 
 # ---- PLINK 1.9 as the reference, from files it wrote (tests/data/plink; regenerate.py remakes them) ----
 
-PLINK_DIR = Path(__file__).parent / "data" / "plink"
+PLINK_DIR = Path(__file__).parents[1] / "data" / "plink"
 
 
 def test_plink19_files_ours_read_by_it_and_its_read_by_us():

@@ -3,7 +3,7 @@
 References, each independent of the code under test:
 
 - objective at fixed σ²: brute-force dense −2 log L from V = Σₖ σ²ₖZₖKₖZₖ' + σ²ₑI
-  (``tests/test_objective.py``'s formula; K = A as the dense inverse of A⁻¹),
+  (``tests/solvers/test_objective.py``'s formula; K = A as the dense inverse of A⁻¹),
   relative 1e-10 — both are exact up to rounding (~1e-13 here);
 - score: central finite differences of that exact objective, step 1e-4·σ²ₖ, whose
   truncation error is O(h²·∂³ℓ) ≈ 1e-7 relative here: tolerance 1e-5 relative;
@@ -21,7 +21,7 @@ from henderson.solvers.dense import DenseMME
 from henderson.solvers.sparse import SparseMME
 from henderson.spec.model import build_spec
 
-from test_objective import brute_force_m2ll
+from conftest import brute_force_m2ll
 
 FORMULA = "BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR) + (1|MOTHER)"
 SIGMA2 = [(3.0, 0.9, 1.2, 4.0), (1.0, 0.0, 2.0, 5.0)]  # the second has BYEAR on the boundary

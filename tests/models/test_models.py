@@ -17,7 +17,7 @@ from henderson.datasets import load_wheat
 from henderson.models import fit_gblup, fit_pblup, fit_snpblup, snp_effects_from_gebv
 from henderson.relationships.genomic import genomic_relationship
 
-from conftest import REFS, load_ref
+from conftest import REFS, load_ref, mrode_example_3_1
 
 RR = load_ref("wheat_rrblup.json")
 SOMMER = load_ref("wheat_sommer.json")
@@ -285,15 +285,6 @@ def test_wheat_pedigree_blup_reproduces_rrblup_and_sommer(wheat):
 
 # ---- pedigree BLUP --------------------------------------------------------------------
 
-def mrode_example_3_1():
-    ped = pd.DataFrame({"id": [str(i) for i in range(1, 9)],
-                        "sire": [None, None, None, "1", "3", "1", "4", "3"],
-                        "dam": [None, None, None, None, "2", "2", "5", "6"]})
-    data = pd.DataFrame({"sex": ["M", "F", "F", "M", "M"]}, index=["4", "5", "6", "7", "8"])
-    y = pd.Series([4.5, 2.9, 3.9, 3.5, 5.0], index=data.index, name="wwg")
-    return ped, data, y
-
-
 def test_mrode_example_3_1():
     ped, data, y = mrode_example_3_1()
     res = fit_pblup(y, ped, fixed="0 + sex", data=data, sigma2=[20.0, 40.0])
@@ -326,7 +317,7 @@ def test_pedigree_blup_estimator_and_inverse_equals_dense_A():
     np.testing.assert_allclose(est.ebv_.loc[dense.blups["id"].index, "gebv"], dense.blups["id"]["blup"], atol=1e-10)
 
 
-# gryphon animal models against ASReml: tests/test_models_gryphon.py
+# gryphon animal models against ASReml: tests/models/test_models_gryphon.py
 
 
 def test_repeated_records_with_row_covariates(wheat, G):

@@ -21,30 +21,8 @@ from henderson.relationships.apy import apy_core_size, apy_inverse
 from henderson.relationships.container import Relationship
 from henderson.relationships.single_step import a22_inverse_sparse, single_step_inverse
 
-# 20 animals over four generations; 8 genotyped (3, 5, 9, 12, 14, 16, 18, 20), some
-# inbred (17 × 18 share grandparents), unknown parents on a few non-founders.
-PED = [
-    ("1", None, None), ("2", None, None), ("3", None, None), ("4", None, None),
-    ("5", "1", "2"), ("6", "1", "2"), ("7", "3", "4"), ("8", "3", None),
-    ("9", "5", "7"), ("10", "6", "7"), ("11", "5", "8"), ("12", "6", "4"),
-    ("13", "9", "10"), ("14", "9", "12"), ("15", "11", "10"), ("16", None, "12"),
-    ("17", "13", "14"), ("18", "13", "15"), ("19", "17", "16"), ("20", "17", "18"),
-]
-GENOTYPED = ["3", "5", "9", "12", "14", "16", "18", "20"]
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED, tabular_A
 
-
-def tabular_A(ped) -> np.ndarray:
-    """A by the tabular method (Emik & Terrill 1949), parents before offspring."""
-    ids = [r[0] for r in ped]
-    pos = {a: i for i, a in enumerate(ids)}
-    n = len(ids)
-    A = np.zeros((n, n))
-    for i, (_, s, d) in enumerate(ped):
-        si, di = pos.get(s), pos.get(d)
-        for j in range(i):
-            A[i, j] = A[j, i] = 0.5 * ((A[j, si] if si is not None else 0) + (A[j, di] if di is not None else 0))
-        A[i, i] = 1 + (0.5 * A[si, di] if si is not None and di is not None else 0)
-    return A
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +32,7 @@ def data():
     X = (rng.random((8, 300)) < p).astype(int) + (rng.random((8, 300)) < p).astype(int)
     frame = pd.DataFrame(X, index=GENOTYPED, columns=[f"s{j}" for j in range(300)])
     ped = read_pedigree(pd.DataFrame(PED, columns=["id", "sire", "dam"]))
-    A = tabular_A(PED)
+    A = tabular_A(PED)[0]
     freq = X.mean(axis=0) / 2
     W = X - 2 * freq
     G = W @ W.T / (2 * np.sum(freq * (1 - freq)))  # VanRaden 1, current frequencies

@@ -19,7 +19,7 @@ from henderson.errors import DataError
 from henderson.io.pedigree import read_pedigree
 from henderson.relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relationship
 
-REFS = Path(__file__).parent / "data" / "refs"
+REFS = Path(__file__).parents[1] / "data" / "refs"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "cross_validation.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cross_validation.md"
 
 
 def run_page(workdir: Path) -> str:

@@ -23,7 +23,7 @@ from henderson.io.pedigree import read_pedigree
 from henderson.relationships.container import Relationship
 from henderson.relationships.genomic import genomic_relationship
 
-from test_single_step_inverse import GENOTYPED, PED
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED
 
 
 @pytest.fixture(scope="module")

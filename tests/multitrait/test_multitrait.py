@@ -27,7 +27,7 @@ from henderson.errors import BoundaryWarning, DataError, ModelError
 from henderson.multitrait import fit_formula, fit_traits
 from henderson.multitrait.spectral import MultiTraitSpectral, vech_index
 
-REFS = Path(__file__).parent / "data" / "refs"
+REFS = Path(__file__).parents[1] / "data" / "refs"
 
 
 # -- brute force ------------------------------------------------------------------------------

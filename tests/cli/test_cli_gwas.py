@@ -11,7 +11,7 @@ import pytest
 import henderson
 from conftest import run_cli, strict_json
 
-GEMMA = Path(__file__).resolve().parent / "data" / "gemma"
+GEMMA = Path(__file__).resolve().parents[1] / "data" / "gemma"
 
 
 @pytest.fixture(scope="module")

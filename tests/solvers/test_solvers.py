@@ -1,6 +1,6 @@
 """Every solver gives the same numbers on the same problem (architecture: the first
 test of each new solver). These tolerances (1e-6) date from when the sparse solver's
-score was a central difference; it is now exact, and tests/test_solvers_sparse_exact.py
+score was a central difference; it is now exact, and tests/solvers/test_solvers_sparse_exact.py
 holds the sparse solver to the dense one at 1e-8."""
 
 import numpy as np

@@ -21,7 +21,7 @@ from henderson.relationships.genomic import (
 )
 from henderson._testing.genotypes import simulate_genotypes
 
-REFS = Path(__file__).parent / "data" / "refs"
+REFS = Path(__file__).parents[1] / "data" / "refs"
 
 
 @pytest.fixture(scope="module")

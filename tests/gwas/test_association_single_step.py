@@ -21,7 +21,7 @@ from henderson.data.genotypes import Genotypes
 from henderson.errors import ModelError
 from henderson.io.pedigree import read_pedigree
 
-from test_single_step_inverse import GENOTYPED, PED, tabular_A
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED, tabular_A
 
 S_U, S_E = 0.6, 1.1
 
@@ -45,7 +45,7 @@ def _dense_reference(X, y):
     ids = [r[0] for r in PED]
     n, k = len(ids), len(GENOTYPED)
     gi = [ids.index(g) for g in GENOTYPED]
-    A = tabular_A(PED)
+    A = tabular_A(PED)[0]
     A22 = A[np.ix_(gi, gi)]
     freq = X.mean(0) / 2
     W = X - 2 * freq
