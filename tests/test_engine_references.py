@@ -7,13 +7,11 @@ and that our objective at the reference's estimate reproduces its log-likelihood
 """
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import load_ref
 
 import henderson as h
 from henderson.datasets import load_lme4, load_potato
-
-from conftest import load_ref
 
 POTATO = load_ref("dt_example.json")
 LME4 = load_ref("lme4_datasets.json")

@@ -11,11 +11,10 @@ same P, whose inverse gives sommer's SEs (sommer's NR uses the expected informat
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dummies, load_ref
 
 import henderson as h
 from henderson.datasets import load_lme4, load_potato
-
-from conftest import dummies, load_ref
 
 POTATO = load_ref("dt_example.json")
 LME4 = load_ref("lme4_datasets.json")

@@ -7,12 +7,11 @@ Lee 1994); AIC is checked against lme4's for sleepstudy (Days|Subject): REMLcrit
 
 import numpy as np
 import pytest
+from conftest import load_ref
 from scipy import stats
 
 import henderson as h
 from henderson.datasets import load_lme4
-
-from conftest import load_ref
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ computes the same average information at its optimum, so they agree to 1e-5 rela
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_ref
 
 import henderson as h
 from henderson.datasets import load_lme4, load_potato
-
-from conftest import load_ref
 
 SLEEP = load_ref("structures/sleepstudy.json")
 POTATO = load_ref("structures/dt_example.json")["own"]

@@ -9,9 +9,9 @@ changes a result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable
 
 _callback: ContextVar[Callable | None] = ContextVar("henderson_progress", default=None)
 

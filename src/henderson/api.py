@@ -13,18 +13,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .api_pcg import fit_pcg, prefers_pcg
 from .assemble import dense_result, sparse_result, spectral_result
 from .errors import ModelError
-from .solvers import identifiability
 from .reml.optimize import optimise
 from .results import FitResult
+from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
+from .solvers.memory import check_memory
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
 from .spec.model import build_spec
-from .solvers.memory import check_memory
-from .api_pcg import fit_pcg, prefers_pcg
 
 
 def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,

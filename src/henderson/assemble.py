@@ -76,7 +76,6 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
     K = len(spec.terms)
     s = ev.sigma2
     se_e = s[-1]
-    names = [t.name for t in spec.terms] + ["Residual"]
     notes = list(spec.notes)
     # sampling covariance of σ² from the inverse AI matrix (free components only)
     cov = None

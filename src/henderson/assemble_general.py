@@ -193,7 +193,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
         sl, st = state.slices[k], t.structure
         for i in range(t.size if st.kind not in ("diag", "scalar") else 0):
             for j in range(i):
-                def f(th, i=i, j=j):
+                def f(th, i=i, j=j, st=st, sl=sl):
                     S = st.sigma(th[sl])
                     return S[i, j] / np.sqrt(S[i, i] * S[j, j])
                 rows.append((f"cor({t.name}:{t.components[i]}:{t.components[j]})", f(theta),
@@ -204,7 +204,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
             if not np.all((zi == 0) | (zi == 1)) or res_var(theta, comp) is None:
                 continue  # a slope's variance has no natural share of the residual
 
-            def g(th, i=i, comp=comp):
+            def g(th, i=i, comp=comp, st=st, sl=sl):
                 v = st.sigma(th[sl])[i, i]
                 return v / (v + res_var(th, comp))
             label = t.name if t.size == 1 else f"{t.name}:{comp}"

@@ -164,7 +164,7 @@ class GBLUP(_Base):
         t["effect"] = centred_crossprod(geno, alpha[self.G_.index_of(geno.ids)], freq) / c
         return t
 
-    def attach_genotypes(self, genotypes: Genotypes) -> "GBLUP":
+    def attach_genotypes(self, genotypes: Genotypes) -> GBLUP:
         """After a fit on a G built (VanRaden 1) from ``genotypes``: back-solve ``snp_effects_``.
 
         For callers that build G themselves (to time it, or to reuse it) and fit on G;

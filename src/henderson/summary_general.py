@@ -21,8 +21,8 @@ def _random_effects_table(res) -> list[str]:
     w = [max(len(r[j]) for r in rows + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")])
          for j in range(5)]
     head = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
-    fmt = lambda r: "  " + "  ".join([r[0].ljust(w[0]), r[1].ljust(w[1]), r[2].rjust(w[2]),
-                                      r[3].rjust(w[3]), r[4]])
+    def fmt(r):
+        return "  " + "  ".join([r[0].ljust(w[0]), r[1].ljust(w[1]), r[2].rjust(w[2]), r[3].rjust(w[3]), r[4]])
     return [fmt(head)] + [fmt(r).rstrip() for r in rows]
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli, run_script, strict_json, tabular_A
 
 import henderson as h
-from conftest import run_cli, run_script, strict_json, tabular_A
 from henderson.datasets import data_path, load_wheat
 
 POTATO = data_path("potato", "DT_example.csv")
@@ -86,8 +86,8 @@ def test_fit_with_cov_matrix(tmp_path, capsys, small_geno):
                           "--cov", f"id={G}", "--out", tmp_path / "o", "-q"], capsys)
     assert code == 0, err
     from henderson import fit
-    from henderson.relationships.genomic import genomic_relationship
     from henderson.data.genotypes import Genotypes
+    from henderson.relationships.genomic import genomic_relationship
     ref = fit("y ~ 1 + (1|id)", data.rename(columns={"yield": "y"}),
               cov={"id": genomic_relationship(Genotypes.from_frame(m), method="vanraden1")})
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv", index_col="term")

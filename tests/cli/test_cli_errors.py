@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli, run_script, strict_json
+
 from henderson.datasets import load_wheat
+
 
 def one_error_line(err: str, *names: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pandas as pd
-
 from conftest import run_cli
 
 

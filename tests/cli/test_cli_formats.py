@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import load_ref, run_cli, run_script, strict_json
+
 from henderson.datasets import load_gryphon, load_wheat
 
 EXACT = load_ref("wheat_rrblup.json")["exact_reml_optimum"]

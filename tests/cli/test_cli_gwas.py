@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli, strict_json
 
 import henderson
-from conftest import run_cli, strict_json
 
 GEMMA = Path(__file__).resolve().parents[1] / "data" / "gemma"
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
-from henderson.datasets import data_path, load_potato, load_wheat
+
+from henderson.datasets import data_path, load_potato
 
 POTATO = data_path("potato", "DT_example.csv")
 

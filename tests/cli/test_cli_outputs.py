@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+
 from henderson.datasets import data_path, load_wheat
 
 POTATO = data_path("potato", "DT_example.csv")

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPT, run_cli
+
 from henderson.datasets import data_path
 
 POTATO = data_path("potato", "DT_example.csv")
@@ -122,7 +122,7 @@ def test_interrupted_follows_the_exception_chain():
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise ValueError("raised while handling Ctrl-C")
+            raise ValueError("raised while handling Ctrl-C")  # noqa: B904 - the implicit chain is what is tested
     except ValueError as e:
         assert interrupted(e)
     assert not interrupted(SystemError("a real bug"))

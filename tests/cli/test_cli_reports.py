@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+
 from henderson.datasets import data_path, load_potato, load_wheat
 
 POTATO = data_path("potato", "DT_example.csv")

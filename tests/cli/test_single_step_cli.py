@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-import henderson
 from conftest import run_cli
 
+import henderson
 from henderson import SingleStepGBLUP
 from henderson._testing.genotypes import simulate_genotypes
 from henderson._testing.pedigree import simulate_pedigree

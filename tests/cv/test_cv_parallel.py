@@ -9,8 +9,7 @@ import pytest
 
 import henderson as h
 from henderson._testing.genotypes import simulate_genotypes
-from henderson.cv import cross_validate
-from henderson.cv import evaluate
+from henderson.cv import cross_validate, evaluate
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@ folds and groups with gaps, ids that do not match) through the command line."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli, strict_json
+
 from henderson.datasets import load_wheat
 
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED
+from conftest import SINGLE_STEP_PED as PED
+from conftest import tabular_A
 
 import henderson
 from henderson import SingleStepGBLUP
 from henderson.data.genotypes import Genotypes
 from henderson.errors import ModelError
 from henderson.io.pedigree import read_pedigree
-
-from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED, tabular_A
 
 S_U, S_E = 0.6, 1.1
 

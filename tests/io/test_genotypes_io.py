@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from henderson._testing.genotypes import simulate_genotypes
 from henderson.data.genotypes import MISSING, Genotypes
 from henderson.errors import DataError, DataWarning, GenotypeError
 from henderson.io.genotypes import read_genotypes, write_plink
@@ -22,7 +23,6 @@ from henderson.relationships.grm_io import (
     write_gcta_grm,
     write_relationship_csv,
 )
-from henderson._testing.genotypes import simulate_genotypes
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli
+
 from henderson import Genotypes, genomic_relationship, read_genotypes, write_plink
 from henderson.datasets import load_wheat
 from henderson.errors import GenotypeError

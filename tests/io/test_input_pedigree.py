@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_cli, tabular_A
+
 from henderson import pedigree_inverse, read_pedigree
 from henderson.errors import DataWarning, ModelError, PedigreeError
 

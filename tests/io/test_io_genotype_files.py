@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from henderson._testing.genotypes import simulate_genotypes
 from henderson.data.genotypes import MISSING
 from henderson.datasets.loaders import data_path
 from henderson.errors import DataError, DataWarning, GenotypeError
 from henderson.io.genotypes import read_genotypes, write_plink
 from henderson.relationships.genomic import genomic_relationship
 from henderson.relationships.grm_io import read_gcta_grm, write_gcta_grm
-from henderson._testing.genotypes import simulate_genotypes
 
 REFS = Path(__file__).parents[1] / "data" / "refs"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -192,7 +193,7 @@ def test_container_refuses_unsorted_codes():
 
 def test_container_is_frozen_and_reports():
     ped = read_pedigree(frame([["a", None, None], ["b", "a", None]]))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ped.ids = None
     with pytest.raises(ValueError):
         ped.sire[0] = 3

@@ -9,6 +9,7 @@ equal rrBLUP's to 1e-9 (pure linear algebra); equivalences 1e-8.
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_ref, mrode_example_3_1
 from sklearn.base import clone
 
 import henderson as h
@@ -16,8 +17,6 @@ from henderson.data.genotypes import Genotypes
 from henderson.datasets import load_wheat
 from henderson.models import fit_gblup, fit_pblup, fit_snpblup, snp_effects_from_gebv
 from henderson.relationships.genomic import genomic_relationship
-
-from conftest import REFS, load_ref, mrode_example_3_1
 
 RR = load_ref("wheat_rrblup.json")
 SOMMER = load_ref("wheat_sommer.json")
@@ -202,15 +201,15 @@ def test_text_and_non_finite_phenotypes_named(wheat, G):
     # inf reached scipy as a bare ValueError
     y = wheat[2]
     ids = list(y.index[:3])
-    with pytest.raises(h.DataError, match=r"not numeric: 599 of 599 .*id '%s': 'a'" % ids[0]):
+    with pytest.raises(h.DataError, match=rf"not numeric: 599 of 599 .*id '{ids[0]}': 'a'"):
         fit_gblup(pd.Series("a", index=y.index, name="env1"), G)
     mixed = y.astype(object).copy()
     mixed.iloc[1] = "."
-    with pytest.raises(h.DataError, match=r"not numeric: 1 of 599 .*id '%s': '\.'" % ids[1]):
+    with pytest.raises(h.DataError, match=rf"not numeric: 1 of 599 .*id '{ids[1]}': '\.'"):
         fit_gblup(mixed, G)
     bad = y.copy()
     bad.iloc[[0, 2]] = [np.inf, -np.inf]
-    with pytest.raises(h.DataError, match=r"2 non-finite .*'%s', '%s'" % (ids[0], ids[2])):
+    with pytest.raises(h.DataError, match=rf"2 non-finite .*'{ids[0]}', '{ids[2]}'"):
         fit_gblup(bad, G)
     with pytest.raises(h.DataError, match="non-finite"):
         h.SNPBLUP().fit(wheat[1], bad)

@@ -28,12 +28,11 @@ Tolerances, and why:
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_ref
 
 import henderson as h
 from henderson.datasets import load_gryphon
 from henderson.models import fit_pblup
-
-from conftest import load_ref
 
 REF = load_ref("gryphon_asreml.json")["models"]
 LOG2PI = np.log(2 * np.pi)

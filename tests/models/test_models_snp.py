@@ -10,14 +10,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_ref
 
 import henderson as h
 from henderson.data.genotypes import Genotypes
 from henderson.datasets import load_wheat
 from henderson.models import fit_snpblup
 from henderson.models.snpblup import centred_markers, snp_pev
-
-from conftest import load_ref
 
 RR = load_ref("wheat_rrblup.json")
 

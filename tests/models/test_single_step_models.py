@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED
+from conftest import SINGLE_STEP_PED as PED
 
 from henderson import GBLUP, PedigreeBLUP, SingleStepGBLUP
 from henderson._testing.genotypes import simulate_genotypes
@@ -22,8 +24,6 @@ from henderson.data.genotypes import Genotypes
 from henderson.io.pedigree import read_pedigree
 from henderson.relationships.container import Relationship
 from henderson.relationships.genomic import genomic_relationship
-
-from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from henderson._testing.genotypes import simulate_genotypes
 from henderson.data.genotypes import MISSING, Genotypes
 from henderson.datasets.loaders import load_wheat
 from henderson.errors import AlignmentError, DataError, DataWarning, GenotypeError
@@ -19,7 +21,6 @@ from henderson.relationships.genomic import (
     relationship_diagnostics,
     tune_to_pedigree,
 )
-from henderson._testing.genotypes import simulate_genotypes
 
 REFS = Path(__file__).parents[1] / "data" / "refs"
 
@@ -199,7 +200,7 @@ def test_peak_memory_is_result_plus_one_block(method, missing_rate):
 
     n, p, bs = 300, 3000, 1000
     geno = simulate_genotypes(n, p, seed=4, missing_rate=missing_rate, maf_range=(0.05, 0.5))
-    geno.allele_freq  # cached column statistics are not part of G's working memory
+    _ = geno.allele_freq  # cached column statistics are not part of G's working memory
     genomic_relationship(geno, method, block_size=bs)  # compile the kernels first
     tracemalloc.start()
     try:

@@ -11,14 +11,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tabular_A
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from henderson.errors import PedigreeError
 from henderson.io.pedigree import read_pedigree
 from henderson.relationships.pedigree import inbreeding, pedigree_inverse, pedigree_relationship
-
-from conftest import tabular_A
 
 
 def selfing_chain(generations):

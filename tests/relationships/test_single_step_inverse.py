@@ -14,15 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED
+from conftest import SINGLE_STEP_PED as PED
+from conftest import tabular_A
 
 from henderson.errors import AlignmentError, DataError, DataWarning, NotPositiveDefiniteError
 from henderson.io.pedigree import read_pedigree
 from henderson.relationships.apy import apy_core_size, apy_inverse
 from henderson.relationships.container import Relationship
 from henderson.relationships.single_step import a22_inverse_sparse, single_step_inverse
-
-from conftest import SINGLE_STEP_GENOTYPED as GENOTYPED, SINGLE_STEP_PED as PED, tabular_A
-
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import identity_frame
 
 import henderson as h
-from conftest import identity_frame
 from henderson.datasets import load_lme4
 
 FORMULA = "Yield ~ Env + (1|Name)"

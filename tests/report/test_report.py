@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from henderson.report import plots
+from henderson.report.formula import formula_factors
 from henderson.report.html import Report, table_html
 from henderson.report.sections import add_cv, add_fit, variance_table
-from henderson.report.formula import formula_factors
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

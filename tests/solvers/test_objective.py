@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import brute_force_m2ll
 
 import henderson as h
 from henderson.datasets import load_lme4, load_potato
 from henderson.relationships import Relationship
-
-
-from conftest import brute_force_m2ll
 
 
 def _zkz(state):
@@ -105,7 +103,8 @@ def test_blup_at_known_variances_equals_brute_force_blup():
     res = h.fit("y ~ x + (1|g)", data, cov={"g": K}, sigma2=[0.9, 1.3])
     state = h.prepare("y ~ x + (1|g)", data, cov={"g": K})
     t = state.spec.terms[0]
-    Z = np.zeros((state.n, t.q)); Z[np.arange(state.n), t.codes] = 1
+    Z = np.zeros((state.n, t.q))
+    Z[np.arange(state.n), t.codes] = 1
     Kd = K.loc[t.levels, t.levels].to_numpy()
     V = 0.9 * Z @ Kd @ Z.T + 1.3 * np.eye(state.n)
     X, y = state.spec.X, state.spec.y

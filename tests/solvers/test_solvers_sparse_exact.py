@@ -14,14 +14,13 @@ References, each independent of the code under test:
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import brute_force_m2ll
 
 import henderson as h
 from henderson.datasets import load_gryphon
 from henderson.solvers.dense import DenseMME
 from henderson.solvers.sparse import SparseMME
 from henderson.spec.model import build_spec
-
-from conftest import brute_force_m2ll
 
 FORMULA = "BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR) + (1|MOTHER)"
 SIGMA2 = [(3.0, 0.9, 1.2, 4.0), (1.0, 0.0, 2.0, 5.0)]  # the second has BYEAR on the boundary

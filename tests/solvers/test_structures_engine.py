@@ -52,7 +52,7 @@ def test_scalar_models_equal_existing_dense_solver(gryphon, name, method):
         b = new.evaluate(np.array(s), derivatives=True, method=method)
         assert b.m2ll == pytest.approx(a.m2ll, rel=1e-9)
         np.testing.assert_allclose(b.solution[new.mz:], a.solution[-gspec.p:], rtol=1e-9, atol=1e-9)
-        for k, t in enumerate(gspec.terms):
+        for k, _t in enumerate(gspec.terms):
             ua = a.solution[slice(*a.spans[k])]
             ub = b.solution[new.offsets[k]:new.offsets[k + 1]]
             np.testing.assert_allclose(ub, ua, rtol=1e-8, atol=1e-9 * np.abs(ua).max())

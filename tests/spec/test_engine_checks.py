@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import identity_frame
 
 import henderson as h
-from conftest import identity_frame
 from henderson.relationships import Relationship
 from henderson.spec.model import PSD_TOL, check_psd
 

@@ -11,11 +11,10 @@ the GLS fit at that estimate.
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dummies, load_ref
 
 import henderson as h
 from henderson.spec.formula import parse_formula
-
-from conftest import dummies, load_ref
 
 POTATO = load_ref("dt_example.json")
 
@@ -91,7 +90,7 @@ def test_no_fixed_effects_at_all(potato):
         e = np.zeros(2)
         e[i] = 1e-4 * s[i]
         V = lambda v: v[0] * Z @ Z.T + v[1] * np.eye(len(y))  # noqa: E731
-        f = lambda v: np.linalg.slogdet(V(v))[1] + y @ np.linalg.solve(V(v), y)  # noqa: E731
+        f = lambda v, V=V: np.linalg.slogdet(V(v))[1] + y @ np.linalg.solve(V(v), y)  # noqa: E731
         assert abs((f(s + e) - f(s - e)) / 2e-4) < 1e-5
 
 

@@ -165,8 +165,8 @@ def test_residual_variance_at_zero_is_a_boundary_estimate():
     # Issue 10: reported as a boundary estimate with one BoundaryWarning (it used to be
     # a ModelError). Reference: with σ²ₑ = 0, V = σ²_a A₅ (A of the 5 calves, by the
     # tabular method below) and REML gives σ²_a = y'Py / (n − p) in closed form.
-    import warnings
     from conftest import mrode_example_3_1
+
     from henderson.errors import HendersonWarning
     from henderson.models import fit_pblup
     ped, data, y = mrode_example_3_1()

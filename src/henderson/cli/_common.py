@@ -10,7 +10,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -18,16 +18,15 @@ import typer
 from rich.console import Console
 
 from .._progress import reporting
-
 from ._inputs import checksums
 from ._output import DISK_ERRNOS, OutDir, OutFiles, OutputError
 
 # Options shared by every command (typer has no option inheritance; aliases keep it short).
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(
+ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="Limit BLAS/OpenMP/numba threads (threadpoolctl). Default: all cores.")]
-SchedulerOpt = Annotated[Optional[str], typer.Option(
+SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="Dask scheduler address (tcp://host:8786): run the SNP chunks of G (and CV folds) "
     "as tasks on that cluster; a PLINK file is then read by the workers (docs/scaling.md). Default: in-process.")]
 ForceOpt = Annotated[bool, typer.Option(
@@ -143,8 +142,14 @@ class Session:
         if not self.live:
             yield _noop
         else:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                       TextColumn, TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             cols = [SpinnerColumn("dots"), TextColumn("{task.description}")]
             if counted:

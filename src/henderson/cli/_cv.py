@@ -8,8 +8,7 @@ import pandas as pd
 
 from ._common import Session
 from ._errors import CLIError, cli_words
-from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file,
-                      require_columns)
+from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file, require_columns
 
 #: Columns of cv_metrics.csv, in order (the rest follow).
 METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "n_scored", "r", "accuracy", "slope", "intercept",

@@ -24,8 +24,8 @@ def run_demo(s: Session) -> None:
     from ..cv import cross_validate
     from ..data.genotypes import Genotypes
     from ..datasets import data_path, load_gryphon, load_potato, load_wheat
-    from ..io.genotypes import write_plink
     from ..estimators import GBLUP, SNPBLUP
+    from ..io.genotypes import write_plink
     from ..relationships.container import Relationship
     from ..relationships.genomic import genomic_relationship
     from ..report import plots

@@ -20,7 +20,6 @@ import pandas as pd
 from ..errors import DataError, DataWarning, HendersonError, format_ids
 
 
-
 def sha256(path) -> str:
     """SHA-256 of a file (hex)."""
     h = hashlib.sha256()

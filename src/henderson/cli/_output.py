@@ -154,7 +154,7 @@ class OutDir:
         #: top-level entries of an existing --out that are not henderson's (carried over)
         self.keep: list[str] = []
 
-    def open(self) -> "OutDir":
+    def open(self) -> OutDir:
         """Check the path (before any work is done) and create the staging directory."""
         p, opt = self.path, self.option
         if p.is_symlink() and p.is_dir():  # replace what the link points to, keep the link
@@ -261,7 +261,7 @@ class OutFiles:
     def path(self) -> Path:
         return self.paths[0]
 
-    def open(self) -> "OutFiles":
+    def open(self) -> OutFiles:
         opt = self.option
         parents = {_check_parent(p, opt) for p in self.paths}
         for p in self.paths:

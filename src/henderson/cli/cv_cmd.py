@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
-from .genetic_cmd import (CallRateOpt, CodingOpt, DecimalOpt, DropOpt, FixedOpt, IdOpt, MafOpt,
-                          MethodOpt, MissingParentOpt, NaValuesOpt, PedColsOpt, PhenoOpt, RepeatedOpt, SelfingOpt,
-                          TraitsOpt, input_options)
+from .genetic_cmd import (
+    CallRateOpt,
+    CodingOpt,
+    DecimalOpt,
+    DropOpt,
+    FixedOpt,
+    IdOpt,
+    MafOpt,
+    MethodOpt,
+    MissingParentOpt,
+    NaValuesOpt,
+    PedColsOpt,
+    PhenoOpt,
+    RepeatedOpt,
+    SelfingOpt,
+    TraitsOpt,
+    input_options,
+)
 
 
 def cv(
@@ -18,14 +33,14 @@ def cv(
     phenotypes: PhenoOpt,
     trait: TraitsOpt,
     out: OutDirOpt,
-    genotypes: Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
-    pedigree: Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file (pblup, ssgblup).")] = None,
-    grm: Annotated[Optional[Path], typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
+    genotypes: Annotated[Path | None, typer.Option("--genotypes", "-g", help="Genotypes (gblup, snpblup): PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")] = None,
+    pedigree: Annotated[Path | None, typer.Option("--pedigree", help="Pedigree file (pblup, ssgblup).")] = None,
+    grm: Annotated[Path | None, typer.Option("--grm", help="gblup with a precomputed relationship matrix (CSV with id column or GCTA prefix).")] = None,
     folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Repeats with new random folds.")] = 1,
     leave_one_out: Annotated[bool, typer.Option("--leave-one-out", "--loo", help="Leave-one-out (overrides --folds, --repeats); metrics are pooled over all predictions.")] = False,
-    groups: Annotated[Optional[str], typer.Option("--groups", help="Column of the phenotype file: individuals sharing a value are kept in the same fold (e.g. family).")] = None,
-    fold_column: Annotated[Optional[str], typer.Option("--fold-column", help="Column of the phenotype file with given fold labels (overrides --folds, --repeats).")] = None,
+    groups: Annotated[str | None, typer.Option("--groups", help="Column of the phenotype file: individuals sharing a value are kept in the same fold (e.g. family).")] = None,
+    fold_column: Annotated[str | None, typer.Option("--fold-column", help="Column of the phenotype file with given fold labels (overrides --folds, --repeats).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fold assignment.")] = 0,
     fixed_variances: Annotated[bool, typer.Option("--fixed-variances", help="Keep the full-data REML variances in every fold (faster) instead of re-estimating them.")] = False,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
@@ -33,13 +48,13 @@ def cv(
     ped_columns: PedColsOpt = "id,sire,dam", selfing: SelfingOpt = False,
     grm_method: Annotated[str, typer.Option("--grm-method", help="G method for gblup on genotypes: vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Folds fitted in parallel.")] = 1,
-    birth_year: Annotated[Optional[str], typer.Option("--birth-year", help="Column with birth years: for ssgblup, of the phenotype file (validate forward in time on the genotyped animals born in or after --cutoff-year, default the last year); for pblup, of the pedigree file (a parent born after its offspring is an error).")] = None,
-    cutoff_year: Annotated[Optional[float], typer.Option("--cutoff-year", help="ssgblup with --birth-year: first birth year of the validation animals.")] = None,
+    birth_year: Annotated[str | None, typer.Option("--birth-year", help="Column with birth years: for ssgblup, of the phenotype file (validate forward in time on the genotyped animals born in or after --cutoff-year, default the last year); for pblup, of the pedigree file (a parent born after its offspring is an error).")] = None,
+    cutoff_year: Annotated[float | None, typer.Option("--cutoff-year", help="ssgblup with --birth-year: first birth year of the validation animals.")] = None,
     na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", repeated_records: RepeatedOpt = False,
     missing_parent: MissingParentOpt = None,
     maf: MafOpt = None, call_rate: CallRateOpt = None,
     design: Annotated[str, typer.Option("--design", help="Multi-trait (several --trait): CV1 (new lines) or CV2 (trait-assisted: --target masked on the test lines, the other traits kept).")] = "CV1",
-    target: Annotated[Optional[str], typer.Option("--target", help="CV2: the trait masked on the test lines (default: each trait in turn).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="CV2: the trait masked on the test lines (default: each trait in turn).")] = None,
     force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
-from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
-                      vc_table)
-from ._output import response_of
-from ._errors import CLIError
 from ..report.formula import formula_variables
-from .genetic_cmd import DecimalOpt, DropOpt, NaValuesOpt, SelfingOpt, input_options
-from ._inputs import (count_response_codes, random_groups, read_genotypes_file, read_pedigree_file, read_relationship_file,
-                      read_table, require_columns, require_numeric)
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
+from ._errors import CLIError
+from ._inputs import (
+    count_response_codes,
+    random_groups,
+    read_genotypes_file,
+    read_pedigree_file,
+    read_relationship_file,
+    read_table,
+    require_columns,
+    require_numeric,
+)
+from ._output import response_of
+from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt, input_options
+
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
     if wanted:
@@ -61,27 +69,27 @@ def fit(
     data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
     formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
     out: OutDirOpt,
-    cov: Annotated[Optional[List[str]], typer.Option(
+    cov: Annotated[list[str] | None, typer.Option(
         "--cov", help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
                       "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.")] = None,
-    pedigree: Annotated[Optional[Path], typer.Option(
+    pedigree: Annotated[Path | None, typer.Option(
         "--pedigree", help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' "
                            "(or --pedigree-term).")] = None,
-    pedigree_term: Annotated[Optional[str], typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")] = None,
-    genotypes: Annotated[Optional[Path], typer.Option(
+    pedigree_term: Annotated[str | None, typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")] = None,
+    genotypes: Annotated[Path | None, typer.Option(
         "--genotypes", help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
                             "named 'id' (or --genotypes-term).")] = None,
-    genotypes_term: Annotated[Optional[str], typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
-    coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
+    genotypes_term: Annotated[str | None, typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
+    coding: Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
     selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
-    weights: Annotated[Optional[str], typer.Option(
+    weights: Annotated[str | None, typer.Option(
         "--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")] = None,
-    residual: Annotated[Optional[str], typer.Option(
+    residual: Annotated[str | None, typer.Option(
         "--residual", help="Column whose levels each get their own residual variance (e.g. Env).")] = None,
-    correlated: Annotated[Optional[List[str]], typer.Option(
+    correlated: Annotated[list[str] | None, typer.Option(
         "--correlated", help="TERM1,TERM2: two random intercept terms sharing levels with an "
                              "unstructured 2 x 2 covariance (direct and maternal). Repeatable.")] = None,
     drop_unknown: Annotated[bool, typer.Option(

@@ -4,40 +4,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import typer
 
-from ._common import (DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table,
-                      vc_table)
+from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
-from ._inputs import (read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file)
+from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file
 
 PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")]
 TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
 TraitsOpt = Annotated[list[str], typer.Option("--trait", "-t", help="Column of the trait to analyse; give it several times (--trait y1 --trait y2) for a multi-trait model.")]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
-FixedOpt = Annotated[Optional[str], typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
+FixedOpt = Annotated[str | None, typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
 OutOpt = OutDirOpt
-GenoOpt = Annotated[Optional[Path], typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
-PedOpt = Annotated[Optional[Path], typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
+GenoOpt = Annotated[Path | None, typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
+PedOpt = Annotated[Path | None, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
 PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")]
 MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
 DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
 TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
-CodingOpt = Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")]
+CodingOpt = Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")]
 GwasOpt = Annotated[bool, typer.Option("--gwas", help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).")]
-GwasWindowOpt = Annotated[Optional[str], typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
+GwasWindowOpt = Annotated[str | None, typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
 SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
-NaValuesOpt = Annotated[Optional[str], typer.Option("--na-values", help="Missing-value codes of the trait, comma-separated, e.g. \"-9,-99\" (blank, NA and . are always missing).")]
+NaValuesOpt = Annotated[str | None, typer.Option("--na-values", help="Missing-value codes of the trait, comma-separated, e.g. \"-9,-99\" (blank, NA and . are always missing).")]
 DecimalOpt = Annotated[str, typer.Option("--decimal", help="Decimal mark of the phenotype file: . or , (a decimal comma needs a semicolon- or tab-delimited file).")]
-MissingParentOpt = Annotated[Optional[str], typer.Option("--missing-parent", help="Codes of an unknown parent, comma-separated; they replace the default codes 0, NA, . and - (a blank is always unknown).")]
-BirthYearOpt = Annotated[Optional[str], typer.Option("--birth-year", help="Pedigree column with birth years (or dates as numbers): a parent born after its offspring is an error.")]
-MafOpt = Annotated[Optional[float], typer.Option("--maf", min=0.0, max=0.5, help="Drop SNPs with minor allele frequency below this (counted).")]
+MissingParentOpt = Annotated[str | None, typer.Option("--missing-parent", help="Codes of an unknown parent, comma-separated; they replace the default codes 0, NA, . and - (a blank is always unknown).")]
+BirthYearOpt = Annotated[str | None, typer.Option("--birth-year", help="Pedigree column with birth years (or dates as numbers): a parent born after its offspring is an error.")]
+MafOpt = Annotated[float | None, typer.Option("--maf", min=0.0, max=0.5, help="Drop SNPs with minor allele frequency below this (counted).")]
 RepeatedOpt = Annotated[bool, typer.Option("--repeated-records", help="Ids may repeat: every record is fitted (replicates of a line or clone; the model has no permanent-environment term). Without it an id with several different values is an error.")]
-CallRateOpt = Annotated[Optional[float], typer.Option("--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted).")]
+CallRateOpt = Annotated[float | None, typer.Option("--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted).")]
 
 
 def input_options(na_values: str | None = None, decimal: str = ".", missing_parent: str | None = None,
@@ -235,7 +234,7 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
 def gblup(
     phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt,
     genotypes: GenoOpt = None,
-    grm: Annotated[Optional[Path], typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
+    grm: Annotated[Path | None, typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
     grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,

@@ -7,7 +7,7 @@ Also the shared step behind ``--gwas`` of ``gblup`` and ``snpblup``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_phenotypes
 from .genetic_cmd import CodingOpt, DropOpt, FixedOpt, IdOpt, PhenoOpt, TopOpt, TraitOpt
 
-WindowOpt = Annotated[Optional[str], typer.Option(
+WindowOpt = Annotated[str | None, typer.Option(
     "--window", help="Windows for the share of genetic variance: SNPs (50, 50snps) or base pairs (1Mb, 500kb).")]
 
 

@@ -56,8 +56,7 @@ def _click_context():
 
 
 def _register() -> None:
-    from . import cv_cmd, demo_cmd, fit_cmd, genetic_cmd, relationship_cmd
-    from . import gwas_cmd
+    from . import cv_cmd, demo_cmd, fit_cmd, genetic_cmd, gwas_cmd, relationship_cmd
 
     short = {
         "fit": (fit_cmd.fit, "Linear mixed model from a formula, e.g. \"Yield ~ Env + (1|Name)\"."),

@@ -36,7 +36,7 @@ def correlation_table(res) -> pd.DataFrame:
     h = res.heritability
     out = pd.DataFrame(index=R.index, columns=R.columns, dtype=object)
     for i, a in enumerate(R.index):
-        for j, b in enumerate(R.columns):
+        for j, _b in enumerate(R.columns):
             if i == j:
                 out.iloc[i, j] = f"h² {h.loc[a, 'h2']:.3f} ({h.loc[a, 'se']:.3f})"
             else:
@@ -77,7 +77,6 @@ def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], i
                    fixed: str | None, genotypes=None, pedigree=None, grm=None, grm_method="vanraden1",
                    ped_columns="id,sire,dam", coding=None, selfing=False, method="reml") -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-    from ..report.html import Report
 
     if method.lower() != "reml":
         raise CLIError("multi-trait models are fitted by REML only (--method reml)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -12,16 +12,16 @@ import typer
 
 from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from ._errors import CLIError
-from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
 from ._inputs import read_genotypes_file, read_pedigree_file
+from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
 
 
 def grm(
     genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.")],
     method: Annotated[str, typer.Option("--method", help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).")] = "vanraden1",
-    format: Annotated[Optional[str], typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
-    coding: Annotated[Optional[str], typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
+    coding: Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):
@@ -71,7 +71,7 @@ def ainv(
     pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.")],
     ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
-    inbreeding: Annotated[Optional[Path], typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")] = None,
+    inbreeding: Annotated[Path | None, typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")] = None,
     selfing: SelfingOpt = False,
     missing_parent: MissingParentOpt = None,
     quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,

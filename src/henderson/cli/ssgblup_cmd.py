@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,21 @@ import typer
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
-from .genetic_cmd import (CodingOpt, DropOpt, FixedOpt, GwasOpt, GwasWindowOpt, IdOpt, MethodOpt, PedColsOpt,
-                          PhenoOpt, TopOpt, TraitOpt, _ped_cols, _write_model)
+from .genetic_cmd import (
+    CodingOpt,
+    DropOpt,
+    FixedOpt,
+    GwasOpt,
+    GwasWindowOpt,
+    IdOpt,
+    MethodOpt,
+    PedColsOpt,
+    PhenoOpt,
+    TopOpt,
+    TraitOpt,
+    _ped_cols,
+    _write_model,
+)
 
 #: largest number of genotyped animals for which the report forms A22 and the raw G
 #: to draw them (two k × k matrices besides those H⁻¹ needs)
@@ -30,10 +43,10 @@ def ssgblup(
     beta: Annotated[float, typer.Option("--beta", help="Blending weight on A22 (default 0.05).")] = 0.05,
     tau: Annotated[float, typer.Option("--tau", help="Weight of G⁻¹ in H⁻¹ (preGSf90 TauOmega; default 1).")] = 1.0,
     omega: Annotated[float, typer.Option("--omega", help="Weight of A22⁻¹ in H⁻¹ (default 1).")] = 1.0,
-    apy_core: Annotated[Optional[int], typer.Option("--apy-core", help="APY: number of core animals drawn at random (--seed); default: the full G⁻¹.")] = None,
+    apy_core: Annotated[int | None, typer.Option("--apy-core", help="APY: number of core animals drawn at random (--seed); default: the full G⁻¹.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the APY core draw.")] = 0,
     add_missing_genotyped: Annotated[bool, typer.Option("--add-missing-genotyped", help="Add genotyped ids absent from the pedigree as founders (counted) instead of stopping.")] = False,
-    sigma2: Annotated[Optional[str], typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow).")] = None,
+    sigma2: Annotated[str | None, typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow).")] = None,
     snp_effects: Annotated[bool, typer.Option("--snp-effects/--no-snp-effects", help="Back-solve SNP effects with their variances and p-values (postGSf90).")] = True,
     id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
     drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20, force: ForceOpt = False,

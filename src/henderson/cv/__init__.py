@@ -10,8 +10,8 @@
 """
 
 from .evaluate import CVResult, cross_validate
-from .formula import FormulaModel
 from .fast import FixedVarianceCV
+from .formula import FormulaModel
 from .metrics import fold_metrics, pooled_metrics, top_overlap
 from .splits import ForwardInTime, GivenFolds, GroupFolds, KFold, LeaveOneOut, Split, make_splits, resolve_scheme
 

@@ -52,9 +52,8 @@ from ._fastpath import fast_rows
 from ._snps import informative_snps, two_sum_pq
 from .formula import FormulaModel
 from .metrics import check_top, headline_basis, is_constant, pooled_metrics, summarise
-from .splits import label_notes
 from .metrics import fold_metrics as _fold_metrics
-from .splits import Split, make_splits, resolve_scheme
+from .splits import Split, label_notes, make_splits, resolve_scheme
 
 __all__ = ["cross_validate", "CVResult", "FormulaModel"]
 
@@ -262,9 +261,9 @@ class _Task:
     probe_threads: bool = False  # report the BLAS threads in effect (parallel runs)
 
     def run(self, split: Split) -> dict:
-        from threadpoolctl import threadpool_limits
-
         import warnings
+
+        from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=self.blas_threads), warnings.catch_warnings(record=True) as caught:
             # the fold's warnings are returned, to be said once for all folds (_fold_warnings)

@@ -83,7 +83,7 @@ class FixedVarianceCV:
     Kr_r: np.ndarray
 
     @classmethod
-    def build(cls, y, X, Kr, sigma2_g: float, sigma2_e: float) -> "FixedVarianceCV":
+    def build(cls, y, X, Kr, sigma2_g: float, sigma2_e: float) -> FixedVarianceCV:
         """Form V, factorise once, and P = V⁻¹ − V⁻¹X(X'V⁻¹X)⁻¹X'V⁻¹.
 
         Parameters

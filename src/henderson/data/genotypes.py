@@ -14,15 +14,15 @@ Conventions (used by every reader and by :mod:`henderson.relationships.genomic`)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from ._kernels import column_sums_int8
 from ..errors import DataError, GenotypeError, format_ids
+from ._kernels import column_sums_int8
 
 #: Code of a missing call in int8 genotype matrices (bed-reader's convention).
 MISSING = -127
@@ -170,7 +170,7 @@ class Genotypes:
         object.__setattr__(self, "dosages", d)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, snps=None, info=None) -> "Genotypes":
+    def from_frame(cls, frame: pd.DataFrame, snps=None, info=None) -> Genotypes:
         """Build from a DataFrame indexed by id with one column per SNP (counts 0/1/2).
 
         Integer-valued data become int8 (NaN -> :data:`MISSING`); anything else is
@@ -278,7 +278,7 @@ class Genotypes:
             w[self.missing_mask(cols)] = 0.0
             yield cols, w
 
-    def subset(self, ids=None, snps=None) -> "Genotypes":
+    def subset(self, ids=None, snps=None) -> Genotypes:
         """Genotypes of ``ids`` (in that order) at ``snps`` (ids, in that order).
 
         Raises :class:`DataError` naming every unknown individual or SNP id.

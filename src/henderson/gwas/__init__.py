@@ -15,14 +15,13 @@ variance per window; :func:`genomic_control` is λ_GC.
 
 from __future__ import annotations
 
-
 import pandas as pd
 
 from .._threads import blas_threads_for
 from ..errors import DataError
 from ._model import design_of, fitted_model
 from ._source import GenotypeSource
-from ._table import COLUMNS, genomic_control
+from ._table import genomic_control
 from .backsolve import backsolve as _backsolve
 from .mlma import mlma as _mlma
 from .windows import parse_window, variance_windows

@@ -9,8 +9,8 @@ set to 0 (mean imputation, as :func:`~henderson.genomic_relationship` does).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data._pedigree_kernels import topological_generations
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, PedigreeError, format_ids
-from ..data._pedigree_kernels import topological_generations
 
 DEFAULT_MISSING = ("0", "NA", ".", "-", "")
 

@@ -45,7 +45,7 @@ _TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 def _opener(path: Path):
     return gzip.open(path, "rt", encoding="utf-8-sig") if path.name.endswith(".gz") else open(
-        path, "rt", encoding="utf-8-sig")
+        path, encoding="utf-8-sig")
 
 
 def detect_delimiter(path) -> str:

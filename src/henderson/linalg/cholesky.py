@@ -130,7 +130,7 @@ class SymbolicCholesky:
             raise ValueError("matrix has entries outside the analysed pattern")
         return keep, pos
 
-    def factor(self, values: np.ndarray) -> "Factor":
+    def factor(self, values: np.ndarray) -> Factor:
         """Numeric factorisation of values already placed in the value array (length
         ``size``); consumes ``values``."""
         relmap = np.empty(self.n, np.int64)
@@ -142,7 +142,7 @@ class SymbolicCholesky:
                 f"{int(self.perm[bad])} of the matrix)")
         return Factor(self, values)
 
-    def factor_matrix(self, A: sp.spmatrix) -> "Factor":
+    def factor_matrix(self, A: sp.spmatrix) -> Factor:
         """Factor a symmetric matrix with (a subset of) this pattern."""
         A = sp.coo_matrix(A)
         keep, pos = self.assembly_map(A)
@@ -174,7 +174,7 @@ class Factor:
         out[s.perm] = B
         return out[:, 0] if one else out
 
-    def selected_inverse(self, limit: int | None = None) -> "SelectedInverse":
+    def selected_inverse(self, limit: int | None = None) -> SelectedInverse:
         """A⁻¹ (or A[:limit, :limit]⁻¹) on the pattern of L, by the Takahashi equations."""
         s = self.symbolic
         z = np.zeros(s.size)

@@ -34,12 +34,12 @@ import scipy.linalg as sla
 
 from ..api import fit_spec
 from ..data.genotypes import MISSING, Genotypes
-from ..relationships.genomic import genomic_relationship
 from ..errors import DataError, DataWarning
+from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.model import RandomTerm, build_spec
-from ._alleles import allele_flips
 from ._align import ID, records_frame
+from ._alleles import allele_flips
 from ._kernels import crossprod_int8, crossprod_int8_t
 
 #: multiply-adds (n²·m) up to which ``snp_se="auto"`` computes SNP-effect SEs in

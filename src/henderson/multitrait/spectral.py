@@ -107,8 +107,9 @@ class MultiTraitSpectral:
                 # K_r = Q T Q' (dsytrd, as the single-trait spectral solver), T = Z D Z'
                 # (MRRR, O(n²)): U = QZ is never formed; U'B = Z'(Q'B) with Q applied by
                 # its reflectors. Half the cost of a full eigendecomposition, no PEV.
-                from ..linalg._tridiagonal import apply_qt
                 from scipy.linalg import lapack
+
+                from ..linalg._tridiagonal import apply_qt
 
                 Kf = np.asfortranarray(Kr)
                 lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])

@@ -2,5 +2,10 @@
 io and relationships both depend on data); kept so old imports keep working."""
 
 from ..data._pedigree_kernels import (  # noqa: F401
-    ainv_triplets, ancestors_mask, colleau_block, inbreeding_lap, tabular_a, topological_generations,
+    ainv_triplets,
+    ancestors_mask,
+    colleau_block,
+    inbreeding_lap,
+    tabular_a,
+    topological_generations,
 )

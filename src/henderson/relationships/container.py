@@ -132,7 +132,7 @@ class Relationship:
             m = m.compute()
         return np.asarray(m, dtype=np.float64)
 
-    def subset(self, ids) -> "Relationship":
+    def subset(self, ids) -> Relationship:
         """The sub-matrix for ``ids`` (in that order); only for non-inverse matrices."""
         if self.inverse:
             raise DataError(
@@ -154,7 +154,7 @@ class Relationship:
         return pd.DataFrame(self.dense(), index=pd.Index(self.ids, name="id"), columns=self.ids)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, *, inverse: bool = False, kind: str = "K") -> "Relationship":
+    def from_frame(cls, frame: pd.DataFrame, *, inverse: bool = False, kind: str = "K") -> Relationship:
         """Build from a square DataFrame whose index and columns are the same ids."""
         idx = [str(i) for i in frame.index]
         cols = [str(c) for c in frame.columns]

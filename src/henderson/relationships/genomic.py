@@ -44,8 +44,8 @@ import pandas as pd
 from scipy.linalg import blas
 
 from .._progress import report
-from ..data.genotypes import Genotypes, default_block_size
 from ..data._kernels import fill_codes_f32, fill_float_block, fill_table_block, mirror_lower
+from ..data.genotypes import Genotypes, default_block_size
 from ..errors import DataError, DataWarning, GenotypeError, format_ids
 from .container import Relationship
 

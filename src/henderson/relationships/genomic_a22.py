@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from .container import Relationship, as_relationship
 
+
 def _aligned(G, A22, missing: str = "error", caller: str = "") -> tuple[Relationship, np.ndarray]:
     """G (restricted to ids in A22 with ``missing="drop"``) and A22 dense in G's order.
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._dask import get_client
 from ..data.genotypes import MISSING, Genotypes
 from ..errors import DataError, DataWarning, GenotypeError
 from .container import Relationship
-from .._dask import get_client
 
 #: default SNPs per task
 CHUNK_SNPS = 10_000

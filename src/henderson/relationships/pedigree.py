@@ -15,9 +15,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._memory import available_bytes as available_memory
+from ..data import _pedigree_kernels as K
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, check_missing_mode, format_ids, unknown_ids
-from ..data import _pedigree_kernels as K
 from .container import Relationship
 
 #: Memory budget (bytes) of one Colleau column block; n x block x 8 bytes.

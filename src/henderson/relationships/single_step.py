@@ -46,10 +46,10 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ..data import _pedigree_kernels as K
 from ..data.genotypes import Genotypes
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, NotPositiveDefiniteError, format_ids
-from ..data import _pedigree_kernels as K
 from .apy import apy_inverse, block_csr
 from .container import Relationship, as_relationship
 from .pedigree import _as_pedigree, _processing_order, pedigree_inverse

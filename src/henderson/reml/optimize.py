@@ -80,7 +80,7 @@ def _em_step(state, ev, method: str) -> np.ndarray:
     se = s[-1]
     new = s.copy()
     zz = method != "reml"
-    for k, t in enumerate(state.spec.terms):
+    for k, _t in enumerate(state.spec.terms):
         if not ev.active[k]:
             continue
         a, b = ev.spans[k]

@@ -101,40 +101,40 @@ class Report:
         self.parts: list[str] = []
         self._open_grid = False
 
-    def section(self, title: str, level: int = 2) -> "Report":
+    def section(self, title: str, level: int = 2) -> Report:
         self.end_grid()
         self.parts.append(f"<h{level}>{html.escape(title)}</h{level}>")
         return self
 
-    def text(self, text: str, cls: str | None = None) -> "Report":
+    def text(self, text: str, cls: str | None = None) -> Report:
         c = f' class="{cls}"' if cls else ""
         self.parts.append(f"<p{c}>{html.escape(text)}</p>")
         return self
 
-    def html(self, raw: str) -> "Report":
+    def html(self, raw: str) -> Report:
         self.parts.append(raw)
         return self
 
-    def callout(self, text: str, warn: bool = False) -> "Report":
+    def callout(self, text: str, warn: bool = False) -> Report:
         self.parts.append(f'<div class="{"warn" if warn else "callout"}">{html.escape(text)}</div>')
         return self
 
-    def pre(self, text: str) -> "Report":
+    def pre(self, text: str) -> Report:
         self.parts.append(f"<pre>{html.escape(text)}</pre>")
         return self
 
-    def kv(self, items: dict) -> "Report":
+    def kv(self, items: dict) -> Report:
         body = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
         self.parts.append(f'<dl class="kv">{body}</dl>')
         return self
 
     def table(self, frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
-              index: bool = True, max_rows: int = 200) -> "Report":
+              index: bool = True, max_rows: int = 200) -> Report:
         self.parts.append(self._wrap(table_html(frame, caption, digits, index, max_rows)))
         return self
 
     def image(self, png: bytes, caption: str | None = None, width: int | None = None,
-              alt: str | None = None) -> "Report":
+              alt: str | None = None) -> Report:
         """An embedded PNG; ``alt`` says what the figure shows (defaults to the caption)."""
         if not (alt or caption):
             raise ValueError("a report figure needs alt text or a caption (screen readers, broken images)")
@@ -149,14 +149,14 @@ class Report:
         self.parts.append(fig)
         return self
 
-    def start_grid(self) -> "Report":
+    def start_grid(self) -> Report:
         """Put the following tables/figures side by side (until the next section)."""
         self.end_grid()
         self.parts.append('<div class="grid">')
         self._open_grid = True
         return self
 
-    def end_grid(self) -> "Report":
+    def end_grid(self) -> Report:
         if self._open_grid:
             self.parts.append("</div>")
             self._open_grid = False

@@ -28,7 +28,7 @@ def heritability_text(res, term: str, what: str = "", label: str | None = None) 
     cov = None if res.vcov is None else np.asarray(res.vcov, dtype=float)[np.ix_([i, e], [i, e])]
     h2, h2_se = (float(v[0]) for v in ratio_table([term, "Residual"], s2[[i, e]], cov))
     label = label or f"σ²_{term}"
-    text = (f"Heritability" + (f" ({term}: {what})" if what else "")
+    text = ("Heritability" + (f" ({term}: {what})" if what else "")
             + f": h² = {label} / ({label} + σ²_e) = {h2:.3f}" + (f" ± {h2_se:.3f}" if np.isfinite(h2_se) else ""))
     others = [n for n in names if n not in (term, "Residual")]
     if others:

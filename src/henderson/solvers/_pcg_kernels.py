@@ -10,7 +10,6 @@ directly (the full symmetric matrix is stored, so the product is a plain CSR mat
 from __future__ import annotations
 
 import numba as nb
-import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)

@@ -12,7 +12,6 @@ doubles for N = max(records, levels)).
 
 from __future__ import annotations
 
-
 from .._memory import available_bytes
 from ..errors import ModelError
 

@@ -247,7 +247,7 @@ class PCGMME:
                 continue
             g, q = len(group), t.q
             B = np.zeros((q, g, g))
-            for i, j in enumerate(group):
+            for i, _j in enumerate(group):
                 B[:, i, i] = diags[i]
             col = {j: i for i, j in enumerate(self.terms)}
             for i in range(g):

@@ -69,7 +69,7 @@ class SparseEvaluation:
 class _Analysis:
     """Symbolic factorisation of C for one set of active terms, and assembly maps."""
 
-    def __init__(self, state: "SparseMME", active: np.ndarray):
+    def __init__(self, state: SparseMME, active: np.ndarray):
         self.index, self.spans = state._index(active)
         idx = self.index
         m = len(idx)

@@ -29,8 +29,8 @@ from scipy.linalg import lapack
 from .._progress import report
 from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
-from ..spec.model import PSD_TOL, psd_error
 from ..linalg._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
+from ..spec.model import PSD_TOL, psd_error
 
 LOG2PI = float(np.log(2 * np.pi))
 LOG_H_BOUNDS = (-25.0, 25.0)

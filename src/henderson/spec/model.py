@@ -24,7 +24,7 @@ from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
 from ..errors import DataError, DataWarning, ModelError, NotPositiveDefiniteError, format_ids
-from ..relationships.container import Relationship, as_relationship
+from ..relationships.container import as_relationship
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 
 #: relative eigenvalue tolerance below which K is treated as singular (PSD): such

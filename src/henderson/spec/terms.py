@@ -30,9 +30,21 @@ from ..errors import DataError, DataWarning, ModelError, format_ids
 from .covariance import Diagonal, Scalar, Structure, make_structure
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .legendre import LEG, expand_fixed, legendre
-from .model import (RandomTerm, complete_response, _check_columns, _check_no_infinite, _column_labels,
-                    _drop_missing, _fixed_matrix, _fixed_variables, _group_labels,
-                    _iid_levels, _integer_covariate_notes, _natural_rank, _random_term)
+from .model import (
+    RandomTerm,
+    _check_columns,
+    _check_no_infinite,
+    _column_labels,
+    _drop_missing,
+    _fixed_matrix,
+    _fixed_variables,
+    _group_labels,
+    _iid_levels,
+    _integer_covariate_notes,
+    _natural_rank,
+    _random_term,
+    complete_response,
+)
 
 
 @dataclass(frozen=True, eq=False)
