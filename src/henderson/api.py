@@ -210,7 +210,7 @@ def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200,
     if solver == "auto" and (inv_spec := sparse_inverse_spec(spec)) is not None:
         spec = inv_spec  # a dense K with a sparse inverse (pedigree A): solvers/kernel_inverse.py
     if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
-        state = SparseMME(spec)
+        state: SparseMME | DenseMME = SparseMME(spec)
         assemble = sparse_result
     else:
         check_memory(spec, "dense")  # an error naming the size instead of swapping

@@ -32,6 +32,10 @@ class GenotypeError(DataError):
 class ModelError(HendersonError, ValueError):
     """The model cannot be specified or fitted as asked (formula, covariance, ...)."""
 
+    #: set when the only problem is a residual variance at zero, which the one-kernel
+    #: fit reports as a boundary estimate instead of raising
+    residual_at_zero: bool = False
+
 
 class NotPositiveDefiniteError(ModelError):
     """A covariance or coefficient matrix is not (semi-)definite as required."""

@@ -89,7 +89,7 @@ def simulate_genotypes(
     )
     ids = [f"ind{j + 1}" for j in range(n)]
     info = {"source": "simulate_genotypes", "seed": seed, "true_freq": pop_freq if structure else freq}
-    return Genotypes(ids, snps, d, info)
+    return Genotypes(np.asarray(ids, dtype=object), snps, d, info)
 
 
 def simulate_genotypes_on_pedigree(frame: pd.DataFrame, ids, p: int, seed: int = 0,

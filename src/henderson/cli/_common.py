@@ -10,7 +10,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ OutDirOpt = Annotated[Path, typer.Option(
                         "(only if it holds this command's results on this trait, or with --force).")]
 
 #: Set by :func:`start`; read by ``main`` to decide whether to print tracebacks.
-STATE = {"debug": False, "quiet": False, "warnings": [], "session": None}
+STATE: dict[str, Any] = {"debug": False, "quiet": False, "warnings": [], "session": None}
 
 
 def versions() -> dict:
@@ -120,7 +120,7 @@ class Session:
             try:
                 import numba
 
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]  # set at import from the environment
             except Exception:  # pragma: no cover
                 pass
         self.settings["threads"] = threads

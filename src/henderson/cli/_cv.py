@@ -141,7 +141,7 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
     summ = cv_summary_table(fm)
-    leak = res.leakage_note or None
+    leak = getattr(res, "leakage_note", "") or None  # single-trait CVResult only
     if not s.quiet:
         s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
         # mean ± sd over folds, and the metric pooled over all out-of-fold predictions

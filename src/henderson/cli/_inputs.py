@@ -422,7 +422,7 @@ def prepare_genotypes(geno, *, maf: float | None = None, call_rate: float | None
     from ..io.qc import call_report, describe_calls, genotype_qc
 
     calls = call_report(geno)
-    report = {"as_read": calls.summary, "filters": {"maf": maf, "call_rate": call_rate}}
+    report: dict = {"as_read": calls.summary, "filters": {"maf": maf, "call_rate": call_rate}}
     notes = [describe_calls(calls.summary)] if calls.summary["n_missing_calls"] else []
     none = calls.summary["individuals_without_calls"]
     if none:

@@ -79,15 +79,15 @@ def cv(
                                  genotypes=genotypes, grm=grm, folds="loo" if leave_one_out else folds,
                                  repeats=repeats, seed=seed, id_column=id_column, grm_method=grm_method,
                                  coding=coding, design=design.upper(), target=target)
-    trait = trait[0]
+    single = trait[0]
     if model.lower() == "ssgblup":
         from .ssgblup_cmd import run_cv_ssgblup
 
-        return run_cv_ssgblup(session, phenotypes=phenotypes, trait=trait,
+        return run_cv_ssgblup(session, phenotypes=phenotypes, trait=single,
                               genotypes=genotypes, pedigree=pedigree, birth_year=birth_year, cutoff=cutoff_year,
                               refit=not fixed_variances, id_column=id_column, ped_columns=ped_columns,
                               fixed=fixed, method=method, drop_unknown=drop_unknown, coding=coding)
-    run_cv(session, model=model, phenotypes=phenotypes, trait=trait,
+    run_cv(session, model=model, phenotypes=phenotypes, trait=single,
            genotypes=genotypes, pedigree=pedigree, grm=grm, folds="loo" if leave_one_out else folds,
            repeats=repeats, groups=groups,
            fold_column=fold_column, seed=seed, refit=not fixed_variances, id_column=id_column,

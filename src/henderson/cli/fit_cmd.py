@@ -152,9 +152,9 @@ def fit(
         sources[term] = f"--cov {path}"
     if pedigree is not None:
         term = _choose_term(groups, pedigree_term, "--pedigree-term")
-        cols = [c.strip() for c in ped_columns.split(",")]
-        if len(cols) != 3:
-            raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
+        from .genetic_cmd import _ped_cols
+
+        cols = _ped_cols(ped_columns)
         with s.step("Reading pedigree and building A⁻¹"):
             from ..relationships.pedigree import pedigree_inverse
 

@@ -61,11 +61,11 @@ def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
         require_columns(frame, formula_variables(fixed), option="--fixed")
 
 
-def _ped_cols(spec: str) -> list[str]:
+def _ped_cols(spec: str) -> tuple[str, str, str]:
     cols = [c.strip() for c in spec.split(",")]
     if len(cols) != 3 or not all(cols):
         raise CLIError(f"--ped-columns needs three names id,sire,dam, got {spec!r}")
-    return cols
+    return cols[0], cols[1], cols[2]
 
 
 #: Largest n²·p for which SNP-BLUP's report builds G to draw its distribution: G costs
@@ -253,8 +253,7 @@ def gblup(
         return run_multitrait("gblup", Session("gblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
                               fixed, genotypes=genotypes, grm=grm, grm_method=grm_method, coding=coding,
                               method=method)
-    trait = trait[0]
-    run_genetic("gblup", phenotypes, trait, id_column, fixed, out, genotypes, None, grm, grm_method,
+    run_genetic("gblup", phenotypes, trait[0], id_column, fixed, out, genotypes, None, grm, grm_method,
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
                 force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
                                                   repeated_records=repeated_records))
@@ -277,8 +276,7 @@ def snpblup(
         from .multitrait_cmd import run_multitrait
         return run_multitrait("snpblup", Session("snpblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait,
                               id_column, fixed, genotypes=genotypes, coding=coding, method=method)
-    trait = trait[0]
-    run_genetic("snpblup", phenotypes, trait, id_column, fixed, out, genotypes, None, None, "vanraden1",
+    run_genetic("snpblup", phenotypes, trait[0], id_column, fixed, out, genotypes, None, None, "vanraden1",
                 "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
                 force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
                                                   repeated_records=repeated_records))
@@ -302,8 +300,7 @@ def pblup(
         from .multitrait_cmd import run_multitrait
         return run_multitrait("pblup", Session("pblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
                               fixed, pedigree=pedigree, ped_columns=ped_columns, selfing=selfing, method=method)
-    trait = trait[0]
-    run_genetic("pblup", phenotypes, trait, id_column, fixed, out, None, pedigree, None, "vanraden1",
+    run_genetic("pblup", phenotypes, trait[0], id_column, fixed, out, None, pedigree, None, "vanraden1",
                 ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
                 force=force, inputs=input_options(na_values, decimal, missing_parent, birth_year,
                                                   repeated_records=repeated_records))

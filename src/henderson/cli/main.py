@@ -16,7 +16,7 @@ import typer
 try:  # typer >= 0.2x vendors its own click; older releases use click itself
     from typer._click import exceptions as _cx
 except ImportError:  # pragma: no cover
-    from click import exceptions as _cx
+    from click import exceptions as _cx  # type: ignore[no-redef]  # older typer vendors no click
 
 from ._common import STATE
 from ._errors import report_exception
@@ -74,7 +74,7 @@ def _register() -> None:
 
     short["ssgblup"] = (ssgblup_cmd.ssgblup, "Single-step GBLUP (H-inverse from pedigree and genotypes).")
     for name, (func, text) in short.items():
-        app.command(name, short_help=text)(func)
+        app.command(name, short_help=text)(func)  # type: ignore[type-var]  # typer's stub wants a TypeVar-bound callable
 
 
 _register()

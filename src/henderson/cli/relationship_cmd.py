@@ -83,9 +83,9 @@ def ainv(
     from ..relationships.pedigree import pedigree_inverse
 
     s = Session("ainv", quiet, debug, threads, None)
-    cols = [c.strip() for c in ped_columns.split(",")]
-    if len(cols) != 3:
-        raise CLIError(f"--ped-columns needs three names id,sire,dam, got {ped_columns!r}")
+    from .genetic_cmd import _ped_cols
+
+    cols = _ped_cols(ped_columns)
     files = s.output_files([out])
     f_file = s.output_files([inbreeding], "--inbreeding") if inbreeding is not None else None
     with s.step("Reading pedigree"):

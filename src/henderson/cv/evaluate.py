@@ -32,10 +32,16 @@ SNP-BLUP folds fit on the SNPs informative in their training lines
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..multitrait.cv import MultiTraitCVResult
+
 import os
 import platform
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -250,11 +256,11 @@ def _blas_threads_now() -> int:
 @dataclass
 class _Task:
     kind: str            # "gblup", "snpblup", "pblup", "formula"
-    model: object
-    X: object            # G Relationship / Genotypes / pedigree / covariates
+    model: Any
+    X: Any            # G Relationship / Genotypes / pedigree / covariates
     y: pd.Series         # all records (str ids; NaN = not phenotyped)
-    data: object
-    sigma2: object       # None → REML in the fold
+    data: Any
+    sigma2: Any       # None → REML in the fold
     fixed_part: _FixedPart
     blas_threads: int
     snp_scale: float = np.nan   # 2Σp_a q_a: σ²_g of SNP-BLUP at held variances
@@ -346,7 +352,7 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
 
 def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
                    groups=None, data=None, top=0.10, fast="auto", progress=None,
-                   scheduler=None, design="CV1", target=None) -> CVResult:
+                   scheduler=None, design="CV1", target=None) -> CVResult | MultiTraitCVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -445,7 +451,7 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         from ..data.pedigree import Pedigree
         known = X.ids if isinstance(X, Pedigree) else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
 
-    notes = []
+    notes: list[str] = []
     y = _unknown_ids(model, y, known, notes)
     scheme = resolve_scheme(cv, groups)
     notes += label_notes(scheme, y, data)

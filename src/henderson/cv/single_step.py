@@ -14,6 +14,8 @@ predicted breeding values are compared with their masked phenotypes (Legarra et 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -94,9 +96,11 @@ def validate_young(pedigree, genotypes, y: pd.Series, *, birth_year: pd.Series |
             pedigree, y, data=data).result_.sigma2.to_numpy())
     obs = pd.Series(y.to_numpy(), index=ids).groupby(level=0).mean().reindex(test)  # repeated records: mean
     preds, rows = [], []
-    for label, est in (("ssGBLUP", SingleStepGBLUP(method=method, fixed=fixed, sigma2=sig_ss, snp_effects=False,
-                                                   **h_settings)),
-                       ("pedigree BLUP", PedigreeBLUP(method=method, fixed=fixed, sigma2=sig_pb))):
+    models: list[tuple[str, Any]] = [
+        ("ssGBLUP", SingleStepGBLUP(method=method, fixed=fixed, sigma2=sig_ss, snp_effects=False, **h_settings)),
+        ("pedigree BLUP", PedigreeBLUP(method=method, fixed=fixed, sigma2=sig_pb)),
+    ]
+    for label, est in models:  # the two estimators' fit() take different inputs
         if label == "ssGBLUP":
             est.fit(pedigree, genotypes, train, data=data)
         else:

@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,7 +145,7 @@ class GroupFolds(Scheme):
     in training.
     """
 
-    groups: object = None
+    groups: Any = None
     k: int | None = None
 
     @property
@@ -193,7 +194,7 @@ class ForwardInTime(Scheme):
     is a fold, trained only on strictly older individuals (younger ones are masked).
     """
 
-    order: object = None
+    order: Any = None
     steps: int = 1
 
     name = "forward-in-time"
@@ -218,7 +219,7 @@ class ForwardInTime(Scheme):
 class GivenFolds(Scheme):
     """User folds: a Series by id → fold label (NaN: always in training)."""
 
-    folds_: object = None
+    folds_: Any = None
     name = "given folds"
 
     def folds(self, ids, y, repeat, seed, data=None, all_ids=None):
@@ -248,8 +249,8 @@ class SklearnFolds(Scheme):
     re-raised as :class:`DataError` naming the splitter and the cause.
     """
 
-    splitter: object = None
-    groups: object = None
+    splitter: Any = None
+    groups: Any = None
     n_repeats: int = 1
 
     @property

@@ -19,7 +19,7 @@ def run_folds_on_cluster(task, splits, scheduler, on_done=None) -> list[dict]:
     """One task per split; results in split order; ``on_done(done, i)`` as folds finish."""
     from distributed import as_completed
 
-    outs = [None] * len(splits)
+    outs: list = [None] * len(splits)
     with get_client(scheduler) as client:
         shared = client.scatter(task, broadcast=True)
         futures = [client.submit(_run, shared, i, s, pure=False) for i, s in enumerate(splits)]

@@ -9,6 +9,7 @@ accepted through a small duck-typed hook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ class Fitted:
     snp_ids: np.ndarray | None = None
     gebv: np.ndarray | None = None
     pec: np.ndarray | None = None
-    estimator: object = None
+    estimator: Any = None
 
 
 def _sigma2(est) -> tuple[float, float]:

@@ -216,4 +216,4 @@ def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
         "sites_without_field": lacking,
         "n_haploid_calls": n_haploid,
     }
-    return Genotypes(samples, snps, d, info)
+    return Genotypes(np.asarray(samples, dtype=object), snps, d, info)

@@ -19,6 +19,7 @@ statistic postGSf90 turns into p-values (``snp_p_value``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,8 @@ from .snpblup import centred_crossprod
 class SingleStepFit:
     """A fitted ssGBLUP: the FitResult, H⁻¹, and what the SNP back-solving needs."""
 
-    result: object
-    Hinv: object
+    result: Any
+    Hinv: Any
     frame: pd.DataFrame
     formula: str
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,7 @@ _INFEASIBLE = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointErr
 
 @dataclass
 class GeneralOptim:
-    evaluation: object
+    evaluation: Any
     iterations: int
     converged: bool
     log: pd.DataFrame
@@ -75,7 +76,7 @@ def from_phi(state, phi) -> np.ndarray:
     return theta
 
 
-def _second_derivatives(state) -> np.ndarray:
+def _second_derivatives(state) -> tuple[np.ndarray, np.ndarray]:
     """∂²θⱼ/∂φ∂φ' (n × n × n), block-diagonal by structure, cached on the state.
 
     Every θ(φ) here is a polynomial of degree 2 in φ (squares, LL', and FA loadings
@@ -118,7 +119,7 @@ def em_theta(state, ev) -> np.ndarray:
     return theta
 
 
-def _newton_direction(state, ev) -> np.ndarray | None:
+def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray] | None:
     phi = to_phi(state, ev.theta)
     J, D2 = _jacobians(state, phi)
     g = J.T @ ev.score

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ _LEFT_FEASIBLE_REGION = (np.linalg.LinAlgError, NotPositiveDefiniteError, Floati
 class OptimResult:
     """Outcome of the optimisation: final evaluation with derivatives, log, status."""
 
-    evaluation: object  # the solver's Evaluation at the optimum
+    evaluation: Any  # the solver's Evaluation at the optimum
     iterations: int
     converged: bool
     log: pd.DataFrame

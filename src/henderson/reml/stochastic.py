@@ -153,8 +153,8 @@ def stochastic_reml(spec, start=None, n_samples: int = 10, chains: int = 4, seed
         its.append(it)
         conv.append(ok)
         rows += [[c, *r] for r in log]
-    est = np.array(est)
+    est_arr = np.array(est)
     names = [t.name for t in spec.terms] + ["Residual"]
     log = pd.DataFrame(rows, columns=["chain", "iteration", "change"] + [f"sigma2_{n}" for n in names])
-    return {"sigma2": est.mean(axis=0), "mc_se": est.std(axis=0, ddof=1) / np.sqrt(chains),
-            "iterations": its, "converged": all(conv), "log": log, "chains": est}
+    return {"sigma2": est_arr.mean(axis=0), "mc_se": est_arr.std(axis=0, ddof=1) / np.sqrt(chains),
+            "iterations": its, "converged": all(conv), "log": log, "chains": est_arr}

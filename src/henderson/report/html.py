@@ -56,7 +56,7 @@ def _fmt(v, digits: int) -> str:
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
             return ""
-        if v != 0 and (abs(v) < 10 ** -(digits - 1) or abs(v) >= 1e7):
+        if v != 0 and (abs(float(v)) < 10 ** -(digits - 1) or abs(float(v)) >= 1e7):
             return f"{v:.{digits - 1}e}"
         return f"{v:.{digits}f}"
     return str(v)

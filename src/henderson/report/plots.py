@@ -74,7 +74,7 @@ def level_counts(counts: pd.Series, factor: str) -> bytes:
     else:
         c = counts.to_numpy()
         bins = np.arange(c.min() - 0.5, c.max() + 1.5) if c.max() - c.min() <= 40 else _bins(c, 30)
-        ax.hist(c, bins=bins, color=BLUE, edgecolor="white")
+        ax.hist(c, bins=bins, color=BLUE, edgecolor="white")  # type: ignore[arg-type]  # an array of edges is valid
         ax.set_xlabel(f"records per level of {factor}")
         ax.set_ylabel("levels")
         ax.set_title(f"{len(counts)} levels of {factor}: records per level", fontsize=10)

@@ -106,17 +106,17 @@ class DenseMME:
         if all(sp.issparse(b) for b in blocks[:-1]):
             T = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csc")
         else:
-            T = np.hstack([b.toarray() if sp.issparse(b) else np.asarray(b) for b in blocks])
+            T = np.hstack([sp.csr_matrix(b).toarray() if sp.issparse(b) else np.asarray(b) for b in blocks])
         self.T = T
         self.Tty = np.asarray(T.T @ spec.y).ravel()
         self.yty = float(spec.y @ spec.y)
         sizes = [t.rank for t in spec.terms]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.n_random = int(self.offsets[-1])
-        self.penalties = []
+        self.penalties: list = []
         for t in spec.terms:
             if t.kind == "inverse":
-                P = t.penalty.toarray() if sp.issparse(t.penalty) else np.asarray(t.penalty, float)
+                P = sp.csr_matrix(t.penalty).toarray() if sp.issparse(t.penalty) else np.asarray(t.penalty, float)
                 self.penalties.append(P)
             else:
                 self.penalties.append(None)  # identity

@@ -117,7 +117,7 @@ class GeneralMME:
         w = res.weights if res.weights is not None else np.ones(n)
         self.w = w
         self.sum_logw = float(np.log(w).sum())
-        self.groups = []
+        self.groups: list = []
         with blas_threads_for(self.m):  # small products: threads cost more than they save
             self._cross_products(res, w)
         self.n, self.p = n, spec.p

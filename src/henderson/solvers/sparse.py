@@ -23,6 +23,7 @@ and two solves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,11 +54,11 @@ class SparseEvaluation:
     index: np.ndarray
     spans: dict
     residuals: np.ndarray
-    factor: object
+    factor: Any
     score: np.ndarray | None = None
     ai: np.ndarray | None = None
     logdet_c: float = float("nan")
-    selinv: object = None
+    selinv: Any = None
     selinv_zz: bool = False
 
     @property
@@ -88,7 +89,7 @@ class _Analysis:
         self.symbolic = SymbolicCholesky(pattern, last=state.p)
         self.t_keep, self.t_pos = self.symbolic.assembly_map(TtT)
         self.t_data = TtT.data[self.t_keep].astype(float)
-        for k, B in zip(np.flatnonzero(active), blocks):
+        for k, B in zip(np.flatnonzero(active).tolist(), blocks):
             keep, pos = self.symbolic.assembly_map(B)
             # all entries (both triangles) for tr(PₖC^{kk}) = Σᵢⱼ Pᵢⱼ Zᵢⱼ
             self.pen.append((int(k), pos, B.data[keep].astype(float),

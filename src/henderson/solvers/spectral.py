@@ -189,7 +189,7 @@ class SpectralSolver:
         from .identifiability import check_spectral, residual_at_zero_error
 
         check_spectral(self, self.term, method)
-        rows = []
+        rows: list = []
         names = (f"sigma2_{self.term}", "sigma2_Residual")
 
         def record(step, sg, se, val):

@@ -69,7 +69,9 @@ def _split_top_level_terms(rhs: str) -> list[tuple[str, str]]:
     kept with each term rather than splitting on ``+`` alone. Signs inside
     parentheses (``I(x - 1)``, ``(1|a)``) belong to their term.
     """
-    parts, depth, cur, sign = [], 0, [], "+"
+    parts: list = []
+    cur: list = []
+    depth, sign = 0, "+"
     for ch in rhs:
         if ch == "(":
             depth += 1
@@ -219,7 +221,8 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise ModelError(
             f"the response must be a single column name, got {response!r}; transform it in the data first"
         )
-    fixed_terms, random_terms = [], []
+    fixed_terms: list = []
+    random_terms: list = []
     for sign, term in _split_top_level_terms(rhs):
         if not term:
             raise ModelError(f"empty term in formula {formula!r}")

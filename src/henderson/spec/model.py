@@ -325,7 +325,7 @@ def _largest_eigenvalue(K: np.ndarray, steps: int = 8) -> float:
     Only sets the scale of the PSD tolerance, so a factor-of-two error is harmless;
     each step is one O(N²) product, negligible next to the O(N³) check it scales.
     """
-    v = np.random.default_rng(0).standard_normal(K.shape[0])
+    v = np.asarray(np.random.default_rng(0).standard_normal(K.shape[0]))
     est = 0.0
     with blas_threads_for(K.shape[0]):  # threaded gemv spins on a busy machine (0.18 s at N = 1,309)
         for _ in range(steps):
@@ -555,7 +555,7 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     needed = list(dict.fromkeys(needed))
     _check_no_infinite(data, needed)
     kept, n_dropped, by_col = _drop_missing(data, needed)
-    notes = []
+    notes: list[str] = []
     y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
     X, x_names, aliased = _fixed_matrix(parsed.fixed, kept)
     if aliased:

@@ -289,10 +289,9 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
         lvl = RandomTerm(tname, lv.astype(object), np.zeros(len(data), dtype=np.int64), "iid",
                          k_diag=np.ones(len(lv)), n_records=np.bincount(allcodes, minlength=len(lv)))
         codes = [np.where(ok, index.get_indexer(lab), 0) for lab, ok in zip(labels, present)]
-    codes = np.column_stack(codes)
     z = np.column_stack(present).astype(float)
     st = make_structure("us", names)
-    return StructuredTerm(tname, tuple(names), lvl.levels, codes, z, st, lvl)
+    return StructuredTerm(tname, tuple(names), lvl.levels, np.column_stack(codes), z, st, lvl)
 
 
 def by_name_of(parsed: ParsedFormula) -> dict:
@@ -355,7 +354,8 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
         warnings.warn(msg, DataWarning, stacklevel=3)
     notes += _integer_covariate_notes(kept, x_names)
     by_name = {t.name: t for t in parsed.random}
-    terms, done = [], set()
+    terms: list = []
+    done: set = set()
     for t in parsed.random:
         if t.name in done:
             continue
