@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-quick lint venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/henderson demo --out henderson-demo
 
-test: $(STAMP)
+# lint (ruff), formatting, types (mypy on src/), then every test, doctests included
+test: lint
 	$(PY) -m pytest
+
+# the tests without the slow ones (subprocess CLI runs, README and docs pages): ~1-2 min
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) henderson-demo .pytest_cache

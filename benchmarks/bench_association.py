@@ -58,8 +58,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--p", type=int, default=50000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--exact", action="store_true",
-                    help="also time p3d=False (per-SNP REML) and GEMMA's -lmm 1 (long at full size)")
+    ap.add_argument(
+        "--exact", action="store_true", help="also time p3d=False (per-SNP REML) and GEMMA's -lmm 1 (long at full size)"
+    )
     ap.add_argument("--gemma-timeout", type=float, default=1800)
     ap.add_argument("--out", default="benchmarks/results/association.md")
     a = ap.parse_args()
@@ -96,18 +97,44 @@ def main() -> None:
             # GEMMA's kinship is WW'/m = G·c/m: our null ratio on its scale is λ·m/c
             lam0 = float(mp["lambda"].iloc[0]) * a.p / G.info["scale"]
             if a.exact:
-                t = gemma(["-bfile", "sim", "-p", "pheno.txt", "-k", "output/k.cXX.txt", "-lmm", "1", "-o",
-                           "exact"], tmp, a.gemma_timeout)
+                t = gemma(
+                    ["-bfile", "sim", "-p", "pheno.txt", "-k", "output/k.cXX.txt", "-lmm", "1", "-o", "exact"],
+                    tmp,
+                    a.gemma_timeout,
+                )
                 rows.append(("GEMMA -lmm 1 (per-SNP REML; wall, given the kinship)", t))
                 if t is not None:
                     log = (tmp / "output" / "exact.log.txt").read_text()
                     vg = float(re.search(r"## vg estimate in the null model = (\S+)", log).group(1))
                     ve = float(re.search(r"## ve estimate in the null model = (\S+)", log).group(1))
                     lam0 = vg / ve
-            t = gemma(["-bfile", "sim", "-p", "pheno.txt", "-k", "output/k.cXX.txt", "-lmm", "1",
-                       "-lmin", repr(float(lam0)), "-lmax", repr(float(lam0)), "-o", "p3d"], tmp, a.gemma_timeout)
-            rows.append((f"GEMMA -lmm 1 -lmin λ0 -lmax λ0 (P3D at {'its' if a.exact else 'our'} null REML "
-                         "ratio; wall, given the kinship)", t))
+            t = gemma(
+                [
+                    "-bfile",
+                    "sim",
+                    "-p",
+                    "pheno.txt",
+                    "-k",
+                    "output/k.cXX.txt",
+                    "-lmm",
+                    "1",
+                    "-lmin",
+                    repr(float(lam0)),
+                    "-lmax",
+                    repr(float(lam0)),
+                    "-o",
+                    "p3d",
+                ],
+                tmp,
+                a.gemma_timeout,
+            )
+            rows.append(
+                (
+                    f"GEMMA -lmm 1 -lmin λ0 -lmax λ0 (P3D at {'its' if a.exact else 'our'} null REML "
+                    "ratio; wall, given the kinship)",
+                    t,
+                )
+            )
             if True:
                 for name, ours in (("exact", me), ("p3d", mp)):
                     f = tmp / "output" / f"{name}.assoc.txt"
@@ -116,20 +143,26 @@ def main() -> None:
                     th = pd.read_csv(f, sep="\t")
                     o = ours.set_index("snp").loc[th.rs]
                     x, z = -np.log10(o.p.to_numpy()), -np.log10(th.p_wald.to_numpy())
-                    lines.append(f"- GEMMA {name} vs ours ({len(th)} SNPs GEMMA kept, MAF ≥ 0.01; our G uses all "
-                                 f"{a.p}): −log10 p correlation {np.corrcoef(x, z)[0, 1]:.6f}, max |Δ| "
-                                 f"{np.abs(x - z).max():.3g}")
+                    lines.append(
+                        f"- GEMMA {name} vs ours ({len(th)} SNPs GEMMA kept, MAF ≥ 0.01; our G uses all "
+                        f"{a.p}): −log10 p correlation {np.corrcoef(x, z)[0, 1]:.6f}, max |Δ| "
+                        f"{np.abs(x - z).max():.3g}"
+                    )
     else:
         lines.append("- GEMMA not on the PATH: not raced.")
     shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()
-    by = dict(rows)
+
     fit_g = t_g + t_fit
     lines += [
         f"- Back-solve adds {t_bs:.2f} s to the fit ({fit_g:.2f} s = G {t_g:.2f} s + REML {t_fit:.2f} s): "
         f"{t_bs / fit_g:.2f}× the fit. Target (#14) < 2 s more than the fit: "
-        + ("met." if t_bs < 2 else "not met: exact SEs need diag(W'Z'PZW), n²m/2 multiply-adds (one "
-           "float32 TRSM of the size of building G), which no exact method avoids."),
+        + (
+            "met."
+            if t_bs < 2
+            else "not met: exact SEs need diag(W'Z'PZW), n²m/2 multiply-adds (one "
+            "float32 TRSM of the size of building G), which no exact method avoids."
+        ),
         f"- MLMA P3D from phenotypes: {t_mp / t_g:.2f}× building G; reusing a GBLUP fit: {t_mr / t_g:.2f}×. "
         f"Target (#14) < 2× building G: {'met' if t_mp < 2 * t_g else 'not met'} from phenotypes, "
         f"{'met' if t_mr < 2 * t_g else 'not met'} from a fit.",
@@ -139,13 +172,19 @@ def main() -> None:
     ]
     import scipy
 
-    text = [f"# Benchmark: association ({a.n:,} × {a.p:,})", "",
-            f"Command: `.venv/bin/python benchmarks/bench_association.py --n {a.n} --p {a.p} --seed {a.seed}"
-            f"{' --exact' if a.exact else ''}`", "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, scipy {scipy.__version__}, "
-            f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}. Data: simulate_genotypes({a.n}, {a.p}, "
-            f"seed={a.seed}, n_chrom=10) (simulated in {t_sim:.1f} s), trait with 100 causal SNPs, h² = 0.5.", "",
-            "| step | seconds |", "|---|---|"]
+    text = [
+        f"# Benchmark: association ({a.n:,} × {a.p:,})",
+        "",
+        f"Command: `.venv/bin/python benchmarks/bench_association.py --n {a.n} --p {a.p} --seed {a.seed}"
+        f"{' --exact' if a.exact else ''}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}. Data: simulate_genotypes({a.n}, {a.p}, "
+        f"seed={a.seed}, n_chrom=10) (simulated in {t_sim:.1f} s), trait with 100 causal SNPs, h² = 0.5.",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+    ]
     text += [f"| {k} | {'timed out' if v is None else f'{v:.2f}'} |" for k, v in rows]
     text += [""] + lines
     out = "\n".join(text) + "\n"

@@ -59,9 +59,11 @@ def wheat_part(lines):
     G = genomic_relationship(geno)
     t_warm, _ = timed(lambda: h.GBLUP(pev=False).fit(G, y))
     t_fit, m = timed(lambda: h.GBLUP(pev=False).fit(G, y), repeat=3)
-    lines.append(f"## wheat env1 (599 lines, 1,279 markers), the 10 given folds\n")
-    lines.append(f"- warm-up fit (numba JIT compile): {t_warm:.2f} s; one REML GBLUP fit afterwards "
-                 f"(best of 3): {t_fit:.3f} s = " + ", ".join(f"{k} {v:.3f}" for k, v in m.result_.timings.items()))
+    lines.append("## wheat env1 (599 lines, 1,279 markers), the 10 given folds\n")
+    lines.append(
+        f"- warm-up fit (numba JIT compile): {t_warm:.2f} s; one REML GBLUP fit afterwards "
+        f"(best of 3): {t_fit:.3f} s = " + ", ".join(f"{k} {v:.3f}" for k, v in m.result_.timings.items())
+    )
     rows = []
     for label, kw, model in [
         ("GBLUP, REML in every fold, n_jobs=1", dict(n_jobs=1), h.GBLUP()),
@@ -70,7 +72,7 @@ def wheat_part(lines):
         ("SNP-BLUP, REML in every fold, n_jobs=1", dict(n_jobs=1), h.SNPBLUP()),
         ("SNP-BLUP, full-data variances (fast path)", dict(refit_variances=False), h.SNPBLUP()),
     ]:
-        t, res = timed(lambda: cross_validate(model, geno, y, cv=w.folds, **kw), repeat=2)
+        t, res = timed(lambda model=model, kw=kw: cross_validate(model, geno, y, cv=w.folds, **kw), repeat=2)
         rows.append((label, t, res.summary.loc["r", "mean"], res.summary.loc["r", "sd"], res.settings["path"]))
     lines.append("\n| run | seconds (best of 2) | mean r ± SD over folds | path |\n|---|---|---|---|")
     lines += [f"| {a} | {t:.2f} | {r:.4f} ± {s:.4f} | {p} |" for a, t, r, s, p in rows]
@@ -101,19 +103,26 @@ def sim_part(lines, n, p, seed):
     t_ref, _ = timed(lambda: cross_validate(h.GBLUP(), G, y, cv=10, seed=seed, refit_variances=False))
     lines.append(f"\n## simulated n = {n:,}, p = {p:,} SNPs, 10-fold at fixed variance components\n")
     lines.append("| step | seconds |\n|---|---|")
-    for a, t in [("simulate_genotypes", t_sim), ("G (VanRaden 1)", t_G),
-                 ("one REML GBLUP fit (pev=False)", t_fit),
-                 ("one GBLUP fit at fixed variances (pev=False)", t_fixed),
-                 ("**10-fold CV at fixed variances** (`cross_validate(GBLUP(sigma2=...), cv=10)`, best of 2)", t_cv),
-                 ("  of which: K_r = G[rec, rec]", t_kr),
-                 ("  of which: V, Cholesky, inverse, P (FixedVarianceCV.build)", t_build),
-                 ("  of which: the 10 folds (P_FF Cholesky + products)", t_folds),
-                 ("10-fold CV, refit_variances=False (full-data REML fit + fast path)", t_ref)]:
+    for a, t in [
+        ("simulate_genotypes", t_sim),
+        ("G (VanRaden 1)", t_G),
+        ("one REML GBLUP fit (pev=False)", t_fit),
+        ("one GBLUP fit at fixed variances (pev=False)", t_fixed),
+        ("**10-fold CV at fixed variances** (`cross_validate(GBLUP(sigma2=...), cv=10)`, best of 2)", t_cv),
+        ("  of which: K_r = G[rec, rec]", t_kr),
+        ("  of which: V, Cholesky, inverse, P (FixedVarianceCV.build)", t_build),
+        ("  of which: the 10 folds (P_FF Cholesky + products)", t_folds),
+        ("10-fold CV, refit_variances=False (full-data REML fit + fast path)", t_ref),
+    ]:
         lines.append(f"| {a} | {t:.2f} |")
-    lines.append(f"\n- CV at fixed variances / one REML fit = **{t_cv / t_fit:.2f}×** (target < 2×); "
-                 f"brute force would be about 10 × {t_fixed:.2f} = {10 * t_fixed:.1f} s.")
-    lines.append(f"- REML estimates: σ²_g = {s2[0]:.4f}, σ²_e = {s2[1]:.4f}; mean r over folds "
-                 f"{res.summary.loc['r', 'mean']:.4f}.")
+    lines.append(
+        f"\n- CV at fixed variances / one REML fit = **{t_cv / t_fit:.2f}×** (target < 2×); "
+        f"brute force would be about 10 × {t_fixed:.2f} = {10 * t_fixed:.1f} s."
+    )
+    lines.append(
+        f"- REML estimates: σ²_g = {s2[0]:.4f}, σ²_e = {s2[1]:.4f}; mean r over folds "
+        f"{res.summary.loc['r', 'mean']:.4f}."
+    )
     return t_cv, t_fit
 
 
@@ -125,17 +134,21 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cv.md"))
     a = ap.parse_args()
     load0 = os.getloadavg()
-    lines = ["# Benchmark: cross-validation (henderson.cv)\n",
-             f"Command: `flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_cv.py "
-             f"--n {a.n} --p {a.p} --seed {a.seed}`\n",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
-             f"scipy {scipy.__version__}, pandas {pd.__version__}.\n"]
+    lines = [
+        "# Benchmark: cross-validation (henderson.cv)\n",
+        f"Command: `flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_cv.py "
+        f"--n {a.n} --p {a.p} --seed {a.seed}`\n",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, pandas {pd.__version__}.\n",
+    ]
     wheat_part(lines)
     sim_part(lines, a.n, a.p, a.seed)
     load1 = os.getloadavg()
-    lines.append(f"- Load average (1, 5, 15 min) at start {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, "
-                 f"at end {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}: other processes share this "
-                 "2-core machine, so timings are noisy.")
+    lines.append(
+        f"- Load average (1, 5, 15 min) at start {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, "
+        f"at end {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}: other processes share this "
+        "2-core machine, so timings are noisy."
+    )
     text = "\n".join(lines) + "\n"
     if a.out == "-":
         print(text)

@@ -47,25 +47,26 @@ def main():
     ref = h.genomic_relationship(h.read_genotypes(str(prefix))).dense()
     t_mem = time.perf_counter() - t0
     rows.append(("in-memory (read + G, this process, 2 BLAS threads)", "", t_mem, 0.0))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
-            Client(cl) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, Client(cl) as c:
         c.run(lambda: __import__("henderson.relationships.genomic"))  # import on the workers first
         for k in a.chunks:
             chunk = -(-a.p // k)
             t0 = time.perf_counter()
             G = h.genomic_relationship(str(prefix), scheduler=c, chunk_snps=chunk).dense()
             t = time.perf_counter() - t0
-            rows.append((f"2-worker LocalCluster (1 thread each), {k} chunks", chunk, t,
-                         float(np.abs(G - ref).max())))
+            rows.append((f"2-worker LocalCluster (1 thread each), {k} chunks", chunk, t, float(np.abs(G - ref).max())))
             print(rows[-1], flush=True)
-    import dask, numpy, scipy
+    import dask
+    import numpy
+    import scipy
+
     lines = [
         f"# G on a Dask LocalCluster vs in memory ({a.n:,} × {a.p:,} SNPs, VanRaden 1)",
         "",
         "Seeded PLINK fileset read by the workers chunk by chunk; the n × n parts are summed "
         "pairwise on the workers and only G returns to the client.",
-        f"Scaled down from the issue's 20,000 × 100,000 (a 3.2 GB G, three per worker) to fit beside "
-        f"seven other helpers on a shared 2-core, 24 GB machine.",
+        "Scaled down from the issue's 20,000 × 100,000 (a 3.2 GB G, three per worker) to fit beside "
+        "seven other helpers on a shared 2-core, 24 GB machine.",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"numpy {numpy.__version__}, scipy {scipy.__version__}, dask {dask.__version__}; "

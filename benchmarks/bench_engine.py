@@ -100,11 +100,15 @@ def bench_henderson(df: pd.DataFrame, repeats: int, warmup: bool = True) -> dict
     tracemalloc.stop()
     return {
         "peak_mib": peak,
-        "wall": wall, "walls": [r[0] for r in runs], "timings": dict(tm),
-        "iterations": int(res.iterations), "evaluations": nev,
+        "wall": wall,
+        "walls": [r[0] for r in runs],
+        "timings": dict(tm),
+        "iterations": int(res.iterations),
+        "evaluations": nev,
         "per_iter": tm["optimise"] / max(res.iterations, 1),
         "sigma2": {k: float(v) for k, v in res.sigma2.items()},
-        "loglik": float(res.loglik), "solver": res.solver,
+        "loglik": float(res.loglik),
+        "solver": res.solver,
     }
 
 
@@ -133,8 +137,7 @@ def bench_lme4(csv: Path, repeats: int) -> dict | None:
         return None
     script = WORK / "lmer_bench.R"
     script.write_text(R_SCRIPT)
-    out = subprocess.run([rscript, str(script), str(csv), str(repeats)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([rscript, str(script), str(csv), str(repeats)], capture_output=True, text=True, check=True)
     line = [s for s in out.stdout.splitlines() if s.startswith("{")][-1]
     r = json.loads(line)
     r["median"] = float(np.median(r["elapsed"]))
@@ -164,16 +167,21 @@ def machine_info() -> list[str]:
                 break
     except OSError:
         pass
-    lines = [f"- `nproc`: {os.cpu_count()}; CPU: {cpu}; {platform.platform()}",
-             f"- Python {platform.python_version()}, numpy {np.__version__}, "
-             f"scipy {scipy.__version__}, pandas {pd.__version__}, "
-             f"henderson {getattr(henderson, '__version__', '?')}"]
+    lines = [
+        f"- `nproc`: {os.cpu_count()}; CPU: {cpu}; {platform.platform()}",
+        f"- Python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, pandas {pd.__version__}, "
+        f"henderson {getattr(henderson, '__version__', '?')}",
+    ]
     try:
         from threadpoolctl import threadpool_info
+
         for p in threadpool_info():
-            lines.append(f"- numpy/scipy BLAS (threadpoolctl): {p.get('internal_api')} "
-                         f"{p.get('version')}, {p.get('num_threads')} threads, "
-                         f"arch {p.get('architecture')} ({Path(p.get('filepath', '')).name})")
+            lines.append(
+                f"- numpy/scipy BLAS (threadpoolctl): {p.get('internal_api')} "
+                f"{p.get('version')}, {p.get('num_threads')} threads, "
+                f"arch {p.get('architecture')} ({Path(p.get('filepath', '')).name})"
+            )
     except ImportError:
         lines.append("- threadpoolctl not installed")
     return lines
@@ -187,18 +195,23 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default="abc", help="subset of 'abc'")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--repeats-c", type=int, default=1,
-                    help="repeats for case c (no warm-up fit when case a or b ran first)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="limit numpy/scipy BLAS threads (threadpoolctl); default: BLAS default")
+    ap.add_argument(
+        "--repeats-c", type=int, default=1, help="repeats for case c (no warm-up fit when case a or b ran first)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit numpy/scipy BLAS threads (threadpoolctl); default: BLAS default",
+    )
     ap.add_argument("--no-r", action="store_true", help="skip lme4")
     ap.add_argument("--profile", metavar="CASE", help="cProfile one fit of CASE and exit")
-    ap.add_argument("--out", default=str(HERE / "results" / "engine.md"),
-                    help="markdown output ('-' for stdout only)")
+    ap.add_argument("--out", default=str(HERE / "results" / "engine.md"), help="markdown output ('-' for stdout only)")
     a = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     if a.threads:
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(a.threads)
 
     if a.profile:
@@ -218,59 +231,104 @@ def main(argv=None) -> int:
         r = None if a.no_r else bench_lme4(csv, reps)
         print(f"[{c}] lme4 {r}", file=sys.stderr)
         hs = h["sigma2"]
-        row = {"case": f"({c}) {n:,} × {q:,}", "h_fit": h["wall"],
-               "h_opt": h["timings"]["optimise"], "h_prep": h["timings"]["spec"] + h["timings"]["prepare"],
-               "iters": h["iterations"], "evals": h["evaluations"], "per_iter": h["per_iter"],
-               "peak": h["peak_mib"],
-               "sg": hs["g"], "se": hs["Residual"], "ll": h["loglik"]}
+        row = {
+            "case": f"({c}) {n:,} × {q:,}",
+            "h_fit": h["wall"],
+            "h_opt": h["timings"]["optimise"],
+            "h_prep": h["timings"]["spec"] + h["timings"]["prepare"],
+            "iters": h["iterations"],
+            "evals": h["evaluations"],
+            "per_iter": h["per_iter"],
+            "peak": h["peak_mib"],
+            "sg": hs["g"],
+            "se": hs["Residual"],
+            "ll": h["loglik"],
+        }
         if r is not None:
-            row.update(r_fit=r["median"], ratio=h["wall"] / r["median"],
-                       dg=rel(hs["g"], r["g"]), de=rel(hs["Residual"], r["residual"]),
-                       dll=h["loglik"] - r["loglik"], r_sg=r["g"], r_se=r["residual"],
-                       r_ll=r["loglik"])
+            row.update(
+                r_fit=r["median"],
+                ratio=h["wall"] / r["median"],
+                dg=rel(hs["g"], r["g"]),
+                de=rel(hs["Residual"], r["residual"]),
+                dll=h["loglik"] - r["loglik"],
+                r_sg=r["g"],
+                r_se=r["residual"],
+                r_ll=r["loglik"],
+            )
         rows.append(row)
         detail.append((c, h, r))
 
-    md = ["# Engine benchmark: `y ~ x + (1|g)`, henderson (dense MME, AI-REML) vs lme4",
-          "",
-          "Simulated (seeded): y = 1 + 0.5x + u_g + e, σ²_g = 1, σ²_e = 2, records assigned "
-          "to levels uniformly at random (every level observed).",
-          "",
-          "Command (from the repo root):",
-          "",
-          "```",
-          "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-          "```",
-          "",
-          "| case (n × q) | henderson fit s | optimise s | spec+prepare s | iterations "
-          "(evaluate calls) | s / REML iteration | peak MiB (tracemalloc) | lme4 lmer s | henderson / lme4 | "
-          "σ²_g (h) | σ²_e (h) | rel. diff σ²_g | rel. diff σ²_e | logLik (h) | Δ logLik (h − lme4) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        "# Engine benchmark: `y ~ x + (1|g)`, henderson (dense MME, AI-REML) vs lme4",
+        "",
+        "Simulated (seeded): y = 1 + 0.5x + u_g + e, σ²_g = 1, σ²_e = 2, records assigned "
+        "to levels uniformly at random (every level observed).",
+        "",
+        "Command (from the repo root):",
+        "",
+        "```",
+        "python benchmarks/bench_engine.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "```",
+        "",
+        "| case (n × q) | henderson fit s | optimise s | spec+prepare s | iterations "
+        "(evaluate calls) | s / REML iteration | peak MiB (tracemalloc) | lme4 lmer s | henderson / lme4 | "
+        "σ²_g (h) | σ²_e (h) | rel. diff σ²_g | rel. diff σ²_e | logLik (h) | Δ logLik (h − lme4) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        rr = (f"{r['r_fit']:.3f} | {r['ratio']:.1f}× | " if "r_fit" in r else "– | – | ")
-        cmp_ = (f"{r['dg']:.1e} | {r['de']:.1e} | {r['ll']:.4f} | {r['dll']:+.1e} |"
-                if "dg" in r else f"– | – | {r['ll']:.4f} | – |")
-        md.append(f"| {r['case']} | {r['h_fit']:.3f} | {r['h_opt']:.3f} | {r['h_prep']:.3f} | "
-                  f"{r['iters']} ({r['evals']}) | {r['per_iter']:.3f} | {r['peak']:.1f} | " + rr
-                  + f"{r['sg']:.4f} | {r['se']:.4f} | " + cmp_)
-    md += ["", "Timings: henderson = median wall time of `henderson.fit` over the repeats after "
-           "one warm-up fit in the same process (import excluded); `timings` columns are from the "
-           "median run. lme4 = median `system.time(lmer(...))[\"elapsed\"]` over the same number "
-           "of repeats after one warm-up call in the same R session (CSV read and package load "
-           "excluded).", ""]
+        rr = f"{r['r_fit']:.3f} | {r['ratio']:.1f}× | " if "r_fit" in r else "– | – | "
+        cmp_ = (
+            f"{r['dg']:.1e} | {r['de']:.1e} | {r['ll']:.4f} | {r['dll']:+.1e} |"
+            if "dg" in r
+            else f"– | – | {r['ll']:.4f} | – |"
+        )
+        md.append(
+            f"| {r['case']} | {r['h_fit']:.3f} | {r['h_opt']:.3f} | {r['h_prep']:.3f} | "
+            f"{r['iters']} ({r['evals']}) | {r['per_iter']:.3f} | {r['peak']:.1f} | "
+            + rr
+            + f"{r['sg']:.4f} | {r['se']:.4f} | "
+            + cmp_
+        )
+    md += [
+        "",
+        "Timings: henderson = median wall time of `henderson.fit` over the repeats after "
+        "one warm-up fit in the same process (import excluded); `timings` columns are from the "
+        'median run. lme4 = median `system.time(lmer(...))["elapsed"]` over the same number '
+        "of repeats after one warm-up call in the same R session (CSV read and package load "
+        "excluded).",
+        "",
+    ]
     if any(r is not None for _, _, r in detail):
         r0 = next(r for _, _, r in detail if r is not None)
-        md += [f"lme4 {r0['lme4']} on R {r0['R']}, BLAS: `{r0['blas']}` — **R uses Debian's "
-               "reference (netlib) BLAS/LAPACK here**, not OpenBLAS. lme4's dense work is small "
-               "for this model (its sparse Cholesky of Λ'Z'ZΛ + I is via CHOLMOD), so the BLAS "
-               "matters less for lme4 than for henderson's dense MME.", ""]
-        md += ["lme4 estimates: " + "; ".join(
-            f"({c}) σ²_g = {r['g']:.6f}, σ²_e = {r['residual']:.6f}, logLik = {r['loglik']:.6f}"
-            for c, _, r in detail if r is not None), ""]
-    md += ["Per-run henderson wall times (s): " + "; ".join(
-        f"({c}) " + ", ".join(f"{w:.3f}" for w in h["walls"]) for c, h, _ in detail),
-        "", "henderson solver: " + ", ".join(sorted({h['solver'] for _, h, _ in detail})), "",
-        "## Machine", ""] + machine_info() + [""]
+        md += [
+            f"lme4 {r0['lme4']} on R {r0['R']}, BLAS: `{r0['blas']}` — **R uses Debian's "
+            "reference (netlib) BLAS/LAPACK here**, not OpenBLAS. lme4's dense work is small "
+            "for this model (its sparse Cholesky of Λ'Z'ZΛ + I is via CHOLMOD), so the BLAS "
+            "matters less for lme4 than for henderson's dense MME.",
+            "",
+        ]
+        md += [
+            "lme4 estimates: "
+            + "; ".join(
+                f"({c}) σ²_g = {r['g']:.6f}, σ²_e = {r['residual']:.6f}, logLik = {r['loglik']:.6f}"
+                for c, _, r in detail
+                if r is not None
+            ),
+            "",
+        ]
+    md += (
+        [
+            "Per-run henderson wall times (s): "
+            + "; ".join(f"({c}) " + ", ".join(f"{w:.3f}" for w in h["walls"]) for c, h, _ in detail),
+            "",
+            "henderson solver: " + ", ".join(sorted({h["solver"] for _, h, _ in detail})),
+            "",
+            "## Machine",
+            "",
+        ]
+        + machine_info()
+        + [""]
+    )
     text = "\n".join(md)
     print(text)
     if a.out != "-":
@@ -279,7 +337,7 @@ def main(argv=None) -> int:
             old = Path(a.out).read_text()
             marker = "\n**Caveat on timings"
             if marker in old:  # keep the hand-written notes (caveat, profile) below the generated part
-                text += old[old.index(marker):]
+                text += old[old.index(marker) :]
         Path(a.out).write_text(text)
     return 0
 

@@ -79,7 +79,7 @@ def simulate(n, p, seed):
     d = geno.dosages
     g = np.zeros(n)
     for s in range(0, p, 5000):
-        g += (d[:, s:s + 5000] - 2.0 * freq[s:s + 5000]) @ beta[s:s + 5000]
+        g += (d[:, s : s + 5000] - 2.0 * freq[s : s + 5000]) @ beta[s : s + 5000]
     g = (g - g.mean()) / g.std()
     y = 10.0 + g + rng.standard_normal(n)
     return geno, y
@@ -144,11 +144,25 @@ def child_e2e(a):
         s2 = io.StringIO()
         pstats.Stats(prof, stream=s2).sort_stats("tottime").print_stats(20)
         (WORK / f"profile_{geno.n}x{geno.p}.txt").write_text(s.getvalue() + "\n\n" + s2.getvalue())
-    out = dict(n=geno.n, p=geno.p, pev=a.pev, read=t1 - t0, G=t2 - t1, fit=t3 - t2, total=t3 - t0,
-               timings=m.result_.timings, h2=m.h2_, sigma2=m.variance_components_["variance"].tolist(),
-               gebv_head=gebv[:3].tolist(), warmup_incl_import=t_warm, rss_after_warmup_mb=rss_warm,
-               peak_rss_mb=rss_mb(), henderson=henderson.__version__, profiled=bool(a.profile),
-               load_end=load())
+    out = dict(
+        n=geno.n,
+        p=geno.p,
+        pev=a.pev,
+        read=t1 - t0,
+        G=t2 - t1,
+        fit=t3 - t2,
+        total=t3 - t0,
+        timings=m.result_.timings,
+        h2=m.h2_,
+        sigma2=m.variance_components_["variance"].tolist(),
+        gebv_head=gebv[:3].tolist(),
+        warmup_incl_import=t_warm,
+        rss_after_warmup_mb=rss_warm,
+        peak_rss_mb=rss_mb(),
+        henderson=henderson.__version__,
+        profiled=bool(a.profile),
+        load_end=load(),
+    )
     if a.replay:
         out["replay"] = replay_spectral(G, m, geno.n)
     print(json.dumps(out))
@@ -200,7 +214,7 @@ def replay_spectral(G, m, n):
     np.diag(K).copy()
     sym = K.T
     for i in range(0, n, 512):
-        np.abs(K[i:i + 512] - sym[i:i + 512]).max()
+        np.abs(K[i : i + 512] - sym[i : i + 512]).max()
     r["symmetry check (row blocks, as spec/model.py)"] = time.perf_counter() - t
     t = time.perf_counter()
     sla.cholesky(K + np.eye(n), lower=True, check_finite=False)
@@ -232,9 +246,21 @@ def child_floor(a):
     t = time.perf_counter()
     lapack.dsytrd(M, lower=1, overwrite_a=1)
     t_trd_default = time.perf_counter() - t
-    print(json.dumps(dict(n=n, p=p, ssyrk=t_syrk, ssyrk_gflops=n * n * p / t_syrk / 1e9, dsytrd=t_trd,
-                          dsytrd_lwork=lw, dsytrd_default_lwork=t_trd_default, peak_rss_mb=rss_mb(),
-                          load_end=load())))
+    print(
+        json.dumps(
+            dict(
+                n=n,
+                p=p,
+                ssyrk=t_syrk,
+                ssyrk_gflops=n * n * p / t_syrk / 1e9,
+                dsytrd=t_trd,
+                dsytrd_lwork=lw,
+                dsytrd_default_lwork=t_trd_default,
+                peak_rss_mb=rss_mb(),
+                load_end=load(),
+            )
+        )
+    )
 
 
 def child_threads(a):
@@ -267,8 +293,8 @@ def child_henderson_side(a, model="GBLUP"):
     import pandas as pd
 
     import henderson
-    from henderson.data.genotypes import Genotypes
     from henderson._testing.genotypes import simulate_genotypes
+    from henderson.data.genotypes import Genotypes
 
     Est = getattr(henderson, model)
     gw = simulate_genotypes(60, 200, seed=1)  # warm-up: numba cache, first BLAS calls
@@ -295,8 +321,8 @@ def numpy_G(X):
     freq = X.mean(axis=0, dtype=np.float64) / 2.0
     G = np.zeros((n, n))
     for s in range(0, p, 5000):
-        W = X[:, s:s + 5000].astype(np.float64)
-        W -= 2.0 * freq[s:s + 5000]
+        W = X[:, s : s + 5000].astype(np.float64)
+        W -= 2.0 * freq[s : s + 5000]
         G += W @ W.T
     G /= 2.0 * np.sum(freq * (1.0 - freq))
     return G
@@ -343,12 +369,12 @@ def child_peer(a):
         tg = time.perf_counter()
         h2, gebv = numpy_gblup(G, y)
     elif a.peer == "fastlmm":
+        from importlib.metadata import version
+
         from fastlmm.inference import FastLMM
         from pysnptools.kernelreader import KernelData
         from pysnptools.kernelstandardizer import Identity as KIdentity
         from pysnptools.snpreader import SnpData
-
-        from importlib.metadata import version
 
         info["version"] = f"fastlmm {version('fastlmm')}"
         iid = np.array([[f"ind{i + 1}", f"ind{i + 1}"] for i in range(n)])
@@ -370,10 +396,10 @@ def child_peer(a):
         info["h2_raw_fastlmm"] = h2raw
         info["note"] = "G by numpy_G; FastLMM(kernel_standardizer=Identity).fit(K0_train=KernelData(G))"
     elif a.peer == "glimix-core":
+        from importlib.metadata import version
+
         from glimix_core.lmm import LMM
         from numpy_sugar.linalg import economic_qs
-
-        from importlib.metadata import version
 
         info["version"] = f"glimix-core {version('glimix-core')}"
         t = time.perf_counter()
@@ -406,8 +432,11 @@ def child_peer(a):
         raise SystemExit(f"unknown peer {a.peer}")
     el = time.perf_counter() - t
     np.save(d / f"gebv_{a.peer}.npy", gebv)
-    print(json.dumps(dict(peer=a.peer, seconds=el, G_seconds=tg - t, h2=h2, peak_rss_mb=rss_mb(),
-                          load_end=load(), **info)))
+    print(
+        json.dumps(
+            dict(peer=a.peer, seconds=el, G_seconds=tg - t, h2=h2, peak_rss_mb=rss_mb(), load_end=load(), **info)
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -521,39 +550,53 @@ def report():
     L = []
     m = _j("machine")
     if m:
-        L += [f"- CPU: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GiB; {m['platform']}",
-              f"- Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}; OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}"]
+        L += [
+            f"- CPU: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GiB; {m['platform']}",
+            f"- Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}; OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}",
+        ]
         L += [f"- BLAS (threadpoolctl): {b}" for b in m["blas"]]
         L += [f"- load average (1/5/15 min) at start: {m['load_start']}", ""]
     fl = _j("floor")
     if fl and "error" not in fl:
-        L += ["| floor | seconds | note | load start / end |", "|---|---|---|---|",
-              f"| ssyrk 5,000 x 50,000 float32 | {fl['ssyrk']:.2f} | {fl['ssyrk_gflops']:.0f} GFLOP/s | {fl['load_start']} / {fl['load_end']} |",
-              f"| dsytrd 5,000 x 5,000, blocked (lwork = {fl.get('dsytrd_lwork', '?')} from dsytrd_lwork) | {fl['dsytrd']:.2f} | | |",
-              f"| dsytrd 5,000 x 5,000, scipy default lwork (unblocked dsytd2; henderson passes the optimal lwork) | {fl.get('dsytrd_default_lwork', float('nan')):.2f} | | |", ""]
+        L += [
+            "| floor | seconds | note | load start / end |",
+            "|---|---|---|---|",
+            f"| ssyrk 5,000 x 50,000 float32 | {fl['ssyrk']:.2f} | {fl['ssyrk_gflops']:.0f} GFLOP/s | {fl['load_start']} / {fl['load_end']} |",
+            f"| dsytrd 5,000 x 5,000, blocked (lwork = {fl.get('dsytrd_lwork', '?')} from dsytrd_lwork) | {fl['dsytrd']:.2f} | | |",
+            f"| dsytrd 5,000 x 5,000, scipy default lwork (unblocked dsytd2; henderson passes the optimal lwork) | {fl.get('dsytrd_default_lwork', float('nan')):.2f} | | |",
+            "",
+        ]
     e = _j("e2e")
     if e:
-        L += ["| n x p | pev | read | G | fit: spec | prepare (sytrd) | optimise (REML) | results (BLUP/PEV) | end to end | peak RSS MiB | h2 | import+warm-up | load start / end |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "| n x p | pev | read | G | fit: spec | prepare (sytrd) | optimise (REML) | results (BLUP/PEV) | end to end | peak RSS MiB | h2 | import+warm-up | load start / end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in e:
             if "error" in r:
                 L.append(f"| {r['config']} | error: {r['error'][-200:]!r} |")
                 continue
             t = r["timings"]
-            L.append(f"| {r['n']:,} x {r['p']:,} | {r['pev']} | {r['read']:.2f} | {r['G']:.2f} | {t['spec']:.2f} | {t['prepare']:.2f} | "
-                     f"{t['optimise']:.3f} | {t['results']:.2f} | **{r['total']:.2f}** | {r['peak_rss_mb']:.0f} | {r['h2']:.6f} | "
-                     f"{r['warmup_incl_import']:.1f} | {r['load_start']} / {r['load_end']} |")
+            L.append(
+                f"| {r['n']:,} x {r['p']:,} | {r['pev']} | {r['read']:.2f} | {r['G']:.2f} | {t['spec']:.2f} | {t['prepare']:.2f} | "
+                f"{t['optimise']:.3f} | {t['results']:.2f} | **{r['total']:.2f}** | {r['peak_rss_mb']:.0f} | {r['h2']:.6f} | "
+                f"{r['warmup_incl_import']:.1f} | {r['load_start']} / {r['load_end']} |"
+            )
         L.append("")
     sd = _j("side")
     if sd:
-        L += ["| n x p | implementation | seconds | of which G | ratio to henderson | h2 | h2 - h2(henderson) | max abs GEBV diff | 1 - corr | peak RSS MiB | load start / end |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "| n x p | implementation | seconds | of which G | ratio to henderson | h2 | h2 - h2(henderson) | max abs GEBV diff | 1 - corr | peak RSS MiB | load start / end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for blk in sd:
             h = next(r for r in blk["rows"] if r.get("peer") == "henderson")
             for r in blk["rows"]:
                 name = r.get("version", r.get("peer"))
                 if "error" in r:
-                    L.append(f"| {blk['n']:,} x {blk['p']:,} | {r.get('peer')} | failed: {r['error'][-160:]!r} | | | | | | | | |")
+                    L.append(
+                        f"| {blk['n']:,} x {blk['p']:,} | {r.get('peer')} | failed: {r['error'][-160:]!r} | | | | | | | | |"
+                    )
                     continue
                 hs = h.get("seconds")
                 ratio = r["seconds"] / hs if hs else float("nan")
@@ -565,16 +608,22 @@ def report():
                     diff = (f"{r['h2_diff']:+.1e}", f"{r['max_abs_gebv_diff']:.1e}", f"{1 - r['gebv_corr']:.1e}")
                 else:
                     diff = (f"{r['h2_diff']:+.1e}", f"{r['max_abs_gebv_diff']:.1e}", f"{1 - r['gebv_corr']:.1e}")
-                L.append(f"| {blk['n']:,} x {blk['p']:,} | {name} | {r['seconds']:.2f} | {g} | {ratio:.2f} | {r['h2']:.6f} | "
-                         f"{diff[0]} | {diff[1]} | {diff[2]} | {r['peak_rss_mb']:.0f} | {r['load_start']} / {r['load_end']} |")
+                L.append(
+                    f"| {blk['n']:,} x {blk['p']:,} | {name} | {r['seconds']:.2f} | {g} | {ratio:.2f} | {r['h2']:.6f} | "
+                    f"{diff[0]} | {diff[1]} | {diff[2]} | {r['peak_rss_mb']:.0f} | {r['load_start']} / {r['load_end']} |"
+                )
         L.append("")
     pr = _j("profile")
     if pr and "replay" in pr:
         L += ["| step (replayed on the same G, 5,000) | seconds |", "|---|---|"]
         L += [f"| {k} | {v:.3f} |" for k, v in pr["replay"].items()]
-        L += ["", f"profiled run: read {pr['read']:.2f}, G {pr['G']:.2f}, fit {pr['fit']:.2f} "
-              f"({json.dumps({k: round(v, 3) for k, v in pr['timings'].items()})}), total {pr['total']:.2f} s; "
-              f"load {pr['load_start']} / {pr['load_end']}", ""]
+        L += [
+            "",
+            f"profiled run: read {pr['read']:.2f}, G {pr['G']:.2f}, fit {pr['fit']:.2f} "
+            f"({json.dumps({k: round(v, 3) for k, v in pr['timings'].items()})}), total {pr['total']:.2f} s; "
+            f"load {pr['load_start']} / {pr['load_end']}",
+            "",
+        ]
     print("\n".join(L))
 
 
@@ -583,11 +632,22 @@ def machine_info():
     from threadpoolctl import threadpool_info
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    blas = [f"{d.get('internal_api')} {d.get('version')}, {d.get('num_threads')} threads, arch "
-            f"{d.get('architecture')} ({Path(d.get('filepath', '')).name})" for d in threadpool_info()]
-    return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(), numpy=np.__version__,
-                scipy=scipy.__version__, blas=blas, OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
-                platform=platform.platform(), mem_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1))
+    blas = [
+        f"{d.get('internal_api')} {d.get('version')}, {d.get('num_threads')} threads, arch "
+        f"{d.get('architecture')} ({Path(d.get('filepath', '')).name})"
+        for d in threadpool_info()
+    ]
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        scipy=scipy.__version__,
+        blas=blas,
+        OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        platform=platform.platform(),
+        mem_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    )
 
 
 def main():
@@ -610,16 +670,23 @@ def main():
         report()
         return
     if a.child:
-        {"e2e": child_e2e, "floor": child_floor, "threads": child_threads, "henderson": child_henderson_side,
-         "henderson-snpblup": lambda a: child_henderson_side(a, "SNPBLUP"), "peer": child_peer}[a.child](a)
+        {
+            "e2e": child_e2e,
+            "floor": child_floor,
+            "threads": child_threads,
+            "henderson": child_henderson_side,
+            "henderson-snpblup": lambda a: child_henderson_side(a, "SNPBLUP"),
+            "peer": child_peer,
+        }[a.child](a)
         return
     info = machine_info()
     info["load_start"] = load()
     save("machine", info)
     print(json.dumps(info), flush=True)
     for part in [x for x in a.parts.split(",") if x]:
-        {"e2e": part_e2e, "floor": part_floor, "side": part_side, "profile": part_profile,
-         "threads": part_threads}[part](a)
+        {"e2e": part_e2e, "floor": part_floor, "side": part_side, "profile": part_profile, "threads": part_threads}[
+            part
+        ](a)
 
 
 if __name__ == "__main__":

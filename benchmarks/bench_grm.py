@@ -110,15 +110,26 @@ def main():
     if plink:
         G2, t2, peak2 = timed(genomic_relationship, geno, "vanraden2")
         rows.append(("G vanraden2 (float64 DSYRK path)", t2, peak2))
-        cmd = [plink, "--bfile", str(work / "sim"), "--make-rel", "square", "bin", "--allow-no-sex",
-               "--threads", str(os.cpu_count()), "--out", str(work / "plink_rel")]
+        cmd = [
+            plink,
+            "--bfile",
+            str(work / "sim"),
+            "--make-rel",
+            "square",
+            "bin",
+            "--allow-no-sex",
+            "--threads",
+            str(os.cpu_count()),
+            "--out",
+            str(work / "plink_rel"),
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         tp = time.perf_counter() - t
         rows.append(("plink1.9 --make-rel square bin (wall, incl. process start)", tp, None))
         rel = np.fromfile(work / "plink_rel.rel.bin", dtype=np.float64).reshape(n, n)
         pdiff = float(np.abs(rel - np.asarray(G2.matrix)).max())
-        plink_line = (f"`{' '.join(cmd)}`; max |plink − henderson vanraden2| = {pdiff:.3g}")
+        plink_line = f"`{' '.join(cmd)}`; max |plink − henderson vanraden2| = {pdiff:.3g}"
         del G2, rel
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -151,7 +162,9 @@ def main():
         f"reference matrix): {rss:.0f} MiB.",
         f"- PLINK: {plink_line}.",
         f"- Load average (1, 5, 15 min) at start {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, at end "
-        "{:.1f}/{:.1f}/{:.1f}: other processes share this 2-core machine, so timings are noisy.".format(*os.getloadavg()),
+        "{:.1f}/{:.1f}/{:.1f}: other processes share this 2-core machine, so timings are noisy.".format(
+            *os.getloadavg()
+        ),
         "",
     ]
     text = "\n".join(lines)

@@ -71,13 +71,50 @@ def run_gemma(geno, Y, workdir: Path):
     np.savetxt(workdir / "pheno.txt", Y.to_numpy(), fmt="%.10g")
     out = {}
     t0 = time.perf_counter()
-    subprocess.run(["gemma", "-bfile", str(full), "-p", str(workdir / "pheno.txt"), "-gk", "1",
-                    "-o", "kin", "-outdir", str(workdir)], check=True, capture_output=True, cwd=workdir)
+    subprocess.run(
+        [
+            "gemma",
+            "-bfile",
+            str(full),
+            "-p",
+            str(workdir / "pheno.txt"),
+            "-gk",
+            "1",
+            "-o",
+            "kin",
+            "-outdir",
+            str(workdir),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+    )
     out["gk"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = subprocess.run(["gemma", "-bfile", str(small), "-p", str(workdir / "pheno.txt"), "-k",
-                        str(workdir / "kin.cXX.txt"), "-lmm", "1", "-n", "1", "2", "3", "-o", "mv",
-                        "-outdir", str(workdir)], capture_output=True, text=True, cwd=workdir)
+    r = subprocess.run(
+        [
+            "gemma",
+            "-bfile",
+            str(small),
+            "-p",
+            str(workdir / "pheno.txt"),
+            "-k",
+            str(workdir / "kin.cXX.txt"),
+            "-lmm",
+            "1",
+            "-n",
+            "1",
+            "2",
+            "3",
+            "-o",
+            "mv",
+            "-outdir",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
     out["mvlmm"] = time.perf_counter() - t0
     out["returncode"] = r.returncode
     log = (workdir / "mv.log.txt").read_text() if (workdir / "mv.log.txt").exists() else ""
@@ -88,6 +125,7 @@ def run_gemma(geno, Y, workdir: Path):
 
 def gemma_matrices(text: str):
     """Vg and Ve printed by GEMMA's mvLMM log ("## REMLE estimate for Vg" blocks)."""
+
     def block(label):
         m = re.search(label + r"[^\n]*\n((?:[ \t]*[-0-9.eE+]+(?:[ \t]+[-0-9.eE+]+)*[ \t]*\n)+)", text)
         if not m:
@@ -95,9 +133,10 @@ def gemma_matrices(text: str):
         rows = [list(map(float, ln.split())) for ln in m.group(1).strip().splitlines()]
         t = len(rows)
         S = np.zeros((t, t))
-        for i, r in enumerate(rows):      # GEMMA prints the lower triangle
-            S[i, :len(r)] = r
+        for i, r in enumerate(rows):  # GEMMA prints the lower triangle
+            S[i, : len(r)] = r
         return np.tril(S) + np.tril(S, -1).T
+
     return block(r"REMLE estimate for Vg"), block(r"REMLE estimate for Ve")
 
 
@@ -127,40 +166,50 @@ def main():
     gem = None if a.no_gemma else run_gemma(geno, Y, WORK)
     p = geno.allele_freq
     two_pq = 2 * float(np.sum(p * (1 - p)))
-    lines = [f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, n = {a.n}, m = {a.m}, "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)\n",
-             "| step | seconds | ratio to single-trait fit |", "|---|---|---|",
-             f"| G (VanRaden 1, shared by both fits) | {t_g:.2f} | |",
-             f"| single-trait GBLUP fit (spectral, PEV) | {t_st:.2f} | 1.00 |",
-             f"| 3-trait GBLUP fit (multitrait-spectral, PEV; {res.iterations} AI iterations) | {t_mt:.2f} | "
-             f"{t_mt / t_st:.2f} |",
-             f"| end to end incl. G: single / 3-trait | {t_g + t_st:.2f} / {t_g + t_mt:.2f} | "
-             f"{(t_g + t_mt) / (t_g + t_st):.2f} |",
-             f"| without PEV: single-trait fit (tridiagonal) | {t_st0:.2f} | 1.00 |",
-             f"| without PEV: 3-trait fit (tridiagonal + MRRR) | {t_mt0:.2f} | {t_mt0 / t_st0:.2f} |",
-             f"| without PEV, end to end incl. G: single / 3-trait | {t_g + t_st0:.2f} / {t_g + t_mt0:.2f} | "
-             f"{(t_g + t_mt0) / (t_g + t_st0):.2f} |"]
+    lines = [
+        f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, n = {a.n}, m = {a.m}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)\n",
+        "| step | seconds | ratio to single-trait fit |",
+        "|---|---|---|",
+        f"| G (VanRaden 1, shared by both fits) | {t_g:.2f} | |",
+        f"| single-trait GBLUP fit (spectral, PEV) | {t_st:.2f} | 1.00 |",
+        f"| 3-trait GBLUP fit (multitrait-spectral, PEV; {res.iterations} AI iterations) | {t_mt:.2f} | "
+        f"{t_mt / t_st:.2f} |",
+        f"| end to end incl. G: single / 3-trait | {t_g + t_st:.2f} / {t_g + t_mt:.2f} | "
+        f"{(t_g + t_mt) / (t_g + t_st):.2f} |",
+        f"| without PEV: single-trait fit (tridiagonal) | {t_st0:.2f} | 1.00 |",
+        f"| without PEV: 3-trait fit (tridiagonal + MRRR) | {t_mt0:.2f} | {t_mt0 / t_st0:.2f} |",
+        f"| without PEV, end to end incl. G: single / 3-trait | {t_g + t_st0:.2f} / {t_g + t_mt0:.2f} | "
+        f"{(t_g + t_mt0) / (t_g + t_st0):.2f} |",
+    ]
     if gem is not None:
-        lines += [f"| GEMMA -gk 1 (kinship) | {gem['gk']:.2f} | |",
-                  f"| GEMMA -lmm 1 -n 1 2 3 (mvLMM null model + 10 SNP tests) | {gem['mvlmm']:.2f} | "
-                  f"{gem['mvlmm'] / t_st:.2f} |",
-                  f"| 3-trait henderson vs GEMMA mvLMM | | {t_mt / gem['mvlmm']:.2f} |"]
+        lines += [
+            f"| GEMMA -gk 1 (kinship) | {gem['gk']:.2f} | |",
+            f"| GEMMA -lmm 1 -n 1 2 3 (mvLMM null model + 10 SNP tests) | {gem['mvlmm']:.2f} | "
+            f"{gem['mvlmm'] / t_st:.2f} |",
+            f"| 3-trait henderson vs GEMMA mvLMM | | {t_mt / gem['mvlmm']:.2f} |",
+        ]
         vg, ve = gemma_matrices(gem["log"] + gem["stdout"])
         lines.append("")
         lines.append(f"GEMMA return code {gem['returncode']}.")
         if vg is not None:
             Sg = res.covariances["genetic"].to_numpy()
-            vg = np.array(vg) * (two_pq / a.m)   # to the scale of G = XcXc'/(2Σpq)
-            lines.append(f"Genetic covariance, henderson: {np.round(Sg, 5).tolist()}; GEMMA (rescaled): "
-                         f"{np.round(vg, 5).tolist()}; max |diff| {np.abs(Sg - vg).max():.2e}")
+            vg = np.array(vg) * (two_pq / a.m)  # to the scale of G = XcXc'/(2Σpq)
+            lines.append(
+                f"Genetic covariance, henderson: {np.round(Sg, 5).tolist()}; GEMMA (rescaled): "
+                f"{np.round(vg, 5).tolist()}; max |diff| {np.abs(Sg - vg).max():.2e}"
+            )
         if ve is not None:
             Se = res.covariances["Residual"].to_numpy()
-            lines.append(f"Residual covariance, henderson: {np.round(Se, 5).tolist()}; GEMMA: "
-                         f"{np.round(np.array(ve), 5).tolist()}; max |diff| {np.abs(Se - np.array(ve)).max():.2e}")
+            lines.append(
+                f"Residual covariance, henderson: {np.round(Se, 5).tolist()}; GEMMA: "
+                f"{np.round(np.array(ve), 5).tolist()}; max |diff| {np.abs(Se - np.array(ve)).max():.2e}"
+            )
         tail = [ln for ln in gem["log"].splitlines() if "log-likelihood" in ln or "time" in ln.lower()]
         lines += ["", "GEMMA log lines:", "```"] + tail[:12] + ["```"]
-    lines.append(f"\nhenderson timings of the 3-trait fit: " + ", ".join(
-        f"{k} {v:.2f} s" for k, v in res.timings.items()))
+    lines.append(
+        "\nhenderson timings of the 3-trait fit: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.timings.items())
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,9 @@ def child(n: int, solver: str) -> dict:
         x, info = state.solve(tol=1e-10)
         t4 = time.perf_counter()
         u = state.term_values(x, 1)
-        out.update(prepare_s=t3 - t2, solve_s=t4 - t3, rounds=info.rounds,
-                   rel_residual=info.rel_residual, equations=state.m)
+        out.update(
+            prepare_s=t3 - t2, solve_s=t4 - t3, rounds=info.rounds, rel_residual=info.rel_residual, equations=state.m
+        )
     elif solver == "sreml":
         from henderson.reml.stochastic import stochastic_reml
         from henderson.solvers.pcg import PCGMME
@@ -69,9 +70,15 @@ def child(n: int, solver: str) -> dict:
         x, info = state.solve(tol=1e-10)
         u = state.term_values(x, 1)
         true = sim["sigma2"]
-        out.update(prepare_s=0.0, solve_s=t4 - t3, rounds=f"{max(r['iterations'])} AI rounds",
-                   equations=state.m, estimates=r["sigma2"].tolist(), mc_se=r["mc_se"].tolist(),
-                   true=[true["herd"], true["a"], true["e"]])
+        out.update(
+            prepare_s=0.0,
+            solve_s=t4 - t3,
+            rounds=f"{max(r['iterations'])} AI rounds",
+            equations=state.m,
+            estimates=r["sigma2"].tolist(),
+            mc_se=r["mc_se"].tolist(),
+            true=[true["herd"], true["a"], true["e"]],
+        )
     else:
         from henderson.solvers.sparse import SparseMME
 
@@ -93,8 +100,7 @@ def run(n: int, solver: str) -> dict:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    p = subprocess.run([sys.executable, __file__, "--child", str(n), solver], capture_output=True,
-                       text=True, env=env)
+    p = subprocess.run([sys.executable, __file__, "--child", str(n), solver], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         return {"n": n, "solver": solver, "error": p.stderr.strip().splitlines()[-1:]}
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -119,7 +125,9 @@ def main():
             r = run(n, solver)
             print(r, flush=True)
             rows.append(r)
-    import numpy, scipy
+    import numpy
+    import scipy
+
     lines = [
         "# PCG vs sparse direct solve: animal model at given variances",
         "",
@@ -141,16 +149,24 @@ def main():
         lines.append(
             f"| {r['n']:,} | {r['records']:,} | {r['equations']:,} | {r['solver']} | {r.get('rounds', '')} | "
             f"{r['solve_s']:.2f} | {r['solver_total_s']:.2f} | {r['simulate_s']:.1f} | {r['peak_rss_mib']:.0f} | "
-            f"{r['accuracy']:.3f} |")
+            f"{r['accuracy']:.3f} |"
+        )
     for r in rows:
         if r.get("solver") == "sreml" and "error" not in r:
             est = ", ".join(f"{e:.3f} ± {m:.3f}" for e, m in zip(r["estimates"], r["mc_se"]))
-            lines += ["", f"Stochastic REML (sreml row: Monte Carlo AI-REML, 20 samples per round, 4 chains) at "
-                      f"{r['n']:,} animals: σ² (herd, animal, residual) = {est} (± MC SE); simulated values "
-                      f"{r['true']}. `solve s` is the whole estimation."]
-    lines += ["", "BLUPF90 (published): about 90 PCG rounds for a 1.1-million-animal Finnish dairy "
-              "animal model (Lidauer, Strandén, Mäntysaari, Pösö & Kettunen 1999, J Dairy Sci 82:2788); different model and data, "
-              "quoted for the order of magnitude of the rounds.", ""]
+            lines += [
+                "",
+                f"Stochastic REML (sreml row: Monte Carlo AI-REML, 20 samples per round, 4 chains) at "
+                f"{r['n']:,} animals: σ² (herd, animal, residual) = {est} (± MC SE); simulated values "
+                f"{r['true']}. `solve s` is the whole estimation.",
+            ]
+    lines += [
+        "",
+        "BLUPF90 (published): about 90 PCG rounds for a 1.1-million-animal Finnish dairy "
+        "animal model (Lidauer, Strandén, Mäntysaari, Pösö & Kettunen 1999, J Dairy Sci 82:2788); different model and data, "
+        "quoted for the order of magnitude of the rounds.",
+        "",
+    ]
     Path(a.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -109,8 +109,11 @@ def report(res: dict, cmd: str, sim_s: float, write_s: float, file_mb: float) ->
         ("`pedigree_inverse(ped)` incl. inbreeding", fmt(res["ainv_with_inbreeding_s"])),
         ("`pedigree_inverse(ped)`, inbreeding cached", fmt(res["ainv_rules_only_s"])),
     ]
-    rows += [(f"`pedigree_relationship(ped, ids=<{k.split('_')[2]} youngest>)` (Colleau)", fmt(v))
-             for k, v in res.items() if k.startswith("colleau_")]
+    rows += [
+        (f"`pedigree_relationship(ped, ids=<{k.split('_')[2]} youngest>)` (Colleau)", fmt(v))
+        for k, v in res.items()
+        if k.startswith("colleau_")
+    ]
     rows += [
         ("peak RSS after imports + warm-up", f"{res['rss_after_imports_mb']:.0f} MB | "),
         ("peak RSS after read", f"{res['rss_after_read_mb']:.0f} MB | "),
@@ -172,7 +175,9 @@ def main(argv=None):
         file_mb = path.stat().st_size / 2**20
         proc = subprocess.run(
             [sys.executable, __file__, "--child", str(path), "--a22", str(args.a22)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     cmd = "python benchmarks/bench_pedigree.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -88,8 +88,7 @@ def part_hinv(n, k, m) -> dict:
     import scipy.linalg as sla
 
     from henderson.relationships.genomic import genomic_relationship
-    from henderson.relationships.pedigree import pedigree_relationship
-    from henderson.relationships.single_step import a22_inverse_sparse, single_step_inverse
+    from henderson.relationships.single_step import single_step_inverse
 
     ped, ids, geno, _ = _sim(n, k, m)
     out = {"n": n, "k": k, "m": m, "rss_after_simulation_mb": rss_mb()}
@@ -180,7 +179,7 @@ def part_solve(n, k, m) -> dict:
     ped, ids, geno, pd = _sim(n, k, m, seed=5)
     rng = np.random.default_rng(9)
     all_ids = ped.ids_in_input_order
-    rec = all_ids[len(all_ids) // 3:]  # the younger two thirds have one record each
+    rec = all_ids[len(all_ids) // 3 :]  # the younger two thirds have one record each
     frame = pd.DataFrame({"id": rec, "y": rng.normal(size=len(rec))})
     out = {"n": n, "k": k, "m": m, "records": len(rec)}
     H, out["hinv_setup_s"] = _timed(single_step_inverse, ped, geno)
@@ -199,9 +198,14 @@ def machine() -> dict:
     import numpy as np
     import scipy
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                       time.gmtime())}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def main():
@@ -222,15 +226,19 @@ def main():
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
     if a.part:
-        f = {"hinv": lambda: part_hinv(a.n, a.k, a.m), "routes": lambda: part_routes(a.routes_n, a.routes_k),
-             "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
-             "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m)}[a.part]
+        f = {
+            "hinv": lambda: part_hinv(a.n, a.k, a.m),
+            "routes": lambda: part_routes(a.routes_n, a.routes_k),
+            "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
+            "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m),
+        }[a.part]
         print(json.dumps(f()))
         return
     results = {"machine": machine()}
     for part in a.parts.split(","):
-        cmd = [sys.executable, __file__, "--part", part] + [x for x in sys.argv[1:]
-                                                          if not x.startswith("--parts") and x != a.parts]
+        cmd = [sys.executable, __file__, "--part", part] + [
+            x for x in sys.argv[1:] if not x.startswith("--parts") and x != a.parts
+        ]
         if a.write:
             cmd = [c for c in cmd if c not in ("--write", str(a.write))]
         t = time.perf_counter()
@@ -242,9 +250,15 @@ def main():
         results[part]["wall_s"] = time.perf_counter() - t
         print(part, json.dumps(results[part], indent=1), flush=True)
         if a.write:  # after every part, so a long run keeps what it has measured
-            a.write.write_text("# single-step benchmark\n\nCommand: `" + " ".join(sys.argv) + "`"
-                               + f" (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"
-                               + "\n\n```json\n" + json.dumps(results, indent=1) + "\n```\n")
+            a.write.write_text(
+                "# single-step benchmark\n\nCommand: `"
+                + " ".join(sys.argv)
+                + "`"
+                + f" (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})"
+                + "\n\n```json\n"
+                + json.dumps(results, indent=1)
+                + "\n```\n"
+            )
 
 
 if __name__ == "__main__":

@@ -58,9 +58,15 @@ def _median(f, repeats):
 
 
 def _previous_sparse_module():
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS}:src/henderson/solvers/sparse.py"],
-                         capture_output=True, text=True, check=True).stdout
-    src = src.replace("from ..errors", "from henderson.errors").replace("from ..spec.model", "from henderson.spec.model")
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{PREVIOUS}:src/henderson/solvers/sparse.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    src = src.replace("from ..errors", "from henderson.errors").replace(
+        "from ..spec.model", "from henderson.spec.model"
+    )
     mod = types.ModuleType("henderson_previous_sparse")
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
     exec(compile(src, "previous_sparse.py", "exec"), mod.__dict__)
@@ -73,8 +79,9 @@ def _fit_previous(spec):
 
     state = _previous_sparse_module().SparseMME(spec)
     opt = optimise(state)
-    return sparse_result(spec, state, opt.evaluation, "reml", opt.iterations, opt.converged, opt.log,
-                         opt.boundary, fixed_sigma2=False)
+    return sparse_result(
+        spec, state, opt.evaluation, "reml", opt.iterations, opt.converged, opt.log, opt.boundary, fixed_sigma2=False
+    )
 
 
 def part_gryphon(repeats):
@@ -101,7 +108,9 @@ def part_gryphon(repeats):
     agree = {
         "dense A vs sparse A⁻¹ (σ², rel)": float(np.max(np.abs(b.sigma2 - a.sigma2) / a.sigma2)),
         "dense MME vs sparse (σ², rel)": float(np.max(np.abs(c.sigma2 - a.sigma2) / a.sigma2)),
-        "dense MME vs sparse (PEV ANIMAL, rel)": float(np.max(np.abs(c.blups["ANIMAL"]["pev"] - a.blups["ANIMAL"]["pev"]) / a.blups["ANIMAL"]["pev"])),
+        "dense MME vs sparse (PEV ANIMAL, rel)": float(
+            np.max(np.abs(c.blups["ANIMAL"]["pev"] - a.blups["ANIMAL"]["pev"]) / a.blups["ANIMAL"]["pev"])
+        ),
         "previous SuperLU vs sparse (σ², rel)": float(np.max(np.abs(e.sigma2 - a.sigma2) / a.sigma2)),
         "logL sparse − dense MME": float(a.loglik - c.loglik),
     }
@@ -172,17 +181,29 @@ def one_size(n):
             F.selected_inverse()
             sel_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        ev = st.evaluate(s, derivatives=True)
+        st.evaluate(s, derivatives=True)
         t_eval = time.perf_counter() - t0
-    out = dict(n=n, iterations=res.iterations, fit_s=t_fit, optimise_s=res.timings["optimise"],
-               per_iteration_s=res.timings["optimise"] / max(res.iterations, 1),
-               evaluation_s=t_eval, symbolic_s=t_symbolic,
-               factor_s=float(np.median(fac_t)), selinv_s=float(np.median(sel_t)),
-               nnz_L=an.symbolic.nnz, storage=an.symbolic.size, supernodes=an.symbolic.n_supernodes,
-               flops=an.symbolic.flops, ordering=an.symbolic.ordering,
-               factor_mib=an.symbolic.size * 8 / 2**20,
-               peak_rss_before_fit_mib=rss0 / 1024, peak_rss_fit_mib=rss_fit / 1024,
-               sigma2=[float(v) for v in s], se=[float(v) for v in res.variance_components["se"]])
+    out = dict(
+        n=n,
+        iterations=res.iterations,
+        fit_s=t_fit,
+        optimise_s=res.timings["optimise"],
+        per_iteration_s=res.timings["optimise"] / max(res.iterations, 1),
+        evaluation_s=t_eval,
+        symbolic_s=t_symbolic,
+        factor_s=float(np.median(fac_t)),
+        selinv_s=float(np.median(sel_t)),
+        nnz_L=an.symbolic.nnz,
+        storage=an.symbolic.size,
+        supernodes=an.symbolic.n_supernodes,
+        flops=an.symbolic.flops,
+        ordering=an.symbolic.ordering,
+        factor_mib=an.symbolic.size * 8 / 2**20,
+        peak_rss_before_fit_mib=rss0 / 1024,
+        peak_rss_fit_mib=rss_fit / 1024,
+        sigma2=[float(v) for v in s],
+        se=[float(v) for v in res.variance_components["se"]],
+    )
     if n <= 100_000:
         import scipy.sparse as sp
 
@@ -198,8 +219,9 @@ def part_sizes(sizes):
     out = []
     for n in sizes:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        r = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True,
-                           env=env, timeout=3600)
+        r = subprocess.run(
+            [sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, env=env, timeout=3600
+        )
         if r.returncode:
             raise RuntimeError(r.stderr)
         out.append(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -213,39 +235,66 @@ def machine():
     from threadpoolctl import threadpool_info
 
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)" for i in threadpool_info()]
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"scipy {scipy.__version__}; BLAS: {', '.join(blas)}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}; BLAS: {', '.join(blas)}"
+    )
 
 
 def write(gry, sizes, path):
-    lines = ["# Sparse MME benchmark (`benchmarks/bench_sparse.py`)", "",
-             f"Machine: {machine()}.", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-             "Sparse Cholesky: henderson.linalg (numba supernodal over scipy's OpenBLAS LAPACK, "
-             "METIS nested dissection via pymetis), BLAS single-threaded.", ""]
+    lines = [
+        "# Sparse MME benchmark (`benchmarks/bench_sparse.py`)",
+        "",
+        f"Machine: {machine()}.",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "Sparse Cholesky: henderson.linalg (numba supernodal over scipy's OpenBLAS LAPACK, "
+        "METIS nested dissection via pymetis), BLAS single-threaded.",
+        "",
+    ]
     if gry:
         t_sp = gry["rows"][0][1]
-        lines += ["## Gryphon `" + FORMULA + "` (1,309 animals, 854 records), REML + SEs + BLUPs + PEVs", "",
-                  "| path | seconds | × the sparse A⁻¹ path | iterations | solver |", "|---|---|---|---|---|"]
+        lines += [
+            "## Gryphon `" + FORMULA + "` (1,309 animals, 854 records), REML + SEs + BLUPs + PEVs",
+            "",
+            "| path | seconds | × the sparse A⁻¹ path | iterations | solver |",
+            "|---|---|---|---|---|",
+        ]
         for name, t, it, solver in gry["rows"]:
             lines.append(f"| {name} | {t:.3f} | {t / t_sp:.1f} | {it} | {solver} |")
-        lines += [f"| sommer `mmer` (recorded for issue #9, R reference BLAS; not run here) | 14 | {14 / t_sp:.0f} | | |",
-                  f"| lme4 (recorded for issue #9, R reference BLAS; not run here) | 47 | {47 / t_sp:.0f} | | |", "",
-                  "Agreement: " + "; ".join(f"{k} {v:.1e}" for k, v in gry["agree"].items()), ""]
+        lines += [
+            f"| sommer `mmer` (recorded for issue #9, R reference BLAS; not run here) | 14 | {14 / t_sp:.0f} | | |",
+            f"| lme4 (recorded for issue #9, R reference BLAS; not run here) | 47 | {47 / t_sp:.0f} | | |",
+            "",
+            "Agreement: " + "; ".join(f"{k} {v:.1e}" for k, v in gry["agree"].items()),
+            "",
+        ]
     if sizes:
-        lines += ["## Simulated animal models `y ~ 1 + (1|id)` with A⁻¹, every animal recorded", "",
-                  "| animals | AI iterations | s / iteration | one factorisation (floor) | iteration / factorisation "
-                  "| selected inverse | SuperLU factorisation (peer) | symbolic (once) | nnz(L) | factor MiB "
-                  "| peak RSS MiB (before fit → after) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Simulated animal models `y ~ 1 + (1|id)` with A⁻¹, every animal recorded",
+            "",
+            "| animals | AI iterations | s / iteration | one factorisation (floor) | iteration / factorisation "
+            "| selected inverse | SuperLU factorisation (peer) | symbolic (once) | nnz(L) | factor MiB "
+            "| peak RSS MiB (before fit → after) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in sizes:
             lines.append(
                 f"| {r['n']:,} | {r['iterations']} | {r['per_iteration_s']:.2f} | {r['factor_s']:.2f} | "
                 f"{r['per_iteration_s'] / r['factor_s']:.1f} | {r['selinv_s']:.2f} | "
                 f"{r.get('superlu_s', float('nan')):.2f} | {r['symbolic_s']:.2f} | {r['nnz_L']:,} | "
-                f"{r['factor_mib']:.0f} | {r['peak_rss_before_fit_mib']:.0f} → {r['peak_rss_fit_mib']:.0f} |")
-        lines += ["", "σ² estimates (true 0.4, 0.6): " + "; ".join(
-            f"{r['n']:,}: {r['sigma2'][0]:.3f} ± {r['se'][0]:.3f}, {r['sigma2'][1]:.3f} ± {r['se'][1]:.3f}"
-            for r in sizes), ""]
+                f"{r['factor_mib']:.0f} | {r['peak_rss_before_fit_mib']:.0f} → {r['peak_rss_fit_mib']:.0f} |"
+            )
+        lines += [
+            "",
+            "σ² estimates (true 0.4, 0.6): "
+            + "; ".join(
+                f"{r['n']:,}: {r['sigma2'][0]:.3f} ± {r['se'][0]:.3f}, {r['sigma2'][1]:.3f} ± {r['se'][1]:.3f}"
+                for r in sizes
+            ),
+            "",
+        ]
     text = "\n".join(lines) + "\n"
     if path == "-":
         print(text)

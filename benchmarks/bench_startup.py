@@ -21,12 +21,14 @@ from pathlib import Path
 
 PY = sys.executable
 CASES = {
-    "floor: import numpy, scipy.sparse, scipy.linalg, pandas":
-        [PY, "-c", "import numpy, scipy.sparse, scipy.linalg, pandas"],
+    "floor: import numpy, scipy.sparse, scipy.linalg, pandas": [
+        PY,
+        "-c",
+        "import numpy, scipy.sparse, scipy.linalg, pandas",
+    ],
     "import henderson": [PY, "-c", "import henderson"],
     "henderson --help": [PY, "-m", "henderson.cli.main", "--help"],
-    "import henderson; henderson.fit (first model-layer use)":
-        [PY, "-c", "import henderson; henderson.fit"],
+    "import henderson; henderson.fit (first model-layer use)": [PY, "-c", "import henderson; henderson.fit"],
 }
 
 

@@ -44,12 +44,14 @@ sys.path.insert(0, str(HERE))
 from bench_engine import machine_info  # noqa: E402
 
 MODELS = {
-    "sleepstudy (Days|Subject)": ("sleepstudy", "Reaction ~ Days + (Days|Subject)", {},
-                                  "Reaction ~ Days + (Days|Subject)"),
-    "potato us(0 + Env|Name)": ("potato", "Yield ~ Env + (0 + Env|Name)", {},
-                                "Yield ~ Env + (0 + Env|Name)"),
-    "potato us(0 + Env|Name), residual by Env": ("potato", "Yield ~ Env + (0 + Env|Name)",
-                                                 {"residual": "Env"}, None),
+    "sleepstudy (Days|Subject)": (
+        "sleepstudy",
+        "Reaction ~ Days + (Days|Subject)",
+        {},
+        "Reaction ~ Days + (Days|Subject)",
+    ),
+    "potato us(0 + Env|Name)": ("potato", "Yield ~ Env + (0 + Env|Name)", {}, "Yield ~ Env + (0 + Env|Name)"),
+    "potato us(0 + Env|Name), residual by Env": ("potato", "Yield ~ Env + (0 + Env|Name)", {"residual": "Env"}, None),
 }
 
 
@@ -66,9 +68,14 @@ def bench_henderson(df, formula, kw, repeats):
             t = time.perf_counter()
             res = henderson.fit(formula, df, **kw)
             times.append(time.perf_counter() - t)
-    return {"median": float(np.median(times)), "times": times, "loglik": res.loglik,
-            "iterations": res.iterations, "theta": res.variance_components["estimate"].to_dict(),
-            "timings": res.timings}
+    return {
+        "median": float(np.median(times)),
+        "times": times,
+        "loglik": res.loglik,
+        "iterations": res.iterations,
+        "theta": res.variance_components["estimate"].to_dict(),
+        "timings": res.timings,
+    }
 
 
 R_SCRIPT = r"""
@@ -94,8 +101,9 @@ def bench_lme4(df, formula, repeats):
     df.to_csv(csv, index=False)
     script = WORK / "structures.R"
     script.write_text(R_SCRIPT)
-    out = subprocess.run([rscript, str(script), str(csv), formula, str(repeats)],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [rscript, str(script), str(csv), formula, str(repeats)], capture_output=True, text=True, timeout=600
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -116,33 +124,54 @@ def main(argv=None) -> int:
         ratio = f"{hres['median'] / lres['median']:.2f}×" if lres else "—"
         lt = f"{lres['median']:.4f}" if lres else "— (no such model in lme4)"
         dll = f"{hres['loglik'] - lres['loglik']:+.1e}" if lres else "—"
-        rows.append(f"| {label.replace('|', chr(92) + '|')} | {hres['median']:.4f} | {hres['timings']['optimise']:.4f} | "
-                    f"{hres['iterations']} | {lt} | {ratio} | {hres['loglik']:.6f} | {dll} |")
-        details.append(f"- {label}: henderson θ = "
-                       + ", ".join(f"{k} {v:.6g}" for k, v in hres["theta"].items())
-                       + (f"; lme4 {lres['version']} (co)variances = "
-                          + ", ".join(f"{v:.6g}" for v in lres["vcov"]) if lres else ""))
-        details.append(f"  - henderson per-run s: " + ", ".join(f"{t:.4f}" for t in hres["times"]))
+        rows.append(
+            f"| {label.replace('|', chr(92) + '|')} | {hres['median']:.4f} | {hres['timings']['optimise']:.4f} | "
+            f"{hres['iterations']} | {lt} | {ratio} | {hres['loglik']:.6f} | {dll} |"
+        )
+        details.append(
+            f"- {label}: henderson θ = "
+            + ", ".join(f"{k} {v:.6g}" for k, v in hres["theta"].items())
+            + (
+                f"; lme4 {lres['version']} (co)variances = " + ", ".join(f"{v:.6g}" for v in lres["vcov"])
+                if lres
+                else ""
+            )
+        )
+        details.append("  - henderson per-run s: " + ", ".join(f"{t:.4f}" for t in hres["times"]))
         if lres:
-            details.append(f"  - lme4 per-run s: " + ", ".join(f"{t:.3f}" for t in lres["times"]))
+            details.append("  - lme4 per-run s: " + ", ".join(f"{t:.3f}" for t in lres["times"]))
     load = os.getloadavg()
-    text = "\n".join([
-        "# Structured covariances: henderson (general dense engine) vs lme4, same run", "",
-        "Command (from the repo root):", "",
-        "```", f"flock /tmp/henderson-bench.lock python benchmarks/bench_structures.py --repeats {a.repeats}",
-        "```", "",
-        "| model | henderson fit s (median) | optimise s | AI iterations | lme4 lmer s (median) | "
-        "henderson / lme4 | logLik (h) | Δ logLik (h − lme4) |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows, "",
-        "henderson: median wall time of `henderson.fit` (spec, prepare, AI-REML, result tables with "
-        "delta-method SEs) after one warm-up fit; lme4: median `system.time(lmer(...))` after one "
-        "warm-up call (default `lmerControl()`, R's reference BLAS). lme4's defaults stop ~1e-5 "
-        "short of the optimum (refs/structures README), hence its slightly lower logLik.", "",
-        *details, "",
-        f"Load average at the end of the run: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} "
-        "(2 cores shared with other jobs: compare the ratio, not the seconds).", "",
-        "## Machine", "", *machine_info(), ""])
+    text = "\n".join(
+        [
+            "# Structured covariances: henderson (general dense engine) vs lme4, same run",
+            "",
+            "Command (from the repo root):",
+            "",
+            "```",
+            f"flock /tmp/henderson-bench.lock python benchmarks/bench_structures.py --repeats {a.repeats}",
+            "```",
+            "",
+            "| model | henderson fit s (median) | optimise s | AI iterations | lme4 lmer s (median) | "
+            "henderson / lme4 | logLik (h) | Δ logLik (h − lme4) |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "henderson: median wall time of `henderson.fit` (spec, prepare, AI-REML, result tables with "
+            "delta-method SEs) after one warm-up fit; lme4: median `system.time(lmer(...))` after one "
+            "warm-up call (default `lmerControl()`, R's reference BLAS). lme4's defaults stop ~1e-5 "
+            "short of the optimum (refs/structures README), hence its slightly lower logLik.",
+            "",
+            *details,
+            "",
+            f"Load average at the end of the run: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} "
+            "(2 cores shared with other jobs: compare the ratio, not the seconds).",
+            "",
+            "## Machine",
+            "",
+            *machine_info(),
+            "",
+        ]
+    )
     if a.out == "-":
         print(text)
     else:

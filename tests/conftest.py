@@ -38,6 +38,7 @@ def potato() -> pd.DataFrame:
 
 # ----------------------------------------------------------------- independent formulas
 
+
 def identity_frame(ids) -> pd.DataFrame:
     """K = I as a DataFrame labelled by ``ids``."""
     return pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
@@ -71,6 +72,7 @@ def tabular_A(rows) -> tuple[np.ndarray, list]:
 
 # ----------------------------------------------------------------- the command line
 
+
 def run_cli(args, capsys):
     """In-process run of the CLI: (exit code, stdout, stderr)."""
     from henderson.cli.main import main
@@ -89,6 +91,7 @@ def run_script(args, **env):
 
 def strict_json(path) -> dict:
     """Parse a JSON file, failing on the non-JSON constants NaN / Infinity."""
+
     def refuse(token):
         raise AssertionError(f"{path} holds {token}, which is not JSON")
 
@@ -100,23 +103,41 @@ def strict_json(path) -> dict:
 # 20 animals over four generations; 8 genotyped (3, 5, 9, 12, 14, 16, 18, 20), some
 # inbred (17 × 18 share grandparents), unknown parents on a few non-founders.
 SINGLE_STEP_PED = [
-    ("1", None, None), ("2", None, None), ("3", None, None), ("4", None, None),
-    ("5", "1", "2"), ("6", "1", "2"), ("7", "3", "4"), ("8", "3", None),
-    ("9", "5", "7"), ("10", "6", "7"), ("11", "5", "8"), ("12", "6", "4"),
-    ("13", "9", "10"), ("14", "9", "12"), ("15", "11", "10"), ("16", None, "12"),
-    ("17", "13", "14"), ("18", "13", "15"), ("19", "17", "16"), ("20", "17", "18"),
+    ("1", None, None),
+    ("2", None, None),
+    ("3", None, None),
+    ("4", None, None),
+    ("5", "1", "2"),
+    ("6", "1", "2"),
+    ("7", "3", "4"),
+    ("8", "3", None),
+    ("9", "5", "7"),
+    ("10", "6", "7"),
+    ("11", "5", "8"),
+    ("12", "6", "4"),
+    ("13", "9", "10"),
+    ("14", "9", "12"),
+    ("15", "11", "10"),
+    ("16", None, "12"),
+    ("17", "13", "14"),
+    ("18", "13", "15"),
+    ("19", "17", "16"),
+    ("20", "17", "18"),
 ]
 SINGLE_STEP_GENOTYPED = ["3", "5", "9", "12", "14", "16", "18", "20"]
 
 
 def mrode_example_3_1():
-    ped = pd.DataFrame({"id": [str(i) for i in range(1, 9)],
-                        "sire": [None, None, None, "1", "3", "1", "4", "3"],
-                        "dam": [None, None, None, None, "2", "2", "5", "6"]})
+    ped = pd.DataFrame(
+        {
+            "id": [str(i) for i in range(1, 9)],
+            "sire": [None, None, None, "1", "3", "1", "4", "3"],
+            "dam": [None, None, None, None, "2", "2", "5", "6"],
+        }
+    )
     data = pd.DataFrame({"sex": ["M", "F", "F", "M", "M"]}, index=["4", "5", "6", "7", "8"])
     y = pd.Series([4.5, 2.9, 3.9, 3.5, 5.0], index=data.index, name="wwg")
     return ped, data, y
-
 
 
 def brute_force_m2ll(y, X, ZKZ, sigma2, method="reml"):

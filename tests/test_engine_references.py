@@ -110,8 +110,9 @@ def test_lme4_datasets(name, method):
             assert bool(res.variance_components.loc[term, "boundary"])
         else:
             assert res.sigma2[term] == pytest.approx(v, rel=rel), term
-    np.testing.assert_allclose(res.fixed_effects["estimate"], np.atleast_1d(ref["fixef"]["values"]),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        res.fixed_effects["estimate"], np.atleast_1d(ref["fixef"]["values"]), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_dyestuff_reml_criterion():
@@ -129,11 +130,14 @@ def test_objective_at_reference_estimate_reproduces_lme4_loglik():
         assert -0.5 * state.evaluate(s).m2ll == pytest.approx(ref["logLik"], abs=1e-7)
 
 
-@pytest.mark.parametrize("name, keys", [
-    ("Penicillin", [("plate.(Intercept)", "plate"), ("sample.(Intercept)", "sample")]),
-    ("Pastes", [("batch.(Intercept)", "batch"), ("cask:batch.(Intercept)", "batch:cask")]),
-    ("Dyestuff", [("Batch.(Intercept)", "Batch")]),
-])
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        ("Penicillin", [("plate.(Intercept)", "plate"), ("sample.(Intercept)", "sample")]),
+        ("Pastes", [("batch.(Intercept)", "batch"), ("cask:batch.(Intercept)", "batch:cask")]),
+        ("Dyestuff", [("Batch.(Intercept)", "Batch")]),
+    ],
+)
 def test_lme4_blups_by_id(name, keys):
     # lme4 (bobyqa) stops with variance components up to ~1e-5 relative from the
     # optimum in these flat directions (see test_lme4_datasets); BLUPs move by about

@@ -62,8 +62,7 @@ def test_brute_force_information_reproduces_sommer_se():
     tight = POTATO["sommer"]["tight"]
     s = np.array([tight["varcomp"]["Name"], tight["varcomp"]["Residual"]])
     se = np.sqrt(np.diag(np.linalg.inv(expected_information(X, Vs, s))))
-    np.testing.assert_allclose(se, [tight["varcomp_se"]["Name"], tight["varcomp_se"]["Residual"]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(se, [tight["varcomp_se"]["Name"], tight["varcomp_se"]["Residual"]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("solver, cov", [("dense", False), ("sparse", False), ("spectral", True)])
@@ -89,8 +88,9 @@ def test_potato_variance_se_is_inverse_average_information(solver, cov):
     s = lme4_potato_sigma2()
     share = lambda v: v[0] / v.sum()  # noqa: E731
     eps = 1e-6 * s
-    grad = np.array([(share(s + np.eye(2)[i] * eps[i]) - share(s - np.eye(2)[i] * eps[i])) / (2 * eps[i])
-                     for i in range(2)])
+    grad = np.array(
+        [(share(s + np.eye(2)[i] * eps[i]) - share(s - np.eye(2)[i] * eps[i])) / (2 * eps[i]) for i in range(2)]
+    )
     ratio_se = float(np.sqrt(grad @ cov_bf @ grad))
     vc = res.variance_components
     assert vc.loc["Name", "ratio"] == pytest.approx(share(s), rel=1e-6)

@@ -29,9 +29,9 @@ ROOT = Path(henderson.__file__).resolve().parent  # src/henderson
 #: which waits for the branch that is changing henderson/multitrait. The test fails if one
 #: of these edges disappears (then delete it here) or if any other cycle appears.
 KNOWN_BACK_EDGES = {
-    ("henderson.api", "henderson.multitrait"),         # fit(cbind(...)) → multitrait.formula
+    ("henderson.api", "henderson.multitrait"),  # fit(cbind(...)) → multitrait.formula
     ("henderson.multitrait", "henderson.estimators"),  # multitrait.cv: single-trait GBLUP
-    ("henderson.multitrait", "henderson.cv"),          # multitrait.cv: cv.splits
+    ("henderson.multitrait", "henderson.cv"),  # multitrait.cv: cv.splits
 }
 
 
@@ -99,7 +99,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif colour.get(child) == 1:
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             elif not colour.get(child):
                 colour[child] = 1
                 path.append(child)

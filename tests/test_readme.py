@@ -51,8 +51,13 @@ def test_readme_command_line_tour_runs_as_written(tmp_path):
     block = re.search(r"<!-- cli-tour[^>]*-->\n```bash\n(.*?)```", text, flags=re.S).group(1)
     script = Path(sys.executable).parent / "henderson"
     env = {**os.environ, "PATH": f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run([str(script), "demo", "--out", "henderson-demo", "--quiet"], cwd=tmp_path,
-                         capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [str(script), "demo", "--out", "henderson-demo", "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     cwd = tmp_path
     lines = [ln.strip() for ln in block.splitlines() if ln.strip()]

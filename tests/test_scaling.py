@@ -22,8 +22,9 @@ CASES = [(1.0, 1e5), (1e150, 0.0), (1e-150, 0.0), (3.7, -12.0)]
 
 def _check(ref, res, c, a, n, p, intercept="(Intercept)"):
     np.testing.assert_allclose(res.sigma2.to_numpy(), c**2 * ref.sigma2.to_numpy(), rtol=1e-7)
-    np.testing.assert_allclose(res.variance_components["ratio"], ref.variance_components["ratio"], rtol=1e-7,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        res.variance_components["ratio"], ref.variance_components["ratio"], rtol=1e-7, atol=1e-12
+    )
     b_ref = ref.fixed_effects["estimate"].copy() * c
     b_ref[intercept] += a
     np.testing.assert_allclose(res.fixed_effects["estimate"], b_ref, rtol=1e-7, atol=1e-9 * abs(c))

@@ -17,8 +17,11 @@ from henderson.datasets import load_lme4
 @pytest.fixture(scope="module")
 def sleep():
     d = load_lme4("sleepstudy")
-    return (h.fit("Reaction ~ Days + (1|Subject)", d), h.fit("Reaction ~ Days + (Days||Subject)", d),
-            h.fit("Reaction ~ Days + (Days|Subject)", d))
+    return (
+        h.fit("Reaction ~ Days + (1|Subject)", d),
+        h.fit("Reaction ~ Days + (Days||Subject)", d),
+        h.fit("Reaction ~ Days + (Days|Subject)", d),
+    )
 
 
 def test_random_slope_with_covariance_is_a_chi2_1_2_mixture(sleep):

@@ -43,8 +43,10 @@ def _scaled_diff(res, own_theta: pd.Series, sigma: dict) -> float:
     return out
 
 
-SLEEP_MODELS = {"a_correlated": "Reaction ~ Days + (Days|Subject)",
-                "b_uncorrelated": "Reaction ~ Days + (Days||Subject)"}
+SLEEP_MODELS = {
+    "a_correlated": "Reaction ~ Days + (Days|Subject)",
+    "b_uncorrelated": "Reaction ~ Days + (Days||Subject)",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,9 @@ def test_sleepstudy_against_own_reml(sleep_fits, model):
     fx = _named(own["fixed"])
     np.testing.assert_allclose(res.fixed_effects["estimate"].to_numpy(), fx.to_numpy(), rtol=0, atol=1e-6 * sd_y)
     np.testing.assert_allclose(res.fixed_effects["se"].to_numpy(), _named(own["fixed_se"]).to_numpy(), rtol=1e-5)
-    np.testing.assert_allclose(res.variance_components["se"].to_numpy(),
-                               _named(own["theta_se_avg_information"]).to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        res.variance_components["se"].to_numpy(), _named(own["theta_se_avg_information"]).to_numpy(), rtol=1e-5
+    )
     S = _matrix(own["Sigma"]["Subject"])
     pd.testing.assert_frame_equal(res.covariances["Subject"], S, rtol=1e-6, check_names=False)
     b = _matrix(own["blups"]["Subject"])
@@ -117,16 +120,20 @@ def test_potato_met_against_own_reml(potato_fits, model):
     else:
         assert list(res.variance_components.index) == list(theta.index)
         assert _scaled_diff(res, theta, own["Sigma"]) < 1e-6
-        np.testing.assert_allclose(res.variance_components["se"].to_numpy(),
-                                   _named(own["theta_se_avg_information"]).to_numpy(), rtol=1e-5)
-        pd.testing.assert_frame_equal(res.covariances["Name"], _matrix(own["Sigma"]["Name"]),
-                                      rtol=1e-6, atol=1e-6, check_names=False)
+        np.testing.assert_allclose(
+            res.variance_components["se"].to_numpy(), _named(own["theta_se_avg_information"]).to_numpy(), rtol=1e-5
+        )
+        pd.testing.assert_frame_equal(
+            res.covariances["Name"], _matrix(own["Sigma"]["Name"]), rtol=1e-6, atol=1e-6, check_names=False
+        )
         if "Residual" in own["Sigma"] and len(own["Sigma"]["Residual"]["rownames"]) > 1:
-            pd.testing.assert_frame_equal(res.covariances["Residual"], _matrix(own["Sigma"]["Residual"]),
-                                          rtol=1e-6, check_names=False)
+            pd.testing.assert_frame_equal(
+                res.covariances["Residual"], _matrix(own["Sigma"]["Residual"]), rtol=1e-6, check_names=False
+            )
     assert res.loglik == pytest.approx(own["loglik_reml_full"], abs=1e-6)
-    np.testing.assert_allclose(res.fixed_effects["estimate"].to_numpy(), _named(own["fixed"]).to_numpy(),
-                               rtol=0, atol=1e-6 * sd_y)
+    np.testing.assert_allclose(
+        res.fixed_effects["estimate"].to_numpy(), _named(own["fixed"]).to_numpy(), rtol=0, atol=1e-6 * sd_y
+    )
     # genetic value of each clone in each environment (41 x 3)
     gv = _matrix(own["genetic_value_by_env"])
     got = res.blups["Name"]["blup"].unstack("component").loc[gv.index, gv.columns]

@@ -32,41 +32,81 @@ from .errors import (
 #: public name → module that defines it (relative to this package)
 _LAZY = {
     # models
-    "fit": ".api", "prepare": ".api", "FitResult": ".results",
-    "GBLUP": ".estimators", "SNPBLUP": ".estimators", "PedigreeBLUP": ".estimators",
+    "fit": ".api",
+    "prepare": ".api",
+    "FitResult": ".results",
+    "GBLUP": ".estimators",
+    "SNPBLUP": ".estimators",
+    "PedigreeBLUP": ".estimators",
     # data
-    "Pedigree": ".data.pedigree", "Genotypes": ".data.genotypes",
-    "read_pedigree": ".io.pedigree", "read_genotypes": ".io.genotypes",
-    "write_plink": ".io.genotypes", "genotype_qc": ".io.qc", "impute_mean": ".io.qc",
+    "Pedigree": ".data.pedigree",
+    "Genotypes": ".data.genotypes",
+    "read_pedigree": ".io.pedigree",
+    "read_genotypes": ".io.genotypes",
+    "write_plink": ".io.genotypes",
+    "genotype_qc": ".io.qc",
+    "impute_mean": ".io.qc",
     # relationships
     "Relationship": ".relationships.container",
-    "inbreeding": ".relationships.pedigree", "pedigree_inverse": ".relationships.pedigree",
+    "inbreeding": ".relationships.pedigree",
+    "pedigree_inverse": ".relationships.pedigree",
     "pedigree_relationship": ".relationships.pedigree",
-    "genomic_relationship": ".relationships.genomic", "blend": ".relationships.genomic",
+    "genomic_relationship": ".relationships.genomic",
+    "blend": ".relationships.genomic",
     "tune_to_pedigree": ".relationships.genomic",
     "relationship_diagnostics": ".relationships.genomic",
-    "read_gcta_grm": ".relationships.grm_io", "write_gcta_grm": ".relationships.grm_io",
+    "read_gcta_grm": ".relationships.grm_io",
+    "write_gcta_grm": ".relationships.grm_io",
     "read_relationship_csv": ".relationships.grm_io",
     "write_relationship_csv": ".relationships.grm_io",
     "read_phenotypes": ".io.tables",
     # cross-validation
-    "cross_validate": ".cv", "CVResult": ".cv", "FormulaModel": ".cv",
+    "cross_validate": ".cv",
+    "CVResult": ".cv",
+    "FormulaModel": ".cv",
     # single-step GBLUP (H⁻¹, APY)
     "single_step_inverse": ".relationships.single_step",
-    "apy_inverse": ".relationships.apy", "apy_core_size": ".relationships.apy",
+    "apy_inverse": ".relationships.apy",
+    "apy_core_size": ".relationships.apy",
     "SingleStepGBLUP": ".estimators",
     # likelihood-ratio tests between nested fits
-    "lrt": ".inference", "LRTResult": ".inference",
+    "lrt": ".inference",
+    "LRTResult": ".inference",
     # association (the package is henderson.gwas, so that henderson.association is the
     # function whatever is imported first)
-    "association": ".gwas", "genomic_control": ".gwas", "variance_windows": ".gwas",
+    "association": ".gwas",
+    "genomic_control": ".gwas",
+    "variance_windows": ".gwas",
 }
-_SUBMODULES = {"datasets", "gwas", "cv", "io", "relationships", "report", "spec", "solvers", "reml",
-               "models", "data", "cli"}
+_SUBMODULES = {
+    "datasets",
+    "gwas",
+    "cv",
+    "io",
+    "relationships",
+    "report",
+    "spec",
+    "solvers",
+    "reml",
+    "models",
+    "data",
+    "cli",
+}
 
-__all__ = ["__version__", "datasets", *_LAZY,
-           "HendersonError", "DataError", "AlignmentError", "PedigreeError", "GenotypeError",
-           "ModelError", "ConvergenceWarning", "BoundaryWarning", "DataWarning"]
+__all__ = [
+    "__version__",
+    "datasets",
+    *_LAZY,
+    "HendersonError",
+    "DataError",
+    "AlignmentError",
+    "PedigreeError",
+    "GenotypeError",
+    "ModelError",
+    "ConvergenceWarning",
+    "BoundaryWarning",
+    "DataWarning",
+]
 
 
 def __getattr__(name: str):

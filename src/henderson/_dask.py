@@ -31,5 +31,7 @@ def get_client(scheduler):
         finally:
             client.close()
         return
-    raise DataError(f"scheduler must be a dask.distributed.Client or an address such as "
-                    f"'tcp://host:8786', not {type(scheduler).__name__}")
+    raise DataError(
+        f"scheduler must be a dask.distributed.Client or an address such as "
+        f"'tcp://host:8786', not {type(scheduler).__name__}"
+    )

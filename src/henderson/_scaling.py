@@ -60,7 +60,7 @@ def to_working(values, scaling: Scaling):
     """User-scale variance components (σ²) → working scale (σ²/s²); None passes."""
     if values is None:
         return None
-    return np.asarray(values, dtype=float) / scaling.s ** 2
+    return np.asarray(values, dtype=float) / scaling.s**2
 
 
 def to_user(result, spec, scaling: Scaling, method: str):
@@ -78,7 +78,8 @@ def to_user(result, spec, scaling: Scaling, method: str):
         raise ModelError(
             f"the trait varies on a scale of about {s:.3g}: its variance components (~{s:.3g}² times the "
             "variance of the standardised trait) exceed the largest floating-point number (1.8e308). "
-            "Express the trait in other units (e.g. divide it by a power of 10)")
+            "Express the trait in other units (e.g. divide it by a power of 10)"
+        )
     fe = result.fixed_effects.copy()
     fe["estimate"] = fe["estimate"] * s + b0
     fe["se"] = fe["se"] * s
@@ -109,7 +110,16 @@ def to_user(result, spec, scaling: Scaling, method: str):
     with np.errstate(over="ignore"):  # s⁴ beyond 1.8e308 (s > 1e77): the covariance is inf there
         vcov = None if result.vcov is None else result.vcov * s2 * s2
     return dataclasses.replace(
-        result, variance_components=vc, fixed_effects=fe, blups=blups,
-        loglik=float(result.loglik - shift), aic=float(result.aic + 2 * shift), bic=float(result.bic + 2 * shift),
-        log=log, fitted=fitted, residuals=resid, settings=settings,
-        vcov=vcov)
+        result,
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(result.loglik - shift),
+        aic=float(result.aic + 2 * shift),
+        bic=float(result.bic + 2 * shift),
+        log=log,
+        fitted=fitted,
+        residuals=resid,
+        settings=settings,
+        vcov=vcov,
+    )

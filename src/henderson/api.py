@@ -27,9 +27,16 @@ from .solvers.spectral import SpectralSolver
 from .spec.model import build_spec
 
 
-def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
-            cov_inverse: dict | None = None, *, weights: str | None = None,
-            residual: str | None = None, correlated=None):
+def prepare(
+    formula: str,
+    data: pd.DataFrame,
+    cov: dict | None = None,
+    cov_inverse: dict | None = None,
+    *,
+    weights: str | None = None,
+    residual: str | None = None,
+    correlated=None,
+):
     """Build the spec and the solver state without optimising.
 
     The returned state's ``evaluate(sigma2, method="reml").m2ll`` is −2 log L at any
@@ -41,16 +48,40 @@ def prepare(formula: str, data: pd.DataFrame, cov: dict | None = None,
         from .solvers.general import GeneralMME
         from .spec.terms import build_general_spec
 
-        return GeneralMME(build_general_spec(formula, data, cov=cov, cov_inverse=cov_inverse,
-                                             weights=weights, residual=residual, correlated=correlated))
+        return GeneralMME(
+            build_general_spec(
+                formula,
+                data,
+                cov=cov,
+                cov_inverse=cov_inverse,
+                weights=weights,
+                residual=residual,
+                correlated=correlated,
+            )
+        )
     return DenseMME(build_spec(formula, data, cov=cov, cov_inverse=cov_inverse))
 
 
-def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str = "reml",
-        *, cov_inverse: dict | None = None, start=None, max_iter: int = 200,
-        sigma2=None, solver: str = "auto", pev: bool | str = "auto", weights: str | None = None,
-        residual: str | None = None, correlated=None, x0=None, tol: float = 1e-10,
-        pev_samples: int = 200, seed: int = 0) -> FitResult:
+def fit(
+    formula: str,
+    data: pd.DataFrame,
+    cov: dict | None = None,
+    method: str = "reml",
+    *,
+    cov_inverse: dict | None = None,
+    start=None,
+    max_iter: int = 200,
+    sigma2=None,
+    solver: str = "auto",
+    pev: bool | str = "auto",
+    weights: str | None = None,
+    residual: str | None = None,
+    correlated=None,
+    x0=None,
+    tol: float = 1e-10,
+    pev_samples: int = 200,
+    seed: int = 0,
+) -> FitResult:
     """Fit a linear mixed model y = Xb + Σₖ Zₖuₖ + e by REML (or ML).
 
     Parameters
@@ -146,22 +177,70 @@ def fit(formula: str, data: pd.DataFrame, cov: dict | None = None, method: str =
     """
     t0 = time.perf_counter()
     from .multitrait.formula import is_multitrait
+
     if is_multitrait(formula):  # cbind(y1, y2, ...): henderson.multitrait (result: MultiTraitResult)
         from .multitrait.formula import fit_formula
-        return fit_formula(formula, data, cov=cov, cov_inverse=cov_inverse, method=method, solver=solver,
-                           sigma=sigma2, start=start, max_iter=max(max_iter, 500), pev=pev)
+
+        return fit_formula(
+            formula,
+            data,
+            cov=cov,
+            cov_inverse=cov_inverse,
+            method=method,
+            solver=solver,
+            sigma=sigma2,
+            start=start,
+            max_iter=max(max_iter, 500),
+            pev=pev,
+        )
     if _structured(formula, weights, residual, correlated):
-        return fit_general(formula, data, cov=cov, cov_inverse=cov_inverse, method=method,
-                           start=start, max_iter=max_iter, theta=sigma2, weights=weights,
-                           residual=residual, correlated=correlated, solver=solver, t0=t0)
+        return fit_general(
+            formula,
+            data,
+            cov=cov,
+            cov_inverse=cov_inverse,
+            method=method,
+            start=start,
+            max_iter=max_iter,
+            theta=sigma2,
+            weights=weights,
+            residual=residual,
+            correlated=correlated,
+            solver=solver,
+            t0=t0,
+        )
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
-    return fit_spec(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
-                    solver=solver, pev=pev, t0=t0, x0=x0, tol=tol, pev_samples=pev_samples, seed=seed)
+    return fit_spec(
+        spec,
+        method=method,
+        start=start,
+        max_iter=max_iter,
+        sigma2=sigma2,
+        solver=solver,
+        pev=pev,
+        t0=t0,
+        x0=x0,
+        tol=tol,
+        pev_samples=pev_samples,
+        seed=seed,
+    )
 
 
-def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
-             solver: str = "auto", pev="auto", t0: float | None = None, x0=None,
-             tol: float = 1e-10, pev_samples: int = 200, seed: int = 0) -> FitResult:
+def fit_spec(
+    spec,
+    *,
+    method: str = "reml",
+    start=None,
+    max_iter: int = 200,
+    sigma2=None,
+    solver: str = "auto",
+    pev="auto",
+    t0: float | None = None,
+    x0=None,
+    tol: float = 1e-10,
+    pev_samples: int = 200,
+    seed: int = 0,
+) -> FitResult:
     """Fit a prepared :class:`~henderson.spec.model.ModelSpec` (see :func:`fit`).
 
     The solvers see y centred on its OLS fit and divided by the OLS residual SD, and
@@ -174,17 +253,39 @@ def fit_spec(spec, *, method: str = "reml", start=None, max_iter: int = 200, sig
 
     pcg = dict(x0=x0, tol=tol, pev_samples=pev_samples, seed=seed)
     if x0 is not None:
-        return _fit_working(spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2,
-                            solver=solver, pev=pev, t0=t0, **pcg)
+        return _fit_working(
+            spec, method=method, start=start, max_iter=max_iter, sigma2=sigma2, solver=solver, pev=pev, t0=t0, **pcg
+        )
     work, scaling = standardise(spec)
-    res = _fit_working(work, method=method, start=to_working(start, scaling), max_iter=max_iter,
-                       sigma2=to_working(sigma2, scaling), solver=solver, pev=pev, t0=t0, **pcg)
+    res = _fit_working(
+        work,
+        method=method,
+        start=to_working(start, scaling),
+        max_iter=max_iter,
+        sigma2=to_working(sigma2, scaling),
+        solver=solver,
+        pev=pev,
+        t0=t0,
+        **pcg,
+    )
     return to_user(res, spec, scaling, method.lower())
 
 
-def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200, sigma2=None,
-                 solver: str = "auto", pev="auto", t0: float | None = None, x0=None,
-                 tol: float = 1e-10, pev_samples: int = 200, seed: int = 0) -> FitResult:
+def _fit_working(
+    spec,
+    *,
+    method: str = "reml",
+    start=None,
+    max_iter: int = 200,
+    sigma2=None,
+    solver: str = "auto",
+    pev="auto",
+    t0: float | None = None,
+    x0=None,
+    tol: float = 1e-10,
+    pev_samples: int = 200,
+    seed: int = 0,
+) -> FitResult:
     """Fit a ModelSpec as given (no standardisation of y)."""
     t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
@@ -193,13 +294,25 @@ def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200,
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = (len(spec.terms) == 1 and spec.terms[0].kind == "factor"
-                  and spec.terms[0].kernel is not None)
+    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor" and spec.terms[0].kernel is not None
     if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
         raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
-        return fit_pcg(spec, sigma2, method=method, pev=pev, x0=x0, tol=tol, n_samples=pev_samples,
-                       seed=seed, t0=t0, t1=t1, auto=solver == "auto", start=start, max_iter=max_iter)
+        return fit_pcg(
+            spec,
+            sigma2,
+            method=method,
+            pev=pev,
+            x0=x0,
+            tol=tol,
+            n_samples=pev_samples,
+            seed=seed,
+            t0=t0,
+            t1=t1,
+            auto=solver == "auto",
+            start=start,
+            max_iter=max_iter,
+        )
     if x0 is not None:
         raise ModelError("x0 (a warm start) applies to solver='pcg' only; the direct solvers do not iterate")
     if solver == "spectral" and not one_kernel:
@@ -230,18 +343,28 @@ def _fit_working(spec, *, method: str = "reml", start=None, max_iter: int = 200,
         else:
             identifiability.simple_confounding(spec)
         opt = optimise(state, method=method, start=start, max_iter=max_iter)
-        ev, iterations, converged, log, boundary = (opt.evaluation, opt.iterations,
-                                                   opt.converged, opt.log, opt.boundary)
+        ev, iterations, converged, log, boundary = (
+            opt.evaluation,
+            opt.iterations,
+            opt.converged,
+            opt.log,
+            opt.boundary,
+        )
     t3 = time.perf_counter()
-    result = assemble(spec, state, ev, method, iterations, converged, log, boundary,
-                      fixed_sigma2=sigma2 is not None)
+    result = assemble(spec, state, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None)
     if sigma2 is None and opt.residual_boundary:  # σ²ₑ → 0: reml/residual_boundary.py
         from .reml.residual_boundary import boundary_message, mark_residual_boundary
 
         result = mark_residual_boundary(
-            result, boundary_message([t.name for k, t in enumerate(spec.terms) if k not in boundary]))
-    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
-               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+            result, boundary_message([t.name for k, t in enumerate(spec.terms) if k not in boundary])
+        )
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
     object.__setattr__(result, "timings", timings)
     return result
 
@@ -260,8 +383,7 @@ SPARSE_INVERSE_LEVELS = 500
 def _prefers_sparse(spec) -> bool:
     if any(t.kind == "factor" for t in spec.terms):
         return False
-    if any(t.kind == "inverse" and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS
-           for t in spec.terms):
+    if any(t.kind == "inverse" and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS for t in spec.terms):
         return True
     sizes = sorted((t.q for t in spec.terms if t.kind == "iid"), reverse=True)
     eliminated = sizes[0] if sizes else 0
@@ -291,8 +413,13 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         from .reml.residual_boundary import mark_residual_boundary
 
         result = mark_residual_boundary(result, info["message"])
-    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
-               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
     object.__setattr__(result, "timings", timings)
     return result
 
@@ -303,13 +430,25 @@ def _structured(formula, weights, residual, correlated) -> bool:
     from .spec.formula import parse_formula
 
     parsed = parse_formula(formula)
-    return (any(t.structured for t in parsed.random) or weights is not None
-            or residual is not None or bool(correlated))
+    return any(t.structured for t in parsed.random) or weights is not None or residual is not None or bool(correlated)
 
 
-def fit_general(formula, data, *, cov=None, cov_inverse=None, method="reml", start=None,
-                max_iter=200, theta=None, weights=None, residual=None, correlated=None,
-                solver="auto", t0=None) -> FitResult:
+def fit_general(
+    formula,
+    data,
+    *,
+    cov=None,
+    cov_inverse=None,
+    method="reml",
+    start=None,
+    max_iter=200,
+    theta=None,
+    weights=None,
+    residual=None,
+    correlated=None,
+    solver="auto",
+    t0=None,
+) -> FitResult:
     """Fit with the general dense engine (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
@@ -321,10 +460,13 @@ def fit_general(formula, data, *, cov=None, cov_inverse=None, method="reml", sta
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
     if solver not in ("auto", "dense"):
-        raise ModelError(f"structured models are fitted by the dense general engine; solver={solver!r} "
-                         "is not available for them (use 'auto' or 'dense')")
-    spec = build_general_spec(formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights,
-                              residual=residual, correlated=correlated)
+        raise ModelError(
+            f"structured models are fitted by the dense general engine; solver={solver!r} "
+            "is not available for them (use 'auto' or 'dense')"
+        )
+    spec = build_general_spec(
+        formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
+    )
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
@@ -338,12 +480,23 @@ def fit_general(formula, data, *, cov=None, cov_inverse=None, method="reml", sta
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), boundary_of(state, th)
     else:
         opt = optimise_general(state, method=method, start=start, max_iter=max_iter)
-        ev, iterations, converged, log, boundary = (opt.evaluation, opt.iterations, opt.converged,
-                                                    opt.log, opt.boundary)
+        ev, iterations, converged, log, boundary = (
+            opt.evaluation,
+            opt.iterations,
+            opt.converged,
+            opt.log,
+            opt.boundary,
+        )
     t3 = time.perf_counter()
-    result = general_result(spec, state, ev, method, iterations, converged, log, boundary,
-                            fixed_theta=theta is not None)
-    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
-               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+    result = general_result(
+        spec, state, ev, method, iterations, converged, log, boundary, fixed_theta=theta is not None
+    )
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
     object.__setattr__(result, "timings", timings)
     return result

@@ -34,9 +34,26 @@ def prefers_pcg(spec) -> bool:
     return equations(spec) - (max(iid) if iid else 0) > PCG_THRESHOLD
 
 
-def fit_pcg(spec, sigma2, *, method="reml", pev="auto", x0=None, tol=1e-10, n_samples=200,
-            seed=0, t0=None, t1=None, auto=False, preconditioner="block", max_rounds=None,
-            start=None, reml_samples: int = 20, chains: int = 4, max_iter: int = 200):
+def fit_pcg(
+    spec,
+    sigma2,
+    *,
+    method="reml",
+    pev="auto",
+    x0=None,
+    tol=1e-10,
+    n_samples=200,
+    seed=0,
+    t0=None,
+    t1=None,
+    auto=False,
+    preconditioner="block",
+    max_rounds=None,
+    start=None,
+    reml_samples: int = 20,
+    chains: int = 4,
+    max_iter: int = 200,
+):
     """Solve the MME at ``sigma2`` by PCG and assemble a FitResult (see :func:`henderson.fit`).
 
     Without ``sigma2``, the variance components are first estimated by stochastic REML
@@ -54,23 +71,29 @@ def fit_pcg(spec, sigma2, *, method="reml", pev="auto", x0=None, tol=1e-10, n_sa
             raise ModelError("the PCG solver estimates variance components by (stochastic) REML only")
         from .reml.stochastic import stochastic_reml
 
-        sreml = stochastic_reml(spec, start=start, n_samples=reml_samples, chains=chains, seed=seed,
-                                max_iter=max_iter)
+        sreml = stochastic_reml(spec, start=start, n_samples=reml_samples, chains=chains, seed=seed, max_iter=max_iter)
         sigma2 = sreml["sigma2"]
-        notes.append(f"variance components by stochastic REML (Monte Carlo AI-REML, Matilainen et al. "
-                     f"2013): {reml_samples} simulated data sets per round, {chains} chains (seed {seed}); "
-                     "mc_se is the Monte Carlo SE (SD of the chains / √chains); sampling SEs not computed")
+        notes.append(
+            f"variance components by stochastic REML (Monte Carlo AI-REML, Matilainen et al. "
+            f"2013): {reml_samples} simulated data sets per round, {chains} chains (seed {seed}); "
+            "mc_se is the Monte Carlo SE (SD of the chains / √chains); sampling SEs not computed"
+        )
         if not sreml["converged"]:
             import warnings
 
             from .errors import ConvergenceWarning
-            warnings.warn(ConvergenceWarning(
-                f"stochastic REML: not every chain converged in {max_iter} rounds", log=sreml["log"]),
-                stacklevel=3)
+
+            warnings.warn(
+                ConvergenceWarning(
+                    f"stochastic REML: not every chain converged in {max_iter} rounds", log=sreml["log"]
+                ),
+                stacklevel=3,
+            )
     state = PCGMME(spec, sigma2, preconditioner=preconditioner)
     if auto:
-        notes.append(f"solver 'auto' chose PCG: {state.m} MME equations > PCG_THRESHOLD "
-                     f"({PCG_THRESHOLD}) with given variances")
+        notes.append(
+            f"solver 'auto' chose PCG: {state.m} MME equations > PCG_THRESHOLD ({PCG_THRESHOLD}) with given variances"
+        )
     start = state.start_from(x0) if x0 is not None else None
     t2 = time.perf_counter()
     x, info = state.solve(x0=start, tol=tol, max_rounds=max_rounds)
@@ -89,11 +112,20 @@ def fit_pcg(spec, sigma2, *, method="reml", pev="auto", x0=None, tol=1e-10, n_sa
         object.__setattr__(result, "iterations", int(max(sreml["iterations"])))
         settings = dict(result.settings)
         settings["fixed_sigma2"] = False
-        settings["stochastic_reml"] = {"samples": reml_samples, "chains": chains, "seed": seed,
-                                       "iterations": sreml["iterations"],
-                                       "chain_estimates": sreml["chains"].tolist()}
+        settings["stochastic_reml"] = {
+            "samples": reml_samples,
+            "chains": chains,
+            "seed": seed,
+            "iterations": sreml["iterations"],
+            "chain_estimates": sreml["chains"].tolist(),
+        }
         object.__setattr__(result, "settings", settings)
-    timings = {"spec": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
-               "results": time.perf_counter() - t3, "total": time.perf_counter() - t0}
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
     object.__setattr__(result, "timings", timings)
     return result

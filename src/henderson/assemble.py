@@ -23,9 +23,15 @@ from .spec.model import ModelSpec
 def settings_of(spec: ModelSpec, method: str, fixed_sigma2: bool, solver: str) -> dict:
     """Formula, method, solver and versions: what it takes to reproduce a fit."""
     return {
-        "formula": spec.formula.text, "method": method, "solver": solver, "version": __version__,
-        "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
-        "python": platform.python_version(), "fixed_sigma2": bool(fixed_sigma2),
+        "formula": spec.formula.text,
+        "method": method,
+        "solver": solver,
+        "version": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "python": platform.python_version(),
+        "fixed_sigma2": bool(fixed_sigma2),
         "covariances": {t.name: t.source for t in spec.terms},
     }
 
@@ -47,17 +53,25 @@ def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -
     ratio, ratio_se = ratio_table(names, s, cov)
     var_se = np.sqrt(np.diag(cov)) if cov is not None else np.full(K + 1, np.nan)
     for k in boundary:
-        msg = (f"variance of {names[k]!r} estimated at the boundary (0): the data show no "
-               "variation between its levels beyond the residual; its BLUPs are 0 with "
-               "reliability 0, and the standard errors of this variance and of the shares "
-               "are not available (NaN): asymptotic SEs do not hold at the boundary")
+        msg = (
+            f"variance of {names[k]!r} estimated at the boundary (0): the data show no "
+            "variation between its levels beyond the residual; its BLUPs are 0 with "
+            "reliability 0, and the standard errors of this variance and of the shares "
+            "are not available (NaN): asymptotic SEs do not hold at the boundary"
+        )
         notes.append(msg)
         warnings.warn(msg, BoundaryWarning, stacklevel=4)
-    return pd.DataFrame({
-        "variance": s, "se": var_se, "ratio": ratio, "ratio_se": ratio_se,
-        "boundary": [bool(k in boundary) for k in range(K)] + [False],
-        "levels": [t.q for t in spec.terms] + [np.nan],
-    }, index=pd.Index(names, name="term"))
+    return pd.DataFrame(
+        {
+            "variance": s,
+            "se": var_se,
+            "ratio": ratio,
+            "ratio_se": ratio_se,
+            "boundary": [bool(k in boundary) for k in range(K)] + [False],
+            "levels": [t.q for t in spec.terms] + [np.nan],
+        },
+        index=pd.Index(names, name="term"),
+    )
 
 
 def reliability(pev: np.ndarray, sigma2_k: float, k_diag: np.ndarray) -> np.ndarray:
@@ -71,8 +85,9 @@ def reliability(pev: np.ndarray, sigma2_k: float, k_diag: np.ndarray) -> np.ndar
         return 1.0 - pev / (sigma2_k * k_diag)
 
 
-def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log,
-            boundary, fixed_sigma2: bool) -> FitResult:
+def dense_result(
+    spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
+) -> FitResult:
     K = len(spec.terms)
     s = ev.sigma2
     se_e = s[-1]
@@ -93,8 +108,7 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
     b = ev.solution[nz:]
     b_se = np.sqrt(np.maximum(np.diag(ev.fixed_cov()), 0) * se_e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
 
     blups = {}
     for k, t in enumerate(spec.terms):
@@ -111,8 +125,8 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
         blups[t.name] = pd.DataFrame(
-            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},
-            index=pd.Index(t.levels, name=t.name))
+            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records}, index=pd.Index(t.levels, name=t.name)
+        )
 
     y = spec.y
     fitted = pd.Series(y - ev.residuals, index=spec.record_index, name="fitted")
@@ -121,16 +135,31 @@ def dense_result(spec: ModelSpec, state: DenseMME, ev, method, iterations, conve
     df = p + (K + 1 if not fixed_sigma2 else 0)
     settings = settings_of(spec, method, fixed_sigma2, state.name)
     return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
-        iterations=iterations, converged=converged, log=log, fitted=fitted, residuals=resid,
-        notes=tuple(notes), settings=settings, vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df),
+        bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n,
+        n_dropped=spec.n_dropped,
+        method=method,
+        solver=state.name,
+        iterations=iterations,
+        converged=converged,
+        log=log,
+        fitted=fitted,
+        residuals=resid,
+        notes=tuple(notes),
+        settings=settings,
+        vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
+    )
 
 
-def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, info: dict,
-                    fixed_sigma2: bool, pev: bool) -> FitResult:
+def spectral_result(
+    spec: ModelSpec, solver, sg: float, se: float, method: str, info: dict, fixed_sigma2: bool, pev: bool
+) -> FitResult:
     """FitResult of the one-kernel spectral solver at (σ²_g, σ²_e)."""
     term = spec.terms[0]
     notes = list(spec.notes)
@@ -147,8 +176,7 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
     sol = solver.solve(sg, se)
     b, b_se = sol["b"], np.sqrt(np.diag(sol["cov_b"]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
     if pev:
         pev_v = solver.pev(sg, se, sol["cov_b"])
         if sg == 0.0:
@@ -158,9 +186,12 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
         pev_v = rel = np.full(term.q, np.nan)
         notes.append("PEV and reliabilities not computed (pev=False)")
     g = sol["g"] if sg > 0 else np.zeros(term.q)  # not −0.0 from 0·(negative)
-    blups = {term.name: pd.DataFrame(
-        {"blup": g, "pev": pev_v, "reliability": rel, "n_records": term.n_records},
-        index=pd.Index(term.levels, name=term.name))}
+    blups = {
+        term.name: pd.DataFrame(
+            {"blup": g, "pev": pev_v, "reliability": rel, "n_records": term.n_records},
+            index=pd.Index(term.levels, name=term.name),
+        )
+    }
     resid = se * sol["Py"]  # ê = σ²_e P y (BLUP residuals)
     fitted = pd.Series(spec.y - resid, index=spec.record_index, name="fitted")
     m2ll = solver.m2ll(sg, se, method) if sg > 0 else None
@@ -169,18 +200,31 @@ def spectral_result(spec: ModelSpec, solver, sg: float, se: float, method: str, 
     loglik = -0.5 * m2ll
     df = spec.p + (2 if not fixed_sigma2 else 0)
     return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=solver.name,
-        iterations=int(info.get("iterations", 0)), converged=bool(info.get("converged", True)),
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df),
+        bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n,
+        n_dropped=spec.n_dropped,
+        method=method,
+        solver=solver.name,
+        iterations=int(info.get("iterations", 0)),
+        converged=bool(info.get("converged", True)),
         log=info.get("log", pd.DataFrame()),
-        fitted=fitted, residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, solver.name), vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
+        fitted=fitted,
+        residuals=pd.Series(resid, index=spec.record_index, name="residual"),
+        notes=tuple(notes),
+        settings=settings_of(spec, method, fixed_sigma2, solver.name),
+        vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
+    )
 
 
-def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log, boundary,
-                  fixed_sigma2: bool) -> FitResult:
+def sparse_result(
+    spec: ModelSpec, state, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
+) -> FitResult:
     """FitResult of the sparse MME; PEV from the selected inverse's diagonal (exact)."""
     K = len(spec.terms)
     s = ev.sigma2
@@ -203,8 +247,7 @@ def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log
     b = ev.solution[nz:]
     b_se = np.sqrt(np.maximum(diag[nz:], 0) * se_e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
     blups = {}
     for k, t in enumerate(spec.terms):
         a, bb = ev.spans[k]
@@ -214,17 +257,30 @@ def sparse_result(spec: ModelSpec, state, ev, method, iterations, converged, log
             rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
-        blups[t.name] = pd.DataFrame({"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records},
-                                     index=pd.Index(t.levels, name=t.name))
+        blups[t.name] = pd.DataFrame(
+            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records}, index=pd.Index(t.levels, name=t.name)
+        )
     resid = np.asarray(ev.residuals)
     loglik = -0.5 * ev.m2ll
     df = p + (K + 1 if not fixed_sigma2 else 0)
     return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
-        iterations=iterations, converged=converged, log=log,
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df),
+        bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n,
+        n_dropped=spec.n_dropped,
+        method=method,
+        solver=state.name,
+        iterations=iterations,
+        converged=converged,
+        log=log,
         fitted=pd.Series(spec.y - resid, index=spec.record_index, name="fitted"),
         residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes), settings=settings_of(spec, method, fixed_sigma2, state.name), vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
+        notes=tuple(notes),
+        settings=settings_of(spec, method, fixed_sigma2, state.name),
+        vcov=cov,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
+    )

@@ -70,13 +70,18 @@ def _theta_rows(spec, theta) -> pd.DataFrame:
                 typ = "specific" if kinds[j] else "loading"
             else:
                 typ = "variance" if kinds[j] else "covariance"
-            rows.append(dict(term=term, component_i=None if a is None else c[a],
-                             component_j=None if b is None else c[b], type=typ))
+            rows.append(
+                dict(
+                    term=term,
+                    component_i=None if a is None else c[a],
+                    component_j=None if b is None else c[b],
+                    type=typ,
+                )
+            )
     return pd.DataFrame(rows)
 
 
-def general_result(spec, state, ev, method, iterations, converged, log, boundary,
-                   fixed_theta: bool) -> FitResult:
+def general_result(spec, state, ev, method, iterations, converged, log, boundary, fixed_theta: bool) -> FitResult:
     """The FitResult of a general-engine fit at the final evaluation ``ev``."""
     notes = list(spec.notes)
     theta = ev.theta
@@ -93,9 +98,11 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
     for name in boundary:
         k = all_names.index(name)
         bnd[state.slices[k]] = True
-        msg = (f"covariance of {name!r} estimated on the boundary of the parameter space (a "
-               "variance at 0 or a rank-deficient matrix): the standard errors of its parameters "
-               "are not available (NaN); consider a simpler structure")
+        msg = (
+            f"covariance of {name!r} estimated on the boundary of the parameter space (a "
+            "variance at 0 or a rank-deficient matrix): the standard errors of its parameters "
+            "are not available (NaN); consider a simpler structure"
+        )
         notes.append(msg)
         warnings.warn(msg, BoundaryWarning, stacklevel=4)
     se[bnd] = np.nan
@@ -118,12 +125,14 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
         if isinstance(t.structure, FactorAnalytic):
             th = theta[state.slices[k]]
             st = t.structure
-            load = pd.DataFrame(st.loadings(th), index=pd.Index(t.components),
-                                columns=[f"fa{j + 1}" for j in range(st.d)])
-            fa[t.name] = {"loadings": load,
-                          "specific": pd.Series(st.specific(th), index=pd.Index(t.components), name="psi"),
-                          "variance_explained": pd.Series(100 * st.variance_explained(th),
-                                                          index=load.columns, name="percent")}
+            load = pd.DataFrame(
+                st.loadings(th), index=pd.Index(t.components), columns=[f"fa{j + 1}" for j in range(st.d)]
+            )
+            fa[t.name] = {
+                "loadings": load,
+                "specific": pd.Series(st.specific(th), index=pd.Index(t.components), name="psi"),
+                "variance_explained": pd.Series(100 * st.variance_explained(th), index=load.columns, name="percent"),
+            }
     r = spec.residual
     rth = theta[state.slices[-1]]
     rdiag = np.full(len(r.groups), rth[0]) if len(rth) == 1 else rth
@@ -135,8 +144,7 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
     b, vb = state.fixed(ev)
     b_se = np.sqrt(np.maximum(np.diag(vb), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
     blups = {}
     for k, t in enumerate(spec.terms):
         U, pev = state.term_blups(ev, k)
@@ -146,32 +154,63 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
             rel = 1.0 - pev / (kd[:, None] * dS[None, :])
         nrec = t.n_records
         if t.size == 1:
-            blups[t.name] = pd.DataFrame({"blup": U[:, 0], "pev": pev[:, 0], "reliability": rel[:, 0],
-                                          "n_records": nrec}, index=pd.Index(t.levels, name=t.name))
+            blups[t.name] = pd.DataFrame(
+                {"blup": U[:, 0], "pev": pev[:, 0], "reliability": rel[:, 0], "n_records": nrec},
+                index=pd.Index(t.levels, name=t.name),
+            )
         else:
             idx = pd.MultiIndex.from_product([t.levels, list(t.components)], names=[t.name, "component"])
-            blups[t.name] = pd.DataFrame({"blup": U.ravel(), "pev": pev.ravel(), "reliability": rel.ravel(),
-                                          "n_records": np.repeat(nrec, t.size)}, index=idx)
+            blups[t.name] = pd.DataFrame(
+                {
+                    "blup": U.ravel(),
+                    "pev": pev.ravel(),
+                    "reliability": rel.ravel(),
+                    "n_records": np.repeat(nrec, t.size),
+                },
+                index=idx,
+            )
     resid = ev.residuals
     loglik = -0.5 * ev.m2ll
     df = spec.p + (0 if fixed_theta else spec.n_theta)
     settings = {
-        "formula": spec.formula.text, "method": method, "solver": state.name, "version": __version__,
-        "numpy": np.__version__, "scipy": scipy.__version__, "pandas": pd.__version__,
-        "python": platform.python_version(), "fixed_sigma2": bool(fixed_theta),
+        "formula": spec.formula.text,
+        "method": method,
+        "solver": state.name,
+        "version": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "python": platform.python_version(),
+        "fixed_sigma2": bool(fixed_theta),
         "covariances": {t.name: f"{t.structure.kind} x {t.level.source}" for t in spec.terms},
-        "residual": r.column, "weights": r.weights is not None,
+        "residual": r.column,
+        "weights": r.weights is not None,
     }
     return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
-        iterations=iterations, converged=converged, log=log,
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df),
+        bic=float(-2 * loglik + df * np.log(spec.n)),
+        n_obs=spec.n,
+        n_dropped=spec.n_dropped,
+        method=method,
+        solver=state.name,
+        iterations=iterations,
+        converged=converged,
+        log=log,
         fitted=pd.Series(spec.y - resid, index=spec.record_index, name="fitted"),
         residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes), settings=settings, vcov=vcov_se,
+        notes=tuple(notes),
+        settings=settings,
+        vcov=vcov_se,
         record_levels={t.name: t.levels[t.codes[:, 0]] for t in spec.terms},
-        covariances=covs, correlations=cors, derived=derived, factor_analytic=fa)
+        covariances=covs,
+        correlations=cors,
+        derived=derived,
+        factor_analytic=fa,
+    )
 
 
 def _derived(spec, state, theta, vcov) -> pd.DataFrame:
@@ -193,11 +232,14 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
         sl, st = state.slices[k], t.structure
         for i in range(t.size if st.kind not in ("diag", "scalar") else 0):
             for j in range(i):
+
                 def f(th, i=i, j=j, st=st, sl=sl):
                     S = st.sigma(th[sl])
                     return S[i, j] / np.sqrt(S[i, i] * S[j, j])
-                rows.append((f"cor({t.name}:{t.components[i]}:{t.components[j]})", f(theta),
-                             _delta_se(f, theta, vcov, scale)))
+
+                rows.append(
+                    (f"cor({t.name}:{t.components[i]}:{t.components[j]})", f(theta), _delta_se(f, theta, vcov, scale))
+                )
         is_h2 = t.level.kind in ("factor", "inverse")
         for i, comp in enumerate(t.components):
             zi = t.z[:, i]
@@ -207,6 +249,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
             def g(th, i=i, comp=comp, st=st, sl=sl):
                 v = st.sigma(th[sl])[i, i]
                 return v / (v + res_var(th, comp))
+
             label = t.name if t.size == 1 else f"{t.name}:{comp}"
             rows.append((f"{'h2' if is_h2 else 'ratio'}({label})", g(theta), _delta_se(g, theta, vcov, scale)))
     return pd.DataFrame(rows, columns=["quantity", "estimate", "se"]).set_index("quantity")

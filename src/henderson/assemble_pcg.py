@@ -22,8 +22,7 @@ from .assemble import reliability, settings_of, variance_table
 from .results import FitResult
 
 
-def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=None,
-               extra_notes=()) -> FitResult:
+def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=None, extra_notes=()) -> FitResult:
     """Assemble the result of :class:`~henderson.solvers.pcg.PCGMME` at solution ``x``.
 
     ``pev_sampled`` is the output of :func:`~henderson.solvers.pev_sampling.sampled_pev`
@@ -31,21 +30,24 @@ def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=No
     """
     s = state.sigma2
     notes = list(spec.notes) + list(extra_notes)
-    notes.append(f"PCG: {info.rounds} rounds to ‖r − Cx‖/‖r‖ = {info.rel_residual:.3g} "
-                 f"(tolerance {info.tol:g}, {info.preconditioner} preconditioner)")
+    notes.append(
+        f"PCG: {info.rounds} rounds to ‖r − Cx‖/‖r‖ = {info.rel_residual:.3g} "
+        f"(tolerance {info.tol:g}, {info.preconditioner} preconditioner)"
+    )
     notes.append("log-likelihood, AIC and BIC not computed by the PCG solver (no factor of C)")
     vc = variance_table(spec, s, None, [], notes)  # given, not estimated: no boundary
-    b = x[state.nz:]
+    b = x[state.nz :]
     if fixed_cov is not None:
         b_se = np.sqrt(np.maximum(np.diag(fixed_cov), 0) * s[-1])
     else:
         b_se = np.full(spec.p, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se},
-                          index=pd.Index(spec.x_names, name="coefficient"))
+        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
     if pev_sampled is None:
-        notes.append("PEV and reliabilities not computed: exact PEV needs diag(C⁻¹), which "
-                     "iteration does not give; pass pev='sample' for sampled PEV")
+        notes.append(
+            "PEV and reliabilities not computed: exact PEV needs diag(C⁻¹), which "
+            "iteration does not give; pass pev='sample' for sampled PEV"
+        )
     else:
         notes.append(f"PEV estimated by sampling: {pev_sampled['method']}")
     blups = {}
@@ -67,15 +69,33 @@ def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=No
         blups[t.name] = pd.DataFrame(cols, index=pd.Index(t.levels, name=t.name))
     fitted = state.apply_t(x)
     settings = settings_of(spec, method, True, state.name)
-    settings["pcg"] = {"tol": info.tol, "rounds": info.rounds, "rel_residual": info.rel_residual,
-                       "preconditioner": info.preconditioner, "seconds": info.seconds}
+    settings["pcg"] = {
+        "tol": info.tol,
+        "rounds": info.rounds,
+        "rel_residual": info.rel_residual,
+        "preconditioner": info.preconditioner,
+        "seconds": info.seconds,
+    }
     settings["pev_method"] = pev_sampled["method"] if pev_sampled is not None else None
     nan = float("nan")
     return FitResult(
-        variance_components=vc, fixed_effects=fe, blups=blups, loglik=nan, aic=nan, bic=nan,
-        n_obs=spec.n, n_dropped=spec.n_dropped, method=method, solver=state.name,
-        iterations=info.rounds, converged=info.converged, log=info.log(),
+        variance_components=vc,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=nan,
+        aic=nan,
+        bic=nan,
+        n_obs=spec.n,
+        n_dropped=spec.n_dropped,
+        method=method,
+        solver=state.name,
+        iterations=info.rounds,
+        converged=info.converged,
+        log=info.log(),
         fitted=pd.Series(fitted, index=spec.record_index, name="fitted"),
         residuals=pd.Series(spec.y - fitted, index=spec.record_index, name="residual"),
-        notes=tuple(notes), settings=settings, vcov=None,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms})
+        notes=tuple(notes),
+        settings=settings,
+        vcov=None,
+        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
+    )

@@ -79,8 +79,7 @@ def check_missing_mode(missing: str) -> None:
         raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
 
 
-def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = None,
-                stacklevel: int = 2) -> str:
+def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = None, stacklevel: int = 2) -> str:
     """Ids absent from what they must be matched to: never silent.
 
     ``missing="error"``: an :class:`AlignmentError` with ``message`` (which names the

@@ -25,8 +25,9 @@ from .relationships.genomic import genomic_relationship
 
 def _bv_table(res, name="gebv") -> pd.DataFrame:
     t = res.blups[ID]
-    return pd.DataFrame({name: t["blup"], "pev": t["pev"], "reliability": t["reliability"],
-                         "n_records": t["n_records"]})
+    return pd.DataFrame(
+        {name: t["blup"], "pev": t["pev"], "reliability": t["reliability"], "n_records": t["n_records"]}
+    )
 
 
 def _bv_of_ids(table: pd.DataFrame, X, what: str) -> pd.Series:
@@ -36,8 +37,10 @@ def _bv_of_ids(table: pd.DataFrame, X, what: str) -> pd.Series:
     ids = [str(i) for i in X]
     unknown = pd.unique(pd.Index(ids)[~pd.Index(ids).isin(table.index)])  # in the user's order
     if len(unknown):
-        raise DataError(f"{len(unknown)} id(s) not in the {what}: {format_ids(unknown)}; "
-                        "only animals of the fitted model can be predicted by id")
+        raise DataError(
+            f"{len(unknown)} id(s) not in the {what}: {format_ids(unknown)}; "
+            "only animals of the fitted model can be predicted by id"
+        )
     return table.loc[ids, "gebv"]
 
 
@@ -59,8 +62,10 @@ class _Base(BaseEstimator):
         fe = self.fixed_effects_["estimate"]
         if list(fe.index) == ["(Intercept)"]:
             return (g + fe.iloc[0]).rename("predicted")
-        raise ModelError("predicted phenotypes with fixed effects beyond the intercept are not "
-                         "supported yet; add the fixed part yourself from fixed_effects_")
+        raise ModelError(
+            "predicted phenotypes with fixed effects beyond the intercept are not "
+            "supported yet; add the fixed part yourself from fixed_effects_"
+        )
 
 
 class GBLUP(_Base):
@@ -108,8 +113,17 @@ class GBLUP(_Base):
     G_ : Relationship
     """
 
-    def __init__(self, method="reml", grm="vanraden1", fixed=None, sigma2=None, pev="auto",
-                 missing="error", scheduler=None, traits=None):
+    def __init__(
+        self,
+        method="reml",
+        grm="vanraden1",
+        fixed=None,
+        sigma2=None,
+        pev="auto",
+        missing="error",
+        scheduler=None,
+        traits=None,
+    ):
         self.traits = traits
         self.method = method
         self.grm = grm
@@ -127,6 +141,7 @@ class GBLUP(_Base):
         """
         if self.traits is not None:
             from .multitrait.estimators import fit_gblup as _fit_mt
+
             return _fit_mt(self, X, y, data)
         if isinstance(X, Genotypes):
             self.genotypes_ = X
@@ -135,8 +150,16 @@ class GBLUP(_Base):
         else:
             self.genotypes_ = None
             G = as_relationship(X, kind="G")
-        res = fit_gblup(y, G, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
-                        pev=self.pev, missing=self.missing)
+        res = fit_gblup(
+            y,
+            G,
+            fixed=self.fixed,
+            data=data,
+            method=self.method,
+            sigma2=self.sigma2,
+            pev=self.pev,
+            missing=self.missing,
+        )
         self._set_common(res)
         self.y_, self.data_ = y, data  # the records, for henderson.association
         self.G_ = G
@@ -174,8 +197,9 @@ class GBLUP(_Base):
         self._check_fitted()
         missing = np.setdiff1d(np.asarray(self.G_.ids, dtype=str), np.asarray(genotypes.ids, dtype=str))
         if len(missing):
-            raise DataError(f"{len(missing)} individual(s) of the fitted G are not in the genotypes: "
-                            + format_ids(missing))
+            raise DataError(
+                f"{len(missing)} individual(s) of the fitted G are not in the genotypes: " + format_ids(missing)
+            )
         self.genotypes_ = genotypes
         self.allele_freq_ = genotypes.allele_freq
         self.snp_effects_ = self._snp_effects(self.dual_coef_.to_numpy()) if self.grm == "vanraden1" else None
@@ -192,6 +216,7 @@ class GBLUP(_Base):
         self._check_fitted()
         if self.traits is not None:  # a DataFrame: one column per trait
             from .multitrait.estimators import predict as _predict_mt
+
             return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
@@ -230,8 +255,17 @@ class SNPBLUP(_Base):
         σ²_g when mean(diag G) ≠ 1, e.g. inbred lines; the notes give both values).
     """
 
-    def __init__(self, method="reml", space="auto", fixed=None, sigma2=None, missing="error",
-                 pev="auto", snp_se="auto", traits=None):
+    def __init__(
+        self,
+        method="reml",
+        space="auto",
+        fixed=None,
+        sigma2=None,
+        missing="error",
+        pev="auto",
+        snp_se="auto",
+        traits=None,
+    ):
         self.traits = traits
         self.method = method
         self.space = space
@@ -246,13 +280,24 @@ class SNPBLUP(_Base):
             raise DataError("SNPBLUP.fit needs Genotypes (henderson.read_genotypes or Genotypes.from_frame)")
         if self.traits is not None:  # GBLUP on VanRaden-1 G, SNP effects back-solved per trait
             from .multitrait.estimators import fit_gblup as _fit_mt
+
             _fit_mt(self, X, y, data)
             c = 2.0 * float(np.sum(X.allele_freq[X.n_called > 0] * (1 - X.allele_freq[X.n_called > 0])))
             self.sigma2_beta_ = self.covariances_["genetic"] / c
             self.space_ = "individual"
             return self
-        f = fit_snpblup(y, X, fixed=self.fixed, data=data, method=self.method, sigma2=self.sigma2,
-                        space=self.space, missing=self.missing, pev=self.pev, snp_se=self.snp_se)
+        f = fit_snpblup(
+            y,
+            X,
+            fixed=self.fixed,
+            data=data,
+            method=self.method,
+            sigma2=self.sigma2,
+            space=self.space,
+            missing=self.missing,
+            pev=self.pev,
+            snp_se=self.snp_se,
+        )
         self._set_common(f.result)
         self.y_, self.data_ = y, data  # the records, for henderson.association
         self.fit_ = f
@@ -274,6 +319,7 @@ class SNPBLUP(_Base):
         self._check_fitted()
         if self.traits is not None:
             from .multitrait.estimators import predict as _predict_mt
+
             return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
@@ -316,9 +362,18 @@ class PedigreeBLUP(_Base):
             raise DataError("PedigreeBLUP.fit needs a Pedigree (henderson.read_pedigree) or a DataFrame id/sire/dam")
         if self.traits is not None:  # dense A, complete records (see henderson.multitrait)
             from .multitrait.estimators import fit_pblup as _fit_mt
+
             return _fit_mt(self, X, y, data)
-        res = fit_pblup(y, X, fixed=self.fixed, data=data, random=self.random, method=self.method,
-                        sigma2=self.sigma2, missing=self.missing)
+        res = fit_pblup(
+            y,
+            X,
+            fixed=self.fixed,
+            data=data,
+            random=self.random,
+            method=self.method,
+            sigma2=self.sigma2,
+            missing=self.missing,
+        )
         self._set_common(res)
         self.gebv_ = _bv_table(res)
         vc = res.variance_components
@@ -334,6 +389,7 @@ class PedigreeBLUP(_Base):
         self._check_fitted()
         if self.traits is not None:
             from .multitrait.estimators import predict as _predict_mt
+
             return _predict_mt(self, X)
         if X is None:
             return self.gebv_["gebv"]
@@ -375,9 +431,23 @@ class SingleStepGBLUP(_Base):
     variance_components_, fixed_effects_, result_, h2_, h2_se_
     """
 
-    def __init__(self, method="reml", fixed=None, sigma2=None, tuning="mean", alpha=0.95, beta=0.05,
-                 tau=1.0, omega=1.0, apy_core=None, seed=0, a22_inverse="auto", missing="error",
-                 genotyped_missing="error", snp_effects="auto"):
+    def __init__(
+        self,
+        method="reml",
+        fixed=None,
+        sigma2=None,
+        tuning="mean",
+        alpha=0.95,
+        beta=0.05,
+        tau=1.0,
+        omega=1.0,
+        apy_core=None,
+        seed=0,
+        a22_inverse="auto",
+        missing="error",
+        genotyped_missing="error",
+        snp_effects="auto",
+    ):
         self.method = method
         self.fixed = fixed
         self.sigma2 = sigma2
@@ -397,11 +467,25 @@ class SingleStepGBLUP(_Base):
         """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id."""
         from .models.ssgblup import fit_ssgblup, snp_effects_single_step
 
-        f = fit_ssgblup(y, pedigree, genotypes, fixed=self.fixed, data=data, method=self.method,
-                        sigma2=self.sigma2, missing=self.missing, tuning=self.tuning, alpha=self.alpha,
-                        beta=self.beta, tau=self.tau, omega=self.omega, apy_core=self.apy_core,
-                        seed=self.seed, a22_inverse=self.a22_inverse,
-                        genotyped_missing=self.genotyped_missing)
+        f = fit_ssgblup(
+            y,
+            pedigree,
+            genotypes,
+            fixed=self.fixed,
+            data=data,
+            method=self.method,
+            sigma2=self.sigma2,
+            missing=self.missing,
+            tuning=self.tuning,
+            alpha=self.alpha,
+            beta=self.beta,
+            tau=self.tau,
+            omega=self.omega,
+            apy_core=self.apy_core,
+            seed=self.seed,
+            a22_inverse=self.a22_inverse,
+            genotyped_missing=self.genotyped_missing,
+        )
         res = f.result
         self._set_common(res)
         self.fit_ = f
@@ -423,8 +507,12 @@ class SingleStepGBLUP(_Base):
                 ok = np.isfinite(freq)
                 scale = 2.0 * float(np.sum(freq[ok] * (1.0 - freq[ok])))
                 self.allele_freq_ = freq
-            self.G_ = Relationship(gids, info["G_star"], kind="G",
-                                   info={"method": "G* (blended, tuned) of single-step H⁻¹", "scale": scale})
+            self.G_ = Relationship(
+                gids,
+                info["G_star"],
+                kind="G",
+                info={"method": "G* (blended, tuned) of single-step H⁻¹", "scale": scale},
+            )
         if isinstance(genotypes, Genotypes) and genotypes.n:
             k, m = len(gids), genotypes.p
             want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
@@ -445,11 +533,14 @@ class SingleStepGBLUP(_Base):
 
         self._check_fitted()
         if self.G_ is None:
-            raise ModelError("genotyped_pec needs a single-step fit with genotyped animals (this one is "
-                             "pedigree BLUP: no G)")
+            raise ModelError(
+                "genotyped_pec needs a single-step fit with genotyped animals (this one is pedigree BLUP: no G)"
+            )
         if self.apy_core is not None:
-            raise ModelError("association from an APY single-step fit is not supported: the back-solve "
-                             "uses G*'s full inverse, but H⁻¹ holds the APY inverse; refit without apy_core")
+            raise ModelError(
+                "association from an APY single-step fit is not supported: the back-solve "
+                "uses G*'s full inverse, but H⁻¹ holds the APY inverse; refit without apy_core"
+            )
         if getattr(self, "_pec", None) is None:
             gids = self.G_.ids
             self._pec = pd.DataFrame(pev_block(self.fit_, gids), index=gids, columns=gids)

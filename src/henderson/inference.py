@@ -42,9 +42,11 @@ class LRTResult:
     table: pd.DataFrame
 
     def __str__(self) -> str:
-        return (self.table.to_string(float_format=lambda v: f"{v:.4f}")
-                + f"\nLRT statistic {self.statistic:.4f} on {self.df} df, p = {self.p_value:.4g} "
-                + f"({self.reference}; naive chi2_{self.df}: {self.p_value_naive:.4g})")
+        return (
+            self.table.to_string(float_format=lambda v: f"{v:.4f}")
+            + f"\nLRT statistic {self.statistic:.4f} on {self.df} df, p = {self.p_value:.4g} "
+            + f"({self.reference}; naive chi2_{self.df}: {self.p_value_naive:.4g})"
+        )
 
 
 def _key(name: str) -> str:
@@ -103,17 +105,22 @@ def lrt(small, big) -> LRTResult:
     if small.n_obs != big.n_obs:
         raise ModelError(f"the fits use different records ({small.n_obs} and {big.n_obs}): not nested")
     if small.method == "reml" and list(small.fixed_effects.index) != list(big.fixed_effects.index):
-        raise ModelError("REML likelihoods of models with different fixed effects are not comparable; "
-                         "refit both with method='ml'")
+        raise ModelError(
+            "REML likelihoods of models with different fixed effects are not comparable; refit both with method='ml'"
+        )
     df = big.n_params - small.n_params
     if df <= 0:
-        raise ModelError(f"the bigger model has {big.n_params} covariance parameters, not more than the "
-                         f"smaller one's {small.n_params}: pass (small, big)")
+        raise ModelError(
+            f"the bigger model has {big.n_params} covariance parameters, not more than the "
+            f"smaller one's {small.n_params}: pass (small, big)"
+        )
     stat = 2.0 * (big.loglik - small.loglik)
     if stat < -1e-6 * max(1.0, abs(big.loglik)):
-        warnings.warn(f"the bigger model has the lower log-likelihood ({big.loglik:.6f} < "
-                      f"{small.loglik:.6f}): the models are not nested or a fit did not converge",
-                      stacklevel=2)
+        warnings.warn(
+            f"the bigger model has the lower log-likelihood ({big.loglik:.6f} < "
+            f"{small.loglik:.6f}): the models are not nested or a fit did not converge",
+            stacklevel=2,
+        )
     stat = max(stat, 0.0)
     naive = float(stats.chi2.sf(stat, df))
     extra = _extra(small, big)
@@ -125,9 +132,13 @@ def lrt(small, big) -> LRTResult:
         ref = f"50:50 mixture of chi2_{k} and chi2_{df}"
     else:
         p, ref = naive, f"chi2_{df}"
-    table = pd.DataFrame({
-        "parameters": [small.n_params, big.n_params],
-        "logLik": [small.loglik, big.loglik], "AIC": [small.aic, big.aic], "BIC": [small.bic, big.bic],
-    }, index=pd.Index([small.settings.get("formula", "small"), big.settings.get("formula", "big")],
-                      name="model"))
+    table = pd.DataFrame(
+        {
+            "parameters": [small.n_params, big.n_params],
+            "logLik": [small.loglik, big.loglik],
+            "AIC": [small.aic, big.aic],
+            "BIC": [small.bic, big.bic],
+        },
+        index=pd.Index([small.settings.get("formula", "small"), big.settings.get("formula", "big")], name="model"),
+    )
     return LRTResult(float(stat), int(df), float(p), naive, ref, table)

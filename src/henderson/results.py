@@ -111,6 +111,7 @@ class FitResult:
         """A readable summary in the spirit of lme4's and sommer's."""
         if self.covariances:
             from .summary_general import structured_summary
+
             return structured_summary(self)
         s = self.settings
         crit = "REML" if self.method == "reml" else "ML"
@@ -126,31 +127,40 @@ class FitResult:
             "Variance components:",
         ]
         vc = self.variance_components.copy()
-        vc_txt = pd.DataFrame({
-            "variance": vc["variance"].map(lambda v: f"{v:.6g}"),
-            "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
-            "share": vc["ratio"].map(lambda v: f"{v:.3f}"),
-            "share se": vc["ratio_se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
-        }, index=vc.index)
+        vc_txt = pd.DataFrame(
+            {
+                "variance": vc["variance"].map(lambda v: f"{v:.6g}"),
+                "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
+                "share": vc["ratio"].map(lambda v: f"{v:.3f}"),
+                "share se": vc["ratio_se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
+            },
+            index=vc.index,
+        )
         if "levels" in vc:
             vc_txt["levels"] = vc["levels"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
         lines += ["  " + ln for ln in vc_txt.to_string().splitlines()]
         lines += ["", "Fixed effects:"]
         fe = self.fixed_effects
-        fe_txt = pd.DataFrame({
-            "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
-            "se": fe["se"].map(lambda v: f"{v:.6f}"),
-            "t": fe["t"].map(lambda v: f"{v:.2f}"),
-        }, index=fe.index)
+        fe_txt = pd.DataFrame(
+            {
+                "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
+                "se": fe["se"].map(lambda v: f"{v:.6f}"),
+                "t": fe["t"].map(lambda v: f"{v:.2f}"),
+            },
+            index=fe.index,
+        )
         lines += ["  " + ln for ln in fe_txt.to_string().splitlines()]
         for name, tab in self.blups.items():
             top = tab.sort_values("blup", ascending=False).head(5)
             lines += ["", f"BLUPs of {name}: {len(tab)} levels; top 5:"]
-            t = pd.DataFrame({
-                "blup": top["blup"].map(lambda v: f"{v:.4f}"),
-                "pev": top["pev"].map(lambda v: f"{v:.4f}"),
-                "reliability": top["reliability"].map(lambda v: f"{v:.3f}"),
-            }, index=top.index)
+            t = pd.DataFrame(
+                {
+                    "blup": top["blup"].map(lambda v: f"{v:.4f}"),
+                    "pev": top["pev"].map(lambda v: f"{v:.4f}"),
+                    "reliability": top["reliability"].map(lambda v: f"{v:.3f}"),
+                },
+                index=top.index,
+            )
             lines += ["  " + ln for ln in t.to_string().splitlines()]
         if self.notes:
             lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
@@ -163,13 +173,19 @@ class FitResult:
         """Plain-data form for JSON (variance components, fixed effects, fit statistics)."""
         return {
             "settings": self.settings,
-            "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
-            "n_obs": self.n_obs, "n_dropped": self.n_dropped,
-            "method": self.method, "solver": self.solver,
-            "iterations": self.iterations, "converged": self.converged,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "n_obs": self.n_obs,
+            "n_dropped": self.n_dropped,
+            "method": self.method,
+            "solver": self.solver,
+            "iterations": self.iterations,
+            "converged": self.converged,
             "variance_components": json.loads(self.variance_components.to_json(orient="index")),
             "fixed_effects": json.loads(self.fixed_effects.to_json(orient="index")),
-            "timings": self.timings, "notes": list(self.notes),
+            "timings": self.timings,
+            "notes": list(self.notes),
         }
 
 
@@ -186,6 +202,6 @@ def ratio_table(names, sigma2: np.ndarray, cov: np.ndarray | None) -> tuple[np.n
     k = len(sigma2)
     if cov is None or not np.all(np.isfinite(np.diag(cov))):
         return ratio, np.full(k, np.nan)
-    G = (np.eye(k) * S - sigma2[:, None]) / S**2   # row k: gradient of share k
+    G = (np.eye(k) * S - sigma2[:, None]) / S**2  # row k: gradient of share k
     var = np.einsum("ij,jl,il->i", G, cov, G)
     return ratio, np.sqrt(np.maximum(var, 0.0))

@@ -16,13 +16,21 @@ def _random_effects_table(res) -> list[str]:
         show = term != "Residual" and not np.allclose(R, np.eye(len(comps)))
         for i, c in enumerate(comps):
             corr = " ".join(f"{R[i, j]:6.3f}" for j in range(i)) if show else ""
-            rows.append((term if i == 0 else "", c if term != "Residual" or len(comps) > 1 else "",
-                         f"{v[i]:.6g}", f"{np.sqrt(max(v[i], 0.0)):.5g}", corr))
-    w = [max(len(r[j]) for r in rows + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")])
-         for j in range(5)]
+            rows.append(
+                (
+                    term if i == 0 else "",
+                    c if term != "Residual" or len(comps) > 1 else "",
+                    f"{v[i]:.6g}",
+                    f"{np.sqrt(max(v[i], 0.0)):.5g}",
+                    corr,
+                )
+            )
+    w = [max(len(r[j]) for r in rows + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")]) for j in range(5)]
     head = ("Groups", "Name", "Variance", "Std.Dev.", "Corr")
+
     def fmt(r):
         return "  " + "  ".join([r[0].ljust(w[0]), r[1].ljust(w[1]), r[2].rjust(w[2]), r[3].rjust(w[3]), r[4]])
+
     return [fmt(head)] + [fmt(r).rstrip() for r in rows]
 
 
@@ -36,8 +44,7 @@ def structured_summary(res) -> str:
         f"Formula: {s.get('formula', '')}",
         f"Records: {res.n_obs} used" + (f", {res.n_dropped} dropped (missing values)" if res.n_dropped else ""),
         "",
-        f"  logLik {res.loglik:.6f}   AIC {res.aic:.4f}   BIC {res.bic:.4f}   "
-        f"{crit} criterion {-2 * res.loglik:.6f}",
+        f"  logLik {res.loglik:.6f}   AIC {res.aic:.4f}   BIC {res.bic:.4f}   {crit} criterion {-2 * res.loglik:.6f}",
         f"  iterations {res.iterations}, converged: {'yes' if res.converged else 'NO'}",
         "",
         "Random effects:",
@@ -45,15 +52,23 @@ def structured_summary(res) -> str:
     lines += _random_effects_table(res)
     vc = res.variance_components
     lines += ["", "Covariance parameters:"]
-    t = pd.DataFrame({"estimate": vc["estimate"].map(lambda v: f"{v:.6g}"),
-                      "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}")},
-                     index=vc.index)
+    t = pd.DataFrame(
+        {
+            "estimate": vc["estimate"].map(lambda v: f"{v:.6g}"),
+            "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
+        },
+        index=vc.index,
+    )
     lines += ["  " + ln for ln in t.to_string().splitlines()]
     if res.derived is not None and len(res.derived):
         d = res.derived
-        t = pd.DataFrame({"estimate": d["estimate"].map(lambda v: f"{v:.4f}"),
-                          "se": d["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4f}")},
-                         index=d.index)
+        t = pd.DataFrame(
+            {
+                "estimate": d["estimate"].map(lambda v: f"{v:.4f}"),
+                "se": d["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4f}"),
+            },
+            index=d.index,
+        )
         lines += ["", "Correlations and ratios (delta-method SE):"]
         lines += ["  " + ln for ln in t.to_string().splitlines()]
     for term, fa in res.factor_analytic.items():
@@ -64,13 +79,22 @@ def structured_summary(res) -> str:
         lines += ["  " + ", ".join(f"{k}: {v:.1f}%" for k, v in fa["variance_explained"].items())]
     fe = res.fixed_effects
     lines += ["", "Fixed effects:"]
-    t = pd.DataFrame({"estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
-                      "se": fe["se"].map(lambda v: f"{v:.6f}"),
-                      "t": fe["t"].map(lambda v: f"{v:.2f}")}, index=fe.index)
+    t = pd.DataFrame(
+        {
+            "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
+            "se": fe["se"].map(lambda v: f"{v:.6f}"),
+            "t": fe["t"].map(lambda v: f"{v:.2f}"),
+        },
+        index=fe.index,
+    )
     lines += ["  " + ln for ln in t.to_string().splitlines()]
     for name, tab in res.blups.items():
-        lines += ["", f"BLUPs of {name}: {len(tab)} rows (level x component)" if isinstance(tab.index, pd.MultiIndex)
-                  else f"BLUPs of {name}: {len(tab)} levels"]
+        lines += [
+            "",
+            f"BLUPs of {name}: {len(tab)} rows (level x component)"
+            if isinstance(tab.index, pd.MultiIndex)
+            else f"BLUPs of {name}: {len(tab)} levels",
+        ]
     if res.notes:
         lines += ["", "Notes:"] + [f"  - {n}" for n in res.notes]
     return "\n".join(lines)

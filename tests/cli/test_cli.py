@@ -44,6 +44,7 @@ def small_geno(tmp_path_factory):
 
 # --------------------------------------------------------------------------- fit
 
+
 def test_fit_potato_script(tmp_path):
     out = tmp_path / "potato"
     p = run_script(["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)", "--out", out])
@@ -59,17 +60,27 @@ def test_fit_potato_script(tmp_path):
     assert len(bv) == 41 and bv["value"].is_monotonic_decreasing
     s = strict_json(out / "summary.json")
     import hashlib
-    assert s["inputs"] == [{"role": "data", "path": str(POTATO), "bytes": POTATO.stat().st_size,
-                            "sha256": hashlib.sha256(POTATO.read_bytes()).hexdigest()}]
+
+    assert s["inputs"] == [
+        {
+            "role": "data",
+            "path": str(POTATO),
+            "bytes": POTATO.stat().st_size,
+            "sha256": hashlib.sha256(POTATO.read_bytes()).hexdigest(),
+        }
+    ]
     assert s["versions"]["henderson"] and "total" in s["timings_seconds"]
     assert s["results"]["fit"]["variance_components"]["Name"]["variance"] == pytest.approx(4.85594439, rel=1e-5)
     html = (out / "report.html").read_text()
     # one figure for the response, one per factor (fixed Env and random Name), one of the BLUPs
     assert html.count("data:image/png;base64,") == 4
     # captions count the records the model used (issue 10: here all 185 rows of the file)
-    for caption in ("Yield: the 185 records used", "Records per level of Env (fixed; 3 levels) in the 185 records used",
-                    "Records per level of Name (random; 41 levels) in the 185 records used",
-                    "Distribution of the 41 BLUPs of Name"):
+    for caption in (
+        "Yield: the 185 records used",
+        "Records per level of Env (fixed; 3 levels) in the 185 records used",
+        "Records per level of Name (random; 41 levels) in the 185 records used",
+        "Distribution of the 41 BLUPs of Name",
+    ):
         assert f"<figcaption>{caption}</figcaption>" in html, caption
     assert 'alt="figure"' not in html
 
@@ -82,24 +93,54 @@ def test_fit_with_cov_matrix(tmp_path, capsys, small_geno):
     w = load_wheat()
     data = pd.DataFrame({"id": m.index, "yield": w.phenotypes.loc[m.index, "env1"].to_numpy()})
     data.to_csv(tmp_path / "d.csv", index=False)
-    code, out, err = run_cli(["fit", "--data", tmp_path / "d.csv", "--formula", "yield ~ 1 + (1|id)",
-                          "--cov", f"id={G}", "--out", tmp_path / "o", "-q"], capsys)
+    code, out, err = run_cli(
+        [
+            "fit",
+            "--data",
+            tmp_path / "d.csv",
+            "--formula",
+            "yield ~ 1 + (1|id)",
+            "--cov",
+            f"id={G}",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from henderson import fit
     from henderson.data.genotypes import Genotypes
     from henderson.relationships.genomic import genomic_relationship
-    ref = fit("y ~ 1 + (1|id)", data.rename(columns={"yield": "y"}),
-              cov={"id": genomic_relationship(Genotypes.from_frame(m), method="vanraden1")})
+
+    ref = fit(
+        "y ~ 1 + (1|id)",
+        data.rename(columns={"yield": "y"}),
+        cov={"id": genomic_relationship(Genotypes.from_frame(m), method="vanraden1")},
+    )
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv", index_col="term")
     np.testing.assert_allclose(vc["variance"].to_numpy(), ref.sigma2.to_numpy(), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- genetic models
 
+
 def test_gblup_wheat(tmp_path, capsys, wheat_files):
     out = tmp_path / "g"
-    code, stdout, err = run_cli(["gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env1",
-                             "--genotypes", wheat_files["geno"], "--out", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "gblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env1",
+            "--genotypes",
+            wheat_files["geno"],
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     vc = pd.read_csv(out / "variance_components.csv", index_col="term")
     assert vc.loc["id", "variance"] == pytest.approx(0.3014828, rel=1e-5)
@@ -112,15 +153,30 @@ def test_gblup_wheat(tmp_path, capsys, wheat_files):
     assert len(snp) == 1279 and {"snp", "freq", "effect"} <= set(snp.columns)
     s = strict_json(out / "summary.json")
     assert s["results"]["h2"] == pytest.approx(0.3014828 / (0.3014828 + 0.5409987), rel=1e-4)
-    assert [(i["role"], Path(i["path"]).name) for i in s["inputs"]] == [("phenotypes", "pheno.csv"),
-                                                                         ("genotypes", "geno.csv")]
+    assert [(i["role"], Path(i["path"]).name) for i in s["inputs"]] == [
+        ("phenotypes", "pheno.csv"),
+        ("genotypes", "geno.csv"),
+    ]
     assert all(len(i["sha256"]) == 64 and i["bytes"] > 0 for i in s["inputs"])
 
 
 def test_snpblup_then_predict(tmp_path, capsys, wheat_files):
     out = tmp_path / "s"
-    code, _, err = run_cli(["snpblup", "--phenotypes", wheat_files["pheno"], "--trait", "env1",
-                        "--genotypes", wheat_files["geno"], "--out", out, "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "snpblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env1",
+            "--genotypes",
+            wheat_files["geno"],
+            "--out",
+            out,
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     vc = pd.read_csv(out / "variance_components.csv", index_col="term")
     assert vc.loc["Residual", "variance"] == pytest.approx(0.5409987, rel=1e-5)
@@ -128,8 +184,9 @@ def test_snpblup_then_predict(tmp_path, capsys, wheat_files):
     # score 30 of the lines as if new: (X - 2p_train) beta reproduces their GEBVs
     new = pd.read_csv(wheat_files["geno"], dtype={"id": str}).iloc[:30]
     new.to_csv(tmp_path / "new.csv", index=False)
-    code, stdout, err = run_cli(["predict", "--model", out, "--genotypes", tmp_path / "new.csv",
-                             "--out", tmp_path / "pred.csv"], capsys)
+    code, stdout, err = run_cli(
+        ["predict", "--model", out, "--genotypes", tmp_path / "new.csv", "--out", tmp_path / "pred.csv"], capsys
+    )
     assert code == 0, err
     pred = pd.read_csv(tmp_path / "pred.csv", dtype={"id": str}).set_index("id")
     np.testing.assert_allclose(pred["gebv"], bv.loc[pred.index, "value"], atol=1e-8)
@@ -149,8 +206,23 @@ def test_pblup_half_sibs(tmp_path, capsys):
             rec.append(f"{s}_{k};{10 + u / 2 + rng.normal():.4f}")
     (tmp_path / "ped.txt").write_text("\n".join(ped) + "\n")
     (tmp_path / "rec.csv").write_text("\n".join(rec) + "\n")
-    code, _, err = run_cli(["pblup", "--phenotypes", tmp_path / "rec.csv", "--trait", "y", "--id-column", "animal",
-                        "--pedigree", tmp_path / "ped.txt", "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "pblup",
+            "--phenotypes",
+            tmp_path / "rec.csv",
+            "--trait",
+            "y",
+            "--id-column",
+            "animal",
+            "--pedigree",
+            tmp_path / "ped.txt",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str}).set_index("id")
     assert len(bv) == 8 + 96 and (bv.loc[sires, "n_records"] == 0).all()
@@ -160,6 +232,7 @@ def test_pblup_half_sibs(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- relationship files
+
 
 def test_grm_csv_and_gcta(tmp_path, capsys, small_geno):
     from henderson.data.genotypes import Genotypes
@@ -174,7 +247,9 @@ def test_grm_csv_and_gcta(tmp_path, capsys, small_geno):
     got = pd.read_csv(tmp_path / "G.csv", index_col=0, dtype={"id": str})
     got.index = got.index.astype(str)
     np.testing.assert_allclose(got.loc[ref.index, ref.columns].to_numpy(), ref.to_numpy(), atol=1e-12)
-    code, _, err = run_cli(["grm", "--genotypes", path, "--method", "vanraden2", "--out", tmp_path / "G.grm", "-q"], capsys)
+    code, _, err = run_cli(
+        ["grm", "--genotypes", path, "--method", "vanraden2", "--out", tmp_path / "G.grm", "-q"], capsys
+    )
     assert code == 0, err
     g2 = read_gcta_grm(tmp_path / "G").to_frame()
     np.testing.assert_allclose(g2.loc[ref.index, ref.columns].to_numpy(), ref.to_numpy(), atol=1e-6)
@@ -185,8 +260,18 @@ def test_ainv_lower_triangle(tmp_path, capsys):
     from henderson.relationships.pedigree import pedigree_relationship
 
     (tmp_path / "ped.csv").write_text("id,sire,dam\n1,0,0\n2,0,0\n3,1,2\n4,1,0\n5,4,3\n6,5,2\n")
-    code, out, err = run_cli(["ainv", "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "ainv.csv",
-                          "--inbreeding", tmp_path / "F.csv"], capsys)
+    code, out, err = run_cli(
+        [
+            "ainv",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "--out",
+            tmp_path / "ainv.csv",
+            "--inbreeding",
+            tmp_path / "F.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     t = pd.read_csv(tmp_path / "ainv.csv", dtype={"id1": str, "id2": str})
     assert list(t.columns) == ["id1", "id2", "value"]
@@ -206,13 +291,30 @@ def test_ainv_lower_triangle(tmp_path, capsys):
 def test_selfing_pedigree(tmp_path, capsys):
     """Plant pedigree with selfings (sire == dam): refused without --selfing, with advice;
     with it, A⁻¹ is the inverse of the tabular A and F(self of a non-inbred line) = 1/2."""
-    rows = [("P1", "0", "0"), ("P2", "0", "0"), ("F1", "P1", "P2"), ("S1", "F1", "F1"), ("S2", "S1", "S1"),
-            ("X", "S1", "P2")]
+    rows = [
+        ("P1", "0", "0"),
+        ("P2", "0", "0"),
+        ("F1", "P1", "P2"),
+        ("S1", "F1", "F1"),
+        ("S2", "S1", "S1"),
+        ("X", "S1", "P2"),
+    ]
     (tmp_path / "ped.csv").write_text("id,sire,dam\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     code, _, err = run_cli(["ainv", "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "a.csv"], capsys)
     assert code == 2 and "ped.csv" in err and "--selfing" in err and "monoecious=" not in err
-    code, _, err = run_cli(["ainv", "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "a.csv", "--selfing",
-                        "--inbreeding", tmp_path / "F.csv"], capsys)
+    code, _, err = run_cli(
+        [
+            "ainv",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "--out",
+            tmp_path / "a.csv",
+            "--selfing",
+            "--inbreeding",
+            tmp_path / "F.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     t = pd.read_csv(tmp_path / "a.csv", dtype=str).astype({"value": float})
     ids = [r[0] for r in rows]
@@ -227,8 +329,23 @@ def test_selfing_pedigree(tmp_path, capsys):
     y = np.random.default_rng(3).normal(size=18) + np.repeat([1.0, 2, 3, 4, 5, 2], 3)
     pd.DataFrame({"id": np.repeat(ids, 3), "y": y}).to_csv(tmp_path / "ph.csv", index=False)
     # (--repeated-records declares them: without it an id repeated with different values is an error)
-    code, _, err = run_cli(["pblup", "-p", tmp_path / "ph.csv", "-t", "y", "--pedigree", tmp_path / "ped.csv",
-                        "--selfing", "--repeated-records", "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "pblup",
+            "-p",
+            tmp_path / "ph.csv",
+            "-t",
+            "y",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "--selfing",
+            "--repeated-records",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str}).set_index("id")
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv").set_index("term")["variance"]
@@ -243,11 +360,28 @@ def test_selfing_pedigree(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- cross-validation
 
+
 def test_cv_given_folds_fixed_variances(tmp_path, capsys, wheat_files):
     out = tmp_path / "cv"
-    code, stdout, err = run_cli(["cv", "--model", "gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env1",
-                             "--genotypes", wheat_files["geno"], "--fold-column", "fold", "--fixed-variances",
-                             "--out", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env1",
+            "--genotypes",
+            wheat_files["geno"],
+            "--fold-column",
+            "fold",
+            "--fixed-variances",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     pred = pd.read_csv(out / "cv_predictions.csv", dtype={"id": str})
     assert len(pred) == 599 and {"observed", "predicted_bv", "fold"} <= set(pred.columns)
@@ -259,18 +393,54 @@ def test_cv_given_folds_fixed_variances(tmp_path, capsys, wheat_files):
 
 
 def test_cv_random_folds_repeats(tmp_path, capsys, wheat_files):
-    code, _, err = run_cli(["cv", "--model", "gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env2",
-                        "--genotypes", wheat_files["geno"], "--folds", "2", "--repeats", "2", "--seed", "7",
-                        "--fixed-variances", "--out", tmp_path / "cv", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env2",
+            "--genotypes",
+            wheat_files["geno"],
+            "--folds",
+            "2",
+            "--repeats",
+            "2",
+            "--seed",
+            "7",
+            "--fixed-variances",
+            "--out",
+            tmp_path / "cv",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     m = pd.read_csv(tmp_path / "cv" / "cv_metrics.csv")
     assert len(m) == 4 and sorted(m["repeat"].unique()) == [0, 1]
 
 
 def test_cv_leave_one_out_prints_pooled_metrics(tmp_path, capsys, wheat_files):
-    code, out, err = run_cli(["cv", "--model", "gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env1",
-                          "--genotypes", wheat_files["geno"], "--loo", "--fixed-variances",
-                          "--out", tmp_path / "cv"], capsys)
+    code, out, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env1",
+            "--genotypes",
+            wheat_files["geno"],
+            "--loo",
+            "--fixed-variances",
+            "--out",
+            tmp_path / "cv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     pred = pd.read_csv(tmp_path / "cv" / "cv_predictions.csv", dtype={"id": str})
     assert len(pred) == 599 and pred["fold"].nunique() == 599
@@ -282,9 +452,22 @@ def test_cv_leave_one_out_prints_pooled_metrics(tmp_path, capsys, wheat_files):
 
 # --------------------------------------------------------------------------- errors
 
+
 def test_missing_column_names_it(tmp_path, capsys, wheat_files):
-    code, _, err = run_cli(["gblup", "--phenotypes", wheat_files["pheno"], "--trait", "env9",
-                        "--genotypes", wheat_files["geno"], "--out", tmp_path], capsys)
+    code, _, err = run_cli(
+        [
+            "gblup",
+            "--phenotypes",
+            wheat_files["pheno"],
+            "--trait",
+            "env9",
+            "--genotypes",
+            wheat_files["geno"],
+            "--out",
+            tmp_path,
+        ],
+        capsys,
+    )
     assert code == 2
     assert "no column 'env9'" in err and "--trait" in err and "'env1'" in err
     assert "Traceback" not in err and err.count("\n") == 1
@@ -299,20 +482,47 @@ def test_unknown_ids(tmp_path, capsys, small_geno):
     path, m = small_geno
     ph = pd.DataFrame({"id": list(m.index[:20]) + ["ghost1", "ghost2"], "y": np.arange(22.0)})
     ph.to_csv(tmp_path / "ph.csv", index=False)
-    code, _, err = run_cli(["gblup", "--phenotypes", tmp_path / "ph.csv", "--trait", "y", "--genotypes", path,
-                        "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "--phenotypes", tmp_path / "ph.csv", "--trait", "y", "--genotypes", path, "--out", tmp_path / "o"],
+        capsys,
+    )
     assert code == 2
     assert "'ghost1'" in err and "'ghost2'" in err and "--drop-unknown" in err
-    code, _, err = run_cli(["gblup", "--phenotypes", tmp_path / "ph.csv", "--trait", "y", "--genotypes", path,
-                        "--drop-unknown", "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "gblup",
+            "--phenotypes",
+            tmp_path / "ph.csv",
+            "--trait",
+            "y",
+            "--genotypes",
+            path,
+            "--drop-unknown",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
 
 
 def test_pedigree_loop_script(tmp_path):
     (tmp_path / "ped.csv").write_text("id,sire,dam\nA,0,0\nB,A,C\nC,B,0\n")
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\nC,3\n")
-    p = run_script(["pblup", "--phenotypes", tmp_path / "ph.csv", "--trait", "y",
-                    "--pedigree", tmp_path / "ped.csv", "--out", tmp_path / "o"])
+    p = run_script(
+        [
+            "pblup",
+            "--phenotypes",
+            tmp_path / "ph.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert p.returncode == 2
     assert p.stderr.startswith("henderson: error: ") and "own ancestor" in p.stderr
     assert "ped.csv line 3" in p.stderr and "Traceback" not in p.stderr
@@ -327,8 +537,20 @@ def test_debug_shows_traceback(tmp_path, capsys):
 def test_bad_genotype_code(tmp_path, capsys):
     (tmp_path / "g.csv").write_text("id,snp1,snp2,snp3\nA,0,1,2\nB,2,3,0\nC,1,1,1\n")
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\nC,4\n")
-    code, _, err = run_cli(["snpblup", "--phenotypes", tmp_path / "ph.csv", "--trait", "y",
-                        "--genotypes", tmp_path / "g.csv", "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        [
+            "snpblup",
+            "--phenotypes",
+            tmp_path / "ph.csv",
+            "--trait",
+            "y",
+            "--genotypes",
+            tmp_path / "g.csv",
+            "--out",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
     assert code == 2
     assert "genotype 3" in err and "'B'" in err and "'snp2'" in err and "line 3" in err
     assert "--coding" in err
@@ -336,17 +558,23 @@ def test_bad_genotype_code(tmp_path, capsys):
 
 def test_missing_file_and_bad_rows(tmp_path, capsys):
     # --out is a directory of its own: the input's directory (holding bad.csv) would be refused
-    code, _, err = run_cli(["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["fit", "--data", tmp_path / "nope.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys
+    )
     assert code == 2 and "file not found" in err and "nope.csv" in err
     (tmp_path / "bad.csv").write_text("g,y\na,1\nb,2,3\nc,4\n")
-    code, _, err = run_cli(["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["fit", "--data", tmp_path / "bad.csv", "--formula", "y ~ (1|g)", "--out", tmp_path / "o"], capsys
+    )
     assert code == 2 and "line 3" in err and "bad.csv" in err
 
 
 def test_usage_errors_exit_2(capsys):
     code, _, err = run_cli(["gblup", "--trait", "y"], capsys)
     assert code == 2 and "Missing option" in err
-    code, _, err = run_cli(["cv", "--model", "bayesb", "--phenotypes", POTATO, "--trait", "Yield", "--out", "x"], capsys)
+    code, _, err = run_cli(
+        ["cv", "--model", "bayesb", "--phenotypes", POTATO, "--trait", "Yield", "--out", "x"], capsys
+    )
     assert code == 2 and "bayesb" in err
 
 
@@ -390,9 +618,14 @@ def test_demo(tmp_path, capsys):
     assert pa["GBLUP"] == pytest.approx(pa["SNP-BLUP"], abs=1e-6)  # same model, same folds
     assert s["results"]["potato"]["variance_components"]["Name"]["variance"] == pytest.approx(4.85594439, rel=1e-5)
     html = (tmp_path / "report.html").read_text()
-    for caption in ("Records per level of Env (fixed; 3 levels)", "Records per level of Name (random; 41 levels)",
-                    "Predictive ability per model", "Each point is an individual predicted without its own",
-                    "Distribution of the diagonal (1 + inbreeding)", "Absolute SNP effects by chromosome"):
+    for caption in (
+        "Records per level of Env (fixed; 3 levels)",
+        "Records per level of Name (random; 41 levels)",
+        "Predictive ability per model",
+        "Each point is an individual predicted without its own",
+        "Distribution of the diagonal (1 + inbreeding)",
+        "Absolute SNP effects by chromosome",
+    ):
         assert caption in html, caption
     m = pd.read_csv(tmp_path / "cv_metrics.csv")
     assert "n_test" in m and "n" not in m and len(m) == 30

@@ -53,12 +53,14 @@ def _plink_copy(src: Path, dst: Path):
 
 # --------------------------------------------------------------------------- malformed genotype files
 
+
 def test_truncated_bed(small, tmp_path, capsys):
     _plink_copy(small / "ok", tmp_path / "trunc")
     bed = tmp_path / "trunc.bed"
     bed.write_bytes(bed.read_bytes()[:100])
-    code, _, err = run_cli(["gblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "trunc", "-o", tmp_path / "o"],
-                       capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "trunc", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2
     one_error_line(err, "trunc")
 
@@ -67,8 +69,9 @@ def test_fam_with_fewer_rows_than_bed(small, tmp_path, capsys):
     _plink_copy(small / "ok", tmp_path / "short")
     fam = tmp_path / "short.fam"
     fam.write_text("".join(fam.read_text().splitlines(keepends=True)[:30]))
-    code, _, err = run_cli(["snpblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "short.bed",
-                        "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["snpblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "short.bed", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2
     one_error_line(err, "short")
 
@@ -84,13 +87,17 @@ def test_not_a_bed_file(small, tmp_path, capsys):
 VCF_HEAD = "##fileformat=VCFv4.2\n##contig=<ID=1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
 
 
-@pytest.mark.parametrize("name, text", [
-    ("junk.vcf", "this is not a VCF\n"),
-    # a FORMAT field without its ##FORMAT header line: htslib prints its own warnings
-    ("undefined_format.vcf", VCF_HEAD + "1\t10\ts1\tA\tG\t.\tPASS\t.\tDS\t0.5\t1\n"),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("junk.vcf", "this is not a VCF\n"),
+        # a FORMAT field without its ##FORMAT header line: htslib prints its own warnings
+        ("undefined_format.vcf", VCF_HEAD + "1\t10\ts1\tA\tG\t.\tPASS\t.\tDS\t0.5\t1\n"),
+    ],
+)
 def test_malformed_vcf_subprocess(tmp_path, name, text):
     import cyvcf2  # noqa: F401 - a test extra: a missing reader must fail, not skip
+
     (tmp_path / name).write_text(text)
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\n")
     p = run_script(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / name, "-o", tmp_path / "o"])
@@ -101,8 +108,9 @@ def test_malformed_vcf_subprocess(tmp_path, name, text):
 
 def test_empty_genotype_file(small, tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("")
-    code, _, err = run_cli(["gblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "empty.csv",
-                        "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", small / "ph.csv", "-t", "y", "-g", tmp_path / "empty.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2
     one_error_line(err, "empty.csv")
 
@@ -115,8 +123,9 @@ def test_empty_phenotype_and_pedigree_files(small, tmp_path, capsys, opt):
     args = {"--phenotypes": tmp_path / "empty.csv", "--pedigree": tmp_path / "ped.csv"}
     if opt == "--pedigree":
         args = {"--phenotypes": tmp_path / "ph.csv", "--pedigree": tmp_path / "empty.csv"}
-    code, _, err = run_cli(["pblup", "-t", "y", "-o", tmp_path / "o", *sum(([k, v] for k, v in args.items()), [])],
-                       capsys)
+    code, _, err = run_cli(
+        ["pblup", "-t", "y", "-o", tmp_path / "o", *sum(([k, v] for k, v in args.items()), [])], capsys
+    )
     assert code == 2
     one_error_line(err, "empty.csv")
 
@@ -124,8 +133,9 @@ def test_empty_phenotype_and_pedigree_files(small, tmp_path, capsys, opt):
 def test_duplicate_id_in_csv_genotypes(tmp_path, capsys):
     (tmp_path / "dup.csv").write_text("id,s1,s2,s3\n775,0,1,2\n776,2,2,0\n775,1,2,0\n")
     (tmp_path / "ph.csv").write_text("id,y\n775,1\n776,2\n")
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "dup.csv",
-                        "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "dup.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2
     line = one_error_line(err, "dup.csv", "'775'")
     assert re.search(r"lines? 2\b.*\b4\b", line), line  # both lines of id 775
@@ -143,6 +153,7 @@ def test_duplicate_id_in_fam(small, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- the reading() wrapper
+
 
 def test_reading_turns_reader_errors_into_data_errors(tmp_path):
     from henderson.cli._inputs import reading, sha256
@@ -178,13 +189,32 @@ def test_reader_errors_are_exit_2_and_bugs_exit_1(capsys):
 
 # --------------------------------------------------------------------------- strict JSON
 
+
 def test_summary_json_writes_null_for_nan(tmp_path, capsys, small):
     """A fold of 2 individuals has no correlation (NaN): summary.json must still be JSON."""
     ph = pd.read_csv(small / "ph.csv", dtype={"id": str})
     ph["fold"] = ["a"] * 19 + ["b"] * 19 + ["c"] * 2
     ph.to_csv(tmp_path / "ph.csv", index=False)
-    code, _, err = run_cli(["cv", "--model", "gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", small / "geno.csv",
-                        "--fold-column", "fold", "--fixed-variances", "-o", tmp_path / "cv", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "-p",
+            tmp_path / "ph.csv",
+            "-t",
+            "y",
+            "-g",
+            small / "geno.csv",
+            "--fold-column",
+            "fold",
+            "--fixed-variances",
+            "-o",
+            tmp_path / "cv",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     text = (tmp_path / "cv" / "summary.json").read_text()
     doc = strict_json(tmp_path / "cv" / "summary.json")
@@ -197,13 +227,22 @@ def test_summary_json_writes_null_for_nan(tmp_path, capsys, small):
 def test_jsonable_nan_inf_numpy():
     from henderson.cli._common import _jsonable
 
-    got = _jsonable({"a": float("nan"), "b": np.float64("inf"), "c": [np.int64(3), np.bool_(True)],
-                     "d": pd.NA, "e": -np.inf, "f": 1.5})
+    got = _jsonable(
+        {
+            "a": float("nan"),
+            "b": np.float64("inf"),
+            "c": [np.int64(3), np.bool_(True)],
+            "d": pd.NA,
+            "e": -np.inf,
+            "f": 1.5,
+        }
+    )
     assert got == {"a": None, "b": None, "c": [3, True], "d": None, "e": None, "f": 1.5}
     json.dumps(got, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- CLI words, quiet, terminal
+
 
 def test_warnings_and_errors_use_cli_words(tmp_path, capsys):
     from henderson.cli._errors import cli_words
@@ -211,7 +250,10 @@ def test_warnings_and_errors_use_cli_words(tmp_path, capsys):
     assert cli_words("Pass coding= to state it.") == "Pass --coding to state it."
     assert cli_words("pass coding='dosage' for dosage data") == "pass --coding dosage for dosage data"
     assert cli_words("(pass missing='drop' to drop them, counted)") == "(pass --drop-unknown to drop them, counted)"
-    assert cli_words("Use refit_variances=True for an honest estimate.") == "Drop --fixed-variances for an honest estimate."
+    assert (
+        cli_words("Use refit_variances=True for an honest estimate.")
+        == "Drop --fixed-variances for an honest estimate."
+    )
     # a -1/0/1 file is detected with a warning; the CLI says --coding, not coding=
     (tmp_path / "g.csv").write_text("id,s1,s2,s3\nA,-1,0,1\nB,1,1,-1\nC,0,-1,0\nD,1,0,0\n")
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\nC,4\nD,3\n")
@@ -221,8 +263,10 @@ def test_warnings_and_errors_use_cli_words(tmp_path, capsys):
 
 
 def test_quiet_prints_nothing(tmp_path, capsys, small):
-    code, out, err = run_cli(["snpblup", "-p", small / "ph.csv", "-t", "y", "-g", small / "geno.csv",
-                          "-o", tmp_path / "o", "--quiet"], capsys)
+    code, out, err = run_cli(
+        ["snpblup", "-p", small / "ph.csv", "-t", "y", "-g", small / "geno.csv", "-o", tmp_path / "o", "--quiet"],
+        capsys,
+    )
     assert code == 0
     assert out == "" and err == ""
     doc = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -232,8 +276,9 @@ def test_quiet_prints_nothing(tmp_path, capsys, small):
 
 def test_not_a_terminal_no_progress(tmp_path, capsys, small):
     """Output to a file or pipe: results on stdout, no spinner or step times on stderr."""
-    code, out, err = run_cli(["gblup", "-p", small / "ph.csv", "-t", "y", "-g", small / "geno.csv",
-                          "-o", tmp_path / "o"], capsys)
+    code, out, err = run_cli(
+        ["gblup", "-p", small / "ph.csv", "-t", "y", "-g", small / "geno.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 0
     assert "Wrote" in out and "h² =" in out
     assert all(ln.startswith("henderson: warning: ") for ln in err.splitlines()), err
@@ -272,8 +317,13 @@ def test_zero_one_markers_need_coding(tmp_path, capsys):
     assert code == 2
     line = one_error_line(err, "g01.csv", "--coding")
     assert "coding=" not in line
-    assert run_cli(["grm", "-g", tmp_path / "g01.csv", "--coding", "01", "-o", tmp_path / "G01.csv", "-q"], capsys)[0] == 0
-    assert run_cli(["grm", "-g", tmp_path / "g02.csv", "--coding", "012", "-o", tmp_path / "G02.csv", "-q"], capsys)[0] == 0
+    assert (
+        run_cli(["grm", "-g", tmp_path / "g01.csv", "--coding", "01", "-o", tmp_path / "G01.csv", "-q"], capsys)[0] == 0
+    )
+    assert (
+        run_cli(["grm", "-g", tmp_path / "g02.csv", "--coding", "012", "-o", tmp_path / "G02.csv", "-q"], capsys)[0]
+        == 0
+    )
     a = pd.read_csv(tmp_path / "G01.csv", index_col=0)
     b = pd.read_csv(tmp_path / "G02.csv", index_col=0)
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-12)

@@ -32,19 +32,19 @@ def _n_obs(out) -> int:
 def test_fit_counts_dot_and_minus9_and_reads_declared_codes(tmp_path, capsys):
     d = _records()
     vals = [f"{v:.4f}" for v in d["y"]]
-    vals[3] = vals[7] = "."                  # read as missing, counted
-    vals[5] = vals[9] = vals[11] = "-9"      # below every other value: kept, counted
+    vals[3] = vals[7] = "."  # read as missing, counted
+    vals[5] = vals[9] = vals[11] = "-9"  # below every other value: kept, counted
     d["y"] = vals
     d.to_csv(tmp_path / "d.csv", index=False)
     code, _, err = _fit(tmp_path / "d.csv", tmp_path / "o", capsys)
     assert code == 0, err
     assert "2 value(s) '.' in column 'y' read as missing" in err and "lines 5, 9" in err
     assert "3 value(s) -9 in column 'y'" in err and "--na-values -9" in err
-    assert _n_obs(tmp_path / "o") == 78      # 80 records - 2 '.'
+    assert _n_obs(tmp_path / "o") == 78  # 80 records - 2 '.'
     code, _, err = _fit(tmp_path / "d.csv", tmp_path / "o", capsys, "--na-values", "-9")
     assert code == 0, err
     assert "3 value(s) '-9' in column 'y' read as missing" in err
-    assert _n_obs(tmp_path / "o") == 75      # and the 3 declared -9
+    assert _n_obs(tmp_path / "o") == 75  # and the 3 declared -9
 
 
 def test_fit_decimal_comma(tmp_path, capsys):

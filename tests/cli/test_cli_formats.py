@@ -32,11 +32,15 @@ VC_RTOL = 1e-6
 def write_vcf(path: Path, counts: pd.DataFrame) -> None:
     """Individuals x SNPs allele counts (0/1/2) → a minimal VCF 4.2 with GT calls."""
     gt = np.array(["0/0", "0/1", "1/1"])[counts.to_numpy().T]  # SNPs x individuals
-    head = ("##fileformat=VCFv4.2\n##contig=<ID=1>\n"
-            '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-            "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(counts.index) + "\n")
-    rows = ["\t".join(["1", str(1000 * (j + 1)), snp, "A", "G", ".", "PASS", ".", "GT", *gt[j]])
-            for j, snp in enumerate(counts.columns)]
+    head = (
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(counts.index) + "\n"
+    )
+    rows = [
+        "\t".join(["1", str(1000 * (j + 1)), snp, "A", "G", ".", "PASS", ".", "GT", *gt[j]])
+        for j, snp in enumerate(counts.columns)
+    ]
     path.write_text(head + "\n".join(rows) + "\n")
 
 
@@ -56,8 +60,15 @@ def wheat(tmp_path_factory):
     counts.to_csv(d / "geno.csv")
     write_plink(d / "geno", Genotypes.from_frame(counts))
     write_vcf(d / "geno.vcf", counts)
-    return {"pheno": d / "pheno.csv", "csv": d / "geno.csv", "plink": d / "geno", "vcf": d / "geno.vcf",
-            "w": w, "counts": counts, "ph": ph}
+    return {
+        "pheno": d / "pheno.csv",
+        "csv": d / "geno.csv",
+        "plink": d / "geno",
+        "vcf": d / "geno.vcf",
+        "w": w,
+        "counts": counts,
+        "ph": ph,
+    }
 
 
 def _check_cv_output(out: Path, w, counts, fixed=None, data=None, sigma2=None):
@@ -97,8 +108,9 @@ def test_gblup_plink_vcf_match_reference(tmp_path, capsys, wheat, fmt):
 
 def test_gblup_script_csv(tmp_path, wheat):
     out = tmp_path / "g"
-    p = run_script(["gblup", "--phenotypes", wheat["pheno"], "--trait", "env1", "--genotypes", wheat["csv"],
-                    "--out", out])
+    p = run_script(
+        ["gblup", "--phenotypes", wheat["pheno"], "--trait", "env1", "--genotypes", wheat["csv"], "--out", out]
+    )
     assert p.returncode == 0, p.stderr
     assert f"Wrote {out}/" in p.stdout
     vc = _vc(out)
@@ -107,8 +119,12 @@ def test_gblup_script_csv(tmp_path, wheat):
     bv = pd.read_csv(out / "breeding_values.csv")
     assert len(bv) == 599 and bv["reliability"].between(0, 1).all()
     html = (out / "report.html").read_text()
-    for caption in ("599 records of env1 on 599 individuals", "Distribution of the 599 GEBVs",
-                    "Absolute SNP effects by chromosome", "Distribution of the diagonal (1 + inbreeding)"):
+    for caption in (
+        "599 records of env1 on 599 individuals",
+        "Distribution of the 599 GEBVs",
+        "Absolute SNP effects by chromosome",
+        "Distribution of the diagonal (1 + inbreeding)",
+    ):
         assert caption in html, caption
 
 
@@ -132,8 +148,23 @@ def test_cv_script_vcf_matches_python_api(tmp_path, wheat):
     """cv on the VCF with the bundled folds, variances re-estimated per fold: every fold's r
     is cor(observed, predicted) of its predictions, and fold 1 equals a fit masked by hand."""
     out = tmp_path / "cv"
-    p = run_script(["cv", "--model", "gblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["vcf"],
-                    "--fold-column", "fold", "-o", out])
+    p = run_script(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "-p",
+            wheat["pheno"],
+            "-t",
+            "env1",
+            "-g",
+            wheat["vcf"],
+            "--fold-column",
+            "fold",
+            "-o",
+            out,
+        ]
+    )
     assert p.returncode == 0, p.stderr
     got = _check_cv_output(out, wheat["w"], wheat["counts"])  # REML in fold 1, by hand
     assert "n" not in got.columns
@@ -150,14 +181,41 @@ def test_cv_fixed_and_coding_options(tmp_path, capsys, wheat):
     """cv takes --fixed/--coding/--method like gblup: a fixed factor changes the model, and
     fold 1 (fast path at held variances) equals a fit with the same fixed part masked by hand."""
     out = tmp_path / "cv"
-    code, _, err = run_cli(["cv", "--model", "gblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["csv"],
-                        "--coding", "012", "--fixed", "half", "--fold-column", "fold", "--fixed-variances",
-                        "-o", out, "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "-p",
+            wheat["pheno"],
+            "-t",
+            "env1",
+            "-g",
+            wheat["csv"],
+            "--coding",
+            "012",
+            "--fixed",
+            "half",
+            "--fold-column",
+            "fold",
+            "--fixed-variances",
+            "-o",
+            out,
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     doc = json.loads((out / "summary.json").read_text())
     held = doc["results"]["cv_settings"]["full_data_variances"]  # the variances every fold used
-    _check_cv_output(out, wheat["w"], wheat["counts"], fixed="half", data=wheat["ph"][["half"]],
-                     sigma2=(held["id"], held["Residual"]))
+    _check_cv_output(
+        out,
+        wheat["w"],
+        wheat["counts"],
+        fixed="half",
+        data=wheat["ph"][["half"]],
+        sigma2=(held["id"], held["Residual"]),
+    )
     assert doc["settings"]["fixed"] == "half" and doc["results"]["cv_settings"]["model_params"]["fixed"] == "half"
     code, out_, err = run_cli(["cv", "--help"], capsys)
     for opt in ("--coding", "--fixed", "--method", "--drop-unknown", "--selfing", "--id-column", "--ped-columns"):
@@ -171,8 +229,24 @@ def test_pblup_gryphon_matches_asreml(tmp_path, capsys):
     g.records.to_csv(tmp_path / "gryphon.csv", index=False)
     g.pedigree.to_csv(tmp_path / "ped.csv", index=False)
     out = tmp_path / "p"
-    code, stdout, err = run_cli(["pblup", "-p", tmp_path / "gryphon.csv", "-t", "BWT", "--id-column", "ANIMAL",
-                             "--fixed", "SEX", "--pedigree", tmp_path / "ped.csv", "-o", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "pblup",
+            "-p",
+            tmp_path / "gryphon.csv",
+            "-t",
+            "BWT",
+            "--id-column",
+            "ANIMAL",
+            "--fixed",
+            "SEX",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "-o",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     ref = ASREML["model2"]["varcomp"]
     vc = _vc(out)
@@ -182,6 +256,8 @@ def test_pblup_gryphon_matches_asreml(tmp_path, capsys):
     bv = pd.read_csv(out / "breeding_values.csv", dtype={"id": str})
     assert len(bv) == 1309  # every animal of the pedigree, 854 of them with a record
     html = (out / "report.html").read_text()
-    for caption in ("854 records of BWT on 854 individuals (230 rows without a value were left out)",
-                    "Top 20 of 1,309 animals in the pedigree"):
+    for caption in (
+        "854 records of BWT on 854 individuals (230 rows without a value were left out)",
+        "Top 20 of 1,309 animals in the pedigree",
+    ):
         assert caption in html, caption

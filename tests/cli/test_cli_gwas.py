@@ -20,16 +20,40 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("gwas")
     geno = henderson.read_genotypes(GEMMA / "assoc.bed")
     sex = np.loadtxt(GEMMA / "covar.txt")[:, 1]
-    pd.DataFrame({"id": geno.ids, "y": np.loadtxt(GEMMA / "pheno.txt"), "sex": sex}).to_csv(d / "pheno.csv", index=False)
+    pd.DataFrame({"id": geno.ids, "y": np.loadtxt(GEMMA / "pheno.txt"), "sex": sex}).to_csv(
+        d / "pheno.csv", index=False
+    )
     y = pd.Series(np.loadtxt(GEMMA / "pheno.txt"), index=geno.ids, name="y")
-    return {"pheno": d / "pheno.csv", "bed": GEMMA / "assoc.bed", "geno": geno, "y": y,
-            "data": pd.DataFrame({"sex": sex}, index=geno.ids)}
+    return {
+        "pheno": d / "pheno.csv",
+        "bed": GEMMA / "assoc.bed",
+        "geno": geno,
+        "y": y,
+        "data": pd.DataFrame({"sex": sex}, index=geno.ids),
+    }
 
 
 def test_gwas_mlma_loco_streams_plink_and_matches_the_library(tmp_path, capsys, files):
     out = tmp_path / "m"
-    code, stdout, err = run_cli(["gwas", "-p", files["pheno"], "-t", "y", "--fixed", "sex", "-g", files["bed"],
-                                 "--method", "mlma", "--loco", "--out", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "gwas",
+            "-p",
+            files["pheno"],
+            "-t",
+            "y",
+            "--fixed",
+            "sex",
+            "-g",
+            files["bed"],
+            "--method",
+            "mlma",
+            "--loco",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     got = pd.read_csv(out / "association.csv", dtype={"chrom": str})
     ref = henderson.association(files["y"], files["geno"], method="mlma", loco=True, fixed="sex", data=files["data"])
@@ -44,8 +68,9 @@ def test_gwas_mlma_loco_streams_plink_and_matches_the_library(tmp_path, capsys, 
 
 def test_gwas_backsolve_with_windows(tmp_path, capsys, files):
     out = tmp_path / "b"
-    code, _, err = run_cli(["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "50snps",
-                            "--out", out], capsys)
+    code, _, err = run_cli(
+        ["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "50snps", "--out", out], capsys
+    )
     assert code == 0, err
     got = pd.read_csv(out / "association.csv")
     gb = henderson.GBLUP().fit(files["geno"], files["y"])
@@ -59,8 +84,10 @@ def test_gwas_backsolve_with_windows(tmp_path, capsys, files):
 @pytest.mark.parametrize("command", ["gblup", "snpblup"])
 def test_gwas_option_of_the_genetic_models(tmp_path, capsys, files, command):
     out = tmp_path / command
-    code, _, err = run_cli([command, "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--gwas",
-                            "--window", "1Mb", "--out", out], capsys)
+    code, _, err = run_cli(
+        [command, "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--gwas", "--window", "1Mb", "--out", out],
+        capsys,
+    )
     assert code == 0, err
     assert (out / "association.csv").exists() and (out / "windows.csv").exists()
     assert "Association" in (out / "report.html").read_text()
@@ -68,17 +95,35 @@ def test_gwas_option_of_the_genetic_models(tmp_path, capsys, files, command):
 
 
 def test_gwas_usage_errors_name_the_options(tmp_path, capsys, files):
-    code, _, err = run_cli(["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--loco",
-                            "--out", tmp_path / "x"], capsys)
+    code, _, err = run_cli(
+        ["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--loco", "--out", tmp_path / "x"], capsys
+    )
     assert code == 2 and "--loco" in err and "--method mlma" in err
-    code, _, err = run_cli(["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--method", "lm",
-                            "--out", tmp_path / "x"], capsys)
+    code, _, err = run_cli(
+        ["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--method", "lm", "--out", tmp_path / "x"], capsys
+    )
     assert code == 2 and "--method" in err
-    code, _, err = run_cli(["gwas", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "1 megabase",
-                            "--out", tmp_path / "x"], capsys)
+    code, _, err = run_cli(
+        [
+            "gwas",
+            "-p",
+            files["pheno"],
+            "-t",
+            "y",
+            "-g",
+            files["bed"],
+            "--window",
+            "1 megabase",
+            "--out",
+            tmp_path / "x",
+        ],
+        capsys,
+    )
     assert code == 2 and "window" in err
-    code, _, err = run_cli(["snpblup", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "1Mb",
-                            "--out", tmp_path / "x"], capsys)
+    code, _, err = run_cli(
+        ["snpblup", "-p", files["pheno"], "-t", "y", "-g", files["bed"], "--window", "1Mb", "--out", tmp_path / "x"],
+        capsys,
+    )
     assert code == 2 and "--window is an option of --gwas" in err
 
 
@@ -89,8 +134,9 @@ def test_gwas_out_of_another_trait_refused_unless_force(tmp_path, capsys, files)
     out = tmp_path / "g"
 
     def run(trait, *extra):
-        return run_cli(["gwas", "-p", tmp_path / "pheno.csv", "-t", trait, "-g", files["bed"], "--out", out, "-q",
-                        *extra], capsys)
+        return run_cli(
+            ["gwas", "-p", tmp_path / "pheno.csv", "-t", trait, "-g", files["bed"], "--out", out, "-q", *extra], capsys
+        )
 
     assert run("y")[0] == 0
     code, _, err = run("y2")

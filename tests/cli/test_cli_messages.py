@@ -30,8 +30,9 @@ def test_fit_non_numeric_response_names_file_line_value(tmp_path, capsys):
     lines[8] = ",".join(cells)
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
-    code, _, err = run_cli(["fit", "--data", bad, "--formula", "Yield ~ Env + (1|Name)", "--out", tmp_path / "o"],
-                           capsys)
+    code, _, err = run_cli(
+        ["fit", "--data", bad, "--formula", "Yield ~ Env + (1|Name)", "--out", tmp_path / "o"], capsys
+    )
     assert code == 2
     msg = one_error(err)
     for part in (str(bad), "'n/a?'", "column 'Yield'", "line 9", f"Name {cells[0]!r}"):
@@ -43,8 +44,21 @@ def test_fit_non_numeric_response_names_file_line_value(tmp_path, capsys):
 def test_fixed_column_error_lists_the_files_columns(tmp_path, capsys, cmd):
     ph = tmp_path / "ph.csv"
     pd.DataFrame({"animal": ["a", "b", "c"], "herd": [1, 2, 1], "y": [1.0, 2.0, 3.0]}).to_csv(ph, index=False)
-    args = [cmd, "--phenotypes", ph, "--trait", "y", "--id-column", "animal", "--fixed", "herd + year",
-            "--grm", tmp_path / "never-read.csv", "--out", tmp_path / "o"]
+    args = [
+        cmd,
+        "--phenotypes",
+        ph,
+        "--trait",
+        "y",
+        "--id-column",
+        "animal",
+        "--fixed",
+        "herd + year",
+        "--grm",
+        tmp_path / "never-read.csv",
+        "--out",
+        tmp_path / "o",
+    ]
     if cmd == "cv":
         args[1:1] = ["--model", "gblup"]
     code, _, err = run_cli(args, capsys)
@@ -68,7 +82,9 @@ def potato_known(tmp_path_factory):
 @pytest.mark.parametrize("opt", ["--cov", "--pedigree"])
 def test_fit_drop_unknown(tmp_path, capsys, potato_known, opt):
     d, known, unknown = potato_known
-    rel = ["--cov", f"Name={d / 'K.csv'}"] if opt == "--cov" else ["--pedigree", d / "ped.csv", "--pedigree-term", "Name"]
+    rel = (
+        ["--cov", f"Name={d / 'K.csv'}"] if opt == "--cov" else ["--pedigree", d / "ped.csv", "--pedigree-term", "Name"]
+    )
     base = ["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)", *rel]
     code, _, err = run_cli(base + ["--out", tmp_path / "e"], capsys)
     assert code == 2

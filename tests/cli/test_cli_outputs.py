@@ -28,8 +28,11 @@ FIT = ["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)", "-q"]
 
 def snapshot(d: Path) -> dict:
     """Every file below ``d`` with the SHA-256 of its bytes."""
-    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -74,11 +77,23 @@ def small(tmp_path_factory):
 
 
 def snpblup(small, out, trait="env1", *extra):
-    return ["snpblup", "--phenotypes", small / "pheno.csv", "--trait", trait, "--genotypes",
-            small / "geno.csv", "--out", out, "-q", *extra]
+    return [
+        "snpblup",
+        "--phenotypes",
+        small / "pheno.csv",
+        "--trait",
+        trait,
+        "--genotypes",
+        small / "geno.csv",
+        "--out",
+        out,
+        "-q",
+        *extra,
+    ]
 
 
 # ------------------------------------------------------------------ one run, atomically
+
 
 def test_run_records_command_and_trait(potato_run):
     s = json.loads((potato_run / "summary.json").read_text())
@@ -88,6 +103,7 @@ def test_run_records_command_and_trait(potato_run):
     assert leftovers(potato_run.parent) == []
     # staged with mkdtemp (private), but the results get the permissions mkdir would give
     import os
+
     umask = os.umask(0o022)
     os.umask(umask)
     assert potato_run.stat().st_mode & 0o777 == 0o777 & ~umask
@@ -157,13 +173,30 @@ def test_ctrl_c_mid_run_keeps_previous_results(previous, monkeypatch, capsys):
 def test_rerun_replaces_the_whole_directory(tmp_path, small, capsys):
     """Same command and trait: replaced, and files of the earlier run do not survive."""
     out = tmp_path / "g"
-    assert run_cli(["gblup", "--phenotypes", small / "pheno.csv", "--trait", "env1", "--genotypes",
-                    small / "geno.csv", "--out", out, "-q"], capsys)[0] == 0
+    assert (
+        run_cli(
+            [
+                "gblup",
+                "--phenotypes",
+                small / "pheno.csv",
+                "--trait",
+                "env1",
+                "--genotypes",
+                small / "geno.csv",
+                "--out",
+                out,
+                "-q",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     assert (out / "snp_effects.csv").exists()
     G = tmp_path / "G.csv"
     assert run_cli(["grm", "--genotypes", small / "geno.csv", "--out", G, "-q"], capsys)[0] == 0
-    code, _, err = run_cli(["gblup", "--phenotypes", small / "pheno.csv", "--trait", "env1", "--grm", G,
-                            "--out", out, "-q"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "--phenotypes", small / "pheno.csv", "--trait", "env1", "--grm", G, "--out", out, "-q"], capsys
+    )
     assert code == 0, err
     # from a GRM there are no SNP effects: a stale snp_effects.csv would pair with the new model.json
     assert not (out / "snp_effects.csv").exists()
@@ -172,6 +205,7 @@ def test_rerun_replaces_the_whole_directory(tmp_path, small, capsys):
 
 
 # ------------------------------------------------------------------ whose directory
+
 
 def test_other_trait_refused_unless_force(tmp_path, small, capsys):
     out = tmp_path / "s"
@@ -226,8 +260,15 @@ def test_users_file_inside_demo_data_is_refused(tmp_path, capsys):
     out.mkdir()
     (out / "data").mkdir()
     (out / "data" / "mine.csv").write_text("x")
-    (out / "summary.json").write_text(json.dumps({"command": "demo", "run": {"command": "demo", "trait": None},
-                                                  "outputs": ["summary.json", "data/potato.csv"]}))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "command": "demo",
+                "run": {"command": "demo", "trait": None},
+                "outputs": ["summary.json", "data/potato.csv"],
+            }
+        )
+    )
     (out / "data" / "potato.csv").write_text("old")
     code, _, err = run_cli(FIT + ["--out", out, "--force"], capsys)
     assert code == 2
@@ -244,6 +285,7 @@ def test_empty_directory_is_used(tmp_path, capsys):
 
 # ------------------------------------------------------------------ predict: one fit
 
+
 def test_predict_refuses_snp_effects_of_another_fit(tmp_path, small, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_cli(snpblup(small, a), capsys)[0] == 0
@@ -252,13 +294,15 @@ def test_predict_refuses_snp_effects_of_another_fit(tmp_path, small, capsys):
     meta = json.loads((a / "model.json").read_text())
     assert eff["fit_id"].nunique() == 1 and eff["fit_id"].iloc[0] == meta["fit_id"]
     # consistent pair: scores
-    code, _, err = run_cli(["predict", "--model", a, "--genotypes", small / "geno.csv", "--out", tmp_path / "p.csv"],
-                           capsys)
+    code, _, err = run_cli(
+        ["predict", "--model", a, "--genotypes", small / "geno.csv", "--out", tmp_path / "p.csv"], capsys
+    )
     assert code == 0, err
     # stale SNP effects next to another fit's model.json (the intercept would be wrong)
     shutil.copy(b / "snp_effects.csv", a / "snp_effects.csv")
-    code, _, err = run_cli(["predict", "--model", a, "--genotypes", small / "geno.csv",
-                            "--out", tmp_path / "p2.csv"], capsys)
+    code, _, err = run_cli(
+        ["predict", "--model", a, "--genotypes", small / "geno.csv", "--out", tmp_path / "p2.csv"], capsys
+    )
     assert code == 2
     one_error(err, "snp_effects.csv", "model.json", "different fits")
     assert not (tmp_path / "p2.csv").exists() and leftovers(tmp_path) == []
@@ -266,13 +310,17 @@ def test_predict_refuses_snp_effects_of_another_fit(tmp_path, small, capsys):
 
 # ------------------------------------------------------------------ output-path errors
 
+
 @pytest.mark.parametrize("cmd", ["fit", "grm", "ainv"])
 def test_out_below_a_file(tmp_path, small, capsys, cmd):
     f = tmp_path / "file.csv"
     f.write_text("x\n")
     out = f / "sub" / "result"
-    args = {"fit": FIT, "grm": ["grm", "--genotypes", small / "geno.csv", "-q"],
-            "ainv": ["ainv", "--pedigree", data_path("gryphon", "P_gryphon.csv"), "-q"]}[cmd]
+    args = {
+        "fit": FIT,
+        "grm": ["grm", "--genotypes", small / "geno.csv", "-q"],
+        "ainv": ["ainv", "--pedigree", data_path("gryphon", "P_gryphon.csv"), "-q"],
+    }[cmd]
     code, _, err = run_cli([*args, "--out", out], capsys)
     assert code == 2
     one_error(err, f"--out {out}", f"{f} is a file, not a directory")
@@ -291,8 +339,10 @@ def test_out_is_an_existing_file(tmp_path, capsys):
 def test_file_out_is_an_existing_directory(tmp_path, small, capsys, cmd):
     d = tmp_path / "dir"
     d.mkdir()
-    args = {"grm": ["grm", "--genotypes", small / "geno.csv"],
-            "predict": ["predict", "--model", tmp_path, "--genotypes", small / "geno.csv"]}[cmd]
+    args = {
+        "grm": ["grm", "--genotypes", small / "geno.csv"],
+        "predict": ["predict", "--model", tmp_path, "--genotypes", small / "geno.csv"],
+    }[cmd]
     if cmd == "predict":
         assert run_cli(snpblup(small, tmp_path / "m"), capsys)[0] == 0
         args[2] = tmp_path / "m"
@@ -303,8 +353,10 @@ def test_file_out_is_an_existing_directory(tmp_path, small, capsys, cmd):
 
 def test_missing_parent_directory(tmp_path, capsys):
     ped = data_path("gryphon", "P_gryphon.csv")
-    code, _, err = run_cli(["ainv", "--pedigree", ped, "--out", tmp_path / "A.csv",
-                            "--inbreeding", tmp_path / "nodir" / "F.csv", "-q"], capsys)
+    code, _, err = run_cli(
+        ["ainv", "--pedigree", ped, "--out", tmp_path / "A.csv", "--inbreeding", tmp_path / "nodir" / "F.csv", "-q"],
+        capsys,
+    )
     assert code == 2
     one_error(err, f"--inbreeding {tmp_path / 'nodir' / 'F.csv'}", f"{tmp_path / 'nodir'} does not exist")
     assert not (tmp_path / "A.csv").exists()  # checked before any work, nothing written
@@ -323,8 +375,10 @@ def test_read_only_file_system(tmp_path, monkeypatch, capsys):
         raise OSError(errno.EROFS, "Read-only file system", k.get("dir"))
 
     monkeypatch.setattr(tempfile, "mkdtemp", ro)
-    for args in (FIT + ["--out", tmp_path / "o"],
-                 ["grm", "--genotypes", "never-read.csv", "--out", tmp_path / "G.csv"]):
+    for args in (
+        FIT + ["--out", tmp_path / "o"],
+        ["grm", "--genotypes", "never-read.csv", "--out", tmp_path / "G.csv"],
+    ):
         code, _, err = run_cli(args, capsys)
         assert code == 2
         one_error(err, "--out", "cannot write in", "read-only file system")
@@ -347,11 +401,16 @@ def test_full_disk_on_a_file_output_keeps_the_old_file(tmp_path, small, monkeypa
     assert G.read_text() == "previous G\n" and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("cmd,words", [("grm", ["FILE (not a directory)", "PREFIX"]),
-                                       ("ainv", ["FILE (not a directory)"]),
-                                       ("predict", ["FILE (not a directory)"]),
-                                       ("gblup", ["Output directory", "--force"]),
-                                       ("cv", ["Output directory", "--force"])])
+@pytest.mark.parametrize(
+    "cmd,words",
+    [
+        ("grm", ["FILE (not a directory)", "PREFIX"]),
+        ("ainv", ["FILE (not a directory)"]),
+        ("predict", ["FILE (not a directory)"]),
+        ("gblup", ["Output directory", "--force"]),
+        ("cv", ["Output directory", "--force"]),
+    ],
+)
 def test_help_says_what_out_is(cmd, words, capsys):
     code, out, _ = run_cli([cmd, "--help"], capsys)
     text = " ".join(out.split())

@@ -23,8 +23,9 @@ from henderson.datasets import data_path
 POTATO = data_path("potato", "DT_example.csv")
 FIT = ["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)"]
 
-linux_only = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
-                                reason="watches the child's start-up through /proc/PID/maps (Linux)")
+linux_only = pytest.mark.skipif(
+    not Path("/proc/self/maps").exists(), reason="watches the child's start-up through /proc/PID/maps (Linux)"
+)
 
 
 def default_sigint():
@@ -34,8 +35,15 @@ def default_sigint():
 
 
 def spawn(args):
-    return subprocess.Popen([SCRIPT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, COLUMNS="200"), start_new_session=True, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        [SCRIPT, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, COLUMNS="200"),
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
 
 
 def wait_for(cond, proc, timeout=120.0):
@@ -56,8 +64,11 @@ def fake_previous_run(out: Path) -> dict:
     """A results directory as an earlier 'fit' on Yield left it."""
     out.mkdir()
     (out / "report.html").write_text("<html>previous report</html>")
-    (out / "summary.json").write_text(json.dumps({"command": "fit", "run": {"command": "fit", "trait": "Yield"},
-                                                  "outputs": ["report.html", "summary.json"]}))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"command": "fit", "run": {"command": "fit", "trait": "Yield"}, "outputs": ["report.html", "summary.json"]}
+        )
+    )
     return {p.name: p.read_bytes() for p in out.iterdir()}
 
 
@@ -109,8 +120,9 @@ def test_interrupt_inside_a_compiled_kernel_is_not_a_system_error(tmp_path, monk
             raise SystemError("CPUDispatcher(<function _inbreeding>) returned a result with an exception set") from e
 
     monkeypatch.setattr(rp, "pedigree_inverse", kernel)
-    code, out, err = run_cli(["ainv", "--pedigree", data_path("gryphon", "P_gryphon.csv"),
-                              "--out", tmp_path / "A.csv"], capsys)
+    code, out, err = run_cli(
+        ["ainv", "--pedigree", data_path("gryphon", "P_gryphon.csv"), "--out", tmp_path / "A.csv"], capsys
+    )
     assert code == 130 and err.strip() == "henderson: interrupted"
     assert list(tmp_path.iterdir()) == []
 
@@ -131,8 +143,8 @@ def test_interrupted_follows_the_exception_chain():
 
 def test_startup_guard_only_for_the_script():
     """Importing henderson in Python keeps Python's own Ctrl-C (KeyboardInterrupt)."""
-    code = ("import signal, henderson; "
-            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       preexec_fn=default_sigint)
+    code = "import signal, henderson; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=default_sigint
+    )
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr

@@ -37,8 +37,21 @@ def identity_K(tmp_path_factory):
 def test_h2_denominator_is_genetic_plus_residual(tmp_path, capsys, identity_K):
     """A second random term (Env, like a herd) is not silently in h²'s denominator."""
     out = tmp_path / "o"
-    code, _, err = run_cli(["fit", "--data", POTATO, "--formula", "Yield ~ 1 + (1|Name) + (1|Env)",
-                            "--cov", f"Name={identity_K}", "--out", out, "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "fit",
+            "--data",
+            POTATO,
+            "--formula",
+            "Yield ~ 1 + (1|Name) + (1|Env)",
+            "--cov",
+            f"Name={identity_K}",
+            "--out",
+            out,
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     vc = pd.read_csv(out / "variance_components.csv", index_col="term")["variance"]
     h2 = vc["Name"] / (vc["Name"] + vc["Residual"])
@@ -51,8 +64,23 @@ def test_h2_denominator_is_genetic_plus_residual(tmp_path, capsys, identity_K):
 
 def test_h2_of_genetic_models_names_its_denominator(tmp_path, capsys):
     d = data_path("gryphon", "DT_gryphon.csv")
-    code, _, err = run_cli(["pblup", "--phenotypes", d, "--trait", "BWT", "--id-column", "ANIMAL", "--pedigree",
-                            data_path("gryphon", "P_gryphon.csv"), "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "pblup",
+            "--phenotypes",
+            d,
+            "--trait",
+            "BWT",
+            "--id-column",
+            "ANIMAL",
+            "--pedigree",
+            data_path("gryphon", "P_gryphon.csv"),
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv", index_col="term")["variance"]
     text = report(tmp_path / "o")
@@ -68,8 +96,16 @@ def test_h2_of_genetic_models_names_its_denominator(tmp_path, capsys):
 
 def test_pedigree_summary_counts_generations_and_inbreeding(tmp_path, capsys):
     """Full sibs mated (F = 1/4) and their offspring mated back to a parent: counted by hand."""
-    rows = [("A", "0", "0"), ("B", "0", "0"), ("C", "A", "B"), ("D", "A", "B"), ("E", "C", "D"),
-            ("F", "C", "D"), ("G", "E", "F"), ("H", "A", "0")]
+    rows = [
+        ("A", "0", "0"),
+        ("B", "0", "0"),
+        ("C", "A", "B"),
+        ("D", "A", "B"),
+        ("E", "C", "D"),
+        ("F", "C", "D"),
+        ("G", "E", "F"),
+        ("H", "A", "0"),
+    ]
     (tmp_path / "ped.csv").write_text("id,sire,dam\n" + "\n".join(",".join(r) for r in rows) + "\n")
     rng = np.random.default_rng(0)
     ids = [r[0] for r in rows]
@@ -84,8 +120,23 @@ def test_pedigree_summary_counts_generations_and_inbreeding(tmp_path, capsys):
     assert info["inbred animals (F > 0)"] == 3
     assert info["largest F"] == pytest.approx(0.375, abs=1e-12)
     assert info["mean F (all animals)"] == pytest.approx((0.25 + 0.25 + 0.375) / 8, abs=1e-12)
-    code, _, err = run_cli(["pblup", "--phenotypes", tmp_path / "y.csv", "--trait", "y", "--pedigree",
-                            tmp_path / "ped.csv", "--method", "ml", "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "pblup",
+            "--phenotypes",
+            tmp_path / "y.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            tmp_path / "ped.csv",
+            "--method",
+            "ml",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     # 8 records may leave REML on a boundary; only the report's pedigree section is checked
     assert code == 0, err
     text = report(tmp_path / "o")
@@ -112,8 +163,23 @@ def small(tmp_path_factory):
 
 def test_genotype_qc_section(tmp_path, capsys, small):
     d, m = small
-    code, _, err = run_cli(["gblup", "--phenotypes", d / "pheno.csv", "--trait", "env1", "--genotypes", d / "geno.csv",
-                            "--fixed", "loc", "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "gblup",
+            "--phenotypes",
+            d / "pheno.csv",
+            "--trait",
+            "env1",
+            "--genotypes",
+            d / "geno.csv",
+            "--fixed",
+            "loc",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     text = report(tmp_path / "o")
     n_miss = int(m.isna().to_numpy().sum())
@@ -140,13 +206,32 @@ def test_cv_scatter_uses_phenotypes_corrected_for_fixed_effects(tmp_path, capsys
 
     monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
     d, _ = small
-    code, _, err = run_cli(["cv", "--model", "gblup", "--phenotypes", d / "pheno.csv", "--trait", "env1",
-                            "--genotypes", d / "geno.csv", "--fixed", "loc", "--folds", "3", "--fixed-variances",
-                            "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "--phenotypes",
+            d / "pheno.csv",
+            "--trait",
+            "env1",
+            "--genotypes",
+            d / "geno.csv",
+            "--fixed",
+            "loc",
+            "--folds",
+            "3",
+            "--fixed-variances",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     pred = pd.read_csv(tmp_path / "o" / "cv_predictions.csv")
     corrected = pred["observed"] - (pred["predicted_phenotype"] - pred["predicted_bv"])
-    (x, y), = drawn
+    ((x, y),) = drawn
     # the CSV holds 10 significant digits (%.10g): 1e-8 covers that rounding, three terms of it
     np.testing.assert_allclose(x, pred["predicted_bv"], rtol=0, atol=1e-8)
     np.testing.assert_allclose(y, corrected, rtol=0, atol=1e-8)
@@ -160,16 +245,40 @@ def test_no_plots_without_information(tmp_path, capsys, small):
     """BLUPs of a 3-level term: no histogram; one record per level: no bar chart."""
     p = load_potato()
     p.to_csv(tmp_path / "d.csv", index=False)
-    code, _, err = run_cli(["fit", "--data", tmp_path / "d.csv", "--formula", "Yield ~ 1 + (1|Env) + (1|Name)",
-                            "--out", tmp_path / "o", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "fit",
+            "--data",
+            tmp_path / "d.csv",
+            "--formula",
+            "Yield ~ 1 + (1|Env) + (1|Name)",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     caps = captions(report(tmp_path / "o"))
     assert "Distribution of the 41 BLUPs of Name" in caps
     assert not any("BLUPs of Env" in c for c in caps), caps  # 3 values: the table shows them
     # an animal-model-like fit: one record per line, G from the genotypes
     d, _ = small
-    code, _, err = run_cli(["fit", "--data", d / "pheno.csv", "--formula", "env1 ~ loc + (1|id)",
-                            "--genotypes", d / "geno.csv", "--out", tmp_path / "o1", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "fit",
+            "--data",
+            d / "pheno.csv",
+            "--formula",
+            "env1 ~ loc + (1|id)",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            tmp_path / "o1",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     text = report(tmp_path / "o1")
     assert not any("Records per level of id" in c for c in captions(text))
@@ -187,9 +296,22 @@ def test_captions_count_the_records_used(tmp_path, capsys, identity_K):
     K.to_csv(tmp_path / "K.csv")
     gone = set(p["Name"].astype(str)) - set(K.index.astype(str))
     n_used = int((p["Yield"].notna() & ~p["Name"].astype(str).isin(gone)).sum())
-    code, _, err = run_cli(["fit", "--data", tmp_path / "d.csv", "--formula", "Yield ~ Env + (1|Name)",
-                            "--cov", f"Name={tmp_path / 'K.csv'}", "--drop-unknown", "--out", tmp_path / "o", "-q"],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "fit",
+            "--data",
+            tmp_path / "d.csv",
+            "--formula",
+            "Yield ~ Env + (1|Name)",
+            "--cov",
+            f"Name={tmp_path / 'K.csv'}",
+            "--drop-unknown",
+            "--out",
+            tmp_path / "o",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     caps = captions(report(tmp_path / "o"))
     assert f"Yield: the {n_used} records used; {len(p) - n_used} record(s) of the file not used" in caps, caps

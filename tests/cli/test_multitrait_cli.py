@@ -27,13 +27,28 @@ def files(tmp_path_factory):
 
 def test_gblup_two_traits_writes_correlations_and_report(files):
     d, G, ph = files
-    rc = main(["gblup", "--phenotypes", str(d / "ph.csv"), "--trait", "Yield", "--trait", "FruitAver",
-               "--grm", str(d / "G.csv"), "--out", str(d / "out"), "--quiet"])
+    rc = main(
+        [
+            "gblup",
+            "--phenotypes",
+            str(d / "ph.csv"),
+            "--trait",
+            "Yield",
+            "--trait",
+            "FruitAver",
+            "--grm",
+            str(d / "G.csv"),
+            "--out",
+            str(d / "out"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     api = hd.fit("cbind(Yield, FruitAver) ~ 1 + (1|id)", ph, cov={"id": G})
     cov = pd.read_csv(d / "out" / "covariances.csv").set_index("parameter")
-    np.testing.assert_allclose(cov.loc[api.variance_components.index, "estimate"],
-                               api.variance_components["estimate"], rtol=1e-6)  # CSV round trip
+    np.testing.assert_allclose(
+        cov.loc[api.variance_components.index, "estimate"], api.variance_components["estimate"], rtol=1e-6
+    )  # CSV round trip
     rg = pd.read_csv(d / "out" / "genetic_correlations.csv").set_index("trait")
     assert rg.loc["Yield", "FruitAver"].startswith(f"{api.correlations['id'].loc['Yield', 'FruitAver']:+.3f}")
     html = (d / "out" / "report.html").read_text()
@@ -44,9 +59,30 @@ def test_gblup_two_traits_writes_correlations_and_report(files):
 
 def test_cv_two_traits_cv2(files):
     d, G, ph = files
-    rc = main(["cv", "--model", "gblup", "--phenotypes", str(d / "ph.csv"), "--trait", "Yield", "--trait",
-               "FruitAver", "--grm", str(d / "G.csv"), "--design", "CV2", "--target", "FruitAver", "--folds", "3",
-               "--out", str(d / "cv"), "--quiet"])
+    rc = main(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "--phenotypes",
+            str(d / "ph.csv"),
+            "--trait",
+            "Yield",
+            "--trait",
+            "FruitAver",
+            "--grm",
+            str(d / "G.csv"),
+            "--design",
+            "CV2",
+            "--target",
+            "FruitAver",
+            "--folds",
+            "3",
+            "--out",
+            str(d / "cv"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     s = pd.read_csv(d / "cv" / "cv_summary.csv").set_index("trait")
     assert list(s.index) == ["FruitAver"] and np.isfinite(s.loc["FruitAver", "r_single_trait"])
@@ -54,10 +90,23 @@ def test_cv_two_traits_cv2(files):
 
 def test_fit_command_with_cbind_formula(files):
     d, G, ph = files
-    rc = main(["fit", "--data", str(d / "ph.csv"), "--formula", "cbind(Yield, FruitAver) ~ 1 + (1|id)",
-               "--cov", f"id={d / 'G.csv'}", "--out", str(d / "fit"), "--quiet"])
+    rc = main(
+        [
+            "fit",
+            "--data",
+            str(d / "ph.csv"),
+            "--formula",
+            "cbind(Yield, FruitAver) ~ 1 + (1|id)",
+            "--cov",
+            f"id={d / 'G.csv'}",
+            "--out",
+            str(d / "fit"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     api = hd.fit("cbind(Yield, FruitAver) ~ 1 + (1|id)", ph, cov={"id": G})
     cov = pd.read_csv(d / "fit" / "covariances.csv").set_index("parameter")
-    np.testing.assert_allclose(cov.loc[api.variance_components.index, "estimate"],
-                               api.variance_components["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(
+        cov.loc[api.variance_components.index, "estimate"], api.variance_components["estimate"], rtol=1e-6
+    )

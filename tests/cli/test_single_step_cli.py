@@ -39,28 +39,74 @@ def files(tmp_path_factory):
 def test_ssgblup_outputs_match_the_estimator(files, capsys):
     d, ped, g, rec = files
     out = d / "o1"
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            out,
+            "-q",
+            "--sigma2",
+            "2.0,5.0",
+        ],
+        capsys,
+    )
     assert code == 0, err
     for f in ("variance_components.csv", "breeding_values.csv", "summary.json", "report.html", "snp_effects.csv"):
         assert (out / f).exists(), f
     bv = pd.read_csv(out / "breeding_values.csv", dtype={"id": str}).set_index("id")
     assert len(bv) == 300 and bv["genotyped"].sum() == 90
     est = SingleStepGBLUP(sigma2=(2.0, 5.0), snp_effects=False).fit(
-        read_pedigree(ped), Genotypes.from_frame(g), pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec))
+        read_pedigree(ped), Genotypes.from_frame(g), pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec)
+    )
     np.testing.assert_allclose(bv.loc[est.gebv_.index, "value"], est.gebv_["gebv"], atol=1e-8)
     s = json.loads((out / "summary.json").read_text())["results"]
     assert s["n_genotyped"] == 90 and s["n_genotyped_with_records"] == int(np.isin(g.index, rec).sum())
     html = (out / "report.html").read_text()
-    for phrase in ("G against A22", "Pedigree EBV against single-step GEBV", "Reliability gains", "genotyped with records"):
+    for phrase in (
+        "G against A22",
+        "Pedigree EBV against single-step GEBV",
+        "Reliability gains",
+        "genotyped with records",
+    ):
         assert phrase in html
 
 
 def test_ssgblup_reml_and_tuning_options(files, capsys):
     d, *_ = files
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno.csv", "--out", d / "o2", "-q", "--tuning", "none",
-                            "--alpha", "0.9", "--beta", "0.1", "--omega", "0.8", "--no-snp-effects"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            d / "o2",
+            "-q",
+            "--tuning",
+            "none",
+            "--alpha",
+            "0.9",
+            "--beta",
+            "0.1",
+            "--omega",
+            "0.8",
+            "--no-snp-effects",
+        ],
+        capsys,
+    )
     assert code == 0, err
     vc = pd.read_csv(d / "o2" / "variance_components.csv")
     assert (vc["variance"] > 0).all()
@@ -72,11 +118,43 @@ def test_ssgblup_bad_input(files, capsys):
     d, ped, g, rec = files
     g2 = g.rename(index={g.index[0]: "ghost"})
     g2.to_csv(d / "geno_bad.csv")
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno_bad.csv", "--out", d / "o3", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno_bad.csv",
+            "--out",
+            d / "o3",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 2 and "ghost" in err and "not in the pedigree" in err
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno.csv", "--out", d / "o4", "-q", "--tau", "-1"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            d / "o4",
+            "-q",
+            "--tau",
+            "-1",
+        ],
+        capsys,
+    )
     assert code == 2 and "tau" in err and "-1" in err
 
 
@@ -85,18 +163,53 @@ def test_cv_ssgblup_young_and_forward_in_time(files, capsys):
     r = pd.read_csv(d / "rec.csv", dtype={"id": str})
     r["year"] = 2000 + (r.index.to_numpy() * 5) // len(r)  # later rows are younger animals
     r.to_csv(d / "rec_year.csv", index=False)
-    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y",
-                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv1", "-q"],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            d / "cv1",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     m = pd.read_csv(d / "cv1" / "cv_metrics.csv")
     assert list(m["model"]) == ["ssGBLUP", "pedigree BLUP"] and (m["n_test"] >= 3).all()
     p = pd.read_csv(d / "cv1" / "cv_predictions.csv", dtype={"id": str})
     # predictions are of genotyped animals with records (masked), and agree with a fit without their records
     assert set(p["id"]) <= set(g.index) & set(rec)
-    code, _, err = run_cli(["cv", "--model", "ssgblup", "--phenotypes", d / "rec_year.csv", "--trait", "y",
-                            "--pedigree", d / "ped.csv", "--genotypes", d / "geno.csv", "--out", d / "cv2", "-q",
-                            "--birth-year", "year", "--fixed-variances"], capsys)
+    code, _, err = run_cli(
+        [
+            "cv",
+            "--model",
+            "ssgblup",
+            "--phenotypes",
+            d / "rec_year.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            d / "cv2",
+            "-q",
+            "--birth-year",
+            "year",
+            "--fixed-variances",
+        ],
+        capsys,
+    )
     assert code == 0, err
     s = json.loads((d / "cv2" / "summary.json").read_text())["results"]
     assert "forward in time" in s["validation"]["scheme"] and "2004" in s["validation"]["scheme"]
@@ -108,9 +221,27 @@ def test_ssgblup_add_missing_genotyped(files, capsys):
     d, ped, g, rec = files
     g2 = g.rename(index={g.index[0]: "newcomer"})
     g2.to_csv(d / "geno_new.csv")
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno_new.csv", "--out", d / "o5", "-q", "--sigma2", "2,5",
-                            "--add-missing-genotyped", "--no-snp-effects"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno_new.csv",
+            "--out",
+            d / "o5",
+            "-q",
+            "--sigma2",
+            "2,5",
+            "--add-missing-genotyped",
+            "--no-snp-effects",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "1 genotyped id(s) not in the pedigree were added as founders" in (d / "o5" / "summary.json").read_text()
     bv = pd.read_csv(d / "o5" / "breeding_values.csv", dtype={"id": str}).set_index("id")
@@ -122,14 +253,33 @@ def test_ssgblup_gwas_equals_the_association_api(files, capsys):
     """``--gwas``: association.csv is henderson.association of the same fit (given variances)."""
     d, ped, g, rec = files
     out = d / "gw"
-    code, _, err = run_cli(["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-                            "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0",
-                            "--no-snp-effects", "--gwas"], capsys)
+    code, _, err = run_cli(
+        [
+            "ssgblup",
+            "--phenotypes",
+            d / "rec.csv",
+            "--trait",
+            "y",
+            "--pedigree",
+            d / "ped.csv",
+            "--genotypes",
+            d / "geno.csv",
+            "--out",
+            out,
+            "-q",
+            "--sigma2",
+            "2.0,5.0",
+            "--no-snp-effects",
+            "--gwas",
+        ],
+        capsys,
+    )
     assert code == 0, err
     got = pd.read_csv(out / "association.csv", dtype={"snp": str, "chrom": str})
     geno = Genotypes.from_frame(g)
     est = SingleStepGBLUP(sigma2=(2.0, 5.0), snp_effects=False).fit(
-        read_pedigree(ped), geno, pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec))
+        read_pedigree(ped), geno, pd.Series(pd.read_csv(d / "rec.csv")["y"].to_numpy(), index=rec)
+    )
     ref = henderson.association(est, geno)
     assert got["snp"].tolist() == ref["snp"].astype(str).tolist()
     assert got["tested"].tolist() == ref["tested"].tolist() and ref["tested"].sum() > 250
@@ -144,8 +294,20 @@ def test_ssgblup_gwas_equals_the_association_api(files, capsys):
 
 def test_ssgblup_gwas_usage_errors(files, capsys):
     d, *_ = files
-    base = ["ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv",
-            "--genotypes", d / "geno.csv", "--out", d / "x", "-q"]
+    base = [
+        "ssgblup",
+        "--phenotypes",
+        d / "rec.csv",
+        "--trait",
+        "y",
+        "--pedigree",
+        d / "ped.csv",
+        "--genotypes",
+        d / "geno.csv",
+        "--out",
+        d / "x",
+        "-q",
+    ]
     code, _, err = run_cli(base + ["--window", "50"], capsys)
     assert code == 2 and "--window" in err and "--gwas" in err
     code, _, err = run_cli(base + ["--gwas", "--apy-core", "20"], capsys)
@@ -160,9 +322,27 @@ def test_ssgblup_out_of_another_trait_refused_unless_force(files, tmp_path, caps
     out = tmp_path / "o"
 
     def run(trait, *extra):
-        return run_cli(["ssgblup", "--phenotypes", tmp_path / "rec.csv", "--trait", trait, "--pedigree", d / "ped.csv",
-                        "--genotypes", d / "geno.csv", "--out", out, "-q", "--sigma2", "2.0,5.0",
-                        "--no-snp-effects", *extra], capsys)
+        return run_cli(
+            [
+                "ssgblup",
+                "--phenotypes",
+                tmp_path / "rec.csv",
+                "--trait",
+                trait,
+                "--pedigree",
+                d / "ped.csv",
+                "--genotypes",
+                d / "geno.csv",
+                "--out",
+                out,
+                "-q",
+                "--sigma2",
+                "2.0,5.0",
+                "--no-snp-effects",
+                *extra,
+            ],
+            capsys,
+        )
 
     assert run("y")[0] == 0
     code, _, err = run("y2")

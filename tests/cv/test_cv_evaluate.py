@@ -27,6 +27,7 @@ def sim():
     geno = simulate_genotypes(100, 300, seed=2)
     rng = np.random.default_rng(0)
     from henderson.models.snpblup import centred_markers
+
     W, _ = centred_markers(geno)
     y = pd.Series(W @ rng.normal(0, 0.12, geno.p) + rng.normal(0, 1, geno.n), index=geno.ids, name="y")
     return geno, y
@@ -42,7 +43,13 @@ def test_wheat_given_folds_gblup_refit(wheat):
     assert res.leakage_note is None and res.settings["path"] == "refit"
     p = res.predictions
     assert sorted(p["id"]) == sorted(y.index) and set(p.columns) == {
-        "id", "repeat", "fold", "observed", "predicted_bv", "predicted_phenotype"}
+        "id",
+        "repeat",
+        "fold",
+        "observed",
+        "predicted_bv",
+        "predicted_phenotype",
+    }
     # folds follow the given Series by id
     assert (p.set_index("id")["fold"].astype(int) == w.folds.loc[p["id"]].to_numpy()).all()
     # wheat env1 GBLUP predictive ability is about 0.5 (Crossa et al. 2010 report 0.5-0.6)
@@ -66,6 +73,7 @@ def test_metrics_by_hand():
     assert m["slope"] == pytest.approx(b) and m["intercept"] == pytest.approx(a)
     assert m["mse"] == pytest.approx(np.mean((y - g - 1.0) ** 2))
     from scipy.stats import spearmanr
+
     assert m["spearman"] == pytest.approx(spearmanr(y, g).statistic, abs=1e-12)  # ties averaged
     assert m["spearman"] < 1.0
     assert top_overlap(y, g, 0.2) == 1.0
@@ -97,8 +105,7 @@ def test_snpblup_trains_on_training_genotypes_only(sim):
     # refitting per fold: SNP-BLUP REML equals GBLUP REML (REML depends on K'VK only,
     # invariant to centring), so fold predictions agree to the optimiser's tolerance
     g = cross_validate(h.GBLUP(), geno, y, cv=3, seed=1)
-    np.testing.assert_allclose(res.predictions["predicted_phenotype"], g.predictions["predicted_phenotype"],
-                               atol=1e-4)
+    np.testing.assert_allclose(res.predictions["predicted_phenotype"], g.predictions["predicted_phenotype"], atol=1e-4)
 
 
 def test_pedigree_blup():
@@ -116,8 +123,9 @@ def test_pedigree_blup():
     ym[s["id"]] = np.nan
     m = h.PedigreeBLUP(sigma2=s2).fit(ped, ym)
     np.testing.assert_allclose(s["predicted_bv"], m.gebv_.loc[s["id"], "gebv"], atol=1e-10)
-    np.testing.assert_allclose(s["predicted_phenotype"] - s["predicted_bv"],
-                               m.fixed_effects_["estimate"].iloc[0], atol=1e-10)
+    np.testing.assert_allclose(
+        s["predicted_phenotype"] - s["predicted_bv"], m.fixed_effects_["estimate"].iloc[0], atol=1e-10
+    )
 
 
 def test_bad_inputs(sim):
@@ -141,12 +149,14 @@ def test_plots(sim, tmp_path):
     assert (tmp_path / "obs.png").stat().st_size > 10_000 and (tmp_path / "r.png").stat().st_size > 5_000
     assert len(f1.axes[0].collections) == 5  # one colour per fold
     import matplotlib.pyplot as plt
+
     plt.close(f1), plt.close(f2)
 
 
 def test_formula_model_equals_gblup_and_takes_extra_terms(sim):
     from henderson.cv import FormulaModel
     from henderson.relationships.genomic import genomic_relationship
+
     geno, y = sim
     G = genomic_relationship(geno)
     a = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), G, y, cv=3, fast=False)
@@ -170,6 +180,7 @@ def test_formula_model_equals_gblup_and_takes_extra_terms(sim):
 
 def test_forward_in_time_masks_younger_generations(sim):
     from henderson.cv import ForwardInTime
+
     geno, y = sim
     gen = pd.Series(np.repeat([1, 2, 3, 4], 25), index=geno.ids)
     data = pd.DataFrame({"gen": gen})
@@ -186,6 +197,7 @@ def test_predictive_ability_across_repeats(sim, tmp_path):
     import matplotlib.pyplot as plt
 
     from henderson.errors import DataError
+
     geno, y = sim
     a = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), geno, y, cv=4, repeats=3, seed=1)
     b = cross_validate(h.SNPBLUP(sigma2=(0.5 / 100, 1.0)), geno, y, cv=4, repeats=3, seed=1)

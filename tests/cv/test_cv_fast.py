@@ -26,8 +26,9 @@ def sim():
     rng = np.random.default_rng(1)
     ids = geno.ids
     g = np.linalg.cholesky(G.dense() + 1e-6 * np.eye(len(ids))) @ rng.standard_normal(len(ids))
-    data = pd.DataFrame({"x": rng.normal(size=len(ids)), "env": rng.choice(["a", "b", "c"], len(ids))},
-                        index=pd.Index(ids, name="id"))
+    data = pd.DataFrame(
+        {"x": rng.normal(size=len(ids)), "env": rng.choice(["a", "b", "c"], len(ids))}, index=pd.Index(ids, name="id")
+    )
     y = pd.Series(1.0 + 0.5 * data["x"].to_numpy() + g + rng.normal(0, 1, len(ids)), index=ids, name="yield")
     y.iloc[:10] = np.nan  # genotyped, not phenotyped: stay in G, never validated
     return geno, G, y, data
@@ -40,8 +41,10 @@ def brute(G, y, test, fixed=None, data=None):
     b = m.fixed_effects_["estimate"]
     Xf = np.ones((len(test), 1)) if fixed is None else None
     if fixed is not None:
-        Xf = np.column_stack([np.ones(len(test)), data.loc[test, "x"]] +
-                             [(data.loc[test, "env"] == lv).to_numpy(float) for lv in ("b", "c")])
+        Xf = np.column_stack(
+            [np.ones(len(test)), data.loc[test, "x"]]
+            + [(data.loc[test, "env"] == lv).to_numpy(float) for lv in ("b", "c")]
+        )
     bv = m.gebv_.loc[test, "gebv"].to_numpy()
     return Xf @ b.to_numpy() + bv, bv, m
 
@@ -78,7 +81,7 @@ def test_leave_one_out_vectorised_equals_folds_and_brute(sim):
     for j in (0, 7, 55, len(rec) - 1):
         a, b, _ = st.fold(np.array([j]))
         np.testing.assert_allclose([a[0], b[0]], [yhat[j], bv[j]], atol=1e-10)
-        yb, bvb, _ = brute(G, y, rec[j:j + 1])
+        yb, bvb, _ = brute(G, y, rec[j : j + 1])
         np.testing.assert_allclose([yhat[j], bv[j]], [yb[0], bvb[0]], atol=1e-8)
     U = st.loo_u()
     np.testing.assert_allclose(U[:, 3], st.fold(np.array([3]))[2], atol=1e-12)

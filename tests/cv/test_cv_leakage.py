@@ -29,7 +29,9 @@ def _check(model, X, y, folds, k):
         assert np.array_equal(pa.loc[inside, col].to_numpy(), pb.loc[inside, col].to_numpy()), col
     # while every other fold trained on the noise, and moved (its intercept at least: the
     # noise can push σ²_a to the boundary, where all BLUPs are 0 in both runs)
-    moved = np.abs(pa.loc[~inside, "predicted_phenotype"].to_numpy() - pb.loc[~inside, "predicted_phenotype"].to_numpy())
+    moved = np.abs(
+        pa.loc[~inside, "predicted_phenotype"].to_numpy() - pb.loc[~inside, "predicted_phenotype"].to_numpy()
+    )
     assert moved.min() > 1e-3
     fa = a.fold_metrics.set_index("fold")
     fb = b.fold_metrics.set_index("fold")
@@ -40,8 +42,7 @@ def _check(model, X, y, folds, k):
 def sim():
     geno = simulate_genotypes(60, 150, seed=8)
     rng = np.random.default_rng(8)
-    y = pd.Series(0.3 * (geno.dosages[:, :25] @ rng.normal(size=25)) + rng.normal(size=60),
-                  index=geno.ids, name="y")
+    y = pd.Series(0.3 * (geno.dosages[:, :25] @ rng.normal(size=25)) + rng.normal(size=60), index=geno.ids, name="y")
     folds = pd.Series(np.arange(60) % 3 + 1, index=geno.ids)
     return geno, y, folds
 

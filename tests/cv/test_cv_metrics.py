@@ -27,14 +27,21 @@ def _check_pooled(res, top):
         row = res.pooled_metrics.loc[rep]
         h2 = res.fold_metrics.loc[res.fold_metrics["repeat"] == rep, "h2"].mean()
         lr = stats.linregress(yh, y)
-        want = {"r": stats.pearsonr(y, g)[0], "slope": lr.slope, "intercept": lr.intercept,
-                "mse": np.mean((y - yh) ** 2), "spearman": stats.spearmanr(y, g)[0],
-                "accuracy": stats.pearsonr(y, g)[0] / np.sqrt(h2), "n": len(y)}
+        want = {
+            "r": stats.pearsonr(y, g)[0],
+            "slope": lr.slope,
+            "intercept": lr.intercept,
+            "mse": np.mean((y - yh) ** 2),
+            "spearman": stats.spearmanr(y, g)[0],
+            "accuracy": stats.pearsonr(y, g)[0] / np.sqrt(h2),
+            "n": len(y),
+        }
         for k, v in want.items():  # 1e-10: the same sums in another order
             assert row[k] == pytest.approx(v, abs=1e-10), k
         k = int(np.ceil(top * len(y) - 1e-9))
         assert row["top_overlap"] == pytest.approx(
-            len(set(np.argsort(-y)[:k]) & set(np.argsort(-g)[:k])) / k, abs=1e-12)
+            len(set(np.argsort(-y)[:k]) & set(np.argsort(-g)[:k])) / k, abs=1e-12
+        )
 
 
 def test_tiny_folds_give_nan_not_one():
@@ -106,8 +113,7 @@ def test_leave_one_out_headline_is_pooled(wheat_loo):
 def test_pooled_metrics_per_repeat_by_hand():
     geno = simulate_genotypes(90, 250, seed=4)
     rng = np.random.default_rng(2)
-    y = pd.Series(rng.normal(size=90) + 0.3 * (geno.dosages[:, :20] @ rng.normal(size=20)),
-                  index=geno.ids, name="y")
+    y = pd.Series(rng.normal(size=90) + 0.3 * (geno.dosages[:, :20] @ rng.normal(size=20)), index=geno.ids, name="y")
     res = cross_validate(h.GBLUP(sigma2=(0.6, 1.0)), geno, y, cv=6, repeats=2, seed=3, top=0.2)
     assert list(res.pooled_metrics.index) == [0, 1] and (res.pooled_metrics["n_folds"] == 6).all()
     _check_pooled(res, 0.2)

@@ -38,8 +38,16 @@ def test_progress_called_once_per_fold(tiny, how):
     geno, y = tiny
     calls = []
     kw = {"sequential": dict(fast=False), "parallel": dict(fast=False, n_jobs=2), "fast": {}}[how]
-    res = cross_validate(h.GBLUP(sigma2=(0.5, 1.0)), geno, y, cv=3, repeats=2, seed=1,
-                         progress=lambda done, total, info: calls.append((done, total, info)), **kw)
+    res = cross_validate(
+        h.GBLUP(sigma2=(0.5, 1.0)),
+        geno,
+        y,
+        cv=3,
+        repeats=2,
+        seed=1,
+        progress=lambda done, total, info: calls.append((done, total, info)),
+        **kw,
+    )
     assert len(calls) == 6 == len(res.fold_metrics)
     assert [c[0] for c in calls] == list(range(1, 7)) and {c[1] for c in calls} == {6}
     seen = sorted((c[2]["repeat"], c[2]["fold"]) for c in calls)
@@ -51,5 +59,6 @@ def test_progress_called_once_per_fold(tiny, how):
 def test_progress_must_be_callable(tiny):
     geno, y = tiny
     from henderson.errors import DataError
+
     with pytest.raises(DataError, match="progress"):
         cross_validate(h.GBLUP(), geno, y, progress="bar")

@@ -54,13 +54,15 @@ def test_leave_environment_out_gblup_refit_equals_fit_on_the_other_environment(w
         # REML on the same 599 records in another order: the optimum agrees to the
         # optimiser's tolerance (variances ~1e-6 relative), so 1e-5 on the predictions
         np.testing.assert_allclose(p["predicted_bv"], m.gebv_.loc[p.index, "gebv"], atol=1e-5)
-        np.testing.assert_allclose(p["predicted_phenotype"] - p["predicted_bv"],
-                                   m.fixed_effects_["estimate"].iloc[0], atol=1e-5)
+        np.testing.assert_allclose(
+            p["predicted_phenotype"] - p["predicted_bv"], m.fixed_effects_["estimate"].iloc[0], atol=1e-5
+        )
         np.testing.assert_allclose(p["observed"], w.phenotypes.loc[p.index, held])
         r = res.fold_metrics.set_index("fold").loc[held, "r"]
         assert r == pytest.approx(np.corrcoef(p["observed"], p["predicted_bv"])[0, 1], abs=1e-12)
         assert res.fold_metrics.set_index("fold").loc[held, "sigma2_g"] == pytest.approx(
-            m.variance_components_.loc["id", "variance"], rel=1e-4)
+            m.variance_components_.loc["id", "variance"], rel=1e-4
+        )
     # env1 and env2 are phenotypically uncorrelated on wheat (r = -0.02), and so is the
     # prediction of one from the other (-0.08): a genotype x environment interaction
     # that leave-environment-out is meant to reveal
@@ -111,7 +113,7 @@ def test_pedigree_blup_repeated_records():
     y = pd.Series(rng.normal(size=2 * len(ids)), index=np.r_[ids, ids], name="w")
     site = pd.Series(np.repeat(["s1", "s2"], len(ids)), index=y.index)
     res = cross_validate(h.PedigreeBLUP(sigma2=(0.5, 1.0)), ped, y, cv="logo", groups=site)
-    m = h.PedigreeBLUP(sigma2=(0.5, 1.0)).fit(ped, y.iloc[len(ids):])  # site s2 only
+    m = h.PedigreeBLUP(sigma2=(0.5, 1.0)).fit(ped, y.iloc[len(ids) :])  # site s2 only
     p = _fold(res, "s1")
     np.testing.assert_allclose(p["predicted_bv"], m.gebv_.loc[p.index, "gebv"], atol=1e-10)
 

@@ -71,8 +71,7 @@ def test_informative_snp_helpers_by_hand():
 def sim():
     geno = simulate_genotypes(70, 300, seed=9, maf_range=(0.01, 0.5))  # rare SNPs: monomorphic in some folds
     rng = np.random.default_rng(3)
-    y = pd.Series(rng.normal(size=70) + 0.2 * (geno.dosages[:, :30] @ rng.normal(size=30)),
-                  index=geno.ids, name="y")
+    y = pd.Series(rng.normal(size=70) + 0.2 * (geno.dosages[:, :30] @ rng.normal(size=30)), index=geno.ids, name="y")
     y.iloc[:5] = np.nan  # genotyped, not phenotyped: in the full-data frequencies p_a
     return geno, y
 

@@ -141,6 +141,7 @@ def test_sklearn_errors_are_data_errors_naming_the_splitter(y):
     with pytest.raises(DataError, match="GroupKFold.*groups.*pass groups= to cross_validate"):
         make_splits(resolve_scheme(GroupKFold(2)), y)  # sklearn: "The 'groups' parameter should not be None"
     from sklearn.model_selection import StratifiedKFold
+
     with pytest.raises(DataError, match="StratifiedKFold"):  # continuous y cannot be stratified
         make_splits(resolve_scheme(StratifiedKFold(3)), y)
 
@@ -151,6 +152,7 @@ def test_sklearn_random_state_kept_for_one_repeat_and_warned_when_replaced(y):
     from sklearn.model_selection import KFold as SkKFold
 
     from henderson.errors import HendersonWarning
+
     sk = SkKFold(4, shuffle=True, random_state=11)
     want = [te for _, te in sk.split(np.sort(IDS))]  # scikit-learn's own folds of the sorted ids
     with warnings.catch_warnings():

@@ -23,8 +23,27 @@ def files(tmp_path_factory):
 
 
 def _cv(d, ph, out, capsys, *extra):
-    return run_cli(["cv", "--model", "gblup", "-p", ph, "-t", "y", "-g", d / "g.csv", "--coding", "012",
-                    "-k", "5", "-o", out, *extra], capsys)
+    return run_cli(
+        [
+            "cv",
+            "--model",
+            "gblup",
+            "-p",
+            ph,
+            "-t",
+            "y",
+            "-g",
+            d / "g.csv",
+            "--coding",
+            "012",
+            "-k",
+            "5",
+            "-o",
+            out,
+            *extra,
+        ],
+        capsys,
+    )
 
 
 def test_drop_unknown_works_in_cv(files, tmp_path, capsys):
@@ -68,9 +87,9 @@ def test_empty_fold_and_missing_labels_are_counted(files, tmp_path, capsys):
     d, ids, y = files
     fold = np.tile(["1", "2", "3", "4"], 15).astype(object)
     yy = y.astype(float).copy()
-    fold[:3] = "5"          # fold 5: three lines, none phenotyped
+    fold[:3] = "5"  # fold 5: three lines, none phenotyped
     yy[:3] = np.nan
-    fold[10:14] = None      # four phenotyped lines without a fold label
+    fold[10:14] = None  # four phenotyped lines without a fold label
     pd.DataFrame({"id": ids, "y": yy, "fold": fold}).to_csv(tmp_path / "ph.csv", index=False)
     code, _, err = _cv(d, tmp_path / "ph.csv", tmp_path / "o", capsys, "--fold-column", "fold")
     assert code == 0, err
@@ -95,7 +114,22 @@ def test_no_ids_match_says_so_with_examples(files, tmp_path, capsys):
         code, _, err = _cv(d, tmp_path / "ph.csv", tmp_path / "o", capsys, *extra)
         assert code == 2 and "no phenotyped id is in the model's X" in err
         assert "'L000'" in err and repr(ids[0]) in err and "constant" not in err
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", d / "g.csv", "--coding", "012",
-                            "--drop-unknown", "-o", tmp_path / "g"], capsys)
+    code, _, err = run_cli(
+        [
+            "gblup",
+            "-p",
+            tmp_path / "ph.csv",
+            "-t",
+            "y",
+            "-g",
+            d / "g.csv",
+            "--coding",
+            "012",
+            "--drop-unknown",
+            "-o",
+            tmp_path / "g",
+        ],
+        capsys,
+    )
     assert code == 2 and "no phenotyped id is in the genomic relationship matrix" in err
     assert "'L000'" in err and repr(ids[0]) in err and "constant" not in err

@@ -23,8 +23,10 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -110,8 +112,7 @@ def test_gblup_estimator_and_cv_on_cluster(client):
     cb = h.cross_validate(h.GBLUP(), geno, y, cv=4)
     assert ca.settings["scheduler"] is not None and cb.settings["scheduler"] is None
     assert np.abs(cb.predictions["predicted_bv"]).max() > 0.01
-    np.testing.assert_allclose(ca.predictions["predicted_bv"], cb.predictions["predicted_bv"],
-                               rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ca.predictions["predicted_bv"], cb.predictions["predicted_bv"], rtol=0, atol=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore::henderson.DataWarning")
@@ -119,8 +120,10 @@ def test_worker_killed_mid_computation_same_result(plink):
     """A worker process killed while chunks are in flight: Dask re-runs its tasks."""
     prefix, geno = plink
     ref = h.genomic_relationship(geno).dense()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         pids = c.run(os.getpid)  # worker address → pid
         victim = sorted(pids)[0]
         killed = threading.Event()
@@ -147,8 +150,9 @@ def test_cli_grm_scheduler(client, plink, tmp_path, capsys):
 
     prefix, geno = plink
     address = client.scheduler.address
-    code, out, err = run_cli(["grm", "--genotypes", prefix, "--out", tmp_path / "G.csv",
-                              "--scheduler", address], capsys)
+    code, out, err = run_cli(
+        ["grm", "--genotypes", prefix, "--out", tmp_path / "G.csv", "--scheduler", address], capsys
+    )
     assert code == 0, err
     G = pd.read_csv(tmp_path / "G.csv", index_col=0)
     with warnings.catch_warnings():

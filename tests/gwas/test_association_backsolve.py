@@ -55,16 +55,16 @@ def test_gblup_backsolve_equals_dense_formula_and_mme_inverse(case):
     G = W @ W.T / c
     P = _brute_p(S_G * Z @ G @ Z.T + S_E * np.eye(len(yv)), X)
     beta = s_b * W.T @ Z.T @ P @ yv
-    var = s_b ** 2 * np.einsum("ij,ij->j", Z @ W, P @ Z @ W)
+    var = s_b**2 * np.einsum("ij,ij->j", Z @ W, P @ Z @ W)
     np.testing.assert_allclose(t.effect, beta, rtol=1e-8, atol=1e-14)
-    np.testing.assert_allclose(t.se ** 2, var, rtol=1e-8)
+    np.testing.assert_allclose(t.se**2, var, rtol=1e-8)
     np.testing.assert_allclose(t.p, 2 * stats.norm.sf(np.abs(beta) / np.sqrt(var)), rtol=1e-8)
     # a second, independent route (Henderson 1975): the SNP-BLUP mixed model equations,
     # Var(β̂) = σ²_β − PEV with PEV = σ²_e diag(C^ββ) of the MME inverse
     ZW = Z @ W
     C = np.block([[X.T @ X, X.T @ ZW], [ZW.T @ X, ZW.T @ ZW + (S_E / s_b) * np.eye(geno.p)]])
     pev = S_E * np.diag(np.linalg.inv(C))[2:]
-    np.testing.assert_allclose(t.se ** 2, s_b - pev, rtol=1e-7)
+    np.testing.assert_allclose(t.se**2, s_b - pev, rtol=1e-7)
     # and the effects are the estimator's own back-solved ones
     np.testing.assert_allclose(t.effect, gb.snp_effects_.effect, rtol=1e-10, atol=1e-15)
     assert t.attrs["method"].startswith("backsolve (GBLUP")
@@ -113,7 +113,7 @@ def test_single_step_hook_from_the_mme_inverse_equals_the_p_formula(case):
     P = _brute_p(S_G * Z @ G @ Z.T + S_E * np.eye(len(yv)), X)
     s_b = S_G / c
     np.testing.assert_allclose(t.effect, s_b * W.T @ Z.T @ P @ yv, rtol=1e-7, atol=1e-13)
-    np.testing.assert_allclose(t.se ** 2, s_b ** 2 * np.einsum("ij,ij->j", Z @ W, P @ Z @ W), rtol=1e-6)
+    np.testing.assert_allclose(t.se**2, s_b**2 * np.einsum("ij,ij->j", Z @ W, P @ Z @ W), rtol=1e-6)
     assert "Aguilar" in t.attrs["method"]
 
 

@@ -82,6 +82,7 @@ def test_association_equals_dense_single_step_mme(example):
     z = beta[poly] / np.sqrt(var[poly])
     np.testing.assert_allclose(t["z"].to_numpy()[poly], z, rtol=1e-8)
     from scipy.stats import norm
+
     np.testing.assert_allclose(t["p"].to_numpy()[poly], 2 * norm.sf(np.abs(z)), rtol=1e-7)
     assert t.loc[~poly, "p"].isna().all()
     assert "Aguilar et al. 2019" in t.attrs["method"] and "SingleStepGBLUP" in t.attrs["method"]

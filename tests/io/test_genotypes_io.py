@@ -237,8 +237,9 @@ def test_inverse_csv_round_trip_dense_and_triplet(tmp_path):
     from henderson.io.pedigree import read_pedigree
     from henderson.relationships.pedigree import pedigree_inverse
 
-    ped = read_pedigree(pd.DataFrame({"id": ["3", "1", "2", "04"], "sire": [None, None, "1", "1"],
-                                      "dam": [None, None, "3", "2"]}))
+    ped = read_pedigree(
+        pd.DataFrame({"id": ["3", "1", "2", "04"], "sire": [None, None, "1", "1"], "dam": [None, None, "3", "2"]})
+    )
     Ainv = pedigree_inverse(ped)
     path = write_relationship_csv(Ainv, tmp_path / "ainv.csv")  # sparse: id1,id2,value triplets
     table = pd.read_csv(path, dtype={"id1": str, "id2": str})

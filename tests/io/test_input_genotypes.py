@@ -39,8 +39,9 @@ def holes(tmp_path_factory):
 def test_missing_calls_counted_on_console_summary_and_api(holes, tmp_path, capsys):
     d, m = holes
     miss = m.isna().to_numpy()
-    code, _, err = run_cli(["gblup", "-p", d / "ph.csv", "-t", "y", "-g", d / "geno.csv", "--coding", "012",
-                            "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", d / "ph.csv", "-t", "y", "-g", d / "geno.csv", "--coding", "012", "-o", tmp_path / "o"], capsys
+    )
     assert code == 0, err
     n_snp, n_ind = int(miss.any(axis=0).sum()), int(miss.any(axis=1).sum())
     assert f"{int(miss.sum()):,} missing calls" in err
@@ -50,8 +51,11 @@ def test_missing_calls_counted_on_console_summary_and_api(holes, tmp_path, capsy
     doc = json.loads((tmp_path / "o" / "summary.json").read_text())
     g = doc["results"]["genotypes"]["as_read"]
     assert g["n_missing_calls"] == int(miss.sum()) and g["n_snps_with_missing"] == n_snp
-    assert g["worst_snps"][0] == {"id": worst, "n_missing": int(miss.sum(axis=0).max()),
-                                  "call_rate": pytest.approx(1 - miss.sum(axis=0).max() / 40)}
+    assert g["worst_snps"][0] == {
+        "id": worst,
+        "n_missing": int(miss.sum(axis=0).max()),
+        "call_rate": pytest.approx(1 - miss.sum(axis=0).max() / 40),
+    }
     rep = call_report(read_genotypes(d / "geno.csv", coding="012"))
     np.testing.assert_array_equal(rep.snps["n_missing"].to_numpy(), miss.sum(axis=0))
     np.testing.assert_array_equal(rep.individuals["n_missing"].to_numpy(), miss.sum(axis=1))
@@ -62,8 +66,23 @@ def test_individual_without_calls_dropped_with_count_or_refused(holes, tmp_path,
     m2 = m.copy()
     m2.iloc[3, :] = np.nan
     m2.to_csv(tmp_path / "g.csv", na_rep="NA")
-    code, _, err = run_cli(["gblup", "-p", d / "ph.csv", "-t", "y", "-g", tmp_path / "g.csv", "--coding", "012",
-                            "--drop-unknown", "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        [
+            "gblup",
+            "-p",
+            d / "ph.csv",
+            "-t",
+            "y",
+            "-g",
+            tmp_path / "g.csv",
+            "--coding",
+            "012",
+            "--drop-unknown",
+            "-o",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert f"1 individual(s) without any genotype call dropped: {m.index[3]!r}" in err
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str})
@@ -76,8 +95,9 @@ def test_individual_without_calls_dropped_with_count_or_refused(holes, tmp_path,
 def test_short_csv_row_names_its_line(tmp_path, capsys):
     (tmp_path / "g.csv").write_text("id,s1,s2,s3\nA,0,1,2\nB,2,1\nC,1,1,0\n")
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\nC,3\n")
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "g.csv",
-                            "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "g.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2 and "line 3 has 3 fields, the header has 4" in err
     # an explicit empty last field is a missing call, not a short row
     (tmp_path / "g2.csv").write_text("id,s1,s2,s3\nA,0,1,2\nB,2,1,\nC,1,1,0\n")
@@ -130,8 +150,27 @@ def test_grm_n_bin_holds_pairwise_call_counts(holes, tmp_path, capsys):
 
 def test_maf_and_call_rate_filters_are_counted(holes, tmp_path, capsys):
     d, m = holes
-    code, _, err = run_cli(["snpblup", "-p", d / "ph.csv", "-t", "y", "-g", d / "geno.csv", "--coding", "012",
-                            "--maf", "0.2", "--call-rate", "0.9", "--drop-unknown", "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        [
+            "snpblup",
+            "-p",
+            d / "ph.csv",
+            "-t",
+            "y",
+            "-g",
+            d / "geno.csv",
+            "--coding",
+            "012",
+            "--maf",
+            "0.2",
+            "--call-rate",
+            "0.9",
+            "--drop-unknown",
+            "-o",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
     assert code == 0, err
     x = m.to_numpy()
     ind_ok = (1 - np.isnan(x).mean(axis=1)) >= 0.9
@@ -158,8 +197,9 @@ def test_relationship_csv_ids_are_text(tmp_path, capsys):
     pd.DataFrame(G, index=pd.Index(ids, name="id"), columns=ids).to_csv(tmp_path / "G.csv")
     y = rng.normal(size=80)
     pd.DataFrame({"id": ids, "y": y}).to_csv(tmp_path / "ph.csv", index=False)
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "--grm", tmp_path / "G.csv",
-                            "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "--grm", tmp_path / "G.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 0, err
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv", dtype={"id": str})
     assert sorted(bv["id"]) == ids

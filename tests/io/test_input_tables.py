@@ -31,8 +31,9 @@ def lines(tmp_path_factory):
 
 
 def _gblup(d, ph, tmp_path, capsys, *extra):
-    return run_cli(["gblup", "-p", ph, "-t", "y", "-g", d / "geno.csv", "--coding", "012", "-o", tmp_path / "o",
-                    *extra], capsys)
+    return run_cli(
+        ["gblup", "-p", ph, "-t", "y", "-g", d / "geno.csv", "--coding", "012", "-o", tmp_path / "o", *extra], capsys
+    )
 
 
 def _summary(tmp_path) -> dict:
@@ -42,7 +43,7 @@ def _summary(tmp_path) -> dict:
 def test_dot_and_minus9_are_counted_in_warnings(lines, tmp_path, capsys):
     d, ids, y = lines
     vals = [f"{v:.4f}" for v in y]
-    vals[3] = vals[7] = "."          # two '.' -> missing, counted
+    vals[3] = vals[7] = "."  # two '.' -> missing, counted
     vals[5] = vals[9] = vals[11] = "-9"  # three -9, below every other value -> kept, counted
     (tmp_path / "ph.csv").write_text("id,y\n" + "".join(f"{i},{v}\n" for i, v in zip(ids, vals)))
     code, _, err = _gblup(d, tmp_path / "ph.csv", tmp_path, capsys)
@@ -92,8 +93,10 @@ def test_decimal_comma_detected_with_hint_and_declared(lines, tmp_path, capsys):
     ebv_comma = pd.read_csv(tmp_path / "o" / "breeding_values.csv").set_index("id")["value"]
     # the same numbers written with points give the same fit
     (tmp_path / "pt.csv").write_text("id,y\n" + "".join(f"{i},{v:.4f}\n" for i, v in zip(ids, y)))
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "pt.csv", "-t", "y", "-g", d / "geno.csv", "--coding", "012",
-                            "-o", tmp_path / "pt"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "pt.csv", "-t", "y", "-g", d / "geno.csv", "--coding", "012", "-o", tmp_path / "pt"],
+        capsys,
+    )
     assert code == 0, err
     ebv_point = pd.read_csv(tmp_path / "pt" / "breeding_values.csv").set_index("id")["value"]
     pd.testing.assert_series_equal(ebv_comma.sort_index(), ebv_point.sort_index())
@@ -102,8 +105,9 @@ def test_decimal_comma_detected_with_hint_and_declared(lines, tmp_path, capsys):
 def test_decimal_comma_in_a_comma_delimited_file_hints(tmp_path, capsys):
     (tmp_path / "ph.csv").write_text("id,y\nA,1,5\nB,2,25\n")
     (tmp_path / "g.csv").write_text("id,s1,s2\nA,0,2\nB,2,1\n")
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "g.csv",
-                            "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "ph.csv", "-t", "y", "-g", tmp_path / "g.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2 and "line 2 has 3 fields" in err and "--decimal ," in err
 
 
@@ -136,8 +140,9 @@ def test_blank_field_in_whitespace_file_does_not_shift_columns(tmp_path, capsys)
     # line 3 lost its 'herd' value: read naively, y would move into 'herd'
     (tmp_path / "ph.txt").write_text("id   herd   y\nA    1      2.5\nB           3.5\nC    2      1.0\n")
     (tmp_path / "g.csv").write_text("id,s1,s2\nA,0,2\nB,2,1\nC,1,1\n")
-    code, _, err = run_cli(["gblup", "-p", tmp_path / "ph.txt", "-t", "y", "-g", tmp_path / "g.csv",
-                            "-o", tmp_path / "o"], capsys)
+    code, _, err = run_cli(
+        ["gblup", "-p", tmp_path / "ph.txt", "-t", "y", "-g", tmp_path / "g.csv", "-o", tmp_path / "o"], capsys
+    )
     assert code == 2 and "line 3 has 2 fields, the header has 3" in err and "write NA" in err
     with pytest.raises(DataError, match="line 3 has 2 fields"):
         read_phenotypes(tmp_path / "ph.txt", "y")

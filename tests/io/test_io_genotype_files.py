@@ -130,8 +130,11 @@ def _vcf(tmp_path, body, head=HEAD, cols=COLS, name="x.vcf"):
 
 
 def test_vcf_half_missing_calls_are_missing(tmp_path):
-    path = _vcf(tmp_path, "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0/0\t./1\t1/.\t./.\t1|1\t0|1\n"
-                          "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t.|0\t0/.\t1/1\t1/0\t0/0\t./.\n")
+    path = _vcf(
+        tmp_path,
+        "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0/0\t./1\t1/.\t./.\t1|1\t0|1\n"
+        "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t.|0\t0/.\t1/1\t1/0\t0/0\t./.\n",
+    )
     g = read_genotypes(path)
     # any missing allele makes the call missing; the rest count ALT copies
     np.testing.assert_array_equal(g.dosages[:, 0], [0, MISSING, MISSING, MISSING, 2, 1])
@@ -140,7 +143,9 @@ def test_vcf_half_missing_calls_are_missing(tmp_path):
 
 def test_vcf_allele_index_beyond_alt_names_site_and_sample(tmp_path):
     path = _vcf(tmp_path, "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/3\n")
-    with pytest.raises(GenotypeError, match=r"x.vcf: site 'rs1' .*1 ALT allele\(s\) but sample 's6' has allele index 3"):
+    with pytest.raises(
+        GenotypeError, match=r"x.vcf: site 'rs1' .*1 ALT allele\(s\) but sample 's6' has allele index 3"
+    ):
         read_genotypes(path)
 
 
@@ -159,8 +164,12 @@ def test_vcf_dosage_field_absent_from_header(tmp_path):
 
 def test_vcf_sites_without_dosage_are_counted(tmp_path):
     head = HEAD + '##FORMAT=<ID=DS,Number=1,Type=Float,Description="Dosage">\n'
-    path = _vcf(tmp_path, "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT:DS\t0/0:0\t0/1:1.1\t0/1:.\t0/0:0.2\t1/1:2\t0/0:0\n"
-                          "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n", head=head)
+    path = _vcf(
+        tmp_path,
+        "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT:DS\t0/0:0\t0/1:1.1\t0/1:.\t0/0:0.2\t1/1:2\t0/0:0\n"
+        "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n",
+        head=head,
+    )
     with pytest.warns(DataWarning, match=r"1 site\(s\) have no DS .*'rs2'"):
         g = read_genotypes(path, field="DS")
     assert g.info["n_sites_without_field"] == 1 and g.info["coding"] == "dosage"
@@ -174,13 +183,19 @@ def test_vcf_junk_and_unparsable_records(tmp_path):
     with pytest.raises(GenotypeError, match="junk.vcf: not a readable VCF/BCF file"):
         read_genotypes(junk)
     # a record with fewer sample columns than the header: htslib cannot parse it
-    path = _vcf(tmp_path, "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n"
-                          "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\n")
+    path = _vcf(
+        tmp_path,
+        "1\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\n",
+    )
     with pytest.raises(GenotypeError, match=r"x.vcf: cannot parse the record after site 'rs1' \(data record 2\)"):
         read_genotypes(path)
     # a record whose FORMAT lacks GT while GT is asked: counted, read as missing
-    path = _vcf(tmp_path, "1\t100\trs1\tA\tG\t.\tPASS\t.\tXX\t1\t1\t1\t1\t1\t1\n"
-                          "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n", name="y.vcf")
+    path = _vcf(
+        tmp_path,
+        "1\t100\trs1\tA\tG\t.\tPASS\t.\tXX\t1\t1\t1\t1\t1\t1\n"
+        "1\t200\trs2\tA\tG\t.\tPASS\t.\tGT\t0/0\t0/1\t0/1\t0/0\t1/1\t0/0\n",
+        name="y.vcf",
+    )
     with pytest.warns(DataWarning, match=r"1 site\(s\) have no GT"):
         g = read_genotypes(path)
     assert (g.dosages[:, 0] == MISSING).all() and list(g.dosages[:, 1]) == [0, 1, 1, 0, 2, 0]

@@ -54,8 +54,10 @@ def check_against_dense(A, last=0, ordering="auto"):
     return S
 
 
-@pytest.mark.parametrize("n,density,last", [(1, 1.0, 0), (2, 1.0, 1), (7, 0.4, 0), (80, 0.05, 3),
-                                            (300, 0.01, 0), (300, 0.004, 10), (200, 0.2, 2)])
+@pytest.mark.parametrize(
+    "n,density,last",
+    [(1, 1.0, 0), (2, 1.0, 1), (7, 0.4, 0), (80, 0.05, 3), (300, 0.01, 0), (300, 0.004, 10), (200, 0.2, 2)],
+)
 def test_random_spd_matches_dense(n, density, last):
     check_against_dense(random_spd(n, density, seed=n + last), last=last)
 
@@ -84,12 +86,13 @@ def test_gryphon_mme_matches_dense():
     g = load_gryphon()
     Ainv = pedigree_inverse(g.pedigree)
     rec = g.records.dropna(subset=["BWT", "SEX"])
-    spec = build_spec("BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR) + (1|MOTHER)", rec,
-                      cov_inverse={"ANIMAL": Ainv})
+    spec = build_spec("BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR) + (1|MOTHER)", rec, cov_inverse={"ANIMAL": Ainv})
     T = sp.hstack([sp.csr_matrix(t.design()) for t in spec.terms] + [sp.csr_matrix(spec.X)]).tocsc()
     s2 = [3.0, 1.0, 1.5]
-    pen = [4.0 / s * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
-           for s, t in zip(s2, spec.terms)]
+    pen = [
+        4.0 / s * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        for s, t in zip(s2, spec.terms)
+    ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).tocsc()
     assert C.shape[0] > 1309
     check_against_dense(C, last=spec.p)

@@ -69,9 +69,15 @@ def test_spectral_equals_dense_mme(wheat, G):
     # handling of X (REML on the rotated X, b̂ by GLS) against the dense MME (this
     # replaces an intercept-only version of the same comparison)
     w, _, y = wheat
-    data = pd.DataFrame({"grp": np.where(np.arange(599) % 3 == 0, "a", np.where(np.arange(599) % 3 == 1, "b", "c")),
-                         "cov": w.phenotypes["env2"].to_numpy()}, index=y.index)
+    data = pd.DataFrame(
+        {
+            "grp": np.where(np.arange(599) % 3 == 0, "a", np.where(np.arange(599) % 3 == 1, "b", "c")),
+            "cov": w.phenotypes["env2"].to_numpy(),
+        },
+        index=y.index,
+    )
     from henderson.models._align import records_frame
+
     frame, formula, *_ = records_frame(y, G.ids, fixed="grp + cov", data=data)
     a = h.fit(formula, frame, cov={"id": G}, solver="spectral")
     b = h.fit(formula, frame, cov={"id": G}, solver="dense")
@@ -126,6 +132,7 @@ def test_gblup_equals_snpblup_at_equal_variances(wheat, G, gblup):
     beta = snp_effects_from_gebv(gblup.blups["id"]["blup"], geno)
     np.testing.assert_allclose(beta, f.snp_effects["effect"], atol=1e-10)
     from henderson.models.snpblup import centred_markers
+
     W, _ = centred_markers(geno)
     np.testing.assert_allclose(W @ f.snp_effects["effect"].to_numpy(), gblup.blups["id"]["blup"], atol=1e-10)
 
@@ -135,8 +142,9 @@ def test_new_individuals_predicted_identically(wheat):
     train, new = geno.ids[:500], geno.ids[500:]
     gb = h.GBLUP().fit(geno.subset(ids=train), y.loc[train])
     c = 2 * np.sum(gb.allele_freq_ * (1 - gb.allele_freq_))
-    sb = h.SNPBLUP(sigma2=[gb.variance_components_.loc["id", "variance"] / c,
-                           gb.variance_components_.loc["Residual", "variance"]]).fit(geno.subset(ids=train), y.loc[train])
+    sb = h.SNPBLUP(
+        sigma2=[gb.variance_components_.loc["id", "variance"] / c, gb.variance_components_.loc["Residual", "variance"]]
+    ).fit(geno.subset(ids=train), y.loc[train])
     new_geno = geno.subset(ids=new)
     np.testing.assert_allclose(gb.predict(new_geno), sb.predict(new_geno), atol=1e-8)
     assert gb.predict(new_geno).abs().max() > 0.05
@@ -237,6 +245,7 @@ def test_estimators_sklearn_conventions(wheat, G):
     c = clone(m)
     assert not hasattr(c, "result_") and c.get_params() == m.get_params()
     import copy
+
     assert copy.deepcopy(G) is G and copy.deepcopy(geno) is geno
     s = h.SNPBLUP().fit(geno, y)
     assert {"snp", "chrom", "pos", "effect"} <= set(s.snp_effects_.columns)
@@ -284,6 +293,7 @@ def test_wheat_pedigree_blup_reproduces_rrblup_and_sommer(wheat):
 
 # ---- pedigree BLUP --------------------------------------------------------------------
 
+
 def test_mrode_example_3_1():
     ped, data, y = mrode_example_3_1()
     res = fit_pblup(y, ped, fixed="0 + sex", data=data, sigma2=[20.0, 40.0])
@@ -310,6 +320,7 @@ def test_pedigree_blup_estimator_and_inverse_equals_dense_A():
     ped, data, y = mrode_example_3_1()
     est = h.PedigreeBLUP(fixed="0 + sex", sigma2=[20.0, 40.0]).fit(ped, y, data=data)
     from henderson.relationships.pedigree import pedigree_relationship
+
     A = pedigree_relationship(ped)
     frame = data.assign(wwg=y, id=data.index)
     dense = h.fit("wwg ~ 0 + sex + (1|id)", frame, cov={"id": A}, sigma2=[20.0, 40.0], solver="dense")

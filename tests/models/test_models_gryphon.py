@@ -58,8 +58,7 @@ def fits(gryphon):
     ped, rec = gryphon
     out = {}
     for name, (fixed, random) in MODELS.items():
-        out[name] = fit_pblup(rec["BWT"], ped, fixed=fixed, random=random,
-                              data=rec if (fixed or random) else None)
+        out[name] = fit_pblup(rec["BWT"], ped, fixed=fixed, random=random, data=rec if (fixed or random) else None)
     return out
 
 
@@ -127,11 +126,13 @@ def test_gryphon_inverse_equals_dense_A(gryphon):
     s = [REF["model1"]["varcomp"]["animal"]["component"], REF["model1"]["varcomp"]["residual"]["component"]]
     res = fit_pblup(rec["BWT"], ped, sigma2=s)
     from henderson.relationships.pedigree import pedigree_relationship
+
     A = pedigree_relationship(ped)
     frame = pd.DataFrame({"id": y.index, "BWT": y.to_numpy()})
     dense = h.fit("BWT ~ 1 + (1|id)", frame, cov={"id": A}, solver="dense", sigma2=s)
-    np.testing.assert_allclose(res.blups["id"].loc[dense.blups["id"].index, "blup"],
-                               dense.blups["id"]["blup"], atol=1e-8)
+    np.testing.assert_allclose(
+        res.blups["id"].loc[dense.blups["id"].index, "blup"], dense.blups["id"]["blup"], atol=1e-8
+    )
     assert res.loglik == pytest.approx(dense.loglik, abs=1e-6)
 
 

@@ -52,7 +52,7 @@ def test_snp_pev_brute_force_with_fixed_effects():
     V = s_b * W @ W.T + s_e * np.eye(n)
     Vi = np.linalg.inv(V)
     P = Vi - Vi @ X @ np.linalg.inv(X.T @ Vi @ X) @ X.T @ Vi
-    want = np.diag(s_b * np.eye(m) - s_b ** 2 * W.T @ P @ W)
+    want = np.diag(s_b * np.eye(m) - s_b**2 * W.T @ P @ W)
     for space in ("marker", "individual"):
         np.testing.assert_allclose(snp_pev(W, X, s_b, s_e, space, block=7), want, rtol=1e-10)
     assert np.all(snp_pev(W, X, 0.0, s_e, "marker") == 0)  # β ≡ 0 on the boundary
@@ -119,7 +119,8 @@ def test_attach_genotypes_after_a_fit_on_g_equals_a_fit_on_genotypes(wheat):
     np.testing.assert_allclose(b.snp_effects_["effect"], a.snp_effects_["effect"], atol=1e-12)
     with pytest.raises(h.DataError, match="not in the genotypes"):
         h.GBLUP(sigma2=[0.3, 0.54], pev=False).fit(h.genomic_relationship(geno), y).attach_genotypes(
-            geno.subset(ids=geno.ids[:10]))
+            geno.subset(ids=geno.ids[:10])
+        )
 
 
 def test_gblup_snp_effects_with_missing_calls_and_fortran_order(wheat):
@@ -139,6 +140,7 @@ def test_gblup_snp_effects_with_missing_calls_and_fortran_order(wheat):
 
 
 # ---- alleles at prediction ------------------------------------------------------
+
 
 def _with_alleles(geno, a1, a2):
     snps = geno.snps.copy()
@@ -180,6 +182,7 @@ def test_swapped_alleles_are_flipped_and_reported(allele_setup):
         assert "7 SNP(s)" in got.attrs["notes"][0]
     # without the check the sign of those SNPs' contributions would be wrong
     from henderson.models import predict_from_snp_effects
+
     wrong = predict_from_snp_effects(swapped, sb.snp_effects_, check_alleles=False)
     assert np.abs(wrong - base).max() > 1e-3
 
@@ -191,8 +194,11 @@ def test_mismatched_and_ambiguous_alleles_are_errors(allele_setup):
     snps.loc[3, "allele1"], snps.loc[3, "allele2"] = comp[a1[3]], comp[a2[3]]  # other strand
     bad = Genotypes(new.ids, snps, new.dosages)
     name = new.snp_ids[3]
-    with pytest.raises(h.DataError, match=f"1 SNP\\(s\\) have alleles that do not match.*{name} "
-                                          f"\\({a1[3]}/{a2[3]} vs {comp[a1[3]]}/{comp[a2[3]]}\\)"):
+    with pytest.raises(
+        h.DataError,
+        match=f"1 SNP\\(s\\) have alleles that do not match.*{name} "
+        f"\\({a1[3]}/{a2[3]} vs {comp[a1[3]]}/{comp[a2[3]]}\\)",
+    ):
         sb.predict(bad)
     # a palindromic (A/T) SNP whose labels are swapped: swap or strand flip? refuse
     model = sb.snp_effects_.copy()
@@ -200,6 +206,7 @@ def test_mismatched_and_ambiguous_alleles_are_errors(allele_setup):
     snps = new.snps.copy()
     snps.loc[0, ["allele1", "allele2"]] = ["T", "A"]
     from henderson.models import predict_from_snp_effects
+
     with pytest.raises(h.DataError, match="strand-ambiguous.*" + new.snp_ids[0]):
         predict_from_snp_effects(Genotypes(new.ids, snps, new.dosages), model)
     # same labels on an A/T SNP are taken as they are
@@ -228,6 +235,7 @@ def test_effects_read_back_from_csv_with_missing_alleles_are_unchecked(allele_se
     back = pd.read_csv(tmp_path / "e.csv", dtype={"snp": str})
     assert back["allele1"].isna().all()
     from henderson.models import predict_from_snp_effects
+
     g = predict_from_snp_effects(new, back)  # new carries A/C/G/T labels: nothing to check against
     np.testing.assert_allclose(g, predict_from_snp_effects(new, eff), atol=1e-12)
 
@@ -237,6 +245,7 @@ def test_h2_convention_and_sample_scale_note(wheat):
     # scale of the sample's genetic variance, σ²_g·D with D = mean(diag G) − mean(G)
     # (Legarra 2016), computed here from G directly: D = 2 for these 0/2 inbred lines
     import re
+
     geno, y = wheat
     G = h.genomic_relationship(geno).dense()
     D = np.mean(np.diag(G)) - G.mean()
@@ -260,14 +269,16 @@ def test_marker_and_individual_space_agree_with_missing_calls_and_unphenotyped()
 
     geno = simulate_genotypes(120, 90, seed=11, missing_rate=0.03)
     rng = np.random.default_rng(2)
-    y = pd.Series(rng.normal(size=100) + 0.02 * (geno.dosages[:100].clip(0, 2) @ rng.normal(size=90)),
-                  index=geno.ids[:100])  # 20 genotyped lines without records
+    y = pd.Series(
+        rng.normal(size=100) + 0.02 * (geno.dosages[:100].clip(0, 2) @ rng.normal(size=90)), index=geno.ids[:100]
+    )  # 20 genotyped lines without records
     a = h.SNPBLUP(space="marker", snp_se=True).fit(geno, y)
     b = h.SNPBLUP(space="individual", snp_se=True).fit(geno, y)
     assert a.space_ == "marker" and b.space_ == "individual"
     np.testing.assert_allclose(a.sigma2_beta_, b.sigma2_beta_, rtol=1e-6)
-    c = h.SNPBLUP(space="individual", sigma2=(a.sigma2_beta_, a.variance_components_["variance"].iloc[1]),
-                  snp_se=True).fit(geno, y)
+    c = h.SNPBLUP(
+        space="individual", sigma2=(a.sigma2_beta_, a.variance_components_["variance"].iloc[1]), snp_se=True
+    ).fit(geno, y)
     np.testing.assert_allclose(c.snp_effects_["effect"], a.snp_effects_["effect"], atol=1e-8)
     np.testing.assert_allclose(c.snp_effects_["se"], a.snp_effects_["se"], atol=1e-8)
     np.testing.assert_allclose(c.gebv_["gebv"], a.gebv_["gebv"].loc[c.gebv_.index], atol=1e-8)

@@ -63,8 +63,9 @@ def test_all_phenotyped_genotyped_reml_equals_gblup_reml(sim):
     ss = SingleStepGBLUP(tuning=None, alpha=1.0, beta=0.0).fit(ped, Gp, y)
     gb = GBLUP().fit(Gp, y)
     # the same REML likelihood, maximised by AI-REML (sparse/dense) vs Brent (spectral)
-    np.testing.assert_allclose(ss.variance_components_["variance"].to_numpy(),
-                               gb.variance_components_["variance"].to_numpy(), rtol=1e-4)
+    np.testing.assert_allclose(
+        ss.variance_components_["variance"].to_numpy(), gb.variance_components_["variance"].to_numpy(), rtol=1e-4
+    )
     assert ss.result_.loglik == pytest.approx(gb.result_.loglik, abs=1e-6)
 
 
@@ -77,8 +78,7 @@ def test_no_genotypes_equals_pedigree_blup(sim):
     np.testing.assert_allclose(ss.gebv_["gebv"], pb.gebv_.loc[ss.gebv_.index, "gebv"], atol=1e-10)
     ss_r = SingleStepGBLUP().fit(ped, None, y)
     pb_r = PedigreeBLUP().fit(ped, y)
-    np.testing.assert_allclose(ss_r.variance_components_["variance"], pb_r.variance_components_["variance"],
-                               rtol=1e-8)
+    np.testing.assert_allclose(ss_r.variance_components_["variance"], pb_r.variance_components_["variance"], rtol=1e-8)
 
 
 def test_snp_effects_and_variances_against_dense_mme():
@@ -111,6 +111,7 @@ def test_snp_effects_and_variances_against_dense_mme():
     lam = 1 / (2 * np.sum(freq * (1 - freq)))
     G = W @ W.T * lam
     from henderson.relationships.pedigree import pedigree_relationship
+
     A22 = pedigree_relationship(ped, GENOTYPED).dense()
     Gw = 0.95 * G + 0.05 * A22
     off = ~np.eye(8, dtype=bool)
@@ -127,8 +128,9 @@ def test_snp_effects_and_variances_against_dense_mme():
     np.testing.assert_allclose(eff["z"][poly], a_hat[poly] / np.sqrt(var[poly]), rtol=1e-8)
     # reliability = 1 − PEV/(σ²_u H_ii), H_ii from the dense inverse
     H = np.linalg.inv(Hinv)
-    np.testing.assert_allclose(m.gebv_.loc[ids, "reliability"].to_numpy(), 1 - np.diag(Cinv) / (s_u * np.diag(H)),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        m.gebv_.loc[ids, "reliability"].to_numpy(), 1 - np.diag(Cinv) / (s_u * np.diag(H)), atol=1e-10
+    )
 
 
 def test_validate_young_masks_the_validation_records(sim):
@@ -143,8 +145,9 @@ def test_validate_young_masks_the_validation_records(sim):
     full = SingleStepGBLUP(tuning=None, alpha=1.0, beta=0.0).fit(ped, Gp, yy)  # variances held at these
     s2 = tuple(full.variance_components_["variance"])
     ref = SingleStepGBLUP(sigma2=s2, tuning=None, alpha=1.0, beta=0.0).fit(ped, Gp, yy.drop(test))
-    np.testing.assert_allclose(pred.loc[pred["model"] == "ssGBLUP", "predicted_bv"],
-                               ref.gebv_.loc[test, "gebv"], atol=1e-10)
+    np.testing.assert_allclose(
+        pred.loc[pred["model"] == "ssGBLUP", "predicted_bv"], ref.gebv_.loc[test, "gebv"], atol=1e-10
+    )
     r = np.corrcoef(yy[test], ref.gebv_.loc[test, "gebv"])[0, 1]
     assert metrics.loc[0, "r"] == pytest.approx(r, abs=1e-12)
 

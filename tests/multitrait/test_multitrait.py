@@ -40,8 +40,7 @@ def dense_reml(Y, Xs, Kr, Sg, Se):
     Vi = np.linalg.inv(V)
     XVX = X.T @ Vi @ X
     P = Vi - Vi @ X @ np.linalg.solve(XVX, X.T @ Vi)
-    m2ll = ((n * t - X.shape[1]) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1]
-            + np.linalg.slogdet(XVX)[1] + y @ P @ y)
+    m2ll = (n * t - X.shape[1]) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + y @ P @ y
     return m2ll, P, y, V
 
 
@@ -100,8 +99,9 @@ def test_cpdata_3trait_matches_own_reml(cpdata, ref3):
     # apart, so agreement to 1e-5 relative
     se_ref = dict(zip(ref["theta_se_avg_information"]["names"], ref["theta_se_avg_information"]["values"]))
     names = [n.replace("units:", "Residual:") for n in ref["theta"]["names"]]
-    np.testing.assert_allclose(res.variance_components.loc[names, "se"].to_numpy(),
-                               [se_ref[n] for n in ref["theta"]["names"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        res.variance_components.loc[names, "se"].to_numpy(), [se_ref[n] for n in ref["theta"]["names"]], rtol=1e-5
+    )
     sd = d[traits].std().to_numpy()
     fe = res.fixed_effects.xs("(Intercept)", level="coefficient").loc[traits]
     np.testing.assert_allclose(fe["estimate"], ref["fixed"]["values"], atol=1e-6 * sd.min())
@@ -149,7 +149,7 @@ def test_blups_and_pev_match_dense_with_unphenotyped_levels():
     Z[np.arange(n), np.arange(n)] = 1
     Y = frame[["y1", "y2"]].to_numpy()
     m2, P, y, V = dense_reml(Y, [np.ones((n, 1))] * 2, Z @ Kn @ Z.T, Sg, Se)
-    Cuy = np.kron(Sg, Kn @ Z.T)                      # Cov(u, y), u stacked by trait
+    Cuy = np.kron(Sg, Kn @ Z.T)  # Cov(u, y), u stacked by trait
     u = Cuy @ P @ y
     pev = np.diag(np.kron(Sg, Kn) - Cuy @ P @ Cuy.T)
     b = res.blups["id"]
@@ -182,8 +182,12 @@ def test_optimum_matches_scipy_on_dense_reml():
         Sg, Se = _chol_to_sigma(v, 2)
         return dense_reml(Y, Xs, K.to_numpy(), Sg, Se)[0]
 
-    best = so.minimize(f, np.array([1, 0, 1, 1, 0, 1.0]), method="Nelder-Mead",
-                       options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000, "maxfev": 40000})
+    best = so.minimize(
+        f,
+        np.array([1, 0, 1, 1, 0, 1.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000, "maxfev": 40000},
+    )
     best = so.minimize(f, best.x, method="BFGS", options={"gtol": 1e-9})
     Sg, Se = _chol_to_sigma(best.x, 2)
     # ours is at least as good as the generic optimiser, and at the same point
@@ -230,10 +234,14 @@ def test_boundary_genetic_correlation_one_is_reported_not_crashed():
         a, b = _chol_to_sigma(v, 2)
         return dense_reml(Y, Xs, K, a, b)[0]
 
-    best = so.minimize(f, np.array([1, 1, 0.1, 1, 0, 1.0]), method="Nelder-Mead",
-                       options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 40000})
+    best = so.minimize(
+        f,
+        np.array([1, 1, 0.1, 1, 0, 1.0]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20000, "maxfev": 40000},
+    )
     assert -2 * res.loglik <= best.fun + 1e-6
-    if r > 1 - 1e-4:   # estimated on the boundary: a warning, SEs not given
+    if r > 1 - 1e-4:  # estimated on the boundary: a warning, SEs not given
         assert any(issubclass(x.category, BoundaryWarning) for x in w)
         assert "genetic" in res.boundary
         assert np.isnan(res.correlation_se["id"].loc["y1", "y2"])
@@ -292,7 +300,7 @@ def test_correlation_and_h2_standard_errors_by_numerical_delta_method(cpdata):
     def mats(th):
         S = [np.zeros((3, 3)), np.zeros((3, 3))]
         for c in range(2):
-            for x, (k, l) in zip(th[c * m:(c + 1) * m], idx):
+            for x, (k, l) in zip(th[c * m : (c + 1) * m], idx):
                 S[c][k, l] = S[c][l, k] = x
         return S
 
@@ -304,13 +312,20 @@ def test_correlation_and_h2_standard_errors_by_numerical_delta_method(cpdata):
         return np.array(r + re_ + h)
 
     step = 1e-6 * np.abs(theta)
-    J = np.column_stack([(funcs(theta + np.eye(len(theta))[j] * step[j])
-                          - funcs(theta - np.eye(len(theta))[j] * step[j])) / (2 * step[j]) for j in range(len(theta))])
+    J = np.column_stack(
+        [
+            (funcs(theta + np.eye(len(theta))[j] * step[j]) - funcs(theta - np.eye(len(theta))[j] * step[j]))
+            / (2 * step[j])
+            for j in range(len(theta))
+        ]
+    )
     se = np.sqrt(np.einsum("ij,jk,ik->i", J, res.vcov, J))
     pairs = [(k, l) for k, l in idx if k != l]
-    mine = ([res.correlation_se["id"].iloc[k, l] for k, l in pairs]
-            + [res.correlation_se["Residual"].iloc[k, l] for k, l in pairs]
-            + list(res.heritability["se"]))
+    mine = (
+        [res.correlation_se["id"].iloc[k, l] for k, l in pairs]
+        + [res.correlation_se["Residual"].iloc[k, l] for k, l in pairs]
+        + list(res.heritability["se"])
+    )
     np.testing.assert_allclose(mine, se, rtol=1e-6)  # central differences: ~1e-9 relative
 
 

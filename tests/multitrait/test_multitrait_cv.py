@@ -30,7 +30,7 @@ def sim():
     W = rng.normal(size=(n, 200))
     K = W @ W.T / 200
     ids = [f"L{i}" for i in range(n)]
-    u = np.linalg.cholesky(K + 1e-9 * np.eye(n)) @ rng.normal(size=(n, 2)) @ np.linalg.cholesky([[1, .7], [.7, 1]]).T
+    u = np.linalg.cholesky(K + 1e-9 * np.eye(n)) @ rng.normal(size=(n, 2)) @ np.linalg.cholesky([[1, 0.7], [0.7, 1]]).T
     Y = pd.DataFrame(5 + u + rng.normal(size=(n, 2)), index=ids, columns=["y1", "y2"])
     return pd.DataFrame(K, index=ids, columns=ids), Y
 
@@ -58,7 +58,7 @@ def test_cv2_with_diagonal_covariances_is_single_trait_blup(sim):
     K, Y = sim
     Sg, Se = np.diag(np.diag(SG)), np.diag(np.diag(SE))
     Ym = Y.to_numpy().copy()
-    Ym[60:, 1] = np.nan          # y2 masked on the test lines, y1 kept
+    Ym[60:, 1] = np.nan  # y2 masked on the test lines, y1 kept
     U, _ = conditional_blup(K.to_numpy(), np.arange(len(Y)), Ym, Sg, Se)
     train = Y.iloc[:60].reset_index(names="id")
     uni = hd.fit("y2 ~ 1 + (1|id)", train, cov={"id": K}, sigma2=[Sg[1, 1], Se[1, 1]])

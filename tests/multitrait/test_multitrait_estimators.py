@@ -28,8 +28,9 @@ def sim():
     geno = hd.Genotypes.from_frame(pd.DataFrame(M, index=ids, columns=[f"s{j}" for j in range(m)]))
     W = M - M.mean(0)
     u = W @ rng.normal(size=(m, 2)) * 0.15
-    y = pd.DataFrame({"a": 10 + u[:, 0] + rng.normal(size=n),
-                      "b": 5 + 0.5 * u[:, 0] + u[:, 1] + rng.normal(size=n)}, index=ids)
+    y = pd.DataFrame(
+        {"a": 10 + u[:, 0] + rng.normal(size=n), "b": 5 + 0.5 * u[:, 0] + u[:, 1] + rng.normal(size=n)}, index=ids
+    )
     return geno, y
 
 
@@ -48,8 +49,9 @@ def test_gblup_traits_equals_formula_fit(sim):
     # SNP effects back-solved per trait reproduce the GEBVs: ĝ_k = W β̂_k
     Wc = geno.dosages.astype(float) - 2 * est.allele_freq_
     for t in ("a", "b"):
-        np.testing.assert_allclose(Wc @ est.snp_effects_[f"effect_{t}"].to_numpy(), pred.loc[list(geno.ids), t],
-                                   rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(
+            Wc @ est.snp_effects_[f"effect_{t}"].to_numpy(), pred.loc[list(geno.ids), t], rtol=1e-8, atol=1e-10
+        )
     new = est.predict(geno)
     np.testing.assert_allclose(new.to_numpy(), pred.loc[new.index].to_numpy(), atol=1e-8)
 
@@ -64,9 +66,13 @@ def test_snpblup_traits_is_gblup_and_scales_sigma_beta(sim):
 
 
 def test_pedigree_blup_traits_uses_dense_a():
-    ped = pd.DataFrame({"id": [f"x{i}" for i in range(40)],
-                        "sire": [None] * 10 + [f"x{i % 5}" for i in range(30)],
-                        "dam": [None] * 10 + [f"x{5 + i % 5}" for i in range(30)]})
+    ped = pd.DataFrame(
+        {
+            "id": [f"x{i}" for i in range(40)],
+            "sire": [None] * 10 + [f"x{i % 5}" for i in range(30)],
+            "dam": [None] * 10 + [f"x{5 + i % 5}" for i in range(30)],
+        }
+    )
     rng = np.random.default_rng(1)
     y = pd.DataFrame({"p": rng.normal(size=40), "q": rng.normal(size=40)}, index=ped["id"])
     y["q"] += 0.6 * y["p"]

@@ -90,8 +90,9 @@ def test_float32_path_equals_float64_and_block_size_invariance():
         assert g32.info["blocks"]["float64"] == 0
         np.testing.assert_allclose(g32.dense(), g64, rtol=0, atol=1e-10)
     for bs in (100, 5000):
-        np.testing.assert_allclose(genomic_relationship(geno, dtype="float64", block_size=bs).dense(),
-                                   g64, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            genomic_relationship(geno, dtype="float64", block_size=bs).dense(), g64, rtol=0, atol=1e-12
+        )
 
 
 def test_missing_calls_mean_imputed_and_mixed_paths():
@@ -162,8 +163,9 @@ def test_missing_drop_where_genotypes_meet_the_pedigree(wheat):
     with pytest.warns(DataWarning, match=r"30 of 150 id\(s\) of G are not in .*dropped them, 120 left"):
         Gw = blend(G, part, 0.2, missing="drop")
     assert list(Gw.ids) == kept and Gw.info["n_dropped_not_in_A22"] == 30
-    np.testing.assert_allclose(Gw.dense(), 0.8 * G.subset(kept).dense() + 0.2 * A.subset(kept).dense(),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        Gw.dense(), 0.8 * G.subset(kept).dense() + 0.2 * A.subset(kept).dense(), rtol=0, atol=1e-14
+    )
     with pytest.warns(DataWarning, match="30 of 150"):
         T = tune_to_pedigree(G, part, missing="drop")
     assert list(T.ids) == kept and T.info["n_dropped_not_in_A22"] == 30

@@ -188,9 +188,7 @@ def test_row_order_does_not_matter_and_colleau_matches(df, rnd):
     B = pedigree_relationship(shuffled).to_frame().loc[A.index, A.columns]
     np.testing.assert_allclose(A.to_numpy(), B.to_numpy(), atol=1e-14)
     ids = rnd.sample(list(A.index), k=rnd.randint(1, len(A)))
-    np.testing.assert_allclose(
-        pedigree_relationship(shuffled, ids=ids).matrix, A.loc[ids, ids].to_numpy(), atol=1e-12
-    )
+    np.testing.assert_allclose(pedigree_relationship(shuffled, ids=ids).matrix, A.loc[ids, ids].to_numpy(), atol=1e-12)
 
 
 def test_simulated_pedigree_has_inbreeding():

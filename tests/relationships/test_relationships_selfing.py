@@ -54,8 +54,16 @@ def test_selfing_needs_monoecious_and_gives_textbook_inbreeding():
 
 def test_monoecious_mixed_crosses_and_selfs():
     # p and q appear as sire in one row and dam in another; r is selfed; t = r x (self of q)
-    rows = [("p", None, None), ("q", None, None), ("r", "p", "q"), ("s", "q", "p"),
-            ("u", "r", "r"), ("v", "q", "q"), ("t", "u", "v"), ("w", "s", "t")]
+    rows = [
+        ("p", None, None),
+        ("q", None, None),
+        ("r", "p", "q"),
+        ("s", "q", "p"),
+        ("u", "r", "r"),
+        ("v", "q", "q"),
+        ("t", "u", "v"),
+        ("w", "s", "t"),
+    ]
     df = pd.DataFrame(rows, columns=["id", "sire", "dam"]).iloc[::-1]  # any row order
     ped = read_pedigree(df, monoecious=True)
     A = pedigree_relationship(ped).to_frame()

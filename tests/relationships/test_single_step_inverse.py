@@ -92,11 +92,14 @@ def test_defaults_equal_brute_force_H_inverse(data):
     assert H_rel.is_sparse and H_rel.inverse
 
 
-@pytest.mark.parametrize("tau,omega,alpha,beta,tune,method", [
-    (1.0, 1.0, 1.0, 0.0, True, "sparse"),
-    (1.0, 0.7, 0.9, 0.1, False, "dense"),
-    (1.3, 0.5, 0.95, 0.05, True, "sparse"),
-])
+@pytest.mark.parametrize(
+    "tau,omega,alpha,beta,tune,method",
+    [
+        (1.0, 1.0, 1.0, 0.0, True, "sparse"),
+        (1.0, 0.7, 0.9, 0.1, False, "dense"),
+        (1.3, 0.5, 0.95, 0.05, True, "sparse"),
+    ],
+)
 def test_tau_omega_against_dense_formula(data, tau, omega, alpha, beta, tune, method):
     ped, frame, A, G = data
     ids = [r[0] for r in PED]
@@ -105,8 +108,9 @@ def test_tau_omega_against_dense_formula(data, tau, omega, alpha, beta, tune, me
     Gstar = blend_tune(G, A22, alpha, beta, tune)
     ref = np.linalg.inv(A)
     ref[np.ix_(gi, gi)] += tau * np.linalg.inv(Gstar) - omega * np.linalg.inv(A22)
-    H_rel = single_step_inverse(ped, frame, tuning="mean" if tune else None, alpha=alpha, beta=beta,
-                                tau=tau, omega=omega, a22_inverse=method)
+    H_rel = single_step_inverse(
+        ped, frame, tuning="mean" if tune else None, alpha=alpha, beta=beta, tau=tau, omega=omega, a22_inverse=method
+    )
     pos = positions(H_rel, ids)
     np.testing.assert_allclose(H_rel.dense()[np.ix_(pos, pos)], ref, atol=1e-10)
     H = np.linalg.inv(ref)
@@ -208,14 +212,17 @@ def test_singular_G_without_blending_suggests_blending(data):
         single_step_inverse(ped, frame, tuning=None, alpha=1.0, beta=0.0)
 
 
-@pytest.mark.parametrize("kw,msg", [
-    ({"tau": 0.0}, "tau.*must be > 0, got tau=0"),
-    ({"omega": 1.5}, r"omega.*\[0, 1\], got omega=1.5"),
-    ({"alpha": 1.2}, r"alpha.*\(0, 1\], got alpha=1.2"),
-    ({"beta": -0.1}, r"beta.*\[0, 1\], got beta=-0.1"),
-    ({"tuning": "max"}, "tuning must be 'mean'"),
-    ({"tau": float("nan")}, "tau must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"tau": 0.0}, "tau.*must be > 0, got tau=0"),
+        ({"omega": 1.5}, r"omega.*\[0, 1\], got omega=1.5"),
+        ({"alpha": 1.2}, r"alpha.*\(0, 1\], got alpha=1.2"),
+        ({"beta": -0.1}, r"beta.*\[0, 1\], got beta=-0.1"),
+        ({"tuning": "max"}, "tuning must be 'mean'"),
+        ({"tau": float("nan")}, "tau must be a finite number"),
+    ],
+)
 def test_settings_out_of_range(data, kw, msg):
     ped, frame, _, _ = data
     with pytest.raises(DataError, match=msg):

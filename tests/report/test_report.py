@@ -21,7 +21,9 @@ def test_plots_are_png():
     rng = np.random.default_rng(0)
     assert plots.histogram(rng.normal(size=100), "t", "x").startswith(PNG)
     assert plots.level_counts(pd.Series([5, 3, 2], index=["a", "b", "c"]), "Env").startswith(PNG)
-    assert plots.level_counts(pd.Series(rng.integers(1, 5, 80), index=[f"l{i}" for i in range(80)]), "g").startswith(PNG)
+    assert plots.level_counts(pd.Series(rng.integers(1, 5, 80), index=[f"l{i}" for i in range(80)]), "g").startswith(
+        PNG
+    )
     G = np.corrcoef(rng.normal(size=(30, 60)))
     assert plots.g_distribution(G).startswith(PNG)
     assert plots.scatter_agreement([1, 2, 3], [1, 2, 3.1], "a", "b", "t").startswith(PNG)
@@ -29,16 +31,24 @@ def test_plots_are_png():
 
 def test_manhattan_with_and_without_map():
     rng = np.random.default_rng(1)
-    mapped = pd.DataFrame({"snp": [f"s{i}" for i in range(60)], "chrom": ["1"] * 20 + ["2"] * 20 + ["X"] * 20,
-                           "pos": np.tile(np.arange(20) * 1000, 3), "effect": rng.normal(size=60)})
+    mapped = pd.DataFrame(
+        {
+            "snp": [f"s{i}" for i in range(60)],
+            "chrom": ["1"] * 20 + ["2"] * 20 + ["X"] * 20,
+            "pos": np.tile(np.arange(20) * 1000, 3),
+            "effect": rng.normal(size=60),
+        }
+    )
     assert plots.manhattan(mapped).startswith(PNG)
     unmapped = mapped.assign(chrom="0", pos=0)  # the wheat DArT markers: no map
     assert plots.manhattan(unmapped).startswith(PNG)
 
 
 def test_table_formatting_keeps_integers_and_escapes():
-    t = pd.DataFrame({"n": [1, 20000], "v": [0.123456, 1e-9], "name": ["<b>", "x"], "flag": [True, False]},
-                     index=pd.Index(["a", "b"], name="id"))
+    t = pd.DataFrame(
+        {"n": [1, 20000], "v": [0.123456, 1e-9], "name": ["<b>", "x"], "flag": [True, False]},
+        index=pd.Index(["a", "b"], name="id"),
+    )
     h = table_html(t, caption="Cap & co")
     assert "<caption>Cap &amp; co</caption>" in h
     assert ">1</td>" in h and "20,000" in h  # integers stay integers
@@ -69,9 +79,17 @@ def test_report_is_self_contained(tmp_path):
 
 
 def test_variance_table_relabels_without_losing_values():
-    vc = pd.DataFrame({"variance": [0.3, 0.5], "se": [0.05, 0.04], "ratio": [0.375, 0.625],
-                       "ratio_se": [0.05, 0.05], "boundary": [False, False], "levels": [599, np.nan]},
-                      index=["id", "Residual"])
+    vc = pd.DataFrame(
+        {
+            "variance": [0.3, 0.5],
+            "se": [0.05, 0.04],
+            "ratio": [0.375, 0.625],
+            "ratio_se": [0.05, 0.05],
+            "boundary": [False, False],
+            "levels": [599, np.nan],
+        },
+        index=["id", "Residual"],
+    )
     t = variance_table(vc, {"id": "genetic"})
     assert list(t.index) == ["genetic", "Residual"]
     assert t.loc["genetic", "variance"] == pytest.approx(0.3) and t.loc["genetic", "levels"] == 599
@@ -86,11 +104,30 @@ def test_cv_section_multi_model():
     for m in ("GBLUP", "SNP-BLUP"):
         for f in range(1, 11):
             obs = rng.normal(size=5)
-            rows.append(pd.DataFrame({"model": m, "id": [f"{f}_{i}" for i in range(5)], "repeat": 0, "fold": f,
-                                      "observed": obs, "predicted_bv": obs + rng.normal(size=5),
-                                      "predicted_phenotype": obs}))
-            fm.append({"model": m, "repeat": 0, "fold": str(f), "n_train": 45, "n_test": 5,
-                       "r": rng.uniform(0.3, 0.6), "slope": 1.0})
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "model": m,
+                        "id": [f"{f}_{i}" for i in range(5)],
+                        "repeat": 0,
+                        "fold": f,
+                        "observed": obs,
+                        "predicted_bv": obs + rng.normal(size=5),
+                        "predicted_phenotype": obs,
+                    }
+                )
+            )
+            fm.append(
+                {
+                    "model": m,
+                    "repeat": 0,
+                    "fold": str(f),
+                    "n_train": 45,
+                    "n_test": 5,
+                    "r": rng.uniform(0.3, 0.6),
+                    "slope": 1.0,
+                }
+            )
     r = Report("cv")
     add_cv(r, pd.concat(rows), pd.DataFrame(fm))
     html = r.render()
@@ -101,8 +138,9 @@ def test_cv_section_multi_model():
 
 
 def test_formula_factors_fixed_random_and_covariates():
-    d = pd.DataFrame({"y": [1.0, 2, 3], "Env": ["a", "b", "a"], "Name": [1, 2, 3], "rep": [1, 2, 1],
-                      "x": [0.1, 0.2, 0.3]})
+    d = pd.DataFrame(
+        {"y": [1.0, 2, 3], "Env": ["a", "b", "a"], "Name": [1, 2, 3], "rep": [1, 2, 1], "x": [0.1, 0.2, 0.3]}
+    )
     f, num = formula_factors("y ~ Env + C(rep) + x + (1|Name)", d, groups=["Name"])
     assert f == ["Env", "rep", "Name"] and num == ["x"]  # Name is numeric but a grouping factor
 

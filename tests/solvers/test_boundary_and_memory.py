@@ -83,8 +83,11 @@ def test_dense_A_refused_before_allocating(monkeypatch):
     ped = _pedigree(3000)  # A: 3000² x 8 bytes = 69 MiB (x2 working copies)
     monkeypatch.setattr(rp, "available_memory", lambda: 32 * 2**20)
     tracemalloc.start()
-    with pytest.raises(DataError, match=r"dense A \(tabular\) for 3,000 animals needs about 0\.1 GiB .* "
-                                         r"only 0\.0 GiB .*pedigree_inverse"):
+    with pytest.raises(
+        DataError,
+        match=r"dense A \(tabular\) for 3,000 animals needs about 0\.1 GiB .* "
+        r"only 0\.0 GiB .*pedigree_inverse",
+    ):
         hd.pedigree_relationship(ped)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

@@ -22,8 +22,14 @@ from henderson.spec.model import build_spec
 
 def _crossed(seed=0, n=300):
     rng = np.random.default_rng(seed)
-    d = pd.DataFrame({"a": rng.integers(0, 40, n).astype(str), "b": rng.integers(0, 7, n).astype(str),
-                      "x": rng.normal(size=n), "f": rng.choice(["u", "v", "w"], n)})
+    d = pd.DataFrame(
+        {
+            "a": rng.integers(0, 40, n).astype(str),
+            "b": rng.integers(0, 7, n).astype(str),
+            "x": rng.normal(size=n),
+            "f": rng.choice(["u", "v", "w"], n),
+        }
+    )
     d["y"] = rng.normal(size=n)
     return d
 
@@ -45,7 +51,7 @@ def test_blocks_and_gram_equal_brute_force(formula):
     G, names, raw = dense_gram(state)
     X = state.spec.X
     P0 = np.eye(len(X)) - X @ np.linalg.pinv(X) if X.shape[1] else np.eye(len(X))
-    Z = {t.name: T[:, state.offsets[k]:state.offsets[k + 1]] for k, t in enumerate(state.spec.terms)}
+    Z = {t.name: T[:, state.offsets[k] : state.offsets[k + 1]] for k, t in enumerate(state.spec.terms)}
     M = [Z[nm] for nm in names[:-1]]
     m = len(names)
     ref = np.empty((m, m))
@@ -91,8 +97,14 @@ def test_integer_ids_made_float_by_missing_values_match_a_relationship():
 
 def test_numbers_coding_a_factor_get_a_note():
     rng = np.random.default_rng(2)
-    d = pd.DataFrame({"herd": rng.integers(1, 6, 200), "sex": rng.integers(1, 3, 200),
-                      "w": rng.normal(size=200), "g": rng.integers(0, 20, 200).astype(str)})
+    d = pd.DataFrame(
+        {
+            "herd": rng.integers(1, 6, 200),
+            "sex": rng.integers(1, 3, 200),
+            "w": rng.normal(size=200),
+            "g": rng.integers(0, 20, 200).astype(str),
+        }
+    )
     d["y"] = d["herd"] * 0.3 + rng.normal(size=200)
     res = h.fit("y ~ herd + sex + w + (1|g)", d)
     notes = [n for n in res.notes if "whole-number" in n]

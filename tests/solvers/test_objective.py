@@ -44,6 +44,7 @@ def test_potato_objective_vs_brute_force(sigma2, method):
 def test_potato_reference_decomposition():
     # the reference file gives log|V|, log|X'V⁻¹X| and y'Py at lme4's estimate
     from conftest import load_ref
+
     ref = load_ref("dt_example.json")
     d = ref["direct_reml_at_lme4_estimate"]
     vc = ref["lme4"]["varcomp"]
@@ -75,8 +76,10 @@ def _kinship_case(seed=1, q=30, n=80):
 @pytest.mark.parametrize("sigma2", [[0.8, 1.1], [2.0, 0.3]])
 def test_known_covariance_objective_vs_brute_force(sigma2):
     data, K = _kinship_case()
-    for kwargs in ({"cov": {"g": K}},
-                   {"cov_inverse": {"g": Relationship(K.index, sp.csr_matrix(np.linalg.inv(K.values)), inverse=True)}}):
+    for kwargs in (
+        {"cov": {"g": K}},
+        {"cov_inverse": {"g": Relationship(K.index, sp.csr_matrix(np.linalg.inv(K.values)), inverse=True)}},
+    ):
         state = h.prepare("y ~ x + (1|g)", data, **kwargs)
         got = state.evaluate(sigma2).m2ll
         want = brute_force_m2ll(state.spec.y, state.spec.X, _zkz(state), np.array(sigma2))

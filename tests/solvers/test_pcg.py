@@ -66,6 +66,7 @@ def test_pcg_equals_dense_gryphon_ainv(gryphon, preconditioner):
     s = [3.0, 1.0, 0.5, 4.0]
     spec = build_spec(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv})
     from henderson.api_pcg import fit_pcg
+
     a = fit_pcg(spec, s, tol=1e-12, preconditioner=preconditioner)
     b = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="dense")
     assert a.settings["pcg"]["preconditioner"] == preconditioner
@@ -98,8 +99,14 @@ def test_pcg_shared_levels_block_preconditioner():
     f = "y ~ sex + (1|herd) + (1|id) + (1|pe)"
     ids = sim["ainv"].ids
     import scipy.sparse as sp
-    eye = h.Relationship(ids, sp.identity(len(ids), format="csr"), inverse=True, kind="I",
-                         info={"logdet": 0.0, "diag": np.ones(len(ids))})
+
+    eye = h.Relationship(
+        ids,
+        sp.identity(len(ids), format="csr"),
+        inverse=True,
+        kind="I",
+        info={"logdet": 0.0, "diag": np.ones(len(ids))},
+    )
     cov_inv = {"id": sim["ainv"], "pe": eye}
     s = [0.5, 1.0, 0.5, 2.0]
     spec = build_spec(f, rec, cov_inverse=cov_inv)
@@ -154,19 +161,20 @@ def test_pcg_not_converged_warns_with_history(animal):
 
 def test_pcg_singular_fixed_effect_named(potato):
     import dataclasses
+
     spec = build_spec("Yield ~ Env + (1|Name)", potato)
     X = np.column_stack([spec.X, spec.X[:, 1]])  # a copy of the second column
     bad = dataclasses.replace(spec, X=X, x_names=spec.x_names + ["copy"])
     with pytest.raises(NotPositiveDefiniteError, match="'copy'.*confounded"):
         PCGMME(bad, [1.0, 1.0])
-    zero = dataclasses.replace(spec, X=np.column_stack([spec.X, np.zeros(spec.n)]),
-                               x_names=spec.x_names + ["empty"])
+    zero = dataclasses.replace(spec, X=np.column_stack([spec.X, np.zeros(spec.n)]), x_names=spec.x_names + ["empty"])
     with pytest.raises(NotPositiveDefiniteError, match="'empty'.*no records"):
         PCGMME(zero, [1.0, 1.0])
 
 
 def test_pcg_level_without_records_or_relationships_named():
     import scipy.sparse as sp
+
     ids = ["a", "b", "c", "lonely"]
     P = sp.diags([1.0, 1.0, 1.0, 0.0], format="csr")  # 'lonely': zero row and column
     rel = h.Relationship(ids, P, inverse=True, kind="Kinv", info={"logdet": 0.0, "diag": np.ones(4)})
@@ -177,6 +185,7 @@ def test_pcg_level_without_records_or_relationships_named():
 
 def test_auto_picks_pcg_above_threshold(animal, monkeypatch):
     import henderson.api_pcg as ap
+
     f = "y ~ sex + (1|herd) + (1|id)"
     kw = dict(cov_inverse={"id": animal["ainv"]}, sigma2=[0.5, 1.0, 2.0])
     small = h.fit(f, animal["records"], **kw)
@@ -212,8 +221,7 @@ def test_sampled_pev_within_its_se_of_exact(gryphon):
     """Garcia-Cortes sampling with a control variate: against exact PEV (dense C⁻¹)."""
     rec, Ainv = gryphon
     s = [3.0, 1.0, 0.5, 4.0]
-    a = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="pcg", pev="sample",
-              pev_samples=200, seed=7)
+    a = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="pcg", pev="sample", pev_samples=200, seed=7)
     b = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="dense")
     assert "Garcia-Cortes" in a.settings["pev_method"]
     assert any("Garcia-Cortes" in n for n in a.notes)
@@ -230,8 +238,9 @@ def test_sampled_pev_within_its_se_of_exact(gryphon):
         assert (err / pb["pev"]).mean() < 0.1
     # fixed-effect SEs come from exact solves
     np.testing.assert_allclose(a.fixed_effects["se"], b.fixed_effects["se"], rtol=1e-7)
-    again = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="pcg", pev="sample",
-                  pev_samples=200, seed=7)
+    again = h.fit(
+        GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="pcg", pev="sample", pev_samples=200, seed=7
+    )
     np.testing.assert_array_equal(again.blups["ANIMAL"]["pev"], a.blups["ANIMAL"]["pev"])
 
 

@@ -50,8 +50,11 @@ def data():
 def test_residual_at_zero_is_a_boundary_estimate(data, solver):
     frame, K, ref = data
     # the sparse solver takes the covariance through its inverse
-    kw = {"cov": {"id": K}} if solver == "dense" else {
-        "cov_inverse": {"id": pd.DataFrame(np.linalg.inv(K.to_numpy()), index=K.index, columns=K.columns)}}
+    kw = (
+        {"cov": {"id": K}}
+        if solver == "dense"
+        else {"cov_inverse": {"id": pd.DataFrame(np.linalg.inv(K.to_numpy()), index=K.index, columns=K.columns)}}
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = henderson.fit("y ~ 1 + (1|id) + (1|grp)", frame, solver=solver, **kw)

@@ -37,17 +37,22 @@ def test_sparse_objective_equals_dense(gryphon):
     from henderson.solvers.dense import DenseMME
     from henderson.solvers.sparse import SparseMME
     from henderson.spec.model import build_spec
+
     spec = build_spec("BWT ~ SEX + (1|ANIMAL) + (1|MOTHER)", rec, cov_inverse={"ANIMAL": Ainv})
     for s in ([2.0, 1.0, 1.5], [0.5, 0.0, 3.0]):
         for method in ("reml", "ml"):
             assert SparseMME(spec).evaluate(s, method=method).m2ll == pytest.approx(
-                DenseMME(spec).evaluate(s, method=method).m2ll, rel=1e-12)
+                DenseMME(spec).evaluate(s, method=method).m2ll, rel=1e-12
+            )
 
 
-@pytest.mark.parametrize("name, formula", [
-    ("Penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
-    ("Pastes", "strength ~ 1 + (1|batch/cask)"),
-])
+@pytest.mark.parametrize(
+    "name, formula",
+    [
+        ("Penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
+        ("Pastes", "strength ~ 1 + (1|batch/cask)"),
+    ],
+)
 def test_sparse_equals_dense_crossed_nested(name, formula):
     d = load_lme4(name)
     a = h.fit(formula, d, solver="sparse")
@@ -65,11 +70,13 @@ def test_sparse_boundary():
 
 def test_auto_takes_sparse_for_large_pedigrees():
     from henderson._testing.pedigree import simulate_pedigree
+
     ped = simulate_pedigree(6000, generations=4, seed=3)
     Ainv = h.pedigree_inverse(ped)
     rng = np.random.default_rng(0)
     ids = Ainv.ids[-3000:]
     import pandas as pd
+
     d = pd.DataFrame({"id": ids, "y": rng.normal(size=len(ids))})
     res = h.fit("y ~ 1 + (1|id)", d, cov_inverse={"id": Ainv}, sigma2=[0.5, 0.5])
     assert res.solver == "sparse-mme"

@@ -19,8 +19,13 @@ def test_dense_estimate_and_error_message(potato):
 
 
 def test_crossed_factors_count_both_terms():
-    d = pd.DataFrame({"a": [str(i % 50) for i in range(500)], "b": [str(i % 7) for i in range(500)],
-                      "y": [float(i % 13) for i in range(500)]})
+    d = pd.DataFrame(
+        {
+            "a": [str(i % 50) for i in range(500)],
+            "b": [str(i % 7) for i in range(500)],
+            "y": [float(i % 13) for i in range(500)],
+        }
+    )
     spec = build_spec("y ~ 1 + (1|a) + (1|b)", d)
     # a (50 levels) is eliminated; b's 7 levels and the intercept stay: m = 8
     assert dense_mme_bytes(spec) == 8 * (3 * 64 + 50 * 8)

@@ -110,7 +110,9 @@ def test_pev_is_the_inverse_diagonal(gryphon):
     ev = state.evaluate(SIGMA2[0], derivatives=True)
     T = state.T[:, ev.index]
     s = SIGMA2[0]
-    pen = [s[-1] / s[k] * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
-           for k, t in enumerate(spec.terms)]
+    pen = [
+        s[-1] / s[k] * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        for k, t in enumerate(spec.terms)
+    ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).toarray()
     np.testing.assert_allclose(state.inverse_diag(ev), np.diag(np.linalg.inv(C)), rtol=1e-10)

@@ -69,7 +69,7 @@ def _ind(codes, q):
 
 def _legendre(x, k):
     t = 2 * (x - x.min()) / (x.max() - x.min()) - 1
-    cols = [np.full_like(t, np.sqrt(0.5)), np.sqrt(1.5) * t, np.sqrt(2.5) * (1.5 * t ** 2 - 0.5)]
+    cols = [np.full_like(t, np.sqrt(0.5)), np.sqrt(1.5) * t, np.sqrt(2.5) * (1.5 * t**2 - 0.5)]
     return np.column_stack(cols[: k + 1])
 
 
@@ -148,8 +148,10 @@ def case(name):
         Vf = lambda t: v_comp(_us(t[:3], 2), [P[:, 0], P[:, 1]], Kn, [gi, gi]) + t[3] * np.eye(n)
     elif name == "maternal_Kinv":
         f = "y ~ 1 + (1|g) + (1|dam)"
-        kw = {"cov_inverse": {"g": h.Relationship(lev, sp.csr_matrix(np.linalg.inv(Kn)), inverse=True)},
-              "correlated": [("g", "dam")]}
+        kw = {
+            "cov_inverse": {"g": h.Relationship(lev, sp.csr_matrix(np.linalg.inv(Kn)), inverse=True)},
+            "correlated": [("g", "dam")],
+        }
         X = one[:, None]
         di = pd.Index(lev).get_indexer(d["dam"])
         th = np.array([3.0, -0.8, 1.5, 2.0])
@@ -180,6 +182,7 @@ def _fa_case(d, rng):
         lam, psi = t[:4], t[4:8]
         S = np.outer(lam, lam) + np.diag(psi)
         return (E @ S @ E.T) * same + t[8] * np.eye(n)
+
     y = X @ rng.normal(size=4) + np.linalg.cholesky(Vf(th)) @ rng.normal(size=n)
     return "y ~ env + fa(0 + env|g, 1)", {}, d.assign(y=y), X, th, Vf
 
@@ -199,26 +202,41 @@ def _psd_map(name, th):
         M[np.tril_indices(S)] = t
         M = M + np.tril(M, -1).T
         return np.linalg.cholesky(M)[np.tril_indices(S)]
+
     if name in ("us_slopes", "leg_K", "maternal_Kinv"):
-        return (lambda p: np.concatenate([chol(p[:3], 2), [p[3] ** 2]]),
-                np.concatenate([to_us(th[:3], 2), [np.sqrt(th[3])]]))
+        return (
+            lambda p: np.concatenate([chol(p[:3], 2), [p[3] ** 2]]),
+            np.concatenate([to_us(th[:3], 2), [np.sqrt(th[3])]]),
+        )
     if name == "us_env_K":
-        return (lambda p: np.concatenate([chol(p[:10], 4), [p[10] ** 2]]),
-                np.concatenate([to_us(th[:10], 4), [np.sqrt(th[10])]]))
+        return (
+            lambda p: np.concatenate([chol(p[:10], 4), [p[10] ** 2]]),
+            np.concatenate([to_us(th[:10], 4), [np.sqrt(th[10])]]),
+        )
     if name == "cs_env":  # eigenvalues a = v - c, b = v + 3c
+
         def f(p):
             a, b = p[0] ** 2, p[1] ** 2
             return np.array([a + (b - a) / 4, (b - a) / 4, p[2] ** 2])
+
         v, c = th[:2]
         return f, np.sqrt([v - c, v + 3 * c, th[2]])
     if name == "fa1_env":
-        return (lambda p: np.concatenate([p[:4], p[4:] ** 2]),
-                np.concatenate([th[:4], np.sqrt(th[4:])]))
-    return (lambda p: p ** 2), np.sqrt(th)  # diag, residual groups, weights
+        return (lambda p: np.concatenate([p[:4], p[4:] ** 2]), np.concatenate([th[:4], np.sqrt(th[4:])]))
+    return (lambda p: p**2), np.sqrt(th)  # diag, residual groups, weights
 
 
-CASES = ["us_slopes", "diag_slopes", "us_env_K", "cs_env", "fa1_env", "diag_env_hetres", "weights",
-         "leg_K", "maternal_Kinv"]
+CASES = [
+    "us_slopes",
+    "diag_slopes",
+    "us_env_K",
+    "cs_env",
+    "fa1_env",
+    "diag_env_hetres",
+    "weights",
+    "leg_K",
+    "maternal_Kinv",
+]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -23,6 +23,7 @@ from henderson.spec.terms import build_general_spec
 def gryphon():
     g = load_gryphon()
     from henderson.relationships.pedigree import pedigree_relationship
+
     return g.records, pedigree_relationship(g.pedigree), h.pedigree_inverse(g.pedigree)
 
 
@@ -30,17 +31,25 @@ def _problems(gryphon):
     rec, A, Ainv = gryphon
     return {
         "potato": ("Yield ~ Env + (1|Name)", load_potato(), {}, [[4.0, 5.0], [0.5, 8.0]]),
-        "Penicillin": ("diameter ~ 1 + (1|plate) + (1|sample)", load_lme4("Penicillin"), {},
-                       [[0.7, 3.7, 0.3], [2.0, 1.0, 0.5]]),
-        "gryphon_A": ("BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR)", rec, {"cov": {"ANIMAL": A}},
-                      [[3.4, 1.6, 3.8]]),
-        "gryphon_Ainv": ("BWT ~ 1 + SEX + (1|ANIMAL) + (1|MOTHER)", rec, {"cov_inverse": {"ANIMAL": Ainv}},
-                         [[3.4, 1.1, 3.8]]),
+        "Penicillin": (
+            "diameter ~ 1 + (1|plate) + (1|sample)",
+            load_lme4("Penicillin"),
+            {},
+            [[0.7, 3.7, 0.3], [2.0, 1.0, 0.5]],
+        ),
+        "gryphon_A": ("BWT ~ 1 + SEX + (1|ANIMAL) + (1|BYEAR)", rec, {"cov": {"ANIMAL": A}}, [[3.4, 1.6, 3.8]]),
+        "gryphon_Ainv": (
+            "BWT ~ 1 + SEX + (1|ANIMAL) + (1|MOTHER)",
+            rec,
+            {"cov_inverse": {"ANIMAL": Ainv}},
+            [[3.4, 1.1, 3.8]],
+        ),
     }
 
 
-@pytest.mark.parametrize("name, method", [(n, m) for n in ["potato", "Penicillin"] for m in ["reml", "ml"]]
-                         + [("gryphon_A", "reml")])
+@pytest.mark.parametrize(
+    "name, method", [(n, m) for n in ["potato", "Penicillin"] for m in ["reml", "ml"]] + [("gryphon_A", "reml")]
+)
 def test_scalar_models_equal_existing_dense_solver(gryphon, name, method):
     f, data, kw, sigmas = _problems(gryphon)[name]
     old = DenseMME(build_spec(f, data, **kw))
@@ -51,10 +60,10 @@ def test_scalar_models_equal_existing_dense_solver(gryphon, name, method):
         a = old.evaluate(np.array(s), derivatives=True, method=method)
         b = new.evaluate(np.array(s), derivatives=True, method=method)
         assert b.m2ll == pytest.approx(a.m2ll, rel=1e-9)
-        np.testing.assert_allclose(b.solution[new.mz:], a.solution[-gspec.p:], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(b.solution[new.mz :], a.solution[-gspec.p :], rtol=1e-9, atol=1e-9)
         for k, _t in enumerate(gspec.terms):
             ua = a.solution[slice(*a.spans[k])]
-            ub = b.solution[new.offsets[k]:new.offsets[k + 1]]
+            ub = b.solution[new.offsets[k] : new.offsets[k + 1]]
             np.testing.assert_allclose(ub, ua, rtol=1e-8, atol=1e-9 * np.abs(ua).max())
         np.testing.assert_allclose(b.score, a.score, rtol=1e-7, atol=1e-9 * np.abs(a.score).max())
         if method == "reml":  # the ML AI uses V⁻¹ here, P in the existing solver
@@ -90,16 +99,20 @@ def test_correlated_terms_load_each_component_on_its_own_column(gryphon):
     """Direct and maternal effects (Mrode ch. 8): one term, two components sharing the
     levels of A; a record loads on its animal (direct) and its mother (maternal)."""
     rec, A, Ainv = gryphon
-    spec = build_general_spec("BWT ~ 1 + SEX + (1|ANIMAL) + (1|MOTHER)", rec,
-                              cov_inverse={"ANIMAL": Ainv}, correlated=[("ANIMAL", "MOTHER")])
+    spec = build_general_spec(
+        "BWT ~ 1 + SEX + (1|ANIMAL) + (1|MOTHER)", rec, cov_inverse={"ANIMAL": Ainv}, correlated=[("ANIMAL", "MOTHER")]
+    )
     (t,) = spec.terms
     assert t.name == "ANIMAL+MOTHER" and t.components == ("ANIMAL", "MOTHER")
     assert t.structure.kind == "us" and t.level.kind == "inverse"
     kept = rec.loc[spec.record_index]
     np.testing.assert_array_equal(t.levels[t.codes[:, 0]], kept["ANIMAL"].astype(str))
     np.testing.assert_array_equal(t.levels[t.codes[:, 1]], kept["MOTHER"].astype(str))
-    assert spec.theta_names[:3] == ["ANIMAL+MOTHER:ANIMAL:ANIMAL", "ANIMAL+MOTHER:MOTHER:ANIMAL",
-                                    "ANIMAL+MOTHER:MOTHER:MOTHER"]
+    assert spec.theta_names[:3] == [
+        "ANIMAL+MOTHER:ANIMAL:ANIMAL",
+        "ANIMAL+MOTHER:MOTHER:ANIMAL",
+        "ANIMAL+MOTHER:MOTHER:MOTHER",
+    ]
 
 
 # -- bad input ------------------------------------------------------------------------
@@ -118,16 +131,16 @@ def test_correlated_terms_must_share_levels(gryphon):
     rec, A, Ainv = gryphon
     bad = rec.assign(MOTHER="x" + rec["MOTHER"].astype(str))
     with pytest.raises(h.ModelError, match="must share levels"):
-        h.fit("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", bad, cov_inverse={"ANIMAL": Ainv},
-              correlated=[("ANIMAL", "MOTHER")])
+        h.fit("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", bad, cov_inverse={"ANIMAL": Ainv}, correlated=[("ANIMAL", "MOTHER")])
     with pytest.raises(h.ModelError, match="share no level"):
         h.fit("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", bad, correlated=[("ANIMAL", "MOTHER")])
     with pytest.raises(h.ModelError, match="not a random term"):
         h.fit("BWT ~ 1 + (1|ANIMAL)", rec, correlated=[("ANIMAL", "MOTHER")])
 
 
-@pytest.mark.parametrize("value, what", [(-1.0, "zero or negative"), (0.0, "zero or negative"),
-                                         (np.nan, "missing"), (np.inf, "infinite")])
+@pytest.mark.parametrize(
+    "value, what", [(-1.0, "zero or negative"), (0.0, "zero or negative"), (np.nan, "missing"), (np.inf, "infinite")]
+)
 def test_bad_weights_name_the_rows(value, what):
     d = load_lme4("sleepstudy").assign(w=1.0)
     d.loc[[5, 17], "w"] = value
@@ -168,13 +181,13 @@ def test_cli_fit_takes_structured_formulas(tmp_path, capsys):
     d = load_potato()
     d.to_csv(tmp_path / "potato.csv", index=False)
     f = "Yield ~ Env + us(0 + Env|Name)"
-    code, out, err = run_cli(["fit", "--data", tmp_path / "potato.csv", "--formula", f,
-                              "--residual", "Env", "--out", tmp_path / "o"], capsys)
+    code, out, err = run_cli(
+        ["fit", "--data", tmp_path / "potato.csv", "--formula", f, "--residual", "Env", "--out", tmp_path / "o"], capsys
+    )
     assert code == 0, err
     vc = pd.read_csv(tmp_path / "o" / "variance_components.csv").set_index("parameter")
     res = h.fit(f, d, residual="Env")
-    np.testing.assert_allclose(vc["estimate"].to_numpy(), res.variance_components["estimate"].to_numpy(),
-                               rtol=1e-9)
+    np.testing.assert_allclose(vc["estimate"].to_numpy(), res.variance_components["estimate"].to_numpy(), rtol=1e-9)
     bv = pd.read_csv(tmp_path / "o" / "breeding_values.csv")
     assert list(bv.columns[:3]) == ["term", "id", "component"] and len(bv) == 41 * 3
     html = (tmp_path / "o" / "report.html").read_text()
@@ -195,7 +208,7 @@ def test_factor_analytic_result_tables():
     L, psi = tabs["loadings"].to_numpy(), tabs["specific"].to_numpy()
     assert L.shape == (3, 1) and (psi >= 0).all()
     np.testing.assert_allclose(fa.covariances["Name"].to_numpy(), L @ L.T + np.diag(psi), rtol=1e-12)
-    share = (L ** 2).sum() / np.trace(fa.covariances["Name"].to_numpy()) * 100
+    share = (L**2).sum() / np.trace(fa.covariances["Name"].to_numpy()) * 100
     assert tabs["variance_explained"].iloc[0] == pytest.approx(share)
     assert "Factor-analytic Name" in fa.summary()
 
@@ -217,8 +230,9 @@ def test_correlated_term_with_unknown_dams_keeps_the_records(gryphon):
     d = rec.dropna(subset=["BWT"]).head(120).copy()
     d["MOTHER"] = d["MOTHER"].astype(object)
     d.loc[d.index[:7], "MOTHER"] = np.nan
-    spec = build_general_spec("BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", d, cov={"ANIMAL": A},
-                              correlated=[("ANIMAL", "MOTHER")])
+    spec = build_general_spec(
+        "BWT ~ 1 + (1|ANIMAL) + (1|MOTHER)", d, cov={"ANIMAL": A}, correlated=[("ANIMAL", "MOTHER")]
+    )
     assert spec.n == 120 and any("7 record(s) without 'MOTHER'" in n for n in spec.notes)
     (t,) = spec.terms
     assert (t.z[:7, 1] == 0).all() and (t.z[7:, 1] == 1).all()
@@ -228,8 +242,12 @@ def test_correlated_term_with_unknown_dams_keeps_the_records(gryphon):
     K = Kd.to_numpy()
     zm = d["MOTHER"].notna().to_numpy().astype(float)
     S = np.array([[2.0, -0.5], [-0.5, 1.0]])
-    V = (S[0, 0] * K[np.ix_(ia, ia)] + S[0, 1] * (K[np.ix_(ia, im)] * zm[None, :] + K[np.ix_(im, ia)] * zm[:, None])
-         + S[1, 1] * K[np.ix_(im, im)] * np.outer(zm, zm) + 3.0 * np.eye(120))
+    V = (
+        S[0, 0] * K[np.ix_(ia, ia)]
+        + S[0, 1] * (K[np.ix_(ia, im)] * zm[None, :] + K[np.ix_(im, ia)] * zm[:, None])
+        + S[1, 1] * K[np.ix_(im, im)] * np.outer(zm, zm)
+        + 3.0 * np.eye(120)
+    )
     y, X = d["BWT"].to_numpy(), np.ones((120, 1))
     Vi = np.linalg.inv(V)
     r = y - X @ np.linalg.solve(X.T @ Vi @ X, X.T @ Vi @ y)
@@ -252,8 +270,11 @@ def test_lme4_spellings_of_slopes():
     assert s.loglik < a.loglik
     p = parse_formula("y ~ x + fa(0 + Env|Name, 2) + diag(0 + Env|Site) + cs(0 + Env|Block) + (x||g)")
     assert [(t.name, t.structure, t.d, t.lhs, t.intercept) for t in p.random] == [
-        ("Name", "fa", 2, ("Env",), False), ("Site", "diag", None, ("Env",), False),
-        ("Block", "cs", None, ("Env",), False), ("g", "diag", None, ("x",), True)]
+        ("Name", "fa", 2, ("Env",), False),
+        ("Site", "diag", None, ("Env",), False),
+        ("Block", "cs", None, ("Env",), False),
+        ("g", "diag", None, ("x",), True),
+    ]
     assert p.random[0].structured and not parse_formula("y ~ (1|g)").random[0].structured
     (t,) = parse_formula("y ~ us(leg(dim, 2)|animal)").random
     assert t.lhs == ("leg(dim, 2)",) and not t.intercept

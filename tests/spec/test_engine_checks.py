@@ -28,8 +28,9 @@ def test_indefinite_k_on_unrecorded_level_refused_by_every_solver(potato, ids, s
     # the audit's case: NEW1 has no record and K[NEW1, NEW1] = −5
     K = identity_frame(ids + ["NEW1"])
     K.loc["NEW1", "NEW1"] = -5.0
-    with pytest.raises(h.errors.NotPositiveDefiniteError,
-                       match=r"not positive semi-definite.*smallest eigenvalue -5.*'NEW1'"):
+    with pytest.raises(
+        h.errors.NotPositiveDefiniteError, match=r"not positive semi-definite.*smallest eigenvalue -5.*'NEW1'"
+    ):
         h.fit(FORMULA, potato, cov={"Name": K}, solver=solver)
 
 
@@ -39,9 +40,11 @@ def test_indefinite_k_on_recorded_levels_names_ids(potato, ids, solver):
     # the two ids whose 2 × 2 block [[1, 2], [2, 1]] has eigenvalue −1
     K = identity_frame(ids)
     K.loc[ids[0], ids[1]] = K.loc[ids[1], ids[0]] = 2.0
-    with pytest.raises(h.errors.NotPositiveDefiniteError,
-                       match=rf"not positive semi-definite.*'{ids[0]}'.*'{ids[1]}'|"
-                             rf"not positive semi-definite.*'{ids[1]}'.*'{ids[0]}'"):
+    with pytest.raises(
+        h.errors.NotPositiveDefiniteError,
+        match=rf"not positive semi-definite.*'{ids[0]}'.*'{ids[1]}'|"
+        rf"not positive semi-definite.*'{ids[1]}'.*'{ids[0]}'",
+    ):
         h.fit(FORMULA, potato, cov={"Name": K}, solver=solver)
 
 
@@ -51,9 +54,11 @@ def test_check_psd_tolerance():
     Q, _ = np.linalg.qr(rng.normal(size=(40, 40)))
     ids = np.array([f"i{k}" for k in range(40)], dtype=object)
     w = np.linspace(0.0, 2.0, 40)
-    for smallest, ok in [(0.0, True),                       # singular PSD (a centred G)
-                         (-0.1 * PSD_TOL * 2.0, True),      # rounding-level negative
-                         (-100 * PSD_TOL * 2.0, False)]:    # real indefiniteness
+    for smallest, ok in [
+        (0.0, True),  # singular PSD (a centred G)
+        (-0.1 * PSD_TOL * 2.0, True),  # rounding-level negative
+        (-100 * PSD_TOL * 2.0, False),
+    ]:  # real indefiniteness
         w[0] = smallest
         K = (Q * w) @ Q.T
         K = (K + K.T) / 2
@@ -81,9 +86,11 @@ def test_nonsymmetric_sparse_inverse_refused(potato, ids):
     P = sp.lil_matrix(np.eye(len(ids)) * 2.0)
     P[3, 7] = 0.4  # [7, 3] stays 0: the dense Cholesky would read one triangle only
     rel = Relationship(ids, sp.csr_matrix(P), inverse=True)
-    with pytest.raises(h.errors.NotPositiveDefiniteError,
-                       match=rf"inverse covariance for 'Name' is not symmetric: Kinv\['{ids[3]}', '{ids[7]}'\]"
-                             rf"|inverse covariance for 'Name' is not symmetric: Kinv\['{ids[7]}', '{ids[3]}'\]"):
+    with pytest.raises(
+        h.errors.NotPositiveDefiniteError,
+        match=rf"inverse covariance for 'Name' is not symmetric: Kinv\['{ids[3]}', '{ids[7]}'\]"
+        rf"|inverse covariance for 'Name' is not symmetric: Kinv\['{ids[7]}', '{ids[3]}'\]",
+    ):
         h.fit(FORMULA, potato, cov_inverse={"Name": rel})
 
 

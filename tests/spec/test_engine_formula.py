@@ -50,12 +50,15 @@ def assert_reml_matches_hand_design(res, d, X):
     np.testing.assert_allclose(Zu, Z @ u, atol=1e-8)  # both exact solves at the same σ²
 
 
-@pytest.mark.parametrize("formula", [
-    "Yield ~ Env + (1|Name) - 1",
-    "Yield ~ -1 + Env + (1|Name)",
-    "Yield ~ 0 + Env + (1|Name)",
-    "Yield ~ (1|Name) + Env - 1",
-])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "Yield ~ Env + (1|Name) - 1",
+        "Yield ~ -1 + Env + (1|Name)",
+        "Yield ~ 0 + Env + (1|Name)",
+        "Yield ~ (1|Name) + Env - 1",
+    ],
+)
 def test_intercept_removal_anywhere(potato, formula):
     res = h.fit(formula, potato)
     assert list(res.fixed_effects.index) == ["Env[CA.2011]", "Env[CA.2012]", "Env[CA.2013]"]

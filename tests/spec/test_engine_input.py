@@ -20,13 +20,16 @@ def test_parse_nested_and_crossed():
     assert parse_formula("y ~ 0 + x + (1|g)").fixed == "0 + x"
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ("y x", "'~'"),
-    ("log(y) ~ x", "single column"),
-    ("y ~ x + (log(x)|g)", "cannot read"),  # (x|g) itself is a random slope since issue 9
-    ("y ~ (1|g) + (1|g)", "given twice"),
-    ("y ~ x + (1|g", "unbalanced"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ("y x", "'~'"),
+        ("log(y) ~ x", "single column"),
+        ("y ~ x + (log(x)|g)", "cannot read"),  # (x|g) itself is a random slope since issue 9
+        ("y ~ (1|g) + (1|g)", "given twice"),
+        ("y ~ x + (1|g", "unbalanced"),
+    ],
+)
 def test_bad_formulas(bad, msg):
     with pytest.raises(h.ModelError, match=msg):
         parse_formula(bad)
@@ -169,6 +172,7 @@ def test_residual_variance_at_zero_is_a_boundary_estimate():
 
     from henderson.errors import HendersonWarning
     from henderson.models import fit_pblup
+
     ped, data, y = mrode_example_3_1()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,10 +8,19 @@ import pandas as pd
 from .pedigree import simulate_pedigree
 
 
-def simulate_animal_model(n: int, generations: int = 10, *, sigma2_a: float = 1.0,
-                          sigma2_herd: float = 0.5, sigma2_e: float = 2.0, herds: int | None = None,
-                          record_rate: float = 1.0, repeats: int = 1, sigma2_pe: float = 0.0,
-                          seed: int = 0):
+def simulate_animal_model(
+    n: int,
+    generations: int = 10,
+    *,
+    sigma2_a: float = 1.0,
+    sigma2_herd: float = 0.5,
+    sigma2_e: float = 2.0,
+    herds: int | None = None,
+    record_rate: float = 1.0,
+    repeats: int = 1,
+    sigma2_pe: float = 0.0,
+    seed: int = 0,
+):
     """Pedigree, A⁻¹, records and true values of y = μ + sex + herd + a (+ pe) + e.
 
     Parameters
@@ -47,8 +56,7 @@ def simulate_animal_model(n: int, generations: int = 10, *, sigma2_a: float = 1.
     ainv = pedigree_inverse(ped)
     par = ainv.info["parents"]
     bv = np.empty(ainv.n)
-    pedigree_sample(par["order"], par["sire"], par["dam"], np.sqrt(par["d"]),
-                    rng.standard_normal(ainv.n), bv)
+    pedigree_sample(par["order"], par["sire"], par["dam"], np.sqrt(par["d"]), rng.standard_normal(ainv.n), bv)
     bv *= np.sqrt(sigma2_a)
     herds = herds or max(2, n // 500)
     has = np.flatnonzero(rng.random(ainv.n) < record_rate)
@@ -57,10 +65,26 @@ def simulate_animal_model(n: int, generations: int = 10, *, sigma2_a: float = 1.
     herd_eff = np.sqrt(sigma2_herd) * rng.standard_normal(herds)
     pe = np.sqrt(sigma2_pe) * rng.standard_normal(ainv.n)
     rows = np.repeat(has, repeats)
-    y = (10.0 + 0.5 * sex[rows] + herd_eff[herd_of[rows]] + bv[rows] + pe[rows]
-         + np.sqrt(sigma2_e) * rng.standard_normal(len(rows)))
-    records = pd.DataFrame({"id": ainv.ids[rows], "herd": (herd_of[rows] + 1).astype(str),
-                            "sex": np.where(sex[rows] == 1, "M", "F"), "y": y})
-    return {"pedigree": ped, "ainv": ainv, "records": records,
-            "bv": pd.Series(bv, index=pd.Index(ainv.ids, name="id"), name="bv"),
-            "sigma2": {"a": sigma2_a, "herd": sigma2_herd, "pe": sigma2_pe, "e": sigma2_e}}
+    y = (
+        10.0
+        + 0.5 * sex[rows]
+        + herd_eff[herd_of[rows]]
+        + bv[rows]
+        + pe[rows]
+        + np.sqrt(sigma2_e) * rng.standard_normal(len(rows))
+    )
+    records = pd.DataFrame(
+        {
+            "id": ainv.ids[rows],
+            "herd": (herd_of[rows] + 1).astype(str),
+            "sex": np.where(sex[rows] == 1, "M", "F"),
+            "y": y,
+        }
+    )
+    return {
+        "pedigree": ped,
+        "ainv": ainv,
+        "records": records,
+        "bv": pd.Series(bv, index=pd.Index(ainv.ids, name="id"), name="bv"),
+        "sigma2": {"a": sigma2_a, "herd": sigma2_herd, "pe": sigma2_pe, "e": sigma2_e},
+    }

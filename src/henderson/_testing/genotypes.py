@@ -92,8 +92,9 @@ def simulate_genotypes(
     return Genotypes(np.asarray(ids, dtype=object), snps, d, info)
 
 
-def simulate_genotypes_on_pedigree(frame: pd.DataFrame, ids, p: int, seed: int = 0,
-                                   maf_range: tuple[float, float] = (0.05, 0.5)) -> Genotypes:
+def simulate_genotypes_on_pedigree(
+    frame: pd.DataFrame, ids, p: int, seed: int = 0, maf_range: tuple[float, float] = (0.05, 0.5)
+) -> Genotypes:
     """Genotypes that follow a pedigree: gene dropping at ``p`` unlinked SNPs.
 
     Founders (and unknown parents) draw alleles from base-population frequencies
@@ -130,5 +131,9 @@ def simulate_genotypes_on_pedigree(frame: pd.DataFrame, ids, p: int, seed: int =
     codes = ped.codes_of(ids)
     d = (hap[codes, :, 0] + hap[codes, :, 1]).astype(np.int8)
     base = simulate_genotypes(1, p, seed=seed)  # SNP table (ids, map, alleles) only
-    return Genotypes(np.asarray([str(i) for i in ids], dtype=object), base.snps, d,
-                     {"source": "simulate_genotypes_on_pedigree", "seed": seed, "true_freq": freq})
+    return Genotypes(
+        np.asarray([str(i) for i in ids], dtype=object),
+        base.snps,
+        d,
+        {"source": "simulate_genotypes_on_pedigree", "seed": seed, "true_freq": freq},
+    )

@@ -24,17 +24,31 @@ from ._output import DISK_ERRNOS, OutDir, OutFiles, OutputError
 # Options shared by every command (typer has no option inheritance; aliases keep it short).
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", min=1, help="Limit BLAS/OpenMP/numba threads (threadpoolctl). Default: all cores.")]
-SchedulerOpt = Annotated[str | None, typer.Option(
-    "--scheduler", help="Dask scheduler address (tcp://host:8786): run the SNP chunks of G (and CV folds) "
-    "as tasks on that cluster; a PLINK file is then read by the workers (docs/scaling.md). Default: in-process.")]
-ForceOpt = Annotated[bool, typer.Option(
-    "--force", help="Replace a non-empty --out that holds the results of another command or trait.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", min=1, help="Limit BLAS/OpenMP/numba threads (threadpoolctl). Default: all cores."),
+]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786): run the SNP chunks of G (and CV folds) "
+        "as tasks on that cluster; a PLINK file is then read by the workers (docs/scaling.md). Default: in-process.",
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace a non-empty --out that holds the results of another command or trait.")
+]
 #: --out of the commands that write a results directory
-OutDirOpt = Annotated[Path, typer.Option(
-    "--out", "-o", help="Output directory: created, or replaced as a whole at the end of the run "
-                        "(only if it holds this command's results on this trait, or with --force).")]
+OutDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output directory: created, or replaced as a whole at the end of the run "
+        "(only if it holds this command's results on this trait, or with --force).",
+    ),
+]
 
 #: Set by :func:`start`; read by ``main`` to decide whether to print tracebacks.
 STATE: dict[str, Any] = {"debug": False, "quiet": False, "warnings": [], "session": None}
@@ -45,8 +59,14 @@ def versions() -> dict:
 
     from .._version import __version__
 
-    out = {"henderson": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
-           "scipy": scipy.__version__, "pandas": pd.__version__, "platform": platform.platform()}
+    out = {
+        "henderson": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "platform": platform.platform(),
+    }
     for mod in ("matplotlib", "typer", "numba", "threadpoolctl"):
         try:
             out[mod] = __import__(mod).__version__
@@ -83,9 +103,17 @@ class Session:
     (warnings are still kept in summary.json).
     """
 
-    def __init__(self, command: str, quiet: bool = False, debug: bool = False,
-                 threads: int | None = None, out: Path | None = None, *, trait: str | None = None,
-                 force: bool = False):
+    def __init__(
+        self,
+        command: str,
+        quiet: bool = False,
+        debug: bool = False,
+        threads: int | None = None,
+        out: Path | None = None,
+        *,
+        trait: str | None = None,
+        force: bool = False,
+    ):
         import uuid
 
         self.command = command
@@ -302,13 +330,15 @@ def _jsonable(x):
 def bv_table(blups: pd.DataFrame, term: str | None = None) -> pd.DataFrame:
     """BLUP table (by level id) → breeding_values.csv layout, best first."""
     multi = isinstance(blups.index, pd.MultiIndex)  # (level, component) of a structured term
-    t = pd.DataFrame({
-        "id": (blups.index.get_level_values(0) if multi else blups.index).astype(str),
-        "value": blups.iloc[:, 0].to_numpy(),
-        "pev": blups["pev"].to_numpy(),
-        "reliability": blups["reliability"].to_numpy(),
-        "n_records": blups["n_records"].to_numpy(),
-    })
+    t = pd.DataFrame(
+        {
+            "id": (blups.index.get_level_values(0) if multi else blups.index).astype(str),
+            "value": blups.iloc[:, 0].to_numpy(),
+            "pev": blups["pev"].to_numpy(),
+            "reliability": blups["reliability"].to_numpy(),
+            "n_records": blups["n_records"].to_numpy(),
+        }
+    )
     if multi:
         t.insert(1, "component", blups.index.get_level_values(1).astype(str))
     if term is not None:

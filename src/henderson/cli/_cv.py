@@ -11,8 +11,25 @@ from ._errors import CLIError, cli_words
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file, require_columns
 
 #: Columns of cv_metrics.csv, in order (the rest follow).
-METRIC_ORDER = ["model", "repeat", "fold", "n_train", "n_test", "n_scored", "r", "accuracy", "slope", "intercept",
-                "mse", "spearman", "top_overlap", "sigma2_g", "sigma2_e", "h2", "method"]
+METRIC_ORDER = [
+    "model",
+    "repeat",
+    "fold",
+    "n_train",
+    "n_test",
+    "n_scored",
+    "r",
+    "accuracy",
+    "slope",
+    "intercept",
+    "mse",
+    "spearman",
+    "top_overlap",
+    "sigma2_g",
+    "sigma2_e",
+    "h2",
+    "method",
+]
 
 
 def order_metrics(fm: pd.DataFrame) -> pd.DataFrame:
@@ -28,8 +45,12 @@ def order_metrics(fm: pd.DataFrame) -> pd.DataFrame:
     if "fold" in fm and "repeat" in fm:
         key = fm["fold"].map(_fold_key)
         models = pd.Categorical(fm["model"], categories=list(dict.fromkeys(fm["model"]))) if "model" in fm else 0
-        fm = (fm.assign(_m=models, _k=key).sort_values(["_m", "repeat", "_k"], kind="stable")
-              .drop(columns=["_m", "_k"]).reset_index(drop=True))
+        fm = (
+            fm.assign(_m=models, _k=key)
+            .sort_values(["_m", "repeat", "_k"], kind="stable")
+            .drop(columns=["_m", "_k"])
+            .reset_index(drop=True)
+        )
     return fm
 
 
@@ -37,23 +58,47 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     """Per model: predictive ability r (mean ± sd over folds), slope, accuracy, MSE."""
     fm = fm if "model" in fm else fm.assign(model="model")
     g = fm.groupby("model", sort=False)
-    out = pd.DataFrame({
-        "folds": g["r"].count(),
-        "r": g["r"].mean(),
-        "r sd": g["r"].std(ddof=1),
-        "r/√h²": g["accuracy"].mean() if "accuracy" in fm else float("nan"),
-        "slope": g["slope"].mean() if "slope" in fm else float("nan"),
-        "MSE": g["mse"].mean() if "mse" in fm else float("nan"),
-    })
+    out = pd.DataFrame(
+        {
+            "folds": g["r"].count(),
+            "r": g["r"].mean(),
+            "r sd": g["r"].std(ddof=1),
+            "r/√h²": g["accuracy"].mean() if "accuracy" in fm else float("nan"),
+            "slope": g["slope"].mean() if "slope" in fm else float("nan"),
+            "MSE": g["mse"].mean() if "mse" in fm else float("nan"),
+        }
+    )
     out.index.name = "model"
     return out
 
 
-def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, pedigree, grm, folds: int | str,
-           repeats: int, groups, fold_column, seed: int, refit: bool, id_column: str, ped_columns: str,
-           grm_method: str, jobs: int, fixed: str | None = None, method: str = "reml",
-           drop_unknown: bool = False, coding: str | None = None, selfing: bool = False,
-           scheduler: str | None = None, inputs: dict | None = None) -> None:
+def run_cv(
+    s: Session,
+    *,
+    model: str,
+    phenotypes: Path,
+    trait: str,
+    genotypes,
+    pedigree,
+    grm,
+    folds: int | str,
+    repeats: int,
+    groups,
+    fold_column,
+    seed: int,
+    refit: bool,
+    id_column: str,
+    ped_columns: str,
+    grm_method: str,
+    jobs: int,
+    fixed: str | None = None,
+    method: str = "reml",
+    drop_unknown: bool = False,
+    coding: str | None = None,
+    selfing: bool = False,
+    scheduler: str | None = None,
+    inputs: dict | None = None,
+) -> None:
     """Read the files, cross-validate one model, write cv_predictions.csv, cv_metrics.csv,
     report.html and summary.json. The model options mean what they mean for the fitting
     commands (gblup, snpblup, pblup)."""
@@ -72,18 +117,39 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
     if model == "pblup" and (genotypes is not None or grm is not None):
         raise CLIError("--model pblup takes --pedigree, not --genotypes or --grm")
     if model != "pblup" and pedigree is not None:
-        raise CLIError(f"--model {model} takes --genotypes" + (" or --grm" if model == "gblup" else "")
-                       + ", not --pedigree")
+        raise CLIError(
+            f"--model {model} takes --genotypes" + (" or --grm" if model == "gblup" else "") + ", not --pedigree"
+        )
     missing = "drop" if drop_unknown else "error"
-    s.settings.update({"model": model, "trait": trait, "fixed": fixed, "method": method, "missing": missing,
-                       "folds": folds, "repeats": repeats, "groups": groups, "fold_column": fold_column,
-                       "seed": seed, "refit_variances": refit, "jobs": jobs})
+    s.settings.update(
+        {
+            "model": model,
+            "trait": trait,
+            "fixed": fixed,
+            "method": method,
+            "missing": missing,
+            "folds": folds,
+            "repeats": repeats,
+            "groups": groups,
+            "fold_column": fold_column,
+            "seed": seed,
+            "refit_variances": refit,
+            "jobs": jobs,
+        }
+    )
     from .genetic_cmd import input_options
 
     opts = inputs or input_options()
     with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed, na_values=opts["na_values"],
-                                         decimal=opts["decimal"], one_record_per_id=not opts["repeated_records"])
+        y, data, frame = read_phenotypes(
+            phenotypes,
+            trait,
+            id_column,
+            fixed,
+            na_values=opts["na_values"],
+            decimal=opts["decimal"],
+            one_record_per_id=not opts["repeated_records"],
+        )
         s.add_input("phenotypes", phenotypes)
         check_fixed(frame, fixed)
     ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
@@ -109,7 +175,9 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
                 s.add_input("grm", grm)
         else:
             if genotypes is None:
-                raise CLIError(f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else ""))
+                raise CLIError(
+                    f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else "")
+                )
             with s.step("Reading genotypes"):
                 X = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
@@ -127,16 +195,33 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         if pedigree is None:
             raise CLIError("--model pblup needs --pedigree FILE")
         with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing,
-                                          missing=opts["missing_parent"], birth_year=opts["birth_year"])
+            X, notes = read_pedigree_file(
+                pedigree,
+                *_ped_cols(ped_columns),
+                selfing=selfing,
+                missing=opts["missing_parent"],
+                birth_year=opts["birth_year"],
+            )
             s.add_input("pedigree", pedigree)
         for note in notes:
             s.warn(note)
         est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
     label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
     with s.step(f"Cross-validating {label}", counted="folds", library_hook=False) as update:
-        res = cross_validate(est, X, y, cv=cv_arg, repeats=repeats, refit_variances=refit, n_jobs=jobs,
-                             seed=seed, groups=grp, data=data, progress=update, scheduler=scheduler or None)
+        res = cross_validate(
+            est,
+            X,
+            y,
+            cv=cv_arg,
+            repeats=repeats,
+            refit_variances=refit,
+            n_jobs=jobs,
+            seed=seed,
+            groups=grp,
+            data=data,
+            progress=update,
+            scheduler=scheduler or None,
+        )
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
@@ -155,21 +240,31 @@ def run_cv(s: Session, *, model: str, phenotypes: Path, trait: str, genotypes, p
         s.write_csv(fm, "cv_metrics.csv")
         rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
         n_obs = int(y.notna().sum())
-        kv = {"model": label, "trait": trait, "fixed effects": fixed or "intercept", "method": method.upper(),
-              "folds": f"{res.settings.get('scheme')}, {repeats} repeat(s), seed {seed}"
-                       + (f", groups from column {groups}" if groups else ""),
-              "variances": "re-estimated by REML in every fold" if refit
-                           else "held at the full-data REML estimates (--fixed-variances)",
-              "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs)}
+        kv = {
+            "model": label,
+            "trait": trait,
+            "fixed effects": fixed or "intercept",
+            "method": method.upper(),
+            "folds": f"{res.settings.get('scheme')}, {repeats} repeat(s), seed {seed}"
+            + (f", groups from column {groups}" if groups else ""),
+            "variances": "re-estimated by REML in every fold"
+            if refit
+            else "held at the full-data REML estimates (--fixed-variances)",
+            "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs),
+        }
         # what the folds left out or could not measure, counted (also in summary.json's warnings)
         said = " ".join(cli_words(n) + "." for n in res.settings.get("notes", []))
-        add_cv(rep, pred, fm, summ, note=" ".join(x for x in (cli_words(leak) if leak else "", said) if x),
-               settings=kv)
+        add_cv(rep, pred, fm, summ, note=" ".join(x for x in (cli_words(leak) if leak else "", said) if x), settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
-        s.write_summary({"cv_settings": res.settings, "summary": res.summary.to_dict(orient="index"),
-                         "genotypes": s.settings.pop("genotypes", None),
-                         "leakage_note": cli_words(leak) if leak else None})
+        s.write_summary(
+            {
+                "cv_settings": res.settings,
+                "summary": res.summary.to_dict(orient="index"),
+                "genotypes": s.settings.pop("genotypes", None),
+                "leakage_note": cli_words(leak) if leak else None,
+            }
+        )
     s.done()
 
 
@@ -184,6 +279,5 @@ def _labels(column: pd.Series, ids) -> pd.Series:
     """Fold or group labels by id as strings, keeping missing values missing (not "nan")."""
     lab = column.astype(object).where(column.notna(), None)
     # a numeric column with gaps is read as float: fold 5.0 is fold 5
-    lab = lab.map(lambda v: None if v is None else str(int(v)) if isinstance(v, float) and v.is_integer()
-                  else str(v))
+    lab = lab.map(lambda v: None if v is None else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
     return pd.Series(lab.to_numpy(dtype=object), index=pd.Index(ids, name="id"))

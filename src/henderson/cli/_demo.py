@@ -33,11 +33,17 @@ def run_demo(s: Session) -> None:
     from ..report.sections import add_cv, add_fit, add_genetic, add_genotype_qc, variance_table
 
     out = s.outdir()
-    for name in [("wheat", "wheat_Y.csv"), ("wheat", "wheat_X.csv.gz"), ("wheat", "wheat_A.csv.gz"),
-                 ("wheat", "wheat_sets.csv"), ("potato", "DT_example.csv")]:
+    for name in [
+        ("wheat", "wheat_Y.csv"),
+        ("wheat", "wheat_X.csv.gz"),
+        ("wheat", "wheat_A.csv.gz"),
+        ("wheat", "wheat_sets.csv"),
+        ("potato", "DT_example.csv"),
+    ]:
         s.add_input("/".join(name), data_path(*name))
-    s.settings.update({"trait": TRAIT, "grm_method": "vanraden1", "cv": "10 bundled folds (wheat_sets.csv)",
-                       "refit_variances": True})
+    s.settings.update(
+        {"trait": TRAIT, "grm_method": "vanraden1", "cv": "10 bundled folds (wheat_sets.csv)", "refit_variances": True}
+    )
 
     with s.step("Loading the wheat data"):
         w = load_wheat()
@@ -70,10 +76,14 @@ def run_demo(s: Session) -> None:
     diff = (gb.gebv_["gebv"] - sb.gebv_["gebv"].reindex(gb.gebv_.index)).abs()
     max_diff = float(diff.max())
     s_g_gb = float(gb.variance_components_.loc["id", "variance"])
-    s.stdout.print(f"GBLUP:    sigma2_g = {s_g_gb:.6f}, sigma2_e = {gb.variance_components_.loc['Residual', 'variance']:.6f}, "
-                   f"h2 = {gb.h2_:.3f} ± {gb.h2_se_:.3f}")
-    s.stdout.print(f"SNP-BLUP: 2Σpq·sigma2_beta = {sb.sigma2_g_:.6f}, sigma2_e = "
-                   f"{sb.variance_components_.loc['Residual', 'variance']:.6f}, h2 = {sb.h2_:.3f}")
+    s.stdout.print(
+        f"GBLUP:    sigma2_g = {s_g_gb:.6f}, sigma2_e = {gb.variance_components_.loc['Residual', 'variance']:.6f}, "
+        f"h2 = {gb.h2_:.3f} ± {gb.h2_se_:.3f}"
+    )
+    s.stdout.print(
+        f"SNP-BLUP: 2Σpq·sigma2_beta = {sb.sigma2_g_:.6f}, sigma2_e = "
+        f"{sb.variance_components_.loc['Residual', 'variance']:.6f}, h2 = {sb.h2_:.3f}"
+    )
     s.stdout.print(f"GBLUP and SNP-BLUP agree: max |GEBV difference| = {max_diff:.2e} over {len(diff)} lines")
 
     folds = w.folds.astype(str)
@@ -106,8 +116,10 @@ def run_demo(s: Session) -> None:
         s.write_csv(fe_table(pres.fixed_effects), "potato_fixed_effects.csv")
         s.write_csv(bv_table(pres.blups["Name"], "Name"), "potato_blups.csv")
 
-        rep = Report("henderson demo: genomic prediction in wheat, and a potato trial",
-                     f"CIMMYT wheat: {geno.n} lines × {geno.p} markers, trait {TRAIT}; potato: sommer's DT_example")
+        rep = Report(
+            "henderson demo: genomic prediction in wheat, and a potato trial",
+            f"CIMMYT wheat: {geno.n} lines × {geno.p} markers, trait {TRAIT}; potato: sommer's DT_example",
+        )
         rep.section("At a glance")
         pa = summ["r"]
         items = {
@@ -116,29 +128,57 @@ def run_demo(s: Session) -> None:
         }
         for m in summ.index:
             items[f"predictive ability, {m}"] = f"{pa[m]:.3f} ± {summ.loc[m, 'r sd']:.3f} (10 folds)"
-        items["potato σ²_Name / σ²_e"] = (f"{pres.sigma2['Name']:.4f} / {pres.sigma2['Residual']:.4f}")
+        items["potato σ²_Name / σ²_e"] = f"{pres.sigma2['Name']:.4f} / {pres.sigma2['Residual']:.4f}"
         rep.kv(items)
-        rep.callout("The wheat data ship the pedigree relationship matrix A but no pedigree file, so the "
-                    "'pedigree BLUP (A)' arm is GBLUP with A in place of G — the same model as the animal "
-                    "model with A⁻¹ on these 599 lines.")
-        add_cv(rep, pred, fm, summ, title="Cross-validation: GBLUP, SNP-BLUP and pedigree BLUP "
-                                          "(10 bundled folds, variances re-estimated in every fold)")
+        rep.callout(
+            "The wheat data ship the pedigree relationship matrix A but no pedigree file, so the "
+            "'pedigree BLUP (A)' arm is GBLUP with A in place of G — the same model as the animal "
+            "model with A⁻¹ on these 599 lines."
+        )
+        add_cv(
+            rep,
+            pred,
+            fm,
+            summ,
+            title="Cross-validation: GBLUP, SNP-BLUP and pedigree BLUP "
+            "(10 bundled folds, variances re-estimated in every fold)",
+        )
         rep.section("GBLUP and SNP-BLUP give the same breeding values")
         rep.start_grid()
-        rep.image(plots.scatter_agreement(gb.gebv_["gebv"], sb.gebv_["gebv"].reindex(gb.gebv_.index),
-                                          "GBLUP GEBV", "SNP-BLUP GEBV (Wβ̂)",
-                                          f"max |difference| {max_diff:.1e}"),
-                  caption="Each point is a line; dashed: the identity",
-                  alt="Scatter plot of GBLUP against SNP-BLUP breeding values on the identity line")
-        both = pd.concat({"GBLUP": variance_table(gb.variance_components_),
-                          "SNP-BLUP": variance_table(sb.variance_components_,
-                                                     {"id": "id (σ²_β per SNP)"})}, names=["model", "term"])
+        rep.image(
+            plots.scatter_agreement(
+                gb.gebv_["gebv"],
+                sb.gebv_["gebv"].reindex(gb.gebv_.index),
+                "GBLUP GEBV",
+                "SNP-BLUP GEBV (Wβ̂)",
+                f"max |difference| {max_diff:.1e}",
+            ),
+            caption="Each point is a line; dashed: the identity",
+            alt="Scatter plot of GBLUP against SNP-BLUP breeding values on the identity line",
+        )
+        both = pd.concat(
+            {
+                "GBLUP": variance_table(gb.variance_components_),
+                "SNP-BLUP": variance_table(sb.variance_components_, {"id": "id (σ²_β per SNP)"}),
+            },
+            names=["model", "term"],
+        )
         rep.table(both.reset_index(level=0), caption="REML variance components")
         rep.end_grid()
-        rep.text(f"SNP-BLUP's genetic variance on the G scale, 2Σpq·σ²_β = {sb.sigma2_g_:.6f}, "
-                 f"equals GBLUP's σ²_g = {s_g_gb:.6f}.")
-        add_genetic(rep, gb, "GBLUP", TRAIT, y, G=G, snp_effects=sb.snp_effects_,
-                    relationship_note=f"G (VanRaden 1) from {geno.n} lines × {geno.p} markers")
+        rep.text(
+            f"SNP-BLUP's genetic variance on the G scale, 2Σpq·σ²_β = {sb.sigma2_g_:.6f}, "
+            f"equals GBLUP's σ²_g = {s_g_gb:.6f}."
+        )
+        add_genetic(
+            rep,
+            gb,
+            "GBLUP",
+            TRAIT,
+            y,
+            G=G,
+            snp_effects=sb.snp_effects_,
+            relationship_note=f"G (VanRaden 1) from {geno.n} lines × {geno.p} markers",
+        )
         add_genotype_qc(rep, geno)
         rep.html("<hr style='margin:36px 0;border:0;border-top:3px solid #2b6cb0'>")
         rep.html("<h1 style='font-size:22px'>Potato: Yield ~ Env + (1|Name)</h1>")
@@ -148,15 +188,23 @@ def run_demo(s: Session) -> None:
         rep.pre(pres.summary())
         rep.write(out / "report.html")
         s.outputs.append("report.html")
-        s.write_summary({
-            "wheat": {"gblup": gb.result_.to_dict(), "snpblup": sb.result_.to_dict(),
-                      "gblup_h2": gb.h2_, "gblup_h2_se": gb.h2_se_, "snpblup_sigma2_g": sb.sigma2_g_,
-                      "max_abs_gebv_difference": max_diff,
-                      "cv_predictive_ability": {m: {"mean": float(pa[m]), "sd": float(summ.loc[m, "r sd"])}
-                                                for m in summ.index},
-                      "cv_settings": settings},
-            "potato": pres.to_dict(),
-        })
+        s.write_summary(
+            {
+                "wheat": {
+                    "gblup": gb.result_.to_dict(),
+                    "snpblup": sb.result_.to_dict(),
+                    "gblup_h2": gb.h2_,
+                    "gblup_h2_se": gb.h2_se_,
+                    "snpblup_sigma2_g": sb.sigma2_g_,
+                    "max_abs_gebv_difference": max_diff,
+                    "cv_predictive_ability": {
+                        m: {"mean": float(pa[m]), "sd": float(summ.loc[m, "r sd"])} for m in summ.index
+                    },
+                    "cv_settings": settings,
+                },
+                "potato": pres.to_dict(),
+            }
+        )
     s.stdout.print("")
     s.stdout.print("Potato trial, Yield ~ Env + (1|Name):")
     s.stdout.print(pres.summary())

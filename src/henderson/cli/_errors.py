@@ -43,8 +43,7 @@ _CLI_WORDS = (
     (r"\b[Uu]se refit_variances\s*=\s*True", "Drop --fixed-variances"),
     (r"\brefit_variances\s*=\s*False", "--fixed-variances"),
     (r"\b(?:selfing|monoecious)\s*=\s*True", "--selfing"),
-    (r"\bpass format='plink', 'vcf' or 'csv'",
-     "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt"),
+    (r"\bpass format='plink', 'vcf' or 'csv'", "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt"),
 )
 
 
@@ -53,7 +52,6 @@ def cli_words(msg: str) -> str:
     for pattern, repl in _CLI_WORDS:
         msg = re.sub(pattern, repl, msg)
     return msg
-
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
@@ -77,8 +75,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return _first_line(exc), USER_ERROR
     if isinstance(exc, (ValueError, KeyError)) and getattr(exc, "_henderson_user", False):
         return _first_line(exc), USER_ERROR
-    return (f"internal error ({type(exc).__name__}): {_first_line(exc)} "
-            "(rerun with --debug for the traceback and please report it)"), INTERNAL_ERROR
+    return (
+        f"internal error ({type(exc).__name__}): {_first_line(exc)} "
+        "(rerun with --debug for the traceback and please report it)"
+    ), INTERNAL_ERROR
 
 
 def report_exception(exc: BaseException, debug: bool) -> int:

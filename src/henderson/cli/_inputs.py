@@ -36,8 +36,11 @@ def input_files(path) -> list[Path]:
         if p.suffix in (".bed", ".bim", ".fam"):  # a PLINK set named by one of its files
             return [q for q in (p.with_suffix(e) for e in (".bed", ".bim", ".fam")) if q.is_file()]
         return [p]
-    return [q for q in (Path(str(p) + ext) for ext in (".bed", ".bim", ".fam", ".grm.bin", ".grm.N.bin", ".grm.id"))
-            if q.is_file()]
+    return [
+        q
+        for q in (Path(str(p) + ext) for ext in (".bed", ".bim", ".fam", ".grm.bin", ".grm.N.bin", ".grm.id"))
+        if q.is_file()
+    ]
 
 
 def checksums(path) -> list[dict]:
@@ -157,8 +160,7 @@ def c_stderr_to_warnings(path):
             except AttributeError:  # pragma: no cover - exceptions without __dict__
                 pass
         elif lines:
-            warnings.warn(DataWarning(f"{Path(path)}: the VCF library reported: {_joined(lines)}"),
-                          stacklevel=3)
+            warnings.warn(DataWarning(f"{Path(path)}: the VCF library reported: {_joined(lines)}"), stacklevel=3)
 
 
 def _joined(lines: list[str], n: int = 3) -> str:
@@ -200,12 +202,21 @@ def require_columns(frame: pd.DataFrame, columns, what: str = "file", option: st
     absent = [c for c in columns if c not in frame.columns]
     if absent:
         hint = f" (see {option})" if option else ""
-        raise DataError(f"{src}: no column {format_ids(absent)}{hint}; present columns: "
-                        f"{format_ids(frame.columns, limit=20)}")
+        raise DataError(
+            f"{src}: no column {format_ids(absent)}{hint}; present columns: {format_ids(frame.columns, limit=20)}"
+        )
 
 
-def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None = None, *,
-                    na_values=(), decimal: str = ".", one_record_per_id: bool = False):
+def read_phenotypes(
+    path,
+    trait: str,
+    id_column: str = "id",
+    fixed: str | None = None,
+    *,
+    na_values=(),
+    decimal: str = ".",
+    one_record_per_id: bool = False,
+):
     """Phenotypes file → (y Series indexed by id, data frame indexed by id, full frame).
 
     Missing-value codes, decimal commas and (with ``one_record_per_id``) repeated ids
@@ -216,9 +227,15 @@ def read_phenotypes(path, trait: str, id_column: str = "id", fixed: str | None =
 
     p = _need_file(path)
     with reading(p, "phenotype file"):
-        y, frame = phenotype_records(p, trait, id_column=id_column, na_values=na_values, decimal=decimal,
-                                     one_record_per_id=one_record_per_id,
-                                     option_names={"id_column": "--id-column", "trait": "--trait"})
+        y, frame = phenotype_records(
+            p,
+            trait,
+            id_column=id_column,
+            na_values=na_values,
+            decimal=decimal,
+            one_record_per_id=one_record_per_id,
+            option_names={"id_column": "--id-column", "trait": "--trait"},
+        )
     ids = pd.Series(y.index.to_numpy(dtype=object))
     data = None
     if fixed:
@@ -267,12 +284,19 @@ def read_genotypes_file(path, coding: str | None = None):
         raise FileNotFoundError(2, "No such file or directory", str(p))
     fmt = genotype_format(p)
     what = {"plink": "PLINK file set", "vcf": "VCF file"}.get(fmt, "genotype table")
-    with reading(p, what), (c_stderr_to_warnings(p) if fmt == "vcf" else nullcontext()):
+    with reading(p, what), c_stderr_to_warnings(p) if fmt == "vcf" else nullcontext():
         return read_genotypes(p, coding=coding)
 
 
-def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam", selfing: bool = False,
-                       missing=None, birth_year: str | None = None):
+def read_pedigree_file(
+    path,
+    id: str = "id",
+    sire: str = "sire",
+    dam: str = "dam",
+    selfing: bool = False,
+    missing=None,
+    birth_year: str | None = None,
+):
     """A pedigree file (delimiter detected); columns named by the options.
 
     ``missing`` (--missing-parent) replaces the default unknown-parent codes;
@@ -292,17 +316,19 @@ def read_pedigree_file(path, id: str = "id", sire: str = "sire", dam: str = "dam
         names = header_names(p, detect_delimiter(p))
     absent = [c for c in (id, sire, dam) if c not in names]
     if absent:
-        raise DataError(f"{p}: no column {format_ids(absent)} (see --ped-columns, the id,sire,dam column "
-                        f"names, now {id},{sire},{dam}); present columns: {format_ids(names, limit=20)}")
+        raise DataError(
+            f"{p}: no column {format_ids(absent)} (see --ped-columns, the id,sire,dam column "
+            f"names, now {id},{sire},{dam}); present columns: {format_ids(names, limit=20)}"
+        )
     if birth_year and birth_year not in names:
-        raise DataError(f"{p}: no column {birth_year!r} (see --birth-year); present columns: "
-                        f"{format_ids(names, limit=20)}")
+        raise DataError(
+            f"{p}: no column {birth_year!r} (see --birth-year); present columns: {format_ids(names, limit=20)}"
+        )
     codes = DEFAULT_MISSING if missing is None else tuple(missing) + ("",)
     with reading(p, "pedigree file"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # --selfing is read_pedigree's monoecious=: sire = dam is a selfing, an id may be both
-        ped = read_pedigree(p, id=id, sire=sire, dam=dam, monoecious=selfing, missing=codes,
-                            birth_year=birth_year)
+        ped = read_pedigree(p, id=id, sire=sire, dam=dam, monoecious=selfing, missing=codes, birth_year=birth_year)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     return ped, notes
 
@@ -344,8 +370,10 @@ def _relationship_from_frame(p: Path, frame: pd.DataFrame, kind: str):
         r = int((v.isna() & body[c].notna()).to_numpy().nonzero()[0][0]) if (v.isna() & body[c].notna()).any() else 0
         raise DataError(f"{p}: non-numeric value {body[c].iloc[r]!r} in column {c!r} (line {r + 2})")
     if body.shape[0] != body.shape[1]:
-        raise DataError(f"{p}: a relationship matrix needs as many rows as columns after the id "
-                        f"column; got {body.shape[0]} rows and {body.shape[1]} columns")
+        raise DataError(
+            f"{p}: a relationship matrix needs as many rows as columns after the id "
+            f"column; got {body.shape[0]} rows and {body.shape[1]} columns"
+        )
     if body.isna().any().any():
         r, c = [x[0] for x in body.isna().to_numpy().nonzero()]
         raise DataError(f"{p}: missing value at line {r + 2}, column {body.columns[c]!r}")
@@ -357,6 +385,7 @@ def _relationship_from_frame(p: Path, frame: pd.DataFrame, kind: str):
 
 
 # ----------------------------------------------------------------------------- line numbers
+
 
 def file_line(frame: pd.DataFrame, row: int) -> int:
     """The line of the file (1-based) holding data row ``row`` of a frame from :func:`read_table`.
@@ -392,11 +421,14 @@ def require_numeric(frame: pd.DataFrame, column: str, option: str, id_column: st
     who = f", {id_column} {frame[id_column].iloc[r]!r}" if id_column and id_column in frame else ""
     from ..io.tables import _DECIMAL_COMMA
 
-    hint = ("; it looks like a decimal comma: pass --decimal ," if _DECIMAL_COMMA.match(str(col.iloc[r]))
-            else "")
-    raise DataError(f"{src}: non-numeric value {col.iloc[r]!r} in column {column!r} (line {file_line(frame, r)}"
-                    f"{who}; {int(bad.sum())} such value(s)); the response of {option} must be a number "
-                    f"or empty/NA for a missing record{hint}")
+    hint = "; it looks like a decimal comma: pass --decimal ," if _DECIMAL_COMMA.match(str(col.iloc[r])) else ""
+    raise DataError(
+        f"{src}: non-numeric value {col.iloc[r]!r} in column {column!r} (line {file_line(frame, r)}"
+        f"{who}; {int(bad.sum())} such value(s)); the response of {option} must be a number "
+        f"or empty/NA for a missing record{hint}"
+    )
+
+
 def count_response_codes(frame: pd.DataFrame, column: str, id_column: str | None = None) -> None:
     """Warn (DataWarning) about '.', declared codes and -9/-99/-999 in a response column.
 
@@ -433,18 +465,29 @@ def prepare_genotypes(geno, *, maf: float | None = None, call_rate: float | None
         notes.append(f"{len(none)} individual(s) without any genotype call dropped: {format_ids(none)}")
     report["individuals_without_calls_dropped"] = list(none)
     if maf or call_rate:
-        out = genotype_qc(geno, min_maf=maf or 0.0, min_call_rate=call_rate or 0.0,
-                          min_individual_call_rate=call_rate or 0.0, drop_monomorphic=bool(maf))
+        out = genotype_qc(
+            geno,
+            min_maf=maf or 0.0,
+            min_call_rate=call_rate or 0.0,
+            min_individual_call_rate=call_rate or 0.0,
+            drop_monomorphic=bool(maf),
+        )
         counts = out.genotypes.info["qc"]
         report["qc"] = counts
         removed_ind = out.individual_report.index[~out.individual_report["kept"]]
         report["individuals_removed"] = [str(i) for i in removed_ind]
-        fails = ", ".join(f"{v} {k.removeprefix('n_snps_failed_').replace('_', ' ')}"
-                          for k, v in counts.items() if k.startswith("n_snps_failed_") and v)
-        notes.append(f"genotype filters (--maf {maf or 0:g}, --call-rate {call_rate or 0:g}): removed "
-                     f"{counts['n_snps_removed']} of {counts['n_snps_in']} SNPs" + (f" ({fails})" if fails else "")
-                     + f" and {counts['n_individuals_removed']} of {counts['n_individuals_in']} individuals"
-                     + (f" ({format_ids(removed_ind)})" if len(removed_ind) else ""))
+        fails = ", ".join(
+            f"{v} {k.removeprefix('n_snps_failed_').replace('_', ' ')}"
+            for k, v in counts.items()
+            if k.startswith("n_snps_failed_") and v
+        )
+        notes.append(
+            f"genotype filters (--maf {maf or 0:g}, --call-rate {call_rate or 0:g}): removed "
+            f"{counts['n_snps_removed']} of {counts['n_snps_in']} SNPs"
+            + (f" ({fails})" if fails else "")
+            + f" and {counts['n_individuals_removed']} of {counts['n_individuals_in']} individuals"
+            + (f" ({format_ids(removed_ind)})" if len(removed_ind) else "")
+        )
         geno = out.genotypes
     report["used"] = {"n_individuals": geno.n, "n_snps": geno.p}
     return geno, report, notes

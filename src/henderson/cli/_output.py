@@ -132,9 +132,11 @@ def previous_run(path: Path) -> dict | None:
     trait = settings.get("trait")
     if trait is None and "~" in str(settings.get("formula", "")):
         trait = response_of(settings["formula"])
-    return {"command": run.get("command", doc["command"]),
-            "trait": run.get("trait", trait),
-            "outputs": list(doc.get("outputs") or [])}
+    return {
+        "command": run.get("command", doc["command"]),
+        "trait": run.get("trait", trait),
+        "outputs": list(doc.get("outputs") or []),
+    }
 
 
 def response_of(formula: str) -> str:
@@ -145,8 +147,7 @@ def response_of(formula: str) -> str:
 class OutDir:
     """``--out DIR``: a results directory replaced as a whole at the end of the run."""
 
-    def __init__(self, path, command: str, trait: str | None = None, force: bool = False,
-                 option: str = "--out"):
+    def __init__(self, path, command: str, trait: str | None = None, force: bool = False, option: str = "--out"):
         self.path = Path(path)
         self.option = option
         self.command, self.trait, self.force = command, trait, force
@@ -174,9 +175,11 @@ class OutDir:
             return
         prev = previous_run(p)
         if prev is None:
-            raise OutputError(f"{opt} {p}: the directory is not empty and holds no henderson summary.json "
-                              f"({len(present)} file(s), e.g. {present[0]!r}); henderson replaces the whole "
-                              f"directory, so give a new or empty one")
+            raise OutputError(
+                f"{opt} {p}: the directory is not empty and holds no henderson summary.json "
+                f"({len(present)} file(s), e.g. {present[0]!r}); henderson replaces the whole "
+                f"directory, so give a new or empty one"
+            )
         owned = set(prev["outputs"]) | {"summary.json"}
         if prev["command"] == "demo" and not any(f.startswith("data/") for f in owned):
             owned |= {f for f in present if f.startswith("data/")}  # summaries before 'run' listed no data/
@@ -187,14 +190,20 @@ class OutDir:
         mixed = [f for f in present if f not in owned and f.split("/", 1)[0] in tops]
         if mixed:  # a file of the user's inside a directory henderson writes
             shown = ", ".join(repr(f) for f in mixed[:5]) + (f" and {len(mixed) - 5} more" if len(mixed) > 5 else "")
-            raise OutputError(f"{opt} {p}: holds file(s) henderson did not write inside its own output "
-                              f"({shown}); move them or give another {opt}")
+            raise OutputError(
+                f"{opt} {p}: holds file(s) henderson did not write inside its own output "
+                f"({shown}); move them or give another {opt}"
+            )
         same = prev["command"] == self.command and prev["trait"] == self.trait
         if not same and not self.force:
+
             def what(cmd, trait):
                 return f"'{cmd}'" + (f" on trait {trait!r}" if trait else "")
-            raise OutputError(f"{opt} {p}: holds the results of {what(prev['command'], prev['trait'])}; this run "
-                              f"is {what(self.command, self.trait)}. Give another {opt}, or --force to replace them")
+
+            raise OutputError(
+                f"{opt} {p}: holds the results of {what(prev['command'], prev['trait'])}; this run "
+                f"is {what(self.command, self.trait)}. Give another {opt}, or --force to replace them"
+            )
 
     def where(self, name: str = "") -> Path:
         """Where to write ``name`` during the run (inside the staging directory)."""
@@ -208,8 +217,10 @@ class OutDir:
         p, stage = self.path, self.stage
         clash = [n for n in self.keep if (stage / n).exists()]
         if clash:
-            raise OutputError(f"{self.option} {p}: this run writes {', '.join(map(repr, clash))}, which henderson "
-                              f"did not write there before; move them or give another {self.option}")
+            raise OutputError(
+                f"{self.option} {p}: this run writes {', '.join(map(repr, clash))}, which henderson "
+                f"did not write there before; move them or give another {self.option}"
+            )
         with _no_interrupt():
             try:
                 if not p.exists():
@@ -229,8 +240,9 @@ class OutDir:
                     self._carry_over(old)
                     shutil.rmtree(old, ignore_errors=True)
             except OSError as err:
-                raise OutputError(f"{self.option} {p}: cannot move the results into place: {_why(err)}; "
-                                  f"they are in {stage}") from err
+                raise OutputError(
+                    f"{self.option} {p}: cannot move the results into place: {_why(err)}; they are in {stage}"
+                ) from err
         self.stage = None
 
     def _carry_over(self, old: Path) -> None:
@@ -266,8 +278,10 @@ class OutFiles:
         parents = {_check_parent(p, opt) for p in self.paths}
         for p in self.paths:
             if p.is_dir():
-                raise OutputError(f"{opt} {p}: is a directory; {opt} names a {self.kind} here "
-                                  f"(e.g. {p / ('out' + (p.suffix or '.csv'))})")
+                raise OutputError(
+                    f"{opt} {p}: is a directory; {opt} names a {self.kind} here "
+                    f"(e.g. {p / ('out' + (p.suffix or '.csv'))})"
+                )
         if len(parents) != 1:  # pragma: no cover - a prefix's files share their directory
             raise OutputError(f"{opt}: the output files must be in one directory")
         self.stage = _mkstage(parents.pop(), self.path.name, opt, self.path)

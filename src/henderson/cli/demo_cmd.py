@@ -11,8 +11,18 @@ from ._common import DebugOpt, ForceOpt, QuietOpt, Session, ThreadsOpt
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: created, or replaced as a whole at the end (only if it holds an earlier demo, or with --force).")] = Path("henderson-demo"),
-    force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory: created, or replaced as a whole at the end (only if it holds an earlier demo, or with --force).",
+        ),
+    ] = Path("henderson-demo"),
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Worked example on bundled data: wheat GBLUP vs SNP-BLUP, 10-fold CV of three models, potato mixed model.
 

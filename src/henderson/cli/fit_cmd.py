@@ -27,15 +27,18 @@ from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt, input_options
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
     if wanted:
         if wanted not in groups:
-            raise CLIError(f"{option} {wanted!r} is not a random term of the formula; "
-                           f"random terms: {', '.join(groups) or 'none'}")
+            raise CLIError(
+                f"{option} {wanted!r} is not a random term of the formula; random terms: {', '.join(groups) or 'none'}"
+            )
         return wanted
     if default in groups:
         return default
     if len(groups) == 1:
         return groups[0]
-    raise CLIError(f"the formula has several random terms ({', '.join(groups)}); say which one "
-                   f"carries the relationship with {option}")
+    raise CLIError(
+        f"the formula has several random terms ({', '.join(groups)}); say which one "
+        f"carries the relationship with {option}"
+    )
 
 
 def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool):
@@ -52,8 +55,10 @@ def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop
         if not unknown.any():
             continue
         ids = pd.unique(labels[unknown].astype(str))
-        what = (f"{int(unknown.sum())} record(s) of {len(ids)} level(s) of {term!r} not in {sources[term]}: "
-                f"{format_ids(ids)}")
+        what = (
+            f"{int(unknown.sum())} record(s) of {len(ids)} level(s) of {term!r} not in {sources[term]}: "
+            f"{format_ids(ids)}"
+        )
         if not drop:
             raise AlignmentError(f"{data}: {what}; pass --drop-unknown to drop them")
         s.warn(f"{data}: dropped {what}")
@@ -69,32 +74,69 @@ def fit(
     data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
     formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
     out: OutDirOpt,
-    cov: Annotated[list[str] | None, typer.Option(
-        "--cov", help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
-                      "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.")] = None,
-    pedigree: Annotated[Path | None, typer.Option(
-        "--pedigree", help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' "
-                           "(or --pedigree-term).")] = None,
+    cov: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cov",
+            help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
+            "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.",
+        ),
+    ] = None,
+    pedigree: Annotated[
+        Path | None,
+        typer.Option(
+            "--pedigree",
+            help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' (or --pedigree-term).",
+        ),
+    ] = None,
     pedigree_term: Annotated[str | None, typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")] = None,
-    genotypes: Annotated[Path | None, typer.Option(
-        "--genotypes", help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
-                            "named 'id' (or --genotypes-term).")] = None,
+    genotypes: Annotated[
+        Path | None,
+        typer.Option(
+            "--genotypes",
+            help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
+            "named 'id' (or --genotypes-term).",
+        ),
+    ] = None,
     genotypes_term: Annotated[str | None, typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
-    coding: Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
-    grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
-    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
+    coding: Annotated[
+        str | None,
+        typer.Option(
+            "--coding",
+            help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).",
+        ),
+    ] = None,
+    grm_method: Annotated[
+        str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")
+    ] = "vanraden1",
+    ped_columns: Annotated[
+        str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")
+    ] = "id,sire,dam",
     selfing: SelfingOpt = False,
     method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
-    weights: Annotated[str | None, typer.Option(
-        "--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")] = None,
-    residual: Annotated[str | None, typer.Option(
-        "--residual", help="Column whose levels each get their own residual variance (e.g. Env).")] = None,
-    correlated: Annotated[list[str] | None, typer.Option(
-        "--correlated", help="TERM1,TERM2: two random intercept terms sharing levels with an "
-                             "unstructured 2 x 2 covariance (direct and maternal). Repeatable.")] = None,
-    drop_unknown: Annotated[bool, typer.Option(
-        "--drop-unknown", help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
-                               "or --cov is missing from that file, instead of stopping.")] = False,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")
+    ] = None,
+    residual: Annotated[
+        str | None,
+        typer.Option("--residual", help="Column whose levels each get their own residual variance (e.g. Env)."),
+    ] = None,
+    correlated: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--correlated",
+            help="TERM1,TERM2: two random intercept terms sharing levels with an "
+            "unstructured 2 x 2 covariance (direct and maternal). Repeatable.",
+        ),
+    ] = None,
+    drop_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unknown",
+            help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
+            "or --cov is missing from that file, instead of stopping.",
+        ),
+    ] = False,
     top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
     na_values: NaValuesOpt = None,
     decimal: DecimalOpt = ".",
@@ -115,20 +157,21 @@ def fit(
     from ..report.html import Report
     from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
 
-    s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None,
-                force=force)
+    s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None, force=force)
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")
     if "~" not in formula:
         raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
     groups = random_groups(formula)
-    s.settings.update({"formula": formula, "method": method, "grm_method": grm_method,
-                       "missing": "drop" if drop_unknown else "error"})
+    s.settings.update(
+        {"formula": formula, "method": method, "grm_method": grm_method, "missing": "drop" if drop_unknown else "error"}
+    )
     with s.step("Reading data"):
         opts = input_options(na_values, decimal)
-        frame = read_table(data, str_columns=groups, what="data file", na_values=opts["na_values"],
-                           decimal=opts["decimal"])
+        frame = read_table(
+            data, str_columns=groups, what="data file", na_values=opts["na_values"], decimal=opts["decimal"]
+        )
         s.add_input("data", data)
         require_columns(frame, formula_variables(formula), option="--formula")
         require_columns(frame, [c for c in (weights, residual) if c], option="--weights/--residual")
@@ -183,11 +226,21 @@ def fit(
     frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
-        res = api_fit(formula, frame, cov=covs or None, cov_inverse=covs_inv or None, method=method,
-                      weights=weights, residual=residual, correlated=pairs or None)
+        res = api_fit(
+            formula,
+            frame,
+            cov=covs or None,
+            cov_inverse=covs_inv or None,
+            method=method,
+            weights=weights,
+            residual=residual,
+            correlated=pairs or None,
+        )
     from ..multitrait import MultiTraitResult
+
     if isinstance(res, MultiTraitResult):  # cbind(y1, y2, ...) ~ ...: trait x trait tables
         from .multitrait_cmd import write_outputs
+
         write_outputs(s, res, "multi-trait model", "Multi-trait linear mixed model", f"{formula} — {Path(data).name}")
         return
     s.stdout.print(res.summary())

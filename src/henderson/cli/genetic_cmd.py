@@ -14,38 +14,136 @@ from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOp
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file
 
-PhenoOpt = Annotated[Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")]
+PhenoOpt = Annotated[
+    Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")
+]
 TraitOpt = Annotated[str, typer.Option("--trait", "-t", help="Column of the trait to analyse.")]
-TraitsOpt = Annotated[list[str], typer.Option("--trait", "-t", help="Column of the trait to analyse; give it several times (--trait y1 --trait y2) for a multi-trait model.")]
+TraitsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--trait",
+        "-t",
+        help="Column of the trait to analyse; give it several times (--trait y1 --trait y2) for a multi-trait model.",
+    ),
+]
 IdOpt = Annotated[str, typer.Option("--id-column", help="Column of the individual ids.")]
-FixedOpt = Annotated[str | None, typer.Option("--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.')]
+FixedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fixed", help='Fixed effects (columns of the phenotype file), e.g. "loc + year". Default: intercept.'
+    ),
+]
 OutOpt = OutDirOpt
-GenoOpt = Annotated[Path | None, typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2).")]
+GenoOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--genotypes", "-g", help="Genotypes: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id, 0/1/2)."
+    ),
+]
 PedOpt = Annotated[Path | None, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns.")]
 PedColsOpt = Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")]
 MethodOpt = Annotated[str, typer.Option("--method", help="reml or ml.")]
-DropOpt = Annotated[bool, typer.Option("--drop-unknown", help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.")]
+DropOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-unknown",
+        help="Drop (and count) phenotyped ids missing from the genotypes/pedigree instead of stopping.",
+    ),
+]
 TopOpt = Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")]
-CodingOpt = Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")]
-GwasOpt = Annotated[bool, typer.Option("--gwas", help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).")]
-GwasWindowOpt = Annotated[str | None, typer.Option("--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb).")]
-SelfingOpt = Annotated[bool, typer.Option("--selfing", help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.")]
-NaValuesOpt = Annotated[str | None, typer.Option("--na-values", help="Missing-value codes of the trait, comma-separated, e.g. \"-9,-99\" (blank, NA and . are always missing).")]
-DecimalOpt = Annotated[str, typer.Option("--decimal", help="Decimal mark of the phenotype file: . or , (a decimal comma needs a semicolon- or tab-delimited file).")]
-MissingParentOpt = Annotated[str | None, typer.Option("--missing-parent", help="Codes of an unknown parent, comma-separated; they replace the default codes 0, NA, . and - (a blank is always unknown).")]
-BirthYearOpt = Annotated[str | None, typer.Option("--birth-year", help="Pedigree column with birth years (or dates as numbers): a parent born after its offspring is an error.")]
-MafOpt = Annotated[float | None, typer.Option("--maf", min=0.0, max=0.5, help="Drop SNPs with minor allele frequency below this (counted).")]
-RepeatedOpt = Annotated[bool, typer.Option("--repeated-records", help="Ids may repeat: every record is fitted (replicates of a line or clone; the model has no permanent-environment term). Without it an id with several different values is an error.")]
-CallRateOpt = Annotated[float | None, typer.Option("--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted).")]
+CodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--coding",
+        help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).",
+    ),
+]
+GwasOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gwas",
+        help="Also test every SNP from the fit's back-solved effects and their exact SEs (association.csv, Manhattan and QQ plots in the report).",
+    ),
+]
+GwasWindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--window", help="With --gwas: windows for the share of genetic variance, in SNPs (50) or base pairs (1Mb)."
+    ),
+]
+SelfingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--selfing",
+        help="Plant (monoecious) pedigree: selfings (sire == dam) allowed, and an id may be sire of one individual and dam of another.",
+    ),
+]
+NaValuesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--na-values",
+        help='Missing-value codes of the trait, comma-separated, e.g. "-9,-99" (blank, NA and . are always missing).',
+    ),
+]
+DecimalOpt = Annotated[
+    str,
+    typer.Option(
+        "--decimal",
+        help="Decimal mark of the phenotype file: . or , (a decimal comma needs a semicolon- or tab-delimited file).",
+    ),
+]
+MissingParentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--missing-parent",
+        help="Codes of an unknown parent, comma-separated; they replace the default codes 0, NA, . and - (a blank is always unknown).",
+    ),
+]
+BirthYearOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--birth-year",
+        help="Pedigree column with birth years (or dates as numbers): a parent born after its offspring is an error.",
+    ),
+]
+MafOpt = Annotated[
+    float | None,
+    typer.Option("--maf", min=0.0, max=0.5, help="Drop SNPs with minor allele frequency below this (counted)."),
+]
+RepeatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--repeated-records",
+        help="Ids may repeat: every record is fitted (replicates of a line or clone; the model has no permanent-environment term). Without it an id with several different values is an error.",
+    ),
+]
+CallRateOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted)."
+    ),
+]
 
 
-def input_options(na_values: str | None = None, decimal: str = ".", missing_parent: str | None = None,
-                  birth_year: str | None = None, maf: float | None = None, call_rate: float | None = None,
-                  repeated_records: bool = False) -> dict:
+def input_options(
+    na_values: str | None = None,
+    decimal: str = ".",
+    missing_parent: str | None = None,
+    birth_year: str | None = None,
+    maf: float | None = None,
+    call_rate: float | None = None,
+    repeated_records: bool = False,
+) -> dict:
     """The reader options of the command line, as one dict for :func:`run_genetic` and ``run_cv``."""
-    return {"na_values": _codes(na_values), "decimal": decimal, "repeated_records": repeated_records,
-            "missing_parent": None if missing_parent is None else _codes(missing_parent),
-            "birth_year": birth_year, "maf": maf, "call_rate": call_rate}
+    return {
+        "na_values": _codes(na_values),
+        "decimal": decimal,
+        "repeated_records": repeated_records,
+        "missing_parent": None if missing_parent is None else _codes(missing_parent),
+        "birth_year": birth_year,
+        "maf": maf,
+        "call_rate": call_rate,
+    }
 
 
 def _codes(text: str | None) -> list[str]:
@@ -80,8 +178,10 @@ def _report_grm(s: Session, geno):
 
     work = float(geno.n) ** 2 * geno.p
     if work > REPORT_G_MAX_WORK:
-        return None, (f"The distribution of G is not drawn: {geno.n:,} individuals x {geno.p:,} SNPs would "
-                      "make building G for the report slower than the fit; 'henderson grm' writes it.")
+        return None, (
+            f"The distribution of G is not drawn: {geno.n:,} individuals x {geno.p:,} SNPs would "
+            "make building G for the report slower than the fit; 'henderson grm' writes it."
+        )
     with s.step("Building G for the report", counted="SNPs"):
         G = genomic_relationship(geno, method="vanraden1")
     return G, "G (VanRaden 1) built from the same genotypes to show the relationships SNP-BLUP implies."
@@ -104,17 +204,42 @@ def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     fe = est.fixed_effects_["estimate"]
     intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
     # fit_id is also a column of snp_effects.csv: predict refuses a pair from two fits
-    doc = {"model": kind, "trait": trait, "fit_id": s.run_id, "intercept": intercept,
-           "fixed_effects": {k: float(v) for k, v in fe.items()}, **extra}
+    doc = {
+        "model": kind,
+        "trait": trait,
+        "fit_id": s.run_id,
+        "intercept": intercept,
+        "fixed_effects": {k: float(v) for k, v in fe.items()},
+        **extra,
+    }
     s.write_json(doc, "model.json")
 
 
-def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: str | None, out: Path,
-                genotypes: Path | None, pedigree: Path | None, grm: Path | None, grm_method: str,
-                ped_columns: str, method: str, drop_unknown: bool, top: int, coding: str | None,
-                quiet: bool, debug: bool, threads: int | None, selfing: bool = False,
-                gwas: bool = False, window: str | None = None, force: bool = False,
-                inputs: dict | None = None) -> None:
+def run_genetic(
+    kind: str,
+    phenotypes: Path,
+    trait: str,
+    id_column: str,
+    fixed: str | None,
+    out: Path,
+    genotypes: Path | None,
+    pedigree: Path | None,
+    grm: Path | None,
+    grm_method: str,
+    ped_columns: str,
+    method: str,
+    drop_unknown: bool,
+    top: int,
+    coding: str | None,
+    quiet: bool,
+    debug: bool,
+    threads: int | None,
+    selfing: bool = False,
+    gwas: bool = False,
+    window: str | None = None,
+    force: bool = False,
+    inputs: dict | None = None,
+) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
     from ..report.html import Report
     from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
@@ -123,8 +248,16 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
     method = method.lower()
     if method not in ("reml", "ml"):
         raise CLIError(f"--method must be reml or ml, not {method!r}")
-    s.settings.update({"model": kind, "trait": trait, "id_column": id_column, "fixed": fixed,
-                       "method": method, "missing": "drop" if drop_unknown else "error"})
+    s.settings.update(
+        {
+            "model": kind,
+            "trait": trait,
+            "id_column": id_column,
+            "fixed": fixed,
+            "method": method,
+            "missing": "drop" if drop_unknown else "error",
+        }
+    )
     if (gwas or window) and genotypes is None:
         raise CLIError("--gwas needs --genotypes (the SNPs to test)")
     if window and not gwas:
@@ -138,8 +271,15 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
     missing = "drop" if drop_unknown else "error"
     opts = inputs or input_options()
     with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed, na_values=opts["na_values"],
-                                         decimal=opts["decimal"], one_record_per_id=not opts["repeated_records"])
+        y, data, frame = read_phenotypes(
+            phenotypes,
+            trait,
+            id_column,
+            fixed,
+            na_values=opts["na_values"],
+            decimal=opts["decimal"],
+            one_record_per_id=not opts["repeated_records"],
+        )
         s.add_input("phenotypes", phenotypes)
         check_fixed(frame, fixed)
     geno = G = snp_effects = None
@@ -190,8 +330,13 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         if pedigree is None:
             raise CLIError("pblup needs --pedigree FILE")
         with s.step("Reading pedigree"):
-            ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing,
-                                            missing=opts["missing_parent"], birth_year=opts["birth_year"])
+            ped, notes = read_pedigree_file(
+                pedigree,
+                *_ped_cols(ped_columns),
+                selfing=selfing,
+                missing=opts["missing_parent"],
+                birth_year=opts["birth_year"],
+            )
             s.add_input("pedigree", pedigree)  # once, with or without reader notes
         for note in notes:
             s.warn(note)
@@ -211,12 +356,22 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
         s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
         if snp_effects is not None:
             s.write_csv(snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
-        _write_model(s, est, kind, trait, {"h2": est.h2_, "h2_se": est.h2_se_,
-                                           "n_snps": None if snp_effects is None else len(snp_effects),
-                                           **{k: v for k, v in extra.items() if k != "genotypes"}})
+        _write_model(
+            s,
+            est,
+            kind,
+            trait,
+            {
+                "h2": est.h2_,
+                "h2_se": est.h2_se_,
+                "n_snps": None if snp_effects is None else len(snp_effects),
+                **{k: v for k, v in extra.items() if k != "genotypes"},
+            },
+        )
         rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
-        add_genetic(rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note,
-                    g_note=g_note)
+        add_genetic(
+            rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note, g_note=g_note
+        )
         if kind == "pblup":
             add_pedigree_summary(rep, ped, phenotyped=y.index[y.notna()])
         if geno is not None:
@@ -232,16 +387,37 @@ def run_genetic(kind: str, phenotypes: Path, trait: str, id_column: str, fixed: 
 
 
 def gblup(
-    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt,
+    phenotypes: PhenoOpt,
+    trait: TraitsOpt,
+    out: OutOpt,
     genotypes: GenoOpt = None,
-    grm: Annotated[Path | None, typer.Option("--grm", help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.")] = None,
-    grm_method: Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")] = "vanraden1",
-    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
-    gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
-    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", maf: MafOpt = None, call_rate: CallRateOpt = None,
+    grm: Annotated[
+        Path | None,
+        typer.Option(
+            "--grm",
+            help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.",
+        ),
+    ] = None,
+    grm_method: Annotated[
+        str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")
+    ] = "vanraden1",
+    id_column: IdOpt = "id",
+    fixed: FixedOpt = None,
+    method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False,
+    coding: CodingOpt = None,
+    top: TopOpt = 20,
+    gwas: GwasOpt = False,
+    window: GwasWindowOpt = None,
+    force: ForceOpt = False,
+    na_values: NaValuesOpt = None,
+    decimal: DecimalOpt = ".",
+    maf: MafOpt = None,
+    call_rate: CallRateOpt = None,
     repeated_records: RepeatedOpt = False,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Genomic BLUP: REML variances, GEBVs with PEV and reliability (and SNP effects from genotypes).
 
@@ -250,23 +426,68 @@ def gblup(
     """
     if len(trait) > 1:
         from .multitrait_cmd import run_multitrait
-        return run_multitrait("gblup", Session("gblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
-                              fixed, genotypes=genotypes, grm=grm, grm_method=grm_method, coding=coding,
-                              method=method)
-    run_genetic("gblup", phenotypes, trait[0], id_column, fixed, out, genotypes, None, grm, grm_method,
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
-                force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
-                                                  repeated_records=repeated_records))
+
+        return run_multitrait(
+            "gblup",
+            Session("gblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
+            phenotypes,
+            trait,
+            id_column,
+            fixed,
+            genotypes=genotypes,
+            grm=grm,
+            grm_method=grm_method,
+            coding=coding,
+            method=method,
+        )
+    run_genetic(
+        "gblup",
+        phenotypes,
+        trait[0],
+        id_column,
+        fixed,
+        out,
+        genotypes,
+        None,
+        grm,
+        grm_method,
+        "id,sire,dam",
+        method,
+        drop_unknown,
+        top,
+        coding,
+        quiet,
+        debug,
+        threads,
+        gwas=gwas,
+        window=window,
+        force=force,
+        inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
+    )
 
 
 def snpblup(
-    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt, genotypes: GenoOpt = None,
-    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20,
-    gwas: GwasOpt = False, window: GwasWindowOpt = None, force: ForceOpt = False,
-    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", maf: MafOpt = None, call_rate: CallRateOpt = None,
+    phenotypes: PhenoOpt,
+    trait: TraitsOpt,
+    out: OutOpt,
+    genotypes: GenoOpt = None,
+    id_column: IdOpt = "id",
+    fixed: FixedOpt = None,
+    method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False,
+    coding: CodingOpt = None,
+    top: TopOpt = 20,
+    gwas: GwasOpt = False,
+    window: GwasWindowOpt = None,
+    force: ForceOpt = False,
+    na_values: NaValuesOpt = None,
+    decimal: DecimalOpt = ".",
+    maf: MafOpt = None,
+    call_rate: CallRateOpt = None,
     repeated_records: RepeatedOpt = False,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """SNP-BLUP (RR-BLUP): REML variances, SNP effects and GEBVs; 'henderson predict' scores new individuals.
 
@@ -274,22 +495,65 @@ def snpblup(
     """
     if len(trait) > 1:
         from .multitrait_cmd import run_multitrait
-        return run_multitrait("snpblup", Session("snpblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait,
-                              id_column, fixed, genotypes=genotypes, coding=coding, method=method)
-    run_genetic("snpblup", phenotypes, trait[0], id_column, fixed, out, genotypes, None, None, "vanraden1",
-                "id,sire,dam", method, drop_unknown, top, coding, quiet, debug, threads, gwas=gwas, window=window,
-                force=force, inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate,
-                                                  repeated_records=repeated_records))
+
+        return run_multitrait(
+            "snpblup",
+            Session("snpblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
+            phenotypes,
+            trait,
+            id_column,
+            fixed,
+            genotypes=genotypes,
+            coding=coding,
+            method=method,
+        )
+    run_genetic(
+        "snpblup",
+        phenotypes,
+        trait[0],
+        id_column,
+        fixed,
+        out,
+        genotypes,
+        None,
+        None,
+        "vanraden1",
+        "id,sire,dam",
+        method,
+        drop_unknown,
+        top,
+        coding,
+        quiet,
+        debug,
+        threads,
+        gwas=gwas,
+        window=window,
+        force=force,
+        inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
+    )
 
 
 def pblup(
-    phenotypes: PhenoOpt, trait: TraitsOpt, out: OutOpt, pedigree: PedOpt = None,
+    phenotypes: PhenoOpt,
+    trait: TraitsOpt,
+    out: OutOpt,
+    pedigree: PedOpt = None,
     ped_columns: PedColsOpt = "id,sire,dam",
-    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, selfing: SelfingOpt = False, top: TopOpt = 20, force: ForceOpt = False,
-    na_values: NaValuesOpt = None, decimal: DecimalOpt = ".", missing_parent: MissingParentOpt = None,
-    birth_year: BirthYearOpt = None, repeated_records: RepeatedOpt = False,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    id_column: IdOpt = "id",
+    fixed: FixedOpt = None,
+    method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False,
+    selfing: SelfingOpt = False,
+    top: TopOpt = 20,
+    force: ForceOpt = False,
+    na_values: NaValuesOpt = None,
+    decimal: DecimalOpt = ".",
+    missing_parent: MissingParentOpt = None,
+    birth_year: BirthYearOpt = None,
+    repeated_records: RepeatedOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Pedigree BLUP (animal model, sparse A⁻¹): every animal in the pedigree gets an EBV.
 
@@ -298,20 +562,68 @@ def pblup(
     """
     if len(trait) > 1:
         from .multitrait_cmd import run_multitrait
-        return run_multitrait("pblup", Session("pblup", quiet, debug, threads, out, trait=",".join(trait), force=force), phenotypes, trait, id_column,
-                              fixed, pedigree=pedigree, ped_columns=ped_columns, selfing=selfing, method=method)
-    run_genetic("pblup", phenotypes, trait[0], id_column, fixed, out, None, pedigree, None, "vanraden1",
-                ped_columns, method, drop_unknown, top, None, quiet, debug, threads, selfing=selfing,
-                force=force, inputs=input_options(na_values, decimal, missing_parent, birth_year,
-                                                  repeated_records=repeated_records))
+
+        return run_multitrait(
+            "pblup",
+            Session("pblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
+            phenotypes,
+            trait,
+            id_column,
+            fixed,
+            pedigree=pedigree,
+            ped_columns=ped_columns,
+            selfing=selfing,
+            method=method,
+        )
+    run_genetic(
+        "pblup",
+        phenotypes,
+        trait[0],
+        id_column,
+        fixed,
+        out,
+        None,
+        pedigree,
+        None,
+        "vanraden1",
+        ped_columns,
+        method,
+        drop_unknown,
+        top,
+        None,
+        quiet,
+        debug,
+        threads,
+        selfing=selfing,
+        force=force,
+        inputs=input_options(na_values, decimal, missing_parent, birth_year, repeated_records=repeated_records),
+    )
 
 
 def predict(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.")],
-    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.",
+        ),
+    ],
+    genotypes: Annotated[
+        Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.",
+        ),
+    ],
     coding: CodingOpt = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Score new individuals from saved SNP effects: ĝ = (X − 2p_train)β̂, SNPs matched by id.
 
@@ -326,8 +638,10 @@ def predict(
     if not Path(model).is_dir():
         raise CLIError(f"--model {model}: not a directory (give the --out directory of snpblup or gblup)")
     if not eff_path.exists():
-        raise CLIError(f"{eff_path} not found: --model must be the output directory of 'henderson snpblup' "
-                       "or of 'henderson gblup --genotypes' (vanraden1)")
+        raise CLIError(
+            f"{eff_path} not found: --model must be the output directory of 'henderson snpblup' "
+            "or of 'henderson gblup --genotypes' (vanraden1)"
+        )
     files = s.output_files([out])
     with s.step("Reading SNP effects and genotypes"):
         eff = read_table(eff_path, str_columns=["snp", "chrom", "fit_id"], what="SNP-effect table")
@@ -336,8 +650,9 @@ def predict(
         geno = read_genotypes_file(genotypes, coding)
     absent = np.setdiff1d(eff["snp"].astype(str).to_numpy(), np.asarray(geno.snp_ids, dtype=str))
     if len(absent):
-        raise DataError(f"{genotypes}: {len(absent)} SNP(s) of the model are not in the genotypes: "
-                        f"{format_ids(absent)}")
+        raise DataError(
+            f"{genotypes}: {len(absent)} SNP(s) of the model are not in the genotypes: {format_ids(absent)}"
+        )
     with s.step("Scoring"):
         g = predict_from_snp_effects(geno, eff)
     table = pd.DataFrame({"id": g.index.astype(str), "gebv": g.to_numpy()})
@@ -360,8 +675,10 @@ def _read_model_json(path: Path, eff: pd.DataFrame, eff_path: Path) -> dict | No
 
     ids = sorted(set(eff["fit_id"].dropna().astype(str))) if "fit_id" in eff else []
     if len(ids) > 1:
-        raise DataError(f"{eff_path}: rows from {len(ids)} different fits (column fit_id); "
-                        "rerun snpblup/gblup to write one set of SNP effects")
+        raise DataError(
+            f"{eff_path}: rows from {len(ids)} different fits (column fit_id); "
+            "rerun snpblup/gblup to write one set of SNP effects"
+        )
     if not path.exists():
         return None
     try:
@@ -370,7 +687,9 @@ def _read_model_json(path: Path, eff: pd.DataFrame, eff_path: Path) -> dict | No
         raise DataError(f"{path}: not a henderson model.json ({err})") from err
     fit = meta.get("fit_id") if isinstance(meta, dict) else None
     if (ids[0] if ids else None) != fit:
-        raise DataError(f"{eff_path} and {path} come from different fits (fit_id "
-                        f"{ids[0] if ids else 'absent'} vs {fit or 'absent'}): the SNP effects and the "
-                        "intercept must come from one run of snpblup or gblup; rerun it")
+        raise DataError(
+            f"{eff_path} and {path} come from different fits (fit_id "
+            f"{ids[0] if ids else 'absent'} vs {fit or 'absent'}): the SNP effects and the "
+            "intercept must come from one run of snpblup or gblup; rerun it"
+        )
     return meta

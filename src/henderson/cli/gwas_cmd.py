@@ -16,13 +16,31 @@ from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_phenotypes
 from .genetic_cmd import CodingOpt, DropOpt, FixedOpt, IdOpt, PhenoOpt, TopOpt, TraitOpt
 
-WindowOpt = Annotated[str | None, typer.Option(
-    "--window", help="Windows for the share of genetic variance: SNPs (50, 50snps) or base pairs (1Mb, 500kb).")]
+WindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--window", help="Windows for the share of genetic variance: SNPs (50, 50snps) or base pairs (1Mb, 500kb)."
+    ),
+]
 
 
-def association_outputs(s: Session, report, model, genotypes, trait: str, *, method: str = "backsolve",
-                        p3d: bool = True, loco: bool = False, window: str | None = None, fixed=None,
-                        data=None, missing: str = "error", top: int = 20, effects_model=None) -> dict:
+def association_outputs(
+    s: Session,
+    report,
+    model,
+    genotypes,
+    trait: str,
+    *,
+    method: str = "backsolve",
+    p3d: bool = True,
+    loco: bool = False,
+    window: str | None = None,
+    fixed=None,
+    data=None,
+    missing: str = "error",
+    top: int = 20,
+    effects_model=None,
+) -> dict:
     """Run association, write ``association.csv`` (and ``windows.csv``), add the report section.
 
     ``effects_model``: a fitted GBLUP/SNP-BLUP whose back-solved effects feed the windows
@@ -34,8 +52,9 @@ def association_outputs(s: Session, report, model, genotypes, trait: str, *, met
     if window is not None:
         parse_window(window)  # a bad --window fails before the long steps
     with s.step(f"Association ({method})", counted="SNPs"):
-        table = association(model, genotypes, method=method, p3d=p3d, loco=loco, fixed=fixed, data=data,
-                            missing=missing)
+        table = association(
+            model, genotypes, method=method, p3d=p3d, loco=loco, fixed=fixed, data=data, missing=missing
+        )
     for note in table.attrs["notes"]:
         s.notes.append(note)
     windows = None
@@ -52,20 +71,59 @@ def association_outputs(s: Session, report, model, genotypes, trait: str, *, met
         s.stdout.print(f"\nAssociation: {table.attrs['method']}")
         s.stdout.print(f"genomic control lambda = {table.attrs['lambda_gc']:.4f}; top SNPs:")
         s.stdout.print(hits.to_string(index=False))
-    return {"association": {"method": table.attrs["method"], "lambda_gc": table.attrs["lambda_gc"],
-                            "n_snps": len(table), "n_tested": int(table["tested"].sum()),
-                            "window": window, "top": hits.to_dict(orient="records")}}
+    return {
+        "association": {
+            "method": table.attrs["method"],
+            "lambda_gc": table.attrs["lambda_gc"],
+            "n_snps": len(table),
+            "n_tested": int(table["tested"].sum()),
+            "window": window,
+            "top": hits.to_dict(orient="records"),
+        }
+    }
 
 
 def gwas(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutDirOpt,
-    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes: PLINK prefix or .bed (read block by block with --method mlma), VCF, or CSV/TSV matrix.")],
-    method: Annotated[str, typer.Option("--method", help="backsolve (SNP effects of a GBLUP fit and their exact SEs) or mlma (each SNP a fixed effect in the mixed model).")] = "backsolve",
-    exact: Annotated[bool, typer.Option("--exact", help="mlma: re-estimate the variance ratio by REML for every SNP (as GEMMA -lmm 1) instead of once in the null model (P3D).")] = False,
-    loco: Annotated[bool, typer.Option("--loco", help="mlma: leave the tested SNP's chromosome out of G (needs a map and 2+ chromosomes).")] = False,
+    phenotypes: PhenoOpt,
+    trait: TraitOpt,
+    out: OutDirOpt,
+    genotypes: Annotated[
+        Path,
+        typer.Option(
+            "--genotypes",
+            "-g",
+            help="Genotypes: PLINK prefix or .bed (read block by block with --method mlma), VCF, or CSV/TSV matrix.",
+        ),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="backsolve (SNP effects of a GBLUP fit and their exact SEs) or mlma (each SNP a fixed effect in the mixed model).",
+        ),
+    ] = "backsolve",
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="mlma: re-estimate the variance ratio by REML for every SNP (as GEMMA -lmm 1) instead of once in the null model (P3D).",
+        ),
+    ] = False,
+    loco: Annotated[
+        bool,
+        typer.Option(
+            "--loco", help="mlma: leave the tested SNP's chromosome out of G (needs a map and 2+ chromosomes)."
+        ),
+    ] = False,
     window: WindowOpt = None,
-    id_column: IdOpt = "id", fixed: FixedOpt = None, drop_unknown: DropOpt = False, coding: CodingOpt = None,
-    top: TopOpt = 20, force: ForceOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    id_column: IdOpt = "id",
+    fixed: FixedOpt = None,
+    drop_unknown: DropOpt = False,
+    coding: CodingOpt = None,
+    top: TopOpt = 20,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
     threads: ThreadsOpt = None,
 ):
     """Genome-wide association: back-solved GBLUP tests or MLMA, Manhattan and QQ plots, windows.
@@ -87,15 +145,28 @@ def gwas(
         parse_window(window)  # before reading and fitting
     s = Session("gwas", quiet, debug, threads, out, trait=trait, force=force)
     missing = "drop" if drop_unknown else "error"
-    s.settings.update({"trait": trait, "id_column": id_column, "fixed": fixed, "method": method,
-                       "p3d": not exact, "loco": loco, "window": window, "missing": missing})
+    s.settings.update(
+        {
+            "trait": trait,
+            "id_column": id_column,
+            "fixed": fixed,
+            "method": method,
+            "p3d": not exact,
+            "loco": loco,
+            "window": window,
+            "missing": missing,
+        }
+    )
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
     gpath = Path(genotypes)
-    stream = (method == "mlma" and window is None
-              and (gpath.suffix == ".bed" or Path(str(gpath) + ".bed").exists())
-              and genotype_format(gpath) == "plink")
+    stream = (
+        method == "mlma"
+        and window is None
+        and (gpath.suffix == ".bed" or Path(str(gpath) + ".bed").exists())
+        and genotype_format(gpath) == "plink"
+    )
     if stream:  # MLMA reads a PLINK fileset block by block: memory stays bounded
         geno = gpath
         s.add_input("genotypes", genotypes)
@@ -112,14 +183,32 @@ def gwas(
         s.notes += list(gb.result_.notes)
         vc = gb.variance_components_
         rep.section("Genomic model")
-        rep.kv({"sigma2_g": f"{vc['variance'].iloc[0]:.6g}", "sigma2_e": f"{vc.loc['Residual', 'variance']:.6g}",
-                "h2": f"{gb.h2_:.4f} (SE {gb.h2_se_:.4f})"})
+        rep.kv(
+            {
+                "sigma2_g": f"{vc['variance'].iloc[0]:.6g}",
+                "sigma2_e": f"{vc.loc['Residual', 'variance']:.6g}",
+                "h2": f"{gb.h2_:.4f} (SE {gb.h2_se_:.4f})",
+            }
+        )
     if method == "backsolve":
         summary = association_outputs(s, rep, gb, geno, trait, window=window, top=top)
     else:
-        summary = association_outputs(s, rep, y, geno, trait, method="mlma", p3d=not exact, loco=loco,
-                                      window=window, fixed=fixed, data=data, missing=missing, top=top,
-                                      effects_model=gb)
+        summary = association_outputs(
+            s,
+            rep,
+            y,
+            geno,
+            trait,
+            method="mlma",
+            p3d=not exact,
+            loco=loco,
+            window=window,
+            fixed=fixed,
+            data=data,
+            missing=missing,
+            top=top,
+            effects_model=gb,
+        )
     with s.step("Writing outputs"):
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")

@@ -24,7 +24,7 @@ from ._errors import report_exception
 app = typer.Typer(
     name="henderson",
     help="Linear mixed models for animal and plant breeding: REML, BLUP, GBLUP, SNP-BLUP, "
-         "cross-validation. Run 'henderson demo' for a worked example on bundled wheat data.",
+    "cross-validation. Run 'henderson demo' for a worked example on bundled wheat data.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,8 +34,7 @@ app = typer.Typer(
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
-                                       is_eager=True)):
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True)):
     if version:
         from .._version import __version__
 
@@ -59,7 +58,7 @@ def _register() -> None:
     from . import cv_cmd, demo_cmd, fit_cmd, genetic_cmd, gwas_cmd, relationship_cmd
 
     short = {
-        "fit": (fit_cmd.fit, "Linear mixed model from a formula, e.g. \"Yield ~ Env + (1|Name)\"."),
+        "fit": (fit_cmd.fit, 'Linear mixed model from a formula, e.g. "Yield ~ Env + (1|Name)".'),
         "gblup": (genetic_cmd.gblup, "Genomic BLUP from phenotypes and genotypes (or a GRM)."),
         "snpblup": (genetic_cmd.snpblup, "SNP-BLUP (RR-BLUP): SNP effects and GEBVs."),
         "pblup": (genetic_cmd.pblup, "Pedigree BLUP (animal model with sparse A-inverse)."),
@@ -153,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         with command.make_context("henderson", args) as ctx:
             rv = command.invoke(ctx)
         return int(rv) if isinstance(rv, int) else 0
-    except (typer.Exit, *_extra('Exit')) as e:
+    except (typer.Exit, *_extra("Exit")) as e:
         return e.exit_code
-    except (typer.Abort, *_extra('Abort')) as e:
+    except (typer.Abort, *_extra("Abort")) as e:
         if interrupted(e):
             return _interrupted_exit()
         print("henderson: aborted", file=sys.stderr)

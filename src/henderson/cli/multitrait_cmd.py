@@ -50,18 +50,27 @@ def add_multitrait(rep, res, label: str) -> None:
     from ..multitrait.plots import correlation_heatmap
 
     rep.section("Model")
-    rep.kv({"model": label, "solver": res.solver, "traits": ", ".join(res.traits),
+    rep.kv(
+        {
+            "model": label,
+            "solver": res.solver,
+            "traits": ", ".join(res.traits),
             "records": f"{res.n_obs:,} (every trait on every record); per trait: "
             + ", ".join(f"{k} {int(v)}" for k, v in res.n_records.items()),
-            "log-likelihood (REML)": f"{res.loglik:.4f}", "iterations": res.iterations,
-            "converged": "yes" if res.converged else "NO"})
+            "log-likelihood (REML)": f"{res.loglik:.4f}",
+            "iterations": res.iterations,
+            "converged": "yes" if res.converged else "NO",
+        }
+    )
     for note in res.notes:
         rep.callout(note, warn="boundary" in note or "singular" in note)
     rep.section("Genetic correlations (SE); heritabilities on the diagonal")
     rep.start_grid()
     rep.table(correlation_table(res), caption="Genetic correlation matrix, standard errors by the delta method")
-    rep.image(correlation_heatmap(res.correlations["genetic"], res.correlation_se["genetic"],
-                                  "Genetic correlations"), caption="Genetic correlations (heat map; SE in brackets)")
+    rep.image(
+        correlation_heatmap(res.correlations["genetic"], res.correlation_se["genetic"], "Genetic correlations"),
+        caption="Genetic correlations (heat map; SE in brackets)",
+    )
     rep.end_grid()
     rep.section("Covariance matrices")
     rep.table(res.covariances["genetic"], caption="Genetic covariance matrix Σ_g", digits=5)
@@ -69,13 +78,28 @@ def add_multitrait(rep, res, label: str) -> None:
     rep.table(res.covariances["Residual"], caption="Residual covariance matrix Σ_e", digits=5)
     rep.table(res.correlations["Residual"], caption="Residual correlations", digits=3)
     rep.section("Top breeding values")
-    rep.table(res.gebv.sort_values(res.traits[0], ascending=False).head(20),
-              caption=f"GEBVs of every trait, top 20 by {res.traits[0]}")
+    rep.table(
+        res.gebv.sort_values(res.traits[0], ascending=False).head(20),
+        caption=f"GEBVs of every trait, top 20 by {res.traits[0]}",
+    )
 
 
-def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], id_column: str,
-                   fixed: str | None, genotypes=None, pedigree=None, grm=None, grm_method="vanraden1",
-                   ped_columns="id,sire,dam", coding=None, selfing=False, method="reml") -> None:
+def run_multitrait(
+    kind: str,
+    s: Session,
+    phenotypes: Path,
+    traits: list[str],
+    id_column: str,
+    fixed: str | None,
+    genotypes=None,
+    pedigree=None,
+    grm=None,
+    grm_method="vanraden1",
+    ped_columns="id,sire,dam",
+    coding=None,
+    selfing=False,
+    method="reml",
+) -> None:
     from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
 
     if method.lower() != "reml":
@@ -98,8 +122,11 @@ def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], i
         else:
             with s.step("Reading the relationship matrix"):
                 X = read_relationship_file(grm, kind="G")
-        est = (GBLUP(grm=grm_method, fixed=fixed, traits=traits) if kind == "gblup"
-               else SNPBLUP(fixed=fixed, traits=traits))
+        est = (
+            GBLUP(grm=grm_method, fixed=fixed, traits=traits)
+            if kind == "gblup"
+            else SNPBLUP(fixed=fixed, traits=traits)
+        )
         label = "multi-trait GBLUP" if kind == "gblup" else "multi-trait SNP-BLUP"
     else:
         if pedigree is None:
@@ -114,8 +141,14 @@ def run_multitrait(kind: str, s: Session, phenotypes: Path, traits: list[str], i
         label = "multi-trait pedigree BLUP (dense A)"
     with s.step(f"Fitting {label}", counted="REML steps"):
         est.fit(X, Y, data=data)
-    write_outputs(s, est.result_, label, f"{label}: {', '.join(traits)}", Path(phenotypes).name,
-                  snp_effects=getattr(est, "snp_effects_", None))
+    write_outputs(
+        s,
+        est.result_,
+        label,
+        f"{label}: {', '.join(traits)}",
+        Path(phenotypes).name,
+        snp_effects=getattr(est, "snp_effects_", None),
+    )
 
 
 def write_outputs(s: Session, res, label: str, title: str, subtitle: str, snp_effects=None) -> None:
@@ -142,8 +175,22 @@ def write_outputs(s: Session, res, label: str, title: str, subtitle: str, snp_ef
     s.done()
 
 
-def run_multitrait_cv(s: Session, *, phenotypes: Path, traits: list[str], genotypes, grm, folds, repeats: int,
-                      seed: int, id_column: str, grm_method: str, coding, design: str, target) -> None:
+def run_multitrait_cv(
+    s: Session,
+    *,
+    phenotypes: Path,
+    traits: list[str],
+    genotypes,
+    grm,
+    folds,
+    repeats: int,
+    seed: int,
+    id_column: str,
+    grm_method: str,
+    coding,
+    design: str,
+    target,
+) -> None:
     from ..cv import cross_validate
     from ..estimators import GBLUP
     from ..report.html import Report
@@ -159,8 +206,16 @@ def run_multitrait_cv(s: Session, *, phenotypes: Path, traits: list[str], genoty
     else:
         X = read_relationship_file(grm, kind="G")
     with s.step(f"Cross-validating ({design})"):
-        res = cross_validate(GBLUP(grm=grm_method, traits=traits), X, Y, cv=folds, repeats=repeats, seed=seed,
-                             design=design, target=target)
+        res = cross_validate(
+            GBLUP(grm=grm_method, traits=traits),
+            X,
+            Y,
+            cv=folds,
+            repeats=repeats,
+            seed=seed,
+            design=design,
+            target=target,
+        )
     if not s.quiet:
         s.stdout.print(repr(res))
     with s.step("Writing outputs"):
@@ -170,9 +225,11 @@ def run_multitrait_cv(s: Session, *, phenotypes: Path, traits: list[str], genoty
         rep = Report(f"Multi-trait cross-validation ({design})", Path(phenotypes).name)
         rep.section("Predictive ability per trait: multi-trait vs single-trait GBLUP on the same folds")
         rep.table(res.summary, digits=3)
-        rep.text("CV1: new lines, no trait observed. CV2: the target trait masked on the test lines, the other "
-                 "traits kept; covariances by REML on the training lines, then the exact BLUP given all observed "
-                 "records.")
+        rep.text(
+            "CV1: new lines, no trait observed. CV2: the target trait masked on the test lines, the other "
+            "traits kept; covariances by REML on the training lines, then the exact BLUP given all observed "
+            "records."
+        )
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"summary": res.summary.reset_index().to_dict(orient="records"), "settings": res.settings})

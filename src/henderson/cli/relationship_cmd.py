@@ -17,12 +17,35 @@ from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
 
 
 def grm(
-    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.")],
-    method: Annotated[str, typer.Option("--method", help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).")] = "vanraden1",
+    genotypes: Annotated[
+        Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.",
+        ),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).",
+        ),
+    ] = "vanraden1",
     format: Annotated[str | None, typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
-    coding: Annotated[str | None, typer.Option("--coding", help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).")] = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    coding: Annotated[
+        str | None,
+        typer.Option(
+            "--coding",
+            help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
     scheduler: SchedulerOpt = None,
 ):
     """Genomic relationship matrix G from genotypes, written as CSV or GCTA binary GRM.
@@ -53,28 +76,52 @@ def grm(
     with s.step("Writing"):
         if fmt == "gcta":
             # .grm.N.bin: SNPs called in both (from the genotypes when they were read here)
-            write_gcta_grm(G, str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"),
-                           genotypes=None if isinstance(geno, str) else geno)
+            write_gcta_grm(
+                G,
+                str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"),
+                genotypes=None if isinstance(geno, str) else geno,
+            )
             written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
         else:
             write_relationship_csv(G, files.where(out))
             written = str(out)
     d = np.diag(G.dense())
     off = G.dense()[np.triu_indices(G.n, 1)]
-    s.stdout.print(f"G ({method}): {G.n} individuals, {G.info['n_snps']} SNPs; diagonal mean {d.mean():.4f} "
-                   f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}")
+    s.stdout.print(
+        f"G ({method}): {G.n} individuals, {G.info['n_snps']} SNPs; diagonal mean {d.mean():.4f} "
+        f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}"
+    )
     s.done()
     s.stdout.print(f"Wrote {written}")
 
 
 def ainv(
-    pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.")],
-    ped_columns: Annotated[str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")] = "id,sire,dam",
-    inbreeding: Annotated[Path | None, typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")] = None,
+    pedigree: Annotated[
+        Path,
+        typer.Option(
+            "--pedigree",
+            help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.",
+        ),
+    ],
+    ped_columns: Annotated[
+        str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")
+    ] = "id,sire,dam",
+    inbreeding: Annotated[
+        Path | None, typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")
+    ] = None,
     selfing: SelfingOpt = False,
     missing_parent: MissingParentOpt = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Inverse numerator relationship matrix A⁻¹ (Henderson's rules with inbreeding) as a sparse list.
 
@@ -89,8 +136,9 @@ def ainv(
     files = s.output_files([out])
     f_file = s.output_files([inbreeding], "--inbreeding") if inbreeding is not None else None
     with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing,
-                                        missing=None if missing_parent is None else _codes(missing_parent))
+        ped, notes = read_pedigree_file(
+            pedigree, *cols, selfing=selfing, missing=None if missing_parent is None else _codes(missing_parent)
+        )
     for note in notes:
         s.warn(note)
     with s.step("Building A⁻¹"):
@@ -102,10 +150,13 @@ def ainv(
     table.to_csv(files.where(out), index=False, float_format="%.12g")
     F = Ai.info.get("inbreeding")
     if f_file is not None and F is not None:
-        F.rename("F").rename_axis("id").reset_index().to_csv(f_file.where(inbreeding), index=False,
-                                                             float_format="%.10g")
+        F.rename("F").rename_axis("id").reset_index().to_csv(
+            f_file.where(inbreeding), index=False, float_format="%.10g"
+        )
     n_inbred = int((F > 0).sum()) if F is not None else 0
-    s.stdout.print(f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; "
-                   f"{n_inbred} inbred animals" + (f" (max F {float(F.max()):.4f})" if n_inbred else ""))
+    s.stdout.print(
+        f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; "
+        f"{n_inbred} inbred animals" + (f" (max F {float(F.max()):.4f})" if n_inbred else "")
+    )
     s.done()
     s.stdout.print(f"Wrote {out}" + (f" and {inbreeding}" if inbreeding is not None else ""))

@@ -34,24 +34,72 @@ REPORT_MAX_GENOTYPED = 20000
 
 
 def ssgblup(
-    phenotypes: PhenoOpt, trait: TraitOpt, out: OutDirOpt,
-    pedigree: Annotated[Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (all animals).")],
-    genotypes: Annotated[Path, typer.Option("--genotypes", "-g", help="Genotypes of the genotyped animals: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")],
+    phenotypes: PhenoOpt,
+    trait: TraitOpt,
+    out: OutDirOpt,
+    pedigree: Annotated[
+        Path, typer.Option("--pedigree", help="Pedigree file with id, sire, dam columns (all animals).")
+    ],
+    genotypes: Annotated[
+        Path,
+        typer.Option(
+            "--genotypes",
+            "-g",
+            help="Genotypes of the genotyped animals: PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).",
+        ),
+    ],
     ped_columns: PedColsOpt = "id,sire,dam",
-    tuning: Annotated[str, typer.Option("--tuning", help="mean: G's mean diagonal and off-diagonal matched to A22's (preGSf90 tunedG 2, default); none: no tuning.")] = "mean",
-    alpha: Annotated[float, typer.Option("--alpha", help="Blending G_w = alpha G + beta A22: weight on G (preGSf90 AlphaBeta; default 0.95).")] = 0.95,
+    tuning: Annotated[
+        str,
+        typer.Option(
+            "--tuning",
+            help="mean: G's mean diagonal and off-diagonal matched to A22's (preGSf90 tunedG 2, default); none: no tuning.",
+        ),
+    ] = "mean",
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha", help="Blending G_w = alpha G + beta A22: weight on G (preGSf90 AlphaBeta; default 0.95)."
+        ),
+    ] = 0.95,
     beta: Annotated[float, typer.Option("--beta", help="Blending weight on A22 (default 0.05).")] = 0.05,
     tau: Annotated[float, typer.Option("--tau", help="Weight of G⁻¹ in H⁻¹ (preGSf90 TauOmega; default 1).")] = 1.0,
     omega: Annotated[float, typer.Option("--omega", help="Weight of A22⁻¹ in H⁻¹ (default 1).")] = 1.0,
-    apy_core: Annotated[int | None, typer.Option("--apy-core", help="APY: number of core animals drawn at random (--seed); default: the full G⁻¹.")] = None,
+    apy_core: Annotated[
+        int | None,
+        typer.Option("--apy-core", help="APY: number of core animals drawn at random (--seed); default: the full G⁻¹."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the APY core draw.")] = 0,
-    add_missing_genotyped: Annotated[bool, typer.Option("--add-missing-genotyped", help="Add genotyped ids absent from the pedigree as founders (counted) instead of stopping.")] = False,
-    sigma2: Annotated[str | None, typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow).")] = None,
-    snp_effects: Annotated[bool, typer.Option("--snp-effects/--no-snp-effects", help="Back-solve SNP effects with their variances and p-values (postGSf90).")] = True,
-    id_column: IdOpt = "id", fixed: FixedOpt = None, method: MethodOpt = "reml",
-    drop_unknown: DropOpt = False, coding: CodingOpt = None, top: TopOpt = 20, force: ForceOpt = False,
-    gwas: GwasOpt = False, window: GwasWindowOpt = None,
-    quiet: QuietOpt = False, debug: DebugOpt = False, threads: ThreadsOpt = None,
+    add_missing_genotyped: Annotated[
+        bool,
+        typer.Option(
+            "--add-missing-genotyped",
+            help="Add genotyped ids absent from the pedigree as founders (counted) instead of stopping.",
+        ),
+    ] = False,
+    sigma2: Annotated[
+        str | None,
+        typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow)."),
+    ] = None,
+    snp_effects: Annotated[
+        bool,
+        typer.Option(
+            "--snp-effects/--no-snp-effects",
+            help="Back-solve SNP effects with their variances and p-values (postGSf90).",
+        ),
+    ] = True,
+    id_column: IdOpt = "id",
+    fixed: FixedOpt = None,
+    method: MethodOpt = "reml",
+    drop_unknown: DropOpt = False,
+    coding: CodingOpt = None,
+    top: TopOpt = 20,
+    force: ForceOpt = False,
+    gwas: GwasOpt = False,
+    window: GwasWindowOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    threads: ThreadsOpt = None,
 ):
     """Single-step GBLUP (H⁻¹ = A⁻¹ + [[0,0],[0, tau G⁻¹ − omega A22⁻¹]]): every pedigree animal gets a GEBV.
 
@@ -91,10 +139,26 @@ def ssgblup(
 
         parse_window(window)  # before reading and fitting
     missing = "drop" if drop_unknown else "error"
-    s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing,
-                       "tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega,
-                       "apy_core": apy_core, "seed": seed, "sigma2": s2, "gwas": gwas, "window": window,
-                       "genotyped_missing": "add" if add_missing_genotyped else "error"})
+    s.settings.update(
+        {
+            "model": "ssgblup",
+            "trait": trait,
+            "fixed": fixed,
+            "method": method,
+            "missing": missing,
+            "tuning": tun,
+            "alpha": alpha,
+            "beta": beta,
+            "tau": tau,
+            "omega": omega,
+            "apy_core": apy_core,
+            "seed": seed,
+            "sigma2": s2,
+            "gwas": gwas,
+            "window": window,
+            "genotyped_missing": "add" if add_missing_genotyped else "error",
+        }
+    )
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
@@ -106,10 +170,21 @@ def ssgblup(
     with s.step("Reading genotypes"):
         geno = read_genotypes_file(genotypes, coding)
         s.add_input("genotypes", genotypes)
-    est = SingleStepGBLUP(method=method, fixed=fixed, sigma2=s2, tuning=None if tun == "none" else "mean",
-                          alpha=alpha, beta=beta, tau=tau, omega=omega, apy_core=apy_core, seed=seed,
-                          missing=missing, genotyped_missing="add" if add_missing_genotyped else "error",
-                          snp_effects=snp_effects)
+    est = SingleStepGBLUP(
+        method=method,
+        fixed=fixed,
+        sigma2=s2,
+        tuning=None if tun == "none" else "mean",
+        alpha=alpha,
+        beta=beta,
+        tau=tau,
+        omega=omega,
+        apy_core=apy_core,
+        seed=seed,
+        missing=missing,
+        genotyped_missing="add" if add_missing_genotyped else "error",
+        snp_effects=snp_effects,
+    )
     with s.step("Building H⁻¹ and fitting ssGBLUP", counted="REML steps"):
         est.fit(ped, geno, y, data=data)
     res = est.result_
@@ -126,8 +201,9 @@ def ssgblup(
             A22 = pedigree_relationship(ped, gids).dense()
     if not quiet:
         s.stdout.print(res.summary())
-        s.stdout.print(f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f}); {len(gids):,} genotyped of "
-                       f"{len(est.gebv_):,} animals")
+        s.stdout.print(
+            f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f}); {len(gids):,} genotyped of {len(est.gebv_):,} animals"
+        )
     with s.step("Writing outputs"):
         s.write_csv(vc_table(res.variance_components), "variance_components.csv")
         s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
@@ -140,16 +216,31 @@ def ssgblup(
         if est.snp_effects_ is not None:
             s.write_csv(est.snp_effects_, "snp_effects.csv")
         info = est.Hinv_.info
-        extra = {"n_animals": len(est.gebv_), "n_genotyped": int(len(gids)),
-                 "n_genotyped_with_records": int((est.gebv_["genotyped"] & (est.gebv_["n_records"] > 0)).sum()),
-                 "n_added_founders": int(info.get("n_added_founders", 0)),
-                 "tuning_a": float(info.get("tuning_a", 0.0)), "tuning_b": float(info.get("tuning_b", 1.0)),
-                 "G_stats": info.get("G_stats"), "hinv_timings_s": info.get("timings")}
+        extra = {
+            "n_animals": len(est.gebv_),
+            "n_genotyped": int(len(gids)),
+            "n_genotyped_with_records": int((est.gebv_["genotyped"] & (est.gebv_["n_records"] > 0)).sum()),
+            "n_added_founders": int(info.get("n_added_founders", 0)),
+            "tuning_a": float(info.get("tuning_a", 0.0)),
+            "tuning_b": float(info.get("tuning_b", 1.0)),
+            "G_stats": info.get("G_stats"),
+            "hinv_timings_s": info.get("timings"),
+        }
         _write_model(s, est, "ssgblup", trait, {"h2": est.h2_, "h2_se": est.h2_se_, **extra})
-        rep = Report(f"single-step GBLUP: {trait}", f"{Path(phenotypes).name} — pedigree of {len(ped):,} animals, "
-                                                    f"{len(gids):,} genotyped at {geno.p:,} SNPs")
-        add_genetic(rep, est, "single-step GBLUP", trait, y, snp_effects=est.snp_effects_, top=top,
-                    relationship_note="H⁻¹ (pedigree + genotypes)")
+        rep = Report(
+            f"single-step GBLUP: {trait}",
+            f"{Path(phenotypes).name} — pedigree of {len(ped):,} animals, {len(gids):,} genotyped at {geno.p:,} SNPs",
+        )
+        add_genetic(
+            rep,
+            est,
+            "single-step GBLUP",
+            trait,
+            y,
+            snp_effects=est.snp_effects_,
+            top=top,
+            relationship_note="H⁻¹ (pedigree + genotypes)",
+        )
         add_single_step(rep, est, ebv_ped, G=G, A22=A22)
         if gwas:  # SNP tests back-solved from the genotyped animals' GEBVs and C^gg (postGSf90)
             from .gwas_cmd import association_outputs
@@ -161,8 +252,23 @@ def ssgblup(
     s.done()
 
 
-def run_cv_ssgblup(s: Session, *, phenotypes, trait, genotypes, pedigree, birth_year, cutoff, refit, id_column,
-                   ped_columns, fixed, method, drop_unknown, coding) -> None:
+def run_cv_ssgblup(
+    s: Session,
+    *,
+    phenotypes,
+    trait,
+    genotypes,
+    pedigree,
+    birth_year,
+    cutoff,
+    refit,
+    id_column,
+    ped_columns,
+    fixed,
+    method,
+    drop_unknown,
+    coding,
+) -> None:
     """``henderson cv --model ssgblup``: ssGBLUP and pedigree BLUP on young genotyped animals."""
     from ..cv.single_step import validate_young
     from ..report.html import Report
@@ -173,8 +279,17 @@ def run_cv_ssgblup(s: Session, *, phenotypes, trait, genotypes, pedigree, birth_
     if genotypes is None or pedigree is None:
         raise CLIError("--model ssgblup needs --pedigree FILE and --genotypes FILE")
     method = method.lower()
-    s.settings.update({"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method,
-                       "birth_year": birth_year, "cutoff_year": cutoff, "refit_variances": refit})
+    s.settings.update(
+        {
+            "model": "ssgblup",
+            "trait": trait,
+            "fixed": fixed,
+            "method": method,
+            "birth_year": birth_year,
+            "cutoff_year": cutoff,
+            "refit_variances": refit,
+        }
+    )
     with s.step("Reading phenotypes"):
         y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
@@ -191,8 +306,9 @@ def run_cv_ssgblup(s: Session, *, phenotypes, trait, genotypes, pedigree, birth_
         geno = read_genotypes_file(genotypes, coding)
         s.add_input("genotypes", genotypes)
     with s.step("Validating ssGBLUP and pedigree BLUP on young genotyped animals"):
-        pred, fm, info = validate_young(ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit,
-                                        fixed=fixed, data=data, method=method)
+        pred, fm, info = validate_young(
+            ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit, fixed=fixed, data=data, method=method
+        )
     fm = order_metrics(fm)
     summ = cv_summary_table(fm)
     if not s.quiet:
@@ -202,11 +318,13 @@ def run_cv_ssgblup(s: Session, *, phenotypes, trait, genotypes, pedigree, birth_
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
         rep = Report(f"Validation on young genotyped animals: {trait}", f"{Path(phenotypes).name} — {info['scheme']}")
-        kv = {"models": "ssGBLUP (pedigree + genotypes) and pedigree BLUP, same training records",
-              "validation": f"{info['scheme']}; {info['n_test']} animals, "
-                            f"{info['n_masked_records']} record(s) masked",
-              "variances": "re-estimated by REML on the training records" if refit
-                           else "held at the full-data REML estimates (--fixed-variances)"}
+        kv = {
+            "models": "ssGBLUP (pedigree + genotypes) and pedigree BLUP, same training records",
+            "validation": f"{info['scheme']}; {info['n_test']} animals, {info['n_masked_records']} record(s) masked",
+            "variances": "re-estimated by REML on the training records"
+            if refit
+            else "held at the full-data REML estimates (--fixed-variances)",
+        }
         add_cv(rep, pred, fm, summ, title="Validation", settings=kv)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")

@@ -15,6 +15,20 @@ from .formula import FormulaModel
 from .metrics import fold_metrics, pooled_metrics, top_overlap
 from .splits import ForwardInTime, GivenFolds, GroupFolds, KFold, LeaveOneOut, Split, make_splits, resolve_scheme
 
-__all__ = ["cross_validate", "CVResult", "FormulaModel", "FixedVarianceCV", "KFold", "LeaveOneOut", "GroupFolds",
-           "ForwardInTime", "GivenFolds", "Split", "make_splits", "resolve_scheme", "fold_metrics",
-           "top_overlap", "pooled_metrics"]
+__all__ = [
+    "cross_validate",
+    "CVResult",
+    "FormulaModel",
+    "FixedVarianceCV",
+    "KFold",
+    "LeaveOneOut",
+    "GroupFolds",
+    "ForwardInTime",
+    "GivenFolds",
+    "Split",
+    "make_splits",
+    "resolve_scheme",
+    "fold_metrics",
+    "top_overlap",
+    "pooled_metrics",
+]

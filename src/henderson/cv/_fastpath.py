@@ -83,7 +83,7 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         Kr = K.dense()[np.ix_(kpos, kpos)]
         h2, s_g = s_k / (s_k + s_e), s_k
     else:
-        lines = pd.unique(rec_ids)                     # SNP-BLUP trains on lines, not records
+        lines = pd.unique(rec_ids)  # SNP-BLUP trains on lines, not records
         z = pd.Index(lines).get_indexer(rec_ids)
         sub = geno.subset(ids=lines)
         p_a = sub.allele_freq
@@ -100,8 +100,17 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
     def done(s, row):
         rows.append(row)
         if progress is not None:
-            progress(len(rows), total, {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos),
-                                        "n_test": len(s.test_pos), "path": "fast"})
+            progress(
+                len(rows),
+                total,
+                {
+                    "repeat": s.repeat,
+                    "fold": s.fold,
+                    "n_train": len(s.train_pos),
+                    "n_test": len(s.test_pos),
+                    "path": "fast",
+                },
+            )
 
     loo = one_per_id and all(len(s.test_pos) == 1 for s in splits) and n == len(splits)
     if loo:
@@ -110,13 +119,13 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         if kind == "snpblup":  # vectorised over individuals: β̂(−i) for all i is m × n anyway
             W, _ = centred_markers(sub, p_a)
             dos = sub.dosages.astype(np.float64)
-            B = s_k * (W.T @ st.loo_u())                          # β̂(−i) as columns (m, n)
+            B = s_k * (W.T @ st.loo_u())  # β̂(−i) as columns (m, n)
             p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
             bv = bv + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)
             drop = n_uninformative_leave_one_out(dos)
         for s in splits:
             j = where.get_loc(s.test_pos[0])
-            done(s, _row(bv[j:j + 1], yhat[j:j + 1], h2, s_g, s_e, None if drop is None else int(drop[j])))
+            done(s, _row(bv[j : j + 1], yhat[j : j + 1], h2, s_g, s_e, None if drop is None else int(drop[j])))
         return rows
     for s in splits:
         t = where.get_indexer(s.test_pos)

@@ -41,11 +41,11 @@ def n_uninformative_leave_one_out(dos: np.ndarray) -> np.ndarray:
     the maximum (or the reverse). O(np) time, O(p) extra memory.
     """
     n = dos.shape[0]
-    two_lo = np.partition(dos, 1, axis=0)[:2]          # smallest and second smallest
-    two_hi = -np.partition(-dos, 1, axis=0)[:2]        # largest and second largest
+    two_lo = np.partition(dos, 1, axis=0)[:2]  # smallest and second smallest
+    two_hi = -np.partition(-dos, 1, axis=0)[:2]  # largest and second largest
     const_all = int(np.count_nonzero(two_lo[0] == two_hi[0]))
     varies = two_lo[0] < two_hi[0]
-    lone_lo = varies & (two_lo[1] == two_hi[0])        # one row at the min, the rest at the max
+    lone_lo = varies & (two_lo[1] == two_hi[0])  # one row at the min, the rest at the max
     lone_hi = varies & (two_hi[1] == two_lo[0])
     out = np.full(n, const_all, dtype=np.int64)
     out += np.bincount(np.argmin(dos, axis=0)[lone_lo], minlength=n)

@@ -29,7 +29,6 @@ SNP-BLUP folds fit on the SNPs informative in their training lines
 (:mod:`henderson.cv._snps`). Metrics: :mod:`henderson.cv.metrics`.
 """
 
-
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -63,10 +62,12 @@ from .splits import Split, label_notes, make_splits, resolve_scheme
 
 __all__ = ["cross_validate", "CVResult", "FormulaModel"]
 
-LEAKAGE = ("LEAKAGE: variance components were held at their REML estimates from the FULL data set, "
-           "which used the phenotypes of every validation fold. The predictions are therefore not "
-           "fully out-of-sample (usually a small optimistic bias, larger for small training sets). "
-           "Use refit_variances=True for an honest estimate.")
+LEAKAGE = (
+    "LEAKAGE: variance components were held at their REML estimates from the FULL data set, "
+    "which used the phenotypes of every validation fold. The predictions are therefore not "
+    "fully out-of-sample (usually a small optimistic bias, larger for small training sets). "
+    "Use refit_variances=True for an honest estimate."
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,8 +113,10 @@ class CVResult:
 
     def __repr__(self) -> str:
         s = self.settings
-        head = (f"CVResult({s.get('model')}, {s.get('scheme')}, repeats={s.get('repeats')}, "
-                f"refit_variances={s.get('refit_variances')}, path={s.get('path')})")
+        head = (
+            f"CVResult({s.get('model')}, {s.get('scheme')}, repeats={s.get('repeats')}, "
+            f"refit_variances={s.get('refit_variances')}, path={s.get('path')})"
+        )
         cols = [c for c in ("headline", "mean", "sd", "n_folds", "pooled") if c in self.summary]
         body = self.summary[cols].to_string(float_format=lambda v: f"{v:.4f}")
         basis = f"\nheadline: {s['headline']}" if s.get("headline") else ""
@@ -123,15 +126,23 @@ class CVResult:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _versions() -> dict:
     import joblib
     import scipy
     import sklearn
 
     from .._version import __version__
-    return {"henderson": __version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
-            "joblib": joblib.__version__, "python": platform.python_version()}
+
+    return {
+        "henderson": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _params(model) -> dict:
@@ -170,13 +181,19 @@ def _unknown_ids(model, y: pd.Series, known, notes: list) -> pd.Series:
         raise AlignmentError(
             f"no phenotyped id is in the model's X: none of the {len(phen)} phenotyped ids matches one of "
             f"the {len(known)} ids of X (phenotype ids: {_examples(phen)}; ids of X: {_examples(known)}). "
-            "Check the id column and the id format (leading zeros, prefixes)")
+            "Check the id column and the id format (leading zeros, prefixes)"
+        )
     if model.get_params().get("missing", "error") != "drop":
-        raise AlignmentError(f"{len(absent)} phenotyped id(s) are not in the model's X: " + format_ids(absent)
-                             + " (pass missing='drop' to drop them, counted)")
+        raise AlignmentError(
+            f"{len(absent)} phenotyped id(s) are not in the model's X: "
+            + format_ids(absent)
+            + " (pass missing='drop' to drop them, counted)"
+        )
     drop = y.index.isin(absent)
-    msg = (f"{len(absent)} phenotyped id(s) are not in the model's X ({int(drop.sum())} record(s) left out of "
-           f"every fold, {len(phen) - len(absent)} ids kept): {format_ids(absent)}")
+    msg = (
+        f"{len(absent)} phenotyped id(s) are not in the model's X ({int(drop.sum())} record(s) left out of "
+        f"every fold, {len(phen) - len(absent)} ids kept): {format_ids(absent)}"
+    )
     import warnings
 
     warnings.warn(DataWarning(msg), stacklevel=3)
@@ -250,20 +267,21 @@ def _cpu_count() -> int:
 
 def _blas_threads_now() -> int:
     from threadpoolctl import threadpool_info
+
     return max([d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"], default=0)
 
 
 @dataclass
 class _Task:
-    kind: str            # "gblup", "snpblup", "pblup", "formula"
+    kind: str  # "gblup", "snpblup", "pblup", "formula"
     model: Any
-    X: Any            # G Relationship / Genotypes / pedigree / covariates
-    y: pd.Series         # all records (str ids; NaN = not phenotyped)
+    X: Any  # G Relationship / Genotypes / pedigree / covariates
+    y: pd.Series  # all records (str ids; NaN = not phenotyped)
     data: Any
-    sigma2: Any       # None → REML in the fold
+    sigma2: Any  # None → REML in the fold
     fixed_part: _FixedPart
     blas_threads: int
-    snp_scale: float = np.nan   # 2Σp_a q_a: σ²_g of SNP-BLUP at held variances
+    snp_scale: float = np.nan  # 2Σp_a q_a: σ²_g of SNP-BLUP at held variances
     probe_threads: bool = False  # report the BLAS threads in effect (parallel runs)
 
     def run(self, split: Split) -> dict:
@@ -308,9 +326,16 @@ class _Task:
                     if self.sigma2 is not None:  # held variances: the full-data scale, as the fast path
                         s_g = self.snp_scale * float(self.sigma2[0])
                         h2 = s_g / (s_g + float(self.sigma2[1]))
-            return {"bv": bv, "yhat": yhat, "h2": h2, "sigma2_g": s_g, "sigma2_e": float(vc["Residual"]),
-                    "n_snps_dropped": dropped, "blas_threads": seen,
-                    "warnings": [(w.category, str(w.message)) for w in caught]}
+            return {
+                "bv": bv,
+                "yhat": yhat,
+                "h2": h2,
+                "sigma2_g": s_g,
+                "sigma2_e": float(vc["Residual"]),
+                "n_snps_dropped": dropped,
+                "blas_threads": seen,
+                "warnings": [(w.category, str(w.message)) for w in caught],
+            }
 
 
 def _run_indexed(task: _Task, i: int, split: Split):
@@ -318,8 +343,7 @@ def _run_indexed(task: _Task, i: int, split: Split):
 
 
 def _split_info(s: Split, path: str) -> dict:
-    return {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos),
-            "path": path}
+    return {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos), "path": path}
 
 
 def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=None) -> list[dict]:
@@ -328,8 +352,12 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
     if scheduler is not None:
         from ..distributed.cv import run_folds_on_cluster
 
-        return run_folds_on_cluster(task, splits, scheduler, lambda done, i: progress(
-            done, total, _split_info(splits[i], path)) if progress is not None else None)
+        return run_folds_on_cluster(
+            task,
+            splits,
+            scheduler,
+            lambda done, i: progress(done, total, _split_info(splits[i], path)) if progress is not None else None,
+        )
     if jobs == 1:
         outs = []
         for s in splits:
@@ -338,9 +366,11 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
                 progress(len(outs), total, _split_info(s, path))
         return outs
     from joblib import Parallel, delayed
+
     outs = [None] * total
     gen = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(_run_indexed)(task, i, s) for i, s in enumerate(splits))
+        delayed(_run_indexed)(task, i, s) for i, s in enumerate(splits)
+    )
     for done, (i, out) in enumerate(gen, start=1):  # as each worker finishes
         outs[i] = out
         if progress is not None:
@@ -350,9 +380,25 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
 
 # --------------------------------------------------------------------------- main
 
-def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1, seed=0,
-                   groups=None, data=None, top=0.10, fast="auto", progress=None,
-                   scheduler=None, design="CV1", target=None) -> CVResult | MultiTraitCVResult:
+
+def cross_validate(
+    model,
+    X,
+    y,
+    cv=5,
+    repeats=1,
+    refit_variances=True,
+    n_jobs=1,
+    seed=0,
+    groups=None,
+    data=None,
+    top=0.10,
+    fast="auto",
+    progress=None,
+    scheduler=None,
+    design="CV1",
+    target=None,
+) -> CVResult | MultiTraitCVResult:
     """Cross-validate a genomic (or pedigree) prediction model.
 
     Parameters
@@ -412,12 +458,24 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     t0 = time.perf_counter()
     if getattr(model, "traits", None) is not None:
         from ..multitrait.cv import cross_validate_traits
-        return cross_validate_traits(model, X, y, design=design, target=target, cv=cv, repeats=repeats,
-                                     seed=seed, groups=groups, progress=progress)
+
+        return cross_validate_traits(
+            model,
+            X,
+            y,
+            design=design,
+            target=target,
+            cv=cv,
+            repeats=repeats,
+            seed=seed,
+            groups=groups,
+            progress=progress,
+        )
     kind = {GBLUP: "gblup", SNPBLUP: "snpblup", PedigreeBLUP: "pblup", FormulaModel: "formula"}.get(type(model))
     if kind is None:
-        raise ModelError("cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, "
-                         f"not {type(model).__name__}")
+        raise ModelError(
+            f"cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, not {type(model).__name__}"
+        )
     top = check_top(top)
     if fast not in ("auto", True, False):
         raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
@@ -432,15 +490,20 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     y = _clean_y(y)
     by_record = y.index.has_duplicates
     if by_record and kind == "formula":
-        raise DataError("FormulaModel cross-validation needs one phenotype per id; y repeats ids. Use GBLUP, "
-                        "SNPBLUP or PedigreeBLUP (records by id), or average the records per id first")
+        raise DataError(
+            "FormulaModel cross-validation needs one phenotype per id; y repeats ids. Use GBLUP, "
+            "SNPBLUP or PedigreeBLUP (records by id), or average the records per id first"
+        )
     if kind == "snpblup" and not isinstance(X, Genotypes):
         raise DataError("SNPBLUP cross-validation needs Genotypes as X")
     K = geno = None
     if kind == "gblup":
         geno = X if isinstance(X, Genotypes) else None
-        K = (genomic_relationship(X, method=model.grm, scheduler=scheduler) if geno is not None
-             else as_relationship(X, kind="G"))
+        K = (
+            genomic_relationship(X, method=model.grm, scheduler=scheduler)
+            if geno is not None
+            else as_relationship(X, kind="G")
+        )
         Xfit, known = K, K.ids
     elif kind == "snpblup":
         geno, Xfit, known = X, X, X.ids
@@ -449,7 +512,12 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
     else:
         Xfit = X
         from ..data.pedigree import Pedigree
-        known = X.ids if isinstance(X, Pedigree) else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
+
+        known = (
+            X.ids
+            if isinstance(X, Pedigree)
+            else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
+        )
 
     notes: list[str] = []
     y = _unknown_ids(model, y, known, notes)
@@ -477,62 +545,117 @@ def cross_validate(model, X, y, cv=5, repeats=1, refit_variances=True, n_jobs=1,
         rows = fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress, strict=fast is True)
         path = "fast" if rows is not None else None
     if rows is None and fast is True:
-        raise ModelError("fast=True: the fast fixed-variance path does not apply here (it needs fixed "
-                         "variances, GBLUP or SNP-BLUP without missing calls and with an intercept, and "
-                         "folds that train on all other phenotyped records)")
+        raise ModelError(
+            "fast=True: the fast fixed-variance path does not apply here (it needs fixed "
+            "variances, GBLUP or SNP-BLUP without missing calls and with an intercept, and "
+            "folds that train on all other phenotyped records)"
+        )
     if rows is None:
         path = "refit" if sigma2 is None else "fixed"
-        task = _Task(kind, model, Xfit, y, data, sigma2, fixed_part, threads,
-                     snp_scale=two_sum_pq(geno) if kind == "snpblup" else np.nan, probe_threads=jobs > 1)
+        task = _Task(
+            kind,
+            model,
+            Xfit,
+            y,
+            data,
+            sigma2,
+            fixed_part,
+            threads,
+            snp_scale=two_sum_pq(geno) if kind == "snpblup" else np.nan,
+            probe_threads=jobs > 1,
+        )
         rows = _run_folds(task, splits, jobs, path, progress, scheduler)
 
     preds, metr = [], []
     for s, row in zip(splits, rows):
         obs = y.iloc[s.test_pos].to_numpy()
         bv, yhat = np.asarray(row["bv"], float), np.asarray(row["yhat"], float)
-        p = {"id": s.test, "repeat": s.repeat, "fold": s.fold, "observed": obs, "predicted_bv": bv,
-             "predicted_phenotype": yhat}
+        p = {
+            "id": s.test,
+            "repeat": s.repeat,
+            "fold": s.fold,
+            "observed": obs,
+            "predicted_bv": bv,
+            "predicted_phenotype": yhat,
+        }
         if by_record:
             p["record"] = s.test_pos
         preds.append(pd.DataFrame(p))
         m = _fold_metrics(obs, bv, yhat, row["h2"], top)
         extra = {"n_snps_dropped": row["n_snps_dropped"]} if kind == "snpblup" else {}
-        metr.append({"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos),
-                     "sigma2_g": row["sigma2_g"], "sigma2_e": row["sigma2_e"], "h2": row["h2"], "method": path,
-                     **m, **extra})
+        metr.append(
+            {
+                "repeat": s.repeat,
+                "fold": s.fold,
+                "n_train": len(s.train_pos),
+                "n_test": len(s.test_pos),
+                "sigma2_g": row["sigma2_g"],
+                "sigma2_e": row["sigma2_e"],
+                "h2": row["h2"],
+                "method": path,
+                **m,
+                **extra,
+            }
+        )
     predictions = pd.concat(preds, ignore_index=True)
     fm = pd.DataFrame(metr)
     pooled = pooled_metrics(predictions, fm, top)
     summary, by_rep = summarise(fm, pooled)
     basis = headline_basis(fm)
     notes += _fold_warnings(rows)
-    n_const = int(sum(is_constant(np.asarray(r["bv"], float)[np.isfinite(np.asarray(r["bv"], float))],
-                                  y.iloc[s.test_pos].dropna().to_numpy()) for s, r in zip(splits, rows)))
+    n_const = int(
+        sum(
+            is_constant(
+                np.asarray(r["bv"], float)[np.isfinite(np.asarray(r["bv"], float))],
+                y.iloc[s.test_pos].dropna().to_numpy(),
+            )
+            for s, r in zip(splits, rows)
+        )
+    )
     if n_const:
-        msg = (f"{n_const} of {len(rows)} fold(s) predict the same breeding value for every validation "
-               "individual (h² estimated at 0): their r, accuracy, slope, intercept, Spearman and top "
-               "overlap are undefined (NaN), not zero")
+        msg = (
+            f"{n_const} of {len(rows)} fold(s) predict the same breeding value for every validation "
+            "individual (h² estimated at 0): their r, accuracy, slope, intercept, Spearman and top "
+            "overlap are undefined (NaN), not zero"
+        )
         import warnings
 
         warnings.warn(DataWarning(msg), stacklevel=2)
         notes.append(msg)
     if kind == "snpblup" and fm["n_snps_dropped"].max() > 0:
-        notes.append(f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
-                     f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "
-                     "column n_snps_dropped); such SNPs carry no information in that fold")
+        notes.append(
+            f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
+            f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "
+            "column n_snps_dropped); such SNPs carry no information in that fold"
+        )
     seen = sorted({r["blas_threads"] for r in rows if r.get("blas_threads") is not None})
     settings = {
-        "model": type(model).__name__, "model_params": _params(model), "scheme": scheme.describe(),
-        "seed": seed, "repeats": repeats, "refit_variances": bool(refit_variances and not user_sigma2),
-        "variances_given_by_user": user_sigma2, "path": path, "n_jobs": jobs, "blas_threads_per_job": threads,
+        "model": type(model).__name__,
+        "model_params": _params(model),
+        "scheme": scheme.describe(),
+        "seed": seed,
+        "repeats": repeats,
+        "refit_variances": bool(refit_variances and not user_sigma2),
+        "variances_given_by_user": user_sigma2,
+        "path": path,
+        "n_jobs": jobs,
+        "blas_threads_per_job": threads,
         "blas_threads_seen_in_workers": seen or None,
-        "scheduler": None if scheduler is None else str(getattr(getattr(scheduler, "scheduler", None), "address", scheduler)),
-        "n_phenotyped": int(y.notna().sum()), "records_by_id": by_record, "top": top,
-        "headline": ("pooled over the folds of each repeat (median fold too small for per-fold correlations)"
-                     if basis == "pooled" else "mean over folds"),
-        "full_data_variances": (None if full is None else
-                                full.variance_components_["variance"].to_dict()),
-        "notes": notes, "versions": _versions(), "seconds": time.perf_counter() - t0,
+        "scheduler": None
+        if scheduler is None
+        else str(getattr(getattr(scheduler, "scheduler", None), "address", scheduler)),
+        "n_phenotyped": int(y.notna().sum()),
+        "records_by_id": by_record,
+        "top": top,
+        "headline": (
+            "pooled over the folds of each repeat (median fold too small for per-fold correlations)"
+            if basis == "pooled"
+            else "mean over folds"
+        ),
+        "full_data_variances": (None if full is None else full.variance_components_["variance"].to_dict()),
+        "notes": notes,
+        "versions": _versions(),
+        "seconds": time.perf_counter() - t0,
     }
     leak = LEAKAGE if (not refit_variances and not user_sigma2) else None
     return CVResult(predictions, fm, summary, by_rep, settings, leak, pooled)

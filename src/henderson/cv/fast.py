@@ -55,8 +55,10 @@ def training_keeps_rank(X: np.ndarray, test: np.ndarray) -> bool:
 
 
 def rank_error(label) -> DataError:
-    return DataError(f"fold {label!r}: the training part cannot estimate the fixed effects "
-                     "(the fold holds every record of a fixed-effect level)")
+    return DataError(
+        f"fold {label!r}: the training part cannot estimate the fixed effects "
+        "(the fold holds every record of a fixed-effect level)"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,8 +159,10 @@ class FixedVarianceCV:
         alone = np.flatnonzero(lev > 1.0 - 1e-8)
         if alone.size:
             names = (np.asarray(ids, dtype=object)[alone] if ids is not None else alone)[:10].tolist()
-            raise DataError(f"leave-one-out: {alone.size} record(s) {names} are alone in their "
-                            "fixed-effect level and cannot be predicted from the others")
+            raise DataError(
+                f"leave-one-out: {alone.size} record(s) {names} are alone in their "
+                "fixed-effect level and cannot be predicted from the others"
+            )
         d = np.diag(self.P)
         delta = self.r / d
         kp = np.einsum("ij,ij->i", self.Kr, self.P)

@@ -51,12 +51,14 @@ class FormulaModel(BaseEstimator):
 
     def fit(self, X, y, data=None):
         from ..api import fit as _fit
+
         if y.name is None or str(y.name) != self.formula.split("~")[0].strip():
             raise ModelError(f"the response of {self.formula!r} must be the name of y ({y.name!r})")
         frame = self._frame(X, y)
         frame = frame[frame[str(y.name)].notna()]  # masked / unphenotyped: predicted, not fitted
-        self.result_ = res = _fit(self.formula, frame, cov=self.cov, cov_inverse=self.cov_inverse,
-                                  method=self.method, sigma2=self.sigma2)
+        self.result_ = res = _fit(
+            self.formula, frame, cov=self.cov, cov_inverse=self.cov_inverse, method=self.method, sigma2=self.sigma2
+        )
         if self.term not in res.blups:
             raise ModelError(f"term {self.term!r} is not a random term of {self.formula!r}")
         self.variance_components_ = res.variance_components

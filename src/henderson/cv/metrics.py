@@ -161,8 +161,7 @@ def pooled_metrics(predictions: pd.DataFrame, fold_table: pd.DataFrame, top: flo
     nf = fold_table.groupby("repeat").size()
     for rep, p in predictions.groupby("repeat", sort=True):  # a few repeats
         yo, g, yh = (p[c].to_numpy(float) for c in ("observed", "predicted_bv", "predicted_phenotype"))
-        rows[rep] = {**fold_metrics(yo, g, yh, float(h2.get(rep, np.nan)), top),
-                     "n_folds": int(nf.get(rep, 0))}
+        rows[rep] = {**fold_metrics(yo, g, yh, float(h2.get(rep, np.nan)), top), "n_folds": int(nf.get(rep, 0))}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "repeat"
     return out
@@ -180,12 +179,14 @@ def summarise(fold_table: pd.DataFrame, pooled: pd.DataFrame | None = None) -> t
     """
     cols = [c for c in METRICS if c in fold_table.columns and c != "n"]
     by_rep = fold_table.groupby("repeat")[cols].mean()
-    summ = pd.DataFrame({
-        "mean": fold_table[cols].mean(),
-        "sd": fold_table[cols].std(ddof=1),
-        "n_folds": fold_table[cols].notna().sum(),
-        "sd_over_repeats": by_rep.std(ddof=1) if len(by_rep) > 1 else np.nan,
-    })
+    summ = pd.DataFrame(
+        {
+            "mean": fold_table[cols].mean(),
+            "sd": fold_table[cols].std(ddof=1),
+            "n_folds": fold_table[cols].notna().sum(),
+            "sd_over_repeats": by_rep.std(ddof=1) if len(by_rep) > 1 else np.nan,
+        }
+    )
     if pooled is not None:
         summ["pooled"] = pooled[cols].mean()
         summ["pooled_sd_over_repeats"] = pooled[cols].std(ddof=1) if len(pooled) > 1 else np.nan

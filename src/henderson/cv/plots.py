@@ -40,9 +40,14 @@ def plot_observed_vs_predicted(result, path=None, repeat: int = 0, title: str | 
     cmap = plt.get_cmap("tab10" if len(folds) <= 10 else "viridis")
     for j, f in enumerate(folds):
         q = p[p["fold"] == f]
-        ax.scatter(q["predicted_phenotype"], q["observed"], s=12, alpha=0.75,
-                   color=cmap(j % 10 if len(folds) <= 10 else j / max(1, len(folds) - 1)),
-                   label=str(f) if len(folds) <= 12 else None)
+        ax.scatter(
+            q["predicted_phenotype"],
+            q["observed"],
+            s=12,
+            alpha=0.75,
+            color=cmap(j % 10 if len(folds) <= 10 else j / max(1, len(folds) - 1)),
+            label=str(f) if len(folds) <= 12 else None,
+        )
     x, yv = p["predicted_phenotype"].to_numpy(float), p["observed"].to_numpy(float)
     ok = ~np.isnan(x)
     lo, hi = np.nanmin(np.r_[x, yv]), np.nanmax(np.r_[x, yv])
@@ -66,10 +71,14 @@ def plot_observed_vs_predicted(result, path=None, repeat: int = 0, title: str | 
 
 _BY = {
     "fold": ("{m} per fold", "each point one fold{reps}; ◆ mean"),
-    "repeat": ("{m}, mean over the folds of a repeat", "across repeats: each point one repeat's mean over "
-               "its folds; ◆ mean of the repeats"),
-    "pooled": ("{m} pooled over the folds of a repeat", "each point one repeat, all its out-of-fold "
-               "predictions together; ◆ mean"),
+    "repeat": (
+        "{m}, mean over the folds of a repeat",
+        "across repeats: each point one repeat's mean over its folds; ◆ mean of the repeats",
+    ),
+    "pooled": (
+        "{m} pooled over the folds of a repeat",
+        "each point one repeat, all its out-of-fold predictions together; ◆ mean",
+    ),
 }
 
 
@@ -81,8 +90,9 @@ def _values(res, metric: str, by: str) -> np.ndarray:
     return res.pooled_metrics[metric].to_numpy(float)
 
 
-def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: str | None = None,
-                            by: str = "auto", ax=None):
+def plot_predictive_ability(
+    results: dict, path=None, metric: str = "r", title: str | None = None, by: str = "auto", ax=None
+):
     """Predictive ability (or another metric) of several models side by side.
 
     Parameters
@@ -129,8 +139,9 @@ def plot_predictive_ability(results: dict, path=None, metric: str = "r", title: 
     ylab, what = _BY[by]
     n_rep = max(results[n].summary_by_repeat.shape[0] for n in names)
     ax.set_ylabel(ylab.format(m=label))
-    ax.set_title(title or f"{label}: {what.format(reps=f' of {n_rep} repeats' if n_rep > 1 else '')}",
-                 fontsize=9, wrap=True)
+    ax.set_title(
+        title or f"{label}: {what.format(reps=f' of {n_rep} repeats' if n_rep > 1 else '')}", fontsize=9, wrap=True
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     if path is not None:

@@ -25,15 +25,17 @@ from ..relationships.pedigree import _as_pedigree
 from .metrics import fold_metrics
 
 
-def young_split(pedigree, genotyped_ids, y: pd.Series, birth_year: pd.Series | None = None,
-                cutoff=None) -> tuple[np.ndarray, np.ndarray, str]:
+def young_split(
+    pedigree, genotyped_ids, y: pd.Series, birth_year: pd.Series | None = None, cutoff=None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(validation ids, masked ids, description) — see the module notes."""
     ped = _as_pedigree(pedigree)
     rec = pd.Index(pd.unique(y.index[y.notna()].astype(str)))
     cand = rec[rec.isin(pd.Index(np.asarray(genotyped_ids, dtype=str)))]
     if len(cand) < 3:
-        raise DataError(f"validation on young genotyped animals needs at least 3 genotyped animals with "
-                        f"records, found {len(cand)}")
+        raise DataError(
+            f"validation on young genotyped animals needs at least 3 genotyped animals with records, found {len(cand)}"
+        )
     if birth_year is not None:
         by = pd.to_numeric(pd.Series(birth_year.to_numpy(), index=birth_year.index.astype(str)), errors="coerce")
         by = by[~by.index.duplicated()]
@@ -57,9 +59,19 @@ def young_split(pedigree, genotyped_ids, y: pd.Series, birth_year: pd.Series | N
     return np.asarray(test, dtype=object), np.asarray(masked, dtype=object), how
 
 
-def validate_young(pedigree, genotypes, y: pd.Series, *, birth_year: pd.Series | None = None, cutoff=None,
-                   refit_variances: bool = True, fixed=None, data=None, method: str = "reml",
-                   **h_settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def validate_young(
+    pedigree,
+    genotypes,
+    y: pd.Series,
+    *,
+    birth_year: pd.Series | None = None,
+    cutoff=None,
+    refit_variances: bool = True,
+    fixed=None,
+    data=None,
+    method: str = "reml",
+    **h_settings,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Validate ssGBLUP and pedigree BLUP on young genotyped animals.
 
     Parameters
@@ -90,10 +102,13 @@ def validate_young(pedigree, genotypes, y: pd.Series, *, birth_year: pd.Series |
     sig_ss = sig_pb = None
     if not refit_variances:
         full_ss = SingleStepGBLUP(method=method, fixed=fixed, snp_effects=False, **h_settings).fit(
-            pedigree, genotypes, y, data=data)
+            pedigree, genotypes, y, data=data
+        )
         sig_ss = tuple(float(v) for v in full_ss.result_.sigma2.to_numpy())
-        sig_pb = tuple(float(v) for v in PedigreeBLUP(method=method, fixed=fixed).fit(
-            pedigree, y, data=data).result_.sigma2.to_numpy())
+        sig_pb = tuple(
+            float(v)
+            for v in PedigreeBLUP(method=method, fixed=fixed).fit(pedigree, y, data=data).result_.sigma2.to_numpy()
+        )
     obs = pd.Series(y.to_numpy(), index=ids).groupby(level=0).mean().reindex(test)  # repeated records: mean
     preds, rows = [], []
     models: list[tuple[str, Any]] = [
@@ -110,11 +125,37 @@ def validate_young(pedigree, genotypes, y: pd.Series, *, birth_year: pd.Series |
         yhat = bv + float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else np.full(len(bv), np.nan)
         h2 = float(est.h2_)
         m = fold_metrics(obs.to_numpy(), bv, yhat, h2)
-        rows.append({"model": label, "repeat": 1, "fold": "young", "n_train": int(train.notna().sum()),
-                     "n_test": len(test), **m, "sigma2_g": float(est.result_.sigma2.iloc[0]),
-                     "sigma2_e": float(est.result_.sigma2.iloc[-1]), "h2": h2, "method": method})
-        preds.append(pd.DataFrame({"model": label, "id": test, "observed": obs.to_numpy(), "predicted_bv": bv,
-                                   "predicted": yhat, "fold": "young", "repeat": 1}))
-    info = {"scheme": how, "n_test": len(test), "n_masked_records": int(ids.isin(pd.Index(masked)).sum()),
-            "refit_variances": refit_variances}
+        rows.append(
+            {
+                "model": label,
+                "repeat": 1,
+                "fold": "young",
+                "n_train": int(train.notna().sum()),
+                "n_test": len(test),
+                **m,
+                "sigma2_g": float(est.result_.sigma2.iloc[0]),
+                "sigma2_e": float(est.result_.sigma2.iloc[-1]),
+                "h2": h2,
+                "method": method,
+            }
+        )
+        preds.append(
+            pd.DataFrame(
+                {
+                    "model": label,
+                    "id": test,
+                    "observed": obs.to_numpy(),
+                    "predicted_bv": bv,
+                    "predicted": yhat,
+                    "fold": "young",
+                    "repeat": 1,
+                }
+            )
+        )
+    info = {
+        "scheme": how,
+        "n_test": len(test),
+        "n_masked_records": int(ids.isin(pd.Index(masked)).sum()),
+        "refit_variances": refit_variances,
+    }
     return pd.concat(preds, ignore_index=True), pd.DataFrame(rows), info

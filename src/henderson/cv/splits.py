@@ -80,12 +80,14 @@ def _check_covered(s: pd.Series, ids: np.ndarray, what: str, all_ids=None) -> pd
     missing from ``s``."""
     extra = s.index[~s.index.isin(ids if all_ids is None else all_ids)]
     if len(extra):
-        raise DataError(f"{len(extra)} id(s) in the {what} are absent from the data (y): "
-                        + format_ids(extra))
+        raise DataError(f"{len(extra)} id(s) in the {what} are absent from the data (y): " + format_ids(extra))
     absent = pd.Index(ids)[~pd.Index(ids).isin(s.index)]
     if len(absent):
-        raise DataError(f"{len(absent)} phenotyped id(s) have no entry in the {what}: "
-                        + format_ids(absent) + " (give them NaN to keep them always in training)")
+        raise DataError(
+            f"{len(absent)} phenotyped id(s) have no entry in the {what}: "
+            + format_ids(absent)
+            + " (give them NaN to keep them always in training)"
+        )
     return s.loc[ids]
 
 
@@ -133,7 +135,7 @@ class LeaveOneOut(Scheme):
         if len(ids) < 2:
             raise DataError("leave-one-out needs at least 2 phenotyped individuals")
         order = np.sort(ids)
-        return [(i, np.delete(order, j), order[j:j + 1]) for j, i in enumerate(order)]
+        return [(i, np.delete(order, j), order[j : j + 1]) for j, i in enumerate(order)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,8 +162,10 @@ class GroupFolds(Scheme):
         g = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids)
         levels = pd.unique(g.dropna())
         if len(levels) == 1 and g.notna().all():
-            raise DataError(f"group {levels[0]!r} holds every phenotyped individual: nothing left to "
-                            "train on (leave-group-out needs at least 2 groups)")
+            raise DataError(
+                f"group {levels[0]!r} holds every phenotyped individual: nothing left to "
+                "train on (leave-group-out needs at least 2 groups)"
+            )
         if len(levels) < 2:
             raise DataError(f"leave-group-out needs at least 2 groups, found {len(levels)}")
         if self.k is None:
@@ -205,10 +209,11 @@ class ForwardInTime(Scheme):
         if len(levels) < 2:
             raise DataError(f"forward-in-time needs at least 2 levels of the ordered column, found {len(levels)}")
         if not 1 <= self.steps < len(levels):
-            raise DataError(f"steps={self.steps} must be between 1 and {len(levels) - 1} "
-                            f"(the column has {len(levels)} levels)")
+            raise DataError(
+                f"steps={self.steps} must be between 1 and {len(levels) - 1} (the column has {len(levels)} levels)"
+            )
         out = []
-        for lv in levels[-self.steps:]:
+        for lv in levels[-self.steps :]:
             test = o.index[(o == lv).to_numpy()].to_numpy()
             train = o.index[(o < lv).to_numpy()].to_numpy()
             out.append((str(lv), train, test))
@@ -226,11 +231,11 @@ class GivenFolds(Scheme):
         f = _check_covered(_as_series(self.folds_, ids, "fold Series", data), ids, "fold Series", all_ids)
         labels = sorted(pd.unique(f.dropna()), key=lambda v: (str(type(v)), v))
         if len(labels) == 1 and f.notna().all():
-            raise DataError(f"fold {str(labels[0])!r} holds every phenotyped individual: it has 0 training "
-                            "phenotypes")
+            raise DataError(f"fold {str(labels[0])!r} holds every phenotyped individual: it has 0 training phenotypes")
         if len(labels) < 2:
-            raise DataError(f"the fold Series has {len(labels)} fold label(s) among the phenotyped ids; "
-                            "at least 2 are needed")
+            raise DataError(
+                f"the fold Series has {len(labels)} fold label(s) among the phenotyped ids; at least 2 are needed"
+            )
         out = []
         for lv in labels:
             m = (f == lv).to_numpy()
@@ -274,16 +279,23 @@ class SklearnFolds(Scheme):
         order = np.sort(ids)
         grp = None
         if self.groups is not None:
-            grp = _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids).loc[order].to_numpy()
+            grp = (
+                _check_covered(_as_series(self.groups, ids, "groups", data), ids, "groups", all_ids)
+                .loc[order]
+                .to_numpy()
+            )
         yy = y.loc[order].to_numpy()
         try:
-            return [(str(j + 1), order[tr], order[te])
-                    for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))]
+            return [
+                (str(j + 1), order[tr], order[te]) for j, (tr, te) in enumerate(sp.split(order.reshape(-1, 1), yy, grp))
+            ]
         except (ValueError, TypeError) as exc:  # scikit-learn's own input checks
             hint = " (pass groups= to cross_validate)" if grp is None and "group" in str(exc).lower() else ""
-            raise DataError(f"the scikit-learn splitter {self.describe()} cannot split the {len(order)} "
-                            f"phenotyped ids{'' if grp is None else f' in {len(pd.unique(grp))} group(s)'}: "
-                            f"{exc}{hint}") from exc
+            raise DataError(
+                f"the scikit-learn splitter {self.describe()} cannot split the {len(order)} "
+                f"phenotyped ids{'' if grp is None else f' in {len(pd.unique(grp))} group(s)'}: "
+                f"{exc}{hint}"
+            ) from exc
 
 
 def resolve_scheme(cv, groups=None) -> Scheme:
@@ -310,8 +322,10 @@ def resolve_scheme(cv, groups=None) -> Scheme:
         return GivenFolds(cv)
     if hasattr(cv, "split"):
         return SklearnFolds(cv, groups)
-    raise DataError(f"cv must be an int, 'loo', 'logo', a Series of folds by id, a henderson scheme "
-                    f"or a scikit-learn splitter, not {type(cv).__name__}")
+    raise DataError(
+        f"cv must be an int, 'loo', 'logo', a Series of folds by id, a henderson scheme "
+        f"or a scikit-learn splitter, not {type(cv).__name__}"
+    )
 
 
 def _by_record(labels, index: pd.Index, keys: np.ndarray, data, what: str) -> pd.Series:
@@ -325,9 +339,11 @@ def _by_record(labels, index: pd.Index, keys: np.ndarray, data, what: str) -> pd
         raise DataError(f"{what} must be a pandas Series or a column name of data")
     got = pd.Index(labels.index.astype(str))
     if len(got) != len(index) or not (got == index).all():
-        raise DataError(f"y has repeated records per id, so the {what} must have one entry per record: "
-                        f"the same ids in the same order as y (checked row by row); got {len(got)} "
-                        f"entries for {len(index)} records")
+        raise DataError(
+            f"y has repeated records per id, so the {what} must have one entry per record: "
+            f"the same ids in the same order as y (checked row by row); got {len(got)} "
+            f"entries for {len(index)} records"
+        )
     return pd.Series(labels.to_numpy(), index=keys)
 
 
@@ -345,7 +361,8 @@ def _record_scheme(scheme: Scheme, index: pd.Index, keys: np.ndarray, data) -> S
         "would scatter one line's records between training and validation. Give a grouped scheme with "
         "one label per record: cv='logo' with groups= the environment of each record (leave-environment-"
         "out), groups=pd.Series(y.index, index=y.index) to leave whole lines out, or a fold Series "
-        "aligned with y; or average the records per line first (y.groupby(level=0).mean()).")
+        "aligned with y; or average the records per line first (y.groupby(level=0).mean())."
+    )
 
 
 def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0, data=None) -> list[Split]:
@@ -366,13 +383,19 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
         raise DataError(f"repeats must be >= 1, got {repeats}")
     if isinstance(scheme, SklearnFolds):
         if repeats > 1 and scheme.random and getattr(scheme.splitter, "random_state", None) is not None:
-            warnings.warn(f"random_state={scheme.splitter.random_state!r} of {scheme.describe()} is replaced "
-                          f"by seeds drawn from (seed={seed}, repeat) so that the {repeats} repeats differ; "
-                          "set repeats=1 to keep it", HendersonWarning, stacklevel=3)
+            warnings.warn(
+                f"random_state={scheme.splitter.random_state!r} of {scheme.describe()} is replaced "
+                f"by seeds drawn from (seed={seed}, repeat) so that the {repeats} repeats differ; "
+                "set repeats=1 to keep it",
+                HendersonWarning,
+                stacklevel=3,
+            )
         scheme = dataclasses.replace(scheme, n_repeats=repeats)
     if repeats > 1 and not scheme.random:
-        raise DataError(f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
-                        "repeat identical folds; use repeats=1")
+        raise DataError(
+            f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
+            "repeat identical folds; use repeats=1"
+        )
     yy = y.copy()
     yy.index = pd.Index(yy.index.astype(str))
     by_record = yy.index.has_duplicates
@@ -392,17 +415,20 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
             if len(test) == 0:
                 raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
             if len(train) < 2:
-                raise DataError(f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): "
-                                "nothing to fit")
+                raise DataError(
+                    f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): nothing to fit"
+                )
             if np.intersect1d(train, test).size:
-                raise DataError(f"fold {label!r}: {what} both in training and test: "
-                                + format_ids(np.intersect1d(train, test)))
+                raise DataError(
+                    f"fold {label!r}: {what} both in training and test: " + format_ids(np.intersect1d(train, test))
+                )
             if by_record:
                 tr, te = np.asarray(train).astype(int), np.asarray(test).astype(int)
             else:
                 tr, te = yy.index.get_indexer(train), yy.index.get_indexer(test)
-            out.append(Split(r, str(label), yy.index.to_numpy(dtype=object)[tr],
-                             yy.index.to_numpy(dtype=object)[te], tr, te))
+            out.append(
+                Split(r, str(label), yy.index.to_numpy(dtype=object)[tr], yy.index.to_numpy(dtype=object)[te], tr, te)
+            )
     return out
 
 
@@ -436,14 +462,17 @@ def label_notes(scheme: Scheme, y: pd.Series, data=None) -> list[str]:
     notes = []
     no_label = phen[~phen.isin(lab.dropna().index)]
     if len(no_label):
-        notes.append(f"{len(no_label)} phenotyped id(s) have no {what} label: always in training, never "
-                     f"validated: {format_ids(no_label)}")
+        notes.append(
+            f"{len(no_label)} phenotyped id(s) have no {what} label: always in training, never "
+            f"validated: {format_ids(no_label)}"
+        )
     if what == "fold":
         with_y = set(lab[lab.index.isin(phen)].dropna().astype(str))
         empty = sorted({str(v) for v in lab.dropna()} - with_y)
         if empty:
-            notes.append(f"{len(empty)} fold(s) have no phenotyped individual and are not validated: "
-                         f"{format_ids(empty)}")
+            notes.append(
+                f"{len(empty)} fold(s) have no phenotyped individual and are not validated: {format_ids(empty)}"
+            )
     for n in notes:
         warnings.warn(DataWarning(n), stacklevel=3)
     return notes

@@ -77,9 +77,11 @@ def subset_info(info: dict, old_ids, new_ids) -> dict:
     pos = old.get_indexer(new)
     out = {}
     for key, val in info.items():
-        if isinstance(val, (pd.Series, pd.DataFrame)) and len(val) == len(old) and set(
-            val.index.astype(str)
-        ) == set(old):
+        if (
+            isinstance(val, (pd.Series, pd.DataFrame))
+            and len(val) == len(old)
+            and set(val.index.astype(str)) == set(old)
+        ):
             val = val.copy()
             val.index = val.index.astype(str)
             val = val.loc[new]

@@ -131,9 +131,7 @@ class Pedigree:
         pos = self._index.get_indexer(ids)
         if (pos < 0).any():
             missing = [i for i, p in zip(ids, pos) if p < 0]
-            raise DataError(
-                f"{len(missing)} id(s) not in the pedigree ({self.source}): " + format_ids(missing)
-            )
+            raise DataError(f"{len(missing)} id(s) not in the pedigree ({self.source}): " + format_ids(missing))
         return pos.astype(np.int64)
 
     def to_frame(self, order: str = "input") -> pd.DataFrame:

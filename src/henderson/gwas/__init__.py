@@ -31,9 +31,18 @@ __all__ = ["association", "variance_windows", "genomic_control", "parse_window"]
 METHODS = ("backsolve", "mlma")
 
 
-def association(model, genotypes, *, method: str = "backsolve", p3d: bool = True, loco: bool = False,
-                fixed: str | None = None, data: pd.DataFrame | None = None, missing: str = "error",
-                block_size: int | None = None) -> pd.DataFrame:
+def association(
+    model,
+    genotypes,
+    *,
+    method: str = "backsolve",
+    p3d: bool = True,
+    loco: bool = False,
+    fixed: str | None = None,
+    data: pd.DataFrame | None = None,
+    missing: str = "error",
+    block_size: int | None = None,
+) -> pd.DataFrame:
     """SNP association tests from a fitted genetic model (or phenotypes, for MLMA).
 
     Parameters
@@ -99,8 +108,10 @@ def association(model, genotypes, *, method: str = "backsolve", p3d: bool = True
 def _run(model, source, method, p3d, loco, fixed, data, missing):
     if method == "backsolve":
         if isinstance(model, pd.Series):
-            raise DataError("method='backsolve' needs a fitted model (GBLUP, SNPBLUP or single step); "
-                            "with phenotypes use method='mlma' or fit henderson.GBLUP first")
+            raise DataError(
+                "method='backsolve' needs a fitted model (GBLUP, SNPBLUP or single step); "
+                "with phenotypes use method='mlma' or fit henderson.GBLUP first"
+            )
         if loco or not p3d:
             raise DataError("loco= and p3d= are options of method='mlma', not of 'backsolve'")
         fm = fitted_model(model)
@@ -111,8 +122,10 @@ def _run(model, source, method, p3d, loco, fixed, data, missing):
             design = design_of(model, source.ids, fixed=fixed, data=data, missing=missing)
         else:
             if fixed is not None or data is not None:
-                raise DataError("fixed= and data= come from the fitted model; pass phenotypes instead "
-                                "of a fitted model to choose them")
+                raise DataError(
+                    "fixed= and data= come from the fitted model; pass phenotypes instead "
+                    "of a fitted model to choose them"
+                )
             fm = fitted_model(model)
             if fm.design is None:
                 raise DataError(f"method='mlma' needs the records of the fitted {fm.kind}")

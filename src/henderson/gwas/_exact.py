@@ -66,7 +66,7 @@ def _forms(rot: Rotation, lam: np.ndarray, Wt: np.ndarray, S: np.ndarray):
 
 def _loglik(rot, lam, Wt, S):
     xPx, xPy, yPy0, lda, ldh = _forms(rot, lam, Wt, S)
-    yPy1 = yPy0 - xPy ** 2 / xPx
+    yPy1 = yPy0 - xPy**2 / xPx
     df = rot.n - rot.c - 1
     return -0.5 * (df * np.log(yPy1) + ldh + lda + np.log(xPx))
 

@@ -50,8 +50,10 @@ class FixedRatio:
         H[np.diag_indices(n)] += 1.0
         L, info = sla.lapack.dpotrf(H, lower=1, overwrite_a=1, clean=1)
         if info != 0:
-            raise ModelError(f"lambda*K + I is not positive definite (LAPACK info {info}): K has "
-                             "a negative eigenvalue; check the kernel")
+            raise ModelError(
+                f"lambda*K + I is not positive definite (LAPACK info {info}): K has "
+                "a negative eigenvalue; check the kernel"
+            )
         self.L = L
         self.L32 = np.asfortranarray(L, dtype=np.float32) if n >= FLOAT32_FROM else None
         Xt = self._white(X)
@@ -71,8 +73,9 @@ class FixedRatio:
     def forms(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(a, b), each shape (b,): w'P_H y and w'P_H w for the columns of ``Wb`` (n, b)."""
         if self.L32 is not None:
-            Wt = blas.strsm(1.0, self.L32, np.asfortranarray(Wb, dtype=np.float32), lower=1,
-                            overwrite_b=1).astype(np.float64)
+            Wt = blas.strsm(1.0, self.L32, np.asfortranarray(Wb, dtype=np.float32), lower=1, overwrite_b=1).astype(
+                np.float64
+            )
         else:
             Wt = self._white(Wb)
         R = self._residualise(Wt)

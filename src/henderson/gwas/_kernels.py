@@ -22,8 +22,9 @@ from ..errors import DataWarning
 from ..relationships.genomic import genomic_relationship
 
 
-def crossproduct(source, snp_idx: np.ndarray, ids, freq: np.ndarray,
-                 chunk_bytes: float = 256e6) -> tuple[np.ndarray, float]:
+def crossproduct(
+    source, snp_idx: np.ndarray, ids, freq: np.ndarray, chunk_bytes: float = 256e6
+) -> tuple[np.ndarray, float]:
     """(WW' over SNPs ``snp_idx`` for individuals ``ids``, c = 2Σpq of those SNPs).
 
     In-memory genotypes are used as they are; a PLINK fileset is read in chunks of
@@ -43,7 +44,7 @@ def crossproduct(source, snp_idx: np.ndarray, ids, freq: np.ndarray,
     step = max(1, int(chunk_bytes // max(1, len(source.ids))))
     K, c = None, 0.0
     for s0 in range(0, len(snp_idx), step):
-        part = snp_idx[s0:s0 + step]
+        part = snp_idx[s0 : s0 + step]
         Kp, cp = _unscaled(source.genotypes_of(part).subset(ids=ids), f[part])
         K = Kp if K is None else K.__iadd__(Kp)
         c += cp

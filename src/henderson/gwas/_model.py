@@ -32,11 +32,11 @@ class Design:
     notes: list = field(default_factory=list)
 
 
-def design_of(y: pd.Series, known_ids, *, fixed: str | None = None, data=None,
-              missing: str = "error", what: str = "genotypes") -> Design:
+def design_of(
+    y: pd.Series, known_ids, *, fixed: str | None = None, data=None, missing: str = "error", what: str = "genotypes"
+) -> Design:
     """Align phenotypes and the fixed part of a formula by id (as the genetic models do)."""
-    frame, formula, trait, notes = records_frame(y, known_ids, fixed=fixed, data=data,
-                                                 missing=missing, what=what)
+    frame, formula, trait, notes = records_frame(y, known_ids, fixed=fixed, data=data, missing=missing, what=what)
     spec = build_spec(formula, frame)  # the random term is only parsed: X and y are what we use
     rec = frame.loc[spec.record_index, ID].astype(str).to_numpy(dtype=object)
     return Design(spec.y, spec.X, list(spec.x_names), rec, trait, list(notes) + list(spec.notes))
@@ -71,10 +71,10 @@ def _sigma2(est) -> tuple[float, float]:
 
 def _design_from(est, ids) -> Design:
     if not hasattr(est, "y_"):
-        raise ModelError(f"this {type(est).__name__} was fitted before association support "
-                         "(no y_): refit it")
-    return design_of(est.y_, ids, fixed=est.fixed, data=getattr(est, "data_", None),
-                     missing=getattr(est, "missing", "error"))
+        raise ModelError(f"this {type(est).__name__} was fitted before association support (no y_): refit it")
+    return design_of(
+        est.y_, ids, fixed=est.fixed, data=getattr(est, "data_", None), missing=getattr(est, "missing", "error")
+    )
 
 
 def fitted_model(est) -> Fitted:
@@ -96,20 +96,30 @@ def fitted_model(est) -> Fitted:
     s_g, s_e = _sigma2(est)
     if isinstance(est, GBLUP):
         if est.grm != "vanraden1":
-            raise ModelError(f"back-solving SNP effects needs G = WW'/2sum(pq) (grm='vanraden1'), "
-                             f"not grm={est.grm!r}; use method='mlma' instead")
+            raise ModelError(
+                f"back-solving SNP effects needs G = WW'/2sum(pq) (grm='vanraden1'), "
+                f"not grm={est.grm!r}; use method='mlma' instead"
+            )
         G = est.G_
         freq = getattr(est, "allele_freq_", None) if getattr(est, "genotypes_", None) is not None else None
         snp_ids = est.genotypes_.snp_ids if getattr(est, "genotypes_", None) is not None else None
-        return Fitted("GBLUP", _design_from(est, G.ids), G, s_g, s_e, G.info.get("scale"), freq,
-                      snp_ids, estimator=est)
+        return Fitted("GBLUP", _design_from(est, G.ids), G, s_g, s_e, G.info.get("scale"), freq, snp_ids, estimator=est)
     if isinstance(est, SNPBLUP):
         f = est.fit_
         snp_ids = f.snp_effects["snp"].to_numpy()
         design = _design_from(est, est.gebv_.index.to_numpy())
         # Var(g) = σ²_β WW' = (2Σpq σ²_β) G with G = WW'/2Σpq
-        return Fitted("SNPBLUP", design, None, f.two_sum_pq * est.sigma2_beta_, s_e, f.two_sum_pq,
-                      np.asarray(f.allele_freq, dtype=float), snp_ids, estimator=est)
+        return Fitted(
+            "SNPBLUP",
+            design,
+            None,
+            f.two_sum_pq * est.sigma2_beta_,
+            s_e,
+            f.two_sum_pq,
+            np.asarray(f.allele_freq, dtype=float),
+            snp_ids,
+            estimator=est,
+        )
     if all(hasattr(est, a) for a in ("G_", "gebv_", "genotyped_pec")):
         G = est.G_
         pec = est.genotyped_pec()
@@ -124,9 +134,20 @@ def fitted_model(est) -> Fitted:
         gebv.index = gebv.index.astype(str)
         freq = getattr(est, "allele_freq_", None)
         freq = None if freq is None else np.asarray(freq, dtype=float)
-        return Fitted(type(est).__name__, None, G, s_g, s_e, G.info.get("scale"), freq,
-                      gebv=gebv.loc[ids].to_numpy(dtype=float), pec=pec.loc[ids, ids].to_numpy(dtype=float),
-                      estimator=est)
-    raise ModelError(f"association cannot read a {type(est).__name__}: pass a fitted GBLUP or SNPBLUP, "
-                     "an estimator with G_, gebv_ and genotyped_pec() (single-step), or phenotypes "
-                     "(a Series by id) with method='mlma'")
+        return Fitted(
+            type(est).__name__,
+            None,
+            G,
+            s_g,
+            s_e,
+            G.info.get("scale"),
+            freq,
+            gebv=gebv.loc[ids].to_numpy(dtype=float),
+            pec=pec.loc[ids, ids].to_numpy(dtype=float),
+            estimator=est,
+        )
+    raise ModelError(
+        f"association cannot read a {type(est).__name__}: pass a fitted GBLUP or SNPBLUP, "
+        "an estimator with G_, gebv_ and genotyped_pec() (single-step), or phenotypes "
+        "(a Series by id) with method='mlma'"
+    )

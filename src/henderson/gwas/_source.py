@@ -41,21 +41,29 @@ class GenotypeSource:
 
             prefix = plink_prefix(Path(genotypes))
             if prefix is None:
-                raise DataError(f"association streams PLINK filesets only: no {genotypes}.bed found "
-                                "(read other formats with henderson.read_genotypes and pass the Genotypes)")
+                raise DataError(
+                    f"association streams PLINK filesets only: no {genotypes}.bed found "
+                    "(read other formats with henderson.read_genotypes and pass the Genotypes)"
+                )
             from bed_reader import open_bed
 
             self.geno = None
             self._bed = open_bed(Path(f"{prefix}.bed"), count_A1=True)
             self.ids = np.asarray(self._bed.iid, dtype=object).astype(str).astype(object)
-            self.snps = pd.DataFrame({"snp": self._bed.sid, "chrom": self._bed.chromosome,
-                                      "pos": self._bed.bp_position, "allele1": self._bed.allele_1,
-                                      "allele2": self._bed.allele_2}).astype(
-                {"snp": str, "chrom": str, "pos": np.int64})
+            self.snps = pd.DataFrame(
+                {
+                    "snp": self._bed.sid,
+                    "chrom": self._bed.chromosome,
+                    "pos": self._bed.bp_position,
+                    "allele1": self._bed.allele_1,
+                    "allele2": self._bed.allele_2,
+                }
+            ).astype({"snp": str, "chrom": str, "pos": np.int64})
             self.label = f"PLINK fileset {prefix}"
         else:
-            raise DataError("genotypes must be henderson.Genotypes or the path of a PLINK fileset, "
-                            f"not {type(genotypes).__name__}")
+            raise DataError(
+                f"genotypes must be henderson.Genotypes or the path of a PLINK fileset, not {type(genotypes).__name__}"
+            )
         self.block_size = block_size
         self.p = len(self.snps)
 
@@ -65,12 +73,16 @@ class GenotypeSource:
         pos = pd.Index(self.ids).get_indexer(ids)
         if (pos < 0).any():
             bad = pd.unique(ids[pos < 0])
-            raise DataError(f"{len(bad)} individual(s) of {what} are not in the {self.label}: "
-                            + format_ids(bad) + "; the genotypes must hold every individual of the model")
+            raise DataError(
+                f"{len(bad)} individual(s) of {what} are not in the {self.label}: "
+                + format_ids(bad)
+                + "; the genotypes must hold every individual of the model"
+            )
         return pos
 
-    def raw_blocks(self, rows: np.ndarray | None = None,
-                   snp_idx: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def raw_blocks(
+        self, rows: np.ndarray | None = None, snp_idx: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(idx, codes)``: SNP positions and the (n_rows, b) calls of those SNPs.
 
         int8 counts with :data:`MISSING` for no call (float dosages with NaN for
@@ -80,7 +92,7 @@ class GenotypeSource:
         b = self.block_size or default_block_size(n)
         idx_all = np.arange(self.p) if snp_idx is None else np.asarray(snp_idx, dtype=np.int64)
         for start in range(0, len(idx_all), b):
-            idx = idx_all[start:start + b]
+            idx = idx_all[start : start + b]
             contiguous = idx.size and idx[-1] - idx[0] + 1 == idx.size
             cols = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
             if self._bed is not None:

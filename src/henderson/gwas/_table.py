@@ -29,8 +29,10 @@ def untestable(freq: np.ndarray, snp_ids: np.ndarray, where: str) -> tuple[np.nd
         mono = ~np.isfinite(freq) | (freq <= 0.0) | (freq >= 1.0)
     notes = []
     if mono.any():
-        msg = (f"{int(mono.sum())} of {len(freq)} SNP(s) are monomorphic or without calls among "
-               f"{where}: reported with tested=False, not tested: " + format_ids(snp_ids[mono]))
+        msg = (
+            f"{int(mono.sum())} of {len(freq)} SNP(s) are monomorphic or without calls among "
+            f"{where}: reported with tested=False, not tested: " + format_ids(snp_ids[mono])
+        )
         warnings.warn(msg, DataWarning, stacklevel=3)
         notes.append(msg)
     return ~mono, notes
@@ -41,14 +43,18 @@ def require_map(snps: pd.DataFrame, why: str) -> None:
     chrom = snps["chrom"].astype(str).str.strip()
     unmapped = chrom.isin(["0", "", "nan", "NA", "None"]) | (snps["pos"].to_numpy() <= 0)
     if unmapped.all():
-        raise DataError(f"{why} needs a SNP map (chromosome and position), and no SNP has one "
-                        "(chrom 0 / pos 0): read genotypes with a map (PLINK .bim, VCF) or give "
-                        "Genotypes a 'chrom' and 'pos' column")
+        raise DataError(
+            f"{why} needs a SNP map (chromosome and position), and no SNP has one "
+            "(chrom 0 / pos 0): read genotypes with a map (PLINK .bim, VCF) or give "
+            "Genotypes a 'chrom' and 'pos' column"
+        )
     if unmapped.any():
-        raise DataError(f"{why} needs a chromosome and position for every SNP; "
-                        f"{int(unmapped.sum())} SNP(s) have none (chrom 0 or pos 0): "
-                        + format_ids(snps["snp"].to_numpy()[unmapped.to_numpy()])
-                        + "; remove them (Genotypes.subset) or add them to the map")
+        raise DataError(
+            f"{why} needs a chromosome and position for every SNP; "
+            f"{int(unmapped.sum())} SNP(s) have none (chrom 0 or pos 0): "
+            + format_ids(snps["snp"].to_numpy()[unmapped.to_numpy()])
+            + "; remove them (Genotypes.subset) or add them to the map"
+        )
 
 
 def genomic_control(p) -> float:

@@ -33,15 +33,19 @@ def _model_freq(fm: Fitted, source: GenotypeSource, rows: np.ndarray) -> np.ndar
     if fm.snp_ids is not None:
         ours = source.snps["snp"].astype(str).to_numpy()
         if len(ours) != len(fm.snp_ids) or not np.array_equal(ours, np.asarray(fm.snp_ids, dtype=str)):
-            raise DataError(f"the genotypes have {len(ours)} SNPs, the fitted model {len(fm.snp_ids)} "
-                            "(or another order): back-solving needs the SNPs G was built from")
+            raise DataError(
+                f"the genotypes have {len(ours)} SNPs, the fitted model {len(fm.snp_ids)} "
+                "(or another order): back-solving needs the SNPs G was built from"
+            )
     freq = fm.freq if fm.freq is not None else source.allele_freq(rows)
     ok = np.isfinite(freq)
     scale = 2.0 * float(np.sum(freq[ok] * (1.0 - freq[ok])))
     if fm.scale is not None and abs(scale - fm.scale) > 1e-6 * fm.scale:
-        raise DataError(f"these genotypes give 2*sum(pq) = {scale:.6g} over the fitted model's individuals, "
-                        f"but its G was scaled by {fm.scale:.6g}: pass the genotypes (same SNPs, same "
-                        "individuals) that G was built from")
+        raise DataError(
+            f"these genotypes give 2*sum(pq) = {scale:.6g} over the fitted model's individuals, "
+            f"but its G was scaled by {fm.scale:.6g}: pass the genotypes (same SNPs, same "
+            "individuals) that G was built from"
+        )
     return freq
 
 
@@ -80,8 +84,10 @@ def backsolve(fm: Fitted, source: GenotypeSource):
         t.loc[idx, "se"] = s_b * np.sqrt(b / s_e)
         t.loc[idx, "tested"] = b > 1e-12 * max(1.0, float(np.max(b)))  # constant among the records: untested
     _finish(t)
-    method = (f"backsolve ({fm.kind}: beta = sigma2_beta W'Z'Py, Var(beta) = sigma2_beta^2 "
-              f"diag(W'Z'PZW), exact; Gualdron Duarte et al. 2014)")
+    method = (
+        f"backsolve ({fm.kind}: beta = sigma2_beta W'Z'Py, Var(beta) = sigma2_beta^2 "
+        f"diag(W'Z'PZW), exact; Gualdron Duarte et al. 2014)"
+    )
     return t, method, notes
 
 
@@ -94,16 +100,20 @@ def _from_snp_pev(fm: Fitted, t, ok, notes):
     """SNP-BLUP solved in marker space: Var(β̂) = σ²_β − PEV(β̂), PEV from its MME inverse."""
     eff = fm.estimator.snp_effects_
     if not np.isfinite(eff["se"].to_numpy(dtype=float)[ok]).all():
-        raise ModelError(f"{len(fm.design.y):,} records are too many for the n x n kernel, and the SNP-BLUP "
-                         "fit has no SNP-effect SEs: refit with SNPBLUP(snp_se=True) (marker space)")
+        raise ModelError(
+            f"{len(fm.design.y):,} records are too many for the n x n kernel, and the SNP-BLUP "
+            "fit has no SNP-effect SEs: refit with SNPBLUP(snp_se=True) (marker space)"
+        )
     s_b = fm.sigma2_g / fm.scale
     var = np.maximum(s_b - eff["se"].to_numpy(dtype=float) ** 2, 0.0)
     t.loc[ok, "effect"] = eff["effect"].to_numpy(dtype=float)[ok]
     t.loc[ok, "se"] = np.sqrt(var[ok])
     t.loc[ok, "tested"] = True
     _finish(t)
-    notes.append("Var(beta) = sigma2_beta - PEV(beta) from the marker-space MME inverse (loses digits "
-                 "where PEV is close to sigma2_beta, i.e. for SNPs the data say little about)")
+    notes.append(
+        "Var(beta) = sigma2_beta - PEV(beta) from the marker-space MME inverse (loses digits "
+        "where PEV is close to sigma2_beta, i.e. for SNPs the data say little about)"
+    )
     return t, "backsolve (SNPBLUP: beta from the MME, Var(beta) = sigma2_beta - PEV(beta), exact)", notes
 
 
@@ -136,8 +146,9 @@ def _backsolve_pec(fm: Fitted, source: GenotypeSource):
     try:
         cf = sla.cho_factor(Gd, lower=True)
     except np.linalg.LinAlgError as err:
-        raise ModelError("the single-step back-solve needs G invertible (it is blended or tuned in "
-                         "single step): G is singular") from err
+        raise ModelError(
+            "the single-step back-solve needs G invertible (it is blended or tuned in single step): G is singular"
+        ) from err
     alpha = sla.cho_solve(cf, fm.gebv)
     M = sla.cho_solve(cf, sla.cho_solve(cf, fm.sigma2_g * Gd - fm.pec).T)  # G⁻¹(Gσ²_g − C)G⁻¹
     for idx, W in source.centred_blocks(rows, freq, np.flatnonzero(ok)):
@@ -148,6 +159,8 @@ def _backsolve_pec(fm: Fitted, source: GenotypeSource):
         # effect and Var both 0, so untested, as in the GBLUP path
         t.loc[idx, "tested"] = np.any(np.abs(W) > 1e-12, axis=0) & (q > 0)
     _finish(t)
-    method = (f"backsolve ({fm.kind}: beta = W'G^-1 g/c, Var(beta) = diag(W'G^-1(G sigma2_g - C_gg)"
-              "G^-1 W)/c^2, exact; Aguilar et al. 2019, as postGSf90)")
+    method = (
+        f"backsolve ({fm.kind}: beta = W'G^-1 g/c, Var(beta) = diag(W'G^-1(G sigma2_g - C_gg)"
+        "G^-1 W)/c^2, exact; Aguilar et al. 2019, as postGSf90)"
+    )
     return t, method, notes

@@ -36,8 +36,7 @@ from ._table import empty_table, require_map, untestable
 EXACT_BLOCK = 256
 
 
-def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool = False,
-         G=None, sigma2=None):
+def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool = False, G=None, sigma2=None):
     """Mixed-model association of every SNP in ``source`` (see the module notes).
 
     Parameters
@@ -74,8 +73,10 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
         chroms = source.snps["chrom"].astype(str).to_numpy()
         names = list(dict.fromkeys(chroms))
         if len(names) < 2:
-            raise DataError(f"LOCO needs SNPs on two or more chromosomes; all {len(chroms)} SNPs are on "
-                            f"chromosome {names[0]!r}: use loco=False")
+            raise DataError(
+                f"LOCO needs SNPs on two or more chromosomes; all {len(chroms)} SNPs are on "
+                f"chromosome {names[0]!r}: use loco=False"
+            )
         K_all, c_all = crossproduct(source, np.arange(source.p), ind_ids, freq)
         for name in names:
             on = chroms == name
@@ -84,8 +85,20 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
                 raise DataError(f"LOCO: no polymorphic SNP outside chromosome {name!r}")
             K = (K_all - Kc) / (c_all - cc)
             del Kc
-            _test(t, design, source, rows, codes, K, np.flatnonzero(on & ok), freq, p3d, None, notes,
-                  f"chromosome {name} left out")
+            _test(
+                t,
+                design,
+                source,
+                rows,
+                codes,
+                K,
+                np.flatnonzero(on & ok),
+                freq,
+                p3d,
+                None,
+                notes,
+                f"chromosome {name} left out",
+            )
         kernel = f"LOCO: G without the tested SNP's chromosome (one of {len(names)})"
     else:
         if G is not None:
@@ -96,8 +109,11 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
             K /= c
             kernel = "G = WW'/2sum(pq) of the phenotyped individuals (VanRaden 1)"
         _test(t, design, source, rows, codes, K, np.flatnonzero(ok), freq, p3d, sigma2, notes, None)
-    how = ("P3D: variance ratio from the null model by REML, fixed for every SNP (EMMAX)" if p3d else
-           "exact: variance ratio re-estimated by REML for every SNP (as GEMMA -lmm 1)")
+    how = (
+        "P3D: variance ratio from the null model by REML, fixed for every SNP (EMMAX)"
+        if p3d
+        else "exact: variance ratio re-estimated by REML for every SNP (as GEMMA -lmm 1)"
+    )
     method = f"mlma ({how}; Wald F test, {kernel})"
     return t, method, notes
 
@@ -136,8 +152,8 @@ def _test(t, design, source, rows, codes, K, idx, freq, p3d, sigma2, notes, what
         for sub, W in source.centred_blocks(rows, freq, idx):
             Wt = rot.rotate(W)
             for s0 in range(0, len(sub), EXACT_BLOCK):
-                k = np.searchsorted(idx, sub[s0:s0 + EXACT_BLOCK])
-                w = Wt[:, s0:s0 + EXACT_BLOCK]
+                k = np.searchsorted(idx, sub[s0 : s0 + EXACT_BLOCK])
+                w = Wt[:, s0 : s0 + EXACT_BLOCK]
                 lam = per_snp_lambda(rot, w)
                 b_, s_, _, _ = wald(rot, lam, w)
                 beta[k], se[k], lam_out[k] = b_, s_, lam
@@ -145,8 +161,10 @@ def _test(t, design, source, rows, codes, K, idx, freq, p3d, sigma2, notes, what
     bad = ~(se > 0)
     if bad.any():
         sid = t["snp"].to_numpy()[idx[bad]]
-        notes.append(f"{int(bad.sum())} SNP(s) have no variation among the records after the "
-                     "covariates: not tested: " + format_ids(sid))
+        notes.append(
+            f"{int(bad.sum())} SNP(s) have no variation among the records after the "
+            "covariates: not tested: " + format_ids(sid)
+        )
         beta[bad] = se[bad] = np.nan
     z = beta / se
     t.loc[idx, "effect"] = beta

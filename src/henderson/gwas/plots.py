@@ -73,8 +73,9 @@ def qq(p, title: str) -> bytes:
         ax.scatter(expected, -np.log10(np.clip(p, 1e-300, None)), s=7, color=BLUE, linewidths=0)
         top = float(expected.max())
         ax.plot([0, top], [0, top], color=GREY, linewidth=1)
-        ax.text(0.04, 0.93, f"λ_GC = {genomic_control(p):.3f}\n{m:,} tests", transform=ax.transAxes,
-                fontsize=9, va="top")
+        ax.text(
+            0.04, 0.93, f"λ_GC = {genomic_control(p):.3f}\n{m:,} tests", transform=ax.transAxes, fontsize=9, va="top"
+        )
     ax.set_xlabel("expected −log10 p")
     ax.set_ylabel("observed −log10 p")
     ax.set_title(title, fontsize=10)

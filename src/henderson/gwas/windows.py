@@ -35,8 +35,9 @@ def parse_window(size) -> tuple[str, int]:
         return "snps", int(size)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(snps?|bp|kb|mb)?\s*", str(size), flags=re.I)
     if not m:
-        raise DataError(f"window {size!r} is not a number of SNPs (50, '50snps') or of base pairs "
-                        "('1Mb', '500kb', '20000bp')")
+        raise DataError(
+            f"window {size!r} is not a number of SNPs (50, '50snps') or of base pairs ('1Mb', '500kb', '20000bp')"
+        )
     value, unit = float(m.group(1)), (m.group(2) or "snps").lower()
     if unit.startswith("snp"):
         if value != int(value) or value < 1:

@@ -44,16 +44,21 @@ def _check_bed_size(bed_file: Path, n: int, p: int) -> None:
         return
     body = size - 3
     stem = bed_file.with_suffix("")
-    why = (f"{bed_file.name} has {size} bytes, but 3 + {p} SNPs x ceil({n}/4) = {expected} are "
-           f"expected for the {n} individuals of {stem.name}.fam and the {p} SNPs of {stem.name}.bim")
+    why = (
+        f"{bed_file.name} has {size} bytes, but 3 + {p} SNPs x ceil({n}/4) = {expected} are "
+        f"expected for the {n} individuals of {stem.name}.fam and the {p} SNPs of {stem.name}.bim"
+    )
     fits = []  # which other count would explain the size (either file may be the odd one)
     if p and body > 0 and body % p == 0:
         k = body // p  # bytes per SNP; each byte packs 4 individuals
-        fits.append(f"{stem.name}.fam has {n} individuals but {bed_file.name} is sized for "
-                    f"{4 * k - 3} to {4 * k} individuals at {p} SNPs")
+        fits.append(
+            f"{stem.name}.fam has {n} individuals but {bed_file.name} is sized for "
+            f"{4 * k - 3} to {4 * k} individuals at {p} SNPs"
+        )
     if per_snp and body > 0 and body % per_snp == 0:
-        fits.append(f"{stem.name}.bim has {p} SNPs but {bed_file.name} is sized for "
-                    f"{body // per_snp} SNPs at {n} individuals")
+        fits.append(
+            f"{stem.name}.bim has {p} SNPs but {bed_file.name} is sized for {body // per_snp} SNPs at {n} individuals"
+        )
     why += ": " + ("; or ".join(fits) if fits else "the file is truncated or corrupt")
     raise GenotypeError(f"PLINK fileset {stem}: {why}. Regenerate the fileset (e.g. plink --make-bed).")
 
@@ -136,15 +141,19 @@ def read_plink(path: Path) -> Genotypes:
     dup = pd.Index(iid)
     if dup.has_duplicates:
         rep = pd.Series(np.arange(len(iid)) + 1, index=dup)[dup.duplicated(keep=False)]  # .fam lines
-        where = "; ".join(f"{i!r} on lines {', '.join(map(str, lines))}"
-                          for i, lines in list(rep.groupby(level=0, sort=False).agg(list).items())[:5])
+        where = "; ".join(
+            f"{i!r} on lines {', '.join(map(str, lines))}"
+            for i, lines in list(rep.groupby(level=0, sort=False).agg(list).items())[:5]
+        )
         raise GenotypeError(
             f"{files['fam']}: duplicated individual ids (IID, column 2): {where}; "
             "henderson identifies individuals by IID, so each must appear once"
         )
     dup = pd.Index(snps["snp"])
     if dup.has_duplicates:
-        raise GenotypeError(f"{files['bim']}: duplicated SNP ids (column 2): " + format_ids(dup[dup.duplicated()].unique()))
+        raise GenotypeError(
+            f"{files['bim']}: duplicated SNP ids (column 2): " + format_ids(dup[dup.duplicated()].unique())
+        )
     info = {
         "file": str(bed_file),
         "format": "plink",

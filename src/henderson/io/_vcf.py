@@ -60,8 +60,11 @@ def read_vcf(path: Path, field: str = "GT") -> Genotypes:
     except HendersonError:
         raise
     except Exception as err:  # htslib parse errors surface as bare Exception/KeyError
-        where = (f"the record after site {state['site']!r} (data record {state['record'] + 1})"
-                 if state["site"] is not None else "the first data record")
+        where = (
+            f"the record after site {state['site']!r} (data record {state['record'] + 1})"
+            if state["site"] is not None
+            else "the first data record"
+        )
         raise GenotypeError(f"{path}: cannot parse {where}: {err}") from err
     finally:
         vcf.close()
@@ -191,8 +194,7 @@ def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
         )
     if n_haploid:
         warnings.warn(
-            f"{path.name}: {n_haploid} haploid call(s) counted as homozygous (0 or 2 ALT copies, "
-            "PLINK's convention)",
+            f"{path.name}: {n_haploid} haploid call(s) counted as homozygous (0 or 2 ALT copies, PLINK's convention)",
             DataWarning,
             stacklevel=4,
         )

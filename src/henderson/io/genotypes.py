@@ -71,8 +71,7 @@ def genotype_format(path: Path) -> str:
     if name.removesuffix(".gz").endswith((".csv", ".tsv", ".txt")):
         return "csv"
     raise DataError(
-        f"cannot tell the genotype format of {str(path)!r} from its name; pass "
-        "format='plink', 'vcf' or 'csv'"
+        f"cannot tell the genotype format of {str(path)!r} from its name; pass format='plink', 'vcf' or 'csv'"
     )
 
 
@@ -150,8 +149,15 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
             f"(columns {', '.join(cols[:10])}); SNP ids must be unique"
         )
     try:
-        frame = pd.read_csv(path, sep=sep, skip_blank_lines=False, na_values=["NA", "."], low_memory=False,
-                            dtype={names[0]: str}, encoding="utf-8-sig")
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            skip_blank_lines=False,
+            na_values=["NA", "."],
+            low_memory=False,
+            dtype={names[0]: str},
+            encoding="utf-8-sig",
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
         raise GenotypeError(f"{path}: cannot parse ({err})") from err
     frame.columns = names
@@ -191,8 +197,13 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
             DataWarning,
             stacklevel=3,
         )
-    info = {"file": str(path), "format": "csv", "coding": coding, "coding_detected": detected,
-            "coding_evidence": evidence}
+    info = {
+        "file": str(path),
+        "format": "csv",
+        "coding": coding,
+        "coding_detected": detected,
+        "coding_evidence": evidence,
+    }
     return Genotypes(ids, snp_ids, d, info)
 
 
@@ -216,7 +227,8 @@ def _check_short_rows(path: Path, sep: str, n_fields: int, candidates: np.ndarra
             if got < n_fields:
                 raise GenotypeError(
                     f"{path.name}: line {k} has {got} fields, the header has {n_fields} (id + "
-                    f"{n_fields - 1} SNPs): the row is incomplete (write NA for a missing call)")
+                    f"{n_fields - 1} SNPs): the row is incomplete (write NA for a missing call)"
+                )
 
 
 def _detect_coding(v: np.ndarray, path: Path) -> tuple[str, str]:

@@ -101,14 +101,11 @@ def read_pedigree(
         frame = _read_table(Path(path_or_frame), sep)
         is_file = True
     else:
-        raise DataError(
-            f"read_pedigree expects a file path or a DataFrame, not {type(path_or_frame).__name__}"
-        )
+        raise DataError(f"read_pedigree expects a file path or a DataFrame, not {type(path_or_frame).__name__}")
     absent = [c for c in (id, sire, dam) + ((birth_year,) if birth_year else ()) if c not in frame.columns]
     if absent:
         raise DataError(
-            f"pedigree {source}: no column {format_ids(absent)}; "
-            f"present columns: {format_ids(frame.columns, limit=30)}"
+            f"pedigree {source}: no column {format_ids(absent)}; present columns: {format_ids(frame.columns, limit=30)}"
         )
     m = len(frame)
     # One hash pass over all three columns; everything after works on integer labels,
@@ -192,8 +189,9 @@ def _years_by_label(col: pd.Series, rows, lines, id_l, n_labels, name, source, w
     bad = years.isna().to_numpy() & ~raw.fillna("").astype(str).str.strip().isin(["", "NA", ".", "-"]).to_numpy()
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise DataError(f"pedigree {source}: birth year {raw.iloc[k]!r} in column {name!r} is not a number "
-                        f"({where} {lines[k]})")
+        raise DataError(
+            f"pedigree {source}: birth year {raw.iloc[k]!r} in column {name!r} is not a number ({where} {lines[k]})"
+        )
     out = np.full(n_labels, np.nan)
     out[id_l] = years.to_numpy(dtype=float)
     return out
@@ -208,12 +206,17 @@ def _check_birth_years(year, ids, s_pos, d_pos, name, source) -> None:
         py = year[parent[child]]
         bad = child[py > year[child]]  # NaN compares False: unknown years are not checked
         n_bad += len(bad)
-        shown += [f"{role} {ids[parent[c]]!r} ({name} {year[parent[c]]:g}) of {ids[c]!r} ({name} {year[c]:g})"
-                  for c in bad[:5]]
+        shown += [
+            f"{role} {ids[parent[c]]!r} ({name} {year[parent[c]]:g}) of {ids[c]!r} ({name} {year[c]:g})"
+            for c in bad[:5]
+        ]
     if n_bad:
         raise PedigreeError(
-            f"pedigree {source}: {n_bad} parent(s) born after their offspring: " + "; ".join(shown[:5])
-            + (" ..." if n_bad > 5 else "") + ". Check the ids and the birth years")
+            f"pedigree {source}: {n_bad} parent(s) born after their offspring: "
+            + "; ".join(shown[:5])
+            + (" ..." if n_bad > 5 else "")
+            + ". Check the ids and the birth years"
+        )
 
 
 def _refuse_code_like_parents(new, parents, names, source, min_offspring: int = 2) -> None:
@@ -233,7 +236,8 @@ def _refuse_code_like_parents(new, parents, names, source, min_offspring: int = 
             f"pedigree {source}: {shown} {'has' if len(suspects) == 1 else 'have'} no row of its own and "
             "looks like a missing-parent code: as a parent it would make all those animals related "
             "through one phantom founder. Declare the code as missing (--missing-parent, or "
-            "missing= in read_pedigree), or give the parent a row if it is a real animal")
+            "missing= in read_pedigree), or give the parent a row if it is a real animal"
+        )
 
 
 def _raise_bad_ids(id_col: pd.Series, rows, lines, source, where):
@@ -308,8 +312,12 @@ def _whole_number_ids(uniq: np.ndarray, skip: np.ndarray, source: str) -> np.nda
         return uniq
     out = uniq.copy()
     out[hit] = whole[hit].astype(int).astype(str).to_numpy(dtype=object)  # "+012.0" -> "12"
-    warnings.warn(f"pedigree {source}: {int(hit.sum())} id(s) written as whole-number decimals read as "
-                  f"integers (e.g. {uniq[hit][0]!r} as {out[hit][0]!r})", DataWarning, stacklevel=4)
+    warnings.warn(
+        f"pedigree {source}: {int(hit.sum())} id(s) written as whole-number decimals read as "
+        f"integers (e.g. {uniq[hit][0]!r} as {out[hit][0]!r})",
+        DataWarning,
+        stacklevel=4,
+    )
     return out
 
 
@@ -361,7 +369,8 @@ def _check_sex(s_l, d_l, names, source, has_row=None):
             raise PedigreeError(
                 f"pedigree {source}: {shown} is used both as sire and as dam and has no row of its own: "
                 "it looks like a missing-parent code. Declare it as missing (--missing-parent, or "
-                "missing= in read_pedigree)")
+                "missing= in read_pedigree)"
+            )
     if len(both):
         raise PedigreeError(
             f"pedigree {source}: {len(both)} id(s) are used both as sire and as dam: "
@@ -381,7 +390,7 @@ def _raise_loop(ids, s_pos, d_pos, gen, lines, source, where):
         j = path[-1]
         nxt = next(p for p in (s_pos[j], d_pos[j]) if p >= 0 and gen[p] < 0)
         if int(nxt) in seen:
-            loop = path[seen[int(nxt)]:] + [int(nxt)]
+            loop = path[seen[int(nxt)] :] + [int(nxt)]
             break
         seen[int(nxt)] = len(path)
         path.append(int(nxt))

@@ -66,8 +66,11 @@ def genotype_qc(
         ``individual_report`` indexed by id with ``call_rate``, ``n_missing``,
         ``n_imputed``, ``kept``, ``reason``. ``genotypes.info["qc"]`` holds the counts.
     """
-    for name, val in (("min_maf", min_maf), ("min_call_rate", min_call_rate),
-                      ("min_individual_call_rate", min_individual_call_rate)):
+    for name, val in (
+        ("min_maf", min_maf),
+        ("min_call_rate", min_call_rate),
+        ("min_individual_call_rate", min_individual_call_rate),
+    ):
         if not 0.0 <= val <= 1.0:
             raise DataError(f"{name} must be in [0, 1], got {val}")
     if geno.p == 0:
@@ -108,18 +111,32 @@ def genotype_qc(
         out = Genotypes(out.ids, out.snps, d, dict(out.info))
 
     snp_report = pd.DataFrame(
-        {"call_rate": cr, "allele_freq": freq, "maf": maf, "monomorphic": mono,
-         "n_imputed": n_imp_snp, "kept": keep_snp, "reason": reason.to_numpy()},
+        {
+            "call_rate": cr,
+            "allele_freq": freq,
+            "maf": maf,
+            "monomorphic": mono,
+            "n_imputed": n_imp_snp,
+            "kept": keep_snp,
+            "reason": reason.to_numpy(),
+        },
         index=pd.Index(geno.snp_ids, name="snp"),
     )
     ind_report = pd.DataFrame(
-        {"call_rate": ind_cr, "n_missing": ind_missing, "n_imputed": n_imp_ind, "kept": keep_ind,
-         "reason": np.where(keep_ind, "", "call_rate").astype(object)},
+        {
+            "call_rate": ind_cr,
+            "n_missing": ind_missing,
+            "n_imputed": n_imp_ind,
+            "kept": keep_ind,
+            "reason": np.where(keep_ind, "", "call_rate").astype(object),
+        },
         index=pd.Index(geno.ids, name="id"),
     )
     counts = {
-        "n_individuals_in": geno.n, "n_individuals_removed": int((~keep_ind).sum()),
-        "n_snps_in": geno.p, "n_snps_removed": int((~keep_snp).sum()),
+        "n_individuals_in": geno.n,
+        "n_individuals_removed": int((~keep_ind).sum()),
+        "n_snps_in": geno.p,
+        "n_snps_removed": int((~keep_snp).sum()),
         **{f"n_snps_failed_{k}": int(v.sum()) for k, v in fails.items()},
         "n_imputed": int(n_imp_snp.sum()),
     }
@@ -159,25 +176,30 @@ def call_report(geno: Genotypes, top: int = 10) -> CallReport:
     """
     snp_missing = geno.n - np.asarray(geno.n_called, dtype=np.int64)
     ind_missing = _row_missing(geno) if geno.n_missing else np.zeros(geno.n, np.int64)
-    snps = pd.DataFrame({"n_missing": snp_missing, "call_rate": 1.0 - snp_missing / max(geno.n, 1)},
-                        index=pd.Index(geno.snp_ids, name="snp"))
-    inds = pd.DataFrame({"n_missing": ind_missing, "call_rate": 1.0 - ind_missing / max(geno.p, 1)},
-                        index=pd.Index(geno.ids, name="id"))
+    snps = pd.DataFrame(
+        {"n_missing": snp_missing, "call_rate": 1.0 - snp_missing / max(geno.n, 1)},
+        index=pd.Index(geno.snp_ids, name="snp"),
+    )
+    inds = pd.DataFrame(
+        {"n_missing": ind_missing, "call_rate": 1.0 - ind_missing / max(geno.p, 1)}, index=pd.Index(geno.ids, name="id")
+    )
 
     def worst(t: pd.DataFrame) -> list[dict]:
         w = t[t["n_missing"] > 0].sort_values("n_missing", ascending=False, kind="stable").head(top)
-        return [{"id": str(i), "n_missing": int(r.n_missing), "call_rate": float(r.call_rate)}
-                for i, r in w.iterrows()]
+        return [{"id": str(i), "n_missing": int(r.n_missing), "call_rate": float(r.call_rate)} for i, r in w.iterrows()]
 
     total = int(geno.n_missing)
     summary = {
-        "n_individuals": geno.n, "n_snps": geno.p, "n_missing_calls": total,
+        "n_individuals": geno.n,
+        "n_snps": geno.p,
+        "n_missing_calls": total,
         "missing_rate": total / max(geno.n * geno.p, 1),
         "n_snps_with_missing": int((snp_missing > 0).sum()),
         "n_individuals_with_missing": int((ind_missing > 0).sum()),
         "snps_without_calls": [str(s) for s in geno.snp_ids[snp_missing == geno.n]] if geno.n else [],
         "individuals_without_calls": [str(i) for i in geno.ids[ind_missing == geno.p]] if geno.p else [],
-        "worst_snps": worst(snps), "worst_individuals": worst(inds),
+        "worst_snps": worst(snps),
+        "worst_individuals": worst(inds),
     }
     return CallReport(summary, snps, inds)
 
@@ -187,9 +209,11 @@ def describe_calls(summary: dict) -> str:
     if not summary["n_missing_calls"]:
         return f"genotypes: {summary['n_individuals']} individuals x {summary['n_snps']} SNPs, no missing call"
     ws, wi = summary["worst_snps"][0], summary["worst_individuals"][0]
-    return (f"genotypes: {summary['n_missing_calls']:,} missing calls ({100 * summary['missing_rate']:.2f} %) "
-            f"in {summary['n_snps_with_missing']} of {summary['n_snps']} SNPs and "
-            f"{summary['n_individuals_with_missing']} of {summary['n_individuals']} individuals; they are "
-            f"mean-imputed. Most missing: SNP {ws['id']!r} ({ws['n_missing']} missing, call rate "
-            f"{ws['call_rate']:.3f}), individual {wi['id']!r} ({wi['n_missing']} missing, call rate "
-            f"{wi['call_rate']:.3f})")
+    return (
+        f"genotypes: {summary['n_missing_calls']:,} missing calls ({100 * summary['missing_rate']:.2f} %) "
+        f"in {summary['n_snps_with_missing']} of {summary['n_snps']} SNPs and "
+        f"{summary['n_individuals_with_missing']} of {summary['n_individuals']} individuals; they are "
+        f"mean-imputed. Most missing: SNP {ws['id']!r} ({ws['n_missing']} missing, call rate "
+        f"{ws['call_rate']:.3f}), individual {wi['id']!r} ({wi['n_missing']} missing, call rate "
+        f"{wi['call_rate']:.3f})"
+    )

@@ -44,8 +44,9 @@ _TOKENIZE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
 def _opener(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8-sig") if path.name.endswith(".gz") else open(
-        path, encoding="utf-8-sig")
+    return (
+        gzip.open(path, "rt", encoding="utf-8-sig") if path.name.endswith(".gz") else open(path, encoding="utf-8-sig")
+    )
 
 
 def detect_delimiter(path) -> str:
@@ -82,9 +83,11 @@ def check_unique_header(path, names) -> None:
         dup = list(idx[idx.duplicated()].unique())
         cols = {d: [str(k + 1) for k, n in enumerate(names) if n == d] for d in dup}
         where = "; ".join(f"{d!r} in columns {', '.join(c)}" for d, c in cols.items())
-        raise DataError(f"{path}: duplicated column name(s) in the header: {where}. Every column "
-                        "needs its own name (otherwise the second would be renamed and one of them "
-                        "silently used)")
+        raise DataError(
+            f"{path}: duplicated column name(s) in the header: {where}. Every column "
+            "needs its own name (otherwise the second would be renamed and one of them "
+            "silently used)"
+        )
 
 
 def _check_whitespace_fields(path: Path, n_fields: int) -> None:
@@ -93,9 +96,19 @@ def _check_whitespace_fields(path: Path, n_fields: int) -> None:
     Read as text with one spare column; a field count is the number of non-null cells
     of a row (vectorised, no loop over lines).
     """
-    raw = pd.read_csv(path, sep=r"\s+", header=None, skiprows=1, dtype=str, keep_default_na=False,
-                      na_values=[], names=range(n_fields + 1), skip_blank_lines=True,
-                      encoding="utf-8-sig", engine="python")
+    raw = pd.read_csv(
+        path,
+        sep=r"\s+",
+        header=None,
+        skiprows=1,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
+        names=range(n_fields + 1),
+        skip_blank_lines=True,
+        encoding="utf-8-sig",
+        engine="python",
+    )
     counts = raw.notna().sum(axis=1).to_numpy()
     bad = np.flatnonzero(counts != n_fields)
     if not len(bad):
@@ -109,21 +122,39 @@ def _check_whitespace_fields(path: Path, n_fields: int) -> None:
         f"{path}: line {line} has {counts[k]} fields, the header has {n_fields} "
         f"({len(bad)} line(s) differ). In a whitespace-delimited file an empty field cannot be "
         "told from a separator, so the values after it would move to the wrong columns: write "
-        "NA for a missing value, or use a tab- or comma-delimited file")
+        "NA for a missing value, or use a tab- or comma-delimited file"
+    )
 
 
 def _raise_long_rows(path: Path, sep: str, n_fields: int) -> None:
     """Error naming the first line with more fields than the header (error path only)."""
-    raw = pd.read_csv(path, sep=sep, header=None, skiprows=1, dtype=str, keep_default_na=False,
-                      names=range(4 * n_fields + 8), engine="python", skip_blank_lines=False,
-                      encoding="utf-8-sig")
+    raw = pd.read_csv(
+        path,
+        sep=sep,
+        header=None,
+        skiprows=1,
+        dtype=str,
+        keep_default_na=False,
+        names=range(4 * n_fields + 8),
+        engine="python",
+        skip_blank_lines=False,
+        encoding="utf-8-sig",
+    )
     counts = raw.notna().sum(axis=1).to_numpy()
     bad = np.flatnonzero(counts > n_fields)
     k = int(bad[0]) if len(bad) else 0
-    hint = (" (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
-            "use a semicolon- or tab-delimited file with --decimal ,)") if sep == "," else ""
-    raise DataError(f"{path}: line {k + 2} has {counts[k]} fields, the header has {n_fields} "
-                    f"(delimiter {sep!r}; {len(bad)} such line(s)){hint}")
+    hint = (
+        (
+            " (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
+            "use a semicolon- or tab-delimited file with --decimal ,)"
+        )
+        if sep == ","
+        else ""
+    )
+    raise DataError(
+        f"{path}: line {k + 2} has {counts[k]} fields, the header has {n_fields} "
+        f"(delimiter {sep!r}; {len(bad)} such line(s)){hint}"
+    )
 
 
 def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decimal: str = ".") -> pd.DataFrame:
@@ -150,8 +181,9 @@ def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decim
         raise DataError(f"decimal must be '.' or ',', not {decimal!r}")
     sep = detect_delimiter(p)
     if decimal == "," and sep == ",":
-        raise DataError(f"{p}: a comma-delimited file cannot use decimal commas; "
-                        "use a semicolon- or tab-delimited file")
+        raise DataError(
+            f"{p}: a comma-delimited file cannot use decimal commas; use a semicolon- or tab-delimited file"
+        )
     with open(p, "rb") as fh:
         head = fh.read(4)
     if not p.name.endswith(".gz") and b"\x00" in head:
@@ -167,19 +199,34 @@ def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decim
         # column into the index; pandas then warns (and drops the field): an error below
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(p, sep=sep, dtype=dtype, na_values=list(NA_VALUES) + [DOT] + extra,
-                                keep_default_na=True, decimal=decimal, index_col=False,
-                                engine="python" if sep == r"\s+" else "c", encoding="utf-8-sig")
+            frame = pd.read_csv(
+                p,
+                sep=sep,
+                dtype=dtype,
+                na_values=list(NA_VALUES) + [DOT] + extra,
+                keep_default_na=True,
+                decimal=decimal,
+                index_col=False,
+                engine="python" if sep == r"\s+" else "c",
+                encoding="utf-8-sig",
+            )
         if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
             _raise_long_rows(p, sep, len(names))
     except pd.errors.ParserError as err:
         m = _TOKENIZE.search(str(err))
         if m:
             exp, line, saw = m.groups()
-            hint = (" (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
-                    "use a semicolon- or tab-delimited file with --decimal ,)") if sep == "," else ""
-            raise DataError(f"{p}: line {line} has {saw} fields, the header has {exp} "
-                            f"(delimiter {sep!r}){hint}") from err
+            hint = (
+                (
+                    " (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
+                    "use a semicolon- or tab-delimited file with --decimal ,)"
+                )
+                if sep == ","
+                else ""
+            )
+            raise DataError(
+                f"{p}: line {line} has {saw} fields, the header has {exp} (delimiter {sep!r}){hint}"
+            ) from err
         raise DataError(f"{p}: cannot parse as a delimited {what} ({str(err).strip()})") from err
     except UnicodeDecodeError as err:
         raise DataError(f"{p}: not a UTF-8 text {what} (byte {err.start}: {err.reason})") from err
@@ -194,8 +241,16 @@ def _raw_column(frame: pd.DataFrame, column: str) -> pd.Series:
     """The column's cells as written (text, nothing read as missing)."""
     p = Path(frame.attrs["path"])
     sep = frame.attrs["sep"]
-    raw = pd.read_csv(p, sep=sep, usecols=[column], dtype=str, keep_default_na=False, na_values=[],
-                      engine="python" if sep == r"\s+" else "c", encoding="utf-8-sig")[column]
+    raw = pd.read_csv(
+        p,
+        sep=sep,
+        usecols=[column],
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
+        engine="python" if sep == r"\s+" else "c",
+        encoding="utf-8-sig",
+    )[column]
     return raw.str.strip()
 
 
@@ -216,23 +271,30 @@ def trait_values(frame: pd.DataFrame, trait: str, ids: pd.Series) -> tuple[pd.Se
         value = col.iloc[r]
         hint = ""
         if _DECIMAL_COMMA.match(str(value)):
-            hint = (f"; it looks like a decimal comma ({int(col[bad].astype(str).str.match(_DECIMAL_COMMA).sum())} "
-                    "such value(s)): pass --decimal , (decimal=',')")
-        raise DataError(f"{src}: non-numeric value {value!r} in column {trait!r} "
-                        f"(line {r + 2}, id {ids.iloc[r]!r}){hint}")
+            hint = (
+                f"; it looks like a decimal comma ({int(col[bad].astype(str).str.match(_DECIMAL_COMMA).sum())} "
+                "such value(s)): pass --decimal , (decimal=',')"
+            )
+        raise DataError(
+            f"{src}: non-numeric value {value!r} in column {trait!r} (line {r + 2}, id {ids.iloc[r]!r}){hint}"
+        )
     notes: list[str] = []
     if "path" in frame.attrs:
         raw = _raw_column(frame, trait)
         if len(raw) == len(frame):
             n_dot = int((raw == DOT).sum())
             if n_dot and DOT not in declared:
-                notes.append(f"{src}: {n_dot} value(s) '.' in column {trait!r} read as missing "
-                             f"(lines {_lines(np.flatnonzero(raw.to_numpy() == DOT) + 2)})")
+                notes.append(
+                    f"{src}: {n_dot} value(s) '.' in column {trait!r} read as missing "
+                    f"(lines {_lines(np.flatnonzero(raw.to_numpy() == DOT) + 2)})"
+                )
             for code in declared:
                 n = int((raw == code).sum())
                 if n:
-                    notes.append(f"{src}: {n} value(s) {code!r} in column {trait!r} read as missing "
-                                 "(declared missing-value code)")
+                    notes.append(
+                        f"{src}: {n} value(s) {code!r} in column {trait!r} read as missing "
+                        "(declared missing-value code)"
+                    )
     v = y.to_numpy(dtype=float)
     for code in SUSPECT_CODES:
         hit = v == code
@@ -246,7 +308,8 @@ def trait_values(frame: pd.DataFrame, trait: str, ids: pd.Series) -> tuple[pd.Se
             f"{src}: {int(hit.sum())} value(s) {code:g} in column {trait!r}, all below every other "
             f"value (lines {_lines(lines)}): {code:g} is a common missing-value code. "
             f"If it means missing, pass --na-values {code:g} (na_values=['{code:g}']); it is kept "
-            "as a value")
+            "as a value"
+        )
     return y.astype(float), notes
 
 
@@ -278,22 +341,28 @@ def repeated_ids(ids: pd.Series, y: pd.Series, src: str, trait: str) -> tuple[np
         shown = []
         for i in conflict[:5]:
             rows = sub[sub["id"] == i]
-            shown.append(f"{i!r} (lines {', '.join(map(str, rows['line'][:4]))}: values "
-                         f"{', '.join(f'{x:g}' for x in rows['y'][:4])})")
+            shown.append(
+                f"{i!r} (lines {', '.join(map(str, rows['line'][:4]))}: values "
+                f"{', '.join(f'{x:g}' for x in rows['y'][:4])})"
+            )
         raise DataError(
             f"{src}: {len(conflict)} id(s) have more than one record with different values of "
             f"{trait!r}: {'; '.join(shown)}{' ...' if len(conflict) > 5 else ''}. This command fits "
             "one record per individual: average the records or keep one; if they are replicates "
             "of the same line or clone, pass --repeated-records (one_record_per_id=False); with "
-            "a permanent-environment effect, use henderson fit with '+ (1|pe)'")
+            "a permanent-environment effect, use henderson fit with '+ (1|pe)'"
+        )
     exact = frame.duplicated(subset=["id", "y"], keep="first").to_numpy()
     keep &= ~exact
-    return keep, [f"{src}: {int(exact.sum())} exact repeated record(s) (same id and value) dropped: "
-                  + format_ids(pd.unique(ids[exact]))]
+    return keep, [
+        f"{src}: {int(exact.sum())} exact repeated record(s) (same id and value) dropped: "
+        + format_ids(pd.unique(ids[exact]))
+    ]
 
 
-def read_phenotypes(path, trait: str, *, id_column: str = "id", na_values=(), decimal: str = ".",
-                    one_record_per_id: bool = False) -> pd.Series:
+def read_phenotypes(
+    path, trait: str, *, id_column: str = "id", na_values=(), decimal: str = ".", one_record_per_id: bool = False
+) -> pd.Series:
     """A trait from a phenotype file, as a float Series indexed by id (text).
 
     Parameters
@@ -323,38 +392,49 @@ def read_phenotypes(path, trait: str, *, id_column: str = "id", na_values=(), de
     >>> int(y.notna().sum()), y.index.tolist()
     (2, ['a', 'b', 'c'])
     """
-    y, _ = phenotype_records(path, trait, id_column=id_column, na_values=na_values, decimal=decimal,
-                             one_record_per_id=one_record_per_id)
+    y, _ = phenotype_records(
+        path, trait, id_column=id_column, na_values=na_values, decimal=decimal, one_record_per_id=one_record_per_id
+    )
     return y
 
 
-def phenotype_records(path, trait: str, *, id_column: str = "id", na_values=(), decimal: str = ".",
-                      one_record_per_id: bool = False, option_names: dict | None = None):
+def phenotype_records(
+    path,
+    trait: str,
+    *,
+    id_column: str = "id",
+    na_values=(),
+    decimal: str = ".",
+    one_record_per_id: bool = False,
+    option_names: dict | None = None,
+):
     """(y Series by id, the file's frame restricted to the records kept); see :func:`read_phenotypes`.
 
     ``option_names`` maps ``id_column``/``trait`` to the command-line option naming
     them, for the missing-column message.
     """
-    frame = read_table(path, str_columns=[id_column], what="phenotype file", na_values=na_values,
-                       decimal=decimal)
+    frame = read_table(path, str_columns=[id_column], what="phenotype file", na_values=na_values, decimal=decimal)
     src = frame.attrs["path"]
     opt = option_names or {}
     for col, key in ((id_column, "id_column"), (trait, "trait")):
         if col not in frame.columns:
             hint = f" (see {opt[key]})" if key in opt else ""
-            raise DataError(f"{src}: no column {col!r}{hint}; present columns: "
-                            f"{format_ids(frame.columns, limit=20)}")
+            raise DataError(f"{src}: no column {col!r}{hint}; present columns: {format_ids(frame.columns, limit=20)}")
     ids = frame[id_column]
     if ids.isna().any():
-        raise DataError(f"{src}: missing id in column {id_column!r} on line(s) "
-                        f"{format_ids((np.flatnonzero(ids.isna().to_numpy()) + 2).tolist())}")
+        raise DataError(
+            f"{src}: missing id in column {id_column!r} on line(s) "
+            f"{format_ids((np.flatnonzero(ids.isna().to_numpy()) + 2).tolist())}"
+        )
     y, notes = trait_values(frame, trait, ids)
     ids = ids.astype(str).str.strip()
     whole = ids.str.extract(_FLOAT_ID, expand=False)
     if whole.notna().any():  # 12.0 is individual 12, as in pedigrees (io.pedigree)
         n = int(whole.notna().sum())
-        notes.append(f"{src}: {n} id(s) written as whole-number decimals read as integers "
-                     f"(e.g. {ids[whole.notna()].iloc[0]!r} as {str(int(whole.dropna().iloc[0]))!r})")
+        notes.append(
+            f"{src}: {n} id(s) written as whole-number decimals read as integers "
+            f"(e.g. {ids[whole.notna()].iloc[0]!r} as {str(int(whole.dropna().iloc[0]))!r})"
+        )
         ids = ids.where(whole.isna(), whole.dropna().astype(int).astype(str).reindex(ids.index))
     if one_record_per_id:
         keep, more = repeated_ids(ids, y, src, trait)

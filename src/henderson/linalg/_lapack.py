@@ -68,29 +68,72 @@ def potri_lower(a, off, n, lda):
 @nb.njit(cache=True)
 def trsm(side, trans, m, n, a, aoff, lda, b, boff, ldb):
     """B := B·op(A)⁻¹ (side 'R') or op(A)⁻¹·B (side 'L'), A lower triangular, non-unit."""
-    _dtrsm(_c(side).ctypes, _c("L").ctypes, _c(trans).ctypes, _c("N").ctypes, _i(m).ctypes,
-           _i(n).ctypes, _d(1.0).ctypes, a[aoff:].ctypes, _i(lda).ctypes, b[boff:].ctypes,
-           _i(ldb).ctypes)
+    _dtrsm(
+        _c(side).ctypes,
+        _c("L").ctypes,
+        _c(trans).ctypes,
+        _c("N").ctypes,
+        _i(m).ctypes,
+        _i(n).ctypes,
+        _d(1.0).ctypes,
+        a[aoff:].ctypes,
+        _i(lda).ctypes,
+        b[boff:].ctypes,
+        _i(ldb).ctypes,
+    )
 
 
 @nb.njit(cache=True)
 def syrk_lower(n, k, alpha, a, aoff, lda, beta, c, ldc):
     """C := alpha·AA' + beta·C (lower triangle), A n × k."""
-    _dsyrk(_c("L").ctypes, _c("N").ctypes, _i(n).ctypes, _i(k).ctypes, _d(alpha).ctypes,
-           a[aoff:].ctypes, _i(lda).ctypes, _d(beta).ctypes, c.ctypes, _i(ldc).ctypes)
+    _dsyrk(
+        _c("L").ctypes,
+        _c("N").ctypes,
+        _i(n).ctypes,
+        _i(k).ctypes,
+        _d(alpha).ctypes,
+        a[aoff:].ctypes,
+        _i(lda).ctypes,
+        _d(beta).ctypes,
+        c.ctypes,
+        _i(ldc).ctypes,
+    )
 
 
 @nb.njit(cache=True)
 def symm_left_lower(m, n, alpha, a, lda, b, ldb, beta, c, ldc):
     """C := alpha·A·B + beta·C with A symmetric m × m (lower triangle referenced)."""
-    _dsymm(_c("L").ctypes, _c("L").ctypes, _i(m).ctypes, _i(n).ctypes, _d(alpha).ctypes,
-           a.ctypes, _i(lda).ctypes, b.ctypes, _i(ldb).ctypes, _d(beta).ctypes, c.ctypes,
-           _i(ldc).ctypes)
+    _dsymm(
+        _c("L").ctypes,
+        _c("L").ctypes,
+        _i(m).ctypes,
+        _i(n).ctypes,
+        _d(alpha).ctypes,
+        a.ctypes,
+        _i(lda).ctypes,
+        b.ctypes,
+        _i(ldb).ctypes,
+        _d(beta).ctypes,
+        c.ctypes,
+        _i(ldc).ctypes,
+    )
 
 
 @nb.njit(cache=True)
 def gemm_tn(m, n, k, alpha, a, lda, b, ldb, beta, c, coff, ldc):
     """C := alpha·A'B + beta·C, A k × m, B k × n."""
-    _dgemm(_c("T").ctypes, _c("N").ctypes, _i(m).ctypes, _i(n).ctypes, _i(k).ctypes,
-           _d(alpha).ctypes, a.ctypes, _i(lda).ctypes, b.ctypes, _i(ldb).ctypes,
-           _d(beta).ctypes, c[coff:].ctypes, _i(ldc).ctypes)
+    _dgemm(
+        _c("T").ctypes,
+        _c("N").ctypes,
+        _i(m).ctypes,
+        _i(n).ctypes,
+        _i(k).ctypes,
+        _d(alpha).ctypes,
+        a.ctypes,
+        _i(lda).ctypes,
+        b.ctypes,
+        _i(ldb).ctypes,
+        _d(beta).ctypes,
+        c[coff:].ctypes,
+        _i(ldc).ctypes,
+    )

@@ -123,8 +123,8 @@ def supernode_partition(parent, cc, boundary):
     if ns:
         first[0] = 0
         g = 1
-    start = 0      # first column of the current group
-    true_nz = 0    # true nonzeros of the group's columns
+    start = 0  # first column of the current group
+    true_nz = 0  # true nonzeros of the group's columns
     for s in range(ns):
         f, l = fund[s], fund[s + 1]
         for c in range(f, l):
@@ -209,7 +209,7 @@ def supernode_rows(n, Lp, Li, parent, first, cc):
         if cnt != rptr[s + 1] - base:
             ok = False
             break
-        rows[base + (l - f): base + cnt] = np.sort(rows[base + (l - f): base + cnt])
+        rows[base + (l - f) : base + cnt] = np.sort(rows[base + (l - f) : base + cnt])
     return rptr, rows, snode, ok
 
 

@@ -72,7 +72,7 @@ class SymbolicCholesky:
             U, _ = _upper_lower(pattern, order)
             parent = S.etree(n, U.indptr.astype(np.int64), U.indices.astype(np.int64))
             post = S.postorder(parent)
-            if self.last and not np.array_equal(np.sort(post[n - last:]), np.arange(n - last, n)):
+            if self.last and not np.array_equal(np.sort(post[n - last :]), np.arange(n - last, n)):
                 post = np.arange(n)  # keep the trailing block last (it is rarely needed)
             order = order[post]
             U, L = _upper_lower(pattern, order)
@@ -89,7 +89,8 @@ class SymbolicCholesky:
         self.iperm[self.perm] = np.arange(n)
         self.first = S.supernode_partition(parent, cc, n - self.last if self.last else -1)
         self.rptr, self.rows, self.snode, ok = S.supernode_rows(
-            n, L.indptr.astype(np.int64), L.indices.astype(np.int64), parent, self.first, cc)
+            n, L.indptr.astype(np.int64), L.indices.astype(np.int64), parent, self.first, cc
+        )
         if not ok:  # pragma: no cover - guards the row-structure theorem
             raise RuntimeError("symbolic Cholesky: supernode row lists do not match the column counts")
         w = np.diff(self.first)
@@ -139,7 +140,8 @@ class SymbolicCholesky:
         if bad >= 0:
             raise NotPositiveDefiniteError(
                 f"the matrix is not positive definite (pivot {bad} of the factor, row "
-                f"{int(self.perm[bad])} of the matrix)")
+                f"{int(self.perm[bad])} of the matrix)"
+            )
         return Factor(self, values)
 
     def factor_matrix(self, A: sp.spmatrix) -> Factor:
@@ -179,9 +181,21 @@ class Factor:
         s = self.symbolic
         z = np.zeros(s.size)
         relmap = np.empty(s.n, np.int64)
-        K.selected_inverse(self.x, z, s.first, s.rptr, s.rows, s.off, s.snode, relmap,
-                           np.empty(s._work), np.empty(s._mw), np.empty(s._mw), np.empty(s._ww),
-                           s.n if limit is None else limit)
+        K.selected_inverse(
+            self.x,
+            z,
+            s.first,
+            s.rptr,
+            s.rows,
+            s.off,
+            s.snode,
+            relmap,
+            np.empty(s._work),
+            np.empty(s._mw),
+            np.empty(s._mw),
+            np.empty(s._ww),
+            s.n if limit is None else limit,
+        )
         return SelectedInverse(s, z)
 
 

@@ -40,17 +40,27 @@ def numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
         raise DataError(
             f"trait {trait!r} is not numeric: {int(bad.sum())} of {len(raw)} value(s) cannot be read "
             f"as numbers ({shown}{f' ... and {more} more' if more > 0 else ''}); convert the column "
-            "to numbers, with missing phenotypes as NaN")
+            "to numbers, with missing phenotypes as NaN"
+        )
     infinite = ~np.isfinite(vals.to_numpy(dtype=float)) & vals.notna().to_numpy()
     if infinite.any():
         raise DataError(
             f"trait {trait!r} has {int(infinite.sum())} non-finite value(s) (inf): ids "
-            + format_ids(ids[infinite]) + "; set them to NaN if they are missing, or correct them")
+            + format_ids(ids[infinite])
+            + "; set them to NaN if they are missing, or correct them"
+        )
     return vals.astype(float)
 
 
-def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame | None = None,
-                  missing: str = "error", what: str = "relationship matrix") -> tuple[pd.DataFrame, str, str, list]:
+def records_frame(
+    y,
+    known_ids,
+    *,
+    fixed: str | None = None,
+    data: pd.DataFrame | None = None,
+    missing: str = "error",
+    what: str = "relationship matrix",
+) -> tuple[pd.DataFrame, str, str, list]:
     """Align phenotypes (and fixed-effect covariates) by id.
 
     Parameters
@@ -94,7 +104,8 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
         raise AlignmentError(
             f"no phenotyped id is in the {what}: none of the {vals.index.nunique()} phenotyped ids matches "
             f"one of its {len(known)} ids (phenotype ids: {ex(vals.index)}; ids of the {what}: {ex(known)}). "
-            "Check the id column and the id format (leading zeros, prefixes)")
+            "Check the id column and the id format (leading zeros, prefixes)"
+        )
     if absent.any():
         bad = pd.unique(vals.index[absent])
         msg = f"{len(bad)} phenotyped id(s) not in the {what}: " + format_ids(bad)
@@ -115,13 +126,15 @@ def records_frame(y, known_ids, *, fixed: str | None = None, data: pd.DataFrame 
             if len(d) != len(ids) or not (d.index == ids).all():
                 raise DataError(
                     "y has repeated records per id, so data= must have one row per record "
-                    "with the same ids in the same order as y (ids are checked row by row)")
+                    "with the same ids in the same order as y (ids are checked row by row)"
+                )
             cov = d.loc[keep].reset_index(drop=True)
             frame = pd.concat([frame, cov.drop(columns=[c for c in cov.columns if c in frame.columns])], axis=1)
         else:
             if d.index.has_duplicates:
-                raise DataError("data for fixed effects has duplicated ids: "
-                                + format_ids(d.index[d.index.duplicated()].unique()))
+                raise DataError(
+                    "data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique())
+                )
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
     formula = f"{trait} ~ {fixed.strip() if fixed else '1'} + (1|{ID})"
     return frame, formula, trait, notes

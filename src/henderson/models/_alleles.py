@@ -58,8 +58,12 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
     """
     m1, m2 = _labels(model_snps["allele1"]), _labels(model_snps["allele2"])
     n1, n2 = _labels(new_snps["allele1"]), _labels(new_snps["allele2"])
-    known = ~(np.isin(m1, list(_UNKNOWN)) | np.isin(m2, list(_UNKNOWN))
-              | np.isin(n1, list(_UNKNOWN)) | np.isin(n2, list(_UNKNOWN)))
+    known = ~(
+        np.isin(m1, list(_UNKNOWN))
+        | np.isin(m2, list(_UNKNOWN))
+        | np.isin(n1, list(_UNKNOWN))
+        | np.isin(n2, list(_UNKNOWN))
+    )
     same = known & (m1 == n1) & (m2 == n2)
     swapped = known & (m1 == n2) & (m2 == n1) & ~same
     comp = np.array([_COMPLEMENT.get(a, "?") for a in m1], dtype=object)
@@ -69,24 +73,31 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
     if ambiguous.any():
         raise DataError(
             f"{int(ambiguous.sum())} strand-ambiguous SNP(s) (A/T or C/G) whose counted allele differs "
-            "between the model and the new genotypes: " + format_ids(ids[ambiguous])
+            "between the model and the new genotypes: "
+            + format_ids(ids[ambiguous])
             + "; a swap cannot be told from a strand flip — recode these SNPs so that the same "
-            "allele is counted, or remove them from the model")
+            "allele is counted, or remove them from the model"
+        )
     mismatch = known & ~same & ~swapped
     if mismatch.any():
-        show = ", ".join(f"{s} ({a}/{b} vs {c}/{d})" for s, a, b, c, d in
-                         zip(ids[mismatch][:10], m1[mismatch], m2[mismatch], n1[mismatch], n2[mismatch]))
+        show = ", ".join(
+            f"{s} ({a}/{b} vs {c}/{d})"
+            for s, a, b, c, d in zip(ids[mismatch][:10], m1[mismatch], m2[mismatch], n1[mismatch], n2[mismatch])
+        )
         more = int(mismatch.sum()) - 10
         raise DataError(
             f"{int(mismatch.sum())} SNP(s) have alleles that do not match the model's "
             f"(model allele1/allele2 vs new): {show}{f' ... and {more} more' if more > 0 else ''}; "
             "they may be different variants under the same id or on the other strand — align "
-            "the genotypes to the model's alleles first")
+            "the genotypes to the model's alleles first"
+        )
     notes = []
     flip = swapped & ~palindromic
     if flip.any():
-        notes.append(f"{int(flip.sum())} SNP(s) count the model's other allele (alleles swapped): "
-                     f"dosages flipped to 2 - x: " + format_ids(ids[flip]))
+        notes.append(
+            f"{int(flip.sum())} SNP(s) count the model's other allele (alleles swapped): "
+            f"dosages flipped to 2 - x: " + format_ids(ids[flip])
+        )
     unchecked = int((~known).sum())
     if unchecked and known.any():
         notes.append(f"{unchecked} SNP(s) lack allele labels on one side: alleles not checked")

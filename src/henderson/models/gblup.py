@@ -14,8 +14,17 @@ from ..relationships.container import Relationship, as_relationship
 from ._align import ID, records_frame
 
 
-def fit_gblup(y: pd.Series, G: Relationship, *, fixed: str | None = None, data=None,
-              method: str = "reml", sigma2=None, pev="auto", missing: str = "error"):
+def fit_gblup(
+    y: pd.Series,
+    G: Relationship,
+    *,
+    fixed: str | None = None,
+    data=None,
+    method: str = "reml",
+    sigma2=None,
+    pev="auto",
+    missing: str = "error",
+):
     """Fit GBLUP by REML (or at given variances).
 
     Parameters
@@ -33,8 +42,9 @@ def fit_gblup(y: pd.Series, G: Relationship, *, fixed: str | None = None, data=N
     FitResult with ``blups["id"]`` holding GEBVs of all N individuals.
     """
     G = as_relationship(G, kind="G")
-    frame, formula, _, notes = records_frame(y, G.ids, fixed=fixed, data=data, missing=missing,
-                                             what="genomic relationship matrix")
+    frame, formula, _, notes = records_frame(
+        y, G.ids, fixed=fixed, data=data, missing=missing, what="genomic relationship matrix"
+    )
     res = fit(formula, frame, cov={ID: G}, method=method, sigma2=sigma2, pev=pev)
     if notes:
         object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))

@@ -10,9 +10,17 @@ from ..relationships.pedigree import pedigree_inverse
 from ._align import ID, records_frame
 
 
-def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
-              random: str | None = None, method: str = "reml", sigma2=None,
-              missing: str = "error"):
+def fit_pblup(
+    y: pd.Series,
+    pedigree,
+    *,
+    fixed: str | None = None,
+    data=None,
+    random: str | None = None,
+    method: str = "reml",
+    sigma2=None,
+    missing: str = "error",
+):
     """Fit the animal model y = Xb + Za + e, a ~ N(0, Aσ²_a), A⁻¹ by Henderson's rules.
 
     Every animal in the pedigree gets an EBV, with or without records.
@@ -27,8 +35,7 @@ def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
     method, sigma2, missing : as :func:`henderson.fit`
     """
     Ainv = pedigree_inverse(pedigree)
-    frame, formula, _, notes = records_frame(y, Ainv.ids, fixed=fixed, data=data, missing=missing,
-                                             what="pedigree")
+    frame, formula, _, notes = records_frame(y, Ainv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
     if random:
         if data is None:
             raise ValueError("random= terms need data= (a DataFrame indexed by id)")
@@ -49,7 +56,8 @@ def fit_pblup(y: pd.Series, pedigree, *, fixed: str | None = None, data=None,
             f"F >= 1 - 1e-6 ({format_ids(near)}), so A is singular to working precision (A⁻¹ terms up "
             f"to {Ainv.info['max_inverse_diagonal_term']:.3g}) and these animals cannot be told from "
             "their ancestors. Keep one representative per fully inbred line (or start the line's "
-            f"pedigree at its last non-inbred ancestor), or use genomic relationships") from err
+            f"pedigree at its last non-inbred ancestor), or use genomic relationships"
+        ) from err
     if notes:
         object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
     return res

@@ -99,9 +99,20 @@ def centred_markers(geno: Genotypes, allele_freq=None) -> tuple[np.ndarray, np.n
     return W, freq
 
 
-def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data=None,
-                method: str = "reml", sigma2=None, space: str = "auto", allele_freq=None,
-                missing: str = "error", pev="auto", snp_se="auto") -> SNPBLUPFit:
+def fit_snpblup(
+    y: pd.Series,
+    geno: Genotypes,
+    *,
+    fixed: str | None = None,
+    data=None,
+    method: str = "reml",
+    sigma2=None,
+    space: str = "auto",
+    allele_freq=None,
+    missing: str = "error",
+    pev="auto",
+    snp_se="auto",
+) -> SNPBLUPFit:
     """Fit SNP-BLUP by REML (or at given (σ²_β, σ²_e)).
 
     Parameters
@@ -122,8 +133,7 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
         marker space (cost of one more MME inverse), in individual space when
         n²m ≤ ``SNP_SE_BUDGET`` (it costs O(n²m)); never when ``pev=False``.
     """
-    frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing,
-                                             what="genotypes")
+    frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing, what="genotypes")
     spec = build_spec(formula, frame)
     freq = geno.allele_freq if allele_freq is None else np.asarray(allele_freq, dtype=float)
     if freq.shape != (geno.p,):
@@ -136,8 +146,9 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     if space == "marker":
         W, freq = centred_markers(geno, freq)  # N × m with m < N: smaller than K
         kdiag = np.einsum("ij,ij->i", W, W)
-        term = RandomTerm(ID, geno.ids, codes, "factor", kernel=None, k_diag=kdiag,
-                          n_records=counts, source="WW' (marker space)")
+        term = RandomTerm(
+            ID, geno.ids, codes, "factor", kernel=None, k_diag=kdiag, n_records=counts, source="WW' (marker space)"
+        )
         object.__setattr__(term, "_factor", W)  # K = WW' is never formed
         solver = "dense"
     else:
@@ -147,11 +158,11 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
         K = np.multiply(G.matrix, G.info["scale"])
         del G
         kdiag = np.diag(K).copy()
-        term = RandomTerm(ID, geno.ids, codes, "factor", kernel=K, k_diag=kdiag,
-                          n_records=counts, source="WW' (individual space)")
+        term = RandomTerm(
+            ID, geno.ids, codes, "factor", kernel=K, k_diag=kdiag, n_records=counts, source="WW' (individual space)"
+        )
         solver = "spectral"
-    res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2,
-                   solver=solver, pev=pev)
+    res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2, solver=solver, pev=pev)
     s_b, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
     # β̂ = σ²_β W'Z'Py with Py = ê/σ²_e
     ztpy = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=geno.n)
@@ -160,8 +171,9 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
     effects["freq"] = freq
     effects["effect"] = beta
     n, m = spec.n, geno.p
-    want_se = (snp_se is True or (snp_se == "auto" and pev is not False
-                                  and (space == "marker" or float(n) * n * m <= SNP_SE_BUDGET)))
+    want_se = snp_se is True or (
+        snp_se == "auto" and pev is not False and (space == "marker" or float(n) * n * m <= SNP_SE_BUDGET)
+    )
     if want_se:
         Kr = None if K is None else K[np.ix_(codes, codes)]
         if W is not None:
@@ -172,18 +184,21 @@ def fit_snpblup(y: pd.Series, geno: Genotypes, *, fixed: str | None = None, data
         effects["se"] = np.sqrt(snp_pev(Wr, spec.X, s_b, s_e, space, Kr=Kr))
     else:
         effects["se"] = np.nan
-        notes = notes + [f"SNP-effect SEs not computed (snp_se={snp_se!r}, pev={pev!r}; individual "
-                         f"space costs n^2*m = {float(n) * n * m:.2g} multiply-adds): pass snp_se=True"]
+        notes = notes + [
+            f"SNP-effect SEs not computed (snp_se={snp_se!r}, pev={pev!r}; individual "
+            f"space costs n^2*m = {float(n) * n * m:.2g} multiply-adds): pass snp_se=True"
+        ]
     s_g = two_sum_pq * s_b
     h2, h2_se = _heritability(res, two_sum_pq)
     # mean(diag G) − mean(G) with G = WW'/2Σpq: the genetic variance of the sample is
     # σ²_g times this (Legarra 2016); ≈ 2 for inbred lines coded 0/2
-    mean_k = float(np.sum(W.sum(axis=0) ** 2)) / geno.n ** 2 if W is not None else float(K.mean())
+    mean_k = float(np.sum(W.sum(axis=0) ** 2)) / geno.n**2 if W is not None else float(K.mean())
     d_scale = (kdiag.mean() - mean_k) / two_sum_pq
     notes = notes + [
         f"SNP-BLUP solved in {space} space: {why}",
         f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g} = {s_g:.6g}",
-        h2_note(s_g, s_e, d_scale)]
+        h2_note(s_g, s_e, d_scale),
+    ]
     object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
     return SNPBLUPFit(res, effects, freq, two_sum_pq, s_g, h2, h2_se, space)
 
@@ -195,23 +210,36 @@ def _choose_space(space: str, m: int, N: int) -> tuple[str, str]:
     if space != "auto":
         return space, f"as asked (space={space!r}; {m} SNPs, {N} genotyped individuals)"
     if m < N:
-        return "marker", (f"{m} SNPs < {N} genotyped individuals: the MME of order m + p is "
-                          "smaller than the N x N kernel WW'")
-    return "individual", (f"{m} SNPs >= {N} genotyped individuals: the N x N kernel WW' "
-                          "(all genotyped, phenotyped or not) is smaller than the marker MME")
+        return "marker", (
+            f"{m} SNPs < {N} genotyped individuals: the MME of order m + p is smaller than the N x N kernel WW'"
+        )
+    return "individual", (
+        f"{m} SNPs >= {N} genotyped individuals: the N x N kernel WW' "
+        "(all genotyped, phenotyped or not) is smaller than the marker MME"
+    )
 
 
 def h2_note(s_g: float, s_e: float, d_scale: float) -> str:
     """The two heritabilities: rrBLUP's σ²_g/(σ²_g+σ²_e) and on the sample's scale."""
     h2_scaled = s_g * d_scale / (s_g * d_scale + s_e)
-    return (f"h2 = sigma2_g/(sigma2_g + sigma2_e) = {s_g / (s_g + s_e):.4g} (rrBLUP's convention: "
-            f"sigma2_g is the variance of an individual with G_ii = 1); mean(diag G) - mean(G) = "
-            f"{d_scale:.4g}, so on the scale of this sample's genetic variance "
-            f"h2 = {d_scale:.4g}*sigma2_g/({d_scale:.4g}*sigma2_g + sigma2_e) = {h2_scaled:.4g}")
+    return (
+        f"h2 = sigma2_g/(sigma2_g + sigma2_e) = {s_g / (s_g + s_e):.4g} (rrBLUP's convention: "
+        f"sigma2_g is the variance of an individual with G_ii = 1); mean(diag G) - mean(G) = "
+        f"{d_scale:.4g}, so on the scale of this sample's genetic variance "
+        f"h2 = {d_scale:.4g}*sigma2_g/({d_scale:.4g}*sigma2_g + sigma2_e) = {h2_scaled:.4g}"
+    )
 
 
-def snp_pev(Wr: np.ndarray, X: np.ndarray, s_b: float, s_e: float, space: str, *,
-            Kr: np.ndarray | None = None, block: int = 2048) -> np.ndarray:
+def snp_pev(
+    Wr: np.ndarray,
+    X: np.ndarray,
+    s_b: float,
+    s_e: float,
+    space: str,
+    *,
+    Kr: np.ndarray | None = None,
+    block: int = 2048,
+) -> np.ndarray:
     """Prediction error variances of the SNP effects, PEV(β̂ⱼ) = Var(βⱼ − β̂ⱼ).
 
     Parameters
@@ -260,11 +288,11 @@ def snp_pev(Wr: np.ndarray, X: np.ndarray, s_b: float, s_e: float, space: str, *
     XVX = sla.cho_factor(X.T @ VX)
     d = np.empty(m)
     for j in range(0, m, block):
-        Wb = Wr[:, j:j + block]
+        Wb = Wr[:, j : j + block]
         A = sla.cho_solve(L, Wb)  # V⁻¹W̃_b
         XA = X.T @ A
-        d[j:j + block] = np.einsum("ij,ij->j", Wb, A) - np.einsum("ij,ij->j", XA, sla.cho_solve(XVX, XA))
-    return s_b - s_b ** 2 * d
+        d[j : j + block] = np.einsum("ij,ij->j", Wb, A) - np.einsum("ij,ij->j", XA, sla.cho_solve(XVX, XA))
+    return s_b - s_b**2 * d
 
 
 def _heritability(res: FitResult, scale: float) -> tuple[float, float]:
@@ -278,8 +306,9 @@ def _heritability(res: FitResult, scale: float) -> tuple[float, float]:
     return float(ratio[0]), float(ratio_se[0])
 
 
-def predict_from_snp_effects(geno: Genotypes, snp_effects: pd.DataFrame, allele_freq=None,
-                             *, check_alleles: bool = True) -> pd.Series:
+def predict_from_snp_effects(
+    geno: Genotypes, snp_effects: pd.DataFrame, allele_freq=None, *, check_alleles: bool = True
+) -> pd.Series:
     """Score individuals: ĝ = (X − 2p)β̂, SNPs matched by id and by counted allele.
 
     Parameters

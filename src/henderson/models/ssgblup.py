@@ -47,9 +47,19 @@ class SingleStepFit:
     formula: str
 
 
-def fit_ssgblup(y: pd.Series, pedigree, genotypes_or_G=None, *, fixed: str | None = None, data=None,
-                method: str = "reml", sigma2=None, missing: str = "error", pev="auto",
-                **h_settings) -> SingleStepFit:
+def fit_ssgblup(
+    y: pd.Series,
+    pedigree,
+    genotypes_or_G=None,
+    *,
+    fixed: str | None = None,
+    data=None,
+    method: str = "reml",
+    sigma2=None,
+    missing: str = "error",
+    pev="auto",
+    **h_settings,
+) -> SingleStepFit:
     """Fit ssGBLUP by REML (or at given (σ²_u, σ²_e)).
 
     Parameters
@@ -74,8 +84,7 @@ def fit_ssgblup(y: pd.Series, pedigree, genotypes_or_G=None, *, fixed: str | Non
     else:
         Hinv = single_step_inverse(ped, genotypes_or_G, keep_g_inverse=True, **h_settings)
         note = None
-    frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing,
-                                             what="pedigree")
+    frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
     res = fit(formula, frame, cov_inverse={ID: Hinv}, method=method, sigma2=sigma2, pev=pev)
     extra = tuple(notes) + tuple(Hinv.info.get("notes", ())) + ((note,) if note else ())
     if extra:
@@ -110,8 +119,9 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     return 0.5 * (out + out.T) * s_e
 
 
-def snp_effects_single_step(f: SingleStepFit, genotypes: Genotypes, variances: bool = True,
-                            C22: np.ndarray | None = None) -> pd.DataFrame:
+def snp_effects_single_step(
+    f: SingleStepFit, genotypes: Genotypes, variances: bool = True, C22: np.ndarray | None = None
+) -> pd.DataFrame:
     """ssSNP effects back-solved from the genotyped animals' GEBVs (postGSf90).
 
     Parameters

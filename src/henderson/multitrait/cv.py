@@ -63,8 +63,10 @@ def conditional_blup(K: np.ndarray, codes: np.ndarray, Y: np.ndarray, Sg: np.nda
     n, t = Y.shape
     rec, tr = np.nonzero(~np.isnan(Y))
     if len(rec) > DENSE_MAX:
-        raise ModelError(f"trait-assisted (CV2) prediction solves densely over the {len(rec)} observed records "
-                         f"(limit {DENSE_MAX}); larger problems need the general multi-trait engine")
+        raise ModelError(
+            f"trait-assisted (CV2) prediction solves densely over the {len(rec)} observed records "
+            f"(limit {DENSE_MAX}); larger problems need the general multi-trait engine"
+        )
     lev = codes[rec]
     y = Y[rec, tr]
     V = Sg[np.ix_(tr, tr)] * K[np.ix_(lev, lev)]
@@ -77,8 +79,8 @@ def conditional_blup(K: np.ndarray, codes: np.ndarray, Y: np.ndarray, Sg: np.nda
         ViX = sla.cho_solve(cf, X, check_finite=False)
         Viy = sla.cho_solve(cf, y, check_finite=False)
     b = np.linalg.solve(X.T @ ViX, X.T @ Viy)
-    alpha = Viy - ViX @ b                    # V⁻¹(y − Xb̂)
-    A = alpha[:, None] * Sg[:, tr].T         # row a: Σ_g[:, l_a] α_a
+    alpha = Viy - ViX @ b  # V⁻¹(y − Xb̂)
+    A = alpha[:, None] * Sg[:, tr].T  # row a: Σ_g[:, l_a] α_a
     U = K[:, lev] @ A
     bb = np.full(t, np.nan)
     bb[keep] = b
@@ -109,8 +111,10 @@ class MultiTraitCVResult:
     settings: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        return (f"MultiTraitCVResult({self.design}; predictive ability r(GEBV, y) per trait, mean over "
-                f"folds (se)):\n{self.summary.to_string()}")
+        return (
+            f"MultiTraitCVResult({self.design}; predictive ability r(GEBV, y) per trait, mean over "
+            f"folds (se)):\n{self.summary.to_string()}"
+        )
 
 
 def _corr(a, b) -> float:
@@ -119,8 +123,19 @@ def _corr(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def cross_validate_traits(model, X, y: pd.DataFrame, *, design: str = "CV1", target=None, cv=5,
-                          repeats: int = 1, seed: int = 0, groups=None, progress=None) -> MultiTraitCVResult:
+def cross_validate_traits(
+    model,
+    X,
+    y: pd.DataFrame,
+    *,
+    design: str = "CV1",
+    target=None,
+    cv=5,
+    repeats: int = 1,
+    seed: int = 0,
+    groups=None,
+    progress=None,
+) -> MultiTraitCVResult:
     """CV1 / CV2 for ``GBLUP(traits=[...])``, with single-trait GBLUP on the same folds.
 
     Parameters
@@ -158,8 +173,10 @@ def cross_validate_traits(model, X, y: pd.DataFrame, *, design: str = "CV1", tar
     Y = Y.apply(pd.to_numeric, errors="raise")
     phen = Y.dropna(how="all")
     if phen.isna().any().any():
-        raise ModelError("lines with some traits missing: multi-trait cross-validation needs every trait on "
-                         "every phenotyped line on this path (missing traits need the general engine)")
+        raise ModelError(
+            "lines with some traits missing: multi-trait cross-validation needs every trait on "
+            "every phenotyped line on this path (missing traits need the general engine)"
+        )
     if target is None:
         targets = traits
     else:
@@ -182,60 +199,100 @@ def cross_validate_traits(model, X, y: pd.DataFrame, *, design: str = "CV1", tar
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BoundaryWarning)
             mt = fit_traits(frame, traits, ID, G, pev=False)
-        for w in caught:   # counted once for all folds below, not repeated per fold
+        for w in caught:  # counted once for all folds below, not repeated per fold
             if issubclass(w.category, BoundaryWarning):
                 on_boundary.append(s.fold)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
         st = {}
-        for k in (traits if design == "CV1" else targets):
+        for k in traits if design == "CV1" else targets:
             g1 = GBLUP(pev=False).fit(G, train[k])
             st[k] = g1.predict(list(test.index)).to_numpy()
         if design == "CV1":
             gebv = mt.gebv.loc[test.index]
             for k in traits:
-                preds.append(pd.DataFrame({"id": test.index, "repeat": s.repeat, "fold": s.fold, "trait": k,
-                                           "observed": test[k].to_numpy(), "multi_trait": gebv[k].to_numpy(),
-                                           "single_trait": st[k]}))
+                preds.append(
+                    pd.DataFrame(
+                        {
+                            "id": test.index,
+                            "repeat": s.repeat,
+                            "fold": s.fold,
+                            "trait": k,
+                            "observed": test[k].to_numpy(),
+                            "multi_trait": gebv[k].to_numpy(),
+                            "single_trait": st[k],
+                        }
+                    )
+                )
         else:
             both = pd.concat([train, test])
             codes = pos.get_indexer(both.index)
             for k in targets:
                 Yo = both.to_numpy(dtype=float).copy()
-                Yo[len(train):, traits.index(k)] = np.nan
+                Yo[len(train) :, traits.index(k)] = np.nan
                 U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
-                pred = U[codes[len(train):], traits.index(k)]
-                preds.append(pd.DataFrame({"id": test.index, "repeat": s.repeat, "fold": s.fold, "trait": k,
-                                           "observed": test[k].to_numpy(), "multi_trait": pred,
-                                           "single_trait": st[k]}))
+                pred = U[codes[len(train) :], traits.index(k)]
+                preds.append(
+                    pd.DataFrame(
+                        {
+                            "id": test.index,
+                            "repeat": s.repeat,
+                            "fold": s.fold,
+                            "trait": k,
+                            "observed": test[k].to_numpy(),
+                            "multi_trait": pred,
+                            "single_trait": st[k],
+                        }
+                    )
+                )
         rg = mt.correlations[ID]
-        for k in (traits if design == "CV1" else targets):
-            p = preds[-len(traits if design == "CV1" else targets):]
+        for k in traits if design == "CV1" else targets:
+            p = preds[-len(traits if design == "CV1" else targets) :]
             row = next(d for d in p if d["trait"].iloc[0] == k)
-            metr.append({"repeat": s.repeat, "fold": s.fold, "trait": k, "n_train": len(train), "n_test": len(test),
-                         "r_multi_trait": _corr(row["multi_trait"], row["observed"]),
-                         "r_single_trait": _corr(row["single_trait"], row["observed"]),
-                         **{f"rg_{k}_{o}": float(rg.loc[k, o]) for o in traits if o != k}})
+            metr.append(
+                {
+                    "repeat": s.repeat,
+                    "fold": s.fold,
+                    "trait": k,
+                    "n_train": len(train),
+                    "n_test": len(test),
+                    "r_multi_trait": _corr(row["multi_trait"], row["observed"]),
+                    "r_single_trait": _corr(row["single_trait"], row["observed"]),
+                    **{f"rg_{k}_{o}": float(rg.loc[k, o]) for o in traits if o != k},
+                }
+            )
         if progress is not None:
             progress(si + 1, len(splits), {"repeat": s.repeat, "fold": s.fold})
     predictions = pd.concat(preds, ignore_index=True)
     fm = pd.DataFrame(metr)
     g = fm.groupby("trait", sort=False)
-    summary = pd.DataFrame({
-        "r_multi_trait": g["r_multi_trait"].mean(),
-        "se_multi_trait": g["r_multi_trait"].std() / np.sqrt(g.size()),
-        "r_single_trait": g["r_single_trait"].mean(),
-        "se_single_trait": g["r_single_trait"].std() / np.sqrt(g.size()),
-        "folds": g.size()})
+    summary = pd.DataFrame(
+        {
+            "r_multi_trait": g["r_multi_trait"].mean(),
+            "se_multi_trait": g["r_multi_trait"].std() / np.sqrt(g.size()),
+            "r_single_trait": g["r_single_trait"].mean(),
+            "se_single_trait": g["r_single_trait"].std() / np.sqrt(g.size()),
+            "folds": g.size(),
+        }
+    )
     summary["gain"] = summary["r_multi_trait"] - summary["r_single_trait"]
     notes = []
     if on_boundary:
-        notes.append(f"{len(on_boundary)} of {len(splits)} fold(s) estimated a genetic covariance matrix on the "
-                     "boundary (a genetic correlation of ±1) from their training lines")
+        notes.append(
+            f"{len(on_boundary)} of {len(splits)} fold(s) estimated a genetic covariance matrix on the "
+            "boundary (a genetic correlation of ±1) from their training lines"
+        )
         warnings.warn(BoundaryWarning(notes[-1]), stacklevel=3)
-    settings = {"notes": notes, "design": design, "traits": traits, "targets": targets if design == "CV2" else traits,
-                "scheme": str(resolve_scheme(cv, groups).describe()), "repeats": repeats, "seed": seed,
-                "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
-                "seconds": time.perf_counter() - t0}
+    settings = {
+        "notes": notes,
+        "design": design,
+        "traits": traits,
+        "targets": targets if design == "CV2" else traits,
+        "scheme": str(resolve_scheme(cv, groups).describe()),
+        "repeats": repeats,
+        "seed": seed,
+        "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
+        "seconds": time.perf_counter() - t0,
+    }
     return MultiTraitCVResult(predictions, fm, summary, design, settings)

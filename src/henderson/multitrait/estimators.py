@@ -26,8 +26,10 @@ DENSE_A_MAX = 6000
 def records_of(y, traits, data=None) -> pd.DataFrame:
     """Trait columns of y (DataFrame by id) plus covariates from data, one row per record."""
     if isinstance(y, pd.Series):
-        raise DataError("a multi-trait fit needs y as a DataFrame indexed by id with the trait columns "
-                        f"{list(traits)}, not a Series")
+        raise DataError(
+            "a multi-trait fit needs y as a DataFrame indexed by id with the trait columns "
+            f"{list(traits)}, not a Series"
+        )
     if not isinstance(y, pd.DataFrame):
         raise DataError("y must be a DataFrame indexed by id (aligned by id, not position)")
     missing = [t for t in traits if t not in y.columns]
@@ -40,9 +42,12 @@ def records_of(y, traits, data=None) -> pd.DataFrame:
         d = data.copy()
         d.index = d.index.astype(str)
         if d.index.has_duplicates:
-            raise DataError("data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique()))
-        frame = frame.merge(d.drop(columns=[c for c in d.columns if c in frame.columns]),
-                            left_on=ID, right_index=True, how="left")
+            raise DataError(
+                "data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique())
+            )
+        frame = frame.merge(
+            d.drop(columns=[c for c in d.columns if c in frame.columns]), left_on=ID, right_index=True, how="left"
+        )
     return frame
 
 
@@ -81,7 +86,7 @@ def snp_effects(geno: Genotypes, alpha: np.ndarray, traits) -> pd.DataFrame:
     c = 2.0 * float(np.sum(freq[ok] * (1 - freq[ok])))
     t = geno.snps.copy()
     t["freq"] = freq
-    for k, tr in enumerate(traits):    # one pass per trait (t is small)
+    for k, tr in enumerate(traits):  # one pass per trait (t is small)
         t[f"effect_{tr}"] = centred_crossprod(geno, alpha[:, k], freq) / c
     return t
 
@@ -90,13 +95,17 @@ def fit_pblup(est, X, y, data=None):
     from ..relationships.pedigree import pedigree_relationship
 
     if est.random:
-        raise ModelError("PedigreeBLUP(traits=..., random=...) needs the general multi-trait engine "
-                         "(several random terms across traits), not available yet")
+        raise ModelError(
+            "PedigreeBLUP(traits=..., random=...) needs the general multi-trait engine "
+            "(several random terms across traits), not available yet"
+        )
     A = pedigree_relationship(X)
     if A.n > DENSE_A_MAX:
-        raise ModelError(f"PedigreeBLUP(traits=...) uses the dense A on this path and the pedigree has {A.n} "
-                         f"animals (limit {DENSE_A_MAX}); the sparse A⁻¹ with several traits (and records "
-                         "missing some traits) needs the general multi-trait engine, not available yet")
+        raise ModelError(
+            f"PedigreeBLUP(traits=...) uses the dense A on this path and the pedigree has {A.n} "
+            f"animals (limit {DENSE_A_MAX}); the sparse A⁻¹ with several traits (and records "
+            "missing some traits) needs the general multi-trait engine, not available yet"
+        )
     traits = [str(t) for t in est.traits]
     frame = records_of(y, traits, data)
     res = fit_traits(frame, traits, ID, A, fixed=est.fixed, sigma=est.sigma2)
@@ -112,8 +121,9 @@ def _set(est, res):
     est.covariances_ = res.covariances
     est.correlations_ = res.correlations
     b = res.blups[res.term]
-    est.gebv_ = pd.DataFrame({"gebv": b["blup"], "pev": b["pev"], "reliability": b["reliability"],
-                              "n_records": b["n_records"]})
+    est.gebv_ = pd.DataFrame(
+        {"gebv": b["blup"], "pev": b["pev"], "reliability": b["reliability"], "n_records": b["n_records"]}
+    )
     est.h2_ = res.heritability["h2"]
     est.h2_se_ = res.heritability["se"]
 

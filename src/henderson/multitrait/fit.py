@@ -24,10 +24,12 @@ from .reml import boundary_of, optimise, warn_boundary
 from .results import MultiTraitResult, correlation_tables, heritability_table
 from .spectral import MultiTraitSpectral, vech, vech_index
 
-MISSING_TRAITS = ("missing traits need the general multi-trait engine (covariance structures with "
-                  "records absent per trait), which is not available on this path yet; the fast "
-                  "spectral path needs every trait on every record. Fit the complete records (and "
-                  "say so), or single-trait models")
+MISSING_TRAITS = (
+    "missing traits need the general multi-trait engine (covariance structures with "
+    "records absent per trait), which is not available on this path yet; the fast "
+    "spectral path needs every trait on every record. Fit the complete records (and "
+    "say so), or single-trait models"
+)
 
 
 def check_traits(frame: pd.DataFrame, traits, group: str) -> tuple[pd.DataFrame, list]:
@@ -52,14 +54,17 @@ def check_traits(frame: pd.DataFrame, traits, group: str) -> tuple[pd.DataFrame,
     none = Y.isna().all(axis=1)
     notes = []
     if none.any():
-        notes.append(f"{int(none.sum())} of {len(Y)} rows have none of the traits: those individuals are "
-                     "predicted, not fitted")
+        notes.append(
+            f"{int(none.sum())} of {len(Y)} rows have none of the traits: those individuals are predicted, not fitted"
+        )
     some = Y.isna().any(axis=1) & ~none
     if some.any():
         per = {t: int((Y[t].isna() & ~none).sum()) for t in traits if (Y[t].isna() & ~none).any()}
         detail = ", ".join(f"{t}: {k}" for t, k in per.items())
-        raise ModelError(f"{int(some.sum())} record(s) miss some traits ({detail}; e.g. {group} "
-                         f"{format_ids(ids[some.to_numpy()][:5])}): " + MISSING_TRAITS)
+        raise ModelError(
+            f"{int(some.sum())} record(s) miss some traits ({detail}; e.g. {group} "
+            f"{format_ids(ids[some.to_numpy()][:5])}): " + MISSING_TRAITS
+        )
     kept = frame.loc[~none.to_numpy()].copy()
     for t in traits:
         kept[t] = Y.loc[~none, t].to_numpy()
@@ -80,18 +85,23 @@ def check_not_copies(R: np.ndarray, traits) -> None:
     for k in range(t):
         for l in range(k):
             if abs(C[k, l]) > 1 - 1e-9:
-                raise DataError(f"traits {traits[l]!r} and {traits[k]!r} are copies of each other up to scale "
-                                f"and fixed effects (residual correlation {C[k, l]:+.10f}): their residual "
-                                "covariance matrix would be singular; fit one of them")
+                raise DataError(
+                    f"traits {traits[l]!r} and {traits[k]!r} are copies of each other up to scale "
+                    f"and fixed effects (residual correlation {C[k, l]:+.10f}): their residual "
+                    "covariance matrix would be singular; fit one of them"
+                )
     if t > 2:
         w, v = np.linalg.eigh(C)
         if w[0] < 1e-10:
             who = [traits[i] for i in np.argsort(-np.abs(v[:, 0]))[:3] if abs(v[i, 0]) > 0.1]
-            raise DataError(f"traits {who} are linearly dependent (a trait is an exact combination of the "
-                            "others after fixed effects): the residual covariance would be singular")
+            raise DataError(
+                f"traits {who} are linearly dependent (a trait is an exact combination of the "
+                "others after fixed effects): the residual covariance would be singular"
+            )
     if np.any(sd == 0):
-        raise DataError(f"trait(s) {[traits[i] for i in np.flatnonzero(sd == 0)]} are explained exactly "
-                        "by the fixed effects")
+        raise DataError(
+            f"trait(s) {[traits[i] for i in np.flatnonzero(sd == 0)]} are explained exactly by the fixed effects"
+        )
 
 
 def trait_designs(kept: pd.DataFrame, traits, fixed) -> tuple[list, list, list, dict]:
@@ -113,8 +123,10 @@ def trait_designs(kept: pd.DataFrame, traits, fixed) -> tuple[list, list, list, 
             raise DataError(f"fixed effects of trait {t!r} use column(s) not in the data: {miss}")
         if cols and kept[cols].isna().any().any():
             bad = [c for c in cols if kept[c].isna().any()]
-            raise DataError(f"covariate column(s) {bad} of trait {t!r} have missing values on records with "
-                            "the traits: give them values or drop those records yourself (and say so)")
+            raise DataError(
+                f"covariate column(s) {bad} of trait {t!r} have missing values on records with "
+                "the traits: give them values or drop those records yourself (and say so)"
+            )
         X, xn, aliased = _fixed_matrix(fixed[t], kept)
         if aliased:
             notes.append(f"trait {t}: fixed-effect columns aliased with others and dropped: {', '.join(aliased)}")
@@ -123,8 +135,20 @@ def trait_designs(kept: pd.DataFrame, traits, fixed) -> tuple[list, list, list, 
     return Xs, names, notes, fixed
 
 
-def fit_traits(frame: pd.DataFrame, traits, group: str, K, *, fixed=None, start=None, max_iter: int = 500,
-               sigma=None, pev: bool | str = "auto", formula: str | None = None, notes=()) -> MultiTraitResult:
+def fit_traits(
+    frame: pd.DataFrame,
+    traits,
+    group: str,
+    K,
+    *,
+    fixed=None,
+    start=None,
+    max_iter: int = 500,
+    sigma=None,
+    pev: bool | str = "auto",
+    formula: str | None = None,
+    notes=(),
+) -> MultiTraitResult:
     """Fit the multi-trait model with one known K by the spectral AI-REML.
 
     Parameters
@@ -156,8 +180,10 @@ def fit_traits(frame: pd.DataFrame, traits, group: str, K, *, fixed=None, start=
     t0 = time.perf_counter()
     K = as_relationship(K, kind="K")
     if K.is_sparse:
-        raise ModelError("the multi-trait fast path needs a dense K (G, or a dense A); a sparse inverse "
-                         "(pedigree A⁻¹) needs the general multi-trait engine, not available yet")
+        raise ModelError(
+            "the multi-trait fast path needs a dense K (G, or a dense A); a sparse inverse "
+            "(pedigree A⁻¹) needs the general multi-trait engine, not available yet"
+        )
     traits = [str(t) for t in traits]
     if group not in frame.columns:
         raise DataError(f"column {group!r} (the ids of the relationship matrix) is not in the data")
@@ -189,16 +215,39 @@ def fit_traits(frame: pd.DataFrame, traits, group: str, K, *, fixed=None, start=
         Sg, Se, m2ll = opt.Sg, opt.Se, opt.m2ll
         iterations, converged, log, boundary = opt.iterations, opt.converged, opt.log, opt.boundary
     t3 = time.perf_counter()
-    res = assemble(state, Sg, Se, m2ll, traits, group, K, kept, x_names, codes,
-                   fixed_sigma=sigma is not None, pev=want_pev, iterations=iterations,
-                   converged=converged, log=log, boundary=boundary,
-                   notes=list(notes) + notes0 + notes1,
-                   formula=formula or f"cbind({', '.join(traits)}) ~ "
-                   + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
-                   fixed=fixed_d)
-    object.__setattr__(res, "timings", {"checks": t1 - t0, "prepare": t2 - t1, "optimise": t3 - t2,
-                                        "results": time.perf_counter() - t3,
-                                        "total": time.perf_counter() - t0})
+    res = assemble(
+        state,
+        Sg,
+        Se,
+        m2ll,
+        traits,
+        group,
+        K,
+        kept,
+        x_names,
+        codes,
+        fixed_sigma=sigma is not None,
+        pev=want_pev,
+        iterations=iterations,
+        converged=converged,
+        log=log,
+        boundary=boundary,
+        notes=list(notes) + notes0 + notes1,
+        formula=formula
+        or f"cbind({', '.join(traits)}) ~ " + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
+        fixed=fixed_d,
+    )
+    object.__setattr__(
+        res,
+        "timings",
+        {
+            "checks": t1 - t0,
+            "prepare": t2 - t1,
+            "optimise": t3 - t2,
+            "results": time.perf_counter() - t3,
+            "total": time.perf_counter() - t0,
+        },
+    )
     return res
 
 
@@ -212,12 +261,33 @@ def state_pev_default(n: int, N: int, codes) -> bool:
 
 
 def theta_names(term, traits) -> list[str]:
-    return [f"{term}:{traits[k]}:{traits[l]}" for k, l in vech_index(len(traits))] + \
-           [f"Residual:{traits[k]}:{traits[l]}" for k, l in vech_index(len(traits))]
+    return [f"{term}:{traits[k]}:{traits[l]}" for k, l in vech_index(len(traits))] + [
+        f"Residual:{traits[k]}:{traits[l]}" for k, l in vech_index(len(traits))
+    ]
 
 
-def assemble(state, Sg, Se, m2ll, traits, term, K, kept, x_names, codes, *, fixed_sigma, pev, iterations,
-             converged, log, boundary, notes, formula, fixed) -> MultiTraitResult:
+def assemble(
+    state,
+    Sg,
+    Se,
+    m2ll,
+    traits,
+    term,
+    K,
+    kept,
+    x_names,
+    codes,
+    *,
+    fixed_sigma,
+    pev,
+    iterations,
+    converged,
+    log,
+    boundary,
+    notes,
+    formula,
+    fixed,
+) -> MultiTraitResult:
     t, n = len(traits), state.n
     m = t * (t + 1) // 2
     names = theta_names(term, traits)
@@ -231,7 +301,7 @@ def assemble(state, Sg, Se, m2ll, traits, term, K, kept, x_names, codes, *, fixe
             cov = np.full_like(ai, np.nan)
             notes.append("the average-information matrix is singular: no standard errors")
         for which, sl in (("genetic", slice(0, m)), ("Residual", slice(m, 2 * m))):
-            if which in boundary:   # asymptotic SEs do not hold on the boundary
+            if which in boundary:  # asymptotic SEs do not hold on the boundary
                 cov[sl, :] = np.nan
                 cov[:, sl] = np.nan
     se = np.sqrt(np.maximum(np.diag(cov), 0.0)) if cov is not None else np.full(2 * m, np.nan)
@@ -260,8 +330,9 @@ def assemble(state, Sg, Se, m2ll, traits, term, K, kept, x_names, codes, *, fixe
     h2 = heritability_table(Sg, Se, cov, traits)
     sol = state.solve(Sg, Se, pev=pev)
     b, b_se = sol["b"], np.sqrt(np.diag(sol["cov_b"]))
-    fe_idx = pd.MultiIndex.from_tuples([(tr, c) for tr, xn in zip(traits, x_names) for c in xn],
-                                       names=["trait", "coefficient"])
+    fe_idx = pd.MultiIndex.from_tuples(
+        [(tr, c) for tr, xn in zip(traits, x_names) for c in xn], names=["trait", "coefficient"]
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=fe_idx)
     levels = np.asarray(K.ids, dtype=str)
@@ -277,9 +348,13 @@ def assemble(state, Sg, Se, m2ll, traits, term, K, kept, x_names, codes, *, fixe
         pev_v = rel = np.full((N, t), np.nan)
         notes.append("PEV and reliabilities not computed (pev=False, or many levels without records)")
     bl_idx = pd.MultiIndex.from_product([levels, traits], names=[term, "trait"])
-    blups = {term: pd.DataFrame({"blup": U_hat.ravel(), "pev": pev_v.ravel(), "reliability": rel.ravel(),
-                                 "n_records": np.repeat(nrec, t)}, index=bl_idx)}
-    resid = sol["Py"] @ Se            # ê = (Σ_e ⊗ I) P y
+    blups = {
+        term: pd.DataFrame(
+            {"blup": U_hat.ravel(), "pev": pev_v.ravel(), "reliability": rel.ravel(), "n_records": np.repeat(nrec, t)},
+            index=bl_idx,
+        )
+    }
+    resid = sol["Py"] @ Se  # ê = (Σ_e ⊗ I) P y
     rec_idx = kept.index
     residuals = pd.DataFrame(resid, index=rec_idx, columns=list(traits))
     fitted = pd.DataFrame(state.Y - resid, index=rec_idx, columns=list(traits))
@@ -290,13 +365,41 @@ def assemble(state, Sg, Se, m2ll, traits, term, K, kept, x_names, codes, *, fixe
         msg = warn_boundary(boundary, correlations)
         if msg:
             notes.append(msg)
-    settings = {"formula": formula, "method": "reml", "traits": list(traits), "term": term,
-                "fixed": fixed, "version": __version__, "solver": state.name}
+    settings = {
+        "formula": formula,
+        "method": "reml",
+        "traits": list(traits),
+        "term": term,
+        "fixed": fixed,
+        "version": __version__,
+        "solver": state.name,
+    }
     return MultiTraitResult(
-        traits=list(traits), term=term, covariances=covariances, covariance_se=covariance_se,
-        correlations=correlations, correlation_se=correlation_se, heritability=h2,
-        variance_components=vc, vcov=cov, fixed_effects=fe, blups=blups, loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df), bic=float(-2 * loglik + df * np.log(n * t)),
-        n_obs=n, n_records=n_records, method="reml", solver=state.name, iterations=int(iterations),
-        converged=bool(converged), log=log, fitted=fitted, residuals=residuals, boundary=tuple(boundary),
-        notes=tuple(notes), settings=settings, record_levels={term: levels[codes]})
+        traits=list(traits),
+        term=term,
+        covariances=covariances,
+        covariance_se=covariance_se,
+        correlations=correlations,
+        correlation_se=correlation_se,
+        heritability=h2,
+        variance_components=vc,
+        vcov=cov,
+        fixed_effects=fe,
+        blups=blups,
+        loglik=float(loglik),
+        aic=float(-2 * loglik + 2 * df),
+        bic=float(-2 * loglik + df * np.log(n * t)),
+        n_obs=n,
+        n_records=n_records,
+        method="reml",
+        solver=state.name,
+        iterations=int(iterations),
+        converged=bool(converged),
+        log=log,
+        fitted=fitted,
+        residuals=residuals,
+        boundary=tuple(boundary),
+        notes=tuple(notes),
+        settings=settings,
+        record_levels={term: levels[codes]},
+    )

@@ -41,34 +41,67 @@ def parse_multitrait(formula: str) -> tuple[list[str], str, list]:
     return traits, parsed.fixed, list(parsed.random)
 
 
-def fit_formula(formula: str, data: pd.DataFrame, cov=None, cov_inverse=None, *, method="reml",
-                solver="auto", sigma=None, start=None, max_iter=500, pev="auto", fixed=None):
+def fit_formula(
+    formula: str,
+    data: pd.DataFrame,
+    cov=None,
+    cov_inverse=None,
+    *,
+    method="reml",
+    solver="auto",
+    sigma=None,
+    start=None,
+    max_iter=500,
+    pev="auto",
+    fixed=None,
+):
     """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`."""
     from .fit import fit_traits
 
     if method.lower() != "reml":
         raise ModelError("multi-trait models are fitted by REML only (method='reml')")
     if solver not in ("auto", "spectral", "multitrait-spectral"):
-        raise ModelError(f"solver={solver!r}: multi-trait models have only the spectral fast path so far "
-                         "(one dense known covariance, complete records); the general solver " + NOT_YET)
+        raise ModelError(
+            f"solver={solver!r}: multi-trait models have only the spectral fast path so far "
+            "(one dense known covariance, complete records); the general solver " + NOT_YET
+        )
     traits, fixed_part, terms = parse_multitrait(formula)
     cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
     if len(terms) != 1:
-        raise ModelError(f"multi-trait models with {len(terms)} random terms "
-                         f"({', '.join(t.name for t in terms) or 'none'}) " + NOT_YET
-                         + "; the fast path takes exactly one term (1|g) with cov={g: K}")
+        raise ModelError(
+            f"multi-trait models with {len(terms)} random terms "
+            f"({', '.join(t.name for t in terms) or 'none'}) "
+            + NOT_YET
+            + "; the fast path takes exactly one term (1|g) with cov={g: K}"
+        )
     term = terms[0]
     if len(term.columns) != 1:
         raise ModelError(f"random term (1|{term.name}) on an interaction " + NOT_YET)
     if term.name in cov_inverse:
-        raise ModelError(f"a sparse inverse covariance for {term.name!r} (cov_inverse=, e.g. pedigree A⁻¹) "
-                         + NOT_YET + "; give the dense matrix with cov= for small pedigrees")
+        raise ModelError(
+            f"a sparse inverse covariance for {term.name!r} (cov_inverse=, e.g. pedigree A⁻¹) "
+            + NOT_YET
+            + "; give the dense matrix with cov= for small pedigrees"
+        )
     if term.name not in cov:
-        raise ModelError(f"(1|{term.name}) without a known covariance (iid across levels) " + NOT_YET
-                         + f"; give cov={{{term.name!r}: K}}")
+        raise ModelError(
+            f"(1|{term.name}) without a known covariance (iid across levels) "
+            + NOT_YET
+            + f"; give cov={{{term.name!r}: K}}"
+        )
     if fixed is not None:
         fixed_part = fixed  # per-trait dict overrides the formula's fixed part
     if not isinstance(data, pd.DataFrame):
         raise ModelError(f"data must be a pandas DataFrame, not {type(data).__name__}")
-    return fit_traits(data, traits, term.name, cov[term.name], fixed=fixed_part, start=start,
-                      max_iter=max_iter, sigma=sigma, pev=pev, formula=formula)
+    return fit_traits(
+        data,
+        traits,
+        term.name,
+        cov[term.name],
+        fixed=fixed_part,
+        start=start,
+        max_iter=max_iter,
+        sigma=sigma,
+        pev=pev,
+        formula=formula,
+    )

@@ -59,7 +59,7 @@ def _cholesky_jacobian(L):
     t = L.shape[0]
     idx = vech_index(t)
     J = np.zeros((len(idx), len(idx)))
-    for b, (a1, a2) in enumerate(idx):          # L[a1, a2] varies
+    for b, (a1, a2) in enumerate(idx):  # L[a1, a2] varies
         dL = np.zeros((t, t))
         dL[a1, a2] = 1.0
         dS = dL @ L.T + L @ dL.T
@@ -79,8 +79,7 @@ def _chol(S):
 
 def start_values(Y, Xs):
     """Σ_g = Σ_e = ½ × the covariance of the per-trait OLS residuals."""
-    R = np.column_stack([Y[:, k] - x @ np.linalg.lstsq(x, Y[:, k], rcond=None)[0]
-                         for k, x in enumerate(Xs)])
+    R = np.column_stack([Y[:, k] - x @ np.linalg.lstsq(x, Y[:, k], rcond=None)[0] for k, x in enumerate(Xs)])
     Sp = R.T @ R / max(Y.shape[0] - max(x.shape[1] for x in Xs), 1)
     return 0.5 * Sp, 0.5 * Sp, Sp
 
@@ -94,7 +93,7 @@ def optimise(state: MultiTraitSpectral, *, start=None, max_iter: int = 500) -> O
     s = np.sqrt(np.diag(Sp))
     idx = vech_index(t)
     unit = np.array([s[k] * s[l] for k, l in idx])
-    unit = np.concatenate([unit, unit])             # θ_scaled = θ / unit
+    unit = np.concatenate([unit, unit])  # θ_scaled = θ / unit
     m = len(idx)
     Sg, Se = Sg0.copy(), Se0.copy()
     pc = state.pieces(Sg, Se)
@@ -148,11 +147,17 @@ def optimise(state: MultiTraitSpectral, *, start=None, max_iter: int = 500) -> O
     log = pd.DataFrame(rows)
     boundary = boundary_of(Sg, Se, idx)
     if not converged:
-        warnings.warn(ConvergenceWarning(
-            f"multi-trait REML did not converge: {message} (last -2logL {val:.8f}); last iterations:\n"
-            f"{log.tail(5).to_string(index=False)}", log), stacklevel=3)
-    return Optimum(Sg=Sg, Se=Se, m2ll=float(val), iterations=it, converged=converged,
-                   boundary=boundary, log=log, message=message)
+        warnings.warn(
+            ConvergenceWarning(
+                f"multi-trait REML did not converge: {message} (last -2logL {val:.8f}); last iterations:\n"
+                f"{log.tail(5).to_string(index=False)}",
+                log,
+            ),
+            stacklevel=3,
+        )
+    return Optimum(
+        Sg=Sg, Se=Se, m2ll=float(val), iterations=it, converged=converged, boundary=boundary, log=log, message=message
+    )
 
 
 def boundary_of(Sg, Se, idx) -> list:
@@ -178,7 +183,7 @@ def _candidates(theta, step, Sg, Se, score, ai, unit, m, t):
     for k in range(10):
         th = theta + 0.5**k * step
         yield "ai", (unvech(th[:m], t), unvech(th[m:], t))
-    s = np.sqrt(unit[[k * (k + 1) // 2 + k for k in range(t)]])   # phenotypic SDs
+    s = np.sqrt(unit[[k * (k + 1) // 2 + k for k in range(t)]])  # phenotypic SDs
     D = np.outer(s, s)
     Lg, Le = _chol(Sg / D), _chol(Se / D)
     J = np.zeros((2 * m, 2 * m))
@@ -230,9 +235,9 @@ def _active_columns(Lg, Le, score, unit, D, m, t, pivot_tol=1e-3):
     drop = []
     for off, L in ((0, Lg), (m, Le)):
         W = np.zeros((t, t))
-        for x, (k, l) in zip(score[off:off + m], idx):
+        for x, (k, l) in zip(score[off : off + m], idx):
             W[k, l] = W[l, k] = (2.0 * x) if k == l else x
-        Wd = W * D                                 # gradient in trait-scaled units
+        Wd = W * D  # gradient in trait-scaled units
         S = L @ L.T
         w, V = np.linalg.eigh(S)
         for j in range(t):
@@ -263,13 +268,19 @@ def warn_boundary(boundary, correlations) -> str | None:
         R = correlations.get(name)
         if R is not None:
             t = R.shape[0]
-            pairs = [f"{R.index[k]}/{R.columns[l]} r = {R.iloc[k, l]:+.6f}"
-                     for k in range(t) for l in range(k) if abs(R.iloc[k, l]) > 1 - 1e-4]
+            pairs = [
+                f"{R.index[k]}/{R.columns[l]} r = {R.iloc[k, l]:+.6f}"
+                for k in range(t)
+                for l in range(k)
+                if abs(R.iloc[k, l]) > 1 - 1e-4
+            ]
             extra = ("; " + ", ".join(pairs)) if pairs else ""
         else:
             extra = ""
         parts.append(f"{name} covariance matrix is singular (on the boundary of the parameter space{extra})")
-    msg = ("; ".join(parts) + ": standard errors of the (co)variances are not reliable there "
-           "(asymptotic theory does not hold on the boundary)")
+    msg = (
+        "; ".join(parts) + ": standard errors of the (co)variances are not reliable there "
+        "(asymptotic theory does not hold on the boundary)"
+    )
     warnings.warn(BoundaryWarning(msg), stacklevel=4)
     return msg

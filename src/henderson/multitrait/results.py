@@ -99,22 +99,39 @@ class MultiTraitResult:
         for name in (self.term, "Residual"):
             label = "Genetic" if name == self.term else "Residual"
             lines += ["", f"{label} covariance matrix ({name}), SE in brackets:"]
-            lines += ["  " + ln for ln in _with_se(self.covariances[name], self.covariance_se[name], "{:.6g}").splitlines()]
+            lines += [
+                "  " + ln for ln in _with_se(self.covariances[name], self.covariance_se[name], "{:.6g}").splitlines()
+            ]
             lines += ["", f"{label} correlations ({name}):"]
-            lines += ["  " + ln for ln in _with_se(self.correlations[name], self.correlation_se[name], "{:.3f}").splitlines()]
+            lines += [
+                "  " + ln for ln in _with_se(self.correlations[name], self.correlation_se[name], "{:.3f}").splitlines()
+            ]
         lines += ["", "Heritabilities:"]
         h = self.heritability
-        ht = pd.DataFrame({"h2": h["h2"].map(lambda v: f"{v:.3f}"),
-                           "se": h["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}")}, index=h.index)
+        ht = pd.DataFrame(
+            {
+                "h2": h["h2"].map(lambda v: f"{v:.3f}"),
+                "se": h["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
+            },
+            index=h.index,
+        )
         lines += ["  " + ln for ln in ht.to_string().splitlines()]
         lines += ["", "Fixed effects:"]
         fe = self.fixed_effects
-        fe_txt = pd.DataFrame({"estimate": fe["estimate"].map(lambda v: f"{v:.6g}"),
-                               "se": fe["se"].map(lambda v: f"{v:.4g}"),
-                               "t": fe["t"].map(lambda v: f"{v:.2f}")}, index=fe.index)
+        fe_txt = pd.DataFrame(
+            {
+                "estimate": fe["estimate"].map(lambda v: f"{v:.6g}"),
+                "se": fe["se"].map(lambda v: f"{v:.4g}"),
+                "t": fe["t"].map(lambda v: f"{v:.2f}"),
+            },
+            index=fe.index,
+        )
         lines += ["  " + ln for ln in fe_txt.to_string().splitlines()]
         b = self.blups[self.term]
-        lines += ["", f"BLUPs of {self.term}: {b.index.get_level_values(0).nunique()} levels x {len(self.traits)} traits"]
+        lines += [
+            "",
+            f"BLUPs of {self.term}: {b.index.get_level_values(0).nunique()} levels x {len(self.traits)} traits",
+        ]
         if self.notes:
             lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
@@ -125,16 +142,29 @@ class MultiTraitResult:
     def to_dict(self) -> dict:
         def mats(d):
             return {k: json.loads(v.to_json(orient="index")) for k, v in d.items() if k != "genetic"}
+
         return {
-            "settings": self.settings, "traits": list(self.traits), "term": self.term,
-            "loglik": self.loglik, "aic": self.aic, "bic": self.bic, "n_obs": self.n_obs,
-            "n_records": self.n_records.to_dict(), "method": self.method, "solver": self.solver,
-            "iterations": self.iterations, "converged": self.converged,
-            "covariances": mats(self.covariances), "covariance_se": mats(self.covariance_se),
-            "correlations": mats(self.correlations), "correlation_se": mats(self.correlation_se),
+            "settings": self.settings,
+            "traits": list(self.traits),
+            "term": self.term,
+            "loglik": self.loglik,
+            "aic": self.aic,
+            "bic": self.bic,
+            "n_obs": self.n_obs,
+            "n_records": self.n_records.to_dict(),
+            "method": self.method,
+            "solver": self.solver,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "covariances": mats(self.covariances),
+            "covariance_se": mats(self.covariance_se),
+            "correlations": mats(self.correlations),
+            "correlation_se": mats(self.correlation_se),
             "heritability": json.loads(self.heritability.to_json(orient="index")),
             "fixed_effects": json.loads(self.fixed_effects.reset_index().to_json(orient="records")),
-            "boundary": list(self.boundary), "timings": self.timings, "notes": list(self.notes),
+            "boundary": list(self.boundary),
+            "timings": self.timings,
+            "notes": list(self.notes),
         }
 
 

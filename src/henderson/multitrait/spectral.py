@@ -101,7 +101,7 @@ class MultiTraitSpectral:
                 d, U = sla.eigh(Kr, overwrite_a=True, check_finite=False, driver="evr")
                 self.Yt = U.T @ self.Y
                 for k, x in enumerate(self.Xs):
-                    Xt[:, k, cols[k]:cols[k + 1]] = U.T @ x
+                    Xt[:, k, cols[k] : cols[k + 1]] = U.T @ x
                 self._c = self._tau = None
             else:
                 # K_r = Q T Q' (dsytrd, as the single-trait spectral solver), T = Z D Z'
@@ -120,16 +120,17 @@ class MultiTraitSpectral:
                 self._c, self._tau = c, tau
                 B = apply_qt(c, tau, np.ascontiguousarray(np.column_stack([self.Y] + self.Xs)))
                 B = U.T @ B
-                self.Yt = B[:, :self.t].copy()
+                self.Yt = B[:, : self.t].copy()
                 off = self.t
                 for k, x in enumerate(self.Xs):
-                    Xt[:, k, cols[k]:cols[k + 1]] = B[:, off:off + x.shape[1]]
+                    Xt[:, k, cols[k] : cols[k + 1]] = B[:, off : off + x.shape[1]]
                     off += x.shape[1]
         top = max(float(d[-1]), 1e-300)
         if d[0] < -1e-8 * top:
             raise NotPositiveDefiniteError(
                 f"the relationship matrix on the levels with records is not positive semi-definite "
-                f"(smallest eigenvalue {d[0]:.3g}, largest {top:.3g})")
+                f"(smallest eigenvalue {d[0]:.3g}, largest {top:.3g})"
+            )
         d = np.where(d < EIG_TOL * top, 0.0, d)
         self.d, self.U, self.Xt = d, U, Xt
         self.rank = int(np.count_nonzero(d))
@@ -152,7 +153,7 @@ class MultiTraitSpectral:
             raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices") from None
         logdet_v = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
         Linv = np.linalg.inv(L)
-        Hinv = np.einsum("imk,iml->ikl", Linv, Linv)       # H⁻¹ = L⁻ᵀL⁻¹
+        Hinv = np.einsum("imk,iml->ikl", Linv, Linv)  # H⁻¹ = L⁻ᵀL⁻¹
         M = np.einsum("ikl,ilp->ikp", Hinv, self.Xt)
         XVX = np.einsum("ikp,ikq->pq", self.Xt, M)
         XVy = np.einsum("ikp,ik->p", M, self.Yt)
@@ -167,8 +168,7 @@ class MultiTraitSpectral:
         ypy = float(np.sum(self.Yt * Pt))
         logdet_x = 2.0 * float(np.log(np.diag(cf[0])).sum())
         m2ll = (self.n * self.t - self.p) * LOG2PI + logdet_v + logdet_x + ypy
-        return dict(Hinv=Hinv, M=M, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v,
-                    logdet_x=logdet_x, m2ll=float(m2ll))
+        return dict(Hinv=Hinv, M=M, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll))
 
     def m2ll(self, Sg, Se) -> float:
         """−2 log L_REML = (nt − p) log 2π + log|V| + log|X'V⁻¹X| + y'Py (lme4's constants)."""
@@ -224,7 +224,7 @@ class MultiTraitSpectral:
         pc = self.pieces(Sg, Se) if pc is None else pc
         F = self._dv_py(pc)
         HF = np.einsum("ikl,ilj->ikj", pc["Hinv"], F)
-        XF = np.einsum("ikp,ikj->pj", pc["M"], F)     # X'V⁻¹F
+        XF = np.einsum("ikp,ikj->pj", pc["M"], F)  # X'V⁻¹F
         ai = np.einsum("ikj,ikm->jm", F, HF) - XF.T @ pc["C"] @ XF
         return 0.25 * (ai + ai.T)  # ½ F'PF, symmetrised against rounding
 
@@ -250,7 +250,7 @@ class MultiTraitSpectral:
         """
         pc = self.pieces(Sg, Se)
         N = self.K.shape[0]
-        Py = self._u_times(pc["Pt"])                             # (n, t) = U P̃
+        Py = self._u_times(pc["Pt"])  # (n, t) = U P̃
         ZtPy = np.zeros((N, self.t))
         np.add.at(ZtPy, self.codes, Py)
         # K Z'Py; with one record per level K_r U = U D
@@ -260,13 +260,13 @@ class MultiTraitSpectral:
         if pev and self.vectors != "full":
             raise ModelError("PEV needs the eigenvectors of K_r (vectors='full')")
         if pev:
-            A = self._rotated_cross(N)                              # (N, n)
+            A = self._rotated_cross(N)  # (N, n)
             S1 = ((A * A) @ pc["Hinv"].reshape(self.n, -1)).reshape(N, self.t, self.t)
             B2 = (A @ pc["M"].reshape(self.n, -1)).reshape(N, self.t, self.p)
             quad = np.einsum("jkp,pq,jlq->jkl", B2, pc["C"], B2)
             Bj = S1 - quad
             kdiag = np.diag(np.asarray(self.K))
-            shrink = np.einsum("kl,jlm,mk->jk", Sg, Bj, Sg)        # diag of Σ_g B_j Σ_g
+            shrink = np.einsum("kl,jlm,mk->jk", Sg, Bj, Sg)  # diag of Σ_g B_j Σ_g
             out["pev"] = np.maximum(kdiag[:, None] * np.diag(Sg)[None, :] - shrink, 0.0)
             out["k_diag"] = np.asarray(kdiag, dtype=float)
         return out

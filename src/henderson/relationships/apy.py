@@ -102,15 +102,17 @@ def apy_inverse(G, core, *, seed: int = 0) -> Relationship:
     if info != 0:
         raise NotPositiveDefiniteError(
             "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
-            "choose a smaller core (apy_core_size)")
+            "choose a smaller core (apy_core_size)"
+        )
     logdet = 2.0 * float(np.log(np.diag(L)).sum())
     Gcn = g[np.ix_(cpos, npos)]
     X = sla.solve_triangular(L, Gcn, lower=True)  # L⁻¹G_CN
     m = g[npos, npos] - np.einsum("ij,ij->j", X, X)  # gᵢᵢ − g_iC G_CC⁻¹ g_Ci
     if np.any(m <= 0):
         bad = ids[npos][m <= 0]
-        raise NotPositiveDefiniteError(f"APY: non-core animal(s) fully explained by the core (m <= 0): "
-                                       f"{format_ids(bad)}; blend G (beta > 0)")
+        raise NotPositiveDefiniteError(
+            f"APY: non-core animal(s) fully explained by the core (m <= 0): {format_ids(bad)}; blend G (beta > 0)"
+        )
     logdet += float(np.log(m).sum())
     Pt = sla.solve_triangular(L, X, lower=True, trans="T")  # G_CC⁻¹ G_CN = P', c × n
     Linv = sla.solve_triangular(L, np.eye(len(cpos)), lower=True)
@@ -122,13 +124,21 @@ def apy_inverse(G, core, *, seed: int = 0) -> Relationship:
     R[:, cpos] = cc
     R[:, npos] = cn
     del cc
-    mat = (block_csr(k, cpos, np.arange(k), R) + block_csr(k, npos, cpos, cn.T)
-           + sp.csr_matrix((1.0 / m, (npos, npos)), shape=(k, k))).tocsr()
+    mat = (
+        block_csr(k, cpos, np.arange(k), R)
+        + block_csr(k, npos, cpos, cn.T)
+        + sp.csr_matrix((1.0 / m, (npos, npos)), shape=(k, k))
+    ).tocsr()
     mat.sum_duplicates()
     import pandas as pd
 
-    info = {"method": "APY (Misztal 2016)", "logdet": logdet, "core": core_ids, "n_core": len(cpos),
-            "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m")}
+    info = {
+        "method": "APY (Misztal 2016)",
+        "logdet": logdet,
+        "core": core_ids,
+        "n_core": len(cpos),
+        "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
+    }
     return Relationship(ids, mat, inverse=True, kind="Ginv_APY", info=info)
 
 
@@ -141,8 +151,11 @@ def block_csr(n: int, rows: np.ndarray, cols: np.ndarray, block: np.ndarray) -> 
     """
     ro, co = np.argsort(rows), np.argsort(cols)
     rows, cols = np.asarray(rows)[ro], np.asarray(cols)[co]
-    block = block[np.ix_(ro, co)] if (np.any(ro != np.arange(len(ro))) or np.any(co != np.arange(len(co)))) \
+    block = (
+        block[np.ix_(ro, co)]
+        if (np.any(ro != np.arange(len(ro))) or np.any(co != np.arange(len(co))))
         else np.ascontiguousarray(block)
+    )
     counts = np.zeros(n, np.int64)
     counts[rows] = len(cols)
     indptr = np.concatenate([[0], np.cumsum(counts)])

@@ -63,14 +63,11 @@ class Relationship:
         if len(shape) != 2 or shape[0] != shape[1]:
             raise DataError(f"relationship matrix {self.kind} must be square, got shape {shape}")
         if shape[0] != len(ids):
-            raise DataError(
-                f"relationship matrix {self.kind} has {shape[0]} rows but {len(ids)} ids"
-            )
+            raise DataError(f"relationship matrix {self.kind} has {shape[0]} rows but {len(ids)} ids")
         dup = pd.Index(ids)
         if dup.has_duplicates:
             raise DataError(
-                f"relationship matrix {self.kind} has duplicated ids: "
-                + format_ids(dup[dup.duplicated()].unique())
+                f"relationship matrix {self.kind} has duplicated ids: " + format_ids(dup[dup.duplicated()].unique())
             )
         object.__setattr__(self, "matrix", _read_only(self.matrix))
 
@@ -96,8 +93,7 @@ class Relationship:
         if (pos < 0).any():
             missing = [str(i) for i, p in zip(ids, pos) if p < 0]
             raise DataError(
-                f"{len(missing)} id(s) not found in relationship matrix {self.kind}: "
-                + format_ids(missing)
+                f"{len(missing)} id(s) not found in relationship matrix {self.kind}: " + format_ids(missing)
             )
         return pos
 
@@ -165,9 +161,7 @@ class Relationship:
                 frame = frame[idx]
             else:
                 extra = sorted(set(idx) ^ set(cols))
-                raise DataError(
-                    f"relationship matrix {kind}: row and column ids differ: " + format_ids(extra)
-                )
+                raise DataError(f"relationship matrix {kind}: row and column ids differ: " + format_ids(extra))
         values = frame.to_numpy(dtype=np.float64)
         return cls(np.asarray(idx, dtype=object), values, inverse=inverse, kind=kind)
 

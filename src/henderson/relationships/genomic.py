@@ -204,8 +204,9 @@ def genomic_relationship(
     if scheduler is not None:
         from .genomic_dask import distributed_relationship
 
-        return distributed_relationship(geno, method, allele_freq, scheduler=scheduler,
-                                        chunk_snps=chunk_snps, dtype=dtype)
+        return distributed_relationship(
+            geno, method, allele_freq, scheduler=scheduler, chunk_snps=chunk_snps, dtype=dtype
+        )
     if isinstance(geno, (str, Path)):
         from ..io.genotypes import read_genotypes
 
@@ -330,7 +331,8 @@ def _refuse_no_calls(geno: Genotypes) -> None:
     if len(none):
         raise GenotypeError(
             f"{len(none)} individual(s) have no genotype call at any SNP: {format_ids(none)}; "
-            "remove them (genotype_qc(min_individual_call_rate=...), or --call-rate on the command line)")
+            "remove them (genotype_qc(min_individual_call_rate=...), or --call-rate on the command line)"
+        )
 
 
 def _span(cols: np.ndarray, no_cols: np.ndarray) -> tuple[int, np.ndarray]:

@@ -27,9 +27,14 @@ def _aligned(G, A22, missing: str = "error", caller: str = "") -> tuple[Relation
     known = pd.Index(A22.ids).get_indexer(G.ids) >= 0
     if not known.all():
         absent = G.ids[~known]
-        unknown_ids(f"{caller}: {len(absent)} of {G.n} id(s) of G are not in the pedigree "
-                    f"relationships A22: {format_ids(absent)}", missing,
-                    dropped=f"dropped them, {int(known.sum())} left", left=int(known.sum()), stacklevel=3)
+        unknown_ids(
+            f"{caller}: {len(absent)} of {G.n} id(s) of G are not in the pedigree "
+            f"relationships A22: {format_ids(absent)}",
+            missing,
+            dropped=f"dropped them, {int(known.sum())} left",
+            left=int(known.sum()),
+            stacklevel=3,
+        )
         G = G.subset(G.ids[known])
     return G, A22.subset(G.ids).dense()
 

@@ -38,6 +38,7 @@ CHUNK_SNPS = 10_000
 
 # ---------------------------------------------------------------- sources of chunks
 
+
 def _plink_meta(path) -> dict:
     """ids, fid, SNP count and the .bed path of a PLINK fileset (checked as read_plink does)."""
     from bed_reader import open_bed
@@ -62,9 +63,15 @@ def _read_chunk(bed: str, start: int, stop: int) -> Genotypes:
 
     with open_bed(bed, count_A1=True) as b:
         d = b.read(index=np.s_[:, start:stop], dtype="int8", order="C")
-        snps = pd.DataFrame({"snp": b.sid[start:stop], "chrom": b.chromosome[start:stop],
-                             "pos": b.bp_position[start:stop], "allele1": b.allele_1[start:stop],
-                             "allele2": b.allele_2[start:stop]})
+        snps = pd.DataFrame(
+            {
+                "snp": b.sid[start:stop],
+                "chrom": b.chromosome[start:stop],
+                "pos": b.bp_position[start:stop],
+                "allele1": b.allele_1[start:stop],
+                "allele2": b.allele_2[start:stop],
+            }
+        )
         ids = b.iid
     return Genotypes(ids, snps, d, {"file": bed, "format": "plink"})
 
@@ -82,6 +89,7 @@ def _freq_chunk(allele_freq, start: int, stop: int):
 
 # ---------------------------------------------------------------- tasks (on workers)
 
+
 def _grm_part(source, start: int, stop: int, method: str, freq, dtype: str) -> dict:
     """Numerator S_b, scale s_b and SNP counts of one chunk."""
     from .genomic import genomic_relationship
@@ -96,16 +104,29 @@ def _grm_part(source, start: int, stop: int, method: str, freq, dtype: str) -> d
     called = geno.n_called > 0
     if G is None:
         used = int(called.sum()) if method == "vanraden1" else 0
-        return {"S": None, "scale": 0.0, "m": used, "no_call": int((~called).sum()),
-                "mono": int(called.sum()) - used, "imputed": 0, "warned": len(caught)}
+        return {
+            "S": None,
+            "scale": 0.0,
+            "m": used,
+            "no_call": int((~called).sum()),
+            "mono": int(called.sum()) - used,
+            "imputed": 0,
+            "warned": len(caught),
+        }
     info = G.info
     S = np.array(G.matrix, dtype=np.float64)
     if method == "yang":
         S[np.diag_indices_from(S)] -= 1.0
     S *= info["scale"]
-    return {"S": S, "scale": float(info["scale"]), "m": int(info["n_snps_used"]),
-            "no_call": int(info["n_snps_no_call"]), "mono": int(info["n_snps_monomorphic_skipped"]),
-            "imputed": int(info["n_missing_imputed"]), "warned": len(caught)}
+    return {
+        "S": S,
+        "scale": float(info["scale"]),
+        "m": int(info["n_snps_used"]),
+        "no_call": int(info["n_snps_no_call"]),
+        "mono": int(info["n_snps_monomorphic_skipped"]),
+        "imputed": int(info["n_missing_imputed"]),
+        "warned": len(caught),
+    }
 
 
 def _add_parts(a: dict, b: dict) -> dict:
@@ -152,6 +173,7 @@ def _add_vectors(a, b):
 
 # ---------------------------------------------------------------- client side
 
+
 def _chunks(p: int, chunk_snps: int | None) -> list[tuple[int, int]]:
     c = int(chunk_snps or CHUNK_SNPS)
     if c < 1:
@@ -168,16 +190,16 @@ def _sources(client, geno, chunks):
 
 def _tree_sum(client, futures, add):
     while len(futures) > 1:
-        nxt = [client.submit(add, futures[i], futures[i + 1], pure=False)
-               for i in range(0, len(futures) - 1, 2)]
+        nxt = [client.submit(add, futures[i], futures[i + 1], pure=False) for i in range(0, len(futures) - 1, 2)]
         if len(futures) % 2:
             nxt.append(futures[-1])
         futures = nxt
     return futures[0]
 
 
-def distributed_relationship(geno, method: str = "vanraden1", allele_freq=None, *, scheduler,
-                             chunk_snps: int | None = None, dtype: str = "auto") -> Relationship:
+def distributed_relationship(
+    geno, method: str = "vanraden1", allele_freq=None, *, scheduler, chunk_snps: int | None = None, dtype: str = "auto"
+) -> Relationship:
     """G on a Dask cluster, one task per chunk of SNPs (see the module notes).
 
     Parameters
@@ -215,8 +237,10 @@ def distributed_relationship(geno, method: str = "vanraden1", allele_freq=None, 
     chunks = _chunks(p, chunk_snps)
     with get_client(scheduler) as client:
         sources = _sources(client, geno, chunks)
-        parts = [client.submit(_grm_part, src, a, b, method, _freq_chunk(allele_freq, a, b), dtype,
-                               pure=False) for src, (a, b) in zip(sources, chunks)]
+        parts = [
+            client.submit(_grm_part, src, a, b, method, _freq_chunk(allele_freq, a, b), dtype, pure=False)
+            for src, (a, b) in zip(sources, chunks)
+        ]
         total = _tree_sum(client, parts, _add_parts).result()
         address = client.scheduler.address
     if total["m"] == 0 or not total["scale"] > 0:
@@ -225,16 +249,23 @@ def distributed_relationship(geno, method: str = "vanraden1", allele_freq=None, 
         warnings.warn(
             f"genomic_relationship({method}): skipped {total['no_call']} SNP(s) without calls and "
             f"{total['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {total['m']} of {p} used",
-            DataWarning, stacklevel=2)
+            DataWarning,
+            stacklevel=2,
+        )
     G = total["S"] / total["scale"]
     if method == "yang":
         G[np.diag_indices_from(G)] += 1.0
-    info = {"method": method, "allele_freq": "observed" if allele_freq is None else "supplied",
-            "n_snps": p, "n_snps_used": total["m"], "n_snps_no_call": total["no_call"],
-            "n_snps_monomorphic_skipped": total["mono"], "n_missing_imputed": total["imputed"],
-            "scale": total["scale"],
-            "distributed": {"chunks": len(chunks), "chunk_snps": chunks[0][1] - chunks[0][0],
-                            "scheduler": address}}
+    info = {
+        "method": method,
+        "allele_freq": "observed" if allele_freq is None else "supplied",
+        "n_snps": p,
+        "n_snps_used": total["m"],
+        "n_snps_no_call": total["no_call"],
+        "n_snps_monomorphic_skipped": total["mono"],
+        "n_missing_imputed": total["imputed"],
+        "scale": total["scale"],
+        "distributed": {"chunks": len(chunks), "chunk_snps": chunks[0][1] - chunks[0][0], "scheduler": address},
+    }
     if file:
         info["genotypes_file"] = file
     if isinstance(fid, pd.Series):
@@ -242,8 +273,7 @@ def distributed_relationship(geno, method: str = "vanraden1", allele_freq=None, 
     return Relationship(ids, G, kind="G", info=info)
 
 
-def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler,
-                      chunk_snps: int | None = None) -> dict:
+def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler, chunk_snps: int | None = None) -> dict:
     """SNP-BLUP products with the centred genotypes W = X − 2p on a Dask cluster.
 
     Parameters
@@ -276,9 +306,19 @@ def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler,
     with get_client(scheduler) as client:
         sources = _sources(client, geno, chunks)
         vf = client.scatter(np.asarray(v, dtype=np.float64), broadcast=True) if v is not None else None
-        parts = [client.submit(_products_part, src, a, b, _freq_chunk(allele_freq, a, b),
-                               None if alpha is None else np.asarray(alpha, dtype=np.float64)[a:b], vf,
-                               pure=False) for src, (a, b) in zip(sources, chunks)]
+        parts = [
+            client.submit(
+                _products_part,
+                src,
+                a,
+                b,
+                _freq_chunk(allele_freq, a, b),
+                None if alpha is None else np.asarray(alpha, dtype=np.float64)[a:b],
+                vf,
+                pure=False,
+            )
+            for src, (a, b) in zip(sources, chunks)
+        ]
         out = {}
         if v is not None:
             outs = client.gather([client.submit(lambda t: t[1], f, pure=False) for f in parts])

@@ -70,9 +70,9 @@ def write_relationship_csv(rel, path, *, format: str = "auto") -> Path:
     col = np.concatenate([col, diag_missing])
     val = np.concatenate([val, np.zeros(len(diag_missing))])
     order = np.lexsort((col, row))
-    pd.DataFrame(
-        {"id1": rel.ids[row[order]], "id2": rel.ids[col[order]], "value": val[order]}
-    ).to_csv(path, index=False, float_format="%.17g")
+    pd.DataFrame({"id1": rel.ids[row[order]], "id2": rel.ids[col[order]], "value": val[order]}).to_csv(
+        path, index=False, float_format="%.17g"
+    )
     return path
 
 
@@ -115,8 +115,10 @@ def _read_triplets(path) -> tuple[np.ndarray, sp.csr_matrix]:
     if dup.any():
         k = int(np.flatnonzero(dup)[0])
         same = np.flatnonzero((r == r[k]) & (c == c[k])) + 2
-        raise DataError(f"{path}: the pair ({id1[k]!r}, {id2[k]!r}) is given more than once "
-                        f"(lines {', '.join(str(x) for x in same[:10])})")
+        raise DataError(
+            f"{path}: the pair ({id1[k]!r}, {id2[k]!r}) is given more than once "
+            f"(lines {', '.join(str(x) for x in same[:10])})"
+        )
     n = len(ids)
     off = r != c
     # mirror pairs given in one triangle only; pairs given in both must agree
@@ -240,10 +242,13 @@ def write_gcta_grm(rel, prefix, *, n_snps=None, fid=None, genotypes=None) -> Pat
         if not (isinstance(n_snps, np.ndarray) and n_snps.shape == (n, n)):
             n_snps = rel.info.get("n_snps_used", 0)
             if rel.info.get("n_missing_imputed"):
-                warnings.warn(f"{prefix}.grm.N.bin: G was built with {rel.info['n_missing_imputed']} "
-                              f"missing calls, but without genotypes= every pair is written with "
-                              f"{n_snps} SNPs (an upper bound); pass genotypes= for the true counts",
-                              DataWarning, stacklevel=2)
+                warnings.warn(
+                    f"{prefix}.grm.N.bin: G was built with {rel.info['n_missing_imputed']} "
+                    f"missing calls, but without genotypes= every pair is written with "
+                    f"{n_snps} SNPs (an upper bound); pass genotypes= for the true counts",
+                    DataWarning,
+                    stacklevel=2,
+                )
     nmat = np.broadcast_to(np.asarray(n_snps, dtype=np.float64), (n, n))
     _tril_row_major(nmat).astype("<f4").tofile(f"{prefix}.grm.N.bin")
     fid = rel.info.get("fid") if fid is None else fid
@@ -281,9 +286,7 @@ def read_gcta_grm(prefix, *, ids: str = "iid", kind: str = "G") -> Relationship:
     n = len(names)
     values = np.fromfile(f"{prefix}.grm.bin", dtype="<f4")
     if values.size != n * (n + 1) // 2:
-        raise DataError(
-            f"{prefix}.grm.bin holds {values.size} values; {n} ids in .grm.id need {n * (n + 1) // 2}"
-        )
+        raise DataError(f"{prefix}.grm.bin holds {values.size} values; {n} ids in .grm.id need {n * (n + 1) // 2}")
     info = {"file": f"{prefix}.grm.bin", "fid": pd.Series(fids, index=pd.Index(names, name="id"), name="fid")}
     nfile = Path(f"{prefix}.grm.N.bin")
     if nfile.exists():

@@ -146,6 +146,8 @@ def _parents_by_position(ped: Pedigree, d: np.ndarray, position: np.ndarray) -> 
     # codes are parents-first (see Pedigree), so code order mapped to positions is too
     out["order"] = position.astype(np.int64)
     return out
+
+
 def check_dense_memory(n: int, what: str, copies: float = 2.0) -> None:
     """Refuse, before allocating, a dense n x n float64 matrix that memory cannot hold.
 
@@ -162,7 +164,8 @@ def check_dense_memory(n: int, what: str, copies: float = 2.0) -> None:
         f"but only {have / gib:.1f} GiB of memory are available. Use the sparse inverse instead: "
         "pedigree_inverse(ped) (henderson ainv; pblup and fit --pedigree use it), which holds about "
         f"{7 * n * 12 / 2**20:.0f} MiB for this pedigree, or ask for the relationships of the animals "
-        "you need only (pedigree_relationship(ped, ids=...))")
+        "you need only (pedigree_relationship(ped, ids=...))"
+    )
 
 
 #: inbreeding at or above this is "fully inbred" (the animal is, to 6 digits, a copy of
@@ -176,13 +179,16 @@ def _warn_fully_inbred(ped: Pedigree, F: np.ndarray, d: np.ndarray) -> tuple:
     if not len(near):
         return ()
     ids = ped.ids[near]
-    warnings.warn(DataWarning(
-        f"pedigree {ped.source}: {len(near)} animal(s) have inbreeding F >= 1 - 1e-6 (e.g. after "
-        f"about 20 generations of selfing or full-sib mating): {format_ids(ids)}. Each is "
-        f"genetically a copy of its parents, so A is numerically singular and A⁻¹ holds terms up "
-        f"to 1/d = {1.0 / d[near].min():.3g}; an animal model cannot separate these animals from "
-        "their ancestors. Keep one representative per inbred line, or use genomic relationships"),
-        stacklevel=3)
+    warnings.warn(
+        DataWarning(
+            f"pedigree {ped.source}: {len(near)} animal(s) have inbreeding F >= 1 - 1e-6 (e.g. after "
+            f"about 20 generations of selfing or full-sib mating): {format_ids(ids)}. Each is "
+            f"genetically a copy of its parents, so A is numerically singular and A⁻¹ holds terms up "
+            f"to 1/d = {1.0 / d[near].min():.3g}; an animal model cannot separate these animals from "
+            "their ancestors. Keep one representative per inbred line, or use genomic relationships"
+        ),
+        stacklevel=3,
+    )
     return tuple(str(i) for i in ids)
 
 
@@ -232,9 +238,14 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
     known = ped._index.get_indexer(ids) >= 0
     if not known.all():
         absent = ids[~known]
-        unknown_ids(f"pedigree_relationship: {len(absent)} of {len(ids)} id(s) are not in the pedigree "
-                    f"({ped.source}): {format_ids(absent)}", missing,
-                    dropped=f"dropped them, {int(known.sum())} left", left=int(known.sum()), stacklevel=2)
+        unknown_ids(
+            f"pedigree_relationship: {len(absent)} of {len(ids)} id(s) are not in the pedigree "
+            f"({ped.source}): {format_ids(absent)}",
+            missing,
+            dropped=f"dropped them, {int(known.sum())} left",
+            left=int(known.sum()),
+            stacklevel=2,
+        )
         ids = ids[known]
     codes = ped.codes_of(ids)
     # Only ancestors of the wanted animals affect their relationships (and their F).

@@ -73,11 +73,12 @@ def _check_settings(tuning, alpha, beta, tau, omega, missing, a22_inverse) -> No
     if not tau > 0.0:
         raise DataError(f"tau (the weight of G⁻¹ in H⁻¹) must be > 0, got tau={tau}")
     if not 0.0 <= omega <= 1.0:
-        raise DataError(f"omega (the weight of A22⁻¹ in H⁻¹) must be in [0, 1], got omega={omega}: "
-                        "omega > 1 can make H⁻¹ indefinite (H22⁻¹ = tau G⁻¹ + (1 - omega) A22⁻¹)")
+        raise DataError(
+            f"omega (the weight of A22⁻¹ in H⁻¹) must be in [0, 1], got omega={omega}: "
+            "omega > 1 can make H⁻¹ indefinite (H22⁻¹ = tau G⁻¹ + (1 - omega) A22⁻¹)"
+        )
     if missing not in ("error", "add"):
-        raise DataError(f"missing must be 'error' or 'add' (genotyped ids absent from the pedigree), "
-                        f"not {missing!r}")
+        raise DataError(f"missing must be 'error' or 'add' (genotyped ids absent from the pedigree), not {missing!r}")
     if a22_inverse not in ("auto", "sparse", "dense"):
         raise DataError(f"a22_inverse must be 'auto', 'sparse' or 'dense', not {a22_inverse!r}")
 
@@ -112,8 +113,9 @@ def _chol(m: np.ndarray, what: str, hint: str) -> np.ndarray:
     # round-off size; a pivot² below 1e-10 of the largest diagonal is singular here
     if info != 0 or np.min(np.diag(c)) ** 2 < 1e-10 * float(np.max(np.diag(m))):
         w = float(np.linalg.eigvalsh(m)[0])
-        raise NotPositiveDefiniteError(f"{what} is singular or not positive definite (smallest "
-                                       f"eigenvalue {w:.3g}): {hint}")
+        raise NotPositiveDefiniteError(
+            f"{what} is singular or not positive definite (smallest eigenvalue {w:.3g}): {hint}"
+        )
     return c
 
 
@@ -146,8 +148,7 @@ def _pruned(ped: Pedigree, gcodes: np.ndarray):
 
 def _factor_spd(B: sp.spmatrix):
     """SuperLU of a sparse SPD matrix without pivoting (its LU is Cholesky up to scaling)."""
-    lu = spla.splu(B.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                   options={"SymmetricMode": True})
+    lu = spla.splu(B.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     u = lu.U.diagonal()
     if np.any(u <= 0):
         raise NotPositiveDefiniteError("the non-genotyped block of A⁻¹ is not positive definite")
@@ -214,7 +215,8 @@ def _tune_mean(g: np.ndarray, a22: np.ndarray, ids) -> tuple[float, float]:
         raise DataError(
             f"tuning='mean' matches G to A22, but A22 of the {k} genotyped animals is the identity: "
             "they have no pedigree information (no known parents or relatives among them, e.g. "
-            f"{format_ids(ids, 5)}). Give a pedigree that links them, or set tuning=None")
+            f"{format_ids(ids, 5)}). Give a pedigree that links them, or set tuning=None"
+        )
     gd, go = np.trace(g) / k, (g.sum() - np.trace(g)) / (k * (k - 1))
     if np.isclose(gd, go):
         raise DataError("mean diagonal and mean off-diagonal of G are equal: cannot tune (tuning=None)")
@@ -222,10 +224,23 @@ def _tune_mean(g: np.ndarray, a22: np.ndarray, ids) -> tuple[float, float]:
     return ad - b * gd, b
 
 
-def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean", alpha: float = 0.95,
-                        beta: float = 0.05, tau: float = 1.0, omega: float = 1.0, missing: str = "error",
-                        a22_inverse: str = "auto", apy_core=None, seed: int = 0, grm: str = "vanraden1",
-                        diag="auto", keep_g_inverse: bool = False) -> Relationship:
+def single_step_inverse(
+    pedigree,
+    genotypes_or_G,
+    *,
+    tuning: str | None = "mean",
+    alpha: float = 0.95,
+    beta: float = 0.05,
+    tau: float = 1.0,
+    omega: float = 1.0,
+    missing: str = "error",
+    a22_inverse: str = "auto",
+    apy_core=None,
+    seed: int = 0,
+    grm: str = "vanraden1",
+    diag="auto",
+    keep_g_inverse: bool = False,
+) -> Relationship:
     """H⁻¹ of single-step GBLUP over all pedigree animals, as BLUPF90's preGSf90 builds it.
 
     Parameters
@@ -300,10 +315,13 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
             raise AlignmentError(
                 f"{len(absent)} of {len(gids)} genotyped id(s) are not in the pedigree ({ped.source}): "
                 f"{format_ids(absent)}; add them to the pedigree, or pass missing='add' to add them "
-                "as founders (unknown parents)")
+                "as founders (unknown parents)"
+            )
         n_added = len(absent)
-        msg = (f"{n_added} genotyped id(s) not in the pedigree were added as founders with unknown "
-               f"parents: {format_ids(absent)}")
+        msg = (
+            f"{n_added} genotyped id(s) not in the pedigree were added as founders with unknown "
+            f"parents: {format_ids(absent)}"
+        )
         warnings.warn(msg, DataWarning, stacklevel=2)
         notes.append(msg)
         ped = _add_founders(ped, absent)
@@ -354,8 +372,10 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         stats["A22"] = _means(a22)
     timings["G_blend_tune"] = time.perf_counter() - t
     t = time.perf_counter()
-    hint = ("blend G with A22 (beta > 0, e.g. alpha=0.95, beta=0.05 as preGSf90) or tune it "
-            "(tuning='mean'); VanRaden's G with current allele frequencies is always singular")
+    hint = (
+        "blend G with A22 (beta > 0, e.g. alpha=0.95, beta=0.05 as preGSf90) or tune it "
+        "(tuning='mean'); VanRaden's G with current allele frequencies is always singular"
+    )
     if apy_core is not None:
         gstar = Relationship(gids, g, kind="G")
         ginv_rel = apy_inverse(gstar, apy_core, seed=seed)
@@ -409,9 +429,11 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         other = np.setdiff1d(np.arange(Ainv.n), pos)
         hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - _a22_or(a22, ped, gids))
     elif n_other:
-        notes.append(f"diag(H) of the {n_other} non-genotyped animals not computed ((n - k) k = "
-                     f"{float(n_other) * k:.3g} > {DIAG_BUDGET:.3g}; pass diag=True): their "
-                     "reliabilities are missing")
+        notes.append(
+            f"diag(H) of the {n_other} non-genotyped animals not computed ((n - k) k = "
+            f"{float(n_other) * k:.3g} > {DIAG_BUDGET:.3g}; pass diag=True): their "
+            "reliabilities are missing"
+        )
     timings["diag"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     info = {
@@ -419,10 +441,18 @@ def single_step_inverse(pedigree, genotypes_or_G, *, tuning: str | None = "mean"
         "logdet": logdet_h,
         "diag": hdiag,
         "genotyped": gids,
-        "settings": {"tuning": tuning, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega,
-                     "a22_inverse": method, "apy_core": None if apy_core is None else
-                     (int(apy_core) if np.ndim(apy_core) == 0 else len(apy_core)), "grm": grm},
-        "tuning_a": ta, "tuning_b": tb,
+        "settings": {
+            "tuning": tuning,
+            "alpha": alpha,
+            "beta": beta,
+            "tau": tau,
+            "omega": omega,
+            "a22_inverse": method,
+            "apy_core": None if apy_core is None else (int(apy_core) if np.ndim(apy_core) == 0 else len(apy_core)),
+            "grm": grm,
+        },
+        "tuning_a": ta,
+        "tuning_b": tb,
         "G_stats": stats,
         "n_added_founders": n_added,
         "inbreeding": Ainv.info["inbreeding"],
@@ -465,8 +495,7 @@ def _embed(Ainv: sp.csr_matrix, pos: np.ndarray, block: np.ndarray) -> sp.csr_ma
     return out
 
 
-def _mdm_diag(Ainv: sp.csr_matrix, other: np.ndarray, pos: np.ndarray, D: np.ndarray,
-              block: int = 256) -> np.ndarray:
+def _mdm_diag(Ainv: sp.csr_matrix, other: np.ndarray, pos: np.ndarray, D: np.ndarray, block: int = 256) -> np.ndarray:
     """diag(M D M') with M = −(A⁻¹₁₁)⁻¹A⁻¹₁₂, by D = USU' and k sparse solves.
 
     diag(M D M') = Σⱼ sⱼ (M uⱼ)²: the eigenvectors are taken a block at a time, so

@@ -199,9 +199,14 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             break
     log = pd.DataFrame(rows)
     if not converged:
-        warnings.warn(ConvergenceWarning(
-            f"REML did not converge in {it} iterations (last -2logL {ev.m2ll:.8f}); "
-            f"last iterations:\n{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+        warnings.warn(
+            ConvergenceWarning(
+                f"REML did not converge in {it} iterations (last -2logL {ev.m2ll:.8f}); "
+                f"last iterations:\n{log.tail(5).to_string(index=False)}",
+                log,
+            ),
+            stacklevel=3,
+        )
     return GeneralOptim(ev, it, converged, log, boundary_of(state, ev.theta))
 
 
@@ -215,7 +220,6 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
         S = s.sigma(theta[sl])
         w = np.linalg.eigvalsh(S)
         top = float(np.max(np.diag(S)))
-        if (w.max() <= 0 or w.min() <= rel * w.max()
-                or np.any(theta[sl][s.is_variance()] <= rel * top)):
+        if w.max() <= 0 or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
             out.append(name)
     return out

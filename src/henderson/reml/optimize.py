@@ -35,8 +35,7 @@ from .residual_boundary import boundary_message, residual_near_zero
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
 #: positive definite (numerically): the only errors a line search may absorb
-_LEFT_FEASIBLE_REGION = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError,
-                         ZeroDivisionError)
+_LEFT_FEASIBLE_REGION = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError, ZeroDivisionError)
 
 
 @dataclass
@@ -96,8 +95,7 @@ def _em_step(state, ev, method: str) -> np.ndarray:
     return new
 
 
-def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
-             tol: float = 1e-10) -> OptimResult:
+def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, tol: float = 1e-10) -> OptimResult:
     """Maximise the (RE)ML likelihood over σ² by AI-REML with fallbacks.
 
     Parameters
@@ -164,9 +162,14 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200,
         warnings.warn(BoundaryWarning(boundary_message(terms)), stacklevel=3)
         return OptimResult(ev, it, False, log, boundary, residual_boundary=True)
     if not converged:
-        warnings.warn(ConvergenceWarning(
-            f"REML did not converge in {max_iter} iterations (last -2logL {ev.m2ll:.8f}); "
-            f"last iterations:\n{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+        warnings.warn(
+            ConvergenceWarning(
+                f"REML did not converge in {max_iter} iterations (last -2logL {ev.m2ll:.8f}); "
+                f"last iterations:\n{log.tail(5).to_string(index=False)}",
+                log,
+            ),
+            stacklevel=3,
+        )
     return OptimResult(ev, it, converged, log, boundary)
 
 

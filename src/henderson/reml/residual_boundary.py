@@ -22,10 +22,12 @@ from ..errors import BoundaryWarning, ConvergenceWarning, ModelError
 #: σ²_e below this share of the total variance (σ²_g·mean(diag K) + σ²_e) is "zero"
 RESIDUAL_ZERO_SHARE = 1e-6
 
-MESSAGE = ("residual variance estimated at the boundary (σ²_e ≈ 0, h² = 1): {who} "
-           "{verb} all the variation in these records (e.g. means of many replicates, or a trait "
-           "computed from the genotypes). This is a boundary estimate, not a converged interior "
-           "optimum; the standard errors of the residual variance and of the shares are not available")
+MESSAGE = (
+    "residual variance estimated at the boundary (σ²_e ≈ 0, h² = 1): {who} "
+    "{verb} all the variation in these records (e.g. means of many replicates, or a trait "
+    "computed from the genotypes). This is a boundary estimate, not a converged interior "
+    "optimum; the standard errors of the residual variance and of the shares are not available"
+)
 
 
 def boundary_message(terms) -> str:
@@ -92,5 +94,6 @@ def mark_residual_boundary(result, message: str):
     vc.loc["Residual", "se"] = np.nan
     vc["ratio_se"] = np.nan
     vcov = None if result.vcov is None else np.full_like(result.vcov, np.nan)
-    return dataclasses.replace(result, variance_components=vc, converged=False, vcov=vcov,
-                               notes=tuple(result.notes) + (message,))
+    return dataclasses.replace(
+        result, variance_components=vc, converged=False, vcov=vcov, notes=tuple(result.notes) + (message,)
+    )

@@ -104,13 +104,13 @@ def _chain(spec, start, n_samples, rng, max_iter, tol):
             step *= 0.5
             new = s + step
             if np.max(np.abs(step) / s) < 1e-12:
-                raise ModelError("stochastic REML: a variance component heads to 0 (boundary); "
-                                 "fit without that term")
+                raise ModelError("stochastic REML: a variance component heads to 0 (boundary); fit without that term")
         if np.any(new[:-1] < 1e-6 * new[-1]):  # this chain's fixed point is on the boundary
             raise ModelError(
                 "stochastic REML: a variance component heads to 0 in a chain "
                 f"({dict(zip([t.name for t in spec.terms], new[:-1].round(8)))}): its Monte Carlo "
-                "noise is as large as the component; use more samples per round, or drop the term")
+                "noise is as large as the component; use more samples per round, or drop the term"
+            )
         change = float(np.max(np.abs(new - s) / s))
         s = new
         log.append([it, change, *s])
@@ -119,8 +119,9 @@ def _chain(spec, start, n_samples, rng, max_iter, tol):
     return s, max_iter, False, log
 
 
-def stochastic_reml(spec, start=None, n_samples: int = 10, chains: int = 4, seed: int = 0,
-                    max_iter: int = 500, tol: float = 1e-5) -> dict:
+def stochastic_reml(
+    spec, start=None, n_samples: int = 10, chains: int = 4, seed: int = 0, max_iter: int = 500, tol: float = 1e-5
+) -> dict:
     """MC-EM REML estimates, their Monte Carlo SEs and the log (see the module notes).
 
     Parameters
@@ -156,5 +157,11 @@ def stochastic_reml(spec, start=None, n_samples: int = 10, chains: int = 4, seed
     est_arr = np.array(est)
     names = [t.name for t in spec.terms] + ["Residual"]
     log = pd.DataFrame(rows, columns=["chain", "iteration", "change"] + [f"sigma2_{n}" for n in names])
-    return {"sigma2": est_arr.mean(axis=0), "mc_se": est_arr.std(axis=0, ddof=1) / np.sqrt(chains),
-            "iterations": its, "converged": all(conv), "log": log, "chains": est_arr}
+    return {
+        "sigma2": est_arr.mean(axis=0),
+        "mc_se": est_arr.std(axis=0, ddof=1) / np.sqrt(chains),
+        "iterations": its,
+        "converged": all(conv),
+        "log": log,
+        "chains": est_arr,
+    }

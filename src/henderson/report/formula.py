@@ -15,7 +15,7 @@ def formula_variables(formula: str) -> list[str]:
     out = []
     for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", formula):
         tok = m.group(0)
-        rest = formula[m.end():].lstrip()
+        rest = formula[m.end() :].lstrip()
         if rest.startswith("(") or tok in _FUNCS or tok.startswith("np."):
             continue
         if tok not in out:

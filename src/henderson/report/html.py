@@ -62,8 +62,9 @@ def _fmt(v, digits: int) -> str:
     return str(v)
 
 
-def table_html(frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
-               index: bool = True, max_rows: int = 200) -> str:
+def table_html(
+    frame: pd.DataFrame, caption: str | None = None, digits: int = 4, index: bool = True, max_rows: int = 200
+) -> str:
     """A DataFrame as an HTML table: numbers right-aligned with ``digits`` decimals."""
     f = frame.head(max_rows)
     cols = list(f.columns)
@@ -75,14 +76,16 @@ def table_html(frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
         for j in range(len(cols)):
             v = values[j][i]
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            cells.append(f'<td class="num">{_fmt(v, digits)}</td>' if num
-                         else f"<td>{html.escape(_fmt(v, digits))}</td>")
+            cells.append(
+                f'<td class="num">{_fmt(v, digits)}</td>' if num else f"<td>{html.escape(_fmt(v, digits))}</td>"
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    more = (f'<p class="note">First {max_rows} of {len(frame)} rows shown.</p>'
-            if len(frame) > max_rows else "")
-    return (f'<div class="tablewrap"><table>{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>{more}")
+    more = f'<p class="note">First {max_rows} of {len(frame)} rows shown.</p>' if len(frame) > max_rows else ""
+    return (
+        f'<div class="tablewrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
+    )
 
 
 class Report:
@@ -128,13 +131,13 @@ class Report:
         self.parts.append(f'<dl class="kv">{body}</dl>')
         return self
 
-    def table(self, frame: pd.DataFrame, caption: str | None = None, digits: int = 4,
-              index: bool = True, max_rows: int = 200) -> Report:
+    def table(
+        self, frame: pd.DataFrame, caption: str | None = None, digits: int = 4, index: bool = True, max_rows: int = 200
+    ) -> Report:
         self.parts.append(self._wrap(table_html(frame, caption, digits, index, max_rows)))
         return self
 
-    def image(self, png: bytes, caption: str | None = None, width: int | None = None,
-              alt: str | None = None) -> Report:
+    def image(self, png: bytes, caption: str | None = None, width: int | None = None, alt: str | None = None) -> Report:
         """An embedded PNG; ``alt`` says what the figure shows (defaults to the caption)."""
         if not (alt or caption):
             raise ValueError("a report figure needs alt text or a caption (screen readers, broken images)")
@@ -173,8 +176,8 @@ class Report:
         now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         sub = f'<div class="meta">{html.escape(self.subtitle)}</div>' if self.subtitle else ""
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body><main>"
             f"<header><h1>{html.escape(self.title)}</h1>{sub}</header>"
             + "\n".join(self.parts)

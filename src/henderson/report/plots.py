@@ -94,8 +94,10 @@ def manhattan(snp_effects: pd.DataFrame, title: str = "SNP effects") -> bytes:
         ax.scatter(np.arange(1, len(t) + 1), y, s=6, color=BLUE, linewidths=0)
         ax.set_xlabel("SNP (file order; no chromosome/position map)")
     else:
+
         def key(c):
             return (0, int(c)) if c.isdigit() else (1, c)
+
         order = sorted(set(chrom), key=key)
         x = np.zeros(len(t))
         offset, ticks = 0.0, []
@@ -167,8 +169,11 @@ def has_fixed_effects(pred: pd.DataFrame) -> bool:
     if xb is None:
         return False
     keys = [c for c in ("model", "repeat", "fold") if c in pred]
-    spread = pd.Series(xb, index=pred.index).groupby([pred[k] for k in keys] if keys else np.zeros(len(pred))).agg(
-        lambda v: np.nanmax(v) - np.nanmin(v) if np.isfinite(v).any() else 0.0)
+    spread = (
+        pd.Series(xb, index=pred.index)
+        .groupby([pred[k] for k in keys] if keys else np.zeros(len(pred)))
+        .agg(lambda v: np.nanmax(v) - np.nanmin(v) if np.isfinite(v).any() else 0.0)
+    )
     scale = max(1.0, float(np.nanmax(np.abs(xb)))) if np.isfinite(xb).any() else 1.0
     return bool((spread > 1e-9 * scale).any())
 
@@ -222,8 +227,13 @@ def ability_bars(table: pd.DataFrame, title: str = "Predictive ability") -> byte
     """
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     names = [str(i) for i in table.index]
-    ax.bar(names, table["mean"].to_numpy(float), yerr=table["sd"].to_numpy(float), capsize=4,
-           color=[PALETTE[i % len(PALETTE)] for i in range(len(names))])
+    ax.bar(
+        names,
+        table["mean"].to_numpy(float),
+        yerr=table["sd"].to_numpy(float),
+        capsize=4,
+        color=[PALETTE[i % len(PALETTE)] for i in range(len(names))],
+    )
     for i, v in enumerate(table["mean"].to_numpy(float)):
         ax.text(i, v / 2, f"{v:.3f}", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
     ax.set_ylabel("cor(observed, predicted)")

@@ -28,28 +28,35 @@ def heritability_text(res, term: str, what: str = "", label: str | None = None) 
     cov = None if res.vcov is None else np.asarray(res.vcov, dtype=float)[np.ix_([i, e], [i, e])]
     h2, h2_se = (float(v[0]) for v in ratio_table([term, "Residual"], s2[[i, e]], cov))
     label = label or f"σ²_{term}"
-    text = ("Heritability" + (f" ({term}: {what})" if what else "")
-            + f": h² = {label} / ({label} + σ²_e) = {h2:.3f}" + (f" ± {h2_se:.3f}" if np.isfinite(h2_se) else ""))
+    text = (
+        "Heritability"
+        + (f" ({term}: {what})" if what else "")
+        + f": h² = {label} / ({label} + σ²_e) = {h2:.3f}"
+        + (f" ± {h2_se:.3f}" if np.isfinite(h2_se) else "")
+    )
     others = [n for n in names if n not in (term, "Residual")]
     if others:
         r = vc.loc[term]
         denom = " + ".join([label] + [f"σ²_{o}" for o in others] + ["σ²_e"])
-        text += (f"; as a share of all variance, {label} / ({denom}) = {r['ratio']:.3f}"
-                 + (f" ± {r['ratio_se']:.3f}" if np.isfinite(r["ratio_se"]) else ""))
+        text += f"; as a share of all variance, {label} / ({denom}) = {r['ratio']:.3f}" + (
+            f" ± {r['ratio_se']:.3f}" if np.isfinite(r["ratio_se"]) else ""
+        )
     return text
 
 
 def variance_table(vc: pd.DataFrame, labels: dict | None = None) -> pd.DataFrame:
     """Variance components with SEs and shares of the total (h² for a genetic term)."""
-    t = pd.DataFrame({
-        "variance": vc["variance"].to_numpy(dtype=float),
-        "SE": vc["se"].to_numpy(dtype=float),
-        "share of total": vc["ratio"].to_numpy(dtype=float),
-        "share SE": vc["ratio_se"].to_numpy(dtype=float),
-    }, index=[(labels or {}).get(i, i) for i in vc.index])
+    t = pd.DataFrame(
+        {
+            "variance": vc["variance"].to_numpy(dtype=float),
+            "SE": vc["se"].to_numpy(dtype=float),
+            "share of total": vc["ratio"].to_numpy(dtype=float),
+            "share SE": vc["ratio_se"].to_numpy(dtype=float),
+        },
+        index=[(labels or {}).get(i, i) for i in vc.index],
+    )
     if "levels" in vc:  # ints (right-aligned like the numbers), blank for the residual
-        t["levels"] = pd.Series([int(v) if pd.notna(v) else None for v in vc["levels"]], index=t.index,
-                                dtype=object)
+        t["levels"] = pd.Series([int(v) if pd.notna(v) else None for v in vc["levels"]], index=t.index, dtype=object)
     if "boundary" in vc and vc["boundary"].astype(bool).any():
         t["at zero"] = vc["boundary"].astype(bool).to_numpy()
     t.index.name = "term"
@@ -75,8 +82,15 @@ def ranking_table(bv: pd.DataFrame, n: int = 20, value: str = "value") -> pd.Dat
     return t
 
 
-def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[str] | None = None,
-            genetic_terms: dict | None = None, top: int = 20) -> None:
+def add_fit(
+    report: Report,
+    res,
+    data: pd.DataFrame,
+    formula: str,
+    groups: list[str] | None = None,
+    genetic_terms: dict | None = None,
+    top: int = 20,
+) -> None:
     """Sections of a general mixed-model fit.
 
     The data section draws the response, the records per level of every factor of the
@@ -100,30 +114,39 @@ def add_fit(report: Report, res, data: pd.DataFrame, formula: str, groups: list[
 def _add_structures(report: Report, res) -> None:
     report.section("Covariance structures")
     vc = res.variance_components
-    report.table(vc[["term", "type", "estimate", "se"]],
-                 caption="Covariance parameters (SE from the inverse average information)")
+    report.table(
+        vc[["term", "type", "estimate", "se"]],
+        caption="Covariance parameters (SE from the inverse average information)",
+    )
     for term, S in res.covariances.items():
         report.start_grid()
         report.table(S, caption=f"Covariance matrix of {term}", digits=4)
         if S.shape[0] > 1 and term != "Residual":
-            report.image(plots.correlation_heatmap(res.correlations[term], f"Correlations: {term}"),
-                         caption=f"Correlations between the components of {term}",
-                         alt=f"Heat map of the correlations of {term}")
+            report.image(
+                plots.correlation_heatmap(res.correlations[term], f"Correlations: {term}"),
+                caption=f"Correlations between the components of {term}",
+                alt=f"Heat map of the correlations of {term}",
+            )
         report.end_grid()
     if res.derived is not None and len(res.derived):
         report.table(res.derived, caption="Correlations and variance ratios (delta-method SE)", digits=4)
     for term, fa in res.factor_analytic.items():
         tab = fa["loadings"].copy()
         tab["specific variance"] = fa["specific"]
-        report.table(tab, caption=f"Factor-analytic {term}: loadings and specific variances; % of variance: "
-                     + ", ".join(f"{k} {v:.1f}%" for k, v in fa["variance_explained"].items()), digits=4)
+        report.table(
+            tab,
+            caption=f"Factor-analytic {term}: loadings and specific variances; % of variance: "
+            + ", ".join(f"{k} {v:.1f}%" for k, v in fa["variance_explained"].items()),
+            digits=4,
+        )
 
 
 def _add_variances(report: Report, res, genetic_terms: dict) -> None:
     report.section("Variance components")
-    report.table(variance_table(res.variance_components),
-                 caption="Variance components (SE from the inverse average information); "
-                         "share = σ²/Σσ² with delta-method SE")
+    report.table(
+        variance_table(res.variance_components),
+        caption="Variance components (SE from the inverse average information); share = σ²/Σσ² with delta-method SE",
+    )
     for term, what in genetic_terms.items():
         if term in res.variance_components.index:
             report.callout(heritability_text(res, term, what))
@@ -141,46 +164,72 @@ def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_term
     single = []
     report.start_grid()
     if response in used:
-        report.image(plots.histogram(used[response], f"Response: {response}", response),
-                     caption=f"{response}: the {len(used):,} records used{out_note}",
-                     alt=f"Histogram of the response {response}")
+        report.image(
+            plots.histogram(used[response], f"Response: {response}", response),
+            caption=f"{response}: the {len(used):,} records used{out_note}",
+            alt=f"Histogram of the response {response}",
+        )
     for g in factors:  # every factor of the formula, fixed and random
         counts = used[g].dropna().astype(str).value_counts()
         if len(counts) and counts.max() == 1:  # a bar of height one per level says nothing
             single.append(f"{g} ({len(counts):,} levels)")
             continue
         kind = "random" if g in (groups or ()) else "fixed"
-        report.image(plots.level_counts(counts, g),
-                     caption=f"Records per level of {g} ({kind}; {len(counts)} levels) in the {len(used):,} records used",
-                     alt=f"Bar chart or histogram of the number of records per level of {g}")
+        report.image(
+            plots.level_counts(counts, g),
+            caption=f"Records per level of {g} ({kind}; {len(counts)} levels) in the {len(used):,} records used",
+            alt=f"Bar chart or histogram of the number of records per level of {g}",
+        )
     for v in numeric:
-        report.image(plots.histogram(used[v], f"Covariate: {v}", v, color=plots.GREY),
-                     caption=f"Covariate {v}: the {len(used):,} records used",
-                     alt=f"Histogram of the covariate {v}")
+        report.image(
+            plots.histogram(used[v], f"Covariate: {v}", v, color=plots.GREY),
+            caption=f"Covariate {v}: the {len(used):,} records used",
+            alt=f"Histogram of the covariate {v}",
+        )
     report.end_grid()
     if single:
         report.text("One record per level (no plot): " + ", ".join(single) + ".", cls="note")
 
     for term, tab in res.blups.items():
         report.section(f"Predictions of {term}" + (" (breeding values)" if term in genetic_terms else " (BLUPs)"))
-        ids = (tab.index.map(lambda t: f"{t[0]} [{t[1]}]") if isinstance(tab.index, pd.MultiIndex)
-               else tab.index.astype(str))
-        bv = pd.DataFrame({"id": ids, "value": tab["blup"].to_numpy(),
-                           "PEV": tab["pev"].to_numpy(), "reliability": tab["reliability"].to_numpy(),
-                           "records": tab["n_records"].to_numpy()})
+        ids = (
+            tab.index.map(lambda t: f"{t[0]} [{t[1]}]")
+            if isinstance(tab.index, pd.MultiIndex)
+            else tab.index.astype(str)
+        )
+        bv = pd.DataFrame(
+            {
+                "id": ids,
+                "value": tab["blup"].to_numpy(),
+                "PEV": tab["pev"].to_numpy(),
+                "reliability": tab["reliability"].to_numpy(),
+                "records": tab["n_records"].to_numpy(),
+            }
+        )
         report.start_grid()
         report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv)} levels")
         if len(bv) > MIN_HISTOGRAM:  # the table already shows every one of a few values
-            report.image(plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE),
-                         caption=f"Distribution of the {len(bv)} BLUPs of {term}",
-                         alt=f"Histogram of the predicted values (BLUPs) of {term}")
+            report.image(
+                plots.histogram(bv["value"], f"BLUPs of {term}", "predicted value", color=plots.ORANGE),
+                caption=f"Distribution of the {len(bv)} BLUPs of {term}",
+                alt=f"Histogram of the predicted values (BLUPs) of {term}",
+            )
         report.end_grid()
         report.text(RANKING_NOTE, cls="note")
 
 
-def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None,
-                snp_effects: pd.DataFrame | None = None, top: int = 20, relationship_note: str = "",
-                g_note: str = "") -> None:
+def add_genetic(
+    report: Report,
+    est,
+    kind: str,
+    trait: str,
+    y: pd.Series,
+    G=None,
+    snp_effects: pd.DataFrame | None = None,
+    top: int = 20,
+    relationship_note: str = "",
+    g_note: str = "",
+) -> None:
     """Sections of a GBLUP / SNP-BLUP / pedigree-BLUP fit.
 
     ``G`` (a Relationship or array) draws the distribution of its diagonal and
@@ -196,8 +245,10 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
         report.callout(n, warn=("dropped" in n or "boundary" in n))
     report.section("Variance components and heritability")
     labels = {"id": "σ²_β (per SNP)" if kind == "SNP-BLUP" else "genetic (id)"}
-    report.table(variance_table(res.variance_components, labels),
-                 caption="Variance components (SE from the inverse average information)")
+    report.table(
+        variance_table(res.variance_components, labels),
+        caption="Variance components (SE from the inverse average information)",
+    )
     extra = ""
     if kind == "SNP-BLUP":
         extra = f"; σ²_g = 2Σpq·σ²_β = {est.sigma2_g_:.4g}"
@@ -220,38 +271,50 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
     if n_unused > 0:
         cap += f" ({n_unused:,} records dropped: their ids are not in the relationship matrix)"
     report.start_grid()
-    report.image(plots.histogram(y_used, f"Phenotype: {trait}", trait), caption=cap,
-                 alt=f"Histogram of the phenotype {trait}")
+    report.image(
+        plots.histogram(y_used, f"Phenotype: {trait}", trait), caption=cap, alt=f"Histogram of the phenotype {trait}"
+    )
     report.end_grid()
 
     report.section("Breeding values")
     g = est.gebv_
-    bv = pd.DataFrame({"id": g.index.astype(str), "value": g.iloc[:, 0].to_numpy(), "PEV": g["pev"].to_numpy(),
-                       "reliability": g["reliability"].to_numpy(), "records": g["n_records"].to_numpy()})
+    bv = pd.DataFrame(
+        {
+            "id": g.index.astype(str),
+            "value": g.iloc[:, 0].to_numpy(),
+            "PEV": g["pev"].to_numpy(),
+            "reliability": g["reliability"].to_numpy(),
+            "records": g["n_records"].to_numpy(),
+        }
+    )
     who = "animals in the pedigree" if kind == "pedigree BLUP" else "individuals"
     report.start_grid()
     report.table(ranking_table(bv, top), caption=f"Top {min(top, len(bv))} of {len(bv):,} {who}")
     ebv = "GEBV" if kind != "pedigree BLUP" else "EBV"
     if len(bv) > MIN_HISTOGRAM:
-        report.image(plots.histogram(bv["value"], "Breeding values", ebv, color=plots.ORANGE),
-                     caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
-                     alt=f"Histogram of the predicted breeding values ({ebv})")
+        report.image(
+            plots.histogram(bv["value"], "Breeding values", ebv, color=plots.ORANGE),
+            caption=f"Distribution of the {len(bv):,} {ebv}s ({n_ind:,} with records)",
+            alt=f"Histogram of the predicted breeding values ({ebv})",
+        )
     report.end_grid()
     report.text(RANKING_NOTE, cls="note")
 
     if snp_effects is not None:
         report.section("SNP effects")
-        report.image(plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
-                     caption="Absolute SNP effects by chromosome and position "
-                             "(file order when the genotypes carry no map)",
-                     alt="Manhattan-style plot of the absolute SNP effects along the genome")
+        report.image(
+            plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
+            caption="Absolute SNP effects by chromosome and position (file order when the genotypes carry no map)",
+            alt="Manhattan-style plot of the absolute SNP effects along the genome",
+        )
         top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
         cols = [c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]
         if _unmapped(snp_effects):  # chromosome 0 / position 0 everywhere says nothing
             cols = [c for c in cols if c not in ("chrom", "pos")]
         report.table(top_snps[cols], caption="Largest 10 |effects|", index=False, digits=5)
-        report.text("freq: frequency of the counted allele; effect: per copy of that allele, in trait units.",
-                    cls="note")
+        report.text(
+            "freq: frequency of the counted allele; effect: per copy of that allele, in trait units.", cls="note"
+        )
     if G is not None or g_note:
         report.section("Relationship matrix")
         if g_note:
@@ -259,9 +322,11 @@ def add_genetic(report: Report, est, kind: str, trait: str, y: pd.Series, G=None
     if G is not None:
         M = G.dense() if hasattr(G, "dense") else np.asarray(G)
         name = getattr(G, "kind", "G")
-        report.image(plots.g_distribution(M, f"{name}: {M.shape[0]:,} individuals"),
-                     caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships",
-                     alt=f"Histograms of the diagonal and off-diagonal elements of {name}")
+        report.image(
+            plots.g_distribution(M, f"{name}: {M.shape[0]:,} individuals"),
+            caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships",
+            alt=f"Histograms of the diagonal and off-diagonal elements of {name}",
+        )
 
 
 def _unmapped(snps: pd.DataFrame) -> bool:
@@ -271,10 +336,12 @@ def _unmapped(snps: pd.DataFrame) -> bool:
 
 
 #: What the columns of a ranking table mean (shown under it).
-RANKING_NOTE = ("value: predicted (breeding) value in trait units; PEV: prediction error variance, in "
-                "squared trait units; reliability = 1 − PEV/(σ²·K_ii), K_ii the diagonal of the term's "
-                "relationship matrix (1 for independent levels); records: phenotypic records "
-                "of the individual (0 = predicted through relationships only).")
+RANKING_NOTE = (
+    "value: predicted (breeding) value in trait units; PEV: prediction error variance, in "
+    "squared trait units; reliability = 1 − PEV/(σ²·K_ii), K_ii the diagonal of the term's "
+    "relationship matrix (1 for independent levels); records: phenotypic records "
+    "of the individual (0 = predicted through relationships only)."
+)
 
 
 def _fold_key(v):
@@ -284,9 +351,15 @@ def _fold_key(v):
         return (1, 0.0, str(v))
 
 
-def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame,
-           summary: pd.DataFrame | None = None, title: str = "Cross-validation", note: str = "",
-           settings: dict | None = None) -> None:
+def add_cv(
+    report: Report,
+    predictions: pd.DataFrame,
+    fold_metrics: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
+    title: str = "Cross-validation",
+    note: str = "",
+    settings: dict | None = None,
+) -> None:
     """Sections of a cross-validation: settings, summary, observed vs predicted, per-fold table."""
     report.section(title)
     if settings:
@@ -299,24 +372,33 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
     fm = fm.assign(_k=fm["fold"].map(_fold_key)).sort_values(["repeat", "_k"], kind="stable").drop(columns="_k")
     report.start_grid()
     if summary is not None and len(summary):
-        report.table(summary, caption="Predictive ability r = cor(observed, predicted BV), "
-                                      "mean over folds (and repeats)")
+        report.table(
+            summary, caption="Predictive ability r = cor(observed, predicted BV), mean over folds (and repeats)"
+        )
     if "r" in fm and fm["model"].nunique() > 1:  # one bar repeats the table
         pa = fm.groupby("model", sort=False)["r"].agg(["mean", "std"])
         pa.columns = ["mean", "sd"]
-        report.image(plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"), width=420,
-                     caption="Predictive ability per model: mean over folds, error bars ± 1 sd",
-                     alt="Bar chart of the mean predictive ability of each model with ± sd error bars")
+        report.image(
+            plots.ability_bars(pa, "Predictive ability r (mean ± sd over folds)"),
+            width=420,
+            caption="Predictive ability per model: mean over folds, error bars ± 1 sd",
+            alt="Bar chart of the mean predictive ability of each model with ± sd error bars",
+        )
     report.end_grid()
     corrected = plots.has_fixed_effects(predictions)
     what = "phenotype corrected for fixed effects" if corrected else "observed phenotype"
-    report.image(plots.observed_vs_predicted(predictions, f"{what[:1].upper() + what[1:]} vs out-of-fold prediction"),
-                 alt=f"Scatter plots of the {what} against the out-of-fold predicted breeding value",
-                 caption="Each point is an individual predicted without its own phenotype (first repeat); "
-                         "line: least-squares fit"
-                         + ("; y axis: observed − Xβ̂, the fixed effects estimated in the fold's training "
-                            "set, so that only the genetic part is compared with the prediction"
-                            if corrected else ""))
+    report.image(
+        plots.observed_vs_predicted(predictions, f"{what[:1].upper() + what[1:]} vs out-of-fold prediction"),
+        alt=f"Scatter plots of the {what} against the out-of-fold predicted breeding value",
+        caption="Each point is an individual predicted without its own phenotype (first repeat); "
+        "line: least-squares fit"
+        + (
+            "; y axis: observed − Xβ̂, the fixed effects estimated in the fold's training "
+            "set, so that only the genetic part is compared with the prediction"
+            if corrected
+            else ""
+        ),
+    )
     models = list(dict.fromkeys(fm["model"]))
     if len(models) > 1 and "r" in fm:
         keys = ["repeat", "fold"] if fm["repeat"].nunique() > 1 else ["fold"]
@@ -325,11 +407,30 @@ def add_cv(report: Report, predictions: pd.DataFrame, fold_metrics: pd.DataFrame
         wide.columns = [f"{v} {m}" for v, m in wide.columns]
         n_test = fm.groupby(keys, sort=False)["n_test"].first()
         wide.insert(0, "n_test", n_test.reindex(wide.index).astype(int).to_numpy())
-        report.table(wide, caption="Per fold: predictive ability r = cor(observed, predicted BV) and "
-                                   "slope of observed on predicted (all metrics in cv_metrics.csv)")
+        report.table(
+            wide,
+            caption="Per fold: predictive ability r = cor(observed, predicted BV) and "
+            "slope of observed on predicted (all metrics in cv_metrics.csv)",
+        )
     else:
-        cols = [c for c in ("repeat", "fold", "n_train", "n_test", "r", "accuracy", "slope", "mse",
-                            "spearman", "top_overlap", "sigma2_g", "h2") if c in fm]
+        cols = [
+            c
+            for c in (
+                "repeat",
+                "fold",
+                "n_train",
+                "n_test",
+                "r",
+                "accuracy",
+                "slope",
+                "mse",
+                "spearman",
+                "top_overlap",
+                "sigma2_g",
+                "h2",
+            )
+            if c in fm
+        ]
         if fm["repeat"].nunique() <= 1:
             cols.remove("repeat")
         report.table(fm[cols], caption="Per-fold metrics (all in cv_metrics.csv)", index=False, max_rows=400)
@@ -385,14 +486,18 @@ def add_pedigree_summary(report: Report, ped, F: pd.Series | None = None, phenot
     report.html(f"<div>{_kv_html({k: show(k, v) for k, v in info.items()})}</div>")
     gen = pd.Series(np.asarray(ped.generation)).value_counts().sort_index()
     if len(gen) > 1:
-        report.table(pd.DataFrame({"animals": gen.to_numpy()}, index=pd.Index(gen.index, name="generation")),
-                     caption="Animals per generation (0: both parents unknown)")
+        report.table(
+            pd.DataFrame({"animals": gen.to_numpy()}, index=pd.Index(gen.index, name="generation")),
+            caption="Animals per generation (0: both parents unknown)",
+        )
     Fi = F[F > 0]
     if len(Fi) > MIN_HISTOGRAM:
-        report.image(plots.histogram(Fi, "Inbreeding of the inbred animals", "F", color=plots.GREY),
-                     caption=f"Inbreeding coefficients of the {len(Fi):,} inbred animals "
-                             f"({info['animals'] - len(Fi):,} have F = 0)",
-                     alt="Histogram of the inbreeding coefficients of the inbred animals")
+        report.image(
+            plots.histogram(Fi, "Inbreeding of the inbred animals", "F", color=plots.GREY),
+            caption=f"Inbreeding coefficients of the {len(Fi):,} inbred animals "
+            f"({info['animals'] - len(Fi):,} have F = 0)",
+            alt="Histogram of the inbreeding coefficients of the inbred animals",
+        )
     report.end_grid()
 
 
@@ -423,7 +528,7 @@ def genotype_summary(geno) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         "lowest individual call rate": float(ind["call_rate"].min()),
         "monomorphic SNPs": int(snp["monomorphic"].sum()),
         "SNPs with MAF < 0.01 / < 0.05": f"{int(((snp['maf'] < 0.01) & ~snp['monomorphic']).sum()):,} / "
-                                         f"{int(((snp['maf'] < 0.05) & ~snp['monomorphic']).sum()):,}",
+        f"{int(((snp['maf'] < 0.05) & ~snp['monomorphic']).sum()):,}",
     }
     return counts, snp, ind
 
@@ -433,16 +538,23 @@ def add_genotype_qc(report: Report, geno, used_note: str = "") -> None:
     counts, snp, ind = genotype_summary(geno)
     report.section("Genotype quality")
     report.start_grid()
-    report.html(f"<div>{_kv_html({k: f'{v:.4f}' if isinstance(v, float) else (f'{v:,}' if isinstance(v, int) else v) for k, v in counts.items()})}</div>")
+    report.html(
+        f"<div>{_kv_html({k: f'{v:.4f}' if isinstance(v, float) else (f'{v:,}' if isinstance(v, int) else v) for k, v in counts.items()})}</div>"
+    )
     maf = snp["maf"].dropna()
     if len(maf) > MIN_HISTOGRAM:
-        report.image(plots.histogram(maf, "Minor allele frequency", "MAF", color=plots.GREY),
-                     caption=f"Minor allele frequency of the {len(maf):,} SNPs with calls",
-                     alt="Histogram of the minor allele frequencies of the SNPs")
+        report.image(
+            plots.histogram(maf, "Minor allele frequency", "MAF", color=plots.GREY),
+            caption=f"Minor allele frequency of the {len(maf):,} SNPs with calls",
+            alt="Histogram of the minor allele frequencies of the SNPs",
+        )
     worst = ind[ind["n_missing"] > 0].sort_values("call_rate").head(10)
     if len(worst):
         report.table(worst[["call_rate", "n_missing"]], caption="Individuals with the most missing calls")
     report.end_grid()
-    report.text("call rate: share of individuals (per SNP) or SNPs (per individual) with a call. Missing "
-                "calls are mean-imputed when relationships or SNP effects are computed (centred value 0)."
-                + (" " + used_note if used_note else ""), cls="note")
+    report.text(
+        "call rate: share of individuals (per SNP) or SNPs (per individual) with a call. Missing "
+        "calls are mean-imputed when relationships or SNP effects are computed (centred value 0)."
+        + (" " + used_note if used_note else ""),
+        cls="note",
+    )

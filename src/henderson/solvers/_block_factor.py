@@ -80,7 +80,7 @@ class BlockFactor:
         one = R.ndim == 1
         if one:
             R = R[:, None]
-        R0, Rr = R[: self.q0], R[self.q0:]
+        R0, Rr = R[: self.q0], R[self.q0 :]
         xr = sla.cho_solve((self.L, True), Rr - self.E.T @ R0, check_finite=False) if self.m else Rr
         x0 = self.dinv[:, None] * R0 - self.E @ xr
         out = np.vstack([x0, xr])
@@ -101,7 +101,7 @@ class BlockFactor:
         """Block [a:b, a:b] of C⁻¹ (or of C_zz⁻¹ when ``zz``), a ≥ q0 (outside the diagonal block)."""
         if a < self.q0:
             raise ValueError("dense blocks of the eliminated diagonal term are not formed")
-        return self._s_inverse(zz)[a - self.q0: b - self.q0, a - self.q0: b - self.q0]
+        return self._s_inverse(zz)[a - self.q0 : b - self.q0, a - self.q0 : b - self.q0]
 
     def diagonal_block_inverse_diag(self, zz: bool = False) -> np.ndarray:
         """diag of the eliminated block of C⁻¹: 1/dᵢ + [Eₛ S⁻¹ Eₛ']ᵢᵢ (O(q0 m²))."""

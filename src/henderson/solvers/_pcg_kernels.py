@@ -82,6 +82,7 @@ def pedigree_sample(order, sire, dam, sd, z, out):
 # Vector steps of PCG, fused and single-threaded: a BLAS ddot that spawns threads on a
 # busy machine was measured at 15 ms per 100,000-vector here (vs 0.1 ms in a loop).
 
+
 @nb.njit(cache=True, nogil=True)
 def dot(a, b):
     acc = 0.0

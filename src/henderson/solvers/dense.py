@@ -49,18 +49,18 @@ class Evaluation:
     ``solution`` (empty when σ²ₖ = 0).
     """
 
-    sigma2: np.ndarray          # (K + 1,) term variances then residual
-    active: np.ndarray          # (K,) bool: term in the MME (σ²ₖ > 0)
-    m2ll: float                 # −2 log L (REML or ML, lme4's constants)
-    ell2: float                 # σ²ₑ · y'Py
-    solution: np.ndarray        # [û of active terms..., b̂] in ``index`` order
-    index: np.ndarray           # rows of the full MME kept at this σ²
-    spans: dict                 # term k → (a, b) slice of ``solution``
+    sigma2: np.ndarray  # (K + 1,) term variances then residual
+    active: np.ndarray  # (K,) bool: term in the MME (σ²ₖ > 0)
+    m2ll: float  # −2 log L (REML or ML, lme4's constants)
+    ell2: float  # σ²ₑ · y'Py
+    solution: np.ndarray  # [û of active terms..., b̂] in ``index`` order
+    index: np.ndarray  # rows of the full MME kept at this σ²
+    spans: dict  # term k → (a, b) slice of ``solution``
     logdet_c: float
-    residuals: np.ndarray       # ê = y − Xb̂ − Z̃û, shape (n,)
-    factor: BlockFactor         # factor of the (unscaled) C; σ²ₑC⁻¹ is the PEV matrix
+    residuals: np.ndarray  # ê = y − Xb̂ − Z̃û, shape (n,)
+    factor: BlockFactor  # factor of the (unscaled) C; σ²ₑC⁻¹ is the PEV matrix
     score: np.ndarray | None = None  # ∂ℓ/∂σ², shape (K + 1,); NaN for inactive terms
-    ai: np.ndarray | None = None     # average information, (K + 1, K + 1)
+    ai: np.ndarray | None = None  # average information, (K + 1, K + 1)
 
     @property
     def _nz(self) -> int:
@@ -266,8 +266,7 @@ class DenseMME:
         Pw = (W - np.asarray(design @ factor.solve(np.asarray(design.T @ W)))) / se
         ai = np.full((K + 1, K + 1), np.nan)
         ai[np.ix_(free, free)] = 0.5 * (W.T @ Pw)
-        return Evaluation(s, active, float(m2ll), ell2, sol, index, spans, factor.logdet, resid,
-                          factor, score, ai)
+        return Evaluation(s, active, float(m2ll), ell2, sol, index, spans, factor.logdet, resid, factor, score, ai)
 
     def trace(self, ev: Evaluation, k: int, zz: bool = False) -> float:
         """tr(Pₖ C^{kk}) (unscaled C⁻¹; C_zz⁻¹ when ``zz``), Pₖ = I or K⁻¹."""
@@ -283,7 +282,7 @@ class DenseMME:
         should re-enter the optimisation. Returns (score, ai_kk).
         """
         se = ev.sigma2[-1]
-        Zk = self.T[:, self.offsets[k]:self.offsets[k + 1]]
+        Zk = self.T[:, self.offsets[k] : self.offsets[k + 1]]
         Zk = Zk.toarray() if sp.issparse(Zk) else np.asarray(Zk)
         Tx = self._design(ev.index)
         PZ = (Zk - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ Zk)))) / se

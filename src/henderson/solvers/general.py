@@ -89,7 +89,7 @@ class GeneralMME:
             if lv.kind == "factor":
                 F = lv.factor
                 r = F.shape[1]
-                Zk = np.hstack([t.z[:, a:a + 1] * F[t.codes[:, a]] for a in range(t.size)])
+                Zk = np.hstack([t.z[:, a : a + 1] * F[t.codes[:, a]] for a in range(t.size)])
                 P, ld = None, 0.0
             else:
                 r = t.q
@@ -111,9 +111,11 @@ class GeneralMME:
         self.m = self.W.shape[1]
         res = spec.residual
         if res.unit is not None or res.structure.kind not in ("scalar", "diag"):
-            raise ModelError("the dense general engine fits diagonal residuals (scalar, by group, "
-                             "weighted); a residual covariance across the traits of a unit is not "
-                             "implemented here")
+            raise ModelError(
+                "the dense general engine fits diagonal residuals (scalar, by group, "
+                "weighted); a residual covariance across the traits of a unit is not "
+                "implemented here"
+            )
         w = res.weights if res.weights is not None else np.ones(n)
         self.w = w
         self.sum_logw = float(np.log(w).sum())
@@ -132,9 +134,9 @@ class GeneralMME:
             Wg = self.W[idx]
             wg = w[idx]
             yg = spec.y[idx]
-            self.groups.append(dict(
-                idx=idx, n=len(idx), M=Wg.T @ (wg[:, None] * Wg), Wy=Wg.T @ (wg * yg),
-                yy=float(wg @ (yg * yg))))
+            self.groups.append(
+                dict(idx=idx, n=len(idx), M=Wg.T @ (wg[:, None] * Wg), Wy=Wg.T @ (wg * yg), yy=float(wg @ (yg * yg)))
+            )
 
     # -- θ helpers ------------------------------------------------------------------
     def start(self) -> np.ndarray:
@@ -149,8 +151,9 @@ class GeneralMME:
         for k, t in enumerate(self.spec.terms):
             kd = float(np.nanmean(t.level.k_diag)) if t.level.k_diag is not None else 1.0
             kd = kd if np.isfinite(kd) and kd > 0 else 1.0
-            z2 = np.array([np.mean(t.z[t.z[:, a] != 0, a] ** 2) if np.any(t.z[:, a] != 0) else 1.0
-                           for a in range(t.size)])
+            z2 = np.array(
+                [np.mean(t.z[t.z[:, a] != 0, a] ** 2) if np.any(t.z[:, a] != 0) else 1.0 for a in range(t.size)]
+            )
             theta[self.slices[k]] = t.structure.start(share / (z2 * kd))
         theta[self.slices[-1]] = share
         return theta
@@ -207,7 +210,7 @@ class GeneralMME:
                 blk = C[a:b, a:b]
                 for i in range(t.size):
                     for j in range(t.size):
-                        blk[i * r:(i + 1) * r, j * r:(j + 1) * r][np.diag_indices(r)] += Si[i, j]
+                        blk[i * r : (i + 1) * r, j * r : (j + 1) * r][np.diag_indices(r)] += Si[i, j]
             else:
                 C[a:b, a:b] += np.kron(Si, P)
             logdet_g += r * 2.0 * np.log(np.diag(Ls)).sum() + t.size * self.logdet_k[k]
@@ -216,7 +219,8 @@ class GeneralMME:
         except np.linalg.LinAlgError as exc:
             raise NotPositiveDefiniteError(
                 "the mixed model equations are not positive definite: a fixed effect confounded "
-                "with a random term, or a covariance that is not positive definite") from exc
+                "with a random term, or a covariance that is not positive definite"
+            ) from exc
         sol = sla.cho_solve((L, True), rhs, check_finite=False)
         ypy = max(yRy - float(sol @ rhs), 0.0)
         ld = np.log(np.diag(L))
@@ -247,7 +251,7 @@ class GeneralMME:
         for k, t in enumerate(spec.terms):
             r, S = self.ranks[k], t.size
             a, b = self.offsets[k], self.offsets[k + 1]
-            U = sol[a:b].reshape(S, r).T                     # r × S
+            U = sol[a:b].reshape(S, r).T  # r × S
             P = self.penalties[k]
             Q = U.T @ U if P is None else U.T @ P @ U
             Ck = cuse[a:b, a:b].reshape(S, r, S, r)
@@ -273,7 +277,7 @@ class GeneralMME:
             sg = rs[g]
             new_r[g] = (ede + tr) / G["n"]
             j = rsl.start + (g if len(self.groups) > 1 else 0)
-            score[j] += -0.5 * (G["n"] / sg - (tr + ede) / sg ** 2)
+            score[j] += -0.5 * (G["n"] / sg - (tr + ede) / sg**2)
             work[idx, j] += resid[idx] / sg
         em["residual"] = new_r if len(self.groups) > 1 else np.array([new_r[0]])
         Wu = self.W[:, :mu]
@@ -294,8 +298,9 @@ class GeneralMME:
         if t.level.kind == "factor":
             F = t.level.factor
             U = F @ V
-            pev = np.column_stack([np.einsum("ij,ij->i", F @ C[i * r:(i + 1) * r, i * r:(i + 1) * r], F)
-                                   for i in range(S)])
+            pev = np.column_stack(
+                [np.einsum("ij,ij->i", F @ C[i * r : (i + 1) * r, i * r : (i + 1) * r], F) for i in range(S)]
+            )
         else:
             U = V
             pev = np.diag(C).reshape(S, r).T.copy()
@@ -303,4 +308,4 @@ class GeneralMME:
 
     def fixed(self, ev: GeneralEvaluation) -> tuple[np.ndarray, np.ndarray]:
         """b̂ and Var(b̂) = the fixed block of C⁻¹."""
-        return ev.solution[self.mz:], ev.cinv[self.mz:, self.mz:]
+        return ev.solution[self.mz :], ev.cinv[self.mz :, self.mz :]

@@ -30,8 +30,11 @@ def confounded_error(names: list[str], *, detail: str = "") -> ModelError:
     """The error for components that cannot be separated (``names`` may hold 'Residual')."""
     terms = [f"'{n}'" for n in names if n != "Residual"]
     listed = ", ".join(terms) + (" and the residual" if "Residual" in names else "")
-    what = "the random effect and the residual are" if len(terms) == 1 and "Residual" in names \
+    what = (
+        "the random effect and the residual are"
+        if len(terms) == 1 and "Residual" in names
         else "these variance components are"
+    )
     return ModelError(
         f"the variance components of {listed} are not identifiable from these data"
         + (f": {detail}" if detail else "")
@@ -82,7 +85,8 @@ def simple_confounding(spec) -> None:
             raise confounded_error(
                 [t.name, "Residual"],
                 detail=f"each of the {t.q} levels of {t.name!r} has exactly one record and its "
-                       "covariance is the identity, so Z K Z' = I, the residual's own structure")
+                "covariance is the identity, so Z K Z' = I, the residual's own structure",
+            )
 
 
 def check_dense(state) -> None:
@@ -120,8 +124,8 @@ def check_dense(state) -> None:
         involved = [names[a] for a in range(m) if v[a] > 1e-3]
         raise confounded_error(
             involved,
-            detail="after removing the fixed effects their covariance structures Z K Z' are "
-                   "linearly dependent")
+            detail="after removing the fixed effects their covariance structures Z K Z' are linearly dependent",
+        )
 
 
 def dense_gram(state):
@@ -138,7 +142,7 @@ def dense_gram(state):
     W = sla.inv(R[np.ix_(xr, xr)], assume_a="pos") if p else np.zeros((0, 0))
 
     def rows(k):
-        return pos[off[k]:off[k + 1]]
+        return pos[off[k] : off[k + 1]]
 
     def block(k, j):  # R_kj for two terms outside the diagonal one, dense
         a, b = rows(k), rows(j)
@@ -185,14 +189,14 @@ def dense_gram(state):
 
 def _diag_term_cross(state, j, W, xr, chunk: int = 4096) -> float:
     """‖R₀ⱼ‖²_F for the diagonal term 0 and term j, in row chunks of the q0 rows."""
-    b = state.pos[state.offsets[j]:state.offsets[j + 1]]
+    b = state.pos[state.offsets[j] : state.offsets[j + 1]]
     B0, R = state.B0, state.R
     right = W @ R[np.ix_(xr, b)] if len(xr) else None
     total = 0.0
     for r0 in range(0, B0.shape[0], chunk):
-        blk = B0[r0:r0 + chunk][:, b]
+        blk = B0[r0 : r0 + chunk][:, b]
         if right is not None:
-            blk = blk - B0[r0:r0 + chunk][:, xr] @ right
+            blk = blk - B0[r0 : r0 + chunk][:, xr] @ right
         total += float(np.sum(blk**2))
     return total
 
@@ -230,5 +234,6 @@ def check_spectral(solver, name: str, method: str) -> None:
         raise confounded_error(
             [name, "Residual"],
             detail=f"the covariance Z K Z' of {name!r} over the records is a multiple of the identity"
-                   + (" once the fixed effects are removed" if method == "reml" else "")
-                   + " (e.g. one record per level and K = I)")
+            + (" once the fixed effects are removed" if method == "reml" else "")
+            + " (e.g. one record per level and K = I)",
+        )

@@ -57,8 +57,9 @@ def sparse_inverse(K_factor: np.ndarray):
         return None
     r, c, v = rows[kept], cols[kept], vals[kept]
     off = r != c
-    P = sp.csc_matrix((np.concatenate([v, v[off]]), (np.concatenate([r, c[off]]),
-                                                      np.concatenate([c, r[off]]))), shape=(q, q))
+    P = sp.csc_matrix(
+        (np.concatenate([v, v[off]]), (np.concatenate([r, c[off]]), np.concatenate([c, r[off]]))), shape=(q, q)
+    )
     logdet_k = 2.0 * float(np.log(np.diag(K_factor)).sum())
     return P, logdet_k
 

@@ -48,16 +48,18 @@ def check_memory(spec, kind: str, available: int | None = None) -> None:
     have = available_bytes() if available is None else available
     if need <= FRACTION * have:
         return
-    what = ("the spectral decomposition (one dense kernel)" if kind == "spectral"
-            else "the dense mixed model equations")
+    what = "the spectral decomposition (one dense kernel)" if kind == "spectral" else "the dense mixed model equations"
     sparse_ok = kind == "dense" and not any(t.kind == "factor" for t in spec.terms)
-    hint = ("use solver='sparse' (its memory is bounded by the sparse Cholesky factor), or "
-            if sparse_ok else
-            "give a sparse K⁻¹ (cov_inverse=, e.g. a pedigree A⁻¹) for solver='sparse', or ")
+    hint = (
+        "use solver='sparse' (its memory is bounded by the sparse Cholesky factor), or "
+        if sparse_ok
+        else "give a sparse K⁻¹ (cov_inverse=, e.g. a pedigree A⁻¹) for solver='sparse', or "
+    )
     raise InsufficientMemoryError(
         f"{what} need about {_gib(need)} of memory, but {_gib(have)} is available: {hint}"
         "the iterative solver: fit(..., solver='pcg', sigma2=[...]) solves the MME without "
-        "forming them (docs/scaling.md).")
+        "forming them (docs/scaling.md)."
+    )
 
 
 def dense_mme_bytes(spec) -> int:

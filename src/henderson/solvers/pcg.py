@@ -123,7 +123,9 @@ class PCGMME:
         self.nz, self.m, self.n_levels = pos, pos + self.p, lpos
         self.codes = np.ascontiguousarray(
             np.column_stack([spec.terms[k].codes for k in self.terms]).astype(np.int64)
-            if self.terms else np.empty((self.n, 0), np.int64))
+            if self.terms
+            else np.empty((self.n, 0), np.int64)
+        )
         self.level_offsets = np.array([self.level_spans[k][0] for k in self.terms], dtype=np.int64)
         # x[:nz] is the level vector itself unless a dense K is refitted as u = Fv
         self._direct_levels = all(spec.terms[k].kind != "factor" for k in self.terms)
@@ -133,13 +135,16 @@ class PCGMME:
             if t.kind == "inverse":
                 P = sp.csr_matrix(t.penalty) if sp.issparse(t.penalty) else sp.csr_matrix(np.asarray(t.penalty))
                 P.sum_duplicates()
-                self._penalties[k] = (P.indptr.astype(np.int64), P.indices.astype(np.int64),
-                                      P.data.astype(np.float64), P.diagonal())
+                self._penalties[k] = (
+                    P.indptr.astype(np.int64),
+                    P.indices.astype(np.int64),
+                    P.data.astype(np.float64),
+                    P.diagonal(),
+                )
         self._t = np.empty(self.n)
         self._ls = np.empty(self.n_levels)
         self._xt = np.empty(self.p)
-        self.counts = {k: np.bincount(spec.terms[k].codes, minlength=spec.terms[k].q).astype(float)
-                       for k in self.terms}
+        self.counts = {k: np.bincount(spec.terms[k].codes, minlength=spec.terms[k].q).astype(float) for k in self.terms}
         self._check_definite()
         self._build_preconditioner()
 
@@ -159,21 +164,28 @@ class PCGMME:
     def apply_t(self, x: np.ndarray) -> np.ndarray:
         """T x, shape (n,): the fitted values Xb + Σ Z̃ₖuₖ of an equation vector x."""
         out = np.empty(self.n)
-        kern.forward(self.X, self.codes, self.level_offsets, np.ascontiguousarray(self._levels(x)),
-                     np.ascontiguousarray(x[self.nz:]), out)
+        kern.forward(
+            self.X,
+            self.codes,
+            self.level_offsets,
+            np.ascontiguousarray(self._levels(x)),
+            np.ascontiguousarray(x[self.nz :]),
+            out,
+        )
         return out
 
     def apply_tt(self, t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """T't, shape (m,)."""
         out = np.empty(self.m) if out is None else out
-        kern.adjoint(self.X, self.codes, self.level_offsets, np.ascontiguousarray(t, dtype=np.float64),
-                     self._ls, self._xt)
+        kern.adjoint(
+            self.X, self.codes, self.level_offsets, np.ascontiguousarray(t, dtype=np.float64), self._ls, self._xt
+        )
         for k in self.terms:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t_k = self.spec.terms[k]
             out[a:b] = t_k.factor.T @ self._ls[la:lb] if t_k.kind == "factor" else self._ls[la:lb]
-        out[self.nz:] = self._xt
+        out[self.nz :] = self._xt
         return out
 
     def rhs(self, y: np.ndarray | None = None) -> np.ndarray:
@@ -182,8 +194,14 @@ class PCGMME:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """C x = T'(T x) + ⊕ λₖPₖxₖ, shape (m,)."""
-        kern.forward(self.X, self.codes, self.level_offsets, np.ascontiguousarray(self._levels(x)),
-                     np.ascontiguousarray(x[self.nz:]), self._t)
+        kern.forward(
+            self.X,
+            self.codes,
+            self.level_offsets,
+            np.ascontiguousarray(self._levels(x)),
+            np.ascontiguousarray(x[self.nz :]),
+            self._t,
+        )
         out = self.apply_tt(self._t)
         for k in self.terms:
             a, b = self.spans[k]
@@ -208,8 +226,13 @@ class PCGMME:
                 bad = _first_dependent_column(XtX)
                 raise NotPositiveDefiniteError(
                     f"the mixed model equations are singular: fixed-effect column {names[bad]!r} "
-                    + ("has no records (all zeros)" if XtX[bad, bad] == 0 else
-                       "is confounded with the columns before it") + "; drop or merge it") from None
+                    + (
+                        "has no records (all zeros)"
+                        if XtX[bad, bad] == 0
+                        else "is confounded with the columns before it"
+                    )
+                    + "; drop or merge it"
+                ) from None
         for k in self.terms:
             t = self.spec.terms[k]
             if k not in self._penalties:
@@ -219,11 +242,15 @@ class PCGMME:
             if bad.any():
                 ids = t.levels[bad]
                 none = bad & (self.counts[k] == 0)
-                why = ("have no records and no relationships (zero diagonal in K⁻¹)" if none[bad].all()
-                       else "have a diagonal of K⁻¹ that is not positive")
+                why = (
+                    "have no records and no relationships (zero diagonal in K⁻¹)"
+                    if none[bad].all()
+                    else "have a diagonal of K⁻¹ that is not positive"
+                )
                 raise NotPositiveDefiniteError(
                     f"the mixed model equations are singular: {int(bad.sum())} level(s) of {t.name!r} "
-                    f"{why}: {format_ids(ids)}")
+                    f"{why}: {format_ids(ids)}"
+                )
 
     def _build_preconditioner(self) -> None:
         """Per-level blocks over terms sharing level ids ("block"), or diag(C) ("jacobi")."""
@@ -236,9 +263,14 @@ class PCGMME:
             t = self.spec.terms[k]
             group = [k]
             if self.preconditioner == "block" and t.kind != "factor":
-                group += [j for j in self.terms if j > k and j not in done
-                          and self.spec.terms[j].kind != "factor"
-                          and np.array_equal(self.spec.terms[j].levels, t.levels)]
+                group += [
+                    j
+                    for j in self.terms
+                    if j > k
+                    and j not in done
+                    and self.spec.terms[j].kind != "factor"
+                    and np.array_equal(self.spec.terms[j].levels, t.levels)
+                ]
             done.update(group)
             diags = [self._diag_of(j) for j in group]
             if len(group) == 1:
@@ -276,18 +308,24 @@ class PCGMME:
         z = np.empty_like(r)
         z[: self.nz] = self._diag_inv * r[: self.nz]
         for group, Binv in self._groups:
-            R = np.column_stack([r[self.spans[j][0]:self.spans[j][1]] for j in group])
+            R = np.column_stack([r[self.spans[j][0] : self.spans[j][1]] for j in group])
             Z = np.einsum("qij,qj->qi", Binv, R)
             for i, j in enumerate(group):
                 a, b = self.spans[j]
                 z[a:b] = Z[:, i]
         if self.p:
-            z[self.nz:] = self._fixed_inv @ r[self.nz:]
+            z[self.nz :] = self._fixed_inv @ r[self.nz :]
         return z
 
     # -- PCG ------------------------------------------------------------------------------
-    def solve(self, r: np.ndarray | None = None, x0: np.ndarray | None = None, tol: float = TOL,
-              max_rounds: int | None = None, warn: bool = True) -> tuple[np.ndarray, PCGInfo]:
+    def solve(
+        self,
+        r: np.ndarray | None = None,
+        x0: np.ndarray | None = None,
+        tol: float = TOL,
+        max_rounds: int | None = None,
+        warn: bool = True,
+    ) -> tuple[np.ndarray, PCGInfo]:
         """Solve C x = r by PCG from ``x0`` (default 0); r defaults to T'y.
 
         Returns the solution (m,) and :class:`PCGInfo`. Not reaching ``tol`` within
@@ -331,14 +369,19 @@ class PCGMME:
             rz_new = kern.dot(res, z)
             kern.new_direction(d, z, rz_new / rz)
             rz = rz_new
-        info = PCGInfo(rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol,
-                       time.perf_counter() - t0)
+        info = PCGInfo(
+            rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol, time.perf_counter() - t0
+        )
         if not converged and warn:
-            warnings.warn(ConvergenceWarning(
-                f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
-                "the solution is not converged: raise max_rounds, or check the model for "
-                "near-confounded effects. The warning's .log holds the residual history.",
-                log=info.log()), stacklevel=2)
+            warnings.warn(
+                ConvergenceWarning(
+                    f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
+                    "the solution is not converged: raise max_rounds, or check the model for "
+                    "near-confounded effects. The warning's .log holds the residual history.",
+                    log=info.log(),
+                ),
+                stacklevel=2,
+            )
         return x, info
 
     # -- warm starts -----------------------------------------------------------------------
@@ -360,7 +403,7 @@ class PCGMME:
             a, b = self.spans[k]
             x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if t.kind == "factor" else u
         fe = previous.fixed_effects["estimate"].reindex(pd.Index(self.spec.x_names)).fillna(0.0)
-        x[self.nz:] = fe.to_numpy(dtype=float)
+        x[self.nz :] = fe.to_numpy(dtype=float)
         return x
 
     def term_values(self, x: np.ndarray, k: int) -> np.ndarray:

@@ -33,9 +33,11 @@ from . import _pcg_kernels as kern
 #: levels up to which a K⁻¹ without a pedigree is factored densely for sampling
 DENSE_LIMIT = 10000
 
-METHOD = ("Garcia-Cortes et al. (1995) sampling, Var(u* − û*) over {S} data sets simulated "
-          "at the given variances (seed {seed}), with the known Var(u*) as control variate "
-          "(Hickey et al. 2009)")
+METHOD = (
+    "Garcia-Cortes et al. (1995) sampling, Var(u* − û*) over {S} data sets simulated "
+    "at the given variances (seed {seed}), with the known Var(u*) as control variate "
+    "(Hickey et al. 2009)"
+)
 
 
 def _sampler(term, sigma2_k: float):
@@ -55,6 +57,7 @@ def _sampler(term, sigma2_k: float):
             out = np.empty(q)
             kern.pedigree_sample(order, sire, dam, msd, rng.standard_normal(q), out)
             return sd * out
+
         return draw
     if q <= DENSE_LIMIT:
         P = term.penalty.toarray() if sp.issparse(term.penalty) else np.asarray(term.penalty, float)
@@ -62,7 +65,8 @@ def _sampler(term, sigma2_k: float):
         return lambda rng: sd * sla.solve_triangular(L, rng.standard_normal(q), lower=True, trans="T")
     raise ModelError(
         f"sampled PEV needs draws of {term.name!r} ~ N(0, σ²K): give K⁻¹ as a pedigree_inverse() "
-        f"(it carries the parents) or use at most {DENSE_LIMIT} levels")
+        f"(it carries the parents) or use at most {DENSE_LIMIT} levels"
+    )
 
 
 def sampled_pev(state, n_samples: int = 200, seed: int = 0, tol: float = 1e-8) -> dict:
@@ -100,8 +104,10 @@ def sampled_pev(state, n_samples: int = 200, seed: int = 0, tol: float = 1e-8) -
             y += u[k][spec.terms[k].codes]
         x, info = state.solve(state.rhs(y), tol=tol, warn=False)
         if not info.converged:
-            raise ModelError(f"sampled PEV: PCG did not converge on sample {i} "
-                             f"(residual {info.rel_residual:.3g} after {info.rounds} rounds)")
+            raise ModelError(
+                f"sampled PEV: PCG did not converge on sample {i} "
+                f"(residual {info.rel_residual:.3g} after {info.rounds} rounds)"
+            )
         for k in state.terms:
             a = (u[k] - state.term_values(x, k)) ** 2
             b = u[k] ** 2 - prior[k]
@@ -118,8 +124,7 @@ def sampled_pev(state, n_samples: int = 200, seed: int = 0, tol: float = 1e-8) -
         pev[k] = ma - beta * mb
         var_c = np.maximum(vaa - 2 * beta * vab + beta * beta * vbb, 0.0)
         se[k] = np.sqrt(var_c / S)
-    return {"pev": pev, "se": se, "n_samples": n_samples,
-            "method": METHOD.format(S=n_samples, seed=seed)}
+    return {"pev": pev, "se": se, "n_samples": n_samples, "method": METHOD.format(S=n_samples, seed=seed)}
 
 
 def fixed_effect_cov(state, tol: float = 1e-10) -> np.ndarray:
@@ -130,5 +135,5 @@ def fixed_effect_cov(state, tol: float = 1e-10) -> np.ndarray:
         e = np.zeros(m)
         e[state.nz + j] = 1.0
         x, info = state.solve(e, tol=tol)
-        out[:, j] = x[state.nz:]
+        out[:, j] = x[state.nz :]
     return 0.5 * (out + out.T)

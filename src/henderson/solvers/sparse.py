@@ -92,8 +92,9 @@ class _Analysis:
         for k, B in zip(np.flatnonzero(active).tolist(), blocks):
             keep, pos = self.symbolic.assembly_map(B)
             # all entries (both triangles) for tr(PₖC^{kk}) = Σᵢⱼ Pᵢⱼ Zᵢⱼ
-            self.pen.append((int(k), pos, B.data[keep].astype(float),
-                             self.symbolic.positions(B.row, B.col), B.data.astype(float)))
+            self.pen.append(
+                (int(k), pos, B.data[keep].astype(float), self.symbolic.positions(B.row, B.col), B.data.astype(float))
+            )
 
     def assemble(self, lam: dict) -> np.ndarray:
         x = np.zeros(self.symbolic.size)
@@ -175,16 +176,30 @@ class SparseMME:
                 m2ll = n * (LOG2PI + np.log(se)) + factor.logdet(an.nz) + logdet_d + ell2 / se
             resid = self.spec.y - self.T[:, index] @ sol
             if not derivatives:
-                return SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
-                                        logdet_c=logdet_c)
+                return SparseEvaluation(
+                    s, active, float(m2ll), ell2, sol, index, spans, resid, factor, logdet_c=logdet_c
+                )
             zz = method != "reml"
             selinv = factor.selected_inverse(an.nz if zz else None)
-            ev = SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
-                                  logdet_c=logdet_c, selinv=selinv, selinv_zz=zz)
+            ev = SparseEvaluation(
+                s,
+                active,
+                float(m2ll),
+                ell2,
+                sol,
+                index,
+                spans,
+                resid,
+                factor,
+                logdet_c=logdet_c,
+                selinv=selinv,
+                selinv_zz=zz,
+            )
             score = self._score(ev, method)
             ai = self.average_information(ev)
-        return SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor,
-                                score, ai, logdet_c, selinv, zz)
+        return SparseEvaluation(
+            s, active, float(m2ll), ell2, sol, index, spans, resid, factor, score, ai, logdet_c, selinv, zz
+        )
 
     def _score(self, ev: SparseEvaluation, method: str) -> np.ndarray:
         """∂ℓ/∂σ² (the dense solver's formulas; traces from the selected inverse)."""

@@ -97,8 +97,9 @@ class SpectralSolver:
         v = apply_q(self._c, self._tau, np.ascontiguousarray(t))[:, 0]
         load = np.zeros(self.K.shape[0])
         np.maximum.at(load, self.codes, np.abs(v))
-        return psd_error(self.term, self.ids, self.eig_min, self.eig_max, load,
-                         what=" (on its levels with records, ZKZ')")
+        return psd_error(
+            self.term, self.ids, self.eig_min, self.eig_max, load, what=" (on its levels with records, ZKZ')"
+        )
 
     def _identity_codes(self) -> bool:
         return self.n == self.K.shape[0] and np.array_equal(self.codes, np.arange(self.n))
@@ -126,7 +127,7 @@ class SpectralSolver:
         XtMiy = self.X_rot.T @ Miy
         cf = sla.cho_factor(XtMiX)
         b = sla.cho_solve(cf, XtMiy)
-        a = Miy - MiX @ b            # rotated P y
+        a = Miy - MiX @ b  # rotated P y
         ypy = float(self.y_rot @ a)
         logdet_x = 2.0 * np.log(np.diag(cf[0])).sum()
         return dict(a=a, b=b, ypy=ypy, logdet_m=logdet_m, logdet_x=logdet_x, cf=cf, MiX=MiX)
@@ -193,8 +194,9 @@ class SpectralSolver:
         names = (f"sigma2_{self.term}", "sigma2_Residual")
 
         def record(step, sg, se, val):
-            rows.append({"iteration": len(rows), "step": step, "m2ll": float(val),
-                         names[0]: float(sg), names[1]: float(se)})
+            rows.append(
+                {"iteration": len(rows), "step": step, "m2ll": float(val), names[0]: float(sg), names[1]: float(se)}
+            )
             report(len(rows))
 
         def f(lh, step="brent"):
@@ -217,8 +219,9 @@ class SpectralSolver:
             lo = LOG_H_BOUNDS[0]
         if i == len(grid) - 1:
             hi = LOG_H_BOUNDS[1]
-        res = so.minimize_scalar(f, bounds=(lo, hi), method="bounded",
-                                 options={"xatol": 1e-10, "maxiter": max(int(max_iter), 1)})
+        res = so.minimize_scalar(
+            f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10, "maxiter": max(int(max_iter), 1)}
+        )
         log_h = float(res.x)
         val, se = self._profiled(log_h, method)
         if log_h >= LOG_H_BOUNDS[1] - 1e-6:
@@ -259,10 +262,15 @@ class SpectralSolver:
         info["converged"] = not problems
         info["message"] = "; ".join(problems)
         if problems:
-            warnings.warn(ConvergenceWarning(
-                f"REML (spectral solver) did not converge: {info['message']} "
-                f"(last -2logL {min(val, at_zero[0]):.8f}); last evaluations:\n"
-                f"{log.tail(5).to_string(index=False)}", log), stacklevel=3)
+            warnings.warn(
+                ConvergenceWarning(
+                    f"REML (spectral solver) did not converge: {info['message']} "
+                    f"(last -2logL {min(val, at_zero[0]):.8f}); last evaluations:\n"
+                    f"{log.tail(5).to_string(index=False)}",
+                    log,
+                ),
+                stacklevel=3,
+            )
         if boundary:
             return 0.0, at_zero[1], info
         return sg, se, info
@@ -331,9 +339,9 @@ class SpectralSolver:
         V[np.diag_indices(n)] += se
         L = sla.cholesky(V, lower=True, overwrite_a=True, check_finite=False)
         ZK = self.K if self._identity_codes() else self.K[self.codes]  # n × N: row i is K[level of record i]
-        B = sla.solve_triangular(L, ZK, lower=True, check_finite=False)   # L⁻¹ZK
+        B = sla.solve_triangular(L, ZK, lower=True, check_finite=False)  # L⁻¹ZK
         LX = sla.solve_triangular(L, self.X, lower=True, check_finite=False)
         # P = V⁻¹ − V⁻¹X(X'V⁻¹X)⁻¹X'V⁻¹ ⇒ KZ'PZK = B'B − (B'LX) cov_b (LX'B)
-        XB = LX.T @ B                                   # p × N
+        XB = LX.T @ B  # p × N
         quad = np.einsum("ij,ij->j", B, B) - np.einsum("ij,ij->j", XB, cov_b @ XB)
         return sg * np.diag(self.K) - sg**2 * quad

@@ -314,7 +314,8 @@ class FactorAnalytic(Structure):
             dmax = max(k for k in range(0, S + 1) if (S - k) ** 2 >= S + k)
             raise ModelError(
                 f"fa(..., {d}) in term {term!r}: {d} factor(s) cannot be identified with {S} "
-                f"components; at most {dmax} (need (S - d)^2 >= S + d)")
+                f"components; at most {dmax} (need (S - d)^2 >= S + d)"
+            )
 
     def _split(self, theta):
         theta = np.asarray(theta, dtype=float)
@@ -351,8 +352,7 @@ class FactorAnalytic(Structure):
 
     def names(self, term):
         c = self.components
-        return ([f"{term}:{c[i]}:fa{j + 1}" for i, j in self.load_idx]
-                + [f"{term}:{ci}:psi" for ci in c])
+        return [f"{term}:{c[i]}:fa{j + 1}" for i, j in self.load_idx] + [f"{term}:{ci}:psi" for ci in c]
 
     def is_variance(self):
         return np.array([False] * len(self.load_idx) + [True] * self.size)
@@ -387,7 +387,7 @@ class FactorAnalytic(Structure):
         L, psi = self._split(theta)
         psi = np.maximum(psi, 1e-10 * max(np.trace(M) / self.size, 1e-300))
         Sig = L @ L.T + np.diag(psi)
-        beta = np.linalg.solve(Sig, L).T                 # d × S: E[f | u] = β u
+        beta = np.linalg.solve(Sig, L).T  # d × S: E[f | u] = β u
         Ezz = np.eye(self.d) - beta @ L + beta @ M @ beta.T
         Ln = M @ beta.T @ np.linalg.inv(Ezz)
         psin = np.maximum(np.diag(M - Ln @ beta @ M), 0.0)
@@ -399,7 +399,7 @@ class FactorAnalytic(Structure):
 
     def from_phi(self, phi):
         L, r = self._split(phi)
-        return self._pack(L, r ** 2)
+        return self._pack(L, r**2)
 
     def to_phi(self, theta):
         L, psi = self._split(theta)
@@ -409,7 +409,7 @@ class FactorAnalytic(Structure):
         """Share of the total genetic variance tr(Σ) explained by each factor, (d,)."""
         L, _ = self._split(theta)
         tot = float(np.trace(self.sigma(theta)))
-        return (L ** 2).sum(axis=0) / tot if tot > 0 else np.full(self.d, np.nan)
+        return (L**2).sum(axis=0) / tot if tot > 0 else np.full(self.d, np.nan)
 
 
 def make_structure(kind: str, components, d: int | None = None) -> Structure:

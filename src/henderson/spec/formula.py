@@ -137,7 +137,8 @@ def _lhs_terms(lhs: str, term_text: str) -> tuple[tuple[str, ...], bool]:
         if not _NAME.match(p):
             raise ModelError(
                 f"cannot read {p!r} in random term {term_text!r}: left of '|' write column "
-                "names, 1 or 0 (e.g. (1 + Days|Subject), (0 + Env|Name)) or leg(x, k)")
+                "names, 1 or 0 (e.g. (1 + Days|Subject), (0 + Env|Name)) or leg(x, k)"
+            )
         out.append(p)
     if intercept is None:
         intercept = not has_leg  # leg() brings its own order-0 column
@@ -218,9 +219,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     lhs, rhs = formula.split("~", 1)
     response = lhs.strip()
     if not _NAME.match(response):
-        raise ModelError(
-            f"the response must be a single column name, got {response!r}; transform it in the data first"
-        )
+        raise ModelError(f"the response must be a single column name, got {response!r}; transform it in the data first")
     fixed_terms: list = []
     random_terms: list = []
     for sign, term in _split_top_level_terms(rhs):

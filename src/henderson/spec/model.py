@@ -176,8 +176,9 @@ def _drop_missing(data: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame,
     return data.loc[keep], int((~keep).sum()), by_col
 
 
-def complete_response(data: pd.DataFrame, kept: pd.DataFrame, n_dropped: int, by_col: dict,
-                      response: str, notes: list) -> np.ndarray:
+def complete_response(
+    data: pd.DataFrame, kept: pd.DataFrame, n_dropped: int, by_col: dict, response: str, notes: list
+) -> np.ndarray:
     """The response of the complete records, shape (n,); the dropped rows counted in
     ``notes`` and a DataWarning. DataError when none is left or y is not numeric."""
     if n_dropped:
@@ -283,8 +284,9 @@ def _iid_levels(labels: np.ndarray, columns: list[np.ndarray]) -> tuple[np.ndarr
     return labels[first].astype(object), codes.ravel()
 
 
-def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512,
-                     what: str = "covariance", symbol: str = "K") -> None:
+def _check_symmetric(
+    K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512, what: str = "covariance", symbol: str = "K"
+) -> None:
     """Error naming the most asymmetric pair; in row blocks, so no n × n temporary."""
     n = K.shape[0]
     scale = 1e-8 * max(1.0, float(np.abs(np.diag(K)).max()) if n else 1.0)
@@ -300,8 +302,9 @@ def _check_symmetric(K: np.ndarray, name: str, ids: np.ndarray, rows: int = 512,
             )
 
 
-def psd_error(name: str, ids, w_min: float, w_max: float, loadings: np.ndarray,
-              what: str = "") -> NotPositiveDefiniteError:
+def psd_error(
+    name: str, ids, w_min: float, w_max: float, loadings: np.ndarray, what: str = ""
+) -> NotPositiveDefiniteError:
     """The error every solver raises for an indefinite covariance: it names the ids.
 
     ``loadings`` (one per id) are the absolute entries of the eigenvector of the
@@ -441,8 +444,7 @@ def _logdet_of_inverse(Kinv, info: dict) -> float:
     return -float(ld)
 
 
-def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndarray], cov,
-                 cov_inverse) -> RandomTerm:
+def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndarray], cov, cov_inverse) -> RandomTerm:
     name = spec.name
     if cov is not None and cov_inverse is not None:
         raise ModelError(f"term {name!r} got both cov= and cov_inverse=; give one")
@@ -454,8 +456,7 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
     if rel is None:
         levels, codes = _iid_levels(labels, columns)
         counts = np.bincount(codes, minlength=len(levels))
-        return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)),
-                          n_records=counts)
+        return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)), n_records=counts)
     levels = rel.ids
     pos = pd.Index(levels).get_indexer(labels)
     if (pos < 0).any():
@@ -472,10 +473,18 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
             _check_symmetric_sparse(Kinv, name, levels)
         else:
             _check_symmetric(Kinv, name, levels, what="inverse covariance", symbol="Kinv")
-        return RandomTerm(name, levels, pos, "inverse", penalty=Kinv,
-                          logdet_k=_logdet_of_inverse(Kinv, rel.info),
-                          k_diag=_inverse_diag(Kinv, rel.info, levels), n_records=counts,
-                          source=rel.kind, info=rel.info)
+        return RandomTerm(
+            name,
+            levels,
+            pos,
+            "inverse",
+            penalty=Kinv,
+            logdet_k=_logdet_of_inverse(Kinv, rel.info),
+            k_diag=_inverse_diag(Kinv, rel.info, levels),
+            n_records=counts,
+            source=rel.kind,
+            info=rel.info,
+        )
     K = rel.dense()
     _check_finite(K, name, levels, "the covariance")
     _check_symmetric(K, name, levels)  # solvers read the lower triangle only
@@ -486,8 +495,9 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
         # (ZKZ' is congruent to K when Z has full column rank) and this O(N³) pass is
         # skipped: see docs/theory.md.
         check_psd(K, name, levels)
-    return RandomTerm(name, levels, pos, "factor", kernel=K, k_diag=np.diag(K).copy(),
-                      n_records=counts, source=rel.kind)
+    return RandomTerm(
+        name, levels, pos, "factor", kernel=K, k_diag=np.diag(K).copy(), n_records=counts, source=rel.kind
+    )
 
 
 def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str]:
@@ -502,13 +512,14 @@ def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str
         v = data[c].to_numpy(dtype=float)
         k = len(np.unique(v))
         if 3 <= k <= 20 and np.all(v == np.round(v)):
-            out.append(f"{c!r} has {k} whole-number values and entered as a covariate (one slope); "
-                       f"if it is a factor coded by numbers, write C({c}) in the formula")
+            out.append(
+                f"{c!r} has {k} whole-number values and entered as a covariate (one slope); "
+                f"if it is a factor coded by numbers, write C({c}) in the formula"
+            )
     return out
 
 
-def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
-               cov_inverse: dict | None = None) -> ModelSpec:
+def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None) -> ModelSpec:
     """Build a :class:`ModelSpec` from an lme4-style formula and a data frame.
 
     Parameters
@@ -535,9 +546,12 @@ def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
     if structured:
         # one-variance terms only here; henderson.fit routes structured terms to the
         # general engine (spec/terms.py, solvers/general.py)
-        raise ModelError(f"random term(s) {structured} have several components or a structure: "
-                         "fit them with henderson.fit (the general engine), not build_spec")
+        raise ModelError(
+            f"random term(s) {structured} have several components or a structure: "
+            "fit them with henderson.fit (the general engine), not build_spec"
+        )
     from .legendre import expand_fixed
+
     fixed_expanded, data = expand_fixed(parsed.fixed, data)
     if fixed_expanded != parsed.fixed:
         parsed = ParsedFormula(parsed.response, fixed_expanded, parsed.random, parsed.text)

@@ -173,8 +173,7 @@ class GeneralSpec:
         for t in self.terms:
             names += t.structure.names(t.name)
         r = self.residual
-        names += (["Residual"] if len(r.groups) == 1
-                  else [f"Residual:{g}:{g}" for g in r.groups])
+        names += ["Residual"] if len(r.groups) == 1 else [f"Residual:{g}:{g}" for g in r.groups]
         return names
 
 
@@ -206,7 +205,8 @@ def _components(spec: RandomTermSpec, data: pd.DataFrame) -> tuple[list[str], np
                     raise ModelError(
                         f"random term {spec.text!r}: {expr!r} is a text (factor) column, so it "
                         f"cannot be a slope; write (0 + {expr}|{spec.name}) for one effect per "
-                        f"level of {expr} with a covariance across them")
+                        f"level of {expr} with a covariance across them"
+                    )
                 labels = _column_labels(c)
                 rank = _natural_rank(labels)
                 order = np.argsort(rank, kind="stable")
@@ -237,13 +237,17 @@ def _weights(data: pd.DataFrame, column: str) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(c.dtype) or pd.api.types.is_bool_dtype(c.dtype):
         raise DataError(f"weights column {column!r} is not numeric")
     w = c.to_numpy(dtype=float, na_value=np.nan)
-    for bad, what in ((np.isnan(w), "missing"), (np.isinf(w), "infinite"),
-                      (np.isfinite(w) & (w <= 0), "zero or negative")):
+    for bad, what in (
+        (np.isnan(w), "missing"),
+        (np.isinf(w), "infinite"),
+        (np.isfinite(w) & (w <= 0), "zero or negative"),
+    ):
         if bad.any():
             raise DataError(
                 f"weights column {column!r} has {int(bad.sum())} {what} value(s), at data index "
                 f"{format_ids(data.index[bad])}: every weight must be a positive number "
-                "(var e_i = sigma2_e / w_i); drop those records first if that is meant")
+                "(var e_i = sigma2_e / w_i); drop those records first if that is meant"
+            )
     return w
 
 
@@ -256,8 +260,9 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
             raise ModelError(f"correlated terms must be random intercepts (1|{s.name}); got {s.text!r}")
     given = [(n, cov.get(n), cov_inverse.get(n)) for n in names if n in cov or n in cov_inverse]
     if len(given) > 1:
-        raise ModelError(f"correlated terms {names}: give the covariance of their levels once "
-                         f"(for {names[0]!r}), not for each")
+        raise ModelError(
+            f"correlated terms {names}: give the covariance of their levels once (for {names[0]!r}), not for each"
+        )
     # a missing id (unknown dam) means no effect of that component for the record: z = 0
     present = [~data[list(s.columns)].isna().any(axis=1).to_numpy() for s in specs]
     labels = [_group_labels(data, s)[0] for s in specs]
@@ -276,18 +281,27 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
                 miss = pd.unique(lab[bad])
                 raise ModelError(
                     f"correlated terms {names} must share levels: {len(miss)} level(s) of {nm!r} "
-                    f"are not ids of the covariance given: " + format_ids(miss))
+                    f"are not ids of the covariance given: " + format_ids(miss)
+                )
             codes.append(np.where(ok, pos, 0))
     else:
         kept = [lab[ok].astype(str) for lab, ok in zip(labels, present)]
         if len(np.intersect1d(kept[0], kept[1])) == 0:
-            raise ModelError(f"correlated terms {names} share no level: their grouping columns "
-                             "must hold ids of the same individuals (e.g. animal and dam)")
+            raise ModelError(
+                f"correlated terms {names} share no level: their grouping columns "
+                "must hold ids of the same individuals (e.g. animal and dam)"
+            )
         allc = np.concatenate([lab[ok] for lab, ok in zip(labels, present)])
         lv, allcodes = _iid_levels(allc, [allc])
         index = pd.Index(lv)
-        lvl = RandomTerm(tname, lv.astype(object), np.zeros(len(data), dtype=np.int64), "iid",
-                         k_diag=np.ones(len(lv)), n_records=np.bincount(allcodes, minlength=len(lv)))
+        lvl = RandomTerm(
+            tname,
+            lv.astype(object),
+            np.zeros(len(data), dtype=np.int64),
+            "iid",
+            k_diag=np.ones(len(lv)),
+            n_records=np.bincount(allcodes, minlength=len(lv)),
+        )
         codes = [np.where(ok, index.get_indexer(lab), 0) for lab, ok in zip(labels, present)]
     z = np.column_stack(present).astype(float)
     st = make_structure("us", names)
@@ -299,9 +313,16 @@ def by_name_of(parsed: ParsedFormula) -> dict:
 
 
 # -- the builder ---------------------------------------------------------------------
-def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None,
-                       cov_inverse: dict | None = None, *, weights: str | None = None,
-                       residual: str | None = None, correlated=None) -> GeneralSpec:
+def build_general_spec(
+    formula: str,
+    data: pd.DataFrame,
+    cov: dict | None = None,
+    cov_inverse: dict | None = None,
+    *,
+    weights: str | None = None,
+    residual: str | None = None,
+    correlated=None,
+) -> GeneralSpec:
     """A :class:`GeneralSpec` from a formula with structured terms (see ``henderson.fit``)."""
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -310,8 +331,10 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
     names = [t.name for t in parsed.random]
     for key in list(cov) + list(cov_inverse):
         if key not in names:
-            raise ModelError(f"a covariance was given for {key!r}, which is not a random term of "
-                             f"the formula; random terms: {sorted(names) or 'none'}")
+            raise ModelError(
+                f"a covariance was given for {key!r}, which is not a random term of "
+                f"the formula; random terms: {sorted(names) or 'none'}"
+            )
     groups_corr = [tuple(g) for g in (correlated or [])]
     in_corr = [n for g in groups_corr for n in g]
     for g in groups_corr:
@@ -319,8 +342,9 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
             raise ModelError(f"correlated= takes pairs of terms, e.g. [('animal', 'dam')]; got {g!r}")
         for n in g:
             if n not in names:
-                raise ModelError(f"correlated term {n!r} is not a random term of the formula; "
-                                 f"random terms: {sorted(names)}")
+                raise ModelError(
+                    f"correlated term {n!r} is not a random term of the formula; random terms: {sorted(names)}"
+                )
     if len(set(in_corr)) != len(in_corr):
         raise ModelError(f"a term appears in two correlated groups: {groups_corr}")
     fixed, data = expand_fixed(parsed.fixed, data)
@@ -342,8 +366,10 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
             cols = list(by_name_of(parsed)[name].columns)
             k = int(kept[cols].isna().any(axis=1).sum())
             if k:
-                notes.append(f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
-                             "in the correlated term (kept, not dropped)")
+                notes.append(
+                    f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
+                    "in the correlated term (kept, not dropped)"
+                )
     y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
     if np.ptp(y) == 0:
         raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
@@ -368,8 +394,7 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
         labels, columns = _group_labels(kept, t)
         lvl = _random_term(t, labels, columns, cov.get(t.name), cov_inverse.get(t.name))
         codes = np.repeat(lvl.codes[:, None], len(comps), axis=1)
-        terms.append(StructuredTerm(t.name, tuple(comps), lvl.levels, codes, z,
-                                    _structure(t, comps), lvl))
+        terms.append(StructuredTerm(t.name, tuple(comps), lvl.levels, codes, z, _structure(t, comps), lvl))
         done.add(t.name)
     w = _weights(kept, weights) if weights is not None else None
     if residual is not None:
@@ -382,5 +407,4 @@ def build_general_spec(formula: str, data: pd.DataFrame, cov: dict | None = None
     else:
         rgroups, rcodes, rstruct = ("Residual",), np.zeros(len(y), dtype=np.int64), Scalar(("Residual",))
     res = Residual(rgroups, rcodes, w, rstruct, residual)
-    return GeneralSpec(parsed, y, X, x_names, tuple(terms), res, kept.index, n_dropped, by_col,
-                       aliased, notes)
+    return GeneralSpec(parsed, y, X, x_names, tuple(terms), res, kept.index, n_dropped, by_col, aliased, notes)
