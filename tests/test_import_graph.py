@@ -17,7 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import henderson
+
+pytestmark = pytest.mark.slow  # imports every module in a fresh interpreter
 
 ROOT = Path(henderson.__file__).resolve().parent  # src/henderson
 

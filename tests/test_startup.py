@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 import henderson
+
+pytestmark = pytest.mark.slow  # times fresh interpreters
 
 HEAVY = ("numba", "sklearn", "matplotlib", "dask", "scipy.optimize", "formulaic")
 

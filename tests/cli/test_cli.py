@@ -45,6 +45,7 @@ def small_geno(tmp_path_factory):
 # --------------------------------------------------------------------------- fit
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 def test_fit_potato_script(tmp_path):
     out = tmp_path / "potato"
     p = run_script(["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)", "--out", out])
@@ -507,6 +508,7 @@ def test_unknown_ids(tmp_path, capsys, small_geno):
     assert code == 0, err
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 def test_pedigree_loop_script(tmp_path):
     (tmp_path / "ped.csv").write_text("id,sire,dam\nA,0,0\nB,A,C\nC,B,0\n")
     (tmp_path / "ph.csv").write_text("id,y\nA,1\nB,2\nC,3\n")

@@ -87,6 +87,7 @@ def test_not_a_bed_file(small, tmp_path, capsys):
 VCF_HEAD = "##fileformat=VCFv4.2\n##contig=<ID=1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB\n"
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 @pytest.mark.parametrize(
     "name, text",
     [

@@ -106,6 +106,7 @@ def test_gblup_plink_vcf_match_reference(tmp_path, capsys, wheat, fmt):
     assert vc.loc["Residual", "variance"] == pytest.approx(EXACT["gblup"]["Ve"], rel=VC_RTOL)
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 def test_gblup_script_csv(tmp_path, wheat):
     out = tmp_path / "g"
     p = run_script(
@@ -128,6 +129,7 @@ def test_gblup_script_csv(tmp_path, wheat):
         assert caption in html, caption
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 def test_snpblup_script_plink(tmp_path, wheat):
     out = tmp_path / "s"
     p = run_script(["snpblup", "-p", wheat["pheno"], "-t", "env1", "-g", wheat["plink"], "-o", out])
@@ -144,6 +146,7 @@ def test_snpblup_script_plink(tmp_path, wheat):
         assert caption in html, caption
 
 
+@pytest.mark.slow  # the installed script in a subprocess
 def test_cv_script_vcf_matches_python_api(tmp_path, wheat):
     """cv on the VCF with the bundled folds, variances re-estimated per fold: every fold's r
     is cor(observed, predicted) of its predictions, and fold 1 equals a fit masked by hand."""

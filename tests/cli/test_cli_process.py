@@ -20,6 +20,8 @@ from conftest import SCRIPT, run_cli
 
 from henderson.datasets import data_path
 
+pytestmark = pytest.mark.slow  # real SIGINTs to the installed script in subprocesses
+
 POTATO = data_path("potato", "DT_example.csv")
 FIT = ["fit", "--data", POTATO, "--formula", "Yield ~ Env + (1|Name)"]
 

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the cross-validation page as a script
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cross_validation.md"
 
