@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint venv clean bench
+.PHONY: demo test test-quick lint docs venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,14 @@ test: lint
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# the API reference from the numpydoc docstrings, and the docs pages, into site/ (warnings are errors)
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) henderson-demo .pytest_cache
+	rm -rf $(VENV) henderson-demo .pytest_cache site

@@ -151,6 +151,12 @@ def fit(
         sharing levels (and one K) get an unstructured 2 × 2 Σ ⊗ K — Mrode's maternal
         model. The covariance goes with the first: ``cov_inverse={"animal": Ainv}``.
 
+    Returns
+    -------
+    FitResult
+
+    Notes
+    -----
     Structured terms — ``(Days|Subject)``, ``(Days||Subject)``, ``us(0 + Env|Name)``,
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
     three options above are fitted by the general dense engine (``result.solver`` is
@@ -163,10 +169,6 @@ def fit(
     solver (:mod:`henderson.multitrait`) and returns a
     :class:`~henderson.multitrait.MultiTraitResult`; ``sigma2`` is then a pair of
     t × t matrices (Σ_g, Σ_e). Other multi-trait shapes are refused with what is missing.
-
-    Returns
-    -------
-    FitResult
 
     Examples
     --------
