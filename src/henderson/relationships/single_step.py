@@ -240,7 +240,8 @@ def single_step_inverse(
     grm: str = "vanraden1",
     diag="auto",
     keep_g_inverse: bool = False,
-) -> Relationship:
+    as_blocks: bool = False,
+):
     """H⁻¹ of single-step GBLUP over all pedigree animals, as BLUPF90's preGSf90 builds it.
 
     Parameters
@@ -271,6 +272,10 @@ def single_step_inverse(
     diag : {"auto", True, False}
         Compute diag(H) (for reliabilities): genotyped animals from H₂₂, others exactly
         by k sparse solves; ``auto`` does the latter when (n − k)·k ≤ ``DIAG_BUDGET``.
+    as_blocks : bool
+        Return a :class:`~henderson.relationships.h_inverse.SparsePlusDenseInverse`
+        (A⁻¹ and the dense block τG*⁻¹ − ωA₂₂⁻¹ kept apart, with log|H⁻¹| and the
+        same ``info``) instead of one CSR matrix with the block filled in.
     keep_g_inverse : bool
         Keep G*⁻¹ (dense k × k, G's id order; APY's when ``apy_core``) in
         ``info["G_star_inverse"]`` and G* in ``info["G_star"]``, for back-solving SNP
@@ -410,8 +415,11 @@ def single_step_inverse(
     del a22inv
     logdet_h = float(Ainv.info["logdet"]) - logdet_a22 - logdet_t
     pos = Ainv.index_of(gids)
-    mat = _embed(Ainv.matrix, pos, block)
-    del block
+    if as_blocks:
+        mat = None
+    else:
+        mat = _embed(Ainv.matrix, pos, block)
+        del block
     timings["assemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -465,6 +473,10 @@ def single_step_inverse(
         info["G_star"] = g
     if geno is not None:
         info["genotypes_info"] = g_info
+    if as_blocks:
+        from .h_inverse import SparsePlusDenseInverse
+
+        return SparsePlusDenseInverse(Ainv.ids, Ainv.matrix, block, pos, logdet=-logdet_h, info=info)
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
 
 
