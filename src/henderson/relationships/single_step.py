@@ -106,6 +106,17 @@ def _add_founders(ped: Pedigree, absent: np.ndarray) -> Pedigree:
     return out
 
 
+def _owned(m) -> np.ndarray:
+    """A float64 matrix built by this module, made writable: the Relationship container
+    freezes its matrix, but nobody else holds this one (a copy only if it cannot be)."""
+    m = np.asarray(m, dtype=np.float64)
+    try:
+        m.flags.writeable = True
+    except ValueError:
+        m = m.copy()
+    return m
+
+
 def _fortran_view(m: np.ndarray) -> np.ndarray:
     """A Fortran-ordered view of a symmetric matrix (its transpose when C-ordered): LAPACK
     then works in place instead of on a copy."""
@@ -336,7 +347,9 @@ def single_step_inverse(
     t0 = time.perf_counter()
     _check_settings(tuning, alpha, beta, tau, omega, missing, a22_inverse)
     ped = _as_pedigree(pedigree)
+    t = time.perf_counter()
     G, geno = _as_genomic(genotypes_or_G, grm)
+    t_g = time.perf_counter() - t
     gids = np.asarray(G.ids, dtype=object)
     g_info = {k_: v for k_, v in G.info.items() if k_ in ("method", "allele_freq", "scale", "n_snps_used")}
     notes = []
@@ -360,7 +373,7 @@ def single_step_inverse(
         warnings.warn(msg, DataWarning, stacklevel=2)
         notes.append(msg)
         ped = _add_founders(ped, absent)
-    timings = {}
+    timings = {"G_form": t_g}
     t = time.perf_counter()
     Ainv = pedigree_inverse(ped)
     timings["A_inverse"] = time.perf_counter() - t
@@ -382,18 +395,14 @@ def single_step_inverse(
         t = time.perf_counter()
         from .pedigree import pedigree_relationship
 
-        a22 = np.asarray(pedigree_relationship(ped, gids).matrix, dtype=np.float64)  # Colleau (2002)
+        a22 = _owned(pedigree_relationship(ped, gids).matrix)  # Colleau (2002), G's order
         timings["A22_colleau"] = time.perf_counter() - t
 
     # G*: blend, then tune (preGSf90's order; module notes)
     t = time.perf_counter()
     if geno is not None:
-        g = np.asarray(G.dense(), dtype=np.float64)  # built here: ours to modify
+        g = _owned(G.dense())  # built here: ours to modify
         del G
-        try:
-            g.flags.writeable = True  # the container freezes it; no one else holds it
-        except ValueError:
-            g = g.copy()
     else:
         g = np.array(G.dense(), dtype=np.float64)  # the caller's G: one copy
     stats = {"G": _means(g)}
