@@ -22,13 +22,13 @@ A₂₂⁻¹ is never taken from the full A. Two exact routes (``a22_inverse``):
 - ``"sparse"``: on the pedigree pruned to the genotyped animals and their ancestors,
   partition A⁻¹ into non-genotyped (1) and genotyped (2) animals; then
   A₂₂⁻¹ = A⁻¹₂₂ − A⁻¹₂₁ (A⁻¹₁₁)⁻¹ A⁻¹₁₂ (Strandén & Mäntysaari 2014; Masuda et al.
-  2017), one sparse factorisation of A⁻¹₁₁ and k solves with its factor;
+  2017), one supernodal Cholesky of A⁻¹₁₁ (:mod:`henderson.linalg`) and k solves
+  with it, 256 right-hand sides at a time;
 - ``"dense"``: A₂₂ by Colleau's (2002) indirect method, then a dense Cholesky inverse.
 
-``"auto"`` takes ``"dense"``: with scipy's SuperLU, whose solves go one column at a
-time, the k solves of the sparse route cost more than the BLAS-3 Cholesky inverse at
-every size measured (``benchmarks/results/single_step.md``), and blending and tuning
-need A₂₂ itself anyway. The sparse route stays for a faster sparse solver.
+``"auto"`` takes ``"dense"``: blending and tuning need A₂₂ itself anyway, and the
+k³ BLAS-3 inverse beat the k sparse solves at the sizes measured
+(``benchmarks/results/single_step.md``).
 
 log|H| (for REML) and diag(H) (for reliabilities) come from the block inverse of H⁻¹:
 H₂₂ = T⁻¹ with T = τG*⁻¹ + (1 − ω)A₂₂⁻¹, log|H| = log|A| − log|A₂₂| − log|T|, and
@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from ..data import _pedigree_kernels as K
 from ..data.genotypes import Genotypes
@@ -185,13 +184,23 @@ def _pruned(ped: Pedigree, gcodes: np.ndarray):
     return s, dm, d, new[gcodes]
 
 
-def _factor_spd(B: sp.spmatrix):
-    """SuperLU of a sparse SPD matrix without pivoting (its LU is Cholesky up to scaling)."""
-    lu = spla.splu(B.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-    u = lu.U.diagonal()
-    if np.any(u <= 0):
-        raise NotPositiveDefiniteError("the non-genotyped block of A⁻¹ is not positive definite")
-    return lu, float(np.log(u).sum())
+class _SupernodalSPD:
+    """Supernodal Cholesky (:mod:`henderson.linalg`) of a sparse SPD matrix, with the
+    ``solve`` of SuperLU's interface: the k right-hand sides of a block are solved
+    together (numba over the supernodes, vectorised over the columns)."""
+
+    def __init__(self, B: sp.spmatrix):
+        from ..linalg import SymbolicCholesky
+
+        B = sp.csc_matrix(B)
+        try:
+            self.factor = SymbolicCholesky(B).factor_matrix(B)
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(f"the non-genotyped block of A⁻¹ is not positive definite: {exc}") from exc
+        self.logdet = self.factor.logdet()
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return self.factor.solve(b)
 
 
 def _solve_blocks(lu, rhs: sp.spmatrix, block: int = 256):
@@ -230,7 +239,8 @@ def a22_inverse_sparse(ped, ids) -> tuple[np.ndarray, float]:
         return _sym(B22), logdet_a
     B11 = B[others][:, others]
     B12 = B[others][:, gpos]
-    lu, logdet_b11 = _factor_spd(B11)
+    f = _SupernodalSPD(B11)
+    lu, logdet_b11 = f, f.logdet
     out = B22
     B21 = B12.T.tocsr()
     for cols_, X in _solve_blocks(lu, B12):
@@ -582,7 +592,7 @@ def _mdm_diag(Ainv: sp.csr_matrix, other: np.ndarray, pos: np.ndarray, D: np.nda
     B = Ainv.tocsr()
     B11 = B[other][:, other]
     B12 = B[other][:, pos]
-    lu, _ = _factor_spd(B11)
+    lu = _SupernodalSPD(B11)
     s, U = np.linalg.eigh(_sym(D.copy()))
     out = np.zeros(len(other))
     for a in range(0, len(s), block):
