@@ -123,6 +123,16 @@ class SparsePlusDenseInverse:
         out.sum_duplicates()
         return out
 
+    def to_relationship(self):
+        """The filled-in CSR as a :class:`~henderson.relationships.container.Relationship`
+        (``inverse=True``; ``info["logdet"]`` = log|K|), what :func:`henderson.fit`'s
+        ``cov_inverse=`` takes: ``fit(..., cov_inverse={"id": H})`` converts through this."""
+        from .container import Relationship
+
+        info = dict(self.info)
+        info["logdet"] = -self.logdet_inverse()
+        return Relationship(self.ids, self.to_sparse(), inverse=True, kind=info.get("kind", "Hinv"), info=info)
+
     def add_to(self, C: sp.spmatrix, offset: int, scale: float = 1.0) -> sp.csr_matrix:
         """C + scale · K⁻¹ placed at rows/columns offset .. offset + n − 1 of a sparse MME.
 
