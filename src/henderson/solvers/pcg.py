@@ -31,7 +31,9 @@ column or the level ids.
 Extension points (see docs/theory.md): a term is a pair (level map, penalty
 product); multi-trait and correlated terms make the per-level blocks g × g with
 Σ⁻¹ ⊗ Pₖ as penalty, and an H⁻¹ (sparse + dense genomic block) is one more penalty
-product. Only single-trait iid, sparse-K⁻¹ and dense-K terms are implemented.
+product. This class covers single-trait iid, sparse-K⁻¹ and dense-K terms; multi-trait,
+correlated (maternal) and single-step H⁻¹/APY models are :mod:`henderson.solvers.pcg_general`,
+which shares :func:`pcg_loop`.
 """
 
 from __future__ import annotations
@@ -333,57 +335,8 @@ class PCGMME:
         ``max_rounds`` (default max(1000, 2√m·10)) warns with the residual history
         (``ConvergenceWarning.log``) when ``warn``.
         """
-        t0 = time.perf_counter()
         b = self.rhs() if r is None else np.asarray(r, dtype=np.float64)
-        max_rounds = max_rounds or max(1000, int(20 * np.sqrt(self.m)))
-        x = np.zeros(self.m) if x0 is None else np.array(x0, dtype=np.float64)
-        if x.shape != (self.m,):
-            raise ModelError(f"x0 has shape {x.shape}, expected ({self.m},): one value per MME equation")
-        bnorm = np.sqrt(kern.dot(b, b))
-        if bnorm == 0.0:
-            return np.zeros(self.m), PCGInfo(0, 0.0, np.zeros(1), True, self.preconditioner, tol, 0.0)
-        res = b - self.matvec(x) if x0 is not None else b.copy()
-        hist = [np.sqrt(kern.dot(res, res)) / bnorm]
-        converged = hist[0] <= tol
-        z = self.precondition(res)
-        d = z.copy()
-        rz = kern.dot(res, z)
-        rounds = 0
-        while not converged and rounds < max_rounds:
-            q = self.matvec(d)
-            alpha = rz / kern.dot(d, q)
-            rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
-            rounds += 1
-            if rel <= tol:  # confirm on the true residual (the recurrence drifts)
-                res = b - self.matvec(x)
-                rel = np.sqrt(kern.dot(res, res)) / bnorm
-                hist.append(rel)
-                if rel <= tol:
-                    converged = True
-                    break
-                z = self.precondition(res)  # restart from the true residual
-                d = z.copy()
-                rz = kern.dot(res, z)
-                continue
-            hist.append(rel)
-            z = self.precondition(res)
-            rz_new = kern.dot(res, z)
-            kern.new_direction(d, z, rz_new / rz)
-            rz = rz_new
-        info = PCGInfo(
-            rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol, time.perf_counter() - t0
-        )
-        if not converged and warn:
-            warnings.warn(
-                ConvergenceWarning(
-                    f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
-                    "the solution is not converged: raise max_rounds, or check the model for "
-                    "near-confounded effects. The warning's .log holds the residual history.",
-                    log=info.log(),
-                ),
-                stacklevel=2,
-            )
-        return x, info
+        return pcg_loop(self.matvec, self.precondition, b, self.m, x0, tol, max_rounds, self.preconditioner, warn)
 
     # -- warm starts -----------------------------------------------------------------------
     def start_from(self, previous) -> np.ndarray:
@@ -414,6 +367,65 @@ class PCGMME:
             return np.zeros(t.q)
         a, b = self.spans[k]
         return t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b].copy()
+
+
+def pcg_loop(matvec, precondition, b, m, x0=None, tol=TOL, max_rounds=None, preconditioner="block", warn=True):
+    """Preconditioned conjugate gradients for C x = b with C applied by ``matvec``.
+
+    Stops on the *true* relative residual ‖b − Cx‖/‖b‖ <= ``tol`` (the recurrence
+    residual is confirmed by one extra product, and PCG restarts from the true residual
+    if they disagree). ``max_rounds`` defaults to max(1000, 20√m). Returns x (m,) and
+    :class:`PCGInfo`; not converging warns (when ``warn``) with the residual history.
+    """
+    t0 = time.perf_counter()
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    max_rounds = max_rounds or max(1000, int(20 * np.sqrt(m)))
+    x = np.zeros(m) if x0 is None else np.array(x0, dtype=np.float64)
+    if x.shape != (m,):
+        raise ModelError(f"x0 has shape {x.shape}, expected ({m},): one value per MME equation")
+    bnorm = np.sqrt(kern.dot(b, b))
+    if bnorm == 0.0:
+        return np.zeros(m), PCGInfo(0, 0.0, np.zeros(1), True, preconditioner, tol, 0.0)
+    res = b - matvec(x) if x0 is not None else b.copy()
+    hist = [np.sqrt(kern.dot(res, res)) / bnorm]
+    converged = hist[0] <= tol
+    z = precondition(res)
+    d = z.copy()
+    rz = kern.dot(res, z)
+    rounds = 0
+    while not converged and rounds < max_rounds:
+        q = matvec(d)
+        alpha = rz / kern.dot(d, q)
+        rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
+        rounds += 1
+        if rel <= tol:  # confirm on the true residual (the recurrence drifts)
+            res = b - matvec(x)
+            rel = np.sqrt(kern.dot(res, res)) / bnorm
+            hist.append(rel)
+            if rel <= tol:
+                converged = True
+                break
+            z = precondition(res)  # restart from the true residual
+            d = z.copy()
+            rz = kern.dot(res, z)
+            continue
+        hist.append(rel)
+        z = precondition(res)
+        rz_new = kern.dot(res, z)
+        kern.new_direction(d, z, rz_new / rz)
+        rz = rz_new
+    info = PCGInfo(rounds, hist[-1], np.asarray(hist), converged, preconditioner, tol, time.perf_counter() - t0)
+    if not converged and warn:
+        warnings.warn(
+            ConvergenceWarning(
+                f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
+                "the solution is not converged: raise max_rounds, or check the model for "
+                "near-confounded effects. The warning's .log holds the residual history.",
+                log=info.log(),
+            ),
+            stacklevel=3,
+        )
+    return x, info
 
 
 def _first_dependent_column(XtX: np.ndarray) -> int:
