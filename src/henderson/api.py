@@ -435,6 +435,25 @@ def _structured(formula, weights, residual, correlated) -> bool:
     return any(t.structured for t in parsed.random) or weights is not None or residual is not None or bool(correlated)
 
 
+#: structured models with more random equations than this go to the sparse general engine
+GENERAL_SPARSE_MIN_EQUATIONS = 3000
+
+
+def _general_state(spec, solver: str):
+    """The general engine for ``solver``: "auto" takes the sparse one
+    (:mod:`henderson.solvers.general_sparse`) when a term has a sparse K⁻¹ (pedigree A⁻¹)
+    or, with no dense K, the random equations exceed ``GENERAL_SPARSE_MIN_EQUATIONS``."""
+    from .solvers.general import GeneralMME
+    from .solvers.general_sparse import GeneralSparseMME
+
+    if solver == "auto":
+        kinds = [t.level.kind for t in spec.terms]
+        n_eq = sum(t.size * t.q for t in spec.terms)
+        sparse_kinv = any(t.level.kind == "inverse" and sp.issparse(t.level.penalty) for t in spec.terms)
+        solver = "sparse" if sparse_kinv or ("factor" not in kinds and n_eq > GENERAL_SPARSE_MIN_EQUATIONS) else "dense"
+    return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
+
+
 def fit_general(
     formula,
     data,
@@ -454,17 +473,16 @@ def fit_general(
     """Fit with the general dense engine (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
-    from .solvers.general import GeneralMME
     from .spec.terms import build_general_spec
 
     t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense"):
+    if solver not in ("auto", "dense", "sparse"):
         raise ModelError(
-            f"structured models are fitted by the dense general engine; solver={solver!r} "
-            "is not available for them (use 'auto' or 'dense')"
+            f"structured models are fitted by the general engine, dense or sparse; solver={solver!r} "
+            "is not available for them (use 'auto', 'dense' or 'sparse')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
@@ -472,7 +490,7 @@ def fit_general(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    state = GeneralMME(spec)
+    state = _general_state(spec, solver)
     t2 = time.perf_counter()
     if theta is not None:
         th = np.asarray(theta, dtype=float)
