@@ -17,6 +17,7 @@ from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult, ratio_table
 from .solvers.dense import DenseMME
+from .spec.levels import Factored
 from .spec.model import ModelSpec
 
 
@@ -115,7 +116,7 @@ def dense_result(
         if ev.active[k]:
             a0, b0 = ev.spans[k]
             v = ev.solution[a0:b0]
-            if t.kind == "factor":
+            if isinstance(t.covariance, Factored):
                 blk = ev.inverse_block(k) * se_e
                 u = t.factor @ v
                 pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)

@@ -24,6 +24,7 @@ from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult
 from .spec.covariance import FactorAnalytic
+from .spec.levels import Factored, SparseInverse
 
 
 def _matrix(M, names) -> pd.DataFrame:
@@ -240,7 +241,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
                 rows.append(
                     (f"cor({t.name}:{t.components[i]}:{t.components[j]})", f(theta), _delta_se(f, theta, vcov, scale))
                 )
-        is_h2 = t.level.kind in ("factor", "inverse")
+        is_h2 = isinstance(t.level.covariance, (Factored, SparseInverse))
         for i, comp in enumerate(t.components):
             zi = t.z[:, i]
             if not np.all((zi == 0) | (zi == 1)) or res_var(theta, comp) is None:

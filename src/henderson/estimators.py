@@ -447,10 +447,12 @@ class SingleStepGBLUP(_Base):
         missing="error",
         genotyped_missing="error",
         snp_effects="auto",
+        traits=None,
     ):
         self.method = method
         self.fixed = fixed
         self.sigma2 = sigma2
+        self.traits = traits
         self.tuning = tuning
         self.alpha = alpha
         self.beta = beta
@@ -464,8 +466,12 @@ class SingleStepGBLUP(_Base):
         self.snp_effects = snp_effects
 
     def fit(self, pedigree, genotypes, y, data=None):
-        """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id."""
+        """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id
+        (with ``traits``: a DataFrame by id with those columns)."""
         from .models.ssgblup import fit_ssgblup, snp_effects_single_step
+
+        if self.traits is not None:
+            return self._fit_traits(pedigree, genotypes, y)
 
         f = fit_ssgblup(
             y,
@@ -519,6 +525,32 @@ class SingleStepGBLUP(_Base):
             if want:
                 pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
                 self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
+        return self
+
+    def _fit_traits(self, pedigree, genotypes, y):
+        """Multi-trait single-step at given (Σ_g, Σ_e) (:mod:`henderson.models.ssgblup_traits`)."""
+        from .models.ssgblup_traits import fit_ssgblup_traits
+
+        traits = [str(t) for t in self.traits]
+        if self.sigma2 is None or len(self.sigma2) != 2:
+            raise DataError(
+                "SingleStepGBLUP(traits=[...]) runs at given (co)variances: pass sigma2=(Sigma_g, Sigma_e), "
+                f"two {len(traits)} x {len(traits)} matrices (REML for multi-trait single-step is not implemented)"
+            )
+        if not isinstance(y, pd.DataFrame) or set(traits) - set(map(str, y.columns)):
+            raise DataError(f"with traits={traits}, y must be a DataFrame by id with those columns")
+        Y = y.rename(columns=str)[traits]
+        f = fit_ssgblup_traits(
+            Y, pedigree, genotypes, sigma_g=self.sigma2[0], sigma_e=self.sigma2[1],
+            tuning=self.tuning, alpha=self.alpha, beta=self.beta, tau=self.tau, omega=self.omega,
+            apy_core=self.apy_core, seed=self.seed, a22_inverse=self.a22_inverse, missing=self.genotyped_missing,
+        )  # fmt: skip
+        self.fit_ = f
+        self.Hinv_ = f.Hinv
+        self.gebv_ = f.ebv
+        self.pev_, self.reliability_ = f.pev, f.reliability
+        self.fixed_effects_ = f.fixed
+        self.snp_effects_ = self.G_ = self.allele_freq_ = None
         return self
 
     def genotyped_pec(self) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from ..errors import ModelError
 from ..solvers import _pcg_kernels as kern
 from ..solvers.pcg import PCGMME
 from ..solvers.pev_sampling import _sampler
+from ..spec.levels import Factored
 
 
 def _quad(state, k, v):
@@ -46,7 +47,7 @@ def _chain(spec, start, n_samples, rng, max_iter, tol):
     """One chain: Newton steps with the average information and a Monte Carlo score."""
     K = len(spec.terms)
     for t in spec.terms:
-        if t.kind == "factor":
+        if isinstance(t.covariance, Factored):
             raise ModelError("stochastic REML supports iid and sparse K⁻¹ terms only")
     s = np.array(start, dtype=float)
     n, p = spec.n, spec.p

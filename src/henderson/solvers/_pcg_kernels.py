@@ -10,6 +10,7 @@ directly (the full symmetric matrix is stored, so the product is a plain CSR mat
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
@@ -108,3 +109,107 @@ def new_direction(d, z, beta):
     """d = z + βd."""
     for i in range(len(d)):
         d[i] = z[i] + beta * d[i]
+
+
+# -- multi-trait / correlated-effect iteration on data (henderson.solvers.pcg_general) -------
+# A record i has up to t traits (missing ones carry a zero row and column in its residual
+# precision R_i⁻¹ = (R₀[o, o])⁻¹ embedded in t × t, o = observed traits; Henderson 1984 ch. 9)
+# and E random effects: effect e puts x[eff_pos[e] + codes[i, e] * eff_stride[e]] on trait
+# eff_trait[e] (codes[i, e] < 0: no such effect, e.g. an unknown dam). Fixed effects b are
+# p × t, coefficient-major at x[fpos + c * t + j].
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_apply(X, codes, eff_pos, eff_stride, eff_trait, fpos, rinv, pattern, x, out):
+    """out = T'R⁻¹T x in one pass over the records (out is overwritten; shape (m,))."""
+    n, p = X.shape
+    t = rinv.shape[1]
+    E = codes.shape[1]
+    out[:] = 0.0
+    eta = np.empty(t)
+    w = np.empty(t)
+    for i in range(n):
+        for j in range(t):
+            acc = 0.0
+            for c in range(p):
+                acc += X[i, c] * x[fpos + c * t + j]
+            eta[j] = acc
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                eta[eff_trait[e]] += x[eff_pos[e] + lv * eff_stride[e]]
+        R = rinv[pattern[i]]
+        for j in range(t):
+            acc = 0.0
+            for k in range(t):
+                acc += R[j, k] * eta[k]
+            w[j] = acc
+        for j in range(t):
+            wj = w[j]
+            for c in range(p):
+                out[fpos + c * t + j] += X[i, c] * wj
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[eff_pos[e] + lv * eff_stride[e]] += w[eff_trait[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_forward(X, codes, eff_pos, eff_stride, eff_trait, fpos, x, out):
+    """out[i, j] = fitted value of trait j of record i (n, t), missing traits included."""
+    n, p = X.shape
+    t = out.shape[1]
+    E = codes.shape[1]
+    for i in range(n):
+        for j in range(t):
+            acc = 0.0
+            for c in range(p):
+                acc += X[i, c] * x[fpos + c * t + j]
+            out[i, j] = acc
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[i, eff_trait[e]] += x[eff_pos[e] + lv * eff_stride[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_adjoint(X, codes, eff_pos, eff_stride, eff_trait, fpos, rinv, pattern, y, out):
+    """out = T'R⁻¹y (y (n, t), any value at missing traits: R_i⁻¹ zeroes them)."""
+    n, p = X.shape
+    t = rinv.shape[1]
+    E = codes.shape[1]
+    out[:] = 0.0
+    w = np.empty(t)
+    for i in range(n):
+        R = rinv[pattern[i]]
+        for j in range(t):
+            acc = 0.0
+            for k in range(t):
+                if R[j, k] != 0.0:
+                    acc += R[j, k] * y[i, k]
+            w[j] = acc
+        for j in range(t):
+            for c in range(p):
+                out[fpos + c * t + j] += X[i, c] * w[j]
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[eff_pos[e] + lv * eff_stride[e]] += w[eff_trait[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_level_blocks(codes, cols, eff_trait, rinv, pattern, out):
+    """out[l, a, b] += R_i⁻¹[trait_a, trait_b] for records whose effects cols[a], cols[b]
+    both sit on level l: the per-level diagonal block of Z'R⁻¹Z over a group's effects."""
+    n = codes.shape[0]
+    g = len(cols)
+    for i in range(n):
+        R = rinv[pattern[i]]
+        for a in range(g):
+            la = codes[i, cols[a]]
+            if la < 0:
+                continue
+            ta = eff_trait[cols[a]]
+            for b in range(g):
+                if codes[i, cols[b]] == la:
+                    out[la, a, b] += R[ta, eff_trait[cols[b]]]

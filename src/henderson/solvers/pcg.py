@@ -31,7 +31,9 @@ column or the level ids.
 Extension points (see docs/theory.md): a term is a pair (level map, penalty
 product); multi-trait and correlated terms make the per-level blocks g × g with
 Σ⁻¹ ⊗ Pₖ as penalty, and an H⁻¹ (sparse + dense genomic block) is one more penalty
-product. Only single-trait iid, sparse-K⁻¹ and dense-K terms are implemented.
+product. This class covers single-trait iid, sparse-K⁻¹ and dense-K terms; multi-trait,
+correlated (maternal) and single-step H⁻¹/APY models are :mod:`henderson.solvers.pcg_general`,
+which shares :func:`pcg_loop`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError, format_ids
+from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 from . import _pcg_kernels as kern
 
@@ -115,7 +118,7 @@ class PCGMME:
             if not self.active[k]:
                 self.spans[k] = (pos, pos)
                 continue
-            r = t.rank if t.kind == "factor" else t.q
+            r = t.rank if isinstance(t.covariance, Factored) else t.q
             self.spans[k] = (pos, pos + r)
             self.level_spans[k] = (lpos, lpos + t.q)
             pos += r
@@ -128,11 +131,11 @@ class PCGMME:
         )
         self.level_offsets = np.array([self.level_spans[k][0] for k in self.terms], dtype=np.int64)
         # x[:nz] is the level vector itself unless a dense K is refitted as u = Fv
-        self._direct_levels = all(spec.terms[k].kind != "factor" for k in self.terms)
+        self._direct_levels = all(not isinstance(spec.terms[k].covariance, Factored) for k in self.terms)
         self._penalties = {}
         for k in self.terms:
             t = spec.terms[k]
-            if t.kind == "inverse":
+            if isinstance(t.covariance, SparseInverse):
                 P = sp.csr_matrix(t.penalty) if sp.issparse(t.penalty) else sp.csr_matrix(np.asarray(t.penalty))
                 P.sum_duplicates()
                 self._penalties[k] = (
@@ -158,7 +161,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t = self.spec.terms[k]
-            lv[la:lb] = t.factor @ x[a:b] if t.kind == "factor" else x[a:b]
+            lv[la:lb] = t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b]
         return lv
 
     def apply_t(self, x: np.ndarray) -> np.ndarray:
@@ -184,7 +187,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t_k = self.spec.terms[k]
-            out[a:b] = t_k.factor.T @ self._ls[la:lb] if t_k.kind == "factor" else self._ls[la:lb]
+            out[a:b] = t_k.factor.T @ self._ls[la:lb] if isinstance(t_k.covariance, Factored) else self._ls[la:lb]
         out[self.nz :] = self._xt
         return out
 
@@ -262,13 +265,13 @@ class PCGMME:
                 continue
             t = self.spec.terms[k]
             group = [k]
-            if self.preconditioner == "block" and t.kind != "factor":
+            if self.preconditioner == "block" and not isinstance(t.covariance, Factored):
                 group += [
                     j
                     for j in self.terms
                     if j > k
                     and j not in done
-                    and self.spec.terms[j].kind != "factor"
+                    and not isinstance(self.spec.terms[j].covariance, Factored)
                     and np.array_equal(self.spec.terms[j].levels, t.levels)
                 ]
             done.update(group)
@@ -296,7 +299,7 @@ class PCGMME:
 
     def _diag_of(self, k: int) -> np.ndarray:
         t = self.spec.terms[k]
-        if t.kind == "factor":
+        if isinstance(t.covariance, Factored):
             F = t.factor
             return np.einsum("ij,i,ij->j", F, self.counts[k], F) + self.lam[k]
         if k in self._penalties:
@@ -332,57 +335,8 @@ class PCGMME:
         ``max_rounds`` (default max(1000, 2√m·10)) warns with the residual history
         (``ConvergenceWarning.log``) when ``warn``.
         """
-        t0 = time.perf_counter()
         b = self.rhs() if r is None else np.asarray(r, dtype=np.float64)
-        max_rounds = max_rounds or max(1000, int(20 * np.sqrt(self.m)))
-        x = np.zeros(self.m) if x0 is None else np.array(x0, dtype=np.float64)
-        if x.shape != (self.m,):
-            raise ModelError(f"x0 has shape {x.shape}, expected ({self.m},): one value per MME equation")
-        bnorm = np.sqrt(kern.dot(b, b))
-        if bnorm == 0.0:
-            return np.zeros(self.m), PCGInfo(0, 0.0, np.zeros(1), True, self.preconditioner, tol, 0.0)
-        res = b - self.matvec(x) if x0 is not None else b.copy()
-        hist = [np.sqrt(kern.dot(res, res)) / bnorm]
-        converged = hist[0] <= tol
-        z = self.precondition(res)
-        d = z.copy()
-        rz = kern.dot(res, z)
-        rounds = 0
-        while not converged and rounds < max_rounds:
-            q = self.matvec(d)
-            alpha = rz / kern.dot(d, q)
-            rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
-            rounds += 1
-            if rel <= tol:  # confirm on the true residual (the recurrence drifts)
-                res = b - self.matvec(x)
-                rel = np.sqrt(kern.dot(res, res)) / bnorm
-                hist.append(rel)
-                if rel <= tol:
-                    converged = True
-                    break
-                z = self.precondition(res)  # restart from the true residual
-                d = z.copy()
-                rz = kern.dot(res, z)
-                continue
-            hist.append(rel)
-            z = self.precondition(res)
-            rz_new = kern.dot(res, z)
-            kern.new_direction(d, z, rz_new / rz)
-            rz = rz_new
-        info = PCGInfo(
-            rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol, time.perf_counter() - t0
-        )
-        if not converged and warn:
-            warnings.warn(
-                ConvergenceWarning(
-                    f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
-                    "the solution is not converged: raise max_rounds, or check the model for "
-                    "near-confounded effects. The warning's .log holds the residual history.",
-                    log=info.log(),
-                ),
-                stacklevel=2,
-            )
-        return x, info
+        return pcg_loop(self.matvec, self.precondition, b, self.m, x0, tol, max_rounds, self.preconditioner, warn)
 
     # -- warm starts -----------------------------------------------------------------------
     def start_from(self, previous) -> np.ndarray:
@@ -401,7 +355,7 @@ class PCGMME:
                 continue
             u = tab["blup"].reindex(pd.Index(t.levels)).fillna(0.0).to_numpy(dtype=float)
             a, b = self.spans[k]
-            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if t.kind == "factor" else u
+            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if isinstance(t.covariance, Factored) else u
         fe = previous.fixed_effects["estimate"].reindex(pd.Index(self.spec.x_names)).fillna(0.0)
         x[self.nz :] = fe.to_numpy(dtype=float)
         return x
@@ -412,7 +366,66 @@ class PCGMME:
         if not self.active[k]:
             return np.zeros(t.q)
         a, b = self.spans[k]
-        return t.factor @ x[a:b] if t.kind == "factor" else x[a:b].copy()
+        return t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b].copy()
+
+
+def pcg_loop(matvec, precondition, b, m, x0=None, tol=TOL, max_rounds=None, preconditioner="block", warn=True):
+    """Preconditioned conjugate gradients for C x = b with C applied by ``matvec``.
+
+    Stops on the *true* relative residual ‖b − Cx‖/‖b‖ <= ``tol`` (the recurrence
+    residual is confirmed by one extra product, and PCG restarts from the true residual
+    if they disagree). ``max_rounds`` defaults to max(1000, 20√m). Returns x (m,) and
+    :class:`PCGInfo`; not converging warns (when ``warn``) with the residual history.
+    """
+    t0 = time.perf_counter()
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    max_rounds = max_rounds or max(1000, int(20 * np.sqrt(m)))
+    x = np.zeros(m) if x0 is None else np.array(x0, dtype=np.float64)
+    if x.shape != (m,):
+        raise ModelError(f"x0 has shape {x.shape}, expected ({m},): one value per MME equation")
+    bnorm = np.sqrt(kern.dot(b, b))
+    if bnorm == 0.0:
+        return np.zeros(m), PCGInfo(0, 0.0, np.zeros(1), True, preconditioner, tol, 0.0)
+    res = b - matvec(x) if x0 is not None else b.copy()
+    hist = [np.sqrt(kern.dot(res, res)) / bnorm]
+    converged = hist[0] <= tol
+    z = precondition(res)
+    d = z.copy()
+    rz = kern.dot(res, z)
+    rounds = 0
+    while not converged and rounds < max_rounds:
+        q = matvec(d)
+        alpha = rz / kern.dot(d, q)
+        rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
+        rounds += 1
+        if rel <= tol:  # confirm on the true residual (the recurrence drifts)
+            res = b - matvec(x)
+            rel = np.sqrt(kern.dot(res, res)) / bnorm
+            hist.append(rel)
+            if rel <= tol:
+                converged = True
+                break
+            z = precondition(res)  # restart from the true residual
+            d = z.copy()
+            rz = kern.dot(res, z)
+            continue
+        hist.append(rel)
+        z = precondition(res)
+        rz_new = kern.dot(res, z)
+        kern.new_direction(d, z, rz_new / rz)
+        rz = rz_new
+    info = PCGInfo(rounds, hist[-1], np.asarray(hist), converged, preconditioner, tol, time.perf_counter() - t0)
+    if not converged and warn:
+        warnings.warn(
+            ConvergenceWarning(
+                f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
+                "the solution is not converged: raise max_rounds, or check the model for "
+                "near-confounded effects. The warning's .log holds the residual history.",
+                log=info.log(),
+            ),
+            stacklevel=3,
+        )
+    return x, info
 
 
 def _first_dependent_column(XtX: np.ndarray) -> int:
