@@ -435,22 +435,31 @@ def _structured(formula, weights, residual, correlated) -> bool:
     return any(t.structured for t in parsed.random) or weights is not None or residual is not None or bool(correlated)
 
 
-#: structured models with more random equations than this go to the sparse general engine
-GENERAL_SPARSE_MIN_EQUATIONS = 3000
+#: structured models with a sparse K⁻¹ (pedigree A⁻¹) and at least this many random
+#: equations go to the sparse general engine; with identity K only, above the second figure.
+#: Below them one dense Cholesky of C costs little (m³/3 flops at m = 2,000: ~0.1 s).
+GENERAL_SPARSE_MIN_EQUATIONS = (2000, 3000)
 
 
 def _general_state(spec, solver: str):
     """The general engine for ``solver``: "auto" takes the sparse one
-    (:mod:`henderson.solvers.general_sparse`) when a term has a sparse K⁻¹ (pedigree A⁻¹)
-    or, with no dense K, the random equations exceed ``GENERAL_SPARSE_MIN_EQUATIONS``."""
+    (:mod:`henderson.solvers.general_sparse`) when no term has a dense K and the random
+    equations reach ``GENERAL_SPARSE_MIN_EQUATIONS`` (the first figure when a term has a
+    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine."""
     from .solvers.general import GeneralMME
     from .solvers.general_sparse import GeneralSparseMME
 
     if solver == "auto":
-        kinds = [t.level.kind for t in spec.terms]
+        from .spec.levels import Factored, SparseInverse
+
+        covs = [t.level.covariance for t in spec.terms]
         n_eq = sum(t.size * t.q for t in spec.terms)
-        sparse_kinv = any(t.level.kind == "inverse" and sp.issparse(t.level.penalty) for t in spec.terms)
-        solver = "sparse" if sparse_kinv or ("factor" not in kinds and n_eq > GENERAL_SPARSE_MIN_EQUATIONS) else "dense"
+        sparse_kinv = any(
+            isinstance(c, SparseInverse) and sp.issparse(t.level.penalty) for c, t in zip(covs, spec.terms)
+        )
+        dense_k = any(isinstance(c, Factored) for c in covs)
+        low, high = GENERAL_SPARSE_MIN_EQUATIONS
+        solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
     return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
 
 

@@ -175,11 +175,23 @@ def test_maternal_gryphon_sparse_equals_dense():
         _close(a.ai, b.ai, 1e-10)
 
 
-def test_auto_routes_sparse_inverse_to_sparse_engine():
-    f, kw, d = _simulated("maternal_Kinv")
-    assert h.fit(f, d, **kw).solver == "sparse-general"
-    f, kw, d = _simulated("us_slopes")
-    assert h.fit(f, d, **kw).solver == "dense-general"
+def test_auto_routes_large_sparse_inverse_models_to_sparse_engine():
+    """solver="auto": the maternal gryphon model (2 × 1,309 equations, sparse A⁻¹) goes to
+    the sparse engine; a small model with a sparse K⁻¹ and a slopes model stay dense."""
+    from henderson.api import _general_state
+
+    g = load_gryphon()
+    spec = build_general_spec(
+        "BWT ~ 1 + SEX + (1|ANIMAL) + (1|MOTHER)",
+        g.records.dropna(subset=["BWT"]),
+        cov_inverse={"ANIMAL": h.pedigree_inverse(g.pedigree)},
+        correlated=[("ANIMAL", "MOTHER")],
+    )
+    assert _general_state(spec, "auto").name == "sparse-general"
+    assert _general_state(spec, "dense").name == "dense-general"
+    for name in ("maternal_Kinv", "us_slopes"):
+        f, kw, d = _simulated(name)
+        assert _general_state(build_general_spec(f, d, **kw), "auto").name == "dense-general"
 
 
 # -- Mrode (2014), 3rd ed., Table 7.1: birth weights of beef calves, maternal animal model --

@@ -19,7 +19,7 @@ once, and each evaluation is one numeric supernodal factorisation of
   For ML, C_zz⁻¹b = (C⁻¹)_zz b − (C⁻¹)_zx ((C⁻¹)_xx)⁻¹ (C⁻¹)_xz b (block inverse),
   from solves with the full factor and p extra unit right-hand sides.
 
-A dense K = FF' (``kind == "factor"``) is accepted (its Z̃ columns are dense), but
+A dense K = FF' (:class:`~henderson.spec.levels.Factored`) is accepted (its Z̃ columns are dense), but
 such models are better served by the dense engine; ``solver="auto"`` sends here the
 models with a sparse K⁻¹ (pedigree A⁻¹) or many identity levels.
 """
@@ -37,6 +37,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import gather, scatter_add
+from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
 from .general import GeneralMME
 
@@ -89,7 +90,7 @@ class GeneralSparseMME:
         rows_n = np.arange(n)
         for t in spec.terms:
             lv = t.level
-            if lv.kind == "factor":
+            if isinstance(lv.covariance, Factored):
                 F = lv.factor
                 r = F.shape[1]
                 Zk = sp.csc_matrix(np.hstack([t.z[:, a : a + 1] * F[t.codes[:, a]] for a in range(t.size)]))
@@ -102,7 +103,7 @@ class GeneralSparseMME:
                 vv = t.z.T.ravel().astype(float)
                 keep = vv != 0
                 Zk = sp.csc_matrix((vv[keep], (rr[keep], cc[keep])), shape=(n, t.size * r))
-                if lv.kind == "inverse":
+                if isinstance(lv.covariance, SparseInverse):
                     P = sp.csc_matrix(lv.penalty, dtype=float)
                     ld = float(lv.logdet_k)
                 else:
@@ -157,7 +158,7 @@ class GeneralSparseMME:
             B = sp.coo_matrix((val, (row, col)), shape=(m, m))
             pieces.append(B)
             self.blocks.append(dict(row=row, col=col, lab=lab, val=val))
-            if self.spec.terms[k].level.kind == "factor":  # dense level blocks, for the PEVs
+            if isinstance(self.spec.terms[k].level.covariance, Factored):  # dense level blocks, for the PEVs
                 ii, jj = (v.ravel() for v in np.meshgrid(np.arange(r), np.arange(r), indexing="ij"))
                 for a in range(S):
                     lo = a0 + a * r
@@ -339,7 +340,7 @@ class GeneralSparseMME:
         a, b = self.offsets[k], self.offsets[k + 1]
         V = ev.solution[a:b].reshape(S, r).T
         Z = self._full_selinv(ev)
-        if t.level.kind == "factor":
+        if isinstance(t.level.covariance, Factored):
             F = t.level.factor
             U = F @ V
             ii, jj = (v.ravel() for v in np.meshgrid(np.arange(r), np.arange(r), indexing="ij"))
