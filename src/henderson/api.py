@@ -159,8 +159,10 @@ def fit(
     -----
     Structured terms — ``(Days|Subject)``, ``(Days||Subject)``, ``us(0 + Env|Name)``,
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
-    three options above are fitted by the general dense engine (``result.solver`` is
-    ``"dense-general"``): AI-REML over θ (the elements of each Σ, see
+    three options above are fitted by the general engine (``result.solver`` is
+    ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
+    Cholesky factor, for pedigree A⁻¹ and many levels; ``solver="dense"``/``"sparse"``
+    choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -479,7 +481,7 @@ def fit_general(
     solver="auto",
     t0=None,
 ) -> FitResult:
-    """Fit with the general dense engine (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
