@@ -239,10 +239,12 @@ def report(mat: dict | None, mets: list, args) -> str:
         "Command (from the repo root):",
         "",
         "```",
-        f"flock /tmp/henderson-bench.lock python {' '.join(sys.argv)}",
+        f"python {' '.join(sys.argv)}",
         "```",
         "",
     ]
+    if args.note:
+        L += [args.note, ""]
     if mat:
         s, dn = mat["sparse"], mat["dense"]
         L += ["## (a) Maternal gryphon model, sparse vs dense general engine (same run)", ""]
@@ -281,23 +283,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="300x4,1000x8", help="MET sizes: lines x environments, comma-separated")
     ap.add_argument("--sommer-timeout", type=float, default=900)
+    ap.add_argument("--note", default="", help="a sentence on how the run was made, printed under the command")
     ap.add_argument("--observed", type=float, default=0.6)
     ap.add_argument("--repeats", type=int, default=3, help="sparse-engine repeats of (a) (dense: 1)")
     ap.add_argument("--skip", choices=["maternal", "met", "sommer"], action="append", default=[])
     ap.add_argument("--out", default=str(HERE / "results" / "general_sparse.md"))
     args = ap.parse_args(argv)
+
+    def write(mat, mets):  # after each part: a long run still leaves what it measured
+        text = report(mat, mets, args)
+        if args.out != "-":
+            Path(args.out).write_text(text)
+        return text
+
     mat = None if "maternal" in args.skip else maternal(args.repeats)
-    mets = []
+    mets: list = []
+    write(mat, mets)
     if "met" not in args.skip:
         for size in args.sizes.split(","):
             lines, envs = (int(v) for v in size.lower().split("x"))
             mets.append(met(lines, envs, args.observed, "sommer" not in args.skip, args.sommer_timeout))
-    text = report(mat, mets, args)
-    if args.out == "-":
-        print(text)
-    else:
-        Path(args.out).write_text(text)
-        print(text)
+            write(mat, mets)
+    print(write(mat, mets))
 
 
 if __name__ == "__main__":
