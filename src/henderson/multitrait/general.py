@@ -49,6 +49,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .._progress import report
+from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
 from .spectral import LOG2PI
 
@@ -517,7 +518,8 @@ EIG_TOL = 1e-10
 def kernel_root(K: np.ndarray, name: str) -> np.ndarray:
     """L (q × r) with K = LL', r = rank K (eigenvalues ≤ EIG_TOL·max dropped; a clearly
     negative eigenvalue is an error naming the term)."""
-    w, U = sla.eigh(K, driver="evd")
+    with blas_threads_for(len(K)):
+        w, U = sla.eigh(K, driver="evd")
     top = max(float(w[-1]), 1e-300)
     if w[0] < -1e-8 * top:
         raise ModelError(
@@ -653,13 +655,16 @@ def fit_general_traits(
     def _theta(d):
         return state.pack([np.asarray(s, dtype=float) for s in d["Sigma"]], np.asarray(d["Residual"], dtype=float))
 
-    if sigma is not None:
-        theta = _theta(sigma)
-        ev = state.evaluate(theta, derivatives=True)
-        iterations, converged, log = 0, True, pd.DataFrame()
-    else:
-        opt = optimise_general(state, start=None if start is None else _theta(start), max_iter=max_iter)
-        theta, ev, iterations, converged, log = opt.theta, opt.ev, opt.iterations, opt.converged, opt.log
+    # one BLAS thread below a few thousand equations (and always for the supernodal
+    # factor, whose supernodes are small): see henderson._threads
+    with blas_threads_for(state.dim if state.backend == "dense" else 0):
+        if sigma is not None:
+            theta = _theta(sigma)
+            ev = state.evaluate(theta, derivatives=True)
+            iterations, converged, log = 0, True, pd.DataFrame()
+        else:
+            opt = optimise_general(state, start=None if start is None else _theta(start), max_iter=max_iter)
+            theta, ev, iterations, converged, log = opt.theta, opt.ev, opt.iterations, opt.converged, opt.log
     t2 = time.perf_counter()
     Sigmas, R0 = state.unpack(theta)
     notes = list(notes) + notes1
