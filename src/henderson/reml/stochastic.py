@@ -74,7 +74,7 @@ def _chain(spec, start, n_samples, rng, max_iter, tol, stats=None):
     s = np.array(start, dtype=float)
     n, p = spec.n, spec.p
     # fixed standard-normal draws (common random numbers) for e* and u*ₖ
-    z_e = rng.standard_normal((n, n_samples))
+    z_e = np.column_stack([rng.standard_normal(n) for _ in range(n_samples)])  # draw order as before
     seeds = rng.integers(2**63 - 1, size=n_samples)
     X_samp = X_ai = None
     log = []
