@@ -108,6 +108,8 @@ class GenotypeSource:
 
         NaN for a SNP without calls.
         """
+        if rows is not None and len(rows) == len(self.ids) and np.array_equal(rows, np.arange(len(self.ids))):
+            rows = None  # every individual in file order: the stored frequencies, no pass
         if self.geno is not None and rows is None:
             return np.asarray(self.geno.allele_freq, dtype=float)
         freq = np.empty(self.p)
