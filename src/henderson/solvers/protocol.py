@@ -135,14 +135,10 @@ class Prepared:
 
     def _evaluate_spectral(self, theta, method, derivatives, want_pev):
         s = self.state
-        sg, se = float(theta[0]), float(theta[1])
-        sol = s.solve(sg, se)
-        score = s.score(sg, se, method) if derivatives else None
-        ai = s.average_information(sg, se) if derivatives else None
-        pev = {s.term: s.pev(sg, se, sol["cov_b"])} if want_pev else None
-        return Evaluation(
-            theta, method, s.m2ll(sg, se, method), score, ai, sol["b"], {s.term: sol["g"]}, pev, None, sol
-        )
+        ev = s.evaluate(theta, method=method, derivatives=derivatives)
+        sol = s.solve(theta[0], theta[1])
+        pev = {s.term: s.pev(theta[0], theta[1], sol["cov_b"])} if want_pev else None
+        return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: sol["g"]}, pev, None, ev)
 
     def _evaluate_general(self, theta, method, derivatives, want_pev):
         st = self.state
