@@ -12,9 +12,14 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
   (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`).
 
-The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate``; the
+The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate(θ,
+derivatives=True, method=)`` of the prepared state, which every solver object has with
+this signature (``DenseMME``, ``SparseMME``, ``GeneralMME``, ``SpectralSolver``); the
 solver-native evaluation (block factor, selected inverse, C⁻¹) rides along as
-``Evaluation.detail`` for the result builders. See docs/theory.md, "Solver protocol".
+``Evaluation.detail`` for the result builders. Not yet through this class: the EM
+fallback and the boundary re-entry test of ``reml/optimize.py`` still read the MME
+solvers' ``trace``, ``boundary_score`` and ``spans``, and ``reml/spectral_search.py``
+reads the spectral solver's profiled objective. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
