@@ -12,9 +12,14 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
   (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`).
 
-The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate``; the
+The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate(θ,
+derivatives=True, method=)`` of the prepared state, which every solver object has with
+this signature (``DenseMME``, ``SparseMME``, ``GeneralMME``, ``SpectralSolver``); the
 solver-native evaluation (block factor, selected inverse, C⁻¹) rides along as
-``Evaluation.detail`` for the result builders. See docs/theory.md, "Solver protocol".
+``Evaluation.detail`` for the result builders. Not yet through this class: the EM
+fallback and the boundary re-entry test of ``reml/optimize.py`` still read the MME
+solvers' ``trace``, ``boundary_score`` and ``spans``, and ``reml/spectral_search.py``
+reads the spectral solver's profiled objective. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
@@ -135,14 +140,10 @@ class Prepared:
 
     def _evaluate_spectral(self, theta, method, derivatives, want_pev):
         s = self.state
-        sg, se = float(theta[0]), float(theta[1])
-        sol = s.solve(sg, se)
-        score = s.score(sg, se, method) if derivatives else None
-        ai = s.average_information(sg, se) if derivatives else None
-        pev = {s.term: s.pev(sg, se, sol["cov_b"])} if want_pev else None
-        return Evaluation(
-            theta, method, s.m2ll(sg, se, method), score, ai, sol["b"], {s.term: sol["g"]}, pev, None, sol
-        )
+        ev = s.evaluate(theta, method=method, derivatives=derivatives)
+        sol = s.solve(theta[0], theta[1])
+        pev = {s.term: s.pev(theta[0], theta[1], sol["cov_b"])} if want_pev else None
+        return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: sol["g"]}, pev, None, ev)
 
     def _evaluate_general(self, theta, method, derivatives, want_pev):
         st = self.state
