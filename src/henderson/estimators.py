@@ -417,6 +417,13 @@ class SingleStepGBLUP(_Base):
     snp_effects : bool or "auto"
         Back-solve ssSNP effects with their variances (postGSf90) when fitted on
         Genotypes; ``auto`` does so when k²m ≤ 2e10 (the variance costs O(k²m)).
+    traits : list of str, optional
+        Multi-trait single-step (:mod:`henderson.multitrait.single_step`): ``y`` is then a
+        DataFrame by id with these columns (NaN where not recorded), ``sigma2`` is
+        (Σ_g, Σ_e) or None for REML (the general multi-trait engine with K⁻¹ = H⁻¹);
+        ``gebv_``, ``pev_``, ``reliability_`` are (animals × traits) tables,
+        ``sigma_g_``, ``sigma_e_`` the (co)variances used. One intercept per trait;
+        no SNP effects.
 
     Attributes
     ----------
@@ -528,20 +535,21 @@ class SingleStepGBLUP(_Base):
         return self
 
     def _fit_traits(self, pedigree, genotypes, y):
-        """Multi-trait single-step at given (Σ_g, Σ_e) (:mod:`henderson.models.ssgblup_traits`)."""
-        from .models.ssgblup_traits import fit_ssgblup_traits
+        """Multi-trait single-step, REML or at given (Σ_g, Σ_e) (:mod:`henderson.multitrait.single_step`)."""
+        from .multitrait.single_step import fit_ssgblup_traits
 
         traits = [str(t) for t in self.traits]
-        if self.sigma2 is None or len(self.sigma2) != 2:
+        if self.sigma2 is not None and len(self.sigma2) != 2:
             raise DataError(
-                "SingleStepGBLUP(traits=[...]) runs at given (co)variances: pass sigma2=(Sigma_g, Sigma_e), "
-                f"two {len(traits)} x {len(traits)} matrices (REML for multi-trait single-step is not implemented)"
+                "SingleStepGBLUP(traits=[...]): sigma2 must be (Sigma_g, Sigma_e), two "
+                f"{len(traits)} x {len(traits)} matrices, or None for REML"
             )
+        sg, se = (None, None) if self.sigma2 is None else self.sigma2
         if not isinstance(y, pd.DataFrame) or set(traits) - set(map(str, y.columns)):
             raise DataError(f"with traits={traits}, y must be a DataFrame by id with those columns")
         Y = y.rename(columns=str)[traits]
         f = fit_ssgblup_traits(
-            Y, pedigree, genotypes, sigma_g=self.sigma2[0], sigma_e=self.sigma2[1],
+            Y, pedigree, genotypes, sigma_g=sg, sigma_e=se,
             tuning=self.tuning, alpha=self.alpha, beta=self.beta, tau=self.tau, omega=self.omega,
             apy_core=self.apy_core, seed=self.seed, a22_inverse=self.a22_inverse, missing=self.genotyped_missing,
         )  # fmt: skip
@@ -550,6 +558,7 @@ class SingleStepGBLUP(_Base):
         self.gebv_ = f.ebv
         self.pev_, self.reliability_ = f.pev, f.reliability
         self.fixed_effects_ = f.fixed
+        self.sigma_g_, self.sigma_e_ = f.info["sigma_g"], f.info["sigma_e"]
         self.snp_effects_ = self.G_ = self.allele_freq_ = None
         return self
 

@@ -21,6 +21,7 @@ from henderson.io.pedigree import read_pedigree
 from henderson.linalg import SymbolicCholesky
 from henderson.relationships.h_inverse import SparsePlusDenseInverse
 from henderson.relationships.single_step import single_step_inverse
+from henderson.spec.levels import SparseInverseWithDenseBlock
 
 IDS = [r[0] for r in PED]
 
@@ -58,7 +59,7 @@ def test_blocks_equal_dense_H_inverse(data, tau, omega):
     assert isinstance(H, SparsePlusDenseInverse)
     assert H.n_levels == 20 and H.block.shape == (8, 8)
     pos = np.array([list(H.ids).index(i) for i in IDS])
-    np.testing.assert_allclose(H.as_dense()[np.ix_(pos, pos)], Href, atol=1e-10)
+    np.testing.assert_allclose(H.as_dense_inverse()[np.ix_(pos, pos)], Href, atol=1e-10)
     # H⁻¹x for a vector and a matrix of right-hand sides
     rng = np.random.default_rng(3)
     x = rng.normal(size=(20, 3))
@@ -66,6 +67,10 @@ def test_blocks_equal_dense_H_inverse(data, tau, omega):
     xin[pos] = x
     np.testing.assert_allclose(H.apply_inverse(xin)[pos], Href @ x, atol=1e-10)
     np.testing.assert_allclose(H.apply_inverse(xin[:, 0])[pos], Href @ x[:, 0], atol=1e-10)
+    # the level-covariance protocol: K itself and log|K|
+    assert isinstance(H, SparseInverseWithDenseBlock)
+    np.testing.assert_allclose(H.as_dense()[np.ix_(pos, pos)], np.linalg.inv(Href), atol=1e-10)
+    assert H.logdet_contribution() == pytest.approx(-np.linalg.slogdet(Href)[1], abs=1e-10)
     # log|H⁻¹|: the builder's value and the determinant lemma, both against slogdet
     ref_ld = np.linalg.slogdet(Href)[1]
     assert H.logdet_inverse() == pytest.approx(ref_ld, abs=1e-10)
@@ -90,7 +95,7 @@ def test_add_to_mme_and_dense_supernode(data):
     lam = 2.5
     out = H.add_to(C, 2, lam)
     ref = C.toarray()
-    ref[2:22, 2:22] += lam * H.as_dense()
+    ref[2:22, 2:22] += lam * H.as_dense_inverse()
     np.testing.assert_allclose(out.toarray(), ref, atol=1e-12)
     with pytest.raises(DataError, match="do not fit"):
         H.add_to(C, 5, lam)

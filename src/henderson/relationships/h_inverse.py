@@ -15,9 +15,11 @@ into one CSR matrix, lets
   neighbours are ordered last outright), factored by LAPACK;
 - log|K⁻¹| come from the parts.
 
-The method names follow the level-covariance protocol (``n_levels``, ``ids``,
-``apply_inverse``, ``as_dense``) so the object can stand where a covariance of
-random-effect levels is expected.
+The class is registered as a :class:`henderson.spec.levels.SparseInverseWithDenseBlock`
+(there, so that relationships/ does not import spec/, which imports relationships/) and
+has its methods (the level-covariance protocol: ``n_levels``, ``ids``, ``apply_inverse``, ``as_dense`` — K
+itself —, ``logdet_contribution`` = log|K|, ``sparse_part``, ``block_positions``,
+``dense_block``).
 
 log-determinant (matrix determinant lemma on the block, with A = S⁻¹):
 
@@ -62,11 +64,9 @@ class SparsePlusDenseInverse:
         Free-form metadata (e.g. single-step settings).
     """
 
-    kind = "sparse+dense inverse"
-
     def __init__(self, ids, sparse, block, index, *, logdet: float | None = None, info: dict | None = None):
-        self._ids = np.asarray([str(i) for i in ids], dtype=object)
-        n = len(self._ids)
+        self.ids = np.asarray([str(i) for i in ids], dtype=object)
+        n = len(self.ids)
         S = sp.csr_matrix(sparse)
         if S.shape != (n, n):
             raise DataError(f"sparse part has shape {S.shape}, expected ({n}, {n}) for {n} ids")
@@ -86,17 +86,30 @@ class SparsePlusDenseInverse:
         self.info = dict(info or {})
 
     # -- protocol ---------------------------------------------------------------
+    kind = "inverse"
+    inverse = True
+
     @property
     def n_levels(self) -> int:
-        return len(self._ids)
+        """n, the number of levels."""
+        return len(self.ids)
+
+    def sparse_part(self) -> sp.csr_matrix:
+        """S, shape (n, n)."""
+        return self.sparse
 
     @property
-    def ids(self) -> np.ndarray:
-        return self._ids
+    def block_positions(self) -> np.ndarray:
+        """Rows (int, shape (k,)) the dense block covers."""
+        return self.index
 
-    @property
-    def inverse(self) -> bool:
-        return True
+    def dense_block(self) -> np.ndarray:
+        """D, shape (k, k)."""
+        return self.block
+
+    def logdet_contribution(self) -> float:
+        """log|K| = −log|K⁻¹| (what −2 log L adds per variance of the term)."""
+        return -self.logdet_inverse()
 
     def apply_inverse(self, x: np.ndarray) -> np.ndarray:
         """K⁻¹ x for x of shape (n,) or (n, r): S x + P (D x[index])."""
@@ -108,6 +121,10 @@ class SparsePlusDenseInverse:
         return out
 
     def as_dense(self) -> np.ndarray:
+        """K (not its inverse) as a dense (n, n) array, as the protocol has it (small n only)."""
+        return np.linalg.inv(self.as_dense_inverse())
+
+    def as_dense_inverse(self) -> np.ndarray:
         """K⁻¹ as a dense (n, n) array (small n only)."""
         out = self.sparse.toarray()
         out[np.ix_(self.index, self.index)] += self.block

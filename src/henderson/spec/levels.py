@@ -239,3 +239,14 @@ class SparseInverseWithDenseBlock(LevelCovariance):
         pos = self.block_positions
         Kinv[np.ix_(pos, pos)] += self.dense_block()
         return sla.inv(Kinv)
+
+
+def _register_single_step() -> None:
+    """The concrete single-step H⁻¹ lives in relationships/ (which must not import spec/):
+    register it here as a virtual subclass."""
+    from ..relationships.h_inverse import SparsePlusDenseInverse
+
+    SparseInverseWithDenseBlock.register(SparsePlusDenseInverse)
+
+
+_register_single_step()

@@ -109,8 +109,8 @@ def fit_ssgblup_traits(
     pedigree,
     genotypes_or_G=None,
     *,
-    sigma_g,
-    sigma_e,
+    sigma_g=None,
+    sigma_e=None,
     pev: bool = True,
     Hinv: SparsePlusDenseInverse | None = None,
     **h_settings,
@@ -123,8 +123,11 @@ def fit_ssgblup_traits(
         One row per animal with records; NaN where a trait is not recorded.
     pedigree : Pedigree or DataFrame (id, sire, dam)
     genotypes_or_G : Genotypes, G, or None (None: multi-trait pedigree BLUP)
-    sigma_g, sigma_e : array (t, t)
-        Genetic and residual covariance matrices, in the order of ``Y``'s columns.
+    sigma_g, sigma_e : array (t, t), or both None
+        Genetic and residual covariance matrices, in the order of ``Y``'s columns. Both
+        None: estimated by REML with the general multi-trait engine
+        (:func:`henderson.multitrait.general.optimise_general`, AI-REML on the sparse MME
+        with H⁻¹ as the term's K⁻¹), then the equations are solved at the estimates.
     pev : bool
         Compute PEV and reliabilities (selected inverse of the MME).
     Hinv : SparsePlusDenseInverse, optional
@@ -140,8 +143,12 @@ def fit_ssgblup_traits(
         raise DataError("Y must be a DataFrame with one column per trait, indexed by animal id")
     traits = [str(c) for c in Y.columns]
     t = len(traits)
-    Sg = _spd(sigma_g, "sigma_g (genetic covariance)", t)
-    Se = _spd(sigma_e, "sigma_e (residual covariance)", t)
+    reml = sigma_g is None and sigma_e is None
+    if not reml:
+        if sigma_g is None or sigma_e is None:
+            raise DataError("give both sigma_g and sigma_e (given variances), or neither (REML)")
+        Sg = _spd(sigma_g, "sigma_g (genetic covariance)", t)
+        Se = _spd(sigma_e, "sigma_e (residual covariance)", t)
     rec_ids = pd.Index([str(i) for i in Y.index])
     if rec_ids.has_duplicates:
         raise DataError(f"phenotype ids repeated (one row per animal): {format_ids(rec_ids[rec_ids.duplicated()])}")
@@ -161,6 +168,9 @@ def fit_ssgblup_traits(
             f"{int(np.sum(rpos < 0))} phenotyped id(s) not in the pedigree: {format_ids(rec_ids[rpos < 0])}"
         )
 
+    opt = None
+    if reml:
+        Sg, Se, opt = _reml(vals, obs, rpos, H)
     # stacked observations, trait-major
     tr, row = np.nonzero(obs.T)
     nobs = len(tr)
@@ -206,5 +216,31 @@ def fit_ssgblup_traits(
         "n_equations": N,
         "n_genotyped": len(H.index),
         "notes": list(H.info.get("notes", [])),
+        "sigma_g": Sg,
+        "sigma_e": Se,
     }
+    if opt is not None:
+        info.update(m2ll=opt.m2ll, iterations=opt.iterations, converged=opt.converged, reml_log=opt.log)
     return MultiTraitSingleStep(ebv, pev_df, rel_df, fixed, H, info)
+
+
+def _reml(vals: np.ndarray, obs: np.ndarray, rpos: np.ndarray, H: SparsePlusDenseInverse):
+    """(Σ_g, Σ_e, optimum) by AI-REML of the general multi-trait engine with K⁻¹ = H⁻¹."""
+    import warnings
+
+    from ..errors import ConvergenceWarning
+    from .general import GeneralTerm, MultiTraitMME, optimise_general
+
+    Yn = np.where(obs, vals, np.nan)
+    Xs = [np.ones((int(obs[:, k].sum()), 1)) for k in range(obs.shape[1])]
+    term = GeneralTerm("id", rpos.astype(np.int64), np.asarray(H.ids), Kinv=H.to_sparse(), logdet_K=-H.logdet_inverse())
+    state = MultiTraitMME(Yn, Xs, [term], backend="sparse")
+    opt = optimise_general(state)
+    if not opt.converged:
+        warnings.warn(
+            f"multi-trait single-step REML did not converge in {opt.iterations} iterations",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    Sigmas, R0 = state.unpack(opt.theta)
+    return np.asarray(Sigmas[0]), np.asarray(R0), opt
