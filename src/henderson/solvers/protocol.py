@@ -10,7 +10,8 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"dense"``, ``"sparse"``: the variances (σ²₁ … σ²_K, σ²ₑ) of a :class:`~henderson.spec.model.ModelSpec`;
 - ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
-  (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`).
+  (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`); ``"general_sparse"``
+  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`).
 
 The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate(θ,
 derivatives=True, method=)`` of the prepared state, which every solver object has with
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..spec.levels import Factored
 
-SOLVERS = ("dense", "sparse", "spectral", "general")
+SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse")
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,6 +174,8 @@ class Prepared:
             ev,
         )
 
+    _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
+
 
 def prepare(spec, solver: str = "dense") -> Prepared:
     """Prepare ``solver`` for ``spec`` once (see the module notes).
@@ -182,7 +185,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     spec : ModelSpec or GeneralSpec
         A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
         (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
-    solver : {"dense", "sparse", "spectral", "general"}
+    solver : {"dense", "sparse", "spectral", "general", "general_sparse"}
 
     Returns
     -------
@@ -209,6 +212,10 @@ def prepare(spec, solver: str = "dense") -> Prepared:
 
         state = GeneralMME(spec)
         return Prepared("general", state, list(spec.theta_names))
+    elif solver == "general_sparse":
+        from .general_sparse import GeneralSparseMME
+
+        return Prepared("general_sparse", GeneralSparseMME(spec), list(spec.theta_names))
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])
