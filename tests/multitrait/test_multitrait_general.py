@@ -248,3 +248,27 @@ def test_cpdata_vignette_two_traits_matches_own_reml():
     assert np.max(np.abs(mine - theirs) / np.array(scale)) < 1e-6
     se_ref = np.array(ref["theta_se_avg_information"]["values"])
     np.testing.assert_allclose(res.variance_components.loc[names, "se"], se_ref, rtol=1e-4)
+
+
+def test_pedigree_blup_traits_large_pedigree_uses_sparse_ainv(monkeypatch):
+    """Above DENSE_A_MAX animals PedigreeBLUP(traits=...) fits A⁻¹ on the general MME:
+    the same model as the dense-A fast path, so the same fit (1e-7; REML optima)."""
+    import henderson.multitrait.estimators as mte
+
+    ped = pd.DataFrame(
+        {
+            "id": [f"x{i}" for i in range(60)],
+            "sire": [None] * 12 + [f"x{i % 6}" for i in range(48)],
+            "dam": [None] * 12 + [f"x{6 + i % 6}" for i in range(48)],
+        }
+    )
+    rng = np.random.default_rng(4)  # an interior optimum (r_g 0.70)
+    A = hd.pedigree_relationship(ped).dense()
+    u = np.linalg.cholesky(A) @ rng.normal(size=(60, 2)) @ np.linalg.cholesky([[1.0, 0.5], [0.5, 1.0]]).T
+    y = pd.DataFrame(u + rng.normal(size=(60, 2)), columns=["p", "q"], index=ped["id"])
+    dense = hd.PedigreeBLUP(traits=["p", "q"]).fit(ped, y)
+    monkeypatch.setattr(mte, "DENSE_A_MAX", 10)
+    sparse = hd.PedigreeBLUP(traits=["p", "q"]).fit(ped, y)
+    assert dense.solver_ == "multitrait-spectral" and sparse.solver_ == "multitrait-mme-sparse"
+    assert sparse.result_.loglik == pytest.approx(dense.result_.loglik, abs=1e-7)
+    np.testing.assert_allclose(sparse.predict(), dense.predict(), atol=1e-5)

@@ -99,13 +99,12 @@ def fit_pblup(est, X, y, data=None):
             "PedigreeBLUP(traits=..., random=...) needs the general multi-trait engine "
             "(several random terms across traits), not available yet"
         )
-    A = pedigree_relationship(X)
-    if A.n > DENSE_A_MAX:
-        raise ModelError(
-            f"PedigreeBLUP(traits=...) uses the dense A on this path and the pedigree has {A.n} "
-            f"animals (limit {DENSE_A_MAX}); the sparse A⁻¹ with several traits (and records "
-            "missing some traits) needs the general multi-trait engine, not available yet"
-        )
+    from ..relationships.pedigree import pedigree_inverse
+
+    A = pedigree_inverse(X)
+    if A.n <= DENSE_A_MAX:  # small pedigrees: the dense A, the spectral fast path
+        A = pedigree_relationship(X)
+    # (larger ones: the sparse A⁻¹ on the general multi-trait MME)
     traits = [str(t) for t in est.traits]
     frame = records_of(y, traits, data)
     res = fit_traits(frame, traits, ID, A, fixed=est.fixed, sigma=est.sigma2)
