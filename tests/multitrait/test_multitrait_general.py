@@ -272,3 +272,20 @@ def test_pedigree_blup_traits_large_pedigree_uses_sparse_ainv(monkeypatch):
     assert dense.solver_ == "multitrait-spectral" and sparse.solver_ == "multitrait-mme-sparse"
     assert sparse.result_.loglik == pytest.approx(dense.result_.loglik, abs=1e-7)
     np.testing.assert_allclose(sparse.predict(), dense.predict(), atol=1e-5)
+
+
+def test_pedigree_blup_traits_with_extra_random_term_is_the_formula_fit():
+    """PedigreeBLUP(traits=..., random="(1|MOTHER)") = the cbind formula with A⁻¹ and the
+    same extra term (the estimator is a face of the general fit; gryphon, BWT and TARSUS)."""
+    g = hd.datasets.load_gryphon()
+    rec = g.records.dropna(subset=["BWT", "TARSUS"], how="all").drop_duplicates("ANIMAL").set_index("ANIMAL")
+    est = hd.PedigreeBLUP(traits=["BWT", "TARSUS"], random="(1|MOTHER)").fit(
+        g.pedigree, rec[["BWT", "TARSUS"]], data=rec[["MOTHER"]]
+    )
+    frame = rec.reset_index().rename(columns={"ANIMAL": "id"})
+    ref = hd.fit(
+        "cbind(BWT, TARSUS) ~ 1 + (1|id) + (1|MOTHER)", frame, cov_inverse={"id": hd.pedigree_inverse(g.pedigree)}
+    )
+    assert est.solver_ == ref.solver == "multitrait-mme-sparse"
+    assert est.result_.loglik == pytest.approx(ref.loglik, abs=1e-9)
+    np.testing.assert_allclose(est.result_.variance_components["estimate"], ref.variance_components["estimate"])
