@@ -289,3 +289,11 @@ def test_pedigree_blup_traits_with_extra_random_term_is_the_formula_fit():
     assert est.solver_ == ref.solver == "multitrait-mme-sparse"
     assert est.result_.loglik == pytest.approx(ref.loglik, abs=1e-9)
     np.testing.assert_allclose(est.result_.variance_components["estimate"], ref.variance_components["estimate"])
+
+
+def test_copied_trait_with_missing_values_is_a_clear_error(sim):
+    frame = sim[0].copy()
+    frame["y3"] = 2.0 * frame["y1"] + 1.0
+    frame.loc[frame.index[:10], "y3"] = np.nan
+    with pytest.raises(hd.errors.ModelError, match="'y1' and 'y3' are copies"):
+        hd.fit("cbind(y1, y2, y3) ~ 1 + (1|id)", frame, cov={"id": sim[1]})

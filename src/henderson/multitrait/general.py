@@ -684,6 +684,23 @@ def trait_designs_observed(kept: pd.DataFrame, traits, fixed) -> tuple[list, lis
     return Xs, names, notes, fixed
 
 
+def _check_copies(kept: pd.DataFrame, traits) -> None:
+    """Two traits that are copies up to scale and intercept on the records having both
+    (pairwise |r| = 1) make R₀ singular: a clear error naming them."""
+    Yd = kept[list(traits)]
+    C = Yd.corr(min_periods=3).to_numpy()
+    t = len(traits)
+    for k in range(t):
+        for l in range(k):
+            if np.isfinite(C[k, l]) and abs(C[k, l]) > 1 - 1e-9:
+                both = int((Yd.iloc[:, k].notna() & Yd.iloc[:, l].notna()).sum())
+                raise ModelError(
+                    f"traits {traits[l]!r} and {traits[k]!r} are copies of each other up to scale on "
+                    f"the {both} records having both (correlation {C[k, l]:+.10f}): their residual "
+                    "covariance matrix would be singular; fit one of them"
+                )
+
+
 def fit_general_traits(
     kept: pd.DataFrame,
     traits,
@@ -729,6 +746,7 @@ def fit_general_traits(
     t0 = time.perf_counter()
     traits = list(traits)
     t = len(traits)
+    _check_copies(kept, traits)
     gterms = build_terms(kept, terms, dict(cov or {}), dict(cov_inverse or {}))
     Xs, x_names, notes1, fixed_d = trait_designs_observed(kept, traits, fixed)
     Y = kept[traits].to_numpy(dtype=float)
