@@ -27,8 +27,8 @@ tests/models/test_models.py). Two tables:
 A combination a solver cannot fit is an error that says why; the table asserts the
 error. The general engine misses 1e-8 on σ² for gryphon and wheat (≈1e-7 relative;
 its stopping rule declares convergence after three steps that each change −2logL by
-less than 1e-9 relative, while the score is still ~1e-6); those cells are strict
-xfails (they fail loudly once the engine converges further), and a second test holds
+less than 1e-9 relative, while the score is still ~1e-6); those cells are xfails
+(gryphon's strict: it fails loudly once the engine converges further), and a second test holds
 the general engine to its own rule: σ² to 1e-6 relative and log L to 1e-8.
 """
 
@@ -126,7 +126,9 @@ def table(solvers, general_loose: bool = False):
         for solver in solvers:
             marks = [pytest.mark.slow] if name in SLOW else []
             if general_loose and solver == "general" and name in GENERAL_LOOSE:
-                marks.append(pytest.mark.xfail(strict=True, reason=GENERAL_REASON))
+                # strict where the miss is decisive (gryphon 1.2e-7); wheat's 1.3e-8 is close
+                # enough to 1e-8 that another BLAS may pass it
+                marks.append(pytest.mark.xfail(strict=name == "gryphon", reason=GENERAL_REASON))
             out.append(pytest.param(name, solver, marks=marks, id=f"{name}-{solver}"))
     return out
 

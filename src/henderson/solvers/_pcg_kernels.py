@@ -213,3 +213,106 @@ def mt_level_blocks(codes, cols, eff_trait, rinv, pattern, out):
             for b in range(g):
                 if codes[i, cols[b]] == la:
                     out[la, a, b] += R[ta, eff_trait[cols[b]]]
+
+
+# -- several right-hand sides in lockstep (stochastic REML) ---------------------------------
+# One pass over the records (and over K⁻¹'s index arrays) serves all S columns: the record
+# loop is memory-bound on codes/X, so S vectors cost far less than S single passes.
+
+
+@nb.njit(cache=True, nogil=True)
+def forward_multi(X, codes, level_offsets, levels, beta, out):
+    """out[i, s] = X[i]·beta[:, s] + Σₖ levels[level_offsets[k] + codes[i, k], s]  (n, S)."""
+    n, p = X.shape
+    K = codes.shape[1]
+    S = out.shape[1]
+    for i in range(n):
+        for s in range(S):
+            acc = 0.0
+            for j in range(p):
+                acc += X[i, j] * beta[j, s]
+            out[i, s] = acc
+        for k in range(K):
+            r = level_offsets[k] + codes[i, k]
+            for s in range(S):
+                out[i, s] += levels[r, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def adjoint_multi(X, codes, level_offsets, t, level_sums, xt):
+    """level_sums = Z'ₖt per term (L, S), xt = X't (p, S); both overwritten."""
+    n, p = X.shape
+    K = codes.shape[1]
+    S = t.shape[1]
+    level_sums[:] = 0.0
+    xt[:] = 0.0
+    for i in range(n):
+        for j in range(p):
+            xij = X[i, j]
+            for s in range(S):
+                xt[j, s] += xij * t[i, s]
+        for k in range(K):
+            r = level_offsets[k] + codes[i, k]
+            for s in range(S):
+                level_sums[r, s] += t[i, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def csr_matmat_add(indptr, indices, data, x, scale, out):
+    """out += scale · P x for P in CSR form, x and out (q, S)."""
+    m = len(indptr) - 1
+    S = x.shape[1]
+    acc = np.empty(S)
+    for r in range(m):
+        acc[:] = 0.0
+        for q in range(indptr[r], indptr[r + 1]):
+            v = data[q]
+            c = indices[q]
+            for s in range(S):
+                acc[s] += v * x[c, s]
+        for s in range(S):
+            out[r, s] += scale * acc[s]
+
+
+@nb.njit(cache=True, nogil=True)
+def cg_step_multi(X, R, D, Q, alpha):
+    """Per column s: X += α_s D, R −= α_s Q; returns ‖R[:, s]‖² (S,)."""
+    m, S = X.shape
+    rr = np.zeros(S)
+    for i in range(m):
+        for s in range(S):
+            a = alpha[s]
+            X[i, s] += a * D[i, s]
+            r = R[i, s] - a * Q[i, s]
+            R[i, s] = r
+            rr[s] += r * r
+    return rr
+
+
+@nb.njit(cache=True, nogil=True)
+def dot_cols(A, B):
+    """Column-wise A[:, s]·B[:, s] (S,)."""
+    m, S = A.shape
+    out = np.zeros(S)
+    for i in range(m):
+        for s in range(S):
+            out[s] += A[i, s] * B[i, s]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def scale_rows(dinv, R, Z):
+    """Z[i, s] = dinv[i] R[i, s] for the rows of dinv (Jacobi part of the preconditioner)."""
+    for i in range(len(dinv)):
+        di = dinv[i]
+        for s in range(R.shape[1]):
+            Z[i, s] = di * R[i, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def new_direction_multi(D, Z, beta):
+    """D[:, s] = Z[:, s] + β_s D[:, s]."""
+    m, S = D.shape
+    for i in range(m):
+        for s in range(S):
+            D[i, s] = Z[i, s] + beta[s] * D[i, s]
