@@ -34,6 +34,7 @@ import pandas as pd
 from ..errors import ModelError
 from ..solvers.pcg import PCGMME
 from ..solvers.pev_sampling import _sampler
+from ..spec.levels import Factored
 
 
 def _quads(state, k, V):
@@ -69,7 +70,7 @@ def _chain(spec, start, n_samples, rng, max_iter, tol, stats=None):
     """
     K = len(spec.terms)
     for t in spec.terms:
-        if t.kind == "factor":
+        if isinstance(t.covariance, Factored):
             raise ModelError("stochastic REML supports iid and sparse K⁻¹ terms only")
     s = np.array(start, dtype=float)
     n, p = spec.n, spec.p

@@ -48,6 +48,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError, format_ids
+from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 from . import _pcg_kernels as kern
 
@@ -117,7 +118,7 @@ class PCGMME:
             if not self.active[k]:
                 self.spans[k] = (pos, pos)
                 continue
-            r = t.rank if t.kind == "factor" else t.q
+            r = t.rank if isinstance(t.covariance, Factored) else t.q
             self.spans[k] = (pos, pos + r)
             self.level_spans[k] = (lpos, lpos + t.q)
             pos += r
@@ -130,11 +131,11 @@ class PCGMME:
         )
         self.level_offsets = np.array([self.level_spans[k][0] for k in self.terms], dtype=np.int64)
         # x[:nz] is the level vector itself unless a dense K is refitted as u = Fv
-        self._direct_levels = all(spec.terms[k].kind != "factor" for k in self.terms)
+        self._direct_levels = all(not isinstance(spec.terms[k].covariance, Factored) for k in self.terms)
         self._penalties = {}
         for k in self.terms:
             t = spec.terms[k]
-            if t.kind == "inverse":
+            if isinstance(t.covariance, SparseInverse):
                 P = sp.csr_matrix(t.penalty) if sp.issparse(t.penalty) else sp.csr_matrix(np.asarray(t.penalty))
                 P.sum_duplicates()
                 self._penalties[k] = (
@@ -160,7 +161,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t = self.spec.terms[k]
-            lv[la:lb] = t.factor @ x[a:b] if t.kind == "factor" else x[a:b]
+            lv[la:lb] = t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b]
         return lv
 
     def apply_t(self, x: np.ndarray) -> np.ndarray:
@@ -186,7 +187,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t_k = self.spec.terms[k]
-            out[a:b] = t_k.factor.T @ self._ls[la:lb] if t_k.kind == "factor" else self._ls[la:lb]
+            out[a:b] = t_k.factor.T @ self._ls[la:lb] if isinstance(t_k.covariance, Factored) else self._ls[la:lb]
         out[self.nz :] = self._xt
         return out
 
@@ -369,13 +370,13 @@ class PCGMME:
                 continue
             t = self.spec.terms[k]
             group = [k]
-            if self.preconditioner == "block" and t.kind != "factor":
+            if self.preconditioner == "block" and not isinstance(t.covariance, Factored):
                 group += [
                     j
                     for j in self.terms
                     if j > k
                     and j not in done
-                    and self.spec.terms[j].kind != "factor"
+                    and not isinstance(self.spec.terms[j].covariance, Factored)
                     and np.array_equal(self.spec.terms[j].levels, t.levels)
                 ]
             done.update(group)
@@ -403,7 +404,7 @@ class PCGMME:
 
     def _diag_of(self, k: int) -> np.ndarray:
         t = self.spec.terms[k]
-        if t.kind == "factor":
+        if isinstance(t.covariance, Factored):
             F = t.factor
             return np.einsum("ij,i,ij->j", F, self.counts[k], F) + self.lam[k]
         if k in self._penalties:
@@ -459,7 +460,7 @@ class PCGMME:
                 continue
             u = tab["blup"].reindex(pd.Index(t.levels)).fillna(0.0).to_numpy(dtype=float)
             a, b = self.spans[k]
-            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if t.kind == "factor" else u
+            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if isinstance(t.covariance, Factored) else u
         fe = previous.fixed_effects["estimate"].reindex(pd.Index(self.spec.x_names)).fillna(0.0)
         x[self.nz :] = fe.to_numpy(dtype=float)
         return x
@@ -470,7 +471,7 @@ class PCGMME:
         if not self.active[k]:
             return np.zeros(t.q)
         a, b = self.spans[k]
-        return t.factor @ x[a:b] if t.kind == "factor" else x[a:b].copy()
+        return t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b].copy()
 
 
 def pcg_loop(matvec, precondition, b, m, x0=None, tol=TOL, max_rounds=None, preconditioner="block", warn=True):
