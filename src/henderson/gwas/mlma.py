@@ -119,8 +119,10 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
 
 
 def _null_lambda(design, K, codes, what, notes) -> float:
+    from ..reml.spectral_search import search
+
     s = SpectralSolver(design.y, design.X, K, codes, term="g")
-    sg, se, _ = s.optimise("reml")
+    sg, se, _ = search(s, "reml")
     notes.append(f"null model{f' ({what})' if what else ''}: sigma2_g = {sg:.6g}, sigma2_e = {se:.6g} (REML)")
     return sg / se
 
