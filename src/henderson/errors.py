@@ -10,7 +10,17 @@ import warnings
 
 
 class HendersonError(Exception):
-    """Base class of all henderson errors."""
+    """Base class of all henderson errors.
+
+    ``parameter`` names the argument of the Python API the error concerns (``"coding"``,
+    ``"missing"``, ``"formula"``...) and ``value`` the value it got; the command line maps
+    the parameter to its option in one table (``cli/_errors.py``).
+    """
+
+    def __init__(self, *args, parameter: str | None = None, value=None):
+        super().__init__(*args)
+        self.parameter = parameter
+        self.value = value
 
 
 class DataError(HendersonError, ValueError):

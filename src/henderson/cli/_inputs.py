@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -239,7 +238,9 @@ def read_phenotypes(
     ids = pd.Series(y.index.to_numpy(dtype=object))
     data = None
     if fixed:
-        cols = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", fixed) if c in frame.columns]
+        from ..spec.formula import fixed_variables
+
+        cols = [c for c in fixed_variables(fixed) if c in frame.columns]
         data = frame.drop(columns=[id_column]).copy()
         data.index = pd.Index(ids.to_numpy(dtype=object), name="id")
         data = data[cols] if cols else data
@@ -248,25 +249,6 @@ def read_phenotypes(
             if not pd.api.types.is_numeric_dtype(data[c]):
                 data[c] = data[c].astype(object)
     return y, data, frame
-
-
-def random_groups(formula: str) -> list[str]:
-    """Grouping variables of the random terms ``(... | g)`` in an lme4-style formula
-    (also ``(x||g)``, ``us(0 + Env|g)``, ``fa(0 + Env|g, 2)``)."""
-    from ..errors import ModelError
-    from ..spec.formula import parse_formula
-
-    try:
-        return list(dict.fromkeys(c for t in parse_formula(formula).random for c in t.columns))
-    except ModelError:
-        pass  # the fit reports the formula's problem; here only the group names are wanted
-    out = []
-    for rhs in re.findall(r"\|\s*([^)]*)\)", formula):
-        for g in re.split(r"[/:]", rhs):
-            g = g.strip()
-            if g and g not in out:
-                out.append(g)
-    return out
 
 
 def read_genotypes_file(path, coding: str | None = None):

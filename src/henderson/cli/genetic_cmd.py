@@ -153,7 +153,7 @@ def _codes(text: str | None) -> list[str]:
 def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
     """--fixed names columns of the phenotype file: an error lists the file's columns."""
     if fixed:
-        from ..report.formula import formula_variables
+        from ..spec.formula import formula_variables
         from ._inputs import require_columns
 
         require_columns(frame, formula_variables(fixed), option="--fixed")

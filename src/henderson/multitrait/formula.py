@@ -8,37 +8,24 @@ missing traits) needs the general multi-trait engine and is refused by name.
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from ..errors import ModelError
-from ..spec.formula import parse_formula
-
-_CBIND = re.compile(r"^\s*cbind\s*\((?P<inner>[^()]*)\)\s*$")
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+from ..spec.formula import is_multitrait, parse_formula  # noqa: F401 - is_multitrait re-exported
 
 NOT_YET = "needs the general multi-trait engine (covariance structures), not available yet"
 
 
-def is_multitrait(formula) -> bool:
-    return isinstance(formula, str) and "~" in formula and formula.split("~", 1)[0].strip().startswith("cbind")
-
-
 def parse_multitrait(formula: str) -> tuple[list[str], str, list]:
     """Traits, the fixed part (formulaic syntax) and the random terms of a cbind formula."""
-    lhs, rhs = formula.split("~", 1)
-    m = _CBIND.match(lhs)
-    if not m:
-        raise ModelError(f"cannot read the multi-trait response {lhs.strip()!r}: write cbind(y1, y2, ...)")
-    traits = [s.strip() for s in m.group("inner").split(",")]
-    bad = [s for s in traits if not _NAME.match(s)]
-    if bad or not traits:
-        raise ModelError(f"cbind(...) takes column names, got {bad or traits}")
-    if re.search(r"(^|[^A-Za-z0-9_.])diag\s*\(", rhs):
+    parsed = parse_formula(formula, multitrait=True)
+    if not parsed.traits:
+        raise ModelError(
+            f"cannot read the multi-trait response {formula.split('~', 1)[0].strip()!r}: write cbind(y1, y2, ...)"
+        )
+    if any(t.declared == "diag" for t in parsed.random):
         raise ModelError("diag(1|g) (a random term diagonal across traits) " + NOT_YET)
-    parsed = parse_formula(f"{traits[0]} ~ {rhs}")
-    return traits, parsed.fixed, list(parsed.random)
+    return list(parsed.traits), parsed.fixed, list(parsed.random)
 
 
 def fit_formula(
