@@ -83,36 +83,60 @@ def _sim(n, k, m, seed=1):
     return ped, ids, g, pd
 
 
-def part_hinv(n, k, m) -> dict:
+def part_floor(k, m) -> dict:
+    """The floor: form G from the genotypes and invert it (own process: own peak memory)."""
     import numpy as np
     import scipy.linalg as sla
 
+    from henderson._testing.genotypes import simulate_genotypes
     from henderson.relationships.genomic import genomic_relationship
-    from henderson.relationships.single_step import single_step_inverse
 
-    ped, ids, geno, _ = _sim(n, k, m)
-    out = {"n": n, "k": k, "m": m, "rss_after_simulation_mb": rss_mb()}
-    # floor: form G and invert it (dense Cholesky inverse, after a 1 % ridge so it is PD)
     t = time.perf_counter()
+    geno = simulate_genotypes(k, m, seed=2)
+    out = {"k": k, "m": m, "simulate_genotypes_s": time.perf_counter() - t, "rss_after_simulation_mb": rss_mb()}
+    _progress(f"floor: genotypes simulated in {out['simulate_genotypes_s']:.1f} s")
+    t, c0 = time.perf_counter(), time.process_time()
     G = genomic_relationship(geno)
     out["floor_form_G_s"] = time.perf_counter() - t
-    g = np.array(G.matrix)
+    out["floor_form_G_cpu_s"] = time.process_time() - c0
+    _progress(f"floor: G formed in {out['floor_form_G_s']:.1f} s")
+    g = G.matrix
     del G
-    g[np.diag_indices(k)] += 0.01
-    t = time.perf_counter()
-    c, _ = sla.lapack.dpotrf(g, lower=1, overwrite_a=1)
+    g.flags.writeable = True
+    g[np.diag_indices(k)] += 0.01  # a 1 % ridge so VanRaden's (singular) G is PD
+    f = g.T if g.flags.c_contiguous else g  # Fortran view: LAPACK in place
+    t, c0 = time.perf_counter(), time.process_time()
+    c, _ = sla.lapack.dpotrf(f, lower=1, overwrite_a=1)
     inv, _ = sla.lapack.dpotri(c, lower=1, overwrite_c=1)
     out["floor_invert_G_s"] = time.perf_counter() - t
-    del g, c, inv
+    out["floor_invert_G_cpu_s"] = time.process_time() - c0
+    _progress(f"floor: G inverted in {out['floor_invert_G_s']:.1f} s")
+    out["in_place"] = bool(np.shares_memory(inv, g))
     out["floor_s"] = out["floor_form_G_s"] + out["floor_invert_G_s"]
-    H, dt = _timed(single_step_inverse, ped, geno, diag=False)
-    out["hinv_setup_s"] = dt
-    out["hinv_parts_s"] = {kk: round(v, 3) for kk, v in H.info["timings"].items()}
-    out["hinv_nnz"] = int(H.matrix.nnz)
-    out["ratio_hinv_to_floor"] = dt / out["floor_s"]
-    out["rss_peak_hinv_mb"] = rss_mb()
-    del H
+    out["floor_cpu_s"] = out["floor_form_G_cpu_s"] + out["floor_invert_G_cpu_s"]
+    out["load_avg_end"] = os.getloadavg()
     out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_hinv(n, k, m) -> dict:
+    """H⁻¹ set-up with preGSf90's defaults, kept as A⁻¹ + dense block (``as_blocks``)."""
+    from henderson.relationships.single_step import single_step_inverse
+
+    t = time.perf_counter()
+    ped, ids, geno, _ = _sim(n, k, m)
+    out = {"n": n, "k": k, "m": m, "simulate_s": time.perf_counter() - t, "rss_after_simulation_mb": rss_mb()}
+    _progress(f"hinv: simulated in {out['simulate_s']:.1f} s")
+    c0 = time.process_time()
+    H, dt = _timed(single_step_inverse, ped, geno, diag=False, as_blocks=True)
+    out["hinv_setup_s"] = dt
+    out["hinv_setup_cpu_s"] = time.process_time() - c0
+    out["load_avg_end"] = os.getloadavg()
+    out["hinv_parts_s"] = {kk: round(v, 3) for kk, v in H.info["timings"].items()}
+    out["hinv_sparse_nnz"] = int(H.sparse.nnz)
+    out["hinv_block"] = list(H.block.shape)
+    out["rss_peak_mb"] = rss_mb()
+    del H
     return out
 
 
@@ -185,9 +209,13 @@ def part_solve(n, k, m) -> dict:
     H, out["hinv_setup_s"] = _timed(single_step_inverse, ped, geno)
     A, out["ainv_s"] = _timed(pedigree_inverse, ped)
     s2 = (0.5, 1.0)
-    res, out["ssgblup_solve_s"] = _timed(fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": H}, sigma2=s2)
+    # solver="sparse": the supernodal Cholesky of henderson.linalg (auto would pick PCG
+    # above 100,000 equations at given variances)
+    res, out["ssgblup_solve_s"] = _timed(
+        fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": H}, sigma2=s2, solver="sparse"
+    )
     out["ssgblup_solver"] = res.solver
-    _, out["pblup_solve_s"] = _timed(fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": A}, sigma2=s2)
+    _, out["pblup_solve_s"] = _timed(fit, "y ~ 1 + (1|id)", frame, cov_inverse={"id": A}, sigma2=s2, solver="sparse")
     out["ratio_ssgblup_to_pblup"] = out["ssgblup_solve_s"] / out["pblup_solve_s"]
     out["hinv_nnz"], out["ainv_nnz"] = int(H.matrix.nnz), int(A.matrix.nnz)
     out["rss_peak_mb"] = rss_mb()
@@ -210,7 +238,7 @@ def machine() -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["hinv", "routes", "apy", "solve"])
+    ap.add_argument("--part", choices=["floor", "hinv", "routes", "apy", "solve"])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--k", type=int, default=5_000)
     ap.add_argument("--m", type=int, default=50_000)
@@ -222,11 +250,12 @@ def main():
     ap.add_argument("--solve-n", type=int, default=100_000)
     ap.add_argument("--solve-k", type=int, default=2_000)
     ap.add_argument("--solve-m", type=int, default=10_000)
-    ap.add_argument("--parts", default="routes,apy,solve,hinv")
+    ap.add_argument("--parts", default="routes,apy,solve,floor,hinv")
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
     if a.part:
         f = {
+            "floor": lambda: part_floor(a.k, a.m),
             "hinv": lambda: part_hinv(a.n, a.k, a.m),
             "routes": lambda: part_routes(a.routes_n, a.routes_k),
             "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
@@ -248,6 +277,11 @@ def main():
             raise SystemExit(f"part {part} failed")
         results[part] = json.loads(r.stdout.strip().splitlines()[-1])
         results[part]["wall_s"] = time.perf_counter() - t
+        if part == "hinv" and "floor" in results:
+            results[part]["ratio_hinv_to_floor"] = results[part]["hinv_setup_s"] / results["floor"]["floor_s"]
+            results[part]["ratio_hinv_to_floor_cpu"] = (
+                results[part]["hinv_setup_cpu_s"] / results["floor"]["floor_cpu_s"]
+            )
         print(part, json.dumps(results[part], indent=1), flush=True)
         if a.write:  # after every part, so a long run keeps what it has measured
             a.write.write_text(

@@ -154,3 +154,18 @@ def brute_force_m2ll(y, X, ZKZ, sigma2, method="reml"):
     b = np.linalg.solve(XtViX, X.T @ Vi @ y)
     r = y - X @ b
     return n * np.log(2 * np.pi) + ldv + r @ Vi @ r
+
+
+def pytest_addoption(parser):
+    # tests/test_golden.py: rewrite tests/data/golden/*.json from the current code (only on purpose)
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden-master FitResult files in tests/data/golden/ (see its README)",
+    )
+
+
+@pytest.fixture(scope="session")
+def regen_golden(request) -> bool:
+    return bool(request.config.getoption("--regen-golden"))

@@ -159,8 +159,10 @@ def fit(
     -----
     Structured terms — ``(Days|Subject)``, ``(Days||Subject)``, ``us(0 + Env|Name)``,
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
-    three options above are fitted by the general dense engine (``result.solver`` is
-    ``"dense-general"``): AI-REML over θ (the elements of each Σ, see
+    three options above are fitted by the general engine (``result.solver`` is
+    ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
+    Cholesky factor, for pedigree A⁻¹ and many levels; ``solver="dense"``/``"sparse"``
+    choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -435,6 +437,34 @@ def _structured(formula, weights, residual, correlated) -> bool:
     return any(t.structured for t in parsed.random) or weights is not None or residual is not None or bool(correlated)
 
 
+#: structured models with a sparse K⁻¹ (pedigree A⁻¹) and at least this many random
+#: equations go to the sparse general engine; with identity K only, above the second figure.
+#: Below them one dense Cholesky of C costs little (m³/3 flops at m = 2,000: ~0.1 s).
+GENERAL_SPARSE_MIN_EQUATIONS = (2000, 3000)
+
+
+def _general_state(spec, solver: str):
+    """The general engine for ``solver``: "auto" takes the sparse one
+    (:mod:`henderson.solvers.general_sparse`) when no term has a dense K and the random
+    equations reach ``GENERAL_SPARSE_MIN_EQUATIONS`` (the first figure when a term has a
+    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine."""
+    from .solvers.general import GeneralMME
+    from .solvers.general_sparse import GeneralSparseMME
+
+    if solver == "auto":
+        from .spec.levels import Factored, SparseInverse
+
+        covs = [t.level.covariance for t in spec.terms]
+        n_eq = sum(t.size * t.q for t in spec.terms)
+        sparse_kinv = any(
+            isinstance(c, SparseInverse) and sp.issparse(t.level.penalty) for c, t in zip(covs, spec.terms)
+        )
+        dense_k = any(isinstance(c, Factored) for c in covs)
+        low, high = GENERAL_SPARSE_MIN_EQUATIONS
+        solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
+    return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
+
+
 def fit_general(
     formula,
     data,
@@ -451,20 +481,19 @@ def fit_general(
     solver="auto",
     t0=None,
 ) -> FitResult:
-    """Fit with the general dense engine (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
-    from .solvers.general import GeneralMME
     from .spec.terms import build_general_spec
 
     t0 = time.perf_counter() if t0 is None else t0
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense"):
+    if solver not in ("auto", "dense", "sparse"):
         raise ModelError(
-            f"structured models are fitted by the dense general engine; solver={solver!r} "
-            "is not available for them (use 'auto' or 'dense')"
+            f"structured models are fitted by the general engine, dense or sparse; solver={solver!r} "
+            "is not available for them (use 'auto', 'dense' or 'sparse')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
@@ -472,7 +501,7 @@ def fit_general(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    state = GeneralMME(spec)
+    state = _general_state(spec, solver)
     t2 = time.perf_counter()
     if theta is not None:
         th = np.asarray(theta, dtype=float)

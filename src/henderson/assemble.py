@@ -16,7 +16,9 @@ import scipy
 from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult, ratio_table
+from .results_builder import blup_table, build_fit_result, fixed_effects_table
 from .solvers.dense import DenseMME
+from .spec.levels import Factored
 from .spec.model import ModelSpec
 
 
@@ -107,15 +109,14 @@ def dense_result(
     nz = len(ev.index) - p
     b = ev.solution[nz:]
     b_se = np.sqrt(np.maximum(np.diag(ev.fixed_cov()), 0) * se_e)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
+    fe = fixed_effects_table(b, b_se, spec.x_names)
 
     blups = {}
     for k, t in enumerate(spec.terms):
         if ev.active[k]:
             a0, b0 = ev.spans[k]
             v = ev.solution[a0:b0]
-            if t.kind == "factor":
+            if isinstance(t.covariance, Factored):
                 blk = ev.inverse_block(k) * se_e
                 u = t.factor @ v
                 pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
@@ -124,36 +125,25 @@ def dense_result(
             rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
-        blups[t.name] = pd.DataFrame(
-            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records}, index=pd.Index(t.levels, name=t.name)
-        )
+        blups[t.name] = blup_table(u, pev, rel, t.n_records, t.levels, t.name)
 
-    y = spec.y
-    fitted = pd.Series(y - ev.residuals, index=spec.record_index, name="fitted")
-    resid = pd.Series(ev.residuals, index=spec.record_index, name="residual")
-    loglik = -0.5 * ev.m2ll
-    df = p + (K + 1 if not fixed_sigma2 else 0)
     settings = settings_of(spec, method, fixed_sigma2, state.name)
-    return FitResult(
+    return build_fit_result(
+        spec,
+        m2ll=ev.m2ll,
+        n_theta=0 if fixed_sigma2 else K + 1,
+        residuals=ev.residuals,
+        notes=notes,
         variance_components=vc,
         fixed_effects=fe,
         blups=blups,
-        loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df),
-        bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n,
-        n_dropped=spec.n_dropped,
         method=method,
         solver=state.name,
         iterations=iterations,
         converged=converged,
         log=log,
-        fitted=fitted,
-        residuals=resid,
-        notes=tuple(notes),
         settings=settings,
         vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
     )
 
 
@@ -175,8 +165,7 @@ def spectral_result(
     vc = variance_table(spec, s, cov, boundary, notes)
     sol = solver.solve(sg, se)
     b, b_se = sol["b"], np.sqrt(np.diag(sol["cov_b"]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
+    fe = fixed_effects_table(b, b_se, spec.x_names)
     if pev:
         pev_v = solver.pev(sg, se, sol["cov_b"])
         if sg == 0.0:
@@ -186,39 +175,27 @@ def spectral_result(
         pev_v = rel = np.full(term.q, np.nan)
         notes.append("PEV and reliabilities not computed (pev=False)")
     g = sol["g"] if sg > 0 else np.zeros(term.q)  # not −0.0 from 0·(negative)
-    blups = {
-        term.name: pd.DataFrame(
-            {"blup": g, "pev": pev_v, "reliability": rel, "n_records": term.n_records},
-            index=pd.Index(term.levels, name=term.name),
-        )
-    }
+    blups = {term.name: blup_table(g, pev_v, rel, term.n_records, term.levels, term.name)}
     resid = se * sol["Py"]  # ê = σ²_e P y (BLUP residuals)
-    fitted = pd.Series(spec.y - resid, index=spec.record_index, name="fitted")
     m2ll = solver.m2ll(sg, se, method) if sg > 0 else None
     if m2ll is None:
         m2ll = solver.m2ll(0.0, se, method)
-    loglik = -0.5 * m2ll
-    df = spec.p + (2 if not fixed_sigma2 else 0)
-    return FitResult(
+    return build_fit_result(
+        spec,
+        m2ll=m2ll,
+        n_theta=0 if fixed_sigma2 else 2,
+        residuals=resid,
+        notes=notes,
         variance_components=vc,
         fixed_effects=fe,
         blups=blups,
-        loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df),
-        bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n,
-        n_dropped=spec.n_dropped,
         method=method,
         solver=solver.name,
         iterations=int(info.get("iterations", 0)),
         converged=bool(info.get("converged", True)),
         log=info.get("log", pd.DataFrame()),
-        fitted=fitted,
-        residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes),
         settings=settings_of(spec, method, fixed_sigma2, solver.name),
         vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
     )
 
 
@@ -246,8 +223,7 @@ def sparse_result(
     diag = state.inverse_diag(ev)
     b = ev.solution[nz:]
     b_se = np.sqrt(np.maximum(diag[nz:], 0) * se_e)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
+    fe = fixed_effects_table(b, b_se, spec.x_names)
     blups = {}
     for k, t in enumerate(spec.terms):
         a, bb = ev.spans[k]
@@ -257,30 +233,21 @@ def sparse_result(
             rel = reliability(pev, s[k], t.k_diag)
         else:
             u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
-        blups[t.name] = pd.DataFrame(
-            {"blup": u, "pev": pev, "reliability": rel, "n_records": t.n_records}, index=pd.Index(t.levels, name=t.name)
-        )
-    resid = np.asarray(ev.residuals)
-    loglik = -0.5 * ev.m2ll
-    df = p + (K + 1 if not fixed_sigma2 else 0)
-    return FitResult(
+        blups[t.name] = blup_table(u, pev, rel, t.n_records, t.levels, t.name)
+    return build_fit_result(
+        spec,
+        m2ll=ev.m2ll,
+        n_theta=0 if fixed_sigma2 else K + 1,
+        residuals=ev.residuals,
+        notes=notes,
         variance_components=vc,
         fixed_effects=fe,
         blups=blups,
-        loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df),
-        bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n,
-        n_dropped=spec.n_dropped,
         method=method,
         solver=state.name,
         iterations=iterations,
         converged=converged,
         log=log,
-        fitted=pd.Series(spec.y - resid, index=spec.record_index, name="fitted"),
-        residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes),
         settings=settings_of(spec, method, fixed_sigma2, state.name),
         vcov=cov,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
     )

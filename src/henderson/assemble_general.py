@@ -23,7 +23,9 @@ import scipy
 from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult
+from .results_builder import blup_table, build_fit_result, fixed_effects_table
 from .spec.covariance import FactorAnalytic
+from .spec.levels import Factored, SparseInverse
 
 
 def _matrix(M, names) -> pd.DataFrame:
@@ -143,8 +145,7 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
 
     b, vb = state.fixed(ev)
     b_se = np.sqrt(np.maximum(np.diag(vb), 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
+    fe = fixed_effects_table(b, b_se, spec.x_names)
     blups = {}
     for k, t in enumerate(spec.terms):
         U, pev = state.term_blups(ev, k)
@@ -154,10 +155,7 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
             rel = 1.0 - pev / (kd[:, None] * dS[None, :])
         nrec = t.n_records
         if t.size == 1:
-            blups[t.name] = pd.DataFrame(
-                {"blup": U[:, 0], "pev": pev[:, 0], "reliability": rel[:, 0], "n_records": nrec},
-                index=pd.Index(t.levels, name=t.name),
-            )
+            blups[t.name] = blup_table(U[:, 0], pev[:, 0], rel[:, 0], nrec, t.levels, t.name)
         else:
             idx = pd.MultiIndex.from_product([t.levels, list(t.components)], names=[t.name, "component"])
             blups[t.name] = pd.DataFrame(
@@ -170,8 +168,6 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
                 index=idx,
             )
     resid = ev.residuals
-    loglik = -0.5 * ev.m2ll
-    df = spec.p + (0 if fixed_theta else spec.n_theta)
     settings = {
         "formula": spec.formula.text,
         "method": method,
@@ -186,26 +182,23 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
         "residual": r.column,
         "weights": r.weights is not None,
     }
-    return FitResult(
+    return build_fit_result(
+        spec,
+        m2ll=ev.m2ll,
+        n_theta=0 if fixed_theta else spec.n_theta,
+        residuals=resid,
+        notes=notes,
+        record_levels={t.name: t.levels[t.codes[:, 0]] for t in spec.terms},
         variance_components=vc,
         fixed_effects=fe,
         blups=blups,
-        loglik=float(loglik),
-        aic=float(-2 * loglik + 2 * df),
-        bic=float(-2 * loglik + df * np.log(spec.n)),
-        n_obs=spec.n,
-        n_dropped=spec.n_dropped,
         method=method,
         solver=state.name,
         iterations=iterations,
         converged=converged,
         log=log,
-        fitted=pd.Series(spec.y - resid, index=spec.record_index, name="fitted"),
-        residuals=pd.Series(resid, index=spec.record_index, name="residual"),
-        notes=tuple(notes),
         settings=settings,
         vcov=vcov_se,
-        record_levels={t.name: t.levels[t.codes[:, 0]] for t in spec.terms},
         covariances=covs,
         correlations=cors,
         derived=derived,
@@ -240,7 +233,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
                 rows.append(
                     (f"cor({t.name}:{t.components[i]}:{t.components[j]})", f(theta), _delta_se(f, theta, vcov, scale))
                 )
-        is_h2 = t.level.kind in ("factor", "inverse")
+        is_h2 = isinstance(t.level.covariance, (Factored, SparseInverse))
         for i, comp in enumerate(t.components):
             zi = t.z[:, i]
             if not np.all((zi == 0) | (zi == 1)) or res_var(theta, comp) is None:

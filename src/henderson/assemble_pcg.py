@@ -20,6 +20,7 @@ import pandas as pd
 
 from .assemble import reliability, settings_of, variance_table
 from .results import FitResult
+from .results_builder import build_fit_result, fixed_effects_table
 
 
 def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=None, extra_notes=()) -> FitResult:
@@ -41,8 +42,7 @@ def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=No
         b_se = np.sqrt(np.maximum(np.diag(fixed_cov), 0) * s[-1])
     else:
         b_se = np.full(spec.p, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=pd.Index(spec.x_names, name="coefficient"))
+    fe = fixed_effects_table(b, b_se, spec.x_names)
     if pev_sampled is None:
         notes.append(
             "PEV and reliabilities not computed: exact PEV needs diag(C⁻¹), which "
@@ -77,25 +77,21 @@ def pcg_result(spec, state, x, info, method: str, pev_sampled=None, fixed_cov=No
         "seconds": info.seconds,
     }
     settings["pev_method"] = pev_sampled["method"] if pev_sampled is not None else None
-    nan = float("nan")
-    return FitResult(
+    return build_fit_result(
+        spec,
+        m2ll=float("nan"),  # iteration gives no log|C|: logLik, AIC and BIC are NaN
+        n_theta=0,
+        residuals=spec.y - fitted,
+        fitted=fitted,
+        notes=notes,
         variance_components=vc,
         fixed_effects=fe,
         blups=blups,
-        loglik=nan,
-        aic=nan,
-        bic=nan,
-        n_obs=spec.n,
-        n_dropped=spec.n_dropped,
         method=method,
         solver=state.name,
         iterations=info.rounds,
         converged=info.converged,
         log=info.log(),
-        fitted=pd.Series(fitted, index=spec.record_index, name="fitted"),
-        residuals=pd.Series(spec.y - fitted, index=spec.record_index, name="residual"),
-        notes=tuple(notes),
         settings=settings,
         vcov=None,
-        record_levels={t.name: t.levels[t.codes] for t in spec.terms},
     )

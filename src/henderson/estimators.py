@@ -417,6 +417,13 @@ class SingleStepGBLUP(_Base):
     snp_effects : bool or "auto"
         Back-solve ssSNP effects with their variances (postGSf90) when fitted on
         Genotypes; ``auto`` does so when k²m ≤ 2e10 (the variance costs O(k²m)).
+    traits : list of str, optional
+        Multi-trait single-step (:mod:`henderson.models.ssgblup_traits`): ``y`` is then a
+        DataFrame by id with these columns (NaN where not recorded), ``sigma2`` is
+        (Σ_g, Σ_e) or None for REML (the general multi-trait engine with K⁻¹ = H⁻¹);
+        ``gebv_``, ``pev_``, ``reliability_`` are (animals × traits) tables,
+        ``sigma_g_``, ``sigma_e_`` the (co)variances used. One intercept per trait;
+        no SNP effects.
 
     Attributes
     ----------
@@ -447,10 +454,12 @@ class SingleStepGBLUP(_Base):
         missing="error",
         genotyped_missing="error",
         snp_effects="auto",
+        traits=None,
     ):
         self.method = method
         self.fixed = fixed
         self.sigma2 = sigma2
+        self.traits = traits
         self.tuning = tuning
         self.alpha = alpha
         self.beta = beta
@@ -464,8 +473,12 @@ class SingleStepGBLUP(_Base):
         self.snp_effects = snp_effects
 
     def fit(self, pedigree, genotypes, y, data=None):
-        """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id."""
+        """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id
+        (with ``traits``: a DataFrame by id with those columns)."""
         from .models.ssgblup import fit_ssgblup, snp_effects_single_step
+
+        if self.traits is not None:
+            return self._fit_traits(pedigree, genotypes, y)
 
         f = fit_ssgblup(
             y,
@@ -519,6 +532,34 @@ class SingleStepGBLUP(_Base):
             if want:
                 pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
                 self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
+        return self
+
+    def _fit_traits(self, pedigree, genotypes, y):
+        """Multi-trait single-step, REML or at given (Σ_g, Σ_e) (:mod:`henderson.models.ssgblup_traits`)."""
+        from .models.ssgblup_traits import fit_ssgblup_traits
+
+        traits = [str(t) for t in self.traits]
+        if self.sigma2 is not None and len(self.sigma2) != 2:
+            raise DataError(
+                "SingleStepGBLUP(traits=[...]): sigma2 must be (Sigma_g, Sigma_e), two "
+                f"{len(traits)} x {len(traits)} matrices, or None for REML"
+            )
+        sg, se = (None, None) if self.sigma2 is None else self.sigma2
+        if not isinstance(y, pd.DataFrame) or set(traits) - set(map(str, y.columns)):
+            raise DataError(f"with traits={traits}, y must be a DataFrame by id with those columns")
+        Y = y.rename(columns=str)[traits]
+        f = fit_ssgblup_traits(
+            Y, pedigree, genotypes, sigma_g=sg, sigma_e=se,
+            tuning=self.tuning, alpha=self.alpha, beta=self.beta, tau=self.tau, omega=self.omega,
+            apy_core=self.apy_core, seed=self.seed, a22_inverse=self.a22_inverse, missing=self.genotyped_missing,
+        )  # fmt: skip
+        self.fit_ = f
+        self.Hinv_ = f.Hinv
+        self.gebv_ = f.ebv
+        self.pev_, self.reliability_ = f.pev, f.reliability
+        self.fixed_effects_ = f.fixed
+        self.sigma_g_, self.sigma_e_ = f.info["sigma_g"], f.info["sigma_e"]
+        self.snp_effects_ = self.G_ = self.allele_freq_ = None
         return self
 
     def genotyped_pec(self) -> pd.DataFrame:

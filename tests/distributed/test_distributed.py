@@ -97,6 +97,41 @@ def test_products_equal_dense(client, plink):
     np.testing.assert_allclose(out["W_alpha"], W @ alpha, rtol=0, atol=1e-10)
 
 
+def test_snp_crossproducts_equal_in_memory(client, plink):
+    """W'DW and W'Dy from the .bed and from scattered in-memory slices = the in-memory
+    SNP-BLUP path's W (centred_markers) multiplied densely; uneven last chunk included."""
+    from henderson.distributed import snp_crossproducts
+    from henderson.models.snpblup import centred_markers
+
+    prefix, geno = plink
+    rng = np.random.default_rng(2)
+    y, w = rng.standard_normal(geno.n), rng.uniform(0.5, 2.0, geno.n)
+    W, _ = centred_markers(geno)
+    ref, ref_w = W.T @ W, W.T @ (w[:, None] * W)
+    out = snp_crossproducts(prefix, y=y, scheduler=client, chunk_snps=300)
+    assert out["chunks"] == 7
+    np.testing.assert_allclose(out["WtW"], ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(out["Wt_y"], W.T @ y, rtol=0, atol=1e-10 * np.abs(W.T @ y).max())
+    out = snp_crossproducts(geno, y=y, weights=w, scheduler=client, chunk_snps=900)
+    np.testing.assert_allclose(out["WtW"], ref_w, rtol=0, atol=1e-10 * np.abs(ref_w).max())
+    np.testing.assert_allclose(out["Wt_y"], W.T @ (w * y), rtol=0, atol=1e-10 * np.abs(W.T @ y).max())
+
+
+def test_snp_crossproducts_bad_input(client, plink, monkeypatch):
+    from henderson.distributed import snp_crossproducts
+
+    prefix, geno = plink
+    with pytest.raises(h.DataError, match=r"weights must be finite and >= 0; bad at individuals \[3\]"):
+        w = np.ones(geno.n)
+        w[3] = -1
+        snp_crossproducts(prefix, weights=w, scheduler=client)
+    with pytest.raises(h.DataError, match=r"y has shape \(5,\)"):
+        snp_crossproducts(prefix, y=np.ones(5), scheduler=client)
+    monkeypatch.setenv("HENDERSON_MEMORY_LIMIT", "1000")
+    with pytest.raises(MemoryError, match=r"W'W for 2000 SNPs needs .*\(genotype_products"):
+        snp_crossproducts(prefix, scheduler=client)
+
+
 @pytest.mark.filterwarnings("ignore::henderson.DataWarning")
 def test_gblup_estimator_and_cv_on_cluster(client):
     geno = simulate_genotypes(100, 800, seed=6)

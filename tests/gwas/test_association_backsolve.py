@@ -209,3 +209,42 @@ def test_backsolve_reads_a_plink_file_in_blocks(case, tmp_path):
     b = henderson.association(gb, tmp_path / "g", block_size=37)
     np.testing.assert_allclose(b.effect, a.effect, rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(b.se, a.se, rtol=1e-10)
+
+
+def test_float32_blocks_with_missing_calls_equal_float64(monkeypatch):
+    """The fused float32 path (centre_f32 + strsm + column_forms) against the float64 one.
+
+    Missing calls (5%) are centred to 0 in both; covariates make Q two columns wide.
+    Reference: FixedRatio.forms on float64 blocks with a float64 Cholesky solve
+    (FLOAT32_FROM above n), i.e. the dense formula tested above to 1e-8. Tolerance: the
+    float32 solve's relative error is about κ(L)·6e-8 per element, and a, b sum n = 150
+    such terms: 1e-5 relative on b, 1e-5·max|a| on a.
+    """
+    from henderson.gwas import _fixed
+    from henderson.gwas._source import GenotypeSource
+
+    geno = simulate_genotypes(150, 400, seed=11, n_chrom=2, missing_rate=0.05)
+    assert (geno.dosages == -127).any()
+    rng = np.random.default_rng(11)
+    X = np.column_stack([np.ones(150), rng.normal(size=150)])
+    y = rng.normal(size=150)
+    src = GenotypeSource(geno, block_size=96)
+    freq = src.allele_freq()
+    K = np.zeros((150, 150))
+    for _, W in src.centred_blocks(None, freq):
+        K += W @ W.T
+    K /= 2 * np.sum(freq * (1 - freq))
+    monkeypatch.setattr(_fixed, "FLOAT32_FROM", 10**9)
+    f64 = _fixed.FixedRatio(K, 0.7, y, X)
+    a64, b64 = map(np.concatenate, zip(*(f64.forms(W) for _, W in src.centred_blocks(None, freq)), strict=True))
+    monkeypatch.setattr(_fixed, "FLOAT32_FROM", 1)
+    f32 = _fixed.FixedRatio(K, 0.7, y, X)
+    blocks = list(f32.blocks(src, None, freq, np.arange(geno.p)))
+    assert all(W.dtype == np.float32 and W.flags.f_contiguous for _, W in blocks)
+    # centring: the float32 block is the float64 one rounded (missing calls exactly 0)
+    for (_, w32), (_, w64) in zip(blocks, src.centred_blocks(None, freq), strict=True):
+        np.testing.assert_array_equal(w32, w64.astype(np.float32))
+    a32, b32 = map(np.concatenate, zip(*(f32.forms_of(W) for _, W in blocks), strict=True))
+    np.testing.assert_allclose(b32, b64, rtol=1e-5)
+    np.testing.assert_allclose(a32, a64, rtol=0, atol=1e-5 * np.abs(a64).max())
+    assert not np.array_equal(b32, b64)  # the float32 path did run

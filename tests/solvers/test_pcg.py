@@ -265,3 +265,39 @@ def test_pcg_zero_variance_drops_term_as_dense(gryphon):
     b = h.fit(GRYPHON, rec, cov_inverse={"ANIMAL": Ainv}, sigma2=s, solver="dense")
     assert (a.blups["MOTHER"]["blup"] == 0).all()
     assert_same_solution(a, b)
+
+
+def test_solve_multi_equals_single_solves(animal):
+    """Lockstep PCG over several right-hand sides = one PCG per column (stochastic REML)."""
+    f = "y ~ sex + (1|herd) + (1|id)"
+    spec = build_spec(f, animal["records"], cov_inverse={"id": animal["ainv"]})
+    state = PCGMME(spec, [0.5, 1.0, 2.0])
+    rng = np.random.default_rng(0)
+    Y = np.column_stack([spec.y, rng.standard_normal((spec.n, 3))])
+    B = state.apply_tt_multi(Y)
+    np.testing.assert_allclose(B[:, 0], state.rhs(), rtol=1e-13)
+    X, rounds = state.solve_multi(B, tol=1e-12)
+    for s in range(Y.shape[1]):
+        x, _ = state.solve(B[:, s], tol=1e-12)
+        np.testing.assert_allclose(X[:, s], x, rtol=0, atol=1e-8 * np.abs(x).max())
+        np.testing.assert_allclose(state.matmat(X)[:, s], state.matvec(X[:, s]), rtol=1e-12, atol=1e-9)
+    X2, rounds2 = state.solve_multi(B, X0=X, tol=1e-12)  # warm start at the solution: nothing to do
+    assert rounds2 == 0 and np.array_equal(X2, X)
+
+
+def test_stochastic_reml_loose_early_tolerance_same_fixed_point(monkeypatch):
+    """Looser PCG in early rounds, then a tight last round: the chain's fixed point is
+    the one of tight solves throughout (common random numbers make it deterministic);
+    agreement to 1e-5 relative, the chain's own convergence tolerance."""
+    from henderson.reml import stochastic as st
+
+    sim = simulate_animal_model(800, 4, seed=2, herds=10)
+    spec = build_spec("y ~ sex + (1|herd) + (1|id)", sim["records"], cov_inverse={"id": sim["ainv"]})
+    start = np.array([0.6, 0.9, 1.8])
+    stats: dict = {}
+    a, _, ok, _ = st._chain(spec, start, 8, np.random.default_rng([1, 0]), 50, 1e-6, stats)
+    assert ok and stats["pcg_rounds"][-1][1] == st.TIGHT_TOL and stats["pcg_rounds"][0][1] == st.LOOSE_TOL
+    monkeypatch.setattr(st, "LOOSE_TOL", st.TIGHT_TOL)
+    b, _, ok2, _ = st._chain(spec, start, 8, np.random.default_rng([1, 0]), 50, 1e-6)
+    assert ok2
+    np.testing.assert_allclose(a, b, rtol=1e-5)

@@ -5,6 +5,6 @@ address (``"tcp://host:8786"``). See docs/scaling.md for what runs where.
 """
 
 from .client import get_client
-from .genomic import distributed_relationship, genotype_products
+from .genomic import distributed_relationship, genotype_products, snp_crossproducts
 
-__all__ = ["get_client", "distributed_relationship", "genotype_products"]
+__all__ = ["get_client", "distributed_relationship", "genotype_products", "snp_crossproducts"]

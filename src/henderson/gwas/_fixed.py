@@ -58,6 +58,7 @@ class FixedRatio:
         self.L32 = np.asfortranarray(L, dtype=np.float32) if n >= FLOAT32_FROM else None
         Xt = self._white(X)
         self.Q, r = np.linalg.qr(Xt)
+        self.Qf = np.asfortranarray(self.Q)
         if np.min(np.abs(np.diag(r))) <= 1e-10 * np.max(np.abs(np.diag(r))):
             raise ModelError("the fixed-effect design is rank deficient: drop aliased covariates")
         self.r = self._residualise(self._white(y[:, None]))[:, 0]
@@ -69,6 +70,40 @@ class FixedRatio:
 
     def _residualise(self, A: np.ndarray) -> np.ndarray:
         return A - self.Q @ (self.Q.T @ A)
+
+    @property
+    def float32(self) -> bool:
+        """True when SNP blocks should come as float32 Fortran arrays (:meth:`forms32`)."""
+        return self.L32 is not None
+
+    def blocks(self, source, rows, freq, idx):
+        """The SNP blocks of ``source`` in the form :meth:`forms_of` takes (float32 at scale)."""
+        if self.float32:
+            return source.centred_blocks32(rows, freq, idx)
+        return source.centred_blocks(rows, freq, idx)
+
+    def forms_of(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`forms32` for a float32 block on the float32 path, else :meth:`forms`."""
+        if self.float32 and Wb.dtype == np.float32:
+            return self.forms32(Wb)
+        return self.forms(Wb)
+
+    def forms32(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) as :meth:`forms`, for a float32 Fortran-order block, which is overwritten.
+
+        ``strsm`` whitens in place, then one fused pass
+        (:func:`~henderson.gwas._blocks32.column_forms`) gives a = W̃'r and
+        b = ‖W̃‖² − ‖Q'W̃‖² with float64 sums: no float64 copy of the block, no residual
+        matrix. b < 1e-10‖W̃‖² (a SNP in the span of the covariates, where the
+        difference is rounding) is returned as 0.
+        """
+        from ._blocks32 import column_forms
+
+        Wt = blas.strsm(1.0, self.L32, Wb, lower=1, overwrite_b=1)
+        a, s, q = column_forms(Wt, self.r, self.Qf)
+        b = s - np.einsum("kj,kj->j", q, q)
+        b[b <= 1e-10 * s] = 0.0
+        return a, b
 
     def forms(self, Wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(a, b), each shape (b,): w'P_H y and w'P_H w for the columns of ``Wb`` (n, b)."""

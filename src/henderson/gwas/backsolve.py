@@ -78,8 +78,8 @@ def backsolve(fm: Fitted, source: GenotypeSource):
     fr = FixedRatio(Kr, s_g / s_e, d.y, d.X)
     del Kr
     idx_ok = np.flatnonzero(ok)
-    for idx, W in source.centred_blocks(rows, freq, idx_ok):
-        a, b = fr.forms(W)  # w'P_H y, w'P_H w with P_H = σ²_e P
+    for idx, W in fr.blocks(source, rows, freq, idx_ok):
+        a, b = fr.forms_of(W)  # w'P_H y, w'P_H w with P_H = σ²_e P
         t.loc[idx, "effect"] = s_b * a / s_e
         t.loc[idx, "se"] = s_b * np.sqrt(b / s_e)
         t.loc[idx, "tested"] = b > 1e-12 * max(1.0, float(np.max(b)))  # constant among the records: untested

@@ -119,8 +119,10 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
 
 
 def _null_lambda(design, K, codes, what, notes) -> float:
+    from ..reml.spectral_search import search
+
     s = SpectralSolver(design.y, design.X, K, codes, term="g")
-    sg, se, _ = s.optimise("reml")
+    sg, se, _ = search(s, "reml")
     notes.append(f"null model{f' ({what})' if what else ''}: sigma2_g = {sg:.6g}, sigma2_e = {se:.6g} (REML)")
     return sg / se
 
@@ -140,8 +142,8 @@ def _test(t, design, source, rows, codes, K, idx, freq, p3d, sigma2, notes, what
     if p3d:
         lam = (sigma2[0] / sigma2[1]) if sigma2 is not None else _null_lambda(design, K, codes, what, notes)
         fr = FixedRatio(Kr, lam, design.y, design.X)
-        for sub, W in source.centred_blocks(rows, freq, idx):
-            a, b = fr.forms(W)
+        for sub, W in fr.blocks(source, rows, freq, idx):
+            a, b = fr.forms_of(W)
             k = np.searchsorted(idx, sub)
             with np.errstate(invalid="ignore", divide="ignore"):
                 beta[k] = a / b

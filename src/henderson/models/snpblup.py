@@ -37,6 +37,7 @@ from ..data.genotypes import MISSING, Genotypes
 from ..errors import DataError, DataWarning
 from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
+from ..spec.levels import DenseKernel, Markers
 from ..spec.model import RandomTerm, build_spec
 from ._align import ID, records_frame
 from ._alleles import allele_flips
@@ -146,10 +147,10 @@ def fit_snpblup(
     if space == "marker":
         W, freq = centred_markers(geno, freq)  # N × m with m < N: smaller than K
         kdiag = np.einsum("ij,ij->i", W, W)
+        # K = WW' is never formed
         term = RandomTerm(
-            ID, geno.ids, codes, "factor", kernel=None, k_diag=kdiag, n_records=counts, source="WW' (marker space)"
+            ID, geno.ids, codes, Markers(W, geno.ids), k_diag=kdiag, n_records=counts, source="WW' (marker space)"
         )
-        object.__setattr__(term, "_factor", W)  # K = WW' is never formed
         solver = "dense"
     else:
         # K = WW' through the blocked exact-SYRK kernel of genomic_relationship (G times its
@@ -159,7 +160,13 @@ def fit_snpblup(
         del G
         kdiag = np.diag(K).copy()
         term = RandomTerm(
-            ID, geno.ids, codes, "factor", kernel=K, k_diag=kdiag, n_records=counts, source="WW' (individual space)"
+            ID,
+            geno.ids,
+            codes,
+            DenseKernel(K, geno.ids, ID),
+            k_diag=kdiag,
+            n_records=counts,
+            source="WW' (individual space)",
         )
         solver = "spectral"
     res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2, solver=solver, pev=pev)

@@ -1,11 +1,11 @@
 """Multi-trait fits: records frame + traits + one known K → :class:`MultiTraitResult`.
 
 ``fit_traits`` checks the traits (numeric, recorded, not constant, not copies of each
-other, complete), builds one design per trait, runs the spectral AI-REML and
-assembles the result. Individuals missing some traits need the general engine (the
-covariance-structure solver), which is not part of this path: they are an error, never
-dropped or imputed (imputing a missing trait and maximising is not REML of the
-observed data).
+other), builds one design per trait, runs the spectral AI-REML and assembles the
+result. Records missing some traits, or a sparse K⁻¹ (pedigree), go to the general
+multi-trait MME (:mod:`henderson.multitrait.general`): a record keeps the traits it
+has, nothing is dropped or imputed (imputing a missing trait and maximising is not
+REML of the observed data). ``result.solver`` says which ran.
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ from .results import MultiTraitResult, correlation_tables, heritability_table
 from .spectral import MultiTraitSpectral, vech, vech_index
 
 MISSING_TRAITS = (
-    "missing traits need the general multi-trait engine (covariance structures with "
-    "records absent per trait), which is not available on this path yet; the fast "
-    "spectral path needs every trait on every record. Fit the complete records (and "
-    "say so), or single-trait models"
+    "the fast spectral path needs every trait on every record; fit through "
+    "henderson.fit / fit_traits, which send missing traits to the general multi-trait MME"
 )
 
 
-def check_traits(frame: pd.DataFrame, traits, group: str) -> tuple[pd.DataFrame, list]:
-    """Numeric, recorded, non-constant, complete traits; rows with no trait are dropped and counted.
+def check_traits(frame: pd.DataFrame, traits, group: str, allow_missing: bool = False) -> tuple[pd.DataFrame, list]:
+    """Numeric, recorded, non-constant traits; rows with no trait are dropped and counted.
 
-    Returns (kept rows with traits as float, notes).
+    With ``allow_missing=False`` a record missing some (not all) traits is an error
+    naming them (the spectral path needs complete records).
+
+    Returns (kept rows with traits as float, NaN where missing; notes).
     """
     traits = list(traits)
     if len(traits) < 1:
@@ -58,7 +59,7 @@ def check_traits(frame: pd.DataFrame, traits, group: str) -> tuple[pd.DataFrame,
             f"{int(none.sum())} of {len(Y)} rows have none of the traits: those individuals are predicted, not fitted"
         )
     some = Y.isna().any(axis=1) & ~none
-    if some.any():
+    if some.any() and not allow_missing:
         per = {t: int((Y[t].isna() & ~none).sum()) for t in traits if (Y[t].isna() & ~none).any()}
         detail = ", ".join(f"{t}: {k}" for t, k in per.items())
         raise ModelError(
@@ -68,7 +69,7 @@ def check_traits(frame: pd.DataFrame, traits, group: str) -> tuple[pd.DataFrame,
     kept = frame.loc[~none.to_numpy()].copy()
     for t in traits:
         kept[t] = Y.loc[~none, t].to_numpy()
-        if kept[t].nunique() < 2:
+        if kept[t].nunique(dropna=True) < 2:
             raise DataError(f"trait {t!r} is constant over the records: nothing to fit")
     return kept, notes
 
@@ -179,15 +180,31 @@ def fit_traits(
     """
     t0 = time.perf_counter()
     K = as_relationship(K, kind="K")
-    if K.is_sparse:
-        raise ModelError(
-            "the multi-trait fast path needs a dense K (G, or a dense A); a sparse inverse "
-            "(pedigree A⁻¹) needs the general multi-trait engine, not available yet"
-        )
     traits = [str(t) for t in traits]
     if group not in frame.columns:
         raise DataError(f"column {group!r} (the ids of the relationship matrix) is not in the data")
-    kept, notes0 = check_traits(frame, traits, group)
+    kept, notes0 = check_traits(frame, traits, group, allow_missing=True)
+    if K.is_sparse or kept[traits].isna().any().any():
+        # missing traits or a sparse (inverse) K: the general MME
+        from .general import fit_general_traits
+
+        if K.is_sparse and not K.inverse:
+            raise ModelError(f"a sparse K for {group!r} must be an inverse (e.g. pedigree A⁻¹): pass it as such")
+        cov_d, inv_d = ({}, {group: K}) if K.inverse else ({group: K}, {})
+        return fit_general_traits(
+            kept,
+            traits,
+            [(group, False)],
+            cov=cov_d,
+            cov_inverse=inv_d,
+            fixed=fixed,
+            start=None if start is None else {"Sigma": [start[0]], "Residual": start[1]},
+            sigma=None if sigma is None else {"Sigma": [sigma[0]], "Residual": sigma[1]},
+            max_iter=max_iter,
+            formula=formula
+            or f"cbind({', '.join(traits)}) ~ " + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
+            notes=list(notes) + notes0,
+        )
     ids = kept[group].astype(str).to_numpy()
     known = pd.Index(np.asarray(K.ids, dtype=str))
     codes = known.get_indexer(ids)

@@ -1,9 +1,11 @@
-"""``cbind(y1, y2, ...) ~ fixed + (1|id)``: the multi-trait formula and its routing.
+"""``cbind(y1, y2, ...) ~ fixed + (1|id) + diag(1|block)``: the multi-trait formula and its routing.
 
 The fast path (:mod:`henderson.multitrait.spectral`) takes exactly one random term
-``(1|g)`` with a dense known covariance ``cov={g: K}`` and complete records. Any other
-multi-trait shape (several random terms, ``diag(1|g)``, iid or sparse-inverse terms,
-missing traits) needs the general multi-trait engine and is refused by name.
+``(1|g)`` with a dense known covariance ``cov={g: K}`` and complete records; it runs
+whenever it applies (``solver="auto"``). Every other shape — several random terms,
+``diag(1|g)`` (a term diagonal across traits), iid terms, a sparse inverse
+``cov_inverse={g: A⁻¹}``, records missing some traits — runs on the general
+multi-trait MME (:mod:`henderson.multitrait.general`). ``result.solver`` says which.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ import pandas as pd
 from ..errors import ModelError
 from ..spec.formula import is_multitrait, parse_formula  # noqa: F401 - is_multitrait re-exported
 
-NOT_YET = "needs the general multi-trait engine (covariance structures), not available yet"
+SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse")
 
 
-def parse_multitrait(formula: str) -> tuple[list[str], str, list]:
-    """Traits, the fixed part (formulaic syntax) and the random terms of a cbind formula."""
+def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
+    """Traits, the fixed part (formulaic syntax), the random terms and the names of the
+    ``diag(1|g)`` terms of a cbind formula (read by :func:`henderson.spec.formula.parse_formula`)."""
     parsed = parse_formula(formula, multitrait=True)
     if not parsed.traits:
         raise ModelError(
             f"cannot read the multi-trait response {formula.split('~', 1)[0].strip()!r}: write cbind(y1, y2, ...)"
         )
-    if any(t.declared == "diag" for t in parsed.random):
-        raise ModelError("diag(1|g) (a random term diagonal across traits) " + NOT_YET)
-    return list(parsed.traits), parsed.fixed, list(parsed.random)
+    declared_diag = [t for t in parsed.random if t.declared == "diag"]
+    if any(t.lhs != ("1",) or not t.intercept for t in declared_diag):
+        raise ModelError("diag(...) takes a random intercept across traits: diag(1|g)")
+    diag = {t.name for t in declared_diag}
+    return list(parsed.traits), parsed.fixed, list(parsed.random), diag
 
 
 def fit_formula(
@@ -42,53 +47,86 @@ def fit_formula(
     pev="auto",
     fixed=None,
 ):
-    """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`."""
-    from .fit import fit_traits
+    """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`.
+
+    ``solver``: "auto" (the spectral fast path when it applies, else the general MME),
+    "spectral", or "mme" / "dense" / "sparse" (the general MME with that back end).
+    ``sigma``/``start`` are (Σ_g, Σ_e) for one term, or on the general MME
+    ``{"Sigma": [Σ per term], "Residual": Σ_e}``.
+    """
+    from ..relationships.container import as_relationship
+    from .fit import check_traits, fit_traits
+    from .general import fit_general_traits
 
     if method.lower() != "reml":
         raise ModelError("multi-trait models are fitted by REML only (method='reml')")
-    if solver not in ("auto", "spectral", "multitrait-spectral"):
-        raise ModelError(
-            f"solver={solver!r}: multi-trait models have only the spectral fast path so far "
-            "(one dense known covariance, complete records); the general solver " + NOT_YET
-        )
-    traits, fixed_part, terms = parse_multitrait(formula)
+    if solver not in SOLVERS:
+        raise ModelError(f"solver={solver!r}: multi-trait solvers are {', '.join(SOLVERS)}")
+    traits, fixed_part, terms, diag = parse_multitrait(formula)
     cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
-    if len(terms) != 1:
-        raise ModelError(
-            f"multi-trait models with {len(terms)} random terms "
-            f"({', '.join(t.name for t in terms) or 'none'}) "
-            + NOT_YET
-            + "; the fast path takes exactly one term (1|g) with cov={g: K}"
-        )
-    term = terms[0]
-    if len(term.columns) != 1:
-        raise ModelError(f"random term (1|{term.name}) on an interaction " + NOT_YET)
-    if term.name in cov_inverse:
-        raise ModelError(
-            f"a sparse inverse covariance for {term.name!r} (cov_inverse=, e.g. pedigree A⁻¹) "
-            + NOT_YET
-            + "; give the dense matrix with cov= for small pedigrees"
-        )
-    if term.name not in cov:
-        raise ModelError(
-            f"(1|{term.name}) without a known covariance (iid across levels) "
-            + NOT_YET
-            + f"; give cov={{{term.name!r}: K}}"
-        )
+    if not terms:
+        raise ModelError("a multi-trait model needs a random term, e.g. (1|id) with cov={'id': K}")
+    for term in terms:
+        if len(term.columns) != 1:
+            raise ModelError(
+                f"random term (1|{term.name}) on an interaction: make the combined column first "
+                f"(data['{term.name.replace(':', '_')}'] = ...) and use (1|that column)"
+            )
+        if term.name in cov and term.name in cov_inverse:
+            raise ModelError(f"term {term.name!r} got both cov= and cov_inverse=; give one")
+    unknown = sorted((set(cov) | set(cov_inverse)) - {t.name for t in terms})
+    if unknown:
+        raise ModelError(f"cov/cov_inverse name(s) {unknown} that are not random terms of {formula!r}")
     if fixed is not None:
         fixed_part = fixed  # per-trait dict overrides the formula's fixed part
     if not isinstance(data, pd.DataFrame):
         raise ModelError(f"data must be a pandas DataFrame, not {type(data).__name__}")
-    return fit_traits(
-        data,
+    one = terms[0].name
+    fast = (
+        len(terms) == 1
+        and one not in diag
+        and one in cov
+        and not as_relationship(cov[one], kind="K").is_sparse
+        and solver in ("auto", "spectral", "multitrait-spectral")
+    )
+    if solver in ("spectral", "multitrait-spectral") and not fast:
+        raise ModelError(
+            "solver='spectral' needs exactly one random term (1|g) with a dense cov={g: K} "
+            "(and complete records); this model runs on the general MME (solver='auto' or 'mme')"
+        )
+    if fast:
+        return fit_traits(
+            data,
+            traits,
+            one,
+            cov[one],
+            fixed=fixed_part,
+            start=start,
+            max_iter=max_iter,
+            sigma=sigma,
+            pev=pev,
+            formula=formula,
+        )
+    kept, notes = check_traits(data, traits, one, allow_missing=True)
+
+    def as_general(x):
+        if x is None or isinstance(x, dict):
+            return x
+        if len(terms) == 1 and len(x) == 2:
+            return {"Sigma": [x[0]], "Residual": x[1]}
+        raise ModelError('sigma/start on the general MME: {"Sigma": [one matrix per term], "Residual": matrix}')
+
+    return fit_general_traits(
+        kept,
         traits,
-        term.name,
-        cov[term.name],
+        [(t.name, t.name in diag) for t in terms],
+        cov=cov,
+        cov_inverse=cov_inverse,
         fixed=fixed_part,
-        start=start,
+        start=as_general(start),
+        sigma=as_general(sigma),
         max_iter=max_iter,
-        sigma=sigma,
-        pev=pev,
+        backend="auto" if solver in ("auto", "mme") else solver,
         formula=formula,
+        notes=notes,
     )

@@ -197,6 +197,8 @@ def as_relationship(obj, *, inverse: bool = False, kind: str = "K") -> Relations
 
     Bare numpy arrays are refused: a matrix without ids cannot be matched to records.
     """
+    if not isinstance(obj, Relationship) and hasattr(obj, "to_relationship"):
+        obj = obj.to_relationship()  # e.g. SparsePlusDenseInverse (single-step H⁻¹ in blocks)
     if isinstance(obj, Relationship):
         if inverse and not obj.inverse:
             raise DataError(f"expected an inverse relationship matrix, got {obj!r}")

@@ -1,4 +1,4 @@
-"""G, Wα and W'v over SNP chunks on a ``dask.distributed`` cluster.
+"""G, W'W, Wα and W'v over SNP chunks on a ``dask.distributed`` cluster.
 
 G = Σ_b S_b / Σ_b s_b is a sum over SNP chunks b of an n × n numerator S_b and a
 scalar scale s_b (VanRaden 1: S_b = W_bW_b', s_b = 2Σpq over the chunk; VanRaden 2 /
@@ -171,6 +171,23 @@ def _add_vectors(a, b):
     return a + b
 
 
+def _weighted_block(source, start, stop, freq, w):
+    """(W_b, D W_b) of one chunk: the centred block and its row-weighted copy (D = diag w)."""
+    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
+    W = _centred_block(geno, freq)
+    return W, (W if w is None else W * w[:, None])
+
+
+def _cross_block(bi, bj):
+    """W_i'DW_j of two chunks' blocks."""
+    return bi[0].T @ bj[1]
+
+
+def _cross_vector(bi, y):
+    """W_i'Dy."""
+    return bi[1].T @ y
+
+
 # ---------------------------------------------------------------- client side
 
 
@@ -326,4 +343,83 @@ def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler, 
         if alpha is not None:
             was = [client.submit(lambda t: t[0], f, pure=False) for f in parts]
             out["W_alpha"] = _tree_sum(client, was, _add_vectors).result()
+    return out
+
+
+def snp_crossproducts(
+    geno, y=None, weights=None, allele_freq=None, *, scheduler, chunk_snps: int | None = None
+) -> dict:
+    """SNP-BLUP's normal-equation products W'DW and W'Dy on a Dask cluster.
+
+    The SNP-BLUP MME (Meuwissen et al. 2001) need W'R⁻¹W (p × p) and W'R⁻¹y with
+    R⁻¹ = D/σ²ₑ, D = diag(weights) (I by default). With chunks b = 1..B of SNPs,
+    W'DW is the B × B grid of blocks W_i'DW_j: one task per chunk builds W_b (read from
+    the .bed on the worker, or a scattered in-memory slice) and one task per pair i <= j
+    multiplies two of them, so a worker holds two n × chunk float blocks and one
+    chunk × chunk result; the blocks are gathered and assembled on the client, which must
+    hold p² × 8 bytes (checked before anything is submitted).
+
+    Parameters
+    ----------
+    geno : str or Path (PLINK fileset) or Genotypes
+    y : array (n,), optional
+        Returns ``Wt_y`` = W'Dy, shape (p,).
+    weights : array (n,), optional
+        Record weights (diagonal of D), e.g. the effective numbers of daughters behind
+        de-regressed proofs.
+    allele_freq, scheduler, chunk_snps
+        As :func:`genotype_products`.
+
+    Returns
+    -------
+    dict with ``WtW`` (p, p) and, with ``y``, ``Wt_y`` (p,); ``chunks`` (their count).
+    Equal to the in-memory W'DW (W from :func:`henderson.models.snpblup.centred_markers`)
+    to round-off.
+    """
+    from .._memory import available_bytes
+
+    if isinstance(geno, pd.DataFrame):
+        geno = Genotypes.from_frame(geno)
+    if isinstance(geno, Genotypes):
+        n, p = geno.n, geno.p
+    else:
+        meta = _plink_meta(geno)
+        n, p, geno = meta["n"], meta["p"], meta["bed"]
+    for name, vec in (("y", y), ("weights", weights)):
+        if vec is not None and np.shape(vec) != (n,):
+            raise DataError(f"{name} has shape {np.shape(vec)}, expected ({n},) (one per individual)")
+    if weights is not None and not np.all(np.isfinite(weights) & (np.asarray(weights) >= 0)):
+        bad = np.flatnonzero(~(np.isfinite(weights) & (np.asarray(weights) >= 0)))
+        raise DataError(f"weights must be finite and >= 0; bad at individuals {bad[:5].tolist()}")
+    need = 8 * p * p * 2  # the gathered blocks and the assembled matrix
+    if need > available_bytes():
+        raise MemoryError(
+            f"W'W for {p} SNPs needs {need / 2**30:.1f} GiB on the client and {available_bytes() / 2**30:.1f} GiB "
+            "is available: use products with vectors instead (genotype_products: Wα and W'v, as PCG on the "
+            "SNP-BLUP equations needs) or GBLUP (distributed_relationship, n × n)"
+        )
+    chunks = _chunks(p, chunk_snps)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    with get_client(scheduler) as client:
+        sources = _sources(client, geno, chunks)
+        wf = client.scatter(w, broadcast=True) if w is not None else None
+        blocks = [
+            client.submit(_weighted_block, src, a, b, _freq_chunk(allele_freq, a, b), wf, pure=False)
+            for src, (a, b) in zip(sources, chunks)
+        ]
+        pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
+        futs = [client.submit(_cross_block, blocks[i], blocks[j], pure=False) for i, j in pairs]
+        yv = None
+        if y is not None:
+            yf = client.scatter(np.asarray(y, dtype=np.float64), broadcast=True)
+            yv = [client.submit(_cross_vector, b, yf, pure=False) for b in blocks]
+        WtW = np.empty((p, p))
+        for (i, j), part in zip(pairs, client.gather(futs)):
+            (a, b), (c, d) = chunks[i], chunks[j]
+            WtW[a:b, c:d] = part
+            if i != j:
+                WtW[c:d, a:b] = part.T
+        out = {"WtW": WtW, "chunks": len(chunks)}
+        if yv is not None:
+            out["Wt_y"] = np.concatenate(client.gather(yv))
     return out

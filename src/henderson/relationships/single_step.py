@@ -22,13 +22,13 @@ A₂₂⁻¹ is never taken from the full A. Two exact routes (``a22_inverse``):
 - ``"sparse"``: on the pedigree pruned to the genotyped animals and their ancestors,
   partition A⁻¹ into non-genotyped (1) and genotyped (2) animals; then
   A₂₂⁻¹ = A⁻¹₂₂ − A⁻¹₂₁ (A⁻¹₁₁)⁻¹ A⁻¹₁₂ (Strandén & Mäntysaari 2014; Masuda et al.
-  2017), one sparse factorisation of A⁻¹₁₁ and k solves with its factor;
+  2017), one supernodal Cholesky of A⁻¹₁₁ (:mod:`henderson.linalg`) and k solves
+  with it, 256 right-hand sides at a time;
 - ``"dense"``: A₂₂ by Colleau's (2002) indirect method, then a dense Cholesky inverse.
 
-``"auto"`` takes ``"dense"``: with scipy's SuperLU, whose solves go one column at a
-time, the k solves of the sparse route cost more than the BLAS-3 Cholesky inverse at
-every size measured (``benchmarks/results/single_step.md``), and blending and tuning
-need A₂₂ itself anyway. The sparse route stays for a faster sparse solver.
+``"auto"`` takes ``"dense"``: blending and tuning need A₂₂ itself anyway, and the
+k³ BLAS-3 inverse beat the k sparse solves at the sizes measured
+(``benchmarks/results/single_step.md``).
 
 log|H| (for REML) and diag(H) (for reliabilities) come from the block inverse of H⁻¹:
 H₂₂ = T⁻¹ with T = τG*⁻¹ + (1 − ω)A₂₂⁻¹, log|H| = log|A| − log|A₂₂| − log|T|, and
@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from ..data import _pedigree_kernels as K
 from ..data.genotypes import Genotypes
@@ -106,26 +105,65 @@ def _add_founders(ped: Pedigree, absent: np.ndarray) -> Pedigree:
     return out
 
 
-def _chol(m: np.ndarray, what: str, hint: str) -> np.ndarray:
-    """Lower Cholesky factor of a copy of ``m``; a clear error when not positive definite."""
-    c, info = sla.lapack.dpotrf(m, lower=1, clean=1, overwrite_a=0)
+def _owned(m) -> np.ndarray:
+    """A float64 matrix built by this module, made writable: the Relationship container
+    freezes its matrix, but nobody else holds this one (a copy only if it cannot be)."""
+    m = np.asarray(m, dtype=np.float64)
+    try:
+        m.flags.writeable = True
+    except ValueError:
+        m = m.copy()
+    return m
+
+
+def _fortran_view(m: np.ndarray) -> np.ndarray:
+    """A Fortran-ordered view of a symmetric matrix (its transpose when C-ordered): LAPACK
+    then works in place instead of on a copy."""
+    if m.flags.f_contiguous:
+        return m
+    if m.flags.c_contiguous:
+        return m.T
+    return np.asfortranarray(m)
+
+
+def _chol(m: np.ndarray, what: str, hint: str, overwrite: bool = False) -> np.ndarray:
+    """Lower Cholesky factor of symmetric ``m`` (in ``m``'s memory when ``overwrite``,
+    which then no longer holds ``m``); a clear error when not positive definite."""
+    a = _fortran_view(m) if overwrite else m
+    dmax = float(np.max(np.diag(a)))
+    c, info = sla.lapack.dpotrf(a, lower=1, clean=0, overwrite_a=int(overwrite))
     # an exactly singular matrix (VanRaden's G: G1 = 0) can factor with a pivot of
     # round-off size; a pivot² below 1e-10 of the largest diagonal is singular here
-    if info != 0 or np.min(np.diag(c)) ** 2 < 1e-10 * float(np.max(np.diag(m))):
-        w = float(np.linalg.eigvalsh(m)[0])
-        raise NotPositiveDefiniteError(
-            f"{what} is singular or not positive definite (smallest eigenvalue {w:.3g}): {hint}"
-        )
+    if info != 0 or np.min(np.diag(c)) ** 2 < 1e-10 * dmax:
+        if overwrite:
+            detail = f"Cholesky pivot {info if info else int(np.argmin(np.diag(c))) + 1} is not positive"
+        else:
+            detail = f"smallest eigenvalue {float(np.linalg.eigvalsh(m)[0]):.3g}"
+        raise NotPositiveDefiniteError(f"{what} is singular or not positive definite ({detail}): {hint}")
     return c
 
 
-def _inverse_from_chol(c: np.ndarray) -> np.ndarray:
-    inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=0)
+def _mirror_lower(m: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Copy the lower triangle onto the upper one, in place, a column block at a time
+    (no k² index arrays, no k² temporary)."""
+    k = m.shape[0]
+    for a in range(0, k, block):
+        b = min(a + block, k)
+        d = m[a:b, a:b]
+        iu = np.triu_indices(b - a, 1)
+        d[iu] = d.T[iu]
+        if b < k:
+            m[a:b, b:] = m[b:, a:b].T
+    return m
+
+
+def _inverse_from_chol(c: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Symmetric inverse from a lower Cholesky factor (in the factor's memory when
+    ``overwrite``)."""
+    inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=int(overwrite))
     if info != 0:
         raise NotPositiveDefiniteError(f"Cholesky inverse failed (LAPACK info {info})")
-    il = np.tril_indices_from(inv, -1)
-    inv[il[1], il[0]] = inv[il]
-    return inv
+    return _mirror_lower(inv)
 
 
 def _logdet_chol(c: np.ndarray) -> float:
@@ -146,13 +184,23 @@ def _pruned(ped: Pedigree, gcodes: np.ndarray):
     return s, dm, d, new[gcodes]
 
 
-def _factor_spd(B: sp.spmatrix):
-    """SuperLU of a sparse SPD matrix without pivoting (its LU is Cholesky up to scaling)."""
-    lu = spla.splu(B.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-    u = lu.U.diagonal()
-    if np.any(u <= 0):
-        raise NotPositiveDefiniteError("the non-genotyped block of A⁻¹ is not positive definite")
-    return lu, float(np.log(u).sum())
+class _SupernodalSPD:
+    """Supernodal Cholesky (:mod:`henderson.linalg`) of a sparse SPD matrix, with the
+    ``solve`` of SuperLU's interface: the k right-hand sides of a block are solved
+    together (numba over the supernodes, vectorised over the columns)."""
+
+    def __init__(self, B: sp.spmatrix):
+        from ..linalg import SymbolicCholesky
+
+        B = sp.csc_matrix(B)
+        try:
+            self.factor = SymbolicCholesky(B).factor_matrix(B)
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(f"the non-genotyped block of A⁻¹ is not positive definite: {exc}") from exc
+        self.logdet = self.factor.logdet()
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        return self.factor.solve(b)
 
 
 def _solve_blocks(lu, rhs: sp.spmatrix, block: int = 256):
@@ -191,7 +239,8 @@ def a22_inverse_sparse(ped, ids) -> tuple[np.ndarray, float]:
         return _sym(B22), logdet_a
     B11 = B[others][:, others]
     B12 = B[others][:, gpos]
-    lu, logdet_b11 = _factor_spd(B11)
+    f = _SupernodalSPD(B11)
+    lu, logdet_b11 = f, f.logdet
     out = B22
     B21 = B12.T.tocsr()
     for cols_, X in _solve_blocks(lu, B12):
@@ -211,7 +260,9 @@ def _tune_mean(g: np.ndarray, a22: np.ndarray, ids) -> tuple[float, float]:
     if k < 2:
         raise DataError("tuning='mean' needs at least 2 genotyped animals; use tuning=None")
     ad, ao = np.trace(a22) / k, (a22.sum() - np.trace(a22)) / (k * (k - 1))
-    if np.allclose(a22, np.eye(k), atol=1e-12):
+    # A22 ≥ 0 entrywise, so a zero off-diagonal sum means no relationships at all
+    # (checked without forming a k × k identity or difference)
+    if np.allclose(np.diag(a22), 1.0, atol=1e-12) and abs(float(a22.sum()) - float(np.trace(a22))) <= 1e-12 * k:
         raise DataError(
             f"tuning='mean' matches G to A22, but A22 of the {k} genotyped animals is the identity: "
             "they have no pedigree information (no known parents or relatives among them, e.g. "
@@ -240,7 +291,8 @@ def single_step_inverse(
     grm: str = "vanraden1",
     diag="auto",
     keep_g_inverse: bool = False,
-) -> Relationship:
+    as_blocks: bool = False,
+):
     """H⁻¹ of single-step GBLUP over all pedigree animals, as BLUPF90's preGSf90 builds it.
 
     Parameters
@@ -271,6 +323,10 @@ def single_step_inverse(
     diag : {"auto", True, False}
         Compute diag(H) (for reliabilities): genotyped animals from H₂₂, others exactly
         by k sparse solves; ``auto`` does the latter when (n − k)·k ≤ ``DIAG_BUDGET``.
+    as_blocks : bool
+        Return a :class:`~henderson.relationships.h_inverse.SparsePlusDenseInverse`
+        (A⁻¹ and the dense block τG*⁻¹ − ωA₂₂⁻¹ kept apart, with log|H⁻¹| and the
+        same ``info``) instead of one CSR matrix with the block filled in.
     keep_g_inverse : bool
         Keep G*⁻¹ (dense k × k, G's id order; APY's when ``apy_core``) in
         ``info["G_star_inverse"]`` and G* in ``info["G_star"]``, for back-solving SNP
@@ -301,7 +357,9 @@ def single_step_inverse(
     t0 = time.perf_counter()
     _check_settings(tuning, alpha, beta, tau, omega, missing, a22_inverse)
     ped = _as_pedigree(pedigree)
+    t = time.perf_counter()
     G, geno = _as_genomic(genotypes_or_G, grm)
+    t_g = time.perf_counter() - t
     gids = np.asarray(G.ids, dtype=object)
     g_info = {k_: v for k_, v in G.info.items() if k_ in ("method", "allele_freq", "scale", "n_snps_used")}
     notes = []
@@ -325,43 +383,44 @@ def single_step_inverse(
         warnings.warn(msg, DataWarning, stacklevel=2)
         notes.append(msg)
         ped = _add_founders(ped, absent)
-    timings = {}
+    timings = {"G_form": t_g}
     t = time.perf_counter()
     Ainv = pedigree_inverse(ped)
     timings["A_inverse"] = time.perf_counter() - t
     k = len(gids)
-    need_a22 = beta > 0 or tuning is not None or a22_inverse == "dense"
     # "auto" is Colleau + dense Cholesky inverse: k SuperLU solves (one column at a time,
     # memory-bound) cost more than the k³/3 BLAS-3 inverse at every size measured
     # (benchmarks/results/single_step.md: 50,000 animals / 3,000 genotyped, 22.6 s vs 8.1 s)
     method = "dense" if a22_inverse == "auto" else a22_inverse
-    need_a22 = need_a22 or method == "dense"
+    need_a22 = beta > 0 or tuning is not None or method == "dense"
+    n_other = Ainv.n - k
+    want = diag is True or (diag == "auto" and float(n_other) * k <= DIAG_BUDGET)
+    want_other = bool(n_other and want)
+    # Memory: each k × k matrix is 8k² bytes (3.2 GB at k = 20,000). G is built here
+    # (or copied once from the caller's), A22 once by Colleau; blending and tuning are in
+    # place, then A22 and G* are factored and inverted in their own memory unless they
+    # are needed later (diag(H), keep_g_inverse, APY). Peak: G + A22 + the genotypes.
     a22 = None
     if need_a22:
         t = time.perf_counter()
         from .pedigree import pedigree_relationship
 
-        a22 = np.array(pedigree_relationship(ped, gids).matrix)  # Colleau (2002), G's order
+        a22 = _owned(pedigree_relationship(ped, gids).matrix)  # Colleau (2002), G's order
         timings["A22_colleau"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if method == "dense":
-        ca = _chol(a22, "A22", "the pedigree of the genotyped animals is inconsistent")
-        a22inv, logdet_a22 = _inverse_from_chol(ca), _logdet_chol(ca)
-        del ca
-    else:
-        a22inv, logdet_a22 = a22_inverse_sparse(ped, gids)
-    timings[f"A22_inverse_{method}"] = time.perf_counter() - t
 
     # G*: blend, then tune (preGSf90's order; module notes)
     t = time.perf_counter()
-    g = np.array(G.dense(), dtype=np.float64)  # our copy: modified in place
     if geno is not None:
-        del G  # built here: free it (k² doubles) before the inverses are formed
+        g = _owned(G.dense())  # built here: ours to modify
+        del G
+    else:
+        g = np.array(G.dense(), dtype=np.float64)  # the caller's G: one copy
     stats = {"G": _means(g)}
     if alpha != 1.0:
         g *= alpha
     if beta > 0:
-        g += beta * a22
+        for r0 in range(0, k, 1024):  # row blocks: no k × k temporary for beta * A22
+            g[r0 : r0 + 1024] += beta * a22[r0 : r0 + 1024]
     ta, tb = 0.0, 1.0
     if tuning == "mean":
         ta, tb = _tune_mean(g, a22, gids)
@@ -371,11 +430,28 @@ def single_step_inverse(
     if a22 is not None:
         stats["A22"] = _means(a22)
     timings["G_blend_tune"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if method == "dense":
+        keep_a22 = want_other  # diag(H) of non-genotyped animals needs A22 itself
+        ca = _chol(a22, "A22", "the pedigree of the genotyped animals is inconsistent", overwrite=not keep_a22)
+        logdet_a22 = _logdet_chol(ca)
+        a22inv = _inverse_from_chol(ca, overwrite=True)  # ca is a copy or a22's memory
+        del ca
+        if not keep_a22:
+            a22 = None  # its memory now holds A22⁻¹
+    else:
+        a22inv, logdet_a22 = a22_inverse_sparse(ped, gids)
+        if not want_other:
+            a22 = None
+    timings[f"A22_inverse_{method}"] = time.perf_counter() - t
+
     t = time.perf_counter()
     hint = (
         "blend G with A22 (beta > 0, e.g. alpha=0.95, beta=0.05 as preGSf90) or tune it "
         "(tuning='mean'); VanRaden's G with current allele frequencies is always singular"
     )
+    gdiag = np.diag(g).copy()
     if apy_core is not None:
         gstar = Relationship(gids, g, kind="G")
         ginv_rel = apy_inverse(gstar, apy_core, seed=seed)
@@ -383,9 +459,14 @@ def single_step_inverse(
         logdet_g = float(ginv_rel.info["logdet"])
         notes.append(f"APY inverse of G* with {ginv_rel.info['n_core']} core animals (Misztal 2016)")
     else:
-        cg = _chol(g, "G" if (beta == 0 and tuning is None) else "the blended/tuned G*", hint)
-        ginv, logdet_g = _inverse_from_chol(cg), _logdet_chol(cg)
+        keep_g = keep_g_inverse or want_other  # G* itself is needed later
+        what = "G" if (beta == 0 and tuning is None) else "the blended/tuned G*"
+        cg = _chol(g, what, hint, overwrite=not keep_g)
+        logdet_g = _logdet_chol(cg)
+        ginv = _inverse_from_chol(cg, overwrite=True)
         del cg
+        if not keep_g:
+            g = None  # its memory now holds G*⁻¹
     timings["G_inverse"] = time.perf_counter() - t
 
     # T = H22⁻¹ = τG*⁻¹ + (1 − ω)A22⁻¹; log|H| = log|A| − log|A22| − log|T|
@@ -410,21 +491,24 @@ def single_step_inverse(
     del a22inv
     logdet_h = float(Ainv.info["logdet"]) - logdet_a22 - logdet_t
     pos = Ainv.index_of(gids)
-    mat = _embed(Ainv.matrix, pos, block)
-    del block
+    if as_blocks:
+        mat = None
+    else:
+        mat = _embed(Ainv.matrix, pos, block)
+        del block
+    if a22 is not None and not want_other:
+        a22 = None
     timings["assemble"] = time.perf_counter() - t
 
     t = time.perf_counter()
     F = Ainv.info["inbreeding"].to_numpy()
     hdiag = np.full(len(F), np.nan)
     if h22 is None:
-        h22_diag = np.diag(g) / tau  # diag G_APY = diag G* as well
+        h22_diag = gdiag / tau  # diag G_APY = diag G* as well
     else:
         h22_diag = np.diag(h22)
     hdiag[pos] = h22_diag
-    n_other = Ainv.n - k
-    want = diag is True or (diag == "auto" and float(n_other) * k <= DIAG_BUDGET)
-    if n_other and want:
+    if want_other:
         h22_full = h22 if h22 is not None else (g / tau if apy_core is None else _apy_g(g, ginv_rel) / tau)
         other = np.setdiff1d(np.arange(Ainv.n), pos)
         hdiag[other] = 1.0 + F[other] + _mdm_diag(Ainv.matrix, other, pos, h22_full - _a22_or(a22, ped, gids))
@@ -465,6 +549,10 @@ def single_step_inverse(
         info["G_star"] = g
     if geno is not None:
         info["genotypes_info"] = g_info
+    if as_blocks:
+        from .h_inverse import SparsePlusDenseInverse
+
+        return SparsePlusDenseInverse(Ainv.ids, Ainv.matrix, block, pos, logdet=-logdet_h, info=info)
     return Relationship(Ainv.ids, mat, inverse=True, kind="Hinv", info=info)
 
 
@@ -504,7 +592,7 @@ def _mdm_diag(Ainv: sp.csr_matrix, other: np.ndarray, pos: np.ndarray, D: np.nda
     B = Ainv.tocsr()
     B11 = B[other][:, other]
     B12 = B[other][:, pos]
-    lu, _ = _factor_spd(B11)
+    lu = _SupernodalSPD(B11)
     s, U = np.linalg.eigh(_sym(D.copy()))
     out = np.zeros(len(other))
     for a in range(0, len(s), block):

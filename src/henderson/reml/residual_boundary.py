@@ -47,16 +47,19 @@ def residual_near_zero(sigma2, k_means) -> bool:
 
 
 def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean: float = 1.0):
-    """``solver.optimise`` with the residual boundary recognised (see the module notes).
+    """:func:`~henderson.reml.spectral_search.search` with the residual boundary recognised
+    (see the module notes).
 
-    Returns ``(sg, se, info)`` as :meth:`SpectralSolver.optimise`; other warnings pass through.
+    Returns ``(sg, se, info)`` as :func:`~henderson.reml.spectral_search.search`; other warnings
+    pass through.
     """
     from ..solvers.spectral import LOG_H_BOUNDS
+    from .spectral_search import search
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            sg, se, info = solver.optimise(method, max_iter=max_iter, start=start)
+            sg, se, info = search(solver, method, max_iter=max_iter, start=start)
             at_bound = False
         except ModelError as err:
             if not getattr(err, "residual_at_zero", False):

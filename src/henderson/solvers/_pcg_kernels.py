@@ -10,6 +10,7 @@ directly (the full symmetric matrix is stored, so the product is a plain CSR mat
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 
 
 @nb.njit(cache=True, nogil=True)
@@ -108,3 +109,210 @@ def new_direction(d, z, beta):
     """d = z + βd."""
     for i in range(len(d)):
         d[i] = z[i] + beta * d[i]
+
+
+# -- multi-trait / correlated-effect iteration on data (henderson.solvers.pcg_general) -------
+# A record i has up to t traits (missing ones carry a zero row and column in its residual
+# precision R_i⁻¹ = (R₀[o, o])⁻¹ embedded in t × t, o = observed traits; Henderson 1984 ch. 9)
+# and E random effects: effect e puts x[eff_pos[e] + codes[i, e] * eff_stride[e]] on trait
+# eff_trait[e] (codes[i, e] < 0: no such effect, e.g. an unknown dam). Fixed effects b are
+# p × t, coefficient-major at x[fpos + c * t + j].
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_apply(X, codes, eff_pos, eff_stride, eff_trait, fpos, rinv, pattern, x, out):
+    """out = T'R⁻¹T x in one pass over the records (out is overwritten; shape (m,))."""
+    n, p = X.shape
+    t = rinv.shape[1]
+    E = codes.shape[1]
+    out[:] = 0.0
+    eta = np.empty(t)
+    w = np.empty(t)
+    for i in range(n):
+        for j in range(t):
+            acc = 0.0
+            for c in range(p):
+                acc += X[i, c] * x[fpos + c * t + j]
+            eta[j] = acc
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                eta[eff_trait[e]] += x[eff_pos[e] + lv * eff_stride[e]]
+        R = rinv[pattern[i]]
+        for j in range(t):
+            acc = 0.0
+            for k in range(t):
+                acc += R[j, k] * eta[k]
+            w[j] = acc
+        for j in range(t):
+            wj = w[j]
+            for c in range(p):
+                out[fpos + c * t + j] += X[i, c] * wj
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[eff_pos[e] + lv * eff_stride[e]] += w[eff_trait[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_forward(X, codes, eff_pos, eff_stride, eff_trait, fpos, x, out):
+    """out[i, j] = fitted value of trait j of record i (n, t), missing traits included."""
+    n, p = X.shape
+    t = out.shape[1]
+    E = codes.shape[1]
+    for i in range(n):
+        for j in range(t):
+            acc = 0.0
+            for c in range(p):
+                acc += X[i, c] * x[fpos + c * t + j]
+            out[i, j] = acc
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[i, eff_trait[e]] += x[eff_pos[e] + lv * eff_stride[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_adjoint(X, codes, eff_pos, eff_stride, eff_trait, fpos, rinv, pattern, y, out):
+    """out = T'R⁻¹y (y (n, t), any value at missing traits: R_i⁻¹ zeroes them)."""
+    n, p = X.shape
+    t = rinv.shape[1]
+    E = codes.shape[1]
+    out[:] = 0.0
+    w = np.empty(t)
+    for i in range(n):
+        R = rinv[pattern[i]]
+        for j in range(t):
+            acc = 0.0
+            for k in range(t):
+                if R[j, k] != 0.0:
+                    acc += R[j, k] * y[i, k]
+            w[j] = acc
+        for j in range(t):
+            for c in range(p):
+                out[fpos + c * t + j] += X[i, c] * w[j]
+        for e in range(E):
+            lv = codes[i, e]
+            if lv >= 0:
+                out[eff_pos[e] + lv * eff_stride[e]] += w[eff_trait[e]]
+
+
+@nb.njit(cache=True, nogil=True)
+def mt_level_blocks(codes, cols, eff_trait, rinv, pattern, out):
+    """out[l, a, b] += R_i⁻¹[trait_a, trait_b] for records whose effects cols[a], cols[b]
+    both sit on level l: the per-level diagonal block of Z'R⁻¹Z over a group's effects."""
+    n = codes.shape[0]
+    g = len(cols)
+    for i in range(n):
+        R = rinv[pattern[i]]
+        for a in range(g):
+            la = codes[i, cols[a]]
+            if la < 0:
+                continue
+            ta = eff_trait[cols[a]]
+            for b in range(g):
+                if codes[i, cols[b]] == la:
+                    out[la, a, b] += R[ta, eff_trait[cols[b]]]
+
+
+# -- several right-hand sides in lockstep (stochastic REML) ---------------------------------
+# One pass over the records (and over K⁻¹'s index arrays) serves all S columns: the record
+# loop is memory-bound on codes/X, so S vectors cost far less than S single passes.
+
+
+@nb.njit(cache=True, nogil=True)
+def forward_multi(X, codes, level_offsets, levels, beta, out):
+    """out[i, s] = X[i]·beta[:, s] + Σₖ levels[level_offsets[k] + codes[i, k], s]  (n, S)."""
+    n, p = X.shape
+    K = codes.shape[1]
+    S = out.shape[1]
+    for i in range(n):
+        for s in range(S):
+            acc = 0.0
+            for j in range(p):
+                acc += X[i, j] * beta[j, s]
+            out[i, s] = acc
+        for k in range(K):
+            r = level_offsets[k] + codes[i, k]
+            for s in range(S):
+                out[i, s] += levels[r, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def adjoint_multi(X, codes, level_offsets, t, level_sums, xt):
+    """level_sums = Z'ₖt per term (L, S), xt = X't (p, S); both overwritten."""
+    n, p = X.shape
+    K = codes.shape[1]
+    S = t.shape[1]
+    level_sums[:] = 0.0
+    xt[:] = 0.0
+    for i in range(n):
+        for j in range(p):
+            xij = X[i, j]
+            for s in range(S):
+                xt[j, s] += xij * t[i, s]
+        for k in range(K):
+            r = level_offsets[k] + codes[i, k]
+            for s in range(S):
+                level_sums[r, s] += t[i, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def csr_matmat_add(indptr, indices, data, x, scale, out):
+    """out += scale · P x for P in CSR form, x and out (q, S)."""
+    m = len(indptr) - 1
+    S = x.shape[1]
+    acc = np.empty(S)
+    for r in range(m):
+        acc[:] = 0.0
+        for q in range(indptr[r], indptr[r + 1]):
+            v = data[q]
+            c = indices[q]
+            for s in range(S):
+                acc[s] += v * x[c, s]
+        for s in range(S):
+            out[r, s] += scale * acc[s]
+
+
+@nb.njit(cache=True, nogil=True)
+def cg_step_multi(X, R, D, Q, alpha):
+    """Per column s: X += α_s D, R −= α_s Q; returns ‖R[:, s]‖² (S,)."""
+    m, S = X.shape
+    rr = np.zeros(S)
+    for i in range(m):
+        for s in range(S):
+            a = alpha[s]
+            X[i, s] += a * D[i, s]
+            r = R[i, s] - a * Q[i, s]
+            R[i, s] = r
+            rr[s] += r * r
+    return rr
+
+
+@nb.njit(cache=True, nogil=True)
+def dot_cols(A, B):
+    """Column-wise A[:, s]·B[:, s] (S,)."""
+    m, S = A.shape
+    out = np.zeros(S)
+    for i in range(m):
+        for s in range(S):
+            out[s] += A[i, s] * B[i, s]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def scale_rows(dinv, R, Z):
+    """Z[i, s] = dinv[i] R[i, s] for the rows of dinv (Jacobi part of the preconditioner)."""
+    for i in range(len(dinv)):
+        di = dinv[i]
+        for s in range(R.shape[1]):
+            Z[i, s] = di * R[i, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def new_direction_multi(D, Z, beta):
+    """D[:, s] = Z[:, s] + β_s D[:, s]."""
+    m, S = D.shape
+    for i in range(m):
+        for s in range(S):
+            D[i, s] = Z[i, s] + beta[s] * D[i, s]

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from .._threads import blas_threads_for
 from ..errors import ModelError
+from ..spec.levels import Identity, SparseInverse
 from ..spec.model import ModelSpec
 from ._block_factor import BlockFactor
 
@@ -115,14 +116,14 @@ class DenseMME:
         self.n_random = int(self.offsets[-1])
         self.penalties: list = []
         for t in spec.terms:
-            if t.kind == "inverse":
+            if isinstance(t.covariance, SparseInverse):
                 P = sp.csr_matrix(t.penalty).toarray() if sp.issparse(t.penalty) else np.asarray(t.penalty, float)
                 self.penalties.append(P)
             else:
                 self.penalties.append(None)  # identity
         self.n, self.p = spec.n, spec.p
         # the iid term with most levels: its block of C is diagonal (one level per record)
-        iid = [k for k, t in enumerate(spec.terms) if t.kind == "iid"]
+        iid = [k for k, t in enumerate(spec.terms) if isinstance(t.covariance, Identity)]
         self.diagonal_term = max(iid, key=lambda k: spec.terms[k].q) if iid else None
         self._cross_products(T)
 

@@ -34,6 +34,7 @@ from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
+from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
 
 LOG2PI = float(np.log(2 * np.pi))
@@ -86,7 +87,7 @@ class GeneralMME:
         blocks, self.offsets, self.ranks, self.penalties, self.logdet_k = [], [0], [], [], []
         for t in spec.terms:
             lv = t.level
-            if lv.kind == "factor":
+            if isinstance(lv.covariance, Factored):
                 F = lv.factor
                 r = F.shape[1]
                 Zk = np.hstack([t.z[:, a : a + 1] * F[t.codes[:, a]] for a in range(t.size)])
@@ -96,7 +97,7 @@ class GeneralMME:
                 Zk = np.zeros((n, t.size * r))
                 for a in range(t.size):  # one entry per record and component
                     Zk[np.arange(n), a * r + t.codes[:, a]] = t.z[:, a]
-                if lv.kind == "inverse":
+                if isinstance(lv.covariance, SparseInverse):
                     P = lv.penalty.toarray() if sp.issparse(lv.penalty) else np.asarray(lv.penalty, float)
                     ld = float(lv.logdet_k)
                 else:
@@ -295,7 +296,7 @@ class GeneralMME:
         a, b = self.offsets[k], self.offsets[k + 1]
         V = ev.solution[a:b].reshape(S, r).T
         C = ev.cinv[a:b, a:b]
-        if t.level.kind == "factor":
+        if isinstance(t.level.covariance, Factored):
             F = t.level.factor
             U = F @ V
             pev = np.column_stack(

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import ModelError
+from ..spec.levels import Factored, Identity
 
 #: smallest eigenvalue of the normalised Gram matrix below which the components are
 #: declared linearly dependent (exact dependence gives ~1e-16; the weakest honest
@@ -68,9 +69,9 @@ def identity_like(term) -> bool:
     Exact zeros off the diagonal (a K = I typed in) are counted without an N × N
     temporary; a K only close to cI is left to the general checks.
     """
-    if term.kind == "iid":
+    if isinstance(term.covariance, Identity):
         return True
-    K = term.kernel if term.kind == "factor" else None
+    K = term.kernel if isinstance(term.covariance, Factored) else None
     if K is None:
         return False
     d = np.diag(K)
@@ -132,7 +133,7 @@ def dense_gram(state):
     """(G, names, raw): the Gram matrix of check_dense over the iid / dense-K terms and
     the residual, their names, and tr(Z̃ₖ'Z̃ₖ) per term; None without such terms."""
     spec = state.spec
-    ks = [k for k, t in enumerate(spec.terms) if t.kind in ("iid", "factor")]
+    ks = [k for k, t in enumerate(spec.terms) if isinstance(t.covariance, (Identity, Factored))]
     if not ks:
         return None
     nr, p = state.n_random, state.p

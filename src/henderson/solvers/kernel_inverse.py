@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
+from ..spec.levels import Factored, SparseInverse
 
 #: entries of K⁻¹ below this fraction of its largest magnitude are rounding noise
 DROP_TOL = 1e-11
@@ -69,14 +70,14 @@ def sparse_inverse_spec(spec):
     ``"inverse"`` term (K⁻¹ given), or None when no term qualifies."""
     terms, changed = [], False
     for t in spec.terms:
-        if t.kind == "factor" and t.kernel is not None and t.q >= MIN_LEVELS:
+        if isinstance(t.covariance, Factored) and t.kernel is not None and t.q >= MIN_LEVELS:
             with blas_threads_for(t.q):  # chol(K), made once and cached on the term
                 F = t.factor
             square_lower = F.shape == (t.q, t.q) and not np.triu(F, 1).any()
             got = sparse_inverse(F) if square_lower else None  # eigen-factor: K singular
             if got is not None:
                 P, logdet_k = got
-                t = dataclasses.replace(t, kind="inverse", penalty=P, logdet_k=logdet_k, kernel=None)
+                t = dataclasses.replace(t, covariance=SparseInverse(P, t.levels, logdet_k))
                 changed = True
         terms.append(t)
     return dataclasses.replace(spec, terms=tuple(terms)) if changed else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .._memory import available_bytes
 from ..errors import ModelError
+from ..spec.levels import Factored, Identity
 
 #: the share of the available memory a dense step may plan to use
 FRACTION = 0.8
@@ -29,11 +30,11 @@ def dense_bytes(spec, kind: str) -> int:
         N = max(spec.n, spec.terms[0].q)
         return 3 * 8 * N * N
     sizes = [t.q for t in spec.terms]
-    iid = [t.q for t in spec.terms if t.kind == "iid"]
+    iid = [t.q for t in spec.terms if isinstance(t.covariance, Identity)]
     q0 = max(iid) if iid else 0
     m = sum(sizes) - q0 + spec.p
     need = 8 * (3 * m * m + q0 * m)
-    if any(t.kind == "factor" for t in spec.terms):
+    if any(isinstance(t.covariance, Factored) for t in spec.terms):
         need += 8 * spec.n * (sum(sizes) + spec.p)  # T = [ZF X] held dense
     return need
 
@@ -49,7 +50,7 @@ def check_memory(spec, kind: str, available: int | None = None) -> None:
     if need <= FRACTION * have:
         return
     what = "the spectral decomposition (one dense kernel)" if kind == "spectral" else "the dense mixed model equations"
-    sparse_ok = kind == "dense" and not any(t.kind == "factor" for t in spec.terms)
+    sparse_ok = kind == "dense" and not any(isinstance(t.covariance, Factored) for t in spec.terms)
     hint = (
         "use solver='sparse' (its memory is bounded by the sparse Cholesky factor), or "
         if sparse_ok

@@ -31,7 +31,9 @@ column or the level ids.
 Extension points (see docs/theory.md): a term is a pair (level map, penalty
 product); multi-trait and correlated terms make the per-level blocks g × g with
 Σ⁻¹ ⊗ Pₖ as penalty, and an H⁻¹ (sparse + dense genomic block) is one more penalty
-product. Only single-trait iid, sparse-K⁻¹ and dense-K terms are implemented.
+product. This class covers single-trait iid, sparse-K⁻¹ and dense-K terms; multi-trait,
+correlated (maternal) and single-step H⁻¹/APY models are :mod:`henderson.solvers.pcg_general`,
+which shares :func:`pcg_loop`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError, format_ids
+from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 from . import _pcg_kernels as kern
 
@@ -115,7 +118,7 @@ class PCGMME:
             if not self.active[k]:
                 self.spans[k] = (pos, pos)
                 continue
-            r = t.rank if t.kind == "factor" else t.q
+            r = t.rank if isinstance(t.covariance, Factored) else t.q
             self.spans[k] = (pos, pos + r)
             self.level_spans[k] = (lpos, lpos + t.q)
             pos += r
@@ -128,11 +131,11 @@ class PCGMME:
         )
         self.level_offsets = np.array([self.level_spans[k][0] for k in self.terms], dtype=np.int64)
         # x[:nz] is the level vector itself unless a dense K is refitted as u = Fv
-        self._direct_levels = all(spec.terms[k].kind != "factor" for k in self.terms)
+        self._direct_levels = all(not isinstance(spec.terms[k].covariance, Factored) for k in self.terms)
         self._penalties = {}
         for k in self.terms:
             t = spec.terms[k]
-            if t.kind == "inverse":
+            if isinstance(t.covariance, SparseInverse):
                 P = sp.csr_matrix(t.penalty) if sp.issparse(t.penalty) else sp.csr_matrix(np.asarray(t.penalty))
                 P.sum_duplicates()
                 self._penalties[k] = (
@@ -158,7 +161,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t = self.spec.terms[k]
-            lv[la:lb] = t.factor @ x[a:b] if t.kind == "factor" else x[a:b]
+            lv[la:lb] = t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b]
         return lv
 
     def apply_t(self, x: np.ndarray) -> np.ndarray:
@@ -184,7 +187,7 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t_k = self.spec.terms[k]
-            out[a:b] = t_k.factor.T @ self._ls[la:lb] if t_k.kind == "factor" else self._ls[la:lb]
+            out[a:b] = t_k.factor.T @ self._ls[la:lb] if isinstance(t_k.covariance, Factored) else self._ls[la:lb]
         out[self.nz :] = self._xt
         return out
 
@@ -211,6 +214,111 @@ class PCGMME:
             else:
                 out[a:b] += self.lam[k] * x[a:b]
         return out
+
+    # -- several vectors at once (stochastic REML: samples in lockstep) ---------------------
+    def _need_direct(self) -> None:
+        if not self._direct_levels:
+            raise ModelError("several right-hand sides at once need iid or sparse K⁻¹ terms (no dense-K factor)")
+
+    def apply_t_multi(self, Xm: np.ndarray) -> np.ndarray:
+        """T X for X (m, S): fitted values (n, S)."""
+        self._need_direct()
+        out = np.empty((self.n, Xm.shape[1]))
+        kern.forward_multi(
+            self.X,
+            self.codes,
+            self.level_offsets,
+            np.ascontiguousarray(Xm[: self.nz]),
+            np.ascontiguousarray(Xm[self.nz :]),
+            out,
+        )
+        return out
+
+    def apply_tt_multi(self, Tm: np.ndarray) -> np.ndarray:
+        """T'T_m for T_m (n, S): shape (m, S)."""
+        self._need_direct()
+        S = Tm.shape[1]
+        out = np.empty((self.m, S))
+        xt = np.empty((self.p, S))
+        kern.adjoint_multi(
+            self.X, self.codes, self.level_offsets, np.ascontiguousarray(Tm, dtype=np.float64), out[: self.nz], xt
+        )
+        out[self.nz :] = xt
+        return out
+
+    def penalty_multi(self, k: int, V: np.ndarray) -> np.ndarray:
+        """Pₖ V for V (qₖ, S) (V itself for an iid term)."""
+        if k not in self._penalties:
+            return V
+        indptr, indices, data, _ = self._penalties[k]
+        out = np.zeros_like(V)
+        kern.csr_matmat_add(indptr, indices, data, np.ascontiguousarray(V), 1.0, out)
+        return out
+
+    def matmat(self, Xm: np.ndarray) -> np.ndarray:
+        """C X for X (m, S), one pass over the records for all S columns."""
+        out = self.apply_tt_multi(self.apply_t_multi(Xm))
+        for k in self.terms:
+            a, b = self.spans[k]
+            if k in self._penalties:
+                indptr, indices, data, _ = self._penalties[k]
+                kern.csr_matmat_add(indptr, indices, data, np.ascontiguousarray(Xm[a:b]), self.lam[k], out[a:b])
+            else:
+                out[a:b] += self.lam[k] * Xm[a:b]
+        return out
+
+    def precondition_multi(self, Rm: np.ndarray) -> np.ndarray:
+        """M⁻¹ R for R (m, S)."""
+        Z = np.empty_like(Rm)
+        kern.scale_rows(self._diag_inv, Rm, Z)
+        for group, Binv in self._groups:
+            R3 = np.stack([Rm[self.spans[j][0] : self.spans[j][1]] for j in group], axis=1)  # (q, g, S)
+            Z3 = np.einsum("qij,qjs->qis", Binv, R3)
+            for i, j in enumerate(group):
+                a, b = self.spans[j]
+                Z[a:b] = Z3[:, i]
+        if self.p:
+            Z[self.nz :] = self._fixed_inv @ Rm[self.nz :]
+        return Z
+
+    def solve_multi(self, B: np.ndarray, X0: np.ndarray | None = None, tol: float = TOL, max_rounds: int | None = None):
+        """Solve C X = B for S right-hand sides (m, S) by S PCG recurrences in lockstep.
+
+        Each column has its own step lengths (it is exactly PCG on that column); a column
+        stops moving once its recurrence residual is <= ``tol`` relative to its ‖b‖, and
+        at the end the true residuals are checked and any column above ``tol`` is re-run
+        from where it stopped. Returns X (m, S) and the number of rounds.
+        """
+        B = np.ascontiguousarray(B, dtype=np.float64)
+        max_rounds = max_rounds or max(1000, int(20 * np.sqrt(self.m)))
+        X = np.zeros_like(B) if X0 is None else np.array(X0, dtype=np.float64)
+        bn = np.sqrt(np.einsum("ij,ij->j", B, B))
+        bn[bn == 0] = 1.0
+        total = 0
+        for _attempt in range(3):
+            R = B - self.matmat(X) if (X0 is not None or _attempt) else B.copy()
+            rel = np.sqrt(np.einsum("ij,ij->j", R, R)) / bn
+            active = rel > tol
+            if not active.any():
+                break
+            Z = self.precondition_multi(R)
+            D = Z.copy()
+            rz = kern.dot_cols(R, Z)
+            rounds = 0
+            while active.any() and rounds < max_rounds:
+                Q = self.matmat(D)
+                dq = kern.dot_cols(D, Q)
+                alpha = np.where(active, rz / np.where(active, dq, 1.0), 0.0)
+                rel = np.sqrt(kern.cg_step_multi(X, R, D, Q, alpha)) / bn
+                active &= rel > tol
+                Z = self.precondition_multi(R)
+                rz_new = kern.dot_cols(R, Z)
+                beta = np.where(active, rz_new / np.where(active, rz, 1.0), 0.0)
+                kern.new_direction_multi(D, Z, beta)
+                rz = rz_new
+                rounds += 1
+            total += rounds
+        return X, total
 
     # -- checks and preconditioner -------------------------------------------------------
     def _check_definite(self) -> None:
@@ -262,13 +370,13 @@ class PCGMME:
                 continue
             t = self.spec.terms[k]
             group = [k]
-            if self.preconditioner == "block" and t.kind != "factor":
+            if self.preconditioner == "block" and not isinstance(t.covariance, Factored):
                 group += [
                     j
                     for j in self.terms
                     if j > k
                     and j not in done
-                    and self.spec.terms[j].kind != "factor"
+                    and not isinstance(self.spec.terms[j].covariance, Factored)
                     and np.array_equal(self.spec.terms[j].levels, t.levels)
                 ]
             done.update(group)
@@ -296,7 +404,7 @@ class PCGMME:
 
     def _diag_of(self, k: int) -> np.ndarray:
         t = self.spec.terms[k]
-        if t.kind == "factor":
+        if isinstance(t.covariance, Factored):
             F = t.factor
             return np.einsum("ij,i,ij->j", F, self.counts[k], F) + self.lam[k]
         if k in self._penalties:
@@ -332,57 +440,8 @@ class PCGMME:
         ``max_rounds`` (default max(1000, 2√m·10)) warns with the residual history
         (``ConvergenceWarning.log``) when ``warn``.
         """
-        t0 = time.perf_counter()
         b = self.rhs() if r is None else np.asarray(r, dtype=np.float64)
-        max_rounds = max_rounds or max(1000, int(20 * np.sqrt(self.m)))
-        x = np.zeros(self.m) if x0 is None else np.array(x0, dtype=np.float64)
-        if x.shape != (self.m,):
-            raise ModelError(f"x0 has shape {x.shape}, expected ({self.m},): one value per MME equation")
-        bnorm = np.sqrt(kern.dot(b, b))
-        if bnorm == 0.0:
-            return np.zeros(self.m), PCGInfo(0, 0.0, np.zeros(1), True, self.preconditioner, tol, 0.0)
-        res = b - self.matvec(x) if x0 is not None else b.copy()
-        hist = [np.sqrt(kern.dot(res, res)) / bnorm]
-        converged = hist[0] <= tol
-        z = self.precondition(res)
-        d = z.copy()
-        rz = kern.dot(res, z)
-        rounds = 0
-        while not converged and rounds < max_rounds:
-            q = self.matvec(d)
-            alpha = rz / kern.dot(d, q)
-            rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
-            rounds += 1
-            if rel <= tol:  # confirm on the true residual (the recurrence drifts)
-                res = b - self.matvec(x)
-                rel = np.sqrt(kern.dot(res, res)) / bnorm
-                hist.append(rel)
-                if rel <= tol:
-                    converged = True
-                    break
-                z = self.precondition(res)  # restart from the true residual
-                d = z.copy()
-                rz = kern.dot(res, z)
-                continue
-            hist.append(rel)
-            z = self.precondition(res)
-            rz_new = kern.dot(res, z)
-            kern.new_direction(d, z, rz_new / rz)
-            rz = rz_new
-        info = PCGInfo(
-            rounds, hist[-1], np.asarray(hist), converged, self.preconditioner, tol, time.perf_counter() - t0
-        )
-        if not converged and warn:
-            warnings.warn(
-                ConvergenceWarning(
-                    f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
-                    "the solution is not converged: raise max_rounds, or check the model for "
-                    "near-confounded effects. The warning's .log holds the residual history.",
-                    log=info.log(),
-                ),
-                stacklevel=2,
-            )
-        return x, info
+        return pcg_loop(self.matvec, self.precondition, b, self.m, x0, tol, max_rounds, self.preconditioner, warn)
 
     # -- warm starts -----------------------------------------------------------------------
     def start_from(self, previous) -> np.ndarray:
@@ -401,7 +460,7 @@ class PCGMME:
                 continue
             u = tab["blup"].reindex(pd.Index(t.levels)).fillna(0.0).to_numpy(dtype=float)
             a, b = self.spans[k]
-            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if t.kind == "factor" else u
+            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if isinstance(t.covariance, Factored) else u
         fe = previous.fixed_effects["estimate"].reindex(pd.Index(self.spec.x_names)).fillna(0.0)
         x[self.nz :] = fe.to_numpy(dtype=float)
         return x
@@ -412,7 +471,66 @@ class PCGMME:
         if not self.active[k]:
             return np.zeros(t.q)
         a, b = self.spans[k]
-        return t.factor @ x[a:b] if t.kind == "factor" else x[a:b].copy()
+        return t.factor @ x[a:b] if isinstance(t.covariance, Factored) else x[a:b].copy()
+
+
+def pcg_loop(matvec, precondition, b, m, x0=None, tol=TOL, max_rounds=None, preconditioner="block", warn=True):
+    """Preconditioned conjugate gradients for C x = b with C applied by ``matvec``.
+
+    Stops on the *true* relative residual ‖b − Cx‖/‖b‖ <= ``tol`` (the recurrence
+    residual is confirmed by one extra product, and PCG restarts from the true residual
+    if they disagree). ``max_rounds`` defaults to max(1000, 20√m). Returns x (m,) and
+    :class:`PCGInfo`; not converging warns (when ``warn``) with the residual history.
+    """
+    t0 = time.perf_counter()
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    max_rounds = max_rounds or max(1000, int(20 * np.sqrt(m)))
+    x = np.zeros(m) if x0 is None else np.array(x0, dtype=np.float64)
+    if x.shape != (m,):
+        raise ModelError(f"x0 has shape {x.shape}, expected ({m},): one value per MME equation")
+    bnorm = np.sqrt(kern.dot(b, b))
+    if bnorm == 0.0:
+        return np.zeros(m), PCGInfo(0, 0.0, np.zeros(1), True, preconditioner, tol, 0.0)
+    res = b - matvec(x) if x0 is not None else b.copy()
+    hist = [np.sqrt(kern.dot(res, res)) / bnorm]
+    converged = hist[0] <= tol
+    z = precondition(res)
+    d = z.copy()
+    rz = kern.dot(res, z)
+    rounds = 0
+    while not converged and rounds < max_rounds:
+        q = matvec(d)
+        alpha = rz / kern.dot(d, q)
+        rel = np.sqrt(kern.cg_step(x, res, d, q, alpha)) / bnorm
+        rounds += 1
+        if rel <= tol:  # confirm on the true residual (the recurrence drifts)
+            res = b - matvec(x)
+            rel = np.sqrt(kern.dot(res, res)) / bnorm
+            hist.append(rel)
+            if rel <= tol:
+                converged = True
+                break
+            z = precondition(res)  # restart from the true residual
+            d = z.copy()
+            rz = kern.dot(res, z)
+            continue
+        hist.append(rel)
+        z = precondition(res)
+        rz_new = kern.dot(res, z)
+        kern.new_direction(d, z, rz_new / rz)
+        rz = rz_new
+    info = PCGInfo(rounds, hist[-1], np.asarray(hist), converged, preconditioner, tol, time.perf_counter() - t0)
+    if not converged and warn:
+        warnings.warn(
+            ConvergenceWarning(
+                f"PCG did not reach ‖r − Cx‖/‖r‖ <= {tol:g} in {rounds} rounds (last {hist[-1]:.3g}); "
+                "the solution is not converged: raise max_rounds, or check the model for "
+                "near-confounded effects. The warning's .log holds the residual history.",
+                log=info.log(),
+            ),
+            stacklevel=3,
+        )
+    return x, info
 
 
 def _first_dependent_column(XtX: np.ndarray) -> int:

@@ -28,6 +28,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ModelError
+from ..spec.levels import Factored, Identity
 from . import _pcg_kernels as kern
 
 #: levels up to which a K⁻¹ without a pedigree is factored densely for sampling
@@ -44,9 +45,9 @@ def _sampler(term, sigma2_k: float):
     """A function rng -> one draw of u ~ N(0, σ²ₖKₖ), shape (q,)."""
     sd = np.sqrt(sigma2_k)
     q = term.q
-    if term.kind == "iid":
+    if isinstance(term.covariance, Identity):
         return lambda rng: sd * rng.standard_normal(q)
-    if term.kind == "factor":
+    if isinstance(term.covariance, Factored):
         F = term.factor
         return lambda rng: sd * (F @ rng.standard_normal(F.shape[1]))
     par = term.info.get("parents") if isinstance(term.info, dict) else None

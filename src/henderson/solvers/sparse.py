@@ -32,6 +32,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import scatter_add
+from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 
 LOG2PI = float(np.log(2 * np.pi))
@@ -111,7 +112,7 @@ class SparseMME:
 
     def __init__(self, spec: ModelSpec):
         for t in spec.terms:
-            if t.kind == "factor":
+            if isinstance(t.covariance, Factored):
                 raise ModelError(f"term {t.name!r} has a dense covariance: use the dense or spectral solver")
         self.spec = spec
         T = sp.hstack([sp.csr_matrix(t.design()) for t in spec.terms] + [sp.csr_matrix(spec.X)], format="csc")
@@ -122,7 +123,9 @@ class SparseMME:
         sizes = [t.q for t in spec.terms]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.n_random = int(self.offsets[-1])
-        self.penalties = [sp.csc_matrix(t.penalty) if t.kind == "inverse" else None for t in spec.terms]
+        self.penalties = [
+            sp.csc_matrix(t.penalty) if isinstance(t.covariance, SparseInverse) else None for t in spec.terms
+        ]
         self.n, self.p = spec.n, spec.p
         self._analyses: dict[tuple, _Analysis] = {}
 
@@ -160,7 +163,9 @@ class SparseMME:
             if active[k]:
                 a, b = spans[k]
                 lam[k] = se / s[k]
-                logdet_d += (b - a) * np.log(s[k] / se) + (t.logdet_k if t.kind == "inverse" else 0.0)
+                logdet_d += (b - a) * np.log(s[k] / se) + (
+                    t.logdet_k if isinstance(t.covariance, SparseInverse) else 0.0
+                )
         # one BLAS thread: the supernodes are small, and spinning threads on a busy
         # machine cost more than they give (see henderson._threads)
         with _blas_controller().limit(limits=1, user_api="blas"):

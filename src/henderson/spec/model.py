@@ -26,6 +26,7 @@ from .._threads import blas_threads_for
 from ..errors import DataError, DataWarning, ModelError, NotPositiveDefiniteError, format_ids
 from ..relationships.container import as_relationship
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
+from .levels import DenseKernel, Factored, Identity, LevelCovariance, SparseInverse
 
 #: relative eigenvalue tolerance below which K is treated as singular (PSD): such
 #: directions get no column in the factor F of K = FF' (numerical noise of a Gram
@@ -51,13 +52,9 @@ class RandomTerm:
         Level ids, in the order of the BLUP vector.
     codes : ndarray of int, shape (n,)
         Level index of every record.
-    kind : {"iid", "factor", "inverse"}
-    kernel : ndarray, shape (q, q) or None
-        K itself for ``kind="factor"`` (dense known covariance).
-    penalty : ndarray or sparse, shape (q, q) or None
-        K⁻¹ for ``kind="inverse"``.
-    logdet_k : float
-        log|K| (0 for iid; unused for factor, whose v has identity covariance).
+    covariance : LevelCovariance
+        K across the levels (:mod:`henderson.spec.levels`): :class:`Identity`,
+        :class:`DenseKernel`, :class:`Markers` or :class:`SparseInverse`.
     k_diag : ndarray, shape (q,)
         diag(K), for reliabilities 1 − PEV/(σ²Kᵢᵢ).
     n_records : ndarray of int, shape (q,)
@@ -67,15 +64,32 @@ class RandomTerm:
     name: str
     levels: np.ndarray
     codes: np.ndarray
-    kind: str
-    kernel: np.ndarray | None = None
-    penalty: object = None
-    logdet_k: float = 0.0
+    covariance: LevelCovariance
     k_diag: np.ndarray | None = None
     n_records: np.ndarray | None = None
     source: str = "iid"
     #: the Relationship's ``info`` (e.g. a pedigree A⁻¹'s parents, for sampling u ~ N(0, σ²K))
     info: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """Transitional, read-only: "iid", "factor" or "inverse" (the covariance's class)."""
+        return self.covariance.kind
+
+    @property
+    def kernel(self) -> np.ndarray | None:
+        """K (q × q) for a :class:`DenseKernel`, else None."""
+        return self.covariance.K if isinstance(self.covariance, DenseKernel) else None
+
+    @property
+    def penalty(self):
+        """K⁻¹ (q × q, sparse or dense) for a :class:`SparseInverse`, else None."""
+        return self.covariance.Kinv if isinstance(self.covariance, SparseInverse) else None
+
+    @property
+    def logdet_k(self) -> float:
+        """log|K| that −2 log L adds per variance (0 for iid and factored K)."""
+        return self.covariance.logdet_contribution()
 
     @property
     def q(self) -> int:
@@ -84,24 +98,20 @@ class RandomTerm:
     @property
     def factor(self) -> np.ndarray | None:
         """F (q × r) with K = FF', computed on first use (the spectral solver never needs it)."""
-        if self.kind != "factor":
-            return None
-        cached = self.__dict__.get("_factor")
-        if cached is None:
-            cached = _factor_of(self.kernel, self.name, self.levels)
-            object.__setattr__(self, "_factor", cached)
-        return cached
+        return self.covariance.factor if isinstance(self.covariance, Factored) else None
 
     @property
     def rank(self) -> int:
         """Number of MME equations of this term (r for a factor, q otherwise)."""
-        return self.factor.shape[1] if self.kind == "factor" else self.q
+        F = self.factor
+        return F.shape[1] if F is not None else self.q
 
     def design(self) -> sp.csr_matrix | np.ndarray:
         """Z̃ (n × rank): the incidence Z, or ZF for a factored covariance."""
         n = len(self.codes)
-        if self.kind == "factor":
-            return self.factor[self.codes]
+        F = self.factor
+        if F is not None:
+            return F[self.codes]
         return sp.csr_matrix((np.ones(n), (np.arange(n), self.codes)), shape=(n, self.q))
 
 
@@ -461,7 +471,8 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
     if rel is None:
         levels, codes = _iid_levels(labels, columns)
         counts = np.bincount(codes, minlength=len(levels))
-        return RandomTerm(name, levels.astype(object), codes, "iid", k_diag=np.ones(len(levels)), n_records=counts)
+        levels = levels.astype(object)
+        return RandomTerm(name, levels, codes, Identity(levels), k_diag=np.ones(len(levels)), n_records=counts)
     levels = rel.ids
     pos = pd.Index(levels).get_indexer(labels)
     if (pos < 0).any():
@@ -482,9 +493,7 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
             name,
             levels,
             pos,
-            "inverse",
-            penalty=Kinv,
-            logdet_k=_logdet_of_inverse(Kinv, rel.info),
+            SparseInverse(Kinv, levels, _logdet_of_inverse(Kinv, rel.info)),
             k_diag=_inverse_diag(Kinv, rel.info, levels),
             n_records=counts,
             source=rel.kind,
@@ -501,7 +510,13 @@ def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndar
         # skipped: see docs/theory.md.
         check_psd(K, name, levels)
     return RandomTerm(
-        name, levels, pos, "factor", kernel=K, k_diag=np.diag(K).copy(), n_records=counts, source=rel.kind
+        name,
+        levels,
+        pos,
+        DenseKernel(K, levels, name, _factor_of),
+        k_diag=np.diag(K).copy(),
+        n_records=counts,
+        source=rel.kind,
     )
 
 

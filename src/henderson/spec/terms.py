@@ -30,6 +30,7 @@ from ..errors import DataError, DataWarning, ModelError, format_ids
 from .covariance import Diagonal, Scalar, Structure, make_structure
 from .formula import ParsedFormula, RandomTermSpec, parse_formula
 from .legendre import LEG, expand_fixed, legendre
+from .levels import Identity
 from .model import (
     RandomTerm,
     _check_columns,
@@ -298,7 +299,7 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
             tname,
             lv.astype(object),
             np.zeros(len(data), dtype=np.int64),
-            "iid",
+            Identity(lv.astype(object)),
             k_diag=np.ones(len(lv)),
             n_records=np.bincount(allcodes, minlength=len(lv)),
         )

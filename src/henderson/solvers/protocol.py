@@ -1,0 +1,213 @@
+"""One protocol for every REML solver: prepare once, then evaluate at θ.
+
+``prepare(spec, solver)`` does the work that does not depend on the parameters (cross
+products, symbolic analysis, tridiagonal reduction) and returns a :class:`Prepared`.
+``prepared.evaluate(theta)`` returns one :class:`Evaluation`: −2 log L, and on request the
+score ∂ℓ/∂θ, the average-information matrix, the solutions (b̂ and the BLUPs of every
+term in level space) and their PEV. θ is the solver's parameter vector, named by
+``prepared.names``:
+
+- ``"dense"``, ``"sparse"``: the variances (σ²₁ … σ²_K, σ²ₑ) of a :class:`~henderson.spec.model.ModelSpec`;
+- ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
+- ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
+  (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`).
+
+The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate``; the
+solver-native evaluation (block factor, selected inverse, C⁻¹) rides along as
+``Evaluation.detail`` for the result builders. See docs/theory.md, "Solver protocol".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..spec.levels import Factored
+
+SOLVERS = ("dense", "sparse", "spectral", "general")
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A solver at one θ.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (k,)
+    method : {"reml", "ml"}
+    m2ll : float
+        −2 log L with lme4's constants.
+    score : ndarray, shape (k,) or None
+        ∂ℓ/∂θ (exact), with ``derivatives=True``.
+    ai : ndarray, shape (k, k) or None
+        Average-information matrix, with ``derivatives=True``.
+    fixed : ndarray, shape (p,)
+        b̂ (GLS).
+    blups : dict of str to ndarray
+        Per term, BLUPs in level space: shape (q,) for one component, (q, S) for S.
+    pev : dict of str to ndarray or None
+        PEV of the BLUPs (same shapes), with ``pev=True``.
+    residuals : ndarray, shape (n,) or None
+        ê = y − Xb̂ − Zû (None for the spectral solver, which does not form it).
+    detail : object
+        The solver-native evaluation (for result builders and the optimiser's EM step).
+    """
+
+    theta: np.ndarray
+    method: str
+    m2ll: float
+    score: np.ndarray | None
+    ai: np.ndarray | None
+    fixed: np.ndarray
+    blups: dict
+    pev: dict | None
+    residuals: np.ndarray | None
+    detail: Any
+
+
+class Prepared:
+    """A solver prepared for one model; :meth:`evaluate` at any θ.
+
+    Attributes
+    ----------
+    name : str
+        "dense", "sparse", "spectral" or "general".
+    state : object
+        The solver object (:class:`~henderson.solvers.dense.DenseMME`,
+        :class:`~henderson.solvers.sparse.SparseMME`,
+        :class:`~henderson.solvers.spectral.SpectralSolver`,
+        :class:`~henderson.solvers.general.GeneralMME`).
+    names : list of str
+        Names of the entries of θ.
+    """
+
+    def __init__(self, name: str, state, names: list[str]) -> None:
+        self.name, self.state, self.names = name, state, list(names)
+
+    def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False) -> Evaluation:
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (len(self.names),):
+            raise ValueError(f"theta needs {len(self.names)} values ({', '.join(self.names)}), got shape {theta.shape}")
+        return getattr(self, f"_evaluate_{self.name}")(theta, method, derivatives, pev)
+
+    # -- one adapter per solver ------------------------------------------------------
+    def _mme(self, theta, method, derivatives, want_pev):
+        """Dense and sparse MME: solution vector in ``index`` order, terms at ``spans``."""
+        st = self.state
+        ev = st.evaluate(theta, derivatives=derivatives or want_pev, method=method)
+        se = theta[-1]
+        nz = len(ev.index) - st.spec.p
+        blups, pevs = {}, {}
+        diag = st.inverse_diag(ev) if (want_pev and self.name == "sparse") else None
+        for k, t in enumerate(st.spec.terms):
+            if not ev.active[k]:
+                blups[t.name], pevs[t.name] = np.zeros(t.q), np.zeros(t.q)
+                continue
+            a, b = ev.spans[k]
+            v = ev.solution[a:b]
+            F = t.factor if isinstance(t.covariance, Factored) else None
+            blups[t.name] = F @ v if F is not None else v
+            if want_pev:
+                if diag is not None:
+                    pevs[t.name] = diag[a:b] * se
+                elif F is not None:
+                    pevs[t.name] = np.einsum("ij,ij->i", F @ (ev.inverse_block(k) * se), F)
+                else:
+                    pevs[t.name] = ev.inverse_diag(k) * se
+        ai = ev.ai if ev.ai is not None or not derivatives else st.average_information(ev)
+        return Evaluation(
+            theta,
+            method,
+            float(ev.m2ll),
+            ev.score if derivatives else None,
+            ai if derivatives else None,
+            ev.solution[nz:],
+            blups,
+            pevs if want_pev else None,
+            np.asarray(ev.residuals),
+            ev,
+        )
+
+    _evaluate_dense = _mme
+    _evaluate_sparse = _mme
+
+    def _evaluate_spectral(self, theta, method, derivatives, want_pev):
+        s = self.state
+        sg, se = float(theta[0]), float(theta[1])
+        sol = s.solve(sg, se)
+        score = s.score(sg, se, method) if derivatives else None
+        ai = s.average_information(sg, se) if derivatives else None
+        pev = {s.term: s.pev(sg, se, sol["cov_b"])} if want_pev else None
+        return Evaluation(
+            theta, method, s.m2ll(sg, se, method), score, ai, sol["b"], {s.term: sol["g"]}, pev, None, sol
+        )
+
+    def _evaluate_general(self, theta, method, derivatives, want_pev):
+        st = self.state
+        ev = st.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        blups, pevs = {}, {}
+        for k, t in enumerate(st.spec.terms):
+            if want_pev:
+                U, P = st.term_blups(ev, k)
+                pevs[t.name] = P[:, 0] if t.size == 1 else P
+            else:
+                r, S = st.ranks[k], t.size
+                a, b = st.offsets[k], st.offsets[k + 1]
+                V = ev.solution[a:b].reshape(S, r).T
+                U = t.level.factor @ V if isinstance(t.level.covariance, Factored) else V
+            blups[t.name] = U[:, 0] if t.size == 1 else U
+        fixed = ev.solution[st.offsets[-1] :]
+        return Evaluation(
+            theta,
+            method,
+            float(ev.m2ll),
+            ev.score if derivatives else None,
+            ev.ai if derivatives else None,
+            fixed,
+            blups,
+            pevs if want_pev else None,
+            np.asarray(ev.residuals),
+            ev,
+        )
+
+
+def prepare(spec, solver: str = "dense") -> Prepared:
+    """Prepare ``solver`` for ``spec`` once (see the module notes).
+
+    Parameters
+    ----------
+    spec : ModelSpec or GeneralSpec
+        A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
+        (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
+    solver : {"dense", "sparse", "spectral", "general"}
+
+    Returns
+    -------
+    Prepared
+    """
+    if solver == "dense":
+        from .dense import DenseMME
+
+        state: Any = DenseMME(spec)
+    elif solver == "sparse":
+        from .sparse import SparseMME
+
+        state = SparseMME(spec)
+    elif solver == "spectral":
+        from .spectral import SpectralSolver
+
+        if len(spec.terms) != 1 or spec.terms[0].kernel is None:
+            raise ValueError("the spectral solver needs one random term with a dense K (cov=)")
+        t = spec.terms[0]
+        state = SpectralSolver(spec.y, spec.X, t.kernel, t.codes, term=t.name, ids=t.levels)
+        return Prepared("spectral", state, [f"sigma2_{t.name}", "sigma2_Residual"])
+    elif solver == "general":
+        from .general import GeneralMME
+
+        state = GeneralMME(spec)
+        return Prepared("general", state, list(spec.theta_names))
+    else:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])
