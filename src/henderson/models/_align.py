@@ -52,6 +52,16 @@ def numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
     return vals.astype(float)
 
 
+def with_notes(res, before=(), after=()):
+    """``res`` with ``before`` + its notes + ``after``: a new result (results are frozen;
+    :func:`dataclasses.replace`, never mutation)."""
+    import dataclasses
+
+    if not before and not after:
+        return res
+    return dataclasses.replace(res, notes=tuple(before) + tuple(res.notes) + tuple(after))
+
+
 def records_frame(
     y,
     known_ids,

@@ -7,7 +7,7 @@ import pandas as pd
 from ..api import fit
 from ..errors import HendersonError, ModelError, format_ids
 from ..relationships.pedigree import pedigree_inverse
-from ._align import ID, records_frame
+from ._align import ID, records_frame, with_notes
 
 
 def fit_pblup(
@@ -58,6 +58,4 @@ def fit_pblup(
             "their ancestors. Keep one representative per fully inbred line (or start the line's "
             f"pedigree at its last non-inbred ancestor), or use genomic relationships"
         ) from err
-    if notes:
-        object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
-    return res
+    return with_notes(res, before=notes)
