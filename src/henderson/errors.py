@@ -86,7 +86,7 @@ MISSING_MODES = ("error", "drop")
 def check_missing_mode(missing: str) -> None:
     """DataError unless ``missing`` is one of :data:`MISSING_MODES`."""
     if missing not in MISSING_MODES:
-        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}", parameter="missing", value=missing)
 
 
 def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = None, stacklevel: int = 2) -> str:
@@ -100,9 +100,11 @@ def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = 
     """
     check_missing_mode(missing)
     if missing == "error":
-        raise AlignmentError(message + " (pass missing='drop' to drop them, counted)")
+        raise AlignmentError(
+            message + " (pass missing='drop' to drop them, counted)", parameter="missing", value=missing
+        )
     if left == 0:
-        raise AlignmentError(message + "; no id is left")
+        raise AlignmentError(message + "; no id is left", parameter="missing", value=missing)
     text = f"{message}; {dropped}"
     warnings.warn(text, DataWarning, stacklevel=stacklevel + 1)
     return text

@@ -58,17 +58,6 @@ def _names_file(msg: str, path: Path) -> bool:
     return str(path) in msg or path.name in msg or path.stem in msg.split("'")
 
 
-def _raised_in_henderson(exc: BaseException) -> bool:
-    """True when the innermost Python frame of ``exc`` is henderson's own code."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    here = str(Path(__file__).resolve().parents[1])
-    return last is not None and str(Path(last).resolve()).startswith(here)
-
-
 def _first(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return "; ".join(lines[:3]) or type(exc).__name__
@@ -91,8 +80,9 @@ def reading(path, what: str = "file"):
 
     henderson's own errors get the file name in front when they lack it; a reader's
     OSError/ValueError (a truncated .bed, a VCF htslib cannot parse, an empty CSV) becomes
-    a :class:`DataError` naming the file. Other exceptions raised inside henderson's code
-    are bugs and pass through (the CLI reports them as internal errors).
+    a :class:`DataError` naming the file, and so does a bare ``Exception`` (cyvcf2's way of
+    refusing a record). Other exception types are bugs and pass through (the CLI reports
+    them as internal errors).
     """
     p = Path(path)
 
@@ -116,7 +106,7 @@ def reading(path, what: str = "file"):
     except _READ_ERRORS as err:
         raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
     except Exception as err:  # noqa: BLE001 - cyvcf2 raises bare Exception on bad records
-        if _raised_in_henderson(err):
+        if type(err) is not Exception:  # any other type (TypeError, ...) is a bug: passes through
             raise
         raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
 
