@@ -24,11 +24,12 @@ from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
+from .spec.formula import ParsedFormula
 from .spec.model import build_spec
 
 
 def prepare(
-    formula: str,
+    formula: str | ParsedFormula,
     data: pd.DataFrame,
     cov: dict | None = None,
     cov_inverse: dict | None = None,
@@ -63,7 +64,7 @@ def prepare(
 
 
 def fit(
-    formula: str,
+    formula: str | ParsedFormula,
     data: pd.DataFrame,
     cov: dict | None = None,
     method: str = "reml",

@@ -7,6 +7,7 @@ import pandas as pd
 from ..api import fit
 from ..errors import HendersonError, ModelError, format_ids
 from ..relationships.pedigree import pedigree_inverse
+from ..spec.formula import add_random_terms
 from ._align import ID, records_frame, with_notes
 
 
@@ -43,7 +44,7 @@ def fit_pblup(
             d = data.copy()
             d.index = d.index.astype(str)
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
-        formula = f"{formula} + {random}"
+        formula = add_random_terms(formula, random)
     try:
         res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
     except HendersonError as err:

@@ -32,6 +32,7 @@ from ..data.genotypes import Genotypes
 from ..errors import DataError
 from ..relationships.pedigree import _as_pedigree, pedigree_inverse
 from ..relationships.single_step import single_step_inverse
+from ..spec.formula import ParsedFormula
 from ..spec.model import build_spec
 from ._align import ID, records_frame, with_notes
 from .snpblup import centred_crossprod
@@ -44,7 +45,7 @@ class SingleStepFit:
     result: Any
     Hinv: Any
     frame: pd.DataFrame
-    formula: str
+    formula: ParsedFormula
 
 
 def fit_ssgblup(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from ..errors import ModelError
 
@@ -210,7 +211,7 @@ def _is_random(term: str) -> bool:
 _CBIND = re.compile(r"^\s*cbind\s*\((?P<inner>[^()]*)\)\s*$")
 
 
-def is_multitrait(formula) -> bool:
+def is_multitrait(formula) -> TypeGuard[str]:
     """True for a ``cbind(y1, y2, ...) ~ ...`` formula."""
     return isinstance(formula, str) and "~" in formula and formula.split("~", 1)[0].strip().startswith("cbind")
 
@@ -231,7 +232,7 @@ def _traits(lhs: str) -> tuple[str, ...]:
     return tuple(traits)
 
 
-def parse_formula(formula: str, *, multitrait: bool = False) -> ParsedFormula:
+def parse_formula(formula: str | ParsedFormula, *, multitrait: bool = False) -> ParsedFormula:
     """Split an lme4-style formula into response, fixed part and random terms.
 
     Parameters
@@ -253,6 +254,8 @@ def parse_formula(formula: str, *, multitrait: bool = False) -> ParsedFormula:
     >>> parse_formula("y ~ x + (1|g) - 1").fixed
     'x - 1'
     """
+    if isinstance(formula, ParsedFormula):  # built by the model layer: nothing to read
+        return formula
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelError(f"a formula needs a response and '~', e.g. 'Yield ~ Env + (1|Name)'; got {formula!r}")
     lhs, rhs = formula.split("~", 1)
@@ -283,6 +286,32 @@ def parse_formula(formula: str, *, multitrait: bool = False) -> ParsedFormula:
     return ParsedFormula(response=response, fixed=fixed, random=tuple(random_terms), text=formula, traits=traits)
 
 
+def random_intercept_formula(response: str, fixed: str | None, group: str) -> ParsedFormula:
+    """``response ~ fixed + (1|group)`` built directly (the genetic models' one random term).
+
+    The fixed part stays formulaic text (the user's); the random term is a
+    :class:`RandomTermSpec`, not text to be read again. ``text`` is only the label the
+    results print.
+    """
+    fixed = fixed.strip() if fixed else "1"
+    term = RandomTermSpec(name=group, columns=(group,), text=f"(1|{group})")
+    return ParsedFormula(response, fixed, (term,), f"{response} ~ {fixed} + (1|{group})")
+
+
+def add_random_terms(parsed: ParsedFormula, random: str) -> ParsedFormula:
+    """``parsed`` with the random terms written in ``random`` (``"(1|MOTHER) + (1|BYEAR)"``)."""
+    terms = list(parsed.random)
+    for sign, term in _split_top_level_terms(random):
+        if sign == "-" or not _is_random(term):
+            raise ModelError(f"random= takes random terms such as (1|MOTHER), got {term!r} in {random!r}")
+        terms.extend(_parse_random(term))
+    names = [t.name for t in terms]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ModelError(f"random term(s) given twice: {sorted(dup)}")
+    return ParsedFormula(parsed.response, parsed.fixed, tuple(terms), f"{parsed.text} + {random}", parsed.traits)
+
+
 def _by_position(names, text: str) -> list[str]:
     """``names`` in the order they first appear in ``text`` (formulaic returns a set)."""
 
@@ -301,7 +330,10 @@ def _fixed_factors(fixed: str):
         return [f for term in Formula(fixed) for f in term.factors]
     except Exception as err:  # noqa: BLE001 - formulaic's parse errors have several types
         raise ModelError(
-            f"cannot read the fixed part {fixed!r} of the formula: {err}", parameter="formula", value=fixed
+            # formulaic's first line says what is wrong; the next ones draw it with colour codes
+            f"cannot read the fixed part {fixed!r} of the formula: {(str(err).splitlines() or [''])[0]}",
+            parameter="formula",
+            value=fixed,
         ) from err
 
 

@@ -539,7 +539,9 @@ def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str
     return out
 
 
-def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None) -> ModelSpec:
+def build_spec(
+    formula: str | ParsedFormula, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None
+) -> ModelSpec:
     """Build a :class:`ModelSpec` from an lme4-style formula and a data frame.
 
     Parameters
