@@ -427,7 +427,7 @@ class SingleStepGBLUP(_Base):
         Back-solve ssSNP effects with their variances (postGSf90) when fitted on
         Genotypes; ``auto`` does so when k²m ≤ 2e10 (the variance costs O(k²m)).
     traits : list of str, optional
-        Multi-trait single-step (:mod:`henderson.models.ssgblup_traits`): ``y`` is then a
+        Multi-trait single-step (:mod:`henderson.multitrait.single_step`): ``y`` is then a
         DataFrame by id with these columns (NaN where not recorded), ``sigma2`` is
         (Σ_g, Σ_e) or None for REML (the general multi-trait engine with K⁻¹ = H⁻¹);
         ``gebv_``, ``pev_``, ``reliability_`` are (animals × traits) tables,
@@ -544,8 +544,8 @@ class SingleStepGBLUP(_Base):
         return self
 
     def _fit_traits(self, pedigree, genotypes, y):
-        """Multi-trait single-step, REML or at given (Σ_g, Σ_e) (:mod:`henderson.models.ssgblup_traits`)."""
-        from .models.ssgblup_traits import fit_ssgblup_traits
+        """Multi-trait single-step, REML or at given (Σ_g, Σ_e) (:mod:`henderson.multitrait.single_step`)."""
+        from .multitrait.single_step import fit_ssgblup_traits
 
         traits = [str(t) for t in self.traits]
         if self.sigma2 is not None and len(self.sigma2) != 2:

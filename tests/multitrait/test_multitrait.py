@@ -267,8 +267,10 @@ def test_bad_input_names_the_culprit():
         fit_traits(f, ["y1", "y2", "y3"], "id", K)
     f = frame.copy()
     f.loc[[2, 5], "y2"] = np.nan
-    with pytest.raises(ModelError, match="2 record\\(s\\) miss some traits.*general multi-trait engine"):
-        fit_traits(f, ["y1", "y2"], "id", K)
+    # records missing a trait keep the others: the general MME, no record dropped
+    res = fit_traits(f, ["y1", "y2"], "id", K)
+    assert res.solver == "multitrait-mme-dense" and res.n_obs == len(f)
+    assert res.n_records["y2"] == len(f) - 2
 
 
 @pytest.mark.filterwarnings("ignore::henderson.errors.BoundaryWarning")  # this sample has r_g -> 1
@@ -278,13 +280,13 @@ def test_formula_routes_and_refuses_other_shapes():
     res = hd.fit("cbind(y1, y2) ~ 1 + x + (1|id)", frame, cov={"id": K})
     assert res.solver == "multitrait-spectral"
     assert ("y2", "x") in res.fixed_effects.index
-    with pytest.raises(ModelError, match="2 random terms.*general multi-trait engine"):
-        hd.fit("cbind(y1, y2) ~ 1 + (1|id) + (1|block)", frame, cov={"id": K})
-    with pytest.raises(ModelError, match="without a known covariance"):
-        hd.fit("cbind(y1, y2) ~ 1 + (1|block)", frame)
-    with pytest.raises(ModelError, match="diag"):
-        hd.fit("cbind(y1, y2) ~ 1 + diag(1|id)", frame, cov={"id": K})
-    with pytest.raises(ModelError, match="sparse inverse"):
+    # other shapes run on the general MME (its own tests: test_multitrait_general.py)
+    assert hd.fit("cbind(y1, y2) ~ 1 + diag(1|block)", frame).solver == "multitrait-mme-dense"
+    with pytest.raises(ModelError, match="solver='spectral' needs exactly one random term"):
+        hd.fit("cbind(y1, y2) ~ 1 + (1|id) + (1|block)", frame, cov={"id": K}, solver="spectral")
+    with pytest.raises(ModelError, match="diag\\(1\\|g\\)"):
+        hd.fit("cbind(y1, y2) ~ 1 + diag(x|id)", frame, cov={"id": K})
+    with pytest.raises(ModelError, match="both cov= and cov_inverse="):
         fit_formula("cbind(y1, y2) ~ 1 + (1|id)", frame, cov={"id": K}, cov_inverse={"id": K})
 
 

@@ -442,6 +442,61 @@ def _pd(S, strict=True) -> bool:
     return bool(np.linalg.eigvalsh(S / np.outer(sc, sc))[0] > 1e-10)
 
 
+def _cholesky_step(state: MultiTraitMME, theta, ev, unit, val):
+    """AI step in the Cholesky parametrisation Σ = LL' of every matrix (Levenberg-Marquardt
+    damped), which cannot leave the PSD cone: the move along the boundary when a
+    correlation heads to ±1, where the plain AI step is cut back to nothing."""
+    from .reml import _chol, _cholesky_jacobian
+
+    t = state.t
+    Sig, R0 = state.unpack(theta)
+    mats = list(Sig) + [R0]
+    s = np.sqrt(np.nanvar(state.Y, axis=0))
+    D = np.outer(s, s)
+    Ls = [_chol(S / D) for S in mats]
+    npar = len(state.params)
+    J = np.zeros((npar, npar))
+    lv = np.zeros(npar)
+    for j in range(len(mats)):
+        jj = j if j < len(Sig) else -1
+        idx = [a for a, (b, _) in enumerate(state.params) if b == jj]
+        kls = [state.params[a][1] for a in idx]
+        full = _cholesky_jacobian(Ls[j])
+        order = [(k, l) for k in range(t) for l in range(k + 1)]
+        pos = [order.index(kl) for kl in kls]
+        J[np.ix_(idx, idx)] = full[np.ix_(pos, pos)]
+        lv[idx] = [Ls[j][k, l] for k, l in kls]
+    scale = np.array([D[k, l] for _, (k, l) in state.params])
+    sl = J.T @ (ev["score"] * scale)
+    ail = J.T @ (ev["ai"] * np.outer(scale, scale)) @ J
+    size = max(float(np.trace(ail)) / npar, 1e-300)
+    for mu in (0.0, 1e-6, 1e-4, 1e-2, 1.0, 1e2):
+        dl = np.linalg.lstsq(ail + mu * size * np.eye(npar), sl, rcond=1e-13)[0]
+        if not np.all(np.isfinite(dl)):
+            continue
+        for h in (1.0, 0.5, 0.25):
+            nl = lv + h * dl
+            new = []
+            for j in range(len(mats)):
+                jj = j if j < len(Sig) else -1
+                L = np.zeros((t, t))
+                for a, (b, (k, l)) in enumerate(state.params):
+                    if b == jj:
+                        L[k, l] = nl[a]
+                new.append(D * (L @ L.T))
+            cand = state.pack(new[:-1], new[-1])
+            nS, nR = state.unpack(cand)
+            if not (all(_pd(S) for S in nS) and _pd(nR)):
+                continue
+            try:
+                nv = state.evaluate(cand)["m2ll"]
+            except NotPositiveDefiniteError:
+                continue
+            if nv <= val + 1e-12 * max(1.0, abs(val)):
+                return ("ai-chol", cand)
+    return None
+
+
 @dataclass
 class GeneralOptimum:
     theta: np.ndarray
@@ -471,10 +526,26 @@ def optimise_general(state: MultiTraitMME, *, start=None, max_iter: int = 300) -
             converged = True
             break
         acc = None
-        for h in range(8):
-            cand = theta + 0.5**h * step
-            Sig, R0 = state.unpack(cand)
-            if not (all(_pd(S) for S in Sig) and _pd(R0)):
+
+        def ok(v):
+            S_, R_ = state.unpack(v)
+            return all(_pd(S) for S in S_) and _pd(R_)
+
+        h0 = 1.0
+        if not ok(theta + step):
+            acc = _cholesky_step(state, theta, ev, unit, val)
+        if acc is None and not ok(theta + step):
+            # the full step leaves the PD cone (a correlation heading to ±1 or a variance
+            # to 0): go 90 % of the way to the boundary along it, so that a boundary
+            # optimum is approached geometrically instead of by EM's crawl
+            lo, hi = 0.0, 1.0
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if ok(theta + mid * step) else (lo, mid)
+            h0 = 0.9 * lo
+        for h in range(0 if acc is not None else 8):
+            cand = theta + h0 * 0.5**h * step
+            if not ok(cand):
                 continue
             try:
                 nv = state.evaluate(cand)["m2ll"]
@@ -484,8 +555,20 @@ def optimise_general(state: MultiTraitMME, *, start=None, max_iter: int = 300) -
                 acc = ("ai", cand)
                 break
         if acc is None:
+            acc = _cholesky_step(state, theta, ev, unit, val)
+        if acc is None:
             acc = ("em", state.em_update(ev))
         kind, cand = acc
+        if kind == "em":
+            try:
+                nv = state.evaluate(cand)["m2ll"]
+            except NotPositiveDefiniteError:
+                nv = np.inf
+            if not nv <= val + 1e-12 * max(1.0, abs(val)):
+                # no step lowers −2logL (on the boundary, where the MME's Σ⁻¹ limits
+                # how close the iterates get): stop at the best point
+                converged = True
+                break
         ev = state.evaluate(cand, derivatives=True)
         gain = val - ev["m2ll"]
         moved = np.max(np.abs((cand - theta) / unit))

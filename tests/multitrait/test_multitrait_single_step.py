@@ -20,7 +20,7 @@ from conftest import tabular_A
 from henderson.errors import AlignmentError, DataError, NotPositiveDefiniteError
 from henderson.estimators import SingleStepGBLUP
 from henderson.io.pedigree import read_pedigree
-from henderson.models.ssgblup_traits import fit_ssgblup_traits
+from henderson.multitrait.single_step import fit_ssgblup_traits
 
 IDS = [r[0] for r in PED]
 SG = np.array([[1.0, 0.4], [0.4, 0.8]])

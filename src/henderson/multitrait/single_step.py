@@ -229,7 +229,7 @@ def _reml(vals: np.ndarray, obs: np.ndarray, rpos: np.ndarray, H: SparsePlusDens
     import warnings
 
     from ..errors import ConvergenceWarning
-    from ..multitrait.general import GeneralTerm, MultiTraitMME, optimise_general
+    from .general import GeneralTerm, MultiTraitMME, optimise_general
 
     Yn = np.where(obs, vals, np.nan)
     Xs = [np.ones((int(obs[:, k].sum()), 1)) for k in range(obs.shape[1])]
