@@ -7,6 +7,7 @@ optimiser, and the result tables. No modelling logic lives here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -370,8 +371,7 @@ def _fit_working(
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)
 
 
 #: random-effect equations left after eliminating the largest iid term, above which
@@ -425,8 +425,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)
 
 
 def _structured(formula, weights, residual, correlated) -> bool:
@@ -530,5 +529,4 @@ def fit_general(
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)

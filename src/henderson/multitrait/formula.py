@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..errors import ModelError
-from ..spec.formula import is_multitrait, parse_formula  # noqa: F401 - is_multitrait re-exported
+from ..spec.formula import is_multitrait, parse_formula, response_of  # noqa: F401 - is_multitrait re-exported
 
 SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse")
 
@@ -23,9 +23,7 @@ def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
     ``diag(1|g)`` terms of a cbind formula (read by :func:`henderson.spec.formula.parse_formula`)."""
     parsed = parse_formula(formula, multitrait=True)
     if not parsed.traits:
-        raise ModelError(
-            f"cannot read the multi-trait response {formula.split('~', 1)[0].strip()!r}: write cbind(y1, y2, ...)"
-        )
+        raise ModelError(f"cannot read the multi-trait response {response_of(formula)!r}: write cbind(y1, y2, ...)")
     declared_diag = [t for t in parsed.random if t.declared == "diag"]
     if any(t.lhs != ("1",) or not t.intercept for t in declared_diag):
         raise ModelError("diag(...) takes a random intercept across traits: diag(1|g)")
