@@ -32,8 +32,9 @@ from ..errors import DataError
 from ..linalg import SymbolicCholesky
 from ..relationships.pedigree import _as_pedigree, pedigree_inverse
 from ..relationships.single_step import single_step_inverse
+from ..spec.formula import ParsedFormula
 from ..spec.model import build_spec
-from ._align import ID, records_frame
+from ._align import ID, records_frame, with_notes
 from .snpblup import centred_crossprod
 
 
@@ -44,7 +45,7 @@ class SingleStepFit:
     result: Any
     Hinv: Any
     frame: pd.DataFrame
-    formula: str
+    formula: ParsedFormula
 
 
 def fit_ssgblup(
@@ -87,8 +88,7 @@ def fit_ssgblup(
     frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
     res = fit(formula, frame, cov_inverse={ID: Hinv}, method=method, sigma2=sigma2, pev=pev)
     extra = tuple(notes) + tuple(Hinv.info.get("notes", ())) + ((note,) if note else ())
-    if extra:
-        object.__setattr__(res, "notes", extra + tuple(res.notes))
+    res = with_notes(res, before=extra)
     return SingleStepFit(res, Hinv, frame, formula)
 
 
