@@ -180,7 +180,7 @@ def fit_traits(
     MultiTraitResult
     """
     t0 = time.perf_counter()
-    K = as_relationship(K, kind="K")
+    K = as_relationship(K, inverse=bool(getattr(K, "inverse", False)), kind="K")
     traits = [str(t) for t in traits]
     if group not in frame.columns:
         raise DataError(f"column {group!r} (the ids of the relationship matrix) is not in the data")
