@@ -229,6 +229,8 @@ class MultiTraitMME:
             d = {}
             for k in range(t):
                 for l in range(t):
+                    if tm.diag and k != l:  # only the variances are parameters (and in C's pattern)
+                        continue
                     d[(k, l)] = (o + k * q + Ki.row, o + l * q + Ki.col, Ki.data.astype(float))
             self.tr_idx.append(d)
         if backend == "dense":
@@ -364,7 +366,8 @@ class MultiTraitMME:
             o, q = self.offsets[j], tm.r
             U = sol[o : o + q * t].reshape(t, q).T  # q × t
             Ki = self.kinv[j].tocsr()
-            S = U.T @ (Ki @ U) + np.array([[traces[j][(k, l)] for l in range(t)] for k in range(t)])
+            # diag terms: off-diagonal traces are not needed (0 here; only diag(S) is used)
+            S = U.T @ (Ki @ U) + np.array([[traces[j].get((k, l), 0.0) for l in range(t)] for k in range(t)])
             S = 0.5 * (S + S.T)
             Si = Sinv[j]
             Ds.append(q * Si - Si @ S @ Si)

@@ -97,8 +97,9 @@ class MultiTraitResult:
             f"REML criterion {-2 * self.loglik:.6f}",
             f"  iterations {self.iterations}, converged: {'yes' if self.converged else 'NO'}",
         ]
-        for name in (self.term, "Residual"):
-            label = "Genetic" if name == self.term else "Residual"
+        others = [n for n, _ in s.get("terms", []) if n != self.term]  # general MME: more terms
+        for name in [self.term, *others, "Residual"]:
+            label = "Genetic" if name == self.term else ("Residual" if name == "Residual" else "Random term")
             lines += ["", f"{label} covariance matrix ({name}), SE in brackets:"]
             lines += [
                 "  " + ln for ln in _with_se(self.covariances[name], self.covariance_se[name], "{:.6g}").splitlines()
