@@ -248,3 +248,52 @@ def test_cpdata_vignette_two_traits_matches_own_reml():
     assert np.max(np.abs(mine - theirs) / np.array(scale)) < 1e-6
     se_ref = np.array(ref["theta_se_avg_information"]["values"])
     np.testing.assert_allclose(res.variance_components.loc[names, "se"], se_ref, rtol=1e-4)
+
+
+def test_pedigree_blup_traits_large_pedigree_uses_sparse_ainv(monkeypatch):
+    """Above DENSE_A_MAX animals PedigreeBLUP(traits=...) fits A⁻¹ on the general MME:
+    the same model as the dense-A fast path, so the same fit (1e-7; REML optima)."""
+    import henderson.multitrait.estimators as mte
+
+    ped = pd.DataFrame(
+        {
+            "id": [f"x{i}" for i in range(60)],
+            "sire": [None] * 12 + [f"x{i % 6}" for i in range(48)],
+            "dam": [None] * 12 + [f"x{6 + i % 6}" for i in range(48)],
+        }
+    )
+    rng = np.random.default_rng(4)  # an interior optimum (r_g 0.70)
+    A = hd.pedigree_relationship(ped).dense()
+    u = np.linalg.cholesky(A) @ rng.normal(size=(60, 2)) @ np.linalg.cholesky([[1.0, 0.5], [0.5, 1.0]]).T
+    y = pd.DataFrame(u + rng.normal(size=(60, 2)), columns=["p", "q"], index=ped["id"])
+    dense = hd.PedigreeBLUP(traits=["p", "q"]).fit(ped, y)
+    monkeypatch.setattr(mte, "DENSE_A_MAX", 10)
+    sparse = hd.PedigreeBLUP(traits=["p", "q"]).fit(ped, y)
+    assert dense.solver_ == "multitrait-spectral" and sparse.solver_ == "multitrait-mme-sparse"
+    assert sparse.result_.loglik == pytest.approx(dense.result_.loglik, abs=1e-7)
+    np.testing.assert_allclose(sparse.predict(), dense.predict(), atol=1e-5)
+
+
+def test_pedigree_blup_traits_with_extra_random_term_is_the_formula_fit():
+    """PedigreeBLUP(traits=..., random="(1|MOTHER)") = the cbind formula with A⁻¹ and the
+    same extra term (the estimator is a face of the general fit; gryphon, BWT and TARSUS)."""
+    g = hd.datasets.load_gryphon()
+    rec = g.records.dropna(subset=["BWT", "TARSUS"], how="all").drop_duplicates("ANIMAL").set_index("ANIMAL")
+    est = hd.PedigreeBLUP(traits=["BWT", "TARSUS"], random="(1|MOTHER)").fit(
+        g.pedigree, rec[["BWT", "TARSUS"]], data=rec[["MOTHER"]]
+    )
+    frame = rec.reset_index().rename(columns={"ANIMAL": "id"})
+    ref = hd.fit(
+        "cbind(BWT, TARSUS) ~ 1 + (1|id) + (1|MOTHER)", frame, cov_inverse={"id": hd.pedigree_inverse(g.pedigree)}
+    )
+    assert est.solver_ == ref.solver == "multitrait-mme-sparse"
+    assert est.result_.loglik == pytest.approx(ref.loglik, abs=1e-9)
+    np.testing.assert_allclose(est.result_.variance_components["estimate"], ref.variance_components["estimate"])
+
+
+def test_copied_trait_with_missing_values_is_a_clear_error(sim):
+    frame = sim[0].copy()
+    frame["y3"] = 2.0 * frame["y1"] + 1.0
+    frame.loc[frame.index[:10], "y3"] = np.nan
+    with pytest.raises(hd.errors.ModelError, match="'y1' and 'y3' are copies"):
+        hd.fit("cbind(y1, y2, y3) ~ 1 + (1|id)", frame, cov={"id": sim[1]})

@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ..report.formula import formula_variables
+from ..spec.formula import formula_variables, parse_formula, random_groups, response_of
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import (
     count_response_codes,
-    random_groups,
     read_genotypes_file,
     read_pedigree_file,
     read_relationship_file,
@@ -20,7 +19,6 @@ from ._inputs import (
     require_columns,
     require_numeric,
 )
-from ._output import response_of
 from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt, input_options
 
 
@@ -41,16 +39,23 @@ def _choose_term(groups: list[str], wanted: str | None, option: str, default: st
     )
 
 
-def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool):
+def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool, terms: dict):
     """Records whose level of a term is absent from its relationship matrix: an error
-    naming them (the default) or, with --drop-unknown, dropped and counted."""
+    naming them (the default) or, with --drop-unknown, dropped and counted.
+
+    ``terms`` maps term names to their parsed terms; the level of an interaction ``a:b``
+    is ``"<a>:<b>"``, as :func:`henderson.fit` labels it.
+    """
     import pandas as pd
 
     from ..errors import AlignmentError, format_ids
+    from ..spec.model import term_labels
 
     keep = pd.Series(True, index=frame.index)
     for term, rel in rels.items():
-        labels = frame[term]
+        cols = list(terms[term].columns)
+        missing = frame[cols].isna().any(axis=1)
+        labels = pd.Series(term_labels(frame, terms[term]), index=frame.index).where(~missing)
         unknown = labels.notna() & ~labels.astype(str).isin(pd.Index(rel.ids).astype(str))
         if not unknown.any():
             continue
@@ -163,7 +168,8 @@ def fit(
         raise CLIError(f"--method must be reml or ml, not {method!r}")
     if "~" not in formula:
         raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
-    groups = random_groups(formula)
+    groups = random_groups(formula)  # grouping columns: read as text labels
+    terms = {t.name: t for t in parse_formula(formula, multitrait=True).random}
     s.settings.update(
         {"formula": formula, "method": method, "grm_method": grm_method, "missing": "drop" if drop_unknown else "error"}
     )
@@ -187,14 +193,14 @@ def fit(
         if "=" not in item:
             raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
         term, path = item.split("=", 1)
-        term = _choose_term(groups, term.strip(), "--cov")
+        term = _choose_term(list(terms), term.strip(), "--cov")
         with s.step(f"Reading covariance of {term}"):
             covs[term] = read_relationship_file(path, kind="K")
             s.add_input(f"cov:{term}", path)
         genetic[term] = f"covariance from {Path(path).name}"
         sources[term] = f"--cov {path}"
     if pedigree is not None:
-        term = _choose_term(groups, pedigree_term, "--pedigree-term")
+        term = _choose_term(list(terms), pedigree_term, "--pedigree-term")
         from .genetic_cmd import _ped_cols
 
         cols = _ped_cols(ped_columns)
@@ -210,7 +216,7 @@ def fit(
         pedigree_term_used = term
         sources[term] = f"the pedigree {pedigree}"
     if genotypes is not None:
-        term = _choose_term(groups, genotypes_term, "--genotypes-term")
+        term = _choose_term(list(terms), genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G", counted="SNPs"):
             from ..relationships.genomic import genomic_relationship
 
@@ -223,7 +229,7 @@ def fit(
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
     file_frame = frame  # the report counts what was used against the whole file
-    frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
+    frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown, terms)
     with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
         pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
         res = api_fit(

@@ -95,17 +95,39 @@ def fit_pblup(est, X, y, data=None):
     from ..relationships.pedigree import pedigree_relationship
 
     if est.random:
-        raise ModelError(
-            "PedigreeBLUP(traits=..., random=...) needs the general multi-trait engine "
-            "(several random terms across traits), not available yet"
+        # extra random terms (e.g. "(1|MOTHER)", "diag(1|year)"): the general multi-trait
+        # MME with the pedigree A⁻¹ for the animal term
+        from ..relationships.pedigree import pedigree_inverse
+        from .fit import check_traits
+        from .formula import parse_multitrait
+        from .general import fit_general_traits
+
+        traits = [str(t) for t in est.traits]
+        _, _, terms, diag = parse_multitrait(f"cbind({', '.join(traits)}) ~ 1 + {est.random}")
+        if est.sigma2 is not None and not isinstance(est.sigma2, dict):
+            raise ModelError(
+                'PedigreeBLUP(traits=..., random=..., sigma2=...) takes {"Sigma": [one matrix per '
+                'term, the animal term first], "Residual": matrix}'
+            )
+        kept, notes = check_traits(records_of(y, traits, data), traits, ID, allow_missing=True)
+        res = fit_general_traits(
+            kept,
+            traits,
+            [(ID, False)] + [(t.name, t.name in diag) for t in terms],
+            cov_inverse={ID: pedigree_inverse(X)},
+            fixed=est.fixed,
+            sigma=est.sigma2,
+            formula=f"cbind({', '.join(traits)}) ~ {est.fixed or '1'} + (1|{ID}) + {est.random}",
+            notes=notes,
         )
-    A = pedigree_relationship(X)
-    if A.n > DENSE_A_MAX:
-        raise ModelError(
-            f"PedigreeBLUP(traits=...) uses the dense A on this path and the pedigree has {A.n} "
-            f"animals (limit {DENSE_A_MAX}); the sparse A⁻¹ with several traits (and records "
-            "missing some traits) needs the general multi-trait engine, not available yet"
-        )
+        _set(est, res)
+        return est
+    from ..relationships.pedigree import pedigree_inverse
+
+    A = pedigree_inverse(X)
+    if A.n <= DENSE_A_MAX:  # small pedigrees: the dense A, the spectral fast path
+        A = pedigree_relationship(X)
+    # (larger ones: the sparse A⁻¹ on the general multi-trait MME)
     traits = [str(t) for t in est.traits]
     frame = records_of(y, traits, data)
     res = fit_traits(frame, traits, ID, A, fixed=est.fixed, sigma=est.sigma2)

@@ -40,6 +40,7 @@ supernodal factor and selected inverse; pedigree A⁻¹ and iid terms).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -55,6 +56,8 @@ from .spectral import LOG2PI
 
 #: a dense MME up to this many equations with the "auto" back end (and no sparse K⁻¹)
 DENSE_MAX = 3000
+#: largest dense MME (equations) formed; beyond it a clear error
+DENSE_LIMIT = 20000
 #: scaled step size (trait scale 1) below which the fit is converged
 STEP_TOL = 1e-9
 
@@ -202,8 +205,18 @@ class MultiTraitMME:
             gblocks.append(sp.coo_matrix((B.data, (B.row + o, B.col + o)), shape=(self.dim, self.dim)))
         pattern = (abs(TRT) + sum(gblocks, sp.csc_matrix((self.dim, self.dim))) + sp.identity(self.dim)).tocsc()
         has_sparse_k = any(tm.Kinv is not None and sp.issparse(tm.Kinv) for tm in self.terms)
+        has_dense_k = any(tm.L is not None for tm in self.terms)
         if backend == "auto":
-            backend = "sparse" if (has_sparse_k or self.dim > DENSE_MAX) else "dense"
+            # a dense K makes its block of C dense: the dense back end, whatever the size
+            backend = "dense" if has_dense_k else ("sparse" if (has_sparse_k or self.dim > DENSE_MAX) else "dense")
+        if backend == "dense" and self.dim > DENSE_LIMIT:
+            raise ModelError(
+                f"the multi-trait MME have {self.dim} equations ({t} traits × levels of "
+                f"{', '.join(tm.name for tm in self.terms)}): too many for the dense back end "
+                f"(limit {DENSE_LIMIT}; C and C⁻¹ would take {2 * self.dim**2 * 8 / 2**30:.1f} GiB). "
+                "With complete records and one K the spectral fast path has no such limit; with a "
+                "pedigree give A⁻¹ (cov_inverse=) for the sparse back end"
+            )
         if backend not in ("dense", "sparse"):
             raise ModelError(f"backend must be 'auto', 'dense' or 'sparse', not {backend!r}")
         self.backend = backend
@@ -684,6 +697,23 @@ def trait_designs_observed(kept: pd.DataFrame, traits, fixed) -> tuple[list, lis
     return Xs, names, notes, fixed
 
 
+def _check_copies(kept: pd.DataFrame, traits) -> None:
+    """Two traits that are copies up to scale and intercept on the records having both
+    (pairwise |r| = 1) make R₀ singular: a clear error naming them."""
+    Yd = kept[list(traits)]
+    C = Yd.corr(min_periods=3).to_numpy()
+    t = len(traits)
+    for k in range(t):
+        for l in range(k):
+            if np.isfinite(C[k, l]) and abs(C[k, l]) > 1 - 1e-9:
+                both = int((Yd.iloc[:, k].notna() & Yd.iloc[:, l].notna()).sum())
+                raise ModelError(
+                    f"traits {traits[l]!r} and {traits[k]!r} are copies of each other up to scale on "
+                    f"the {both} records having both (correlation {C[k, l]:+.10f}): their residual "
+                    "covariance matrix would be singular; fit one of them"
+                )
+
+
 def fit_general_traits(
     kept: pd.DataFrame,
     traits,
@@ -729,6 +759,7 @@ def fit_general_traits(
     t0 = time.perf_counter()
     traits = list(traits)
     t = len(traits)
+    _check_copies(kept, traits)
     gterms = build_terms(kept, terms, dict(cov or {}), dict(cov_inverse or {}))
     Xs, x_names, notes1, fixed_d = trait_designs_observed(kept, traits, fixed)
     Y = kept[traits].to_numpy(dtype=float)
@@ -900,14 +931,10 @@ def fit_general_traits(
         settings=settings,
         record_levels=record_levels,
     )
-    object.__setattr__(
-        res,
-        "timings",
-        {
-            "prepare": t1 - t0,
-            "optimise": t2 - t1,
-            "results": time.perf_counter() - t2,
-            "total": time.perf_counter() - t0,
-        },
-    )
-    return res
+    timings = {
+        "prepare": t1 - t0,
+        "optimise": t2 - t1,
+        "results": time.perf_counter() - t2,
+        "total": time.perf_counter() - t0,
+    }
+    return dataclasses.replace(res, timings=timings)
