@@ -176,6 +176,26 @@ def met(lines: int, envs: int, observed: float, sommer: bool = True, timeout: fl
     return out
 
 
+def loglik_at_sommer(lines: int, envs: int, observed: float, metr: dict) -> dict:
+    """henderson's REML log-likelihood at sommer's Σ̂ and σ̂²_e (same data, same
+    function), against its own maximum: which program stopped nearer the optimum."""
+    import henderson as h
+
+    d, G, _ = simulate_met(lines, envs, observed)
+    hh, so = metr["henderson"], metr["sommer"]
+    S, k = np.array(so["sigma"]), len(so["sigma"])
+    theta = [S[i, j] for i in range(k) for j in range(i + 1)] + [so["resid"]]
+    eig = np.linalg.eigvalsh(S)
+    out = dict(h=hh["loglik"], min_eig_sommer=float(eig[0]), min_eig_h=float(np.linalg.eigvalsh(hh["sigma"])[0]))
+    if eig[0] <= 0:  # outside the parameter space: REML is not defined there
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = h.prepare("y ~ 0 + Env + us(0 + Env|Name)", d, cov={"Name": G})
+        out["at_sommer"] = -0.5 * float(state.evaluate(np.array(theta)).m2ll)
+    return out
+
+
 def _met_section(metr: dict) -> list:
     L: list = []
     hh, so = metr["henderson"], metr.get("sommer")
@@ -222,6 +242,24 @@ def _met_section(metr: dict) -> list:
             f"{hh['resid']:.6g} (h) vs {so['resid']:.6g} (sommer). sommer's default "
             "tolerance stops earlier than henderson's, so agreement is to sommer's accuracy.",
         ]
+    if "at_sommer" in metr:
+        a = metr["at_sommer"]
+        L += [
+            "",
+            f"Smallest eigenvalue of Σ̂: henderson {a['min_eig_h']:.3g}, sommer {a['min_eig_sommer']:.3g}.",
+        ]
+        if "at_sommer" in a:
+            L += [
+                "",
+                f"henderson's REML log-likelihood at sommer's estimates: {a['at_sommer']:.6f}, at its own: "
+                f"{a['h']:.6f} (Δ = {a['h'] - a['at_sommer']:+.2e}: the higher is nearer the optimum).",
+            ]
+        else:
+            L += [
+                "",
+                "sommer's Σ̂ is not positive semi-definite (outside the parameter space, where the "
+                "REML likelihood is not defined); henderson's is, on the boundary (rank-deficient).",
+            ]
     if "error" not in hh:
         St = np.array(metr["sigma_true"])
         L += [
@@ -280,15 +318,19 @@ def report(mat: dict | None, mets: list, args) -> str:
 
 
 def main(argv=None):
+    global WORK
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="300x4,1000x8", help="MET sizes: lines x environments, comma-separated")
     ap.add_argument("--sommer-timeout", type=float, default=900)
+    ap.add_argument("--work", default=None, help="folder for the data files and scripts of (b)")
     ap.add_argument("--note", default="", help="a sentence on how the run was made, printed under the command")
     ap.add_argument("--observed", type=float, default=0.6)
     ap.add_argument("--repeats", type=int, default=3, help="sparse-engine repeats of (a) (dense: 1)")
     ap.add_argument("--skip", choices=["maternal", "met", "sommer"], action="append", default=[])
     ap.add_argument("--out", default=str(HERE / "results" / "general_sparse.md"))
     args = ap.parse_args(argv)
+    if args.work:
+        WORK = Path(args.work)
 
     def write(mat, mets):  # after each part: a long run still leaves what it measured
         text = report(mat, mets, args)
@@ -303,6 +345,9 @@ def main(argv=None):
         for size in args.sizes.split(","):
             lines, envs = (int(v) for v in size.lower().split("x"))
             mets.append(met(lines, envs, args.observed, "sommer" not in args.skip, args.sommer_timeout))
+            m = mets[-1]
+            if "error" not in m["henderson"] and "error" not in m.get("sommer", {"error": 1}):
+                m["at_sommer"] = loglik_at_sommer(lines, envs, args.observed, m)
             write(mat, mets)
     print(write(mat, mets))
 

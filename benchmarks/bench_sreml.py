@@ -115,7 +115,14 @@ def main():
     ap.add_argument("--baseline-max", type=int, default=30_000)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sreml.md"))
     ap.add_argument("--child", nargs=4)
+    ap.add_argument("--from-log", help="write the table from a log of this script's printed rows")
     a = ap.parse_args()
+    if a.from_log:
+        import ast
+
+        rows = [ast.literal_eval(x) for x in Path(a.from_log).read_text().splitlines() if x.startswith("{")]
+        write(rows, a.out)
+        return
     if a.child:
         n, s, c, b = a.child
         print(json.dumps(child(int(n), int(s), int(c), b or None)))
@@ -126,6 +133,11 @@ def main():
         r = run(n, s, a.chains, a.baseline if a.baseline and n <= a.baseline_max else None)
         print(r, flush=True)
         rows.append(r)
+    write(rows, a.out)
+
+
+def write(rows: list, out: str) -> None:
+    """The results table of ``rows`` (child outputs) to ``out``."""
     import numpy
     import scipy
 
@@ -163,7 +175,7 @@ def main():
                 f"(new {[round(x, 4) for x in r['estimates']]}): speed-up {r['baseline_s'] / r['sreml_s']:.1f}×."
             )
     lines.append("")
-    Path(a.out).write_text("\n".join(lines))
+    Path(out).write_text("\n".join(lines))
     print("\n".join(lines))
 
 

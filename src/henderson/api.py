@@ -7,6 +7,7 @@ optimiser, and the result tables. No modelling logic lives here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -24,11 +25,12 @@ from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
+from .spec.formula import ParsedFormula
 from .spec.model import build_spec
 
 
 def prepare(
-    formula: str,
+    formula: str | ParsedFormula,
     data: pd.DataFrame,
     cov: dict | None = None,
     cov_inverse: dict | None = None,
@@ -63,7 +65,7 @@ def prepare(
 
 
 def fit(
-    formula: str,
+    formula: str | ParsedFormula,
     data: pd.DataFrame,
     cov: dict | None = None,
     method: str = "reml",
@@ -369,8 +371,7 @@ def _fit_working(
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)
 
 
 #: random-effect equations left after eliminating the largest iid term, above which
@@ -424,8 +425,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)
 
 
 def _structured(formula, weights, residual, correlated) -> bool:
@@ -529,5 +529,4 @@ def fit_general(
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)

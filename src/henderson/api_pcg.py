@@ -6,6 +6,7 @@ A thin face over :class:`~henderson.solvers.pcg.PCGMME`, the sampled PEV
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from .assemble_pcg import pcg_result
@@ -106,10 +107,6 @@ def fit_pcg(
     if sreml is not None:
         vc = result.variance_components.copy()
         vc["mc_se"] = sreml["mc_se"]
-        object.__setattr__(result, "variance_components", vc)
-        object.__setattr__(result, "log", sreml["log"])
-        object.__setattr__(result, "converged", bool(sreml["converged"] and info.converged))
-        object.__setattr__(result, "iterations", int(max(sreml["iterations"])))
         settings = dict(result.settings)
         settings["fixed_sigma2"] = False
         settings["stochastic_reml"] = {
@@ -119,7 +116,14 @@ def fit_pcg(
             "iterations": sreml["iterations"],
             "chain_estimates": sreml["chains"].tolist(),
         }
-        object.__setattr__(result, "settings", settings)
+        result = dataclasses.replace(
+            result,
+            variance_components=vc,
+            log=sreml["log"],
+            converged=bool(sreml["converged"] and info.converged),
+            iterations=int(max(sreml["iterations"])),
+            settings=settings,
+        )
     timings = {
         "spec": t1 - t0,
         "prepare": t2 - t1,
@@ -127,5 +131,4 @@ def fit_pcg(
         "results": time.perf_counter() - t3,
         "total": time.perf_counter() - t0,
     }
-    object.__setattr__(result, "timings", timings)
-    return result
+    return dataclasses.replace(result, timings=timings)

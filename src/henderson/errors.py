@@ -10,7 +10,17 @@ import warnings
 
 
 class HendersonError(Exception):
-    """Base class of all henderson errors."""
+    """Base class of all henderson errors.
+
+    ``parameter`` names the argument of the Python API the error concerns (``"coding"``,
+    ``"missing"``, ``"formula"``...) and ``value`` the value it got; the command line maps
+    the parameter to its option in one table (``cli/_errors.py``).
+    """
+
+    def __init__(self, *args, parameter: str | None = None, value=None):
+        super().__init__(*args)
+        self.parameter = parameter
+        self.value = value
 
 
 class DataError(HendersonError, ValueError):
@@ -76,7 +86,7 @@ MISSING_MODES = ("error", "drop")
 def check_missing_mode(missing: str) -> None:
     """DataError unless ``missing`` is one of :data:`MISSING_MODES`."""
     if missing not in MISSING_MODES:
-        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}")
+        raise DataError(f"missing must be 'error' or 'drop', not {missing!r}", parameter="missing", value=missing)
 
 
 def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = None, stacklevel: int = 2) -> str:
@@ -90,9 +100,11 @@ def unknown_ids(message: str, missing: str, *, dropped: str, left: int | None = 
     """
     check_missing_mode(missing)
     if missing == "error":
-        raise AlignmentError(message + " (pass missing='drop' to drop them, counted)")
+        raise AlignmentError(
+            message + " (pass missing='drop' to drop them, counted)", parameter="missing", value=missing
+        )
     if left == 0:
-        raise AlignmentError(message + "; no id is left")
+        raise AlignmentError(message + "; no id is left", parameter="missing", value=missing)
     text = f"{message}; {dropped}"
     warnings.warn(text, DataWarning, stacklevel=stacklevel + 1)
     return text

@@ -17,7 +17,7 @@ from .data.genotypes import Genotypes
 from .data.pedigree import Pedigree
 from .errors import DataError, ModelError, format_ids
 from .models import fit_gblup, fit_pblup, fit_snpblup, predict_from_snp_effects
-from .models._align import ID
+from .models._align import ID, with_notes
 from .models.snpblup import centred_crossprod, h2_note
 from .relationships.container import Relationship, as_relationship
 from .relationships.genomic import genomic_relationship
@@ -171,7 +171,7 @@ class GBLUP(_Base):
         alpha = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=G.n) * s_g
         self.dual_coef_ = pd.Series(alpha, index=pd.Index(G.ids, name=ID), name="alpha")
         d_scale = float(G.diagonal().mean()) - G.mean()  # no dense copy of a sparse/dask G
-        object.__setattr__(res, "notes", tuple(res.notes) + (h2_note(s_g, s_e, d_scale),))
+        self.result_ = with_notes(res, after=(h2_note(s_g, s_e, d_scale),))
         self.snp_effects_ = None
         if self.genotypes_ is not None and self.grm == "vanraden1":
             self.snp_effects_ = self._snp_effects(alpha)
@@ -188,12 +188,21 @@ class GBLUP(_Base):
         return t
 
     def attach_genotypes(self, genotypes: Genotypes) -> GBLUP:
-        """After a fit on a G built (VanRaden 1) from ``genotypes``: back-solve ``snp_effects_``.
+        """Deprecated: fit on the genotypes instead (``GBLUP().fit(genotypes, y)`` builds G
+        and keeps what the SNP effects need).
 
-        For callers that build G themselves (to time it, or to reuse it) and fit on G;
+        After a fit on a G built (VanRaden 1) from ``genotypes``: back-solve ``snp_effects_``,
         the same effects a fit on the genotypes gives (β̂ = W'α/2Σpq). ``genotypes``
         must hold the individuals of the fitted G, matched by id.
         """
+        import warnings
+
+        warnings.warn(
+            "GBLUP.attach_genotypes is deprecated: fit on the genotypes (GBLUP().fit(genotypes, y)), "
+            "which builds G and back-solves snp_effects_",
+            FutureWarning,
+            stacklevel=2,
+        )
         self._check_fitted()
         missing = np.setdiff1d(np.asarray(self.G_.ids, dtype=str), np.asarray(genotypes.ids, dtype=str))
         if len(missing):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ._tables import finite_or_blank, fit_header, notes_lines, records_line, table_lines
+
 
 @dataclass(frozen=True, eq=False)
 class FitResult:
@@ -113,57 +115,29 @@ class FitResult:
             from .summary_general import structured_summary
 
             return structured_summary(self)
-        s = self.settings
         crit = "REML" if self.method == "reml" else "ML"
-        lines = [
-            f"Linear mixed model fit by {crit} ({self.solver}, henderson {s.get('version', '?')})",
-            f"Formula: {s.get('formula', '')}",
-            f"Records: {self.n_obs} used" + (f", {self.n_dropped} dropped (missing values)" if self.n_dropped else ""),
-            "",
-            f"  logLik {self.loglik:.6f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}   "
-            f"{crit} criterion {-2 * self.loglik:.6f}",
-            f"  iterations {self.iterations}, converged: {'yes' if self.converged else 'NO'}",
-            "",
-            "Variance components:",
-        ]
-        vc = self.variance_components.copy()
-        vc_txt = pd.DataFrame(
-            {
-                "variance": vc["variance"].map(lambda v: f"{v:.6g}"),
-                "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
-                "share": vc["ratio"].map(lambda v: f"{v:.3f}"),
-                "share se": vc["ratio_se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
-            },
-            index=vc.index,
-        )
+        lines = fit_header(self, "Linear mixed model", records_line(self), crit) + ["", "Variance components:"]
+        vc = self.variance_components
+        cols = {
+            "variance": ("variance", ".6g"),
+            "se": ("se", finite_or_blank(".4g")),
+            "share": ("ratio", ".3f"),
+            "share se": ("ratio_se", finite_or_blank(".3f")),
+        }
         if "levels" in vc:
-            vc_txt["levels"] = vc["levels"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
-        lines += ["  " + ln for ln in vc_txt.to_string().splitlines()]
+            cols["levels"] = ("levels", lambda v: "" if pd.isna(v) else f"{int(v)}")
+        lines += table_lines(vc, cols)
         lines += ["", "Fixed effects:"]
-        fe = self.fixed_effects
-        fe_txt = pd.DataFrame(
-            {
-                "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
-                "se": fe["se"].map(lambda v: f"{v:.6f}"),
-                "t": fe["t"].map(lambda v: f"{v:.2f}"),
-            },
-            index=fe.index,
+        lines += table_lines(
+            self.fixed_effects, {"estimate": ("estimate", ".6f"), "se": ("se", ".6f"), "t": ("t", ".2f")}
         )
-        lines += ["  " + ln for ln in fe_txt.to_string().splitlines()]
         for name, tab in self.blups.items():
             top = tab.sort_values("blup", ascending=False).head(5)
             lines += ["", f"BLUPs of {name}: {len(tab)} levels; top 5:"]
-            t = pd.DataFrame(
-                {
-                    "blup": top["blup"].map(lambda v: f"{v:.4f}"),
-                    "pev": top["pev"].map(lambda v: f"{v:.4f}"),
-                    "reliability": top["reliability"].map(lambda v: f"{v:.3f}"),
-                },
-                index=top.index,
+            lines += table_lines(
+                top, {"blup": ("blup", ".4f"), "pev": ("pev", ".4f"), "reliability": ("reliability", ".3f")}
             )
-            lines += ["  " + ln for ln in t.to_string().splitlines()]
-        if self.notes:
-            lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
+        lines += notes_lines(self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._tables import finite_or_blank, fit_header, notes_lines, records_line, table_lines
+
 
 def _random_effects_table(res) -> list[str]:
     rows = []
@@ -37,40 +39,16 @@ def _random_effects_table(res) -> list[str]:
 def structured_summary(res) -> str:
     """lme4-like summary: fit statistics, Σ of every term (variance, SD, correlations),
     the θ table with SEs, derived quantities, FA loadings and the fixed effects."""
-    s = res.settings
     crit = "REML" if res.method == "reml" else "ML"
-    lines = [
-        f"Linear mixed model fit by {crit} ({res.solver}, henderson {s.get('version', '?')})",
-        f"Formula: {s.get('formula', '')}",
-        f"Records: {res.n_obs} used" + (f", {res.n_dropped} dropped (missing values)" if res.n_dropped else ""),
-        "",
-        f"  logLik {res.loglik:.6f}   AIC {res.aic:.4f}   BIC {res.bic:.4f}   {crit} criterion {-2 * res.loglik:.6f}",
-        f"  iterations {res.iterations}, converged: {'yes' if res.converged else 'NO'}",
-        "",
-        "Random effects:",
-    ]
+    lines = fit_header(res, "Linear mixed model", records_line(res), crit) + ["", "Random effects:"]
     lines += _random_effects_table(res)
     vc = res.variance_components
     lines += ["", "Covariance parameters:"]
-    t = pd.DataFrame(
-        {
-            "estimate": vc["estimate"].map(lambda v: f"{v:.6g}"),
-            "se": vc["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4g}"),
-        },
-        index=vc.index,
-    )
-    lines += ["  " + ln for ln in t.to_string().splitlines()]
+    lines += table_lines(vc, {"estimate": ("estimate", ".6g"), "se": ("se", finite_or_blank(".4g"))})
     if res.derived is not None and len(res.derived):
         d = res.derived
-        t = pd.DataFrame(
-            {
-                "estimate": d["estimate"].map(lambda v: f"{v:.4f}"),
-                "se": d["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.4f}"),
-            },
-            index=d.index,
-        )
         lines += ["", "Correlations and ratios (delta-method SE):"]
-        lines += ["  " + ln for ln in t.to_string().splitlines()]
+        lines += table_lines(d, {"estimate": ("estimate", ".4f"), "se": ("se", finite_or_blank(".4f"))})
     for term, fa in res.factor_analytic.items():
         lines += ["", f"Factor-analytic {term}: loadings, specific variances, % of variance per factor"]
         tab = fa["loadings"].copy()
@@ -79,15 +57,7 @@ def structured_summary(res) -> str:
         lines += ["  " + ", ".join(f"{k}: {v:.1f}%" for k, v in fa["variance_explained"].items())]
     fe = res.fixed_effects
     lines += ["", "Fixed effects:"]
-    t = pd.DataFrame(
-        {
-            "estimate": fe["estimate"].map(lambda v: f"{v:.6f}"),
-            "se": fe["se"].map(lambda v: f"{v:.6f}"),
-            "t": fe["t"].map(lambda v: f"{v:.2f}"),
-        },
-        index=fe.index,
-    )
-    lines += ["  " + ln for ln in t.to_string().splitlines()]
+    lines += table_lines(fe, {"estimate": ("estimate", ".6f"), "se": ("se", ".6f"), "t": ("t", ".2f")})
     for name, tab in res.blups.items():
         lines += [
             "",
@@ -95,6 +65,5 @@ def structured_summary(res) -> str:
             if isinstance(tab.index, pd.MultiIndex)
             else f"BLUPs of {name}: {len(tab)} levels",
         ]
-    if res.notes:
-        lines += ["", "Notes:"] + [f"  - {n}" for n in res.notes]
+    lines += notes_lines(res.notes)
     return "\n".join(lines)

@@ -328,3 +328,52 @@ def test_zero_one_markers_need_coding(tmp_path, capsys):
     a = pd.read_csv(tmp_path / "G01.csv", index_col=0)
     b = pd.read_csv(tmp_path / "G02.csv", index_col=0)
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-12)
+
+
+# --------------------------------------------------------------- structured errors → options
+
+
+def test_library_errors_carry_the_parameter_and_value_they_concern(tmp_path):
+    """Issue 15: errors say which API parameter (and value) they concern."""
+    from henderson.errors import AlignmentError, DataError, unknown_ids
+    from henderson.io.genotypes import genotype_format, read_genotypes
+
+    with pytest.raises(AlignmentError) as e:
+        unknown_ids("2 id(s) not in G: 'a', 'b'", "error", dropped="")
+    assert (e.value.parameter, e.value.value) == ("missing", "error")
+    with pytest.raises(DataError) as e:
+        genotype_format(tmp_path / "geno.xyz")
+    assert e.value.parameter == "format"
+    with pytest.raises(DataError) as e:
+        read_genotypes(tmp_path / "geno.vcf", coding="dosage")
+    assert (e.value.parameter, e.value.value) == ("coding", "dosage")
+
+
+@pytest.mark.parametrize(
+    ("parameter", "message", "expected", "absent"),
+    [
+        ("missing", "3 id(s) not in G (pass missing='drop' to drop them, counted)", "--drop-unknown", "missing="),
+        ("coding", "non-integer values: pass coding='dosage' for dosage data", "--coding dosage", "coding="),
+        ("coding", "coding detected; pass coding= to declare it", "pass --coding to declare", "coding="),
+        ("selfing", "pass monoecious=True)", "--selfing", "monoecious"),
+        ("format", "x.foo: pass format='plink', 'vcf' or 'csv'", "name it .bed/.bim/.fam", "format="),
+    ],
+)
+def test_cli_maps_an_errors_parameter_to_its_option(parameter, message, expected, absent):
+    """The CLI names its option where the library names its parameter, from one table."""
+    from henderson.cli._errors import USER_ERROR, describe, option_of
+    from henderson.errors import DataError
+
+    msg, code = describe(DataError(message, parameter=parameter))
+    assert code == USER_ERROR and expected in msg and absent not in msg, msg
+    flag = option_of(parameter)  # format has no option: the file name says it
+    assert (flag is None) == (parameter == "format") and (flag is None or flag in msg)
+
+
+def test_a_structured_error_rewrites_only_its_own_parameter():
+    """An error about ``missing`` keeps other API words as written (the table is per parameter)."""
+    from henderson.cli._errors import describe
+    from henderson.errors import AlignmentError
+
+    msg, _ = describe(AlignmentError("pass missing='drop' (or coding='012')", parameter="missing"))
+    assert "--drop-unknown" in msg and "coding='012'" in msg

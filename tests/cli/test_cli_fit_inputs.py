@@ -63,3 +63,29 @@ def test_fit_decimal_comma(tmp_path, capsys):
     vc_comma = pd.read_csv(tmp_path / "cm" / "variance_components.csv")
     vc_point = pd.read_csv(tmp_path / "pt" / "variance_components.csv")
     pd.testing.assert_frame_equal(vc_comma, vc_point)
+
+
+def test_cov_for_a_nested_term_is_accepted_as_fit_accepts_it(tmp_path, capsys):
+    """Issue 15: ``--cov a:b=FILE`` for the nested term of ``(1|a/b)``, as
+    ``fit(cov={"a:b": K})`` takes it; the variances equal the Python API's fit."""
+    from henderson import fit
+
+    rng = np.random.default_rng(5)
+    a, b = np.repeat([f"A{i}" for i in range(6)], 12), np.tile(np.repeat(["b1", "b2", "b3"], 4), 6)
+    cells = pd.unique(pd.Series(a) + ":" + pd.Series(b))
+    u = dict(zip(cells, rng.normal(0, 1.0, len(cells)), strict=True))
+    frame = pd.DataFrame({"a": a, "b": b})
+    frame["y"] = 5 + np.array([u[f"{x}:{z}"] for x, z in zip(a, b, strict=True)]) + rng.normal(0, 0.5, len(a))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    K = pd.DataFrame(np.eye(len(cells)) * 0.9 + 0.1, index=cells, columns=cells)
+    K.to_csv(tmp_path / "K.csv")
+    formula = "y ~ 1 + (1|a/b)"
+    code, _, err = run_cli(
+        ["fit", "-d", tmp_path / "d.csv", "-f", formula, "--cov", f"a:b={tmp_path / 'K.csv'}", "-o", tmp_path / "o"],
+        capsys,
+    )
+    assert code == 0, err
+    ref = fit(formula, frame, cov={"a:b": K})
+    vc = pd.read_csv(tmp_path / "o" / "variance_components.csv", index_col="term")
+    np.testing.assert_allclose(vc["variance"].to_numpy(), ref.sigma2.to_numpy(), rtol=1e-6)
+    assert list(vc.index) == ["a", "a:b", "Residual"]

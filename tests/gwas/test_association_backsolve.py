@@ -248,3 +248,26 @@ def test_float32_blocks_with_missing_calls_equal_float64(monkeypatch):
     np.testing.assert_allclose(b32, b64, rtol=1e-5)
     np.testing.assert_allclose(a32, a64, rtol=0, atol=1e-5 * np.abs(a64).max())
     assert not np.array_equal(b32, b64)  # the float32 path did run
+
+
+def test_float32_path_leaves_a_snp_constant_among_the_records_untested(case, monkeypatch):
+    """On the float32 path b = ‖W̃‖² − ‖Q'W̃‖² cancels to rounding for a SNP in the span of
+    the covariates (constant among the records, variable among all genotyped): it must be
+    untested (no huge z from a rounding-sized b), as on the float64 path."""
+    from henderson.gwas import _fixed
+
+    geno, y, data = case
+    d = np.array(geno.dosages)
+    d[:100, 3] = 1  # heterozygous in every record, variable among the 20 without records
+    d[100:, 3] = np.arange(20) % 3
+    g2 = henderson.Genotypes(geno.ids, geno.snps, d)
+    gb = henderson.GBLUP(fixed="x", sigma2=(S_G, S_E)).fit(g2, y, data=data)
+    t64 = henderson.association(gb, g2)
+    monkeypatch.setattr(_fixed, "FLOAT32_FROM", 1)
+    t32 = henderson.association(gb, g2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", henderson.DataWarning)  # SNP 3 is monomorphic among the records
+        m32 = henderson.association(y, g2, method="mlma", fixed="x", data=data)
+    for t in (t64, t32, m32):
+        assert not t.tested[3] and np.isnan(t.p[3])
+        assert t.tested.drop(3).all()

@@ -277,3 +277,21 @@ def test_mrode_maternal_example_equals_brute_force_blup():
         np.testing.assert_allclose(got_pe, pe, atol=1e-8)
         # fitted values of the records are estimable: X b̂ + Z û + W m̂ + S p̂e
         np.testing.assert_allclose(res.fitted.to_numpy(), X @ b + ZW @ um + S @ pe, atol=1e-8)
+
+
+def test_solver_protocol_general_sparse_equals_general():
+    """``solvers.protocol.prepare(spec, "general_sparse")`` gives the Evaluation of
+    ``"general"``: −2 log L, score, AI, b̂, BLUPs and PEVs to 1e-10."""
+    from henderson.solvers.protocol import prepare
+
+    cases, d = _cases()
+    f, kw, th = cases["maternal_Kinv"]
+    spec = build_general_spec(f, d, **kw)
+    a = prepare(spec, "general").evaluate(th, derivatives=True, pev=True)
+    b = prepare(spec, "general_sparse").evaluate(th, derivatives=True, pev=True)
+    assert b.m2ll == pytest.approx(a.m2ll, rel=1e-10)
+    for x, y in [(a.score, b.score), (a.ai, b.ai), (a.fixed, b.fixed)]:
+        _close(x, y, 1e-10)
+    for name in a.blups:
+        _close(a.blups[name], b.blups[name], 1e-10)
+        _close(a.pev[name], b.pev[name], 1e-10)

@@ -14,6 +14,7 @@ import pytest
 from conftest import dummies, load_ref
 
 import henderson as h
+from henderson.errors import ModelError
 from henderson.spec.formula import parse_formula
 
 POTATO = load_ref("dt_example.json")
@@ -145,3 +146,31 @@ def test_text_ids_stay_in_text_order():
     d = pd.DataFrame({"g": g, "y": rng.normal(size=g.size) + np.repeat(rng.normal(size=4), 5)})
     res = h.fit("y ~ 1 + (1|g)", d)
     assert list(res.blups["g"].index) == sorted(set(g))
+
+
+def test_model_layer_formula_is_built_not_parsed_and_equals_the_parsed_text():
+    """Issue 15: the genetic models build ``trait ~ fixed + (1|id)`` as a ParsedFormula
+    (no text re-read); it is the same object the parser gives for the written formula."""
+    from henderson.spec.formula import add_random_terms, parse_formula, random_intercept_formula
+
+    built = random_intercept_formula("y", "x + C(herd)", "id")
+    assert built == parse_formula("y ~ x + C(herd) + (1|id)")
+    assert parse_formula(built) is built
+    more = add_random_terms(built, "(1|MOTHER) + (1|BYEAR)")
+    assert more.random == parse_formula("y ~ x + C(herd) + (1|id) + (1|MOTHER) + (1|BYEAR)").random
+    with pytest.raises(ModelError, match="given twice"):
+        add_random_terms(built, "(1|id)")
+    with pytest.raises(ModelError, match="random= takes random terms"):
+        add_random_terms(built, "herd")
+
+
+def test_formula_columns_come_from_the_one_parser():
+    """Responses, fixed part (formulaic), slopes, leg() covariates and nested groups."""
+    from henderson.spec.formula import formula_variables, random_groups, random_term_names
+
+    f = "cbind(y1, y2) ~ x + np.log(dose) + C(block) + us(leg(dim, 2)|animal) + (1|a/b)"
+    assert formula_variables(f) == ["y1", "y2", "x", "dose", "block", "dim", "animal", "a", "b"]
+    assert random_groups(f) == ["animal", "a", "b"]
+    assert random_term_names(f) == ["animal", "a", "a:b"]
+    with pytest.raises(ModelError, match="cannot read the fixed part"):
+        formula_variables("y ~ x + * z")

@@ -7,7 +7,6 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
-import re
 import sys
 import traceback
 
@@ -34,30 +33,55 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(lines[:6]) + (" ..." if len(lines) > 6 else "")
 
 
-#: Python-API advice in library messages → the command-line option that does it
-#: (regular expressions, applied in order, to errors and warnings alike).
-_CLI_WORDS = (
-    (r"\bcoding\s*=\s*['\"]([^'\"]+)['\"]", r"--coding \1"),
-    (r"\bcoding\s*=(?=\s|$|[),.;])", "--coding"),
-    (r"\bmissing\s*=\s*['\"]drop['\"]", "--drop-unknown"),
-    (r"\b[Uu]se refit_variances\s*=\s*True", "Drop --fixed-variances"),
-    (r"\brefit_variances\s*=\s*False", "--fixed-variances"),
-    (r"\b(?:selfing|monoecious)\s*=\s*True", "--selfing"),
-    (r"\bpass format='plink', 'vcf' or 'csv'", "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt"),
+#: The one table from Python-API parameters to command-line options. Each row is
+#: (parameter, the advice as the library writes it, the same advice in command-line
+#: terms). Library errors carry ``parameter``/``value`` (:class:`HendersonError`); the
+#: rows of a parameter say how advice naming it reads on the command line. Warnings carry
+#: no attributes, so every row is tried on them (plain substring replacement, in order:
+#: a specific value before the bare ``parameter=``).
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    *(("coding", f"coding='{c}'", f"--coding {c}") for c in ("012", "-101", "01", "dosage")),
+    ("coding", "coding=", "--coding"),
+    ("missing", "missing='drop'", "--drop-unknown"),
+    ("refit_variances", "Use refit_variances=True", "Drop --fixed-variances"),
+    ("refit_variances", "use refit_variances=True", "drop --fixed-variances"),
+    ("refit_variances", "refit_variances=False", "--fixed-variances"),
+    ("selfing", "selfing=True", "--selfing"),
+    ("selfing", "monoecious=True", "--selfing"),
+    (
+        "format",
+        "pass format='plink', 'vcf' or 'csv'",
+        "name it .bed/.bim/.fam (PLINK), .vcf/.vcf.gz/.bcf or .csv/.tsv/.txt",
+    ),
 )
 
 
-def cli_words(msg: str) -> str:
-    """Rewrite Python-API advice (``coding='dosage'``) as command-line options (``--coding dosage``)."""
-    for pattern, repl in _CLI_WORDS:
-        msg = re.sub(pattern, repl, msg)
+def option_of(parameter: str | None) -> str | None:
+    """The command-line option of a Python-API parameter (None if the CLI has none)."""
+    for name, _, cli in OPTIONS:
+        if name == parameter:
+            return next((w for w in cli.split() if w.startswith("--")), None)
+    return None
+
+
+def cli_words(msg: str, parameter: str | None = None) -> str:
+    """Python-API advice (``coding='dosage'``) in command-line terms (``--coding dosage``).
+
+    With ``parameter`` (an error's structured attribute) only that parameter's rows
+    apply; without (warnings, errors raised without one), all rows.
+    """
+    for name, api, cli in OPTIONS:
+        if parameter is None or name == parameter:
+            msg = msg.replace(api, cli)
     return msg
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """(message, exit code) for an exception raised by a command."""
-    if isinstance(exc, (CLIError, HendersonError)):
-        return cli_words(_first_line(exc)), USER_ERROR
+    if isinstance(exc, CLIError):
+        return _first_line(exc), USER_ERROR
+    if isinstance(exc, HendersonError):
+        return cli_words(_first_line(exc), exc.parameter), USER_ERROR
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or _first_line(exc)
         return f"file not found: {name}", USER_ERROR
@@ -72,8 +96,6 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UnicodeDecodeError):
         return f"not a text file (cannot decode as {exc.encoding}): {_first_line(exc)}", USER_ERROR
     if isinstance(exc, ImportError):
-        return _first_line(exc), USER_ERROR
-    if isinstance(exc, (ValueError, KeyError)) and getattr(exc, "_henderson_user", False):
         return _first_line(exc), USER_ERROR
     return (
         f"internal error ({type(exc).__name__}): {_first_line(exc)} "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -59,17 +58,6 @@ def _names_file(msg: str, path: Path) -> bool:
     return str(path) in msg or path.name in msg or path.stem in msg.split("'")
 
 
-def _raised_in_henderson(exc: BaseException) -> bool:
-    """True when the innermost Python frame of ``exc`` is henderson's own code."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    here = str(Path(__file__).resolve().parents[1])
-    return last is not None and str(Path(last).resolve()).startswith(here)
-
-
 def _first(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return "; ".join(lines[:3]) or type(exc).__name__
@@ -92,8 +80,9 @@ def reading(path, what: str = "file"):
 
     henderson's own errors get the file name in front when they lack it; a reader's
     OSError/ValueError (a truncated .bed, a VCF htslib cannot parse, an empty CSV) becomes
-    a :class:`DataError` naming the file. Other exceptions raised inside henderson's code
-    are bugs and pass through (the CLI reports them as internal errors).
+    a :class:`DataError` naming the file, and so does a bare ``Exception`` (cyvcf2's way of
+    refusing a record). Other exception types are bugs and pass through (the CLI reports
+    them as internal errors).
     """
     p = Path(path)
 
@@ -117,7 +106,7 @@ def reading(path, what: str = "file"):
     except _READ_ERRORS as err:
         raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
     except Exception as err:  # noqa: BLE001 - cyvcf2 raises bare Exception on bad records
-        if _raised_in_henderson(err):
+        if type(err) is not Exception:  # any other type (TypeError, ...) is a bug: passes through
             raise
         raise DataError(f"{p}: cannot read this {what}: {explain(err)}") from err
 
@@ -239,7 +228,9 @@ def read_phenotypes(
     ids = pd.Series(y.index.to_numpy(dtype=object))
     data = None
     if fixed:
-        cols = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", fixed) if c in frame.columns]
+        from ..spec.formula import fixed_variables
+
+        cols = [c for c in fixed_variables(fixed) if c in frame.columns]
         data = frame.drop(columns=[id_column]).copy()
         data.index = pd.Index(ids.to_numpy(dtype=object), name="id")
         data = data[cols] if cols else data
@@ -248,25 +239,6 @@ def read_phenotypes(
             if not pd.api.types.is_numeric_dtype(data[c]):
                 data[c] = data[c].astype(object)
     return y, data, frame
-
-
-def random_groups(formula: str) -> list[str]:
-    """Grouping variables of the random terms ``(... | g)`` in an lme4-style formula
-    (also ``(x||g)``, ``us(0 + Env|g)``, ``fa(0 + Env|g, 2)``)."""
-    from ..errors import ModelError
-    from ..spec.formula import parse_formula
-
-    try:
-        return list(dict.fromkeys(c for t in parse_formula(formula).random for c in t.columns))
-    except ModelError:
-        pass  # the fit reports the formula's problem; here only the group names are wanted
-    out = []
-    for rhs in re.findall(r"\|\s*([^)]*)\)", formula):
-        for g in re.split(r"[/:]", rhs):
-            g = g.strip()
-            if g and g not in out:
-                out.append(g)
-    return out
 
 
 def read_genotypes_file(path, coding: str | None = None):

@@ -35,6 +35,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..spec.formula import response_of
 from ._errors import CLIError
 
 #: Marks henderson's staging directories (``.NAME.<random>.henderson-tmp``).
@@ -137,11 +138,6 @@ def previous_run(path: Path) -> dict | None:
         "trait": run.get("trait", trait),
         "outputs": list(doc.get("outputs") or []),
     }
-
-
-def response_of(formula: str) -> str:
-    """The response (left-hand side) of a formula: what ``fit`` records as its trait."""
-    return formula.split("~", 1)[0].strip()
 
 
 class OutDir:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..report.formula import formula_variables
+from ..spec.formula import formula_variables, parse_formula, random_groups, response_of
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import (
     count_response_codes,
-    random_groups,
     read_genotypes_file,
     read_pedigree_file,
     read_relationship_file,
@@ -20,7 +20,6 @@ from ._inputs import (
     require_columns,
     require_numeric,
 )
-from ._output import response_of
 from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt, input_options
 
 
@@ -41,16 +40,23 @@ def _choose_term(groups: list[str], wanted: str | None, option: str, default: st
     )
 
 
-def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool):
+def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop: bool, terms: dict):
     """Records whose level of a term is absent from its relationship matrix: an error
-    naming them (the default) or, with --drop-unknown, dropped and counted."""
+    naming them (the default) or, with --drop-unknown, dropped and counted.
+
+    ``terms`` maps term names to their parsed terms; the level of an interaction ``a:b``
+    is ``"<a>:<b>"``, as :func:`henderson.fit` labels it.
+    """
     import pandas as pd
 
     from ..errors import AlignmentError, format_ids
+    from ..spec.model import term_labels
 
     keep = pd.Series(True, index=frame.index)
     for term, rel in rels.items():
-        labels = frame[term]
+        cols = list(terms[term].columns)
+        missing = frame[cols].isna().any(axis=1)
+        labels = pd.Series(term_labels(frame, terms[term]), index=frame.index).where(~missing)
         unknown = labels.notna() & ~labels.astype(str).isin(pd.Index(rel.ids).astype(str))
         if not unknown.any():
             continue
@@ -154,8 +160,6 @@ def fit(
     --residual Env one residual variance per environment.
     """
     from ..api import fit as api_fit
-    from ..report.html import Report
-    from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
 
     s = Session("fit", quiet, debug, threads, out, trait=response_of(formula) if "~" in formula else None, force=force)
     method = method.lower()
@@ -163,12 +167,47 @@ def fit(
         raise CLIError(f"--method must be reml or ml, not {method!r}")
     if "~" not in formula:
         raise CLIError(f"--formula {formula!r} has no '~' (write e.g. \"Yield ~ Env + (1|Name)\")")
-    groups = random_groups(formula)
+    groups = random_groups(formula)  # grouping columns: read as text labels
+    terms = {t.name: t for t in parse_formula(formula, multitrait=True).random}
     s.settings.update(
         {"formula": formula, "method": method, "grm_method": grm_method, "missing": "drop" if drop_unknown else "error"}
     )
+    frame = _read_data(s, data, formula, groups, weights, residual, input_options(na_values, decimal))
+    rels = _read_relationships(
+        s,
+        list(terms),
+        cov=cov,
+        pedigree=pedigree,
+        pedigree_term=pedigree_term,
+        ped_columns=ped_columns,
+        selfing=selfing,
+        genotypes=genotypes,
+        genotypes_term=genotypes_term,
+        coding=coding,
+        grm_method=grm_method,
+    )
+    file_frame = frame  # the report counts what was used against the whole file
+    frame = _known_levels(s, frame, {**rels.covs, **rels.covs_inv}, rels.sources, data, drop_unknown, terms)
+    with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
+        pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
+        res = api_fit(
+            formula,
+            frame,
+            cov=rels.covs or None,
+            cov_inverse=rels.covs_inv or None,
+            method=method,
+            weights=weights,
+            residual=residual,
+            correlated=pairs or None,
+        )
+    _write_outputs(s, res, formula, data, file_frame, frame, groups, rels, top)
+    s.done()
+
+
+def _read_data(s: Session, data: Path, formula: str, groups: list, weights, residual, opts: dict):
+    """Step "read inputs" (the data file): every column the formula names must be there;
+    grouping columns are read as text labels."""
     with s.step("Reading data"):
-        opts = input_options(na_values, decimal)
         frame = read_table(
             data, str_columns=groups, what="data file", na_values=opts["na_values"], decimal=opts["decimal"]
         )
@@ -181,61 +220,84 @@ def fit(
             count_response_codes(frame, response, id_column=groups[0] if groups else None)
         for g in groups:  # grouping factors are labels, never numbers
             frame[g] = frame[g].astype(object).where(frame[g].isna(), frame[g].astype(str))
-    covs, covs_inv, genetic, sources = {}, {}, {}, {}
-    ped = geno = pedigree_term_used = None
+    return frame
+
+
+@dataclass
+class _Relationships:
+    """Known covariances (``cov=``) and inverses (``cov_inverse=``) by term, with what the
+    report says of each, and the pedigree / genotypes read for its sections."""
+
+    covs: dict = field(default_factory=dict)
+    covs_inv: dict = field(default_factory=dict)
+    genetic: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    ped: Any = None
+    geno: Any = None
+    pedigree_term: str | None = None
+
+
+def _read_relationships(
+    s: Session,
+    terms: list[str],
+    *,
+    cov,
+    pedigree,
+    pedigree_term,
+    ped_columns,
+    selfing,
+    genotypes,
+    genotypes_term,
+    coding,
+    grm_method,
+) -> _Relationships:
+    """Step "read inputs" (relationships): --cov files, a pedigree (A⁻¹), genotypes (G)."""
+    r = _Relationships()
     for item in cov or []:
         if "=" not in item:
             raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
         term, path = item.split("=", 1)
-        term = _choose_term(groups, term.strip(), "--cov")
+        term = _choose_term(terms, term.strip(), "--cov")
         with s.step(f"Reading covariance of {term}"):
-            covs[term] = read_relationship_file(path, kind="K")
+            r.covs[term] = read_relationship_file(path, kind="K")
             s.add_input(f"cov:{term}", path)
-        genetic[term] = f"covariance from {Path(path).name}"
-        sources[term] = f"--cov {path}"
+        r.genetic[term] = f"covariance from {Path(path).name}"
+        r.sources[term] = f"--cov {path}"
     if pedigree is not None:
-        term = _choose_term(groups, pedigree_term, "--pedigree-term")
+        term = _choose_term(terms, pedigree_term, "--pedigree-term")
         from .genetic_cmd import _ped_cols
 
         cols = _ped_cols(ped_columns)
         with s.step("Reading pedigree and building A⁻¹"):
             from ..relationships.pedigree import pedigree_inverse
 
-            ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
-            covs_inv[term] = pedigree_inverse(ped)
+            r.ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
+            r.covs_inv[term] = pedigree_inverse(r.ped)
             s.add_input("pedigree", pedigree)
         for note in notes:
             s.warn(note)
-        genetic[term] = "pedigree A"
-        pedigree_term_used = term
-        sources[term] = f"the pedigree {pedigree}"
+        r.genetic[term] = "pedigree A"
+        r.pedigree_term = term
+        r.sources[term] = f"the pedigree {pedigree}"
     if genotypes is not None:
-        term = _choose_term(groups, genotypes_term, "--genotypes-term")
+        term = _choose_term(terms, genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G", counted="SNPs"):
             from ..relationships.genomic import genomic_relationship
 
-            geno = read_genotypes_file(genotypes, coding)
-            covs[term] = genomic_relationship(geno, method=grm_method)
+            r.geno = read_genotypes_file(genotypes, coding)
+            r.covs[term] = genomic_relationship(r.geno, method=grm_method)
             s.add_input("genotypes", genotypes)
-        genetic[term] = f"genomic G ({grm_method})"
-        sources[term] = f"the genotypes {genotypes}"
-    overlap = set(covs) & set(covs_inv)
+        r.genetic[term] = f"genomic G ({grm_method})"
+        r.sources[term] = f"the genotypes {genotypes}"
+    overlap = set(r.covs) & set(r.covs_inv)
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
-    file_frame = frame  # the report counts what was used against the whole file
-    frame = _known_levels(s, frame, {**covs, **covs_inv}, sources, data, drop_unknown)
-    with s.step("Fitting (REML)" if method == "reml" else "Fitting (ML)", counted="REML steps"):
-        pairs = [tuple(p.strip() for p in c.split(",")) for c in correlated or []]
-        res = api_fit(
-            formula,
-            frame,
-            cov=covs or None,
-            cov_inverse=covs_inv or None,
-            method=method,
-            weights=weights,
-            residual=residual,
-            correlated=pairs or None,
-        )
+    return r
+
+
+def _write_outputs(s: Session, res, formula: str, data: Path, file_frame, frame, groups, rels: _Relationships, top):
+    """Step "write outputs": the CSV tables, report.html and summary.json (trait x trait
+    tables for a multi-trait formula)."""
     from ..multitrait import MultiTraitResult
 
     if isinstance(res, MultiTraitResult):  # cbind(y1, y2, ...) ~ ...: trait x trait tables
@@ -243,22 +305,24 @@ def fit(
 
         write_outputs(s, res, "multi-trait model", "Multi-trait linear mixed model", f"{formula} — {Path(data).name}")
         return
+    import pandas as pd
+
+    from ..report.html import Report
+    from ..report.sections import add_fit, add_genotype_qc, add_pedigree_summary
+
     s.stdout.print(res.summary())
     with s.step("Writing outputs"):
         s.write_csv(vc_table(res.variance_components), "variance_components.csv")
         s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
-        import pandas as pd
-
         bvs = pd.concat([bv_table(t, term) for term, t in res.blups.items()], ignore_index=True)
         s.write_csv(bvs, "breeding_values.csv")
         rep = Report("Linear mixed model", f"{formula} — {Path(data).name}")
-        add_fit(rep, res, file_frame, formula, groups, genetic, top=top)
-        if ped is not None:
-            add_pedigree_summary(rep, ped, phenotyped=frame[pedigree_term_used].dropna())
-        if geno is not None:
-            add_genotype_qc(rep, geno)
+        add_fit(rep, res, file_frame, formula, groups, rels.genetic, top=top)
+        if rels.ped is not None:
+            add_pedigree_summary(rep, rels.ped, phenotyped=frame[rels.pedigree_term].dropna())
+        if rels.geno is not None:
+            add_genotype_qc(rep, rels.geno)
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.notes += list(res.notes)
-        s.write_summary({"fit": res.to_dict(), "relationships": genetic})
-    s.done()
+        s.write_summary({"fit": res.to_dict(), "relationships": rels.genetic})

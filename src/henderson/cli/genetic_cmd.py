@@ -153,7 +153,7 @@ def _codes(text: str | None) -> list[str]:
 def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
     """--fixed names columns of the phenotype file: an error lists the file's columns."""
     if fixed:
-        from ..report.formula import formula_variables
+        from ..spec.formula import formula_variables
         from ._inputs import require_columns
 
         require_columns(frame, formula_variables(fixed), option="--fixed")
@@ -293,10 +293,6 @@ def run_genetic(
                 geno = read_genotypes_file(genotypes, coding)
                 s.add_input("genotypes", genotypes)
             geno = _model_genotypes(s, geno, opts, extra)
-            with s.step("Building G", counted="SNPs"):
-                from ..relationships.genomic import genomic_relationship
-
-                G = genomic_relationship(geno, method=grm_method)
             rel_note = f"G ({grm_method}) from {geno.n} individuals x {geno.p} SNPs"
             s.settings["grm_method"] = grm_method
         else:
@@ -305,11 +301,12 @@ def run_genetic(
                 s.add_input("grm", grm)
             rel_note = f"{G.n} x {G.n} matrix from {Path(grm).name}"
         est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
-        with s.step("Fitting GBLUP", counted="REML steps"):
-            est.fit(G, y, data=data)
-        if geno is not None:
-            with s.step("Back-solving SNP effects"):
-                snp_effects = est.attach_genotypes(geno).snp_effects_  # None unless vanraden1
+        # from genotypes GBLUP.fit builds G (its SNP blocks drive the bar, then the REML
+        # steps) and back-solves the SNP effects (None unless vanraden1)
+        what = "Building G and fitting GBLUP" if geno is not None else "Fitting GBLUP"
+        with s.step(what, counted="SNPs, then REML steps" if geno is not None else "REML steps"):
+            est.fit(geno if geno is not None else G, y, data=data)
+        G, snp_effects = est.G_, est.snp_effects_
         label = "GBLUP"
     elif kind == "snpblup":
         if genotypes is None:

@@ -159,17 +159,9 @@ def ssgblup(
             "genotyped_missing": "add" if add_missing_genotyped else "error",
         }
     )
-    with s.step("Reading phenotypes"):
-        y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
-        s.add_input("phenotypes", phenotypes)
-    with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
-        s.add_input("pedigree", pedigree)
-    for note in notes:
-        s.warn(note)
-    with s.step("Reading genotypes"):
-        geno = read_genotypes_file(genotypes, coding)
-        s.add_input("genotypes", genotypes)
+    y, data, _, ped, geno = _read_inputs(
+        s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding
+    )
     est = SingleStepGBLUP(
         method=method,
         fixed=fixed,
@@ -290,21 +282,13 @@ def run_cv_ssgblup(
             "refit_variances": refit,
         }
     )
-    with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
-        s.add_input("phenotypes", phenotypes)
+    y, data, frame, ped, geno = _read_inputs(
+        s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding
+    )
     by = None
     if birth_year:
         require_columns(frame, [birth_year], option="--birth-year")
         by = pd.Series(frame[birth_year].to_numpy(), index=frame[id_column].astype(str).str.strip())
-    with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
-        s.add_input("pedigree", pedigree)
-    for note in notes:
-        s.warn(note)
-    with s.step("Reading genotypes"):
-        geno = read_genotypes_file(genotypes, coding)
-        s.add_input("genotypes", genotypes)
     with s.step("Validating ssGBLUP and pedigree BLUP on young genotyped animals"):
         pred, fm, info = validate_young(
             ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit, fixed=fixed, data=data, method=method
@@ -330,3 +314,20 @@ def run_cv_ssgblup(
         s.outputs.append("report.html")
         s.write_summary({"validation": info, "metrics": fm.to_dict(orient="records")})
     s.done()
+
+
+def _read_inputs(s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding):
+    """The single-step commands' shared step "read inputs": phenotypes, pedigree (its notes
+    warned), genotypes, each recorded with its checksum. Returns (y, data, frame, ped, geno)."""
+    with s.step("Reading phenotypes"):
+        y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
+        s.add_input("phenotypes", phenotypes)
+    with s.step("Reading pedigree"):
+        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
+        s.add_input("pedigree", pedigree)
+    for note in notes:
+        s.warn(note)
+    with s.step("Reading genotypes"):
+        geno = read_genotypes_file(genotypes, coding)
+        s.add_input("genotypes", genotypes)
+    return y, data, frame, ped, geno

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..multitrait.cv import MultiTraitCVResult
 
+import functools
 import os
 import platform
 import time
@@ -471,11 +472,7 @@ def cross_validate(
             groups=groups,
             progress=progress,
         )
-    kind = {GBLUP: "gblup", SNPBLUP: "snpblup", PedigreeBLUP: "pblup", FormulaModel: "formula"}.get(type(model))
-    if kind is None:
-        raise ModelError(
-            f"cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, not {type(model).__name__}"
-        )
+    kind = _cv_kind(model)
     top = check_top(top)
     if fast not in ("auto", True, False):
         raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
@@ -494,30 +491,7 @@ def cross_validate(
             "FormulaModel cross-validation needs one phenotype per id; y repeats ids. Use GBLUP, "
             "SNPBLUP or PedigreeBLUP (records by id), or average the records per id first"
         )
-    if kind == "snpblup" and not isinstance(X, Genotypes):
-        raise DataError("SNPBLUP cross-validation needs Genotypes as X")
-    K = geno = None
-    if kind == "gblup":
-        geno = X if isinstance(X, Genotypes) else None
-        K = (
-            genomic_relationship(X, method=model.grm, scheduler=scheduler)
-            if geno is not None
-            else as_relationship(X, kind="G")
-        )
-        Xfit, known = K, K.ids
-    elif kind == "snpblup":
-        geno, Xfit, known = X, X, X.ids
-    elif kind == "formula":
-        Xfit, known = X, None
-    else:
-        Xfit = X
-        from ..data.pedigree import Pedigree
-
-        known = (
-            X.ids
-            if isinstance(X, Pedigree)
-            else (pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None)
-        )
+    Xfit, known, K, geno = _cv_inputs(model, X, scheduler)
 
     notes: list[str] = []
     y = _unknown_ids(model, y, known, notes)
@@ -566,62 +540,12 @@ def cross_validate(
         )
         rows = _run_folds(task, splits, jobs, path, progress, scheduler)
 
-    preds, metr = [], []
-    for s, row in zip(splits, rows):
-        obs = y.iloc[s.test_pos].to_numpy()
-        bv, yhat = np.asarray(row["bv"], float), np.asarray(row["yhat"], float)
-        p = {
-            "id": s.test,
-            "repeat": s.repeat,
-            "fold": s.fold,
-            "observed": obs,
-            "predicted_bv": bv,
-            "predicted_phenotype": yhat,
-        }
-        if by_record:
-            p["record"] = s.test_pos
-        preds.append(pd.DataFrame(p))
-        m = _fold_metrics(obs, bv, yhat, row["h2"], top)
-        extra = {"n_snps_dropped": row["n_snps_dropped"]} if kind == "snpblup" else {}
-        metr.append(
-            {
-                "repeat": s.repeat,
-                "fold": s.fold,
-                "n_train": len(s.train_pos),
-                "n_test": len(s.test_pos),
-                "sigma2_g": row["sigma2_g"],
-                "sigma2_e": row["sigma2_e"],
-                "h2": row["h2"],
-                "method": path,
-                **m,
-                **extra,
-            }
-        )
-    predictions = pd.concat(preds, ignore_index=True)
-    fm = pd.DataFrame(metr)
+    predictions, fm = _fold_tables(splits, rows, y, by_record, path, top, kind == "snpblup")
     pooled = pooled_metrics(predictions, fm, top)
     summary, by_rep = summarise(fm, pooled)
     basis = headline_basis(fm)
     notes += _fold_warnings(rows)
-    n_const = int(
-        sum(
-            is_constant(
-                np.asarray(r["bv"], float)[np.isfinite(np.asarray(r["bv"], float))],
-                y.iloc[s.test_pos].dropna().to_numpy(),
-            )
-            for s, r in zip(splits, rows)
-        )
-    )
-    if n_const:
-        msg = (
-            f"{n_const} of {len(rows)} fold(s) predict the same breeding value for every validation "
-            "individual (h² estimated at 0): their r, accuracy, slope, intercept, Spearman and top "
-            "overlap are undefined (NaN), not zero"
-        )
-        import warnings
-
-        warnings.warn(DataWarning(msg), stacklevel=2)
-        notes.append(msg)
+    notes += _constant_fold_note(splits, rows, y)
     if kind == "snpblup" and fm["n_snps_dropped"].max() > 0:
         notes.append(
             f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
@@ -659,3 +583,117 @@ def cross_validate(
     }
     leak = LEAKAGE if (not refit_variances and not user_sigma2) else None
     return CVResult(predictions, fm, summary, by_rep, settings, leak, pooled)
+
+
+@functools.singledispatch
+def _cv_kind(model) -> str:
+    """Which cross-validation path an estimator takes (dispatch on its type)."""
+    raise ModelError(
+        f"cross_validate supports GBLUP, SNPBLUP, PedigreeBLUP and FormulaModel, not {type(model).__name__}"
+    )
+
+
+_cv_kind.register(GBLUP, lambda model: "gblup")
+_cv_kind.register(SNPBLUP, lambda model: "snpblup")
+_cv_kind.register(PedigreeBLUP, lambda model: "pblup")
+_cv_kind.register(FormulaModel, lambda model: "formula")
+
+
+@functools.singledispatch
+def _cv_inputs(model, X, scheduler) -> tuple:
+    """(what the folds fit on, ids the model knows or None, G or None, Genotypes or None)."""
+    raise ModelError(f"cross_validate does not support {type(model).__name__}")
+
+
+@_cv_inputs.register(GBLUP)
+def _(model, X, scheduler):
+    # G is built once for all folds
+    geno = X if isinstance(X, Genotypes) else None
+    if geno is not None:
+        K = genomic_relationship(X, method=model.grm, scheduler=scheduler)
+    else:
+        K = as_relationship(X, kind="G")
+    return K, K.ids, K, geno
+
+
+@_cv_inputs.register(SNPBLUP)
+def _(model, X, scheduler):
+    if not isinstance(X, Genotypes):
+        raise DataError("SNPBLUP cross-validation needs Genotypes as X")
+    return X, X.ids, None, X
+
+
+@_cv_inputs.register(FormulaModel)
+def _(model, X, scheduler):
+    return X, None, None, None
+
+
+@_cv_inputs.register(PedigreeBLUP)
+def _(model, X, scheduler):
+    from ..data.pedigree import Pedigree
+
+    if isinstance(X, Pedigree):
+        known = X.ids
+    else:
+        known = pd.Index(X.iloc[:, 0].astype(str)) if isinstance(X, pd.DataFrame) else None
+    return X, known, None, None
+
+
+def _fold_tables(splits, rows, y, by_record: bool, path, top, snps: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, fold metrics): one row per validation record, one per fold."""
+    preds, metr = [], []
+    for s, row in zip(splits, rows):
+        obs = y.iloc[s.test_pos].to_numpy()
+        bv, yhat = np.asarray(row["bv"], float), np.asarray(row["yhat"], float)
+        p = {
+            "id": s.test,
+            "repeat": s.repeat,
+            "fold": s.fold,
+            "observed": obs,
+            "predicted_bv": bv,
+            "predicted_phenotype": yhat,
+        }
+        if by_record:
+            p["record"] = s.test_pos
+        preds.append(pd.DataFrame(p))
+        m = _fold_metrics(obs, bv, yhat, row["h2"], top)
+        extra = {"n_snps_dropped": row["n_snps_dropped"]} if snps else {}
+        metr.append(
+            {
+                "repeat": s.repeat,
+                "fold": s.fold,
+                "n_train": len(s.train_pos),
+                "n_test": len(s.test_pos),
+                "sigma2_g": row["sigma2_g"],
+                "sigma2_e": row["sigma2_e"],
+                "h2": row["h2"],
+                "method": path,
+                **m,
+                **extra,
+            }
+        )
+    return pd.concat(preds, ignore_index=True), pd.DataFrame(metr)
+
+
+def _constant_fold_note(splits, rows, y) -> list[str]:
+    """Folds whose breeding values are all equal (h² at 0): their correlations are NaN; warned."""
+    n_const = int(
+        sum(
+            is_constant(
+                np.asarray(r["bv"], float)[np.isfinite(np.asarray(r["bv"], float))],
+                y.iloc[s.test_pos].dropna().to_numpy(),
+            )
+            for s, r in zip(splits, rows)
+        )
+    )
+    if not n_const:
+        return []
+    msg = (
+        f"{n_const} of {len(rows)} fold(s) predict the same breeding value for every validation "
+        "individual (h² estimated at 0): their r, accuracy, slope, intercept, Spearman and top "
+        "overlap are undefined (NaN), not zero"
+    )
+    import warnings
+
+    warnings.warn(DataWarning(msg), stacklevel=3)
+    return [msg]

@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ..errors import ModelError
+from ..spec.formula import response_of
 from ..spec.model import build_spec
 
 
@@ -52,7 +53,7 @@ class FormulaModel(BaseEstimator):
     def fit(self, X, y, data=None):
         from ..api import fit as _fit
 
-        if y.name is None or str(y.name) != self.formula.split("~")[0].strip():
+        if y.name is None or str(y.name) != response_of(self.formula):
             raise ModelError(f"the response of {self.formula!r} must be the name of y ({y.name!r})")
         frame = self._frame(X, y)
         frame = frame[frame[str(y.name)].notna()]  # masked / unphenotyped: predicted, not fitted

@@ -71,7 +71,9 @@ def genotype_format(path: Path) -> str:
     if name.removesuffix(".gz").endswith((".csv", ".tsv", ".txt")):
         return "csv"
     raise DataError(
-        f"cannot tell the genotype format of {str(path)!r} from its name; pass format='plink', 'vcf' or 'csv'"
+        f"cannot tell the genotype format of {str(path)!r} from its name; pass format='plink', 'vcf' or 'csv'",
+        parameter="format",
+        value=None,
     )
 
 
@@ -109,7 +111,9 @@ def read_genotypes(path, *, format: str | None = None, coding: str | None = None
     path = Path(path)
     fmt = format or genotype_format(path)
     if coding is not None and fmt != "csv":
-        raise DataError(f"coding= applies to numeric CSV/TSV matrices, not to {fmt} files")
+        raise DataError(
+            f"coding= applies to numeric CSV/TSV matrices, not to {fmt} files", parameter="coding", value=coding
+        )
     if fmt == "plink":
         return read_plink(path)
     if fmt == "vcf":

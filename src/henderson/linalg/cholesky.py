@@ -160,13 +160,19 @@ class Factor:
         self.symbolic = symbolic
         self.x = x
 
+    def _check_live(self) -> None:
+        if self.x is None:
+            raise ValueError("this factor was consumed by selected_inverse(overwrite=True)")
+
     def logdet(self, limit: int | None = None) -> float:
         """log|A|, or log|A[:limit, :limit]| for the leading block (``limit = n − last``)."""
+        self._check_live()
         s = self.symbolic
         return float(K.logdet(self.x, s.first, s.rptr, s.off, s.n if limit is None else limit))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """A⁻¹b for b of shape (n,) or (n, k), in A's order."""
+        self._check_live()
         s = self.symbolic
         b = np.asarray(b, dtype=float)
         one = b.ndim == 1
@@ -176,10 +182,19 @@ class Factor:
         out[s.perm] = B
         return out[:, 0] if one else out
 
-    def selected_inverse(self, limit: int | None = None) -> SelectedInverse:
-        """A⁻¹ (or A[:limit, :limit]⁻¹) on the pattern of L, by the Takahashi equations."""
+    def selected_inverse(self, limit: int | None = None, overwrite: bool = False) -> SelectedInverse:
+        """A⁻¹ (or A[:limit, :limit]⁻¹) on the pattern of L, by the Takahashi equations.
+
+        ``overwrite=True`` writes the selected inverse into the factor's own value array
+        (no second array of the factor's size; the factor is consumed and cannot solve
+        afterwards). This is exact, not an approximation: the sweep runs from the last
+        supernode to the first and reads supernode J of L only while it computes
+        supernode J of Z, whose entries it writes after those reads; every other read is
+        of Z in supernodes after J, already final.
+        """
         s = self.symbolic
-        z = np.zeros(s.size)
+        self._check_live()
+        z = self.x if overwrite else np.zeros(s.size)
         relmap = np.empty(s.n, np.int64)
         K.selected_inverse(
             self.x,
@@ -196,6 +211,11 @@ class Factor:
             np.empty(s._ww),
             s.n if limit is None else limit,
         )
+        if overwrite:
+            if limit is not None and limit < s.n:  # supernodes past the limit still hold L
+                first_out = int(np.searchsorted(s.first[:-1], limit))
+                z[s.off[first_out] :] = 0.0
+            self.x = None
         return SelectedInverse(s, z)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
+from ..spec.formula import ParsedFormula, random_intercept_formula
 
 ID = "id"
 
@@ -52,6 +53,16 @@ def numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
     return vals.astype(float)
 
 
+def with_notes(res, before=(), after=()):
+    """``res`` with ``before`` + its notes + ``after``: a new result (results are frozen;
+    :func:`dataclasses.replace`, never mutation)."""
+    import dataclasses
+
+    if not before and not after:
+        return res
+    return dataclasses.replace(res, notes=tuple(before) + tuple(res.notes) + tuple(after))
+
+
 def records_frame(
     y,
     known_ids,
@@ -60,7 +71,7 @@ def records_frame(
     data: pd.DataFrame | None = None,
     missing: str = "error",
     what: str = "relationship matrix",
-) -> tuple[pd.DataFrame, str, str, list]:
+) -> tuple[pd.DataFrame, ParsedFormula, str, list]:
     """Align phenotypes (and fixed-effect covariates) by id.
 
     Parameters
@@ -78,6 +89,8 @@ def records_frame(
     Returns
     -------
     (frame, formula, trait, notes)
+        ``formula`` is a :class:`~henderson.spec.formula.ParsedFormula`
+        ``trait ~ fixed + (1|id)`` built directly, for ``build_spec``/``henderson.fit``.
     """
     if not isinstance(y, pd.Series):
         raise DataError("phenotypes must be a pandas Series indexed by id (aligned by id, not position)")
@@ -136,5 +149,4 @@ def records_frame(
                     "data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique())
                 )
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
-    formula = f"{trait} ~ {fixed.strip() if fixed else '1'} + (1|{ID})"
-    return frame, formula, trait, notes
+    return frame, random_intercept_formula(trait, fixed, ID), trait, notes

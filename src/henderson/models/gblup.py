@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..api import fit
 from ..relationships.container import Relationship, as_relationship
-from ._align import ID, records_frame
+from ._align import ID, records_frame, with_notes
 
 
 def fit_gblup(
@@ -46,6 +46,4 @@ def fit_gblup(
         y, G.ids, fixed=fixed, data=data, missing=missing, what="genomic relationship matrix"
     )
     res = fit(formula, frame, cov={ID: G}, method=method, sigma2=sigma2, pev=pev)
-    if notes:
-        object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
-    return res
+    return with_notes(res, before=notes)

@@ -7,7 +7,8 @@ import pandas as pd
 from ..api import fit
 from ..errors import HendersonError, ModelError, format_ids
 from ..relationships.pedigree import pedigree_inverse
-from ._align import ID, records_frame
+from ..spec.formula import add_random_terms
+from ._align import ID, records_frame, with_notes
 
 
 def fit_pblup(
@@ -43,7 +44,7 @@ def fit_pblup(
             d = data.copy()
             d.index = d.index.astype(str)
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
-        formula = f"{formula} + {random}"
+        formula = add_random_terms(formula, random)
     try:
         res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
     except HendersonError as err:
@@ -58,6 +59,4 @@ def fit_pblup(
             "their ancestors. Keep one representative per fully inbred line (or start the line's "
             f"pedigree at its last non-inbred ancestor), or use genomic relationships"
         ) from err
-    if notes:
-        object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
-    return res
+    return with_notes(res, before=notes)

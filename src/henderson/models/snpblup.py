@@ -39,7 +39,7 @@ from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.levels import DenseKernel, Markers
 from ..spec.model import RandomTerm, build_spec
-from ._align import ID, records_frame
+from ._align import ID, records_frame, with_notes
 from ._alleles import allele_flips
 from ._kernels import crossprod_int8, crossprod_int8_t
 
@@ -206,7 +206,7 @@ def fit_snpblup(
         f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g} = {s_g:.6g}",
         h2_note(s_g, s_e, d_scale),
     ]
-    object.__setattr__(res, "notes", tuple(notes) + tuple(res.notes))
+    res = with_notes(res, before=notes)
     return SNPBLUPFit(res, effects, freq, two_sum_pq, s_g, h2, h2_se, space)
 
 

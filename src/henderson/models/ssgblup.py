@@ -24,16 +24,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from scipy.stats import norm
 
 from ..api import fit
 from ..data.genotypes import Genotypes
 from ..errors import DataError
+from ..linalg import SymbolicCholesky
 from ..relationships.pedigree import _as_pedigree, pedigree_inverse
 from ..relationships.single_step import single_step_inverse
+from ..spec.formula import ParsedFormula
 from ..spec.model import build_spec
-from ._align import ID, records_frame
+from ._align import ID, records_frame, with_notes
 from .snpblup import centred_crossprod
 
 
@@ -44,7 +45,7 @@ class SingleStepFit:
     result: Any
     Hinv: Any
     frame: pd.DataFrame
-    formula: str
+    formula: ParsedFormula
 
 
 def fit_ssgblup(
@@ -87,13 +88,12 @@ def fit_ssgblup(
     frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
     res = fit(formula, frame, cov_inverse={ID: Hinv}, method=method, sigma2=sigma2, pev=pev)
     extra = tuple(notes) + tuple(Hinv.info.get("notes", ())) + ((note,) if note else ())
-    if extra:
-        object.__setattr__(res, "notes", extra + tuple(res.notes))
+    res = with_notes(res, before=extra)
     return SingleStepFit(res, Hinv, frame, formula)
 
 
 def pev_block(f: SingleStepFit, ids) -> np.ndarray:
-    """C²² σ²_e: the PEV covariance of the animals ``ids`` (k × k), by k sparse solves.
+    """C²² σ²_e: the PEV covariance of the animals ``ids`` (k × k), from the MME's factor.
 
     Assembles the MME C = [[X'X, X'Z], [Z'X, Z'Z + (σ²_e/σ²_u) H⁻¹]] itself (the
     same equations the fit solved) and solves it for the unit vectors of ``ids``.
@@ -108,14 +108,24 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     C = (T.T @ T).tolil()
     q = term.q
     C[:q, :q] = C[:q, :q] + (s_e / s_u) * sp.csr_matrix(term.penalty)
-    lu = spla.splu(sp.csc_matrix(C), permc_spec="MMD_AT_PLUS_A")
+    C = sp.csc_matrix(C)
+    fac = SymbolicCholesky(C, last=X.shape[1]).factor_matrix(C)
     pos = pd.Index(term.levels).get_indexer([str(i) for i in ids])
-    out = np.empty((len(pos), len(pos)))
-    for a in range(0, len(pos), 256):
-        b = min(a + 256, len(pos))
-        E = np.zeros((C.shape[0], b - a))
-        E[pos[a:b], np.arange(b - a)] = 1.0
-        out[:, a:b] = lu.solve(E)[pos]
+    k = len(pos)
+    # H⁻¹'s genotyped block is dense, so those rows form a clique of C and every (i, j)
+    # of C²² is on the pattern of L: the selected inverse (Takahashi) gives the block
+    # without k solves. Other id sets fall back to solves, 256 right-hand sides at a time.
+    try:
+        ii = np.repeat(pos, k)
+        jj = np.tile(pos, k)
+        out = fac.selected_inverse().entries(ii, jj).reshape(k, k)
+    except ValueError:
+        out = np.empty((k, k))
+        for a in range(0, k, 256):
+            b = min(a + 256, k)
+            E = np.zeros((C.shape[0], b - a))
+            E[pos[a:b], np.arange(b - a)] = 1.0
+            out[:, a:b] = fac.solve(E)[pos]
     return 0.5 * (out + out.T) * s_e
 
 

@@ -10,6 +10,7 @@ REML of the observed data). ``result.solver`` says which ran.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -254,18 +255,14 @@ def fit_traits(
         or f"cbind({', '.join(traits)}) ~ " + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
         fixed=fixed_d,
     )
-    object.__setattr__(
-        res,
-        "timings",
-        {
-            "checks": t1 - t0,
-            "prepare": t2 - t1,
-            "optimise": t3 - t2,
-            "results": time.perf_counter() - t3,
-            "total": time.perf_counter() - t0,
-        },
-    )
-    return res
+    timings = {
+        "checks": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
+    return dataclasses.replace(res, timings=timings)
 
 
 #: records up to which pev="auto" computes PEV (as the single-trait spectral solver)

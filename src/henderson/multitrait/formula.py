@@ -10,41 +10,25 @@ multi-trait MME (:mod:`henderson.multitrait.general`). ``result.solver`` says wh
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from ..errors import ModelError
-from ..spec.formula import parse_formula
-
-_CBIND = re.compile(r"^\s*cbind\s*\((?P<inner>[^()]*)\)\s*$")
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
-_DIAG = re.compile(r"(^|(?<=[^A-Za-z0-9_.]))diag\s*\(\s*1\s*\|\s*(?P<g>[A-Za-z_.][A-Za-z0-9_.]*)\s*\)")
+from ..spec.formula import is_multitrait, parse_formula, response_of  # noqa: F401 - is_multitrait re-exported
 
 SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse")
 
 
-def is_multitrait(formula) -> bool:
-    return isinstance(formula, str) and "~" in formula and formula.split("~", 1)[0].strip().startswith("cbind")
-
-
 def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
     """Traits, the fixed part (formulaic syntax), the random terms and the names of the
-    ``diag(1|g)`` terms of a cbind formula."""
-    lhs, rhs = formula.split("~", 1)
-    m = _CBIND.match(lhs)
-    if not m:
-        raise ModelError(f"cannot read the multi-trait response {lhs.strip()!r}: write cbind(y1, y2, ...)")
-    traits = [s.strip() for s in m.group("inner").split(",")]
-    bad = [s for s in traits if not _NAME.match(s)]
-    if bad or not traits:
-        raise ModelError(f"cbind(...) takes column names, got {bad or traits}")
-    diag = {mm.group("g") for mm in _DIAG.finditer(rhs)}
-    rhs = _DIAG.sub(lambda mm: f"(1|{mm.group('g')})", rhs)
-    if re.search(r"(^|[^A-Za-z0-9_.])diag\s*\(", rhs):
+    ``diag(1|g)`` terms of a cbind formula (read by :func:`henderson.spec.formula.parse_formula`)."""
+    parsed = parse_formula(formula, multitrait=True)
+    if not parsed.traits:
+        raise ModelError(f"cannot read the multi-trait response {response_of(formula)!r}: write cbind(y1, y2, ...)")
+    declared_diag = [t for t in parsed.random if t.declared == "diag"]
+    if any(t.lhs != ("1",) or not t.intercept for t in declared_diag):
         raise ModelError("diag(...) takes a random intercept across traits: diag(1|g)")
-    parsed = parse_formula(f"{traits[0]} ~ {rhs}")
-    return traits, parsed.fixed, list(parsed.random), diag
+    diag = {t.name for t in declared_diag}
+    return list(parsed.traits), parsed.fixed, list(parsed.random), diag
 
 
 def fit_formula(

@@ -40,6 +40,7 @@ supernodal factor and selected inverse; pedigree A⁻¹ and iid terms).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -933,14 +934,10 @@ def fit_general_traits(
         settings=settings,
         record_levels=record_levels,
     )
-    object.__setattr__(
-        res,
-        "timings",
-        {
-            "prepare": t1 - t0,
-            "optimise": t2 - t1,
-            "results": time.perf_counter() - t2,
-            "total": time.perf_counter() - t0,
-        },
-    )
-    return res
+    timings = {
+        "prepare": t1 - t0,
+        "optimise": t2 - t1,
+        "results": time.perf_counter() - t2,
+        "total": time.perf_counter() - t0,
+    }
+    return dataclasses.replace(res, timings=timings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .._tables import finite_or_blank, notes_lines, table_lines
 from .spectral import vech_index
 
 
@@ -108,33 +109,17 @@ class MultiTraitResult:
                 "  " + ln for ln in _with_se(self.correlations[name], self.correlation_se[name], "{:.3f}").splitlines()
             ]
         lines += ["", "Heritabilities:"]
-        h = self.heritability
-        ht = pd.DataFrame(
-            {
-                "h2": h["h2"].map(lambda v: f"{v:.3f}"),
-                "se": h["se"].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}"),
-            },
-            index=h.index,
-        )
-        lines += ["  " + ln for ln in ht.to_string().splitlines()]
+        lines += table_lines(self.heritability, {"h2": ("h2", ".3f"), "se": ("se", finite_or_blank(".3f"))})
         lines += ["", "Fixed effects:"]
-        fe = self.fixed_effects
-        fe_txt = pd.DataFrame(
-            {
-                "estimate": fe["estimate"].map(lambda v: f"{v:.6g}"),
-                "se": fe["se"].map(lambda v: f"{v:.4g}"),
-                "t": fe["t"].map(lambda v: f"{v:.2f}"),
-            },
-            index=fe.index,
+        lines += table_lines(
+            self.fixed_effects, {"estimate": ("estimate", ".6g"), "se": ("se", ".4g"), "t": ("t", ".2f")}
         )
-        lines += ["  " + ln for ln in fe_txt.to_string().splitlines()]
         b = self.blups[self.term]
         lines += [
             "",
             f"BLUPs of {self.term}: {b.index.get_level_values(0).nunique()} levels x {len(self.traits)} traits",
         ]
-        if self.notes:
-            lines += ["", "Notes:"] + [f"  - {n}" for n in self.notes]
+        lines += notes_lines(self.notes)
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -213,6 +213,40 @@ def genomic_relationship(
         geno = read_genotypes(geno)
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
+    _check_arguments(geno, method, dtype)
+    p, freq_src = _resolve_freq(geno, allele_freq)
+    pq = p * (1.0 - p)
+    use, n_nocall, n_mono = _snps_used(geno, method, p, pq)
+    m = int(use.sum())
+    scale = _scale(method, pq, use, m)
+    n = geno.n
+    try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
+    b = block_size or default_block_size(n, 4 if try_f32 else 8)
+    acc, n_blocks, n_imputed = _accumulate(geno, method, p, pq, use, scale, b, try_f32)
+    g = acc.T  # C-ordered view of the (symmetric) result
+    info = {
+        "method": method,
+        "allele_freq": freq_src,
+        "n_snps": geno.p,
+        "n_snps_used": m,
+        "snps_used": use,  # (p,) bool: which SNPs G was built from (for pair call counts)
+        "n_snps_no_call": n_nocall,
+        "n_snps_monomorphic_skipped": n_mono,
+        "n_missing_imputed": n_imputed,
+        "scale": scale,
+        "block_size": b,
+        "blocks": n_blocks,
+    }
+    for key in ("coding", "file"):
+        if key in geno.info:
+            info[f"genotypes_{key}"] = geno.info[key]
+    fid = geno.info.get("fid")
+    if isinstance(fid, pd.Series):  # PLINK family ids, by id, for write_gcta_grm
+        info["fid"] = fid.reindex(pd.Index(geno.ids))
+    return Relationship(geno.ids, g, kind="G", info=info)
+
+
+def _check_arguments(geno: Genotypes, method: str, dtype: str) -> None:
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose one of {METHODS}")
     if dtype not in ("auto", "float64", "float32"):
@@ -222,8 +256,10 @@ def genomic_relationship(
     if method == "vitezica" and not geno.is_integer:
         raise GenotypeError("dominance (vitezica) needs hard genotype calls, not float dosages")
 
-    p, freq_src = _resolve_freq(geno, allele_freq)
-    pq = p * (1.0 - p)
+
+def _snps_used(geno: Genotypes, method: str, p: np.ndarray, pq: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(p,) bool mask of the SNPs G is built from, and the numbers skipped for having no
+    call / p q = 0 (per-SNP scaled methods: infinite weight), warned."""
     use = np.isfinite(p) & (geno.n_called > 0)
     n_nocall = int((~use).sum())
     n_mono = 0
@@ -236,12 +272,16 @@ def genomic_relationship(
             f"genomic_relationship({method}): skipped {n_nocall} SNP(s) without calls and "
             f"{n_mono} SNP(s) with p(1-p) = 0 (infinite weight); {int(use.sum())} of {geno.p} used",
             DataWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    m = int(use.sum())
-    if m == 0:
+    if not use.any():
         raise GenotypeError("no usable SNP for the genomic relationship matrix")
     _refuse_no_calls(geno)
+    return use, n_nocall, n_mono
+
+
+def _scale(method: str, pq: np.ndarray, use: np.ndarray, m: int) -> float:
+    """The denominator of G: 2Σpq (vanraden1), Σ(2pq)² (vitezica) or m (per-SNP scaled)."""
     if method == "vanraden1":
         scale = 2.0 * pq[use].sum()
     elif method == "vitezica":
@@ -250,10 +290,16 @@ def genomic_relationship(
         scale = float(m)
     if not scale > 0:
         raise GenotypeError("all SNPs are monomorphic at the given allele frequencies: 2Σpq = 0")
+    return float(scale)
 
+
+def _accumulate(geno: Genotypes, method: str, p, pq, use, scale: float, b: int, try_f32: bool):
+    """G in the lower triangle of an (n, n) F-ordered array, SNP block by SNP block (exact
+    float32 SYRK where it is exact, float64 otherwise), progress reported per block.
+
+    Returns (acc, blocks per path, missing calls imputed).
+    """
     n = geno.n
-    try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
-    b = block_size or default_block_size(n, 4 if try_f32 else 8)
     # float64 sub-blocks of a float32-sized block take the same bytes as one float32 block
     b64 = max(1, b // 2) if try_f32 else b
     acc = np.zeros((n, n), order="F")  # the result; SYRK fills the lower triangle
@@ -293,31 +339,10 @@ def genomic_relationship(
             _syrk(acc, w.T)
             n_blocks["float64"] += 1
         report(min(start + b, geno.p), geno.p)
-
     _finish_lower(acc, acc32, s, cc, scale)
     if method == "yang":
         acc[np.diag_indices(n)] += diag_extra / scale + 1.0
-    g = acc.T  # C-ordered view of the (symmetric) result
-    info = {
-        "method": method,
-        "allele_freq": freq_src,
-        "n_snps": geno.p,
-        "n_snps_used": m,
-        "snps_used": use,  # (p,) bool: which SNPs G was built from (for pair call counts)
-        "n_snps_no_call": n_nocall,
-        "n_snps_monomorphic_skipped": n_mono,
-        "n_missing_imputed": n_imputed,
-        "scale": scale,
-        "block_size": b,
-        "blocks": n_blocks,
-    }
-    for key in ("coding", "file"):
-        if key in geno.info:
-            info[f"genotypes_{key}"] = geno.info[key]
-    fid = geno.info.get("fid")
-    if isinstance(fid, pd.Series):  # PLINK family ids, by id, for write_gcta_grm
-        info["fid"] = fid.reindex(pd.Index(geno.ids))
-    return Relationship(geno.ids, g, kind="G", info=info)
+    return acc, n_blocks, n_imputed
 
 
 def _refuse_no_calls(geno: Genotypes) -> None:

@@ -149,14 +149,32 @@ def _ai_step(state, ev, method):
     for _ in range(12):
         cand = from_phi(state, phi + t * delta)
         try:
-            trial = state.evaluate(cand, derivatives=True, method=method)
+            # −2 log L alone decides a trial: the derivatives (C⁻¹, score, AI: most of an
+            # evaluation's cost) are computed only for the accepted point
+            trial = state.evaluate(cand, derivatives=False, method=method)
         except _INFEASIBLE:
             t /= 2
             continue
         if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
+            try:
+                trial = _complete(state, trial, method)
+            except _INFEASIBLE:
+                t /= 2
+                continue
             return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
         t /= 2
     return None, None
+
+
+def _complete(state, ev, method):
+    """``ev`` with its derivatives: from the kept factor when the engine can
+    (``with_derivatives``), else by evaluating again with ``derivatives=True``."""
+    if getattr(ev, "score", None) is not None:
+        return ev
+    add = getattr(state, "with_derivatives", None)
+    if add is not None:
+        return add(ev)
+    return state.evaluate(ev.theta, derivatives=True, method=method)
 
 
 def _row(state, it, kind, ev) -> dict:

@@ -21,6 +21,7 @@ result and any ConvergenceWarning.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,8 +122,13 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
     k_means = [float(np.nanmean(t.k_diag)) if t.k_diag is not None else 1.0 for t in state.spec.terms]
     it = 0
     for it in range(1, max_iter + 1):
+        # the AI step needs only the current point's σ², score, AI and objective: its
+        # factor and selected inverse are released before the trial evaluations, so at
+        # most one factor + selected inverse is alive (issue 13: memory bounded by the factor)
+        ev = _released(ev)
         ev_new, kind = _ai_step(state, ev, method, pin_residual=pinned)
         if ev_new is None:
+            ev = _restored(state, ev, method)  # EM needs the traces of the current point
             try:
                 s_new, kind = _em_step(state, ev, method), "em"
             except ModelError as err:
@@ -137,7 +143,7 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
         rel = np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1])
         change = np.max(rel)
         dm = abs(ev.m2ll - ev_new.m2ll)
-        ev = ev_new
+        ev, ev_new = ev_new, None  # no second reference keeps its factor alive
         rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.sigma2)))
         report(it)
         if not pinned and may_pin and residual_near_zero(ev.sigma2, k_means):
@@ -153,6 +159,7 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
                 break
             ev = state.evaluate(released, derivatives=True, method=method)
             rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.sigma2)))
+    ev = _restored(state, ev, method)
     log = pd.DataFrame(rows)
     boundary = [k for k in range(K) if not ev.active[k]]
     if at_zero:
@@ -171,6 +178,24 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
             stacklevel=3,
         )
     return OptimResult(ev, it, converged, log, boundary)
+
+
+def _released(ev):
+    """``ev`` without its factor and selected inverse (sparse evaluations), else ``ev``."""
+    if not _holds_factor(ev) or ev.factor is None:
+        return ev
+    return dataclasses.replace(ev, factor=None, selinv=None)
+
+
+def _holds_factor(ev) -> bool:
+    return dataclasses.is_dataclass(ev) and {"factor", "selinv"} <= {f.name for f in dataclasses.fields(ev)}
+
+
+def _restored(state, ev, method: str):
+    """``ev`` with its factor again (re-evaluated at the same σ²) if it was released."""
+    if _holds_factor(ev) and ev.factor is None:
+        return state.evaluate(ev.sigma2, derivatives=True, method=method)
+    return ev
 
 
 def _named(state, s) -> dict:
@@ -219,6 +244,7 @@ def _ai_step(state, ev, method: str, pin_residual: bool = False):
         if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
             kind = "ai" if t == 1.0 else ("ai-boundary" if t == t_max < 1.0 else f"ai-halved({t:.3g})")
             return trial, kind
+        trial = None  # a rejected trial's factor is freed before the next one is made
         t /= 2
     return None, None
 

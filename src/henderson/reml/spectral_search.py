@@ -103,21 +103,22 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
     if log_h >= LOG_H_BOUNDS[1] - 1e-6:
         raise residual_at_zero_error(solver.n, f"{solver.K.shape[0]} levels of {solver.term!r}")
     sg, se = np.exp(log_h) * se, se
-    val = solver.m2ll(sg, se, method)  # the unprofiled objective, as the Newton steps use
+    val = solver.evaluate((sg, se), method=method).m2ll  # the unprofiled objective, as the Newton steps use
     # last_step: relative size of the Newton step computed at the final point (a
     # step too small to matter, or one rejected for not improving -2logL at
     # rounding level, both mean the point is the optimum to POLISH_TOL)
     steps, last_step = 0, np.inf
     for _ in range(5):
         try:
-            step = np.linalg.solve(solver.average_information(sg, se), solver.score(sg, se, method))
+            ev = solver.evaluate((sg, se), method=method, derivatives=True)
+            step = np.linalg.solve(ev.ai, ev.score)
         except (np.linalg.LinAlgError, NotPositiveDefiniteError):
             break  # AI singular: Brent's point stands and is judged below
         last_step = float(np.max(np.abs(step) / np.array([sg, se])))
         new = (sg + step[0], se + step[1])
         if last_step < 1e-12 or not (new[0] > 0 and new[1] > 0):
             break
-        new_val = solver.m2ll(*new, method)
+        new_val = solver.evaluate(new, method=method).m2ll
         if new_val > val + 1e-12 * abs(val):
             break
         sg, se, val = new[0], new[1], new_val

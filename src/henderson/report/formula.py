@@ -1,26 +1,16 @@
-"""Which columns a model formula uses, and which of them are factors (no plotting imports)."""
+"""Which columns a model formula uses, and which of them are factors (no plotting imports).
+
+The formula is read by :mod:`henderson.spec.formula` (random terms, ``cbind``) and
+formulaic (the fixed part); nothing here parses text itself.
+"""
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
-#: Names in a formula that are functions or transformations, not columns.
-_FUNCS = {"C", "I", "np", "log", "exp", "sqrt", "scale", "center", "poly", "bs"}
+from ..spec.formula import factor_wrapped, formula_variables, parse_formula
 
-
-def formula_variables(formula: str) -> list[str]:
-    """Column names a formula refers to, in order (function names and numbers left out)."""
-    out = []
-    for m in re.finditer(r"[A-Za-z_.][A-Za-z0-9_.]*", formula):
-        tok = m.group(0)
-        rest = formula[m.end() :].lstrip()
-        if rest.startswith("(") or tok in _FUNCS or tok.startswith("np."):
-            continue
-        if tok not in out:
-            out.append(tok)
-    return out
+__all__ = ["formula_factors", "formula_variables"]
 
 
 def formula_factors(formula: str, data: pd.DataFrame, groups=()) -> tuple[list[str], list[str]]:
@@ -29,13 +19,18 @@ def formula_factors(formula: str, data: pd.DataFrame, groups=()) -> tuple[list[s
     A factor is a grouping variable of a random term (``groups``), a column wrapped in
     ``C(...)``, or a non-numeric column; the other columns are numeric covariates.
     """
-    rhs = formula.split("~", 1)[1] if "~" in formula else formula
+    if "~" in formula:
+        parsed = parse_formula(formula, multitrait=True)
+        responses = set(parsed.traits or (parsed.response,))
+        rhs = [v for v in formula_variables(formula) if v not in responses]
+        wrapped = set(factor_wrapped(parsed.fixed))
+    else:
+        rhs, wrapped = formula_variables(formula), set(factor_wrapped(formula))
     factors, numeric = [], []
-    for v in formula_variables(rhs):
+    for v in rhs:
         if v not in data:
             continue
-        wrapped = re.search(r"\bC\(\s*" + re.escape(v) + r"\b", rhs) is not None
-        if v in groups or wrapped or not pd.api.types.is_numeric_dtype(data[v]):
+        if v in groups or v in wrapped or not pd.api.types.is_numeric_dtype(data[v]):
             factors.append(v)
         else:
             numeric.append(v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..spec.formula import response_of
 from . import plots
 from .formula import formula_factors, formula_variables  # noqa: F401 - re-exported
 from .html import Report
@@ -154,7 +155,7 @@ def _add_variances(report: Report, res, genetic_terms: dict) -> None:
 
 def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_terms, top) -> None:
     report.section("Data")
-    response = formula.split("~")[0].strip()
+    response = response_of(formula)
     # the records the model used: rows with a missing value (or dropped with
     # --drop-unknown) are not in the plots, and the captions say how many there are
     used = data.loc[data.index.intersection(res.fitted.index)] if len(res.fitted) else data

@@ -25,7 +25,7 @@ assemble C plus one dense Cholesky of order m = Σₖ Sₖrₖ + p.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
@@ -59,6 +59,9 @@ class GeneralEvaluation:
     ai: np.ndarray | None = None
     cinv: np.ndarray | None = None
     em: dict | None = None
+    #: what :meth:`GeneralMME.with_derivatives` needs to add the derivatives later without
+    #: refactorising C: (Cholesky factor of C, residual variances, Σₖ⁻¹); None once used
+    factor: tuple | None = field(default=None, repr=False)
 
 
 def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
@@ -68,7 +71,10 @@ def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
     inv, info = lapack.dpotri(L, lower=1)
     if info != 0:
         raise NotPositiveDefiniteError("the mixed model equations could not be inverted")
-    return np.tril(inv) + np.tril(inv, -1).T
+    # dpotri writes the lower triangle and leaves the upper as it was in L (zeros: scipy's
+    # cholesky cleans it), so one strict-lower copy mirrored in place gives the symmetric C⁻¹
+    inv += np.tril(inv, -1).T
+    return inv
 
 
 class GeneralMME:
@@ -234,8 +240,21 @@ class GeneralMME:
             raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
         resid = spec.y - self.W @ sol
         if not derivatives:
-            return GeneralEvaluation(theta, method, float(m2ll), sol, resid, sigmas)
+            return GeneralEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=(L, rs, sig_inv))
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, L, rs)
+
+    def with_derivatives(self, ev: GeneralEvaluation) -> GeneralEvaluation:
+        """``ev`` (evaluated without derivatives) with score, AI, C⁻¹ and EM targets added,
+        from the Cholesky factor it kept: the same numbers as ``evaluate(ev.theta,
+        derivatives=True)`` without factorising C again. The optimiser evaluates trial
+        points without derivatives and completes only the accepted one."""
+        if ev.score is not None:
+            return ev
+        if ev.factor is None:
+            return self.evaluate(ev.theta, method=ev.method, derivatives=True)
+        L, rs, sig_inv = ev.factor
+        with blas_threads_for(self.m):
+            return self._derivatives(ev.theta, ev.method, ev.m2ll, ev.solution, ev.residuals, ev.sigmas, sig_inv, L, rs)
 
     def _derivatives(self, theta, method, m2ll, sol, resid, sigmas, sig_inv, L, rs):
         spec = self.spec

@@ -10,11 +10,17 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"dense"``, ``"sparse"``: the variances (σ²₁ … σ²_K, σ²ₑ) of a :class:`~henderson.spec.model.ModelSpec`;
 - ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
-  (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`).
+  (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`); ``"general_sparse"``
+  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`).
 
-The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate``; the
+The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate(θ,
+derivatives=True, method=)`` of the prepared state, which every solver object has with
+this signature (``DenseMME``, ``SparseMME``, ``GeneralMME``, ``SpectralSolver``); the
 solver-native evaluation (block factor, selected inverse, C⁻¹) rides along as
-``Evaluation.detail`` for the result builders. See docs/theory.md, "Solver protocol".
+``Evaluation.detail`` for the result builders. Not yet through this class: the EM
+fallback and the boundary re-entry test of ``reml/optimize.py`` still read the MME
+solvers' ``trace``, ``boundary_score`` and ``spans``, and ``reml/spectral_search.py``
+reads the spectral solver's profiled objective. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 
 from ..spec.levels import Factored
 
-SOLVERS = ("dense", "sparse", "spectral", "general")
+SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse")
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,14 +141,10 @@ class Prepared:
 
     def _evaluate_spectral(self, theta, method, derivatives, want_pev):
         s = self.state
-        sg, se = float(theta[0]), float(theta[1])
-        sol = s.solve(sg, se)
-        score = s.score(sg, se, method) if derivatives else None
-        ai = s.average_information(sg, se) if derivatives else None
-        pev = {s.term: s.pev(sg, se, sol["cov_b"])} if want_pev else None
-        return Evaluation(
-            theta, method, s.m2ll(sg, se, method), score, ai, sol["b"], {s.term: sol["g"]}, pev, None, sol
-        )
+        ev = s.evaluate(theta, method=method, derivatives=derivatives)
+        sol = s.solve(theta[0], theta[1])
+        pev = {s.term: s.pev(theta[0], theta[1], sol["cov_b"])} if want_pev else None
+        return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: sol["g"]}, pev, None, ev)
 
     def _evaluate_general(self, theta, method, derivatives, want_pev):
         st = self.state
@@ -172,6 +174,8 @@ class Prepared:
             ev,
         )
 
+    _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
+
 
 def prepare(spec, solver: str = "dense") -> Prepared:
     """Prepare ``solver`` for ``spec`` once (see the module notes).
@@ -181,7 +185,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     spec : ModelSpec or GeneralSpec
         A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
         (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
-    solver : {"dense", "sparse", "spectral", "general"}
+    solver : {"dense", "sparse", "spectral", "general", "general_sparse"}
 
     Returns
     -------
@@ -208,6 +212,10 @@ def prepare(spec, solver: str = "dense") -> Prepared:
 
         state = GeneralMME(spec)
         return Prepared("general", state, list(spec.theta_names))
+    elif solver == "general_sparse":
+        from .general_sparse import GeneralSparseMME
+
+        return Prepared("general_sparse", GeneralSparseMME(spec), list(spec.theta_names))
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])

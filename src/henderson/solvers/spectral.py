@@ -18,6 +18,8 @@ BLUPs for every level of K (with or without records) are ĝ = σ²_g K Z'Py; Py 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
@@ -30,6 +32,16 @@ from ..spec.model import PSD_TOL, psd_error
 LOG2PI = float(np.log(2 * np.pi))
 #: the range of log(σ²_g/σ²_e) the search in :mod:`henderson.reml.spectral_search` considers
 LOG_H_BOUNDS = (-25.0, 25.0)
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralEvaluation:
+    """The one-kernel model at θ = (σ²_g, σ²_e): −2 log L, and the exact score and AI (2 × 2)."""
+
+    theta: np.ndarray
+    m2ll: float
+    score: np.ndarray | None = None
+    ai: np.ndarray | None = None
 
 
 class SpectralSolver:
@@ -124,9 +136,24 @@ class SpectralSolver:
         logdet_x = 2.0 * np.log(np.diag(cf[0])).sum()
         return dict(a=a, b=b, ypy=ypy, logdet_m=logdet_m, logdet_x=logdet_x, cf=cf, MiX=MiX)
 
+    def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False) -> SpectralEvaluation:
+        """−2 log L at θ = (σ²_g, σ²_e), with the exact score and AI when ``derivatives``.
+
+        One tridiagonal solve serves all three (the solver protocol's native evaluation,
+        :mod:`henderson.solvers.protocol`).
+        """
+        sg, se = float(theta[0]), float(theta[1])
+        pc = self._pieces(sg, se)
+        m2ll = self._m2ll(pc, method)
+        if not derivatives:
+            return SpectralEvaluation(np.array([sg, se]), m2ll)
+        return SpectralEvaluation(np.array([sg, se]), m2ll, self._score(pc, sg, se, method), self._ai(pc, sg, se))
+
     def m2ll(self, sg, se, method="reml") -> float:
         """−2 log L at (σ²_g, σ²_e), lme4's constants."""
-        pc = self._pieces(sg, se)
+        return self._m2ll(self._pieces(sg, se), method)
+
+    def _m2ll(self, pc, method) -> float:
         n, p = self.n, self.p
         if method == "reml":
             return (n - p) * LOG2PI + pc["logdet_m"] + pc["logdet_x"] + pc["ypy"]
@@ -161,7 +188,9 @@ class SpectralSolver:
         tr(M⁻¹T) = Σλᵢ/(σ²_gλᵢ + σ²_e), tr(M⁻¹) = Σ1/(σ²_gλᵢ + σ²_e); REML subtracts
         tr[(X̃'M⁻¹X̃)⁻¹ X̃'M⁻¹VᵢM⁻¹X̃].
         """
-        pc = self._pieces(sg, se)
+        return self._score(self._pieces(sg, se), sg, se, method)
+
+    def _score(self, pc, sg, se, method):
         a, MiX, cf = pc["a"], pc["MiX"], pc["cf"]
         lam = self.eigenvalues
         den = sg * lam + se
@@ -176,7 +205,9 @@ class SpectralSolver:
     # -- results ----------------------------------------------------------------------------
     def average_information(self, sg, se):
         """AI matrix (2 × 2, order σ²_g, σ²_e): ½ wᵢ'Pwⱼ, w_g = K_r Py, w_e = Py."""
-        pc = self._pieces(sg, se)
+        return self._ai(self._pieces(sg, se), sg, se)
+
+    def _ai(self, pc, sg, se):
         a = pc["a"]
         W = np.column_stack([tridiag_matvec(self.d, self.e, a[:, None])[:, 0], a])
         sol, _ = tridiag_ldl_solve(sg * self.d + se, sg * self.e, np.ascontiguousarray(W))

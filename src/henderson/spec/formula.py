@@ -17,12 +17,18 @@
 
 Everything left of ``|`` is kept as text in :attr:`RandomTermSpec.lhs`; which columns are
 factors or covariates is decided against the data (``spec/terms.py``).
+
+A multi-trait response ``cbind(y1, y2, ...) ~ ...`` is read with ``multitrait=True``.
+This module is the only formula parser: the command line, the report, cross-validation
+and the multi-trait layer ask it (and formulaic, for the fixed part) which columns a
+formula uses.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from ..errors import ModelError
 
@@ -44,6 +50,10 @@ class RandomTermSpec:
     structure: str = "scalar"
     d: int | None = None
     text: str = ""
+    #: the structure name as written (``"us"``, ``"diag"``, ``"cs"``, ``"fa"``) or None;
+    #: ``diag(1|g)`` is a scalar term here but means "diagonal across traits" to a
+    #: multi-trait model
+    declared: str | None = None
 
     @property
     def structured(self) -> bool:
@@ -59,6 +69,9 @@ class ParsedFormula:
     fixed: str
     random: tuple[RandomTermSpec, ...]
     text: str
+    #: the responses of ``cbind(y1, y2, ...)`` (``response`` is then the first); empty
+    #: for a single response
+    traits: tuple[str, ...] = ()
 
 
 def _split_top_level_terms(rhs: str) -> list[tuple[str, str]]:
@@ -181,9 +194,10 @@ def _parse_random(term: str) -> list[RandomTermSpec]:
         raise ModelError(f"cs() in {term!r} needs several components, e.g. cs(0 + Env|Name)")
     if structure == "fa" and comps == ("1",):
         raise ModelError(f"fa() in {term!r} needs several components, e.g. fa(0 + Env|Name, 1)")
+    declared = m.group(1) if m else None
     out = []
     for g in _parse_group(group, term):
-        out.append(RandomTermSpec(g.name, g.columns, comps, intercept, structure, d, text))
+        out.append(RandomTermSpec(g.name, g.columns, comps, intercept, structure, d, text, declared))
     return out
 
 
@@ -194,13 +208,39 @@ def _is_random(term: str) -> bool:
     return t.startswith("(") and t.endswith(")") and "|" in t
 
 
-def parse_formula(formula: str) -> ParsedFormula:
+_CBIND = re.compile(r"^\s*cbind\s*\((?P<inner>[^()]*)\)\s*$")
+
+
+def is_multitrait(formula) -> TypeGuard[str]:
+    """True for a ``cbind(y1, y2, ...) ~ ...`` formula."""
+    return isinstance(formula, str) and "~" in formula and formula.split("~", 1)[0].strip().startswith("cbind")
+
+
+def response_of(formula: str) -> str:
+    """The left-hand side of a formula as written (``"Yield"``, ``"cbind(y1, y2)"``)."""
+    return formula.split("~", 1)[0].strip()
+
+
+def _traits(lhs: str) -> tuple[str, ...]:
+    m = _CBIND.match(lhs)
+    if not m:
+        raise ModelError(f"cannot read the multi-trait response {lhs.strip()!r}: write cbind(y1, y2, ...)")
+    traits = [s.strip() for s in m.group("inner").split(",")]
+    bad = [s for s in traits if not _NAME.match(s)]
+    if bad or not traits:
+        raise ModelError(f"cbind(...) takes column names, got {bad or traits}")
+    return tuple(traits)
+
+
+def parse_formula(formula: str | ParsedFormula, *, multitrait: bool = False) -> ParsedFormula:
     """Split an lme4-style formula into response, fixed part and random terms.
 
     Parameters
     ----------
     formula : str
         e.g. ``"Yield ~ Env + (1|Name)"``, ``"strength ~ 1 + (1|batch/cask)"``.
+    multitrait : bool
+        Accept a ``cbind(y1, y2, ...)`` response (then ``traits`` lists them).
 
     Returns
     -------
@@ -214,10 +254,16 @@ def parse_formula(formula: str) -> ParsedFormula:
     >>> parse_formula("y ~ x + (1|g) - 1").fixed
     'x - 1'
     """
+    if isinstance(formula, ParsedFormula):  # built by the model layer: nothing to read
+        return formula
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelError(f"a formula needs a response and '~', e.g. 'Yield ~ Env + (1|Name)'; got {formula!r}")
     lhs, rhs = formula.split("~", 1)
     response = lhs.strip()
+    traits: tuple[str, ...] = ()
+    if multitrait and is_multitrait(formula):
+        traits = _traits(lhs)
+        response = traits[0]
     if not _NAME.match(response):
         raise ModelError(f"the response must be a single column name, got {response!r}; transform it in the data first")
     fixed_terms: list = []
@@ -237,4 +283,126 @@ def parse_formula(formula: str) -> ParsedFormula:
     if dup:
         raise ModelError(f"random term(s) given twice: {sorted(dup)}")
     fixed = " ".join(fixed_terms) if fixed_terms else "1"
-    return ParsedFormula(response=response, fixed=fixed, random=tuple(random_terms), text=formula)
+    return ParsedFormula(response=response, fixed=fixed, random=tuple(random_terms), text=formula, traits=traits)
+
+
+def random_intercept_formula(response: str, fixed: str | None, group: str) -> ParsedFormula:
+    """``response ~ fixed + (1|group)`` built directly (the genetic models' one random term).
+
+    The fixed part stays formulaic text (the user's); the random term is a
+    :class:`RandomTermSpec`, not text to be read again. ``text`` is only the label the
+    results print.
+    """
+    fixed = fixed.strip() if fixed else "1"
+    term = RandomTermSpec(name=group, columns=(group,), text=f"(1|{group})")
+    return ParsedFormula(response, fixed, (term,), f"{response} ~ {fixed} + (1|{group})")
+
+
+def add_random_terms(parsed: ParsedFormula, random: str) -> ParsedFormula:
+    """``parsed`` with the random terms written in ``random`` (``"(1|MOTHER) + (1|BYEAR)"``)."""
+    terms = list(parsed.random)
+    for sign, term in _split_top_level_terms(random):
+        if sign == "-" or not _is_random(term):
+            raise ModelError(f"random= takes random terms such as (1|MOTHER), got {term!r} in {random!r}")
+        terms.extend(_parse_random(term))
+    names = [t.name for t in terms]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ModelError(f"random term(s) given twice: {sorted(dup)}")
+    return ParsedFormula(parsed.response, parsed.fixed, tuple(terms), f"{parsed.text} + {random}", parsed.traits)
+
+
+def _by_position(names, text: str) -> list[str]:
+    """``names`` in the order they first appear in ``text`` (formulaic returns a set)."""
+
+    def where(name):
+        m = re.search(r"(?<![A-Za-z0-9_.])" + re.escape(name) + r"(?![A-Za-z0-9_.])", text)
+        return m.start() if m else len(text)
+
+    return sorted((str(n) for n in names), key=lambda n: (where(n), n))
+
+
+def _fixed_factors(fixed: str):
+    """formulaic's factors of a fixed part (``x``, ``C(Env)``, ``np.log(z)``...)."""
+    from formulaic import Formula
+
+    try:
+        return [f for term in Formula(fixed) for f in term.factors]
+    except Exception as err:  # noqa: BLE001 - formulaic's parse errors have several types
+        raise ModelError(
+            # formulaic's first line says what is wrong; the next ones draw it with colour codes
+            f"cannot read the fixed part {fixed!r} of the formula: {(str(err).splitlines() or [''])[0]}",
+            parameter="formula",
+            value=fixed,
+        ) from err
+
+
+def fixed_variables(fixed: str) -> list[str]:
+    """Columns a fixed part (formulaic syntax) uses, in the order written.
+
+    formulaic decides what is a column: function names (``C``, ``np.log``, ``I``) are not.
+
+    Examples
+    --------
+    >>> fixed_variables("Env + C(Block) + np.log(dose)")
+    ['Env', 'Block', 'dose']
+    """
+    from formulaic import Formula
+
+    names: set = set()
+    for f in _fixed_factors(fixed):
+        if f.expr != "1":
+            names |= set(Formula(f.expr).required_variables)
+    return _by_position(names, fixed)
+
+
+def factor_wrapped(fixed: str) -> list[str]:
+    """Columns of a fixed part wrapped in ``C(...)`` (declared factors)."""
+    from formulaic import Formula
+
+    names: set = set()
+    for f in _fixed_factors(fixed):
+        if str(f.expr).replace(" ", "").startswith("C("):
+            names |= set(Formula(f.expr).required_variables)
+    return _by_position(names, fixed)
+
+
+def _component_variables(lhs: tuple[str, ...]) -> list[str]:
+    """Columns named left of ``|``: plain names, and x of ``leg(x, k)``."""
+    out = []
+    for c in lhs:
+        m = _LEG.match(c)
+        out.append(m.group(1) if m else c)
+    return [c for c in out if c != "1"]
+
+
+def formula_variables(formula: str) -> list[str]:
+    """Column names a formula (or a fixed part alone) uses: responses, fixed part,
+    random-term components and grouping columns, without repeats.
+
+    Examples
+    --------
+    >>> formula_variables("Yield ~ Env + (1|Name)")
+    ['Yield', 'Env', 'Name']
+    >>> formula_variables("cbind(y1, y2) ~ x + (0 + Env|a/b)")
+    ['y1', 'y2', 'x', 'Env', 'a', 'b']
+    """
+    if "~" not in formula:
+        return fixed_variables(formula)
+    parsed = parse_formula(formula, multitrait=True)
+    out = list(parsed.traits or (parsed.response,))
+    out += fixed_variables(parsed.fixed)
+    for t in parsed.random:
+        out += _component_variables(t.lhs) + list(t.columns)
+    return list(dict.fromkeys(out))
+
+
+def random_groups(formula: str) -> list[str]:
+    """Grouping columns of the random terms (``(1|a/b)`` → ``["a", "b"]``)."""
+    parsed = parse_formula(formula, multitrait=True)
+    return list(dict.fromkeys(c for t in parsed.random for c in t.columns))
+
+
+def random_term_names(formula: str) -> list[str]:
+    """Names of the random terms, as ``cov=`` keys them (``(1|a/b)`` → ``["a", "a:b"]``)."""
+    return [t.name for t in parse_formula(formula, multitrait=True).random]

@@ -260,6 +260,11 @@ def _group_labels(data: pd.DataFrame, spec: RandomTermSpec) -> tuple[np.ndarray,
     return out, cols
 
 
+def term_labels(data: pd.DataFrame, spec: RandomTermSpec) -> np.ndarray:
+    """Each record's level id of a random term, as the model labels it (``a:b`` joined)."""
+    return _group_labels(data, spec)[0]
+
+
 def _natural_rank(values: np.ndarray) -> np.ndarray:
     """Rank of each string in natural order: numerically when every value is a
     non-negative integer ('2' < '10', as R sorts an integer factor), else as text.
@@ -534,7 +539,9 @@ def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str
     return out
 
 
-def build_spec(formula: str, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None) -> ModelSpec:
+def build_spec(
+    formula: str | ParsedFormula, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None
+) -> ModelSpec:
     """Build a :class:`ModelSpec` from an lme4-style formula and a data frame.
 
     Parameters

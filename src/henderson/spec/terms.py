@@ -315,7 +315,7 @@ def by_name_of(parsed: ParsedFormula) -> dict:
 
 # -- the builder ---------------------------------------------------------------------
 def build_general_spec(
-    formula: str,
+    formula: str | ParsedFormula,
     data: pd.DataFrame,
     cov: dict | None = None,
     cov_inverse: dict | None = None,
