@@ -65,7 +65,7 @@ def conditional_blup(K: np.ndarray, codes: np.ndarray, Y: np.ndarray, Sg: np.nda
     if len(rec) > DENSE_MAX:
         raise ModelError(
             f"trait-assisted (CV2) prediction solves densely over the {len(rec)} observed records "
-            f"(limit {DENSE_MAX}); larger problems need the general multi-trait engine"
+            f"(limit {DENSE_MAX}); CV2 on more records is not supported yet"
         )
     lev = codes[rec]
     y = Y[rec, tr]
