@@ -87,6 +87,19 @@ def reliability(pev: np.ndarray, sigma2_k: float, k_diag: np.ndarray) -> np.ndar
         return 1.0 - pev / (sigma2_k * k_diag)
 
 
+def sigma2_vcov(ai: np.ndarray, active, notes: list) -> np.ndarray | None:
+    """Sampling covariance of σ² (terms, then residual): the inverse AI over the free
+    components; NaN rows for terms at the boundary, None (with a note) if AI is singular."""
+    K = len(active)
+    free = np.concatenate([np.flatnonzero(active), [K]])
+    cov = np.full((K + 1, K + 1), np.nan)
+    try:
+        cov[np.ix_(free, free)] = np.linalg.inv(ai[np.ix_(free, free)])
+    except np.linalg.LinAlgError:
+        notes.append("average-information matrix singular: no standard errors")
+    return cov
+
+
 def dense_result(
     spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
 ) -> FitResult:
@@ -94,15 +107,7 @@ def dense_result(
     s = ev.sigma2
     se_e = s[-1]
     notes = list(spec.notes)
-    # sampling covariance of σ² from the inverse AI matrix (free components only)
-    cov = None
-    if not fixed_sigma2:
-        free = np.concatenate([np.flatnonzero(ev.active), [K]])
-        cov = np.full((K + 1, K + 1), np.nan)
-        try:
-            cov[np.ix_(free, free)] = np.linalg.inv(ev.ai[np.ix_(free, free)])
-        except np.linalg.LinAlgError:
-            notes.append("average-information matrix singular: no standard errors")
+    cov = None if fixed_sigma2 else sigma2_vcov(ev.ai, ev.active, notes)
     vc = variance_table(spec, s, cov, boundary, notes)
 
     p = spec.p
@@ -210,12 +215,7 @@ def sparse_result(
     cov = None
     if not fixed_sigma2:
         ai = ev.ai if ev.ai is not None else state.average_information(ev)
-        free = np.concatenate([np.flatnonzero(ev.active), [K]])
-        cov = np.full((K + 1, K + 1), np.nan)
-        try:
-            cov[np.ix_(free, free)] = np.linalg.inv(ai[np.ix_(free, free)])
-        except np.linalg.LinAlgError:
-            notes.append("average-information matrix singular: no standard errors")
+        cov = sigma2_vcov(ai, ev.active, notes)
     vc = variance_table(spec, s, cov, boundary, notes)
     m, p = len(ev.index), spec.p
     nz = m - p

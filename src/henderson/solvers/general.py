@@ -40,6 +40,35 @@ from ..spec.terms import GeneralSpec
 LOG2PI = float(np.log(2 * np.pi))
 
 
+def residual_variances(spec: GeneralSpec, theta: np.ndarray, sl: slice) -> np.ndarray:
+    """σ²ₑ per residual group from θ (one value broadcast to a single group), checked > 0."""
+    rs = theta[sl]
+    if len(spec.residual.groups) == 1:
+        rs = np.full(1, rs[0])
+    if not np.all(rs > 0):
+        raise NotPositiveDefiniteError(f"residual variances must be positive, got {rs}")
+    return rs
+
+
+def term_covariances(spec: GeneralSpec, theta: np.ndarray, slices) -> tuple[list, list, list]:
+    """Σₖ(θ), Σₖ⁻¹ and log|Σₖ| of every random term, each Σₖ checked positive definite.
+
+    Shared by the dense (:class:`GeneralMME`) and sparse (``general_sparse``) engines;
+    both add Σₖ⁻¹ ⊗ Kₖ⁻¹ to C and rank(Kₖ)·log|Σₖ| + sₖ·log|Kₖ| to log|G|.
+    """
+    sigmas, sig_inv, logdets = [], [], []
+    for k, t in enumerate(spec.terms):
+        S = t.structure.sigma(theta[slices[k]])
+        try:
+            Ls = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError as exc:
+            raise NotPositiveDefiniteError(f"the covariance of {t.name!r} is not positive definite") from exc
+        sigmas.append(S)
+        sig_inv.append(sla.cho_solve((Ls, True), np.eye(t.size)))
+        logdets.append(2.0 * np.log(np.diag(Ls)).sum())
+    return sigmas, sig_inv, logdets
+
+
 @dataclass(frozen=True, eq=False)
 class GeneralEvaluation:
     """The equations at one θ: −2 log L, solutions and (optionally) derivatives.
@@ -185,11 +214,7 @@ class GeneralMME:
         """
         theta = np.asarray(theta, dtype=float)
         spec = self.spec
-        rs = theta[self.slices[-1]]
-        if len(spec.residual.groups) == 1:
-            rs = np.full(1, rs[0])
-        if not np.all(rs > 0):
-            raise NotPositiveDefiniteError(f"residual variances must be positive, got {rs}")
+        rs = residual_variances(spec, theta, self.slices[-1])
         C = np.zeros((self.m, self.m))
         rhs = np.zeros(self.m)
         yRy = 0.0
@@ -200,16 +225,9 @@ class GeneralMME:
             yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
         logdet_g = 0.0
-        sigmas, sig_inv = [], []
+        sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
         for k, t in enumerate(spec.terms):
-            S = t.structure.sigma(theta[self.slices[k]])
-            try:
-                Ls = np.linalg.cholesky(S)
-            except np.linalg.LinAlgError as exc:
-                raise NotPositiveDefiniteError(f"the covariance of {t.name!r} is not positive definite") from exc
-            Si = sla.cho_solve((Ls, True), np.eye(t.size))
-            sigmas.append(S)
-            sig_inv.append(Si)
+            Si = sig_inv[k]
             r = self.ranks[k]
             a, b = self.offsets[k], self.offsets[k + 1]
             P = self.penalties[k]
@@ -220,7 +238,7 @@ class GeneralMME:
                         blk[i * r : (i + 1) * r, j * r : (j + 1) * r][np.diag_indices(r)] += Si[i, j]
             else:
                 C[a:b, a:b] += np.kron(Si, P)
-            logdet_g += r * 2.0 * np.log(np.diag(Ls)).sum() + t.size * self.logdet_k[k]
+            logdet_g += r * logdet_sigma[k] + t.size * self.logdet_k[k]
         try:
             L = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:

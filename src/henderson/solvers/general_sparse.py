@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .._threads import _blas_controller
@@ -39,7 +38,7 @@ from ..linalg import SymbolicCholesky
 from ..linalg._numeric import gather, scatter_add
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
-from .general import GeneralMME
+from .general import GeneralMME, residual_variances, term_covariances
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -208,11 +207,7 @@ class GeneralSparseMME:
         spec = self.spec
         if method not in ("reml", "ml"):
             raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-        rs = theta[self.slices[-1]]
-        if len(spec.residual.groups) == 1:
-            rs = np.full(1, rs[0])
-        if not np.all(rs > 0):
-            raise NotPositiveDefiniteError(f"residual variances must be positive, got {rs}")
+        rs = residual_variances(spec, theta, self.slices[-1])
         x = np.zeros(self.symbolic.size)
         rhs = np.zeros(self.m)
         yRy = 0.0
@@ -223,20 +218,12 @@ class GeneralSparseMME:
             yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
         logdet_g = 0.0
-        sigmas, sig_inv = [], []
+        sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
         for k, t in enumerate(spec.terms):
-            S = t.structure.sigma(theta[self.slices[k]])
-            try:
-                Ls = np.linalg.cholesky(S)
-            except np.linalg.LinAlgError as exc:
-                raise NotPositiveDefiniteError(f"the covariance of {t.name!r} is not positive definite") from exc
-            Si = sla.cho_solve((Ls, True), np.eye(t.size))
-            sigmas.append(S)
-            sig_inv.append(Si)
             blk = self.blocks[k]
             keep = blk["keep"]
-            scatter_add(x, blk["pos"], blk["val"][keep] * Si.ravel()[blk["lab"][keep]], 1.0)
-            logdet_g += self.ranks[k] * 2.0 * np.log(np.diag(Ls)).sum() + t.size * self.logdet_k[k]
+            scatter_add(x, blk["pos"], blk["val"][keep] * sig_inv[k].ravel()[blk["lab"][keep]], 1.0)
+            logdet_g += self.ranks[k] * logdet_sigma[k] + t.size * self.logdet_k[k]
         try:
             factor = self.symbolic.factor(x)
         except NotPositiveDefiniteError as exc:
