@@ -26,6 +26,7 @@ from .solvers.memory import check_memory
 from .solvers.sparse import SparseMME
 from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
+from .spec.levels import DenseKernel, Factored, Identity, SparseInverse
 from .spec.model import build_spec
 
 
@@ -300,7 +301,7 @@ def _fit_working(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor" and spec.terms[0].kernel is not None
+    one_kernel = len(spec.terms) == 1 and isinstance(spec.terms[0].covariance, DenseKernel)
     if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
         raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
@@ -386,11 +387,14 @@ SPARSE_INVERSE_LEVELS = 500
 
 
 def _prefers_sparse(spec) -> bool:
-    if any(t.kind == "factor" for t in spec.terms):
+    if any(isinstance(t.covariance, Factored) for t in spec.terms):
         return False
-    if any(t.kind == "inverse" and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS for t in spec.terms):
+    if any(
+        isinstance(t.covariance, SparseInverse) and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS
+        for t in spec.terms
+    ):
         return True
-    sizes = sorted((t.q for t in spec.terms if t.kind == "iid"), reverse=True)
+    sizes = sorted((t.q for t in spec.terms if isinstance(t.covariance, Identity)), reverse=True)
     eliminated = sizes[0] if sizes else 0
     rest = sum(t.q for t in spec.terms) - eliminated
     return rest > SPARSE_THRESHOLD
