@@ -46,6 +46,7 @@ import pandas as pd
 
 from .._progress import report
 from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+from ..solvers.protocol import Prepared
 
 _INFEASIBLE = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError, ZeroDivisionError)
 
@@ -63,23 +64,27 @@ def _structures(state):
     return state.spec.structures
 
 
+def _slices(state):
+    return state.spec.slices
+
+
 def _scale(state, theta) -> np.ndarray:
     out = np.empty(len(theta))
-    for s, sl in zip(_structures(state), state.slices):
+    for s, sl in zip(_structures(state), _slices(state)):
         out[sl] = s.theta_scale(theta[sl])
     return np.maximum(out, 1e-300)
 
 
 def to_phi(state, theta) -> np.ndarray:
     phi = np.empty(len(theta))
-    for s, sl in zip(_structures(state), state.slices):
+    for s, sl in zip(_structures(state), _slices(state)):
         phi[sl] = s.to_phi(theta[sl])
     return phi
 
 
 def from_phi(state, phi) -> np.ndarray:
     theta = np.empty(len(phi))
-    for s, sl in zip(_structures(state), state.slices):
+    for s, sl in zip(_structures(state), _slices(state)):
         theta[sl] = s.from_phi(phi[sl])
     return theta
 
@@ -97,7 +102,7 @@ def _second_derivatives(state) -> tuple[np.ndarray, np.ndarray]:
     n = state.spec.n_theta
     D2 = np.zeros((n, n, n))
     J0 = np.zeros((n, n))
-    for s, sl in zip(_structures(state), state.slices):
+    for s, sl in zip(_structures(state), _slices(state)):
         m = sl.stop - sl.start
         E = np.eye(m)
         f, z = s.from_phi, np.zeros(m)
@@ -115,16 +120,6 @@ def _jacobians(state, phi) -> tuple[np.ndarray, np.ndarray]:
     """J = ∂θ/∂φ = J0 + D2 · φ and D2 = ∂²θ/∂φ∂φ' (see :func:`_second_derivatives`)."""
     J0, D2 = _second_derivatives(state)
     return J0 + D2 @ phi, D2
-
-
-def em_theta(state, ev) -> np.ndarray:
-    """The EM-REML update of θ (see module docstring)."""
-    theta = ev.theta.copy()
-    for k, t in enumerate(state.spec.terms):
-        sl = state.slices[k]
-        theta[sl] = t.structure.em(ev.em["terms"][k], theta[sl])
-    theta[state.slices[-1]] = ev.em["residual"]
-    return theta
 
 
 def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -183,7 +178,7 @@ def _ai_step(state, ev, method, direction):
             continue
         if trial.m2ll <= ev.m2ll + 1e-12 * max(1.0, abs(ev.m2ll)):
             try:
-                trial = _complete(state, trial, method)
+                trial = state.complete(trial)
             except _INFEASIBLE:
                 t /= 2
                 continue
@@ -192,27 +187,22 @@ def _ai_step(state, ev, method, direction):
     return None, None
 
 
-def _complete(state, ev, method):
-    """``ev`` with its derivatives: from the kept factor when the engine can
-    (``with_derivatives``), else by evaluating again with ``derivatives=True``."""
-    if getattr(ev, "score", None) is not None:
-        return ev
-    add = getattr(state, "with_derivatives", None)
-    if add is not None:
-        return add(ev)
-    return state.evaluate(ev.theta, derivatives=True, method=method)
-
-
 def _row(state, it, kind, ev) -> dict:
-    return dict(iteration=it, step=kind, m2ll=ev.m2ll, **dict(zip(state.theta_names, map(float, ev.theta))))
+    return dict(iteration=it, step=kind, m2ll=ev.m2ll, **dict(zip(state.names, map(float, ev.theta))))
 
 
 def optimise_general(state, *, method: str = "reml", start=None, max_iter: int = 200) -> GeneralOptim:
-    """Maximise the (RE)ML likelihood of a :class:`~henderson.solvers.general.GeneralMME` over θ.
+    """Maximise the (RE)ML likelihood of a general engine over θ.
 
+    ``state`` is a :class:`~henderson.solvers.protocol.Prepared` general engine
+    (``prepare(spec, "general" | "general_sparse")``; a ``GeneralMME`` or
+    ``GeneralSparseMME`` object is wrapped by ``Prepared.of``): the optimiser uses
+    ``evaluate``, ``complete``, ``em_step`` and ``start`` only. The result's
+    ``evaluation`` is the protocol ``Evaluation`` (the engine's own in ``.detail``).
     A run that reaches ``max_iter`` warns with a :class:`~henderson.ConvergenceWarning`
     carrying the log (also on the result).
     """
+    state = state if isinstance(state, Prepared) else Prepared.of(state)
     theta = np.asarray(start if start is not None else state.start(), dtype=float)
     theta = from_phi(state, to_phi(state, theta))  # a PSD start
     ev = state.evaluate(theta, derivatives=True, method=method)
@@ -229,7 +219,7 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             break
         if new is None:
             try:
-                new = state.evaluate(em_theta(state, ev), derivatives=True, method=method)
+                new = state.evaluate(state.em_step(ev), derivatives=True, method=method)
                 kind = "em"
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
@@ -265,7 +255,7 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
     ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case)."""
     out = []
     names = [t.name for t in state.spec.terms] + ["Residual"]
-    for name, s, sl in zip(names, _structures(state), state.slices):
+    for name, s, sl in zip(names, _structures(state), _slices(state)):
         S = s.sigma(theta[sl])
         w = np.linalg.eigvalsh(S)
         top = float(np.max(np.diag(S)))
