@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .api_pcg import fit_pcg, prefers_pcg
-from .assemble import dense_result, sparse_result, spectral_result
+from .assemble import mme_result, spectral_result
 from .errors import ModelError
 from .reml.optimize import optimise
 from .results import FitResult
@@ -23,9 +23,10 @@ from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
-from .solvers.sparse import SparseMME
+from .solvers.protocol import prepare as prepare_solver
 from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
+from .spec.levels import DenseKernel, Factored, Identity, SparseInverse
 from .spec.model import build_spec
 
 
@@ -300,7 +301,7 @@ def _fit_working(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor" and spec.terms[0].kernel is not None
+    one_kernel = len(spec.terms) == 1 and isinstance(spec.terms[0].covariance, DenseKernel)
     if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
         raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
@@ -328,27 +329,27 @@ def _fit_working(
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     if solver == "auto" and (inv_spec := sparse_inverse_spec(spec)) is not None:
         spec = inv_spec  # a dense K with a sparse inverse (pedigree A): solvers/kernel_inverse.py
+    # the protocol (solvers/protocol.py): prepare once, the optimiser sees only the
+    # Prepared and its Evaluations, one result builder (assemble.mme_result)
     if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
-        state: SparseMME | DenseMME = SparseMME(spec)
-        assemble = sparse_result
+        prepared = prepare_solver(spec, "sparse")
     else:
         check_memory(spec, "dense")  # an error naming the size instead of swapping
-        state = DenseMME(spec)
-        assemble = dense_result
+        prepared = prepare_solver(spec, "dense")
     t2 = time.perf_counter()
     if sigma2 is not None:
         s = np.asarray(sigma2, dtype=float)
         if s.shape != (len(spec.terms) + 1,):
             raise ModelError(f"sigma2 needs {len(spec.terms) + 1} values (terms, then residual)")
-        ev = state.evaluate(s, derivatives=True, method=method)
+        ev = prepared.evaluate(s, derivatives=True, method=method)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), []
     else:
         # variance components that cannot be told apart are an error, not an arbitrary split
-        if isinstance(state, DenseMME):
-            identifiability.check_dense(state)
+        if isinstance(prepared.state, DenseMME):
+            identifiability.check_dense(prepared.state)
         else:
             identifiability.simple_confounding(spec)
-        opt = optimise(state, method=method, start=start, max_iter=max_iter)
+        opt = optimise(prepared, method=method, start=start, max_iter=max_iter)
         ev, iterations, converged, log, boundary = (
             opt.evaluation,
             opt.iterations,
@@ -357,7 +358,9 @@ def _fit_working(
             opt.boundary,
         )
     t3 = time.perf_counter()
-    result = assemble(spec, state, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None)
+    result = mme_result(
+        spec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None
+    )
     if sigma2 is None and opt.residual_boundary:  # σ²ₑ → 0: reml/residual_boundary.py
         from .reml.residual_boundary import boundary_message, mark_residual_boundary
 
@@ -386,11 +389,14 @@ SPARSE_INVERSE_LEVELS = 500
 
 
 def _prefers_sparse(spec) -> bool:
-    if any(t.kind == "factor" for t in spec.terms):
+    if any(isinstance(t.covariance, Factored) for t in spec.terms):
         return False
-    if any(t.kind == "inverse" and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS for t in spec.terms):
+    if any(
+        isinstance(t.covariance, SparseInverse) and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS
+        for t in spec.terms
+    ):
         return True
-    sizes = sorted((t.q for t in spec.terms if t.kind == "iid"), reverse=True)
+    sizes = sorted((t.q for t in spec.terms if isinstance(t.covariance, Identity)), reverse=True)
     eliminated = sizes[0] if sizes else 0
     rest = sum(t.q for t in spec.terms) - eliminated
     return rest > SPARSE_THRESHOLD

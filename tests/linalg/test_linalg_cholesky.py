@@ -90,7 +90,7 @@ def test_gryphon_mme_matches_dense():
     T = sp.hstack([sp.csr_matrix(t.design()) for t in spec.terms] + [sp.csr_matrix(spec.X)]).tocsc()
     s2 = [3.0, 1.0, 1.5]
     pen = [
-        4.0 / s * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        4.0 / s * (sp.csc_matrix(t.penalty) if t.penalty is not None else sp.identity(t.q))
         for s, t in zip(s2, spec.terms)
     ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).tocsc()
