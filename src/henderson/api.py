@@ -476,7 +476,12 @@ def _general_state(spec, solver: str):
         low, high = GENERAL_SPARSE_MIN_EQUATIONS
         solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
         if dense_k and spec.n < VFORM_MAX_RATIO * n_eq and supported(spec) is None:
-            return GeneralVForm(spec)
+            from .solvers.memory import InsufficientMemoryError
+
+            try:
+                return GeneralVForm(spec)
+            except InsufficientMemoryError:
+                pass  # n × n too large here: the C-form's memory is set by the equations
     return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
 
 

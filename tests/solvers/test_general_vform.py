@@ -299,3 +299,15 @@ def test_vform_refuses_an_inverse_covariance_by_name():
     Ginv = h.Relationship(list(G.index), sp.csr_matrix(np.linalg.inv(G.to_numpy())), inverse=True)
     with pytest.raises(ModelError, match=r"'Name' enters through K⁻¹"):
         h.fit("y ~ Env + us(0 + Env|Name)", d, cov_inverse={"Name": Ginv}, solver="vform")
+
+
+def test_vform_memory_check_says_how_much():
+    from henderson.solvers.general_vform import check_vform_memory, vform_bytes
+    from henderson.solvers.memory import InsufficientMemoryError
+
+    d, G = _genomic_met(lines=20)
+    spec = build_general_spec("y ~ Env + us(0 + Env|Name)", d, cov={"Name": G})
+    assert vform_bytes(spec) == 8 * 5 * spec.n**2  # K̃ (N = n: one component per record) + 4 n × n
+    check_vform_memory(spec, available=10 * vform_bytes(spec))
+    with pytest.raises(InsufficientMemoryError, match=f"{spec.n:,} records"):
+        check_vform_memory(spec, available=vform_bytes(spec))

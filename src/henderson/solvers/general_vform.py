@@ -61,6 +61,28 @@ def supported(spec: GeneralSpec) -> str | None:
     return None
 
 
+def vform_bytes(spec: GeneralSpec) -> int:
+    """Upper bound of the bytes the V-form holds: K̃ₖ (Nₖ × Nₖ) per term, and V, its factor,
+    L⁻¹ and P (four n × n) during an evaluation with derivatives."""
+    pairs = [int(np.count_nonzero(t.z)) for t in spec.terms]
+    return 8 * (sum(N * N for N in pairs) + 4 * spec.n * spec.n)
+
+
+def check_vform_memory(spec: GeneralSpec, available: int | None = None) -> None:
+    """:class:`~henderson.solvers.memory.InsufficientMemoryError` when the V-form would not fit."""
+    from .._memory import available_bytes
+    from .memory import FRACTION, InsufficientMemoryError
+
+    need = vform_bytes(spec)
+    have = available_bytes() if available is None else available
+    if need > FRACTION * have:
+        raise InsufficientMemoryError(
+            f"the V-form general engine (n × n covariance of the {spec.n:,} records) needs about "
+            f"{need / 2**30:.1f} GiB of memory, but {have / 2**30:.1f} GiB is available: use solver='dense' "
+            "or 'sparse' (memory set by the random equations, not the records)"
+        )
+
+
 def _mirror_lower(A: np.ndarray) -> None:
     """Copy the strict lower triangle of square A onto its upper triangle, by blocks."""
     n = A.shape[0]
@@ -153,6 +175,7 @@ class GeneralVForm:
         why = supported(spec)
         if why is not None:
             raise ModelError(f"the V-form general engine cannot fit this model: {why}")
+        check_vform_memory(spec)
         self.spec = spec
         n = spec.n
         self.n, self.p = n, spec.p
