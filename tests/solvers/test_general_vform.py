@@ -311,3 +311,20 @@ def test_vform_memory_check_says_how_much():
     check_vform_memory(spec, available=10 * vform_bytes(spec))
     with pytest.raises(InsufficientMemoryError, match=f"{spec.n:,} records"):
         check_vform_memory(spec, available=vform_bytes(spec))
+
+
+def test_vform_is_exact_on_a_rank_deficient_sigma():
+    """Σ of rank 1 (the boundary REML often reaches): the C-form needs Σ⁻¹ and refuses it,
+    the V-form needs only V, and equals the brute force there (1e-10 / 1e-8)."""
+    f, kw, d, _, parts, X = _case("us_K_hetres")
+    lam = np.array([1.5, -0.5, 1.0, 0.8])
+    S = np.outer(lam, lam)
+    th = np.concatenate([S[np.tril_indices(4)], [1.0, 1.5, 0.7, 2.0]])
+    spec = build_general_spec(f, d, **kw)
+    with pytest.raises(h.errors.NotPositiveDefiniteError):
+        prepare(spec, "general").evaluate(th)
+    ev = prepare(spec, "general_vform").evaluate(th, derivatives=True)
+    m2ll, score, ai, b, _, _ = _brute(spec.y, X, parts, th, "reml")
+    assert ev.m2ll == pytest.approx(m2ll, rel=1e-10)
+    np.testing.assert_allclose(ev.score, score, rtol=1e-8, atol=1e-8 * np.max(np.abs(score)))
+    np.testing.assert_allclose(ev.ai, ai, rtol=1e-8, atol=1e-8 * np.max(np.abs(ai)))
