@@ -164,8 +164,9 @@ def fit(
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
     three options above are fitted by the general engine (``result.solver`` is
     ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
-    Cholesky factor, for pedigree A⁻¹ and many levels; ``solver="dense"``/``"sparse"``
-    choose): AI-REML over θ (the elements of each Σ, see
+    Cholesky factor, for pedigree A⁻¹ and many levels — or ``"vform-general"`` — the
+    same likelihood on the n × n covariance of the records, for a dense K with fewer
+    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"`` choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -448,14 +449,26 @@ def _structured(formula, weights, residual, correlated) -> bool:
 #: Below them one dense Cholesky of C costs little (m³/3 flops at m = 2,000: ~0.1 s).
 GENERAL_SPARSE_MIN_EQUATIONS = (2000, 3000)
 
+#: with a dense K (G) and every other K dense or identity, "auto" takes the V-form
+#: (:mod:`henderson.solvers.general_vform`) when n < VFORM_MAX_RATIO × Σₖ Sₖqₖ: an
+#: evaluation costs n³ there against m³ (m = Σₖ Sₖrₖ + p) on the dense C-form, so the
+#: V-form is ≥ 2× cheaper below this ratio and the row-building overheads stay small.
+VFORM_MAX_RATIO = 0.8
+
 
 def _general_state(spec, solver: str):
     """The general engine for ``solver``: "auto" takes the sparse one
     (:mod:`henderson.solvers.general_sparse`) when no term has a dense K and the random
     equations reach ``GENERAL_SPARSE_MIN_EQUATIONS`` (the first figure when a term has a
-    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine."""
+    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine,
+    or the V-form when the records are fewer than ``VFORM_MAX_RATIO`` × the random
+    equations and no term enters through K⁻¹."""
     from .solvers.general import GeneralMME
     from .solvers.general_sparse import GeneralSparseMME
+    from .solvers.general_vform import GeneralVForm, supported
+
+    if solver == "vform":
+        return GeneralVForm(spec)
 
     if solver == "auto":
         from .spec.levels import Factored, SparseInverse
@@ -468,6 +481,13 @@ def _general_state(spec, solver: str):
         dense_k = any(isinstance(c, Factored) for c in covs)
         low, high = GENERAL_SPARSE_MIN_EQUATIONS
         solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
+        if dense_k and spec.n < VFORM_MAX_RATIO * n_eq and supported(spec) is None:
+            from .solvers.memory import InsufficientMemoryError
+
+            try:
+                return GeneralVForm(spec)
+            except InsufficientMemoryError:
+                pass  # n × n too large here: the C-form's memory is set by the equations
     return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
 
 
@@ -496,10 +516,10 @@ def fit_general(
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense", "sparse"):
+    if solver not in ("auto", "dense", "sparse", "vform"):
         raise ModelError(
-            f"structured models are fitted by the general engine, dense or sparse; solver={solver!r} "
-            "is not available for them (use 'auto', 'dense' or 'sparse')"
+            f"structured models are fitted by the general engine, dense, sparse or V-form; solver={solver!r} "
+            "is not available for them (use 'auto', 'dense', 'sparse' or 'vform')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated

@@ -11,7 +11,8 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
   (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`); ``"general_sparse"``
-  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`).
+  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`)
+  and ``"general_vform"`` in observation space (:class:`~henderson.solvers.general_vform.GeneralVForm`).
 
 The variance-component optimiser (:func:`henderson.reml.optimize.optimise`, behind
 ``henderson.fit`` for the dense and sparse MME) sees only this class: :meth:`Prepared.evaluate`,
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..spec.levels import Factored
 
-SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse")
+SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse", "general_vform")
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,6 +283,30 @@ class Prepared:
 
     _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
 
+    def _evaluate_general_vform(self, theta, method, derivatives, want_pev):
+        """The V-form (solvers/general_vform.py): BLUPs (Σ ⊗ K)Z'Py, PEV from P."""
+        st = self.state
+        ev = st.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        blups, pevs = {}, {}
+        for k, t in enumerate(st.spec.terms):
+            U = st.blups(ev, k)
+            blups[t.name] = U[:, 0] if t.size == 1 else U
+            if want_pev:
+                P = st.pev(ev, k)
+                pevs[t.name] = P[:, 0] if t.size == 1 else P
+        return Evaluation(
+            theta,
+            method,
+            float(ev.m2ll),
+            ev.score if derivatives else None,
+            ev.ai if derivatives else None,
+            ev.fixed,
+            blups,
+            pevs if want_pev else None,
+            np.asarray(ev.residuals),
+            ev,
+        )
+
 
 def prepare(spec, solver: str = "dense") -> Prepared:
     """Prepare ``solver`` for ``spec`` once (see the module notes).
@@ -291,7 +316,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     spec : ModelSpec or GeneralSpec
         A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
         (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
-    solver : {"dense", "sparse", "spectral", "general", "general_sparse"}
+    solver : {"dense", "sparse", "spectral", "general", "general_sparse", "general_vform"}
 
     Returns
     -------
@@ -322,6 +347,10 @@ def prepare(spec, solver: str = "dense") -> Prepared:
         from .general_sparse import GeneralSparseMME
 
         return Prepared("general_sparse", GeneralSparseMME(spec), list(spec.theta_names))
+    elif solver == "general_vform":
+        from .general_vform import GeneralVForm
+
+        return Prepared("general_vform", GeneralVForm(spec), list(spec.theta_names))
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])
