@@ -311,7 +311,8 @@ def main():
     two_pq = 2 * float(np.sum(p * (1 - p)))
     lines = [
         f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, n = {a.n}, m = {a.m}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)\n",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"
+        f"{'; ' + a.note if a.note else ''}\n",
         "| step | seconds | ratio to single-trait fit |",
         "|---|---|---|",
         f"| G (VanRaden 1, shared by both fits) | {t_g:.2f} | |",
