@@ -13,6 +13,11 @@ mvLMM (Zhou & Stephens 2014, Nat. Methods 11:407). Every quantity of REML is the
 sum over i of t × t products: O(n t³) per evaluation (see docs/theory.md,
 "Multi-trait model").
 
+Two evaluators share that interface: :class:`MultiTraitSpectral` holds U explicitly
+(LAPACK dsyevr; the reference in the tests) and :class:`MultiTraitTridiagonal`, which the
+fit uses, works on K_r = QTQ' alone (dsytrd, as the single-trait solver): V⁻¹ by t
+tridiagonal solves per right-hand side, no eigenvectors unless PEV is asked for.
+
 The rotated fixed design is held as ``Xt`` of shape (n, t, p), p = Σ p_k, with
 ``Xt[i, k, cols of trait k] = row i of X̃_k`` and zeros elsewhere, so that trait-specific
 designs need no special case.
