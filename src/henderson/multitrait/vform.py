@@ -154,6 +154,7 @@ class MultiTraitVForm(TraitParameters):
         self.params = [(j, kl) for j, tm in enumerate(self.terms) for kl in term_pairs(t, tm.diag)] + [
             (-1, kl) for kl in term_pairs(t, False)
         ]
+        self._cache: tuple | None = None
 
     # blocks --------------------------------------------------------------------------
     def _kblock(self, j: int, k: int, l: int) -> np.ndarray:
@@ -177,9 +178,18 @@ class MultiTraitVForm(TraitParameters):
         )
 
     # evaluation ----------------------------------------------------------------------
-    def evaluate(self, theta, derivatives: bool = False, pev: bool = False) -> dict:
-        """−2 log L (and score ∂ℓ/∂θ, AI, EM pieces, BLUPs; PEV when asked) at θ."""
-        Sigmas, R0 = self.unpack(theta)
+    def _factor(self, theta, Sigmas, R0, keep: bool):
+        """Cholesky factor of V (lower, in a Fortran buffer) and log|V|. The factor of the
+        last −2logL-only evaluation is kept: the optimiser asks for derivatives at the point
+        it has just accepted, which then costs no second factorisation."""
+        key = np.asarray(theta, dtype=float).tobytes()
+        cached = self._cache
+        self._cache = None
+        if cached is not None and cached[0] == key:
+            if keep:
+                self._cache = cached
+            return cached[1], cached[2]
+        del cached
         t, N = self.t, self.N
         V = np.empty((N, N), order="F")
         for k in range(t):
@@ -198,6 +208,15 @@ class MultiTraitVForm(TraitParameters):
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         logdet_v = 2.0 * float(np.log(np.diag(c)).sum())
+        if keep:
+            self._cache = (key, c, logdet_v)
+        return c, logdet_v
+
+    def evaluate(self, theta, derivatives: bool = False, pev: bool = False) -> dict:
+        """−2 log L (and score ∂ℓ/∂θ, AI, EM pieces, BLUPs; PEV when asked) at θ."""
+        Sigmas, R0 = self.unpack(theta)
+        t, N = self.t, self.N
+        c, logdet_v = self._factor(theta, Sigmas, R0, keep=not derivatives)
         ViX, _ = lapack.dpotrs(c, self.X, lower=1)
         Viy, _ = lapack.dpotrs(c, self.y, lower=1)
         XVX = self.X.T @ ViX
