@@ -68,7 +68,7 @@ def make_case(kind: str, seed: int = 11):
     rng = np.random.default_rng(seed)
     q, n = 40, 110
     ids = np.array([f"i{j:02d}" for j in range(q)])
-    if kind == "singular":  # VanRaden-like: centred markers, rank q/2 - 1; 8 levels without records
+    if kind == "singular":  # VanRaden-like: centred markers, rank q/2; 8 levels without records
         W = rng.integers(0, 3, size=(q, q // 2)).astype(float)
         W -= W.mean(axis=0)
         K = W @ W.T / (q // 2)
@@ -176,14 +176,14 @@ def test_reml_optimum_equals_dense_mme(kind):
 
 
 def test_auto_takes_vform_when_observed_values_are_fewer_than_equations():
-    """Rule (multitrait/vform.prefer_vform): a dense K, no K⁻¹, N_obs ≤ Σ r_j·t + p."""
+    """Rule (multitrait/vform.prefer_vform): a dense K, no K⁻¹, N_obs ≤ Σ q_j·t + p."""
     frame, cov, *_ = make_case("singular", seed=3)
-    many = hd.fit("cbind(y1, y2) ~ 1 + (1|id)", frame, cov=cov)  # K of rank 19
+    many = hd.fit("cbind(y1, y2) ~ 1 + (1|id)", frame, cov=cov)  # 40 levels
     assert many.solver == "multitrait-mme-dense"
-    assert int(many.n_records.sum()) > 2 * 19 + 2
+    assert int(many.n_records.sum()) > 2 * 40 + 2
     sub = frame.iloc[:20].copy()
     sub.loc[sub.index[:4], "y2"] = np.nan  # missing traits (the spectral path needs none)
-    assert int(sub[["y1", "y2"]].notna().to_numpy().sum()) <= 2 * 19 + 2
+    assert int(sub[["y1", "y2"]].notna().to_numpy().sum()) <= 2 * 40 + 2
     th = {"Sigma": [np.array([[0.8, 0.3], [0.3, 1.2]])], "Residual": np.array([[1.0, 0.2], [0.2, 0.7]])}
     few = hd.fit("cbind(y1, y2) ~ 1 + (1|id)", sub, cov=cov, sigma2=th)
     assert few.solver == "multitrait-vform"
@@ -246,3 +246,22 @@ def test_other_bad_inputs_name_the_trait_on_the_missing_traits_path():
         hd.fit("cbind(y1, y2, y3) ~ 1 + (1|id)", frame.assign(y2=np.nan))
     with pytest.raises(hd.errors.ModelError, match="'y1' and 'y4' are copies"):
         hd.fit("cbind(y1, y2, y4) ~ 1 + (1|id)", frame.assign(y4=3.0 * frame["y1"] - 2.0))
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_em_step_equals_the_mme_engines(kind):
+    """The EM fallback step from the V-form's pieces (Σ S'KS Σ + rΣ − ΣTΣ, rank K by
+    pivoted Cholesky; Σ_i ê_iê_i' + mR_o − R_oΣP_iiR_o) equals the MME engine's
+    (Û'K⁻¹Û + tr(K⁻¹C^{uu}) with K = LL' from the eigendecomposition) to 1e-10."""
+    from henderson.multitrait.general import MultiTraitMME, build_terms, trait_designs_observed
+    from henderson.multitrait.vform import MultiTraitVForm
+
+    frame, cov, formula, th, terms, X, Y = make_case(kind)
+    Xs, *_ = trait_designs_observed(frame, ["y1", "y2"], "1 + x")
+    sv = MultiTraitVForm(Y, Xs, build_terms(frame, [("id", False), ("grp", True)], cov, {}))
+    sm = MultiTraitMME(Y, Xs, build_terms(frame, [("id", False), ("grp", True)], cov, {}), backend="dense")
+    theta = sv.pack(th["Sigma"], th["Residual"])
+    ev, em = sv.evaluate(theta, derivatives=True), sm.evaluate(theta, derivatives=True)
+    assert sv.em_divisor(0) == sm.terms[0].r == (20 if kind == "singular" else 40)
+    a, b = sv.em_update(ev), sm.em_update(em)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.abs(b).max())

@@ -86,6 +86,10 @@ class GeneralTerm:
         A dense K given as K = LL' (r = rank K): the term is written u = (I_t ⊗ L) v,
         Var(v) = Σ ⊗ I_r, so a singular K (e.g. VanRaden's G, rank n − 1) needs no
         inverse and V is exactly Σ ⊗ ZKZ' + R. ``Kinv``/``logdet_K`` are then unused.
+    K : ndarray (q, q), optional
+        A dense K as given; the MME engine forms ``L`` from it (:func:`kernel_root`) when
+        it is built, the observation-space engine (:mod:`henderson.multitrait.vform`)
+        uses K itself and never decomposes it.
     """
 
     name: str
@@ -95,6 +99,7 @@ class GeneralTerm:
     logdet_K: float = 0.0
     diag: bool = False
     L: np.ndarray | None = None
+    K: np.ndarray | None = None
 
     @property
     def q(self) -> int:
@@ -102,8 +107,14 @@ class GeneralTerm:
 
     @property
     def r(self) -> int:
-        """Number of effects per trait in the MME (q, or rank K with ``L``)."""
+        """Number of effects per trait in the MME (q, or rank K with ``L``; q for a dense
+        K not yet decomposed)."""
         return self.q if self.L is None else int(self.L.shape[1])
+
+    @property
+    def dense(self) -> bool:
+        """A dense K (given as K or as its root L)."""
+        return self.L is not None or self.K is not None
 
 
 def term_pairs(t: int, diag: bool) -> list[tuple[int, int]]:
@@ -130,6 +141,10 @@ class TraitParameters:
     def evaluate(self, theta, derivatives: bool = False) -> dict:
         raise NotImplementedError
 
+    def em_divisor(self, j: int) -> int:
+        """Number of independent effects per trait of term j (rank K_j): EM's Σ_j = S_j/r_j."""
+        return self.terms[j].r
+
     # θ <-> matrices -------------------------------------------------------------------
     def unpack(self, theta):
         t = self.t
@@ -152,7 +167,7 @@ class TraitParameters:
         t = self.t
         Sig = []
         for j, tm in enumerate(self.terms):
-            S = ev["S_terms"][j] / tm.r
+            S = ev["S_terms"][j] / self.em_divisor(j)
             Sig.append(np.diag(np.diag(S)) if tm.diag else S)
         R0 = ev["R0"]
         Rn = np.zeros((t, t))
@@ -207,6 +222,9 @@ class MultiTraitMME(TraitParameters):
     """
 
     def __init__(self, Y, Xs, terms, backend: str = "auto"):
+        for tm in terms:  # a dense K enters as its root K = LL' (formed once, kept on the term)
+            if tm.K is not None and tm.L is None:
+                tm.L = kernel_root(tm.K, tm.name)
         Y = np.asarray(Y, dtype=float)
         self.Y = Y
         n, t = Y.shape
@@ -671,9 +689,8 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
             Kinv, logdet, kd = None, 0.0, np.ones(len(rt.levels))
         elif rt.kind == "inverse":
             Kinv, logdet, kd = rt.penalty, float(rt.logdet_k), np.asarray(rt.k_diag, dtype=float)
-        else:
+        else:  # dense K: decomposed (K = LL') only if the MME engine runs
             K = np.asarray(rt.kernel, dtype=float)
-            L = kernel_root(K, name)
             Kinv, logdet, kd = None, 0.0, np.diag(K).copy()
         gt = GeneralTerm(
             name,
@@ -682,7 +699,8 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
             Kinv,
             logdet,
             bool(diag),
-            L if rt.kind == "factor" else None,
+            None,
+            K if rt.kind == "factor" else None,
         )
         gt.k_diag = kd  # type: ignore[attr-defined]
         gt.source = rt.kind  # type: ignore[attr-defined]
@@ -730,8 +748,8 @@ def _components(tm: GeneralTerm) -> np.ndarray:
     K = (K⁻¹)⁻¹ is block-diagonal over them; K = LL': components of K's nonzeros)."""
     from scipy.sparse.csgraph import connected_components
 
-    if tm.L is not None:
-        K = tm.L @ tm.L.T
+    if tm.dense:
+        K = tm.K if tm.K is not None else tm.L @ tm.L.T
         G = sp.csr_matrix(np.abs(K) > 1e-12 * max(float(np.abs(K).max()), 1e-300))
     elif tm.Kinv is not None:
         G = sp.csr_matrix(tm.Kinv)

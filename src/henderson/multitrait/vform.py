@@ -61,11 +61,12 @@ _BLOCK = 1024
 def prefer_vform(N_obs: int, terms: list[GeneralTerm], t: int, p: int) -> bool:
     """The ``auto`` rule: the V-form when some term has a dense K (which makes the MME
     dense), no term has a K⁻¹ (those stay sparse on the MME), and the observed values are
-    no more than the MME's equations, N_obs ≤ Σ_j r_j·t + p (both forms are cubic in
-    their size with similar constants), within :data:`VFORM_LIMIT`."""
-    if not any(tm.L is not None for tm in terms):
+    no more than the MME's equations, N_obs ≤ Σ_j q_j·t + p (q_j levels; for a dense K
+    not yet decomposed its rank is taken as q_j: both forms are cubic in their size with
+    similar constants), within :data:`VFORM_LIMIT`."""
+    if not any(tm.dense for tm in terms):
         return False
-    if any(tm.L is None and tm.Kinv is not None for tm in terms):
+    if any(not tm.dense and tm.Kinv is not None for tm in terms):
         return False
     return N_obs <= min(mme_equations(terms, t, p), VFORM_LIMIT)
 
@@ -131,7 +132,9 @@ class MultiTraitVForm(TraitParameters):
         # level covariance of each term (dense; None for iid) and each trait's level codes
         self.K = []
         for tm in self.terms:
-            if tm.L is not None:
+            if tm.K is not None:
+                self.K.append(np.asarray(tm.K, dtype=float))
+            elif tm.L is not None:
                 self.K.append(tm.L @ tm.L.T)
             elif tm.Kinv is not None:
                 Ki = tm.Kinv.toarray() if sp.issparse(tm.Kinv) else np.asarray(tm.Kinv, dtype=float)
@@ -155,6 +158,30 @@ class MultiTraitVForm(TraitParameters):
             (-1, kl) for kl in term_pairs(t, False)
         ]
         self._cache: tuple | None = None
+        self._ranks: list[int | None] = [tm.L.shape[1] if tm.L is not None else None for tm in self.terms]
+
+    def em_update(self, ev) -> np.ndarray:
+        """EM-REML step (the MME engine's formulas) with S_j = E[u_j'K_j⁻¹u_j | y] =
+        Σ(S'KS)Σ + r_jΣ − ΣTΣ from this evaluation's pieces (r_j = rank K_j)."""
+        S_terms = []
+        for j, (Sg, Q, T) in enumerate(ev["EM_parts"]):
+            ES = Sg @ Q @ Sg + self.em_divisor(j) * Sg - Sg @ T @ Sg
+            S_terms.append(0.5 * (ES + ES.T))
+        return super().em_update(dict(ev, S_terms=S_terms))
+
+    def em_divisor(self, j: int) -> int:
+        """rank K_j (pivoted Cholesky, LAPACK's default tolerance), formed at the first
+        EM step: E[v'v] of K = LL' has rank K_j terms per trait."""
+        if self._ranks[j] is None:
+            K = self.K[j]
+            if K is None:
+                self._ranks[j] = self.terms[j].q
+            else:
+                _, _, rank, info = lapack.dpstrf(np.array(K, order="F"), lower=1)
+                if info < 0:
+                    raise ModelError(f"K of term {self.terms[j].name!r}: pivoted Cholesky failed (internal)")
+                self._ranks[j] = int(rank)
+        return int(self._ranks[j])
 
     # blocks --------------------------------------------------------------------------
     def _kblock(self, j: int, k: int, l: int) -> np.ndarray:
@@ -266,8 +293,7 @@ class MultiTraitVForm(TraitParameters):
             KSs.append(KS)
             Ts.append(T)
             Ds.append(D)
-            ES = Sg @ Q @ Sg + tm.r * Sg - Sg @ T @ Sg
-            S_terms.append(0.5 * (ES + ES.T))
+            S_terms.append((Sg, Q, T))  # E[u'K⁻¹u | y] needs rank K: formed in em_update
             U_terms.append(KS @ Sg)
         # residual: P within records, ê = R P y, expected residual products per pattern
         ehat = np.zeros(N)
@@ -315,7 +341,7 @@ class MultiTraitVForm(TraitParameters):
             score=score,
             ai=ai,
             Qs=Qs,
-            S_terms=S_terms,
+            EM_parts=S_terms,
             D=mats,
             U_terms=U_terms,
             b_se=np.sqrt(np.maximum(np.diag(Cbb), 0.0)),
