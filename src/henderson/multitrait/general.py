@@ -774,12 +774,13 @@ def check_identifiable(Y: np.ndarray, terms: list[GeneralTerm], traits) -> None:
     us = [tm for tm in terms if not tm.diag]
     if t < 2 or not us:
         return
-    comps = [_components(tm) for tm in us]
+    comps: list = []  # level components, formed only for a trait sharing no record
     for k in range(t):
         rk = M[:, k]
         others = np.delete(M, k, axis=1).any(axis=1)
         if (rk & others).any():
             continue
+        comps = comps or [_components(tm) for tm in us]
         coupled = False
         for tm, comp in zip(us, comps):
             mine = np.unique(comp[tm.codes[rk]])
