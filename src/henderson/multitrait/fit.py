@@ -75,6 +75,13 @@ def check_traits(frame: pd.DataFrame, traits, group: str, allow_missing: bool = 
     return kept, notes
 
 
+def _general_theta(x):
+    """(Σ_g, Σ_e) → the general engine's {"Sigma": [Σ_g], "Residual": Σ_e} (a dict as is)."""
+    if x is None or isinstance(x, dict):
+        return x
+    return {"Sigma": [x[0]], "Residual": x[1]}
+
+
 def check_not_copies(R: np.ndarray, traits) -> None:
     """Residuals (after each trait's fixed effects) must not be linearly dependent.
 
@@ -200,12 +207,13 @@ def fit_traits(
             cov=cov_d,
             cov_inverse=inv_d,
             fixed=fixed,
-            start=None if start is None else {"Sigma": [start[0]], "Residual": start[1]},
-            sigma=None if sigma is None else {"Sigma": [sigma[0]], "Residual": sigma[1]},
+            start=_general_theta(start),
+            sigma=_general_theta(sigma),
             max_iter=max_iter,
             formula=formula
             or f"cbind({', '.join(traits)}) ~ " + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
             notes=list(notes) + notes0,
+            pev=pev,
         )
     ids = kept[group].astype(str).to_numpy()
     known = pd.Index(np.asarray(K.ids, dtype=str))

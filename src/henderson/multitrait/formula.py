@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import ModelError
 from ..spec.formula import is_multitrait, parse_formula, response_of  # noqa: F401 - is_multitrait re-exported
 
-SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse")
+SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse", "vform")
 
 
 def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
@@ -48,7 +48,9 @@ def fit_formula(
     """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`.
 
     ``solver``: "auto" (the spectral fast path when it applies, else the general MME),
-    "spectral", or "mme" / "dense" / "sparse" (the general MME with that back end).
+    "spectral", or "mme" / "dense" / "sparse" (the general MME with that back end), or
+    "vform" (REML over the observed values, :mod:`henderson.multitrait.vform`; "auto"
+    takes it for missing traits with a dense K when it is the smaller problem).
     ``sigma``/``start`` are (Σ_g, Σ_e) for one term, or on the general MME
     ``{"Sigma": [Σ per term], "Residual": Σ_e}``.
     """
@@ -127,4 +129,5 @@ def fit_formula(
         backend="auto" if solver in ("auto", "mme") else solver,
         formula=formula,
         notes=notes,
+        pev=pev,
     )
