@@ -36,6 +36,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import gather, scatter_add
+from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
 from .general import GeneralMME, residual_variances, term_covariances
@@ -179,6 +180,8 @@ class GeneralSparseMME:
             blk["pos"], blk["keep"] = pos, keep
             blk["pos_all"] = sym.positions(blk["row"], blk["col"])
         self.diag_pos = sym.diagonal_positions()
+        del pattern, rows, cols
+        return_freed_heap()  # the assembly's scratch, before the first factor (issue 13)
 
     # -- θ helpers (shared with the dense engine) ---------------------------------------
     def start(self) -> np.ndarray:

@@ -36,6 +36,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import scatter_add
+from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 
@@ -100,6 +101,8 @@ class _Analysis:
             self.pen.append(
                 (int(k), pos, B.data[keep].astype(float), self.symbolic.positions(B.row, B.col), B.data.astype(float))
             )
+        del TtT, blocks, pattern
+        return_freed_heap()  # the assembly's scratch, before the first factor (issue 13)
 
     def assemble(self, lam: dict) -> np.ndarray:
         x = np.zeros(self.symbolic.size)
