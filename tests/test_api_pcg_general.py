@@ -174,3 +174,15 @@ def test_multitrait_pcg_needs_sigma_and_an_inverse(gryphon):
             fixed={"BWT": "1 + SEX", "TARSUS": "1"},
             sigma={"Sigma": [np.eye(2)], "Residual": np.eye(2)},
         )
+
+
+def test_not_converging_is_a_warning_with_the_residual_history(gryphon):
+    """A tolerance PCG cannot reach in double precision: a ConvergenceWarning whose .log is
+    the residual history, and ``converged`` False on the result — never a silent answer."""
+    rec, Ainv = gryphon
+    kw = dict(cov_inverse={"ANIMAL": Ainv}, correlated=MAT["correlated"], sigma2=MAT_THETA)
+    with pytest.warns(h.errors.ConvergenceWarning, match="PCG did not reach") as rec_w:
+        res = h.fit(MAT["formula"], rec, solver="pcg", tol=1e-30, **kw)
+    w = next(x.message for x in rec_w if isinstance(x.message, h.errors.ConvergenceWarning))
+    assert not res.converged and res.iterations == len(w.log) - 1 >= 1000
+    assert list(w.log.columns) == ["round", "rel_residual"] and res.log.equals(w.log)

@@ -118,7 +118,10 @@ def fit(
           have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
           without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
           AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
-          an ``mc_se`` column);
+          an ``mc_se`` column). At given variances it also solves multi-trait
+          (``cbind``, missing traits), correlated (``correlated=``) and structured
+          random-intercept models, and a single-step H⁻¹ given in blocks
+          (:mod:`henderson.api_pcg_general`; ``"auto"`` likewise above the threshold);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
