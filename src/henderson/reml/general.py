@@ -29,6 +29,7 @@ where the score is not 0 and θ jitters at the accuracy of the MME with a near-s
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,7 @@ def _ai_step(state, ev, method):
                 t /= 2
                 continue
             return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
+        trial = None  # a rejected trial's factor is freed before the next one is made
         t /= 2
     return None, None
 
@@ -175,6 +177,14 @@ def _complete(state, ev, method):
     if add is not None:
         return add(ev)
     return state.evaluate(ev.theta, derivatives=True, method=method)
+
+
+def _released(ev):
+    """A sparse evaluation without its factor and selected inverse (the engine makes them
+    again at the same θ if the results need them); any other evaluation unchanged."""
+    if getattr(ev, "selinv", None) is None:
+        return ev
+    return dataclasses.replace(ev, factor=None, selinv=None)
 
 
 def _row(state, it, kind, ev) -> dict:
@@ -194,6 +204,10 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
     converged = False
     it = flat = 0
     for it in range(1, max_iter + 1):
+        # the step needs θ, score, AI, −2 log L and the EM targets of the current point,
+        # not its factor: a sparse evaluation's selected inverse (L's size) is released
+        # before the trials, so one such array is alive at a time (issue 13)
+        ev = _released(ev)
         new, kind = _ai_step(state, ev, method)
         if new is None:
             try:
@@ -204,7 +218,7 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
         scale = _scale(state, new.theta)
         change = float(np.max(np.abs(new.theta - ev.theta) / scale))
         dm = abs(ev.m2ll - new.m2ll)
-        ev = new
+        ev, new = new, None  # no second reference keeps its selected inverse alive
         rows.append(_row(state, it, kind, ev))
         report(it)
         grad = float(np.max(np.abs(ev.score) * scale))

@@ -246,6 +246,23 @@ class GeneralSparseMME:
             return GeneralSparseEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=factor)
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, factor, rs)
 
+    def with_derivatives(self, ev: GeneralSparseEvaluation) -> GeneralSparseEvaluation:
+        """``ev`` (evaluated without derivatives) with score, AI, selected inverse and EM
+        targets, from the factor it holds: the numbers of ``evaluate(ev.theta,
+        derivatives=True)`` without a second factorisation, and without a second factor
+        alive while it runs (the optimiser completes only the accepted trial point)."""
+        if ev.score is not None:
+            return ev
+        if ev.factor is None or ev.factor.x is None:
+            return self.evaluate(ev.theta, method=ev.method, derivatives=True)
+        theta = ev.theta
+        rs = residual_variances(self.spec, theta, self.slices[-1])
+        _, sig_inv, _ = term_covariances(self.spec, theta, self.slices)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return self._derivatives(
+                theta, ev.method, ev.m2ll, ev.solution, ev.residuals, ev.sigmas, sig_inv, ev.factor, rs
+            )
+
     def _zz_solve(self, factor, B: np.ndarray) -> np.ndarray:
         """C_zz⁻¹B (B: mz × k) from the factor of the whole C, by the block-inverse
         identity (C_zz)⁻¹ = (C⁻¹)_zz − (C⁻¹)_zx ((C⁻¹)_xx)⁻¹ (C⁻¹)_xz."""
