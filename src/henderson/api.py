@@ -119,7 +119,10 @@ def fit(
           have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
           without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
           AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
-          an ``mc_se`` column);
+          an ``mc_se`` column). At given variances it also solves multi-trait
+          (``cbind``, missing traits), correlated (``correlated=``) and structured
+          random-intercept models, and a single-step H⁻¹ given in blocks
+          (:mod:`henderson.api_pcg_general`; ``"auto"`` likewise above the threshold);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
@@ -143,7 +146,8 @@ def fit(
         PCG only: warm start, an equation vector or a previous result (matched by
         ids and coefficient names).
     tol : float
-        PCG only: convergence at ‖r − Cx‖/‖r‖ <= tol.
+        PCG only (single-trait, multi-trait and structured models): convergence at
+        ‖r − Cx‖/‖r‖ <= tol.
     weights : str, optional
         Column of record weights: var(eᵢ) = σ²ₑ/wᵢ (e.g. deregressed proofs). Missing,
         zero or negative weights are an error naming the rows.
@@ -200,6 +204,7 @@ def fit(
             start=start,
             max_iter=max(max_iter, 500),
             pev=pev,
+            tol=tol,
         )
     if _structured(formula, weights, residual, correlated):
         return fit_general(
@@ -216,6 +221,7 @@ def fit(
             correlated=correlated,
             solver=solver,
             t0=t0,
+            tol=tol,
         )
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(
@@ -506,8 +512,9 @@ def fit_general(
     correlated=None,
     solver="auto",
     t0=None,
+    tol=1e-10,
 ) -> FitResult:
-    """Fit with the general engine, dense or sparse (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse, or PCG at given θ (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
@@ -516,16 +523,22 @@ def fit_general(
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense", "sparse", "vform"):
+    if solver not in ("auto", "dense", "sparse", "vform", "pcg"):
         raise ModelError(
-            f"structured models are fitted by the general engine, dense, sparse or V-form; solver={solver!r} "
-            "is not available for them (use 'auto', 'dense', 'sparse' or 'vform')"
+            f"structured models are fitted by the general engine, dense, sparse or V-form, or at given θ by PCG; "
+            f"solver={solver!r} is not available for them (use 'auto', 'dense', 'sparse', 'vform' or 'pcg')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
     )
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
+    # at given θ, PCG by iteration on data (api_pcg_general.py; "auto" above PCG_THRESHOLD)
+    from .api_pcg_general import fit_general_pcg, prefers_general_pcg
+
+    auto_pcg = solver == "auto" and theta is not None and prefers_general_pcg(spec)
+    if solver == "pcg" or auto_pcg:
+        return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
     t2 = time.perf_counter()

@@ -188,3 +188,22 @@ def ormtr_lower(side, trans, a, tau, c):
         info.ctypes,
     )
     return info[0]
+
+
+def gemm(transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c, coff, ldc):
+    """C := alpha·op(A)·op(B) + beta·C, op(A) m × k, op(B) k × n; blocks at offsets."""
+    _dgemm(
+        _c(transa).ctypes,
+        _c(transb).ctypes,
+        _i(m).ctypes,
+        _i(n).ctypes,
+        _i(k).ctypes,
+        _d(alpha).ctypes,
+        a[aoff:].ctypes,
+        _i(lda).ctypes,
+        b[boff:].ctypes,
+        _i(ldb).ctypes,
+        _d(beta).ctypes,
+        c[coff:].ctypes,
+        _i(ldc).ctypes,
+    )

@@ -37,6 +37,7 @@ rank-deficient Σ, where the score is not 0 and the MME carry a near-singular Σ
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +189,7 @@ def _ai_step(state, ev, method, direction):
                 t /= 2
                 continue
             return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
+        trial = None  # a rejected trial's factor is freed before the next one is made
         t /= 2
     return None, None
 
@@ -201,6 +203,14 @@ def _complete(state, ev, method):
     if add is not None:
         return add(ev)
     return state.evaluate(ev.theta, derivatives=True, method=method)
+
+
+def _released(ev):
+    """A sparse evaluation without its factor and selected inverse (the engine makes them
+    again at the same θ if the results need them); any other evaluation unchanged."""
+    if getattr(ev, "selinv", None) is None:
+        return ev
+    return dataclasses.replace(ev, factor=None, selinv=None)
 
 
 def _row(state, it, kind, ev) -> dict:
@@ -222,6 +232,10 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
     for it in range(1, max_iter + 1):
         direction = _newton_direction(state, ev)
         small = newton_check(state, ev, direction)
+        # the step needs θ, score, AI, −2 log L and the EM targets of the current point,
+        # not its factor: a sparse evaluation's selected inverse (L's size) is released
+        # before the trials, so one such array is alive at a time (issue 13)
+        ev = _released(ev)
         new, kind = _ai_step(state, ev, method, direction)
         if new is None and small:
             # the tiny last step no longer lowers −2 log L (rounding): ev is the optimum
@@ -234,7 +248,7 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
         dm = abs(ev.m2ll - new.m2ll)
-        ev = new
+        ev, new = new, None  # no second reference keeps its selected inverse alive
         rows.append(_row(state, it, kind, ev))
         report(it)
         if small and kind == "ai":
