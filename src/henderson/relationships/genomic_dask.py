@@ -4,32 +4,39 @@ G = Σ_b S_b / Σ_b s_b is a sum over SNP chunks b of an n × n numerator S_b an
 scalar scale s_b (VanRaden 1: S_b = W_bW_b', s_b = 2Σpq over the chunk; VanRaden 2 /
 GCTA: per-SNP standardised products and s_b = m_b; Vitezica: dominance codes and
 Σ(2pq)²), because every SNP's centring and weight depends on that SNP alone (observed
-frequencies are per SNP). Each chunk is one task: the worker reads its SNPs from the
-PLINK ``.bed`` itself (a path the workers can see; nothing but the path crosses the
-network) or receives a scattered slice of in-memory genotypes, computes S_b with the
-same kernels as :func:`~henderson.genomic_relationship` (so the in-memory result is
-reproduced to round-off, ~1e-13), and the n × n parts are summed pairwise on the
-workers (a tree, so no worker holds more than two parts and the sum). Only the final
-n × n matrix comes back to the client.
+frequencies are per SNP).
 
-Worker memory: about 3 n² × 8 bytes (its part, a part it adds, the sum) plus one chunk
-of n × chunk int8 genotypes and the float block of the G kernels (64 MB).
+Memory-bounded reduction: the chunks are split into one contiguous share per worker,
+and each share is one task that reads its chunks one after another (from the PLINK
+``.bed`` itself, a path the workers can see, or from a slice of in-memory genotypes
+scattered to it) and adds each into **one** unfinished numerator in place
+(:class:`~henderson.relationships.genomic._PartialG`, the in-memory path's own
+accumulator: exact float32 SYRK of the integer codes with rank-one centring, or float64
+SYRK of the centred block, so the result equals the in-memory path to round-off). The
+client adds the workers' partials one at a time as they arrive and centres/scales once.
+
+Memory per worker: one accumulator (4n² bytes on the exact float32 path, 8n² on the
+float64 path, 12n² while both kinds of blocks meet in one share) + one chunk of int8
+genotypes (n × chunk bytes) + one float block of the G kernels (about 64 MB).
+Client: the n × n result plus one incoming partial (16n² bytes), checked before any
+task is submitted.
 
 Dask retries a task whose worker died (the scheduler re-runs it elsewhere), and each
-task is a pure function of (file, chunk), so a lost worker changes nothing but time.
+task is a pure function of (file, chunks), so a lost worker changes nothing but time.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._dask import get_client
 from ..data.genotypes import MISSING, Genotypes
-from ..errors import DataError, DataWarning, GenotypeError
+from ..errors import DataError, DataWarning, GenotypeError, format_ids
 from .container import Relationship
 
 #: default SNPs per task
@@ -90,55 +97,50 @@ def _freq_chunk(allele_freq, start: int, stop: int):
 # ---------------------------------------------------------------- tasks (on workers)
 
 
-def _grm_part(source, start: int, stop: int, method: str, freq, dtype: str) -> dict:
-    """Numerator S_b, scale s_b and SNP counts of one chunk."""
-    from .genomic import genomic_relationship
+def _grm_share(source, offset: int, chunks, method: str, allele_freq, dtype: str) -> dict:
+    """One worker's share: its chunks reduced into one unfinished G numerator (in place).
 
-    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        try:
-            G = genomic_relationship(geno, method=method, allele_freq=freq, dtype=dtype)
-        except GenotypeError:  # nothing usable in this chunk: it adds nothing
-            G = None
-    called = geno.n_called > 0
-    if G is None:
-        used = int(called.sum()) if method == "vanraden1" else 0
-        return {
-            "S": None,
-            "scale": 0.0,
-            "m": used,
-            "no_call": int((~called).sum()),
-            "mono": int(called.sum()) - used,
-            "imputed": 0,
-            "warned": len(caught),
-        }
-    info = G.info
-    S = np.array(G.matrix, dtype=np.float64)
-    if method == "yang":
-        S[np.diag_indices_from(S)] -= 1.0
-    S *= info["scale"]
-    return {
-        "S": S,
-        "scale": float(info["scale"]),
-        "m": int(info["n_snps_used"]),
-        "no_call": int(info["n_snps_no_call"]),
-        "mono": int(info["n_snps_monomorphic_skipped"]),
-        "imputed": int(info["n_missing_imputed"]),
-        "warned": len(caught),
-    }
+    ``source`` is the .bed path (chunks read here) or in-memory genotypes holding SNPs
+    ``offset:`` of the whole set. Returns the partial, the scale and SNP counts, and
+    the number of calls per individual (an individual without any call is refused on
+    the client, where all shares are known).
+    """
+    from ..data.genotypes import default_block_size
+    from ..io.qc import _row_missing
+    from .genomic import _PartialG, _resolve_freq
 
-
-def _add_parts(a: dict, b: dict) -> dict:
-    if a["S"] is None:
-        S = b["S"]
-    elif b["S"] is None:
-        S = a["S"]
-    else:
-        S = a["S"]
-        S += b["S"]
-    out = {k: a[k] + b[k] for k in ("scale", "m", "no_call", "mono", "imputed", "warned")}
-    out["S"] = S
+    part = None
+    out: dict[str, Any] = {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0, "calls": None}
+    for a, b in chunks:
+        if isinstance(source, str):
+            geno = _read_chunk(source, a, b)
+        else:
+            geno = _slice(source, a - offset, b - offset)
+        if part is None:
+            part = _PartialG(geno.n, method)
+            out["calls"] = np.zeros(geno.n, dtype=np.int64)
+        p, _ = _resolve_freq(geno, _freq_chunk(allele_freq, a, b))
+        pq = p * (1.0 - p)
+        use = np.isfinite(p) & (geno.n_called > 0)
+        out["no_call"] += int((~use).sum())
+        if method != "vanraden1":
+            mono = use & (pq <= 0)
+            out["mono"] += int(mono.sum())
+            use &= ~mono
+        m = int(use.sum())
+        out["m"] += m
+        if method == "vanraden1":
+            out["scale"] += 2.0 * pq[use].sum()
+        elif method == "vitezica":
+            out["scale"] += float(((2.0 * pq[use]) ** 2).sum())
+        else:
+            out["scale"] += m
+        out["calls"] += geno.p - _row_missing(geno) if geno.n_missing else geno.p
+        try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
+        part.add(geno, p, pq, use, default_block_size(geno.n, 4 if try_f32 else 8), try_f32)
+        del geno
+    part.fold()
+    out["part"] = part
     return out
 
 
@@ -214,74 +216,168 @@ def _tree_sum(client, futures, add):
     return futures[0]
 
 
+def _shares(client, chunks) -> list[tuple[str | None, list[tuple[int, int]]]]:
+    """Contiguous shares of the chunks, one per worker (as equal in chunks as can be)."""
+    workers = sorted(client.nthreads())
+    k = max(1, min(len(workers), len(chunks)))
+    bounds = np.linspace(0, len(chunks), k + 1).round().astype(int)
+    return [(workers[i] if workers else None, chunks[bounds[i] : bounds[i + 1]]) for i in range(k)]
+
+
+def _share_bytes(n: int, chunk: int, method: str, dtype: str, is_integer: bool) -> int:
+    """Peak bytes of one share's task: accumulator(s) + one int8 chunk + one float block."""
+    if method == "vanraden1" and is_integer and dtype != "float64":
+        acc = 12 * n * n  # float32 accumulator, and a float64 one once a block has missing calls
+    else:
+        acc = 8 * n * n
+    return acc + n * chunk + 64 * 2**20
+
+
+def _check_memory(client, n: int, chunk: int, method: str, dtype: str, is_integer: bool) -> None:
+    """Refuse before submitting anything when the client or a worker cannot hold its part."""
+    from .._memory import available_bytes
+
+    gib = 2**30
+    need = 16 * n * n  # the result + one incoming partial
+    have = available_bytes()
+    if need > have:
+        raise MemoryError(
+            f"G for {n} individuals on a cluster needs {need / gib:.1f} GiB on the client (the {n} x {n} result "
+            f"and one worker's partial sum, 2 x 8n² bytes) and {have / gib:.1f} GiB is available: run the client "
+            "on a machine with more memory, or use SNP-BLUP products (genotype_products)"
+        )
+    per_worker = _share_bytes(n, chunk, method, dtype, is_integer)
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    small = {a: w["memory_limit"] for a, w in info.items() if w.get("memory_limit") and w["memory_limit"] < per_worker}
+    if small:
+        addr, limit = next(iter(sorted(small.items())))
+        raise MemoryError(
+            f"G for {n} individuals needs {per_worker / gib:.1f} GiB per worker (one n x n accumulator, "
+            f"one chunk of {chunk} SNPs and one block) and worker {addr} has a memory limit of {limit / gib:.1f} GiB "
+            f"({len(small)} worker(s) too small): start workers with a larger --memory-limit, or pass a smaller "
+            "chunk_snps"
+        )
+
+
 def distributed_relationship(
     geno, method: str = "vanraden1", allele_freq=None, *, scheduler, chunk_snps: int | None = None, dtype: str = "auto"
 ) -> Relationship:
-    """G on a Dask cluster, one task per chunk of SNPs (see the module notes).
+    """G on a Dask cluster: each worker reduces its share of SNP chunks into one n × n
+    accumulator, the client adds one per worker (see the module notes).
 
     Parameters
     ----------
     geno : str or Path (PLINK fileset) or Genotypes
         A PLINK prefix/``.bed`` path that every worker can read (shared file system), or
-        genotypes in the client's memory (their chunks are sent to the workers).
+        genotypes in the client's memory (each worker's share is sent to it).
     method, allele_freq, dtype
         As :func:`~henderson.genomic_relationship`.
     scheduler : dask.distributed.Client or str
     chunk_snps : int, optional
-        SNPs per task (default :data:`CHUNK_SNPS`).
+        SNPs read at a time by a worker (default :data:`CHUNK_SNPS`); a worker holds one
+        chunk of int8 genotypes (n × chunk_snps bytes) beside its accumulator.
 
     Returns
     -------
     Relationship equal to ``genomic_relationship(read_genotypes(path), ...)`` to round-off;
-    ``info["distributed"]`` holds the number of chunks and the scheduler address.
+    ``info["distributed"]`` holds the numbers of chunks and shares and the scheduler address.
+
+    Raises
+    ------
+    MemoryError
+        Before anything is submitted, when the client cannot hold 16n² bytes or a
+        worker's memory limit is below its share's peak.
     """
-    from .genomic import METHODS
+    from .genomic import METHODS, _check_arguments
 
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose one of {METHODS}")
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
     if isinstance(geno, Genotypes):
-        ids, p, fid, file = geno.ids, geno.p, geno.info.get("fid"), geno.info.get("file")
+        _check_arguments(geno, method, dtype)
+        ids, n, p, fid, file, is_integer = (
+            geno.ids,
+            geno.n,
+            geno.p,
+            geno.info.get("fid"),
+            geno.info.get("file"),
+            geno.is_integer,
+        )
     else:
         meta = _plink_meta(geno)
-        ids, p, file = meta["ids"], meta["p"], meta["bed"]
+        ids, n, p, file, is_integer = meta["ids"], meta["n"], meta["p"], meta["bed"], True
         fid = pd.Series(meta["fid"], index=pd.Index(ids, name="id"), name="fid")
         geno = meta["bed"]
+        if dtype not in ("auto", "float64", "float32"):
+            raise DataError(f"dtype must be 'auto', 'float64' or 'float32', not {dtype!r}")
+        if dtype == "float32" and method != "vanraden1":
+            raise DataError("the exact float32 path applies only to method='vanraden1' on hard calls (int8)")
     if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
         if np.shape(allele_freq) != (p,):
             raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
     chunks = _chunks(p, chunk_snps)
     with get_client(scheduler) as client:
-        sources = _sources(client, geno, chunks)
-        parts = [
-            client.submit(_grm_part, src, a, b, method, _freq_chunk(allele_freq, a, b), dtype, pure=False)
-            for src, (a, b) in zip(sources, chunks)
-        ]
-        total = _tree_sum(client, parts, _add_parts).result()
+        _check_memory(client, n, chunks[0][1] - chunks[0][0], method, dtype, is_integer)
+        shares = _shares(client, chunks)
+        futures = []
+        for worker, share in shares:
+            a0, b0 = share[0][0], share[-1][1]
+            where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            src = geno if isinstance(geno, str) else client.scatter(_slice(geno, a0, b0), workers=where.get("workers"))
+            futures.append(client.submit(_grm_share, src, a0, share, method, allele_freq, dtype, pure=False, **where))
+            del src
+        total, out = None, {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
+        calls = np.zeros(n, dtype=np.int64)
+        from distributed import as_completed
+
+        done = as_completed(futures)
+        del futures
+        for fut in done:  # one partial at a time: the client holds the result + one partial
+            r = fut.result()
+            fut.release()
+            del fut
+            for k in out:
+                out[k] += r[k]
+            calls += r["calls"]
+            if total is None:
+                total = r["part"]
+            else:
+                total.merge(r["part"])
+            del r
         address = client.scheduler.address
-    if total["m"] == 0 or not total["scale"] > 0:
+    if (calls == 0).any():
+        none = pd.Index(ids)[calls == 0]
+        raise GenotypeError(
+            f"{len(none)} individual(s) have no genotype call at any SNP: {format_ids(none)}; "
+            "remove them (genotype_qc(min_individual_call_rate=...), or --call-rate on the command line)"
+        )
+    if out["m"] == 0 or not out["scale"] > 0:
         raise GenotypeError("no usable SNP for the genomic relationship matrix")
-    if total["no_call"] or total["mono"]:
+    if out["no_call"] or out["mono"]:
         warnings.warn(
-            f"genomic_relationship({method}): skipped {total['no_call']} SNP(s) without calls and "
-            f"{total['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {total['m']} of {p} used",
+            f"genomic_relationship({method}): skipped {out['no_call']} SNP(s) without calls and "
+            f"{out['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {out['m']} of {p} used",
             DataWarning,
             stacklevel=2,
         )
-    G = total["S"] / total["scale"]
-    if method == "yang":
-        G[np.diag_indices_from(G)] += 1.0
+    G = total.finish(out["scale"]).T  # C-ordered view of the symmetric result
     info = {
         "method": method,
         "allele_freq": "observed" if allele_freq is None else "supplied",
         "n_snps": p,
-        "n_snps_used": total["m"],
-        "n_snps_no_call": total["no_call"],
-        "n_snps_monomorphic_skipped": total["mono"],
-        "n_missing_imputed": total["imputed"],
-        "scale": total["scale"],
-        "distributed": {"chunks": len(chunks), "chunk_snps": chunks[0][1] - chunks[0][0], "scheduler": address},
+        "n_snps_used": out["m"],
+        "n_snps_no_call": out["no_call"],
+        "n_snps_monomorphic_skipped": out["mono"],
+        "n_missing_imputed": total.n_imputed,
+        "scale": out["scale"],
+        "blocks": total.n_blocks,
+        "distributed": {
+            "chunks": len(chunks),
+            "chunk_snps": chunks[0][1] - chunks[0][0],
+            "shares": len(shares),
+            "scheduler": address,
+        },
     }
     if file:
         info["genotypes_file"] = file
