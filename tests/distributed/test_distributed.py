@@ -281,3 +281,30 @@ def test_worker_memory_limit_refused():
     ):
         with pytest.raises(MemoryError, match=r"needs 0\.1 GiB per worker .* worker .* has a memory limit of 0\.0 GiB"):
             h.genomic_relationship(geno, scheduler=c)
+
+
+def test_snp_crossproducts_one_accumulator_per_worker(client, tmp_path):
+    """W'DW and W'Dy reduced over shares of individuals (2 shares of 30, blocks of 7: the
+    last block of each share has 2) = an independent dense W'DW, with missing calls,
+    record weights, frequencies by SNP id (given reversed) and observed frequencies."""
+    from henderson.distributed import snp_crossproducts
+
+    geno = _mixed_genotypes()
+    prefix = tmp_path / "mixed"
+    h.write_plink(prefix, geno)
+    rng = np.random.default_rng(5)
+    y, w = rng.standard_normal(geno.n), rng.uniform(0.5, 2.0, geno.n)
+    d = geno.dosages.astype(float)
+    for freq in (None, pd.Series(rng.uniform(0.1, 0.9, geno.p), index=geno.snp_ids)):
+        f = geno.allele_freq if freq is None else freq.to_numpy()
+        W = d - 2 * f[None, :]
+        W[geno.dosages == -127] = 0.0
+        ref, ref_y = W.T @ (w[:, None] * W), W.T @ (w * y)
+        for src in (str(prefix), geno):
+            af = None if freq is None else freq[::-1]
+            out = snp_crossproducts(
+                src, y=y, weights=w, allele_freq=af, scheduler=client, chunk_snps=90, chunk_individuals=7
+            )
+            assert out["shares"] == 2 and out["chunks"] == 6
+            np.testing.assert_allclose(out["WtW"], ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+            np.testing.assert_allclose(out["Wt_y"], ref_y, rtol=0, atol=1e-10 * np.abs(ref_y).max())

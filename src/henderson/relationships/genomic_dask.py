@@ -173,21 +173,50 @@ def _add_vectors(a, b):
     return a + b
 
 
-def _weighted_block(source, start, stop, freq, w):
-    """(W_b, D W_b) of one chunk: the centred block and its row-weighted copy (D = diag w)."""
-    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
-    W = _centred_block(geno, freq)
-    return W, (W if w is None else W * w[:, None])
+def _read_rows(bed: str, r0: int, r1: int) -> np.ndarray:
+    """Individuals r0:r1 at every SNP of a PLINK .bed, int8 (n_rows, p) (runs on a worker)."""
+    from bed_reader import open_bed
+
+    with open_bed(bed, count_A1=True) as b:
+        return b.read(index=np.s_[r0:r1, :], dtype="int8", order="C")
 
 
-def _cross_block(bi, bj):
-    """W_i'DW_j of two chunks' blocks."""
-    return bi[0].T @ bj[1]
+def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows: int) -> dict:
+    """One worker's share of individuals r0:r1 reduced into one p × p W'DW (lower
+    triangle, float64 DSYRK of √D W_r per block of ``rows`` individuals) and W'Dy."""
+    from scipy.linalg import blas
 
+    from ..data._kernels import fill_float_block, fill_table_block
 
-def _cross_vector(bi, y):
-    """W_i'Dy."""
-    return bi[1].T @ y
+    p = freq.shape[0]
+    centre = 2.0 * np.where(np.isfinite(freq), freq, 0.0)
+    keep = np.isfinite(freq).astype(np.float64)  # SNPs without calls carry nothing
+    acc = np.zeros((p, p), order="F")
+    wty = np.zeros(p) if y is not None else None
+    buf = np.empty(0)
+    no_cols = np.empty(0, np.int64)
+    for a in range(r0, r1, rows):
+        b = min(a + rows, r1)
+        if isinstance(source, str):
+            d = _read_rows(source, a, b)
+        else:
+            d = source.dosages[a - offset : b - offset]
+        if buf.size < d.size:
+            buf = np.empty(d.size)
+        W = buf[: d.size].reshape(d.shape)
+        if d.dtype == np.int8:
+            codes = np.arange(3.0)[None, :] - centre[:, None]  # value of codes 0, 1, 2 per SNP
+            fill_table_block(d, 0, no_cols, codes * keep[:, None], np.empty((0, 3)), W, np.zeros(d.shape[0]))
+        else:
+            fill_float_block(d, 0, no_cols, centre, keep, freq, False, W, np.zeros(d.shape[0]))
+        if wty is not None:
+            wty += W.T @ (y[a:b] if w is None else w[a:b] * y[a:b])
+        if w is not None:
+            W *= np.sqrt(w[a:b])[:, None]
+        out = blas.dsyrk(1.0, W.T, beta=1.0, c=acc, trans=0, lower=1, overwrite_c=1)  # W.T is F-ordered
+        if out is not acc:
+            acc[...] = out
+    return {"WtW": acc, "Wt_y": wty}
 
 
 # ---------------------------------------------------------------- client side
@@ -442,18 +471,42 @@ def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler, 
     return out
 
 
+def _freq_part(source, start: int, stop: int) -> np.ndarray:
+    """Observed frequencies of SNPs start:stop (runs on a worker)."""
+    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
+    return np.asarray(geno.allele_freq, dtype=np.float64)
+
+
+def _snp_ids(bed: str) -> np.ndarray:
+    from bed_reader import open_bed
+
+    with open_bed(bed, count_A1=True) as b:
+        return np.asarray(b.sid, dtype=str)
+
+
 def snp_crossproducts(
-    geno, y=None, weights=None, allele_freq=None, *, scheduler, chunk_snps: int | None = None
+    geno,
+    y=None,
+    weights=None,
+    allele_freq=None,
+    *,
+    scheduler,
+    chunk_snps: int | None = None,
+    chunk_individuals: int | None = None,
 ) -> dict:
     """SNP-BLUP's normal-equation products W'DW and W'Dy on a Dask cluster.
 
     The SNP-BLUP MME (Meuwissen et al. 2001) need W'R⁻¹W (p × p) and W'R⁻¹y with
-    R⁻¹ = D/σ²ₑ, D = diag(weights) (I by default). With chunks b = 1..B of SNPs,
-    W'DW is the B × B grid of blocks W_i'DW_j: one task per chunk builds W_b (read from
-    the .bed on the worker, or a scattered in-memory slice) and one task per pair i <= j
-    multiplies two of them, so a worker holds two n × chunk float blocks and one
-    chunk × chunk result; the blocks are gathered and assembled on the client, which must
-    hold p² × 8 bytes (checked before anything is submitted).
+    R⁻¹ = D/σ²ₑ, D = diag(weights) (I by default). W'DW = Σ_r W_r'D_rW_r is a sum over
+    sets r of individuals, so it is reduced like G: the individuals are split into one
+    contiguous share per worker, and each worker adds its individuals, ``chunk_individuals``
+    at a time (read from the .bed, or from its share of in-memory genotypes), into
+    **one** p × p accumulator in place (float64 DSYRK of √D W_r); the client adds one
+    accumulator per worker. The centring frequencies come first (observed: one task per
+    chunk of ``chunk_snps`` SNPs returns its p-vector), so every share centres alike.
+    Memory per worker: 8p² bytes + one block of individuals (about 128 MB); client:
+    16p² bytes (the result and one incoming accumulator), checked before anything is
+    submitted.
 
     Parameters
     ----------
@@ -461,18 +514,24 @@ def snp_crossproducts(
     y : array (n,), optional
         Returns ``Wt_y`` = W'Dy, shape (p,).
     weights : array (n,), optional
-        Record weights (diagonal of D), e.g. the effective numbers of daughters behind
-        de-regressed proofs.
-    allele_freq, scheduler, chunk_snps
-        As :func:`genotype_products`.
+        Record weights (diagonal of D, >= 0), e.g. the effective numbers of daughters
+        behind de-regressed proofs.
+    allele_freq : None, float, array (p,) or Series by SNP id
+        Centring frequencies (default observed per SNP); missing calls count as 2p.
+    scheduler : dask.distributed.Client or str
+    chunk_snps : int, optional
+        SNPs per frequency task (default :data:`CHUNK_SNPS`).
+    chunk_individuals : int, optional
+        Individuals per DSYRK block on a worker (default: about 128 MB of float64).
 
     Returns
     -------
-    dict with ``WtW`` (p, p) and, with ``y``, ``Wt_y`` (p,); ``chunks`` (their count).
-    Equal to the in-memory W'DW (W from :func:`henderson.models.snpblup.centred_markers`)
-    to round-off.
+    dict with ``WtW`` (p, p) and, with ``y``, ``Wt_y`` (p,); ``chunks`` (the SNP chunks of
+    the frequency pass) and ``shares`` (accumulators, one per worker). Equal to the
+    in-memory W'DW (W from :func:`henderson.models.snpblup.centred_markers`) to round-off.
     """
     from .._memory import available_bytes
+    from ..data._kernels import mirror_lower
 
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
@@ -487,35 +546,89 @@ def snp_crossproducts(
     if weights is not None and not np.all(np.isfinite(weights) & (np.asarray(weights) >= 0)):
         bad = np.flatnonzero(~(np.isfinite(weights) & (np.asarray(weights) >= 0)))
         raise DataError(f"weights must be finite and >= 0; bad at individuals {bad[:5].tolist()}")
-    need = 8 * p * p * 2  # the gathered blocks and the assembled matrix
+    need = 8 * p * p * 2  # the result and one incoming accumulator
     if need > available_bytes():
         raise MemoryError(
             f"W'W for {p} SNPs needs {need / 2**30:.1f} GiB on the client and {available_bytes() / 2**30:.1f} GiB "
             "is available: use products with vectors instead (genotype_products: Wα and W'v, as PCG on the "
             "SNP-BLUP equations needs) or GBLUP (distributed_relationship, n × n)"
         )
+    if chunk_individuals is not None and int(chunk_individuals) < 1:
+        raise DataError(f"chunk_individuals must be a positive number, not {chunk_individuals!r}")
+    rows = int(chunk_individuals or max(16, 2**27 // (8 * max(p, 1))))
     chunks = _chunks(p, chunk_snps)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    yv = None if y is None else np.asarray(y, dtype=np.float64)
     with get_client(scheduler) as client:
-        sources = _sources(client, geno, chunks)
-        wf = client.scatter(w, broadcast=True) if w is not None else None
-        blocks = [
-            client.submit(_weighted_block, src, a, b, _freq_chunk(allele_freq, a, b), wf, pure=False)
-            for src, (a, b) in zip(sources, chunks)
-        ]
-        pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
-        futs = [client.submit(_cross_block, blocks[i], blocks[j], pure=False) for i, j in pairs]
-        yv = None
-        if y is not None:
-            yf = client.scatter(np.asarray(y, dtype=np.float64), broadcast=True)
-            yv = [client.submit(_cross_vector, b, yf, pure=False) for b in blocks]
-        WtW = np.empty((p, p))
-        for (i, j), part in zip(pairs, client.gather(futs)):
-            (a, b), (c, d) = chunks[i], chunks[j]
-            WtW[a:b, c:d] = part
-            if i != j:
-                WtW[c:d, a:b] = part.T
-        out = {"WtW": WtW, "chunks": len(chunks)}
-        if yv is not None:
-            out["Wt_y"] = np.concatenate(client.gather(yv))
+        per_worker = 8 * p * p + 9 * rows * p
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        small = sorted(a for a, wk in info.items() if wk.get("memory_limit") and wk["memory_limit"] < per_worker)
+        if small:
+            raise MemoryError(
+                f"W'W for {p} SNPs needs {per_worker / 2**30:.1f} GiB per worker (one p x p accumulator and one "
+                f"block of {rows} individuals) and worker {small[0]} has a memory limit of "
+                f"{info[small[0]]['memory_limit'] / 2**30:.1f} GiB: start workers with a larger --memory-limit"
+            )
+        freq = _resolve_client_freq(client, geno, chunks, allele_freq, p)
+        workers = sorted(client.nthreads())
+        k = max(1, min(len(workers), n))
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        futures = []
+        for i in range(k):
+            r0, r1 = int(bounds[i]), int(bounds[i + 1])
+            where = {"workers": [workers[i]], "allow_other_workers": True} if workers else {}
+            if isinstance(geno, str):
+                src = geno
+            else:
+                src = client.scatter(
+                    Genotypes(geno.ids[r0:r1], geno.snps, geno.dosages[r0:r1], {}), workers=where.get("workers")
+                )
+            futures.append(client.submit(_crossproducts_share, src, r0, r0, r1, freq, w, yv, rows, pure=False, **where))
+            del src
+        from distributed import as_completed
+
+        done = as_completed(futures)
+        del futures
+        WtW, Wty = None, None
+        for fut in done:  # one accumulator at a time
+            r = fut.result()
+            fut.release()
+            del fut
+            if WtW is None:
+                WtW, Wty = r["WtW"], r["Wt_y"]
+            else:
+                WtW += r["WtW"]
+                if Wty is not None:
+                    Wty += r["Wt_y"]
+            del r
+    mirror_lower(WtW)
+    out = {"WtW": WtW, "chunks": len(chunks), "shares": k}
+    if y is not None:
+        out["Wt_y"] = Wty
     return out
+
+
+def _resolve_client_freq(client, geno, chunks, allele_freq, p: int) -> np.ndarray:
+    """The (p,) centring frequencies on the client: observed (one task per SNP chunk),
+    a constant, an array or a Series matched by SNP id; NaN for SNPs without calls."""
+    if allele_freq is None or (isinstance(allele_freq, str) and allele_freq == "observed"):
+        sources = _sources(client, geno, chunks)
+        parts = [client.submit(_freq_part, src, a, b, pure=False) for src, (a, b) in zip(sources, chunks)]
+        return np.concatenate(client.gather(parts))
+    if isinstance(allele_freq, str):
+        raise DataError(f"allele_freq must be 'observed', a number or an array, not {allele_freq!r}")
+    if isinstance(allele_freq, pd.Series):
+        ids = geno.snp_ids if isinstance(geno, Genotypes) else _snp_ids(geno)
+        idx = pd.Index(allele_freq.index.astype(str)).get_indexer(ids)
+        if (idx < 0).any():
+            raise DataError(
+                f"allele_freq lacks {int((idx < 0).sum())} SNP(s) of the genotypes: {format_ids(ids[idx < 0])}"
+            )
+        freq = allele_freq.to_numpy(dtype=np.float64)[idx]
+    elif np.ndim(allele_freq) == 0:
+        freq = np.full(p, float(allele_freq))
+    else:
+        freq = np.asarray(allele_freq, dtype=np.float64)
+        if freq.shape != (p,):
+            raise DataError(f"allele_freq has shape {freq.shape}, expected ({p},) (one per SNP)")
+    return freq
