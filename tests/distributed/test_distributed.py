@@ -308,3 +308,29 @@ def test_snp_crossproducts_one_accumulator_per_worker(client, tmp_path):
             assert out["shares"] == 2 and out["chunks"] == 6
             np.testing.assert_allclose(out["WtW"], ref, rtol=0, atol=1e-10 * np.abs(ref).max())
             np.testing.assert_allclose(out["Wt_y"], ref_y, rtol=0, atol=1e-10 * np.abs(ref_y).max())
+
+
+@pytest.mark.parametrize("missing_rate", [0.0, 0.01])
+def test_share_memory_is_one_accumulator_plus_one_chunk(tmp_path, missing_rate):
+    """A worker's share (the task itself, traced): one n × n accumulator (4n² bytes on the
+    exact float32 path, 8n² with missing calls) + one int8 chunk and its float block
+    (≤ 8 bytes a value, plus the missing-call masks), whatever the number of chunks."""
+    import tracemalloc
+
+    from henderson.relationships.genomic_dask import _chunks, _grm_share
+
+    n, p, c = 300, 3000, 500
+    geno = simulate_genotypes(n, p, seed=4, missing_rate=missing_rate)
+    h.write_plink(tmp_path / "g", geno)
+    bed = str(tmp_path / "g.bed")
+    _grm_share(bed, 0, _chunks(p, c), "vanraden1", None, "auto", (geno.ids, p))  # compile first
+    for chunk in (c, c // 5):  # 6 and 30 chunks: the same bound
+        tracemalloc.start()
+        try:
+            r = _grm_share(bed, 0, _chunks(p, chunk), "vanraden1", None, "auto", (geno.ids, p))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        acc = 4 * n * n if missing_rate == 0 else 8 * n * n
+        assert (r["part"].acc is None) == (missing_rate == 0)
+        assert peak <= acc + 16 * n * chunk + 100_000, (peak - acc) / (n * chunk)
