@@ -334,3 +334,13 @@ def test_share_memory_is_one_accumulator_plus_one_chunk(tmp_path, missing_rate):
         acc = 4 * n * n if missing_rate == 0 else 8 * n * n
         assert (r["part"].acc is None) == (missing_rate == 0)
         assert peak <= acc + 16 * n * chunk + 100_000, (peak - acc) / (n * chunk)
+
+
+@pytest.mark.filterwarnings("ignore::henderson.DataWarning")
+def test_frequencies_by_snp_id_read_the_snp_table(client, plink):
+    """Frequencies given by SNP id (reversed order) need the real SNP ids on the workers."""
+    prefix, geno = plink
+    f = pd.Series(np.linspace(0.1, 0.9, geno.p), index=geno.snp_ids)
+    ref = h.genomic_relationship(geno, allele_freq=f).dense()
+    G = h.genomic_relationship(prefix, allele_freq=f[::-1], scheduler=client, chunk_snps=300).dense()
+    np.testing.assert_allclose(G, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
