@@ -357,7 +357,7 @@ def apy_inverse_from_genotypes(
     use, _, _ = gm._snps_used(geno, grm, p, pq)
     scale = gm._scale(grm, pq, use, int(use.sum()))
     try_f32 = grm == "vanraden1" and geno.is_integer
-    b = block_size or gm.default_block_size(k, 4 if try_f32 else 8)
+    b = block_size or gm.default_block_size(k, 4 if try_f32 else 8, target_mb=256.0)
     b64 = max(1, b // 2) if try_f32 else b
     cc32 = cn32 = cc64 = cn64 = None
     s = np.zeros(k)  # X c of the float32 blocks (centring)
