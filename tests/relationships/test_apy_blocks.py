@@ -158,3 +158,17 @@ def test_bad_input_is_named(sim):
         apy_inverse_from_genotypes(geno, 0)
     with pytest.raises(DataError, match="duplicated"):
         apy_inverse_from_genotypes(geno, [gids[1], gids[1]])
+
+
+def test_float32_accumulator_flushes_keep_the_result(sim, monkeypatch):
+    """The float32 integer products are flushed into float64 before 4m reaches 2²⁴; with
+    the bound lowered to 2⁹ and 100-SNP blocks every block after the first flushes (the float64
+    accumulators are then shared with the float32 ones): the same APY inverse."""
+    import henderson.relationships.genomic as gm
+
+    _, geno, _, gids = sim
+    ref, logdet = apy_by_definition(vanraden(geno.to_numpy()), np.array(CORE))
+    monkeypatch.setattr(gm, "_EXACT_F32", 2**9)  # 4 · 200 ≥ 512: a flush before every block after the first
+    blk = apy_inverse_from_genotypes(geno, gids[CORE], block_size=100)
+    np.testing.assert_allclose(blk.dense(), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    assert blk.logdet == pytest.approx(logdet, abs=1e-8)
