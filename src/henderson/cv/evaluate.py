@@ -50,10 +50,9 @@ from sklearn.base import clone
 from ..data.genotypes import Genotypes
 from ..errors import AlignmentError, DataError, DataWarning, ModelError, format_ids
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-from ..models._align import ID, numeric_phenotypes, records_frame, trait_name
+from ..models._align import ID, genetic_spec, numeric_phenotypes, records_frame, trait_name
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
-from ..spec.model import build_spec
 from ._fastpath import fast_rows
 from ._snps import informative_snps, two_sum_pq
 from .formula import FormulaModel
@@ -242,7 +241,7 @@ class _FixedPart:
             self.design = None
             return
         frame, formula, *_ = records_frame(y, known_ids, fixed=self.fixed, data=data, missing="drop")
-        spec = build_spec(formula, frame)
+        spec = genetic_spec(frame, formula)
         kept = np.flatnonzero(y.notna().to_numpy() & y.index.isin(np.asarray(known_ids, dtype=object)))
         pos = kept[frame.index.get_indexer(spec.record_index)]
         self.design = pd.DataFrame(spec.X, index=pos, columns=spec.x_names)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from ..spec.formula import ParsedFormula, random_intercept_formula
+from ..spec.model import ModelSpec, fixed_design, model_spec, random_term, record_labels, with_expanded_fixed
 
 ID = "id"
 
@@ -150,3 +151,25 @@ def records_frame(
                 )
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
     return frame, random_intercept_formula(trait, fixed, ID), trait, notes
+
+
+def genetic_spec(frame: pd.DataFrame, formula: ParsedFormula, *, cov=None, cov_inverse=None) -> ModelSpec:
+    """The :class:`~henderson.spec.model.ModelSpec` of ``trait ~ fixed + (1|id)`` from the
+    records frame of :func:`records_frame`, built from its arrays: y, the fixed design, and
+    the ``id`` term with K (``cov``) or K⁻¹ (``cov_inverse``) matched by id.
+
+    Further one-variance terms in ``formula`` (pedigree BLUP's ``random=``) are iid on
+    their columns of ``frame``. Nothing is written as formula text.
+    """
+    formula, frame = with_expanded_fixed(formula, frame)
+    groups = sorted({c for t in formula.random for c in t.columns})
+    design = fixed_design(formula.response, formula.fixed, frame, groups)
+    terms = []
+    for t in formula.random:
+        if t.name == ID:
+            labels = design.records[ID].to_numpy(dtype=object)
+            terms.append(random_term(ID, labels, cov, cov_inverse))
+        else:
+            labels, columns = record_labels(design.records, t)
+            terms.append(random_term(t.name, labels, columns=columns))
+    return model_spec(formula, design, terms)
