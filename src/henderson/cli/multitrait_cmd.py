@@ -47,7 +47,7 @@ def correlation_table(res) -> pd.DataFrame:
 
 
 def add_multitrait(rep, res, label: str) -> None:
-    from ..multitrait.plots import correlation_heatmap
+    from ..report.multitrait_plots import correlation_heatmap
 
     rep.section("Model")
     rep.kv(
