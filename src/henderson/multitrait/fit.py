@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from ..data.phenotypes import numeric_phenotypes
 from ..errors import AlignmentError, DataError, ModelError, format_ids
-from ..models._align import numeric_phenotypes
 from ..relationships.container import as_relationship
 from ..spec.model import _fixed_matrix, _fixed_variables
 from .reml import boundary_of, optimise, warn_boundary
