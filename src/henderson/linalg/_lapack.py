@@ -190,6 +190,7 @@ def ormtr_lower(side, trans, a, tau, c):
     return info[0]
 
 
+@nb.njit(cache=True)
 def gemm(transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c, coff, ldc):
     """C := alpha·op(A)·op(B) + beta·C, op(A) m × k, op(B) k × n; blocks at offsets."""
     _dgemm(
