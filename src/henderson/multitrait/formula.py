@@ -52,7 +52,7 @@ def fit_formula(
     given ``sigma`` above ``PCG_THRESHOLD`` equations, PCG), "spectral", "mme" / "dense" /
     "sparse" (the general MME with that back end), "vform" (REML over the observed values,
     :mod:`henderson.multitrait.vform`; "auto" takes it for missing traits with a dense K when
-    it is the smaller problem), or "pcg" (given ``sigma`` only: :mod:`henderson.api_pcg_general`).
+    it is the smaller problem), or "pcg" (given ``sigma`` only: :mod:`henderson.multitrait.pcg`).
     ``sigma``/``start`` are (Σ_g, Σ_e) for one term, or on the general MME
     ``{"Sigma": [Σ per term], "Residual": Σ_e}``.
     """
@@ -120,7 +120,7 @@ def fit_formula(
 
     term_list = [(t.name, t.name in diag) for t in terms]
     # at given Σ's, PCG by iteration on data (api_pcg_general.py; "auto" above PCG_THRESHOLD)
-    from ..api_pcg_general import fit_traits_pcg, prefers_pcg
+    from .pcg import fit_traits_pcg, prefers_pcg
 
     auto_pcg = solver == "auto" and sigma is not None and prefers_pcg(kept, traits, term_list, cov, cov_inverse)
     if solver == "pcg" or auto_pcg:
