@@ -120,7 +120,10 @@ def fit(
           have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
           without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
           AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
-          an ``mc_se`` column);
+          an ``mc_se`` column). At given variances it also solves multi-trait
+          (``cbind``, missing traits), correlated (``correlated=``) and structured
+          random-intercept models, and a single-step H⁻¹ given in blocks
+          (:mod:`henderson.api_pcg_general`; ``"auto"`` likewise above the threshold);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
@@ -144,7 +147,8 @@ def fit(
         PCG only: warm start, an equation vector or a previous result (matched by
         ids and coefficient names).
     tol : float
-        PCG only: convergence at ‖r − Cx‖/‖r‖ <= tol.
+        PCG only (single-trait, multi-trait and structured models): convergence at
+        ‖r − Cx‖/‖r‖ <= tol.
     weights : str, optional
         Column of record weights: var(eᵢ) = σ²ₑ/wᵢ (e.g. deregressed proofs). Missing,
         zero or negative weights are an error naming the rows.
@@ -165,8 +169,9 @@ def fit(
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
     three options above are fitted by the general engine (``result.solver`` is
     ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
-    Cholesky factor, for pedigree A⁻¹ and many levels; ``solver="dense"``/``"sparse"``
-    choose): AI-REML over θ (the elements of each Σ, see
+    Cholesky factor, for pedigree A⁻¹ and many levels — or ``"vform-general"`` — the
+    same likelihood on the n × n covariance of the records, for a dense K with fewer
+    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"`` choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -200,6 +205,7 @@ def fit(
             start=start,
             max_iter=max(max_iter, 500),
             pev=pev,
+            tol=tol,
         )
     if _structured(formula, weights, residual, correlated):
         return fit_general(
@@ -216,6 +222,7 @@ def fit(
             correlated=correlated,
             solver=solver,
             t0=t0,
+            tol=tol,
         )
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(
@@ -449,14 +456,26 @@ def _structured(formula, weights, residual, correlated) -> bool:
 #: Below them one dense Cholesky of C costs little (m³/3 flops at m = 2,000: ~0.1 s).
 GENERAL_SPARSE_MIN_EQUATIONS = (2000, 3000)
 
+#: with a dense K (G) and every other K dense or identity, "auto" takes the V-form
+#: (:mod:`henderson.solvers.general_vform`) when n < VFORM_MAX_RATIO × Σₖ Sₖqₖ: an
+#: evaluation costs n³ there against m³ (m = Σₖ Sₖrₖ + p) on the dense C-form, so the
+#: V-form is ≥ 2× cheaper below this ratio and the row-building overheads stay small.
+VFORM_MAX_RATIO = 0.8
+
 
 def _general_state(spec, solver: str):
     """The general engine for ``solver``: "auto" takes the sparse one
     (:mod:`henderson.solvers.general_sparse`) when no term has a dense K and the random
     equations reach ``GENERAL_SPARSE_MIN_EQUATIONS`` (the first figure when a term has a
-    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine."""
+    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine,
+    or the V-form when the records are fewer than ``VFORM_MAX_RATIO`` × the random
+    equations and no term enters through K⁻¹."""
     from .solvers.general import GeneralMME
     from .solvers.general_sparse import GeneralSparseMME
+    from .solvers.general_vform import GeneralVForm, supported
+
+    if solver == "vform":
+        return GeneralVForm(spec)
 
     if solver == "auto":
         from .spec.levels import Factored, SparseInverse
@@ -469,6 +488,13 @@ def _general_state(spec, solver: str):
         dense_k = any(isinstance(c, Factored) for c in covs)
         low, high = GENERAL_SPARSE_MIN_EQUATIONS
         solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
+        if dense_k and spec.n < VFORM_MAX_RATIO * n_eq and supported(spec) is None:
+            from .solvers.memory import InsufficientMemoryError
+
+            try:
+                return GeneralVForm(spec)
+            except InsufficientMemoryError:
+                pass  # n × n too large here: the C-form's memory is set by the equations
     return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
 
 
@@ -487,8 +513,9 @@ def fit_general(
     correlated=None,
     solver="auto",
     t0=None,
+    tol=1e-10,
 ) -> FitResult:
-    """Fit with the general engine, dense or sparse (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse, or PCG at given θ (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
@@ -497,16 +524,22 @@ def fit_general(
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense", "sparse"):
+    if solver not in ("auto", "dense", "sparse", "vform", "pcg"):
         raise ModelError(
-            f"structured models are fitted by the general engine, dense or sparse; solver={solver!r} "
-            "is not available for them (use 'auto', 'dense' or 'sparse')"
+            f"structured models are fitted by the general engine, dense, sparse or V-form, or at given θ by PCG; "
+            f"solver={solver!r} is not available for them (use 'auto', 'dense', 'sparse', 'vform' or 'pcg')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
     )
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
+    # at given θ, PCG by iteration on data (api_pcg_general.py; "auto" above PCG_THRESHOLD)
+    from .api_pcg_general import fit_general_pcg, prefers_general_pcg
+
+    auto_pcg = solver == "auto" and theta is not None and prefers_general_pcg(spec)
+    if solver == "pcg" or auto_pcg:
+        return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
     prepared = Prepared.of(state)  # the protocol: the optimiser sees Prepared and Evaluation only

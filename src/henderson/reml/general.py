@@ -183,6 +183,7 @@ def _ai_step(state, ev, method, direction):
                 t /= 2
                 continue
             return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
+        trial = None  # a rejected trial's factor is freed before the next one is made
         t /= 2
     return None, None
 
@@ -212,6 +213,10 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
     for it in range(1, max_iter + 1):
         direction = _newton_direction(state, ev)
         small = newton_check(state, ev, direction)
+        # the step needs θ, score, AI, −2 log L and the EM targets of the current point,
+        # not its factor: a sparse evaluation's selected inverse (L's size) is released
+        # before the trials, so one such array is alive at a time (issue 13)
+        ev = state.release(ev)
         new, kind = _ai_step(state, ev, method, direction)
         if new is None and small:
             # the tiny last step no longer lowers −2 log L (rounding): ev is the optimum
@@ -224,7 +229,7 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
         dm = abs(ev.m2ll - new.m2ll)
-        ev = new
+        ev, new = new, None  # no second reference keeps its selected inverse alive
         rows.append(_row(state, it, kind, ev))
         report(it)
         if small and kind == "ai":

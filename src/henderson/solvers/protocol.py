@@ -11,7 +11,8 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
   (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`); ``"general_sparse"``
-  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`).
+  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`)
+  and ``"general_vform"`` in observation space (:class:`~henderson.solvers.general_vform.GeneralVForm`).
 
 The optimisers behind ``henderson.fit`` see only this class. AI-REML on the dense and
 sparse MME (:func:`henderson.reml.optimize.optimise`) uses :meth:`Prepared.evaluate`, and
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..spec.levels import Factored
 
-SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse")
+SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse", "general_vform")
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,11 +111,14 @@ class Prepared:
         """The Prepared of a solver object made elsewhere (dense or sparse MME, a general engine)."""
         from .dense import DenseMME
         from .general_sparse import GeneralSparseMME
+        from .general_vform import GeneralVForm
         from .sparse import SparseMME
 
         if isinstance(state, GeneralSparseMME):
             return cls("general_sparse", state, list(state.spec.theta_names))
-        if hasattr(state.spec, "theta_names"):  # GeneralMME, or another engine of a GeneralSpec
+        if isinstance(state, GeneralVForm):
+            return cls("general_vform", state, list(state.spec.theta_names))
+        if hasattr(state.spec, "theta_names"):  # GeneralMME
             return cls("general", state, list(state.spec.theta_names))
         if isinstance(state, DenseMME):
             name = "dense"
@@ -245,10 +249,14 @@ class Prepared:
         return self.state.boundary_score(ev.detail, k)
 
     def release(self, ev: Evaluation) -> Evaluation:
-        """``ev`` without its factor and selected inverse (sparse: they are the memory an
-        evaluation holds), else ``ev``; :meth:`restore` brings them back."""
+        """``ev`` without its factor and selected inverse (sparse MME, sparse general engine:
+        they are the memory an evaluation holds), else ``ev``; :meth:`restore` (MME) or the
+        general engine itself, when its results need them, makes them again at the same θ."""
         native = ev.detail
-        if not _holds_factor(native) or native.factor is None:
+        if self.name.startswith("general"):
+            if getattr(native, "selinv", None) is None:  # the dense general engine keeps its factor
+                return ev
+        elif not _holds_factor(native) or native.factor is None:
             return ev
         return dataclasses.replace(ev, detail=dataclasses.replace(native, factor=None, selinv=None))
 
@@ -280,21 +288,17 @@ class Prepared:
     def _wrap_general(self, ev, method, derivatives, want_pev):
         st = self.state
         blups, pevs = {}, {}
-        offsets = getattr(st, "offsets", None)
-        if offsets is None:  # an engine without Henderson's solution vector: no b̂ or BLUPs here
-            fixed = np.zeros(0)
-        else:
-            for k, t in enumerate(st.spec.terms):
-                if want_pev:
-                    U, P = st.term_blups(ev, k)
-                    pevs[t.name] = P[:, 0] if t.size == 1 else P
-                else:
-                    r, S = st.ranks[k], t.size
-                    a, b = offsets[k], offsets[k + 1]
-                    V = ev.solution[a:b].reshape(S, r).T
-                    U = t.level.factor @ V if isinstance(t.level.covariance, Factored) else V
-                blups[t.name] = U[:, 0] if t.size == 1 else U
-            fixed = ev.solution[offsets[-1] :]
+        for k, t in enumerate(st.spec.terms):
+            if want_pev:
+                U, P = st.term_blups(ev, k)
+                pevs[t.name] = P[:, 0] if t.size == 1 else P
+            else:
+                r, S = st.ranks[k], t.size
+                a, b = st.offsets[k], st.offsets[k + 1]
+                V = ev.solution[a:b].reshape(S, r).T
+                U = t.level.factor @ V if isinstance(t.level.covariance, Factored) else V
+            blups[t.name] = U[:, 0] if t.size == 1 else U
+        fixed = ev.solution[st.offsets[-1] :]
         return Evaluation(
             np.asarray(ev.theta, dtype=float),
             method,
@@ -323,9 +327,37 @@ class Prepared:
             native = add(ev.detail)
         else:
             native = self.state.evaluate(ev.theta, derivatives=True, method=ev.method)
-        return self._wrap_general(native, ev.method, True, False)
+        wrap = self._wrap_general_vform if self.name == "general_vform" else self._wrap_general
+        return wrap(native, ev.method, True, False)
 
     _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
+
+    def _evaluate_general_vform(self, theta, method, derivatives, want_pev):
+        """The V-form (solvers/general_vform.py): BLUPs (Σ ⊗ K)Z'Py, PEV from P."""
+        ev = self.state.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        return self._wrap_general_vform(ev, method, derivatives, want_pev)
+
+    def _wrap_general_vform(self, ev, method, derivatives, want_pev):
+        st = self.state
+        blups, pevs = {}, {}
+        for k, t in enumerate(st.spec.terms):
+            U = st.blups(ev, k)
+            blups[t.name] = U[:, 0] if t.size == 1 else U
+            if want_pev:
+                P = st.pev(ev, k)
+                pevs[t.name] = P[:, 0] if t.size == 1 else P
+        return Evaluation(
+            np.asarray(ev.theta, dtype=float),
+            method,
+            float(ev.m2ll),
+            ev.score if derivatives else None,
+            ev.ai if derivatives else None,
+            ev.fixed,
+            blups,
+            pevs if want_pev else None,
+            np.asarray(ev.residuals),
+            ev,
+        )
 
 
 def prepare(spec, solver: str = "dense") -> Prepared:
@@ -336,7 +368,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     spec : ModelSpec or GeneralSpec
         A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
         (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
-    solver : {"dense", "sparse", "spectral", "general", "general_sparse"}
+    solver : {"dense", "sparse", "spectral", "general", "general_sparse", "general_vform"}
 
     Returns
     -------
@@ -367,6 +399,10 @@ def prepare(spec, solver: str = "dense") -> Prepared:
         from .general_sparse import GeneralSparseMME
 
         return Prepared("general_sparse", GeneralSparseMME(spec), list(spec.theta_names))
+    elif solver == "general_vform":
+        from .general_vform import GeneralVForm
+
+        return Prepared("general_vform", GeneralVForm(spec), list(spec.theta_names))
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])
