@@ -93,12 +93,14 @@ class Prepared:
     Attributes
     ----------
     name : str
-        "dense", "sparse", "spectral" or "general".
+        One of :data:`SOLVERS`.
     state : object
         The solver object (:class:`~henderson.solvers.dense.DenseMME`,
         :class:`~henderson.solvers.sparse.SparseMME`,
         :class:`~henderson.solvers.spectral.SpectralSolver`,
-        :class:`~henderson.solvers.general.GeneralMME`).
+        :class:`~henderson.solvers.general.GeneralMME`,
+        :class:`~henderson.solvers.general_sparse.GeneralSparseMME`,
+        :class:`~henderson.solvers.general_vform.GeneralVForm`).
     names : list of str
         Names of the entries of θ.
     """
@@ -203,7 +205,8 @@ class Prepared:
         """The EM-REML update of σ² from ``ev`` (evaluated with its factor):
 
         σ²ₖ ← [ûₖ'Pₖûₖ + σ²ₑ tr(PₖC^{kk})]/qₖ (Pₖ = I or K⁻¹, C^{kk} of the unscaled C,
-        C_zz for ML), σ²ₑ ← y'ê/(n − p) (REML; /n for ML). Terms at 0 stay there.
+        C_zz for ML), σ²ₑ ← y'ê/(n − p) (REML; /n for ML). Terms at 0 stay there. For
+        the general engines, θ from their EM targets (:meth:`_em_general`).
 
         Raises
         ------
