@@ -23,6 +23,7 @@ from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
+from .solvers.protocol import Prepared
 from .solvers.protocol import prepare as prepare_solver
 from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
@@ -541,15 +542,16 @@ def fit_general(
         return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
+    prepared = Prepared.of(state)  # the protocol: the optimiser sees Prepared and Evaluation only
     t2 = time.perf_counter()
     if theta is not None:
         th = np.asarray(theta, dtype=float)
         if th.shape != (spec.n_theta,):
             raise ModelError(f"sigma2 needs {spec.n_theta} values: {spec.theta_names}")
-        ev = state.evaluate(th, derivatives=True, method=method)
+        ev = prepared.evaluate(th, derivatives=True, method=method)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), boundary_of(state, th)
     else:
-        opt = optimise_general(state, method=method, start=start, max_iter=max_iter)
+        opt = optimise_general(prepared, method=method, start=start, max_iter=max_iter)
         ev, iterations, converged, log, boundary = (
             opt.evaluation,
             opt.iterations,
@@ -559,7 +561,7 @@ def fit_general(
         )
     t3 = time.perf_counter()
     result = general_result(
-        spec, state, ev, method, iterations, converged, log, boundary, fixed_theta=theta is not None
+        spec, state, ev.detail, method, iterations, converged, log, boundary, fixed_theta=theta is not None
     )
     timings = {
         "spec": t1 - t0,
