@@ -328,3 +328,16 @@ def test_vform_is_exact_on_a_rank_deficient_sigma():
     assert ev.m2ll == pytest.approx(m2ll, rel=1e-10)
     np.testing.assert_allclose(ev.score, score, rtol=1e-8, atol=1e-8 * np.max(np.abs(score)))
     np.testing.assert_allclose(ev.ai, ai, rtol=1e-8, atol=1e-8 * np.max(np.abs(ai)))
+
+
+@pytest.mark.parametrize("how", ["dpotri", "dsyrk"])
+def test_both_inverses_of_v_equal_numpy(how):
+    from scipy.linalg import lapack
+
+    from henderson.solvers.general_vform import _inverse_from_cholesky
+
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(300, 200))
+    V = np.asfortranarray(A @ A.T / 200 + np.eye(300))
+    L, _ = lapack.dpotrf(V, lower=1, clean=0)  # upper triangle left as V's: must be ignored
+    np.testing.assert_allclose(_inverse_from_cholesky(L, how), np.linalg.inv(V), rtol=1e-10, atol=1e-12)
