@@ -341,3 +341,21 @@ def test_both_inverses_of_v_equal_numpy(how):
     V = np.asfortranarray(A @ A.T / 200 + np.eye(300))
     L, _ = lapack.dpotrf(V, lower=1, clean=0)  # upper triangle left as V's: must be ignored
     np.testing.assert_allclose(_inverse_from_cholesky(L, how), np.linalg.inv(V), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+@pytest.mark.parametrize("name", ["us_K_hetres", "fa1_K_hetres", "us_slopes_K", "us_K_plus_iid_block"])
+def test_vform_em_targets_equal_the_c_form(name, method):
+    """The EM-REML targets (the optimiser's fallback step): the V-form's Σ − Σ(T − Q)Σ/r
+    and σ² − σ⁴(tr − quad)/n_g equal the C-form's (Q + T)/r and (ê'Dê + tr(C⁻¹M))/n_g,
+    computed there from C⁻¹, to 1e-10 relative."""
+    from henderson.solvers.general import GeneralMME
+    from henderson.solvers.general_vform import GeneralVForm
+
+    f, kw, d, th, _, _ = _case(name)
+    spec = build_general_spec(f, d, **kw)
+    c = GeneralMME(spec).evaluate(th, method=method, derivatives=True).em
+    v = GeneralVForm(spec).evaluate(th, method=method, derivatives=True).em
+    for a, b in zip(c["terms"], v["terms"]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.max(np.abs(a)))
+    np.testing.assert_allclose(v["residual"], c["residual"], rtol=1e-10)
