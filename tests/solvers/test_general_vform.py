@@ -12,6 +12,8 @@
    scaled by √(ΣᵢᵢΣⱼⱼ)) on the potato MET (shared references, K = I) and on a small
    simulated genomic MET with G; the V-form fit also meets the shared potato references.
 3. ``solver="auto"`` routes the genomic MET (n < 0.8 Σ Sq) to the V-form; a K⁻¹ term is refused.
+4. The EM targets equal the C-form's (from C⁻¹) to 1e-10; a rank-1 Σ, which the C-form
+   refuses, evaluates to the brute force; both V⁻¹ routines equal numpy's inverse.
 """
 
 import warnings
