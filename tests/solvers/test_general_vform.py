@@ -361,3 +361,13 @@ def test_vform_em_targets_equal_the_c_form(name, method):
     for a, b in zip(c["terms"], v["terms"]):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.max(np.abs(a)))
     np.testing.assert_allclose(v["residual"], c["residual"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("n", [300, 1100])  # one block of 512, and three
+def test_mirror_lower_copies_the_lower_triangle(n):
+    from henderson.solvers.general_vform import _mirror_lower
+
+    A = np.asfortranarray(np.random.default_rng(n).normal(size=(n, n)))
+    expected = np.tril(A) + np.tril(A, -1).T
+    _mirror_lower(A)
+    np.testing.assert_array_equal(A, expected)

@@ -90,7 +90,8 @@ def _mirror_lower(A: np.ndarray) -> None:
         i1 = min(i0 + _BLOCK, n)
         A[i0:i1, i1:] = A[i1:, i0:i1].T
         blk = A[i0:i1, i0:i1]
-        blk[...] = np.tril(blk) + np.tril(blk, -1).T
+        iu = np.triu_indices(i1 - i0, 1)  # within the diagonal block only (≤ 512²/2 pairs)
+        blk[iu] = blk.T[iu]
 
 
 def _inverse_from_cholesky(L: np.ndarray, how: str | None = None) -> np.ndarray:
