@@ -171,7 +171,8 @@ def fit(
     ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
     Cholesky factor, for pedigree A⁻¹ and many levels — or ``"vform-general"`` — the
     same likelihood on the n × n covariance of the records, for a dense K with fewer
-    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"`` choose): AI-REML over θ (the elements of each Σ, see
+    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"``
+    choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
