@@ -53,6 +53,7 @@ import scipy.sparse as sp
 from .._progress import report
 from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
 
 if TYPE_CHECKING:
@@ -685,9 +686,11 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
         labels = kept[name].astype(str).to_numpy().astype(object)
         spec = SimpleNamespace(name=name)  # the one field _random_term reads
         rt = _random_term(spec, labels, [labels], cov.get(name), cov_inverse.get(name))  # type: ignore[arg-type]
-        if rt.kind == "iid":
+        iid = isinstance(rt.covariance, Identity)
+        factored = isinstance(rt.covariance, Factored)
+        if iid:
             Kinv, logdet, kd = None, 0.0, np.ones(len(rt.levels))
-        elif rt.kind == "inverse":
+        elif not factored:  # K⁻¹ given (SparseInverse, or a single-step H⁻¹)
             Kinv, logdet, kd = rt.penalty, float(rt.logdet_k), np.asarray(rt.k_diag, dtype=float)
         else:  # dense K: decomposed (K = LL') only if the MME engine runs
             K = np.asarray(rt.kernel, dtype=float)
@@ -700,10 +703,10 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
             logdet,
             bool(diag),
             None,
-            K if rt.kind == "factor" else None,
+            K if factored else None,
         )
         gt.k_diag = kd  # type: ignore[attr-defined]
-        gt.source = rt.kind  # type: ignore[attr-defined]
+        gt.iid = iid  # type: ignore[attr-defined]
         out.append(gt)
     return out
 
@@ -946,7 +949,7 @@ def fit_general_traits(
         r, rse = correlation_tables(S, sub_cov(j), traits)
         correlations[nm], correlation_se[nm] = r, rse
     # the genetic term: the first with a known covariance, else the first
-    gj = next((j for j, g in enumerate(gterms) if g.source != "iid"), 0)  # type: ignore[attr-defined]
+    gj = next((j for j, g in enumerate(gterms) if not g.iid), 0)  # type: ignore[attr-defined]
     term = gterms[gj].name
     for d in (covariances, covariance_se, correlations, correlation_se):
         if term != "genetic":
