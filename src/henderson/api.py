@@ -180,7 +180,11 @@ def fit(
     Var(u) = Σ_g ⊗ G, Var(e) = Σ_e ⊗ I on complete records by the multi-trait spectral
     solver (:mod:`henderson.multitrait`) and returns a
     :class:`~henderson.multitrait.MultiTraitResult`; ``sigma2`` is then a pair of
-    t × t matrices (Σ_g, Σ_e). Other multi-trait shapes are refused with what is missing.
+    t × t matrices (Σ_g, Σ_e). Records missing some traits, several terms, ``diag(1|g)``
+    and A⁻¹ run on the general multi-trait engines (:mod:`henderson.multitrait.general`;
+    with a dense K and missing traits the observation-space REML of
+    :mod:`henderson.multitrait.vform` when it is the smaller problem);
+    ``solver="mme"``/``"dense"``/``"sparse"``/``"vform"`` choose.
 
     Examples
     --------
