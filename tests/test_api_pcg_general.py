@@ -167,7 +167,7 @@ def test_multitrait_pcg_needs_sigma_and_an_inverse(gryphon):
     with pytest.raises(ModelError, match="needs the covariances: sigma2="):
         h.fit(MT_FORMULA, rec, cov_inverse={"ANIMAL": Ainv}, solver="pcg")
     with pytest.raises(ModelError, match="same fixed effects for every trait"):
-        h.api_pcg_general.fit_traits_pcg(
+        h.multitrait.pcg.fit_traits_pcg(
             rec,
             ["BWT", "TARSUS"],
             [("ANIMAL", False)],
