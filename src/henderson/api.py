@@ -229,6 +229,17 @@ def fit(
             t0=t0,
             tol=tol,
         )
+    if sigma2 is not None and solver in ("pcg", "auto") and x0 is None:
+        # an H⁻¹ given in blocks: PCG keeps its dense block apart (api_pcg_general.py)
+        from .api_pcg_general import fit_blocks_pcg, has_blocks
+
+        if has_blocks(cov_inverse):
+            res = fit_blocks_pcg(
+                formula, data, cov=cov, cov_inverse=cov_inverse, sigma2=sigma2, method=method, solver=solver, tol=tol,
+                pev=pev, t0=t0,
+            )  # fmt: skip
+            if res is not None:
+                return res
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(
         spec,
