@@ -25,19 +25,6 @@ pytestmark = pytest.mark.slow  # imports every module in a fresh interpreter
 
 ROOT = Path(henderson.__file__).resolve().parent  # src/henderson
 
-#: Known back-edges still to remove, each with why it exists. The multitrait package spans
-#: tiers (docs/architecture.md puts it beside ``report``, above ``models``): ``api.fit``
-#: dispatches a cbind formula down to its core (formula, fit, reml, spectral), while its
-#: ``cv`` module runs single-trait GBLUP (``estimators``) and the CV splits (``cv``).
-#: Removing them means moving multitrait/cv.py up to the cv tier and the core below api,
-#: which waits for the branch that is changing henderson/multitrait. The test fails if one
-#: of these edges disappears (then delete it here) or if any other cycle appears.
-KNOWN_BACK_EDGES = {
-    ("henderson.api", "henderson.multitrait"),  # fit(cbind(...)) → multitrait.formula
-    ("henderson.multitrait", "henderson.estimators"),  # multitrait.cv: single-trait GBLUP
-    ("henderson.multitrait", "henderson.cv"),  # multitrait.cv: cv.splits
-}
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
@@ -126,10 +113,7 @@ def test_graph_sees_function_level_imports():
 
 def test_no_import_cycle_between_subpackages():
     graph, witness = import_graph()
-    stale = [e for e in KNOWN_BACK_EDGES if e[1] not in graph.get(e[0], ())]
-    assert not stale, f"these known back-edges are gone, delete them from KNOWN_BACK_EDGES: {stale}"
-    pruned = {a: {b for b in bs if (a, b) not in KNOWN_BACK_EDGES} for a, bs in graph.items()}
-    cycle = find_cycle(pruned)
+    cycle = find_cycle(graph)
     if cycle:
         steps = "\n".join(f"  {witness[(a, b)]}" for a, b in zip(cycle, cycle[1:]))
         raise AssertionError(f"import cycle {' → '.join(cycle)}:\n{steps}")

@@ -140,7 +140,7 @@ class GBLUP(_Base):
         multi-trait model Var(g) = Σ_g ⊗ G is fitted (:mod:`henderson.multitrait`).
         """
         if self.traits is not None:
-            from .multitrait.estimators import fit_gblup as _fit_mt
+            from .models.multitrait import fit_gblup as _fit_mt
 
             return _fit_mt(self, X, y, data)
         if isinstance(X, Genotypes):
@@ -224,7 +224,7 @@ class GBLUP(_Base):
         """
         self._check_fitted()
         if self.traits is not None:  # a DataFrame: one column per trait
-            from .multitrait.estimators import predict as _predict_mt
+            from .models.multitrait import predict as _predict_mt
 
             return _predict_mt(self, X)
         if X is None:
@@ -288,7 +288,7 @@ class SNPBLUP(_Base):
         if not isinstance(X, Genotypes):
             raise DataError("SNPBLUP.fit needs Genotypes (henderson.read_genotypes or Genotypes.from_frame)")
         if self.traits is not None:  # GBLUP on VanRaden-1 G, SNP effects back-solved per trait
-            from .multitrait.estimators import fit_gblup as _fit_mt
+            from .models.multitrait import fit_gblup as _fit_mt
 
             _fit_mt(self, X, y, data)
             c = 2.0 * float(np.sum(X.allele_freq[X.n_called > 0] * (1 - X.allele_freq[X.n_called > 0])))
@@ -327,7 +327,7 @@ class SNPBLUP(_Base):
         """
         self._check_fitted()
         if self.traits is not None:
-            from .multitrait.estimators import predict as _predict_mt
+            from .models.multitrait import predict as _predict_mt
 
             return _predict_mt(self, X)
         if X is None:
@@ -370,7 +370,7 @@ class PedigreeBLUP(_Base):
         if not isinstance(X, (Pedigree, pd.DataFrame)):
             raise DataError("PedigreeBLUP.fit needs a Pedigree (henderson.read_pedigree) or a DataFrame id/sire/dam")
         if self.traits is not None:  # dense A, complete records (see henderson.multitrait)
-            from .multitrait.estimators import fit_pblup as _fit_mt
+            from .models.multitrait import fit_pblup as _fit_mt
 
             return _fit_mt(self, X, y, data)
         res = fit_pblup(
@@ -397,7 +397,7 @@ class PedigreeBLUP(_Base):
         """EBVs of all animals (X None) or of the animal ids in X (any pedigree member)."""
         self._check_fitted()
         if self.traits is not None:
-            from .multitrait.estimators import predict as _predict_mt
+            from .models.multitrait import predict as _predict_mt
 
             return _predict_mt(self, X)
         if X is None:

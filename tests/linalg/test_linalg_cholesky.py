@@ -90,7 +90,7 @@ def test_gryphon_mme_matches_dense():
     T = sp.hstack([sp.csr_matrix(t.design()) for t in spec.terms] + [sp.csr_matrix(spec.X)]).tocsc()
     s2 = [3.0, 1.0, 1.5]
     pen = [
-        4.0 / s * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        4.0 / s * (sp.csc_matrix(t.penalty) if t.penalty is not None else sp.identity(t.q))
         for s, t in zip(s2, spec.terms)
     ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).tocsc()
@@ -103,6 +103,28 @@ def test_not_positive_definite_is_an_error_naming_the_row():
     A[7, 7] = -1.0
     with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
         SymbolicCholesky(A.tocsc()).factor_matrix(A.tocsc())
+
+
+def test_update_and_inverse_wider_than_one_panel():
+    """Supernodes with more than 2 × PANEL rows below them: the factorisation's update and
+    the selected inverse's Z_RR are formed in panels (a remainder panel included); the
+    numbers are still the dense ones, in place and out of place."""
+    from henderson.linalg._numeric import PANEL
+
+    rng = np.random.default_rng(11)
+    n_lead, n_tail = 120, 2 * PANEL + 90
+    # each leading column meets ~90 % of a dense trailing block: after elimination the
+    # leading supernodes have (almost) the whole tail below them
+    B = sp.random(n_tail, n_lead, density=0.9, random_state=rng)
+    T = sp.random(n_tail, n_tail, density=0.3, random_state=rng)
+    A = sp.bmat([[sp.identity(n_lead), B.T], [B, T + T.T]])
+    A = (A + sp.diags(abs(A).sum(axis=1).A1 + 1.0)).tocsc()
+    S = check_against_dense(A, last=4, ordering="given")
+    m = np.diff(S.rptr) - np.diff(S.first)
+    assert m.max() > 2 * PANEL, m.max()  # the case is the one it names
+    ref = S.factor_matrix(A).selected_inverse()
+    Z = S.factor_matrix(A).selected_inverse(overwrite=True)
+    np.testing.assert_allclose(Z.z, ref.z, rtol=0, atol=1e-12 * np.abs(ref.z).max())
 
 
 def test_a_dense_clique_is_ordered_last_without_metis_and_gives_the_same_numbers():

@@ -253,7 +253,7 @@ def test_cpdata_vignette_two_traits_matches_own_reml():
 def test_pedigree_blup_traits_large_pedigree_uses_sparse_ainv(monkeypatch):
     """Above DENSE_A_MAX animals PedigreeBLUP(traits=...) fits A⁻¹ on the general MME:
     the same model as the dense-A fast path, so the same fit (1e-7; REML optima)."""
-    import henderson.multitrait.estimators as mte
+    import henderson.models.multitrait as mte
 
     ped = pd.DataFrame(
         {

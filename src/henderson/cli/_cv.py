@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from ._common import Session
 from ._errors import CLIError, cli_words
-from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file, require_columns
+from ._inputs import require_columns
+from ._steps import GeneticOptions, checked_method, read_grm, read_model_genotypes, read_pedigree, read_trait
 
 #: Columns of cv_metrics.csv, in order (the rest follow).
 METRIC_ORDER = [
@@ -72,191 +74,77 @@ def cv_summary_table(fm: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_cv(
-    s: Session,
-    *,
-    model: str,
-    phenotypes: Path,
-    trait: str,
-    genotypes,
-    pedigree,
-    grm,
-    folds: int | str,
-    repeats: int,
-    groups,
-    fold_column,
-    seed: int,
-    refit: bool,
-    id_column: str,
-    ped_columns: str,
-    grm_method: str,
-    jobs: int,
-    fixed: str | None = None,
-    method: str = "reml",
-    drop_unknown: bool = False,
-    coding: str | None = None,
-    selfing: bool = False,
-    scheduler: str | None = None,
-    inputs: dict | None = None,
-) -> None:
+@dataclass(frozen=True)
+class CVOptions:
+    """How ``henderson cv`` splits and refits: the options beyond the model's."""
+
+    folds: int | str = 5
+    repeats: int = 1
+    groups: str | None = None
+    fold_column: str | None = None
+    seed: int = 0
+    refit: bool = True
+    jobs: int = 1
+    scheduler: str | None = None
+
+
+_LABELS = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}
+
+
+def run_cv(s: Session, model: str, o: GeneticOptions, c: CVOptions) -> None:
     """Read the files, cross-validate one model, write cv_predictions.csv, cv_metrics.csv,
     report.html and summary.json. The model options mean what they mean for the fitting
     commands (gblup, snpblup, pblup)."""
     from ..cv import cross_validate
-    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-    from ..report.html import Report
-    from ..report.sections import add_cv
-    from .genetic_cmd import _ped_cols, check_fixed
 
-    model = model.lower().replace("-", "")
-    if model not in ("gblup", "snpblup", "pblup"):
-        raise CLIError(f"--model must be gblup, snpblup or pblup, not {model!r}")
-    method = method.lower()
-    if method not in ("reml", "ml"):
-        raise CLIError(f"--method must be reml or ml, not {method!r}")
-    if model == "pblup" and (genotypes is not None or grm is not None):
-        raise CLIError("--model pblup takes --pedigree, not --genotypes or --grm")
-    if model != "pblup" and pedigree is not None:
-        raise CLIError(
-            f"--model {model} takes --genotypes" + (" or --grm" if model == "gblup" else "") + ", not --pedigree"
-        )
-    missing = "drop" if drop_unknown else "error"
+    model = _checked_model(model, o)
+    o = replace(o, method=checked_method(o.method))
     s.settings.update(
         {
             "model": model,
-            "trait": trait,
-            "fixed": fixed,
-            "method": method,
-            "missing": missing,
-            "folds": folds,
-            "repeats": repeats,
-            "groups": groups,
-            "fold_column": fold_column,
-            "seed": seed,
-            "refit_variances": refit,
-            "jobs": jobs,
+            "trait": o.trait,
+            "fixed": o.fixed,
+            "method": o.method,
+            "missing": o.missing,
+            "folds": c.folds,
+            "repeats": c.repeats,
+            "groups": c.groups,
+            "fold_column": c.fold_column,
+            "seed": c.seed,
+            "refit_variances": c.refit,
+            "jobs": c.jobs,
         }
     )
-    from .genetic_cmd import input_options
-
-    opts = inputs or input_options()
-    with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(
-            phenotypes,
-            trait,
-            id_column,
-            fixed,
-            na_values=opts["na_values"],
-            decimal=opts["decimal"],
-            one_record_per_id=not opts["repeated_records"],
-        )
-        s.add_input("phenotypes", phenotypes)
-        check_fixed(frame, fixed)
-    ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
-    cv_arg, grp = folds, None
-    if folds == "loo" and repeats != 1:
-        s.warn("--leave-one-out has one fold assignment: --repeats set to 1")
-        repeats = 1
-    if fold_column:
-        require_columns(frame, [fold_column], option="--fold-column")
-        cv_arg = _labels(frame[fold_column], ids)  # missing fold = always in training
-        if repeats != 1:
-            s.warn("--fold-column gives fixed folds: --repeats set to 1")
-            repeats = 1
-    if groups:
-        require_columns(frame, [groups], option="--groups")
-        grp = _labels(frame[groups], ids)
-    if model in ("gblup", "snpblup"):
-        if model == "gblup" and grm is not None:
-            if genotypes is not None:
-                raise CLIError("give --genotypes or --grm, not both")
-            with s.step("Reading the relationship matrix"):
-                X = read_relationship_file(grm, kind="G")
-                s.add_input("grm", grm)
-        else:
-            if genotypes is None:
-                raise CLIError(
-                    f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else "")
-                )
-            with s.step("Reading genotypes"):
-                X = read_genotypes_file(genotypes, coding)
-                s.add_input("genotypes", genotypes)
-            from .genetic_cmd import _model_genotypes
-
-            geno_report: dict = {}
-            X = _model_genotypes(s, X, opts, geno_report)
-            s.settings["genotypes"] = geno_report.get("genotypes")
-        if model == "gblup":
-            s.settings["grm_method"] = grm_method
-            est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
-        else:
-            est = SNPBLUP(method=method, fixed=fixed, missing=missing)
-    else:
-        if pedigree is None:
-            raise CLIError("--model pblup needs --pedigree FILE")
-        with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(
-                pedigree,
-                *_ped_cols(ped_columns),
-                selfing=selfing,
-                missing=opts["missing_parent"],
-                birth_year=opts["birth_year"],
-            )
-            s.add_input("pedigree", pedigree)
-        for note in notes:
-            s.warn(note)
-        est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
-    label = {"gblup": "GBLUP", "snpblup": "SNP-BLUP", "pblup": "pedigree BLUP"}[model]
+    y, data, frame = read_trait(s, o)
+    c, cv_arg, grp = _fold_labels(s, c, frame, o.id_column)
+    est, X = _model_and_inputs(s, model, o)
+    label = _LABELS[model]
     with s.step(f"Cross-validating {label}", counted="folds", library_hook=False) as update:
         res = cross_validate(
             est,
             X,
             y,
             cv=cv_arg,
-            repeats=repeats,
-            refit_variances=refit,
-            n_jobs=jobs,
-            seed=seed,
+            repeats=c.repeats,
+            refit_variances=c.refit,
+            n_jobs=c.jobs,
+            seed=c.seed,
             groups=grp,
             data=data,
             progress=update,
-            scheduler=scheduler or None,
+            scheduler=c.scheduler or None,
         )
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
-    summ = cv_summary_table(fm)
     leak = getattr(res, "leakage_note", "") or None  # single-trait CVResult only
-    if not s.quiet:
-        s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
-        # mean ± sd over folds, and the metric pooled over all out-of-fold predictions
-        # (the headline when folds are tiny, e.g. leave-one-out)
-        cols = ["mean", "sd", "n_folds", "pooled"] if "pooled" in res.summary else ["mean", "sd", "n_folds"]
-        s.stdout.print(res.summary[cols].to_string(float_format=lambda v: f"{v:.4f}", na_rep="—"))
+    _print_cv(s, label, res, c.repeats)
     if leak:
         s.warn(cli_words(leak))
     with s.step("Writing outputs"):
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
-        rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(phenotypes).name} — {res.settings.get('scheme')}")
-        n_obs = int(y.notna().sum())
-        kv = {
-            "model": label,
-            "trait": trait,
-            "fixed effects": fixed or "intercept",
-            "method": method.upper(),
-            "folds": f"{res.settings.get('scheme')}, {repeats} repeat(s), seed {seed}"
-            + (f", groups from column {groups}" if groups else ""),
-            "variances": "re-estimated by REML in every fold"
-            if refit
-            else "held at the full-data REML estimates (--fixed-variances)",
-            "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs),
-        }
-        # what the folds left out or could not measure, counted (also in summary.json's warnings)
-        said = " ".join(cli_words(n) + "." for n in res.settings.get("notes", []))
-        add_cv(rep, pred, fm, summ, note=" ".join(x for x in (cli_words(leak) if leak else "", said) if x), settings=kv)
-        rep.write(s.outdir() / "report.html")
-        s.outputs.append("report.html")
+        _write_cv_report(s, label, o, c, res, y, pred, fm, leak)
         s.write_summary(
             {
                 "cv_settings": res.settings,
@@ -266,6 +154,109 @@ def run_cv(
             }
         )
     s.done()
+
+
+def _checked_model(model: str, o: GeneticOptions) -> str:
+    """--model as gblup, snpblup or pblup; an error when its input options do not fit it."""
+    model = model.lower().replace("-", "")
+    if model not in ("gblup", "snpblup", "pblup"):
+        raise CLIError(f"--model must be gblup, snpblup or pblup, not {model!r}")
+    checked_method(o.method)
+    if model == "pblup" and (o.genotypes is not None or o.grm is not None):
+        raise CLIError("--model pblup takes --pedigree, not --genotypes or --grm")
+    if model != "pblup" and o.pedigree is not None:
+        raise CLIError(
+            f"--model {model} takes --genotypes" + (" or --grm" if model == "gblup" else "") + ", not --pedigree"
+        )
+    return model
+
+
+def _fold_labels(s: Session, c: CVOptions, frame: pd.DataFrame, id_column: str):
+    """(options with --repeats as used, the ``cv`` argument, group labels or None).
+
+    Leave-one-out and --fold-column give one fold assignment: --repeats becomes 1.
+    """
+    ids = frame[id_column].astype(str).str.strip().to_numpy(dtype=object)
+    cv_arg, grp = c.folds, None
+    if c.folds == "loo" and c.repeats != 1:
+        s.warn("--leave-one-out has one fold assignment: --repeats set to 1")
+        c = replace(c, repeats=1)
+    if c.fold_column:
+        require_columns(frame, [c.fold_column], option="--fold-column")
+        cv_arg = _labels(frame[c.fold_column], ids)  # missing fold = always in training
+        if c.repeats != 1:
+            s.warn("--fold-column gives fixed folds: --repeats set to 1")
+            c = replace(c, repeats=1)
+    if c.groups:
+        require_columns(frame, [c.groups], option="--groups")
+        grp = _labels(frame[c.groups], ids)
+    return c, cv_arg, grp
+
+
+def _model_and_inputs(s: Session, model: str, o: GeneticOptions):
+    """The unfitted estimator and what it is cross-validated on (G, genotypes or pedigree)."""
+    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
+
+    if model == "pblup":
+        if o.pedigree is None:
+            raise CLIError("--model pblup needs --pedigree FILE")
+        X = read_pedigree(s, o)
+        return PedigreeBLUP(method=o.method, fixed=o.fixed, missing=o.missing), X
+    if model == "gblup" and o.grm is not None:
+        if o.genotypes is not None:
+            raise CLIError("give --genotypes or --grm, not both")
+        X = read_grm(s, o.grm)
+    else:
+        if o.genotypes is None:
+            raise CLIError(f"--model {model} needs --genotypes FILE" + (" (or --grm FILE)" if model == "gblup" else ""))
+        geno_report: dict = {}
+        X = read_model_genotypes(s, o, geno_report)
+        s.settings["genotypes"] = geno_report.get("genotypes")
+    if model == "gblup":
+        s.settings["grm_method"] = o.grm_method
+        return GBLUP(method=o.method, grm=o.grm_method, fixed=o.fixed, missing=o.missing), X
+    return SNPBLUP(method=o.method, fixed=o.fixed, missing=o.missing), X
+
+
+def _print_cv(s: Session, label: str, res, repeats: int) -> None:
+    """The CV summary on stdout (unless --quiet)."""
+    if s.quiet:
+        return
+    s.stdout.print(f"{label} cross-validation ({res.settings.get('scheme')}, {repeats} repeat(s)):")
+    # mean ± sd over folds, and the metric pooled over all out-of-fold predictions
+    # (the headline when folds are tiny, e.g. leave-one-out)
+    cols = ["mean", "sd", "n_folds", "pooled"] if "pooled" in res.summary else ["mean", "sd", "n_folds"]
+    s.stdout.print(res.summary[cols].to_string(float_format=lambda v: f"{v:.4f}", na_rep="—"))
+
+
+def _write_cv_report(
+    s: Session, label: str, o: GeneticOptions, c: CVOptions, res, y, pred: pd.DataFrame, fm: pd.DataFrame, leak
+) -> None:
+    """report.html: the settings, the per-fold metrics and the predictions."""
+    from ..report.html import Report
+    from ..report.sections import add_cv
+
+    trait = o.trait
+    rep = Report(f"Cross-validation: {label}, {trait}", f"{Path(o.phenotypes).name} — {res.settings.get('scheme')}")
+    n_obs = int(y.notna().sum())
+    kv = {
+        "model": label,
+        "trait": trait,
+        "fixed effects": o.fixed or "intercept",
+        "method": o.method.upper(),
+        "folds": f"{res.settings.get('scheme')}, {c.repeats} repeat(s), seed {c.seed}"
+        + (f", groups from column {c.groups}" if c.groups else ""),
+        "variances": "re-estimated by REML in every fold"
+        if c.refit
+        else "held at the full-data REML estimates (--fixed-variances)",
+        "records": f"{n_obs:,} with a value of {trait}" + _scored_note(pred, n_obs),
+    }
+    # what the folds left out or could not measure, counted (also in summary.json's warnings)
+    said = " ".join(cli_words(n) + "." for n in res.settings.get("notes", []))
+    note = " ".join(x for x in (cli_words(leak) if leak else "", said) if x)
+    add_cv(rep, pred, fm, cv_summary_table(fm), note=note, settings=kv)
+    rep.write(s.outdir() / "report.html")
+    s.outputs.append("report.html")
 
 
 def _scored_note(pred: pd.DataFrame, n_obs: int) -> str:

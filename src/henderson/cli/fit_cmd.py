@@ -20,7 +20,8 @@ from ._inputs import (
     require_columns,
     require_numeric,
 )
-from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt, input_options
+from ._steps import input_options
+from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt
 
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
@@ -265,9 +266,9 @@ def _read_relationships(
         r.sources[term] = f"--cov {path}"
     if pedigree is not None:
         term = _choose_term(terms, pedigree_term, "--pedigree-term")
-        from .genetic_cmd import _ped_cols
+        from ._steps import ped_cols
 
-        cols = _ped_cols(ped_columns)
+        cols = ped_cols(ped_columns)
         with s.step("Reading pedigree and building A⁻¹"):
             from ..relationships.pedigree import pedigree_inverse
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,16 @@ import typer
 
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
-from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file
+from ._inputs import read_genotypes_file
+from ._steps import (
+    GeneticOptions,
+    checked_method,
+    input_options,
+    read_grm,
+    read_model_genotypes,
+    read_pedigree,
+    read_trait,
+)
 
 PhenoOpt = Annotated[
     Path, typer.Option("--phenotypes", "-p", help="Phenotypes: CSV/TSV with an id column (delimiter detected).")
@@ -125,47 +135,6 @@ CallRateOpt = Annotated[
 ]
 
 
-def input_options(
-    na_values: str | None = None,
-    decimal: str = ".",
-    missing_parent: str | None = None,
-    birth_year: str | None = None,
-    maf: float | None = None,
-    call_rate: float | None = None,
-    repeated_records: bool = False,
-) -> dict:
-    """The reader options of the command line, as one dict for :func:`run_genetic` and ``run_cv``."""
-    return {
-        "na_values": _codes(na_values),
-        "decimal": decimal,
-        "repeated_records": repeated_records,
-        "missing_parent": None if missing_parent is None else _codes(missing_parent),
-        "birth_year": birth_year,
-        "maf": maf,
-        "call_rate": call_rate,
-    }
-
-
-def _codes(text: str | None) -> list[str]:
-    return [] if text is None else [c.strip() for c in text.split(",") if c.strip()]
-
-
-def check_fixed(frame: pd.DataFrame, fixed: str | None) -> None:
-    """--fixed names columns of the phenotype file: an error lists the file's columns."""
-    if fixed:
-        from ..spec.formula import formula_variables
-        from ._inputs import require_columns
-
-        require_columns(frame, formula_variables(fixed), option="--fixed")
-
-
-def _ped_cols(spec: str) -> tuple[str, str, str]:
-    cols = [c.strip() for c in spec.split(",")]
-    if len(cols) != 3 or not all(cols):
-        raise CLIError(f"--ped-columns needs three names id,sire,dam, got {spec!r}")
-    return cols[0], cols[1], cols[2]
-
-
 #: Largest n²·p for which SNP-BLUP's report builds G to draw its distribution: G costs
 #: ~n²p/2 multiply-adds (1.5e11 is about a second with a multithreaded BLAS; the
 #: bundled wheat data are 4.6e8).
@@ -187,19 +156,6 @@ def _report_grm(s: Session, geno):
     return G, "G (VanRaden 1) built from the same genotypes to show the relationships SNP-BLUP implies."
 
 
-def _model_genotypes(s: Session, geno, opts: dict, extra: dict):
-    """Missing calls counted, no-call individuals dropped, --maf/--call-rate applied; the
-    report goes to ``extra["genotypes"]`` (model.json and summary.json)."""
-    from ._inputs import prepare_genotypes
-
-    geno, report, notes = prepare_genotypes(geno, maf=opts.get("maf"), call_rate=opts.get("call_rate"))
-    for note in notes:
-        s.warn(note)
-    extra["genotypes"] = report
-    s.settings.update({"maf": opts.get("maf"), "call_rate": opts.get("call_rate")})
-    return geno
-
-
 def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     fe = est.fixed_effects_["estimate"]
     intercept = float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else None
@@ -215,50 +171,54 @@ def _write_model(s: Session, est, kind: str, trait: str, extra: dict) -> None:
     s.write_json(doc, "model.json")
 
 
-def run_genetic(
-    kind: str,
-    phenotypes: Path,
-    trait: str,
-    id_column: str,
-    fixed: str | None,
-    out: Path,
-    genotypes: Path | None,
-    pedigree: Path | None,
-    grm: Path | None,
-    grm_method: str,
-    ped_columns: str,
-    method: str,
-    drop_unknown: bool,
-    top: int,
-    coding: str | None,
-    quiet: bool,
-    debug: bool,
-    threads: int | None,
-    selfing: bool = False,
-    gwas: bool = False,
-    window: str | None = None,
-    force: bool = False,
-    inputs: dict | None = None,
-) -> None:
-    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-    from ..report.html import Report
-    from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
+@dataclass
+class _Fitted:
+    """A fitted single-trait model and what its outputs need besides the estimator."""
 
-    s = Session(kind, quiet, debug, threads, out, trait=trait, force=force)
-    method = method.lower()
-    if method not in ("reml", "ml"):
-        raise CLIError(f"--method must be reml or ml, not {method!r}")
+    label: str
+    est: Any = None
+    geno: Any = None
+    G: Any = None
+    ped: Any = None
+    snp_effects: pd.DataFrame | None = None
+    rel_note: str = ""
+    g_note: str = ""
+    #: model.json and summary.json entries beyond the fit
+    extra: dict = field(default_factory=dict)
+
+
+def run_genetic(s: Session, kind: str, o: GeneticOptions, *, top: int = 20, gwas: bool = False, window=None) -> None:
+    """gblup, snpblup or pblup on one trait: read the inputs, fit, write the tables, model.json,
+    report.html and summary.json."""
+    o = replace(o, method=checked_method(o.method))
     s.settings.update(
         {
             "model": kind,
-            "trait": trait,
-            "id_column": id_column,
-            "fixed": fixed,
-            "method": method,
-            "missing": "drop" if drop_unknown else "error",
+            "trait": o.trait,
+            "id_column": o.id_column,
+            "fixed": o.fixed,
+            "method": o.method,
+            "missing": o.missing,
         }
     )
-    if (gwas or window) and genotypes is None:
+    _check_gwas(kind, o, gwas, window)
+    y, data, _ = read_trait(s, o)
+    f = _FITS[kind](s, o, y, data)
+    res = f.est.result_
+    s.notes += list(res.notes)
+    if not s.quiet:
+        s.stdout.print(res.summary())
+        s.stdout.print(f"\nh² = {f.est.h2_:.4f} (SE {f.est.h2_se_:.4f})")
+    with s.step("Writing outputs"):
+        _write_genetic_tables(s, kind, o.trait, f)
+        _write_genetic_report(s, kind, o, f, y, top=top, gwas=gwas, window=window)
+        s.write_summary({"fit": res.to_dict(), "h2": f.est.h2_, "h2_se": f.est.h2_se_, **f.extra})
+    s.done()
+
+
+def _check_gwas(kind: str, o: GeneticOptions, gwas: bool, window) -> None:
+    """--gwas and --window need genotypes (and vanraden1 for gblup): checked before reading."""
+    if (gwas or window) and o.genotypes is None:
         raise CLIError("--gwas needs --genotypes (the SNPs to test)")
     if window and not gwas:
         raise CLIError("--window is an option of --gwas")
@@ -266,121 +226,123 @@ def run_genetic(
         from ..gwas import parse_window
 
         parse_window(window)  # before reading and fitting
-    if gwas and kind == "gblup" and grm_method != "vanraden1":
-        raise CLIError(f"--gwas back-solves SNP effects, which needs --grm-method vanraden1 (not {grm_method})")
-    missing = "drop" if drop_unknown else "error"
-    opts = inputs or input_options()
-    with s.step("Reading phenotypes"):
-        y, data, frame = read_phenotypes(
-            phenotypes,
-            trait,
-            id_column,
-            fixed,
-            na_values=opts["na_values"],
-            decimal=opts["decimal"],
-            one_record_per_id=not opts["repeated_records"],
-        )
-        s.add_input("phenotypes", phenotypes)
-        check_fixed(frame, fixed)
-    geno = G = snp_effects = None
-    rel_note = g_note = ""
-    extra: dict = {}
-    if kind == "gblup":
-        if (genotypes is None) == (grm is None):
-            raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
-        if genotypes is not None:
-            with s.step("Reading genotypes"):
-                geno = read_genotypes_file(genotypes, coding)
-                s.add_input("genotypes", genotypes)
-            geno = _model_genotypes(s, geno, opts, extra)
-            rel_note = f"G ({grm_method}) from {geno.n} individuals x {geno.p} SNPs"
-            s.settings["grm_method"] = grm_method
-        else:
-            with s.step("Reading the relationship matrix"):
-                G = read_relationship_file(grm, kind="G")
-                s.add_input("grm", grm)
-            rel_note = f"{G.n} x {G.n} matrix from {Path(grm).name}"
-        est = GBLUP(method=method, grm=grm_method, fixed=fixed, missing=missing)
-        # from genotypes GBLUP.fit builds G (its SNP blocks drive the bar, then the REML
-        # steps) and back-solves the SNP effects (None unless vanraden1)
-        what = "Building G and fitting GBLUP" if geno is not None else "Fitting GBLUP"
-        with s.step(what, counted="SNPs, then REML steps" if geno is not None else "REML steps"):
-            est.fit(geno if geno is not None else G, y, data=data)
-        G, snp_effects = est.G_, est.snp_effects_
-        label = "GBLUP"
-    elif kind == "snpblup":
-        if genotypes is None:
-            raise CLIError("snpblup needs --genotypes FILE")
-        with s.step("Reading genotypes"):
-            geno = read_genotypes_file(genotypes, coding)
-            s.add_input("genotypes", genotypes)
-        geno = _model_genotypes(s, geno, opts, extra)
-        est = SNPBLUP(method=method, fixed=fixed, missing=missing)
-        with s.step("Fitting SNP-BLUP", counted="REML steps"):
-            est.fit(geno, y, data=data)
-        snp_effects = est.snp_effects_
-        rel_note = f"{geno.n} individuals x {geno.p} SNPs, solved in {est.space_} space"
-        G, g_note = _report_grm(s, geno)
-        extra.update({"sigma2_beta": est.sigma2_beta_, "sigma2_g": est.sigma2_g_})
-        label = "SNP-BLUP"
-    else:
-        if pedigree is None:
-            raise CLIError("pblup needs --pedigree FILE")
-        with s.step("Reading pedigree"):
-            ped, notes = read_pedigree_file(
-                pedigree,
-                *_ped_cols(ped_columns),
-                selfing=selfing,
-                missing=opts["missing_parent"],
-                birth_year=opts["birth_year"],
-            )
-            s.add_input("pedigree", pedigree)  # once, with or without reader notes
-        for note in notes:
-            s.warn(note)
-        est = PedigreeBLUP(method=method, fixed=fixed, missing=missing)
-        with s.step("Fitting pedigree BLUP (A⁻¹)", counted="REML steps"):
-            est.fit(ped, y, data=data)
-        rel_note = f"pedigree of {len(ped.ids)} animals (sparse A⁻¹)"
-        label = "pedigree BLUP"
-    res = est.result_
-    s.notes += list(res.notes)
-    if not quiet:
-        s.stdout.print(res.summary())
-        s.stdout.print(f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f})")
-    with s.step("Writing outputs"):
-        s.write_csv(vc_table(res.variance_components), "variance_components.csv")
-        s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
-        s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
-        if snp_effects is not None:
-            s.write_csv(snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
-        _write_model(
-            s,
-            est,
-            kind,
-            trait,
-            {
-                "h2": est.h2_,
-                "h2_se": est.h2_se_,
-                "n_snps": None if snp_effects is None else len(snp_effects),
-                **{k: v for k, v in extra.items() if k != "genotypes"},
-            },
-        )
-        rep = Report(f"{label}: {trait}", f"{Path(phenotypes).name} — {rel_note}")
-        add_genetic(
-            rep, est, label, trait, y, G=G, snp_effects=snp_effects, top=top, relationship_note=rel_note, g_note=g_note
-        )
-        if kind == "pblup":
-            add_pedigree_summary(rep, ped, phenotyped=y.index[y.notna()])
-        if geno is not None:
-            add_genotype_qc(rep, geno)
-        if gwas:  # back-solved SNP tests of this fit (henderson.association)
-            from .gwas_cmd import association_outputs
+    if gwas and kind == "gblup" and o.grm_method != "vanraden1":
+        raise CLIError(f"--gwas back-solves SNP effects, which needs --grm-method vanraden1 (not {o.grm_method})")
 
-            extra.update(association_outputs(s, rep, est, geno, trait, window=window, top=top))
-        rep.write(s.outdir() / "report.html")
-        s.outputs.append("report.html")
-        s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
-    s.done()
+
+def _fit_gblup(s: Session, o: GeneticOptions, y, data) -> _Fitted:
+    """GBLUP on --genotypes (G built in the fit, SNP effects back-solved) or on --grm."""
+    from ..estimators import GBLUP
+
+    if (o.genotypes is None) == (o.grm is None):
+        raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
+    f = _Fitted("GBLUP")
+    if o.genotypes is not None:
+        f.geno = read_model_genotypes(s, o, f.extra)
+        f.rel_note = f"G ({o.grm_method}) from {f.geno.n} individuals x {f.geno.p} SNPs"
+        s.settings["grm_method"] = o.grm_method
+    else:
+        f.G = read_grm(s, o.grm)
+        f.rel_note = f"{f.G.n} x {f.G.n} matrix from {Path(o.grm).name}"
+    f.est = GBLUP(method=o.method, grm=o.grm_method, fixed=o.fixed, missing=o.missing)
+    # from genotypes GBLUP.fit builds G (its SNP blocks drive the bar, then the REML
+    # steps) and back-solves the SNP effects (None unless vanraden1)
+    on_geno = f.geno is not None
+    what = "Building G and fitting GBLUP" if on_geno else "Fitting GBLUP"
+    with s.step(what, counted="SNPs, then REML steps" if on_geno else "REML steps"):
+        f.est.fit(f.geno if on_geno else f.G, y, data=data)
+    f.G, f.snp_effects = f.est.G_, f.est.snp_effects_
+    return f
+
+
+def _fit_snpblup(s: Session, o: GeneticOptions, y, data) -> _Fitted:
+    """SNP-BLUP on --genotypes; G for the report when it is cheap."""
+    from ..estimators import SNPBLUP
+
+    if o.genotypes is None:
+        raise CLIError("snpblup needs --genotypes FILE")
+    f = _Fitted("SNP-BLUP")
+    f.geno = read_model_genotypes(s, o, f.extra)
+    f.est = est = SNPBLUP(method=o.method, fixed=o.fixed, missing=o.missing)
+    with s.step("Fitting SNP-BLUP", counted="REML steps"):
+        est.fit(f.geno, y, data=data)
+    f.snp_effects = est.snp_effects_
+    f.rel_note = f"{f.geno.n} individuals x {f.geno.p} SNPs, solved in {est.space_} space"
+    f.G, f.g_note = _report_grm(s, f.geno)
+    f.extra.update({"sigma2_beta": est.sigma2_beta_, "sigma2_g": est.sigma2_g_})
+    return f
+
+
+def _fit_pblup(s: Session, o: GeneticOptions, y, data) -> _Fitted:
+    """Pedigree BLUP (sparse A⁻¹) on --pedigree."""
+    from ..estimators import PedigreeBLUP
+
+    if o.pedigree is None:
+        raise CLIError("pblup needs --pedigree FILE")
+    f = _Fitted("pedigree BLUP")
+    f.ped = read_pedigree(s, o)
+    f.est = PedigreeBLUP(method=o.method, fixed=o.fixed, missing=o.missing)
+    with s.step("Fitting pedigree BLUP (A⁻¹)", counted="REML steps"):
+        f.est.fit(f.ped, y, data=data)
+    f.rel_note = f"pedigree of {len(f.ped.ids)} animals (sparse A⁻¹)"
+    return f
+
+
+_FITS = {"gblup": _fit_gblup, "snpblup": _fit_snpblup, "pblup": _fit_pblup}
+
+
+def _write_genetic_tables(s: Session, kind: str, trait: str, f: _Fitted) -> None:
+    """variance_components.csv, fixed_effects.csv, breeding_values.csv, snp_effects.csv, model.json."""
+    est, res = f.est, f.est.result_
+    s.write_csv(vc_table(res.variance_components), "variance_components.csv")
+    s.write_csv(fe_table(res.fixed_effects), "fixed_effects.csv")
+    s.write_csv(bv_table(est.gebv_), "breeding_values.csv")
+    if f.snp_effects is not None:
+        s.write_csv(f.snp_effects.assign(fit_id=s.run_id), "snp_effects.csv")
+    _write_model(
+        s,
+        est,
+        kind,
+        trait,
+        {
+            "h2": est.h2_,
+            "h2_se": est.h2_se_,
+            "n_snps": None if f.snp_effects is None else len(f.snp_effects),
+            **{k: v for k, v in f.extra.items() if k != "genotypes"},
+        },
+    )
+
+
+def _write_genetic_report(
+    s: Session, kind: str, o: GeneticOptions, f: _Fitted, y, *, top: int, gwas: bool, window
+) -> None:
+    """report.html; with --gwas also the association outputs (their summary goes to ``f.extra``)."""
+    from ..report.html import Report
+    from ..report.sections import add_genetic, add_genotype_qc, add_pedigree_summary
+
+    rep = Report(f"{f.label}: {o.trait}", f"{Path(o.phenotypes).name} — {f.rel_note}")
+    add_genetic(
+        rep,
+        f.est,
+        f.label,
+        o.trait,
+        y,
+        G=f.G,
+        snp_effects=f.snp_effects,
+        top=top,
+        relationship_note=f.rel_note,
+        g_note=f.g_note,
+    )
+    if kind == "pblup":
+        add_pedigree_summary(rep, f.ped, phenotyped=y.index[y.notna()])
+    if f.geno is not None:
+        add_genotype_qc(rep, f.geno)
+    if gwas:  # back-solved SNP tests of this fit (henderson.association)
+        from .gwas_cmd import association_outputs
+
+        f.extra.update(association_outputs(s, rep, f.est, f.geno, o.trait, window=window, top=top))
+    rep.write(s.outdir() / "report.html")
+    s.outputs.append("report.html")
 
 
 def gblup(
@@ -437,30 +399,21 @@ def gblup(
             coding=coding,
             method=method,
         )
-    run_genetic(
-        "gblup",
+    o = GeneticOptions(
         phenotypes,
         trait[0],
         id_column,
         fixed,
-        out,
-        genotypes,
-        None,
-        grm,
-        grm_method,
-        "id,sire,dam",
         method,
         drop_unknown,
-        top,
-        coding,
-        quiet,
-        debug,
-        threads,
-        gwas=gwas,
-        window=window,
-        force=force,
+        genotypes=genotypes,
+        grm=grm,
+        grm_method=grm_method,
+        coding=coding,
         inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
     )
+    s = Session("gblup", quiet, debug, threads, out, trait=o.trait, force=force)
+    run_genetic(s, "gblup", o, top=top, gwas=gwas, window=window)
 
 
 def snpblup(
@@ -504,30 +457,19 @@ def snpblup(
             coding=coding,
             method=method,
         )
-    run_genetic(
-        "snpblup",
+    o = GeneticOptions(
         phenotypes,
         trait[0],
         id_column,
         fixed,
-        out,
-        genotypes,
-        None,
-        None,
-        "vanraden1",
-        "id,sire,dam",
         method,
         drop_unknown,
-        top,
-        coding,
-        quiet,
-        debug,
-        threads,
-        gwas=gwas,
-        window=window,
-        force=force,
+        genotypes=genotypes,
+        coding=coding,
         inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
     )
+    s = Session("snpblup", quiet, debug, threads, out, trait=o.trait, force=force)
+    run_genetic(s, "snpblup", o, top=top, gwas=gwas, window=window)
 
 
 def pblup(
@@ -572,29 +514,20 @@ def pblup(
             selfing=selfing,
             method=method,
         )
-    run_genetic(
-        "pblup",
+    o = GeneticOptions(
         phenotypes,
         trait[0],
         id_column,
         fixed,
-        out,
-        None,
-        pedigree,
-        None,
-        "vanraden1",
-        ped_columns,
         method,
         drop_unknown,
-        top,
-        None,
-        quiet,
-        debug,
-        threads,
+        pedigree=pedigree,
+        ped_columns=ped_columns,
         selfing=selfing,
-        force=force,
         inputs=input_options(na_values, decimal, missing_parent, birth_year, repeated_records=repeated_records),
     )
+    s = Session("pblup", quiet, debug, threads, out, trait=o.trait, force=force)
+    run_genetic(s, "pblup", o, top=top)
 
 
 def predict(

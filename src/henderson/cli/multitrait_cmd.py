@@ -47,7 +47,7 @@ def correlation_table(res) -> pd.DataFrame:
 
 
 def add_multitrait(rep, res, label: str) -> None:
-    from ..multitrait.plots import correlation_heatmap
+    from ..report.multitrait_plots import correlation_heatmap
 
     rep.section("Model")
     rep.kv(
@@ -131,10 +131,10 @@ def run_multitrait(
     else:
         if pedigree is None:
             raise CLIError("pblup needs --pedigree FILE")
-        from .genetic_cmd import _ped_cols
+        from ._steps import ped_cols
 
         with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns), selfing=selfing)
+            X, notes = read_pedigree_file(pedigree, *ped_cols(ped_columns), selfing=selfing)
         for note in notes:
             s.warn(note)
         est = PedigreeBLUP(fixed=fixed, traits=traits)

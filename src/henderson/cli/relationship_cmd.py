@@ -13,7 +13,8 @@ import typer
 from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file
-from .genetic_cmd import MissingParentOpt, SelfingOpt, _codes
+from ._steps import codes
+from .genetic_cmd import MissingParentOpt, SelfingOpt
 
 
 def grm(
@@ -130,14 +131,14 @@ def ainv(
     from ..relationships.pedigree import pedigree_inverse
 
     s = Session("ainv", quiet, debug, threads, None)
-    from .genetic_cmd import _ped_cols
+    from ._steps import ped_cols
 
-    cols = _ped_cols(ped_columns)
+    cols = ped_cols(ped_columns)
     files = s.output_files([out])
     f_file = s.output_files([inbreeding], "--inbreeding") if inbreeding is not None else None
     with s.step("Reading pedigree"):
         ped, notes = read_pedigree_file(
-            pedigree, *cols, selfing=selfing, missing=None if missing_parent is None else _codes(missing_parent)
+            pedigree, *cols, selfing=selfing, missing=None if missing_parent is None else codes(missing_parent)
         )
     for note in notes:
         s.warn(note)

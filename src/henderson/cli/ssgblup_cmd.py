@@ -12,6 +12,7 @@ import typer
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
+from ._steps import ped_cols
 from .genetic_cmd import (
     CodingOpt,
     DropOpt,
@@ -24,7 +25,6 @@ from .genetic_cmd import (
     PhenoOpt,
     TopOpt,
     TraitOpt,
-    _ped_cols,
     _write_model,
 )
 
@@ -323,7 +323,7 @@ def _read_inputs(s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, 
         y, data, frame = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
     with s.step("Reading pedigree"):
-        ped, notes = read_pedigree_file(pedigree, *_ped_cols(ped_columns))
+        ped, notes = read_pedigree_file(pedigree, *ped_cols(ped_columns))
         s.add_input("pedigree", pedigree)
     for note in notes:
         s.warn(note)

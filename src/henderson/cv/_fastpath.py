@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .._threads import blas_threads_for
-from ..models._align import ID, records_frame
+from ..models._align import ID, genetic_spec, records_frame
 from ..models.snpblup import centred_crossprod, centred_markers
 from ..relationships.genomic import genomic_relationship
-from ..spec.model import build_spec
 from ._snps import informative_snps, n_uninformative_leave_one_out, two_sum_pq
 from .fast import FixedVarianceCV, rank_error, training_keeps_rank
 
@@ -26,7 +25,7 @@ def record_design(model, known_ids, y: pd.Series, data):
     """y, X, record ids and fixed-effect names of the phenotyped records, and their
     positions in ``y`` (records are matched to ``known_ids`` by id)."""
     frame, formula, *_ = records_frame(y, known_ids, fixed=getattr(model, "fixed", None), data=data)
-    spec = build_spec(formula, frame)
+    spec = genetic_spec(frame, formula)
     rows = frame.index.get_indexer(spec.record_index)
     # frame rows are the non-missing records of y, in y's order (absent ids were refused)
     kept = np.flatnonzero(pd.to_numeric(pd.Series(y.to_numpy()), errors="coerce").notna().to_numpy())

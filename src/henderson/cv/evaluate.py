@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..multitrait.cv import MultiTraitCVResult
+    from .multitrait import MultiTraitCVResult
 
 import functools
 import os
@@ -50,10 +50,9 @@ from sklearn.base import clone
 from ..data.genotypes import Genotypes
 from ..errors import AlignmentError, DataError, DataWarning, ModelError, format_ids
 from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-from ..models._align import ID, numeric_phenotypes, records_frame, trait_name
+from ..models._align import ID, genetic_spec, numeric_phenotypes, records_frame, trait_name
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
-from ..spec.model import build_spec
 from ._fastpath import fast_rows
 from ._snps import informative_snps, two_sum_pq
 from .formula import FormulaModel
@@ -155,7 +154,7 @@ def _params(model) -> dict:
 
 def _clean_y(y) -> pd.Series:
     """y with str ids and float values; text or inf is an error naming ids, as in every
-    fit (:func:`~henderson.models._align.numeric_phenotypes`), never a silent NaN."""
+    fit (:func:`~henderson.data.phenotypes.numeric_phenotypes`), never a silent NaN."""
     if not isinstance(y, pd.Series):
         raise DataError("y must be a pandas Series indexed by id (aligned by id, not position)")
     ids = pd.Index(y.index.astype(str), name=ID)
@@ -242,7 +241,7 @@ class _FixedPart:
             self.design = None
             return
         frame, formula, *_ = records_frame(y, known_ids, fixed=self.fixed, data=data, missing="drop")
-        spec = build_spec(formula, frame)
+        spec = genetic_spec(frame, formula)
         kept = np.flatnonzero(y.notna().to_numpy() & y.index.isin(np.asarray(known_ids, dtype=object)))
         pos = kept[frame.index.get_indexer(spec.record_index)]
         self.design = pd.DataFrame(spec.X, index=pos, columns=spec.x_names)
@@ -449,8 +448,8 @@ def cross_validate(
     design, target : multi-trait models only (``GBLUP(traits=[...])``, y a DataFrame)
         ``"CV1"`` (new lines: every trait masked) or ``"CV2"`` (trait-assisted: the
         ``target`` trait masked on the test lines, the others kept); returns a
-        :class:`~henderson.multitrait.cv.MultiTraitCVResult` with single-trait GBLUP
-        on the same folds side by side (:mod:`henderson.multitrait.cv`).
+        :class:`~henderson.cv.multitrait.MultiTraitCVResult` with single-trait GBLUP
+        on the same folds side by side (:mod:`henderson.cv.multitrait`).
 
     Returns
     -------
@@ -458,7 +457,7 @@ def cross_validate(
     """
     t0 = time.perf_counter()
     if getattr(model, "traits", None) is not None:
-        from ..multitrait.cv import cross_validate_traits
+        from .multitrait import cross_validate_traits
 
         return cross_validate_traits(
             model,

@@ -12,8 +12,10 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..data.phenotypes import numeric_phenotypes
 from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from ..spec.formula import ParsedFormula, random_intercept_formula
+from ..spec.model import ModelSpec, fixed_design, model_spec, random_term, record_labels, with_expanded_fixed
 
 ID = "id"
 
@@ -21,36 +23,6 @@ ID = "id"
 def trait_name(y: pd.Series) -> str:
     name = str(y.name) if y.name is not None else "y"
     return name if re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", name) and name != ID else "y"
-
-
-def numeric_phenotypes(y: pd.Series, ids: pd.Index, trait: str) -> pd.Series:
-    """Phenotypes as float with NaN for missing; refuse text and non-finite values.
-
-    Nothing is coerced silently: a value that is present but not a number (``"abc"``,
-    a missing-value code such as ``"."``) or not finite (``inf``) is an error naming
-    the ids, because dropping it would change the data without the user knowing.
-    """
-    raw = pd.Series(y.to_numpy(), index=ids)
-    vals = pd.to_numeric(raw, errors="coerce")
-    if vals.dtype == bool:
-        vals = vals.astype(float)
-    bad = vals.isna() & raw.notna()
-    if bad.any():
-        shown = ", ".join(f"id {i!r}: {v!r}" for i, v in raw[bad].iloc[:5].items())
-        more = int(bad.sum()) - 5
-        raise DataError(
-            f"trait {trait!r} is not numeric: {int(bad.sum())} of {len(raw)} value(s) cannot be read "
-            f"as numbers ({shown}{f' ... and {more} more' if more > 0 else ''}); convert the column "
-            "to numbers, with missing phenotypes as NaN"
-        )
-    infinite = ~np.isfinite(vals.to_numpy(dtype=float)) & vals.notna().to_numpy()
-    if infinite.any():
-        raise DataError(
-            f"trait {trait!r} has {int(infinite.sum())} non-finite value(s) (inf): ids "
-            + format_ids(ids[infinite])
-            + "; set them to NaN if they are missing, or correct them"
-        )
-    return vals.astype(float)
 
 
 def with_notes(res, before=(), after=()):
@@ -150,3 +122,25 @@ def records_frame(
                 )
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
     return frame, random_intercept_formula(trait, fixed, ID), trait, notes
+
+
+def genetic_spec(frame: pd.DataFrame, formula: ParsedFormula, *, cov=None, cov_inverse=None) -> ModelSpec:
+    """The :class:`~henderson.spec.model.ModelSpec` of ``trait ~ fixed + (1|id)`` from the
+    records frame of :func:`records_frame`, built from its arrays: y, the fixed design, and
+    the ``id`` term with K (``cov``) or K⁻¹ (``cov_inverse``) matched by id.
+
+    Further one-variance terms in ``formula`` (pedigree BLUP's ``random=``) are iid on
+    their columns of ``frame``. Nothing is written as formula text.
+    """
+    formula, frame = with_expanded_fixed(formula, frame)
+    groups = sorted({c for t in formula.random for c in t.columns})
+    design = fixed_design(formula.response, formula.fixed, frame, groups)
+    terms = []
+    for t in formula.random:
+        if t.name == ID:
+            labels = design.records[ID].to_numpy(dtype=object)
+            terms.append(random_term(ID, labels, cov, cov_inverse))
+        else:
+            labels, columns = record_labels(design.records, t)
+            terms.append(random_term(t.name, labels, columns=columns))
+    return model_spec(formula, design, terms)

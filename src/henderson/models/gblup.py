@@ -7,11 +7,13 @@ GEBVs ĝ = σ²_g G Z'Py.
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
-from ..api import fit
+from ..api import fit_spec
 from ..relationships.container import Relationship, as_relationship
-from ._align import ID, records_frame, with_notes
+from ._align import genetic_spec, records_frame, with_notes
 
 
 def fit_gblup(
@@ -45,5 +47,7 @@ def fit_gblup(
     frame, formula, _, notes = records_frame(
         y, G.ids, fixed=fixed, data=data, missing=missing, what="genomic relationship matrix"
     )
-    res = fit(formula, frame, cov={ID: G}, method=method, sigma2=sigma2, pev=pev)
+    t0 = time.perf_counter()
+    spec = genetic_spec(frame, formula, cov=G)
+    res = fit_spec(spec, method=method, sigma2=sigma2, pev=pev, t0=t0)
     return with_notes(res, before=notes)

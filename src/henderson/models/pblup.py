@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
-from ..api import fit
+from ..api import fit, fit_spec
 from ..errors import HendersonError, ModelError, format_ids
 from ..relationships.pedigree import pedigree_inverse
 from ..spec.formula import add_random_terms
-from ._align import ID, records_frame, with_notes
+from ._align import ID, genetic_spec, records_frame, with_notes
 
 
 def fit_pblup(
@@ -46,7 +48,12 @@ def fit_pblup(
             frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
         formula = add_random_terms(formula, random)
     try:
-        res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
+        if any(t.structured for t in formula.random):  # random= with a structure: the general engine
+            res = fit(formula, frame, cov_inverse={ID: Ainv}, method=method, sigma2=sigma2)
+        else:
+            t0 = time.perf_counter()
+            spec = genetic_spec(frame, formula, cov_inverse=Ainv)
+            res = fit_spec(spec, method=method, sigma2=sigma2, t0=t0)
     except HendersonError as err:
         near = Ainv.info.get("fully_inbred") or ()
         if not near:

@@ -38,8 +38,8 @@ from ..errors import DataError, DataWarning
 from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.levels import DenseKernel, Markers
-from ..spec.model import RandomTerm, build_spec
-from ._align import ID, records_frame, with_notes
+from ..spec.model import RandomTerm
+from ._align import ID, genetic_spec, records_frame, with_notes
 from ._alleles import allele_flips
 from ._kernels import crossprod_int8, crossprod_int8_t
 
@@ -135,7 +135,7 @@ def fit_snpblup(
         n²m ≤ ``SNP_SE_BUDGET`` (it costs O(n²m)); never when ``pev=False``.
     """
     frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing, what="genotypes")
-    spec = build_spec(formula, frame)
+    spec = genetic_spec(frame, formula)  # the id term is replaced below by WW'
     freq = geno.allele_freq if allele_freq is None else np.asarray(allele_freq, dtype=float)
     if freq.shape != (geno.p,):
         raise DataError(f"allele_freq has {freq.size} values for {geno.p} SNPs")

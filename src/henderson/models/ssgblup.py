@@ -1,8 +1,9 @@
 """Single-step GBLUP: the animal model with H⁻¹ in place of A⁻¹, and ssSNP effects.
 
 y = Xb + Zu + e, u ~ N(0, Hσ²_u) over every pedigree animal, H⁻¹ from
-:func:`~henderson.single_step_inverse`. Through :func:`henderson.fit` with
-``cov_inverse={"id": Hinv}``, so REML, BLUP at given variances (the BLUPF90
+:func:`~henderson.single_step_inverse`. The model is built from arrays with ids
+(:func:`~henderson.models._align.genetic_spec`, H⁻¹ as the ``id`` term's K⁻¹) and fitted by
+:func:`henderson.api.fit_spec`, so REML, BLUP at given variances (the BLUPF90
 workflow: variances from a previous run) and PEV come from the same sparse or dense
 MME as pedigree BLUP.
 
@@ -18,6 +19,7 @@ statistic postGSf90 turns into p-values (``snp_p_value``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +28,14 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from ..api import fit
+from ..api import fit_spec
 from ..data.genotypes import Genotypes
 from ..errors import DataError
 from ..linalg import SymbolicCholesky
 from ..relationships.pedigree import _as_pedigree, pedigree_inverse
 from ..relationships.single_step import single_step_inverse
-from ..spec.formula import ParsedFormula
-from ..spec.model import build_spec
-from ._align import ID, records_frame, with_notes
+from ..spec.model import ModelSpec
+from ._align import ID, genetic_spec, records_frame, with_notes
 from .snpblup import centred_crossprod
 
 
@@ -44,8 +45,8 @@ class SingleStepFit:
 
     result: Any
     Hinv: Any
-    frame: pd.DataFrame
-    formula: ParsedFormula
+    #: the model fitted, y = Xb + Zu + e with u ~ N(0, σ²_u H): the MME of :func:`pev_block`
+    spec: ModelSpec
 
 
 def fit_ssgblup(
@@ -86,10 +87,12 @@ def fit_ssgblup(
         Hinv = single_step_inverse(ped, genotypes_or_G, keep_g_inverse=True, **h_settings)
         note = None
     frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
-    res = fit(formula, frame, cov_inverse={ID: Hinv}, method=method, sigma2=sigma2, pev=pev)
+    t0 = time.perf_counter()
+    spec = genetic_spec(frame, formula, cov_inverse=Hinv)
+    res = fit_spec(spec, method=method, sigma2=sigma2, pev=pev, t0=t0)
     extra = tuple(notes) + tuple(Hinv.info.get("notes", ())) + ((note,) if note else ())
     res = with_notes(res, before=extra)
-    return SingleStepFit(res, Hinv, frame, formula)
+    return SingleStepFit(res, Hinv, spec)
 
 
 def pev_block(f: SingleStepFit, ids) -> np.ndarray:
@@ -100,7 +103,7 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     """
     res = f.result
     s_u, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
-    spec = build_spec(f.formula, f.frame, cov_inverse={ID: f.Hinv})
+    spec = f.spec
     term = spec.terms[0]
     Z = term.design()
     X = sp.csr_matrix(spec.X)

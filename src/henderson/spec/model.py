@@ -72,11 +72,6 @@ class RandomTerm:
     info: dict = field(default_factory=dict)
 
     @property
-    def kind(self) -> str:
-        """Transitional, read-only: "iid", "factor" or "inverse" (the covariance's class)."""
-        return self.covariance.kind
-
-    @property
     def kernel(self) -> np.ndarray | None:
         """K (q × q) for a :class:`DenseKernel`, else None."""
         return self.covariance.K if isinstance(self.covariance, DenseKernel) else None
@@ -460,7 +455,31 @@ def _logdet_of_inverse(Kinv, info: dict) -> float:
 
 
 def _random_term(spec: RandomTermSpec, labels: np.ndarray, columns: list[np.ndarray], cov, cov_inverse) -> RandomTerm:
-    name = spec.name
+    """:func:`random_term` for a parsed term (its ``name``)."""
+    return random_term(spec.name, labels, cov, cov_inverse, columns=columns)
+
+
+def random_term(
+    name: str, labels: np.ndarray, cov=None, cov_inverse=None, *, columns: list[np.ndarray] | None = None
+) -> RandomTerm:
+    """A :class:`RandomTerm` from arrays with ids: every record's level id and K (or K⁻¹).
+
+    Parameters
+    ----------
+    name : str
+        The term's name (``"id"``, ``"batch:cask"``).
+    labels : ndarray of str, shape (n,)
+        Level id of every record.
+    cov, cov_inverse : Relationship or DataFrame, optional
+        K, or K⁻¹, across the levels (at most one): the level covariance becomes a
+        :class:`DenseKernel` or :class:`SparseInverse`, with every record's level
+        looked up by id (a recorded level absent from K is an error naming it). Neither:
+        :class:`Identity` over the recorded levels, in natural order.
+    columns : list of ndarray of str, optional
+        The per-column ids ``labels`` were joined from (``a:b``), which order iid levels
+        column by column; default ``[labels]``.
+    """
+    columns = [labels] if columns is None else columns
     if cov is not None and cov_inverse is not None:
         raise ModelError(f"term {name!r} got both cov= and cov_inverse=; give one")
     rel = None
@@ -539,6 +558,110 @@ def _integer_covariate_notes(data: pd.DataFrame, x_names: list[str]) -> list[str
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class FixedDesign:
+    """The complete records of a model and its fixed part, as arrays with ids.
+
+    Attributes
+    ----------
+    y : ndarray, shape (n,)
+        The response of the complete records.
+    X : ndarray, shape (n, p)
+        Full-rank fixed-effect matrix (aliased columns dropped, as lme4 does).
+    x_names : list of str, length p
+    records : DataFrame
+        The complete records (rows of the data, index kept): their level ids come from here.
+    n_dropped, dropped_by_column : records dropped for missing values, in all and per column.
+    aliased : list of str
+        Dropped aliased columns.
+    notes : list of str
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    x_names: list[str]
+    records: pd.DataFrame
+    n_dropped: int = 0
+    dropped_by_column: dict = field(default_factory=dict)
+    aliased: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def fixed_design(response: str, fixed: str, data: pd.DataFrame, group_columns=()) -> FixedDesign:
+    """The complete records of ``data`` and their fixed-effect design.
+
+    Parameters
+    ----------
+    response : str
+        Column of y.
+    fixed : str
+        The fixed part (formulaic syntax: ``"1"``, ``"Env"``, ``"0 + C(herd) + x"``).
+    data : DataFrame
+        One row per record.
+    group_columns : sequence of str
+        Columns of the random terms' level ids: a record missing one is dropped too.
+
+    Rows with a missing (NaN) response, predictor or grouping column are dropped, counted
+    in ``notes`` and warned; infinite values are an error naming the column and rows.
+    """
+    needed = [response] + _fixed_variables(fixed, data) + list(group_columns)
+    _check_columns(data, needed)
+    needed = list(dict.fromkeys(needed))
+    _check_no_infinite(data, needed)
+    kept, n_dropped, by_col = _drop_missing(data, needed)
+    notes: list[str] = []
+    y = complete_response(data, kept, n_dropped, by_col, response, notes)
+    X, x_names, aliased = _fixed_matrix(fixed, kept)
+    if aliased:
+        msg = f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}"
+        notes.append(msg)
+        warnings.warn(msg, DataWarning, stacklevel=4)
+    notes += _integer_covariate_notes(kept, x_names)
+    return FixedDesign(y, X, x_names, kept, n_dropped, by_col, aliased, notes)
+
+
+def record_labels(records: pd.DataFrame, spec: RandomTermSpec) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every record's level id of a random term (``a:b`` joined) and the per-column ids."""
+    return _group_labels(records, spec)
+
+
+def model_spec(formula: ParsedFormula, design: FixedDesign, terms) -> ModelSpec:
+    """A :class:`ModelSpec` from arrays with ids: the complete records' design and the
+    random terms on them (:func:`random_term`, one level per record each).
+
+    ``formula`` describes the model (its ``text`` labels the results); nothing is parsed.
+    """
+    terms = tuple(terms)
+    n = len(design.y)
+    for t in terms:
+        if len(t.codes) != n:
+            raise ModelError(f"random term {t.name!r} has {len(t.codes)} record levels for {n} records")
+    if np.ptp(design.y) == 0:
+        raise DataError(f"response {formula.response!r} is constant ({design.y[0]!r}): nothing to fit")
+    return ModelSpec(
+        formula,
+        design.y,
+        design.X,
+        design.x_names,
+        terms,
+        design.records.index,
+        design.n_dropped,
+        design.dropped_by_column,
+        design.aliased,
+        design.notes,
+    )
+
+
+def with_expanded_fixed(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[ParsedFormula, pd.DataFrame]:
+    """``leg(x, k)`` in the fixed part replaced by its columns (:func:`~henderson.spec.legendre.expand_fixed`)."""
+    from .legendre import expand_fixed
+
+    fixed_expanded, data = expand_fixed(parsed.fixed, data)
+    if fixed_expanded != parsed.fixed:
+        parsed = ParsedFormula(parsed.response, fixed_expanded, parsed.random, parsed.text)
+    return parsed, data
+
+
 def build_spec(
     formula: str | ParsedFormula, data: pd.DataFrame, cov: dict | None = None, cov_inverse: dict | None = None
 ) -> ModelSpec:
@@ -560,6 +683,8 @@ def build_spec(
     count is returned in the spec and warned. Infinite values are an error naming the
     column and the rows. Levels of an iid term are ordered naturally (numerically
     when all ids are integers, as R orders an integer factor; otherwise as text).
+    The arrays go through :func:`fixed_design`, :func:`random_term` and :func:`model_spec`,
+    which the genetic models call directly.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -572,11 +697,7 @@ def build_spec(
             f"random term(s) {structured} have several components or a structure: "
             "fit them with henderson.fit (the general engine), not build_spec"
         )
-    from .legendre import expand_fixed
-
-    fixed_expanded, data = expand_fixed(parsed.fixed, data)
-    if fixed_expanded != parsed.fixed:
-        parsed = ParsedFormula(parsed.response, fixed_expanded, parsed.random, parsed.text)
+    parsed, data = with_expanded_fixed(parsed, data)
     cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
     term_names = {t.name for t in parsed.random}
     for key in list(cov) + list(cov_inverse):
@@ -586,23 +707,9 @@ def build_spec(
                 f"random terms: {sorted(term_names) or 'none'}"
             )
     group_cols = sorted({c for t in parsed.random for c in t.columns})
-    needed = [parsed.response] + _fixed_variables(parsed.fixed, data) + group_cols
-    _check_columns(data, needed)
-    needed = list(dict.fromkeys(needed))
-    _check_no_infinite(data, needed)
-    kept, n_dropped, by_col = _drop_missing(data, needed)
-    notes: list[str] = []
-    y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
-    X, x_names, aliased = _fixed_matrix(parsed.fixed, kept)
-    if aliased:
-        msg = f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}"
-        notes.append(msg)
-        warnings.warn(msg, DataWarning, stacklevel=3)
-    notes += _integer_covariate_notes(kept, x_names)
+    design = fixed_design(parsed.response, parsed.fixed, data, group_cols)
     terms = []
     for t in parsed.random:
-        labels, columns = _group_labels(kept, t)
-        terms.append(_random_term(t, labels, columns, cov.get(t.name), cov_inverse.get(t.name)))
-    if np.ptp(y) == 0:
-        raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
-    return ModelSpec(parsed, y, X, x_names, tuple(terms), kept.index, n_dropped, by_col, aliased, notes)
+        labels, columns = record_labels(design.records, t)
+        terms.append(random_term(t.name, labels, cov.get(t.name), cov_inverse.get(t.name), columns=columns))
+    return model_spec(parsed, design, terms)

@@ -8,7 +8,7 @@ import pandas as pd
 
 def correlation_heatmap(R: pd.DataFrame, SE: pd.DataFrame | None = None, title: str = "Correlations") -> bytes:
     """Cells coloured by r on a diverging scale fixed to [−1, 1], annotated 'r (se)'."""
-    from ..report.plots import plt, to_png
+    from .plots import plt, to_png
 
     t = R.shape[0]
     fig, ax = plt.subplots(figsize=(1.1 * t + 2.4, 1.0 * t + 1.6))

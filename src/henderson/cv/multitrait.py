@@ -31,9 +31,9 @@ from .._threads import blas_threads_for
 from ..data.genotypes import Genotypes
 from ..errors import BoundaryWarning, DataError, ModelError
 from ..models._align import ID
+from ..multitrait.fit import fit_traits
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
-from .fit import fit_traits
 
 #: observed records above which the dense CV2 solve is refused (memory (n t)², time (n t)³)
 DENSE_MAX = 12000
@@ -149,8 +149,8 @@ def cross_validate_traits(
         CV1: ignored (every trait is predicted).
     cv, repeats, seed, groups : as :func:`henderson.cross_validate` (folds of lines)
     """
-    from ..cv.splits import make_splits, resolve_scheme
     from ..estimators import GBLUP
+    from .splits import make_splits, resolve_scheme
 
     t0 = time.perf_counter()
     design = str(design).upper()

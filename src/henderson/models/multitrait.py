@@ -14,10 +14,10 @@ import pandas as pd
 
 from ..data.genotypes import Genotypes
 from ..errors import DataError, ModelError, format_ids
-from ..models._align import ID
+from ..multitrait.fit import fit_traits
 from ..relationships.container import as_relationship
 from ..relationships.genomic import genomic_relationship
-from .fit import fit_traits
+from ._align import ID
 
 #: animals above which PedigreeBLUP(traits=...) refuses the dense A (n² memory, n³ time)
 DENSE_A_MAX = 6000
@@ -79,7 +79,7 @@ def fit_gblup(est, X, y, data=None, *, kernel_only: bool = False):
 
 def snp_effects(geno: Genotypes, alpha: np.ndarray, traits) -> pd.DataFrame:
     """β̂_k = W'α_k/(2Σpq) per trait: columns ``effect_<trait>`` beside the SNP table."""
-    from ..models.snpblup import centred_crossprod
+    from .snpblup import centred_crossprod
 
     freq = geno.allele_freq
     ok = geno.n_called > 0
@@ -97,10 +97,10 @@ def fit_pblup(est, X, y, data=None):
     if est.random:
         # extra random terms (e.g. "(1|MOTHER)", "diag(1|year)"): the general multi-trait
         # MME with the pedigree A⁻¹ for the animal term
+        from ..multitrait.fit import check_traits
+        from ..multitrait.formula import parse_multitrait
+        from ..multitrait.general import fit_general_traits
         from ..relationships.pedigree import pedigree_inverse
-        from .fit import check_traits
-        from .formula import parse_multitrait
-        from .general import fit_general_traits
 
         traits = [str(t) for t in est.traits]
         _, _, terms, diag = parse_multitrait(f"cbind({', '.join(traits)}) ~ 1 + {est.random}")
@@ -158,7 +158,7 @@ def predict(est, X=None) -> pd.DataFrame:
     if isinstance(X, Genotypes):
         if getattr(est, "snp_effects_", None) is None:
             raise ModelError("predicting new genotypes needs a fit on genotypes with grm='vanraden1'")
-        from ..models import predict_from_snp_effects
+        from .snpblup import predict_from_snp_effects
 
         out = {}
         for tr in est.result_.traits:

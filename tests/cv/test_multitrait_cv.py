@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 import henderson as hd
+from henderson.cv.multitrait import conditional_blup
 from henderson.multitrait import fit_traits
-from henderson.multitrait.cv import conditional_blup
 
 pytestmark = pytest.mark.filterwarnings("ignore::henderson.errors.BoundaryWarning")
 
