@@ -123,6 +123,21 @@ def _corr(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _fold_predictions(split, test: pd.DataFrame, trait: str, multi, single) -> pd.DataFrame:
+    """One fold's test lines for one trait: observed, multi-trait and single-trait predictions."""
+    return pd.DataFrame(
+        {
+            "id": test.index,
+            "repeat": split.repeat,
+            "fold": split.fold,
+            "trait": trait,
+            "observed": test[trait].to_numpy(),
+            "multi_trait": multi,
+            "single_trait": single,
+        }
+    )
+
+
 def cross_validate_traits(
     model,
     X,
@@ -212,19 +227,7 @@ def cross_validate_traits(
         if design == "CV1":
             gebv = mt.gebv.loc[test.index]
             for k in traits:
-                preds.append(
-                    pd.DataFrame(
-                        {
-                            "id": test.index,
-                            "repeat": s.repeat,
-                            "fold": s.fold,
-                            "trait": k,
-                            "observed": test[k].to_numpy(),
-                            "multi_trait": gebv[k].to_numpy(),
-                            "single_trait": st[k],
-                        }
-                    )
-                )
+                preds.append(_fold_predictions(s, test, k, gebv[k].to_numpy(), st[k]))
         else:
             both = pd.concat([train, test])
             codes = pos.get_indexer(both.index)
@@ -232,20 +235,7 @@ def cross_validate_traits(
                 Yo = both.to_numpy(dtype=float).copy()
                 Yo[len(train) :, traits.index(k)] = np.nan
                 U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
-                pred = U[codes[len(train) :], traits.index(k)]
-                preds.append(
-                    pd.DataFrame(
-                        {
-                            "id": test.index,
-                            "repeat": s.repeat,
-                            "fold": s.fold,
-                            "trait": k,
-                            "observed": test[k].to_numpy(),
-                            "multi_trait": pred,
-                            "single_trait": st[k],
-                        }
-                    )
-                )
+                preds.append(_fold_predictions(s, test, k, U[codes[len(train) :], traits.index(k)], st[k]))
         rg = mt.correlations[ID]
         for k in traits if design == "CV1" else targets:
             p = preds[-len(traits if design == "CV1" else targets) :]
