@@ -6,6 +6,12 @@ mostly under 50 lines").
 
 A function's length is its ``def`` line to its last line (decorators and docstring
 included), as :mod:`ast` reports them; nested functions are counted on their own too.
+
+Figures for src/henderson (issue 15), session of 2026-12-04: over 60 lines 71 → 58,
+over 50 lines 103 → 92; 1,130 of 1,222 functions (92.5 %) at most 50 lines (91.0 %
+before). What is left over 60 is mostly docstrings, typer option lists, and numerical
+code other work was changing at the time (multitrait/general.py, solvers/general*,
+api.py, relationships/single_step.py).
 """
 
 from __future__ import annotations
