@@ -70,7 +70,8 @@ def records_frame(
     -------
     (frame, formula, trait, notes)
         ``formula`` is a :class:`~henderson.spec.formula.ParsedFormula`
-        ``trait ~ fixed + (1|id)`` built directly, for ``build_spec``/``henderson.fit``.
+        ``trait ~ fixed + (1|id)`` built directly (it describes the model; nothing parses
+        it): :func:`genetic_spec` builds the ModelSpec from ``frame``.
     """
     if not isinstance(y, pd.Series):
         raise DataError("phenotypes must be a pandas Series indexed by id (aligned by id, not position)")
