@@ -488,45 +488,35 @@ def _run_one_or_more(kind: str, o: GeneticOptions, traits, out, quiet, debug, th
     if len(traits) > 1:
         from .multitrait_cmd import run_multitrait
 
-        return run_multitrait(
-            kind,
-            s,
-            o.phenotypes,
-            traits,
-            o.id_column,
-            o.fixed,
-            genotypes=o.genotypes,
-            pedigree=o.pedigree,
-            grm=o.grm,
-            grm_method=o.grm_method,
-            ped_columns=o.ped_columns,
-            coding=o.coding,
-            selfing=o.selfing,
-            method=o.method,
-        )
+        return run_multitrait(kind, s, o, traits)
     run_genetic(s, kind, o, **run)
 
 
+PredictModelOpt = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.",
+    ),
+]
+PredictGenotypesOpt = Annotated[
+    Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")
+]
+PredictOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.",
+    ),
+]
+
+
 def predict(
-    model: Annotated[
-        Path,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.",
-        ),
-    ],
-    genotypes: Annotated[
-        Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.",
-        ),
-    ],
+    model: PredictModelOpt,
+    genotypes: PredictGenotypesOpt,
+    out: PredictOutOpt,
     coding: CodingOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
