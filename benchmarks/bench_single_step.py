@@ -5,7 +5,7 @@ Usage::
     OPENBLAS_NUM_THREADS=1 flock /tmp/henderson-bench.lock .venv/bin/python \
         benchmarks/bench_single_step.py [--n 200000 --k 5000 --m 50000] \
         [--routes-n 50000 --routes-k 3000] [--apy-k 8000 --apy-core 2000 --apy-m 5000] \
-        [--solve-n 100000 --solve-k 2000 --solve-m 10000] [--parts routes,apy,solve,hinv] \
+        [--solve-n 100000 --solve-k 2000 --solve-m 10000] [--parts routes,apy,apy_blocks,solve,hinv] \
         [--write benchmarks/results/single_step.md]
 
 Every part runs in a fresh child process (its peak resident memory, ``ru_maxrss``,
@@ -24,6 +24,9 @@ Parts and the floor or peer each is compared with *in the same process*:
   Cholesky inverse.
 - ``apy``: APY G⁻¹ set-up (Misztal 2016) with a random core against the full dense
   inverse of the same G.
+- ``apy_blocks``: APY G⁻¹ from the genotypes by blocks (:func:`apy_inverse_from_genotypes`,
+  never the k × k G) against the floor "the float32 SYRK/GEMM that forms G_CC and G_CN"
+  on the same genotypes and SNP blocks.
 - ``solve``: ssGBLUP at given variances (BLUP, the BLUPF90 workflow) on a pedigree of
   ``solve-n`` animals with the sparse direct solver, against pedigree BLUP (A⁻¹ only)
   of the same records; its H⁻¹ set-up includes diag(H) (k sparse solves).
@@ -193,6 +196,64 @@ def part_apy(k, c, m) -> dict:
     return out
 
 
+def part_apy_blocks(k, c, m) -> dict:
+    """APY inverse from genotypes by blocks against the floor of its GEMM/SYRK.
+
+    Floor, in the same process and on the same genotypes: per SNP block (the builder's
+    block size), the int8 codes converted to float32, gathered into core and non-core
+    rows, and X_C X_C' (ssyrk) + X_C X_N' (sgemm) accumulated: the arithmetic that
+    forms G_CC and G_CN, with nothing else (no centring, no factor, no m).
+    """
+    import numpy as np
+    from scipy.linalg import blas
+
+    from henderson._testing.genotypes import simulate_genotypes
+    from henderson.data.genotypes import default_block_size
+    from henderson.relationships.apy import apy_inverse_from_genotypes, choose_core
+
+    t = time.perf_counter()
+    geno = simulate_genotypes(k, m, seed=3)
+    out = {"k": k, "core": c, "m": m, "simulate_s": time.perf_counter() - t, "rss_after_simulation_mb": rss_mb()}
+    _progress(f"apy_blocks: genotypes simulated in {out['simulate_s']:.1f} s")
+    core = choose_core(geno.ids, c, seed=1)
+    cpos = np.sort(np.flatnonzero(np.isin(geno.ids, core)))
+    npos = np.setdiff1d(np.arange(k), cpos)
+    b = default_block_size(k, 4, target_mb=256.0)  # the builder's block size
+    t, c0 = time.perf_counter(), time.process_time()
+    t_blas = 0.0
+    acc_cc = np.zeros((c, c), np.float32, order="F")
+    acc_cn = np.zeros((c, k - c), np.float32, order="F")
+    for s0 in range(0, m, b):
+        x = geno.dosages[:, s0 : s0 + b].astype(np.float32)
+        xc, xn = x[cpos], x[npos]
+        tb = time.perf_counter()
+        acc_cc = blas.ssyrk(1.0, xc.T, beta=1.0, c=acc_cc, trans=1, lower=1, overwrite_c=1)
+        acc_cn = blas.sgemm(1.0, xc.T, xn.T, beta=1.0, c=acc_cn, trans_a=1, overwrite_c=1)
+        t_blas += time.perf_counter() - tb
+    out["floor_s"] = time.perf_counter() - t
+    out["floor_cpu_s"] = time.process_time() - c0
+    out["floor_blas_only_s"] = t_blas
+    out["block_snps"] = b
+    _progress(f"apy_blocks: floor {out['floor_s']:.1f} s")
+    del acc_cc, acc_cn, x, xc, xn
+    out["rss_after_floor_mb"] = rss_mb()
+    t, c0 = time.perf_counter(), time.process_time()
+    inv = apy_inverse_from_genotypes(geno, core)
+    out["apy_setup_s"] = time.perf_counter() - t
+    out["apy_setup_cpu_s"] = time.process_time() - c0
+    out["apy_parts_s"] = {kk: round(v, 3) for kk, v in inv.info["timings"].items()}
+    _progress(f"apy_blocks: set-up {out['apy_setup_s']:.1f} s")
+    v = np.random.default_rng(0).normal(size=k)
+    t = time.perf_counter()
+    inv @ v
+    out["apy_product_s"] = time.perf_counter() - t
+    out["ratio_setup_to_floor"] = out["apy_setup_s"] / out["floor_s"]
+    out["ratio_setup_to_floor_cpu"] = out["apy_setup_cpu_s"] / out["floor_cpu_s"]
+    out["load_avg_end"] = os.getloadavg()
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
 def part_solve(n, k, m) -> dict:
     import numpy as np
 
@@ -238,7 +299,7 @@ def machine() -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["floor", "hinv", "routes", "apy", "solve"])
+    ap.add_argument("--part", choices=["floor", "hinv", "routes", "apy", "apy_blocks", "solve"])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--k", type=int, default=5_000)
     ap.add_argument("--m", type=int, default=50_000)
@@ -259,6 +320,7 @@ def main():
             "hinv": lambda: part_hinv(a.n, a.k, a.m),
             "routes": lambda: part_routes(a.routes_n, a.routes_k),
             "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
+            "apy_blocks": lambda: part_apy_blocks(a.apy_k, a.apy_core, a.apy_m),
             "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m),
         }[a.part]
         print(json.dumps(f()))

@@ -74,13 +74,14 @@ def _previous_sparse_module():
 
 
 def _fit_previous(spec):
-    from henderson.assemble import sparse_result
+    from henderson.assemble import mme_result
     from henderson.reml.optimize import optimise
+    from henderson.solvers.protocol import Prepared
 
-    state = _previous_sparse_module().SparseMME(spec)
-    opt = optimise(state)
-    return sparse_result(
-        spec, state, opt.evaluation, "reml", opt.iterations, opt.converged, opt.log, opt.boundary, fixed_sigma2=False
+    prepared = Prepared.of(_previous_sparse_module().SparseMME(spec))
+    opt = optimise(prepared)
+    return mme_result(
+        spec, prepared, opt.evaluation, "reml", opt.iterations, opt.converged, opt.log, opt.boundary, False
     )
 
 

@@ -96,17 +96,17 @@ def main():
         "(ru_maxrss) of a child process before and after `fit`; `× factor` = increment / factor MiB.",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| animals | code | AI iterations | σ² (id, residual) | factor MiB | RSS before → after MiB | increment MiB | × factor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| animals | code | AI iterations | σ² (id, residual) | factor MiB | RSS before → after MiB | increment MiB | × factor | fit s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['n']:,} | {r['tree']} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['n']:,} | {r['tree']} | error: {r['error']} | | | | | | |")
             continue
         lines.append(
             f"| {r['n']:,} | {r['tree']} | {r['iterations']} | {r['sigma2'][0]:.4f}, {r['sigma2'][1]:.4f} | "
             f"{r['factor_mib']:.0f} | {r['rss_before']:.0f} → {r['rss_after']:.0f} | {r['increment']:.0f} | "
-            f"{r['increment'] / r['factor_mib']:.1f} |"
+            f"{r['increment'] / r['factor_mib']:.1f} | {r['fit_s']:.1f} |"
         )
     lines.append("")
     Path(a.out).write_text("\n".join(lines))

@@ -68,6 +68,8 @@ _LAZY = {
     "single_step_inverse": ".relationships.single_step",
     "apy_inverse": ".relationships.apy",
     "apy_core_size": ".relationships.apy",
+    "apy_inverse_from_genotypes": ".relationships.apy",
+    "ApyInverse": ".relationships.apy",
     "SingleStepGBLUP": ".estimators",
     # likelihood-ratio tests between nested fits
     "lrt": ".inference",

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .api_pcg import fit_pcg, prefers_pcg
-from .assemble import dense_result, sparse_result, spectral_result
+from .assemble import mme_result, spectral_result
 from .errors import ModelError
 from .reml.optimize import optimise
 from .results import FitResult
@@ -23,9 +23,10 @@ from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
-from .solvers.sparse import SparseMME
+from .solvers.protocol import prepare as prepare_solver
 from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
+from .spec.levels import DenseKernel, Factored, Identity, SparseInverse
 from .spec.model import build_spec
 
 
@@ -118,7 +119,10 @@ def fit(
           have more than ``PCG_THRESHOLD`` equations (a note says so). Asked for
           without ``sigma2``, it estimates them by stochastic REML (Monte Carlo
           AI-REML with PCG solves, seeded by ``seed``; ``variance_components`` gains
-          an ``mc_se`` column);
+          an ``mc_se`` column). At given variances it also solves multi-trait
+          (``cbind``, missing traits), correlated (``correlated=``) and structured
+          random-intercept models, and a single-step H⁻¹ given in blocks
+          (:mod:`henderson.api_pcg_general`; ``"auto"`` likewise above the threshold);
 
         - ``"spectral"`` when the model has one random term with a dense known
           covariance (GBLUP): ZKZ' is reduced to tridiagonal form once and each REML
@@ -142,7 +146,8 @@ def fit(
         PCG only: warm start, an equation vector or a previous result (matched by
         ids and coefficient names).
     tol : float
-        PCG only: convergence at ‖r − Cx‖/‖r‖ <= tol.
+        PCG only (single-trait, multi-trait and structured models): convergence at
+        ‖r − Cx‖/‖r‖ <= tol.
     weights : str, optional
         Column of record weights: var(eᵢ) = σ²ₑ/wᵢ (e.g. deregressed proofs). Missing,
         zero or negative weights are an error naming the rows.
@@ -163,8 +168,9 @@ def fit(
     ``diag(...)``, ``cs(...)``, ``fa(..., d)``, ``us(leg(dim, 2)|animal)`` — and the
     three options above are fitted by the general engine (``result.solver`` is
     ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
-    Cholesky factor, for pedigree A⁻¹ and many levels; ``solver="dense"``/``"sparse"``
-    choose): AI-REML over θ (the elements of each Σ, see
+    Cholesky factor, for pedigree A⁻¹ and many levels — or ``"vform-general"`` — the
+    same likelihood on the n × n covariance of the records, for a dense K with fewer
+    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"`` choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -198,6 +204,7 @@ def fit(
             start=start,
             max_iter=max(max_iter, 500),
             pev=pev,
+            tol=tol,
         )
     if _structured(formula, weights, residual, correlated):
         return fit_general(
@@ -214,6 +221,7 @@ def fit(
             correlated=correlated,
             solver=solver,
             t0=t0,
+            tol=tol,
         )
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(
@@ -300,7 +308,7 @@ def _fit_working(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = len(spec.terms) == 1 and spec.terms[0].kind == "factor" and spec.terms[0].kernel is not None
+    one_kernel = len(spec.terms) == 1 and isinstance(spec.terms[0].covariance, DenseKernel)
     if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
         raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
     if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
@@ -328,27 +336,27 @@ def _fit_working(
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     if solver == "auto" and (inv_spec := sparse_inverse_spec(spec)) is not None:
         spec = inv_spec  # a dense K with a sparse inverse (pedigree A): solvers/kernel_inverse.py
+    # the protocol (solvers/protocol.py): prepare once, the optimiser sees only the
+    # Prepared and its Evaluations, one result builder (assemble.mme_result)
     if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
-        state: SparseMME | DenseMME = SparseMME(spec)
-        assemble = sparse_result
+        prepared = prepare_solver(spec, "sparse")
     else:
         check_memory(spec, "dense")  # an error naming the size instead of swapping
-        state = DenseMME(spec)
-        assemble = dense_result
+        prepared = prepare_solver(spec, "dense")
     t2 = time.perf_counter()
     if sigma2 is not None:
         s = np.asarray(sigma2, dtype=float)
         if s.shape != (len(spec.terms) + 1,):
             raise ModelError(f"sigma2 needs {len(spec.terms) + 1} values (terms, then residual)")
-        ev = state.evaluate(s, derivatives=True, method=method)
+        ev = prepared.evaluate(s, derivatives=True, method=method)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), []
     else:
         # variance components that cannot be told apart are an error, not an arbitrary split
-        if isinstance(state, DenseMME):
-            identifiability.check_dense(state)
+        if isinstance(prepared.state, DenseMME):
+            identifiability.check_dense(prepared.state)
         else:
             identifiability.simple_confounding(spec)
-        opt = optimise(state, method=method, start=start, max_iter=max_iter)
+        opt = optimise(prepared, method=method, start=start, max_iter=max_iter)
         ev, iterations, converged, log, boundary = (
             opt.evaluation,
             opt.iterations,
@@ -357,7 +365,9 @@ def _fit_working(
             opt.boundary,
         )
     t3 = time.perf_counter()
-    result = assemble(spec, state, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None)
+    result = mme_result(
+        spec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None
+    )
     if sigma2 is None and opt.residual_boundary:  # σ²ₑ → 0: reml/residual_boundary.py
         from .reml.residual_boundary import boundary_message, mark_residual_boundary
 
@@ -386,11 +396,14 @@ SPARSE_INVERSE_LEVELS = 500
 
 
 def _prefers_sparse(spec) -> bool:
-    if any(t.kind == "factor" for t in spec.terms):
+    if any(isinstance(t.covariance, Factored) for t in spec.terms):
         return False
-    if any(t.kind == "inverse" and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS for t in spec.terms):
+    if any(
+        isinstance(t.covariance, SparseInverse) and sp.issparse(t.penalty) and t.q >= SPARSE_INVERSE_LEVELS
+        for t in spec.terms
+    ):
         return True
-    sizes = sorted((t.q for t in spec.terms if t.kind == "iid"), reverse=True)
+    sizes = sorted((t.q for t in spec.terms if isinstance(t.covariance, Identity)), reverse=True)
     eliminated = sizes[0] if sizes else 0
     rest = sum(t.q for t in spec.terms) - eliminated
     return rest > SPARSE_THRESHOLD
@@ -442,14 +455,26 @@ def _structured(formula, weights, residual, correlated) -> bool:
 #: Below them one dense Cholesky of C costs little (m³/3 flops at m = 2,000: ~0.1 s).
 GENERAL_SPARSE_MIN_EQUATIONS = (2000, 3000)
 
+#: with a dense K (G) and every other K dense or identity, "auto" takes the V-form
+#: (:mod:`henderson.solvers.general_vform`) when n < VFORM_MAX_RATIO × Σₖ Sₖqₖ: an
+#: evaluation costs n³ there against m³ (m = Σₖ Sₖrₖ + p) on the dense C-form, so the
+#: V-form is ≥ 2× cheaper below this ratio and the row-building overheads stay small.
+VFORM_MAX_RATIO = 0.8
+
 
 def _general_state(spec, solver: str):
     """The general engine for ``solver``: "auto" takes the sparse one
     (:mod:`henderson.solvers.general_sparse`) when no term has a dense K and the random
     equations reach ``GENERAL_SPARSE_MIN_EQUATIONS`` (the first figure when a term has a
-    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine."""
+    sparse K⁻¹, the second otherwise); a dense K (G) makes C dense, so the dense engine,
+    or the V-form when the records are fewer than ``VFORM_MAX_RATIO`` × the random
+    equations and no term enters through K⁻¹."""
     from .solvers.general import GeneralMME
     from .solvers.general_sparse import GeneralSparseMME
+    from .solvers.general_vform import GeneralVForm, supported
+
+    if solver == "vform":
+        return GeneralVForm(spec)
 
     if solver == "auto":
         from .spec.levels import Factored, SparseInverse
@@ -462,6 +487,13 @@ def _general_state(spec, solver: str):
         dense_k = any(isinstance(c, Factored) for c in covs)
         low, high = GENERAL_SPARSE_MIN_EQUATIONS
         solver = "sparse" if not dense_k and n_eq >= (low if sparse_kinv else high) else "dense"
+        if dense_k and spec.n < VFORM_MAX_RATIO * n_eq and supported(spec) is None:
+            from .solvers.memory import InsufficientMemoryError
+
+            try:
+                return GeneralVForm(spec)
+            except InsufficientMemoryError:
+                pass  # n × n too large here: the C-form's memory is set by the equations
     return GeneralSparseMME(spec) if solver == "sparse" else GeneralMME(spec)
 
 
@@ -480,8 +512,9 @@ def fit_general(
     correlated=None,
     solver="auto",
     t0=None,
+    tol=1e-10,
 ) -> FitResult:
-    """Fit with the general engine, dense or sparse (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse, or PCG at given θ (see :func:`fit`)."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
@@ -490,16 +523,22 @@ def fit_general(
     method = method.lower()
     if method not in ("reml", "ml"):
         raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-    if solver not in ("auto", "dense", "sparse"):
+    if solver not in ("auto", "dense", "sparse", "vform", "pcg"):
         raise ModelError(
-            f"structured models are fitted by the general engine, dense or sparse; solver={solver!r} "
-            "is not available for them (use 'auto', 'dense' or 'sparse')"
+            f"structured models are fitted by the general engine, dense, sparse or V-form, or at given θ by PCG; "
+            f"solver={solver!r} is not available for them (use 'auto', 'dense', 'sparse', 'vform' or 'pcg')"
         )
     spec = build_general_spec(
         formula, data, cov=cov, cov_inverse=cov_inverse, weights=weights, residual=residual, correlated=correlated
     )
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
+    # at given θ, PCG by iteration on data (api_pcg_general.py; "auto" above PCG_THRESHOLD)
+    from .api_pcg_general import fit_general_pcg, prefers_general_pcg
+
+    auto_pcg = solver == "auto" and theta is not None and prefers_general_pcg(spec)
+    if solver == "pcg" or auto_pcg:
+        return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
     t2 = time.perf_counter()

@@ -13,6 +13,7 @@ from .assemble_pcg import pcg_result
 from .errors import ModelError
 from .solvers.pcg import PCGMME
 from .solvers.pev_sampling import fixed_effect_cov, sampled_pev
+from .spec.levels import Identity
 
 #: MME equations (beyond the largest iid term, which the dense solver eliminates for
 #: free) above which ``solver="auto"`` with given ``sigma2`` takes PCG. PCG is faster at
@@ -31,7 +32,7 @@ def equations(spec) -> int:
 def prefers_pcg(spec) -> bool:
     """More than PCG_THRESHOLD equations left once the largest iid term is eliminated
     (the dense solver eliminates a diagonal block at no cost, as ``api._prefers_sparse``)."""
-    iid = [t.q for t in spec.terms if t.kind == "iid"]
+    iid = [t.q for t in spec.terms if isinstance(t.covariance, Identity)]
     return equations(spec) - (max(iid) if iid else 0) > PCG_THRESHOLD
 
 

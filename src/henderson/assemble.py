@@ -17,8 +17,6 @@ from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult, ratio_table
 from .results_builder import blup_table, build_fit_result, fixed_effects_table
-from .solvers.dense import DenseMME
-from .spec.levels import Factored
 from .spec.model import ModelSpec
 
 
@@ -100,39 +98,31 @@ def sigma2_vcov(ai: np.ndarray, active, notes: list) -> np.ndarray | None:
     return cov
 
 
-def dense_result(
-    spec: ModelSpec, state: DenseMME, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
+def mme_result(
+    spec: ModelSpec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
 ) -> FitResult:
+    """FitResult of the dense or sparse MME from a protocol :class:`~henderson.solvers.protocol.Evaluation`.
+
+    ``prepared`` is the :class:`~henderson.solvers.protocol.Prepared` that made ``ev``
+    (with derivatives). b̂ and the BLUPs come from ``ev``; the PEVs (σ²ₑ times the diagonal
+    of C⁻¹: the dense block factor's blocks, F C^{vv} F' for a factored K, the sparse
+    selected inverse) and the fixed effects' sampling variances from
+    :meth:`~henderson.solvers.protocol.Prepared.with_pev` on the same factor.
+    """
     K = len(spec.terms)
-    s = ev.sigma2
-    se_e = s[-1]
+    ev = prepared.with_pev(ev)
+    s = ev.theta
     notes = list(spec.notes)
-    cov = None if fixed_sigma2 else sigma2_vcov(ev.ai, ev.active, notes)
+    active = prepared.active(ev)
+    cov = None if fixed_sigma2 else sigma2_vcov(ev.ai, active, notes)
     vc = variance_table(spec, s, cov, boundary, notes)
-
-    p = spec.p
-    nz = len(ev.index) - p
-    b = ev.solution[nz:]
-    b_se = np.sqrt(np.maximum(np.diag(ev.fixed_cov()), 0) * se_e)
-    fe = fixed_effects_table(b, b_se, spec.x_names)
-
+    fe = fixed_effects_table(ev.fixed, np.sqrt(ev.fixed_var), spec.x_names)
     blups = {}
     for k, t in enumerate(spec.terms):
-        if ev.active[k]:
-            a0, b0 = ev.spans[k]
-            v = ev.solution[a0:b0]
-            if isinstance(t.covariance, Factored):
-                blk = ev.inverse_block(k) * se_e
-                u = t.factor @ v
-                pev = np.einsum("ij,ij->i", t.factor @ blk, t.factor)
-            else:
-                u, pev = v, ev.inverse_diag(k) * se_e
-            rel = reliability(pev, s[k], t.k_diag)
-        else:
-            u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
+        u, pev = ev.blups[t.name], ev.pev[t.name]
+        rel = reliability(pev, s[k], t.k_diag) if active[k] else np.zeros(t.q)
         blups[t.name] = blup_table(u, pev, rel, t.n_records, t.levels, t.name)
-
-    settings = settings_of(spec, method, fixed_sigma2, state.name)
+    name = prepared.state.name
     return build_fit_result(
         spec,
         m2ll=ev.m2ll,
@@ -143,11 +133,11 @@ def dense_result(
         fixed_effects=fe,
         blups=blups,
         method=method,
-        solver=state.name,
+        solver=name,
         iterations=iterations,
         converged=converged,
         log=log,
-        settings=settings,
+        settings=settings_of(spec, method, fixed_sigma2, name),
         vcov=cov,
     )
 
@@ -200,54 +190,5 @@ def spectral_result(
         converged=bool(info.get("converged", True)),
         log=info.get("log", pd.DataFrame()),
         settings=settings_of(spec, method, fixed_sigma2, solver.name),
-        vcov=cov,
-    )
-
-
-def sparse_result(
-    spec: ModelSpec, state, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
-) -> FitResult:
-    """FitResult of the sparse MME; PEV from the selected inverse's diagonal (exact)."""
-    K = len(spec.terms)
-    s = ev.sigma2
-    se_e = s[-1]
-    notes = list(spec.notes)
-    cov = None
-    if not fixed_sigma2:
-        ai = ev.ai if ev.ai is not None else state.average_information(ev)
-        cov = sigma2_vcov(ai, ev.active, notes)
-    vc = variance_table(spec, s, cov, boundary, notes)
-    m, p = len(ev.index), spec.p
-    nz = m - p
-    # diag(C⁻¹) from the selected inverse: the fixed effects' SEs and every PEV
-    diag = state.inverse_diag(ev)
-    b = ev.solution[nz:]
-    b_se = np.sqrt(np.maximum(diag[nz:], 0) * se_e)
-    fe = fixed_effects_table(b, b_se, spec.x_names)
-    blups = {}
-    for k, t in enumerate(spec.terms):
-        a, bb = ev.spans[k]
-        if ev.active[k]:
-            u = ev.solution[a:bb]
-            pev = diag[a:bb] * se_e
-            rel = reliability(pev, s[k], t.k_diag)
-        else:
-            u, pev, rel = np.zeros(t.q), np.zeros(t.q), np.zeros(t.q)
-        blups[t.name] = blup_table(u, pev, rel, t.n_records, t.levels, t.name)
-    return build_fit_result(
-        spec,
-        m2ll=ev.m2ll,
-        n_theta=0 if fixed_sigma2 else K + 1,
-        residuals=ev.residuals,
-        notes=notes,
-        variance_components=vc,
-        fixed_effects=fe,
-        blups=blups,
-        method=method,
-        solver=state.name,
-        iterations=iterations,
-        converged=converged,
-        log=log,
-        settings=settings_of(spec, method, fixed_sigma2, state.name),
         vcov=cov,
     )

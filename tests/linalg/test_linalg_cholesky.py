@@ -90,7 +90,7 @@ def test_gryphon_mme_matches_dense():
     T = sp.hstack([sp.csr_matrix(t.design()) for t in spec.terms] + [sp.csr_matrix(spec.X)]).tocsc()
     s2 = [3.0, 1.0, 1.5]
     pen = [
-        4.0 / s * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        4.0 / s * (sp.csc_matrix(t.penalty) if t.penalty is not None else sp.identity(t.q))
         for s, t in zip(s2, spec.terms)
     ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).tocsc()
@@ -103,3 +103,65 @@ def test_not_positive_definite_is_an_error_naming_the_row():
     A[7, 7] = -1.0
     with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
         SymbolicCholesky(A.tocsc()).factor_matrix(A.tocsc())
+
+
+def test_update_and_inverse_wider_than_one_panel():
+    """Supernodes with more than 2 × PANEL rows below them: the factorisation's update and
+    the selected inverse's Z_RR are formed in panels (a remainder panel included); the
+    numbers are still the dense ones, in place and out of place."""
+    from henderson.linalg._numeric import PANEL
+
+    rng = np.random.default_rng(11)
+    n_lead, n_tail = 120, 2 * PANEL + 90
+    # each leading column meets ~90 % of a dense trailing block: after elimination the
+    # leading supernodes have (almost) the whole tail below them
+    B = sp.random(n_tail, n_lead, density=0.9, random_state=rng)
+    T = sp.random(n_tail, n_tail, density=0.3, random_state=rng)
+    A = sp.bmat([[sp.identity(n_lead), B.T], [B, T + T.T]])
+    A = (A + sp.diags(abs(A).sum(axis=1).A1 + 1.0)).tocsc()
+    S = check_against_dense(A, last=4, ordering="given")
+    m = np.diff(S.rptr) - np.diff(S.first)
+    assert m.max() > 2 * PANEL, m.max()  # the case is the one it names
+    ref = S.factor_matrix(A).selected_inverse()
+    Z = S.factor_matrix(A).selected_inverse(overwrite=True)
+    np.testing.assert_allclose(Z.z, ref.z, rtol=0, atol=1e-12 * np.abs(ref.z).max())
+
+
+def test_a_dense_clique_is_ordered_last_without_metis_and_gives_the_same_numbers():
+    # the genotyped block of single-step H⁻¹: 90 rows all linked, in a sparse graph of 600
+    from henderson.linalg.ordering import CLIQUE_MIN, candidate_orders
+
+    rng = np.random.default_rng(5)
+    n, k = 600, 90
+    clique = np.sort(rng.choice(n - 2, size=k, replace=False))  # not among the last 2
+    A = random_spd(n, 0.004, seed=7).tolil()
+    for i in clique:  # a dense, diagonally dominant block
+        A[i, clique] = 0.01
+        A[i, i] = A[i, i] + k
+    A = A.tocsc()
+    assert k >= CLIQUE_MIN
+    orders = candidate_orders(A, last=2)
+    for name in ("metis", "rcm"):
+        assert set(orders[name][-k - 2 : -2]) == set(clique), name
+        assert list(orders[name][-2:]) == [n - 2, n - 1]
+    S = check_against_dense(A, last=2)
+    assert S.ordering in ("metis", "rcm", "given")
+
+
+def test_a_pedigree_has_no_clique():
+    # A⁻¹ of a pedigree with a few sires of many offspring each (hubs, not linked to
+    # each other): nothing is taken out of METIS's graph beyond AMD's dense rows
+    from henderson._testing.pedigree import simulate_pedigree
+    from henderson.linalg.ordering import CLIQUE_MIN, _dense_clique
+    from henderson.relationships.pedigree import pedigree_inverse
+
+    # 80 sires per generation of 3,000: h-index 66 ≥ CLIQUE_MIN, so the candidates'
+    # linkage is what rules them out
+    A = sp.csr_matrix(pedigree_inverse(simulate_pedigree(12000, 4, seed=2, sires_per_generation=80)).matrix, copy=True)
+    A.data[:] = 1.0
+    A.setdiag(0)
+    A.eliminate_zeros()
+    degree = np.diff(A.indptr)
+    srt = np.sort(degree)[::-1]
+    assert np.count_nonzero(srt >= np.arange(1, len(srt) + 1)) >= CLIQUE_MIN
+    assert len(_dense_clique(A, degree, np.zeros(A.shape[0], bool))) == 0

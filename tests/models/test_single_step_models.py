@@ -181,3 +181,21 @@ def test_gene_drop_genotypes_follow_the_pedigree():
     off = ~np.eye(len(ids), dtype=bool)
     slope = np.polyfit(A[off], G[off], 1)[0]
     assert abs(slope - 1) < 0.05 and abs(np.mean(np.diag(G)) - np.mean(np.diag(A))) < 0.05
+
+
+def test_sparse_solve_with_the_genotyped_clique_ordered_last_is_unchanged(sim, monkeypatch):
+    """The 120 genotyped animals' clique is ordered last outside METIS (linalg.ordering);
+    BLUPs, PEV and log-likelihood equal those of the ordering with the clique in METIS's
+    graph (rule switched off) to 1e-10: only round-off differs."""
+    import henderson.linalg.ordering as ordering
+    from henderson import fit, single_step_inverse
+
+    ped, geno, y, _, _, _ = sim
+    H = single_step_inverse(ped, geno)
+    frame = pd.DataFrame({"id": y.index, "y": y.to_numpy()})
+    a = fit("y ~ 1 + (1|id)", frame, cov_inverse={"id": H}, sigma2=(1.0, 1.5), solver="sparse")
+    monkeypatch.setattr(ordering, "CLIQUE_MIN", 10**9)
+    b = fit("y ~ 1 + (1|id)", frame, cov_inverse={"id": H}, sigma2=(1.0, 1.5), solver="sparse")
+    np.testing.assert_allclose(a.blups["id"]["blup"], b.blups["id"]["blup"], atol=1e-10)
+    np.testing.assert_allclose(a.blups["id"]["pev"], b.blups["id"]["pev"], atol=1e-10)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-9)

@@ -87,9 +87,10 @@ def test_missing_traits_and_series_are_clear_errors(sim):
     geno, y = sim
     y2 = y.copy()
     y2.iloc[3, 1] = np.nan
-    # a missing trait value: the general MME, the record keeps its other trait
+    # a missing trait value: the general engine (observed values only: the V-form, as
+    # N_obs ≤ the MME's equations), the record keeps its other trait
     est = hd.GBLUP(traits=["a", "b"]).fit(geno, y2)
-    assert est.solver_ == "multitrait-mme-dense"
+    assert est.solver_ == "multitrait-vform"
     assert est.predict().shape[1] == 2
     with pytest.raises(DataError, match="needs y as a DataFrame"):
         hd.GBLUP(traits=["a", "b"]).fit(geno, y["a"])

@@ -21,9 +21,9 @@ def _zkz(state):
     for t in state.spec.terms:
         Z = np.zeros((state.n, t.q))
         Z[np.arange(state.n), t.codes] = 1.0
-        if t.kind == "factor":
+        if t.factor is not None:
             K = t.factor @ t.factor.T
-        elif t.kind == "inverse":
+        elif t.penalty is not None:
             P = t.penalty.toarray() if sp.issparse(t.penalty) else t.penalty
             K = np.linalg.inv(P)
         else:

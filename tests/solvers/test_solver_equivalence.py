@@ -27,11 +27,8 @@ tests/models/test_models.py). Two tables:
    the log-likelihood (not computed by PCG) to 1e-8.
 
 A combination a solver cannot fit is an error that says why; the table asserts the
-error. The general engines miss 1e-8 on σ² for gryphon and wheat (1.2e-7 and 1.3e-8
-relative; their optimiser's stopping rule declares convergence after three steps that each change −2logL by
-less than 1e-9 relative, while the score is still ~1e-6); those cells are xfails
-(gryphon's strict: it fails loudly once the engine converges further), and a second test holds
-the general engines to their own rule: σ² to 1e-6 relative and log L to 1e-8.
+error. The general engines stop on the size of their next AI step, as the dense optimiser
+does (reml/general.py, "Stopping rule"), and meet the table's 1e-8 on every data set.
 """
 
 import functools
@@ -58,13 +55,6 @@ INAPPLICABLE = {
     ("gryphon", "spectral"): "spectral solver needs exactly one random term with a dense covariance",
     ("wheat", "sparse"): "term 'id' has a dense covariance: use the dense or spectral solver",
 }
-
-# σ² of the general engine at 1e-8: measured 1.2e-7 (gryphon) and 1.3e-8 (wheat) relative
-GENERAL_LOOSE = {"gryphon", "wheat"}
-GENERAL_REASON = (
-    "general engine stops on three flat steps (Δ(−2logL) < 1e-9 relative) with the score "
-    "still ~1e-6: σ² 1e-8 to 1e-7 relative from the dense optimum (reml/general.py optimise_general)"
-)
 
 # the dense reference fits take 4-10 s here (gryphon: 1,309 animals; wheat: 599 × 599 K)
 SLOW = {"gryphon", "wheat"}
@@ -122,21 +112,17 @@ def assert_same_solution(res: h.FitResult, ref: h.FitResult, name: str, loglik: 
         assert res.loglik == pytest.approx(ref.loglik, rel=0, abs=1e-8)
 
 
-def table(solvers, general_loose: bool = False):
-    """pytest params over data set × solver, with the slow rows and known misses marked."""
+def table(solvers):
+    """pytest params over data set × solver, with the slow rows marked."""
     out = []
     for name in DATASETS:
         for solver in solvers:
             marks = [pytest.mark.slow] if name in SLOW else []
-            if general_loose and solver in GENERAL and name in GENERAL_LOOSE:
-                # strict where the miss is decisive (gryphon 1.2e-7); wheat's 1.3e-8 is close
-                # enough to 1e-8 that another BLAS may pass it
-                marks.append(pytest.mark.xfail(strict=name == "gryphon", reason=GENERAL_REASON))
             out.append(pytest.param(name, solver, marks=marks, id=f"{name}-{solver}"))
     return out
 
 
-@pytest.mark.parametrize("name, solver", table(["dense", "sparse", "spectral", *GENERAL], general_loose=True))
+@pytest.mark.parametrize("name, solver", table(["dense", "sparse", "spectral", *GENERAL]))
 def test_reml_estimates_equal_dense(name, solver):
     if (name, solver) in INAPPLICABLE:
         with pytest.raises(ModelError, match=INAPPLICABLE[name, solver]):
@@ -144,6 +130,8 @@ def test_reml_estimates_equal_dense(name, solver):
         return
     ref, res = dense(name), run(name, solver)
     assert ref.solver == "dense-mme" and res.converged
+    if solver in GENERAL:
+        assert res.solver == solver.removeprefix("general-") + "-general"
     assert list(res.sigma2.index) == list(ref.sigma2.index)
     np.testing.assert_allclose(res.sigma2.to_numpy(), ref.sigma2.to_numpy(), rtol=1e-8, atol=0)
     assert_same_solution(res, ref, name)
@@ -162,15 +150,6 @@ def test_known_variances_equal_dense(name, solver):
     assert_same_solution(res, ref, name, loglik=solver != "pcg")
     if solver == "pcg":
         assert np.isnan(res.loglik)
-
-
-@pytest.mark.parametrize("name, solver", table(GENERAL))
-def test_general_engines_within_their_stopping_rule(name, solver):
-    """The general engines' σ² to 1e-6 relative and log L to 1e-8: the same optimum."""
-    ref, res = dense(name), run(name, solver)
-    assert res.solver == solver.removeprefix("general-") + "-general" and res.converged
-    np.testing.assert_allclose(res.sigma2.to_numpy(), ref.sigma2.to_numpy(), rtol=1e-6, atol=0)
-    assert res.loglik == pytest.approx(ref.loglik, rel=0, abs=1e-8)
 
 
 def test_unknown_solver_is_an_error():

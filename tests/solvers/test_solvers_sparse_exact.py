@@ -40,7 +40,7 @@ def _zkz(spec):
     for t in spec.terms:
         Z = np.zeros((spec.n, t.q))
         Z[np.arange(spec.n), t.codes] = 1.0
-        K = np.linalg.inv(t.penalty.toarray()) if t.kind == "inverse" else np.eye(t.q)
+        K = np.linalg.inv(t.penalty.toarray()) if t.penalty is not None else np.eye(t.q)
         out.append(Z @ K @ Z.T)
     return out
 
@@ -111,7 +111,7 @@ def test_pev_is_the_inverse_diagonal(gryphon):
     T = state.T[:, ev.index]
     s = SIGMA2[0]
     pen = [
-        s[-1] / s[k] * (sp.csc_matrix(t.penalty) if t.kind == "inverse" else sp.identity(t.q))
+        s[-1] / s[k] * (sp.csc_matrix(t.penalty) if t.penalty is not None else sp.identity(t.q))
         for k, t in enumerate(spec.terms)
     ]
     C = (T.T @ T + sp.block_diag(pen + [sp.csc_matrix((spec.p, spec.p))])).toarray()

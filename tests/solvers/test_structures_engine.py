@@ -15,6 +15,7 @@ import henderson as h
 from henderson.datasets import load_gryphon, load_lme4, load_potato
 from henderson.solvers.dense import DenseMME
 from henderson.solvers.general import GeneralMME
+from henderson.spec.levels import SparseInverse
 from henderson.spec.model import build_spec
 from henderson.spec.terms import build_general_spec
 
@@ -104,7 +105,7 @@ def test_correlated_terms_load_each_component_on_its_own_column(gryphon):
     )
     (t,) = spec.terms
     assert t.name == "ANIMAL+MOTHER" and t.components == ("ANIMAL", "MOTHER")
-    assert t.structure.kind == "us" and t.level.kind == "inverse"
+    assert t.structure.kind == "us" and isinstance(t.level.covariance, SparseInverse)
     kept = rec.loc[spec.record_index]
     np.testing.assert_array_equal(t.levels[t.codes[:, 0]], kept["ANIMAL"].astype(str))
     np.testing.assert_array_equal(t.levels[t.codes[:, 1]], kept["MOTHER"].astype(str))

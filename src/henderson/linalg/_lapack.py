@@ -32,6 +32,7 @@ _dtrsm = _fn("blas", "dtrsm", 11)
 _dsyrk = _fn("blas", "dsyrk", 10)
 _dsymm = _fn("blas", "dsymm", 12)
 _dgemm = _fn("blas", "dgemm", 13)
+_dormtr = _fn("lapack", "dormtr", 13)
 
 
 @nb.njit(cache=True)
@@ -132,6 +133,76 @@ def gemm_tn(m, n, k, alpha, a, lda, b, ldb, beta, c, coff, ldc):
         a.ctypes,
         _i(lda).ctypes,
         b.ctypes,
+        _i(ldb).ctypes,
+        _d(beta).ctypes,
+        c[coff:].ctypes,
+        _i(ldc).ctypes,
+    )
+
+
+@nb.njit(cache=True)
+def ormtr_lower(side, trans, a, tau, c):
+    """C := op(Q)·C (side 'L') or C·op(Q) (side 'R'), Q from ``dsytrd(lower=1)``; LAPACK info.
+
+    a : (n, n) Fortran-ordered, the reduced matrix holding the reflectors below the
+    subdiagonal; tau : (n − 1,); c : (m, k) Fortran-ordered, overwritten. ``trans``
+    'N' applies Q, 'T' applies Q'. Blocked (dlarfb, BLAS 3): O(n²k) for C of k columns.
+    """
+    m, k = c.shape
+    n = a.shape[0]
+    lda = max(n, 1)
+    ldc = max(m, 1)
+    info = np.zeros(1, np.int32)
+    # workspace query, then the call
+    q = np.zeros(1, np.float64)
+    _dormtr(
+        _c(side).ctypes,
+        _c("L").ctypes,
+        _c(trans).ctypes,
+        _i(m).ctypes,
+        _i(k).ctypes,
+        a.ctypes,
+        _i(lda).ctypes,
+        tau.ctypes,
+        c.ctypes,
+        _i(ldc).ctypes,
+        q.ctypes,
+        _i(-1).ctypes,
+        info.ctypes,
+    )
+    lwork = max(int(q[0]), 1)
+    work = np.empty(lwork, np.float64)
+    _dormtr(
+        _c(side).ctypes,
+        _c("L").ctypes,
+        _c(trans).ctypes,
+        _i(m).ctypes,
+        _i(k).ctypes,
+        a.ctypes,
+        _i(lda).ctypes,
+        tau.ctypes,
+        c.ctypes,
+        _i(ldc).ctypes,
+        work.ctypes,
+        _i(lwork).ctypes,
+        info.ctypes,
+    )
+    return info[0]
+
+
+@nb.njit(cache=True)
+def gemm(transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c, coff, ldc):
+    """C := alpha·op(A)·op(B) + beta·C, op(A) m × k, op(B) k × n; blocks at offsets."""
+    _dgemm(
+        _c(transa).ctypes,
+        _c(transb).ctypes,
+        _i(m).ctypes,
+        _i(n).ctypes,
+        _i(k).ctypes,
+        _d(alpha).ctypes,
+        a[aoff:].ctypes,
+        _i(lda).ctypes,
+        b[boff:].ctypes,
         _i(ldb).ctypes,
         _d(beta).ctypes,
         c[coff:].ctypes,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._lapack import gemm_tn, potrf_lower, potri_lower, symm_left_lower, syrk_lower, trsm
+from ._lapack import gemm, gemm_tn, potrf_lower, potri_lower, syrk_lower, trsm
 
 
 @nb.njit(cache=True)
@@ -21,13 +21,28 @@ def _map_rows(relmap, rows, a, b):
         relmap[rows[q]] = q - a
 
 
+#: columns of the update (factorisation) and of Z_RR (selected inverse) formed at a time:
+#: the workspace is PANEL × m instead of m × m (m = rows below a supernode; ~2,400 at
+#: 100,000 animals, where m² doubles is 45 MiB), and a dgemm with k = PANEL runs near
+#: the BLAS peak
+PANEL = 256
+
+
+def panel_workspace(m: np.ndarray) -> int:
+    """Length of the panel workspace for supernodes with m rows below them."""
+    m = np.asarray(m, dtype=np.int64)
+    return int(max((np.minimum(m, PANEL) * m).max(initial=0), 1))
+
+
 @nb.njit(cache=True)
 def factorize(x, first, rptr, rows, off, snode, work, relmap):
     """Right-looking supernodal Cholesky in place; returns −1, or the failing column.
 
     For each supernode J: L_JJ = chol(A_JJ) (LAPACK dpotrf), L_RJ = A_RJ L_JJ⁻ᵀ
-    (dtrsm), then the update L_RJ L_RJ' (dsyrk) is subtracted from the columns of the
-    ancestor supernodes it touches (scatter through the target's row map).
+    (dtrsm), then the update L_RJ L_RJ' is subtracted from the columns of the
+    ancestor supernodes it touches (scatter through the target's row map). The update
+    is formed PANEL columns at a time (dsyrk for the panel's diagonal block, dgemm for
+    the rows below it), into a workspace of PANEL × m numbers (``panel_workspace``).
     """
     ns = len(first) - 1
     for s in range(ns):
@@ -42,23 +57,29 @@ def factorize(x, first, rptr, rows, off, snode, work, relmap):
         if m == 0:
             continue
         trsm("R", "T", m, w, x, o, nr, x, o + w, nr)
-        syrk_lower(m, w, 1.0, x, o + w, nr, 0.0, work, m)
         R0 = rptr[s] + w
-        a = 0
-        while a < m:
-            t = snode[rows[R0 + a]]
-            lt = first[t + 1]
-            _map_rows(relmap, rows, rptr[t], rptr[t + 1])
-            nrt = rptr[t + 1] - rptr[t]
-            a2 = a
-            while a2 < m and rows[R0 + a2] < lt:
-                a2 += 1
-            for aa in range(a, a2):
-                base = off[t] + (rows[R0 + aa] - first[t]) * nrt
-                col = aa * m
-                for b in range(aa, m):
-                    x[base + relmap[rows[R0 + b]]] -= work[col + b]
-            a = a2
+        for a0 in range(0, m, PANEL):
+            a1 = min(m, a0 + PANEL)
+            bw, ld = a1 - a0, m - a0
+            # work[(b − a0) + (aa − a0)·ld] = (L_RJ L_RJ')[b, aa] for aa in [a0, a1), b ≥ aa
+            syrk_lower(bw, w, 1.0, x, o + w + a0, nr, 0.0, work, ld)
+            if a1 < m:
+                gemm("N", "T", m - a1, bw, w, 1.0, x, o + w + a1, nr, x, o + w + a0, nr, 0.0, work, bw, ld)
+            a = a0
+            while a < a1:
+                t = snode[rows[R0 + a]]
+                lt = first[t + 1]
+                _map_rows(relmap, rows, rptr[t], rptr[t + 1])
+                nrt = rptr[t + 1] - rptr[t]
+                a2 = a
+                while a2 < a1 and rows[R0 + a2] < lt:
+                    a2 += 1
+                for aa in range(a, a2):
+                    base = off[t] + (rows[R0 + aa] - first[t]) * nrt
+                    col = (aa - a0) * ld - a0
+                    for b in range(aa, m):
+                        x[base + relmap[rows[R0 + b]]] -= work[col + b]
+                a = a2
     return -1
 
 
@@ -112,7 +133,7 @@ def solve_inplace(x, first, rptr, rows, off, B):
 
 
 @nb.njit(cache=True)
-def selected_inverse(x, z, first, rptr, rows, off, snode, relmap, G, Y, ZR, D, limit):
+def selected_inverse(x, z, same, first, rptr, rows, off, snode, relmap, G, Y, ZR, limit):
     """Takahashi recurrences: Z = A⁻¹ on the pattern of L (same layout as ``x``).
 
     With Y = L_RJ L_JJ⁻¹ and Z_RR gathered from the supernodes already done,
@@ -124,7 +145,14 @@ def selected_inverse(x, z, first, rptr, rows, off, snode, relmap, G, Y, ZR, D, l
     the rows R of a column form a clique in it. With ``limit`` < n only the leading
     block A[:limit, :limit] is inverted (its factor is L's leading block): rows ≥ limit
     are left out and their Z entries set to 0. Only the lower triangle of each
-    diagonal block is written.
+    diagonal block is kept (its strict upper triangle is set to 0).
+
+    Workspace: Z_RR is gathered PANEL columns at a time into ``G`` (PANEL × m numbers,
+    ``panel_workspace``), and Z_RJ accumulated by two dgemm per panel (the panel's
+    rows, and its transpose for the rows above it); Z_JJ is formed in place in Z's
+    own diagonal block (dpotri there), so no w × w or m × m array is needed. ``z`` may
+    be ``x`` itself (``same`` True; L is read at supernode J only before Z's J is
+    written).
     """
     ns = len(first) - 1
     for s in range(ns - 1, -1, -1):
@@ -142,30 +170,47 @@ def selected_inverse(x, z, first, rptr, rows, off, snode, relmap, G, Y, ZR, D, l
             for b in range(m):
                 Y[b + c * m] = x[o + c * nr + w + b]
         trsm("R", "N", m, w, x, o, nr, Y, 0, max(m, 1))
-        a = 0
-        while a < m:  # gather the lower triangle of Z_RR
-            t = snode[rows[R0 + a]]
-            lt = first[t + 1]
-            _map_rows(relmap, rows, rptr[t], rptr[t + 1])
-            nrt = rptr[t + 1] - rptr[t]
-            a2 = a
-            while a2 < m and rows[R0 + a2] < lt:
-                a2 += 1
-            for aa in range(a, a2):
-                base = off[t] + (rows[R0 + aa] - first[t]) * nrt
-                for b in range(aa, m):
-                    G[b + aa * m] = z[base + relmap[rows[R0 + b]]]
-            a = a2
-        symm_left_lower(m, w, -1.0, G, max(m, 1), Y, max(m, 1), 0.0, ZR, max(m, 1))
         for c in range(w):
-            for r in range(w):
-                D[r + c * w] = x[o + c * nr + r] if r >= c else 0.0
-        potri_lower(D, 0, w, w)
+            for b in range(m):
+                ZR[b + c * m] = 0.0
+        for a0 in range(0, m, PANEL):
+            a1 = min(m, a0 + PANEL)
+            bw, ld = a1 - a0, m - a0
+            a = a0
+            while a < a1:  # gather Z[b, aa] for aa in [a0, a1), b ≥ aa (lower triangle)
+                t = snode[rows[R0 + a]]
+                lt = first[t + 1]
+                _map_rows(relmap, rows, rptr[t], rptr[t + 1])
+                nrt = rptr[t + 1] - rptr[t]
+                a2 = a
+                while a2 < a1 and rows[R0 + a2] < lt:
+                    a2 += 1
+                for aa in range(a, a2):
+                    base = off[t] + (rows[R0 + aa] - first[t]) * nrt
+                    col = (aa - a0) * ld - a0
+                    for b in range(aa, m):
+                        G[col + b] = z[base + relmap[rows[R0 + b]]]
+                a = a2
+            for c in range(bw):  # the panel's diagonal block made symmetric
+                for r in range(c + 1, bw):
+                    G[c + r * ld] = G[r + c * ld]
+            # Z_RJ[a0:m] −= Z[a0:m, a0:a1] Y[a0:a1];  Z_RJ[a0:a1] −= Z[a1:m, a0:a1]' Y[a1:m]
+            gemm("N", "N", ld, w, bw, -1.0, G, 0, ld, Y, a0, max(m, 1), 1.0, ZR, a0, max(m, 1))
+            if a1 < m:
+                gemm("T", "N", bw, w, m - a1, -1.0, G, bw, ld, Y, a1, max(m, 1), 1.0, ZR, a0, max(m, 1))
+        if not same:
+            for c in range(w):
+                for r in range(c, w):
+                    z[o + c * nr + r] = x[o + c * nr + r]
+        potri_lower(z, o, w, nr)
+        for c in range(w):  # upper triangle: not referenced by dpotri, zero for dgemm's beta
+            for r in range(c):
+                z[o + c * nr + r] = 0.0
         if m:
-            gemm_tn(w, w, m, -1.0, Y, m, ZR, m, 1.0, D, 0, w)
+            gemm_tn(w, w, m, -1.0, Y, m, ZR, m, 1.0, z, o, nr)
         for c in range(w):
-            for r in range(c, w):
-                z[o + c * nr + r] = D[r + c * w]
+            for r in range(c):
+                z[o + c * nr + r] = 0.0
             for b in range(m):
                 z[o + c * nr + w + b] = ZR[b + c * m]
             for b in range(m, nr - w):

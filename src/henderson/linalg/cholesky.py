@@ -11,6 +11,8 @@ remlf90) compute per iteration; here it is numba over LAPACK (see docs/theory.md
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -18,6 +20,21 @@ from ..errors import NotPositiveDefiniteError
 from . import _numeric as K
 from . import _symbolic as S
 from .ordering import candidate_orders
+
+
+def return_freed_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    The symbolic analysis allocates and frees ~1.4 × the factor's size in arrays of a
+    few MiB (orderings tried, L's pattern, column counts). glibc keeps such freed chunks
+    in its heap, where the factor and the selected inverse's workspace — allocated by
+    mmap — cannot reuse them: at 100,000 animals 64 MiB stayed resident through REML
+    (benchmarks/results/sparse_memory.md).
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc
+        pass
 
 
 def _upper_lower(pattern: sp.spmatrix, order: np.ndarray):
@@ -58,6 +75,10 @@ class SymbolicCholesky:
     """
 
     def __init__(self, pattern, *, last: int = 0, ordering="auto"):
+        self._analyse(pattern, last, ordering)
+        return_freed_heap()  # the analysis's scratch, before any factor is allocated
+
+    def _analyse(self, pattern, last: int, ordering) -> None:
         n = pattern.shape[0]
         self.n = n
         self.last = int(last)
@@ -98,9 +119,8 @@ class SymbolicCholesky:
         self.off = np.concatenate([[0], np.cumsum(nr * w)]).astype(np.int64)
         self.size = int(self.off[-1])
         m = nr - w
-        self._work = int(max((m * m).max(initial=0), 1))
+        self._work = K.panel_workspace(m)  # PANEL × m: update / Z_RR panels
         self._mw = int(max((m * w).max(initial=0), 1))
-        self._ww = int(max((w * w).max(initial=0), 1))
         self.flops = float((cc.astype(float) ** 2).sum())
 
     @property
@@ -199,6 +219,7 @@ class Factor:
         K.selected_inverse(
             self.x,
             z,
+            overwrite,
             s.first,
             s.rptr,
             s.rows,
@@ -208,7 +229,6 @@ class Factor:
             np.empty(s._work),
             np.empty(s._mw),
             np.empty(s._mw),
-            np.empty(s._ww),
             s.n if limit is None else limit,
         )
         if overwrite:

@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import ModelError
 from ..spec.formula import is_multitrait, parse_formula, response_of  # noqa: F401 - is_multitrait re-exported
 
-SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse")
+SOLVERS = ("auto", "spectral", "multitrait-spectral", "mme", "dense", "sparse", "vform", "pcg")
 
 
 def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
@@ -42,11 +42,15 @@ def fit_formula(
     max_iter=500,
     pev="auto",
     fixed=None,
+    tol=1e-10,
 ):
     """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`.
 
-    ``solver``: "auto" (the spectral fast path when it applies, else the general MME),
-    "spectral", or "mme" / "dense" / "sparse" (the general MME with that back end).
+    ``solver``: "auto" (the spectral fast path when it applies, else the general MME; at
+    given ``sigma`` above ``PCG_THRESHOLD`` equations, PCG), "spectral", "mme" / "dense" /
+    "sparse" (the general MME with that back end), "vform" (REML over the observed values,
+    :mod:`henderson.multitrait.vform`; "auto" takes it for missing traits with a dense K when
+    it is the smaller problem), or "pcg" (given ``sigma`` only: :mod:`henderson.multitrait.pcg`).
     ``sigma``/``start`` are (Σ_g, Σ_e) for one term, or on the general MME
     ``{"Sigma": [Σ per term], "Residual": Σ_e}``.
     """
@@ -112,6 +116,25 @@ def fit_formula(
             return {"Sigma": [x[0]], "Residual": x[1]}
         raise ModelError('sigma/start on the general MME: {"Sigma": [one matrix per term], "Residual": matrix}')
 
+    term_list = [(t.name, t.name in diag) for t in terms]
+    # at given Σ's, PCG by iteration on data (api_pcg_general.py; "auto" above PCG_THRESHOLD)
+    from .pcg import fit_traits_pcg, prefers_pcg
+
+    auto_pcg = solver == "auto" and sigma is not None and prefers_pcg(kept, traits, term_list, cov, cov_inverse)
+    if solver == "pcg" or auto_pcg:
+        return fit_traits_pcg(
+            kept,
+            traits,
+            term_list,
+            cov=cov,
+            cov_inverse=cov_inverse,
+            fixed=fixed_part,
+            sigma=as_general(sigma),
+            formula=formula,
+            notes=notes,
+            auto=auto_pcg,
+            tol=tol,
+        )
     return fit_general_traits(
         kept,
         traits,
@@ -125,4 +148,5 @@ def fit_formula(
         backend="auto" if solver in ("auto", "mme") else solver,
         formula=formula,
         notes=notes,
+        pev=pev,
     )

@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,11 @@ import scipy.sparse as sp
 from .._progress import report
 from .._threads import blas_threads_for
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
+
+if TYPE_CHECKING:
+    from .vform import MultiTraitVForm
 
 #: a dense MME up to this many equations with the "auto" back end (and no sparse K⁻¹)
 DENSE_MAX = 3000
@@ -82,6 +87,10 @@ class GeneralTerm:
         A dense K given as K = LL' (r = rank K): the term is written u = (I_t ⊗ L) v,
         Var(v) = Σ ⊗ I_r, so a singular K (e.g. VanRaden's G, rank n − 1) needs no
         inverse and V is exactly Σ ⊗ ZKZ' + R. ``Kinv``/``logdet_K`` are then unused.
+    K : ndarray (q, q), optional
+        A dense K as given; the MME engine forms ``L`` from it (:func:`kernel_root`) when
+        it is built, the observation-space engine (:mod:`henderson.multitrait.vform`)
+        uses K itself and never decomposes it.
     """
 
     name: str
@@ -91,6 +100,7 @@ class GeneralTerm:
     logdet_K: float = 0.0
     diag: bool = False
     L: np.ndarray | None = None
+    K: np.ndarray | None = None
 
     @property
     def q(self) -> int:
@@ -98,8 +108,14 @@ class GeneralTerm:
 
     @property
     def r(self) -> int:
-        """Number of effects per trait in the MME (q, or rank K with ``L``)."""
+        """Number of effects per trait in the MME (q, or rank K with ``L``; q for a dense
+        K not yet decomposed)."""
         return self.q if self.L is None else int(self.L.shape[1])
+
+    @property
+    def dense(self) -> bool:
+        """A dense K (given as K or as its root L)."""
+        return self.L is not None or self.K is not None
 
 
 def term_pairs(t: int, diag: bool) -> list[tuple[int, int]]:
@@ -107,7 +123,91 @@ def term_pairs(t: int, diag: bool) -> list[tuple[int, int]]:
     return [(k, k) for k in range(t)] if diag else [(k, l) for k in range(t) for l in range(k + 1)]
 
 
-class MultiTraitMME:
+class TraitParameters:
+    """θ layout, start values, scales and the EM-REML step shared by the multi-trait
+    engines (the MME here and the V-form of :mod:`henderson.multitrait.vform`).
+
+    θ layout: for each term its ``term_pairs`` entries, then the residual's lower triangle.
+    Subclasses set these attributes and define ``evaluate``.
+    """
+
+    t: int
+    n: int
+    Y: np.ndarray
+    terms: list[GeneralTerm]
+    params: list[tuple[int, tuple[int, int]]]
+    patterns: np.ndarray
+    pat_count: np.ndarray
+
+    def evaluate(self, theta, derivatives: bool = False) -> dict:
+        raise NotImplementedError
+
+    def em_divisor(self, j: int) -> int:
+        """Number of independent effects per trait of term j (rank K_j): EM's Σ_j = S_j/r_j."""
+        return self.terms[j].r
+
+    # θ <-> matrices -------------------------------------------------------------------
+    def unpack(self, theta):
+        t = self.t
+        mats = [np.zeros((t, t)) for _ in self.terms] + [np.zeros((t, t))]
+        for x, (j, (k, l)) in zip(theta, self.params):
+            S = mats[j]
+            S[k, l] = S[l, k] = x
+        return mats[:-1], mats[-1]
+
+    def pack(self, Sigmas, R0) -> np.ndarray:
+        mats = list(Sigmas) + [R0]
+        return np.array([mats[j][k, l] for j, (k, l) in self.params])
+
+    def m2ll(self, theta) -> float:
+        return self.evaluate(theta)["m2ll"]
+
+    def em_update(self, ev) -> np.ndarray:
+        """EM-REML: Σ_j = S_j/q_j; R₀ from the expected complete residuals (missing traits
+        imputed by their conditional expectation and variance given the observed ones)."""
+        t = self.t
+        Sig = []
+        for j, tm in enumerate(self.terms):
+            S = ev["S_terms"][j] / self.em_divisor(j)
+            Sig.append(np.diag(np.diag(S)) if tm.diag else S)
+        R0 = ev["R0"]
+        Rn = np.zeros((t, t))
+        for g, O in enumerate(self.patterns):
+            o, mm = np.flatnonzero(O), np.flatnonzero(~O)
+            Sg = ev["Qs"][g][np.ix_(o, o)]
+            Bm = R0[np.ix_(mm, o)] @ np.linalg.inv(R0[np.ix_(o, o)])
+            Bf = np.zeros((t, len(o)))
+            Bf[o] = np.eye(len(o))
+            Bf[mm] = Bm
+            Rn += Bf @ Sg @ Bf.T
+            if len(mm):
+                cv = R0[np.ix_(mm, mm)] - Bm @ R0[np.ix_(o, mm)]
+                Rn[np.ix_(mm, mm)] += self.pat_count[g] * cv
+        Rn /= self.n
+        return self.pack(Sig, 0.5 * (Rn + Rn.T))
+
+    def start(self) -> np.ndarray:
+        """Σ_j = R₀ = (phenotypic covariance)/(J + 1) from pairwise-complete data."""
+        Yd = pd.DataFrame(self.Y)
+        Sp = Yd.cov().to_numpy()
+        Sp = np.where(np.isfinite(Sp), Sp, 0.0)
+        d = np.sqrt(np.diag(Sp))
+        Cr = Sp / np.outer(d, d)
+        w, v = np.linalg.eigh(Cr)
+        Cr = (v * np.maximum(w, 0.05)) @ v.T
+        Cr /= np.sqrt(np.outer(np.diag(Cr), np.diag(Cr)))
+        Sp = Cr * np.outer(d, d)
+        f = 1.0 / (len(self.terms) + 1)
+        Sig = [np.diag(np.diag(Sp)) * f if tm.diag else Sp * f for tm in self.terms]
+        return self.pack(Sig, Sp * f)
+
+    def unit(self) -> np.ndarray:
+        """Scale of each θ (s_k s_l, phenotypic SDs) for scale-free steps."""
+        s = np.sqrt(np.nanvar(self.Y, axis=0))
+        return np.array([s[k] * s[l] for _, (k, l) in self.params])
+
+
+class MultiTraitMME(TraitParameters):
     """Prepared multi-trait MME (structure fixed; values change with θ).
 
     Parameters
@@ -123,6 +223,9 @@ class MultiTraitMME:
     """
 
     def __init__(self, Y, Xs, terms, backend: str = "auto"):
+        for tm in terms:  # a dense K enters as its root K = LL' (formed once, kept on the term)
+            if tm.K is not None and tm.L is None:
+                tm.L = kernel_root(tm.K, tm.name)
         Y = np.asarray(Y, dtype=float)
         self.Y = Y
         n, t = Y.shape
@@ -261,19 +364,6 @@ class MultiTraitMME:
             (-1, kl) for kl in term_pairs(t, False)
         ]
 
-    # θ <-> matrices -------------------------------------------------------------------
-    def unpack(self, theta):
-        t = self.t
-        mats = [np.zeros((t, t)) for _ in self.terms] + [np.zeros((t, t))]
-        for x, (j, (k, l)) in zip(theta, self.params):
-            S = mats[j]
-            S[k, l] = S[l, k] = x
-        return mats[:-1], mats[-1]
-
-    def pack(self, Sigmas, R0) -> np.ndarray:
-        mats = list(Sigmas) + [R0]
-        return np.array([mats[j][k, l] for j, (k, l) in self.params])
-
     # evaluation -----------------------------------------------------------------------
     def _rinv(self, R0):
         t = self.t
@@ -400,53 +490,6 @@ class MultiTraitMME:
         out.update(score=score, ai=ai, ehat=ehat, Py=Py, Qs=Qs, S_terms=Ss, U=Us, diag_cinv=diag_cinv, D=mats)
         return out
 
-    def m2ll(self, theta) -> float:
-        return self.evaluate(theta)["m2ll"]
-
-    def em_update(self, ev) -> np.ndarray:
-        """EM-REML: Σ_j = S_j/q_j; R₀ from the expected complete residuals (missing traits
-        imputed by their conditional expectation and variance given the observed ones)."""
-        t = self.t
-        Sig = []
-        for j, tm in enumerate(self.terms):
-            S = ev["S_terms"][j] / tm.r
-            Sig.append(np.diag(np.diag(S)) if tm.diag else S)
-        R0 = ev["R0"]
-        Rn = np.zeros((t, t))
-        for g, O in enumerate(self.patterns):
-            o, mm = np.flatnonzero(O), np.flatnonzero(~O)
-            Sg = ev["Qs"][g][np.ix_(o, o)]
-            Bm = R0[np.ix_(mm, o)] @ np.linalg.inv(R0[np.ix_(o, o)])
-            Bf = np.zeros((t, len(o)))
-            Bf[o] = np.eye(len(o))
-            Bf[mm] = Bm
-            Rn += Bf @ Sg @ Bf.T
-            if len(mm):
-                cv = R0[np.ix_(mm, mm)] - Bm @ R0[np.ix_(o, mm)]
-                Rn[np.ix_(mm, mm)] += self.pat_count[g] * cv
-        Rn /= self.n
-        return self.pack(Sig, 0.5 * (Rn + Rn.T))
-
-    def start(self) -> np.ndarray:
-        """Σ_j = R₀ = (phenotypic covariance)/(J + 1) from pairwise-complete data."""
-        Yd = pd.DataFrame(self.Y)
-        Sp = Yd.cov().to_numpy()
-        Sp = np.where(np.isfinite(Sp), Sp, 0.0)
-        d = np.sqrt(np.diag(Sp))
-        Cr = Sp / np.outer(d, d)
-        w, v = np.linalg.eigh(Cr)
-        Cr = (v * np.maximum(w, 0.05)) @ v.T
-        Cr /= np.sqrt(np.outer(np.diag(Cr), np.diag(Cr)))
-        Sp = Cr * np.outer(d, d)
-        f = 1.0 / (len(self.terms) + 1)
-        Sig = [np.diag(np.diag(Sp)) * f if tm.diag else Sp * f for tm in self.terms]
-        return self.pack(Sig, Sp * f)
-
-    def unit(self) -> np.ndarray:
-        """Scale of each θ (s_k s_l, phenotypic SDs) for scale-free steps."""
-        s = np.sqrt(np.nanvar(self.Y, axis=0))
-        return np.array([s[k] * s[l] for _, (k, l) in self.params])
-
 
 def _pd(S, strict=True) -> bool:
     if not np.all(np.isfinite(S)):
@@ -458,7 +501,7 @@ def _pd(S, strict=True) -> bool:
     return bool(np.linalg.eigvalsh(S / np.outer(sc, sc))[0] > 1e-10)
 
 
-def _cholesky_step(state: MultiTraitMME, theta, ev, unit, val):
+def _cholesky_step(state: MultiTraitMME | MultiTraitVForm, theta, ev, unit, val):
     """AI step in the Cholesky parametrisation Σ = LL' of every matrix (Levenberg-Marquardt
     damped), which cannot leave the PSD cone: the move along the boundary when a
     correlation heads to ±1, where the plain AI step is cut back to nothing."""
@@ -523,7 +566,7 @@ class GeneralOptimum:
     ev: dict
 
 
-def optimise_general(state: MultiTraitMME, *, start=None, max_iter: int = 300) -> GeneralOptimum:
+def optimise_general(state: MultiTraitMME | MultiTraitVForm, *, start=None, max_iter: int = 300) -> GeneralOptimum:
     """AI-REML with step halving; an EM-REML step whenever the AI step leaves the PD cone
     or does not lower −2 log L (EM keeps every Σ PSD and never lowers the likelihood)."""
     theta = state.start() if start is None else np.asarray(start, dtype=float)
@@ -643,13 +686,14 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
         labels = kept[name].astype(str).to_numpy().astype(object)
         spec = SimpleNamespace(name=name)  # the one field _random_term reads
         rt = _random_term(spec, labels, [labels], cov.get(name), cov_inverse.get(name))  # type: ignore[arg-type]
-        if rt.kind == "iid":
+        iid = isinstance(rt.covariance, Identity)
+        factored = isinstance(rt.covariance, Factored)
+        if iid:
             Kinv, logdet, kd = None, 0.0, np.ones(len(rt.levels))
-        elif rt.kind == "inverse":
+        elif not factored:  # K⁻¹ given (SparseInverse, or a single-step H⁻¹)
             Kinv, logdet, kd = rt.penalty, float(rt.logdet_k), np.asarray(rt.k_diag, dtype=float)
-        else:
+        else:  # dense K: decomposed (K = LL') only if the MME engine runs
             K = np.asarray(rt.kernel, dtype=float)
-            L = kernel_root(K, name)
             Kinv, logdet, kd = None, 0.0, np.diag(K).copy()
         gt = GeneralTerm(
             name,
@@ -658,10 +702,11 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
             Kinv,
             logdet,
             bool(diag),
-            L if rt.kind == "factor" else None,
+            None,
+            K if factored else None,
         )
         gt.k_diag = kd  # type: ignore[attr-defined]
-        gt.source = rt.kind  # type: ignore[attr-defined]
+        gt.iid = iid  # type: ignore[attr-defined]
         out.append(gt)
     return out
 
@@ -700,6 +745,65 @@ def trait_designs_observed(kept: pd.DataFrame, traits, fixed) -> tuple[list, lis
     return Xs, names, notes, fixed
 
 
+def _components(tm: GeneralTerm) -> np.ndarray:
+    """Label per level of a term: levels with a nonzero covariance path between them
+    share a label (iid: each level its own; K⁻¹: connected components of its graph —
+    K = (K⁻¹)⁻¹ is block-diagonal over them; K = LL': components of K's nonzeros)."""
+    from scipy.sparse.csgraph import connected_components
+
+    if tm.dense:
+        K = tm.K if tm.K is not None else tm.L @ tm.L.T
+        G = sp.csr_matrix(np.abs(K) > 1e-12 * max(float(np.abs(K).max()), 1e-300))
+    elif tm.Kinv is not None:
+        G = sp.csr_matrix(tm.Kinv)
+    else:
+        return np.arange(tm.q)
+    return connected_components(G, directed=False)[1]
+
+
+def check_identifiable(Y: np.ndarray, terms: list[GeneralTerm], traits) -> None:
+    """A trait recorded only on individuals that have no other trait and no relationships
+    with the individuals having the other traits: its genetic (and residual) covariances
+    with the other traits never enter the likelihood (not identifiable). A clear error
+    naming the trait and the count of such individuals.
+
+    The values of trait k are coupled to the others when a record has trait k and
+    another trait, or, through a term unstructured across traits, when a level of a
+    trait-k record shares a level component (:func:`_components`) with a level of a
+    record having another trait. ``diag(1|g)`` terms have no cross-trait parameters.
+    """
+    M = ~np.isnan(Y)
+    t = M.shape[1]
+    us = [tm for tm in terms if not tm.diag]
+    if t < 2 or not us:
+        return
+    comps: list = []  # level components, formed only for a trait sharing no record
+    for k in range(t):
+        rk = M[:, k]
+        others = np.delete(M, k, axis=1).any(axis=1)
+        if (rk & others).any():
+            continue
+        comps = comps or [_components(tm) for tm in us]
+        coupled = False
+        for tm, comp in zip(us, comps):
+            mine = np.unique(comp[tm.codes[rk]])
+            theirs = np.unique(comp[tm.codes[others]])
+            if np.intersect1d(mine, theirs).size:
+                coupled = True
+                break
+        if not coupled:
+            tm = us[0]
+            n_ind = len(np.unique(tm.codes[rk]))
+            rest = [traits[l] for l in range(t) if l != k]
+            raise ModelError(
+                f"trait {traits[k]!r} is recorded only on {n_ind} individual(s) ({tm.name}) that have no "
+                f"other trait and no relationships with the individuals recording {rest} "
+                f"(through {', '.join(repr(u.name) for u in us)}): its genetic and residual covariances "
+                "with the other traits are not identifiable; fit it on its own, or give a relationship "
+                "matrix linking those individuals"
+            )
+
+
 def _check_copies(kept: pd.DataFrame, traits) -> None:
     """Two traits that are copies up to scale and intercept on the records having both
     (pairwise |r| = 1) make R₀ singular: a clear error naming them."""
@@ -731,6 +835,7 @@ def fit_general_traits(
     backend: str = "auto",
     formula: str | None = None,
     notes=(),
+    pev=True,
 ):
     """Fit the multi-trait model on the general MME (missing traits, several terms, diag, A⁻¹).
 
@@ -745,12 +850,18 @@ def fit_general_traits(
     fixed : str or dict trait → formula part
     start : dict with ``"Sigma"`` (list per term) and ``"Residual"``, optional
     sigma : same layout: known matrices, no estimation (BLUP at these values)
-    backend : {"auto", "dense", "sparse"}
+    backend : {"auto", "dense", "sparse", "vform"}
+        ``"vform"``: REML over the observed values (:mod:`henderson.multitrait.vform`);
+        ``"auto"`` takes it when :func:`henderson.multitrait.vform.prefer_vform` says so.
+    pev : bool or "auto"
+        PEV of the BLUPs. The MME back ends always have them; on the V-form they cost
+        one N_obs² × q product per term after the fit ("auto": when N_obs·q·t < 10¹¹).
 
     Returns
     -------
     MultiTraitResult
-        ``solver`` is ``"multitrait-mme-dense"`` or ``"multitrait-mme-sparse"``.
+        ``solver`` is ``"multitrait-mme-dense"``, ``"multitrait-mme-sparse"`` or
+        ``"multitrait-vform"``.
     """
     import time
 
@@ -766,7 +877,20 @@ def fit_general_traits(
     gterms = build_terms(kept, terms, dict(cov or {}), dict(cov_inverse or {}))
     Xs, x_names, notes1, fixed_d = trait_designs_observed(kept, traits, fixed)
     Y = kept[traits].to_numpy(dtype=float)
-    state = MultiTraitMME(Y, Xs, gterms, backend=backend)
+    check_identifiable(Y, gterms, traits)
+    from .vform import MultiTraitVForm, prefer_vform
+
+    n_obs = int((~np.isnan(Y)).sum())
+    state: MultiTraitMME | MultiTraitVForm
+    if backend == "vform" or (backend == "auto" and prefer_vform(n_obs, gterms, t, sum(x.shape[1] for x in Xs))):
+        state = MultiTraitVForm(Y, Xs, gterms)
+        size = state.N
+    else:
+        state = MultiTraitMME(Y, Xs, gterms, backend=backend)
+        size = state.dim if state.backend == "dense" else 0
+    vform = isinstance(state, MultiTraitVForm)
+    if pev == "auto":
+        pev = n_obs * max(g.q for g in gterms) * t < 1e11
     t1 = time.perf_counter()
 
     def _theta(d):
@@ -774,7 +898,7 @@ def fit_general_traits(
 
     # one BLAS thread below a few thousand equations (and always for the supernodal
     # factor, whose supernodes are small): see henderson._threads
-    with blas_threads_for(state.dim if state.backend == "dense" else 0):
+    with blas_threads_for(size):
         if sigma is not None:
             theta = _theta(sigma)
             ev = state.evaluate(theta, derivatives=True)
@@ -782,6 +906,8 @@ def fit_general_traits(
         else:
             opt = optimise_general(state, start=None if start is None else _theta(start), max_iter=max_iter)
             theta, ev, iterations, converged, log = opt.theta, opt.ev, opt.iterations, opt.converged, opt.log
+        if vform and pev:
+            ev["PEV_terms"] = state.pev(ev)  # type: ignore[union-attr]
     t2 = time.perf_counter()
     Sigmas, R0 = state.unpack(theta)
     notes = list(notes) + notes1
@@ -823,7 +949,7 @@ def fit_general_traits(
         r, rse = correlation_tables(S, sub_cov(j), traits)
         correlations[nm], correlation_se[nm] = r, rse
     # the genetic term: the first with a known covariance, else the first
-    gj = next((j for j, g in enumerate(gterms) if g.source != "iid"), 0)  # type: ignore[attr-defined]
+    gj = next((j for j, g in enumerate(gterms) if not g.iid), 0)  # type: ignore[attr-defined]
     term = gterms[gj].name
     for d in (covariances, covariance_se, correlations, correlation_se):
         if term != "genetic":
@@ -843,9 +969,12 @@ def fit_general_traits(
             f"heritabilities are Σ_{term},kk/(Σ_{term},kk + Σ_e,kk): the other random terms "
             f"({', '.join(g.name for g in gterms if g.name != term)}) are not in the denominator"
         )
-    sol, dc = ev["sol"], ev["diag_cinv"]
-    b = sol[state.nu :]
-    b_se = np.sqrt(np.maximum(dc[state.nu :], 0.0))
+    if vform:
+        b, b_se = ev["b"], ev["b_se"]
+    else:
+        sol, dc = ev["sol"], ev["diag_cinv"]
+        b = sol[state.nu :]  # type: ignore[union-attr]
+        b_se = np.sqrt(np.maximum(dc[state.nu :], 0.0))  # type: ignore[union-attr]
     fe_idx = pd.MultiIndex.from_tuples(
         [(tr, c) for tr, xn in zip(traits, x_names) for c in xn], names=["trait", "coefficient"]
     )
@@ -853,10 +982,15 @@ def fit_general_traits(
         fe = pd.DataFrame({"estimate": b, "se": b_se, "t": b / b_se}, index=fe_idx)
     blups, record_levels = {}, {}
     for j, g in enumerate(gterms):
-        o, q, r = state.offsets[j], g.q, g.r
-        U = sol[o : o + r * t].reshape(t, r).T
-        P = dc[o : o + r * t].reshape(t, r).T
-        if g.L is not None:  # u = L v: û = L v̂, PEV(u_k) = diag(L C^{v_k v_k} L')
+        q = g.q
+        if vform:  # BLUPs and PEV of u itself, every level
+            U = ev["U_terms"][j]
+            P = ev["PEV_terms"][j] if "PEV_terms" in ev else np.full((q, t), np.nan)
+        else:
+            o, r = state.offsets[j], g.r  # type: ignore[union-attr]
+            U = sol[o : o + r * t].reshape(t, r).T
+            P = dc[o : o + r * t].reshape(t, r).T
+        if g.L is not None and not vform:  # u = L v: û = L v̂, PEV(u_k) = diag(L C^{v_k v_k} L')
             U = g.L @ U
             if "Cinv" in ev:
                 P = np.column_stack(

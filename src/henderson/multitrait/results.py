@@ -48,7 +48,7 @@ class MultiTraitResult:
     n_records : Series
         Records per trait.
     solver : str
-        ``"multitrait-spectral"`` (K eigendecomposed once; O(n t³) per REML iteration).
+        ``"multitrait-spectral"`` (K reduced to tridiagonal form once; O(n t (t + p)) per REML iteration).
     """
 
     traits: list

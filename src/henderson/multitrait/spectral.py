@@ -13,6 +13,11 @@ mvLMM (Zhou & Stephens 2014, Nat. Methods 11:407). Every quantity of REML is the
 sum over i of t × t products: O(n t³) per evaluation (see docs/theory.md,
 "Multi-trait model").
 
+Two evaluators share that interface: :class:`MultiTraitSpectral` holds U explicitly
+(LAPACK dsyevr; the reference in the tests) and :class:`MultiTraitTridiagonal`, which the
+fit uses, works on K_r = QTQ' alone (dsytrd, as the single-trait solver): V⁻¹ by t
+tridiagonal solves per right-hand side, no eigenvectors unless PEV is asked for.
+
 The rotated fixed design is held as ``Xt`` of shape (n, t, p), p = Σ p_k, with
 ``Xt[i, k, cols of trait k] = row i of X̃_k`` and zeros elsewhere, so that trait-specific
 designs need no special case.
@@ -60,16 +65,15 @@ class MultiTraitSpectral:
         Known covariance of the N levels (G, A).
     codes : ndarray of int, shape (n,)
         Level of each record.
-    vectors : {"full", "tridiagonal"}
-        ``"full"``: K_r = UDU' by LAPACK dsyevr (needed for PEV). ``"tridiagonal"``:
-        K_r = QTQ' (dsytrd, as the single-trait solver) and T = ZDZ' by MRRR, about half
-        the cost; the REML evaluations are identical.
+    vectors : {"full"}
+        K_r = UDU' by LAPACK dsyevr, U held explicitly (n × n). The fit uses
+        :class:`MultiTraitTridiagonal` (no eigenvectors during REML); this dense-eigenvector
+        rotation stays as its reference in the tests.
 
     Attributes
     ----------
     d : ndarray (n,)  eigenvalues of K_r (negatives at rounding level set to 0)
-    U : ndarray (n, n)  eigenvectors of K_r (``vectors="full"``) or of T = Q'K_rQ
-        (``"tridiagonal"``: K_r's eigenvectors are QU, never formed; no PEV)
+    U : ndarray (n, n)  eigenvectors of K_r
     Yt : ndarray (n, t)  U'Y
     Xt : ndarray (n, t, p)  rotated stacked design
     """
@@ -90,41 +94,18 @@ class MultiTraitSpectral:
         identity = n == K.shape[0] and np.array_equal(self.codes, np.arange(n))
         Kr = np.array(K, dtype=np.float64) if identity else np.asarray(K)[np.ix_(self.codes, self.codes)]
         self.identity_codes = identity
-        if vectors not in ("full", "tridiagonal"):
-            raise ModelError(f"vectors must be 'full' or 'tridiagonal', not {vectors!r}")
+        if vectors != "full":
+            raise ModelError(
+                f"vectors must be 'full' (for the tridiagonal path use MultiTraitTridiagonal), not {vectors!r}"
+            )
         self.vectors = vectors
         cols = np.cumsum([0] + self.p_k)
         Xt = np.zeros((n, self.t, self.p))
-        with blas_threads_for(n):
-            if vectors == "full":
-                # U explicitly (PEV needs its rows): LAPACK dsyevr
-                d, U = sla.eigh(Kr, overwrite_a=True, check_finite=False, driver="evr")
-                self.Yt = U.T @ self.Y
-                for k, x in enumerate(self.Xs):
-                    Xt[:, k, cols[k] : cols[k + 1]] = U.T @ x
-                self._c = self._tau = None
-            else:
-                # K_r = Q T Q' (dsytrd, as the single-trait spectral solver), T = Z D Z'
-                # (MRRR, O(n²)): U = QZ is never formed; U'B = Z'(Q'B) with Q applied by
-                # its reflectors. Half the cost of a full eigendecomposition, no PEV.
-                from scipy.linalg import lapack
-
-                from ..linalg._tridiagonal import apply_qt
-
-                Kf = np.asfortranarray(Kr)
-                lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])
-                c, dd, e, tau, info = lapack.dsytrd(Kf, lower=1, lwork=max(lwork, 1), overwrite_a=1)
-                if info != 0:
-                    raise NotPositiveDefiniteError(f"tridiagonal reduction failed (LAPACK info {info})")
-                d, U = sla.eigh_tridiagonal(dd, e, check_finite=False)
-                self._c, self._tau = c, tau
-                B = apply_qt(c, tau, np.ascontiguousarray(np.column_stack([self.Y] + self.Xs)))
-                B = U.T @ B
-                self.Yt = B[:, : self.t].copy()
-                off = self.t
-                for k, x in enumerate(self.Xs):
-                    Xt[:, k, cols[k] : cols[k + 1]] = B[:, off : off + x.shape[1]]
-                    off += x.shape[1]
+        with blas_threads_for(n):  # U explicitly: LAPACK dsyevr
+            d, U = sla.eigh(Kr, overwrite_a=True, check_finite=False, driver="evr")
+            self.Yt = U.T @ self.Y
+            for k, x in enumerate(self.Xs):
+                Xt[:, k, cols[k] : cols[k + 1]] = U.T @ x
         top = max(float(d[-1]), 1e-300)
         if d[0] < -1e-8 * top:
             raise NotPositiveDefiniteError(
@@ -257,8 +238,6 @@ class MultiTraitSpectral:
         KZtPy = np.asarray(self.K) @ ZtPy if not self.identity_codes else self._u_times(self.d[:, None] * pc["Pt"])
         U_hat = KZtPy @ Sg
         out = dict(b=pc["b"], cov_b=pc["C"], U_hat=U_hat, Py=Py, m2ll=pc["m2ll"], pieces=pc)
-        if pev and self.vectors != "full":
-            raise ModelError("PEV needs the eigenvectors of K_r (vectors='full')")
         if pev:
             A = self._rotated_cross(N)  # (N, n)
             S1 = ((A * A) @ pc["Hinv"].reshape(self.n, -1)).reshape(N, self.t, self.t)
@@ -272,12 +251,8 @@ class MultiTraitSpectral:
         return out
 
     def _u_times(self, B):
-        """U B (n × k): U explicitly, or Q(Z B) with Q applied by its reflectors."""
-        if self.vectors == "full":
-            return self.U @ B
-        from ..linalg._tridiagonal import apply_q
-
-        return apply_q(self._c, self._tau, np.ascontiguousarray(self.U @ B))
+        """U B (n × k)."""
+        return self.U @ B
 
     def _rotated_cross(self, N):
         """A (N × n): row j = (U'Z K[:, j])' = K[j, codes] U."""
@@ -286,3 +261,279 @@ class MultiTraitSpectral:
         K = np.asarray(self.K)
         with blas_threads_for(self.n):
             return K[:, self.codes] @ self.U
+
+
+class MultiTraitTridiagonal(MultiTraitSpectral):
+    """The same model on the tridiagonal reduction alone: no eigenvectors during REML.
+
+    K_r = Q T Q' (LAPACK dsytrd, the single-trait spectral solver's reduction; Q kept as
+    its Householder reflectors) and the eigenvalues d of T (dsterf, O(n²)). With
+    Ỹ = Q'Y and X̃_k = Q'X_k, (I_t ⊗ Q')V(I_t ⊗ Q) = Σ_g ⊗ T + Σ_e ⊗ I. At each (Σ_g, Σ_e)
+    the t × t pair is diagonalised: Σ_e = LL', L⁻¹Σ_gL⁻ᵀ = WΛW', S = L⁻ᵀW, so that
+    S'Σ_eS = I and S'Σ_gS = Λ; then
+
+        V⁻¹ = (S ⊗ I) diag_r[(λ_r T + I)⁻¹] (S' ⊗ I),   log|V| = n log|Σ_e| + Σ_r log|λ_r T + I|,
+
+    t SPD tridiagonal solves per right-hand side (O(n t) each), and the traces of the score
+    come from d alone: tr[(V⁻¹)_kl T] = Σ_r S_kr S_lr Σ_i d_i/(λ_r d_i + 1). REML costs
+    O(n t (t + p + J)) per evaluation with no n × n matrix beyond the reduced K_r. The
+    eigenvectors U = QZ (T = ZDZ' by MRRR, then Q applied by LAPACK dormtr, 2n³ flops in
+    BLAS 3) are formed only for PEV, in :meth:`solve`. Σ_e must be positive definite (the
+    REML search keeps it so; with a singular G, V is singular otherwise). See
+    docs/theory.md, "Multi-trait model", the tridiagonal evaluation.
+
+    Parameters are those of :class:`MultiTraitSpectral` (without ``vectors``).
+
+    Attributes
+    ----------
+    d : ndarray (n,)  eigenvalues of K_r (of T), negatives at rounding level set to 0
+    dT, eT : ndarray (n,), (n − 1,)  diagonal and off-diagonal of T
+    Yt : ndarray (n, t)  Q'Y
+    Xt : ndarray (n, t, p)  Q'X in the stacked layout of :class:`MultiTraitSpectral`
+    """
+
+    def __init__(self, Y, Xs, K, codes):
+        from scipy.linalg import lapack
+
+        from ..linalg._tridiagonal import apply_qt
+
+        self.Y = np.asarray(Y, dtype=np.float64)
+        self.n, self.t = self.Y.shape
+        if len(Xs) != self.t:
+            raise ModelError(f"{len(Xs)} fixed-effect designs for {self.t} traits")
+        self.Xs = [np.asarray(x, dtype=np.float64) for x in Xs]
+        self.p_k = [x.shape[1] for x in self.Xs]
+        self.p = int(sum(self.p_k))
+        self.K = K
+        self.codes = np.asarray(codes)
+        n = self.n
+        Kd = np.asarray(K, dtype=np.float64)
+        self.identity_codes = n == Kd.shape[0] and np.array_equal(self.codes, np.arange(n))
+        self.vectors = "tridiagonal"
+        # Fortran-ordered copy of K_r for dsytrd to overwrite; K is symmetric, so the
+        # transpose of a C-ordered copy is that matrix with no transposing pass
+        if self.identity_codes:
+            Kf = np.array(Kd.T, order="F") if Kd.flags.c_contiguous else np.array(Kd, order="F")
+        else:
+            Kf = np.ascontiguousarray(Kd[np.ix_(self.codes, self.codes)]).T
+        # optimal workspace: scipy's default (n) makes dsytrd unblocked, twice as slow
+        lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])
+        with blas_threads_for(n):
+            c, dT, eT, tau, info = lapack.dsytrd(Kf, lower=1, lwork=max(lwork, 1), overwrite_a=1)
+        if info != 0:
+            raise NotPositiveDefiniteError(f"tridiagonal reduction failed (LAPACK info {info})")
+        self._c, self._tau, self.dT, self.eT = c, tau, dT, eT
+        d = lapack.dsterf(dT.copy(), eT.copy())[0]  # eigenvalues only, O(n²)
+        top = max(float(d[-1]), 1e-300)
+        if d[0] < -1e-8 * top:
+            raise NotPositiveDefiniteError(
+                f"the relationship matrix on the levels with records is not positive semi-definite "
+                f"(smallest eigenvalue {d[0]:.3g}, largest {top:.3g})"
+            )
+        self.d_raw = d  # the spectrum of T itself: the traces must match the solves with T
+        self.d = np.where(d < EIG_TOL * top, 0.0, d)
+        self.rank = int(np.count_nonzero(self.d))
+        cols = np.cumsum([0] + self.p_k)
+        self.x_cols = cols
+        B = apply_qt(c, tau, np.ascontiguousarray(np.column_stack([self.Y] + self.Xs)))
+        self.Yt = B[:, : self.t].copy()
+        Xt = np.zeros((n, self.t, self.p))
+        off = self.t
+        for k, x in enumerate(self.Xs):
+            Xt[:, k, cols[k] : cols[k + 1]] = B[:, off : off + x.shape[1]]
+            off += x.shape[1]
+        self.Xt = Xt
+        self.U = None  # K_r's eigenvectors: formed only for PEV (see solve)
+
+    # -- V⁻¹ through the t × t diagonalisation ------------------------------------------
+    def _diagonalise(self, Sg, Se):
+        """S (t × t) and λ (t,) with S'Σ_eS = I, S'Σ_gS = diag λ; and log|Σ_e|."""
+        try:
+            L = np.linalg.cholesky(Se)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefiniteError("the residual covariance matrix is not positive definite") from None
+        Li = np.linalg.inv(L)  # t × t (scipy's triangular solve costs ms per call on tiny input)
+        A = Li @ Sg @ Li.T
+        lam, W = np.linalg.eigh(0.5 * (A + A.T))
+        return Li.T @ W, lam, 2.0 * float(np.log(np.diag(L)).sum())
+
+    def _vinv(self, S, lam, B):
+        """V⁻¹B for B (n, t, k) in the Q basis; returns (V⁻¹B, Σ_r log|λ_r T + I|)."""
+        from ..linalg._tridiagonal import tridiag_ldl_solve
+
+        Bs = np.einsum("ikc,kr->irc", B, S)
+        out = np.empty_like(Bs)
+        logdet = 0.0
+        for r in range(self.t):  # t tridiagonal systems, each with all k right-hand sides
+            sol, ld = tridiag_ldl_solve(lam[r] * self.dT + 1.0, lam[r] * self.eT, np.ascontiguousarray(Bs[:, r, :]))
+            if not np.isfinite(ld):
+                raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices")
+            out[:, r, :] = sol
+            logdet += ld
+        return np.einsum("irc,kr->ikc", out, S), logdet
+
+    def _t_times(self, B):
+        """T B for B (n, ...) along the first axis."""
+        from ..linalg._tridiagonal import tridiag_matvec
+
+        flat = np.ascontiguousarray(B.reshape(self.n, -1))
+        return tridiag_matvec(self.dT, self.eT, flat).reshape(B.shape)
+
+    def pieces(self, Sg, Se):
+        """Everything at (Σ_g, Σ_e) in the Q basis: GLS b̂, Py, C, −2 log L_REML.
+
+        Returns a dict with ``S``, ``lam`` (the t × t diagonalisation), ``VX`` = V⁻¹X̃
+        (n, t, p), ``C`` = (X'V⁻¹X)⁻¹, ``b``, ``Pt`` (n, t: Q'Py by trait), ``ypy``,
+        ``logdet_v``, ``logdet_x``, ``m2ll``.
+        """
+        Sg = np.asarray(Sg, dtype=float)
+        Se = np.asarray(Se, dtype=float)
+        S, lam, logdet_e = self._diagonalise(Sg, Se)
+        B = np.concatenate([self.Yt[:, :, None], self.Xt], axis=2)
+        VB, logdet_m = self._vinv(S, lam, B)
+        Vy, VX = VB[:, :, 0], VB[:, :, 1:]
+        logdet_v = self.n * logdet_e + logdet_m
+        XVX = np.tensordot(self.Xt, VX, axes=([0, 1], [0, 1]))
+        XVX = 0.5 * (XVX + XVX.T)
+        XVy = np.tensordot(self.Xt, Vy, axes=([0, 1], [0, 1]))
+        try:
+            cf = sla.cho_factor(XVX, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise ModelError("X'V⁻¹X is singular: the fixed effects are not estimable") from None
+        b = sla.cho_solve(cf, XVy, check_finite=False)
+        C = sla.cho_solve(cf, np.eye(self.p), check_finite=False)
+        Pt = Vy - VX @ b
+        ypy = float(np.sum(self.Yt * Pt))
+        logdet_x = 2.0 * float(np.log(np.diag(cf[0])).sum())
+        m2ll = (self.n * self.t - self.p) * LOG2PI + logdet_v + logdet_x + ypy
+        return dict(
+            S=S, lam=lam, VX=VX, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll)
+        )
+
+    def gradients(self, Sg, Se, pc=None):
+        """W_g = Py'T Py − [tr(P_kl T)], W_e = Py'Py − [tr(P_kl)] (see the parent class).
+
+        tr[(V⁻¹)_kl T] and tr[(V⁻¹)_kl] from the eigenvalues of T; the REML part
+        tr[(V⁻¹XCX'V⁻¹)_kl T] = Σ_pq C_pq (V⁻¹X)_k,p' T (V⁻¹X)_l,q.
+        """
+        pc = self.pieces(Sg, Se) if pc is None else pc
+        S, lam, VX, C, Pt = pc["S"], pc["lam"], pc["VX"], pc["C"], pc["Pt"]
+        d = self.d_raw
+        den = lam[None, :] * d[:, None] + 1.0  # (n, t)
+        tr_g = (S * (d @ (1.0 / den))[None, :]) @ S.T
+        tr_e = (S * (1.0 / den).sum(axis=0)[None, :]) @ S.T
+        TVX = self._t_times(VX)
+        VXC = VX @ C  # (n, t, p); symmetric C
+        corr_g = np.tensordot(VXC, TVX, axes=([0, 2], [0, 2]))
+        corr_e = np.tensordot(VXC, VX, axes=([0, 2], [0, 2]))
+        TP = self._t_times(Pt)
+        Wg = Pt.T @ TP - (tr_g - 0.5 * (corr_g + corr_g.T))
+        We = Pt.T @ Pt - (tr_e - corr_e)
+        return 0.5 * (Wg + Wg.T), 0.5 * (We + We.T), pc
+
+    def average_information(self, Sg, Se, pc=None):
+        """AI_jm = ½ y'P V_j P V_m P y (Gilmour, Thompson & Cullis 1995), V_j = E_kl ⊗ T or E_kl ⊗ I."""
+        pc = self.pieces(Sg, Se) if pc is None else pc
+        Pt = pc["Pt"]
+        TP = self._t_times(Pt)
+        idx = vech_index(self.t)
+        F = np.zeros((self.n, self.t, 2 * len(idx)))
+        for c, src in enumerate((TP, Pt)):
+            for j, (k, l) in enumerate(idx):
+                col = c * len(idx) + j
+                F[:, k, col] = src[:, l]
+                if k != l:
+                    F[:, l, col] = src[:, k]
+        VF, _ = self._vinv(pc["S"], pc["lam"], F)
+        XF = np.tensordot(pc["VX"], F, axes=([0, 1], [0, 1]))  # X'V⁻¹F
+        ai = np.tensordot(F, VF, axes=([0, 1], [0, 1])) - XF.T @ pc["C"] @ XF
+        return 0.25 * (ai + ai.T)
+
+    # -- solutions ------------------------------------------------------------------------
+    def _q_times(self, B):
+        """Q B (n × k) with Q applied by its reflectors (on a copy: B is left alone)."""
+        from ..linalg._tridiagonal import apply_q
+
+        return apply_q(self._c, self._tau, np.array(B, dtype=np.float64, order="C"))
+
+    def solve(self, Sg, Se, pev: bool = True):
+        """GLS b̂, GEBVs of all N levels and (optionally) PEV; see :meth:`MultiTraitSpectral.solve`.
+
+        Py = Q P̃ (reflectors, O(n² t)); with one record per level K_r Py = Q T P̃. PEV
+        forms the eigenvectors once (:meth:`_form_eigenvectors`) and uses the parent's
+        formula on the U-rotated pieces.
+        """
+        pc = self.pieces(Sg, Se)
+        N = self.K.shape[0]
+        Py = self._q_times(pc["Pt"])
+        if self.identity_codes:
+            KZtPy = self._q_times(self._t_times(pc["Pt"]))
+        else:
+            ZtPy = np.zeros((N, self.t))
+            np.add.at(ZtPy, self.codes, Py)
+            KZtPy = np.asarray(self.K) @ ZtPy
+        out = dict(b=pc["b"], cov_b=pc["C"], U_hat=KZtPy @ Sg, Py=Py, m2ll=pc["m2ll"], pieces=pc)
+        if pev:
+            out["pev"], out["k_diag"] = self._pev(Sg, Se, pc)
+        return out
+
+    def _form_eigenvectors(self):
+        """U = QZ (n × n): T = ZDZ' by MRRR (O(n²)), then Q applied in place by dormtr.
+
+        Cost 2n³ flops in BLAS 3 (dlarfb) plus MRRR; the tridiagonal reduction is reused.
+        Sets ``self.U`` and ``self.d_vec`` (the eigenvalues from MRRR, clipped as ``d``).
+        """
+        from ..linalg._lapack import ormtr_lower
+
+        dvec, Z = sla.eigh_tridiagonal(self.dT, self.eT, check_finite=False)
+        U = np.asfortranarray(Z)
+        del Z
+        c = np.asfortranarray(self._c)
+        with blas_threads_for(self.n):
+            info = ormtr_lower("L", "N", c, self._tau, U)
+        if info != 0:
+            raise NotPositiveDefiniteError(f"applying the tridiagonal reflectors failed (LAPACK info {info})")
+        top = max(float(dvec[-1]), 1e-300)
+        self.U = U
+        self.d_vec = np.where(dvec < EIG_TOL * top, 0.0, dvec)
+        return U
+
+    def _pev(self, Sg, Se, pc):
+        """PEV of every level and trait (the parent's formula), in the eigenvector basis.
+
+        With U = QZ: X̃ᵁ = Z'(Q'X) is already at hand as U'X = Z'X̃ (the reduced X),
+        H_i⁻¹ = (d_i Σ_g + Σ_e)⁻¹, M_i = H_i⁻¹X̃ᵁ_i. Extra cost over REML: MRRR + 2n³ (U)
+        + O(n²(t² + tp)) (two products with U, or N n² with levels without records).
+        """
+        U = self.U if self.U is not None else self._form_eigenvectors()
+        n, t, p = self.n, self.t, self.p
+        d = self.d_vec
+        with blas_threads_for(n):
+            XtU = U.T @ np.column_stack(self.Xs)  # U'X (n, p), O(n²p)
+        XU = np.zeros((n, t, p))
+        cols = self.x_cols
+        for k in range(t):
+            XU[:, k, cols[k] : cols[k + 1]] = XtU[:, cols[k] : cols[k + 1]]
+        H = d[:, None, None] * Sg + Se
+        Hinv = np.linalg.inv(H)
+        Hinv = 0.5 * (Hinv + np.transpose(Hinv, (0, 2, 1)))
+        M = np.einsum("ikl,ilp->ikp", Hinv, XU)
+        N = self.K.shape[0]
+        with blas_threads_for(n):
+            if self.identity_codes:
+                # A = U diag(d): A M first, then (A∘A) with U squared in place (one n × n)
+                B2 = (U @ (d[:, None] * M.reshape(n, -1))).reshape(N, t, p)
+                Uw = U
+                Uw *= Uw  # U is not needed again after PEV: square it in place
+                self.U = None
+                S1 = (Uw @ ((d * d)[:, None] * Hinv.reshape(n, -1))).reshape(N, t, t)
+            else:
+                A = np.asarray(self.K)[:, self.codes] @ U  # (N, n)
+                B2 = (A @ M.reshape(n, -1)).reshape(N, t, p)
+                A *= A
+                S1 = (A @ Hinv.reshape(n, -1)).reshape(N, t, t)
+        quad = np.einsum("jkp,pq,jlq->jkl", B2, pc["C"], B2)
+        Bj = S1 - quad
+        kdiag = np.asarray(np.diag(np.asarray(self.K)), dtype=float)
+        shrink = np.einsum("kl,jlm,mk->jk", Sg, Bj, Sg)  # diag of Σ_g B_j Σ_g
+        return np.maximum(kdiag[:, None] * np.diag(Sg)[None, :] - shrink, 0.0), kdiag

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from scipy.linalg import blas
 
 from ..errors import DataError, NotPositiveDefiniteError, format_ids
 from .container import Relationship, as_relationship
@@ -118,18 +119,8 @@ def apy_inverse(G, core, *, seed: int = 0) -> Relationship:
     Linv = sla.solve_triangular(L, np.eye(len(cpos)), lower=True)
     cc = Linv.T @ Linv + (Pt / m) @ Pt.T  # G_CC⁻¹ + P'M⁻¹P
     cn = -(Pt / m)  # −P'M⁻¹
-    k = G.n
-    # in G's order: dense rows of the core (cc | cn), the cn' columns and M⁻¹ on non-core rows
-    R = np.empty((len(cpos), k))
-    R[:, cpos] = cc
-    R[:, npos] = cn
+    mat = _apy_csr(G.n, cpos, npos, cc, cn, m)
     del cc
-    mat = (
-        block_csr(k, cpos, np.arange(k), R)
-        + block_csr(k, npos, cpos, cn.T)
-        + sp.csr_matrix((1.0 / m, (npos, npos)), shape=(k, k))
-    ).tocsr()
-    mat.sum_duplicates()
     import pandas as pd
 
     info = {
@@ -140,6 +131,427 @@ def apy_inverse(G, core, *, seed: int = 0) -> Relationship:
         "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
     }
     return Relationship(ids, mat, inverse=True, kind="Ginv_APY", info=info)
+
+
+class ApyInverse:
+    """G_APY⁻¹ kept in blocks and applied as products (Misztal 2016, eq. 7).
+
+    With the core C (c animals) and the non-core N (n animals), P = G_NC G_CC⁻¹ and
+    M = diag(mᵢ), mᵢ = gᵢᵢ − g_iC G_CC⁻¹ g_Ci:
+
+        G_APY⁻¹ = [[G_CC⁻¹, 0], [0, 0]] + [[−P'], [I]] M⁻¹ [[−P, I]]
+
+    is held as the Cholesky factor L of G_CC (c × c), G_CN (c × n) and m (n,): c² +
+    cn + n numbers, the same as the CSR form's, with no P formed (P = G_NC L⁻ᵀL⁻¹ is
+    applied through L). A product costs two pairs of triangular solves with L (c²
+    each) and two products with G_CN (cn each):
+
+        t = G_CC⁻¹ v_C,   w = M⁻¹ (v_N − G_NC t),   (G_APY⁻¹ v)_N = w,
+        (G_APY⁻¹ v)_C = t − G_CC⁻¹ G_CN w.
+
+    It is the block form :class:`~henderson.solvers.pcg_general.GeneralPCG` takes as a
+    genomic block (``k``, ``@``, :meth:`diagonal`), and :func:`apy_inverse` 's CSR is
+    :meth:`to_relationship`. Built by :func:`apy_inverse_from_genotypes`.
+
+    Attributes
+    ----------
+    ids : ndarray of str, shape (k,)
+    core_pos, noncore_pos : ndarray of int, shapes (c,), (n,)
+        Positions of the core and non-core animals in ``ids``.
+    m : ndarray, shape (n,)
+    logdet : float
+        log|G_APY| = log|G_CC| + Σ log mᵢ.
+    info : dict
+    """
+
+    kind = "Ginv_APY"
+    inverse = True
+
+    def __init__(self, ids, core_pos, noncore_pos, chol_cc, g_cn, m, logdet: float, info: dict | None = None):
+        self.ids = np.asarray(ids, dtype=object)
+        self.core_pos = np.asarray(core_pos, dtype=np.int64)
+        self.noncore_pos = np.asarray(noncore_pos, dtype=np.int64)
+        self._L = chol_cc
+        self._gcn = g_cn
+        self.m = np.asarray(m, dtype=np.float64)
+        self.logdet = float(logdet)
+        self.info = dict(info or {})
+        self._diag: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        """Number of genotyped animals (the order of G_APY⁻¹)."""
+        return len(self.ids)
+
+    n_levels = k
+
+    def _cc_solve(self, B: np.ndarray) -> np.ndarray:
+        """G_CC⁻¹ B by the Cholesky factor (LAPACK potrs)."""
+        return sla.cho_solve((self._L, True), B, check_finite=False)
+
+    def __matmul__(self, V: np.ndarray) -> np.ndarray:
+        """G_APY⁻¹ V for V of shape (k,) or (k, r) (class notes)."""
+        V = np.asarray(V, dtype=np.float64)
+        if V.shape[0] != self.k:
+            raise DataError(f"APY inverse: the operand has {V.shape[0]} rows, expected {self.k}")
+        t = self._cc_solve(V[self.core_pos])
+        m = self.m if V.ndim == 1 else self.m[:, None]
+        w = (V[self.noncore_pos] - self._gcn.T @ t) / m
+        out = np.empty_like(V)
+        out[self.noncore_pos] = w
+        out[self.core_pos] = t - self._cc_solve(self._gcn @ w)
+        return out
+
+    def apply_inverse(self, x: np.ndarray) -> np.ndarray:
+        """G_APY⁻¹ x (the level-covariance protocol's name for the product)."""
+        return self @ x
+
+    def diagonal(self, block: int = 2048) -> np.ndarray:
+        """diag(G_APY⁻¹), shape (k,): diag(G_CC⁻¹) + Σⱼ (G_CC⁻¹g_Cj)²/mⱼ on the core,
+        1/mᵢ off it. Computed once (c²n flops, by blocks of non-core animals), cached."""
+        if self._diag is None:
+            c = len(self.core_pos)
+            Linv, _ = sla.lapack.dtrtri(self._L, lower=1)
+            dc = np.einsum("ij,ij->j", Linv, Linv) if c else np.zeros(0)  # diag(L⁻ᵀL⁻¹)
+            del Linv
+            for b0 in range(0, len(self.m), block):
+                Pt = self._cc_solve(self._gcn[:, b0 : b0 + block])  # G_CC⁻¹ G_CN, c × b
+                dc += (Pt * Pt) @ (1.0 / self.m[b0 : b0 + block])
+            d = np.empty(self.k)
+            d[self.core_pos] = dc
+            d[self.noncore_pos] = 1.0 / self.m
+            self._diag = d
+        return self._diag
+
+    def dense(self) -> np.ndarray:
+        """G_APY⁻¹ as a dense (k, k) array (small k: it is k² numbers)."""
+        from .pedigree import check_dense_memory
+
+        check_dense_memory(self.k, "the dense APY inverse", copies=1.5)
+        return self @ np.eye(self.k)
+
+    def logdet_inverse(self) -> float:
+        """log|G_APY⁻¹| = −log|G_APY|."""
+        return -self.logdet
+
+    def to_relationship(self) -> Relationship:
+        """The CSR form of :func:`apy_inverse` (c² + 2cn + n non-zeros; ``info["logdet"]``
+        = log|G_APY|): what ``cov_inverse=`` and :func:`single_step_inverse` take."""
+        cpos, npos = self.core_pos, self.noncore_pos
+        Pt = self._cc_solve(self._gcn)  # G_CC⁻¹ G_CN = P', c × n
+        cn = -(Pt / self.m)
+        cc = self._cc_solve(np.eye(len(cpos))) - cn @ Pt.T  # G_CC⁻¹ + P'M⁻¹P
+        del Pt
+        mat = _apy_csr(self.k, cpos, npos, cc, cn, self.m)
+        info = dict(self.info)
+        info["logdet"] = self.logdet
+        return Relationship(self.ids, mat, inverse=True, kind="Ginv_APY", info=info)
+
+    def __repr__(self) -> str:
+        return f"ApyInverse(k={self.k}, core={len(self.core_pos)}, blocks: L_CC, G_CN, m)"
+
+
+def _apy_csr(k, cpos, npos, cc, cn, m) -> sp.csr_matrix:
+    """G_APY⁻¹ as CSR in G's order: dense core rows (cc | cn), the cn' columns, M⁻¹."""
+    R = np.empty((len(cpos), k))
+    R[:, cpos] = cc
+    R[:, npos] = cn
+    mat = (
+        block_csr(k, cpos, np.arange(k), R)
+        + block_csr(k, npos, cpos, cn.T)
+        + sp.csr_matrix((1.0 / m, (npos, npos)), shape=(k, k))
+    ).tocsr()
+    mat.sum_duplicates()
+    return mat
+
+
+def apy_inverse_from_genotypes(
+    genotypes,
+    core,
+    *,
+    seed: int = 0,
+    pedigree=None,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    tuning: str | None = None,
+    grm: str = "vanraden1",
+    allele_freq=None,
+    block_size: int | None = None,
+) -> ApyInverse:
+    """G*_APY⁻¹ from the genotypes by blocks, never forming the k × k G (Misztal 2016).
+
+    Only G*_CC (c × c), G*_CN (c × n) and diag(G*_NN) are computed: by SNP blocks, the
+    core's and the non-core's codes are multiplied with BLAS (the exact float32 GEMM
+    of :func:`~henderson.genomic_relationship` on hard calls without missing calls,
+    float64 otherwise), centred by rank-one corrections. G_CC is factored once and
+    mᵢ = g*ᵢᵢ − ‖L⁻¹g*_Ci‖² comes by blocks of non-core animals. Cost: k·c·m (GEMM,
+    float32) + c²n + c³/3 (float64) flops; memory: the genotypes + c·n·(8 + 4) bytes
+    (G_CN and its float32 accumulator) + c² · 12.
+
+    Parameters
+    ----------
+    genotypes : Genotypes or DataFrame (ids × SNPs, 0/1/2)
+        The k genotyped animals.
+    core : int or array of str
+        Number of core animals drawn at random (``seed``), or their ids.
+    seed : int
+    pedigree : Pedigree or DataFrame, optional
+        Needed for blending (``beta > 0``) and tuning: A₂₂'s core columns, row sums and
+        diagonal come by Colleau's method (:func:`~henderson.relationships.pedigree.colleau_product`),
+        never the k × k A₂₂.
+    alpha, beta : float
+        G_w = αG + βA₂₂, as :func:`single_step_inverse` (defaults here: no blending).
+    tuning : {None, "mean"}
+        ``"mean"``: G* = a + bG_w with mean diagonal and off-diagonal equal to A₂₂'s
+        (preGSf90 ``tunedG 2``); the means of G come from the column sums of the
+        centred genotypes (1'G1 = ‖W'1‖²/s), not from G.
+    grm, allele_freq, block_size :
+        As :func:`~henderson.genomic_relationship` (``grm`` is its ``method``).
+
+    Returns
+    -------
+    ApyInverse
+        Equal to :func:`apy_inverse` of the formed, blended and tuned G* with the same
+        core (tested to 1e-10); ``info``: ``core`` (ids), ``n_core``, ``tuning_a``,
+        ``tuning_b``, ``G_stats``, ``scale``, ``timings``.
+
+    References
+    ----------
+    Misztal I (2016) Genetics 202:401. Aguilar I et al. (2010) J Dairy Sci 93:743
+    (blending, tuning).
+    """
+    import time
+
+    import pandas as pd
+
+    from ..data.genotypes import Genotypes
+    from . import genomic as gm
+
+    t0 = time.perf_counter()
+    timings = {}
+    geno = genotypes
+    if isinstance(geno, pd.DataFrame):
+        geno = Genotypes.from_frame(geno)
+    if not isinstance(geno, Genotypes):
+        raise DataError(f"apy_inverse_from_genotypes takes Genotypes or a DataFrame, not {type(geno).__name__}")
+    if not (0.0 < alpha <= 1.0 and 0.0 <= beta <= 1.0):
+        raise DataError(f"blending weights must be 0 < alpha <= 1 and 0 <= beta <= 1, got alpha={alpha}, beta={beta}")
+    if tuning not in (None, "mean"):
+        raise DataError(f"tuning must be None or 'mean', not {tuning!r}")
+    if (beta > 0 or tuning is not None) and pedigree is None:
+        raise DataError("blending (beta > 0) and tuning='mean' need A22: pass pedigree=")
+    gm._check_arguments(geno, grm, "auto")
+    ids = np.asarray(geno.ids, dtype=object)
+    k = len(ids)
+    core_ids = choose_core(ids, core, seed)
+    cpos = pd.Index(ids).get_indexer(core_ids)
+    is_core = np.zeros(k, bool)
+    is_core[cpos] = True
+    npos = np.flatnonzero(~is_core)
+    c, n = len(cpos), len(npos)
+
+    # -- G_CC, G_CN and diag(G) by SNP blocks -------------------------------------------
+    t = time.perf_counter()
+    p, _ = gm._resolve_freq(geno, allele_freq)
+    pq = p * (1.0 - p)
+    use, _, _ = gm._snps_used(geno, grm, p, pq)
+    scale = gm._scale(grm, pq, use, int(use.sum()))
+    try_f32 = grm == "vanraden1" and geno.is_integer
+    b = block_size or gm.default_block_size(k, 4 if try_f32 else 8, target_mb=256.0)
+    b64 = max(1, b // 2) if try_f32 else b
+    cc32 = cn32 = cc64 = cn64 = None
+    s = np.zeros(k)  # X c of the float32 blocks (centring)
+    ccc = 0.0  # c'c of the float32 blocks
+    m32 = 0
+    wdiag = np.zeros(k)  # ‖w_i‖² (the centred codes' diagonal of WW')
+    diag_extra = np.zeros(k)  # yang's diagonal term
+    colsum_sq = 0.0  # ‖W'1‖²
+    scratch = gm._Scratch()
+    no_cols = np.empty(0, np.int64)
+
+    def flush32():
+        nonlocal cc64, cn64, m32
+        if cc64 is None:
+            cc64, cn64 = np.zeros((c, c), order="F"), np.zeros((c, n), order="F")
+        cc64 += cc32
+        cn64 += cn32
+        cc32[...] = 0.0
+        cn32[...] = 0.0
+        m32 = 0
+
+    for start in range(0, geno.p, b):
+        cols = np.flatnonzero(use[start : start + b]) + start
+        if cols.size == 0:
+            continue
+        if try_f32:
+            cvec = 2.0 * p[cols]
+            x = scratch.view(np.float32, k, cols.size)
+            if gm._fill_f32(geno.dosages, cols, no_cols, cvec, x, s) == 0:
+                if cc32 is not None and 4 * (m32 + cols.size) >= gm._EXACT_F32:
+                    flush32()
+                if cc32 is None:
+                    cc32, cn32 = np.zeros((c, c), np.float32, order="F"), np.zeros((c, n), np.float32, order="F")
+                _cross(x, cpos, npos, cc32, cn32)
+                wdiag += np.einsum("ij,ij->i", x, x)  # exact: integers < 2**24
+                colsum_sq += float(np.sum((x.sum(axis=0, dtype=np.float64) - k * cvec) ** 2))
+                ccc += float(cvec @ cvec)
+                m32 += cols.size
+                continue
+        for k0 in range(0, cols.size, b64):
+            sub = cols[k0 : k0 + b64]
+            w = scratch.view(np.float64, k, sub.size)
+            gm._fill_f64(geno, grm, sub, no_cols, p, pq, w, diag_extra)
+            if cc64 is None:
+                cc64, cn64 = np.zeros((c, c), order="F"), np.zeros((c, n), order="F")
+            _cross(w, cpos, npos, cc64, cn64)
+            wdiag += np.einsum("ij,ij->i", w, w)
+            colsum_sq += float(np.sum(w.sum(axis=0) ** 2))
+    del scratch
+    # centring of the float32 (raw code) part: WW' = XX' − s1' − 1s' + (c'c)11'
+    wdiag += -2.0 * s + ccc
+    if cc64 is None:  # every block on the float32 path: the result takes new memory
+        gcc, gcn = cc32.astype(np.float64, order="F"), np.empty((c, n), order="F")
+        for j0 in range(0, n, 4096):
+            gcn[:, j0 : j0 + 4096] = cn32[:, j0 : j0 + 4096]
+        cc32 = cn32 = None
+    else:
+        gcc, gcn = cc64, cn64
+        if cc32 is not None:
+            gcc += cc32
+            for j0 in range(0, n, 4096):
+                gcn[:, j0 : j0 + 4096] += cn32[:, j0 : j0 + 4096]
+            cc32 = cn32 = None
+    if ccc or s.any():
+        sc, sn = s[cpos], s[npos]
+        gcc -= sc[:, None]
+        gcc -= sc[None, :]
+        gcc += ccc
+        for j0 in range(0, n, 4096):
+            blk = gcn[:, j0 : j0 + 4096]
+            blk -= sc[:, None]
+            blk -= sn[None, j0 : j0 + 4096]
+            blk += ccc
+    gcc /= scale
+    gcn /= scale
+    gdiag = wdiag / scale
+    if grm == "yang":
+        gdiag += diag_extra / scale + 1.0
+    gcc[np.diag_indices(c)] = gdiag[cpos]
+    g_sum = (colsum_sq - wdiag.sum()) / scale + gdiag.sum()  # 1'G1
+    stats = {"G": _means_from(gdiag.sum(), g_sum, k)}
+    timings["G_blocks"] = time.perf_counter() - t
+
+    # -- blending and tuning, with A22 by Colleau's products ----------------------------
+    ta, tb = 0.0, 1.0
+    if pedigree is not None and (beta > 0 or tuning is not None):
+        from .pedigree import colleau_product
+
+        t = time.perf_counter()
+        X = np.zeros((k, c + 1))
+        X[cpos, np.arange(c)] = 1.0
+        X[:, c] = 1.0
+        AX, F = colleau_product(pedigree, ids, X)
+        del X
+        a_diag = 1.0 + F
+        a_sum = float(AX[:, c].sum())
+        a_cc = AX[cpos, :c]
+        a_cc = 0.5 * (a_cc + a_cc.T)  # both triangles as Colleau's A22 has them
+        a_cn = AX[npos, :c].T
+        del AX
+        stats["A22"] = _means_from(a_diag.sum(), a_sum, k)
+        if alpha != 1.0:
+            gcc *= alpha
+            gcn *= alpha
+            gdiag *= alpha
+        if beta > 0:
+            gcc += beta * a_cc
+            gcn += beta * a_cn
+            gdiag += beta * a_diag
+        g_sum = alpha * g_sum + beta * a_sum
+        if tuning == "mean":
+            ad, ao = stats["A22"]["mean_diag"], stats["A22"]["mean_offdiag"]
+            if np.allclose(a_diag, 1.0, atol=1e-12) and abs(a_sum - a_diag.sum()) <= 1e-12 * k:
+                raise DataError(
+                    f"tuning='mean' matches G to A22, but A22 of the {k} genotyped animals is the identity: "
+                    "they have no pedigree information (e.g. "
+                    f"{format_ids(ids, 5)}). Give a pedigree that links them, or set tuning=None"
+                )
+            gw = _means_from(gdiag.sum(), g_sum, k)
+            if np.isclose(gw["mean_diag"], gw["mean_offdiag"]):
+                raise DataError("mean diagonal and mean off-diagonal of G are equal: cannot tune (tuning=None)")
+            tb = (ad - ao) / (gw["mean_diag"] - gw["mean_offdiag"])
+            ta = ad - tb * gw["mean_diag"]
+            gcc *= tb
+            gcc += ta
+            gcn *= tb
+            gcn += ta
+            gdiag *= tb
+            gdiag += ta
+            g_sum = k * k * ta + tb * g_sum
+        timings["blend_tune"] = time.perf_counter() - t
+    elif alpha != 1.0:
+        gcc *= alpha
+        gcn *= alpha
+        gdiag *= alpha
+        g_sum *= alpha
+    stats["G_star"] = _means_from(gdiag.sum(), g_sum, k)
+
+    # -- G_CC's factor, m by blocks of non-core animals ---------------------------------
+    t = time.perf_counter()
+    L, bad = sla.lapack.dpotrf(gcc, lower=1, clean=1, overwrite_a=1)
+    if bad != 0:
+        raise NotPositiveDefiniteError(
+            "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
+            "choose a smaller core (apy_core_size)"
+        )
+    logdet = 2.0 * float(np.log(np.diag(L)).sum())
+    m = gdiag[npos].copy()
+    for j0 in range(0, n, 2048):
+        Xb = sla.solve_triangular(L, gcn[:, j0 : j0 + 2048], lower=True, check_finite=False)
+        m[j0 : j0 + 2048] -= np.einsum("ij,ij->j", Xb, Xb)
+    if np.any(m <= 0):
+        raise NotPositiveDefiniteError(
+            f"APY: non-core animal(s) fully explained by the core (m <= 0): {format_ids(ids[npos][m <= 0])}; "
+            "blend G (beta > 0)"
+        )
+    logdet += float(np.log(m).sum())
+    timings["core_factor_and_m"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    info = {
+        "method": "APY (Misztal 2016), from genotypes by blocks",
+        "core": core_ids,
+        "n_core": c,
+        "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
+        "scale": scale,
+        "tuning_a": ta,
+        "tuning_b": tb,
+        "G_stats": stats,
+        "timings": timings,
+    }
+    return ApyInverse(ids, cpos, npos, L, gcn, m, logdet, info)
+
+
+def _cross(x: np.ndarray, cpos, npos, acc_cc: np.ndarray, acc_cn: np.ndarray) -> None:
+    """acc_cc += x_C x_C' (lower triangle) and acc_cn += x_C x_N' for a (k, b) block x.
+
+    Both accumulators are F-ordered, so BLAS updates them in place; x_C and x_N are the
+    row-gathered (C-ordered) copies, passed transposed (F-ordered) with no further copy.
+    """
+    xc, xn = x[cpos], x[npos]
+    syrk, gemm = (blas.ssyrk, blas.sgemm) if x.dtype == np.float32 else (blas.dsyrk, blas.dgemm)
+    if len(cpos):
+        out = syrk(1.0, xc.T, beta=1.0, c=acc_cc, trans=1, lower=1, overwrite_c=1)
+        if out is not acc_cc:
+            acc_cc[...] = out
+    if len(cpos) and len(npos):
+        out = gemm(1.0, xc.T, xn.T, beta=1.0, c=acc_cn, trans_a=1, overwrite_c=1)
+        if out is not acc_cn:
+            acc_cn[...] = out
+
+
+def _means_from(trace: float, total: float, k: int) -> dict:
+    """Mean diagonal and mean off-diagonal from the trace and the sum of all entries."""
+    return {"mean_diag": trace / k, "mean_offdiag": (total - trace) / (k * (k - 1)) if k > 1 else np.nan}
 
 
 def block_csr(n: int, rows: np.ndarray, cols: np.ndarray, block: np.ndarray) -> sp.csr_matrix:

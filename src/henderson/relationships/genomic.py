@@ -299,50 +299,108 @@ def _accumulate(geno: Genotypes, method: str, p, pq, use, scale: float, b: int, 
 
     Returns (acc, blocks per path, missing calls imputed).
     """
-    n = geno.n
-    # float64 sub-blocks of a float32-sized block take the same bytes as one float32 block
-    b64 = max(1, b // 2) if try_f32 else b
-    acc = np.zeros((n, n), order="F")  # the result; SYRK fills the lower triangle
-    acc32 = None
-    s = np.zeros(n)
-    cc = 0.0
-    m32 = 0  # SNPs in the current float32 accumulator (exactness bound 4m < 2**24)
-    diag_extra = np.zeros(n)
-    n_blocks = {"float32": 0, "float64": 0}
-    n_imputed = 0
-    scratch = _Scratch()
-    no_cols = np.empty(0, np.int64)
-    for start in range(0, geno.p, b):
-        cols = np.flatnonzero(use[start : start + b]) + start
-        if cols.size == 0:
-            continue
-        if try_f32:
-            c = 2.0 * p[cols]
-            x32 = scratch.view(np.float32, n, cols.size)
-            if _fill_f32(geno.dosages, cols, no_cols, c, x32, s) == 0:
-                if acc32 is not None and 4 * (m32 + cols.size) >= _EXACT_F32:
-                    acc += acc32  # flush before integer sums could exceed 2**24
-                    acc32[...] = 0.0
-                    m32 = 0
-                if acc32 is None:
-                    acc32 = np.zeros((n, n), dtype=np.float32, order="F")
-                _syrk(acc32, x32.T)  # x32 is (n, b) C-order: its transpose is F-contiguous
-                cc += float(c @ c)
-                m32 += cols.size
-                n_blocks["float32"] += 1
-                report(min(start + b, geno.p), geno.p)
+    part = _PartialG(geno.n, method)
+    part.add(geno, p, pq, use, b, try_f32, progress=True)
+    return part.finish(scale), part.n_blocks, part.n_imputed
+
+
+class _PartialG:
+    """Unfinished G numerator over some SNPs: Σ_b W_bW_b' before centring and scaling.
+
+    ``acc`` (float64, lower triangle, F-ordered) holds the float64 blocks' SYRK sums;
+    ``acc32`` (float32) the exact integer sums X_bX_b' of the float32 blocks, with
+    ``s = Σ X_b c_b`` and ``cc = Σ c_b'c_b`` for their rank-one centring; ``diag_extra``
+    Yang's diagonal terms. Partials over disjoint SNP sets add term by term
+    (:meth:`merge`), so a Dask worker can reduce its share of SNP chunks into one
+    partial and the client add one partial per worker
+    (:mod:`henderson.relationships.genomic_dask`); :meth:`finish` applies the centring
+    and 1/scale. The accumulators are allocated at their first use: on the exact
+    float32 path only ``acc32`` (4n² bytes) exists until :meth:`finish`.
+    """
+
+    def __init__(self, n: int, method: str):
+        self.n, self.method = n, method
+        self.acc: np.ndarray | None = None
+        self.acc32: np.ndarray | None = None
+        self.s = np.zeros(n)
+        self.cc = 0.0
+        self.m32 = 0  # SNPs in the current float32 accumulator (exactness bound 4m < 2**24)
+        self.diag_extra = np.zeros(n)
+        self.n_blocks = {"float32": 0, "float64": 0}
+        self.n_imputed = 0
+
+    def _acc64(self) -> np.ndarray:
+        if self.acc is None:
+            self.acc = np.zeros((self.n, self.n), order="F")  # SYRK fills the lower triangle
+        return self.acc
+
+    def add(self, geno: Genotypes, p, pq, use, b: int, try_f32: bool, progress: bool = False) -> None:
+        """Add the SNPs ``use`` of ``geno`` (frequencies ``p``, ``pq``), ``b`` SNPs per block."""
+        n = geno.n
+        # float64 sub-blocks of a float32-sized block take the same bytes as one float32 block
+        b64 = max(1, b // 2) if try_f32 else b
+        scratch = _Scratch()
+        no_cols = np.empty(0, np.int64)
+        for start in range(0, geno.p, b):
+            cols = np.flatnonzero(use[start : start + b]) + start
+            if cols.size == 0:
                 continue
-        for k0 in range(0, cols.size, b64):  # float64: centred/weighted, missing -> 0
-            sub = cols[k0 : k0 + b64]
-            w = scratch.view(np.float64, n, sub.size)
-            n_imputed += _fill_f64(geno, method, sub, no_cols, p, pq, w, diag_extra)
-            _syrk(acc, w.T)
-            n_blocks["float64"] += 1
-        report(min(start + b, geno.p), geno.p)
-    _finish_lower(acc, acc32, s, cc, scale)
-    if method == "yang":
-        acc[np.diag_indices(n)] += diag_extra / scale + 1.0
-    return acc, n_blocks, n_imputed
+            if try_f32:
+                c = 2.0 * p[cols]
+                x32 = scratch.view(np.float32, n, cols.size)
+                if _fill_f32(geno.dosages, cols, no_cols, c, x32, self.s) == 0:
+                    if self.acc32 is not None and 4 * (self.m32 + cols.size) >= _EXACT_F32:
+                        self._acc64()[...] += self.acc32  # flush before integer sums could exceed 2**24
+                        self.acc32[...] = 0.0
+                        self.m32 = 0
+                    if self.acc32 is None:
+                        self.acc32 = np.zeros((n, n), dtype=np.float32, order="F")
+                    _syrk(self.acc32, x32.T)  # x32 is (n, b) C-order: its transpose is F-contiguous
+                    self.cc += float(c @ c)
+                    self.m32 += cols.size
+                    self.n_blocks["float32"] += 1
+                    if progress:
+                        report(min(start + b, geno.p), geno.p)
+                    continue
+            for k0 in range(0, cols.size, b64):  # float64: centred/weighted, missing -> 0
+                sub = cols[k0 : k0 + b64]
+                w = scratch.view(np.float64, n, sub.size)
+                self.n_imputed += _fill_f64(geno, self.method, sub, no_cols, p, pq, w, self.diag_extra)
+                _syrk(self._acc64(), w.T)
+                self.n_blocks["float64"] += 1
+            if progress:
+                report(min(start + b, geno.p), geno.p)
+
+    def fold(self) -> None:
+        """Add ``acc32`` into ``acc`` when both exist and drop it (one accumulator to send)."""
+        if self.acc is not None and self.acc32 is not None:
+            self.acc += self.acc32
+            self.acc32, self.m32 = None, 0
+
+    def merge(self, other: _PartialG) -> None:
+        """self += other (partials over disjoint SNP sets); ``other``'s arrays may be reused."""
+        if other.acc is not None:
+            if self.acc is None:
+                self.acc = other.acc
+            else:
+                self.acc += other.acc
+        if other.acc32 is not None:
+            self._acc64()[...] += other.acc32  # integer sums, exact in float64
+        self.s += other.s
+        self.cc += other.cc
+        self.diag_extra += other.diag_extra
+        self.n_imputed += other.n_imputed
+        for k in self.n_blocks:
+            self.n_blocks[k] += other.n_blocks[k]
+
+    def finish(self, scale: float) -> np.ndarray:
+        """The n x n G (F-ordered, symmetric) from the partial sums; the partial is spent."""
+        acc = self._acc64()
+        _finish_lower(acc, self.acc32, self.s, self.cc, scale)
+        if self.method == "yang":
+            acc[np.diag_indices(self.n)] += self.diag_extra / scale + 1.0
+        self.acc = self.acc32 = None
+        return acc
 
 
 def _refuse_no_calls(geno: Genotypes) -> None:

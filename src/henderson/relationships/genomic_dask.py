@@ -4,32 +4,39 @@ G = Σ_b S_b / Σ_b s_b is a sum over SNP chunks b of an n × n numerator S_b an
 scalar scale s_b (VanRaden 1: S_b = W_bW_b', s_b = 2Σpq over the chunk; VanRaden 2 /
 GCTA: per-SNP standardised products and s_b = m_b; Vitezica: dominance codes and
 Σ(2pq)²), because every SNP's centring and weight depends on that SNP alone (observed
-frequencies are per SNP). Each chunk is one task: the worker reads its SNPs from the
-PLINK ``.bed`` itself (a path the workers can see; nothing but the path crosses the
-network) or receives a scattered slice of in-memory genotypes, computes S_b with the
-same kernels as :func:`~henderson.genomic_relationship` (so the in-memory result is
-reproduced to round-off, ~1e-13), and the n × n parts are summed pairwise on the
-workers (a tree, so no worker holds more than two parts and the sum). Only the final
-n × n matrix comes back to the client.
+frequencies are per SNP).
 
-Worker memory: about 3 n² × 8 bytes (its part, a part it adds, the sum) plus one chunk
-of n × chunk int8 genotypes and the float block of the G kernels (64 MB).
+Memory-bounded reduction: the chunks are split into one contiguous share per worker,
+and each share is one task that reads its chunks one after another (from the PLINK
+``.bed`` itself, a path the workers can see, or from a slice of in-memory genotypes
+scattered to it) and adds each into **one** unfinished numerator in place
+(:class:`~henderson.relationships.genomic._PartialG`, the in-memory path's own
+accumulator: exact float32 SYRK of the integer codes with rank-one centring, or float64
+SYRK of the centred block, so the result equals the in-memory path to round-off). The
+client adds the workers' partials one at a time as they arrive and centres/scales once.
+
+Memory per worker: one accumulator (4n² bytes on the exact float32 path, 8n² on the
+float64 path, 12n² while both kinds of blocks meet in one share) + one chunk of int8
+genotypes (n × chunk bytes) + one float block of the G kernels (about 64 MB).
+Client: the n × n result plus one incoming partial (16n² bytes), checked before any
+task is submitted.
 
 Dask retries a task whose worker died (the scheduler re-runs it elsewhere), and each
-task is a pure function of (file, chunk), so a lost worker changes nothing but time.
+task is a pure function of (file, chunks), so a lost worker changes nothing but time.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._dask import get_client
 from ..data.genotypes import MISSING, Genotypes
-from ..errors import DataError, DataWarning, GenotypeError
+from ..errors import DataError, DataWarning, GenotypeError, format_ids
 from .container import Relationship
 
 #: default SNPs per task
@@ -57,10 +64,22 @@ def _plink_meta(path) -> dict:
     return {"bed": str(bed_file), "ids": iid, "fid": fid, "n": n, "p": p}
 
 
-def _read_chunk(bed: str, start: int, stop: int) -> Genotypes:
-    """SNPs start:stop of a PLINK .bed as Genotypes (runs on a worker)."""
+def _read_chunk(bed: str, start: int, stop: int, dims: tuple | None = None) -> Genotypes:
+    """SNPs start:stop of a PLINK .bed as Genotypes (runs on a worker).
+
+    With ``dims = (ids, p)`` from the client the .fam/.bim are not parsed (bed-reader
+    would read every SNP's row of the .bim for each chunk: 0.2 s at 100,000 SNPs) and the
+    chunk's SNPs get positional names; without it the real SNP table is read (needed to
+    match frequencies given by SNP id).
+    """
     from bed_reader import open_bed
 
+    if dims is not None:
+        ids, p = dims
+        with open_bed(bed, count_A1=True, iid_count=len(ids), sid_count=p) as b:
+            d = b.read(index=np.s_[:, start:stop], dtype="int8", order="C")
+        snps = pd.DataFrame({"snp": [f"snp{k + 1}" for k in range(start, stop)]})
+        return Genotypes(ids, snps, d, {"file": bed, "format": "plink"})
     with open_bed(bed, count_A1=True) as b:
         d = b.read(index=np.s_[:, start:stop], dtype="int8", order="C")
         snps = pd.DataFrame(
@@ -90,55 +109,50 @@ def _freq_chunk(allele_freq, start: int, stop: int):
 # ---------------------------------------------------------------- tasks (on workers)
 
 
-def _grm_part(source, start: int, stop: int, method: str, freq, dtype: str) -> dict:
-    """Numerator S_b, scale s_b and SNP counts of one chunk."""
-    from .genomic import genomic_relationship
+def _grm_share(source, offset: int, chunks, method: str, allele_freq, dtype: str, dims=None) -> dict:
+    """One worker's share: its chunks reduced into one unfinished G numerator (in place).
 
-    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        try:
-            G = genomic_relationship(geno, method=method, allele_freq=freq, dtype=dtype)
-        except GenotypeError:  # nothing usable in this chunk: it adds nothing
-            G = None
-    called = geno.n_called > 0
-    if G is None:
-        used = int(called.sum()) if method == "vanraden1" else 0
-        return {
-            "S": None,
-            "scale": 0.0,
-            "m": used,
-            "no_call": int((~called).sum()),
-            "mono": int(called.sum()) - used,
-            "imputed": 0,
-            "warned": len(caught),
-        }
-    info = G.info
-    S = np.array(G.matrix, dtype=np.float64)
-    if method == "yang":
-        S[np.diag_indices_from(S)] -= 1.0
-    S *= info["scale"]
-    return {
-        "S": S,
-        "scale": float(info["scale"]),
-        "m": int(info["n_snps_used"]),
-        "no_call": int(info["n_snps_no_call"]),
-        "mono": int(info["n_snps_monomorphic_skipped"]),
-        "imputed": int(info["n_missing_imputed"]),
-        "warned": len(caught),
-    }
+    ``source`` is the .bed path (chunks read here) or in-memory genotypes holding SNPs
+    ``offset:`` of the whole set. Returns the partial, the scale and SNP counts, and
+    the number of calls per individual (an individual without any call is refused on
+    the client, where all shares are known). ``dims`` as :func:`_read_chunk`.
+    """
+    from ..data.genotypes import default_block_size
+    from ..io.qc import _row_missing
+    from .genomic import _PartialG, _resolve_freq
 
-
-def _add_parts(a: dict, b: dict) -> dict:
-    if a["S"] is None:
-        S = b["S"]
-    elif b["S"] is None:
-        S = a["S"]
-    else:
-        S = a["S"]
-        S += b["S"]
-    out = {k: a[k] + b[k] for k in ("scale", "m", "no_call", "mono", "imputed", "warned")}
-    out["S"] = S
+    part = None
+    out: dict[str, Any] = {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0, "calls": None}
+    for a, b in chunks:
+        if isinstance(source, str):
+            geno = _read_chunk(source, a, b, None if isinstance(allele_freq, pd.Series) else dims)
+        else:
+            geno = _slice(source, a - offset, b - offset)
+        if part is None:
+            part = _PartialG(geno.n, method)
+            out["calls"] = np.zeros(geno.n, dtype=np.int64)
+        p, _ = _resolve_freq(geno, _freq_chunk(allele_freq, a, b))
+        pq = p * (1.0 - p)
+        use = np.isfinite(p) & (geno.n_called > 0)
+        out["no_call"] += int((~use).sum())
+        if method != "vanraden1":
+            mono = use & (pq <= 0)
+            out["mono"] += int(mono.sum())
+            use &= ~mono
+        m = int(use.sum())
+        out["m"] += m
+        if method == "vanraden1":
+            out["scale"] += 2.0 * pq[use].sum()
+        elif method == "vitezica":
+            out["scale"] += float(((2.0 * pq[use]) ** 2).sum())
+        else:
+            out["scale"] += m
+        out["calls"] += geno.p - _row_missing(geno) if geno.n_missing else geno.p
+        try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
+        part.add(geno, p, pq, use, default_block_size(geno.n, 4 if try_f32 else 8), try_f32)
+        del geno
+    part.fold()
+    out["part"] = part
     return out
 
 
@@ -171,21 +185,50 @@ def _add_vectors(a, b):
     return a + b
 
 
-def _weighted_block(source, start, stop, freq, w):
-    """(W_b, D W_b) of one chunk: the centred block and its row-weighted copy (D = diag w)."""
-    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
-    W = _centred_block(geno, freq)
-    return W, (W if w is None else W * w[:, None])
+def _read_rows(bed: str, r0: int, r1: int, n: int, p: int) -> np.ndarray:
+    """Individuals r0:r1 at every SNP of a PLINK .bed, int8 (n_rows, p) (runs on a worker)."""
+    from bed_reader import open_bed
+
+    with open_bed(bed, count_A1=True, iid_count=n, sid_count=p) as b:
+        return b.read(index=np.s_[r0:r1, :], dtype="int8", order="C")
 
 
-def _cross_block(bi, bj):
-    """W_i'DW_j of two chunks' blocks."""
-    return bi[0].T @ bj[1]
+def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows: int, n: int) -> dict:
+    """One worker's share of individuals r0:r1 reduced into one p × p W'DW (lower
+    triangle, float64 DSYRK of √D W_r per block of ``rows`` individuals) and W'Dy."""
+    from scipy.linalg import blas
 
+    from ..data._kernels import fill_float_block, fill_table_block
 
-def _cross_vector(bi, y):
-    """W_i'Dy."""
-    return bi[1].T @ y
+    p = freq.shape[0]
+    centre = 2.0 * np.where(np.isfinite(freq), freq, 0.0)
+    keep = np.isfinite(freq).astype(np.float64)  # SNPs without calls carry nothing
+    acc = np.zeros((p, p), order="F")
+    wty = np.zeros(p) if y is not None else None
+    buf = np.empty(0)
+    no_cols = np.empty(0, np.int64)
+    for a in range(r0, r1, rows):
+        b = min(a + rows, r1)
+        if isinstance(source, str):
+            d = _read_rows(source, a, b, n, p)
+        else:
+            d = source.dosages[a - offset : b - offset]
+        if buf.size < d.size:
+            buf = np.empty(d.size)
+        W = buf[: d.size].reshape(d.shape)
+        if d.dtype == np.int8:
+            codes = np.arange(3.0)[None, :] - centre[:, None]  # value of codes 0, 1, 2 per SNP
+            fill_table_block(d, 0, no_cols, codes * keep[:, None], np.empty((0, 3)), W, np.zeros(d.shape[0]))
+        else:
+            fill_float_block(d, 0, no_cols, centre, keep, freq, False, W, np.zeros(d.shape[0]))
+        if wty is not None:
+            wty += W.T @ (y[a:b] if w is None else w[a:b] * y[a:b])
+        if w is not None:
+            W *= np.sqrt(w[a:b])[:, None]
+        out = blas.dsyrk(1.0, W.T, beta=1.0, c=acc, trans=0, lower=1, overwrite_c=1)  # W.T is F-ordered
+        if out is not acc:
+            acc[...] = out
+    return {"WtW": acc, "Wt_y": wty}
 
 
 # ---------------------------------------------------------------- client side
@@ -214,74 +257,170 @@ def _tree_sum(client, futures, add):
     return futures[0]
 
 
+def _shares(client, chunks) -> list[tuple[str | None, list[tuple[int, int]]]]:
+    """Contiguous shares of the chunks, one per worker (as equal in chunks as can be)."""
+    workers = sorted(client.nthreads())
+    k = max(1, min(len(workers), len(chunks)))
+    bounds = np.linspace(0, len(chunks), k + 1).round().astype(int)
+    return [(workers[i] if workers else None, chunks[bounds[i] : bounds[i + 1]]) for i in range(k)]
+
+
+def _share_bytes(n: int, chunk: int, method: str, dtype: str, is_integer: bool) -> int:
+    """Peak bytes of one share's task: accumulator(s) + one int8 chunk + one float block."""
+    if method == "vanraden1" and is_integer and dtype != "float64":
+        acc = 12 * n * n  # float32 accumulator, and a float64 one once a block has missing calls
+    else:
+        acc = 8 * n * n
+    return acc + n * chunk + 64 * 2**20
+
+
+def _check_memory(client, n: int, chunk: int, method: str, dtype: str, is_integer: bool) -> None:
+    """Refuse before submitting anything when the client or a worker cannot hold its part."""
+    from .._memory import available_bytes
+
+    gib = 2**30
+    need = 16 * n * n  # the result + one incoming partial
+    have = available_bytes()
+    if need > have:
+        raise MemoryError(
+            f"G for {n} individuals on a cluster needs {need / gib:.1f} GiB on the client (the {n} x {n} result "
+            f"and one worker's partial sum, 2 x 8n² bytes) and {have / gib:.1f} GiB is available: run the client "
+            "on a machine with more memory, or use SNP-BLUP products (genotype_products)"
+        )
+    per_worker = _share_bytes(n, chunk, method, dtype, is_integer)
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    small = {a: w["memory_limit"] for a, w in info.items() if w.get("memory_limit") and w["memory_limit"] < per_worker}
+    if small:
+        addr, limit = next(iter(sorted(small.items())))
+        raise MemoryError(
+            f"G for {n} individuals needs {per_worker / gib:.1f} GiB per worker (one n x n accumulator, "
+            f"one chunk of {chunk} SNPs and one block) and worker {addr} has a memory limit of {limit / gib:.1f} GiB "
+            f"({len(small)} worker(s) too small): start workers with a larger --memory-limit, or pass a smaller "
+            "chunk_snps"
+        )
+
+
 def distributed_relationship(
     geno, method: str = "vanraden1", allele_freq=None, *, scheduler, chunk_snps: int | None = None, dtype: str = "auto"
 ) -> Relationship:
-    """G on a Dask cluster, one task per chunk of SNPs (see the module notes).
+    """G on a Dask cluster: each worker reduces its share of SNP chunks into one n × n
+    accumulator, the client adds one per worker (see the module notes).
 
     Parameters
     ----------
     geno : str or Path (PLINK fileset) or Genotypes
         A PLINK prefix/``.bed`` path that every worker can read (shared file system), or
-        genotypes in the client's memory (their chunks are sent to the workers).
+        genotypes in the client's memory (each worker's share is sent to it).
     method, allele_freq, dtype
         As :func:`~henderson.genomic_relationship`.
     scheduler : dask.distributed.Client or str
     chunk_snps : int, optional
-        SNPs per task (default :data:`CHUNK_SNPS`).
+        SNPs read at a time by a worker (default :data:`CHUNK_SNPS`); a worker holds one
+        chunk of int8 genotypes (n × chunk_snps bytes) beside its accumulator.
 
     Returns
     -------
     Relationship equal to ``genomic_relationship(read_genotypes(path), ...)`` to round-off;
-    ``info["distributed"]`` holds the number of chunks and the scheduler address.
+    ``info["distributed"]`` holds the numbers of chunks and shares and the scheduler address.
+
+    Raises
+    ------
+    MemoryError
+        Before anything is submitted, when the client cannot hold 16n² bytes or a
+        worker's memory limit is below its share's peak.
     """
-    from .genomic import METHODS
+    from .genomic import METHODS, _check_arguments
 
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose one of {METHODS}")
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
     if isinstance(geno, Genotypes):
-        ids, p, fid, file = geno.ids, geno.p, geno.info.get("fid"), geno.info.get("file")
+        _check_arguments(geno, method, dtype)
+        ids, n, p, fid, file, is_integer = (
+            geno.ids,
+            geno.n,
+            geno.p,
+            geno.info.get("fid"),
+            geno.info.get("file"),
+            geno.is_integer,
+        )
     else:
         meta = _plink_meta(geno)
-        ids, p, file = meta["ids"], meta["p"], meta["bed"]
+        ids, n, p, file, is_integer = meta["ids"], meta["n"], meta["p"], meta["bed"], True
         fid = pd.Series(meta["fid"], index=pd.Index(ids, name="id"), name="fid")
         geno = meta["bed"]
+        if dtype not in ("auto", "float64", "float32"):
+            raise DataError(f"dtype must be 'auto', 'float64' or 'float32', not {dtype!r}")
+        if dtype == "float32" and method != "vanraden1":
+            raise DataError("the exact float32 path applies only to method='vanraden1' on hard calls (int8)")
     if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
         if np.shape(allele_freq) != (p,):
             raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
     chunks = _chunks(p, chunk_snps)
     with get_client(scheduler) as client:
-        sources = _sources(client, geno, chunks)
-        parts = [
-            client.submit(_grm_part, src, a, b, method, _freq_chunk(allele_freq, a, b), dtype, pure=False)
-            for src, (a, b) in zip(sources, chunks)
-        ]
-        total = _tree_sum(client, parts, _add_parts).result()
+        _check_memory(client, n, chunks[0][1] - chunks[0][0], method, dtype, is_integer)
+        shares = _shares(client, chunks)
+        futures = []
+        for worker, share in shares:
+            a0, b0 = share[0][0], share[-1][1]
+            where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            src = geno if isinstance(geno, str) else client.scatter(_slice(geno, a0, b0), workers=where.get("workers"))
+            futures.append(
+                client.submit(_grm_share, src, a0, share, method, allele_freq, dtype, (ids, p), pure=False, **where)
+            )
+            del src
+        total, out = None, {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
+        calls = np.zeros(n, dtype=np.int64)
+        from distributed import as_completed
+
+        done = as_completed(futures)
+        del futures
+        for fut in done:  # one partial at a time: the client holds the result + one partial
+            r = fut.result()
+            fut.release()
+            del fut
+            for k in out:
+                out[k] += r[k]
+            calls += r["calls"]
+            if total is None:
+                total = r["part"]
+            else:
+                total.merge(r["part"])
+            del r
         address = client.scheduler.address
-    if total["m"] == 0 or not total["scale"] > 0:
+    if (calls == 0).any():
+        none = pd.Index(ids)[calls == 0]
+        raise GenotypeError(
+            f"{len(none)} individual(s) have no genotype call at any SNP: {format_ids(none)}; "
+            "remove them (genotype_qc(min_individual_call_rate=...), or --call-rate on the command line)"
+        )
+    if out["m"] == 0 or not out["scale"] > 0:
         raise GenotypeError("no usable SNP for the genomic relationship matrix")
-    if total["no_call"] or total["mono"]:
+    if out["no_call"] or out["mono"]:
         warnings.warn(
-            f"genomic_relationship({method}): skipped {total['no_call']} SNP(s) without calls and "
-            f"{total['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {total['m']} of {p} used",
+            f"genomic_relationship({method}): skipped {out['no_call']} SNP(s) without calls and "
+            f"{out['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {out['m']} of {p} used",
             DataWarning,
             stacklevel=2,
         )
-    G = total["S"] / total["scale"]
-    if method == "yang":
-        G[np.diag_indices_from(G)] += 1.0
+    G = total.finish(out["scale"]).T  # C-ordered view of the symmetric result
     info = {
         "method": method,
         "allele_freq": "observed" if allele_freq is None else "supplied",
         "n_snps": p,
-        "n_snps_used": total["m"],
-        "n_snps_no_call": total["no_call"],
-        "n_snps_monomorphic_skipped": total["mono"],
-        "n_missing_imputed": total["imputed"],
-        "scale": total["scale"],
-        "distributed": {"chunks": len(chunks), "chunk_snps": chunks[0][1] - chunks[0][0], "scheduler": address},
+        "n_snps_used": out["m"],
+        "n_snps_no_call": out["no_call"],
+        "n_snps_monomorphic_skipped": out["mono"],
+        "n_missing_imputed": total.n_imputed,
+        "scale": out["scale"],
+        "blocks": total.n_blocks,
+        "distributed": {
+            "chunks": len(chunks),
+            "chunk_snps": chunks[0][1] - chunks[0][0],
+            "shares": len(shares),
+            "scheduler": address,
+        },
     }
     if file:
         info["genotypes_file"] = file
@@ -346,18 +485,42 @@ def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler, 
     return out
 
 
+def _freq_part(source, start: int, stop: int) -> np.ndarray:
+    """Observed frequencies of SNPs start:stop (runs on a worker)."""
+    geno = _read_chunk(source, start, stop) if isinstance(source, str) else source
+    return np.asarray(geno.allele_freq, dtype=np.float64)
+
+
+def _snp_ids(bed: str) -> np.ndarray:
+    from bed_reader import open_bed
+
+    with open_bed(bed, count_A1=True) as b:
+        return np.asarray(b.sid, dtype=str)
+
+
 def snp_crossproducts(
-    geno, y=None, weights=None, allele_freq=None, *, scheduler, chunk_snps: int | None = None
+    geno,
+    y=None,
+    weights=None,
+    allele_freq=None,
+    *,
+    scheduler,
+    chunk_snps: int | None = None,
+    chunk_individuals: int | None = None,
 ) -> dict:
     """SNP-BLUP's normal-equation products W'DW and W'Dy on a Dask cluster.
 
     The SNP-BLUP MME (Meuwissen et al. 2001) need W'R⁻¹W (p × p) and W'R⁻¹y with
-    R⁻¹ = D/σ²ₑ, D = diag(weights) (I by default). With chunks b = 1..B of SNPs,
-    W'DW is the B × B grid of blocks W_i'DW_j: one task per chunk builds W_b (read from
-    the .bed on the worker, or a scattered in-memory slice) and one task per pair i <= j
-    multiplies two of them, so a worker holds two n × chunk float blocks and one
-    chunk × chunk result; the blocks are gathered and assembled on the client, which must
-    hold p² × 8 bytes (checked before anything is submitted).
+    R⁻¹ = D/σ²ₑ, D = diag(weights) (I by default). W'DW = Σ_r W_r'D_rW_r is a sum over
+    sets r of individuals, so it is reduced like G: the individuals are split into one
+    contiguous share per worker, and each worker adds its individuals, ``chunk_individuals``
+    at a time (read from the .bed, or from its share of in-memory genotypes), into
+    **one** p × p accumulator in place (float64 DSYRK of √D W_r); the client adds one
+    accumulator per worker. The centring frequencies come first (observed: one task per
+    chunk of ``chunk_snps`` SNPs returns its p-vector), so every share centres alike.
+    Memory per worker: 8p² bytes + one block of individuals (about 128 MB); client:
+    16p² bytes (the result and one incoming accumulator), checked before anything is
+    submitted.
 
     Parameters
     ----------
@@ -365,18 +528,24 @@ def snp_crossproducts(
     y : array (n,), optional
         Returns ``Wt_y`` = W'Dy, shape (p,).
     weights : array (n,), optional
-        Record weights (diagonal of D), e.g. the effective numbers of daughters behind
-        de-regressed proofs.
-    allele_freq, scheduler, chunk_snps
-        As :func:`genotype_products`.
+        Record weights (diagonal of D, >= 0), e.g. the effective numbers of daughters
+        behind de-regressed proofs.
+    allele_freq : None, float, array (p,) or Series by SNP id
+        Centring frequencies (default observed per SNP); missing calls count as 2p.
+    scheduler : dask.distributed.Client or str
+    chunk_snps : int, optional
+        SNPs per frequency task (default :data:`CHUNK_SNPS`).
+    chunk_individuals : int, optional
+        Individuals per DSYRK block on a worker (default: about 128 MB of float64).
 
     Returns
     -------
-    dict with ``WtW`` (p, p) and, with ``y``, ``Wt_y`` (p,); ``chunks`` (their count).
-    Equal to the in-memory W'DW (W from :func:`henderson.models.snpblup.centred_markers`)
-    to round-off.
+    dict with ``WtW`` (p, p) and, with ``y``, ``Wt_y`` (p,); ``chunks`` (the SNP chunks of
+    the frequency pass) and ``shares`` (accumulators, one per worker). Equal to the
+    in-memory W'DW (W from :func:`henderson.models.snpblup.centred_markers`) to round-off.
     """
     from .._memory import available_bytes
+    from ..data._kernels import mirror_lower
 
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
@@ -391,35 +560,91 @@ def snp_crossproducts(
     if weights is not None and not np.all(np.isfinite(weights) & (np.asarray(weights) >= 0)):
         bad = np.flatnonzero(~(np.isfinite(weights) & (np.asarray(weights) >= 0)))
         raise DataError(f"weights must be finite and >= 0; bad at individuals {bad[:5].tolist()}")
-    need = 8 * p * p * 2  # the gathered blocks and the assembled matrix
+    need = 8 * p * p * 2  # the result and one incoming accumulator
     if need > available_bytes():
         raise MemoryError(
             f"W'W for {p} SNPs needs {need / 2**30:.1f} GiB on the client and {available_bytes() / 2**30:.1f} GiB "
             "is available: use products with vectors instead (genotype_products: Wα and W'v, as PCG on the "
             "SNP-BLUP equations needs) or GBLUP (distributed_relationship, n × n)"
         )
+    if chunk_individuals is not None and int(chunk_individuals) < 1:
+        raise DataError(f"chunk_individuals must be a positive number, not {chunk_individuals!r}")
+    rows = int(chunk_individuals or max(16, 2**27 // (8 * max(p, 1))))
     chunks = _chunks(p, chunk_snps)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    yv = None if y is None else np.asarray(y, dtype=np.float64)
     with get_client(scheduler) as client:
-        sources = _sources(client, geno, chunks)
-        wf = client.scatter(w, broadcast=True) if w is not None else None
-        blocks = [
-            client.submit(_weighted_block, src, a, b, _freq_chunk(allele_freq, a, b), wf, pure=False)
-            for src, (a, b) in zip(sources, chunks)
-        ]
-        pairs = [(i, j) for i in range(len(chunks)) for j in range(i, len(chunks))]
-        futs = [client.submit(_cross_block, blocks[i], blocks[j], pure=False) for i, j in pairs]
-        yv = None
-        if y is not None:
-            yf = client.scatter(np.asarray(y, dtype=np.float64), broadcast=True)
-            yv = [client.submit(_cross_vector, b, yf, pure=False) for b in blocks]
-        WtW = np.empty((p, p))
-        for (i, j), part in zip(pairs, client.gather(futs)):
-            (a, b), (c, d) = chunks[i], chunks[j]
-            WtW[a:b, c:d] = part
-            if i != j:
-                WtW[c:d, a:b] = part.T
-        out = {"WtW": WtW, "chunks": len(chunks)}
-        if yv is not None:
-            out["Wt_y"] = np.concatenate(client.gather(yv))
+        per_worker = 8 * p * p + 9 * rows * p
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        small = sorted(a for a, wk in info.items() if wk.get("memory_limit") and wk["memory_limit"] < per_worker)
+        if small:
+            raise MemoryError(
+                f"W'W for {p} SNPs needs {per_worker / 2**30:.1f} GiB per worker (one p x p accumulator and one "
+                f"block of {rows} individuals) and worker {small[0]} has a memory limit of "
+                f"{info[small[0]]['memory_limit'] / 2**30:.1f} GiB: start workers with a larger --memory-limit"
+            )
+        freq = _resolve_client_freq(client, geno, chunks, allele_freq, p)
+        workers = sorted(client.nthreads())
+        k = max(1, min(len(workers), n))
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        futures = []
+        for i in range(k):
+            r0, r1 = int(bounds[i]), int(bounds[i + 1])
+            where = {"workers": [workers[i]], "allow_other_workers": True} if workers else {}
+            if isinstance(geno, str):
+                src = geno
+            else:
+                src = client.scatter(
+                    Genotypes(geno.ids[r0:r1], geno.snps, geno.dosages[r0:r1], {}), workers=where.get("workers")
+                )
+            futures.append(
+                client.submit(_crossproducts_share, src, r0, r0, r1, freq, w, yv, rows, n, pure=False, **where)
+            )
+            del src
+        from distributed import as_completed
+
+        done = as_completed(futures)
+        del futures
+        WtW, Wty = None, None
+        for fut in done:  # one accumulator at a time
+            r = fut.result()
+            fut.release()
+            del fut
+            if WtW is None:
+                WtW, Wty = r["WtW"], r["Wt_y"]
+            else:
+                WtW += r["WtW"]
+                if Wty is not None:
+                    Wty += r["Wt_y"]
+            del r
+    mirror_lower(WtW)
+    out = {"WtW": WtW, "chunks": len(chunks), "shares": k}
+    if y is not None:
+        out["Wt_y"] = Wty
     return out
+
+
+def _resolve_client_freq(client, geno, chunks, allele_freq, p: int) -> np.ndarray:
+    """The (p,) centring frequencies on the client: observed (one task per SNP chunk),
+    a constant, an array or a Series matched by SNP id; NaN for SNPs without calls."""
+    if allele_freq is None or (isinstance(allele_freq, str) and allele_freq == "observed"):
+        sources = _sources(client, geno, chunks)
+        parts = [client.submit(_freq_part, src, a, b, pure=False) for src, (a, b) in zip(sources, chunks)]
+        return np.concatenate(client.gather(parts))
+    if isinstance(allele_freq, str):
+        raise DataError(f"allele_freq must be 'observed', a number or an array, not {allele_freq!r}")
+    if isinstance(allele_freq, pd.Series):
+        ids = geno.snp_ids if isinstance(geno, Genotypes) else _snp_ids(geno)
+        idx = pd.Index(allele_freq.index.astype(str)).get_indexer(ids)
+        if (idx < 0).any():
+            raise DataError(
+                f"allele_freq lacks {int((idx < 0).sum())} SNP(s) of the genotypes: {format_ids(ids[idx < 0])}"
+            )
+        freq = allele_freq.to_numpy(dtype=np.float64)[idx]
+    elif np.ndim(allele_freq) == 0:
+        freq = np.full(p, float(allele_freq))
+    else:
+        freq = np.asarray(allele_freq, dtype=np.float64)
+        if freq.shape != (p,):
+            raise DataError(f"allele_freq has shape {freq.shape}, expected ({p},) (one per SNP)")
+    return freq

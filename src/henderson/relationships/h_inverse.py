@@ -86,7 +86,6 @@ class SparsePlusDenseInverse:
         self.info = dict(info or {})
 
     # -- protocol ---------------------------------------------------------------
-    kind = "inverse"
     inverse = True
 
     @property

@@ -206,6 +206,58 @@ def _symmetrize_inplace(m: np.ndarray, block: int = 1024) -> np.ndarray:
     return m
 
 
+def _ancestor_subpedigree(ped: Pedigree, ids: np.ndarray):
+    """The wanted animals and their ancestors only (what their relationships and F depend on).
+
+    Returns (sire, dam, d, cols, F): parent codes in the sub-pedigree (−1 unknown,
+    parents first), Mendelian-sampling variances d, the positions ``cols`` of ``ids`` in
+    it, and every sub-pedigree animal's inbreeding F.
+    """
+    codes = ped.codes_of(ids)
+    keep = np.zeros(len(ped), np.bool_)
+    keep[codes] = True
+    mask = K.ancestors_mask(ped.sire, ped.dam, keep)
+    sub = np.flatnonzero(mask)  # increasing codes: still parents-first
+    newcode = np.full(len(ped), -1, np.int64)
+    newcode[sub] = np.arange(len(sub))
+    s = np.where(ped.sire[sub] >= 0, newcode[ped.sire[sub]], -1)
+    dm = np.where(ped.dam[sub] >= 0, newcode[ped.dam[sub]], -1)
+    gen = ped.generation[sub]
+    F, d = K.inbreeding_lap(s, dm, gen, _processing_order(s, dm, gen))
+    return s, dm, d, newcode[codes], F
+
+
+def colleau_product(ped, ids, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A₂₂ X without forming A₂₂ (Colleau 2002), and the ids' inbreeding.
+
+    Parameters
+    ----------
+    ped : Pedigree or DataFrame (id, sire, dam)
+    ids : array of str, shape (k,)
+        Animals of A₂₂ (all in the pedigree), in X's row order.
+    X : ndarray, shape (k, r)
+
+    Returns
+    -------
+    (AX, F) : ndarray (k, r) and ndarray (k,)
+        A[ids, ids] @ X by two sparse triangular passes over the ids' ancestors per
+        block of columns (O(n_anc r) time, n_anc × block memory); F of the ids, so
+        diag(A₂₂) = 1 + F.
+    """
+    ped = _as_pedigree(ped)
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    s, dm, d, cols, F = _ancestor_subpedigree(ped, ids)
+    X = np.asarray(X, dtype=np.float64).reshape(len(ids), -1)
+    r = X.shape[1]
+    out = np.empty((len(ids), r))
+    block = max(1, min(r, _COLLEAU_BLOCK_BYTES // (8 * max(len(s), 1))))
+    for b in range(0, r, block):
+        Y = np.zeros((len(s), min(block, r - b)))
+        Y[cols] = X[:, b : b + block]
+        out[:, b : b + block] = K.colleau_block(s, dm, d, Y)[cols]
+    return out, F[cols]
+
+
 def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relationship:
     """The numerator relationship matrix A, for all animals or for a subset.
 
@@ -261,19 +313,8 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
             stacklevel=2,
         )
         ids = ids[known]
-    codes = ped.codes_of(ids)
-    # Only ancestors of the wanted animals affect their relationships (and their F).
-    keep = np.zeros(len(ped), np.bool_)
-    keep[codes] = True
-    mask = K.ancestors_mask(ped.sire, ped.dam, keep)
-    sub = np.flatnonzero(mask)  # increasing codes: still parents-first
-    newcode = np.full(len(ped), -1, np.int64)
-    newcode[sub] = np.arange(len(sub))
-    s = np.where(ped.sire[sub] >= 0, newcode[ped.sire[sub]], -1)
-    dm = np.where(ped.dam[sub] >= 0, newcode[ped.dam[sub]], -1)
-    gen = ped.generation[sub]
-    _, d = K.inbreeding_lap(s, dm, gen, _processing_order(s, dm, gen))
-    cols = newcode[codes]
+    s, dm, d, cols, _ = _ancestor_subpedigree(ped, ids)
+    sub = s  # one entry per ancestor
     k = len(cols)
     check_dense_memory(k, "A for the requested ids")
     out = np.empty((k, k))

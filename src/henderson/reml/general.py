@@ -20,15 +20,24 @@ step (Σₖ ← (Qₖ + Tₖ)/rₖ projected on the structure, σ²_g ← (ê'D_
 which keeps Σ PSD and never lowers the likelihood. A trial where a Σ is numerically
 singular (the MME need Σ⁻¹) counts as a failed step and is halved.
 
-Converged when the largest scaled change |Δθⱼ|/scaleⱼ is below 1e-8 and −2 log L
-changes by less than 1e-10 (relative), or the largest scaled score |∂ℓ/∂θⱼ|·scaleⱼ is
-below 1e-7 (scaleⱼ: Σᵢᵢ for a variance, √(ΣᵢᵢΣⱼⱼ) for a covariance), or −2 log L has
-changed by less than 1e-9 (relative) in three iterations in a row (on a boundary,
-where the score is not 0 and θ jitters at the accuracy of the MME with a near-singular Σ).
+Stopping rule (:func:`newton_check`, the dense optimiser's rule of ``reml/optimize.py``
+decided from the AI-scaled score): at each accepted point the Newton step δ = H_φ⁻¹ s_φ
+is formed anyway for the next iteration; it maps to Δθ = θ(φ + δ) − θ, and its Newton
+decrement λ² = s_φ'δ is the decrease of −2 log L it predicts. When the largest scaled
+step |Δθⱼ|/scaleⱼ is below 1e-8 and λ² below 1e-10 · max(1, |−2 log L|) (scaleⱼ: Σᵢᵢ for a
+variance, √(ΣᵢᵢΣⱼⱼ) for a covariance), that last step is taken and the run has converged:
+as in the dense optimiser, whose criterion is the last step taken (< 1e-8 relative) and
+its change of −2 log L (< 1e-10 relative), the final point is one AI step past a step of
+1e-8. A tiny step that no longer lowers −2 log L (rounding) ends the run at the current
+point. On the boundary only (:func:`boundary_of` not empty: a variance at 0 or a
+rank-deficient Σ, where the score is not 0 and the MME carry a near-singular Σ⁻¹, so
+θ jitters at ~1e-9 relative in −2 log L), three accepted steps in a row that change
+−2 log L by less than 1e-9 relative also end the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,7 +128,9 @@ def em_theta(state, ev) -> np.ndarray:
     return theta
 
 
-def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray] | None:
+def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(φ, δ, λ²): the point in φ, the AI step δ = H_φ⁻¹ s_φ and its Newton decrement
+    λ² = s_φ'δ (the decrease of −2 log L a full step predicts: ℓ gains ½ s_φ'H_φ⁻¹s_φ)."""
     phi = to_phi(state, ev.theta)
     J, D2 = _jacobians(state, phi)
     g = J.T @ ev.score
@@ -137,14 +148,30 @@ def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray] | None:
                 mu *= 10
         else:
             return None
-    return phi, np.linalg.solve(c.T, np.linalg.solve(c, g))
+    delta = np.linalg.solve(c.T, np.linalg.solve(c, g))
+    return phi, delta, float(g @ delta)
 
 
-def _ai_step(state, ev, method):
-    got = _newton_direction(state, ev)
-    if got is None:
+#: the dense optimiser's tolerances (reml/optimize.py: ``par_tol`` and ``tol``)
+STEP_TOL = 1e-8
+DECREMENT_TOL = 1e-10
+
+
+def newton_check(state, ev, direction) -> bool:
+    """Whether the AI step at ``ev`` is below the stopping tolerances (module notes):
+    max |Δθⱼ|/scaleⱼ < :data:`STEP_TOL` and λ² < :data:`DECREMENT_TOL` · max(1, |−2 log L|)."""
+    if direction is None:
+        return False
+    phi, delta, decrement = direction
+    step = from_phi(state, phi + delta) - ev.theta
+    size = float(np.max(np.abs(step) / _scale(state, ev.theta)))
+    return size < STEP_TOL and abs(decrement) < DECREMENT_TOL * max(1.0, abs(ev.m2ll))
+
+
+def _ai_step(state, ev, method, direction):
+    if direction is None:
         return None, None
-    phi, delta = got
+    phi, delta, _ = direction
     t = 1.0
     for _ in range(12):
         cand = from_phi(state, phi + t * delta)
@@ -162,6 +189,7 @@ def _ai_step(state, ev, method):
                 t /= 2
                 continue
             return trial, "ai" if t == 1.0 else f"ai-halved({t:.3g})"
+        trial = None  # a rejected trial's factor is freed before the next one is made
         t /= 2
     return None, None
 
@@ -175,6 +203,14 @@ def _complete(state, ev, method):
     if add is not None:
         return add(ev)
     return state.evaluate(ev.theta, derivatives=True, method=method)
+
+
+def _released(ev):
+    """A sparse evaluation without its factor and selected inverse (the engine makes them
+    again at the same θ if the results need them); any other evaluation unchanged."""
+    if getattr(ev, "selinv", None) is None:
+        return ev
+    return dataclasses.replace(ev, factor=None, selinv=None)
 
 
 def _row(state, it, kind, ev) -> dict:
@@ -194,25 +230,34 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
     converged = False
     it = flat = 0
     for it in range(1, max_iter + 1):
-        new, kind = _ai_step(state, ev, method)
+        direction = _newton_direction(state, ev)
+        small = newton_check(state, ev, direction)
+        # the step needs θ, score, AI, −2 log L and the EM targets of the current point,
+        # not its factor: a sparse evaluation's selected inverse (L's size) is released
+        # before the trials, so one such array is alive at a time (issue 13)
+        ev = _released(ev)
+        new, kind = _ai_step(state, ev, method, direction)
+        if new is None and small:
+            # the tiny last step no longer lowers −2 log L (rounding): ev is the optimum
+            converged = True
+            break
         if new is None:
             try:
                 new = state.evaluate(em_theta(state, ev), derivatives=True, method=method)
                 kind = "em"
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
-        scale = _scale(state, new.theta)
-        change = float(np.max(np.abs(new.theta - ev.theta) / scale))
         dm = abs(ev.m2ll - new.m2ll)
-        ev = new
+        ev, new = new, None  # no second reference keeps its selected inverse alive
         rows.append(_row(state, it, kind, ev))
         report(it)
-        grad = float(np.max(np.abs(ev.score) * scale))
+        if small and kind == "ai":
+            converged = True  # the last step was below the tolerances: taken, and done
+            break
         flat = flat + 1 if dm < 1e-9 * max(1.0, abs(ev.m2ll)) else 0
-        # flat: near a rank-deficient Σ the MME carry Σ⁻¹ and −2 log L is only accurate
-        # to ~1e-9 relative, so θ keeps jittering below that; three steps in a row that
-        # change nothing beyond it are convergence
-        if (change < 1e-8 and dm < 1e-10 * max(1.0, abs(ev.m2ll))) or grad < 1e-7 or flat >= 3:
+        # flat, on the boundary only: near a rank-deficient Σ the MME carry Σ⁻¹ and
+        # −2 log L is only accurate to ~1e-9 relative, so θ keeps jittering below that
+        if kind == "stuck" or (flat >= 3 and boundary_of(state, ev.theta)):
             converged = kind != "stuck"
             break
     log = pd.DataFrame(rows)

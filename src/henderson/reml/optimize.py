@@ -17,11 +17,15 @@ The optimiser works on the variance components σ² = (σ²₁ … σ²_K, σ²�
 
 Every iteration is logged (σ², −2 log L, step type), and the log travels with the
 result and any ConvergenceWarning.
+
+The optimiser sees the solver only through the protocol (:mod:`henderson.solvers.protocol`):
+``Prepared.evaluate`` → ``Evaluation``, and ``em_step``, ``boundary_score``, ``active``,
+``release`` / ``restore`` for the fallbacks and memory; a dense or sparse MME object is
+wrapped by ``Prepared.of``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +35,7 @@ import pandas as pd
 
 from .._progress import report
 from ..errors import BoundaryWarning, ConvergenceWarning, ModelError, NotPositiveDefiniteError
-from ..solvers.identifiability import residual_at_zero_error
+from ..solvers.protocol import Prepared
 from .residual_boundary import boundary_message, residual_near_zero
 
 #: what an evaluation raises when a trial σ² leaves the region where the MME are
@@ -43,7 +47,7 @@ _LEFT_FEASIBLE_REGION = (np.linalg.LinAlgError, NotPositiveDefiniteError, Floati
 class OptimResult:
     """Outcome of the optimisation: final evaluation with derivatives, log, status."""
 
-    evaluation: Any  # the solver's Evaluation at the optimum
+    evaluation: Any  # the protocol Evaluation at the optimum (solver-native one in .detail)
     iterations: int
     converged: bool
     log: pd.DataFrame
@@ -75,33 +79,14 @@ def starting_values(spec) -> np.ndarray:
     return start
 
 
-def _em_step(state, ev, method: str) -> np.ndarray:
-    """EM-REML update (σ²ₖ = [ûₖ'Pₖûₖ + σ²ₑ tr(PₖC^{kk})]/qₖ; σ²ₑ = y'ê/(n − p))."""
-    s = ev.sigma2.copy()
-    se = s[-1]
-    new = s.copy()
-    zz = method != "reml"
-    for k, _t in enumerate(state.spec.terms):
-        if not ev.active[k]:
-            continue
-        a, b = ev.spans[k]
-        u = ev.solution[a:b]
-        P = state.penalties[k]
-        quad = float(u @ u) if P is None else float(u @ P @ u)
-        new[k] = (quad + se * state.trace(ev, k, zz)) / (b - a)
-    dof = state.n - state.p if method == "reml" else state.n
-    new[-1] = float(state.spec.y @ ev.residuals) / dof
-    if not new[-1] > 1e-12 * float(np.var(state.spec.y)):
-        raise residual_at_zero_error(state.n, f"{sum(t.q for t in state.spec.terms)} random levels")
-    return new
-
-
 def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, tol: float = 1e-10) -> OptimResult:
     """Maximise the (RE)ML likelihood over σ² by AI-REML with fallbacks.
 
     Parameters
     ----------
-    state : DenseMME
+    state : Prepared
+        A prepared dense or sparse MME (``prepare(spec, "dense" | "sparse")``); a
+        ``DenseMME`` or ``SparseMME`` object is wrapped (``Prepared.of``).
     method : {"reml", "ml"}
     start : array, shape (K + 1,), optional
     max_iter : int
@@ -109,10 +94,11 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
         Convergence when the largest relative change of σ² is below 1e-8
         and −2 log L changes by less than ``tol · max(1, |−2 log L|)``.
     """
+    state = state if isinstance(state, Prepared) else Prepared.of(state)
     s = np.asarray(start if start is not None else starting_values(state.spec), dtype=float)
     K = len(s) - 1
     # a solver with a numerical score (sparse) cannot resolve σ² beyond ~1e-7
-    par_tol = getattr(state, "par_tol", 1e-8)
+    par_tol = state.par_tol
     ev = state.evaluate(s, derivatives=True, method=method)
     rows = [dict(iteration=0, step="start", m2ll=ev.m2ll, **_named(state, s))]
     # pinned: σ²ₑ fell below RESIDUAL_ZERO_SHARE of the total; it is then held there and
@@ -125,28 +111,28 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
         # the AI step needs only the current point's σ², score, AI and objective: its
         # factor and selected inverse are released before the trial evaluations, so at
         # most one factor + selected inverse is alive (issue 13: memory bounded by the factor)
-        ev = _released(ev)
+        ev = state.release(ev)
         ev_new, kind = _ai_step(state, ev, method, pin_residual=pinned)
         if ev_new is None:
-            ev = _restored(state, ev, method)  # EM needs the traces of the current point
+            ev = state.restore(ev)  # EM needs the traces of the current point
             try:
-                s_new, kind = _em_step(state, ev, method), "em"
+                s_new, kind = state.em_step(ev), "em"
             except ModelError as err:
                 if not getattr(err, "residual_at_zero", False):
                     raise
                 at_zero = True  # EM would set σ²ₑ to 0: the last σ² is the boundary estimate
                 break
             if pinned:
-                s_new[-1] = ev.sigma2[-1]
+                s_new[-1] = ev.theta[-1]
             ev_new = state.evaluate(s_new, derivatives=True, method=method)
-        s_new = ev_new.sigma2
-        rel = np.abs(s_new - ev.sigma2) / np.maximum(np.abs(ev_new.sigma2), 1e-12 * s_new[-1])
+        s_new = ev_new.theta
+        rel = np.abs(s_new - ev.theta) / np.maximum(np.abs(ev_new.theta), 1e-12 * s_new[-1])
         change = np.max(rel)
         dm = abs(ev.m2ll - ev_new.m2ll)
         ev, ev_new = ev_new, None  # no second reference keeps its factor alive
-        rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.sigma2)))
+        rows.append(dict(iteration=it, step=kind, m2ll=ev.m2ll, **_named(state, ev.theta)))
         report(it)
-        if not pinned and may_pin and residual_near_zero(ev.sigma2, k_means):
+        if not pinned and may_pin and residual_near_zero(ev.theta, k_means):
             pinned = True
             continue
         if change < par_tol and dm < tol * max(1.0, abs(ev.m2ll)):
@@ -158,14 +144,15 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
                 converged, at_zero = not pinned, pinned
                 break
             ev = state.evaluate(released, derivatives=True, method=method)
-            rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.sigma2)))
-    ev = _restored(state, ev, method)
+            rows.append(dict(iteration=it, step="release", m2ll=ev.m2ll, **_named(state, ev.theta)))
+    ev = state.restore(ev)
     log = pd.DataFrame(rows)
-    boundary = [k for k in range(K) if not ev.active[k]]
+    active = state.active(ev)
+    boundary = [k for k in range(K) if not active[k]]
     if at_zero:
         # σ²ₑ → 0 is a boundary optimum, not a failure to converge: one BoundaryWarning
         # (out of iterations with σ²ₑ held, the terms did not converge: the warning below)
-        terms = [t.name for k, t in enumerate(state.spec.terms) if ev.active[k]]
+        terms = [t.name for k, t in enumerate(state.spec.terms) if active[k]]
         warnings.warn(BoundaryWarning(boundary_message(terms)), stacklevel=3)
         return OptimResult(ev, it, False, log, boundary, residual_boundary=True)
     if not converged:
@@ -180,27 +167,8 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
     return OptimResult(ev, it, converged, log, boundary)
 
 
-def _released(ev):
-    """``ev`` without its factor and selected inverse (sparse evaluations), else ``ev``."""
-    if not _holds_factor(ev) or ev.factor is None:
-        return ev
-    return dataclasses.replace(ev, factor=None, selinv=None)
-
-
-def _holds_factor(ev) -> bool:
-    return dataclasses.is_dataclass(ev) and {"factor", "selinv"} <= {f.name for f in dataclasses.fields(ev)}
-
-
-def _restored(state, ev, method: str):
-    """``ev`` with its factor again (re-evaluated at the same σ²) if it was released."""
-    if _holds_factor(ev) and ev.factor is None:
-        return state.evaluate(ev.sigma2, derivatives=True, method=method)
-    return ev
-
-
-def _named(state, s) -> dict:
-    names = [f"sigma2_{t.name}" for t in state.spec.terms] + ["sigma2_Residual"]
-    return dict(zip(names, map(float, s)))
+def _named(state: Prepared, s) -> dict:
+    return dict(zip(state.names, map(float, s)))
 
 
 def _ai_step(state, ev, method: str, pin_residual: bool = False):
@@ -209,8 +177,9 @@ def _ai_step(state, ev, method: str, pin_residual: bool = False):
     Returns the accepted evaluation (with derivatives, so the next iteration reuses
     it) and the step kind, or (None, None) when no step improves the objective.
     """
-    K = len(ev.sigma2) - 1
-    free = np.flatnonzero(ev.active) if pin_residual else np.concatenate([np.flatnonzero(ev.active), [K]])
+    K = len(ev.theta) - 1
+    active = state.active(ev)
+    free = np.flatnonzero(active) if pin_residual else np.concatenate([np.flatnonzero(active), [K]])
     g = ev.score[free]
     H = ev.ai[np.ix_(free, free)]
     try:
@@ -219,7 +188,7 @@ def _ai_step(state, ev, method: str, pin_residual: bool = False):
         delta = np.linalg.solve(c.T, np.linalg.solve(c, g))
     except np.linalg.LinAlgError:
         return None, None
-    s0 = ev.sigma2
+    s0 = ev.theta
     full = np.zeros_like(s0)
     full[free] = delta
     # largest t in (0, 1] keeping every free component >= 0
@@ -251,14 +220,15 @@ def _ai_step(state, ev, method: str, pin_residual: bool = False):
 
 def _release_boundary(state, ev, method: str):
     """σ² with a boundary component restarted if its score at zero is positive."""
-    K = len(ev.sigma2) - 1
+    K = len(ev.theta) - 1
+    active = state.active(ev)
     for k in range(K):
-        if ev.active[k]:
+        if active[k]:
             continue
         score, ai = state.boundary_score(ev, k)
         # a positive score, larger than rounding noise, means the optimum is interior
         if score > 1e-8 * max(1.0, abs(ev.m2ll)) and ai > 0:
-            s = ev.sigma2.copy()
+            s = ev.theta.copy()
             s[k] = score / ai
             return s
     return None

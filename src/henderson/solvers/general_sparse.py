@@ -36,6 +36,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import gather, scatter_add
+from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
 from .general import GeneralMME, residual_variances, term_covariances
@@ -179,6 +180,8 @@ class GeneralSparseMME:
             blk["pos"], blk["keep"] = pos, keep
             blk["pos_all"] = sym.positions(blk["row"], blk["col"])
         self.diag_pos = sym.diagonal_positions()
+        del pattern, rows, cols
+        return_freed_heap()  # the assembly's scratch, before the first factor (issue 13)
 
     # -- θ helpers (shared with the dense engine) ---------------------------------------
     def start(self) -> np.ndarray:
@@ -243,6 +246,23 @@ class GeneralSparseMME:
             return GeneralSparseEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=factor)
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, factor, rs)
 
+    def with_derivatives(self, ev: GeneralSparseEvaluation) -> GeneralSparseEvaluation:
+        """``ev`` (evaluated without derivatives) with score, AI, selected inverse and EM
+        targets, from the factor it holds: the numbers of ``evaluate(ev.theta,
+        derivatives=True)`` without a second factorisation, and without a second factor
+        alive while it runs (the optimiser completes only the accepted trial point)."""
+        if ev.score is not None:
+            return ev
+        if ev.factor is None or ev.factor.x is None:
+            return self.evaluate(ev.theta, method=ev.method, derivatives=True)
+        theta = ev.theta
+        rs = residual_variances(self.spec, theta, self.slices[-1])
+        _, sig_inv, _ = term_covariances(self.spec, theta, self.slices)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return self._derivatives(
+                theta, ev.method, ev.m2ll, ev.solution, ev.residuals, ev.sigmas, sig_inv, ev.factor, rs
+            )
+
     def _zz_solve(self, factor, B: np.ndarray) -> np.ndarray:
         """C_zz⁻¹B (B: mz × k) from the factor of the whole C, by the block-inverse
         identity (C_zz)⁻¹ = (C⁻¹)_zz − (C⁻¹)_zx ((C⁻¹)_xx)⁻¹ (C⁻¹)_xz."""
@@ -261,15 +281,42 @@ class GeneralSparseMME:
         spec = self.spec
         reml = method == "reml"
         mu = self.m if reml else self.mz
-        Z = factor.selected_inverse(None if reml else self.mz)
         nt = spec.n_theta
-        score = np.zeros(nt)
+        # working variates first, and the AI's solve with them: every solve with the
+        # factor comes before the selected inverse, which then overwrites the factor's
+        # value array (one array of L's size alive, not two; issue 13)
         work = np.zeros((self.n, nt))
-        em: dict = {"terms": [], "residual": None}
+        terms = []
         for k, t in enumerate(spec.terms):
             r, S = self.ranks[k], t.size
             a, b = self.offsets[k], self.offsets[k + 1]
             U = sol[a:b].reshape(S, r).T  # r × S
+            dS = t.structure.dsigma(theta[self.slices[k]])
+            Zk = self.W[:, a:b]
+            As = [sig_inv[k] @ D for D in dS]
+            for j, A in enumerate(As):
+                work[:, self.slices[k].start + j] = Zk @ (U @ A).T.ravel()
+            terms.append((U, As))
+        rsl = self.slices[-1]
+        rinv = self.w / rs[spec.residual.codes]
+        for g, G in enumerate(self.groups):
+            idx = G["idx"]
+            j = rsl.start + (g if len(self.groups) > 1 else 0)
+            work[idx, j] += resid[idx] / rs[g]
+        Wu = self.W[:, :mu]
+        RW = work * rinv[:, None]
+        WtRW = np.asarray(Wu.T @ RW)
+        CW = factor.solve(WtRW) if reml else self._zz_solve(factor, WtRW)
+        Pw = RW - rinv[:, None] * np.asarray(Wu @ CW)
+        ai = 0.5 * work.T @ Pw
+        ai = 0.5 * (ai + ai.T)
+        del RW, WtRW, CW, Pw
+        Z = factor.selected_inverse(None if reml else self.mz, overwrite=True)
+        score = np.zeros(nt)
+        em: dict = {"terms": [], "residual": None}
+        for k, t in enumerate(spec.terms):
+            r, S = self.ranks[k], t.size
+            U, As = terms[k]
             P = self.penalties[k]
             Q = U.T @ U if P is None else U.T @ (P @ U)
             blk = self.blocks[k]
@@ -278,15 +325,8 @@ class GeneralSparseMME:
             Si = sig_inv[k]
             QT = Q + T
             em["terms"].append(QT / r)
-            dS = t.structure.dsigma(theta[self.slices[k]])
-            Zk = self.W[:, a:b]
-            for j, D in enumerate(dS):
-                A = Si @ D
-                idx = self.slices[k].start + j
-                score[idx] = -0.5 * (r * np.trace(A) - np.trace(A @ Si @ QT))
-                work[:, idx] = Zk @ (U @ A).T.ravel()
-        rsl = self.slices[-1]
-        rinv = self.w / rs[spec.residual.codes]
+            for j, A in enumerate(As):
+                score[self.slices[k].start + j] = -0.5 * (r * np.trace(A) - np.trace(A @ Si @ QT))
         new_r = np.empty(len(self.groups))
         for g, G in enumerate(self.groups):
             idx = G["idx"]
@@ -300,25 +340,23 @@ class GeneralSparseMME:
             new_r[g] = (ede + tr) / G["n"]
             j = rsl.start + (g if len(self.groups) > 1 else 0)
             score[j] += -0.5 * (G["n"] / sg - (tr + ede) / sg**2)
-            work[idx, j] += resid[idx] / sg
         em["residual"] = new_r if len(self.groups) > 1 else np.array([new_r[0]])
-        Wu = self.W[:, :mu]
-        RW = work * rinv[:, None]
-        WtRW = np.asarray(Wu.T @ RW)
-        CW = factor.solve(WtRW) if reml else self._zz_solve(factor, WtRW)
-        Pw = RW - rinv[:, None] * np.asarray(Wu @ CW)
-        ai = 0.5 * work.T @ Pw
-        ai = 0.5 * (ai + ai.T)
         return GeneralSparseEvaluation(
             theta, method, m2ll, sol, resid, sigmas, score, ai, None, em, factor=factor, selinv=Z
         )
+
+    def _live_factor(self, ev: GeneralSparseEvaluation):
+        """``ev.factor``, or the factor again at ``ev.theta`` if the selected inverse consumed it."""
+        if ev.factor is not None and ev.factor.x is not None:
+            return ev.factor
+        return self._evaluate(ev.theta, ev.method, False).factor
 
     # -- pieces for results -------------------------------------------------------------
     def _full_selinv(self, ev: GeneralSparseEvaluation):
         if ev.method == "reml" and ev.selinv is not None:
             return ev.selinv
         with _blas_controller().limit(limits=1, user_api="blas"):
-            return ev.factor.selected_inverse()
+            return self._live_factor(ev).selected_inverse(overwrite=True)
 
     def term_blups(self, ev: GeneralSparseEvaluation, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Term k's BLUPs and PEVs in level space, each (q, S); PEV from the selected inverse."""
@@ -343,9 +381,17 @@ class GeneralSparseMME:
         return U, pev
 
     def fixed(self, ev: GeneralSparseEvaluation) -> tuple[np.ndarray, np.ndarray]:
-        """b̂ and Var(b̂) = the fixed block of C⁻¹ (p solves with the factor)."""
+        """b̂ and Var(b̂) = the fixed block of C⁻¹: from the selected inverse when it is the
+        full C⁻¹ and the p × p block lies in the pattern of L, else by p solves."""
+        if ev.method == "reml" and ev.selinv is not None:
+            ii, jj = (v.ravel() for v in np.meshgrid(np.arange(self.p), np.arange(self.p), indexing="ij"))
+            try:
+                V = ev.selinv.entries(self.mz + ii, self.mz + jj).reshape(self.p, self.p)
+                return ev.solution[self.mz :], 0.5 * (V + V.T)
+            except ValueError:  # fixed effects that never meet (their block is not dense in L)
+                pass
         E = np.zeros((self.m, self.p))
         E[self.mz :] = np.eye(self.p)
         with _blas_controller().limit(limits=1, user_api="blas"):
-            V = ev.factor.solve(E)[self.mz :]
+            V = self._live_factor(ev).solve(E)[self.mz :]
         return ev.solution[self.mz :], 0.5 * (V + V.T)

@@ -88,6 +88,18 @@ class GenomicBlock:
         return self.tau * sla.cho_solve((self._lg, True), V) - self.omega * sla.cho_solve((self._la, True), V)
 
 
+def _is_block_operator(blk) -> bool:
+    """A genomic block applied as a product: :class:`GenomicBlock`, or any object with
+    ``k``, ``diagonal()`` and ``@`` (e.g. :class:`~henderson.relationships.apy.ApyInverse`,
+    the APY inverse kept as the core factor, G_CN and m)."""
+    return isinstance(blk, GenomicBlock) or (
+        not isinstance(blk, np.ndarray)
+        and hasattr(blk, "k")
+        and hasattr(blk, "diagonal")
+        and hasattr(blk, "__matmul__")
+    )
+
+
 def _chol(M: np.ndarray, what: str) -> np.ndarray:
     try:
         return np.linalg.cholesky(M)
@@ -115,8 +127,10 @@ class RandomGroup:
         Number of levels.
     kinv : sparse (q, q), optional
         K⁻¹ with both triangles stored (not one triangle); None means K = I.
-    genomic : (idx, GenomicBlock or array (k, k)), optional
-        A dense block added to K⁻¹[idx, idx] (single-step H⁻¹ or APY).
+    genomic : (idx, GenomicBlock, array (k, k) or block operator), optional
+        A dense block added to K⁻¹[idx, idx] (single-step H⁻¹ or APY); an operator
+        with ``k``, ``diagonal()`` and ``@`` (e.g. :class:`~henderson.ApyInverse`,
+        G_APY⁻¹ in blocks) is applied as a product.
     """
 
     name: str
@@ -209,7 +223,7 @@ class GeneralPCG:
             gr._block = None
             if gr.genomic is not None:
                 idx, blk = gr.genomic
-                blk = blk if isinstance(blk, GenomicBlock) else GenomicBlock(matrix=blk)
+                blk = blk if _is_block_operator(blk) else GenomicBlock(matrix=blk)
                 idx = np.asarray(idx, dtype=np.int64)
                 if gr.kinv is None or idx.shape != (blk.k,):
                     raise ModelError(f"group {gr.name!r}: a genomic block needs kinv and {blk.k} level indices")

@@ -11,20 +11,23 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
 - ``"spectral"``: (σ²_g, σ²ₑ) of a one-kernel ModelSpec;
 - ``"general"``: the structure parameters θ of a :class:`~henderson.spec.terms.GeneralSpec`
   (ASReml order, :meth:`~henderson.solvers.general.GeneralMME.names`); ``"general_sparse"``
-  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`).
+  the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`)
+  and ``"general_vform"`` in observation space (:class:`~henderson.solvers.general_vform.GeneralVForm`).
 
-The optimisers in :mod:`henderson.reml` drive the solver through ``evaluate(θ,
-derivatives=True, method=)`` of the prepared state, which every solver object has with
-this signature (``DenseMME``, ``SparseMME``, ``GeneralMME``, ``SpectralSolver``); the
-solver-native evaluation (block factor, selected inverse, C⁻¹) rides along as
-``Evaluation.detail`` for the result builders. Not yet through this class: the EM
-fallback and the boundary re-entry test of ``reml/optimize.py`` still read the MME
-solvers' ``trace``, ``boundary_score`` and ``spans``, and ``reml/spectral_search.py``
+The variance-component optimiser (:func:`henderson.reml.optimize.optimise`, behind
+``henderson.fit`` for the dense and sparse MME) sees only this class: :meth:`Prepared.evaluate`,
+and for its fallbacks :meth:`Prepared.em_step` (the EM-REML update), :meth:`Prepared.boundary_score`
+(the re-entry test of a variance held at 0), :meth:`Prepared.release` / :meth:`Prepared.restore`
+(drop and rebuild an evaluation's factor, so that one factor at a time is alive) and
+:meth:`Prepared.active`. The solver-native evaluation (block factor, selected inverse, C⁻¹)
+rides along as ``Evaluation.detail`` for the result builders. Not yet through this class:
+``reml/general.py`` drives the general engines' own objects, and ``reml/spectral_search.py``
 reads the spectral solver's profiled objective. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from ..spec.levels import Factored
 
-SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse")
+SOLVERS = ("dense", "sparse", "spectral", "general", "general_sparse", "general_vform")
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +62,9 @@ class Evaluation:
         ê = y − Xb̂ − Zû (None for the spectral solver, which does not form it).
     detail : object
         The solver-native evaluation (for result builders and the optimiser's EM step).
+    fixed_var : ndarray, shape (p,) or None
+        Sampling variances of b̂, diag((X'V⁻¹X)⁻¹) = σ²ₑ diag(C⁻¹) on the fixed
+        equations, with ``pev=True`` (dense and sparse MME; None otherwise).
     """
 
     theta: np.ndarray
@@ -71,6 +77,12 @@ class Evaluation:
     pev: dict | None
     residuals: np.ndarray | None
     detail: Any
+    fixed_var: np.ndarray | None = None
+
+    @property
+    def sigma2(self) -> np.ndarray:
+        """θ of the variance-component solvers ("dense", "sparse", "spectral"): σ²."""
+        return self.theta
 
 
 class Prepared:
@@ -92,6 +104,30 @@ class Prepared:
     def __init__(self, name: str, state, names: list[str]) -> None:
         self.name, self.state, self.names = name, state, list(names)
 
+    @classmethod
+    def of(cls, state) -> Prepared:
+        """The Prepared of a dense or sparse MME solver object made elsewhere."""
+        from .dense import DenseMME
+        from .sparse import SparseMME
+
+        if isinstance(state, DenseMME):
+            name = "dense"
+        elif isinstance(state, SparseMME) or type(state).__name__ == "SparseMME":
+            name = "sparse"  # by name too: benchmarks/bench_sparse.py loads an earlier version
+        else:
+            raise TypeError(f"no protocol adapter for {type(state).__name__}")
+        return cls(name, state, [f"sigma2_{t.name}" for t in state.spec.terms] + ["sigma2_Residual"])
+
+    @property
+    def spec(self):
+        """The model (:class:`~henderson.spec.model.ModelSpec` or ``GeneralSpec``)."""
+        return self.state.spec
+
+    @property
+    def par_tol(self) -> float:
+        """Smallest relative change of θ the solver resolves (1e-7 with a numerical score)."""
+        return float(getattr(self.state, "par_tol", 1e-8))
+
     def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False) -> Evaluation:
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (len(self.names),):
@@ -101,8 +137,12 @@ class Prepared:
     # -- one adapter per solver ------------------------------------------------------
     def _mme(self, theta, method, derivatives, want_pev):
         """Dense and sparse MME: solution vector in ``index`` order, terms at ``spans``."""
+        ev = self.state.evaluate(theta, derivatives=derivatives or want_pev, method=method)
+        return self._wrap_mme(ev, method, derivatives, want_pev)
+
+    def _wrap_mme(self, ev, method, derivatives, want_pev):
         st = self.state
-        ev = st.evaluate(theta, derivatives=derivatives or want_pev, method=method)
+        theta = ev.sigma2
         se = theta[-1]
         nz = len(ev.index) - st.spec.p
         blups, pevs = {}, {}
@@ -123,6 +163,10 @@ class Prepared:
                 else:
                     pevs[t.name] = ev.inverse_diag(k) * se
         ai = ev.ai if ev.ai is not None or not derivatives else st.average_information(ev)
+        fixed_var = None
+        if want_pev:
+            fixed_diag = diag[nz:] if diag is not None else np.diag(ev.fixed_cov())
+            fixed_var = np.maximum(fixed_diag, 0) * se
         return Evaluation(
             theta,
             method,
@@ -134,10 +178,73 @@ class Prepared:
             pevs if want_pev else None,
             np.asarray(ev.residuals),
             ev,
+            fixed_var,
         )
 
     _evaluate_dense = _mme
     _evaluate_sparse = _mme
+
+    # -- what the variance-component optimiser needs besides evaluate (dense, sparse) --
+    def active(self, ev: Evaluation) -> np.ndarray:
+        """(K,) bool: the terms in the MME at ``ev`` (σ²ₖ > 0; a term at 0 leaves them)."""
+        return ev.theta[:-1] > 0
+
+    def em_step(self, ev: Evaluation) -> np.ndarray:
+        """The EM-REML update of σ² from ``ev`` (evaluated with its factor):
+
+        σ²ₖ ← [ûₖ'Pₖûₖ + σ²ₑ tr(PₖC^{kk})]/qₖ (Pₖ = I or K⁻¹, C^{kk} of the unscaled C,
+        C_zz for ML), σ²ₑ ← y'ê/(n − p) (REML; /n for ML). Terms at 0 stay there.
+
+        Raises
+        ------
+        ModelError
+            With ``residual_at_zero`` set, when the update would put σ²ₑ at 0.
+        """
+        from .identifiability import residual_at_zero_error
+
+        st, native = self.state, ev.detail
+        spec = st.spec
+        se = ev.theta[-1]
+        new = ev.theta.copy()
+        zz = ev.method != "reml"
+        for k in np.flatnonzero(native.active):
+            a, b = native.spans[k]
+            u = native.solution[a:b]
+            P = st.penalties[k]
+            quad = float(u @ u) if P is None else float(u @ P @ u)
+            new[k] = (quad + se * st.trace(native, k, zz)) / (b - a)
+        dof = st.n - st.p if ev.method == "reml" else st.n
+        new[-1] = float(spec.y @ native.residuals) / dof
+        if not new[-1] > 1e-12 * float(np.var(spec.y)):
+            raise residual_at_zero_error(st.n, f"{sum(t.q for t in spec.terms)} random levels")
+        return new
+
+    def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
+        """(∂ℓ/∂σ²ₖ, AIₖₖ) at σ²ₖ = 0 for a term k held at 0: a positive score means the
+        likelihood rises away from the boundary (the solver's ``boundary_score``)."""
+        return self.state.boundary_score(ev.detail, k)
+
+    def release(self, ev: Evaluation) -> Evaluation:
+        """``ev`` without its factor and selected inverse (sparse: they are the memory an
+        evaluation holds), else ``ev``; :meth:`restore` brings them back."""
+        native = ev.detail
+        if not _holds_factor(native) or native.factor is None:
+            return ev
+        return dataclasses.replace(ev, detail=dataclasses.replace(native, factor=None, selinv=None))
+
+    def restore(self, ev: Evaluation) -> Evaluation:
+        """``ev`` with its factor (re-evaluated at the same θ) if :meth:`release` dropped it."""
+        if _holds_factor(ev.detail) and ev.detail.factor is None:
+            return self.evaluate(ev.theta, method=ev.method, derivatives=True)
+        return ev
+
+    def with_pev(self, ev: Evaluation) -> Evaluation:
+        """``ev`` with the PEV of the BLUPs, from its own factor (no new evaluation)."""
+        if ev.pev is not None:
+            return ev
+        if self.name not in ("dense", "sparse"):
+            return self.evaluate(ev.theta, method=ev.method, derivatives=ev.score is not None, pev=True)
+        return self._wrap_mme(self.restore(ev).detail, ev.method, ev.score is not None, True)
 
     def _evaluate_spectral(self, theta, method, derivatives, want_pev):
         s = self.state
@@ -176,6 +283,30 @@ class Prepared:
 
     _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
 
+    def _evaluate_general_vform(self, theta, method, derivatives, want_pev):
+        """The V-form (solvers/general_vform.py): BLUPs (Σ ⊗ K)Z'Py, PEV from P."""
+        st = self.state
+        ev = st.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        blups, pevs = {}, {}
+        for k, t in enumerate(st.spec.terms):
+            U = st.blups(ev, k)
+            blups[t.name] = U[:, 0] if t.size == 1 else U
+            if want_pev:
+                P = st.pev(ev, k)
+                pevs[t.name] = P[:, 0] if t.size == 1 else P
+        return Evaluation(
+            theta,
+            method,
+            float(ev.m2ll),
+            ev.score if derivatives else None,
+            ev.ai if derivatives else None,
+            ev.fixed,
+            blups,
+            pevs if want_pev else None,
+            np.asarray(ev.residuals),
+            ev,
+        )
+
 
 def prepare(spec, solver: str = "dense") -> Prepared:
     """Prepare ``solver`` for ``spec`` once (see the module notes).
@@ -185,7 +316,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     spec : ModelSpec or GeneralSpec
         A :class:`~henderson.spec.model.ModelSpec` for "dense", "sparse" and "spectral"
         (one term with a dense K), a :class:`~henderson.spec.terms.GeneralSpec` for "general".
-    solver : {"dense", "sparse", "spectral", "general", "general_sparse"}
+    solver : {"dense", "sparse", "spectral", "general", "general_sparse", "general_vform"}
 
     Returns
     -------
@@ -216,6 +347,15 @@ def prepare(spec, solver: str = "dense") -> Prepared:
         from .general_sparse import GeneralSparseMME
 
         return Prepared("general_sparse", GeneralSparseMME(spec), list(spec.theta_names))
+    elif solver == "general_vform":
+        from .general_vform import GeneralVForm
+
+        return Prepared("general_vform", GeneralVForm(spec), list(spec.theta_names))
     else:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     return Prepared(solver, state, [f"sigma2_{t.name}" for t in spec.terms] + ["sigma2_Residual"])
+
+
+def _holds_factor(native) -> bool:
+    """A native evaluation that keeps a factor and a selected inverse (the sparse MME's)."""
+    return dataclasses.is_dataclass(native) and {"factor", "selinv"} <= {f.name for f in dataclasses.fields(native)}

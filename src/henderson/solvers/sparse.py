@@ -17,11 +17,15 @@ Derivatives are exact, as in the dense solver, from one factorisation:
 - PEV is σ²ₑ·diag(C⁻¹), the selected inverse's diagonal (no unit-vector solves).
 
 Each AI iteration therefore costs one numeric factorisation, one selected inverse
-and two solves.
+and two solves. The solves come first; the selected inverse then overwrites the
+factor's value array (``overwrite=True``), so one array of L's size is alive per
+evaluation (issue 13). A later request that needs the factor again (a solve, or the
+selected inverse of another block) refactors at the same σ².
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +36,7 @@ from .._threads import _blas_controller
 from ..errors import ModelError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import scatter_add
+from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.model import ModelSpec
 
@@ -96,6 +101,8 @@ class _Analysis:
             self.pen.append(
                 (int(k), pos, B.data[keep].astype(float), self.symbolic.positions(B.row, B.col), B.data.astype(float))
             )
+        del TtT, blocks, pattern
+        return_freed_heap()  # the assembly's scratch, before the first factor (issue 13)
 
     def assemble(self, lam: dict) -> np.ndarray:
         x = np.zeros(self.symbolic.size)
@@ -185,7 +192,13 @@ class SparseMME:
                     s, active, float(m2ll), ell2, sol, index, spans, resid, factor, logdet_c=logdet_c
                 )
             zz = method != "reml"
-            selinv = factor.selected_inverse(an.nz if zz else None)
+            # every solve with the factor (b̂, û above, the AI's multi-RHS solve here) comes
+            # before the selected inverse, which then overwrites the factor's value array:
+            # one array of the factor's size is alive, not two (issue 13)
+            ai = self.average_information(
+                SparseEvaluation(s, active, float(m2ll), ell2, sol, index, spans, resid, factor)
+            )
+            selinv = factor.selected_inverse(an.nz if zz else None, overwrite=True)
             ev = SparseEvaluation(
                 s,
                 active,
@@ -196,15 +209,23 @@ class SparseMME:
                 spans,
                 resid,
                 factor,
+                ai=ai,
                 logdet_c=logdet_c,
                 selinv=selinv,
                 selinv_zz=zz,
             )
             score = self._score(ev, method)
-            ai = self.average_information(ev)
-        return SparseEvaluation(
-            s, active, float(m2ll), ell2, sol, index, spans, resid, factor, score, ai, logdet_c, selinv, zz
-        )
+        return dataclasses.replace(ev, score=score)
+
+    def _live_factor(self, ev: SparseEvaluation):
+        """``ev.factor``, or the factor again at ``ev.sigma2`` if the selected inverse consumed it."""
+        if ev.factor is not None and ev.factor.x is not None:
+            return ev.factor
+        an = self.analysis(ev.active)
+        se = ev.sigma2[-1]
+        lam = {k: se / ev.sigma2[k] for k in range(len(self.spec.terms)) if ev.active[k]}
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return an.symbolic.factor(an.assemble(lam))
 
     def _score(self, ev: SparseEvaluation, method: str) -> np.ndarray:
         """∂ℓ/∂σ² (the dense solver's formulas; traces from the selected inverse)."""
@@ -233,7 +254,7 @@ class SparseMME:
         if Z is None or ev.selinv_zz != zz:
             an = self.analysis(ev.active)
             with _blas_controller().limit(limits=1, user_api="blas"):
-                Z = ev.factor.selected_inverse(an.nz if zz else None)
+                Z = self._live_factor(ev).selected_inverse(an.nz if zz else None, overwrite=True)
         for kk, _, _, pos_all, data_all in self.analysis(ev.active).pen:
             if kk == k:
                 return float(data_all @ Z.at(pos_all))
@@ -261,7 +282,7 @@ class SparseMME:
             a, b = ev.spans[k]
             W[:, j] = Tx[:, a:b] @ ev.solution[a:b] / s[k]
         W[:, -1] = ev.residuals / se
-        PW = (W - Tx @ ev.factor.solve(np.asarray(Tx.T @ W))) / se
+        PW = (W - Tx @ self._live_factor(ev).solve(np.asarray(Tx.T @ W))) / se
         ai = np.full((K + 1, K + 1), np.nan)
         ai[np.ix_(free, free)] = 0.5 * W.T @ PW
         return ai
@@ -271,5 +292,5 @@ class SparseMME:
         Z = ev.selinv
         if Z is None or ev.selinv_zz:
             with _blas_controller().limit(limits=1, user_api="blas"):
-                Z = ev.factor.selected_inverse()
+                Z = self._live_factor(ev).selected_inverse(overwrite=ev.factor is None or ev.factor.x is None)
         return Z.diag()

@@ -16,14 +16,13 @@ One class per way K reaches the mixed model equations (Henderson's MME, Mrode 20
 Every class states its level ids, its number of levels, the log|K| that −2 log L of the MME
 adds (:meth:`LevelCovariance.logdet_contribution`), K⁻¹x (:meth:`LevelCovariance.apply_inverse`)
 and K as a dense array (:meth:`LevelCovariance.as_dense`, for tests and small problems).
-``kind`` is the string the solvers used before these classes ("iid", "factor", "inverse");
-it stays, read-only, while callers move to ``isinstance`` checks.
+Callers dispatch on the class (``isinstance``); the former string tags ("iid", "factor",
+"inverse") are gone.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
 
 import numpy as np
 import scipy.linalg as sla
@@ -38,11 +37,7 @@ class LevelCovariance(ABC):
     ----------
     ids : ndarray of str, shape (q,)
         Level ids, in the order of K's rows.
-    kind : str
-        Transitional: the former string tag ("iid", "factor", "inverse").
     """
-
-    kind: ClassVar[str]
 
     def __init__(self, ids) -> None:
         self.ids = np.asarray(ids, dtype=object)
@@ -75,8 +70,6 @@ class LevelCovariance(ABC):
 class Identity(LevelCovariance):
     """K = I: iid levels."""
 
-    kind = "iid"
-
     def apply_inverse(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=float)
 
@@ -86,8 +79,6 @@ class Identity(LevelCovariance):
 
 class Factored(LevelCovariance):
     """A K the dense MME use through a factor F (q × r) with K = FF'."""
-
-    kind = "factor"
 
     @property
     @abstractmethod
@@ -174,8 +165,6 @@ class SparseInverse(LevelCovariance):
         log|K| (= −log|K⁻¹|), known from how K⁻¹ was built (e.g. Henderson's rules).
     """
 
-    kind = "inverse"
-
     def __init__(self, Kinv, ids, logdet_k: float) -> None:
         super().__init__(ids)
         self.Kinv = Kinv
@@ -207,8 +196,6 @@ class SparseInverseWithDenseBlock(LevelCovariance):
     :meth:`sparse_part` and :meth:`dense_block`; others may form K⁻¹ (sparse plus a
     dense g × g block). Concrete classes come with the single-step solver path.
     """
-
-    kind = "inverse"
 
     @abstractmethod
     def sparse_part(self) -> sp.spmatrix:

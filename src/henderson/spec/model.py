@@ -72,11 +72,6 @@ class RandomTerm:
     info: dict = field(default_factory=dict)
 
     @property
-    def kind(self) -> str:
-        """Transitional, read-only: "iid", "factor" or "inverse" (the covariance's class)."""
-        return self.covariance.kind
-
-    @property
     def kernel(self) -> np.ndarray | None:
         """K (q × q) for a :class:`DenseKernel`, else None."""
         return self.covariance.K if isinstance(self.covariance, DenseKernel) else None

@@ -63,8 +63,9 @@ class StructuredTerm:
         Value each record loads with on each component (0: not at all).
     structure : Structure
     level : RandomTerm
-        The level covariance (``kind`` "iid", "factor" (dense K = FF') or "inverse"
-        (K⁻¹ given)), its ids, diag(K) and log|K|, as for one-component terms.
+        The level covariance (``level.covariance``: :class:`~henderson.spec.levels.Identity`,
+        a factored K = FF' or a K⁻¹ given), its ids, diag(K) and log|K|, as for one-component
+        terms.
     """
 
     name: str

@@ -1,0 +1,184 @@
+"""``solver="pcg"`` at given (co)variances for multi-trait, correlated and single-step models.
+
+:class:`~henderson.solvers.pcg_general.GeneralPCG` solves the MME of these models by
+iteration on data (docs/theory.md, "PCG for multi-trait, maternal and single-step
+models"). This module turns the public inputs into its groups and its solution into the
+usual results:
+
+- the general engine's models (``correlated=[("animal", "dam")]`` maternal models,
+  ``us(0 + Env|Name)`` and other random intercepts with a structure Σ(θ)), from their
+  :class:`~henderson.spec.terms.GeneralSpec`: :func:`fit_general_pcg` → ``FitResult``;
+- multi-trait formulas ``cbind(y1, y2) ~ ...`` with missing traits, iid terms,
+  ``diag(1|g)``, a sparse K⁻¹ (pedigree A⁻¹) or a single-step H⁻¹ given in blocks
+  (:class:`~henderson.relationships.h_inverse.SparsePlusDenseInverse`, whose dense block
+  τG*⁻¹ − ωA₂₂⁻¹ is applied as a product, never filled into a sparse matrix):
+  :func:`fit_traits_pcg` → ``MultiTraitResult``.
+
+What PCG does not give, the results say (notes): −2 log L, AIC and BIC (no factor of C),
+PEV, reliabilities and fixed-effect SEs (NaN). ``solver="auto"`` takes this path with
+given (co)variances above :data:`henderson.api_pcg.PCG_THRESHOLD` equations (read at
+call time) and says so in the notes. A solve that does not converge in its rounds is a
+:class:`~henderson.ConvergenceWarning` carrying the residual history
+(:func:`henderson.solvers.pcg.pcg_loop`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import api_pcg
+from .errors import ModelError
+from .solvers.pcg import TOL
+from .solvers.pcg_general import GeneralPCG, RandomGroup
+from .spec.levels import Factored, SparseInverse
+
+PCG_NOTES = (
+    "log-likelihood, AIC and BIC not computed by the PCG solver (no factor of C)",
+    "PEV, reliabilities and fixed-effect standard errors not computed by the PCG solver (NaN)",
+)
+
+
+def _solve_note(info) -> str:
+    return (
+        f"PCG: {info.rounds} rounds to ‖r − Cx‖/‖r‖ = {info.rel_residual:.3g} "
+        f"(tolerance {info.tol:g}, {info.preconditioner} preconditioner)"
+    )
+
+
+def _auto_note(m: int) -> str:
+    return f"solver 'auto' chose PCG: {m} MME equations > PCG_THRESHOLD ({api_pcg.PCG_THRESHOLD}) with given variances"
+
+
+def _pcg_settings(info) -> dict:
+    return {
+        "tol": info.tol,
+        "rounds": info.rounds,
+        "rel_residual": info.rel_residual,
+        "preconditioner": info.preconditioner,
+        "seconds": info.seconds,
+    }
+
+
+# -- the general engine's models (maternal, structured random intercepts) -------------------
+def general_equations(spec) -> int:
+    """MME equations of a GeneralSpec: Σ levels × components, plus the fixed effects."""
+    return int(sum(t.q * t.size for t in spec.terms) + spec.p)
+
+
+def general_pcg_applies(spec) -> bool:
+    """Whether :func:`general_groups` takes this model (what ``solver="auto"`` checks)."""
+    r = spec.residual
+    if r.weights is not None or len(r.groups) != 1 or r.unit is not None:
+        return False
+    return all(not isinstance(t.level.covariance, Factored) and np.all((t.z == 0) | (t.z == 1)) for t in spec.terms)
+
+
+def prefers_general_pcg(spec) -> bool:
+    """Above PCG_THRESHOLD equations and a model PCG takes (``solver="auto"`` with θ given)."""
+    return general_equations(spec) > api_pcg.PCG_THRESHOLD and general_pcg_applies(spec)
+
+
+def general_groups(spec, theta) -> tuple[list[RandomGroup], np.ndarray]:
+    """GeneralPCG groups and R₀ (1 × 1) of a single-trait GeneralSpec at θ.
+
+    A term's component a loads record i on level ``codes[i, a]`` when ``z[i, a]`` is 1
+    and not at all when it is 0 (an unknown dam); other loadings (random slopes) are not
+    incidences and are refused, as are a dense K, residual groups and weights.
+    """
+    theta = np.asarray(theta, dtype=float)
+    if theta.shape != (spec.n_theta,):
+        raise ModelError(f"sigma2 needs {spec.n_theta} values: {spec.theta_names}")
+    r = spec.residual
+    if r.weights is not None or len(r.groups) != 1 or r.unit is not None:
+        raise ModelError(
+            "solver='pcg' fits one residual variance (no weights=, residual= groups or units); "
+            "use solver='auto', 'dense' or 'sparse' for this model"
+        )
+    groups = []
+    slices = spec.slices
+    for k, t in enumerate(spec.terms):
+        z = np.asarray(t.z, dtype=float)
+        if not np.all((z == 0) | (z == 1)):
+            raise ModelError(
+                f"solver='pcg' takes random intercepts (incidences); term {t.name!r} has covariate "
+                f"loadings ({', '.join(t.components)}): use solver='auto', 'dense' or 'sparse'"
+            )
+        cov = t.level.covariance
+        if isinstance(cov, Factored):
+            raise ModelError(
+                f"solver='pcg' needs term {t.name!r}'s covariance as an inverse (cov_inverse=, e.g. "
+                "a pedigree A⁻¹) or iid levels, not a dense cov="
+            )
+        kinv = sp_of(t.level.penalty) if isinstance(cov, SparseInverse) else None
+        codes = np.where(z == 1, np.asarray(t.codes, dtype=np.int64), -1)
+        sigma = t.structure.sigma(theta[slices[k]])
+        groups.append(RandomGroup(t.name, codes, np.zeros(t.size, np.int64), sigma, t.q, kinv=kinv))
+    R0 = np.atleast_2d(float(theta[slices[-1]][0]))
+    return groups, R0
+
+
+def sp_of(K):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(K, dtype=np.float64)
+
+
+class _GeneralPCGState:
+    """What :func:`henderson.assemble_general.general_result` reads, from a PCG solution."""
+
+    name = "general-pcg"
+
+    def __init__(self, spec, model: GeneralPCG, x: np.ndarray):
+        self.spec, self.model, self.x = spec, model, x
+        self.slices = spec.slices
+
+    def fixed(self, ev):
+        p = self.spec.p
+        return self.model.fixed(self.x)[:, 0], np.full((p, p), np.nan)
+
+    def term_blups(self, ev, k: int):
+        U = self.model.effects(self.x, self.spec.terms[k].name)
+        return U, np.full(U.shape, np.nan)
+
+
+class _Evaluation:
+    def __init__(self, theta, sigmas, residuals):
+        self.theta, self.sigmas, self.residuals = theta, sigmas, residuals
+        self.m2ll, self.ai = float("nan"), None
+
+
+def fit_general_pcg(spec, theta, *, method: str = "reml", tol: float = TOL, auto: bool = False, t0=None):
+    """Solve a general-engine model at θ by PCG and assemble its FitResult (see module notes)."""
+    import dataclasses
+
+    from .assemble_general import general_result
+
+    t0 = time.perf_counter() if t0 is None else t0
+    if theta is None:
+        raise ModelError(
+            "solver='pcg' for structured or correlated terms needs the variances: pass sigma2= "
+            f"({', '.join(spec.theta_names)}); stochastic REML covers single-trait models only"
+        )
+    groups, R0 = general_groups(spec, theta)
+    t1 = time.perf_counter()
+    model = GeneralPCG(spec.y, spec.X, groups, R0)
+    t2 = time.perf_counter()
+    x, info = model.solve(tol=tol)
+    t3 = time.perf_counter()
+    resid = spec.y - model.fitted(x)[:, 0]
+    ev = _Evaluation(np.asarray(theta, dtype=float), [g.sigma for g in groups], resid)
+    state = _GeneralPCGState(spec, model, x)
+    notes = [_solve_note(info), *PCG_NOTES] + ([_auto_note(model.m)] if auto else [])
+    log = info.log()
+    res = general_result(spec, state, ev, method, info.rounds, info.converged, log, [], fixed_theta=True)
+    settings = dict(res.settings, pcg=_pcg_settings(info))
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
+    return dataclasses.replace(res, notes=tuple(res.notes) + tuple(notes), settings=settings, timings=timings, log=log)
