@@ -12,7 +12,7 @@ import typer
 from ._common import DebugOpt, ForceOpt, OutDirOpt, QuietOpt, Session, ThreadsOpt, bv_table, fe_table, vc_table
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes
-from ._steps import checked_method, ped_cols
+from ._steps import GeneticOptions, checked_method, ped_cols
 from .genetic_cmd import (
     CodingOpt,
     DropOpt,
@@ -284,36 +284,22 @@ def _single_step_report(rep, est, ebv_ped, trait: str, y, G, A22, top: int) -> N
     add_single_step(rep, est, ebv_ped, G=G, A22=A22)
 
 
-def run_cv_ssgblup(
-    s: Session,
-    *,
-    phenotypes,
-    trait,
-    genotypes,
-    pedigree,
-    birth_year,
-    cutoff,
-    refit,
-    id_column,
-    ped_columns,
-    fixed,
-    method,
-    drop_unknown,
-    coding,
-) -> None:
+def run_cv_ssgblup(s: Session, o: GeneticOptions, *, birth_year, cutoff, refit: bool) -> None:
     """``henderson cv --model ssgblup``: ssGBLUP and pedigree BLUP on young genotyped animals."""
     from ..cv.single_step import validate_young
     from ._cv import order_metrics
     from ._inputs import require_columns
 
-    if genotypes is None or pedigree is None:
+    if o.genotypes is None or o.pedigree is None:
         raise CLIError("--model ssgblup needs --pedigree FILE and --genotypes FILE")
-    method = method.lower()
+    if o.drop_unknown:  # validate_young has no such option: say so rather than ignore it
+        raise CLIError("--drop-unknown is not an option of --model ssgblup (phenotyped ids must be in the pedigree)")
+    method = o.method.lower()
     s.settings.update(
         {
             "model": "ssgblup",
-            "trait": trait,
-            "fixed": fixed,
+            "trait": o.trait,
+            "fixed": o.fixed,
             "method": method,
             "birth_year": birth_year,
             "cutoff_year": cutoff,
@@ -321,15 +307,15 @@ def run_cv_ssgblup(
         }
     )
     y, data, frame, ped, geno = _read_inputs(
-        s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding
+        s, o.phenotypes, o.trait, o.id_column, o.fixed, o.pedigree, o.ped_columns, o.genotypes, o.coding
     )
     by = None
     if birth_year:
         require_columns(frame, [birth_year], option="--birth-year")
-        by = pd.Series(frame[birth_year].to_numpy(), index=frame[id_column].astype(str).str.strip())
+        by = pd.Series(frame[birth_year].to_numpy(), index=frame[o.id_column].astype(str).str.strip())
     with s.step("Validating ssGBLUP and pedigree BLUP on young genotyped animals"):
         pred, fm, info = validate_young(
-            ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit, fixed=fixed, data=data, method=method
+            ped, geno, y, birth_year=by, cutoff=cutoff, refit_variances=refit, fixed=o.fixed, data=data, method=method
         )
     fm = order_metrics(fm)
     if not s.quiet:
@@ -338,7 +324,7 @@ def run_cv_ssgblup(
     with s.step("Writing outputs"):
         s.write_csv(pred, "cv_predictions.csv")
         s.write_csv(fm, "cv_metrics.csv")
-        _write_validation_report(s, trait, phenotypes, info, pred, fm, refit)
+        _write_validation_report(s, o.trait, o.phenotypes, info, pred, fm, refit)
         s.write_summary({"validation": info, "metrics": fm.to_dict(orient="records")})
     s.done()
 
