@@ -164,9 +164,10 @@ def _section(r: dict) -> list:
             per = v["timings"]["optimise"] / max(v["iterations"], 1)
             f1 = fl["dpotrf"] + fl["dpotri"]
             f2 = fl["dpotrf"] + fl["dtrtri_dsyrk"]
+            uses = "dpotri" if r["records"] < 2000 else "dtrtri + dsyrk"  # general_vform._inverse_from_cholesky
             L.append(
                 f"V-form seconds per AI iteration / floor: **{per / f1:.2f}×** (dpotrf + dpotri), "
-                f"{per / f2:.2f}× (dpotrf + dtrtri + dsyrk, what the engine calls)."
+                f"{per / f2:.2f}× (dpotrf + dtrtri + dsyrk); the engine calls dpotrf + {uses} at this n."
             )
     c = r.get("cform")
     if c is not None and "error" not in c and "error" not in v:
