@@ -69,3 +69,24 @@ def test_residual_at_zero_is_a_boundary_estimate(data, solver):
     # rtol 1e-5: Nelder-Mead stops at 1e-10 in log σ²; σ²ₑ is held at ~1e-6 of the total
     np.testing.assert_allclose(vc.loc[["id", "grp"], "variance"], ref, rtol=1e-5)
     assert any("boundary" in n for n in res.notes)
+
+
+def test_general_engine_stops_at_a_residual_variance_at_zero(data):
+    """The general engine (here its V-form, exact at σ²ₑ = 0) flags a residual variance at 0
+    as a boundary and stops there: a scalar residual was compared only with itself, so the
+    'flat on the boundary' rule never fired and the fit ran to max_iter with a
+    ConvergenceWarning. Reference: the same brute-force REML at σ²ₑ = 0."""
+    frame, K, ref = data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # weights (all 1: the same model) send it to the general engine
+        res = henderson.fit("y ~ 1 + (1|id) + (1|grp)", frame.assign(w=1.0), weights="w", cov={"id": K}, solver="vform")
+    assert res.solver == "vform-general"
+    assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    assert any(issubclass(w.category, BoundaryWarning) and "'Residual'" in str(w.message) for w in caught)
+    vc = res.variance_components
+    assert bool(vc.loc["Residual", "boundary"])
+    assert vc.loc["Residual", "estimate"] < 1e-5 * vc["estimate"].sum()
+    assert res.iterations < 50
+    # rtol 1e-5 as above: the optimiser stops within the boundary tolerance of σ²ₑ = 0
+    np.testing.assert_allclose(vc.loc[["id", "grp"], "estimate"], ref, rtol=1e-5)

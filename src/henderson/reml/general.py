@@ -255,13 +255,17 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
 def boundary_of(state, theta, rel: float = 1e-6) -> list:
     """Names of the structures on the boundary: a Σ whose smallest eigenvalue is
     ≤ rel × its largest (a variance at 0, a rank-deficient Σ), or a variance parameter
-    ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case)."""
+    ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case).
+    A residual variance is compared with the largest variance of the whole model as well:
+    a scalar residual is its own largest variance, so σ²ₑ → 0 would never count otherwise."""
     out = []
     names = [t.name for t in state.spec.terms] + ["Residual"]
-    for name, s, sl in zip(names, _structures(state), _slices(state)):
+    pairs = list(zip(names, _structures(state), _slices(state)))
+    overall = max(float(np.max(np.diag(s.sigma(theta[sl])))) for _, s, sl in pairs)
+    for name, s, sl in pairs:
         S = s.sigma(theta[sl])
         w = np.linalg.eigvalsh(S)
-        top = float(np.max(np.diag(S)))
+        top = overall if name == "Residual" else float(np.max(np.diag(S)))
         if w.max() <= 0 or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
             out.append(name)
     return out
