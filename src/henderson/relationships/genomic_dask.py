@@ -324,9 +324,13 @@ def _pull_lower(client, fut, key: str, acc: np.ndarray) -> None:
     n = acc.shape[0]
     width = max(1, SLAB_BYTES // (8 * n))
     starts = list(range(0, n, width))
+    # on the worker that holds the partial: left free, the scheduler may move the whole
+    # partial to an idle worker to cut a slab there (measured: a second accumulator)
+    holder = list(client.who_has(fut).get(fut.key, ()))
+    where = {"workers": holder, "allow_other_workers": True} if holder else {}
 
     def ask(c0):
-        return client.submit(_share_slab, fut, key, c0, min(c0 + width, n), pure=False)
+        return client.submit(_share_slab, fut, key, c0, min(c0 + width, n), pure=False, **where)
 
     nxt = ask(starts[0])
     for i, c0 in enumerate(starts):
