@@ -143,8 +143,9 @@ def main() -> None:
     rows = []
     G, t_g = clock(henderson.genomic_relationship, geno)
     rows.append(("G, VanRaden 1 (exact float32 SYRK)", t_g))
-    gb, t_fit = clock(lambda: henderson.GBLUP(pev=False).fit(G, y).attach_genotypes(geno))
-    rows.append(("GBLUP REML on G (spectral; + back-solved effects)", t_fit))
+    # the fit builds G itself from the genotypes (and keeps them for the back-solve)
+    gb, t_fit = clock(lambda: henderson.GBLUP(pev=False).fit(geno, y))
+    rows.append(("GBLUP fit on the genotypes: G + REML (spectral) + back-solved effects", t_fit))
     bs, t_bs = clock(henderson.association, gb, geno)  # (timers installed below: not yet)
     rows.append(("association(gblup, geno): back-solved tests, exact SEs", t_bs))
     import importlib
@@ -249,7 +250,7 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()
 
-    fit_g = t_g + t_fit
+    fit_g = t_fit  # G is built inside the fit
     gf = fl["flops_nnm"] / 1e9  # n²m: flops of ssyrk (n(n+1)m) and of strsm (n²m), in Gflop
     best = max(gf / fl["syrk"], gf / fl["trsm"])  # the fastest O(n²m) rate measured in this run
 
@@ -268,7 +269,7 @@ def main() -> None:
         f"{fl['syrk']:.2f} + {fl['trsm']:.2f} s of BLAS ({(fl['syrk'] + fl['trsm']) / t_g:.2f}× building G) "
         f"before any REML; the null REML's dsytrd alone is {fl['sytrd']:.2f} s ({fl['sytrd'] / t_g:.2f}× G).",
         f"- MLMA P3D reusing the fit by part: {parts(parts_mr)}.",
-        f"- Back-solve adds {t_bs:.2f} s to the fit ({fit_g:.2f} s = G {t_g:.2f} s + REML {t_fit:.2f} s): "
+        f"- Back-solve adds {t_bs:.2f} s to the fit ({fit_g:.2f} s, of which G alone {t_g:.2f} s): "
         f"{t_bs / fit_g:.2f}× the fit. Target (#14) < 2 s more than the fit: "
         + (
             "met."

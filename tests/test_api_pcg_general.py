@@ -131,15 +131,31 @@ def test_single_step_multitrait_equals_direct(single_step):
     close(pcg.fixed_effects["estimate"], ref.fixed_effects["estimate"])
 
 
-def test_single_step_single_trait_equals_direct(single_step):
+def test_single_step_single_trait_equals_direct(single_step, monkeypatch):
+    """H⁻¹ in blocks, one trait: PCG (GeneralPCG, the dense block as a product) equals the
+    sparse direct solver on the filled H⁻¹ and single-trait PCG on the filled CSR; ``auto``
+    takes it above the threshold (monkeypatched) and says so, and stays direct below."""
     rec, Hb = single_step
+    f = "y ~ 1 + sex + (1|herd) + (1|id)"
     kw = dict(cov_inverse={"id": Hb}, sigma2=[0.5, 1.0, 2.0])
-    pcg = h.fit("y ~ 1 + sex + (1|herd) + (1|id)", rec, solver="pcg", tol=1e-12, **kw)
-    ref = h.fit("y ~ 1 + sex + (1|herd) + (1|id)", rec, solver="sparse", **kw)
+    pcg = h.fit(f, rec, solver="pcg", tol=1e-12, **kw)
+    ref = h.fit(f, rec, solver="sparse", **kw)
+    filled = h.fit(f, rec, solver="pcg", tol=1e-12, cov_inverse={"id": Hb.to_relationship()}, sigma2=kw["sigma2"])
     assert pcg.solver == "pcg" and pcg.converged
+    assert any("kept in blocks" in n for n in pcg.notes) and not any("kept in blocks" in n for n in filled.notes)
     for term in ("id", "herd"):
+        assert pcg.blups[term].index.equals(ref.blups[term].index)
         close(pcg.blups[term]["blup"], ref.blups[term]["blup"])
+        close(pcg.blups[term]["blup"], filled.blups[term]["blup"])
     close(pcg.fixed_effects["estimate"], ref.fixed_effects["estimate"])
+    close(pcg.residuals, ref.residuals)
+    assert h.fit(f, rec, **kw).solver != "pcg"  # auto, below PCG_THRESHOLD
+    monkeypatch.setattr(api_pcg, "PCG_THRESHOLD", 100)
+    auto = h.fit(f, rec, **kw)
+    assert auto.solver == "pcg" and any("solver 'auto' chose PCG" in n for n in auto.notes)
+    close(auto.blups["id"]["blup"], ref.blups["id"]["blup"], 1e-7)  # default tol 1e-10
+    with pytest.raises(ModelError, match="pev='sample' is not available with an H⁻¹ given in blocks"):
+        h.fit(f, rec, solver="pcg", pev="sample", **kw)
 
 
 # -- solver="auto" above the size threshold -------------------------------------------------------------

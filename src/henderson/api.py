@@ -23,6 +23,7 @@ from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
+from .solvers.protocol import Prepared
 from .solvers.protocol import prepare as prepare_solver
 from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
@@ -170,7 +171,8 @@ def fit(
     ``"dense-general"``, or ``"sparse-general"`` — the same equations on a sparse
     Cholesky factor, for pedigree A⁻¹ and many levels — or ``"vform-general"`` — the
     same likelihood on the n × n covariance of the records, for a dense K with fewer
-    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"`` choose): AI-REML over θ (the elements of each Σ, see
+    records than random equations; ``solver="dense"``/``"sparse"``/``"vform"``
+    choose): AI-REML over θ (the elements of each Σ, see
     ``result.variance_components``), with ``result.covariances`` and
     ``result.correlations``. ``sigma2`` then takes θ in that table's order.
 
@@ -178,7 +180,11 @@ def fit(
     Var(u) = Σ_g ⊗ G, Var(e) = Σ_e ⊗ I on complete records by the multi-trait spectral
     solver (:mod:`henderson.multitrait`) and returns a
     :class:`~henderson.multitrait.MultiTraitResult`; ``sigma2`` is then a pair of
-    t × t matrices (Σ_g, Σ_e). Other multi-trait shapes are refused with what is missing.
+    t × t matrices (Σ_g, Σ_e). Records missing some traits, several terms, ``diag(1|g)``
+    and A⁻¹ run on the general multi-trait engines (:mod:`henderson.multitrait.general`;
+    with a dense K and missing traits the observation-space REML of
+    :mod:`henderson.multitrait.vform` when it is the smaller problem);
+    ``solver="mme"``/``"dense"``/``"sparse"``/``"vform"`` choose.
 
     Examples
     --------
@@ -223,6 +229,17 @@ def fit(
             t0=t0,
             tol=tol,
         )
+    if sigma2 is not None and solver in ("pcg", "auto") and x0 is None:
+        # an H⁻¹ given in blocks: PCG keeps its dense block apart (api_pcg_general.py)
+        from .api_pcg_general import fit_blocks_pcg, has_blocks
+
+        if has_blocks(cov_inverse):
+            res = fit_blocks_pcg(
+                formula, data, cov=cov, cov_inverse=cov_inverse, sigma2=sigma2, method=method, solver=solver, tol=tol,
+                pev=pev, t0=t0,
+            )  # fmt: skip
+            if res is not None:
+                return res
     spec = build_spec(formula, data, cov=cov, cov_inverse=cov_inverse)
     return fit_spec(
         spec,
@@ -541,15 +558,16 @@ def fit_general(
         return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
+    prepared = Prepared.of(state)  # the protocol: the optimiser sees Prepared and Evaluation only
     t2 = time.perf_counter()
     if theta is not None:
         th = np.asarray(theta, dtype=float)
         if th.shape != (spec.n_theta,):
             raise ModelError(f"sigma2 needs {spec.n_theta} values: {spec.theta_names}")
-        ev = state.evaluate(th, derivatives=True, method=method)
+        ev = prepared.evaluate(th, derivatives=True, method=method)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), boundary_of(state, th)
     else:
-        opt = optimise_general(state, method=method, start=start, max_iter=max_iter)
+        opt = optimise_general(prepared, method=method, start=start, max_iter=max_iter)
         ev, iterations, converged, log, boundary = (
             opt.evaluation,
             opt.iterations,
@@ -559,7 +577,7 @@ def fit_general(
         )
     t3 = time.perf_counter()
     result = general_result(
-        spec, state, ev, method, iterations, converged, log, boundary, fixed_theta=theta is not None
+        spec, state, ev.detail, method, iterations, converged, log, boundary, fixed_theta=theta is not None
     )
     timings = {
         "spec": t1 - t0,

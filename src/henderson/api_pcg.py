@@ -71,26 +71,13 @@ def fit_pcg(
     if sigma2 is None:
         if method != "reml":
             raise ModelError("the PCG solver estimates variance components by (stochastic) REML only")
-        from .reml.stochastic import stochastic_reml
-
-        sreml = stochastic_reml(spec, start=start, n_samples=reml_samples, chains=chains, seed=seed, max_iter=max_iter)
+        sreml = _stochastic_variances(spec, start, reml_samples, chains, seed, max_iter)
         sigma2 = sreml["sigma2"]
         notes.append(
             f"variance components by stochastic REML (Monte Carlo AI-REML, Matilainen et al. "
             f"2013): {reml_samples} simulated data sets per round, {chains} chains (seed {seed}); "
             "mc_se is the Monte Carlo SE (SD of the chains / √chains); sampling SEs not computed"
         )
-        if not sreml["converged"]:
-            import warnings
-
-            from .errors import ConvergenceWarning
-
-            warnings.warn(
-                ConvergenceWarning(
-                    f"stochastic REML: not every chain converged in {max_iter} rounds", log=sreml["log"]
-                ),
-                stacklevel=3,
-            )
     state = PCGMME(spec, sigma2, preconditioner=preconditioner)
     if auto:
         notes.append(
@@ -106,25 +93,7 @@ def fit_pcg(
         fixed_cov = fixed_effect_cov(state, tol=tol)
     result = pcg_result(spec, state, x, info, method, sampled, fixed_cov, notes)
     if sreml is not None:
-        vc = result.variance_components.copy()
-        vc["mc_se"] = sreml["mc_se"]
-        settings = dict(result.settings)
-        settings["fixed_sigma2"] = False
-        settings["stochastic_reml"] = {
-            "samples": reml_samples,
-            "chains": chains,
-            "seed": seed,
-            "iterations": sreml["iterations"],
-            "chain_estimates": sreml["chains"].tolist(),
-        }
-        result = dataclasses.replace(
-            result,
-            variance_components=vc,
-            log=sreml["log"],
-            converged=bool(sreml["converged"] and info.converged),
-            iterations=int(max(sreml["iterations"])),
-            settings=settings,
-        )
+        result = _with_stochastic_reml(result, sreml, info, reml_samples, chains, seed)
     timings = {
         "spec": t1 - t0,
         "prepare": t2 - t1,
@@ -133,3 +102,44 @@ def fit_pcg(
         "total": time.perf_counter() - t0,
     }
     return dataclasses.replace(result, timings=timings)
+
+
+def _stochastic_variances(spec, start, reml_samples: int, chains: int, seed: int, max_iter: int) -> dict:
+    """Stochastic REML (:func:`henderson.reml.stochastic.stochastic_reml`); a
+    ConvergenceWarning when not every chain converged."""
+    from .reml.stochastic import stochastic_reml
+
+    sreml = stochastic_reml(spec, start=start, n_samples=reml_samples, chains=chains, seed=seed, max_iter=max_iter)
+    if not sreml["converged"]:
+        import warnings
+
+        from .errors import ConvergenceWarning
+
+        warnings.warn(
+            ConvergenceWarning(f"stochastic REML: not every chain converged in {max_iter} rounds", log=sreml["log"]),
+            stacklevel=4,
+        )
+    return sreml
+
+
+def _with_stochastic_reml(result, sreml: dict, info, reml_samples: int, chains: int, seed: int):
+    """The PCG result with the stochastic REML's Monte Carlo SEs, log, iterations and settings."""
+    vc = result.variance_components.copy()
+    vc["mc_se"] = sreml["mc_se"]
+    settings = dict(result.settings)
+    settings["fixed_sigma2"] = False
+    settings["stochastic_reml"] = {
+        "samples": reml_samples,
+        "chains": chains,
+        "seed": seed,
+        "iterations": sreml["iterations"],
+        "chain_estimates": sreml["chains"].tolist(),
+    }
+    return dataclasses.replace(
+        result,
+        variance_components=vc,
+        log=sreml["log"],
+        converged=bool(sreml["converged"] and info.converged),
+        iterations=int(max(sreml["iterations"])),
+        settings=settings,
+    )

@@ -182,3 +182,103 @@ def fit_general_pcg(spec, theta, *, method: str = "reml", tol: float = TOL, auto
         "total": time.perf_counter() - t0,
     }
     return dataclasses.replace(res, notes=tuple(res.notes) + tuple(notes), settings=settings, timings=timings, log=log)
+
+
+# -- single-trait models with a single-step H⁻¹ given in blocks ------------------------------------
+def has_blocks(cov_inverse) -> bool:
+    """Whether a ``cov_inverse`` value is a sparse K⁻¹ plus a dense block (H⁻¹ in blocks)."""
+    from .spec.levels import SparseInverseWithDenseBlock
+
+    return any(isinstance(v, SparseInverseWithDenseBlock) for v in (cov_inverse or {}).values())
+
+
+class _BlocksPCGState:
+    """What :func:`henderson.assemble_pcg.pcg_result` reads, from a GeneralPCG solution."""
+
+    name = "pcg"
+
+    def __init__(self, spec, model: GeneralPCG, s: np.ndarray):
+        self.spec, self.model, self.sigma2 = spec, model, s
+        self.active = s[:-1] > 0
+        self.nz = model.fpos
+
+    def term_values(self, x: np.ndarray, k: int) -> np.ndarray:
+        t = self.spec.terms[k]
+        return self.model.effects(x, t.name)[:, 0].copy() if self.active[k] else np.zeros(t.q)
+
+    def apply_t(self, x: np.ndarray) -> np.ndarray:
+        return self.model.fitted(x)[:, 0]
+
+
+def fit_blocks_pcg(
+    formula, data, *, cov=None, cov_inverse=None, sigma2, method="reml", solver="pcg", tol=TOL, pev="auto", t0=None
+):
+    """Single-trait BLUP at given σ² by PCG with an H⁻¹ given in blocks (A⁻¹ sparse, the
+    genomic block τG*⁻¹ − ωA₂₂⁻¹ applied as a product — never filled into a CSR matrix of
+    k² entries). With ``solver="auto"`` returns None below ``PCG_THRESHOLD`` equations
+    (the caller then takes the direct solvers on the filled H⁻¹)."""
+    import dataclasses
+
+    from .assemble_pcg import pcg_result
+    from .relationships.container import Relationship
+    from .spec.levels import SparseInverseWithDenseBlock
+    from .spec.model import build_spec
+
+    t0 = time.perf_counter() if t0 is None else t0
+    if pev in (True, "sample"):
+        raise ModelError(
+            "pev='sample' is not available with an H⁻¹ given in blocks; pass the filled matrix "
+            "(H.to_relationship()) for sampled PEV"
+        )
+    blocks, plain = {}, dict(cov_inverse)
+    for name, K in cov_inverse.items():
+        if isinstance(K, SparseInverseWithDenseBlock):
+            # the spec gets the sparse part, with H's log-determinant and diagonal (for
+            # reliabilities): PCG adds the dense block as a product below
+            info = dict(getattr(K, "info", None) or {})
+            info["logdet"] = -K.logdet_inverse()
+            plain[name] = Relationship(K.ids, K.sparse_part(), inverse=True, kind="Hinv (sparse part)", info=info)
+            blocks[name] = K
+    spec = build_spec(formula, data, cov=cov, cov_inverse=plain)
+    if solver == "auto" and not api_pcg.prefers_pcg(spec):
+        return None
+    s = np.asarray(sigma2, dtype=float)
+    K = len(spec.terms)
+    if s.shape != (K + 1,):
+        raise ModelError(f"sigma2 needs {K + 1} values (terms, then residual)")
+    if not np.all(np.isfinite(s)) or not s[-1] > 0 or np.any(s[:-1] < 0):
+        raise ModelError(f"variance components must be finite, >= 0, and the residual > 0: got {s.tolist()}")
+    groups = []
+    for k, t in enumerate(spec.terms):
+        if s[k] == 0:
+            continue
+        cov_k = t.covariance
+        if isinstance(cov_k, Factored):
+            raise ModelError(
+                f"solver='pcg' with an H⁻¹ in blocks needs term {t.name!r}'s covariance as an inverse "
+                "(cov_inverse=) or iid levels, not a dense cov="
+            )
+        kinv = sp_of(t.penalty) if isinstance(cov_k, SparseInverse) else None
+        genomic = None
+        if t.name in blocks:
+            Kb = blocks[t.name]
+            genomic = (np.asarray(Kb.block_positions), np.asarray(Kb.dense_block(), dtype=float))
+        codes = np.asarray(t.codes, dtype=np.int64)[:, None]
+        groups.append(RandomGroup(t.name, codes, [0], [[s[k]]], t.q, kinv=kinv, genomic=genomic))
+    t1 = time.perf_counter()
+    model = GeneralPCG(spec.y, spec.X, groups, [[s[-1]]])
+    t2 = time.perf_counter()
+    x, info = model.solve(tol=tol)
+    t3 = time.perf_counter()
+    notes = [f"H⁻¹ of {', '.join(blocks)} kept in blocks: A⁻¹ sparse, the dense genomic block applied as a product"] + (
+        [_auto_note(model.m)] if solver == "auto" else []
+    )
+    res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), extra_notes=notes)
+    timings = {
+        "spec": t1 - t0,
+        "prepare": t2 - t1,
+        "optimise": t3 - t2,
+        "results": time.perf_counter() - t3,
+        "total": time.perf_counter() - t0,
+    }
+    return dataclasses.replace(res, timings=timings)

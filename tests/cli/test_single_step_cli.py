@@ -351,3 +351,11 @@ def test_ssgblup_out_of_another_trait_refused_unless_force(files, tmp_path, caps
     code, _, err = run("y2", "--force")
     assert code == 0, err
     assert json.loads((out / "summary.json").read_text())["settings"]["trait"] == "y2"
+
+
+def test_cv_ssgblup_refuses_drop_unknown(files, capsys):
+    # validate_young has no drop mode: the option was accepted and ignored before
+    d, ped, g, rec = files
+    args = ["cv", "--model", "ssgblup", "--phenotypes", d / "rec.csv", "--trait", "y", "--pedigree", d / "ped.csv"]
+    code, _, err = run_cli(args + ["--genotypes", d / "geno.csv", "--out", d / "cv_drop", "--drop-unknown"], capsys)
+    assert code == 2 and "--drop-unknown" in err and "ssgblup" in err

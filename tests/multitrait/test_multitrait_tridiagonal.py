@@ -145,10 +145,26 @@ def test_ormtr_matches_dense_reflectors():
         np.testing.assert_allclose(C, want, atol=1e-12)
 
 
-def test_residual_covariance_not_pd_is_an_error():
+def test_singular_residual_covariance():
+    """A singular Σ_e: an error with a singular G (V is singular); with a PD K the
+    Σ_g-based diagonalisation equals the dense stacked REML and the dsyevr path."""
     rng = np.random.default_rng(1)
+    Se = np.array([[1.0, 0.5, 0.0], [0.5, 0.25, 0.0], [0.0, 0.0, 0.7]])  # rank 2
     K = kernel("singular", 20, rng)
     Y, Xs = data(20, rng)
     st = MultiTraitTridiagonal(Y, Xs, K, np.arange(20))
     with pytest.raises(NotPositiveDefiniteError, match="residual covariance"):
-        st.m2ll(SG, np.diag([1.0, 0.0, 1.0]))
+        st.m2ll(SG, Se)
+    K = kernel("ties", 24, rng)
+    Y, Xs = data(24, rng)
+    st = MultiTraitTridiagonal(Y, Xs, K, np.arange(24))
+    full = MultiTraitSpectral(Y, Xs, K, np.arange(24), vectors="full")
+    m2, _, _ = dense_reml(Y, Xs, K, SG, Se)
+    assert st.m2ll(SG, Se) == pytest.approx(m2, rel=1e-10)
+    s_f, s_r = full.score(SG, Se)[0], st.score(SG, Se)[0]
+    np.testing.assert_allclose(s_r, s_f, atol=1e-10 * np.abs(s_f).max())
+    ai_f, ai_r = full.average_information(SG, Se), st.average_information(SG, Se)
+    np.testing.assert_allclose(ai_r, ai_f, atol=1e-10 * np.abs(ai_f).max())
+    a, b = st.solve(SG, Se, pev=True), full.solve(SG, Se, pev=True)
+    for key in ("b", "U_hat", "Py", "pev"):
+        np.testing.assert_allclose(a[key], b[key], atol=1e-10 * np.abs(b[key]).max(), err_msg=key)

@@ -12,6 +12,8 @@
    scaled by √(ΣᵢᵢΣⱼⱼ)) on the potato MET (shared references, K = I) and on a small
    simulated genomic MET with G; the V-form fit also meets the shared potato references.
 3. ``solver="auto"`` routes the genomic MET (n < 0.8 Σ Sq) to the V-form; a K⁻¹ term is refused.
+4. The EM targets equal the C-form's (from C⁻¹) to 1e-10; a rank-1 Σ, which the C-form
+   refuses, evaluates to the brute force; both V⁻¹ routines equal numpy's inverse.
 """
 
 import warnings
@@ -328,3 +330,44 @@ def test_vform_is_exact_on_a_rank_deficient_sigma():
     assert ev.m2ll == pytest.approx(m2ll, rel=1e-10)
     np.testing.assert_allclose(ev.score, score, rtol=1e-8, atol=1e-8 * np.max(np.abs(score)))
     np.testing.assert_allclose(ev.ai, ai, rtol=1e-8, atol=1e-8 * np.max(np.abs(ai)))
+
+
+@pytest.mark.parametrize("how", ["dpotri", "dsyrk"])
+def test_both_inverses_of_v_equal_numpy(how):
+    from scipy.linalg import lapack
+
+    from henderson.solvers.general_vform import _inverse_from_cholesky
+
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(300, 200))
+    V = np.asfortranarray(A @ A.T / 200 + np.eye(300))
+    L, _ = lapack.dpotrf(V, lower=1, clean=0)  # upper triangle left as V's: must be ignored
+    np.testing.assert_allclose(_inverse_from_cholesky(L, how), np.linalg.inv(V), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+@pytest.mark.parametrize("name", ["us_K_hetres", "fa1_K_hetres", "us_slopes_K", "us_K_plus_iid_block"])
+def test_vform_em_targets_equal_the_c_form(name, method):
+    """The EM-REML targets (the optimiser's fallback step): the V-form's Σ − Σ(T − Q)Σ/r
+    and σ² − σ⁴(tr − quad)/n_g equal the C-form's (Q + T)/r and (ê'Dê + tr(C⁻¹M))/n_g,
+    computed there from C⁻¹, to 1e-10 relative."""
+    from henderson.solvers.general import GeneralMME
+    from henderson.solvers.general_vform import GeneralVForm
+
+    f, kw, d, th, _, _ = _case(name)
+    spec = build_general_spec(f, d, **kw)
+    c = GeneralMME(spec).evaluate(th, method=method, derivatives=True).em
+    v = GeneralVForm(spec).evaluate(th, method=method, derivatives=True).em
+    for a, b in zip(c["terms"], v["terms"]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.max(np.abs(a)))
+    np.testing.assert_allclose(v["residual"], c["residual"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("n", [300, 1100])  # one block of 512, and three
+def test_mirror_lower_copies_the_lower_triangle(n):
+    from henderson.solvers.general_vform import _mirror_lower
+
+    A = np.asfortranarray(np.random.default_rng(n).normal(size=(n, n)))
+    expected = np.tril(A) + np.tril(A, -1).T
+    _mirror_lower(A)
+    np.testing.assert_array_equal(A, expected)

@@ -9,9 +9,10 @@ Rows are the data sets, each fitted as its reference fits it:
 
 Columns are the solvers: ``dense`` (:class:`~henderson.solvers.dense.DenseMME`), ``sparse``
 (:class:`~henderson.solvers.sparse.SparseMME`), ``spectral``
-(:class:`~henderson.solvers.spectral.SpectralSolver`), ``general-dense`` and ``general-sparse``
-(the structured-model engines :class:`~henderson.solvers.general.GeneralMME` and
-:class:`~henderson.solvers.general_sparse.GeneralSparseMME`, through
+(:class:`~henderson.solvers.spectral.SpectralSolver`), ``general-dense``, ``general-sparse`` and
+``general-vform`` (the structured-model engines :class:`~henderson.solvers.general.GeneralMME`,
+:class:`~henderson.solvers.general_sparse.GeneralSparseMME` and
+:class:`~henderson.solvers.general_vform.GeneralVForm`, through
 :func:`henderson.api.fit_general`) and ``pcg`` (:mod:`henderson.solvers.pcg`).
 
 The dense solver is the yardstick: it is the one checked against every independent
@@ -44,8 +45,8 @@ from henderson.api import fit_general
 from henderson.datasets import load_gryphon, load_lme4, load_potato, load_wheat
 from henderson.errors import ModelError
 
-SOLVERS = ["dense", "sparse", "spectral", "general-dense", "general-sparse", "pcg"]
-GENERAL = ["general-dense", "general-sparse"]
+SOLVERS = ["dense", "sparse", "spectral", "general-dense", "general-sparse", "general-vform", "pcg"]
+GENERAL = ["general-dense", "general-sparse", "general-vform"]
 DATASETS = ["potato", "Penicillin", "gryphon", "wheat"]
 
 # (dataset, solver) → the error that solver gives, by a phrase of its message
@@ -54,6 +55,7 @@ INAPPLICABLE = {
     ("Penicillin", "spectral"): "spectral solver needs exactly one random term with a dense covariance",
     ("gryphon", "spectral"): "spectral solver needs exactly one random term with a dense covariance",
     ("wheat", "sparse"): "term 'id' has a dense covariance: use the dense or spectral solver",
+    ("gryphon", "general-vform"): "'ANIMAL' enters through K⁻¹",
 }
 
 # the dense reference fits take 4-10 s here (gryphon: 1,309 animals; wheat: 599 × 599 K)

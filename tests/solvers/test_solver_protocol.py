@@ -124,7 +124,7 @@ def _p_and_vk(spec, Ks, s):
     Vk = []
     for t, K in zip(spec.terms, Ks):
         Z = np.zeros((n, t.q))
-        Z[np.arange(n), t.codes] = 1.0
+        Z[np.arange(n), t.codes if t.codes.ndim == 1 else t.codes[:, 0]] = 1.0  # general: (n, 1)
         Vk.append(Z @ K @ Z.T)
     Vk.append(np.eye(n))
     Vi = np.linalg.inv(sum(si * M for si, M in zip(s, Vk)))
@@ -190,3 +190,29 @@ def test_release_restore_and_pev_from_the_same_factor(mme_spec, solver):
     P, Vk = _p_and_vk(spec, Ks, s)
     Vi = np.linalg.inv(sum(si * M for si, M in zip(s, Vk)))
     np.testing.assert_allclose(back.fixed_var, np.diag(np.linalg.inv(spec.X.T @ Vi @ spec.X)), rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["general", "general_sparse"])
+def test_general_engines_em_step_and_complete(data, solver):
+    # scalar structures: θ are the variances, so the general EM update of a term is the
+    # V-form one above; the residual's is EM too (e missing, Vₑ = I, qₑ = n):
+    # σ²ₑ ← (ê'ê + σ²ₑtr(C⁻¹W'W))/n = σ²ₑ + σ⁴ₑ(y'PPy − tr P)/n, not the MME solvers'
+    # y'ê/(n − p) (same fixed point). complete() of a point evaluated without derivatives
+    # equals evaluate with them.
+    d, K, ids = data
+    cov = {"animal": Relationship(ids, sp.csr_matrix(np.linalg.inv(K)), inverse=True, kind="Kinv")}
+    spec = build_general_spec(FORMULA, d, cov_inverse=cov)
+    prepared = prepare(spec, solver)
+    s = np.array([0.7, 1.3, 3.1])
+    full = prepared.evaluate(s, derivatives=True)
+    new = prepared.em_step(full)
+    P, Vk = _p_and_vk(spec, [np.eye(spec.terms[0].q), K], s)
+    Py = P @ spec.y
+    ref = [sk + sk**2 * (Py @ M @ Py - np.trace(P @ M)) / t.q for sk, M, t in zip(s, Vk, spec.terms)]
+    ref.append(s[-1] + s[-1] ** 2 * (Py @ Py - np.trace(P)) / spec.n)
+    np.testing.assert_allclose(new, ref, rtol=1e-8)
+    bare = prepared.evaluate(s)
+    assert bare.score is None
+    done = prepared.complete(bare)
+    np.testing.assert_allclose(done.score, full.score, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(done.ai, full.ai, rtol=1e-10)

@@ -140,7 +140,23 @@ def previous_run(path: Path) -> dict | None:
     }
 
 
-class OutDir:
+class _Staged:
+    """Outputs written to a staging directory first (``self.stage``, None once committed or aborted)."""
+
+    stage: Path | None = None
+
+    def abort(self) -> None:
+        """Remove the staging directory: the previous results stay as they were."""
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            self.stage = None
+
+    def contains(self, filename) -> bool:
+        """Whether ``filename`` is inside the staging directory."""
+        return self.stage is not None and _below(filename, self.stage)
+
+
+class OutDir(_Staged):
     """``--out DIR``: a results directory replaced as a whole at the end of the run."""
 
     def __init__(self, path, command: str, trait: str | None = None, force: bool = False, option: str = "--out"):
@@ -247,16 +263,8 @@ class OutDir:
             if (old / name).exists() or (old / name).is_symlink():
                 os.rename(old / name, self.path / name)
 
-    def abort(self) -> None:
-        if self.stage is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            self.stage = None
 
-    def contains(self, filename) -> bool:
-        return self.stage is not None and _below(filename, self.stage)
-
-
-class OutFiles:
+class OutFiles(_Staged):
     """Output files named by an option (a file, or the files of a prefix), replaced at the end."""
 
     def __init__(self, paths, option: str = "--out", kind: str = "file"):
@@ -299,14 +307,6 @@ class OutFiles:
             finally:
                 shutil.rmtree(self.stage, ignore_errors=True)
         self.stage = None
-
-    def abort(self) -> None:
-        if self.stage is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            self.stage = None
-
-    def contains(self, filename) -> bool:
-        return self.stage is not None and _below(filename, self.stage)
 
 
 def _below(filename, root: Path) -> bool:

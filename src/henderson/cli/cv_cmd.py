@@ -212,19 +212,4 @@ def _cv_ssgblup(session: Session, o: GeneticOptions, c, birth_year, cutoff_year)
     """Single-step GBLUP validated on young genotyped animals against pedigree BLUP."""
     from .ssgblup_cmd import run_cv_ssgblup
 
-    return run_cv_ssgblup(
-        session,
-        phenotypes=o.phenotypes,
-        trait=o.trait,
-        genotypes=o.genotypes,
-        pedigree=o.pedigree,
-        birth_year=birth_year,
-        cutoff=cutoff_year,
-        refit=c.refit,
-        id_column=o.id_column,
-        ped_columns=o.ped_columns,
-        fixed=o.fixed,
-        method=o.method,
-        drop_unknown=o.drop_unknown,
-        coding=o.coding,
-    )
+    return run_cv_ssgblup(session, o, birth_year=birth_year, cutoff=cutoff_year, refit=c.refit)

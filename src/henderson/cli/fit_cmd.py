@@ -21,7 +21,16 @@ from ._inputs import (
     require_numeric,
 )
 from ._steps import input_options
-from .genetic_cmd import DecimalOpt, NaValuesOpt, SelfingOpt
+from .genetic_cmd import (
+    CodingOpt,
+    DecimalOpt,
+    GrmMethodOpt,
+    MethodOpt,
+    NaValuesOpt,
+    PedColsOpt,
+    SelfingOpt,
+    TopOpt,
+)
 
 
 def _choose_term(groups: list[str], wanted: str | None, option: str, default: str = "id") -> str:
@@ -77,74 +86,79 @@ def _known_levels(s: Session, frame, rels: dict, sources: dict, data: Path, drop
     return frame[keep.to_numpy()]
 
 
+FitDataOpt = Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")]
+FitFormulaOpt = Annotated[
+    str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')
+]
+FitCovOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cov",
+        help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
+        "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.",
+    ),
+]
+FitPedigreeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--pedigree",
+        help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' (or --pedigree-term).",
+    ),
+]
+FitPedigreeTermOpt = Annotated[str | None, typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")]
+FitGenotypesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--genotypes",
+        help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
+        "named 'id' (or --genotypes-term).",
+    ),
+]
+FitGenotypesTermOpt = Annotated[str | None, typer.Option("--genotypes-term", help="Random term that gets G.")]
+FitWeightsOpt = Annotated[
+    str | None, typer.Option("--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")
+]
+FitResidualOpt = Annotated[
+    str | None,
+    typer.Option("--residual", help="Column whose levels each get their own residual variance (e.g. Env)."),
+]
+FitCorrelatedOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--correlated",
+        help="TERM1,TERM2: two random intercept terms sharing levels with an "
+        "unstructured 2 x 2 covariance (direct and maternal). Repeatable.",
+    ),
+]
+FitDropUnknownOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-unknown",
+        help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
+        "or --cov is missing from that file, instead of stopping.",
+    ),
+]
+
+
 def fit(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Records: CSV/TSV with a header (delimiter detected).")],
-    formula: Annotated[str, typer.Option("--formula", "-f", help='lme4-style formula, e.g. "Yield ~ Env + (1|Name)".')],
+    data: FitDataOpt,
+    formula: FitFormulaOpt,
     out: OutDirOpt,
-    cov: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--cov",
-            help="TERM=FILE: known covariance of a random term's levels, a square CSV matrix "
-            "whose first column holds the ids (or a GCTA .grm prefix). Repeatable.",
-        ),
-    ] = None,
-    pedigree: Annotated[
-        Path | None,
-        typer.Option(
-            "--pedigree",
-            help="Pedigree file (id, sire, dam): A⁻¹ is attached to the term named 'id' (or --pedigree-term).",
-        ),
-    ] = None,
-    pedigree_term: Annotated[str | None, typer.Option("--pedigree-term", help="Random term that gets A⁻¹.")] = None,
-    genotypes: Annotated[
-        Path | None,
-        typer.Option(
-            "--genotypes",
-            help="Genotypes (PLINK prefix/.bed, VCF, CSV matrix): G is attached to the term "
-            "named 'id' (or --genotypes-term).",
-        ),
-    ] = None,
-    genotypes_term: Annotated[str | None, typer.Option("--genotypes-term", help="Random term that gets G.")] = None,
-    coding: Annotated[
-        str | None,
-        typer.Option(
-            "--coding",
-            help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).",
-        ),
-    ] = None,
-    grm_method: Annotated[
-        str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")
-    ] = "vanraden1",
-    ped_columns: Annotated[
-        str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")
-    ] = "id,sire,dam",
+    cov: FitCovOpt = None,
+    pedigree: FitPedigreeOpt = None,
+    pedigree_term: FitPedigreeTermOpt = None,
+    genotypes: FitGenotypesOpt = None,
+    genotypes_term: FitGenotypesTermOpt = None,
+    coding: CodingOpt = None,
+    grm_method: GrmMethodOpt = "vanraden1",
+    ped_columns: PedColsOpt = "id,sire,dam",
     selfing: SelfingOpt = False,
-    method: Annotated[str, typer.Option("--method", help="reml or ml.")] = "reml",
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="Column of record weights: var(e_i) = sigma2_e / w_i.")
-    ] = None,
-    residual: Annotated[
-        str | None,
-        typer.Option("--residual", help="Column whose levels each get their own residual variance (e.g. Env)."),
-    ] = None,
-    correlated: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--correlated",
-            help="TERM1,TERM2: two random intercept terms sharing levels with an "
-            "unstructured 2 x 2 covariance (direct and maternal). Repeatable.",
-        ),
-    ] = None,
-    drop_unknown: Annotated[
-        bool,
-        typer.Option(
-            "--drop-unknown",
-            help="Drop (and count) records whose level of a term with --pedigree, --genotypes "
-            "or --cov is missing from that file, instead of stopping.",
-        ),
-    ] = False,
-    top: Annotated[int, typer.Option("--top", help="Rows of the ranking shown in the report.")] = 20,
+    method: MethodOpt = "reml",
+    weights: FitWeightsOpt = None,
+    residual: FitResidualOpt = None,
+    correlated: FitCorrelatedOpt = None,
+    drop_unknown: FitDropUnknownOpt = False,
+    top: TopOpt = 20,
     na_values: NaValuesOpt = None,
     decimal: DecimalOpt = ".",
     force: ForceOpt = False,

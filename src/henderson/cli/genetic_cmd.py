@@ -133,6 +133,14 @@ CallRateOpt = Annotated[
         "--call-rate", min=0.0, max=1.0, help="Drop individuals, then SNPs, with a call rate below this (counted)."
     ),
 ]
+GrmOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--grm",
+        help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.",
+    ),
+]
+GrmMethodOpt = Annotated[str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")]
 
 
 #: Largest n²·p for which SNP-BLUP's report builds G to draw its distribution: G costs
@@ -350,16 +358,8 @@ def gblup(
     trait: TraitsOpt,
     out: OutOpt,
     genotypes: GenoOpt = None,
-    grm: Annotated[
-        Path | None,
-        typer.Option(
-            "--grm",
-            help="A precomputed relationship matrix instead of genotypes: square CSV with an id column, or a GCTA .grm prefix.",
-        ),
-    ] = None,
-    grm_method: Annotated[
-        str, typer.Option("--grm-method", help="vanraden1, vanraden2, yang or vitezica.")
-    ] = "vanraden1",
+    grm: GrmOpt = None,
+    grm_method: GrmMethodOpt = "vanraden1",
     id_column: IdOpt = "id",
     fixed: FixedOpt = None,
     method: MethodOpt = "reml",
@@ -383,22 +383,6 @@ def gblup(
     Example: henderson gblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out gblup
     (several --trait: multi-trait GBLUP, genetic correlations with SEs)
     """
-    if len(trait) > 1:
-        from .multitrait_cmd import run_multitrait
-
-        return run_multitrait(
-            "gblup",
-            Session("gblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
-            phenotypes,
-            trait,
-            id_column,
-            fixed,
-            genotypes=genotypes,
-            grm=grm,
-            grm_method=grm_method,
-            coding=coding,
-            method=method,
-        )
     o = GeneticOptions(
         phenotypes,
         trait[0],
@@ -412,8 +396,7 @@ def gblup(
         coding=coding,
         inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
     )
-    s = Session("gblup", quiet, debug, threads, out, trait=o.trait, force=force)
-    run_genetic(s, "gblup", o, top=top, gwas=gwas, window=window)
+    _run_one_or_more("gblup", o, trait, out, quiet, debug, threads, force, top=top, gwas=gwas, window=window)
 
 
 def snpblup(
@@ -443,20 +426,6 @@ def snpblup(
 
     Example: henderson snpblup --phenotypes pheno.csv --trait env1 --genotypes geno.csv --out snpblup
     """
-    if len(trait) > 1:
-        from .multitrait_cmd import run_multitrait
-
-        return run_multitrait(
-            "snpblup",
-            Session("snpblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
-            phenotypes,
-            trait,
-            id_column,
-            fixed,
-            genotypes=genotypes,
-            coding=coding,
-            method=method,
-        )
     o = GeneticOptions(
         phenotypes,
         trait[0],
@@ -468,8 +437,7 @@ def snpblup(
         coding=coding,
         inputs=input_options(na_values, decimal, maf=maf, call_rate=call_rate, repeated_records=repeated_records),
     )
-    s = Session("snpblup", quiet, debug, threads, out, trait=o.trait, force=force)
-    run_genetic(s, "snpblup", o, top=top, gwas=gwas, window=window)
+    _run_one_or_more("snpblup", o, trait, out, quiet, debug, threads, force, top=top, gwas=gwas, window=window)
 
 
 def pblup(
@@ -499,21 +467,6 @@ def pblup(
     Example: henderson pblup --phenotypes records.csv --trait BWT --id-column ANIMAL --pedigree ped.csv --out pblup
     (several --trait: multi-trait model with the dense A, complete records)
     """
-    if len(trait) > 1:
-        from .multitrait_cmd import run_multitrait
-
-        return run_multitrait(
-            "pblup",
-            Session("pblup", quiet, debug, threads, out, trait=",".join(trait), force=force),
-            phenotypes,
-            trait,
-            id_column,
-            fixed,
-            pedigree=pedigree,
-            ped_columns=ped_columns,
-            selfing=selfing,
-            method=method,
-        )
     o = GeneticOptions(
         phenotypes,
         trait[0],
@@ -526,30 +479,44 @@ def pblup(
         selfing=selfing,
         inputs=input_options(na_values, decimal, missing_parent, birth_year, repeated_records=repeated_records),
     )
-    s = Session("pblup", quiet, debug, threads, out, trait=o.trait, force=force)
-    run_genetic(s, "pblup", o, top=top)
+    _run_one_or_more("pblup", o, trait, out, quiet, debug, threads, force, top=top)
+
+
+def _run_one_or_more(kind: str, o: GeneticOptions, traits, out, quiet, debug, threads, force, **run) -> None:
+    """One --trait: :func:`run_genetic`; several: the multi-trait model (``run_multitrait``)."""
+    s = Session(kind, quiet, debug, threads, out, trait=",".join(traits), force=force)
+    if len(traits) > 1:
+        from .multitrait_cmd import run_multitrait
+
+        return run_multitrait(kind, s, o, traits)
+    run_genetic(s, kind, o, **run)
+
+
+PredictModelOpt = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.",
+    ),
+]
+PredictGenotypesOpt = Annotated[
+    Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")
+]
+PredictOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.",
+    ),
+]
 
 
 def predict(
-    model: Annotated[
-        Path,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Output directory of 'henderson snpblup' (or gblup on genotypes) holding snp_effects.csv.",
-        ),
-    ],
-    genotypes: Annotated[
-        Path, typer.Option("--genotypes", "-g", help="Genotypes of the individuals to score (same SNP ids).")
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output FILE (not a directory), a CSV: id, gebv[, predicted_phenotype]. Replaced only at the end of a successful run.",
-        ),
-    ],
+    model: PredictModelOpt,
+    genotypes: PredictGenotypesOpt,
+    out: PredictOutOpt,
     coding: CodingOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,

@@ -83,38 +83,42 @@ def association_outputs(
     }
 
 
+GwasGenotypesOpt = Annotated[
+    Path,
+    typer.Option(
+        "--genotypes",
+        "-g",
+        help="Genotypes: PLINK prefix or .bed (read block by block with --method mlma), VCF, or CSV/TSV matrix.",
+    ),
+]
+GwasMethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="backsolve (SNP effects of a GBLUP fit and their exact SEs) or mlma (each SNP a fixed effect in the mixed model).",
+    ),
+]
+ExactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact",
+        help="mlma: re-estimate the variance ratio by REML for every SNP (as GEMMA -lmm 1) instead of once in the null model (P3D).",
+    ),
+]
+LocoOpt = Annotated[
+    bool,
+    typer.Option("--loco", help="mlma: leave the tested SNP's chromosome out of G (needs a map and 2+ chromosomes)."),
+]
+
+
 def gwas(
     phenotypes: PhenoOpt,
     trait: TraitOpt,
     out: OutDirOpt,
-    genotypes: Annotated[
-        Path,
-        typer.Option(
-            "--genotypes",
-            "-g",
-            help="Genotypes: PLINK prefix or .bed (read block by block with --method mlma), VCF, or CSV/TSV matrix.",
-        ),
-    ],
-    method: Annotated[
-        str,
-        typer.Option(
-            "--method",
-            help="backsolve (SNP effects of a GBLUP fit and their exact SEs) or mlma (each SNP a fixed effect in the mixed model).",
-        ),
-    ] = "backsolve",
-    exact: Annotated[
-        bool,
-        typer.Option(
-            "--exact",
-            help="mlma: re-estimate the variance ratio by REML for every SNP (as GEMMA -lmm 1) instead of once in the null model (P3D).",
-        ),
-    ] = False,
-    loco: Annotated[
-        bool,
-        typer.Option(
-            "--loco", help="mlma: leave the tested SNP's chromosome out of G (needs a map and 2+ chromosomes)."
-        ),
-    ] = False,
+    genotypes: GwasGenotypesOpt,
+    method: GwasMethodOpt = "backsolve",
+    exact: ExactOpt = False,
+    loco: LocoOpt = False,
     window: WindowOpt = None,
     id_column: IdOpt = "id",
     fixed: FixedOpt = None,
@@ -130,19 +134,9 @@ def gwas(
 
     Example: henderson gwas --phenotypes pheno.csv --trait bmi --genotypes mice.bed --method mlma --loco --window 1Mb --out gwas
     """
-    from ..estimators import GBLUP
-    from ..io.genotypes import genotype_format
     from ..report.html import Report
 
-    method = method.lower()
-    if method not in ("backsolve", "mlma"):
-        raise CLIError(f"--method must be backsolve or mlma, not {method!r}")
-    if method == "backsolve" and (exact or loco):
-        raise CLIError("--exact and --loco are options of --method mlma")
-    if window is not None:
-        from ..gwas import parse_window
-
-        parse_window(window)  # before reading and fitting
+    method = _checked_gwas_method(method, exact, loco, window)
     s = Session("gwas", quiet, debug, threads, out, trait=trait, force=force)
     missing = "drop" if drop_unknown else "error"
     s.settings.update(
@@ -160,36 +154,11 @@ def gwas(
     with s.step("Reading phenotypes"):
         y, data, _ = read_phenotypes(phenotypes, trait, id_column, fixed)
         s.add_input("phenotypes", phenotypes)
-    gpath = Path(genotypes)
-    stream = (
-        method == "mlma"
-        and window is None
-        and (gpath.suffix == ".bed" or Path(str(gpath) + ".bed").exists())
-        and genotype_format(gpath) == "plink"
-    )
-    if stream:  # MLMA reads a PLINK fileset block by block: memory stays bounded
-        geno = gpath
-        s.add_input("genotypes", genotypes)
-    else:
-        with s.step("Reading genotypes"):
-            geno = read_genotypes_file(genotypes, coding)
-            s.add_input("genotypes", genotypes)
-    rep = Report(f"Association: {trait}", f"{Path(phenotypes).name}, {gpath.name}")
+    geno = _gwas_genotypes(s, genotypes, coding, streamed=method == "mlma" and window is None)
+    rep = Report(f"Association: {trait}", f"{Path(phenotypes).name}, {Path(genotypes).name}")
     gb = None
     if method == "backsolve" or window is not None:
-        gb = GBLUP(fixed=fixed, missing=missing)
-        with s.step("Fitting GBLUP", counted="REML steps"):
-            gb.fit(geno, y, data=data)
-        s.notes += list(gb.result_.notes)
-        vc = gb.variance_components_
-        rep.section("Genomic model")
-        rep.kv(
-            {
-                "sigma2_g": f"{vc['variance'].iloc[0]:.6g}",
-                "sigma2_e": f"{vc.loc['Residual', 'variance']:.6g}",
-                "h2": f"{gb.h2_:.4f} (SE {gb.h2_se_:.4f})",
-            }
-        )
+        gb = _fit_gblup_section(s, rep, geno, y, data, fixed, missing)
     if method == "backsolve":
         summary = association_outputs(s, rep, gb, geno, trait, window=window, top=top)
     else:
@@ -214,3 +183,57 @@ def gwas(
         s.outputs.append("report.html")
         s.write_summary(summary)
     s.done()
+
+
+def _checked_gwas_method(method: str, exact: bool, loco: bool, window) -> str:
+    """--method in lower case, and the options that go with it; checked before reading."""
+    method = method.lower()
+    if method not in ("backsolve", "mlma"):
+        raise CLIError(f"--method must be backsolve or mlma, not {method!r}")
+    if method == "backsolve" and (exact or loco):
+        raise CLIError("--exact and --loco are options of --method mlma")
+    if window is not None:
+        from ..gwas import parse_window
+
+        parse_window(window)  # before reading and fitting
+    return method
+
+
+def _gwas_genotypes(s: Session, genotypes: Path, coding, *, streamed: bool):
+    """The genotypes, or the path of a PLINK fileset that MLMA reads block by block
+    (``streamed``: memory stays bounded)."""
+    from ..io.genotypes import genotype_format
+
+    gpath = Path(genotypes)
+    if (
+        streamed
+        and (gpath.suffix == ".bed" or Path(str(gpath) + ".bed").exists())
+        and genotype_format(gpath) == "plink"
+    ):
+        s.add_input("genotypes", genotypes)
+        return gpath
+    with s.step("Reading genotypes"):
+        geno = read_genotypes_file(genotypes, coding)
+        s.add_input("genotypes", genotypes)
+    return geno
+
+
+def _fit_gblup_section(s: Session, rep, geno, y, data, fixed, missing):
+    """GBLUP on the genotypes (the back-solved tests, or MLMA's window effects), and its
+    variances in the report."""
+    from ..estimators import GBLUP
+
+    gb = GBLUP(fixed=fixed, missing=missing)
+    with s.step("Fitting GBLUP", counted="REML steps"):
+        gb.fit(geno, y, data=data)
+    s.notes += list(gb.result_.notes)
+    vc = gb.variance_components_
+    rep.section("Genomic model")
+    rep.kv(
+        {
+            "sigma2_g": f"{vc['variance'].iloc[0]:.6g}",
+            "sigma2_e": f"{vc.loc['Residual', 'variance']:.6g}",
+            "h2": f"{gb.h2_:.4f} (SE {gb.h2_se_:.4f})",
+        }
+    )
+    return gb

@@ -17,6 +17,7 @@ import pandas as pd
 from ._common import Session
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file, read_phenotypes, read_relationship_file
+from ._steps import GeneticOptions
 
 
 def read_traits(phenotypes: Path, traits: list[str], id_column: str, fixed: str | None):
@@ -84,61 +85,15 @@ def add_multitrait(rep, res, label: str) -> None:
     )
 
 
-def run_multitrait(
-    kind: str,
-    s: Session,
-    phenotypes: Path,
-    traits: list[str],
-    id_column: str,
-    fixed: str | None,
-    genotypes=None,
-    pedigree=None,
-    grm=None,
-    grm_method="vanraden1",
-    ped_columns="id,sire,dam",
-    coding=None,
-    selfing=False,
-    method="reml",
-) -> None:
-    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
-
-    if method.lower() != "reml":
+def run_multitrait(kind: str, s: Session, o: GeneticOptions, traits: list[str]) -> None:
+    """gblup, snpblup or pblup on several traits (``Var(u) = Σ_g ⊗ K``): read, fit, write."""
+    if o.method.lower() != "reml":
         raise CLIError("multi-trait models are fitted by REML only (--method reml)")
-    s.settings.update({"model": kind, "traits": list(traits), "id_column": id_column, "fixed": fixed})
+    s.settings.update({"model": kind, "traits": list(traits), "id_column": o.id_column, "fixed": o.fixed})
     with s.step("Reading phenotypes"):
-        Y, data = read_traits(phenotypes, traits, id_column, fixed)
-        s.add_input("phenotypes", phenotypes)
-    geno = None
-    if kind in ("gblup", "snpblup"):
-        if kind == "gblup" and (genotypes is None) == (grm is None):
-            raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
-        if genotypes is None and kind == "snpblup":
-            raise CLIError("snpblup needs --genotypes FILE")
-        if genotypes is not None:
-            with s.step("Reading genotypes"):
-                geno = read_genotypes_file(genotypes, coding)
-                s.add_input("genotypes", genotypes)
-            X = geno
-        else:
-            with s.step("Reading the relationship matrix"):
-                X = read_relationship_file(grm, kind="G")
-        est = (
-            GBLUP(grm=grm_method, fixed=fixed, traits=traits)
-            if kind == "gblup"
-            else SNPBLUP(fixed=fixed, traits=traits)
-        )
-        label = "multi-trait GBLUP" if kind == "gblup" else "multi-trait SNP-BLUP"
-    else:
-        if pedigree is None:
-            raise CLIError("pblup needs --pedigree FILE")
-        from ._steps import ped_cols
-
-        with s.step("Reading pedigree"):
-            X, notes = read_pedigree_file(pedigree, *ped_cols(ped_columns), selfing=selfing)
-        for note in notes:
-            s.warn(note)
-        est = PedigreeBLUP(fixed=fixed, traits=traits)
-        label = "multi-trait pedigree BLUP (dense A)"
+        Y, data = read_traits(o.phenotypes, traits, o.id_column, o.fixed)
+        s.add_input("phenotypes", o.phenotypes)
+    est, X, label = _multitrait_model(s, kind, o, traits)
     with s.step(f"Fitting {label}", counted="REML steps"):
         est.fit(X, Y, data=data)
     write_outputs(
@@ -146,9 +101,40 @@ def run_multitrait(
         est.result_,
         label,
         f"{label}: {', '.join(traits)}",
-        Path(phenotypes).name,
+        Path(o.phenotypes).name,
         snp_effects=getattr(est, "snp_effects_", None),
     )
+
+
+def _multitrait_model(s: Session, kind: str, o: GeneticOptions, traits: list[str]):
+    """(the unfitted multi-trait estimator, what it is fitted on, its label): genotypes or
+    --grm for gblup, genotypes for snpblup, the pedigree (dense A) for pblup."""
+    from ..estimators import GBLUP, SNPBLUP, PedigreeBLUP
+
+    if kind == "pblup":
+        if o.pedigree is None:
+            raise CLIError("pblup needs --pedigree FILE")
+        from ._steps import ped_cols
+
+        with s.step("Reading pedigree"):
+            X, notes = read_pedigree_file(o.pedigree, *ped_cols(o.ped_columns), selfing=o.selfing)
+        for note in notes:
+            s.warn(note)
+        return PedigreeBLUP(fixed=o.fixed, traits=traits), X, "multi-trait pedigree BLUP (dense A)"
+    if kind == "gblup" and (o.genotypes is None) == (o.grm is None):
+        raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
+    if o.genotypes is None and kind == "snpblup":
+        raise CLIError("snpblup needs --genotypes FILE")
+    if o.genotypes is not None:
+        with s.step("Reading genotypes"):
+            X = read_genotypes_file(o.genotypes, o.coding)
+            s.add_input("genotypes", o.genotypes)
+    else:
+        with s.step("Reading the relationship matrix"):
+            X = read_relationship_file(o.grm, kind="G")
+    if kind == "gblup":
+        return GBLUP(grm=o.grm_method, fixed=o.fixed, traits=traits), X, "multi-trait GBLUP"
+    return SNPBLUP(fixed=o.fixed, traits=traits), X, "multi-trait SNP-BLUP"
 
 
 def write_outputs(s: Session, res, label: str, title: str, subtitle: str, snp_effects=None) -> None:

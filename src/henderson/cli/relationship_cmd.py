@@ -14,36 +14,53 @@ from ._common import DebugOpt, QuietOpt, SchedulerOpt, Session, ThreadsOpt
 from ._errors import CLIError
 from ._inputs import read_genotypes_file, read_pedigree_file
 from ._steps import codes
-from .genetic_cmd import MissingParentOpt, SelfingOpt
+from .genetic_cmd import CodingOpt, MissingParentOpt, PedColsOpt, SelfingOpt
+
+GrmGenotypesOpt = Annotated[
+    Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")
+]
+GrmOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.",
+    ),
+]
+GrmMethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).",
+    ),
+]
+GrmFormatOpt = Annotated[str | None, typer.Option("--format", help="csv or gcta (default: from the file name).")]
+AinvPedigreeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--pedigree",
+        help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).",
+    ),
+]
+AinvOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.",
+    ),
+]
+InbreedingOpt = Annotated[
+    Path | None, typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")
+]
 
 
 def grm(
-    genotypes: Annotated[
-        Path, typer.Option("--genotypes", "-g", help="PLINK prefix or .bed, VCF, or CSV/TSV matrix (first column id).")
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output FILE (not a directory): CSV with an id column and one column per id; or, when it ends in .grm or with --format gcta, the PREFIX of the GCTA binary files PREFIX.grm.bin, .grm.N.bin and .grm.id. Replaced only at the end of a successful run.",
-        ),
-    ],
-    method: Annotated[
-        str,
-        typer.Option(
-            "--method",
-            help="vanraden1 (rrBLUP A.mat), vanraden2 (PLINK --make-rel), yang (GCTA) or vitezica (dominance).",
-        ),
-    ] = "vanraden1",
-    format: Annotated[str | None, typer.Option("--format", help="csv or gcta (default: from the file name).")] = None,
-    coding: Annotated[
-        str | None,
-        typer.Option(
-            "--coding",
-            help="Genotype coding of a CSV matrix: 012 (allele counts), -101, 01 (inbred lines, 0/1 = homozygous) or dosage (detected when unambiguous, with a warning).",
-        ),
-    ] = None,
+    genotypes: GrmGenotypesOpt,
+    out: GrmOutOpt,
+    method: GrmMethodOpt = "vanraden1",
+    format: GrmFormatOpt = None,
+    coding: CodingOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     threads: ThreadsOpt = None,
@@ -54,7 +71,6 @@ def grm(
     Example: henderson grm --genotypes geno.csv --method vanraden1 --out G.csv
     """
     from ..relationships.genomic import genomic_relationship
-    from ..relationships.grm_io import write_gcta_grm, write_relationship_csv
 
     s = Session("grm", quiet, debug, threads, None)
     fmt = (format or ("gcta" if str(out).endswith((".grm", ".grm.bin")) else "csv")).lower()
@@ -75,49 +91,43 @@ def grm(
     with s.step(f"Building G ({method})" + (f" on {scheduler}" if scheduler else ""), counted="SNPs"):
         G = genomic_relationship(geno, method=method, scheduler=scheduler or None)
     with s.step("Writing"):
-        if fmt == "gcta":
-            # .grm.N.bin: SNPs called in both (from the genotypes when they were read here)
-            write_gcta_grm(
-                G,
-                str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"),
-                genotypes=None if isinstance(geno, str) else geno,
-            )
-            written = f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
-        else:
-            write_relationship_csv(G, files.where(out))
-            written = str(out)
+        written = _write_grm(G, fmt, files, out, prefix, geno)
+    _print_g_summary(s, G, method)
+    s.done()
+    s.stdout.print(f"Wrote {written}")
+
+
+def _write_grm(G, fmt: str, files, out, prefix: str, geno) -> str:
+    """G as CSV, or as GCTA binary files (.grm.N.bin: SNPs called in both, from the
+    genotypes when they were read here); returns what was written."""
+    from ..relationships.grm_io import write_gcta_grm, write_relationship_csv
+
+    if fmt == "gcta":
+        write_gcta_grm(
+            G,
+            str(files.where(prefix + ".grm.bin")).removesuffix(".grm.bin"),
+            genotypes=None if isinstance(geno, str) else geno,
+        )
+        return f"{prefix}.grm.bin, {prefix}.grm.N.bin, {prefix}.grm.id"
+    write_relationship_csv(G, files.where(out))
+    return str(out)
+
+
+def _print_g_summary(s: Session, G, method: str) -> None:
+    """G's size and the mean and range of its diagonal and off-diagonal."""
     d = np.diag(G.dense())
     off = G.dense()[np.triu_indices(G.n, 1)]
     s.stdout.print(
         f"G ({method}): {G.n} individuals, {G.info['n_snps']} SNPs; diagonal mean {d.mean():.4f} "
         f"(range {d.min():.4f} to {d.max():.4f}), off-diagonal mean {off.mean():.4f} sd {off.std():.4f}"
     )
-    s.done()
-    s.stdout.print(f"Wrote {written}")
 
 
 def ainv(
-    pedigree: Annotated[
-        Path,
-        typer.Option(
-            "--pedigree",
-            help="Pedigree file with id, sire, dam columns (delimiter detected; 0, NA, . or empty = unknown).",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output FILE (not a directory), a CSV: id1,id2,value, lower triangle (id1 is the younger or same animal). Replaced only at the end of a successful run.",
-        ),
-    ],
-    ped_columns: Annotated[
-        str, typer.Option("--ped-columns", help="Pedigree column names id,sire,dam.")
-    ] = "id,sire,dam",
-    inbreeding: Annotated[
-        Path | None, typer.Option("--inbreeding", help="Also write inbreeding coefficients (id,F) to this CSV FILE.")
-    ] = None,
+    pedigree: AinvPedigreeOpt,
+    out: AinvOutOpt,
+    ped_columns: PedColsOpt = "id,sire,dam",
+    inbreeding: InbreedingOpt = None,
     selfing: SelfingOpt = False,
     missing_parent: MissingParentOpt = None,
     quiet: QuietOpt = False,

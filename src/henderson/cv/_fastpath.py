@@ -45,6 +45,28 @@ def fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, stri
         return _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress, strict)
 
 
+def _splits_allow_fast(splits, where: pd.Index, n: int, Xd: np.ndarray, strict: bool) -> bool:
+    """Every split trains on all other phenotyped records (else: brute force) and keeps
+    the fixed effects estimable (else None, or with ``strict`` the error naming the fold)."""
+    for s in splits:
+        if len(s.train_pos) + len(s.test_pos) != n or (where.get_indexer(s.test_pos) < 0).any():
+            return False
+    if Xd.shape[1] > 1:  # (an intercept alone keeps its rank with any training record)
+        for s in splits:
+            if not training_keeps_rank(Xd, where.get_indexer(s.test_pos)):
+                if strict:
+                    raise rank_error(s.fold)
+                return False
+    return True
+
+
+def _marker_kernel(sub, z: np.ndarray) -> np.ndarray:
+    """K = WW' of the records (``z``: each record's line in ``sub``), by G's blocked
+    exact-SYRK kernel (G·2Σp_a q_a): no N × m float copy."""
+    G = genomic_relationship(sub, method="vanraden1")
+    return np.multiply(G.matrix, G.info["scale"])[np.ix_(z, z)]
+
+
 def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, strict=False):
     """Rows (dicts: bv, ŷ, h², σ²_g, σ²_e, n_snps_dropped) per split, or None.
 
@@ -66,16 +88,8 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         return None  # centring invariance needs an intercept
     n = len(rec_ids)
     where = pd.Index(rec_pos)
-    # every split must train on all other phenotyped records (else: brute force)
-    for s in splits:
-        if len(s.train_pos) + len(s.test_pos) != n or (where.get_indexer(s.test_pos) < 0).any():
-            return None
-    if Xd.shape[1] > 1:  # (an intercept alone keeps its rank with any training record)
-        for s in splits:
-            if not training_keeps_rank(Xd, where.get_indexer(s.test_pos)):
-                if strict:
-                    raise rank_error(s.fold)
-                return None
+    if not _splits_allow_fast(splits, where, n, Xd, strict):
+        return None
     one_per_id = not pd.Index(rec_ids).has_duplicates
     if kind == "gblup":
         kpos = K.index_of(rec_ids)
@@ -86,10 +100,7 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
         z = pd.Index(lines).get_indexer(rec_ids)
         sub = geno.subset(ids=lines)
         p_a = sub.allele_freq
-        # K = WW' by G's blocked exact-SYRK kernel (G·2Σp_a q_a): no N × m float copy
-        G = genomic_relationship(sub, method="vanraden1")
-        Kr = np.multiply(G.matrix, G.info["scale"])[np.ix_(z, z)]
-        del G
+        Kr = _marker_kernel(sub, z)
         s_g = two_sum_pq(geno) * s_k
         h2 = s_g / (s_g + s_e)
     st = FixedVarianceCV.build(yv, Xd, Kr, s_k, s_e)

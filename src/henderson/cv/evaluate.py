@@ -473,16 +473,8 @@ def cross_validate(
         )
     kind = _cv_kind(model)
     top = check_top(top)
-    if fast not in ("auto", True, False):
-        raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
-    if progress is not None and not callable(progress):
-        raise DataError(f"progress must be a callable progress(done, total, info), not {type(progress).__name__}")
-    if scheduler is None and model.get_params().get("scheduler") is not None:
-        scheduler = model.get_params()["scheduler"]
-    if "scheduler" in model.get_params():  # a Client is not cloned per fold
-        params = model.get_params(deep=False)
-        params["scheduler"] = None
-        model = type(model)(**params)
+    _check_options(fast, progress)
+    model, scheduler = _without_scheduler(model, scheduler)
     y = _clean_y(y)
     by_record = y.index.has_duplicates
     if by_record and kind == "formula":
@@ -498,20 +490,53 @@ def cross_validate(
     notes += label_notes(scheme, y, data)
     splits = make_splits(scheme, y, repeats=repeats, seed=seed, data=data)
     fixed_part = _FixedPart(model, y, data, known) if kind != "formula" else None
-
     user_sigma2 = model.get_params().get("sigma2") is not None
-    full = None
-    sigma2 = None
-    if user_sigma2:
-        sigma2 = model.get_params()["sigma2"]
-    elif not refit_variances:
-        full = clone(model)
-        if "pev" in full.get_params():
-            full.set_params(pev=False)
-        full.fit(Xfit, y, data=data)  # NaN records are dropped by the fit (and keep record data aligned)
-        sigma2 = tuple(float(v) for v in full.variance_components_["variance"])
+    sigma2, full = _fold_variances(model, refit_variances, Xfit, y, data)
 
     jobs = int(n_jobs) if n_jobs and n_jobs > 0 else _cpu_count()
+    threads = max(1, _cpu_count() // max(1, jobs))
+    rows, path = _predict_folds(
+        kind, model, (Xfit, K, geno), y, data, sigma2, splits, fixed_part, fast, jobs, progress, scheduler
+    )
+
+    predictions, fm = _fold_tables(splits, rows, y, by_record, path, top, kind == "snpblup")
+    pooled = pooled_metrics(predictions, fm, top)
+    summary, by_rep = summarise(fm, pooled)
+    notes += _fold_warnings(rows)
+    notes += _constant_fold_note(splits, rows, y)
+    notes += _snp_dropped_note(kind, fm, geno)
+    settings = {
+        "model": type(model).__name__,
+        "model_params": _params(model),
+        "scheme": scheme.describe(),
+        "seed": seed,
+        "repeats": repeats,
+        "refit_variances": bool(refit_variances and not user_sigma2),
+        "variances_given_by_user": user_sigma2,
+        "path": path,
+        "n_jobs": jobs,
+        "blas_threads_per_job": threads,
+        "blas_threads_seen_in_workers": sorted({r["blas_threads"] for r in rows if r.get("blas_threads") is not None})
+        or None,
+        "scheduler": _scheduler_name(scheduler),
+        "n_phenotyped": int(y.notna().sum()),
+        "records_by_id": by_record,
+        "top": top,
+        "headline": _headline(fm),
+        "full_data_variances": (None if full is None else full.variance_components_["variance"].to_dict()),
+        "notes": notes,
+        "versions": _versions(),
+        "seconds": time.perf_counter() - t0,
+    }
+    leak = LEAKAGE if (not refit_variances and not user_sigma2) else None
+    return CVResult(predictions, fm, summary, by_rep, settings, leak, pooled)
+
+
+def _predict_folds(kind, model, inputs, y, data, sigma2, splits, fixed_part, fast, jobs, progress, scheduler):
+    """(one row per fold and test record set, the path taken): the exact fixed-variance fast
+    path when it applies (:func:`~henderson.cv._fastpath.fast_rows`), else one fit per fold
+    ("refit" re-estimates the variances, "fixed" holds ``sigma2``), in parallel or on Dask."""
+    Xfit, K, geno = inputs
     threads = max(1, _cpu_count() // max(1, jobs))
     rows, path = None, None
     if sigma2 is not None and kind in ("gblup", "snpblup") and fast is not False:
@@ -538,50 +563,69 @@ def cross_validate(
             probe_threads=jobs > 1,
         )
         rows = _run_folds(task, splits, jobs, path, progress, scheduler)
+    return rows, path
 
-    predictions, fm = _fold_tables(splits, rows, y, by_record, path, top, kind == "snpblup")
-    pooled = pooled_metrics(predictions, fm, top)
-    summary, by_rep = summarise(fm, pooled)
-    basis = headline_basis(fm)
-    notes += _fold_warnings(rows)
-    notes += _constant_fold_note(splits, rows, y)
-    if kind == "snpblup" and fm["n_snps_dropped"].max() > 0:
-        notes.append(
-            f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
-            f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "
-            "column n_snps_dropped); such SNPs carry no information in that fold"
-        )
-    seen = sorted({r["blas_threads"] for r in rows if r.get("blas_threads") is not None})
-    settings = {
-        "model": type(model).__name__,
-        "model_params": _params(model),
-        "scheme": scheme.describe(),
-        "seed": seed,
-        "repeats": repeats,
-        "refit_variances": bool(refit_variances and not user_sigma2),
-        "variances_given_by_user": user_sigma2,
-        "path": path,
-        "n_jobs": jobs,
-        "blas_threads_per_job": threads,
-        "blas_threads_seen_in_workers": seen or None,
-        "scheduler": None
-        if scheduler is None
-        else str(getattr(getattr(scheduler, "scheduler", None), "address", scheduler)),
-        "n_phenotyped": int(y.notna().sum()),
-        "records_by_id": by_record,
-        "top": top,
-        "headline": (
-            "pooled over the folds of each repeat (median fold too small for per-fold correlations)"
-            if basis == "pooled"
-            else "mean over folds"
-        ),
-        "full_data_variances": (None if full is None else full.variance_components_["variance"].to_dict()),
-        "notes": notes,
-        "versions": _versions(),
-        "seconds": time.perf_counter() - t0,
-    }
-    leak = LEAKAGE if (not refit_variances and not user_sigma2) else None
-    return CVResult(predictions, fm, summary, by_rep, settings, leak, pooled)
+
+def _check_options(fast, progress) -> None:
+    """``fast`` is "auto", True or False; ``progress`` a callable or None."""
+    if fast not in ("auto", True, False):
+        raise DataError(f"fast must be 'auto', True or False, not {fast!r}")
+    if progress is not None and not callable(progress):
+        raise DataError(f"progress must be a callable progress(done, total, info), not {type(progress).__name__}")
+
+
+def _without_scheduler(model, scheduler):
+    """(the model without its own scheduler, the scheduler to use): a Client is not cloned
+    per fold, so the model's ``scheduler`` (when the call gives none) is taken out of it."""
+    if scheduler is None and model.get_params().get("scheduler") is not None:
+        scheduler = model.get_params()["scheduler"]
+    if "scheduler" in model.get_params():
+        params = model.get_params(deep=False)
+        params["scheduler"] = None
+        model = type(model)(**params)
+    return model, scheduler
+
+
+def _fold_variances(model, refit_variances: bool, Xfit, y, data):
+    """(σ² held in every fold or None to re-estimate them per fold, the full-data fit or None).
+
+    The model's own ``sigma2`` wins; ``refit_variances=False`` holds the full-data REML
+    estimates (which sees the test records: the leakage the result notes).
+    """
+    if model.get_params().get("sigma2") is not None:
+        return model.get_params()["sigma2"], None
+    if refit_variances:
+        return None, None
+    full = clone(model)
+    if "pev" in full.get_params():
+        full.set_params(pev=False)
+    full.fit(Xfit, y, data=data)  # NaN records are dropped by the fit (and keep record data aligned)
+    return tuple(float(v) for v in full.variance_components_["variance"]), full
+
+
+def _snp_dropped_note(kind: str, fm: pd.DataFrame, geno) -> list[str]:
+    """SNP-BLUP: a note when folds left out SNPs without calls or monomorphic in training."""
+    if kind != "snpblup" or fm["n_snps_dropped"].max() <= 0:
+        return []
+    return [
+        f"SNP-BLUP: {int((fm['n_snps_dropped'] > 0).sum())} fold(s) left out SNPs without calls or "
+        f"monomorphic in their training set (up to {int(fm['n_snps_dropped'].max())} of {geno.p}; "
+        "column n_snps_dropped); such SNPs carry no information in that fold"
+    ]
+
+
+def _scheduler_name(scheduler) -> str | None:
+    """The Dask scheduler's address (or what was given), for the settings."""
+    if scheduler is None:
+        return None
+    return str(getattr(getattr(scheduler, "scheduler", None), "address", scheduler))
+
+
+def _headline(fm: pd.DataFrame) -> str:
+    """What the summary's headline is: pooled (tiny folds) or the mean over folds."""
+    if headline_basis(fm) == "pooled":
+        return "pooled over the folds of each repeat (median fold too small for per-fold correlations)"
+    return "mean over folds"
 
 
 @functools.singledispatch

@@ -123,6 +123,21 @@ def _corr(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _fold_predictions(split, test: pd.DataFrame, trait: str, multi, single) -> pd.DataFrame:
+    """One fold's test lines for one trait: observed, multi-trait and single-trait predictions."""
+    return pd.DataFrame(
+        {
+            "id": test.index,
+            "repeat": split.repeat,
+            "fold": split.fold,
+            "trait": trait,
+            "observed": test[trait].to_numpy(),
+            "multi_trait": multi,
+            "single_trait": single,
+        }
+    )
+
+
 def cross_validate_traits(
     model,
     X,
@@ -153,6 +168,68 @@ def cross_validate_traits(
     from .splits import make_splits, resolve_scheme
 
     t0 = time.perf_counter()
+    design, traits, targets, phen = _checked_inputs(model, y, design, target)
+    G = genomic_relationship(X, method=model.grm) if isinstance(X, Genotypes) else as_relationship(X, kind="G")
+    pos = pd.Index(np.asarray(G.ids, dtype=str))
+    codes_all = pos.get_indexer(phen.index)
+    if (codes_all < 0).any():
+        raise DataError(f"{int((codes_all < 0).sum())} phenotyped line(s) not in G")
+    splits = make_splits(resolve_scheme(cv, groups), phen[traits[0]], repeats=repeats, seed=seed)
+    Kd = G.dense()
+    preds, metr, on_boundary = [], [], []
+    for si, s in enumerate(splits):
+        train, test = phen.iloc[s.train_pos], phen.iloc[s.test_pos]
+        mt, boundary = _fit_fold(train, traits, G)
+        if boundary:
+            on_boundary.append(s.fold)
+        st = {
+            k: GBLUP(pev=False).fit(G, train[k]).predict(list(test.index)).to_numpy()
+            for k in _scored(design, traits, targets)
+        }
+        if design == "CV1":
+            gebv = mt.gebv.loc[test.index]
+            fold_preds = [_fold_predictions(s, test, k, gebv[k].to_numpy(), st[k]) for k in traits]
+        else:
+            Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
+            both = pd.concat([train, test])
+            codes = pos.get_indexer(both.index)
+            fold_preds = []
+            for k in targets:
+                Yo = both.to_numpy(dtype=float).copy()
+                Yo[len(train) :, traits.index(k)] = np.nan
+                U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
+                fold_preds.append(_fold_predictions(s, test, k, U[codes[len(train) :], traits.index(k)], st[k]))
+        preds += fold_preds
+        metr += [_fold_metrics(s, row, len(train), len(test), mt.correlations[ID], traits) for row in fold_preds]
+        if progress is not None:
+            progress(si + 1, len(splits), {"repeat": s.repeat, "fold": s.fold})
+    predictions = pd.concat(preds, ignore_index=True)
+    fm = pd.DataFrame(metr)
+    summary = _trait_summary(fm)
+    notes = []
+    if on_boundary:
+        notes.append(
+            f"{len(on_boundary)} of {len(splits)} fold(s) estimated a genetic covariance matrix on the "
+            "boundary (a genetic correlation of ±1) from their training lines"
+        )
+        warnings.warn(BoundaryWarning(notes[-1]), stacklevel=3)
+    settings = {
+        "notes": notes,
+        "design": design,
+        "traits": traits,
+        "targets": targets if design == "CV2" else traits,
+        "scheme": str(resolve_scheme(cv, groups).describe()),
+        "repeats": repeats,
+        "seed": seed,
+        "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
+        "seconds": time.perf_counter() - t0,
+    }
+    return MultiTraitCVResult(predictions, fm, summary, design, settings)
+
+
+def _checked_inputs(model, y, design, target):
+    """(design, traits, CV2 targets, the phenotyped lines' records), or errors naming what
+    this path does not take (not GBLUP, fixed effects, repeated ids, missing traits)."""
     design = str(design).upper()
     if design not in ("CV1", "CV2"):
         raise ModelError(f"design must be 'CV1' (new lines) or 'CV2' (trait-assisted), not {design!r}")
@@ -178,94 +255,54 @@ def cross_validate_traits(
             "every phenotyped line on this path (missing traits need the general engine)"
         )
     if target is None:
-        targets = traits
-    else:
-        targets = [target] if isinstance(target, str) else list(target)
-        bad = [t for t in targets if t not in traits]
-        if bad:
-            raise DataError(f"target trait(s) {bad} not among the model's traits {traits}")
-    G = genomic_relationship(X, method=model.grm) if isinstance(X, Genotypes) else as_relationship(X, kind="G")
-    Kd = G.dense()
-    pos = pd.Index(np.asarray(G.ids, dtype=str))
-    codes_all = pos.get_indexer(phen.index)
-    if (codes_all < 0).any():
-        raise DataError(f"{int((codes_all < 0).sum())} phenotyped line(s) not in G")
-    splits = make_splits(resolve_scheme(cv, groups), phen[traits[0]], repeats=repeats, seed=seed)
-    preds, metr, on_boundary = [], [], []
-    for si, s in enumerate(splits):
-        train = phen.iloc[s.train_pos]
-        test = phen.iloc[s.test_pos]
-        frame = train.reset_index(names=ID)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", BoundaryWarning)
-            mt = fit_traits(frame, traits, ID, G, pev=False)
-        for w in caught:  # counted once for all folds below, not repeated per fold
-            if issubclass(w.category, BoundaryWarning):
-                on_boundary.append(s.fold)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
-        st = {}
-        for k in traits if design == "CV1" else targets:
-            g1 = GBLUP(pev=False).fit(G, train[k])
-            st[k] = g1.predict(list(test.index)).to_numpy()
-        if design == "CV1":
-            gebv = mt.gebv.loc[test.index]
-            for k in traits:
-                preds.append(
-                    pd.DataFrame(
-                        {
-                            "id": test.index,
-                            "repeat": s.repeat,
-                            "fold": s.fold,
-                            "trait": k,
-                            "observed": test[k].to_numpy(),
-                            "multi_trait": gebv[k].to_numpy(),
-                            "single_trait": st[k],
-                        }
-                    )
-                )
+        return design, traits, traits, phen
+    targets = [target] if isinstance(target, str) else list(target)
+    bad = [t for t in targets if t not in traits]
+    if bad:
+        raise DataError(f"target trait(s) {bad} not among the model's traits {traits}")
+    return design, traits, targets, phen
+
+
+def _scored(design: str, traits: list, targets: list) -> list:
+    """The traits a fold predicts: every trait (CV1) or the masked targets (CV2)."""
+    return traits if design == "CV1" else targets
+
+
+def _fit_fold(train: pd.DataFrame, traits: list, G):
+    """Multi-trait REML on the fold's training lines; (fit, whether Σ_g is on the boundary).
+
+    A BoundaryWarning is counted once for all folds by the caller, not repeated per fold;
+    other warnings pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BoundaryWarning)
+        mt = fit_traits(train.reset_index(names=ID), traits, ID, G, pev=False)
+    boundary = False
+    for w in caught:
+        if issubclass(w.category, BoundaryWarning):
+            boundary = True
         else:
-            both = pd.concat([train, test])
-            codes = pos.get_indexer(both.index)
-            for k in targets:
-                Yo = both.to_numpy(dtype=float).copy()
-                Yo[len(train) :, traits.index(k)] = np.nan
-                U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
-                pred = U[codes[len(train) :], traits.index(k)]
-                preds.append(
-                    pd.DataFrame(
-                        {
-                            "id": test.index,
-                            "repeat": s.repeat,
-                            "fold": s.fold,
-                            "trait": k,
-                            "observed": test[k].to_numpy(),
-                            "multi_trait": pred,
-                            "single_trait": st[k],
-                        }
-                    )
-                )
-        rg = mt.correlations[ID]
-        for k in traits if design == "CV1" else targets:
-            p = preds[-len(traits if design == "CV1" else targets) :]
-            row = next(d for d in p if d["trait"].iloc[0] == k)
-            metr.append(
-                {
-                    "repeat": s.repeat,
-                    "fold": s.fold,
-                    "trait": k,
-                    "n_train": len(train),
-                    "n_test": len(test),
-                    "r_multi_trait": _corr(row["multi_trait"], row["observed"]),
-                    "r_single_trait": _corr(row["single_trait"], row["observed"]),
-                    **{f"rg_{k}_{o}": float(rg.loc[k, o]) for o in traits if o != k},
-                }
-            )
-        if progress is not None:
-            progress(si + 1, len(splits), {"repeat": s.repeat, "fold": s.fold})
-    predictions = pd.concat(preds, ignore_index=True)
-    fm = pd.DataFrame(metr)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return mt, boundary
+
+
+def _fold_metrics(split, row: pd.DataFrame, n_train: int, n_test: int, rg: pd.DataFrame, traits: list) -> dict:
+    """One fold's predictive abilities for one trait (multi- and single-trait) and its r_g."""
+    k = row["trait"].iloc[0]
+    return {
+        "repeat": split.repeat,
+        "fold": split.fold,
+        "trait": k,
+        "n_train": n_train,
+        "n_test": n_test,
+        "r_multi_trait": _corr(row["multi_trait"], row["observed"]),
+        "r_single_trait": _corr(row["single_trait"], row["observed"]),
+        **{f"rg_{k}_{o}": float(rg.loc[k, o]) for o in traits if o != k},
+    }
+
+
+def _trait_summary(fm: pd.DataFrame) -> pd.DataFrame:
+    """Per trait: mean r of both models over folds with its SE, and the gain."""
     g = fm.groupby("trait", sort=False)
     summary = pd.DataFrame(
         {
@@ -277,22 +314,4 @@ def cross_validate_traits(
         }
     )
     summary["gain"] = summary["r_multi_trait"] - summary["r_single_trait"]
-    notes = []
-    if on_boundary:
-        notes.append(
-            f"{len(on_boundary)} of {len(splits)} fold(s) estimated a genetic covariance matrix on the "
-            "boundary (a genetic correlation of ±1) from their training lines"
-        )
-        warnings.warn(BoundaryWarning(notes[-1]), stacklevel=3)
-    settings = {
-        "notes": notes,
-        "design": design,
-        "traits": traits,
-        "targets": targets if design == "CV2" else traits,
-        "scheme": str(resolve_scheme(cv, groups).describe()),
-        "repeats": repeats,
-        "seed": seed,
-        "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
-        "seconds": time.perf_counter() - t0,
-    }
-    return MultiTraitCVResult(predictions, fm, summary, design, settings)
+    return summary

@@ -99,16 +99,11 @@ def validate_young(
     train = y.copy()
     train.index = ids
     train[ids.isin(pd.Index(masked))] = np.nan
-    sig_ss = sig_pb = None
-    if not refit_variances:
-        full_ss = SingleStepGBLUP(method=method, fixed=fixed, snp_effects=False, **h_settings).fit(
-            pedigree, genotypes, y, data=data
-        )
-        sig_ss = tuple(float(v) for v in full_ss.result_.sigma2.to_numpy())
-        sig_pb = tuple(
-            float(v)
-            for v in PedigreeBLUP(method=method, fixed=fixed).fit(pedigree, y, data=data).result_.sigma2.to_numpy()
-        )
+    sig_ss, sig_pb = (
+        (None, None)
+        if refit_variances
+        else _full_data_variances(pedigree, genotypes, y, data, method, fixed, h_settings)
+    )
     obs = pd.Series(y.to_numpy(), index=ids).groupby(level=0).mean().reindex(test)  # repeated records: mean
     preds, rows = [], []
     models: list[tuple[str, Any]] = [
@@ -120,38 +115,9 @@ def validate_young(
             est.fit(pedigree, genotypes, train, data=data)
         else:
             est.fit(pedigree, train, data=data)
-        bv = est.gebv_.loc[test, "gebv"].to_numpy()
-        fe = est.fixed_effects_["estimate"]
-        yhat = bv + float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else np.full(len(bv), np.nan)
-        h2 = float(est.h2_)
-        m = fold_metrics(obs.to_numpy(), bv, yhat, h2)
-        rows.append(
-            {
-                "model": label,
-                "repeat": 1,
-                "fold": "young",
-                "n_train": int(train.notna().sum()),
-                "n_test": len(test),
-                **m,
-                "sigma2_g": float(est.result_.sigma2.iloc[0]),
-                "sigma2_e": float(est.result_.sigma2.iloc[-1]),
-                "h2": h2,
-                "method": method,
-            }
-        )
-        preds.append(
-            pd.DataFrame(
-                {
-                    "model": label,
-                    "id": test,
-                    "observed": obs.to_numpy(),
-                    "predicted_bv": bv,
-                    "predicted": yhat,
-                    "fold": "young",
-                    "repeat": 1,
-                }
-            )
-        )
+        row, pred = _validated(label, est, test, obs, int(train.notna().sum()), method)
+        rows.append(row)
+        preds.append(pred)
     info = {
         "scheme": how,
         "n_test": len(test),
@@ -159,3 +125,49 @@ def validate_young(
         "refit_variances": refit_variances,
     }
     return pd.concat(preds, ignore_index=True), pd.DataFrame(rows), info
+
+
+def _full_data_variances(pedigree, genotypes, y, data, method, fixed, h_settings):
+    """(σ² of ssGBLUP, σ² of pedigree BLUP) by REML on all records (``refit_variances=False``)."""
+    from ..estimators import PedigreeBLUP, SingleStepGBLUP
+
+    full_ss = SingleStepGBLUP(method=method, fixed=fixed, snp_effects=False, **h_settings).fit(
+        pedigree, genotypes, y, data=data
+    )
+    full_pb = PedigreeBLUP(method=method, fixed=fixed).fit(pedigree, y, data=data)
+    return (
+        tuple(float(v) for v in full_ss.result_.sigma2.to_numpy()),
+        tuple(float(v) for v in full_pb.result_.sigma2.to_numpy()),
+    )
+
+
+def _validated(label: str, est, test, obs: pd.Series, n_train: int, method: str):
+    """(the metrics row, the predictions) of one fitted model on the validation animals."""
+    bv = est.gebv_.loc[test, "gebv"].to_numpy()
+    fe = est.fixed_effects_["estimate"]
+    yhat = bv + float(fe.iloc[0]) if list(fe.index) == ["(Intercept)"] else np.full(len(bv), np.nan)
+    h2 = float(est.h2_)
+    row = {
+        "model": label,
+        "repeat": 1,
+        "fold": "young",
+        "n_train": n_train,
+        "n_test": len(test),
+        **fold_metrics(obs.to_numpy(), bv, yhat, h2),
+        "sigma2_g": float(est.result_.sigma2.iloc[0]),
+        "sigma2_e": float(est.result_.sigma2.iloc[-1]),
+        "h2": h2,
+        "method": method,
+    }
+    pred = pd.DataFrame(
+        {
+            "model": label,
+            "id": test,
+            "observed": obs.to_numpy(),
+            "predicted_bv": bv,
+            "predicted": yhat,
+            "fold": "young",
+            "repeat": 1,
+        }
+    )
+    return row, pred

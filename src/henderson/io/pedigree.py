@@ -92,16 +92,7 @@ def read_pedigree(
         Exact duplicate rows were dropped, or parents without a row of their own
         were added as founders (both are counted in the returned Pedigree).
     """
-    if isinstance(path_or_frame, pd.DataFrame):
-        frame = path_or_frame
-        source = "<DataFrame>"
-        is_file = False
-    elif isinstance(path_or_frame, (str, os.PathLike)):
-        source = str(path_or_frame)
-        frame = _read_table(Path(path_or_frame), sep)
-        is_file = True
-    else:
-        raise DataError(f"read_pedigree expects a file path or a DataFrame, not {type(path_or_frame).__name__}")
+    frame, source, is_file = _source_frame(path_or_frame, sep)
     absent = [c for c in (id, sire, dam) + ((birth_year,) if birth_year else ()) if c not in frame.columns]
     if absent:
         raise DataError(
@@ -115,16 +106,10 @@ def read_pedigree(
     # Row position -> what the user calls it: a file line (header is line 1) or a row.
     lines = np.arange(m) + 2 if is_file else np.arange(m)
     where = f"{source} line" if is_file else "DataFrame row"
-
     rows = np.arange(m)
     if is_file:  # blank lines were kept so that line numbers stay exact; drop them now
-        # blank means every cell empty -- not "0,0,0", which is an animal called '0'
-        blank = np.ones(m, np.bool_)
-        for col in frame.columns:
-            blank &= (frame[col].fillna("").astype(str).str.strip() == "").to_numpy()
-        if blank.any():
-            keep = ~blank
-            id_l, s_l, d_l, lines, rows = id_l[keep], s_l[keep], d_l[keep], lines[keep], rows[keep]
+        keep = ~_blank_rows(frame)
+        id_l, s_l, d_l, lines, rows = id_l[keep], s_l[keep], d_l[keep], lines[keep], rows[keep]
     if (id_l < 0).any():
         _raise_bad_ids(frame[id], rows[id_l < 0], lines[id_l < 0], source, where)
 
@@ -136,31 +121,11 @@ def read_pedigree(
     if not monoecious:
         _check_sex(s_l, d_l, names, source, has_row=np.isin(np.arange(len(names)), id_l))
 
-    # Parents without a row become founders, placed before all rows (first-seen order).
-    has_row = np.zeros(len(names), np.bool_)
-    has_row[id_l] = True
-    parents = np.column_stack([s_l, d_l]).ravel()
-    parents = parents[parents >= 0]
-    new = pd.unique(parents[~has_row[parents]])
-    _refuse_code_like_parents(new, parents, names, source)
-    if len(new):
-        warnings.warn(
-            f"pedigree {source}: {len(new)} parent(s) have no row of their own and were "
-            f"added as founders: {format_ids(names[new])}",
-            DataWarning,
-            stacklevel=2,
-        )
-    all_l = np.concatenate([new, id_l]).astype(np.int64)
+    new, all_l, s_pos, d_pos = _with_founders(id_l, s_l, d_l, names, source)
     all_ids = names[all_l]
-    pos_of = np.full(len(names) + 1, -1, np.int64)  # label -1 (unknown) -> position -1
-    pos_of[all_l] = np.arange(len(all_l))
-    s_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[s_l]])
-    d_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[d_l]])
-
     gen = topological_generations(s_pos, d_pos)
     if (gen < 0).any():
         _raise_loop(all_ids, s_pos, d_pos, gen, np.concatenate([np.full(len(new), -1), lines]), source, where)
-
     if year_of is not None:
         _check_birth_years(year_of[all_l], all_ids, s_pos, d_pos, birth_year, source)
 
@@ -180,6 +145,50 @@ def read_pedigree(
         n_duplicates_dropped=n_dup,
         source=source,
     )
+
+
+def _source_frame(path_or_frame, sep) -> tuple[pd.DataFrame, str, bool]:
+    """(the rows, what to call the source in messages, whether it is a file)."""
+    if isinstance(path_or_frame, pd.DataFrame):
+        return path_or_frame, "<DataFrame>", False
+    if isinstance(path_or_frame, (str, os.PathLike)):
+        return _read_table(Path(path_or_frame), sep), str(path_or_frame), True
+    raise DataError(f"read_pedigree expects a file path or a DataFrame, not {type(path_or_frame).__name__}")
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows with every cell empty -- not "0,0,0", which is an animal called '0'."""
+    blank = np.ones(len(frame), np.bool_)
+    for col in frame.columns:
+        blank &= (frame[col].fillna("").astype(str).str.strip() == "").to_numpy()
+    return blank
+
+
+def _with_founders(id_l, s_l, d_l, names, source):
+    """Parents without a row become founders, placed before all rows (first-seen order).
+
+    Returns (founder labels, the labels of every animal, sire and dam positions in that
+    order, -1 unknown); warns with the founders' count.
+    """
+    has_row = np.zeros(len(names), np.bool_)
+    has_row[id_l] = True
+    parents = np.column_stack([s_l, d_l]).ravel()
+    parents = parents[parents >= 0]
+    new = pd.unique(parents[~has_row[parents]])
+    _refuse_code_like_parents(new, parents, names, source)
+    if len(new):
+        warnings.warn(
+            f"pedigree {source}: {len(new)} parent(s) have no row of their own and were "
+            f"added as founders: {format_ids(names[new])}",
+            DataWarning,
+            stacklevel=3,
+        )
+    all_l = np.concatenate([new, id_l]).astype(np.int64)
+    pos_of = np.full(len(names) + 1, -1, np.int64)  # label -1 (unknown) -> position -1
+    pos_of[all_l] = np.arange(len(all_l))
+    s_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[s_l]])
+    d_pos = np.concatenate([np.full(len(new), -1, np.int64), pos_of[d_l]])
+    return new, all_l, s_pos, d_pos
 
 
 def _years_by_label(col: pd.Series, rows, lines, id_l, n_labels, name, source, where) -> np.ndarray:

@@ -91,24 +91,15 @@ def genotype_qc(
         "maf": ~(maf >= min_maf) & ~mono if min_maf > 0 else np.zeros(geno.p, bool),
         "monomorphic": mono if drop_monomorphic else np.zeros(geno.p, bool),
     }
-    reason = pd.Series([""] * geno.p, dtype=object)
-    for key, mask in fails.items():
-        reason[mask] = reason[mask].map(lambda r, k=key: f"{r};{k}" if r else k)
+    reason = _reasons(fails, geno.p)
     keep_snp = (reason == "").to_numpy()
     if not keep_snp.any():
         raise GenotypeError("every SNP failed quality control: " + str(reason.value_counts().to_dict()))
     out = kept if keep_snp.all() else kept.subset(snps=kept.snp_ids[keep_snp])
-
     n_imp_snp = np.zeros(geno.p, dtype=np.int64)
     n_imp_ind = np.zeros(geno.n, dtype=np.int64)
     if impute and out.n_missing:
-        d = out.dosages.astype(np.float64)
-        miss = out.missing_mask()
-        fill = 2.0 * out.allele_freq
-        d[miss] = np.broadcast_to(fill, d.shape)[miss]
-        n_imp_snp[keep_snp] = miss.sum(axis=0)
-        n_imp_ind[keep_ind] = miss.sum(axis=1)
-        out = Genotypes(out.ids, out.snps, d, dict(out.info))
+        out = _impute_counted(out, keep_snp, keep_ind, n_imp_snp, n_imp_ind)
 
     snp_report = pd.DataFrame(
         {
@@ -142,6 +133,26 @@ def genotype_qc(
     }
     out = Genotypes(out.ids, out.snps, out.dosages, {**out.info, "qc": counts})
     return QCResult(out, snp_report, ind_report)
+
+
+def _reasons(fails: dict, p: int) -> pd.Series:
+    """Per SNP, the names of the checks it failed, ``;``-joined (empty when kept)."""
+    reason = pd.Series([""] * p, dtype=object)
+    for key, mask in fails.items():
+        reason[mask] = reason[mask].map(lambda r, k=key: f"{r};{k}" if r else k)
+    return reason
+
+
+def _impute_counted(out: Genotypes, keep_snp, keep_ind, n_imp_snp, n_imp_ind) -> Genotypes:
+    """Missing calls of the kept genotypes replaced by 2p; the counts are written into
+    ``n_imp_snp`` / ``n_imp_ind`` (over all SNPs / individuals, at the kept positions)."""
+    d = out.dosages.astype(np.float64)
+    miss = out.missing_mask()
+    fill = 2.0 * out.allele_freq
+    d[miss] = np.broadcast_to(fill, d.shape)[miss]
+    n_imp_snp[keep_snp] = miss.sum(axis=0)
+    n_imp_ind[keep_ind] = miss.sum(axis=1)
+    return Genotypes(out.ids, out.snps, d, dict(out.info))
 
 
 def impute_mean(geno: Genotypes) -> Genotypes:

@@ -126,6 +126,16 @@ def _check_whitespace_fields(path: Path, n_fields: int) -> None:
     )
 
 
+def _decimal_comma_hint(sep: str) -> str:
+    """Why a comma-delimited line may have too many fields: a decimal comma splits numbers."""
+    if sep != ",":
+        return ""
+    return (
+        " (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
+        "use a semicolon- or tab-delimited file with --decimal ,)"
+    )
+
+
 def _raise_long_rows(path: Path, sep: str, n_fields: int) -> None:
     """Error naming the first line with more fields than the header (error path only)."""
     raw = pd.read_csv(
@@ -143,17 +153,9 @@ def _raise_long_rows(path: Path, sep: str, n_fields: int) -> None:
     counts = raw.notna().sum(axis=1).to_numpy()
     bad = np.flatnonzero(counts > n_fields)
     k = int(bad[0]) if len(bad) else 0
-    hint = (
-        (
-            " (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
-            "use a semicolon- or tab-delimited file with --decimal ,)"
-        )
-        if sep == ","
-        else ""
-    )
     raise DataError(
         f"{path}: line {k + 2} has {counts[k]} fields, the header has {n_fields} "
-        f"(delimiter {sep!r}; {len(bad)} such line(s)){hint}"
+        f"(delimiter {sep!r}; {len(bad)} such line(s)){_decimal_comma_hint(sep)}"
     )
 
 
@@ -194,6 +196,17 @@ def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decim
         _check_whitespace_fields(p, len(names))
     extra = [str(v).strip() for v in na_values]
     dtype = {c: str for c in str_columns if c in names}
+    frame = _parse(p, sep, dtype, extra, decimal, len(names), what)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise DataError(f"{p}: the {what} has a header but no rows")
+    frame.attrs.update(path=str(p), sep=sep, na_values=extra, decimal=decimal)
+    return frame
+
+
+def _parse(p: Path, sep: str, dtype: dict, extra: list, decimal: str, n_fields: int, what: str) -> pd.DataFrame:
+    """pandas' reader with henderson's missing-value codes; a row with more fields than
+    the header, a tokenising error or bytes that are not UTF-8 are errors naming the line."""
     try:
         # index_col=False: a row with more fields than the header must not turn the first
         # column into the index; pandas then warns (and drops the field): an error below
@@ -211,29 +224,17 @@ def read_table(path, *, str_columns=(), what: str = "table", na_values=(), decim
                 encoding="utf-8-sig",
             )
         if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
-            _raise_long_rows(p, sep, len(names))
+            _raise_long_rows(p, sep, n_fields)
     except pd.errors.ParserError as err:
         m = _TOKENIZE.search(str(err))
         if m:
             exp, line, saw = m.groups()
-            hint = (
-                (
-                    " (a decimal comma, e.g. 3,5, in a comma-delimited file splits the number: "
-                    "use a semicolon- or tab-delimited file with --decimal ,)"
-                )
-                if sep == ","
-                else ""
-            )
             raise DataError(
-                f"{p}: line {line} has {saw} fields, the header has {exp} (delimiter {sep!r}){hint}"
+                f"{p}: line {line} has {saw} fields, the header has {exp} (delimiter {sep!r}){_decimal_comma_hint(sep)}"
             ) from err
         raise DataError(f"{p}: cannot parse as a delimited {what} ({str(err).strip()})") from err
     except UnicodeDecodeError as err:
         raise DataError(f"{p}: not a UTF-8 text {what} (byte {err.start}: {err.reason})") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.empty:
-        raise DataError(f"{p}: the {what} has a header but no rows")
-    frame.attrs.update(path=str(p), sep=sep, na_values=extra, decimal=decimal)
     return frame
 
 

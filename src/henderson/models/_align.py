@@ -15,7 +15,15 @@ import pandas as pd
 from ..data.phenotypes import numeric_phenotypes
 from ..errors import DataError, check_missing_mode, format_ids, unknown_ids
 from ..spec.formula import ParsedFormula, random_intercept_formula
-from ..spec.model import ModelSpec, fixed_design, model_spec, random_term, record_labels, with_expanded_fixed
+from ..spec.model import (
+    FixedDesign,
+    ModelSpec,
+    fixed_design,
+    model_spec,
+    random_term,
+    record_labels,
+    with_expanded_fixed,
+)
 
 ID = "id"
 
@@ -62,15 +70,28 @@ def records_frame(
     -------
     (frame, formula, trait, notes)
         ``formula`` is a :class:`~henderson.spec.formula.ParsedFormula`
-        ``trait ~ fixed + (1|id)`` built directly, for ``build_spec``/``henderson.fit``.
+        ``trait ~ fixed + (1|id)`` built directly (it describes the model; nothing parses
+        it): :func:`genetic_spec` builds the ModelSpec from ``frame``.
     """
     if not isinstance(y, pd.Series):
         raise DataError("phenotypes must be a pandas Series indexed by id (aligned by id, not position)")
     check_missing_mode(missing)
     trait = trait_name(y)
-    notes = []
     ids = pd.Index(y.index.astype(str))
-    vals = numeric_phenotypes(y, ids, trait)
+    vals, keep, notes = _known_values(numeric_phenotypes(y, ids, trait), known_ids, trait, missing, what)
+    frame = pd.DataFrame({ID: vals.index.to_numpy(dtype=object), trait: vals.to_numpy()})
+    if fixed:
+        frame = _with_covariates(frame, fixed, data, ids, keep)
+    return frame, random_intercept_formula(trait, fixed, ID), trait, notes
+
+
+def _known_values(vals: pd.Series, known_ids, trait: str, missing: str, what: str):
+    """(the non-missing phenotypes of known ids, which records of y they are, notes).
+
+    Missing phenotypes are dropped and counted; ids absent from ``known_ids`` are an
+    error listing them, or dropped and counted with ``missing="drop"``.
+    """
+    notes = []
     keep = vals.notna().to_numpy().copy()  # which records survive, for row-wise covariates
     if vals.isna().all():
         raise DataError(f"trait {trait!r} has no non-missing value")
@@ -94,34 +115,36 @@ def records_frame(
     if absent.any():
         bad = pd.unique(vals.index[absent])
         msg = f"{len(bad)} phenotyped id(s) not in the {what}: " + format_ids(bad)
-        notes.append(unknown_ids(msg, missing, dropped=f"{int(absent.sum())} record(s) dropped", stacklevel=3))
+        notes.append(unknown_ids(msg, missing, dropped=f"{int(absent.sum())} record(s) dropped", stacklevel=4))
         keep[np.flatnonzero(keep)[absent]] = False
         vals = vals[~absent]
     if vals.nunique() < 2:
         raise DataError(f"trait {trait!r} is constant over the phenotyped individuals: nothing to fit")
-    frame = pd.DataFrame({ID: vals.index.to_numpy(dtype=object), trait: vals.to_numpy()})
-    if fixed:
-        if data is None:
-            raise DataError(f"fixed={fixed!r} needs data= (a DataFrame indexed by id)")
-        d = data.copy()
-        d.index = d.index.astype(str)
-        if ids.has_duplicates:
-            # repeated records: covariates belong to records, not ids; require one row
-            # per record carrying the same id, so every row is still matched by id
-            if len(d) != len(ids) or not (d.index == ids).all():
-                raise DataError(
-                    "y has repeated records per id, so data= must have one row per record "
-                    "with the same ids in the same order as y (ids are checked row by row)"
-                )
-            cov = d.loc[keep].reset_index(drop=True)
-            frame = pd.concat([frame, cov.drop(columns=[c for c in cov.columns if c in frame.columns])], axis=1)
-        else:
-            if d.index.has_duplicates:
-                raise DataError(
-                    "data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique())
-                )
-            frame = frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
-    return frame, random_intercept_formula(trait, fixed, ID), trait, notes
+    return vals, keep, notes
+
+
+def _with_covariates(frame: pd.DataFrame, fixed: str, data, ids: pd.Index, keep: np.ndarray) -> pd.DataFrame:
+    """The records frame with the fixed-effect covariates of ``data``: by id, or record by
+    record when y repeats ids (``keep`` marks the records of y that are in ``frame``)."""
+    if data is None:
+        raise DataError(f"fixed={fixed!r} needs data= (a DataFrame indexed by id)")
+    d = data.copy()
+    d.index = d.index.astype(str)
+    if ids.has_duplicates:
+        # repeated records: covariates belong to records, not ids; require one row
+        # per record carrying the same id, so every row is still matched by id
+        if len(d) != len(ids) or not (d.index == ids).all():
+            raise DataError(
+                "y has repeated records per id, so data= must have one row per record "
+                "with the same ids in the same order as y (ids are checked row by row)"
+            )
+        cov = d.loc[keep].reset_index(drop=True)
+        return pd.concat([frame, cov.drop(columns=[c for c in cov.columns if c in frame.columns])], axis=1)
+    if d.index.has_duplicates:
+        raise DataError(
+            "data for fixed effects has duplicated ids: " + format_ids(d.index[d.index.duplicated()].unique())
+        )
+    return frame.merge(d, left_on=ID, right_index=True, how="left", suffixes=("", "_data"))
 
 
 def genetic_spec(frame: pd.DataFrame, formula: ParsedFormula, *, cov=None, cov_inverse=None) -> ModelSpec:
@@ -132,9 +155,7 @@ def genetic_spec(frame: pd.DataFrame, formula: ParsedFormula, *, cov=None, cov_i
     Further one-variance terms in ``formula`` (pedigree BLUP's ``random=``) are iid on
     their columns of ``frame``. Nothing is written as formula text.
     """
-    formula, frame = with_expanded_fixed(formula, frame)
-    groups = sorted({c for t in formula.random for c in t.columns})
-    design = fixed_design(formula.response, formula.fixed, frame, groups)
+    formula, design = genetic_design(frame, formula)
     terms = []
     for t in formula.random:
         if t.name == ID:
@@ -144,3 +165,10 @@ def genetic_spec(frame: pd.DataFrame, formula: ParsedFormula, *, cov=None, cov_i
             labels, columns = record_labels(design.records, t)
             terms.append(random_term(t.name, labels, columns=columns))
     return model_spec(formula, design, terms)
+
+
+def genetic_design(frame: pd.DataFrame, formula: ParsedFormula) -> tuple[ParsedFormula, FixedDesign]:
+    """The complete records of the records frame and their fixed design (``leg()`` expanded)."""
+    formula, frame = with_expanded_fixed(formula, frame)
+    groups = sorted({c for t in formula.random for c in t.columns})
+    return formula, fixed_design(formula.response, formula.fixed, frame, groups)

@@ -1,6 +1,7 @@
-"""GBLUP: y = Xb + Zg + e, g ~ N(0, Gσ²_g), through :func:`henderson.fit`.
+"""GBLUP: y = Xb + Zg + e, g ~ N(0, Gσ²_g), built from arrays with ids
+(:func:`~henderson.models._align.genetic_spec`) and fitted by :func:`henderson.api.fit_spec`.
 
-One genomic kernel, so ``fit`` takes the spectral solver (tridiagonal reduction of
+One genomic kernel, so the fit takes the spectral solver (tridiagonal reduction of
 ZGZ' once, O(n) per REML evaluation). Genotyped individuals without phenotypes get
 GEBVs ĝ = σ²_g G Z'Py.
 """

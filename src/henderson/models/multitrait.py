@@ -98,12 +98,13 @@ def fit_pblup(est, X, y, data=None):
         # extra random terms (e.g. "(1|MOTHER)", "diag(1|year)"): the general multi-trait
         # MME with the pedigree A⁻¹ for the animal term
         from ..multitrait.fit import check_traits
-        from ..multitrait.formula import parse_multitrait
         from ..multitrait.general import fit_general_traits
         from ..relationships.pedigree import pedigree_inverse
+        from ..spec.formula import across_trait_diagonal, random_terms
 
         traits = [str(t) for t in est.traits]
-        _, _, terms, diag = parse_multitrait(f"cbind({', '.join(traits)}) ~ 1 + {est.random}")
+        terms = random_terms(est.random)  # the user's text, read once
+        diag = across_trait_diagonal(terms)
         if est.sigma2 is not None and not isinstance(est.sigma2, dict):
             raise ModelError(
                 'PedigreeBLUP(traits=..., random=..., sigma2=...) takes {"Sigma": [one matrix per '

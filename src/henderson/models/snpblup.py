@@ -24,7 +24,6 @@ from the MME inverse in marker space and from P in individual space
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -38,8 +37,8 @@ from ..errors import DataError, DataWarning
 from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.levels import DenseKernel, Markers
-from ..spec.model import RandomTerm
-from ._align import ID, genetic_spec, records_frame, with_notes
+from ..spec.model import RandomTerm, model_spec
+from ._align import ID, genetic_design, records_frame, with_notes
 from ._alleles import allele_flips
 from ._kernels import crossprod_int8, crossprod_int8_t
 
@@ -135,41 +134,17 @@ def fit_snpblup(
         n²m ≤ ``SNP_SE_BUDGET`` (it costs O(n²m)); never when ``pev=False``.
     """
     frame, formula, _, notes = records_frame(y, geno.ids, fixed=fixed, data=data, missing=missing, what="genotypes")
-    spec = genetic_spec(frame, formula)  # the id term is replaced below by WW'
+    formula, design = genetic_design(frame, formula)
     freq = geno.allele_freq if allele_freq is None else np.asarray(allele_freq, dtype=float)
     if freq.shape != (geno.p,):
         raise DataError(f"allele_freq has {freq.size} values for {geno.p} SNPs")
     two_sum_pq = float(2.0 * np.nansum(freq * (1.0 - freq)))
-    codes = pd.Index(geno.ids).get_indexer(frame.loc[spec.record_index, ID].to_numpy())
+    codes = pd.Index(geno.ids).get_indexer(design.records[ID].to_numpy())
     space, why = _choose_space(space, geno.p, geno.n)
-    counts = np.bincount(codes, minlength=geno.n)
-    W = K = None
-    if space == "marker":
-        W, freq = centred_markers(geno, freq)  # N × m with m < N: smaller than K
-        kdiag = np.einsum("ij,ij->i", W, W)
-        # K = WW' is never formed
-        term = RandomTerm(
-            ID, geno.ids, codes, Markers(W, geno.ids), k_diag=kdiag, n_records=counts, source="WW' (marker space)"
-        )
-        solver = "dense"
-    else:
-        # K = WW' through the blocked exact-SYRK kernel of genomic_relationship (G times its
-        # scale 2Σpq over the SNPs with calls): no N × m float copy of the genotypes
-        G = genomic_relationship(geno, method="vanraden1", allele_freq=freq)
-        K = np.multiply(G.matrix, G.info["scale"])
-        del G
-        kdiag = np.diag(K).copy()
-        term = RandomTerm(
-            ID,
-            geno.ids,
-            codes,
-            DenseKernel(K, geno.ids, ID),
-            k_diag=kdiag,
-            n_records=counts,
-            source="WW' (individual space)",
-        )
-        solver = "spectral"
-    res = fit_spec(dataclasses.replace(spec, terms=(term,)), method=method, sigma2=sigma2, solver=solver, pev=pev)
+    term, W, K, freq = _marker_term(geno, freq, codes, space)
+    spec = model_spec(formula, design, [term])
+    solver = "dense" if space == "marker" else "spectral"
+    res = fit_spec(spec, method=method, sigma2=sigma2, solver=solver, pev=pev)
     s_b, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
     # β̂ = σ²_β W'Z'Py with Py = ê/σ²_e
     ztpy = np.bincount(codes, weights=res.residuals.to_numpy() / s_e, minlength=geno.n)
@@ -200,7 +175,7 @@ def fit_snpblup(
     # mean(diag G) − mean(G) with G = WW'/2Σpq: the genetic variance of the sample is
     # σ²_g times this (Legarra 2016); ≈ 2 for inbred lines coded 0/2
     mean_k = float(np.sum(W.sum(axis=0) ** 2)) / geno.n**2 if W is not None else float(K.mean())
-    d_scale = (kdiag.mean() - mean_k) / two_sum_pq
+    d_scale = (term.k_diag.mean() - mean_k) / two_sum_pq
     notes = notes + [
         f"SNP-BLUP solved in {space} space: {why}",
         f"sigma2_g = 2*sum(pq)*sigma2_beta = {two_sum_pq:.6g} * {s_b:.6g} = {s_g:.6g}",
@@ -208,6 +183,30 @@ def fit_snpblup(
     ]
     res = with_notes(res, before=notes)
     return SNPBLUPFit(res, effects, freq, two_sum_pq, s_g, h2, h2_se, space)
+
+
+def _marker_term(geno: Genotypes, freq, codes: np.ndarray, space: str):
+    """The ``id`` term with K = WW' (W the centred markers), and W or K (the other None).
+
+    Marker space: K is never formed, the term holds W (:class:`Markers`, N × m with m < N).
+    Individual space: K through the blocked exact-SYRK kernel of genomic_relationship (G
+    times its scale 2Σpq over the SNPs with calls), no N × m float copy of the genotypes.
+    Returns (term, W, K, the centring frequencies used).
+    """
+    counts = np.bincount(codes, minlength=geno.n)
+    cov: Markers | DenseKernel
+    if space == "marker":
+        W, freq = centred_markers(geno, freq)
+        kdiag = np.einsum("ij,ij->i", W, W)
+        cov, K, source = Markers(W, geno.ids), None, "WW' (marker space)"
+    else:
+        G = genomic_relationship(geno, method="vanraden1", allele_freq=freq)
+        K = np.multiply(G.matrix, G.info["scale"])
+        del G
+        kdiag = np.diag(K).copy()
+        cov, W, source = DenseKernel(K, geno.ids, ID), None, "WW' (individual space)"
+    term = RandomTerm(ID, geno.ids, codes, cov, k_diag=kdiag, n_records=counts, source=source)
+    return term, W, K, freq
 
 
 def _choose_space(space: str, m: int, N: int) -> tuple[str, str]:

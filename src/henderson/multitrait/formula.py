@@ -24,11 +24,9 @@ def parse_multitrait(formula: str) -> tuple[list[str], str, list, set]:
     parsed = parse_formula(formula, multitrait=True)
     if not parsed.traits:
         raise ModelError(f"cannot read the multi-trait response {response_of(formula)!r}: write cbind(y1, y2, ...)")
-    declared_diag = [t for t in parsed.random if t.declared == "diag"]
-    if any(t.lhs != ("1",) or not t.intercept for t in declared_diag):
-        raise ModelError("diag(...) takes a random intercept across traits: diag(1|g)")
-    diag = {t.name for t in declared_diag}
-    return list(parsed.traits), parsed.fixed, list(parsed.random), diag
+    from ..spec.formula import across_trait_diagonal
+
+    return list(parsed.traits), parsed.fixed, list(parsed.random), across_trait_diagonal(parsed.random)
 
 
 def fit_formula(

@@ -278,8 +278,9 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
     come from d alone: tr[(V⁻¹)_kl T] = Σ_r S_kr S_lr Σ_i d_i/(λ_r d_i + 1). REML costs
     O(n t (t + p + J)) per evaluation with no n × n matrix beyond the reduced K_r. The
     eigenvectors U = QZ (T = ZDZ' by MRRR, then Q applied by LAPACK dormtr, 2n³ flops in
-    BLAS 3) are formed only for PEV, in :meth:`solve`. Σ_e must be positive definite (the
-    REML search keeps it so; with a singular G, V is singular otherwise). See
+    BLAS 3) are formed only for PEV, in :meth:`solve`. The REML search keeps Σ_e positive
+    definite; a given singular Σ_e (``sigma=``) with a PD K_r is diagonalised on Σ_g = LL'
+    instead (blocks T + μ_r I). See
     docs/theory.md, "Multi-trait model", the tridiagonal evaluation.
 
     Parameters are those of :class:`MultiTraitSpectral` (without ``vectors``).
@@ -347,25 +348,37 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
 
     # -- V⁻¹ through the t × t diagonalisation ------------------------------------------
     def _diagonalise(self, Sg, Se):
-        """S (t × t) and λ (t,) with S'Σ_eS = I, S'Σ_gS = diag λ; and log|Σ_e|."""
-        try:
-            L = np.linalg.cholesky(Se)
-        except np.linalg.LinAlgError:
-            raise NotPositiveDefiniteError("the residual covariance matrix is not positive definite") from None
-        Li = np.linalg.inv(L)  # t × t (scipy's triangular solve costs ms per call on tiny input)
-        A = Li @ Sg @ Li.T
-        lam, W = np.linalg.eigh(0.5 * (A + A.T))
-        return Li.T @ W, lam, 2.0 * float(np.log(np.diag(L)).sum())
+        """S (t × t), a, b (t,) with S'Σ_gS = diag a, S'Σ_eS = diag b; and log|S|⁻².
 
-    def _vinv(self, S, lam, B):
-        """V⁻¹B for B (n, t, k) in the Q basis; returns (V⁻¹B, Σ_r log|λ_r T + I|)."""
+        Σ_e = LL' when Σ_e is PD (a = λ, b = 1); otherwise, with a PD K_r, Σ_g = LL'
+        (a = 1, b = μ ≥ 0), so a given singular Σ_e still works when V is PD.
+        """
+        for ref, other, name in ((Se, Sg, "e"), (Sg, Se, "g")):
+            if name == "g" and self.d_raw[0] <= EIG_TOL * max(float(self.d_raw[-1]), 1e-300):
+                break  # K_r singular: V is PD only with a PD Σ_e
+            try:
+                L = np.linalg.cholesky(ref)
+            except np.linalg.LinAlgError:
+                continue
+            Li = np.linalg.inv(L)  # t × t (scipy's triangular solve costs ms per call on tiny input)
+            A = Li @ other @ Li.T
+            mu, W = np.linalg.eigh(0.5 * (A + A.T))
+            one = np.ones(self.t)
+            a, b = (mu, one) if name == "e" else (one, mu)
+            return Li.T @ W, a, b, 2.0 * float(np.log(np.diag(L)).sum())
+        raise NotPositiveDefiniteError(
+            "the residual covariance matrix is not positive definite (nor the genetic one with a PD K)"
+        )
+
+    def _vinv(self, S, a, b, B):
+        """V⁻¹B for B (n, t, k) in the Q basis; returns (V⁻¹B, Σ_r log|a_r T + b_r I|)."""
         from ..linalg._tridiagonal import tridiag_ldl_solve
 
         Bs = np.einsum("ikc,kr->irc", B, S)
         out = np.empty_like(Bs)
         logdet = 0.0
         for r in range(self.t):  # t tridiagonal systems, each with all k right-hand sides
-            sol, ld = tridiag_ldl_solve(lam[r] * self.dT + 1.0, lam[r] * self.eT, np.ascontiguousarray(Bs[:, r, :]))
+            sol, ld = tridiag_ldl_solve(a[r] * self.dT + b[r], a[r] * self.eT, np.ascontiguousarray(Bs[:, r, :]))
             if not np.isfinite(ld):
                 raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices")
             out[:, r, :] = sol
@@ -382,17 +395,17 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
     def pieces(self, Sg, Se):
         """Everything at (Σ_g, Σ_e) in the Q basis: GLS b̂, Py, C, −2 log L_REML.
 
-        Returns a dict with ``S``, ``lam`` (the t × t diagonalisation), ``VX`` = V⁻¹X̃
+        Returns a dict with ``S``, ``a``, ``bb`` (the t × t diagonalisation), ``VX`` = V⁻¹X̃
         (n, t, p), ``C`` = (X'V⁻¹X)⁻¹, ``b``, ``Pt`` (n, t: Q'Py by trait), ``ypy``,
         ``logdet_v``, ``logdet_x``, ``m2ll``.
         """
         Sg = np.asarray(Sg, dtype=float)
         Se = np.asarray(Se, dtype=float)
-        S, lam, logdet_e = self._diagonalise(Sg, Se)
+        S, a, bb, logdet_ref = self._diagonalise(Sg, Se)
         B = np.concatenate([self.Yt[:, :, None], self.Xt], axis=2)
-        VB, logdet_m = self._vinv(S, lam, B)
+        VB, logdet_m = self._vinv(S, a, bb, B)
         Vy, VX = VB[:, :, 0], VB[:, :, 1:]
-        logdet_v = self.n * logdet_e + logdet_m
+        logdet_v = self.n * logdet_ref + logdet_m  # |V| = |S|⁻²ⁿ Π_r |a_r T + b_r I|
         XVX = np.tensordot(self.Xt, VX, axes=([0, 1], [0, 1]))
         XVX = 0.5 * (XVX + XVX.T)
         XVy = np.tensordot(self.Xt, Vy, axes=([0, 1], [0, 1]))
@@ -407,7 +420,7 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         logdet_x = 2.0 * float(np.log(np.diag(cf[0])).sum())
         m2ll = (self.n * self.t - self.p) * LOG2PI + logdet_v + logdet_x + ypy
         return dict(
-            S=S, lam=lam, VX=VX, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll)
+            S=S, a=a, bb=bb, VX=VX, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll)
         )
 
     def gradients(self, Sg, Se, pc=None):
@@ -417,9 +430,9 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         tr[(V⁻¹XCX'V⁻¹)_kl T] = Σ_pq C_pq (V⁻¹X)_k,p' T (V⁻¹X)_l,q.
         """
         pc = self.pieces(Sg, Se) if pc is None else pc
-        S, lam, VX, C, Pt = pc["S"], pc["lam"], pc["VX"], pc["C"], pc["Pt"]
+        S, VX, C, Pt = pc["S"], pc["VX"], pc["C"], pc["Pt"]
         d = self.d_raw
-        den = lam[None, :] * d[:, None] + 1.0  # (n, t)
+        den = pc["a"][None, :] * d[:, None] + pc["bb"][None, :]  # (n, t)
         tr_g = (S * (d @ (1.0 / den))[None, :]) @ S.T
         tr_e = (S * (1.0 / den).sum(axis=0)[None, :]) @ S.T
         TVX = self._t_times(VX)
@@ -444,7 +457,7 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
                 F[:, k, col] = src[:, l]
                 if k != l:
                     F[:, l, col] = src[:, k]
-        VF, _ = self._vinv(pc["S"], pc["lam"], F)
+        VF, _ = self._vinv(pc["S"], pc["a"], pc["bb"], F)
         XF = np.tensordot(pc["VX"], F, axes=([0, 1], [0, 1]))  # X'V⁻¹F
         ai = np.tensordot(F, VF, axes=([0, 1], [0, 1])) - XF.T @ pc["C"] @ XF
         return 0.25 * (ai + ai.T)

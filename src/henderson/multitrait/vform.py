@@ -47,6 +47,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import lapack
+from scipy.linalg.blas import dsyrk
 
 from ..errors import ModelError, NotPositiveDefiniteError
 from .general import GeneralTerm, TraitParameters, term_pairs
@@ -264,8 +265,6 @@ class MultiTraitVForm(TraitParameters):
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         A = sla.solve_triangular(cx, ViX.T, lower=True, check_finite=False).T
-        from scipy.linalg.blas import dsyrk
-
         P = dsyrk(-1.0, A, beta=1.0, c=P, lower=1, overwrite_c=1)
         for i0 in range(0, N, _BLOCK):
             i1 = min(i0 + _BLOCK, N)

@@ -377,6 +377,27 @@ class _PartialG:
             self.acc += self.acc32
             self.acc32, self.m32 = None, 0
 
+    def state(self) -> dict:
+        """The partial as plain arrays and numbers (what a Dask task returns)."""
+        return {
+            "acc": self.acc,
+            "acc32": self.acc32,
+            "s": self.s,
+            "cc": self.cc,
+            "diag_extra": self.diag_extra,
+            "n_imputed": self.n_imputed,
+            "n_blocks": dict(self.n_blocks),
+        }
+
+    def merge_state(self, st: dict) -> None:
+        """Add a :meth:`state`'s vectors and counts (its accumulators are added by the caller)."""
+        self.s += st["s"]
+        self.cc += st["cc"]
+        self.diag_extra += st["diag_extra"]
+        self.n_imputed += st["n_imputed"]
+        for k in self.n_blocks:
+            self.n_blocks[k] += st["n_blocks"][k]
+
     def merge(self, other: _PartialG) -> None:
         """self += other (partials over disjoint SNP sets); ``other``'s arrays may be reused."""
         if other.acc is not None:

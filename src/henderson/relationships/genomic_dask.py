@@ -18,8 +18,9 @@ client adds the workers' partials one at a time as they arrive and centres/scale
 Memory per worker: one accumulator (4n² bytes on the exact float32 path, 8n² on the
 float64 path, 12n² while both kinds of blocks meet in one share) + one chunk of int8
 genotypes (n × chunk bytes) + one float block of the G kernels (about 64 MB).
-Client: the n × n result plus one incoming partial (16n² bytes), checked before any
-task is submitted.
+Client: the n × n result (8n² bytes) plus two column slabs of a worker's partial in
+flight (64 MB each: the partials are pulled slab by slab, lower triangle only, and added
+in place), checked before any task is submitted.
 
 Dask retries a task whose worker died (the scheduler re-runs it elsewhere), and each
 task is a pure function of (file, chunks), so a lost worker changes nothing but time.
@@ -152,8 +153,24 @@ def _grm_share(source, offset: int, chunks, method: str, allele_freq, dtype: str
         part.add(geno, p, pq, use, default_block_size(geno.n, 4 if try_f32 else 8), try_f32)
         del geno
     part.fold()
-    out["part"] = part
+    # plain arrays, not the object: dask sends arrays without a pickled copy of them
+    out.update(part.state())
     return out
+
+
+def _share_meta(r: dict) -> dict:
+    """A share's result without its n × n accumulators (which accumulators it has)."""
+    return {k: (v is not None if k in _ACCS else v) for k, v in r.items()}
+
+
+def _share_slab(r: dict, key: str, c0: int, c1: int) -> np.ndarray:
+    """Rows c0: of columns c0:c1 of a share's accumulator (its lower triangle's part)."""
+    return np.array(r[key][c0:, c0:c1], order="F")
+
+
+_ACCS = ("acc", "acc32")
+#: bytes of one column slab sent to the client (bounds the client's transient memory)
+SLAB_BYTES = 64 * 2**20
 
 
 def _centred_block(geno: Genotypes, freq) -> np.ndarray:
@@ -279,13 +296,14 @@ def _check_memory(client, n: int, chunk: int, method: str, dtype: str, is_intege
     from .._memory import available_bytes
 
     gib = 2**30
-    need = 16 * n * n  # the result + one incoming partial
+    need = 8 * n * n + 2 * SLAB_BYTES  # the result + two slabs of a worker's partial in flight
     have = available_bytes()
     if need > have:
         raise MemoryError(
-            f"G for {n} individuals on a cluster needs {need / gib:.1f} GiB on the client (the {n} x {n} result "
-            f"and one worker's partial sum, 2 x 8n² bytes) and {have / gib:.1f} GiB is available: run the client "
-            "on a machine with more memory, or use SNP-BLUP products (genotype_products)"
+            f"G for {n} individuals on a cluster needs {need / gib:.1f} GiB on the client (the {n} x {n} result, "
+            f"8n² bytes, and two {SLAB_BYTES // 2**20} MB slabs of a worker's partial sum) and {have / gib:.1f} GiB "
+            "is available: run the client on a machine with more memory, or use SNP-BLUP products "
+            "(genotype_products)"
         )
     per_worker = _share_bytes(n, chunk, method, dtype, is_integer)
     info = client.scheduler_info(n_workers=-1).get("workers", {})
@@ -298,6 +316,23 @@ def _check_memory(client, n: int, chunk: int, method: str, dtype: str, is_intege
             f"({len(small)} worker(s) too small): start workers with a larger --memory-limit, or pass a smaller "
             "chunk_snps"
         )
+
+
+def _pull_lower(client, fut, key: str, acc: np.ndarray) -> None:
+    """acc[c0:, c0:c1] += the share's accumulator there, slab by slab (two in flight), so
+    the client never holds more than the result and two slabs of SLAB_BYTES."""
+    n = acc.shape[0]
+    width = max(1, SLAB_BYTES // (8 * n))
+    starts = list(range(0, n, width))
+
+    def ask(c0):
+        return client.submit(_share_slab, fut, key, c0, min(c0 + width, n), pure=False)
+
+    nxt = ask(starts[0])
+    for i, c0 in enumerate(starts):
+        cur, nxt = nxt, (ask(starts[i + 1]) if i + 1 < len(starts) else None)
+        acc[c0:, c0 : c0 + width] += cur.result()  # float32 integer sums are exact in float64
+        cur.release()
 
 
 def distributed_relationship(
@@ -326,10 +361,10 @@ def distributed_relationship(
     Raises
     ------
     MemoryError
-        Before anything is submitted, when the client cannot hold 16n² bytes or a
+        Before anything is submitted, when the client cannot hold 8n² bytes + 128 MB or a
         worker's memory limit is below its share's peak.
     """
-    from .genomic import METHODS, _check_arguments
+    from .genomic import METHODS, _check_arguments, _PartialG
 
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -370,24 +405,25 @@ def distributed_relationship(
                 client.submit(_grm_share, src, a0, share, method, allele_freq, dtype, (ids, p), pure=False, **where)
             )
             del src
-        total, out = None, {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
+        total = _PartialG(n, method)
+        total.acc = np.zeros((n, n), order="F")  # the result; filled in its lower triangle
+        out = {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
         calls = np.zeros(n, dtype=np.int64)
         from distributed import as_completed
 
         done = as_completed(futures)
         del futures
-        for fut in done:  # one partial at a time: the client holds the result + one partial
-            r = fut.result()
+        for fut in done:  # one share at a time, its accumulators pulled in column slabs
+            meta = client.submit(_share_meta, fut, pure=False).result()
+            for k in out:
+                out[k] += meta[k]
+            calls += meta["calls"]
+            total.merge_state(meta)
+            for key in _ACCS:
+                if meta[key]:
+                    _pull_lower(client, fut, key, total.acc)
             fut.release()
             del fut
-            for k in out:
-                out[k] += r[k]
-            calls += r["calls"]
-            if total is None:
-                total = r["part"]
-            else:
-                total.merge(r["part"])
-            del r
         address = client.scheduler.address
     if (calls == 0).any():
         none = pd.Index(ids)[calls == 0]

@@ -237,6 +237,28 @@ def add_genetic(
     off-diagonal; ``g_note`` says why it is absent or how it was built.
     """
     res = est.result_
+    _genetic_model(report, est, kind, trait, relationship_note)
+    n_ind = _phenotype_section(report, res, trait, y)
+    _breeding_values(report, est.gebv_, kind, top, n_ind)
+    if snp_effects is not None:
+        _snp_effects_section(report, snp_effects)
+    if G is not None or g_note:
+        report.section("Relationship matrix")
+        if g_note:
+            report.text(g_note, cls="note")
+    if G is not None:
+        M = G.dense() if hasattr(G, "dense") else np.asarray(G)
+        name = getattr(G, "kind", "G")
+        report.image(
+            plots.g_distribution(M, f"{name}: {M.shape[0]:,} individuals"),
+            caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships",
+            alt=f"Histograms of the diagonal and off-diagonal elements of {name}",
+        )
+
+
+def _genetic_model(report: Report, est, kind: str, trait: str, relationship_note: str) -> None:
+    """Sections "Model" (fit statistics, notes) and "Variance components and heritability"."""
+    res = est.result_
     report.section("Model")
     kv = {"model": kind, "trait": trait, **fit_stats(res)}
     if relationship_note:
@@ -250,15 +272,16 @@ def add_genetic(
         variance_table(res.variance_components, labels),
         caption="Variance components (SE from the inverse average information)",
     )
-    extra = ""
-    if kind == "SNP-BLUP":
-        extra = f"; σ²_g = 2Σpq·σ²_β = {est.sigma2_g_:.4g}"
     if kind == "SNP-BLUP":  # σ²_β is per SNP: h² needs it on the scale of G
+        extra = f"; σ²_g = 2Σpq·σ²_β = {est.sigma2_g_:.4g}"
         report.callout(f"Heritability: h² = σ²_g / (σ²_g + σ²_e) = {est.h2_:.3f} ± {est.h2_se_:.3f}{extra}")
     else:
         report.callout(heritability_text(res, "id", "", label="σ²_a" if kind == "pedigree BLUP" else "σ²_g"))
     report.table(res.fixed_effects, caption="Fixed effects")
 
+
+def _phenotype_section(report: Report, res, trait: str, y: pd.Series) -> int:
+    """Section "Phenotypes": the records the model used; returns the individuals with records."""
     report.section("Phenotypes")
     # the records the model used (y = fitted + residual), not the rows of the file
     y_used = (res.fitted + res.residuals).to_numpy(dtype=float)
@@ -276,9 +299,12 @@ def add_genetic(
         plots.histogram(y_used, f"Phenotype: {trait}", trait), caption=cap, alt=f"Histogram of the phenotype {trait}"
     )
     report.end_grid()
+    return n_ind
 
+
+def _breeding_values(report: Report, g: pd.DataFrame, kind: str, top: int, n_ind: int) -> None:
+    """Section "Breeding values": the ranking and the distribution."""
     report.section("Breeding values")
-    g = est.gebv_
     bv = pd.DataFrame(
         {
             "id": g.index.astype(str),
@@ -301,33 +327,21 @@ def add_genetic(
     report.end_grid()
     report.text(RANKING_NOTE, cls="note")
 
-    if snp_effects is not None:
-        report.section("SNP effects")
-        report.image(
-            plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
-            caption="Absolute SNP effects by chromosome and position (file order when the genotypes carry no map)",
-            alt="Manhattan-style plot of the absolute SNP effects along the genome",
-        )
-        top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
-        cols = [c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]
-        if _unmapped(snp_effects):  # chromosome 0 / position 0 everywhere says nothing
-            cols = [c for c in cols if c not in ("chrom", "pos")]
-        report.table(top_snps[cols], caption="Largest 10 |effects|", index=False, digits=5)
-        report.text(
-            "freq: frequency of the counted allele; effect: per copy of that allele, in trait units.", cls="note"
-        )
-    if G is not None or g_note:
-        report.section("Relationship matrix")
-        if g_note:
-            report.text(g_note, cls="note")
-    if G is not None:
-        M = G.dense() if hasattr(G, "dense") else np.asarray(G)
-        name = getattr(G, "kind", "G")
-        report.image(
-            plots.g_distribution(M, f"{name}: {M.shape[0]:,} individuals"),
-            caption="Distribution of the diagonal (1 + inbreeding) and of the off-diagonal relationships",
-            alt=f"Histograms of the diagonal and off-diagonal elements of {name}",
-        )
+
+def _snp_effects_section(report: Report, snp_effects: pd.DataFrame) -> None:
+    """Section "SNP effects": the Manhattan-style plot and the largest effects."""
+    report.section("SNP effects")
+    report.image(
+        plots.manhattan(snp_effects, f"SNP effects ({len(snp_effects)} SNPs)"),
+        caption="Absolute SNP effects by chromosome and position (file order when the genotypes carry no map)",
+        alt="Manhattan-style plot of the absolute SNP effects along the genome",
+    )
+    top_snps = snp_effects.reindex(snp_effects["effect"].abs().sort_values(ascending=False).index).head(10)
+    cols = [c for c in ("snp", "chrom", "pos", "freq", "effect") if c in top_snps]
+    if _unmapped(snp_effects):  # chromosome 0 / position 0 everywhere says nothing
+        cols = [c for c in cols if c not in ("chrom", "pos")]
+    report.table(top_snps[cols], caption="Largest 10 |effects|", index=False, digits=5)
+    report.text("freq: frequency of the counted allele; effect: per copy of that allele, in trait units.", cls="note")
 
 
 def _unmapped(snps: pd.DataFrame) -> bool:
@@ -386,6 +400,12 @@ def add_cv(
             alt="Bar chart of the mean predictive ability of each model with ± sd error bars",
         )
     report.end_grid()
+    _observed_vs_predicted(report, predictions)
+    _per_fold_table(report, fm)
+
+
+def _observed_vs_predicted(report: Report, predictions: pd.DataFrame) -> None:
+    """Observed (or corrected for fixed effects) against out-of-fold predictions, first repeat."""
     corrected = plots.has_fixed_effects(predictions)
     what = "phenotype corrected for fixed effects" if corrected else "observed phenotype"
     report.image(
@@ -400,6 +420,27 @@ def add_cv(
             else ""
         ),
     )
+
+
+#: per-fold metrics shown for one model, in this order (when present)
+_FOLD_COLUMNS = (
+    "repeat",
+    "fold",
+    "n_train",
+    "n_test",
+    "r",
+    "accuracy",
+    "slope",
+    "mse",
+    "spearman",
+    "top_overlap",
+    "sigma2_g",
+    "h2",
+)
+
+
+def _per_fold_table(report: Report, fm: pd.DataFrame) -> None:
+    """Per fold: r and slope side by side for several models, else the fold metrics."""
     models = list(dict.fromkeys(fm["model"]))
     if len(models) > 1 and "r" in fm:
         keys = ["repeat", "fold"] if fm["repeat"].nunique() > 1 else ["fold"]
@@ -413,28 +454,11 @@ def add_cv(
             caption="Per fold: predictive ability r = cor(observed, predicted BV) and "
             "slope of observed on predicted (all metrics in cv_metrics.csv)",
         )
-    else:
-        cols = [
-            c
-            for c in (
-                "repeat",
-                "fold",
-                "n_train",
-                "n_test",
-                "r",
-                "accuracy",
-                "slope",
-                "mse",
-                "spearman",
-                "top_overlap",
-                "sigma2_g",
-                "h2",
-            )
-            if c in fm
-        ]
-        if fm["repeat"].nunique() <= 1:
-            cols.remove("repeat")
-        report.table(fm[cols], caption="Per-fold metrics (all in cv_metrics.csv)", index=False, max_rows=400)
+        return
+    cols = [c for c in _FOLD_COLUMNS if c in fm]
+    if fm["repeat"].nunique() <= 1:
+        cols.remove("repeat")
+    report.table(fm[cols], caption="Per-fold metrics (all in cv_metrics.csv)", index=False, max_rows=400)
 
 
 def pedigree_summary(ped, F: pd.Series | None = None, phenotyped=None) -> dict:

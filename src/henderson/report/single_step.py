@@ -48,8 +48,7 @@ def add_single_step(report: Report, est, ebv_ped: pd.DataFrame | None, G=None, A
     ``ebv_ped``: pedigree BLUP at the same variances (columns ``gebv``, ``reliability``),
     or None. ``G``/``A22``: dense raw G and A22 in the genotyped ids' order, or None.
     """
-    H = est.Hinv_
-    info = H.info
+    info = est.Hinv_.info
     t = est.gebv_
     geno = t["genotyped"]
     rec = t["n_records"] > 0
@@ -64,6 +63,13 @@ def add_single_step(report: Report, est, ebv_ped: pd.DataFrame | None, G=None, A
             "genotyped ids added to the pedigree as founders": f"{info.get('n_added_founders', 0):,}",
         }
     )
+    _tuning_section(report, info, G, A22)
+    if ebv_ped is not None:
+        _pedigree_comparison(report, t, ebv_ped.reindex(t.index))  # added founders (not in the pedigree file): NaN
+
+
+def _tuning_section(report: Report, info: dict, G, A22) -> None:
+    """Section "G against A22 and the tuning applied": means, the H⁻¹ settings, the scatter plots."""
     st = info.get("settings", {})
     report.section("G against A22 and the tuning applied")
     rows = []
@@ -87,47 +93,51 @@ def add_single_step(report: Report, est, ebv_ped: pd.DataFrame | None, G=None, A
             "and after (blue) blending and tuning",
             alt="Scatter plots of G and G* against A22, diagonal and off-diagonal",
         )
-    if ebv_ped is not None:
-        ebv_ped = ebv_ped.reindex(t.index)  # added founders (not in the pedigree file): NaN
-        report.section("Pedigree EBV against single-step GEBV (genotyped animals)")
-        ids = t.index[geno]
-        x, y = ebv_ped.loc[ids, "gebv"].to_numpy(), t.loc[ids, "gebv"].to_numpy()
-        r_ped, r_ss = ebv_ped.loc[ids, "reliability"].to_numpy(), t.loc[ids, "reliability"].to_numpy()
-        report.start_grid()
-        ok = np.isfinite(x)
-        x, y, r_ped, r_ss = x[ok], y[ok], r_ped[ok], r_ss[ok]
+
+
+def _pedigree_comparison(report: Report, t: pd.DataFrame, ebv_ped: pd.DataFrame) -> None:
+    """Section "Pedigree EBV against single-step GEBV": scatter, reliability gains and their table."""
+    geno = t["genotyped"]
+    rec = t["n_records"] > 0
+    report.section("Pedigree EBV against single-step GEBV (genotyped animals)")
+    ids = t.index[geno]
+    x, y = ebv_ped.loc[ids, "gebv"].to_numpy(), t.loc[ids, "gebv"].to_numpy()
+    r_ped, r_ss = ebv_ped.loc[ids, "reliability"].to_numpy(), t.loc[ids, "reliability"].to_numpy()
+    report.start_grid()
+    ok = np.isfinite(x)
+    x, y, r_ped, r_ss = x[ok], y[ok], r_ped[ok], r_ss[ok]
+    report.image(
+        plots.scatter_agreement(x, y, "pedigree BLUP EBV", "ssGBLUP GEBV", f"{len(ids):,} genotyped animals"),
+        caption="Same variance components in both models",
+        alt="Scatter of EBV against GEBV",
+    )
+    if np.isfinite(r_ped).any() and np.isfinite(r_ss).any():
         report.image(
-            plots.scatter_agreement(x, y, "pedigree BLUP EBV", "ssGBLUP GEBV", f"{len(ids):,} genotyped animals"),
-            caption="Same variance components in both models",
-            alt="Scatter of EBV against GEBV",
+            plots.histogram(
+                r_ss - r_ped, "Reliability gain from genotypes", "GEBV − EBV reliability", color=plots.ORANGE
+            ),
+            caption="Gain in reliability of the genotyped animals",
+            alt="Histogram of reliability gains",
         )
-        if np.isfinite(r_ped).any() and np.isfinite(r_ss).any():
-            report.image(
-                plots.histogram(
-                    r_ss - r_ped, "Reliability gain from genotypes", "GEBV − EBV reliability", color=plots.ORANGE
-                ),
-                caption="Gain in reliability of the genotyped animals",
-                alt="Histogram of reliability gains",
+    report.end_grid()
+    gains = []
+    for label, mask in (
+        ("genotyped with records", geno & rec),
+        ("genotyped without records", geno & ~rec),
+        ("not genotyped", ~geno),
+    ):
+        i = t.index[mask]
+        if len(i):
+            gains.append(
+                {
+                    "animals": label,
+                    "n": len(i),
+                    "mean reliability, pedigree BLUP": float(np.nanmean(ebv_ped.loc[i, "reliability"])),
+                    "mean reliability, ssGBLUP": float(np.nanmean(t.loc[i, "reliability"])),
+                    "correlation EBV, GEBV": _corr(ebv_ped.loc[i, "gebv"], t.loc[i, "gebv"]),
+                }
             )
-        report.end_grid()
-        gains = []
-        for label, mask in (
-            ("genotyped with records", geno & rec),
-            ("genotyped without records", geno & ~rec),
-            ("not genotyped", ~geno),
-        ):
-            i = t.index[mask]
-            if len(i):
-                gains.append(
-                    {
-                        "animals": label,
-                        "n": len(i),
-                        "mean reliability, pedigree BLUP": float(np.nanmean(ebv_ped.loc[i, "reliability"])),
-                        "mean reliability, ssGBLUP": float(np.nanmean(t.loc[i, "reliability"])),
-                        "correlation EBV, GEBV": _corr(ebv_ped.loc[i, "gebv"], t.loc[i, "gebv"]),
-                    }
-                )
-        report.table(pd.DataFrame(gains), caption="Reliability gains (NaN where not computed)", index=False)
+    report.table(pd.DataFrame(gains), caption="Reliability gains (NaN where not computed)", index=False)
 
 
 def _corr(a, b) -> float:

@@ -14,15 +14,17 @@ term in level space) and their PEV. θ is the solver's parameter vector, named b
   the same on the sparse factor (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`)
   and ``"general_vform"`` in observation space (:class:`~henderson.solvers.general_vform.GeneralVForm`).
 
-The variance-component optimiser (:func:`henderson.reml.optimize.optimise`, behind
-``henderson.fit`` for the dense and sparse MME) sees only this class: :meth:`Prepared.evaluate`,
-and for its fallbacks :meth:`Prepared.em_step` (the EM-REML update), :meth:`Prepared.boundary_score`
+The optimisers behind ``henderson.fit`` see only this class. AI-REML on the dense and
+sparse MME (:func:`henderson.reml.optimize.optimise`) uses :meth:`Prepared.evaluate`, and
+for its fallbacks :meth:`Prepared.em_step` (the EM-REML update), :meth:`Prepared.boundary_score`
 (the re-entry test of a variance held at 0), :meth:`Prepared.release` / :meth:`Prepared.restore`
 (drop and rebuild an evaluation's factor, so that one factor at a time is alive) and
-:meth:`Prepared.active`. The solver-native evaluation (block factor, selected inverse, C⁻¹)
-rides along as ``Evaluation.detail`` for the result builders. Not yet through this class:
-``reml/general.py`` drives the general engines' own objects, and ``reml/spectral_search.py``
-reads the spectral solver's profiled objective. See docs/theory.md, "Solver protocol".
+:meth:`Prepared.active`; the structured-model optimiser (:func:`henderson.reml.general.optimise_general`)
+uses ``evaluate``, :meth:`Prepared.complete` (derivatives of an accepted point from the
+factor it kept), ``em_step`` and :meth:`Prepared.start`. The solver-native evaluation
+(block factor, selected inverse, C⁻¹) rides along as ``Evaluation.detail`` for the result
+builders. Not yet through this class: ``reml/spectral_search.py`` reads the spectral
+solver's profiled objective. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
@@ -91,12 +93,14 @@ class Prepared:
     Attributes
     ----------
     name : str
-        "dense", "sparse", "spectral" or "general".
+        One of :data:`SOLVERS`.
     state : object
         The solver object (:class:`~henderson.solvers.dense.DenseMME`,
         :class:`~henderson.solvers.sparse.SparseMME`,
         :class:`~henderson.solvers.spectral.SpectralSolver`,
-        :class:`~henderson.solvers.general.GeneralMME`).
+        :class:`~henderson.solvers.general.GeneralMME`,
+        :class:`~henderson.solvers.general_sparse.GeneralSparseMME`,
+        :class:`~henderson.solvers.general_vform.GeneralVForm`).
     names : list of str
         Names of the entries of θ.
     """
@@ -106,10 +110,18 @@ class Prepared:
 
     @classmethod
     def of(cls, state) -> Prepared:
-        """The Prepared of a dense or sparse MME solver object made elsewhere."""
+        """The Prepared of a solver object made elsewhere (dense or sparse MME, a general engine)."""
         from .dense import DenseMME
+        from .general_sparse import GeneralSparseMME
+        from .general_vform import GeneralVForm
         from .sparse import SparseMME
 
+        if isinstance(state, GeneralSparseMME):
+            return cls("general_sparse", state, list(state.spec.theta_names))
+        if isinstance(state, GeneralVForm):
+            return cls("general_vform", state, list(state.spec.theta_names))
+        if hasattr(state.spec, "theta_names"):  # GeneralMME
+            return cls("general", state, list(state.spec.theta_names))
         if isinstance(state, DenseMME):
             name = "dense"
         elif isinstance(state, SparseMME) or type(state).__name__ == "SparseMME":
@@ -193,13 +205,16 @@ class Prepared:
         """The EM-REML update of σ² from ``ev`` (evaluated with its factor):
 
         σ²ₖ ← [ûₖ'Pₖûₖ + σ²ₑ tr(PₖC^{kk})]/qₖ (Pₖ = I or K⁻¹, C^{kk} of the unscaled C,
-        C_zz for ML), σ²ₑ ← y'ê/(n − p) (REML; /n for ML). Terms at 0 stay there.
+        C_zz for ML), σ²ₑ ← y'ê/(n − p) (REML; /n for ML). Terms at 0 stay there. For
+        the general engines, θ from their EM targets (:meth:`_em_general`).
 
         Raises
         ------
         ModelError
             With ``residual_at_zero`` set, when the update would put σ²ₑ at 0.
         """
+        if self.name.startswith("general"):
+            return self._em_general(ev)
         from .identifiability import residual_at_zero_error
 
         st, native = self.state, ev.detail
@@ -219,16 +234,32 @@ class Prepared:
             raise residual_at_zero_error(st.n, f"{sum(t.q for t in spec.terms)} random levels")
         return new
 
+    def _em_general(self, ev: Evaluation) -> np.ndarray:
+        """EM-REML of a general engine: Σₖ ← (Qₖ + Tₖ)/rₖ projected on term k's structure
+        (``Structure.em``), residual variances ← (ê'D_gê + tr(C⁻¹M_g))/n_g; the targets are
+        computed with the derivatives (``detail.em``)."""
+        spec = self.spec
+        theta = ev.theta.copy()
+        for k, t in enumerate(spec.terms):
+            sl = spec.slices[k]
+            theta[sl] = t.structure.em(ev.detail.em["terms"][k], theta[sl])
+        theta[spec.slices[-1]] = ev.detail.em["residual"]
+        return theta
+
     def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
         """(∂ℓ/∂σ²ₖ, AIₖₖ) at σ²ₖ = 0 for a term k held at 0: a positive score means the
         likelihood rises away from the boundary (the solver's ``boundary_score``)."""
         return self.state.boundary_score(ev.detail, k)
 
     def release(self, ev: Evaluation) -> Evaluation:
-        """``ev`` without its factor and selected inverse (sparse: they are the memory an
-        evaluation holds), else ``ev``; :meth:`restore` brings them back."""
+        """``ev`` without its factor and selected inverse (sparse MME, sparse general engine:
+        they are the memory an evaluation holds), else ``ev``; :meth:`restore` (MME) or the
+        general engine itself, when its results need them, makes them again at the same θ."""
         native = ev.detail
-        if not _holds_factor(native) or native.factor is None:
+        if self.name.startswith("general"):
+            if getattr(native, "selinv", None) is None:  # the dense general engine keeps its factor
+                return ev
+        elif not _holds_factor(native) or native.factor is None:
             return ev
         return dataclasses.replace(ev, detail=dataclasses.replace(native, factor=None, selinv=None))
 
@@ -254,8 +285,11 @@ class Prepared:
         return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: sol["g"]}, pev, None, ev)
 
     def _evaluate_general(self, theta, method, derivatives, want_pev):
+        ev = self.state.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        return self._wrap_general(ev, method, derivatives, want_pev)
+
+    def _wrap_general(self, ev, method, derivatives, want_pev):
         st = self.state
-        ev = st.evaluate(theta, method=method, derivatives=derivatives or want_pev)
         blups, pevs = {}, {}
         for k, t in enumerate(st.spec.terms):
             if want_pev:
@@ -269,7 +303,7 @@ class Prepared:
             blups[t.name] = U[:, 0] if t.size == 1 else U
         fixed = ev.solution[st.offsets[-1] :]
         return Evaluation(
-            theta,
+            np.asarray(ev.theta, dtype=float),
             method,
             float(ev.m2ll),
             ev.score if derivatives else None,
@@ -281,12 +315,33 @@ class Prepared:
             ev,
         )
 
+    # -- what the structured-model optimiser needs besides evaluate (general engines) --
+    def start(self) -> np.ndarray:
+        """Starting θ of a general engine (``GeneralMME.start``)."""
+        return self.state.start()
+
+    def complete(self, ev: Evaluation) -> Evaluation:
+        """``ev`` with score and AI: from the factor it kept (``with_derivatives``) when the
+        engine can, else by evaluating again with derivatives."""
+        if ev.score is not None:
+            return ev
+        add = getattr(self.state, "with_derivatives", None)
+        if add is not None:
+            native = add(ev.detail)
+        else:
+            native = self.state.evaluate(ev.theta, derivatives=True, method=ev.method)
+        wrap = self._wrap_general_vform if self.name == "general_vform" else self._wrap_general
+        return wrap(native, ev.method, True, False)
+
     _evaluate_general_sparse = _evaluate_general  # same fields (solvers/general_sparse.py)
 
     def _evaluate_general_vform(self, theta, method, derivatives, want_pev):
         """The V-form (solvers/general_vform.py): BLUPs (Σ ⊗ K)Z'Py, PEV from P."""
+        ev = self.state.evaluate(theta, method=method, derivatives=derivatives or want_pev)
+        return self._wrap_general_vform(ev, method, derivatives, want_pev)
+
+    def _wrap_general_vform(self, ev, method, derivatives, want_pev):
         st = self.state
-        ev = st.evaluate(theta, method=method, derivatives=derivatives or want_pev)
         blups, pevs = {}, {}
         for k, t in enumerate(st.spec.terms):
             U = st.blups(ev, k)
@@ -295,7 +350,7 @@ class Prepared:
                 P = st.pev(ev, k)
                 pevs[t.name] = P[:, 0] if t.size == 1 else P
         return Evaluation(
-            theta,
+            np.asarray(ev.theta, dtype=float),
             method,
             float(ev.m2ll),
             ev.score if derivatives else None,

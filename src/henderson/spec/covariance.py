@@ -94,7 +94,23 @@ def _lower_pairs(S: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(S) for j in range(i + 1)]
 
 
-class Scalar(Structure):
+class _Variances(Structure):
+    """A structure whose θ are all variances: projected onto θ ≥ floor, and θ = φ² for the optimiser."""
+
+    def theta_scale(self, theta):
+        return np.abs(np.asarray(theta, dtype=float))
+
+    def project(self, theta, floor):
+        return np.maximum(np.asarray(theta, dtype=float), floor)
+
+    def from_phi(self, phi):
+        return np.asarray(phi, dtype=float) ** 2
+
+    def to_phi(self, theta):
+        return np.sqrt(np.maximum(np.asarray(theta, dtype=float), 0.0))
+
+
+class Scalar(_Variances):
     """One variance: Σ = [[σ²]] (today's random intercept)."""
 
     kind = "scalar"
@@ -118,23 +134,11 @@ class Scalar(Structure):
     def is_variance(self):
         return np.array([True])
 
-    def theta_scale(self, theta):
-        return np.abs(np.asarray(theta, dtype=float))
-
     def em(self, M, theta):
         return np.array([float(M[0, 0])])
 
-    def project(self, theta, floor):
-        return np.maximum(np.asarray(theta, dtype=float), floor)
 
-    def from_phi(self, phi):
-        return np.asarray(phi, dtype=float) ** 2
-
-    def to_phi(self, theta):
-        return np.sqrt(np.maximum(np.asarray(theta, dtype=float), 0.0))
-
-
-class Diagonal(Structure):
+class Diagonal(_Variances):
     """One variance per component, no covariance (glmmTMB ``diag``, ASReml ``diag``)."""
 
     kind = "diag"
@@ -157,20 +161,8 @@ class Diagonal(Structure):
     def is_variance(self):
         return np.ones(self.size, dtype=bool)
 
-    def theta_scale(self, theta):
-        return np.abs(np.asarray(theta, dtype=float))
-
     def em(self, M, theta):
         return np.diag(M).astype(float).copy()
-
-    def project(self, theta, floor):
-        return np.maximum(np.asarray(theta, dtype=float), floor)
-
-    def from_phi(self, phi):
-        return np.asarray(phi, dtype=float) ** 2
-
-    def to_phi(self, theta):
-        return np.sqrt(np.maximum(np.asarray(theta, dtype=float), 0.0))
 
 
 class CompoundSymmetry(Structure):

@@ -298,9 +298,10 @@ def random_intercept_formula(response: str, fixed: str | None, group: str) -> Pa
     return ParsedFormula(response, fixed, (term,), f"{response} ~ {fixed} + (1|{group})")
 
 
-def add_random_terms(parsed: ParsedFormula, random: str) -> ParsedFormula:
-    """``parsed`` with the random terms written in ``random`` (``"(1|MOTHER) + (1|BYEAR)"``)."""
-    terms = list(parsed.random)
+def random_terms(random: str, before=()) -> tuple[RandomTermSpec, ...]:
+    """The random terms written in ``random`` (``"(1|MOTHER) + diag(1|BYEAR)"``, the models'
+    ``random=``), after the terms ``before``; ModelError for anything else or a term given twice."""
+    terms = list(before)
     for sign, term in _split_top_level_terms(random):
         if sign == "-" or not _is_random(term):
             raise ModelError(f"random= takes random terms such as (1|MOTHER), got {term!r} in {random!r}")
@@ -309,7 +310,22 @@ def add_random_terms(parsed: ParsedFormula, random: str) -> ParsedFormula:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ModelError(f"random term(s) given twice: {sorted(dup)}")
-    return ParsedFormula(parsed.response, parsed.fixed, tuple(terms), f"{parsed.text} + {random}", parsed.traits)
+    return tuple(terms)
+
+
+def add_random_terms(parsed: ParsedFormula, random: str) -> ParsedFormula:
+    """``parsed`` with the random terms written in ``random`` (``"(1|MOTHER) + (1|BYEAR)"``)."""
+    terms = random_terms(random, parsed.random)
+    return ParsedFormula(parsed.response, parsed.fixed, terms, f"{parsed.text} + {random}", parsed.traits)
+
+
+def across_trait_diagonal(terms) -> set[str]:
+    """Names of the ``diag(1|g)`` terms of a multi-trait model (Σ diagonal across traits);
+    ModelError when ``diag`` holds more than a random intercept."""
+    declared_diag = [t for t in terms if t.declared == "diag"]
+    if any(t.lhs != ("1",) or not t.intercept for t in declared_diag):
+        raise ModelError("diag(...) takes a random intercept across traits: diag(1|g)")
+    return {t.name for t in declared_diag}
 
 
 def _by_position(names, text: str) -> list[str]:

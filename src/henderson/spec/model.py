@@ -502,22 +502,34 @@ def random_term(
         )
     counts = np.bincount(pos, minlength=len(levels))
     if rel.inverse:
-        Kinv = rel.matrix if sp.issparse(rel.matrix) else np.asarray(rel.matrix, dtype=float)
-        _check_finite(Kinv, name, levels, "the inverse covariance")
-        if sp.issparse(Kinv):
-            _check_symmetric_sparse(Kinv, name, levels)
-        else:
-            _check_symmetric(Kinv, name, levels, what="inverse covariance", symbol="Kinv")
-        return RandomTerm(
-            name,
-            levels,
-            pos,
-            SparseInverse(Kinv, levels, _logdet_of_inverse(Kinv, rel.info)),
-            k_diag=_inverse_diag(Kinv, rel.info, levels),
-            n_records=counts,
-            source=rel.kind,
-            info=rel.info,
-        )
+        return _inverse_term(name, rel, pos, counts)
+    return _kernel_term(name, rel, pos, counts)
+
+
+def _inverse_term(name: str, rel, pos: np.ndarray, counts: np.ndarray) -> RandomTerm:
+    """A term whose K⁻¹ is given (:class:`SparseInverse`), checked finite and symmetric."""
+    levels = rel.ids
+    Kinv = rel.matrix if sp.issparse(rel.matrix) else np.asarray(rel.matrix, dtype=float)
+    _check_finite(Kinv, name, levels, "the inverse covariance")
+    if sp.issparse(Kinv):
+        _check_symmetric_sparse(Kinv, name, levels)
+    else:
+        _check_symmetric(Kinv, name, levels, what="inverse covariance", symbol="Kinv")
+    return RandomTerm(
+        name,
+        levels,
+        pos,
+        SparseInverse(Kinv, levels, _logdet_of_inverse(Kinv, rel.info)),
+        k_diag=_inverse_diag(Kinv, rel.info, levels),
+        n_records=counts,
+        source=rel.kind,
+        info=rel.info,
+    )
+
+
+def _kernel_term(name: str, rel, pos: np.ndarray, counts: np.ndarray) -> RandomTerm:
+    """A term whose K is given (:class:`DenseKernel`), checked finite, symmetric and PSD."""
+    levels = rel.ids
     K = rel.dense()
     _check_finite(K, name, levels, "the covariance")
     _check_symmetric(K, name, levels)  # solvers read the lower triangle only
