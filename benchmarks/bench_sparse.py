@@ -67,6 +67,15 @@ def _previous_sparse_module():
     src = src.replace("from ..errors", "from henderson.errors").replace(
         "from ..spec.model", "from henderson.spec.model"
     )
+    # that code read the level-covariance tag `t.kind` ("iid", "factor", "inverse"), which the
+    # spec no longer has: give it the same answer from the covariance's class
+    src = src.replace("t.kind", "_kind_of(t)")
+    src += (
+        "\n\ndef _kind_of(t):\n"
+        "    from henderson.spec.levels import Factored, Identity\n"
+        "    c = t.covariance\n"
+        "    return 'iid' if isinstance(c, Identity) else 'factor' if isinstance(c, Factored) else 'inverse'\n"
+    )
     mod = types.ModuleType("henderson_previous_sparse")
     sys.modules[mod.__name__] = mod  # dataclasses look their module up
     exec(compile(src, "previous_sparse.py", "exec"), mod.__dict__)
