@@ -586,6 +586,7 @@ def test_help(cmd, capsys):
     assert code == 0 and "Usage: henderson" in out and "--quiet" in out
 
 
+@pytest.mark.slow  # runs the whole demo (~3 s)
 def test_demo(tmp_path, capsys):
     """The main job (about 8 s): GBLUP = SNP-BLUP, three CV arms, potato model, report."""
     from henderson import GBLUP

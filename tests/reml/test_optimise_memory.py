@@ -89,6 +89,7 @@ def test_evaluation_holds_one_array_of_the_factors_size(monkeypatch, sim, method
     np.testing.assert_allclose(st.average_information(ev), ev.ai, rtol=1e-12)
 
 
+@pytest.mark.slow  # ~7 s: a full general sparse REML fit with array tracking
 def test_general_sparse_reml_holds_one_array_of_the_factors_size(monkeypatch, sim):
     """The general sparse engine (a correlated 2 × 2 Σ on A⁻¹): no factor-sized array of an
     earlier evaluation is alive when the next one starts (was up to 2: the current point's
