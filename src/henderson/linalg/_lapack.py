@@ -30,7 +30,6 @@ _dpotrf = _fn("lapack", "dpotrf", 5)
 _dpotri = _fn("lapack", "dpotri", 5)
 _dtrsm = _fn("blas", "dtrsm", 11)
 _dsyrk = _fn("blas", "dsyrk", 10)
-_dsymm = _fn("blas", "dsymm", 12)
 _dgemm = _fn("blas", "dgemm", 13)
 _dormtr = _fn("lapack", "dormtr", 13)
 
@@ -95,25 +94,6 @@ def syrk_lower(n, k, alpha, a, aoff, lda, beta, c, ldc):
         _d(alpha).ctypes,
         a[aoff:].ctypes,
         _i(lda).ctypes,
-        _d(beta).ctypes,
-        c.ctypes,
-        _i(ldc).ctypes,
-    )
-
-
-@nb.njit(cache=True)
-def symm_left_lower(m, n, alpha, a, lda, b, ldb, beta, c, ldc):
-    """C := alpha·A·B + beta·C with A symmetric m × m (lower triangle referenced)."""
-    _dsymm(
-        _c("L").ctypes,
-        _c("L").ctypes,
-        _i(m).ctypes,
-        _i(n).ctypes,
-        _d(alpha).ctypes,
-        a.ctypes,
-        _i(lda).ctypes,
-        b.ctypes,
-        _i(ldb).ctypes,
         _d(beta).ctypes,
         c.ctypes,
         _i(ldc).ctypes,
