@@ -224,8 +224,17 @@ class Session:
         """Register output files (not in --out DIR): written beside, renamed at :meth:`done`."""
         return self._open(OutFiles(paths, option, kind))
 
+    @property
+    def result_dir(self) -> Path:
+        """The --out directory, where the results are once the run is done."""
+        if self.out is None:
+            raise RuntimeError("this command was started without --out DIR")
+        return self.out
+
     def outdir(self) -> Path:
         """Where this run writes its results: the staging directory of --out."""
+        if self._dir is None:
+            raise RuntimeError("this command was started without --out DIR")
         return self._dir.where()
 
     def commit(self) -> None:

@@ -320,4 +320,4 @@ def _print_closing(s: Session, cv: _CV, pres) -> None:
     for m in summ.index:
         s.stdout.print(f"  {m:<20} r = {pa[m]:.3f} ± {summ.loc[m, 'r sd']:.3f}")
     s.done()
-    s.stdout.print(f"Report: {(s.out / 'report.html').resolve()}")
+    s.stdout.print(f"Report: {(s.result_dir / 'report.html').resolve()}")

@@ -145,6 +145,13 @@ class _Staged:
 
     stage: Path | None = None
 
+    @property
+    def staging(self) -> Path:
+        """The staging directory of an opened output (an error before ``open`` or after ``commit``)."""
+        if self.stage is None:
+            raise RuntimeError(f"{type(self).__name__}: the output is not open (open() it before writing)")
+        return self.stage
+
     def abort(self) -> None:
         """Remove the staging directory: the previous results stay as they were."""
         if self.stage is not None:
@@ -219,14 +226,14 @@ class OutDir(_Staged):
 
     def where(self, name: str = "") -> Path:
         """Where to write ``name`` during the run (inside the staging directory)."""
-        return self.stage / name if name else self.stage
+        return self.staging / name if name else self.staging
 
     def files(self) -> list[str]:
-        return _files(self.stage)
+        return _files(self.staging)
 
     def commit(self) -> None:
         """Rename the staging directory into place; the previous results go only now."""
-        p, stage = self.path, self.stage
+        p, stage = self.path, self.staging
         clash = [n for n in self.keep if (stage / n).exists()]
         if clash:
             raise OutputError(
@@ -293,19 +300,20 @@ class OutFiles(_Staged):
 
     def where(self, path) -> Path:
         """Where to write the output ``path`` (one of ``self.paths``) during the run."""
-        return self.stage / Path(path).name
+        return self.staging / Path(path).name
 
     def commit(self) -> None:
+        stage = self.staging
         with _no_interrupt():
             try:
                 for p in self.paths:
-                    src = self.stage / p.name
+                    src = stage / p.name
                     if src.exists():
                         os.replace(src, p)
             except OSError as err:
                 raise OutputError(f"{self.option} {p}: cannot move the result into place: {_why(err)}") from err
             finally:
-                shutil.rmtree(self.stage, ignore_errors=True)
+                shutil.rmtree(stage, ignore_errors=True)
         self.stage = None
 
 

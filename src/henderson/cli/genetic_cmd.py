@@ -245,7 +245,7 @@ def _fit_gblup(s: Session, o: GeneticOptions, y, data) -> _Fitted:
     if (o.genotypes is None) == (o.grm is None):
         raise CLIError("gblup needs exactly one of --genotypes FILE or --grm FILE")
     f = _Fitted("GBLUP")
-    if o.genotypes is not None:
+    if o.grm is None:  # exactly one of the two: --genotypes
         f.geno = read_model_genotypes(s, o, f.extra)
         f.rel_note = f"G ({o.grm_method}) from {f.geno.n} individuals x {f.geno.p} SNPs"
         s.settings["grm_method"] = o.grm_method

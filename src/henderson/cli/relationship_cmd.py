@@ -165,9 +165,9 @@ def ainv(
             f_file.where(inbreeding), index=False, float_format="%.10g"
         )
     n_inbred = int((F > 0).sum()) if F is not None else 0
+    max_f = f" (max F {float(F.max()):.4f})" if F is not None and n_inbred else ""
     s.stdout.print(
-        f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; "
-        f"{n_inbred} inbred animals" + (f" (max F {float(F.max()):.4f})" if n_inbred else "")
+        f"A⁻¹: {Ai.n} animals, {len(table)} non-zeros in the lower triangle; {n_inbred} inbred animals{max_f}"
     )
     s.done()
     s.stdout.print(f"Wrote {out}" + (f" and {inbreeding}" if inbreeding is not None else ""))

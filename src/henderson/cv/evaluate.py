@@ -367,15 +367,15 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
         return outs
     from joblib import Parallel, delayed
 
-    outs = [None] * total
+    by_split: dict[int, dict] = {}
     gen = Parallel(n_jobs=jobs, return_as="generator_unordered")(
         delayed(_run_indexed)(task, i, s) for i, s in enumerate(splits)
     )
     for done, (i, out) in enumerate(gen, start=1):  # as each worker finishes
-        outs[i] = out
+        by_split[i] = out
         if progress is not None:
             progress(done, total, _split_info(splits[i], path))
-    return outs
+    return [by_split[i] for i in range(total)]
 
 
 # --------------------------------------------------------------------------- main

@@ -47,15 +47,15 @@ class Split:
 
     ``train`` and ``test`` are arrays of ids (str; an id repeats when y has several
     records of it); ``train_pos`` and ``test_pos`` the positions of those records in
-    the y given to :func:`make_splits` (always set by it).
+    the y given to :func:`make_splits`.
     """
 
     repeat: int
     fold: str
     train: np.ndarray
     test: np.ndarray
-    train_pos: np.ndarray | None = None
-    test_pos: np.ndarray | None = None
+    train_pos: np.ndarray
+    test_pos: np.ndarray
 
 
 def _as_series(s, ids, what: str, data=None) -> pd.Series:

@@ -48,6 +48,8 @@ def crossproduct(
         Kp, cp = _unscaled(source.genotypes_of(part).subset(ids=ids), f[part])
         K = Kp if K is None else K.__iadd__(Kp)
         c += cp
+    if K is None:  # no SNPs: an empty sum
+        K = np.zeros((len(ids), len(ids)))
     return K, c
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ class GenotypeSource:
     """
 
     def __init__(self, genotypes, block_size: int | None = None):
-        self._bed = None
+        self._bed: Any = None  # a bed_reader.open_bed (untyped) for a PLINK fileset
+        self.geno: Genotypes | None = None
         if isinstance(genotypes, Genotypes):
             self.geno = genotypes
             self.ids = np.asarray(genotypes.ids, dtype=object)
@@ -47,7 +49,6 @@ class GenotypeSource:
                 )
             from bed_reader import open_bed
 
-            self.geno = None
             self._bed = open_bed(Path(f"{prefix}.bed"), count_A1=True)
             self.ids = np.asarray(self._bed.iid, dtype=object).astype(str).astype(object)
             self.snps = pd.DataFrame(
@@ -95,12 +96,12 @@ class GenotypeSource:
             idx = idx_all[start : start + b]
             contiguous = idx.size and idx[-1] - idx[0] + 1 == idx.size
             cols = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else idx
-            if self._bed is not None:
-                r = np.s_[:] if rows is None else rows
-                block = self._bed.read(index=np.s_[r, cols], dtype="int8", order="F")
-            else:
+            if self.geno is not None:
                 d = self.geno.dosages
                 block = d[:, cols] if rows is None else (d[rows, cols] if contiguous else d[np.ix_(rows, idx)])
+            else:
+                r = np.s_[:] if rows is None else rows
+                block = self._bed.read(index=np.s_[r, cols], dtype="int8", order="F")
             yield idx, block
 
     def allele_freq(self, rows: np.ndarray | None = None) -> np.ndarray:

@@ -57,8 +57,10 @@ def backsolve(fm: Fitted, source: GenotypeSource):
     (table, method, notes)
     """
     if fm.pec is not None:
-        return _backsolve_pec(fm, source)
+        return _backsolve_pec(fm, fm.pec, source)
     d = fm.design
+    if d is None:  # pragma: no cover - only the single-step hook (with pec) has no record design
+        raise ModelError(f"the fitted {fm.kind} carries no record design to back-solve from")
     rows = source.rows_of(d.record_ids, f"the fitted {fm.kind} (phenotyped)")
     all_ids = fm.G.ids if fm.G is not None else fm.estimator.gebv_.index.to_numpy()
     all_rows = source.rows_of(all_ids, f"the fitted {fm.kind}")  # every individual of the fit
@@ -73,8 +75,8 @@ def backsolve(fm: Fitted, source: GenotypeSource):
         t.loc[ok, ["effect", "se"]] = 0.0
         return t, "backsolve", notes
     if fm.G is None and len(rows) > KERNEL_MAX_RECORDS:
-        return _from_snp_pev(fm, t, ok, notes)
-    Kr = _record_kernel(fm, source, rows, freq)
+        return _from_snp_pev(fm, len(d.y), c, t, ok, notes)
+    Kr = _record_kernel(fm, d.record_ids, source, rows, freq, c)
     fr = FixedRatio(Kr, s_g / s_e, d.y, d.X)
     del Kr
     idx_ok = np.flatnonzero(ok)
@@ -96,15 +98,15 @@ def backsolve(fm: Fitted, source: GenotypeSource):
 KERNEL_MAX_RECORDS = 20000
 
 
-def _from_snp_pev(fm: Fitted, t, ok, notes):
-    """SNP-BLUP solved in marker space: Var(β̂) = σ²_β − PEV(β̂), PEV from its MME inverse."""
+def _from_snp_pev(fm: Fitted, n_records: int, c: float, t, ok, notes):
+    """SNP-BLUP solved in marker space: Var(β̂) = σ²_β − PEV(β̂), PEV from its MME inverse (c = 2Σpq)."""
     eff = fm.estimator.snp_effects_
     if not np.isfinite(eff["se"].to_numpy(dtype=float)[ok]).all():
         raise ModelError(
-            f"{len(fm.design.y):,} records are too many for the n x n kernel, and the SNP-BLUP "
+            f"{n_records:,} records are too many for the n x n kernel, and the SNP-BLUP "
             "fit has no SNP-effect SEs: refit with SNPBLUP(snp_se=True) (marker space)"
         )
-    s_b = fm.sigma2_g / fm.scale
+    s_b = fm.sigma2_g / c
     var = np.maximum(s_b - eff["se"].to_numpy(dtype=float) ** 2, 0.0)
     t.loc[ok, "effect"] = eff["effect"].to_numpy(dtype=float)[ok]
     t.loc[ok, "se"] = np.sqrt(var[ok])
@@ -117,15 +119,15 @@ def _from_snp_pev(fm: Fitted, t, ok, notes):
     return t, "backsolve (SNPBLUP: beta from the MME, Var(beta) = sigma2_beta - PEV(beta), exact)", notes
 
 
-def _record_kernel(fm: Fitted, source, rows, freq) -> np.ndarray:
+def _record_kernel(fm: Fitted, record_ids, source, rows, freq, c: float) -> np.ndarray:
     """K_r = ZGZ' for the records (G of the fit, or WW'/c built for SNP-BLUP)."""
     if fm.G is not None:
-        codes = fm.G.index_of(fm.design.record_ids)
+        codes = fm.G.index_of(record_ids)
         return np.ascontiguousarray(fm.G.dense()[np.ix_(codes, codes)])
     K = np.zeros((len(rows), len(rows)))
     for _, W in source.centred_blocks(rows, freq):
         K += W @ W.T  # SNP-BLUP: the records' WW' (SNP-BLUP fits use all of W)
-    return K / fm.scale
+    return K / c
 
 
 def _finish(t) -> None:
@@ -135,22 +137,25 @@ def _finish(t) -> None:
     t.loc[~t["tested"].astype(bool), ["z", "p"]] = np.nan
 
 
-def _backsolve_pec(fm: Fitted, source: GenotypeSource):
+def _backsolve_pec(fm: Fitted, pec: np.ndarray, source: GenotypeSource):
     """Single-step hook: β̂ = W'G⁻¹ĝ/c, Var(β̂) = diag(W'G⁻¹(Gσ²_g − C^{gg})G⁻¹W)/c²."""
-    rows = source.rows_of(fm.G.ids, f"the fitted {fm.kind}'s genotyped animals")
+    G, gebv = fm.G, fm.gebv
+    if G is None or gebv is None:  # pragma: no cover - fitted_model sets both with pec
+        raise ModelError(f"the fitted {fm.kind} gives C^gg but not G and the GEBVs")
+    rows = source.rows_of(G.ids, f"the fitted {fm.kind}'s genotyped animals")
     freq = source.allele_freq(rows) if fm.freq is None else fm.freq  # G's centring frequencies
     t = empty_table(source.snps, freq)
     ok, notes = untestable(freq, t["snp"].to_numpy(), "the genotyped animals")
     c = fm.scale if fm.scale is not None else 2.0 * float(np.nansum(freq * (1 - freq)))
-    Gd = np.asarray(fm.G.dense(), dtype=float)
+    Gd = np.asarray(G.dense(), dtype=float)
     try:
         cf = sla.cho_factor(Gd, lower=True)
     except np.linalg.LinAlgError as err:
         raise ModelError(
             "the single-step back-solve needs G invertible (it is blended or tuned in single step): G is singular"
         ) from err
-    alpha = sla.cho_solve(cf, fm.gebv)
-    M = sla.cho_solve(cf, sla.cho_solve(cf, fm.sigma2_g * Gd - fm.pec).T)  # G⁻¹(Gσ²_g − C)G⁻¹
+    alpha = sla.cho_solve(cf, gebv)
+    M = sla.cho_solve(cf, sla.cho_solve(cf, fm.sigma2_g * Gd - pec).T)  # G⁻¹(Gσ²_g − C)G⁻¹
     for idx, W in source.centred_blocks(rows, freq, np.flatnonzero(ok)):
         q = np.einsum("ij,ij->j", W, M @ W)
         t.loc[idx, "effect"] = (W.T @ alpha) / c

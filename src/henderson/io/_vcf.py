@@ -19,6 +19,7 @@ file and the last site read.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba
@@ -54,15 +55,15 @@ def read_vcf(path: Path, field: str = "GT") -> Genotypes:
         vcf = VCF(str(path))
     except OSError as err:
         raise GenotypeError(f"{path}: not a readable VCF/BCF file ({err})") from err
-    state = {"record": 0, "site": None}
+    state = _Position()
     try:
         return _read_sites(vcf, path, field, state)
     except HendersonError:
         raise
     except Exception as err:  # htslib parse errors surface as bare Exception/KeyError
         where = (
-            f"the record after site {state['site']!r} (data record {state['record'] + 1})"
-            if state["site"] is not None
+            f"the record after site {state.site!r} (data record {state.record + 1})"
+            if state.site is not None
             else "the first data record"
         )
         raise GenotypeError(f"{path}: cannot parse {where}: {err}") from err
@@ -144,7 +145,15 @@ def _gt_dosage(v, n_alt: int, samples, path: Path, sid: str):
     return g, n_haploid
 
 
-def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
+@dataclass
+class _Position:
+    """The last data record read (its count and site id), for errors raised by htslib."""
+
+    record: int = 0
+    site: str | None = None
+
+
+def _read_sites(vcf, path: Path, field: str, state: _Position) -> Genotypes:
     samples = list(vcf.samples)
     if not samples:
         raise GenotypeError(f"{path}: no sample columns (a sites-only VCF has no genotypes)")
@@ -157,8 +166,8 @@ def _read_sites(vcf, path: Path, field: str, state: dict) -> Genotypes:
     for v in vcf:  # cyvcf2 yields one site at a time; each site is vectorised over samples
         alt = v.ALT
         sid = v.ID or f"{v.CHROM}:{v.POS}:{v.REF}:{','.join(alt)}"
-        state["record"] += 1
-        state["site"] = sid
+        state.record += 1
+        state.site = sid
         if len(alt) > 1:
             multi.append(sid)
             continue

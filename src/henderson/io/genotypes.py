@@ -191,7 +191,7 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
     v = body.to_numpy(dtype=np.float64, na_value=np.nan)
     detected = coding is None
     evidence = "declared"
-    if detected:
+    if coding is None:
         coding, evidence = _detect_coding(v, path)
     d = _decode(v, coding, detected, ids, snp_ids, line, path)
     if detected:  # announced only once the values are known to fit the coding

@@ -308,7 +308,9 @@ def _factorize(cols, missing: set, source: str = "<pedigree>"):
     codes = list(missing | {""})
     uniq = _whole_number_ids(uniq, np.isin(uniq, codes), source)
     bad = np.isin(uniq, codes)  # again: "0.0" is the code "0"
-    relabel, names = pd.factorize(np.where(bad, None, uniq))
+    known = uniq.copy()
+    known[bad] = None  # the missing-parent codes factorize to -1
+    relabel, names = pd.factorize(known)
     relabel = np.append(relabel, -1)  # raw label -1 (NaN) stays -1
     return relabel[raw].astype(np.int64), np.asarray(names, dtype=object)
 

@@ -105,6 +105,8 @@ class SymbolicCholesky:
             nnz = int(cc.sum())
             if best is None or nnz < best[0]:
                 best = (nnz, name, order, L, parent, cc)
+        if best is None:  # pragma: no cover - the first candidate runs without a bound
+            raise RuntimeError("no fill-reducing ordering was analysed")
         self.nnz, self.ordering, self.perm, L, parent, cc = best
         self.iperm = np.empty(n, np.int64)
         self.iperm[self.perm] = np.arange(n)
@@ -178,26 +180,28 @@ class Factor:
 
     def __init__(self, symbolic: SymbolicCholesky, x: np.ndarray):
         self.symbolic = symbolic
-        self.x = x
+        self.x: np.ndarray | None = x
 
-    def _check_live(self) -> None:
+    def _values(self) -> np.ndarray:
+        """The factor's value array (an error once ``selected_inverse(overwrite=True)`` consumed it)."""
         if self.x is None:
             raise ValueError("this factor was consumed by selected_inverse(overwrite=True)")
+        return self.x
 
     def logdet(self, limit: int | None = None) -> float:
         """log|A|, or log|A[:limit, :limit]| for the leading block (``limit = n − last``)."""
-        self._check_live()
+        x = self._values()
         s = self.symbolic
-        return float(K.logdet(self.x, s.first, s.rptr, s.off, s.n if limit is None else limit))
+        return float(K.logdet(x, s.first, s.rptr, s.off, s.n if limit is None else limit))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """A⁻¹b for b of shape (n,) or (n, k), in A's order."""
-        self._check_live()
+        x = self._values()
         s = self.symbolic
         b = np.asarray(b, dtype=float)
         one = b.ndim == 1
         B = np.ascontiguousarray((b[:, None] if one else b)[s.perm])
-        K.solve_inplace(self.x, s.first, s.rptr, s.rows, s.off, B)
+        K.solve_inplace(x, s.first, s.rptr, s.rows, s.off, B)
         out = np.empty_like(B)
         out[s.perm] = B
         return out[:, 0] if one else out
@@ -213,11 +217,11 @@ class Factor:
         of Z in supernodes after J, already final.
         """
         s = self.symbolic
-        self._check_live()
-        z = self.x if overwrite else np.zeros(s.size)
+        x = self._values()
+        z = x if overwrite else np.zeros(s.size)
         relmap = np.empty(s.n, np.int64)
         K.selected_inverse(
-            self.x,
+            x,
             z,
             overwrite,
             s.first,

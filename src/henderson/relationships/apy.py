@@ -21,6 +21,9 @@ size; :func:`apy_core_size` reports that number.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -320,15 +323,58 @@ def apy_inverse_from_genotypes(
     Misztal I (2016) Genetics 202:401. Aguilar I et al. (2010) J Dairy Sci 93:743
     (blending, tuning).
     """
-    import time
+    import pandas as pd
 
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    geno = _checked_apy_input(genotypes, pedigree, alpha, beta, tuning, grm)
+    ids = np.asarray(geno.ids, dtype=object)
+    k = len(ids)
+    core_ids = choose_core(ids, core, seed)
+    cpos = pd.Index(ids).get_indexer(core_ids)
+    is_core = np.zeros(k, bool)
+    is_core[cpos] = True
+    npos = np.flatnonzero(~is_core)
+
+    t = time.perf_counter()
+    g = _core_blocks_of_g(geno, grm, allele_freq, block_size, cpos, npos)
+    stats = {"G": _means_from(g.diag.sum(), g.total, k)}
+    timings["G_blocks"] = time.perf_counter() - t
+
+    ta, tb = 0.0, 1.0
+    if pedigree is not None and (beta > 0 or tuning is not None):
+        t = time.perf_counter()
+        ta, tb = _blend_and_tune(g, pedigree, ids, cpos, npos, alpha, beta, tuning, stats)
+        timings["blend_tune"] = time.perf_counter() - t
+    elif alpha != 1.0:
+        g.scale_by(alpha)
+    stats["G_star"] = _means_from(g.diag.sum(), g.total, k)
+
+    t = time.perf_counter()
+    L, m, logdet = _core_factor_and_m(g, ids, npos)
+    timings["core_factor_and_m"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    info = {
+        "method": "APY (Misztal 2016), from genotypes by blocks",
+        "core": core_ids,
+        "n_core": len(cpos),
+        "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
+        "scale": g.scale,
+        "tuning_a": ta,
+        "tuning_b": tb,
+        "G_stats": stats,
+        "timings": timings,
+    }
+    return ApyInverse(ids, cpos, npos, L, g.cn, m, logdet, info)
+
+
+def _checked_apy_input(genotypes, pedigree, alpha: float, beta: float, tuning: str | None, grm: str):
+    """The genotypes as :class:`Genotypes`, once the blending and tuning arguments are checked."""
     import pandas as pd
 
     from ..data.genotypes import Genotypes
     from . import genomic as gm
 
-    t0 = time.perf_counter()
-    timings = {}
     geno = genotypes
     if isinstance(geno, pd.DataFrame):
         geno = Genotypes.from_frame(geno)
@@ -341,17 +387,44 @@ def apy_inverse_from_genotypes(
     if (beta > 0 or tuning is not None) and pedigree is None:
         raise DataError("blending (beta > 0) and tuning='mean' need A22: pass pedigree=")
     gm._check_arguments(geno, grm, "auto")
-    ids = np.asarray(geno.ids, dtype=object)
-    k = len(ids)
-    core_ids = choose_core(ids, core, seed)
-    cpos = pd.Index(ids).get_indexer(core_ids)
-    is_core = np.zeros(k, bool)
-    is_core[cpos] = True
-    npos = np.flatnonzero(~is_core)
-    c, n = len(cpos), len(npos)
+    return geno
 
-    # -- G_CC, G_CN and diag(G) by SNP blocks -------------------------------------------
-    t = time.perf_counter()
+
+@dataclass
+class _CoreCross:
+    """Numerators of G_CC (c × c, lower triangle) and G_CN (c × n), F-ordered for BLAS."""
+
+    cc: np.ndarray
+    cn: np.ndarray
+
+    @classmethod
+    def zeros(cls, c: int, n: int, dtype=np.float64) -> _CoreCross:
+        return cls(np.zeros((c, c), dtype, order="F"), np.zeros((c, n), dtype, order="F"))
+
+
+@dataclass
+class _CoreG:
+    """G's core blocks and diagonal: G_CC (lower triangle and diagonal), G_CN, diag(G), 1'G1."""
+
+    cc: np.ndarray
+    cn: np.ndarray
+    diag: np.ndarray
+    total: float
+    scale: float
+
+    def scale_by(self, alpha: float) -> None:
+        self.cc *= alpha
+        self.cn *= alpha
+        self.diag *= alpha
+        self.total *= alpha
+
+
+def _core_blocks_of_g(geno, grm: str, allele_freq, block_size: int | None, cpos, npos) -> _CoreG:
+    """G_CC, G_CN and diag(G) by SNP blocks (float32 GEMM on exact integer codes, else float64)."""
+    from . import genomic as gm
+
+    k = geno.n
+    c, n = len(cpos), len(npos)
     p, _ = gm._resolve_freq(geno, allele_freq)
     pq = p * (1.0 - p)
     use, _, _ = gm._snps_used(geno, grm, p, pq)
@@ -359,7 +432,8 @@ def apy_inverse_from_genotypes(
     try_f32 = grm == "vanraden1" and geno.is_integer
     b = block_size or gm.default_block_size(k, 4 if try_f32 else 8, target_mb=256.0)
     b64 = max(1, b // 2) if try_f32 else b
-    cc32 = cn32 = cc64 = cn64 = None
+    acc32: _CoreCross | None = None
+    acc64: _CoreCross | None = None
     s = np.zeros(k)  # X c of the float32 blocks (centring)
     ccc = 0.0  # c'c of the float32 blocks
     m32 = 0
@@ -368,17 +442,6 @@ def apy_inverse_from_genotypes(
     colsum_sq = 0.0  # ‖W'1‖²
     scratch = gm._Scratch()
     no_cols = np.empty(0, np.int64)
-
-    def flush32():
-        nonlocal cc64, cn64, m32
-        if cc64 is None:
-            cc64, cn64 = np.zeros((c, c), order="F"), np.zeros((c, n), order="F")
-        cc64 += cc32
-        cn64 += cn32
-        cc32[...] = 0.0
-        cn32[...] = 0.0
-        m32 = 0
-
     for start in range(0, geno.p, b):
         cols = np.flatnonzero(use[start : start + b]) + start
         if cols.size == 0:
@@ -387,11 +450,12 @@ def apy_inverse_from_genotypes(
             cvec = 2.0 * p[cols]
             x = scratch.view(np.float32, k, cols.size)
             if gm._fill_f32(geno.dosages, cols, no_cols, cvec, x, s) == 0:
-                if cc32 is not None and 4 * (m32 + cols.size) >= gm._EXACT_F32:
-                    flush32()
-                if cc32 is None:
-                    cc32, cn32 = np.zeros((c, c), np.float32, order="F"), np.zeros((c, n), np.float32, order="F")
-                _cross(x, cpos, npos, cc32, cn32)
+                if acc32 is not None and 4 * (m32 + cols.size) >= gm._EXACT_F32:
+                    acc64 = _flush32(acc32, acc64, c, n)
+                    m32 = 0
+                if acc32 is None:
+                    acc32 = _CoreCross.zeros(c, n, np.float32)
+                _cross(x, cpos, npos, acc32.cc, acc32.cn)
                 wdiag += np.einsum("ij,ij->i", x, x)  # exact: integers < 2**24
                 colsum_sq += float(np.sum((x.sum(axis=0, dtype=np.float64) - k * cvec) ** 2))
                 ccc += float(cvec @ cvec)
@@ -401,26 +465,16 @@ def apy_inverse_from_genotypes(
             sub = cols[k0 : k0 + b64]
             w = scratch.view(np.float64, k, sub.size)
             gm._fill_f64(geno, grm, sub, no_cols, p, pq, w, diag_extra)
-            if cc64 is None:
-                cc64, cn64 = np.zeros((c, c), order="F"), np.zeros((c, n), order="F")
-            _cross(w, cpos, npos, cc64, cn64)
+            if acc64 is None:
+                acc64 = _CoreCross.zeros(c, n)
+            _cross(w, cpos, npos, acc64.cc, acc64.cn)
             wdiag += np.einsum("ij,ij->i", w, w)
             colsum_sq += float(np.sum(w.sum(axis=0) ** 2))
     del scratch
     # centring of the float32 (raw code) part: WW' = XX' − s1' − 1s' + (c'c)11'
     wdiag += -2.0 * s + ccc
-    if cc64 is None:  # every block on the float32 path: the result takes new memory
-        gcc, gcn = cc32.astype(np.float64, order="F"), np.empty((c, n), order="F")
-        for j0 in range(0, n, 4096):
-            gcn[:, j0 : j0 + 4096] = cn32[:, j0 : j0 + 4096]
-        cc32 = cn32 = None
-    else:
-        gcc, gcn = cc64, cn64
-        if cc32 is not None:
-            gcc += cc32
-            for j0 in range(0, n, 4096):
-                gcn[:, j0 : j0 + 4096] += cn32[:, j0 : j0 + 4096]
-            cc32 = cn32 = None
+    gcc, gcn = _merged_numerators(acc32, acc64, c, n)
+    acc32 = acc64 = None
     if ccc or s.any():
         sc, sn = s[cpos], s[npos]
         gcc -= sc[:, None]
@@ -438,76 +492,100 @@ def apy_inverse_from_genotypes(
         gdiag += diag_extra / scale + 1.0
     gcc[np.diag_indices(c)] = gdiag[cpos]
     g_sum = (colsum_sq - wdiag.sum()) / scale + gdiag.sum()  # 1'G1
-    stats = {"G": _means_from(gdiag.sum(), g_sum, k)}
-    timings["G_blocks"] = time.perf_counter() - t
+    return _CoreG(gcc, gcn, gdiag, g_sum, scale)
 
-    # -- blending and tuning, with A22 by Colleau's products ----------------------------
-    ta, tb = 0.0, 1.0
-    if pedigree is not None and (beta > 0 or tuning is not None):
-        from .pedigree import colleau_product
 
-        t = time.perf_counter()
-        X = np.zeros((k, c + 1))
-        X[cpos, np.arange(c)] = 1.0
-        X[:, c] = 1.0
-        AX, F = colleau_product(pedigree, ids, X)
-        del X
-        a_diag = 1.0 + F
-        a_sum = float(AX[:, c].sum())
-        a_cc = AX[cpos, :c]
-        a_cc = 0.5 * (a_cc + a_cc.T)  # both triangles as Colleau's A22 has them
-        a_cn = AX[npos, :c].T
-        del AX
-        stats["A22"] = _means_from(a_diag.sum(), a_sum, k)
-        if alpha != 1.0:
-            gcc *= alpha
-            gcn *= alpha
-            gdiag *= alpha
-        if beta > 0:
-            gcc += beta * a_cc
-            gcn += beta * a_cn
-            gdiag += beta * a_diag
-        g_sum = alpha * g_sum + beta * a_sum
-        if tuning == "mean":
-            ad, ao = stats["A22"]["mean_diag"], stats["A22"]["mean_offdiag"]
-            if np.allclose(a_diag, 1.0, atol=1e-12) and abs(a_sum - a_diag.sum()) <= 1e-12 * k:
-                raise DataError(
-                    f"tuning='mean' matches G to A22, but A22 of the {k} genotyped animals is the identity: "
-                    "they have no pedigree information (e.g. "
-                    f"{format_ids(ids, 5)}). Give a pedigree that links them, or set tuning=None"
-                )
-            gw = _means_from(gdiag.sum(), g_sum, k)
-            if np.isclose(gw["mean_diag"], gw["mean_offdiag"]):
-                raise DataError("mean diagonal and mean off-diagonal of G are equal: cannot tune (tuning=None)")
-            tb = (ad - ao) / (gw["mean_diag"] - gw["mean_offdiag"])
-            ta = ad - tb * gw["mean_diag"]
-            gcc *= tb
-            gcc += ta
-            gcn *= tb
-            gcn += ta
-            gdiag *= tb
-            gdiag += ta
-            g_sum = k * k * ta + tb * g_sum
-        timings["blend_tune"] = time.perf_counter() - t
-    elif alpha != 1.0:
-        gcc *= alpha
-        gcn *= alpha
-        gdiag *= alpha
-        g_sum *= alpha
-    stats["G_star"] = _means_from(gdiag.sum(), g_sum, k)
+def _flush32(acc32: _CoreCross, acc64: _CoreCross | None, c: int, n: int) -> _CoreCross:
+    """Add the float32 numerators into the float64 ones (before float32 loses integers); zero them."""
+    if acc64 is None:
+        acc64 = _CoreCross.zeros(c, n)
+    acc64.cc += acc32.cc
+    acc64.cn += acc32.cn
+    acc32.cc[...] = 0.0
+    acc32.cn[...] = 0.0
+    return acc64
 
-    # -- G_CC's factor, m by blocks of non-core animals ---------------------------------
-    t = time.perf_counter()
-    L, bad = sla.lapack.dpotrf(gcc, lower=1, clean=1, overwrite_a=1)
+
+def _merged_numerators(acc32: _CoreCross | None, acc64: _CoreCross | None, c: int, n: int):
+    """(G_CC, G_CN) numerators in float64: the float64 ones plus the float32 rest, by column blocks."""
+    if acc64 is None:  # every block on the float32 path: the result takes new memory
+        if acc32 is None:  # pragma: no cover - _snps_used refuses a G without SNPs
+            raise DataError("no SNP is used for G")
+        gcn = np.empty((c, n), order="F")
+        for j0 in range(0, n, 4096):
+            gcn[:, j0 : j0 + 4096] = acc32.cn[:, j0 : j0 + 4096]
+        return acc32.cc.astype(np.float64, order="F"), gcn
+    gcc, gcn = acc64.cc, acc64.cn
+    if acc32 is not None:
+        gcc += acc32.cc
+        for j0 in range(0, n, 4096):
+            gcn[:, j0 : j0 + 4096] += acc32.cn[:, j0 : j0 + 4096]
+    return gcc, gcn
+
+
+def _blend_and_tune(g: _CoreG, pedigree, ids, cpos, npos, alpha, beta, tuning, stats) -> tuple[float, float]:
+    """G_w = αG + βA₂₂ and, for ``tuning="mean"``, G* = a + bG_w, in place; returns (a, b).
+
+    A₂₂'s core columns, row sums and diagonal come by Colleau's products.
+    """
+    from .pedigree import colleau_product
+
+    k, c = len(ids), len(cpos)
+    X = np.zeros((k, c + 1))
+    X[cpos, np.arange(c)] = 1.0
+    X[:, c] = 1.0
+    AX, F = colleau_product(pedigree, ids, X)
+    del X
+    a_diag = 1.0 + F
+    a_sum = float(AX[:, c].sum())
+    a_cc = AX[cpos, :c]
+    a_cc = 0.5 * (a_cc + a_cc.T)  # both triangles as Colleau's A22 has them
+    a_cn = AX[npos, :c].T
+    del AX
+    stats["A22"] = _means_from(a_diag.sum(), a_sum, k)
+    if alpha != 1.0:
+        g.cc *= alpha
+        g.cn *= alpha
+        g.diag *= alpha
+    if beta > 0:
+        g.cc += beta * a_cc
+        g.cn += beta * a_cn
+        g.diag += beta * a_diag
+    g.total = alpha * g.total + beta * a_sum
+    if tuning != "mean":
+        return 0.0, 1.0
+    ad, ao = stats["A22"]["mean_diag"], stats["A22"]["mean_offdiag"]
+    if np.allclose(a_diag, 1.0, atol=1e-12) and abs(a_sum - a_diag.sum()) <= 1e-12 * k:
+        raise DataError(
+            f"tuning='mean' matches G to A22, but A22 of the {k} genotyped animals is the identity: "
+            "they have no pedigree information (e.g. "
+            f"{format_ids(ids, 5)}). Give a pedigree that links them, or set tuning=None"
+        )
+    gw = _means_from(g.diag.sum(), g.total, k)
+    if np.isclose(gw["mean_diag"], gw["mean_offdiag"]):
+        raise DataError("mean diagonal and mean off-diagonal of G are equal: cannot tune (tuning=None)")
+    tb = (ad - ao) / (gw["mean_diag"] - gw["mean_offdiag"])
+    ta = ad - tb * gw["mean_diag"]
+    for block in (g.cc, g.cn, g.diag):
+        block *= tb
+        block += ta
+    g.total = k * k * ta + tb * g.total
+    return ta, tb
+
+
+def _core_factor_and_m(g: _CoreG, ids, npos) -> tuple[np.ndarray, np.ndarray, float]:
+    """G_CC's Cholesky factor L (in place), mᵢ = g*ᵢᵢ − ‖L⁻¹g*_Ci‖² by blocks, and log|G_APY|."""
+    n = len(npos)
+    L, bad = sla.lapack.dpotrf(g.cc, lower=1, clean=1, overwrite_a=1)
     if bad != 0:
         raise NotPositiveDefiniteError(
             "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
             "choose a smaller core (apy_core_size)"
         )
     logdet = 2.0 * float(np.log(np.diag(L)).sum())
-    m = gdiag[npos].copy()
+    m = g.diag[npos].copy()
     for j0 in range(0, n, 2048):
-        Xb = sla.solve_triangular(L, gcn[:, j0 : j0 + 2048], lower=True, check_finite=False)
+        Xb = sla.solve_triangular(L, g.cn[:, j0 : j0 + 2048], lower=True, check_finite=False)
         m[j0 : j0 + 2048] -= np.einsum("ij,ij->j", Xb, Xb)
     if np.any(m <= 0):
         raise NotPositiveDefiniteError(
@@ -515,20 +593,7 @@ def apy_inverse_from_genotypes(
             "blend G (beta > 0)"
         )
     logdet += float(np.log(m).sum())
-    timings["core_factor_and_m"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    info = {
-        "method": "APY (Misztal 2016), from genotypes by blocks",
-        "core": core_ids,
-        "n_core": c,
-        "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
-        "scale": scale,
-        "tuning_a": ta,
-        "tuning_b": tb,
-        "G_stats": stats,
-        "timings": timings,
-    }
-    return ApyInverse(ids, cpos, npos, L, gcn, m, logdet, info)
+    return L, m, logdet
 
 
 def _cross(x: np.ndarray, cpos, npos, acc_cc: np.ndarray, acc_cn: np.ndarray) -> None:

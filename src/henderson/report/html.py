@@ -139,12 +139,13 @@ class Report:
 
     def image(self, png: bytes, caption: str | None = None, width: int | None = None, alt: str | None = None) -> Report:
         """An embedded PNG; ``alt`` says what the figure shows (defaults to the caption)."""
-        if not (alt or caption):
+        alt = alt or caption
+        if not alt:
             raise ValueError("a report figure needs alt text or a caption (screen readers, broken images)")
         b64 = base64.b64encode(png).decode("ascii")
         w = f' style="width:{width}px"' if width else ""
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        alt = html.escape(alt or caption, quote=True)
+        alt = html.escape(alt, quote=True)
         fig = f'<figure><img{w} alt="{alt}" src="data:image/png;base64,{b64}">{cap}</figure>'
         if self._open_grid:
             basis = f' style="flex-basis:{width}px"' if width else ""

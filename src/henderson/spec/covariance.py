@@ -415,5 +415,7 @@ def make_structure(kind: str, components, d: int | None = None) -> Structure:
     if kind == "us":
         return Unstructured(components)
     if kind == "fa":
+        if d is None:
+            raise ModelError("the factor-analytic structure 'fa' needs its number of factors d")
         return FactorAnalytic(components, d)
     raise ModelError(f"unknown covariance structure {kind!r}")
