@@ -66,13 +66,7 @@ def genotype_qc(
         ``individual_report`` indexed by id with ``call_rate``, ``n_missing``,
         ``n_imputed``, ``kept``, ``reason``. ``genotypes.info["qc"]`` holds the counts.
     """
-    for name, val in (
-        ("min_maf", min_maf),
-        ("min_call_rate", min_call_rate),
-        ("min_individual_call_rate", min_individual_call_rate),
-    ):
-        if not 0.0 <= val <= 1.0:
-            raise DataError(f"{name} must be in [0, 1], got {val}")
+    _check_thresholds(min_maf=min_maf, min_call_rate=min_call_rate, min_individual_call_rate=min_individual_call_rate)
     if geno.p == 0:
         raise GenotypeError("no SNP to check")
     ind_missing = _row_missing(geno)
@@ -135,12 +129,24 @@ def genotype_qc(
     return QCResult(out, snp_report, ind_report)
 
 
+def _check_thresholds(**thresholds: float) -> None:
+    """Each QC threshold is a rate or frequency in [0, 1]."""
+    for name, val in thresholds.items():
+        if not 0.0 <= val <= 1.0:
+            raise DataError(f"{name} must be in [0, 1], got {val}")
+
+
 def _reasons(fails: dict, p: int) -> pd.Series:
     """Per SNP, the names of the checks it failed, ``;``-joined (empty when kept)."""
-    reason = pd.Series([""] * p, dtype=object)
-    for key, mask in fails.items():
-        reason[mask] = reason[mask].map(lambda r, k=key: f"{r};{k}" if r else k)
-    return reason
+    keys = list(fails)
+    code = np.zeros(p, dtype=np.int64)  # bit i set: check keys[i] failed
+    for bit, key in enumerate(keys):
+        code |= np.asarray(fails[key], dtype=np.int64) << bit
+    # the joined names of each of the 2**len(keys) combinations, looked up by code
+    joined = np.array(
+        [";".join(k for bit, k in enumerate(keys) if c >> bit & 1) for c in range(1 << len(keys))], dtype=object
+    )
+    return pd.Series(joined[code], dtype=object)
 
 
 def _impute_counted(out: Genotypes, keep_snp, keep_ind, n_imp_snp, n_imp_ind) -> Genotypes:

@@ -66,7 +66,7 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
     )
     same = known & (m1 == n1) & (m2 == n2)
     swapped = known & (m1 == n2) & (m2 == n1) & ~same
-    comp = np.array([_COMPLEMENT.get(a, "?") for a in m1], dtype=object)
+    comp = pd.Series(m1, dtype=object).map(_COMPLEMENT).fillna("?").to_numpy(dtype=object)
     palindromic = known & (comp == m2)
     ids = model_snps["snp"].astype(str).to_numpy()
     ambiguous = swapped & palindromic

@@ -79,7 +79,7 @@ def _read_chunk(bed: str, start: int, stop: int, dims: tuple | None = None) -> G
         ids, p = dims
         with open_bed(bed, count_A1=True, iid_count=len(ids), sid_count=p) as b:
             d = b.read(index=np.s_[:, start:stop], dtype="int8", order="C")
-        snps = pd.DataFrame({"snp": [f"snp{k + 1}" for k in range(start, stop)]})
+        snps = pd.DataFrame({"snp": np.char.add("snp", np.arange(start + 1, stop + 1).astype(str)).astype(object)})
         return Genotypes(ids, snps, d, {"file": bed, "format": "plink"})
     with open_bed(bed, count_A1=True) as b:
         d = b.read(index=np.s_[:, start:stop], dtype="int8", order="C")
@@ -152,6 +152,8 @@ def _grm_share(source, offset: int, chunks, method: str, allele_freq, dtype: str
         try_f32 = method == "vanraden1" and geno.is_integer and dtype != "float64"
         part.add(geno, p, pq, use, default_block_size(geno.n, 4 if try_f32 else 8), try_f32)
         del geno
+    if part is None:  # pragma: no cover - the client gives every worker at least one chunk
+        raise ValueError("a worker's share of the genomic relationship holds no SNP chunks")
     part.fold()
     # plain arrays, not the object: dask sends arrays without a pickled copy of them
     out.update(part.state())
