@@ -101,7 +101,9 @@ def test_snpblup_reproduces_rrblup(wheat, space):
     assert f.result.sigma2["id"] == pytest.approx(0.000707257, rel=1e-5)
     assert f.result.sigma2["id"] == pytest.approx(ex["Vu"], rel=1e-6)
     assert f.result.sigma2["Residual"] == pytest.approx(ex["Ve"], rel=1e-6)
-    assert f.two_sum_pq == pytest.approx(426.270495344216, rel=1e-12)
+    # 2Σpq straight from the marker table (complete calls, 0/1 → counts 0/2, so p = mean)
+    p = wheat[0].markers.to_numpy(dtype=float).mean(axis=0)
+    assert f.two_sum_pq == pytest.approx(2.0 * float(np.sum(p * (1.0 - p))), rel=1e-12)
     assert f.sigma2_g == pytest.approx(RR["exact_reml_optimum"]["gblup"]["Vu"], rel=1e-6)
     # the effects themselves, against rrBLUP's u (centred markers). rrBLUP's Vu is
     # 5e-8 relative from the tight optimum our REML reaches, which moves effects of

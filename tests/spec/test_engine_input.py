@@ -158,8 +158,12 @@ def test_spectral_solver_boundary_like_lme4():
         res = h.fit("Yield ~ 1 + (1|Batch)", d, cov={"Batch": I})
     assert res.solver == "spectral"
     assert res.sigma2["Batch"] == 0.0 and res.variance_components.loc["Batch", "boundary"]
-    assert res.sigma2["Residual"] == pytest.approx(13.8063096275862, rel=1e-8)
-    assert res.loglik == pytest.approx(-80.9141389061442, abs=1e-8)
+    # at σ²_Batch = 0 the model is y ~ N(1μ, σ²I): REML gives σ² = s² (ddof 1) and
+    # −2ℓ_R = log n + (n − 1)(1 + log 2πσ²) (lme4's criterion, log|X'X| = log n)
+    y = d["Yield"].to_numpy(dtype=float)
+    n, s2 = len(y), float(np.var(y, ddof=1))
+    assert res.sigma2["Residual"] == pytest.approx(s2, rel=1e-8)
+    assert res.loglik == pytest.approx(-0.5 * (np.log(n) + (n - 1) * (1 + np.log(2 * np.pi * s2))), abs=1e-8)
     assert np.isnan(res.variance_components.loc["Batch", "se"])
 
 
