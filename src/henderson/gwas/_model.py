@@ -93,61 +93,78 @@ def fitted_model(est) -> Fitted:
 
     if not hasattr(est, "variance_components_"):
         raise ModelError(f"{type(est).__name__} is not fitted: call fit(X, y) first")
-    s_g, s_e = _sigma2(est)
     if isinstance(est, GBLUP):
-        if est.grm != "vanraden1":
-            raise ModelError(
-                f"back-solving SNP effects needs G = WW'/2sum(pq) (grm='vanraden1'), "
-                f"not grm={est.grm!r}; use method='mlma' instead"
-            )
-        G = est.G_
-        freq = getattr(est, "allele_freq_", None) if getattr(est, "genotypes_", None) is not None else None
-        snp_ids = est.genotypes_.snp_ids if getattr(est, "genotypes_", None) is not None else None
-        return Fitted("GBLUP", _design_from(est, G.ids), G, s_g, s_e, G.info.get("scale"), freq, snp_ids, estimator=est)
+        return _fitted_gblup(est)
     if isinstance(est, SNPBLUP):
-        f = est.fit_
-        snp_ids = f.snp_effects["snp"].to_numpy()
-        design = _design_from(est, est.gebv_.index.to_numpy())
-        # Var(g) = σ²_β WW' = (2Σpq σ²_β) G with G = WW'/2Σpq
-        return Fitted(
-            "SNPBLUP",
-            design,
-            None,
-            f.two_sum_pq * est.sigma2_beta_,
-            s_e,
-            f.two_sum_pq,
-            np.asarray(f.allele_freq, dtype=float),
-            snp_ids,
-            estimator=est,
-        )
+        return _fitted_snpblup(est)
     if all(hasattr(est, a) for a in ("G_", "gebv_", "genotyped_pec")):
-        G = est.G_
-        pec = est.genotyped_pec()
-        if not isinstance(pec, pd.DataFrame):
-            raise ModelError("genotyped_pec() must return a DataFrame with G's ids as index and columns")
-        ids = [str(i) for i in G.ids]
-        pec.index, pec.columns = pec.index.astype(str), pec.columns.astype(str)
-        absent = [i for i in ids if i not in pec.index]
-        if absent:
-            raise DataError(f"genotyped_pec() lacks {len(absent)} genotyped animal(s) of G_: {absent[:10]}")
-        gebv = est.gebv_["gebv"]
-        gebv.index = gebv.index.astype(str)
-        freq = getattr(est, "allele_freq_", None)
-        freq = None if freq is None else np.asarray(freq, dtype=float)
-        return Fitted(
-            type(est).__name__,
-            None,
-            G,
-            s_g,
-            s_e,
-            G.info.get("scale"),
-            freq,
-            gebv=gebv.loc[ids].to_numpy(dtype=float),
-            pec=pec.loc[ids, ids].to_numpy(dtype=float),
-            estimator=est,
-        )
+        return _fitted_single_step_hook(est)
     raise ModelError(
         f"association cannot read a {type(est).__name__}: pass a fitted GBLUP or SNPBLUP, "
         "an estimator with G_, gebv_ and genotyped_pec() (single-step), or phenotypes "
         "(a Series by id) with method='mlma'"
+    )
+
+
+def _fitted_gblup(est) -> Fitted:
+    """A GBLUP on G = WW'/2Σpq (VanRaden 1), the only G whose SNP effects back-solve."""
+    s_g, s_e = _sigma2(est)
+    if est.grm != "vanraden1":
+        raise ModelError(
+            f"back-solving SNP effects needs G = WW'/2sum(pq) (grm='vanraden1'), "
+            f"not grm={est.grm!r}; use method='mlma' instead"
+        )
+    G = est.G_
+    freq = getattr(est, "allele_freq_", None) if getattr(est, "genotypes_", None) is not None else None
+    snp_ids = est.genotypes_.snp_ids if getattr(est, "genotypes_", None) is not None else None
+    return Fitted("GBLUP", _design_from(est, G.ids), G, s_g, s_e, G.info.get("scale"), freq, snp_ids, estimator=est)
+
+
+def _fitted_snpblup(est) -> Fitted:
+    """A SNP-BLUP: Var(g) = σ²_β WW' = (2Σpq σ²_β) G with G = WW'/2Σpq."""
+    _, s_e = _sigma2(est)
+    f = est.fit_
+    snp_ids = f.snp_effects["snp"].to_numpy()
+    design = _design_from(est, est.gebv_.index.to_numpy())
+    # Var(g) = σ²_β WW' = (2Σpq σ²_β) G with G = WW'/2Σpq
+    return Fitted(
+        "SNPBLUP",
+        design,
+        None,
+        f.two_sum_pq * est.sigma2_beta_,
+        s_e,
+        f.two_sum_pq,
+        np.asarray(f.allele_freq, dtype=float),
+        snp_ids,
+        estimator=est,
+    )
+
+
+def _fitted_single_step_hook(est) -> Fitted:
+    """Any estimator with ``G_``, ``gebv_`` and ``genotyped_pec()`` (see :func:`fitted_model`)."""
+    s_g, s_e = _sigma2(est)
+    G = est.G_
+    pec = est.genotyped_pec()
+    if not isinstance(pec, pd.DataFrame):
+        raise ModelError("genotyped_pec() must return a DataFrame with G's ids as index and columns")
+    ids = pd.Index(G.ids).astype(str)
+    pec.index, pec.columns = pec.index.astype(str), pec.columns.astype(str)
+    absent = ids[~ids.isin(pec.index)]
+    if len(absent):
+        raise DataError(f"genotyped_pec() lacks {len(absent)} genotyped animal(s) of G_: {list(absent[:10])}")
+    gebv = est.gebv_["gebv"]
+    gebv.index = gebv.index.astype(str)
+    freq = getattr(est, "allele_freq_", None)
+    freq = None if freq is None else np.asarray(freq, dtype=float)
+    return Fitted(
+        type(est).__name__,
+        None,
+        G,
+        s_g,
+        s_e,
+        G.info.get("scale"),
+        freq,
+        gebv=gebv.loc[ids].to_numpy(dtype=float),
+        pec=pec.loc[ids, ids].to_numpy(dtype=float),
+        estimator=est,
     )

@@ -153,13 +153,53 @@ class _Position:
     site: str | None = None
 
 
-def _read_sites(vcf, path: Path, field: str, state: _Position) -> Genotypes:
+def _samples(vcf, path: Path) -> list[str]:
+    """The sample names of the header: at least one, no duplicates (checked before any site)."""
     samples = list(vcf.samples)
     if not samples:
         raise GenotypeError(f"{path}: no sample columns (a sites-only VCF has no genotypes)")
     dup = pd.Index(samples)
-    if dup.has_duplicates:  # before reading any site: the header alone decides it
+    if dup.has_duplicates:
         raise GenotypeError(f"{path}: duplicated sample names: " + format_ids(dup[dup.duplicated()].unique()))
+    return samples
+
+
+def _field_dosage(v, field: str, samples: list[str], path: Path, sid: str) -> np.ndarray:
+    """A numeric FORMAT field's ALT dosage at one site (NaN missing), checked to lie in [0, 2]."""
+    g = np.asarray(v.format(field), dtype=np.float64)[:, 0]
+    g[~np.isfinite(g)] = np.nan  # bcf_float_missing is a NaN payload
+    bad = ~np.isnan(g) & ((g < 0) | (g > 2))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise GenotypeError(f"{path}: {field} {g[j]:g} at site {sid!r} for sample {samples[j]!r} is outside [0, 2]")
+    return g
+
+
+def _warn_skipped(path: Path, field: str, multi: list[str], lacking: list[str], n_haploid: int) -> None:
+    """DataWarnings for skipped multi-allelic sites, sites without the field, haploid calls."""
+    if multi:
+        warnings.warn(
+            f"{path.name}: skipped {len(multi)} multi-allelic site(s): {format_ids(multi)}",
+            DataWarning,
+            stacklevel=5,
+        )
+    if lacking:
+        warnings.warn(
+            f"{path.name}: {len(lacking)} site(s) have no {field} in their FORMAT and were read as "
+            f"missing calls: {format_ids(lacking)}",
+            DataWarning,
+            stacklevel=5,
+        )
+    if n_haploid:
+        warnings.warn(
+            f"{path.name}: {n_haploid} haploid call(s) counted as homozygous (0 or 2 ALT copies, PLINK's convention)",
+            DataWarning,
+            stacklevel=5,
+        )
+
+
+def _read_sites(vcf, path: Path, field: str, state: _Position) -> Genotypes:
+    samples = _samples(vcf, path)
     hard = _check_header(vcf, path, field)
     rows, meta, multi, lacking = [], [], [], []
     n_haploid = 0
@@ -178,35 +218,10 @@ def _read_sites(vcf, path: Path, field: str, state: _Position) -> Genotypes:
             g, k = _gt_dosage(v, len(alt), samples, path, sid)
             n_haploid += k
         else:
-            g = np.asarray(v.format(field), dtype=np.float64)[:, 0]
-            g[~np.isfinite(g)] = np.nan  # bcf_float_missing is a NaN payload
-            bad = ~np.isnan(g) & ((g < 0) | (g > 2))
-            if bad.any():
-                j = int(np.flatnonzero(bad)[0])
-                raise GenotypeError(
-                    f"{path}: {field} {g[j]:g} at site {sid!r} for sample {samples[j]!r} is outside [0, 2]"
-                )
+            g = _field_dosage(v, field, samples, path, sid)
         rows.append(g)
         meta.append((sid, v.CHROM, v.POS, alt[0] if alt else ".", v.REF))
-    if multi:
-        warnings.warn(
-            f"{path.name}: skipped {len(multi)} multi-allelic site(s): {format_ids(multi)}",
-            DataWarning,
-            stacklevel=4,
-        )
-    if lacking:
-        warnings.warn(
-            f"{path.name}: {len(lacking)} site(s) have no {field} in their FORMAT and were read as "
-            f"missing calls: {format_ids(lacking)}",
-            DataWarning,
-            stacklevel=4,
-        )
-    if n_haploid:
-        warnings.warn(
-            f"{path.name}: {n_haploid} haploid call(s) counted as homozygous (0 or 2 ALT copies, PLINK's convention)",
-            DataWarning,
-            stacklevel=4,
-        )
+    _warn_skipped(path, field, multi, lacking, n_haploid)
     if not rows:
         raise GenotypeError(f"{path.name}: no bi-allelic site to read ({len(multi)} multi-allelic skipped)")
     snps = pd.DataFrame(meta, columns=["snp", "chrom", "pos", "allele1", "allele2"])

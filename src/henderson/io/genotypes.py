@@ -138,9 +138,8 @@ def _header(path: Path) -> tuple[str, list[str]]:
     return sep or r"\s+", [n.strip() for n in names]
 
 
-def _read_matrix(path: Path, coding: str | None) -> Genotypes:
-    if coding is not None and coding not in CODINGS:
-        raise DataError(f"coding must be one of {', '.join(repr(c) for c in CODINGS)}, not {coding!r}")
+def _checked_header(path: Path) -> tuple[str, list[str]]:
+    """(separator, column names) of a matrix file: an id column, SNP columns, unique names."""
     sep, names = _header(path)
     if len(names) < 2:
         raise GenotypeError(f"{path}: the header line needs an id column and at least one SNP column")
@@ -152,34 +151,11 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
             f"{path}: duplicated column name(s) in the header: {format_ids(dup)} "
             f"(columns {', '.join(cols[:10])}); SNP ids must be unique"
         )
-    try:
-        frame = pd.read_csv(
-            path,
-            sep=sep,
-            skip_blank_lines=False,
-            na_values=["NA", "."],
-            low_memory=False,
-            dtype={names[0]: str},
-            encoding="utf-8-sig",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise GenotypeError(f"{path}: cannot parse ({err})") from err
-    frame.columns = names
-    id_col = names[0]
-    line = np.arange(len(frame)) + 2  # header is line 1; blank lines are kept as rows
-    blank = frame.isna().all(axis=1).to_numpy()
-    _check_short_rows(path, sep, len(names), frame[names[-1]].isna().to_numpy() & ~blank, line)
-    frame, line = frame.loc[~blank], line[~blank]
-    if frame[id_col].isna().any():
-        bad = line[frame[id_col].isna().to_numpy()]
-        raise GenotypeError(f"{path.name}: missing individual id on line(s) {format_ids(bad)}")
-    ids = frame[id_col].str.strip().to_numpy(dtype=object)
-    dup = pd.Index(ids).duplicated(keep=False)
-    if dup.any():
-        shown = [f"{i!r} (line {ln})" for i, ln in zip(ids[dup][:10], line[dup][:10])]
-        raise GenotypeError(f"{path.name}: duplicated individual id(s): " + ", ".join(shown))
-    body = frame.drop(columns=id_col)
-    snp_ids = names[1:]
+    return sep, names
+
+
+def _check_numeric(body: pd.DataFrame, ids, snp_ids, line, path: Path) -> None:
+    """Every genotype cell is a number or missing; the first other cell is named by id, SNP and line."""
     for j, col in enumerate(body.columns):  # only non-numeric columns are inspected
         if not pd.api.types.is_numeric_dtype(body[col]):
             num = pd.to_numeric(body[col], errors="coerce")
@@ -188,6 +164,21 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
                 f"{path.name}: non-numeric genotype {body[col].iloc[r]!r} for id {ids[r]!r}, "
                 f"SNP {snp_ids[j]!r} (line {line[r]}, column {j + 2})"
             )
+
+
+def _read_matrix(path: Path, coding: str | None) -> Genotypes:
+    if coding is not None and coding not in CODINGS:
+        raise DataError(f"coding must be one of {', '.join(repr(c) for c in CODINGS)}, not {coding!r}")
+    sep, names = _checked_header(path)
+    frame, line = _rows_of(path, sep, names)
+    ids = frame[names[0]].str.strip().to_numpy(dtype=object)
+    dup = pd.Index(ids).duplicated(keep=False)
+    if dup.any():
+        shown = [f"{i!r} (line {ln})" for i, ln in zip(ids[dup][:10], line[dup][:10])]
+        raise GenotypeError(f"{path.name}: duplicated individual id(s): " + ", ".join(shown))
+    body = frame.drop(columns=names[0])
+    snp_ids = names[1:]
+    _check_numeric(body, ids, snp_ids, line, path)
     v = body.to_numpy(dtype=np.float64, na_value=np.nan)
     detected = coding is None
     evidence = "declared"
@@ -209,6 +200,32 @@ def _read_matrix(path: Path, coding: str | None) -> Genotypes:
         "coding_evidence": evidence,
     }
     return Genotypes(ids, snp_ids, d, info)
+
+
+def _rows_of(path: Path, sep: str, names: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The file's non-blank rows (every id present, no short row) and their line numbers."""
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            skip_blank_lines=False,
+            na_values=["NA", "."],
+            low_memory=False,
+            dtype={names[0]: str},
+            encoding="utf-8-sig",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        raise GenotypeError(f"{path}: cannot parse ({err})") from err
+    frame.columns = names
+    id_col = names[0]
+    line = np.arange(len(frame)) + 2  # header is line 1; blank lines are kept as rows
+    blank = frame.isna().all(axis=1).to_numpy()
+    _check_short_rows(path, sep, len(names), frame[names[-1]].isna().to_numpy() & ~blank, line)
+    frame, line = frame.loc[~blank], line[~blank]
+    if frame[id_col].isna().any():
+        bad = line[frame[id_col].isna().to_numpy()]
+        raise GenotypeError(f"{path.name}: missing individual id on line(s) {format_ids(bad)}")
+    return frame, line
 
 
 def _check_short_rows(path: Path, sep: str, n_fields: int, candidates: np.ndarray, line: np.ndarray) -> None:

@@ -419,12 +419,75 @@ class _CoreG:
         self.total *= alpha
 
 
+class _BlockSums:
+    """Running sums over SNP blocks for G's core blocks.
+
+    The C×C and C×N numerators (float32 on raw integer codes, added into float64 before
+    float32 stops being exact; float64 for centred blocks), ‖wᵢ‖², ‖W'1‖², yang's
+    diagonal term, and the centring terms of the raw-code blocks (s = Xc, c'c).
+    """
+
+    def __init__(self, k: int, cpos, npos):
+        self.cpos, self.npos = cpos, npos
+        self.c, self.n = len(cpos), len(npos)
+        self.acc32: _CoreCross | None = None
+        self.acc64: _CoreCross | None = None
+        self.s = np.zeros(k)  # X c of the float32 blocks (centring)
+        self.ccc = 0.0  # c'c of the float32 blocks
+        self.m32 = 0  # SNPs in the float32 numerators since they were last flushed
+        self.wdiag = np.zeros(k)  # ‖w_i‖² (the centred codes' diagonal of WW')
+        self.diag_extra = np.zeros(k)  # yang's diagonal term
+        self.colsum_sq = 0.0  # ‖W'1‖²
+
+    def add_codes(self, x: np.ndarray, cvec: np.ndarray, exact_limit: int) -> None:
+        """A float32 block of raw codes ``x`` (k, b) whose centring is ``cvec`` = 2p."""
+        k, b = x.shape
+        if self.acc32 is not None and 4 * (self.m32 + b) >= exact_limit:
+            self.acc64 = _flush32(self.acc32, self.acc64, self.c, self.n)
+            self.m32 = 0
+        if self.acc32 is None:
+            self.acc32 = _CoreCross.zeros(self.c, self.n, np.float32)
+        _cross(x, self.cpos, self.npos, self.acc32.cc, self.acc32.cn)
+        self.wdiag += np.einsum("ij,ij->i", x, x)  # exact: integers < 2**24
+        self.colsum_sq += float(np.sum((x.sum(axis=0, dtype=np.float64) - k * cvec) ** 2))
+        self.ccc += float(cvec @ cvec)
+        self.m32 += b
+
+    def add_centred(self, w: np.ndarray) -> None:
+        """A float64 block of centred (and scaled) codes ``w`` (k, b)."""
+        if self.acc64 is None:
+            self.acc64 = _CoreCross.zeros(self.c, self.n)
+        _cross(w, self.cpos, self.npos, self.acc64.cc, self.acc64.cn)
+        self.wdiag += np.einsum("ij,ij->i", w, w)
+        self.colsum_sq += float(np.sum(w.sum(axis=0) ** 2))
+
+    def numerators(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W_C W_C', W_C W_N') in float64, the raw-code blocks centred; frees the accumulators.
+
+        Centring of the float32 (raw code) part: WW' = XX' − s1' − 1s' + (c'c)11'.
+        """
+        self.wdiag += -2.0 * self.s + self.ccc
+        gcc, gcn = _merged_numerators(self.acc32, self.acc64, self.c, self.n)
+        self.acc32 = self.acc64 = None
+        s, ccc = self.s, self.ccc
+        if ccc or s.any():
+            sc, sn = s[self.cpos], s[self.npos]
+            gcc -= sc[:, None]
+            gcc -= sc[None, :]
+            gcc += ccc
+            for j0 in range(0, self.n, 4096):
+                blk = gcn[:, j0 : j0 + 4096]
+                blk -= sc[:, None]
+                blk -= sn[None, j0 : j0 + 4096]
+                blk += ccc
+        return gcc, gcn
+
+
 def _core_blocks_of_g(geno, grm: str, allele_freq, block_size: int | None, cpos, npos) -> _CoreG:
     """G_CC, G_CN and diag(G) by SNP blocks (float32 GEMM on exact integer codes, else float64)."""
     from . import genomic as gm
 
     k = geno.n
-    c, n = len(cpos), len(npos)
     p, _ = gm._resolve_freq(geno, allele_freq)
     pq = p * (1.0 - p)
     use, _, _ = gm._snps_used(geno, grm, p, pq)
@@ -432,14 +495,7 @@ def _core_blocks_of_g(geno, grm: str, allele_freq, block_size: int | None, cpos,
     try_f32 = grm == "vanraden1" and geno.is_integer
     b = block_size or gm.default_block_size(k, 4 if try_f32 else 8, target_mb=256.0)
     b64 = max(1, b // 2) if try_f32 else b
-    acc32: _CoreCross | None = None
-    acc64: _CoreCross | None = None
-    s = np.zeros(k)  # X c of the float32 blocks (centring)
-    ccc = 0.0  # c'c of the float32 blocks
-    m32 = 0
-    wdiag = np.zeros(k)  # ‖w_i‖² (the centred codes' diagonal of WW')
-    diag_extra = np.zeros(k)  # yang's diagonal term
-    colsum_sq = 0.0  # ‖W'1‖²
+    sums = _BlockSums(k, cpos, npos)
     scratch = gm._Scratch()
     no_cols = np.empty(0, np.int64)
     for start in range(0, geno.p, b):
@@ -449,49 +505,23 @@ def _core_blocks_of_g(geno, grm: str, allele_freq, block_size: int | None, cpos,
         if try_f32:
             cvec = 2.0 * p[cols]
             x = scratch.view(np.float32, k, cols.size)
-            if gm._fill_f32(geno.dosages, cols, no_cols, cvec, x, s) == 0:
-                if acc32 is not None and 4 * (m32 + cols.size) >= gm._EXACT_F32:
-                    acc64 = _flush32(acc32, acc64, c, n)
-                    m32 = 0
-                if acc32 is None:
-                    acc32 = _CoreCross.zeros(c, n, np.float32)
-                _cross(x, cpos, npos, acc32.cc, acc32.cn)
-                wdiag += np.einsum("ij,ij->i", x, x)  # exact: integers < 2**24
-                colsum_sq += float(np.sum((x.sum(axis=0, dtype=np.float64) - k * cvec) ** 2))
-                ccc += float(cvec @ cvec)
-                m32 += cols.size
+            if gm._fill_f32(geno.dosages, cols, no_cols, cvec, x, sums.s) == 0:
+                sums.add_codes(x, cvec, gm._EXACT_F32)
                 continue
         for k0 in range(0, cols.size, b64):
             sub = cols[k0 : k0 + b64]
             w = scratch.view(np.float64, k, sub.size)
-            gm._fill_f64(geno, grm, sub, no_cols, p, pq, w, diag_extra)
-            if acc64 is None:
-                acc64 = _CoreCross.zeros(c, n)
-            _cross(w, cpos, npos, acc64.cc, acc64.cn)
-            wdiag += np.einsum("ij,ij->i", w, w)
-            colsum_sq += float(np.sum(w.sum(axis=0) ** 2))
+            gm._fill_f64(geno, grm, sub, no_cols, p, pq, w, sums.diag_extra)
+            sums.add_centred(w)
     del scratch
-    # centring of the float32 (raw code) part: WW' = XX' − s1' − 1s' + (c'c)11'
-    wdiag += -2.0 * s + ccc
-    gcc, gcn = _merged_numerators(acc32, acc64, c, n)
-    acc32 = acc64 = None
-    if ccc or s.any():
-        sc, sn = s[cpos], s[npos]
-        gcc -= sc[:, None]
-        gcc -= sc[None, :]
-        gcc += ccc
-        for j0 in range(0, n, 4096):
-            blk = gcn[:, j0 : j0 + 4096]
-            blk -= sc[:, None]
-            blk -= sn[None, j0 : j0 + 4096]
-            blk += ccc
+    gcc, gcn = sums.numerators()
     gcc /= scale
     gcn /= scale
-    gdiag = wdiag / scale
+    gdiag = sums.wdiag / scale
     if grm == "yang":
-        gdiag += diag_extra / scale + 1.0
-    gcc[np.diag_indices(c)] = gdiag[cpos]
-    g_sum = (colsum_sq - wdiag.sum()) / scale + gdiag.sum()  # 1'G1
+        gdiag += sums.diag_extra / scale + 1.0
+    gcc[np.diag_indices(len(cpos))] = gdiag[cpos]
+    g_sum = (sums.colsum_sq - sums.wdiag.sum()) / scale + gdiag.sum()  # 1'G1
     return _CoreG(gcc, gcn, gdiag, g_sum, scale)
 
 
