@@ -69,7 +69,34 @@ def to_user(result, spec, scaling: Scaling, method: str):
     if s == 1.0 and not np.any(b0):
         return result
     s2 = s * s
-    vc = result.variance_components.copy()
+    d = spec.n - spec.p if method == "reml" else spec.n
+    shift = d * np.log(s)  # log L = log L_w − d log s
+    resid = result.residuals * s
+    fitted = pd.Series(spec.y - resid.to_numpy(), index=result.fitted.index, name=result.fitted.name)
+    settings = dict(result.settings)
+    settings["y_standardised"] = {"scale": s, "centre": "X b_ols"}
+    with np.errstate(over="ignore"):  # s⁴ beyond 1.8e308 (s > 1e77): the covariance is inf there
+        vcov = None if result.vcov is None else result.vcov * s2 * s2
+    return dataclasses.replace(
+        result,
+        variance_components=_user_variances(result.variance_components, s),
+        fixed_effects=_user_fixed_effects(result.fixed_effects, s, b0),
+        blups=_user_blups(result.blups, s),
+        loglik=float(result.loglik - shift),
+        aic=float(result.aic + 2 * shift),
+        bic=float(result.bic + 2 * shift),
+        log=_user_log(result.log, s, shift),
+        fitted=fitted,
+        residuals=resid,
+        settings=settings,
+        vcov=vcov,
+    )
+
+
+def _user_variances(vc: pd.DataFrame, s: float) -> pd.DataFrame:
+    """Variance components (and their SEs) times s²; an error when they overflow."""
+    s2 = s * s
+    vc = vc.copy()
     vc["variance"] = vc["variance"] * s2
     vc["se"] = vc["se"] * s2
     if "mc_se" in vc:  # stochastic REML's Monte Carlo SE
@@ -80,46 +107,40 @@ def to_user(result, spec, scaling: Scaling, method: str):
             "variance of the standardised trait) exceed the largest floating-point number (1.8e308). "
             "Express the trait in other units (e.g. divide it by a power of 10)"
         )
-    fe = result.fixed_effects.copy()
+    return vc
+
+
+def _user_fixed_effects(fe: pd.DataFrame, s: float, b0) -> pd.DataFrame:
+    """β = s β_w + b0 (b0: the OLS coefficients taken out), SEs times s, t again."""
+    fe = fe.copy()
     fe["estimate"] = fe["estimate"] * s + b0
     fe["se"] = fe["se"] * s
     with np.errstate(divide="ignore", invalid="ignore"):
         fe["t"] = fe["estimate"] / fe["se"]
-    blups = {}
-    for name, tab in result.blups.items():
+    return fe
+
+
+def _user_blups(blups: dict, s: float) -> dict:
+    """Each term's BLUPs times s, PEVs (and their Monte Carlo SEs) times s²."""
+    s2 = s * s
+    out = {}
+    for name, tab in blups.items():
         tab = tab.copy()
         tab["blup"] = tab["blup"] * s
         tab["pev"] = tab["pev"] * s2
         if "pev_se" in tab:  # sampled PEV's SE
             tab["pev_se"] = tab["pev_se"] * s2
-        blups[name] = tab
-    d = spec.n - spec.p if method == "reml" else spec.n
-    shift = d * np.log(s)  # log L = log L_w − d log s
-    log = result.log
+        out[name] = tab
+    return out
+
+
+def _user_log(log, s: float, shift: float):
+    """The optimisation log's variances times s² and its −2 log L shifted by 2·shift."""
     if isinstance(log, pd.DataFrame) and len(log):
         log = log.copy()
         for c in log.columns:
             if str(c).startswith("sigma2_"):
-                log[c] = log[c] * s2
+                log[c] = log[c] * (s * s)
         if "m2ll" in log:
             log["m2ll"] = log["m2ll"] + 2 * shift
-    resid = result.residuals * s
-    fitted = pd.Series(spec.y - resid.to_numpy(), index=result.fitted.index, name=result.fitted.name)
-    settings = dict(result.settings)
-    settings["y_standardised"] = {"scale": s, "centre": "X b_ols"}
-    with np.errstate(over="ignore"):  # s⁴ beyond 1.8e308 (s > 1e77): the covariance is inf there
-        vcov = None if result.vcov is None else result.vcov * s2 * s2
-    return dataclasses.replace(
-        result,
-        variance_components=vc,
-        fixed_effects=fe,
-        blups=blups,
-        loglik=float(result.loglik - shift),
-        aic=float(result.aic + 2 * shift),
-        bic=float(result.bic + 2 * shift),
-        log=log,
-        fitted=fitted,
-        residuals=resid,
-        settings=settings,
-        vcov=vcov,
-    )
+    return log

@@ -520,7 +520,17 @@ class SingleStepGBLUP(_Base):
         self.h2_, self.h2_se_ = float(vc.loc[ID, "ratio"]), float(vc.loc[ID, "ratio_se"])
         self.snp_effects_ = None
         self._pec = None  # C^gg, computed once (genotyped_pec) and shared with snp_effects_
-        info = f.Hinv.info
+        self._set_genotyped_g(f.Hinv.info, genotypes, gids)
+        if isinstance(genotypes, Genotypes) and genotypes.n:
+            k, m = len(gids), genotypes.p
+            want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
+            if want:
+                pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
+                self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
+        return self
+
+    def _set_genotyped_g(self, info: dict, genotypes, gids) -> None:
+        """``G_`` (the G* that H⁻¹ used, with its 2Σpq) and ``allele_freq_`` (from genotypes)."""
         self.G_ = self.allele_freq_ = None
         if "G_star" in info:
             scale = info.get("genotypes_info", {}).get("scale")
@@ -535,13 +545,6 @@ class SingleStepGBLUP(_Base):
                 kind="G",
                 info={"method": "G* (blended, tuned) of single-step H⁻¹", "scale": scale},
             )
-        if isinstance(genotypes, Genotypes) and genotypes.n:
-            k, m = len(gids), genotypes.p
-            want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
-            if want:
-                pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
-                self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
-        return self
 
     def _fit_traits(self, pedigree, genotypes, y):
         """Multi-trait single-step, REML or at given (Σ_g, Σ_e) (:mod:`henderson.multitrait.single_step`)."""

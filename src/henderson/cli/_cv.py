@@ -99,22 +99,7 @@ def run_cv(s: Session, model: str, o: GeneticOptions, c: CVOptions) -> None:
 
     model = _checked_model(model, o)
     o = replace(o, method=checked_method(o.method))
-    s.settings.update(
-        {
-            "model": model,
-            "trait": o.trait,
-            "fixed": o.fixed,
-            "method": o.method,
-            "missing": o.missing,
-            "folds": c.folds,
-            "repeats": c.repeats,
-            "groups": c.groups,
-            "fold_column": c.fold_column,
-            "seed": c.seed,
-            "refit_variances": c.refit,
-            "jobs": c.jobs,
-        }
-    )
+    _record_settings(s, model, o, c)
     y, data, frame = read_trait(s, o)
     c, cv_arg, grp = _fold_labels(s, c, frame, o.id_column)
     est, X = _model_and_inputs(s, model, o)
@@ -134,6 +119,32 @@ def run_cv(s: Session, model: str, o: GeneticOptions, c: CVOptions) -> None:
             progress=update,
             scheduler=c.scheduler or None,
         )
+    _write_cv_outputs(s, label, o, c, res, y)
+    s.done()
+
+
+def _record_settings(s: Session, model: str, o: GeneticOptions, c: CVOptions) -> None:
+    """The run's model and CV options, as summary.json records them."""
+    s.settings.update(
+        {
+            "model": model,
+            "trait": o.trait,
+            "fixed": o.fixed,
+            "method": o.method,
+            "missing": o.missing,
+            "folds": c.folds,
+            "repeats": c.repeats,
+            "groups": c.groups,
+            "fold_column": c.fold_column,
+            "seed": c.seed,
+            "refit_variances": c.refit,
+            "jobs": c.jobs,
+        }
+    )
+
+
+def _write_cv_outputs(s: Session, label: str, o: GeneticOptions, c: CVOptions, res, y) -> None:
+    """Print the result; write cv_predictions.csv, cv_metrics.csv, report.html and summary.json."""
     pred = res.predictions.copy()
     pred.insert(0, "model", label)
     fm = order_metrics(res.fold_metrics.assign(model=label))
@@ -153,7 +164,6 @@ def run_cv(s: Session, model: str, o: GeneticOptions, c: CVOptions) -> None:
                 "leakage_note": cli_words(leak) if leak else None,
             }
         )
-    s.done()
 
 
 def _checked_model(model: str, o: GeneticOptions) -> str:

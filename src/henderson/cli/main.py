@@ -165,23 +165,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted_exit()
     except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
-        if interrupted(e):
-            return _interrupted_exit()
-        session = STATE.get("session")
-        err = session.output_error(e) if session is not None else None
-        if err is not None:
-            err.__cause__ = e
-        return report_exception(err or e, STATE["debug"] or "--debug" in args)
+        return _error_exit(e, STATE["debug"] or "--debug" in args)
     finally:
-        session = STATE.get("session")
-        if session is not None:  # the run did not finish: drop its staged outputs
-            from ._output import _no_interrupt
-
-            STATE["session"] = None
-            with _no_interrupt():
-                session.abort()
+        _abort_unfinished_session()
         warnings.showwarning = old
         sys.stdout.flush()
+
+
+def _error_exit(e: Exception, debug: bool) -> int:
+    """The exit code of a failed run, once the error is reported (an output error by its option)."""
+    if interrupted(e):
+        return _interrupted_exit()
+    session = STATE.get("session")
+    err = session.output_error(e) if session is not None else None
+    if err is not None:
+        err.__cause__ = e
+    return report_exception(err or e, debug)
+
+
+def _abort_unfinished_session() -> None:
+    """A run that did not finish drops its staged outputs (the previous results stay)."""
+    session = STATE.get("session")
+    if session is not None:
+        from ._output import _no_interrupt
+
+        STATE["session"] = None
+        with _no_interrupt():
+            session.abort()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,6 +138,21 @@ def read_plink(path: Path) -> Genotypes:
         raise
     except Exception as err:  # bed-reader's parse errors: name the fileset
         raise GenotypeError(f"PLINK fileset {prefix}: cannot read ({type(err).__name__}: {err})") from err
+    _check_unique_ids(iid, snps["snp"], files)
+    info = {
+        "file": str(bed_file),
+        "format": "plink",
+        "coding": "012",
+        "coding_detected": False,
+        "counted_allele": "A1 (.bim column 5)",
+        # by IID, so that subsets and G built from these genotypes keep the right FID
+        "fid": pd.Series(fid, index=pd.Index(iid, name="id"), name="fid"),
+    }
+    return Genotypes(iid, snps, d, info)
+
+
+def _check_unique_ids(iid: np.ndarray, snp: pd.Series, files: dict[str, Path]) -> None:
+    """Each IID once in the .fam (the lines of repeats named) and each SNP id once in the .bim."""
     dup = pd.Index(iid)
     if dup.has_duplicates:
         rep = pd.Series(np.arange(len(iid)) + 1, index=dup)[dup.duplicated(keep=False)]  # .fam lines
@@ -149,21 +164,11 @@ def read_plink(path: Path) -> Genotypes:
             f"{files['fam']}: duplicated individual ids (IID, column 2): {where}; "
             "henderson identifies individuals by IID, so each must appear once"
         )
-    dup = pd.Index(snps["snp"])
+    dup = pd.Index(snp)
     if dup.has_duplicates:
         raise GenotypeError(
             f"{files['bim']}: duplicated SNP ids (column 2): " + format_ids(dup[dup.duplicated()].unique())
         )
-    info = {
-        "file": str(bed_file),
-        "format": "plink",
-        "coding": "012",
-        "coding_detected": False,
-        "counted_allele": "A1 (.bim column 5)",
-        # by IID, so that subsets and G built from these genotypes keep the right FID
-        "fid": pd.Series(fid, index=pd.Index(iid, name="id"), name="fid"),
-    }
-    return Genotypes(iid, snps, d, info)
 
 
 def write_plink(path, geno: Genotypes, fid=None) -> Path:

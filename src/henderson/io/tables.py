@@ -279,6 +279,12 @@ def trait_values(frame: pd.DataFrame, trait: str, ids: pd.Series) -> tuple[pd.Se
         raise DataError(
             f"{src}: non-numeric value {value!r} in column {trait!r} (line {r + 2}, id {ids.iloc[r]!r}){hint}"
         )
+    notes = _missing_code_notes(frame, trait, src, declared) + _suspect_code_notes(y, trait, src)
+    return y.astype(float), notes
+
+
+def _missing_code_notes(frame: pd.DataFrame, trait: str, src: str, declared: set) -> list[str]:
+    """How many cells of a file's trait column were read as missing: '.' and each declared code."""
     notes: list[str] = []
     if "path" in frame.attrs:
         raw = _raw_column(frame, trait)
@@ -296,6 +302,12 @@ def trait_values(frame: pd.DataFrame, trait: str, ids: pd.Series) -> tuple[pd.Se
                         f"{src}: {n} value(s) {code!r} in column {trait!r} read as missing "
                         "(declared missing-value code)"
                     )
+    return notes
+
+
+def _suspect_code_notes(y: pd.Series, trait: str, src: str) -> list[str]:
+    """Values such as -9 or 0 below every other value: common missing-value codes, kept as values."""
+    notes: list[str] = []
     v = y.to_numpy(dtype=float)
     for code in SUSPECT_CODES:
         hit = v == code
@@ -311,7 +323,7 @@ def trait_values(frame: pd.DataFrame, trait: str, ids: pd.Series) -> tuple[pd.Se
             f"If it means missing, pass --na-values {code:g} (na_values=['{code:g}']); it is kept "
             "as a value"
         )
-    return y.astype(float), notes
+    return notes
 
 
 def _lines(numbers, limit: int = 10) -> str:

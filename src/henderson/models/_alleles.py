@@ -69,7 +69,26 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
     comp = pd.Series(m1, dtype=object).map(_COMPLEMENT).fillna("?").to_numpy(dtype=object)
     palindromic = known & (comp == m2)
     ids = model_snps["snp"].astype(str).to_numpy()
-    ambiguous = swapped & palindromic
+    _check_alleles_match(ids, swapped & palindromic, known & ~same & ~swapped, (m1, m2, n1, n2))
+    notes = []
+    flip = swapped & ~palindromic
+    if flip.any():
+        notes.append(
+            f"{int(flip.sum())} SNP(s) count the model's other allele (alleles swapped): "
+            f"dosages flipped to 2 - x: " + format_ids(ids[flip])
+        )
+    unchecked = int((~known).sum())
+    if unchecked and known.any():
+        notes.append(f"{unchecked} SNP(s) lack allele labels on one side: alleles not checked")
+    return flip, notes
+
+
+def _check_alleles_match(ids: np.ndarray, ambiguous: np.ndarray, mismatch: np.ndarray, labels: tuple) -> None:
+    """Errors naming strand-ambiguous swaps and SNPs whose allele labels differ.
+
+    ``labels``: (model allele1, model allele2, new allele1, new allele2), one per SNP.
+    """
+    m1, m2, n1, n2 = labels
     if ambiguous.any():
         raise DataError(
             f"{int(ambiguous.sum())} strand-ambiguous SNP(s) (A/T or C/G) whose counted allele differs "
@@ -78,7 +97,6 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
             + "; a swap cannot be told from a strand flip — recode these SNPs so that the same "
             "allele is counted, or remove them from the model"
         )
-    mismatch = known & ~same & ~swapped
     if mismatch.any():
         show = ", ".join(
             f"{s} ({a}/{b} vs {c}/{d})"
@@ -91,14 +109,3 @@ def allele_flips(model_snps: pd.DataFrame, new_snps: pd.DataFrame) -> tuple[np.n
             "they may be different variants under the same id or on the other strand — align "
             "the genotypes to the model's alleles first"
         )
-    notes = []
-    flip = swapped & ~palindromic
-    if flip.any():
-        notes.append(
-            f"{int(flip.sum())} SNP(s) count the model's other allele (alleles swapped): "
-            f"dosages flipped to 2 - x: " + format_ids(ids[flip])
-        )
-    unchecked = int((~known).sum())
-    if unchecked and known.any():
-        notes.append(f"{unchecked} SNP(s) lack allele labels on one side: alleles not checked")
-    return flip, notes

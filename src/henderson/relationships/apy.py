@@ -494,26 +494,12 @@ def _core_blocks_of_g(geno, grm: str, allele_freq, block_size: int | None, cpos,
     scale = gm._scale(grm, pq, use, int(use.sum()))
     try_f32 = grm == "vanraden1" and geno.is_integer
     b = block_size or gm.default_block_size(k, 4 if try_f32 else 8, target_mb=256.0)
-    b64 = max(1, b // 2) if try_f32 else b
     sums = _BlockSums(k, cpos, npos)
-    scratch = gm._Scratch()
-    no_cols = np.empty(0, np.int64)
-    for start in range(0, geno.p, b):
-        cols = np.flatnonzero(use[start : start + b]) + start
-        if cols.size == 0:
-            continue
-        if try_f32:
-            cvec = 2.0 * p[cols]
-            x = scratch.view(np.float32, k, cols.size)
-            if gm._fill_f32(geno.dosages, cols, no_cols, cvec, x, sums.s) == 0:
-                sums.add_codes(x, cvec, gm._EXACT_F32)
-                continue
-        for k0 in range(0, cols.size, b64):
-            sub = cols[k0 : k0 + b64]
-            w = scratch.view(np.float64, k, sub.size)
-            gm._fill_f64(geno, grm, sub, no_cols, p, pq, w, sums.diag_extra)
-            sums.add_centred(w)
-    del scratch
+    for blk in gm.code_blocks(geno, grm, p, pq, use, b, try_f32, sums.s, sums.diag_extra):
+        if blk.centring is not None:
+            sums.add_codes(blk.values, blk.centring, gm._EXACT_F32)
+        else:
+            sums.add_centred(blk.values)
     gcc, gcn = sums.numerators()
     gcc /= scale
     gcn /= scale

@@ -37,7 +37,9 @@ count of jointly called SNPs; the two agree when nothing is missing.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -336,40 +338,29 @@ class _PartialG:
 
     def add(self, geno: Genotypes, p, pq, use, b: int, try_f32: bool, progress: bool = False) -> None:
         """Add the SNPs ``use`` of ``geno`` (frequencies ``p``, ``pq``), ``b`` SNPs per block."""
-        n = geno.n
-        # float64 sub-blocks of a float32-sized block take the same bytes as one float32 block
-        b64 = max(1, b // 2) if try_f32 else b
-        scratch = _Scratch()
-        no_cols = np.empty(0, np.int64)
-        for start in range(0, geno.p, b):
-            cols = np.flatnonzero(use[start : start + b]) + start
-            if cols.size == 0:
-                continue
-            if try_f32:
-                c = 2.0 * p[cols]
-                x32 = scratch.view(np.float32, n, cols.size)
-                if _fill_f32(geno.dosages, cols, no_cols, c, x32, self.s) == 0:
-                    if self.acc32 is not None and 4 * (self.m32 + cols.size) >= _EXACT_F32:
-                        self._acc64()[...] += self.acc32  # flush before integer sums could exceed 2**24
-                        self.acc32[...] = 0.0
-                        self.m32 = 0
-                    if self.acc32 is None:
-                        self.acc32 = np.zeros((n, n), dtype=np.float32, order="F")
-                    _syrk(self.acc32, x32.T)  # x32 is (n, b) C-order: its transpose is F-contiguous
-                    self.cc += float(c @ c)
-                    self.m32 += cols.size
-                    self.n_blocks["float32"] += 1
-                    if progress:
-                        report(min(start + b, geno.p), geno.p)
-                    continue
-            for k0 in range(0, cols.size, b64):  # float64: centred/weighted, missing -> 0
-                sub = cols[k0 : k0 + b64]
-                w = scratch.view(np.float64, n, sub.size)
-                self.n_imputed += _fill_f64(geno, self.method, sub, no_cols, p, pq, w, self.diag_extra)
-                _syrk(self._acc64(), w.T)
+        for blk in code_blocks(geno, self.method, p, pq, use, b, try_f32, self.s, self.diag_extra):
+            if blk.centring is not None:
+                self._add_codes(blk.values, blk.centring)
+            else:
+                self.n_imputed += blk.imputed
+                _syrk(self._acc64(), blk.values.T)
                 self.n_blocks["float64"] += 1
-            if progress:
-                report(min(start + b, geno.p), geno.p)
+            if progress and blk.end is not None:
+                report(blk.end, geno.p)
+
+    def _add_codes(self, x32: np.ndarray, c: np.ndarray) -> None:
+        """X_bX_b' of a float32 block of raw codes into ``acc32`` (flushed before it stops being exact)."""
+        n, b = x32.shape
+        if self.acc32 is not None and 4 * (self.m32 + b) >= _EXACT_F32:
+            self._acc64()[...] += self.acc32  # flush before integer sums could exceed 2**24
+            self.acc32[...] = 0.0
+            self.m32 = 0
+        if self.acc32 is None:
+            self.acc32 = np.zeros((n, n), dtype=np.float32, order="F")
+        _syrk(self.acc32, x32.T)  # x32 is (n, b) C-order: its transpose is F-contiguous
+        self.cc += float(c @ c)
+        self.m32 += b
+        self.n_blocks["float32"] += 1
 
     def fold(self) -> None:
         """Add ``acc32`` into ``acc`` when both exist and drop it (one accumulator to send)."""
@@ -445,6 +436,48 @@ def _span(cols: np.ndarray, no_cols: np.ndarray) -> tuple[int, np.ndarray]:
     if cols[-1] - c0 + 1 == cols.size:
         return c0, no_cols
     return c0, (cols - c0).astype(np.int64)
+
+
+class CodeBlock(NamedTuple):
+    """One block of SNPs as :func:`code_blocks` yields it."""
+
+    values: np.ndarray  # (n, b): float32 raw codes, or float64 centred/weighted codes
+    centring: np.ndarray | None  # c = 2p of a raw-code block; None for a centred block
+    end: int | None  # SNPs passed so far, on the last piece of each block (for progress)
+    imputed: int  # missing calls set to 0 in a centred block
+
+
+def code_blocks(geno: Genotypes, method: str, p, pq, use, b: int, try_f32: bool, s, diag_extra) -> Iterator[CodeBlock]:
+    """The SNPs ``use`` of ``geno`` as blocks ready to multiply, ``b`` SNPs per block.
+
+    On the exact float32 path (``try_f32``) a block without missing calls comes as its
+    raw integer codes X_b with its centring c_b = 2p (X_b c_b is added into ``s``); any
+    other block as float64 centred (weighted) sub-blocks W_b, missing calls 0, with
+    Yang's diagonal terms added into ``diag_extra``; on the float32 path these hold b/2
+    SNPs so that they take the bytes of one float32 block. The arrays are views of one
+    scratch buffer: use each before asking for the next.
+    """
+    n = geno.n
+    b64 = max(1, b // 2) if try_f32 else b
+    scratch = _Scratch()
+    no_cols = np.empty(0, np.int64)
+    for start in range(0, geno.p, b):
+        cols = np.flatnonzero(use[start : start + b]) + start
+        if cols.size == 0:
+            continue
+        end = min(start + b, geno.p)
+        if try_f32:
+            c = 2.0 * p[cols]
+            x32 = scratch.view(np.float32, n, cols.size)
+            if _fill_f32(geno.dosages, cols, no_cols, c, x32, s) == 0:
+                yield CodeBlock(x32, c, end, 0)
+                continue
+        starts = range(0, cols.size, b64)
+        for k0 in starts:
+            sub = cols[k0 : k0 + b64]
+            w = scratch.view(np.float64, n, sub.size)
+            imputed = _fill_f64(geno, method, sub, no_cols, p, pq, w, diag_extra)
+            yield CodeBlock(w, None, end if k0 == starts[-1] else None, imputed)
 
 
 def _fill_f32(d, cols, no_cols, c, out, s) -> int:

@@ -222,6 +222,9 @@ def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows
     p = freq.shape[0]
     centre = 2.0 * np.where(np.isfinite(freq), freq, 0.0)
     keep = np.isfinite(freq).astype(np.float64)  # SNPs without calls carry nothing
+    # value of codes 0, 1, 2 per SNP (int8 genotypes), built once for every block of rows
+    table = (np.arange(3.0)[None, :] - centre[:, None]) * keep[:, None]
+    no_extra = np.empty((0, 3))
     acc = np.zeros((p, p), order="F")
     wty = np.zeros(p) if y is not None else None
     buf = np.empty(0)
@@ -236,8 +239,7 @@ def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows
             buf = np.empty(d.size)
         W = buf[: d.size].reshape(d.shape)
         if d.dtype == np.int8:
-            codes = np.arange(3.0)[None, :] - centre[:, None]  # value of codes 0, 1, 2 per SNP
-            fill_table_block(d, 0, no_cols, codes * keep[:, None], np.empty((0, 3)), W, np.zeros(d.shape[0]))
+            fill_table_block(d, 0, no_cols, table, no_extra, W, np.zeros(d.shape[0]))
         else:
             fill_float_block(d, 0, no_cols, centre, keep, freq, False, W, np.zeros(d.shape[0]))
         if wty is not None:

@@ -109,7 +109,8 @@ def add_fit(
     else:
         _add_variances(report, res, genetic_terms)
     report.table(res.fixed_effects, caption="Fixed effects", digits=4)
-    _add_data_and_blups(report, res, data, formula, groups, genetic_terms, top)
+    _add_data(report, res, data, formula, groups)
+    _add_blups(report, res, genetic_terms, top)
 
 
 def _add_structures(report: Report, res) -> None:
@@ -153,7 +154,8 @@ def _add_variances(report: Report, res, genetic_terms: dict) -> None:
             report.callout(heritability_text(res, term, what))
 
 
-def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_terms, top) -> None:
+def _add_data(report: Report, res, data, formula, groups) -> None:
+    """The response, every factor's records per level and the covariates, over the records used."""
     report.section("Data")
     response = response_of(formula)
     # the records the model used: rows with a missing value (or dropped with
@@ -191,13 +193,16 @@ def _add_data_and_blups(report: Report, res, data, formula, groups, genetic_term
     if single:
         report.text("One record per level (no plot): " + ", ".join(single) + ".", cls="note")
 
+
+def _add_blups(report: Report, res, genetic_terms, top) -> None:
+    """Per random term: the top-ranked predictions and their histogram."""
     for term, tab in res.blups.items():
         report.section(f"Predictions of {term}" + (" (breeding values)" if term in genetic_terms else " (BLUPs)"))
-        ids = (
-            tab.index.map(lambda t: f"{t[0]} [{t[1]}]")
-            if isinstance(tab.index, pd.MultiIndex)
-            else tab.index.astype(str)
-        )
+        if isinstance(tab.index, pd.MultiIndex):  # "level [trait or group]"
+            lv = [tab.index.get_level_values(k).astype(str) for k in (0, 1)]
+            ids = lv[0] + " [" + lv[1] + "]"
+        else:
+            ids = tab.index.astype(str)
         bv = pd.DataFrame(
             {
                 "id": ids,

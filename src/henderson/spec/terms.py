@@ -269,45 +269,56 @@ def _correlated_term(specs: list[RandomTermSpec], data: pd.DataFrame, cov, cov_i
     present = [~data[list(s.columns)].isna().any(axis=1).to_numpy() for s in specs]
     labels = [_group_labels(data, s)[0] for s in specs]
     tname = "+".join(names)
-    base = RandomTermSpec(tname, specs[0].columns)
     if given:
         _, K, Kinv = given[0]
-        ref = next(lab[ok] for lab, ok in zip(labels, present) if ok.any())
-        lvl = _random_term(base, ref, [ref], K, Kinv)
-        index = pd.Index(lvl.levels)
-        codes = []
-        for nm, lab, ok in zip(names, labels, present):
-            pos = index.get_indexer(lab)
-            bad = (pos < 0) & ok
-            if bad.any():
-                miss = pd.unique(lab[bad])
-                raise ModelError(
-                    f"correlated terms {names} must share levels: {len(miss)} level(s) of {nm!r} "
-                    f"are not ids of the covariance given: " + format_ids(miss)
-                )
-            codes.append(np.where(ok, pos, 0))
+        lvl, codes = _levels_of_covariance(RandomTermSpec(tname, specs[0].columns), names, labels, present, K, Kinv)
     else:
-        kept = [lab[ok].astype(str) for lab, ok in zip(labels, present)]
-        if len(np.intersect1d(kept[0], kept[1])) == 0:
-            raise ModelError(
-                f"correlated terms {names} share no level: their grouping columns "
-                "must hold ids of the same individuals (e.g. animal and dam)"
-            )
-        allc = np.concatenate([lab[ok] for lab, ok in zip(labels, present)])
-        lv, allcodes = _iid_levels(allc, [allc])
-        index = pd.Index(lv)
-        lvl = RandomTerm(
-            tname,
-            lv.astype(object),
-            np.zeros(len(data), dtype=np.int64),
-            Identity(lv.astype(object)),
-            k_diag=np.ones(len(lv)),
-            n_records=np.bincount(allcodes, minlength=len(lv)),
-        )
-        codes = [np.where(ok, index.get_indexer(lab), 0) for lab, ok in zip(labels, present)]
+        lvl, codes = _shared_levels(tname, names, labels, present, len(data))
     z = np.column_stack(present).astype(float)
     st = make_structure("us", names)
     return StructuredTerm(tname, tuple(names), lvl.levels, np.column_stack(codes), z, st, lvl)
+
+
+def _levels_of_covariance(base: RandomTermSpec, names, labels, present, K, Kinv) -> tuple[RandomTerm, list]:
+    """The levels of the covariance given, and each component's codes in them (0 where absent)."""
+    ref = next(lab[ok] for lab, ok in zip(labels, present) if ok.any())
+    lvl = _random_term(base, ref, [ref], K, Kinv)
+    index = pd.Index(lvl.levels)
+    codes = []
+    for nm, lab, ok in zip(names, labels, present):
+        pos = index.get_indexer(lab)
+        bad = (pos < 0) & ok
+        if bad.any():
+            miss = pd.unique(lab[bad])
+            raise ModelError(
+                f"correlated terms {names} must share levels: {len(miss)} level(s) of {nm!r} "
+                f"are not ids of the covariance given: " + format_ids(miss)
+            )
+        codes.append(np.where(ok, pos, 0))
+    return lvl, codes
+
+
+def _shared_levels(tname: str, names, labels, present, n_records: int) -> tuple[RandomTerm, list]:
+    """Identity-covariance levels: the union of the components' ids, which must overlap."""
+    kept = [lab[ok].astype(str) for lab, ok in zip(labels, present)]
+    if len(np.intersect1d(kept[0], kept[1])) == 0:
+        raise ModelError(
+            f"correlated terms {names} share no level: their grouping columns "
+            "must hold ids of the same individuals (e.g. animal and dam)"
+        )
+    allc = np.concatenate([lab[ok] for lab, ok in zip(labels, present)])
+    lv, allcodes = _iid_levels(allc, [allc])
+    index = pd.Index(lv)
+    lvl = RandomTerm(
+        tname,
+        lv.astype(object),
+        np.zeros(n_records, dtype=np.int64),
+        Identity(lv.astype(object)),
+        k_diag=np.ones(len(lv)),
+        n_records=np.bincount(allcodes, minlength=len(lv)),
+    )
+    codes = [np.where(ok, index.get_indexer(lab), 0) for lab, ok in zip(labels, present)]
+    return lvl, codes
 
 
 def by_name_of(parsed: ParsedFormula) -> dict:
