@@ -140,6 +140,25 @@ def mrode_example_3_1():
     return ped, data, y
 
 
+def dense_reml(Y, Xs, Kr, Sg, Se):
+    """Multi-trait −2 log L_REML by brute force on the stacked data (all records of trait 1,
+    then trait 2, ...): V = Σ_g ⊗ K_r + Σ_e ⊗ I, X block-diagonal of the traits' ``Xs``.
+
+    Returns (−2 log L, P, y, V).
+    """
+    import scipy.linalg as sla
+
+    n, t = Y.shape
+    V = np.kron(Sg, Kr) + np.kron(Se, np.eye(n))
+    X = sla.block_diag(*Xs)
+    y = Y.T.ravel()
+    Vi = np.linalg.inv(V)
+    XVX = X.T @ Vi @ X
+    P = Vi - Vi @ X @ np.linalg.solve(XVX, X.T @ Vi)
+    m2ll = (n * t - X.shape[1]) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + y @ P @ y
+    return m2ll, P, y, V
+
+
 def brute_force_m2ll(y, X, ZKZ, sigma2, method="reml"):
     n, p = X.shape
     V = sigma2[-1] * np.eye(n)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.linalg as sla
 import scipy.optimize as so
+from conftest import dense_reml
 
 import henderson as hd
 from henderson.errors import BoundaryWarning, DataError, ModelError
@@ -31,19 +31,6 @@ REFS = Path(__file__).parents[1] / "data" / "refs"
 
 
 # -- brute force ------------------------------------------------------------------------------
-def dense_reml(Y, Xs, Kr, Sg, Se):
-    """−2 log L_REML on the stacked data (all records of trait 1, then trait 2, ...)."""
-    n, t = Y.shape
-    V = np.kron(Sg, Kr) + np.kron(Se, np.eye(n))
-    X = sla.block_diag(*Xs)
-    y = Y.T.ravel()
-    Vi = np.linalg.inv(V)
-    XVX = X.T @ Vi @ X
-    P = Vi - Vi @ X @ np.linalg.solve(XVX, X.T @ Vi)
-    m2ll = (n * t - X.shape[1]) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + y @ P @ y
-    return m2ll, P, y, V
-
-
 def simulate(n=40, t=3, seed=1, n_extra=0):
     rng = np.random.default_rng(seed)
     N = n + n_extra
