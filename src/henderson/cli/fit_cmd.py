@@ -268,32 +268,11 @@ def _read_relationships(
 ) -> _Relationships:
     """Step "read inputs" (relationships): --cov files, a pedigree (A⁻¹), genotypes (G)."""
     r = _Relationships()
-    for item in cov or []:
-        if "=" not in item:
-            raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
-        term, path = item.split("=", 1)
-        term = _choose_term(terms, term.strip(), "--cov")
-        with s.step(f"Reading covariance of {term}"):
-            r.covs[term] = read_relationship_file(path, kind="K")
-            s.add_input(f"cov:{term}", path)
-        r.genetic[term] = f"covariance from {Path(path).name}"
-        r.sources[term] = f"--cov {path}"
+    _read_cov_files(s, r, terms, cov or [])
     if pedigree is not None:
-        term = _choose_term(terms, pedigree_term, "--pedigree-term")
-        from ._steps import ped_cols
-
-        cols = ped_cols(ped_columns)
-        with s.step("Reading pedigree and building A⁻¹"):
-            from ..relationships.pedigree import pedigree_inverse
-
-            r.ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
-            r.covs_inv[term] = pedigree_inverse(r.ped)
-            s.add_input("pedigree", pedigree)
-        for note in notes:
-            s.warn(note)
-        r.genetic[term] = "pedigree A"
-        r.pedigree_term = term
-        r.sources[term] = f"the pedigree {pedigree}"
+        _read_pedigree_inverse(
+            s, r, _choose_term(terms, pedigree_term, "--pedigree-term"), pedigree, ped_columns, selfing
+        )
     if genotypes is not None:
         term = _choose_term(terms, genotypes_term, "--genotypes-term")
         with s.step("Reading genotypes and building G", counted="SNPs"):
@@ -308,6 +287,38 @@ def _read_relationships(
     if overlap:
         raise CLIError(f"term {sorted(overlap)[0]!r} got two relationship matrices; give one")
     return r
+
+
+def _read_cov_files(s: Session, r: _Relationships, terms: list[str], cov: list[str]) -> None:
+    """--cov TERM=FILE: each term's covariance matrix, read from its file."""
+    for item in cov:
+        if "=" not in item:
+            raise CLIError(f"--cov {item!r}: write TERM=FILE, e.g. --cov id=G.csv")
+        term, path = item.split("=", 1)
+        term = _choose_term(terms, term.strip(), "--cov")
+        with s.step(f"Reading covariance of {term}"):
+            r.covs[term] = read_relationship_file(path, kind="K")
+            s.add_input(f"cov:{term}", path)
+        r.genetic[term] = f"covariance from {Path(path).name}"
+        r.sources[term] = f"--cov {path}"
+
+
+def _read_pedigree_inverse(s: Session, r: _Relationships, term: str, pedigree, ped_columns, selfing) -> None:
+    """--pedigree: the pedigree's A⁻¹ for ``term`` (its notes said as warnings)."""
+    from ._steps import ped_cols
+
+    cols = ped_cols(ped_columns)
+    with s.step("Reading pedigree and building A⁻¹"):
+        from ..relationships.pedigree import pedigree_inverse
+
+        r.ped, notes = read_pedigree_file(pedigree, *cols, selfing=selfing)
+        r.covs_inv[term] = pedigree_inverse(r.ped)
+        s.add_input("pedigree", pedigree)
+    for note in notes:
+        s.warn(note)
+    r.genetic[term] = "pedigree A"
+    r.pedigree_term = term
+    r.sources[term] = f"the pedigree {pedigree}"
 
 
 def _write_outputs(s: Session, res, formula: str, data: Path, file_frame, frame, groups, rels: _Relationships, top):

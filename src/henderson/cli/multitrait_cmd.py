@@ -179,7 +179,6 @@ def run_multitrait_cv(
 ) -> None:
     from ..cv import cross_validate
     from ..estimators import GBLUP
-    from ..report.html import Report
 
     s.settings.update({"model": "gblup", "traits": list(traits), "design": design, "target": target})
     with s.step("Reading phenotypes"):
@@ -204,6 +203,14 @@ def run_multitrait_cv(
         )
     if not s.quiet:
         s.stdout.print(repr(res))
+    _write_multitrait_cv(s, res, phenotypes, design)
+    s.done()
+
+
+def _write_multitrait_cv(s: Session, res, phenotypes: Path, design: str) -> None:
+    """cv_predictions.csv, cv_metrics.csv, cv_summary.csv, report.html and summary.json."""
+    from ..report.html import Report
+
     with s.step("Writing outputs"):
         s.write_csv(res.predictions, "cv_predictions.csv")
         s.write_csv(res.fold_metrics, "cv_metrics.csv")
@@ -219,4 +226,3 @@ def run_multitrait_cv(
         rep.write(s.outdir() / "report.html")
         s.outputs.append("report.html")
         s.write_summary({"summary": res.summary.reset_index().to_dict(orient="records"), "settings": res.settings})
-    s.done()

@@ -94,59 +94,74 @@ def _fast_rows(kind, model, K, geno, y, data, sigma2, splits, progress=None, str
     if kind == "gblup":
         kpos = K.index_of(rec_ids)
         Kr = K.dense()[np.ix_(kpos, kpos)]
-        h2, s_g = s_k / (s_k + s_e), s_k
+        h2, s_g, lines = s_k / (s_k + s_e), s_k, None
     else:
-        lines = pd.unique(rec_ids)  # SNP-BLUP trains on lines, not records
-        z = pd.Index(lines).get_indexer(rec_ids)
-        sub = geno.subset(ids=lines)
-        p_a = sub.allele_freq
-        Kr = _marker_kernel(sub, z)
+        lines = _Lines(geno, rec_ids)  # SNP-BLUP trains on lines, not records
+        Kr = _marker_kernel(lines.geno, lines.z)
         s_g = two_sum_pq(geno) * s_k
         h2 = s_g / (s_g + s_e)
     st = FixedVarianceCV.build(yv, Xd, Kr, s_k, s_e)
-    total = len(splits)
     rows = []
 
     def done(s, row):
         rows.append(row)
         if progress is not None:
-            progress(
-                len(rows),
-                total,
-                {
-                    "repeat": s.repeat,
-                    "fold": s.fold,
-                    "n_train": len(s.train_pos),
-                    "n_test": len(s.test_pos),
-                    "path": "fast",
-                },
-            )
+            progress(len(rows), len(splits), s.progress_info("fast"))
 
-    loo = one_per_id and all(len(s.test_pos) == 1 for s in splits) and n == len(splits)
-    if loo:
-        yhat, bv = st.leave_one_out(rec_ids)
-        drop = None
-        if kind == "snpblup":  # vectorised over individuals: β̂(−i) for all i is m × n anyway
-            W, _ = centred_markers(sub, p_a)
-            dos = sub.dosages.astype(np.float64)
-            B = s_k * (W.T @ st.loo_u())  # β̂(−i) as columns (m, n)
-            p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
-            bv = bv + np.einsum("mi,mi->i", 2.0 * (p_a[:, None] - p_t), B)
-            drop = n_uninformative_leave_one_out(dos)
-        for s in splits:
-            j = where.get_loc(s.test_pos[0])
-            done(s, _row(bv[j : j + 1], yhat[j : j + 1], h2, s_g, s_e, None if drop is None else int(drop[j])))
+    if one_per_id and all(len(s.test_pos) == 1 for s in splits) and n == len(splits):  # leave one out
+        for s, row in _loo_rows(st, rec_ids, lines, splits, where, (h2, s_g, s_e), s_k):
+            done(s, row)
         return rows
     for s in splits:
         t = where.get_indexer(s.test_pos)
         yhat, bv, u = st.fold(t, label=s.fold, check_rank=False)  # checked above
         drop = None
-        if kind == "snpblup":
-            beta = s_k * centred_crossprod(sub, np.bincount(z, weights=u, minlength=len(lines)), p_a)  # σ²_β W'Z'u
-            tr = np.ones(n, bool)
-            tr[t] = False
-            train = sub.subset(ids=lines[np.unique(z[tr])])  # the fold's training lines
-            bv = bv + 2.0 * (p_a - train.allele_freq) @ beta
-            drop = int(np.count_nonzero(~informative_snps(train)))
+        if lines is not None:
+            shift, drop = lines.fold_shift(s_k, u, t)
+            bv = bv + shift
         done(s, _row(bv, yhat, h2, s_g, s_e, drop))
     return rows
+
+
+def _loo_rows(st: FixedVarianceCV, rec_ids, lines, splits, where, figures: tuple[float, float, float], s_k: float):
+    """(split, row) of every leave-one-out split, from one closed-form pass over the records.
+
+    SNP-BLUP's shifts are vectorised over individuals: β̂(−i) for all i is m × n anyway.
+    """
+    yhat, bv = st.leave_one_out(rec_ids)
+    drop = None
+    if lines is not None:
+        shift, drop = lines.loo_shift(s_k, st.loo_u())
+        bv = bv + shift
+    for s in splits:
+        j = where.get_loc(s.test_pos[0])
+        yield s, _row(bv[j : j + 1], yhat[j : j + 1], *figures, None if drop is None else int(drop[j]))
+
+
+class _Lines:
+    """SNP-BLUP's genotyped lines of the records: ĝ on the training lines' frequencies p_T
+    is ĝ on all lines' frequencies p_a plus 2(p_a − p_T)'β̂ (centring invariance)."""
+
+    def __init__(self, geno, rec_ids):
+        self.ids = pd.unique(rec_ids)
+        self.z = pd.Index(self.ids).get_indexer(rec_ids)  # each record's line
+        self.geno = geno.subset(ids=self.ids)
+        self.p_a = self.geno.allele_freq
+
+    def loo_shift(self, s_k: float, loo_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out: the shift of each left-out ĝ and the SNPs uninformative without it
+        (``loo_u``: the records' leave-one-out u as columns)."""
+        W, _ = centred_markers(self.geno, self.p_a)
+        dos = self.geno.dosages.astype(np.float64)
+        B = s_k * (W.T @ loo_u)  # β̂(−i) as columns (m, n)
+        n = dos.shape[0]
+        p_t = (dos.sum(0)[:, None] - dos.T) / (2.0 * (n - 1))  # training freqs (m, n)
+        return np.einsum("mi,mi->i", 2.0 * (self.p_a[:, None] - p_t), B), n_uninformative_leave_one_out(dos)
+
+    def fold_shift(self, s_k: float, u: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, int]:
+        """One fold (test records ``t``): the shift of the test ĝ and the SNPs left uninformative."""
+        beta = s_k * centred_crossprod(self.geno, np.bincount(self.z, weights=u, minlength=len(self.ids)), self.p_a)
+        tr = np.ones(len(self.z), bool)
+        tr[t] = False
+        train = self.geno.subset(ids=self.ids[np.unique(self.z[tr])])  # the fold's training lines
+        return 2.0 * (self.p_a - train.allele_freq) @ beta, int(np.count_nonzero(~informative_snps(train)))

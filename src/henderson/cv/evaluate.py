@@ -298,34 +298,10 @@ class _Task:
                 m.set_params(sigma2=self.sigma2)
             if "pev" in m.get_params():
                 m.set_params(pev=False)
-            tp = split.test_pos
-            test_ids = self.y.index[tp]
-            ym = _masked(self.y, split.train_pos)
-            dropped = None
-            if self.kind == "snpblup":
-                # marker effects from the training lines' genotypes only (frequencies p_T)
-                sub = self.X.subset(ids=pd.unique(self.y.index[split.train_pos]))
-                keep = informative_snps(sub)
-                dropped = int(np.count_nonzero(~keep))
-                if dropped:
-                    sub = sub.subset(snps=sub.snp_ids[keep])
-                m.fit(sub, ym, data=self.data)
-                bv = m.predict(self.X.subset(ids=pd.unique(test_ids))).reindex(test_ids).to_numpy()
-            else:
-                m.fit(self.X, ym, data=self.data)
-                bv = m.gebv_["gebv"].reindex(test_ids).to_numpy()
+            test_ids = self.y.index[split.test_pos]
+            bv, dropped = self._fit_and_predict(m, split, test_ids)
             vc = m.variance_components_["variance"]
-            if self.kind == "formula":
-                yhat = m.predict_records(self.y, test_ids)
-                h2, s_g = float(m.h2_), float(vc[m.term])
-            else:
-                yhat = self.fixed_part(m, tp) + bv
-                h2, s_g = float(m.h2_), float(vc[ID])
-                if self.kind == "snpblup":
-                    s_g = float(m.sigma2_g_)
-                    if self.sigma2 is not None:  # held variances: the full-data scale, as the fast path
-                        s_g = self.snp_scale * float(self.sigma2[0])
-                        h2 = s_g / (s_g + float(self.sigma2[1]))
+            yhat, h2, s_g = self._fold_figures(m, split.test_pos, test_ids, bv)
             return {
                 "bv": bv,
                 "yhat": yhat,
@@ -337,13 +313,38 @@ class _Task:
                 "warnings": [(w.category, str(w.message)) for w in caught],
             }
 
+    def _fit_and_predict(self, m, split: Split, test_ids) -> tuple[np.ndarray, int | None]:
+        """Fit ``m`` to the training records; the test ids' breeding values and the SNPs dropped."""
+        ym = _masked(self.y, split.train_pos)
+        if self.kind != "snpblup":
+            m.fit(self.X, ym, data=self.data)
+            return m.gebv_["gebv"].reindex(test_ids).to_numpy(), None
+        # marker effects from the training lines' genotypes only (frequencies p_T)
+        sub = self.X.subset(ids=pd.unique(self.y.index[split.train_pos]))
+        keep = informative_snps(sub)
+        dropped = int(np.count_nonzero(~keep))
+        if dropped:
+            sub = sub.subset(snps=sub.snp_ids[keep])
+        m.fit(sub, ym, data=self.data)
+        return m.predict(self.X.subset(ids=pd.unique(test_ids))).reindex(test_ids).to_numpy(), dropped
+
+    def _fold_figures(self, m, tp, test_ids, bv) -> tuple[np.ndarray, float, float]:
+        """(predicted phenotypes of the test records, h², σ²_g) of the fold's fit."""
+        vc = m.variance_components_["variance"]
+        if self.kind == "formula":
+            return m.predict_records(self.y, test_ids), float(m.h2_), float(vc[m.term])
+        yhat = self.fixed_part(m, tp) + bv
+        h2, s_g = float(m.h2_), float(vc[ID])
+        if self.kind == "snpblup":
+            s_g = float(m.sigma2_g_)
+            if self.sigma2 is not None:  # held variances: the full-data scale, as the fast path
+                s_g = self.snp_scale * float(self.sigma2[0])
+                h2 = s_g / (s_g + float(self.sigma2[1]))
+        return yhat, h2, s_g
+
 
 def _run_indexed(task: _Task, i: int, split: Split):
     return i, task.run(split)
-
-
-def _split_info(s: Split, path: str) -> dict:
-    return {"repeat": s.repeat, "fold": s.fold, "n_train": len(s.train_pos), "n_test": len(s.test_pos), "path": path}
 
 
 def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=None) -> list[dict]:
@@ -356,14 +357,14 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
             task,
             splits,
             scheduler,
-            lambda done, i: progress(done, total, _split_info(splits[i], path)) if progress is not None else None,
+            lambda done, i: progress(done, total, splits[i].progress_info(path)) if progress is not None else None,
         )
     if jobs == 1:
         outs = []
         for s in splits:
             outs.append(task.run(s))
             if progress is not None:
-                progress(len(outs), total, _split_info(s, path))
+                progress(len(outs), total, s.progress_info(path))
         return outs
     from joblib import Parallel, delayed
 
@@ -374,7 +375,7 @@ def _run_folds(task: _Task, splits, jobs: int, path: str, progress, scheduler=No
     for done, (i, out) in enumerate(gen, start=1):  # as each worker finishes
         by_split[i] = out
         if progress is not None:
-            progress(done, total, _split_info(splits[i], path))
+            progress(done, total, splits[i].progress_info(path))
     return [by_split[i] for i in range(total)]
 
 

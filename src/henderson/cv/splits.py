@@ -57,6 +57,16 @@ class Split:
     train_pos: np.ndarray
     test_pos: np.ndarray
 
+    def progress_info(self, path: str) -> dict:
+        """What a progress callback is told of this fold (``path``: "fast" or "refit")."""
+        return {
+            "repeat": self.repeat,
+            "fold": self.fold,
+            "n_train": len(self.train_pos),
+            "n_test": len(self.test_pos),
+            "path": path,
+        }
+
 
 def _as_series(s, ids, what: str, data=None) -> pd.Series:
     """A Series by id from a Series or a column name of ``data``."""
@@ -379,23 +389,7 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
         phenotypes or no test individuals; bad scheme input (see the schemes);
         repeated records with a scheme that cannot split by record.
     """
-    if repeats < 1:
-        raise DataError(f"repeats must be >= 1, got {repeats}")
-    if isinstance(scheme, SklearnFolds):
-        if repeats > 1 and scheme.random and getattr(scheme.splitter, "random_state", None) is not None:
-            warnings.warn(
-                f"random_state={scheme.splitter.random_state!r} of {scheme.describe()} is replaced "
-                f"by seeds drawn from (seed={seed}, repeat) so that the {repeats} repeats differ; "
-                "set repeats=1 to keep it",
-                HendersonWarning,
-                stacklevel=3,
-            )
-        scheme = dataclasses.replace(scheme, n_repeats=repeats)
-    if repeats > 1 and not scheme.random:
-        raise DataError(
-            f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
-            "repeat identical folds; use repeats=1"
-        )
+    scheme = _repeated(scheme, repeats, seed)
     yy = y.copy()
     yy.index = pd.Index(yy.index.astype(str))
     by_record = yy.index.has_duplicates
@@ -408,20 +402,10 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
     all_ids = work.index.to_numpy(dtype=object)
     work = pd.to_numeric(work, errors="coerce").dropna()
     ids = work.index.to_numpy(dtype=object)
-    what = "records" if by_record else "ids"
     out = []
     for r in range(repeats):
         for label, train, test in scheme.folds(ids, work, r, seed, data, all_ids):
-            if len(test) == 0:
-                raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
-            if len(train) < 2:
-                raise DataError(
-                    f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): nothing to fit"
-                )
-            if np.intersect1d(train, test).size:
-                raise DataError(
-                    f"fold {label!r}: {what} both in training and test: " + format_ids(np.intersect1d(train, test))
-                )
+            _check_fold(label, r, train, test, "records" if by_record else "ids")
             if by_record:
                 tr, te = np.asarray(train).astype(int), np.asarray(test).astype(int)
             else:
@@ -430,6 +414,38 @@ def make_splits(scheme: Scheme, y: pd.Series, *, repeats: int = 1, seed: int = 0
                 Split(r, str(label), yy.index.to_numpy(dtype=object)[tr], yy.index.to_numpy(dtype=object)[te], tr, te)
             )
     return out
+
+
+def _repeated(scheme: Scheme, repeats: int, seed: int) -> Scheme:
+    """The scheme set to ``repeats`` repeats; an error for repeats of a deterministic scheme."""
+    if repeats < 1:
+        raise DataError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(scheme, SklearnFolds):
+        if repeats > 1 and scheme.random and getattr(scheme.splitter, "random_state", None) is not None:
+            warnings.warn(
+                f"random_state={scheme.splitter.random_state!r} of {scheme.describe()} is replaced "
+                f"by seeds drawn from (seed={seed}, repeat) so that the {repeats} repeats differ; "
+                "set repeats=1 to keep it",
+                HendersonWarning,
+                stacklevel=4,
+            )
+        scheme = dataclasses.replace(scheme, n_repeats=repeats)
+    if repeats > 1 and not scheme.random:
+        raise DataError(
+            f"repeats={repeats} with the deterministic scheme {scheme.describe()!r} would "
+            "repeat identical folds; use repeats=1"
+        )
+    return scheme
+
+
+def _check_fold(label, r: int, train, test, what: str) -> None:
+    """A fold has test individuals, at least two training phenotypes, and no overlap."""
+    if len(test) == 0:
+        raise DataError(f"fold {label!r} (repeat {r}) has no test individuals")
+    if len(train) < 2:
+        raise DataError(f"fold {label!r} (repeat {r}) leaves {len(train)} training phenotype(s): nothing to fit")
+    if np.intersect1d(train, test).size:
+        raise DataError(f"fold {label!r}: {what} both in training and test: " + format_ids(np.intersect1d(train, test)))
 
 
 def label_notes(scheme: Scheme, y: pd.Series, data=None) -> list[str]:

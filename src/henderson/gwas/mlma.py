@@ -69,37 +69,8 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
     snp_ids = t["snp"].to_numpy()
     ok, notes = untestable(freq, snp_ids, "the phenotyped individuals")
     if loco:
-        require_map(source.snps, "LOCO (leave one chromosome out)")
-        chroms = source.snps["chrom"].astype(str).to_numpy()
-        names = list(dict.fromkeys(chroms))
-        if len(names) < 2:
-            raise DataError(
-                f"LOCO needs SNPs on two or more chromosomes; all {len(chroms)} SNPs are on "
-                f"chromosome {names[0]!r}: use loco=False"
-            )
-        K_all, c_all = crossproduct(source, np.arange(source.p), ind_ids, freq)
-        for name in names:
-            on = chroms == name
-            Kc, cc = crossproduct(source, np.flatnonzero(on), ind_ids, freq)
-            if c_all - cc <= 0:
-                raise DataError(f"LOCO: no polymorphic SNP outside chromosome {name!r}")
-            K = (K_all - Kc) / (c_all - cc)
-            del Kc
-            _test(
-                t,
-                design,
-                source,
-                rows,
-                codes,
-                K,
-                np.flatnonzero(on & ok),
-                freq,
-                p3d,
-                None,
-                notes,
-                f"chromosome {name} left out",
-            )
-        kernel = f"LOCO: G without the tested SNP's chromosome (one of {len(names)})"
+        n_chrom = _test_loco(t, design, source, rows, codes, ind_ids, ok, freq, p3d, notes)
+        kernel = f"LOCO: G without the tested SNP's chromosome (one of {n_chrom})"
     else:
         if G is not None:
             K = np.asarray(G.dense())[np.ix_(G.index_of(ind_ids), G.index_of(ind_ids))]
@@ -109,13 +80,36 @@ def mlma(design: Design, source: GenotypeSource, *, p3d: bool = True, loco: bool
             K /= c
             kernel = "G = WW'/2sum(pq) of the phenotyped individuals (VanRaden 1)"
         _test(t, design, source, rows, codes, K, np.flatnonzero(ok), freq, p3d, sigma2, notes, None)
-    how = (
-        "P3D: variance ratio from the null model by REML, fixed for every SNP (EMMAX)"
-        if p3d
-        else "exact: variance ratio re-estimated by REML for every SNP (as GEMMA -lmm 1)"
-    )
-    method = f"mlma ({how}; Wald F test, {kernel})"
-    return t, method, notes
+    return t, f"mlma ({_HOW[p3d]}; Wald F test, {kernel})", notes
+
+
+_HOW = {
+    True: "P3D: variance ratio from the null model by REML, fixed for every SNP (EMMAX)",
+    False: "exact: variance ratio re-estimated by REML for every SNP (as GEMMA -lmm 1)",
+}
+
+
+def _test_loco(t, design, source, rows, codes, ind_ids, ok, freq, p3d: bool, notes) -> int:
+    """Test each chromosome's SNPs with G of the other chromosomes; returns the number of chromosomes."""
+    require_map(source.snps, "LOCO (leave one chromosome out)")
+    chroms = source.snps["chrom"].astype(str).to_numpy()
+    names = list(dict.fromkeys(chroms))
+    if len(names) < 2:
+        raise DataError(
+            f"LOCO needs SNPs on two or more chromosomes; all {len(chroms)} SNPs are on "
+            f"chromosome {names[0]!r}: use loco=False"
+        )
+    K_all, c_all = crossproduct(source, np.arange(source.p), ind_ids, freq)
+    for name in names:
+        on = chroms == name
+        Kc, cc = crossproduct(source, np.flatnonzero(on), ind_ids, freq)
+        if c_all - cc <= 0:
+            raise DataError(f"LOCO: no polymorphic SNP outside chromosome {name!r}")
+        K = (K_all - Kc) / (c_all - cc)
+        del Kc
+        tested = np.flatnonzero(on & ok)
+        _test(t, design, source, rows, codes, K, tested, freq, p3d, None, notes, f"chromosome {name} left out")
+    return len(names)
 
 
 def _null_lambda(design, K, codes, what, notes) -> float:

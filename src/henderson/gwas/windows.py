@@ -73,6 +73,38 @@ def window_table(snps: pd.DataFrame, size) -> tuple[pd.DataFrame, np.ndarray, np
     return wins, order, codes
 
 
+def _window_values(src: GenotypeSource, freq, idx, beta, cut) -> tuple[np.ndarray, np.ndarray]:
+    """Genetic values W β of each individual: per window of a chunk (windows end at the
+    chunk's columns ``cut``), and of the whole chunk. ``idx``: the chunk's SNPs in ``src``."""
+    srt = np.argsort(idx)
+    W = np.empty((len(src.ids), len(idx)))
+    for sub, Wb in src.centred_blocks(None, freq, idx[srt]):
+        k = np.searchsorted(idx[srt], sub)
+        W[:, srt[k]] = Wb
+    A = np.cumsum(W * beta, axis=1)
+    a = np.diff(np.concatenate([np.zeros((A.shape[0], 1)), A[:, cut]], axis=1), axis=1)
+    return a, A[:, -1]
+
+
+def _window_variances(src: GenotypeSource, freq, idx, beta, ends, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Var(W_w β_w) of each window (SNPs ``idx`` in window order, window w ending at
+    ``ends[w]``) and the total genetic values W β, by chunks of whole windows of about
+    ``step`` SNPs (a window longer than that is one chunk)."""
+    var = np.empty(len(ends))
+    g_total = np.zeros(len(src.ids))
+    w0 = 0
+    while w0 < len(ends):
+        w1 = min(len(ends), int(np.searchsorted(ends, ends[w0] + step, side="right")))
+        w1 = max(w1, w0 + 1)
+        s0 = 0 if w0 == 0 else ends[w0 - 1] + 1
+        s1 = ends[w1 - 1] + 1
+        a, g_chunk = _window_values(src, freq, idx[s0:s1], beta[s0:s1], ends[w0:w1] - s0)
+        var[w0:w1] = a.var(axis=0, ddof=1)
+        g_total += g_chunk
+        w0 = w1
+    return var, g_total
+
+
 def variance_windows(effects: pd.DataFrame, genotypes, size, *, block_size: int | None = None) -> pd.DataFrame:
     """Percentage of genetic variance explained by windows of back-solved SNP effects.
 
@@ -105,28 +137,7 @@ def variance_windows(effects: pd.DataFrame, genotypes, size, *, block_size: int 
     freq_src[pos_in_src] = np.nan_to_num(freq)
     beta_o = beta[order]
     ends = np.flatnonzero(np.r_[codes[1:] != codes[:-1], True])  # last ordered SNP of each window
-    var = np.empty(len(wins))
-    g_total = np.zeros(len(src.ids))
-    # chunks of whole windows, ~block SNPs each (a window longer than a block is one chunk)
-    step = block_size or 1024
-    w0 = 0
-    while w0 < len(wins):
-        w1 = min(len(wins), int(np.searchsorted(ends, ends[w0] + step, side="right")))
-        w1 = max(w1, w0 + 1)
-        s0 = 0 if w0 == 0 else ends[w0 - 1] + 1
-        s1 = ends[w1 - 1] + 1
-        idx = pos_in_src[order[s0:s1]]
-        srt = np.argsort(idx)
-        W = np.empty((len(src.ids), s1 - s0))
-        for sub, Wb in src.centred_blocks(None, freq_src, idx[srt]):
-            k = np.searchsorted(idx[srt], sub)
-            W[:, srt[k]] = Wb
-        A = np.cumsum(W * beta_o[s0:s1], axis=1)
-        cut = ends[w0:w1] - s0
-        a = np.diff(np.concatenate([np.zeros((A.shape[0], 1)), A[:, cut]], axis=1), axis=1)
-        var[w0:w1] = a.var(axis=0, ddof=1)
-        g_total += A[:, -1]
-        w0 = w1
+    var, g_total = _window_variances(src, freq_src, pos_in_src[order], beta_o, ends, block_size or 1024)
     total = g_total.var(ddof=1)
     if not total > 0:
         raise DataError("the back-solved effects give no genetic variance (all zero?)")
