@@ -164,7 +164,6 @@ def cross_validate_traits(
         CV1: ignored (every trait is predicted).
     cv, repeats, seed, groups : as :func:`henderson.cross_validate` (folds of lines)
     """
-    from ..estimators import GBLUP
     from .splits import make_splits, resolve_scheme
 
     t0 = time.perf_counter()
@@ -178,34 +177,14 @@ def cross_validate_traits(
     Kd = G.dense()
     preds, metr, on_boundary = [], [], []
     for si, s in enumerate(splits):
-        train, test = phen.iloc[s.train_pos], phen.iloc[s.test_pos]
-        mt, boundary = _fit_fold(train, traits, G)
+        fold_preds, fold_metrics, boundary = _one_fold(s, phen, design, traits, targets, G, Kd, pos)
+        preds += fold_preds
+        metr += fold_metrics
         if boundary:
             on_boundary.append(s.fold)
-        st = {
-            k: GBLUP(pev=False).fit(G, train[k]).predict(list(test.index)).to_numpy()
-            for k in _scored(design, traits, targets)
-        }
-        if design == "CV1":
-            gebv = mt.gebv.loc[test.index]
-            fold_preds = [_fold_predictions(s, test, k, gebv[k].to_numpy(), st[k]) for k in traits]
-        else:
-            Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
-            both = pd.concat([train, test])
-            codes = pos.get_indexer(both.index)
-            fold_preds = []
-            for k in targets:
-                Yo = both.to_numpy(dtype=float).copy()
-                Yo[len(train) :, traits.index(k)] = np.nan
-                U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
-                fold_preds.append(_fold_predictions(s, test, k, U[codes[len(train) :], traits.index(k)], st[k]))
-        preds += fold_preds
-        metr += [_fold_metrics(s, row, len(train), len(test), mt.correlations[ID], traits) for row in fold_preds]
         if progress is not None:
             progress(si + 1, len(splits), {"repeat": s.repeat, "fold": s.fold})
-    predictions = pd.concat(preds, ignore_index=True)
     fm = pd.DataFrame(metr)
-    summary = _trait_summary(fm)
     notes = []
     if on_boundary:
         notes.append(
@@ -224,7 +203,38 @@ def cross_validate_traits(
         "variances": "REML on the training lines in every fold (multi-trait and single-trait)",
         "seconds": time.perf_counter() - t0,
     }
-    return MultiTraitCVResult(predictions, fm, summary, design, settings)
+    return MultiTraitCVResult(pd.concat(preds, ignore_index=True), fm, _trait_summary(fm), design, settings)
+
+
+def _one_fold(s, phen: pd.DataFrame, design: str, traits, targets, G, Kd: np.ndarray, pos: pd.Index):
+    """One fold: (prediction tables, metric rows, whether Σ_g is on the boundary).
+
+    Multi-trait GBLUP by REML on the training lines, and single-trait GBLUP of each scored
+    trait beside it; CV2 predicts each target trait given the test lines' other traits.
+    """
+    from ..estimators import GBLUP
+
+    train, test = phen.iloc[s.train_pos], phen.iloc[s.test_pos]
+    mt, boundary = _fit_fold(train, traits, G)
+    st = {
+        k: GBLUP(pev=False).fit(G, train[k]).predict(list(test.index)).to_numpy()
+        for k in _scored(design, traits, targets)
+    }
+    if design == "CV1":
+        gebv = mt.gebv.loc[test.index]
+        fold_preds = [_fold_predictions(s, test, k, gebv[k].to_numpy(), st[k]) for k in traits]
+    else:
+        Sg, Se = mt.covariances[ID].to_numpy(), mt.covariances["Residual"].to_numpy()
+        both = pd.concat([train, test])
+        codes = pos.get_indexer(both.index)
+        fold_preds = []
+        for k in targets:
+            Yo = both.to_numpy(dtype=float).copy()
+            Yo[len(train) :, traits.index(k)] = np.nan
+            U, _ = conditional_blup(Kd, codes, Yo, Sg, Se)
+            fold_preds.append(_fold_predictions(s, test, k, U[codes[len(train) :], traits.index(k)], st[k]))
+    metrics = [_fold_metrics(s, row, len(train), len(test), mt.correlations[ID], traits) for row in fold_preds]
+    return fold_preds, metrics, boundary
 
 
 def _checked_inputs(model, y, design, target):

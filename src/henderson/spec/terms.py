@@ -342,24 +342,9 @@ def build_general_spec(
     parsed = parse_formula(formula)
     cov, cov_inverse = dict(cov or {}), dict(cov_inverse or {})
     names = [t.name for t in parsed.random]
-    for key in list(cov) + list(cov_inverse):
-        if key not in names:
-            raise ModelError(
-                f"a covariance was given for {key!r}, which is not a random term of "
-                f"the formula; random terms: {sorted(names) or 'none'}"
-            )
-    groups_corr = [tuple(g) for g in (correlated or [])]
+    _check_covariance_names(list(cov) + list(cov_inverse), names)
+    groups_corr = _correlated_groups(correlated, names)
     in_corr = [n for g in groups_corr for n in g]
-    for g in groups_corr:
-        if len(g) != 2:
-            raise ModelError(f"correlated= takes pairs of terms, e.g. [('animal', 'dam')]; got {g!r}")
-        for n in g:
-            if n not in names:
-                raise ModelError(
-                    f"correlated term {n!r} is not a random term of the formula; random terms: {sorted(names)}"
-                )
-    if len(set(in_corr)) != len(in_corr):
-        raise ModelError(f"a term appears in two correlated groups: {groups_corr}")
     fixed, data = expand_fixed(parsed.fixed, data)
     leg_vars = [m.group(1) for t in parsed.random for e in t.lhs for m in [LEG.fullmatch(e)] if m]
     comp_vars = [e for t in parsed.random for e in t.lhs if e != "1" and not LEG.fullmatch(e)]
@@ -373,16 +358,7 @@ def build_general_spec(
     needed = list(dict.fromkeys(needed))
     _check_no_infinite(data, needed)
     kept, n_dropped, by_col = _drop_missing(data, needed)
-    notes = []
-    for g in groups_corr:  # missing ids in correlated terms: counted, not dropped
-        for name in g:
-            cols = list(by_name_of(parsed)[name].columns)
-            k = int(kept[cols].isna().any(axis=1).sum())
-            if k:
-                notes.append(
-                    f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
-                    "in the correlated term (kept, not dropped)"
-                )
+    notes = _missing_correlated_notes(parsed, groups_corr, kept)
     y = complete_response(data, kept, n_dropped, by_col, parsed.response, notes)
     if np.ptp(y) == 0:
         raise DataError(f"response {parsed.response!r} is constant ({y[0]!r}): nothing to fit")
@@ -392,13 +368,63 @@ def build_general_spec(
         notes.append(msg)
         warnings.warn(msg, DataWarning, stacklevel=3)
     notes += _integer_covariate_notes(kept, x_names)
+    terms = _structured_terms(parsed, groups_corr, kept, cov, cov_inverse)
+    w = _weights(kept, weights) if weights is not None else None
+    res = _residual_of(kept, residual, w, len(y))
+    return GeneralSpec(parsed, y, X, x_names, terms, res, kept.index, n_dropped, by_col, aliased, notes)
+
+
+def _check_covariance_names(keys: list[str], names: list[str]) -> None:
+    """Every covariance given (``cov=``, ``cov_inverse=``) is for a random term of the formula."""
+    for key in keys:
+        if key not in names:
+            raise ModelError(
+                f"a covariance was given for {key!r}, which is not a random term of "
+                f"the formula; random terms: {sorted(names) or 'none'}"
+            )
+
+
+def _correlated_groups(correlated, names: list[str]) -> list[tuple]:
+    """``correlated=`` as pairs of random terms of the formula, each term in one pair at most."""
+    groups = [tuple(g) for g in (correlated or [])]
+    for g in groups:
+        if len(g) != 2:
+            raise ModelError(f"correlated= takes pairs of terms, e.g. [('animal', 'dam')]; got {g!r}")
+        for n in g:
+            if n not in names:
+                raise ModelError(
+                    f"correlated term {n!r} is not a random term of the formula; random terms: {sorted(names)}"
+                )
+    in_corr = [n for g in groups for n in g]
+    if len(set(in_corr)) != len(in_corr):
+        raise ModelError(f"a term appears in two correlated groups: {groups}")
+    return groups
+
+
+def _missing_correlated_notes(parsed: ParsedFormula, groups: list[tuple], kept: pd.DataFrame) -> list[str]:
+    """Records without an id of a correlated term: counted (they have no effect of it), not dropped."""
+    notes = []
+    for g in groups:
+        for name in g:
+            cols = list(by_name_of(parsed)[name].columns)
+            k = int(kept[cols].isna().any(axis=1).sum())
+            if k:
+                notes.append(
+                    f"{k} record(s) without {name!r} (missing id): no {name!r} effect for them "
+                    "in the correlated term (kept, not dropped)"
+                )
+    return notes
+
+
+def _structured_terms(parsed: ParsedFormula, groups: list[tuple], kept: pd.DataFrame, cov, cov_inverse) -> tuple:
+    """One :class:`StructuredTerm` per random term, a correlated pair as one term."""
     by_name = {t.name: t for t in parsed.random}
     terms: list = []
     done: set = set()
     for t in parsed.random:
         if t.name in done:
             continue
-        grp = next((g for g in groups_corr if t.name in g), None)
+        grp = next((g for g in groups if t.name in g), None)
         if grp is not None:
             terms.append(_correlated_term([by_name[n] for n in grp], kept, cov, cov_inverse))
             done.update(grp)
@@ -409,15 +435,17 @@ def build_general_spec(
         codes = np.repeat(lvl.codes[:, None], len(comps), axis=1)
         terms.append(StructuredTerm(t.name, tuple(comps), lvl.levels, codes, z, _structure(t, comps), lvl))
         done.add(t.name)
-    w = _weights(kept, weights) if weights is not None else None
-    if residual is not None:
-        if residual not in kept.columns:
-            raise DataError(f"residual= column {residual!r} not found in the data")
-        labels = _column_labels(kept[residual])
-        lv, rcodes = _iid_levels(labels, [labels])
-        rgroups = tuple(str(g) for g in lv)
-        rstruct = Diagonal(rgroups) if len(rgroups) > 1 else Scalar(("Residual",))
-    else:
-        rgroups, rcodes, rstruct = ("Residual",), np.zeros(len(y), dtype=np.int64), Scalar(("Residual",))
-    res = Residual(rgroups, rcodes, w, rstruct, residual)
-    return GeneralSpec(parsed, y, X, x_names, tuple(terms), res, kept.index, n_dropped, by_col, aliased, notes)
+    return tuple(terms)
+
+
+def _residual_of(kept: pd.DataFrame, residual: str | None, w, n: int) -> Residual:
+    """The residual: one variance, or one per level of the ``residual=`` column (diagonal)."""
+    if residual is None:
+        return Residual(("Residual",), np.zeros(n, dtype=np.int64), w, Scalar(("Residual",)), residual)
+    if residual not in kept.columns:
+        raise DataError(f"residual= column {residual!r} not found in the data")
+    labels = _column_labels(kept[residual])
+    lv, rcodes = _iid_levels(labels, [labels])
+    rgroups = tuple(str(g) for g in lv)
+    rstruct = Diagonal(rgroups) if len(rgroups) > 1 else Scalar(("Residual",))
+    return Residual(rgroups, rcodes, w, rstruct, residual)
