@@ -6,6 +6,7 @@ Catch :class:`HendersonError` to catch them all.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 
@@ -73,8 +74,10 @@ class DataWarning(HendersonWarning):
 
 def format_ids(ids, limit: int = 10) -> str:
     """Format a list of ids for an error message, truncated after ``limit``."""
-    ids = [str(i) for i in ids]
-    shown = ", ".join(repr(i) for i in ids[:limit])
+    if not hasattr(ids, "__len__"):
+        ids = list(ids)
+    head = itertools.islice(iter(ids), limit)  # only the ids shown are converted
+    shown = ", ".join(repr(str(i)) for i in head)
     more = len(ids) - limit
     return shown + (f" ... and {more} more" if more > 0 else "")
 

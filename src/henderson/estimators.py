@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .data._ids import str_ids
 from .data.genotypes import Genotypes
 from .data.pedigree import Pedigree
 from .errors import DataError, ModelError, format_ids
@@ -34,7 +35,7 @@ def _bv_of_ids(table: pd.DataFrame, X, what: str) -> pd.Series:
     """Breeding values of the ids in X; unknown ids are a DataError naming them."""
     if isinstance(X, (str, bytes)):
         X = [X]
-    ids = [str(i) for i in X]
+    ids = str_ids(X)
     unknown = pd.unique(pd.Index(ids)[~pd.Index(ids).isin(table.index)])  # in the user's order
     if len(unknown):
         raise DataError(

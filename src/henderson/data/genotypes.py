@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, GenotypeError, format_ids
+from ._ids import str_ids
 from ._kernels import column_sums_int8
 
 #: Code of a missing call in int8 genotype matrices (bed-reader's convention).
@@ -39,7 +40,7 @@ def _snp_table(snps, p: int) -> pd.DataFrame:
     if snps is None:
         snps = [f"snp{i + 1}" for i in range(p)]
     if not isinstance(snps, pd.DataFrame):
-        snps = pd.DataFrame({"snp": [str(s) for s in snps]})
+        snps = pd.DataFrame({"snp": str_ids(snps)})
     snps = snps.reset_index(drop=True).copy()
     if "snp" not in snps.columns:
         raise DataError(f"SNP table needs a 'snp' column, has {list(snps.columns)}")
@@ -72,8 +73,8 @@ def subset_info(info: dict, old_ids, new_ids) -> dict:
     arrays named in :data:`PER_ID_INFO` are re-indexed by position. Everything else
     (method, counts, file names) is copied unchanged.
     """
-    old = pd.Index([str(i) for i in old_ids])
-    new = [str(i) for i in new_ids]
+    old = pd.Index(str_ids(old_ids))
+    new = str_ids(new_ids)
     pos = old.get_indexer(new)
     out = {}
     for key, val in info.items():
@@ -146,7 +147,7 @@ class Genotypes:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        ids = np.asarray([str(i) for i in self.ids], dtype=object)
+        ids = str_ids(self.ids)
         d = np.asarray(self.dosages)
         if d.ndim != 2:
             raise DataError(f"dosages must be a 2-D (individuals x SNPs) array, got shape {d.shape}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, PedigreeError, format_ids
+from ._ids import str_ids
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,10 +128,10 @@ class Pedigree:
         -------
         int64 ndarray, shape (k,)
         """
-        ids = [str(i) for i in ids]
+        ids = str_ids(ids)
         pos = self._index.get_indexer(ids)
         if (pos < 0).any():
-            missing = [i for i, p in zip(ids, pos) if p < 0]
+            missing = ids[pos < 0]
             raise DataError(f"{len(missing)} id(s) not in the pedigree ({self.source}): " + format_ids(missing))
         return pos.astype(np.int64)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data._ids import str_ids
 from ..data.genotypes import MISSING, Genotypes, default_block_size
 from ..errors import DataError, format_ids
 
@@ -70,7 +71,7 @@ class GenotypeSource:
 
     def rows_of(self, ids, what: str) -> np.ndarray:
         """Positions of ``ids`` in the genotypes; absent ids are an error naming them."""
-        ids = np.asarray([str(i) for i in ids], dtype=object)
+        ids = str_ids(ids)
         pos = pd.Index(self.ids).get_indexer(ids)
         if (pos < 0).any():
             bad = pd.unique(ids[pos < 0])

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..data._ids import str_ids
 from ..data.genotypes import Genotypes
 from ..errors import DataError, GenotypeError
 
@@ -213,8 +214,8 @@ def call_report(geno: Genotypes, top: int = 10) -> CallReport:
         "missing_rate": total / max(geno.n * geno.p, 1),
         "n_snps_with_missing": int((snp_missing > 0).sum()),
         "n_individuals_with_missing": int((ind_missing > 0).sum()),
-        "snps_without_calls": [str(s) for s in geno.snp_ids[snp_missing == geno.n]] if geno.n else [],
-        "individuals_without_calls": [str(i) for i in geno.ids[ind_missing == geno.p]] if geno.p else [],
+        "snps_without_calls": str_ids(geno.snp_ids[snp_missing == geno.n]).tolist() if geno.n else [],
+        "individuals_without_calls": str_ids(geno.ids[ind_missing == geno.p]).tolist() if geno.p else [],
         "worst_snps": worst(snps),
         "worst_individuals": worst(inds),
     }

@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy.stats import norm
 
 from ..api import fit_spec
+from ..data._ids import str_ids
 from ..data.genotypes import Genotypes
 from ..errors import DataError
 from ..linalg import SymbolicCholesky
@@ -113,7 +114,7 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     C[:q, :q] = C[:q, :q] + (s_e / s_u) * sp.csr_matrix(term.penalty)
     C = sp.csc_matrix(C)
     fac = SymbolicCholesky(C, last=X.shape[1]).factor_matrix(C)
-    pos = pd.Index(term.levels).get_indexer([str(i) for i in ids])
+    pos = pd.Index(term.levels).get_indexer(str_ids(ids))
     k = len(pos)
     # H⁻¹'s genotyped block is dense, so those rows form a clique of C and every (i, j)
     # of C²² is on the pattern of L: the selected inverse (Takahashi) gives the block

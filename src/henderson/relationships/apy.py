@@ -29,6 +29,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import blas
 
+from ..data._ids import str_ids
 from ..errors import DataError, NotPositiveDefiniteError, format_ids
 from .container import Relationship, as_relationship
 
@@ -65,7 +66,7 @@ def choose_core(ids, core, seed: int = 0) -> np.ndarray:
             raise DataError(f"APY core size must be between 1 and the {k} genotyped animals, got {core}")
         rng = np.random.default_rng(seed)
         return ids[np.sort(rng.choice(k, size=c, replace=False))]
-    core = np.asarray([str(i) for i in core], dtype=object)
+    core = str_ids(core)
     absent = ~np.isin(core, ids)
     if absent.any():
         raise DataError(f"{int(absent.sum())} APY core id(s) are not genotyped: {format_ids(core[absent])}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data._ids import str_ids
 from ..data.genotypes import subset_info
 from ..errors import DataError, format_ids
 
@@ -57,7 +58,7 @@ class Relationship:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        ids = np.asarray([str(i) for i in self.ids], dtype=object)
+        ids = str_ids(self.ids)
         object.__setattr__(self, "ids", ids)
         shape = self.matrix.shape
         if len(shape) != 2 or shape[0] != shape[1]:
@@ -89,9 +90,10 @@ class Relationship:
 
     def index_of(self, ids) -> np.ndarray:
         """Integer positions of ``ids`` in this matrix; error naming any unknown id."""
-        pos = pd.Index(self.ids).get_indexer([str(i) for i in ids])
+        ids = str_ids(ids)
+        pos = pd.Index(self.ids).get_indexer(ids)
         if (pos < 0).any():
-            missing = [str(i) for i, p in zip(ids, pos) if p < 0]
+            missing = ids[pos < 0]
             raise DataError(
                 f"{len(missing)} id(s) not found in relationship matrix {self.kind}: " + format_ids(missing)
             )
@@ -152,18 +154,17 @@ class Relationship:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, inverse: bool = False, kind: str = "K") -> Relationship:
         """Build from a square DataFrame whose index and columns are the same ids."""
-        idx = [str(i) for i in frame.index]
-        cols = [str(c) for c in frame.columns]
-        if idx != cols:
+        idx, cols = str_ids(frame.index), str_ids(frame.columns)
+        if not np.array_equal(idx, cols):
             if set(idx) == set(cols):
-                frame = frame.loc[:, [c for c in frame.columns]]
+                frame = frame.copy()
                 frame.columns = cols
                 frame = frame[idx]
             else:
                 extra = sorted(set(idx) ^ set(cols))
                 raise DataError(f"relationship matrix {kind}: row and column ids differ: " + format_ids(extra))
         values = frame.to_numpy(dtype=np.float64)
-        return cls(np.asarray(idx, dtype=object), values, inverse=inverse, kind=kind)
+        return cls(idx, values, inverse=inverse, kind=kind)
 
     def __repr__(self) -> str:
         store = "sparse" if self.is_sparse else type(self.matrix).__name__

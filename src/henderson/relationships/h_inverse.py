@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..data._ids import str_ids
 from ..errors import DataError, NotPositiveDefiniteError
 
 
@@ -65,7 +66,7 @@ class SparsePlusDenseInverse:
     """
 
     def __init__(self, ids, sparse, block, index, *, logdet: float | None = None, info: dict | None = None):
-        self.ids = np.asarray([str(i) for i in ids], dtype=object)
+        self.ids = str_ids(ids)
         n = len(self.ids)
         S = sp.csr_matrix(sparse)
         if S.shape != (n, n):

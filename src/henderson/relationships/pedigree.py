@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from .._memory import available_bytes as available_memory
 from ..data import _pedigree_kernels as K
+from ..data._ids import str_ids
 from ..data.pedigree import Pedigree
 from ..errors import DataError, DataWarning, check_missing_mode, format_ids, unknown_ids
 from .container import Relationship
@@ -245,7 +246,7 @@ def colleau_product(ped, ids, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         diag(A₂₂) = 1 + F.
     """
     ped = _as_pedigree(ped)
-    ids = np.asarray([str(i) for i in ids], dtype=object)
+    ids = str_ids(ids)
     s, dm, d, cols, F = _ancestor_subpedigree(ped, ids)
     X = np.asarray(X, dtype=np.float64).reshape(len(ids), -1)
     r = X.shape[1]
@@ -300,7 +301,7 @@ def pedigree_relationship(ped, ids=None, *, missing: str = "error") -> Relations
         A = A[np.ix_(order, order)]
         return Relationship(ped.ids[order], A, kind="A", info={"method": "tabular", "source": ped.source})
     check_missing_mode(missing)
-    ids = np.asarray([str(i) for i in ids], dtype=object)
+    ids = str_ids(ids)
     known = ped._index.get_indexer(ids) >= 0
     if not known.all():
         absent = ids[~known]
