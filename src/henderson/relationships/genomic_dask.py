@@ -372,7 +372,48 @@ def distributed_relationship(
         Before anything is submitted, when the client cannot hold 8n² bytes + 128 MB or a
         worker's memory limit is below its share's peak.
     """
-    from .genomic import METHODS, _check_arguments, _PartialG
+    geno, ids, n, p, fid, file, is_integer = _genotype_source(geno, method, dtype)
+    if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
+        if np.shape(allele_freq) != (p,):
+            raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
+    chunks = _chunks(p, chunk_snps)
+    with get_client(scheduler) as client:
+        _check_memory(client, n, chunks[0][1] - chunks[0][0], method, dtype, is_integer)
+        shares = _shares(client, chunks)
+        futures = _submit_shares(client, geno, shares, method, allele_freq, dtype, (ids, p))
+        total, out, calls = _gather_shares(client, futures, n, method)
+        del futures
+        address = client.scheduler.address
+    _check_gathered(calls, ids, out, method, p)
+    G = total.finish(out["scale"]).T  # C-ordered view of the symmetric result
+    info = {
+        "method": method,
+        "allele_freq": "observed" if allele_freq is None else "supplied",
+        "n_snps": p,
+        "n_snps_used": out["m"],
+        "n_snps_no_call": out["no_call"],
+        "n_snps_monomorphic_skipped": out["mono"],
+        "n_missing_imputed": total.n_imputed,
+        "scale": out["scale"],
+        "blocks": total.n_blocks,
+        "distributed": {
+            "chunks": len(chunks),
+            "chunk_snps": chunks[0][1] - chunks[0][0],
+            "shares": len(shares),
+            "scheduler": address,
+        },
+    }
+    if file:
+        info["genotypes_file"] = file
+    if isinstance(fid, pd.Series):
+        info["fid"] = fid.reindex(pd.Index(ids))
+    return Relationship(ids, G, kind="G", info=info)
+
+
+def _genotype_source(geno, method: str, dtype: str):
+    """(source, ids, n, p, fid, file, is_integer): in-memory genotypes checked, or a .bed's
+    metadata (the source is then the .bed path, read by the workers)."""
+    from .genomic import METHODS, _check_arguments
 
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -397,42 +438,50 @@ def distributed_relationship(
             raise DataError(f"dtype must be 'auto', 'float64' or 'float32', not {dtype!r}")
         if dtype == "float32" and method != "vanraden1":
             raise DataError("the exact float32 path applies only to method='vanraden1' on hard calls (int8)")
-    if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
-        if np.shape(allele_freq) != (p,):
-            raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
-    chunks = _chunks(p, chunk_snps)
-    with get_client(scheduler) as client:
-        _check_memory(client, n, chunks[0][1] - chunks[0][0], method, dtype, is_integer)
-        shares = _shares(client, chunks)
-        futures = []
-        for worker, share in shares:
-            a0, b0 = share[0][0], share[-1][1]
-            where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
-            src = geno if isinstance(geno, str) else client.scatter(_slice(geno, a0, b0), workers=where.get("workers"))
-            futures.append(
-                client.submit(_grm_share, src, a0, share, method, allele_freq, dtype, (ids, p), pure=False, **where)
-            )
-            del src
-        total = _PartialG(n, method)
-        total.acc = np.zeros((n, n), order="F")  # the result; filled in its lower triangle
-        out = {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
-        calls = np.zeros(n, dtype=np.int64)
-        from distributed import as_completed
+    return geno, ids, n, p, fid, file, is_integer
 
-        done = as_completed(futures)
-        del futures
-        for fut in done:  # one share at a time, its accumulators pulled in column slabs
-            meta = client.submit(_share_meta, fut, pure=False).result()
-            for k in out:
-                out[k] += meta[k]
-            calls += meta["calls"]
-            total.merge_state(meta)
-            for key in _ACCS:
-                if meta[key]:
-                    _pull_lower(client, fut, key, total.acc)
-            fut.release()
-            del fut
-        address = client.scheduler.address
+
+def _submit_shares(client, geno, shares, method: str, allele_freq, dtype: str, dims) -> list:
+    """One :func:`_grm_share` task per worker's share of SNP chunks (in-memory chunks scattered to it)."""
+    futures = []
+    for worker, share in shares:
+        a0, b0 = share[0][0], share[-1][1]
+        where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+        src = geno if isinstance(geno, str) else client.scatter(_slice(geno, a0, b0), workers=where.get("workers"))
+        futures.append(client.submit(_grm_share, src, a0, share, method, allele_freq, dtype, dims, pure=False, **where))
+        del src
+    return futures
+
+
+def _gather_shares(client, futures: list, n: int, method: str):
+    """The shares added as they finish, one at a time (accumulators pulled in column slabs):
+    (the summed partial G, the SNP counts and scale, the calls per individual)."""
+    from distributed import as_completed
+
+    from .genomic import _PartialG
+
+    total = _PartialG(n, method)
+    total.acc = np.zeros((n, n), order="F")  # the result; filled in its lower triangle
+    out = {"scale": 0.0, "m": 0, "no_call": 0, "mono": 0}
+    calls = np.zeros(n, dtype=np.int64)
+    done = as_completed(futures)
+    futures.clear()  # the finished futures are released one by one below
+    for fut in done:
+        meta = client.submit(_share_meta, fut, pure=False).result()
+        for k in out:
+            out[k] += meta[k]
+        calls += meta["calls"]
+        total.merge_state(meta)
+        for key in _ACCS:
+            if meta[key]:
+                _pull_lower(client, fut, key, total.acc)
+        fut.release()
+        del fut
+    return total, out, calls
+
+
+def _check_gathered(calls: np.ndarray, ids, out: dict, method: str, p: int) -> None:
+    """Errors for individuals without any call and for no usable SNP; a warning for skipped SNPs."""
     if (calls == 0).any():
         none = pd.Index(ids)[calls == 0]
         raise GenotypeError(
@@ -446,31 +495,8 @@ def distributed_relationship(
             f"genomic_relationship({method}): skipped {out['no_call']} SNP(s) without calls and "
             f"{out['mono']} SNP(s) with p(1-p) = 0 (infinite weight); {out['m']} of {p} used",
             DataWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    G = total.finish(out["scale"]).T  # C-ordered view of the symmetric result
-    info = {
-        "method": method,
-        "allele_freq": "observed" if allele_freq is None else "supplied",
-        "n_snps": p,
-        "n_snps_used": out["m"],
-        "n_snps_no_call": out["no_call"],
-        "n_snps_monomorphic_skipped": out["mono"],
-        "n_missing_imputed": total.n_imputed,
-        "scale": out["scale"],
-        "blocks": total.n_blocks,
-        "distributed": {
-            "chunks": len(chunks),
-            "chunk_snps": chunks[0][1] - chunks[0][0],
-            "shares": len(shares),
-            "scheduler": address,
-        },
-    }
-    if file:
-        info["genotypes_file"] = file
-    if isinstance(fid, pd.Series):
-        info["fid"] = fid.reindex(pd.Index(ids))
-    return Relationship(ids, G, kind="G", info=info)
 
 
 def genotype_products(geno, alpha=None, v=None, allele_freq=None, *, scheduler, chunk_snps: int | None = None) -> dict:
