@@ -372,10 +372,7 @@ def distributed_relationship(
         Before anything is submitted, when the client cannot hold 8n² bytes + 128 MB or a
         worker's memory limit is below its share's peak.
     """
-    geno, ids, n, p, fid, file, is_integer = _genotype_source(geno, method, dtype)
-    if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
-        if np.shape(allele_freq) != (p,):
-            raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
+    geno, ids, n, p, fid, file, is_integer = _genotype_source(geno, method, dtype, allele_freq)
     chunks = _chunks(p, chunk_snps)
     with get_client(scheduler) as client:
         _check_memory(client, n, chunks[0][1] - chunks[0][0], method, dtype, is_integer)
@@ -403,16 +400,15 @@ def distributed_relationship(
             "scheduler": address,
         },
     }
-    if file:
-        info["genotypes_file"] = file
-    if isinstance(fid, pd.Series):
-        info["fid"] = fid.reindex(pd.Index(ids))
+    info |= {"genotypes_file": file} if file else {}
+    info |= {"fid": fid.reindex(pd.Index(ids))} if isinstance(fid, pd.Series) else {}
     return Relationship(ids, G, kind="G", info=info)
 
 
-def _genotype_source(geno, method: str, dtype: str):
+def _genotype_source(geno, method: str, dtype: str, allele_freq):
     """(source, ids, n, p, fid, file, is_integer): in-memory genotypes checked, or a .bed's
-    metadata (the source is then the .bed path, read by the workers)."""
+    metadata (the source is then the .bed path, read by the workers); ``allele_freq``
+    checked against the number of SNPs."""
     from .genomic import METHODS, _check_arguments
 
     if method not in METHODS:
@@ -438,6 +434,9 @@ def _genotype_source(geno, method: str, dtype: str):
             raise DataError(f"dtype must be 'auto', 'float64' or 'float32', not {dtype!r}")
         if dtype == "float32" and method != "vanraden1":
             raise DataError("the exact float32 path applies only to method='vanraden1' on hard calls (int8)")
+    if allele_freq is not None and not isinstance(allele_freq, (str, pd.Series)) and np.ndim(allele_freq):
+        if np.shape(allele_freq) != (p,):
+            raise DataError(f"allele_freq has shape {np.shape(allele_freq)}, expected ({p},) (one per SNP)")
     return geno, ids, n, p, fid, file, is_integer
 
 
