@@ -60,13 +60,17 @@ def test_leave_environment_out_gblup_refit_equals_fit_on_the_other_environment(w
         np.testing.assert_allclose(p["observed"], w.phenotypes.loc[p.index, held])
         r = res.fold_metrics.set_index("fold").loc[held, "r"]
         assert r == pytest.approx(np.corrcoef(p["observed"], p["predicted_bv"])[0, 1], abs=1e-12)
+        # and against the brute-force fit's own predictions: GEBVs of sd ~0.1 agree to 1e-5,
+        # which moves a correlation by ~1e-4 at most
+        brute = np.corrcoef(w.phenotypes.loc[p.index, held], m.gebv_.loc[p.index, "gebv"])[0, 1]
+        assert r == pytest.approx(brute, abs=1e-4)
         assert res.fold_metrics.set_index("fold").loc[held, "sigma2_g"] == pytest.approx(
             m.variance_components_.loc["id", "variance"], rel=1e-4
         )
     # env1 and env2 are phenotypically uncorrelated on wheat (r = -0.02), and so is the
-    # prediction of one from the other (-0.08): a genotype x environment interaction
-    # that leave-environment-out is meant to reveal
-    np.testing.assert_allclose(res.fold_metrics["r"], [-0.0834, -0.0829], atol=5e-4)
+    # prediction of one from the other (about -0.08 both ways): a genotype x environment
+    # interaction that leave-environment-out is meant to reveal
+    assert (res.fold_metrics["r"].abs() < 0.15).all()
 
 
 def test_leave_environment_out_held_variances_fast_equals_brute(wheat):
