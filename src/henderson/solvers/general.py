@@ -11,7 +11,9 @@ fine; K⁻¹ given (A⁻¹) enters as a penalty. From one Cholesky factor of C
 (docs/theory.md, "The general engine"):
 
 - −2 log L_REML = (n − p) log 2π + log|R| + log|G| + log|C| + y'Py,
-  y'Py = y'R⁻¹y − s'W'R⁻¹y; ML uses n and log|C_zz| (the random block of C);
+  y'Py = ê'R⁻¹ê + û'G⁻¹û (the penalised sum of squares, :func:`penalised_ss`; equal to
+  y'R⁻¹y − s'W'R⁻¹y, which cancels catastrophically when R⁻¹ is large);
+  ML uses n and log|C_zz| (the random block of C);
 - score of θⱼ in term k: −½[r tr(Σ⁻¹Σ̇ⱼ) − tr(Σ⁻¹Σ̇ⱼΣ⁻¹(Q + T))], r the term's
   number of level equations, Q = U'K⁻¹U and T[a, b] = tr(K⁻¹ C^{ab}) from C⁻¹;
 - score of the residual variance of group g: −½[n_g/σ²_g − (tr(C⁻¹M_g) + ê'D_gê)/σ⁴_g],
@@ -67,6 +69,39 @@ def term_covariances(spec: GeneralSpec, theta: np.ndarray, slices) -> tuple[list
         sig_inv.append(sla.cho_solve((Ls, True), np.eye(t.size)))
         logdets.append(2.0 * np.log(np.diag(Ls)).sum())
     return sigmas, sig_inv, logdets
+
+
+def penalised_ss(resid, rinv, sol, offsets, ranks, penalties, sig_inv) -> float:
+    """y'Py as the penalised sum of squares ê'R⁻¹ê + Σₖ û'(Σₖ⁻¹ ⊗ Pₖ)û (Henderson).
+
+    The identity y'Py = y'R⁻¹y − ŝ'W'R⁻¹y subtracts two numbers of order 1/σ²ₑ whose
+    difference stays of order 1 as σ²ₑ → 0, losing about log10(1/σ²ₑ) digits; every term
+    of this sum is non-negative, so it loses none. Shared by the dense and sparse C-forms.
+
+    Parameters
+    ----------
+    resid : array, shape (n,)
+        ê = y − Wŝ.
+    rinv : array, shape (n,)
+        Diagonal of R⁻¹ (wᵢ/σ²_{g(i)}).
+    sol : array, shape (m,)
+        The solution ŝ of the equations, random equations first (component-major per term).
+    offsets, ranks : sequences
+        Start of each term's equations (and the end of the last) and its number of level
+        equations r.
+    penalties : list
+        Pₖ = Kₖ⁻¹ (dense or sparse, r × r) or None for the identity.
+    sig_inv : list of arrays
+        Σₖ⁻¹ (S × S).
+    """
+    ss = float(resid @ (rinv * resid))
+    for k, Si in enumerate(sig_inv):
+        S, r = Si.shape[0], ranks[k]
+        U = sol[offsets[k] : offsets[k + 1]].reshape(S, r).T  # r × S
+        P = penalties[k]
+        PU = U if P is None else np.asarray(P @ U)
+        ss += float(np.sum(Si * (U.T @ PU)))
+    return max(ss, 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,12 +252,10 @@ class GeneralMME:
         rs = residual_variances(spec, theta, self.slices[-1])
         C = np.zeros((self.m, self.m))
         rhs = np.zeros(self.m)
-        yRy = 0.0
         logdet_r = -self.sum_logw
         for g, G in enumerate(self.groups):
             C += G["M"] / rs[g]
             rhs += G["Wy"] / rs[g]
-            yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
         logdet_g = 0.0
         sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
@@ -247,7 +280,9 @@ class GeneralMME:
                 "with a random term, or a covariance that is not positive definite"
             ) from exc
         sol = sla.cho_solve((L, True), rhs, check_finite=False)
-        ypy = max(yRy - float(sol @ rhs), 0.0)
+        resid = spec.y - self.W @ sol
+        rinv = self.w / rs[spec.residual.codes]
+        ypy = penalised_ss(resid, rinv, sol, self.offsets, self.ranks, self.penalties, sig_inv)
         ld = np.log(np.diag(L))
         n, p = self.n, self.p
         if method == "reml":
@@ -256,7 +291,6 @@ class GeneralMME:
             m2ll = n * LOG2PI + logdet_r + logdet_g + 2.0 * ld[: self.mz].sum() + ypy
         else:
             raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-        resid = spec.y - self.W @ sol
         if not derivatives:
             return GeneralEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=(L, rs, sig_inv))
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, L, rs)

@@ -39,7 +39,7 @@ from ..linalg._numeric import gather, scatter_add
 from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
-from .general import GeneralMME, residual_variances, term_covariances
+from .general import GeneralMME, penalised_ss, residual_variances, term_covariances
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -213,12 +213,10 @@ class GeneralSparseMME:
         rs = residual_variances(spec, theta, self.slices[-1])
         x = np.zeros(self.symbolic.size)
         rhs = np.zeros(self.m)
-        yRy = 0.0
         logdet_r = -self.sum_logw
         for g, G in enumerate(self.groups):
             scatter_add(x, G["pos"], G["data"], 1.0 / rs[g])
             rhs += G["Wy"] / rs[g]
-            yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
         logdet_g = 0.0
         sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
@@ -235,13 +233,15 @@ class GeneralSparseMME:
                 "with a random term, or a covariance that is not positive definite"
             ) from exc
         sol = factor.solve(rhs)
-        ypy = max(yRy - float(sol @ rhs), 0.0)
+        resid = spec.y - self.W @ sol
+        rinv = self.w / rs[spec.residual.codes]
+        # y'Py as the penalised sum of squares: y'R⁻¹y − ŝ'W'R⁻¹y cancels as σ²ₑ → 0
+        ypy = penalised_ss(resid, rinv, sol, self.offsets, self.ranks, self.penalties, sig_inv)
         n, p = self.n, self.p
         if method == "reml":
             m2ll = (n - p) * LOG2PI + logdet_r + logdet_g + factor.logdet() + ypy
         else:
             m2ll = n * LOG2PI + logdet_r + logdet_g + factor.logdet(self.mz) + ypy
-        resid = spec.y - self.W @ sol
         if not derivatives:
             return GeneralSparseEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=factor)
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, factor, rs)
