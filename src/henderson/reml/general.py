@@ -46,10 +46,18 @@ import numpy as np
 import pandas as pd
 
 from .._progress import report
-from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+from ..errors import ConvergenceWarning, NotPositiveDefiniteError, UnreliableEvaluationError
 from ..solvers.protocol import Prepared
 
-_INFEASIBLE = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError, ZeroDivisionError)
+#: a point the engine cannot evaluate: a Σ or C not positive definite, or (the C-form's
+#: :class:`UnreliableEvaluationError`) too ill-conditioned to trust −2 log L; both halve the step
+_INFEASIBLE = (
+    np.linalg.LinAlgError,
+    NotPositiveDefiniteError,
+    UnreliableEvaluationError,
+    FloatingPointError,
+    ZeroDivisionError,
+)
 
 
 @dataclass
