@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError, UnreliableEvaluationError
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
+from ._spd import inverse_from_cholesky
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -165,16 +165,10 @@ def rounding_error(diag: np.ndarray, m2ll: float) -> float:
 
 
 def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    """C⁻¹ from C = LL' by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against I)."""
-    if L.shape[0] == 0:
-        return np.zeros((0, 0))
-    inv, info = lapack.dpotri(L, lower=1)
-    if info != 0:
-        raise NotPositiveDefiniteError("the mixed model equations could not be inverted")
-    # dpotri writes the lower triangle and leaves the upper as it was in L (zeros: scipy's
-    # cholesky cleans it), so one strict-lower copy mirrored in place gives the symmetric C⁻¹
-    inv += np.tril(inv, -1).T
-    return inv
+    """(Λ'CΛ)⁻¹ from its factor by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against
+    I; :mod:`henderson.solvers._spd`, dpotri measured faster than dtrtri + dsyrk for the
+    C-form in benchmarks/results/cform_inverse.md)."""
+    return inverse_from_cholesky(L, "dpotri", what="the mixed model equations")
 
 
 class GeneralMME:
