@@ -1,9 +1,11 @@
-"""The dense C-form as the residual variance goes to 0, against a brute-force dense V.
+"""The C-forms (dense and sparse) as the residual variance goes to 0, against a brute-force V.
 
 As σ²ₑ → 0, R⁻¹ grows without bound and the C-form's equations C = W'R⁻¹W + G⁻¹ become
 ill-conditioned (condition ~ 1/σ²ₑ). The engine computes y'Py as the penalised sum of
-squares, factors the scaled equations Λ'CΛ, and refuses (``UnreliableEvaluationError``)
-a point whose estimated rounding error of −2 log L exceeds 1e-9 relative.
+squares, centres y by OLS, and refuses (``UnreliableEvaluationError``) a point whose
+estimated rounding error of −2 log L exceeds 1e-9 relative; the dense engine factors the
+scaled equations Λ'CΛ (estimate from the diagonal ratio of its factor), the sparse one C
+itself (estimate from the pivot growth Cᵢᵢ/Lᵢᵢ²).
 
 The reference is written here with numpy alone: V = Σₖ Σ_ab Σ[a, b] Z_a K Z_b' + R,
 b̂ by GLS, Py = V⁻¹(y − Xb̂), ûₐ = Σ_b Σ[a, b] K Z_b'Py, log|V| and log|X'V⁻¹X| by slogdet.
@@ -29,6 +31,7 @@ import scipy.sparse as sp
 import henderson as h
 from henderson.errors import UnreliableEvaluationError
 from henderson.solvers.general import GeneralMME
+from henderson.solvers.general_sparse import GeneralSparseMME
 from henderson.spec.levels import Factored
 from henderson.spec.terms import build_general_spec
 
@@ -120,10 +123,10 @@ def brute(y, parts, method):
     return m2ll, b, U
 
 
-def engine(f, kw, d, theta, method):
+def engine(f, kw, d, theta, method, cls=GeneralMME):
     spec = build_general_spec(f, d, **kw)
     assert list(spec.terms[0].components) == [f"env{e}" for e in ENVS] or spec.terms[0].size == 4
-    mme = GeneralMME(spec)
+    mme = cls(spec)
     ev = mme.evaluate(theta, method=method, derivatives=True)
     U, _ = mme.term_blups(ev, 0)
     order = pd.Index(spec.terms[0].levels).get_indexer(sorted(d["g"].unique()))
@@ -139,26 +142,31 @@ def _close(got, want, rtol):
 CASES = ["us_K", "us_Kinv", "diag_iid", "us_K_resgroup"]
 
 
+ENGINES = {"dense": GeneralMME, "sparse": GeneralSparseMME}
+
+
+@pytest.mark.parametrize("kind", list(ENGINES))
 @pytest.mark.parametrize("method", ["reml", "ml"])
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("s, rtol_u", [(1.0, 1e-10), (1e-2, 1e-10), (1e-4, 1e-10), (1e-6, 1e-8)])
-def test_cform_equals_brute_force_as_residual_shrinks(name, method, s, rtol_u):
+def test_cform_equals_brute_force_as_residual_shrinks(name, method, s, rtol_u, kind):
     f, kw, d, theta, parts = case(name, s)
     m2ll, b, U = brute(d["y"].to_numpy(), parts, method)
-    got_m2ll, got_b, got_U = engine(f, kw, d, theta, method)
+    got_m2ll, got_b, got_U = engine(f, kw, d, theta, method, ENGINES[kind])
     _close(got_m2ll, m2ll, 1e-10)
     _close(got_b, b, 1e-10)
     _close(got_U, U, rtol_u)
 
 
+@pytest.mark.parametrize("kind", list(ENGINES))
 @pytest.mark.parametrize("method", ["reml", "ml"])
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("s", [1e-8, 1e-10, 1e-12, 1e-14])
-def test_cform_refuses_or_agrees_below(name, method, s):
+def test_cform_refuses_or_agrees_below(name, method, s, kind):
     f, kw, d, theta, parts = case(name, s)
     m2ll, b, U = brute(d["y"].to_numpy(), parts, method)
     try:
-        got_m2ll, got_b, got_U = engine(f, kw, d, theta, method)
+        got_m2ll, got_b, got_U = engine(f, kw, d, theta, method, ENGINES[kind])
     except UnreliableEvaluationError as exc:
         assert "solver='vform'" in str(exc)
         return
@@ -167,11 +175,12 @@ def test_cform_refuses_or_agrees_below(name, method, s):
     _close(got_U, U, 1e-9)
 
 
-def test_refusal_names_the_remedy():
-    """At σ²ₑ = 1e-14 the equations have condition ~1e14: the C-form refuses."""
+@pytest.mark.parametrize("kind", list(ENGINES))
+def test_refusal_names_the_remedy(kind):
+    """At σ²ₑ = 1e-14 the equations have condition ~1e14: both C-forms refuse."""
     f, kw, d, theta, _ = case("us_K", 1e-14)
-    with pytest.raises(UnreliableEvaluationError, match="numerically unreliable in the C-form"):
-        engine(f, kw, d, theta, "ml")
+    with pytest.raises(UnreliableEvaluationError, match="numerically unreliable in the (sparse )?C-form"):
+        engine(f, kw, d, theta, "ml", ENGINES[kind])
 
 
 def test_factored_kernel_is_used():

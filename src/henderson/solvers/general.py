@@ -164,6 +164,21 @@ def rounding_error(diag: np.ndarray, m2ll: float) -> float:
     return EPS * np.sqrt(len(diag)) * kappa / max(1.0, abs(float(m2ll)))
 
 
+def pivot_rounding_error(cdiag: np.ndarray, ldiag: np.ndarray, m2ll: float) -> float:
+    """Estimated relative rounding error of −2 log L from the pivots of C = LL' (any scaling).
+
+    The pivot Lᵢᵢ² = Cᵢᵢ − Σⱼ Lᵢⱼ² is computed with an absolute error of order ε Cᵢᵢ, so
+    log Lᵢᵢ² with a relative one of order ε Cᵢᵢ/Lᵢᵢ² (the pivot growth, unchanged by a
+    diagonal scaling of C, so it needs no Λ). ε √m maxᵢ Cᵢᵢ/Lᵢᵢ², relative to
+    max(1, |−2 log L|): on the scaled dense equations this was 0.6–1.8 × :func:`rounding_error`
+    (tests/solvers/test_cform_residual_to_zero.py's cases). Used by the sparse C-form.
+    """
+    if len(cdiag) == 0:
+        return 0.0
+    growth = float(np.max(cdiag / ldiag**2))
+    return EPS * np.sqrt(len(cdiag)) * growth / max(1.0, abs(float(m2ll)))
+
+
 def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
     """(Λ'CΛ)⁻¹ from its factor by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against
     I; :mod:`henderson.solvers._spd`, dpotri measured faster than dtrtri + dsyrk for the
