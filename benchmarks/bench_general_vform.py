@@ -18,7 +18,7 @@ own process (wall time and peak RSS from ``/usr/bin/time``):
 - sommer 4.3.7 ``mmer`` (``vsr(usr(Env), Name, Gu = G)``) at sizes of at most
   ``--sommer-max-records`` records (default 1,000: it ran out of memory at 1,000 × 8);
 - the BLAS floor of one V-form evaluation with derivatives: one ``dpotrf`` and one inverse
-  of an n × n SPD matrix (both ``dpotri`` and the ``dtrtri`` + ``dsyrk`` the engine uses),
+  of an n × n SPD matrix (both ``dpotri``, which the engine uses, and ``dtrtri`` + ``dsyrk``),
   same n, same process kind, same BLAS thread rule as the engine. The V-form's optimisation seconds per AI iteration are
   reported as a ratio to it (one accepted iteration = one dpotrf for the trial point +
   one inverse for its derivatives, plus O(S n²) traces and the n² n_θ AI product).
@@ -164,7 +164,9 @@ def _section(r: dict) -> list:
             per = v["timings"]["optimise"] / max(v["iterations"], 1)
             f1 = fl["dpotrf"] + fl["dpotri"]
             f2 = fl["dpotrf"] + fl["dtrtri_dsyrk"]
-            uses = "dpotri" if r["records"] < 2000 else "dtrtri + dsyrk"  # general_vform._inverse_from_cholesky
+            from henderson.solvers._spd import default_route
+
+            uses = "dpotri" if default_route(r["records"]) == "dpotri" else "dtrtri + dsyrk"
             L.append(
                 f"V-form seconds per AI iteration / floor: **{per / f1:.2f}×** (dpotrf + dpotri), "
                 f"{per / f2:.2f}× (dpotrf + dtrtri + dsyrk); the engine calls dpotrf + {uses} at this n."

@@ -45,24 +45,26 @@ def prepare(
 
     The returned state's ``evaluate(sigma2, method="reml").m2ll`` is −2 log L at any
     variance components: useful for profiling, likelihood-ratio tests and checks.
-    Structured models give the general engine (:class:`~henderson.solvers.general.GeneralMME`),
-    whose ``evaluate`` takes θ in the order of ``state.theta_names``.
+    Structured models give the general engine ``fit`` would use, chosen by the same
+    rule (``_general_state(spec, "auto")``): the dense C-form
+    (:class:`~henderson.solvers.general.GeneralMME`), the sparse C-form
+    (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`) or the V-form
+    (:class:`~henderson.solvers.general_vform.GeneralVForm`); its ``evaluate`` takes θ in
+    the order of ``state.theta_names``.
     """
     if _structured(formula, weights, residual, correlated):
-        from .solvers.general import GeneralMME
         from .spec.terms import build_general_spec
 
-        return GeneralMME(
-            build_general_spec(
-                formula,
-                data,
-                cov=cov,
-                cov_inverse=cov_inverse,
-                weights=weights,
-                residual=residual,
-                correlated=correlated,
-            )
+        spec = build_general_spec(
+            formula,
+            data,
+            cov=cov,
+            cov_inverse=cov_inverse,
+            weights=weights,
+            residual=residual,
+            correlated=correlated,
         )
+        return _general_state(spec, "auto")
     return DenseMME(build_spec(formula, data, cov=cov, cov_inverse=cov_inverse))
 
 

@@ -52,6 +52,12 @@ class NotPositiveDefiniteError(ModelError):
     """A covariance or coefficient matrix is not (semi-)definite as required."""
 
 
+class UnreliableEvaluationError(ModelError):
+    """The likelihood at a point cannot be computed to the required accuracy in this form
+    (the C-form's equations are too ill-conditioned, e.g. a residual variance near 0);
+    the optimiser treats the point as infeasible. ``solver='vform'`` is exact there."""
+
+
 class HendersonWarning(UserWarning):
     """Base class of henderson warnings."""
 

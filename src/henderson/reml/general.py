@@ -18,7 +18,12 @@ When H_φ is not positive definite it is replaced by J'AIJ + μI (Levenberg–Ma
 A step that does not lower −2 log L is halved (12 times at most); then an EM-REML
 step (Σₖ ← (Qₖ + Tₖ)/rₖ projected on the structure, σ²_g ← (ê'D_gê + tr(C⁻¹M_g))/n_g),
 which keeps Σ PSD and never lowers the likelihood. A trial where a Σ is numerically
-singular (the MME need Σ⁻¹) counts as a failed step and is halved.
+singular (the MME need Σ⁻¹), or that the C-form refuses as numerically unreliable
+(:class:`~henderson.errors.UnreliableEvaluationError`, σ²ₑ → 0), counts as a failed step
+and is halved. When every trial fails and some structures are on the boundary
+(:func:`boundary_of`), the AI step of the other parameters with theirs held is tried
+before EM ("ai-held"): near σ²ₑ = 0 the full step always pushes σ²ₑ below what the
+C-form resolves, which would otherwise leave only EM's slow steps.
 
 Stopping rule (:func:`newton_check`, a criterion on the AI-scaled score with the dense
 optimiser's tolerances, ``reml/optimize.py``): at each accepted point the AI step
@@ -46,10 +51,18 @@ import numpy as np
 import pandas as pd
 
 from .._progress import report
-from ..errors import ConvergenceWarning, NotPositiveDefiniteError
+from ..errors import ConvergenceWarning, NotPositiveDefiniteError, UnreliableEvaluationError
 from ..solvers.protocol import Prepared
 
-_INFEASIBLE = (np.linalg.LinAlgError, NotPositiveDefiniteError, FloatingPointError, ZeroDivisionError)
+#: a point the engine cannot evaluate: a Σ or C not positive definite, or (the C-form's
+#: :class:`UnreliableEvaluationError`) too ill-conditioned to trust −2 log L; both halve the step
+_INFEASIBLE = (
+    np.linalg.LinAlgError,
+    NotPositiveDefiniteError,
+    UnreliableEvaluationError,
+    FloatingPointError,
+    ZeroDivisionError,
+)
 
 
 @dataclass
@@ -123,17 +136,38 @@ def _jacobians(state, phi) -> tuple[np.ndarray, np.ndarray]:
     return J0 + D2 @ phi, D2
 
 
-def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _newton_direction(state, ev, held=None) -> tuple[np.ndarray, np.ndarray, float] | None:
     """(φ, δ, λ²): the point in φ, the AI step δ = H_φ⁻¹ s_φ and its Newton decrement
-    λ² = s_φ'δ (the decrease of −2 log L a full step predicts: ℓ gains ½ s_φ'H_φ⁻¹s_φ)."""
+    λ² = s_φ'δ (the decrease of −2 log L a full step predicts: ℓ gains ½ s_φ'H_φ⁻¹s_φ).
+    ``held`` (boolean mask over φ): those entries stay where they are (δ = 0 there; the
+    Newton step of the others given them)."""
     phi = to_phi(state, ev.theta)
     J, D2 = _jacobians(state, phi)
     g = J.T @ ev.score
     H = J.T @ ev.ai @ J - np.einsum("j,jab->ab", ev.score, D2)
+    if held is not None and np.any(held):
+        free = ~held
+        sub = _newton_solve(state, g[free], H[np.ix_(free, free)], (J.T @ ev.ai @ J)[np.ix_(free, free)])
+        if sub is None:
+            return None
+        delta = np.zeros(len(phi))
+        delta[free] = sub
+        return phi, delta, float(g @ delta)
+    delta = _newton_solve(state, g, H, J.T @ ev.ai @ J)
+    if delta is None:
+        return None
+    return phi, delta, float(g @ delta)
+
+
+def _newton_solve(state, g, H, H_ai) -> np.ndarray | None:
+    """δ = H⁻¹g, with H replaced by J'AIJ + μI (``H_ai``: that J'AIJ) when H is not
+    positive definite (Levenberg–Marquardt); None when no μ makes it so."""
+    if len(g) == 0:
+        return None
     try:
         c = np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
-        H = J.T @ ev.ai @ J
+        H = H_ai
         mu = 1e-6 * max(float(np.trace(H)) / len(H), 1e-300)
         for _ in range(20):
             try:
@@ -143,8 +177,7 @@ def _newton_direction(state, ev) -> tuple[np.ndarray, np.ndarray, float] | None:
                 mu *= 10
         else:
             return None
-    delta = np.linalg.solve(c.T, np.linalg.solve(c, g))
-    return phi, delta, float(g @ delta)
+    return np.linalg.solve(c.T, np.linalg.solve(c, g))
 
 
 #: the dense optimiser's tolerances (reml/optimize.py: ``par_tol`` and ``tol``)
@@ -222,6 +255,14 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
         # before the trials, so one such array is alive at a time (issue 13)
         ev = state.release(ev)
         new, kind = _ai_step(state, ev, method, direction)
+        if new is None and boundary_of(state, ev.theta):
+            # every trial of the full step failed (a point the engine cannot evaluate: the
+            # C-form refuses σ²ₑ below what it resolves): the AI step of the other
+            # parameters with those of the structures on the boundary held
+            held = _held_mask(state, boundary_of(state, ev.theta))
+            if not held.all():
+                new, kind = _ai_step(state, ev, method, _newton_direction(state, ev, held))
+                kind = None if new is None else f"{kind}-held"
         if new is None:
             try:
                 new = state.evaluate(state.em_step(ev), derivatives=True, method=method)
@@ -250,6 +291,16 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             stacklevel=3,
         )
     return GeneralOptim(ev, steps, converged, log, boundary_of(state, ev.theta))
+
+
+def _held_mask(state, names) -> np.ndarray:
+    """Boolean mask over φ: the entries of the structures named (terms, "Residual")."""
+    all_names = [t.name for t in state.spec.terms] + ["Residual"]
+    mask = np.zeros(state.spec.n_theta, dtype=bool)
+    for name, sl in zip(all_names, _slices(state)):
+        if name in names:
+            mask[sl] = True
+    return mask
 
 
 def boundary_of(state, theta, rel: float = 1e-6) -> list:

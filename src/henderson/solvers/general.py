@@ -11,7 +11,9 @@ fine; K⁻¹ given (A⁻¹) enters as a penalty. From one Cholesky factor of C
 (docs/theory.md, "The general engine"):
 
 - −2 log L_REML = (n − p) log 2π + log|R| + log|G| + log|C| + y'Py,
-  y'Py = y'R⁻¹y − s'W'R⁻¹y; ML uses n and log|C_zz| (the random block of C);
+  y'Py = ê'R⁻¹ê + û'G⁻¹û (the penalised sum of squares, :func:`penalised_ss`; equal to
+  y'R⁻¹y − s'W'R⁻¹y, which cancels catastrophically when R⁻¹ is large);
+  ML uses n and log|C_zz| (the random block of C);
 - score of θⱼ in term k: −½[r tr(Σ⁻¹Σ̇ⱼ) − tr(Σ⁻¹Σ̇ⱼΣ⁻¹(Q + T))], r the term's
   number of level equations, Q = U'K⁻¹U and T[a, b] = tr(K⁻¹ C^{ab}) from C⁻¹;
 - score of the residual variance of group g: −½[n_g/σ²_g − (tr(C⁻¹M_g) + ê'D_gê)/σ⁴_g],
@@ -19,23 +21,34 @@ fine; K⁻¹ given (A⁻¹) enters as a penalty. From one Cholesky factor of C
 - AI_ij = ½ wᵢ'Pwⱼ with working variates wⱼ = V̇ⱼPy: Z̃ₖ vec(UΣ⁻¹Σ̇ⱼ) for a term
   (Z̃'Py = G⁻¹û), ê/σ²_g on group g for the residual; Pw costs one solve with C.
 
+What is factorised is the scaled matrix Λ'CΛ, Λ = blockdiag(L_Σₖ ⊗ I_rₖ, I_p) with
+Σₖ = L_ΣₖL_Σₖ' (lme4's Λ(θ) form): its penalty is I ⊗ Pₖ, so Σₖ⁻¹, large near a
+rank-deficient Σ, never enters the matrix; the solution is Λṽ, log|G| + log|C| =
+Σₖ Sₖ log|Kₖ| + log|Λ'CΛ| (the rₖ log|Σₖ| cancel exactly), C⁻¹ = Λ(Λ'CΛ)⁻¹Λ'. y is
+centred by its OLS fit once (the equations are solved for b − β₀). As σ²ₑ → 0 the
+equations' condition grows like 1/σ²ₑ; an evaluation whose estimated rounding error of
+−2 log L (:func:`rounding_error`) exceeds :data:`RELIABLE_RTOL` raises
+:class:`~henderson.errors.UnreliableEvaluationError` (the optimiser halves its step;
+the V-form is exact there).
+
 The cross-products M_g, W_g'D_g y are formed once; each evaluation is O(G m²) to
 assemble C plus one dense Cholesky of order m = Σₖ Sₖrₖ + p.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
-from ..errors import ModelError, NotPositiveDefiniteError
+from ..errors import ModelError, NotPositiveDefiniteError, UnreliableEvaluationError
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
+from ._spd import inverse_from_cholesky
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -69,6 +82,39 @@ def term_covariances(spec: GeneralSpec, theta: np.ndarray, slices) -> tuple[list
     return sigmas, sig_inv, logdets
 
 
+def penalised_ss(resid, rinv, sol, offsets, ranks, penalties, sig_inv) -> float:
+    """y'Py as the penalised sum of squares ê'R⁻¹ê + Σₖ û'(Σₖ⁻¹ ⊗ Pₖ)û (Henderson).
+
+    The identity y'Py = y'R⁻¹y − ŝ'W'R⁻¹y subtracts two numbers of order 1/σ²ₑ whose
+    difference stays of order 1 as σ²ₑ → 0, losing about log10(1/σ²ₑ) digits; every term
+    of this sum is non-negative, so it loses none. Shared by the dense and sparse C-forms.
+
+    Parameters
+    ----------
+    resid : array, shape (n,)
+        ê = y − Wŝ.
+    rinv : array, shape (n,)
+        Diagonal of R⁻¹ (wᵢ/σ²_{g(i)}).
+    sol : array, shape (m,)
+        The solution ŝ of the equations, random equations first (component-major per term).
+    offsets, ranks : sequences
+        Start of each term's equations (and the end of the last) and its number of level
+        equations r.
+    penalties : list
+        Pₖ = Kₖ⁻¹ (dense or sparse, r × r) or None for the identity.
+    sig_inv : list of arrays
+        Σₖ⁻¹ (S × S).
+    """
+    ss = float(resid @ (rinv * resid))
+    for k, Si in enumerate(sig_inv):
+        S, r = Si.shape[0], ranks[k]
+        U = sol[offsets[k] : offsets[k + 1]].reshape(S, r).T  # r × S
+        P = penalties[k]
+        PU = U if P is None else np.asarray(P @ U)
+        ss += float(np.sum(Si * (U.T @ PU)))
+    return max(ss, 0.0)
+
+
 @dataclass(frozen=True, eq=False)
 class GeneralEvaluation:
     """The equations at one θ: −2 log L, solutions and (optionally) derivatives.
@@ -89,21 +135,55 @@ class GeneralEvaluation:
     cinv: np.ndarray | None = None
     em: dict | None = None
     #: what :meth:`GeneralMME.with_derivatives` needs to add the derivatives later without
-    #: refactorising C: (Cholesky factor of C, residual variances, Σₖ⁻¹); None once used
+    #: refactorising C: (Cholesky factor of Λ'CΛ, residual variances, Σₖ⁻¹, L_Σₖ); None once used
     factor: tuple | None = field(default=None, repr=False)
+    #: estimated relative rounding error of ``m2ll`` (:func:`rounding_error`)
+    rounding: float = 0.0
+
+
+#: largest estimated relative rounding error of −2 log L an evaluation may carry; beyond
+#: it the C-form raises :class:`~henderson.errors.UnreliableEvaluationError`
+RELIABLE_RTOL = 1e-9
+EPS = float(np.finfo(float).eps)
+
+
+def rounding_error(diag: np.ndarray, m2ll: float) -> float:
+    """Estimated relative rounding error of −2 log L from the factor of Λ'CΛ.
+
+    κ̂ = (max Lᵢᵢ / min Lᵢᵢ)² is a lower bound on the condition number of Λ'CΛ. The
+    Cholesky factorisation is exact for a matrix within ε‖C‖ of C; seen through C⁻¹ in
+    the directions the data leave weakly determined (as σ²ₑ → 0, those of order 1
+    against 1/σ²ₑ), each of the m pivots carries an error of order ε κ̂ in log|Λ'CΛ| and
+    in the penalised sum of squares, accumulating like √m. So ε √m κ̂, relative to
+    max(1, |−2 log L|). Measured against a brute-force V on four structures
+    (tests/solvers/test_cform_residual_to_zero.py): the actual error was 0.1–0.5 × this.
+    """
+    if len(diag) == 0:
+        return 0.0
+    kappa = (float(np.max(diag)) / float(np.min(diag))) ** 2
+    return EPS * np.sqrt(len(diag)) * kappa / max(1.0, abs(float(m2ll)))
+
+
+def pivot_rounding_error(cdiag: np.ndarray, ldiag: np.ndarray, m2ll: float) -> float:
+    """Estimated relative rounding error of −2 log L from the pivots of C = LL' (any scaling).
+
+    The pivot Lᵢᵢ² = Cᵢᵢ − Σⱼ Lᵢⱼ² is computed with an absolute error of order ε Cᵢᵢ, so
+    log Lᵢᵢ² with a relative one of order ε Cᵢᵢ/Lᵢᵢ² (the pivot growth, unchanged by a
+    diagonal scaling of C, so it needs no Λ). ε √m maxᵢ Cᵢᵢ/Lᵢᵢ², relative to
+    max(1, |−2 log L|): on the scaled dense equations this was 0.6–1.8 × :func:`rounding_error`
+    (tests/solvers/test_cform_residual_to_zero.py's cases). Used by the sparse C-form.
+    """
+    if len(cdiag) == 0:
+        return 0.0
+    growth = float(np.max(cdiag / ldiag**2))
+    return EPS * np.sqrt(len(cdiag)) * growth / max(1.0, abs(float(m2ll)))
 
 
 def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    """C⁻¹ from C = LL' by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against I)."""
-    if L.shape[0] == 0:
-        return np.zeros((0, 0))
-    inv, info = lapack.dpotri(L, lower=1)
-    if info != 0:
-        raise NotPositiveDefiniteError("the mixed model equations could not be inverted")
-    # dpotri writes the lower triangle and leaves the upper as it was in L (zeros: scipy's
-    # cholesky cleans it), so one strict-lower copy mirrored in place gives the symmetric C⁻¹
-    inv += np.tril(inv, -1).T
-    return inv
+    """(Λ'CΛ)⁻¹ from its factor by LAPACK ``dpotri`` (⅔m³ flops, a third of solving against
+    I; :mod:`henderson.solvers._spd`, dpotri measured faster than dtrtri + dsyrk for the
+    C-form in benchmarks/results/cform_inverse.md)."""
+    return inverse_from_cholesky(L, "dpotri", what="the mixed model equations")
 
 
 class GeneralMME:
@@ -156,6 +236,13 @@ class GeneralMME:
         self.w = w
         self.sum_logw = float(np.log(w).sum())
         self.groups: list = []
+        # y centred by its OLS fit once: the equations are solved for (b − β₀, u), whose
+        # size (not ‖b‖, e.g. a mean of 50) sets the rounding error of the solution in the
+        # directions the data leave weakly determined (fixed × random confounding); y'Py,
+        # ê and û are unchanged because PX = 0
+        X = np.asarray(spec.X, dtype=float)
+        self.beta0 = np.linalg.lstsq(X, spec.y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+        self.y0 = spec.y - X @ self.beta0
         with blas_threads_for(self.m):  # small products: threads cost more than they save
             self._cross_products(res, w)
         self.n, self.p = n, spec.p
@@ -164,12 +251,11 @@ class GeneralMME:
 
     def _cross_products(self, res, w) -> None:
         """M_g = W_g'D_gW_g, W_g'D_g y and y'D_g y per residual group (once)."""
-        spec = self.spec
         for g in range(len(res.groups)):
             idx = np.flatnonzero(res.codes == g)
             Wg = self.W[idx]
             wg = w[idx]
-            yg = spec.y[idx]
+            yg = self.y0[idx]
             self.groups.append(
                 dict(idx=idx, n=len(idx), M=Wg.T @ (wg[:, None] * Wg), Wy=Wg.T @ (wg * yg), yy=float(wg @ (yg * yg)))
             )
@@ -217,28 +303,31 @@ class GeneralMME:
         rs = residual_variances(spec, theta, self.slices[-1])
         C = np.zeros((self.m, self.m))
         rhs = np.zeros(self.m)
-        yRy = 0.0
         logdet_r = -self.sum_logw
         for g, G in enumerate(self.groups):
             C += G["M"] / rs[g]
             rhs += G["Wy"] / rs[g]
-            yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
-        logdet_g = 0.0
-        sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
+        sigmas, sig_inv, _ = term_covariances(spec, theta, self.slices)
+        lams = [np.linalg.cholesky(S) for S in sigmas]
+        # the scaled equations Λ'CΛ, Λ = blockdiag(L_Σₖ ⊗ I, I_p): the penalty becomes
+        # I ⊗ Pₖ, so Σ⁻¹ (large near a rank-deficient Σ) never enters the matrix factorised
+        self._scale_rows(C, lams, transpose=True)
+        C = np.ascontiguousarray(C.T)
+        self._scale_rows(C, lams, transpose=True)
+        rhs = self._scale_rows(rhs[:, None], lams, transpose=True)[:, 0]
+        logdet_k = 0.0
         for k, t in enumerate(spec.terms):
-            Si = sig_inv[k]
             r = self.ranks[k]
             a, b = self.offsets[k], self.offsets[k + 1]
             P = self.penalties[k]
+            blk = C[a:b, a:b]
             if P is None:
-                blk = C[a:b, a:b]
-                for i in range(t.size):
-                    for j in range(t.size):
-                        blk[i * r : (i + 1) * r, j * r : (j + 1) * r][np.diag_indices(r)] += Si[i, j]
+                blk[np.diag_indices(b - a)] += 1.0
             else:
-                C[a:b, a:b] += np.kron(Si, P)
-            logdet_g += r * logdet_sigma[k] + t.size * self.logdet_k[k]
+                for i in range(t.size):
+                    blk[i * r : (i + 1) * r, i * r : (i + 1) * r] += P
+            logdet_k += t.size * self.logdet_k[k]
         try:
             L = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:
@@ -246,20 +335,57 @@ class GeneralMME:
                 "the mixed model equations are not positive definite: a fixed effect confounded "
                 "with a random term, or a covariance that is not positive definite"
             ) from exc
-        sol = sla.cho_solve((L, True), rhs, check_finite=False)
-        ypy = max(yRy - float(sol @ rhs), 0.0)
-        ld = np.log(np.diag(L))
+        del C
+        v = sla.cho_solve((L, True), rhs, check_finite=False)
+        sol = self._scale_rows(v[:, None].copy(), lams, transpose=False)[:, 0]
+        resid = self.y0 - self.W @ sol
+        sol[self.mz :] += self.beta0
+        rinv = self.w / rs[spec.residual.codes]
+        # û'G⁻¹û = ṽ'(I ⊗ P)ṽ in the scaled solution ṽ = Λ⁻¹ŝ: Σ = I there
+        eye = [np.eye(t.size) for t in spec.terms]
+        ypy = penalised_ss(resid, rinv, v, self.offsets, self.ranks, self.penalties, eye)
+        d = np.diag(L)
+        ld = np.log(d)
         n, p = self.n, self.p
+        # log|G| + log|C| = Σₖ Sₖ log|Kₖ| + log|Λ'CΛ| (the rₖ log|Σₖ| of both cancel exactly)
         if method == "reml":
-            m2ll = (n - p) * LOG2PI + logdet_r + logdet_g + 2.0 * ld.sum() + ypy
+            m2ll = (n - p) * LOG2PI + logdet_r + logdet_k + 2.0 * ld.sum() + ypy
         elif method == "ml":
-            m2ll = n * LOG2PI + logdet_r + logdet_g + 2.0 * ld[: self.mz].sum() + ypy
+            m2ll = n * LOG2PI + logdet_r + logdet_k + 2.0 * ld[: self.mz].sum() + ypy
         else:
             raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-        resid = spec.y - self.W @ sol
+        rounding = rounding_error(d, m2ll)
+        if rounding > RELIABLE_RTOL:
+            raise UnreliableEvaluationError(
+                f"−2 log L at this θ is numerically unreliable in the C-form (estimated relative rounding "
+                f"error {rounding:.1e} > {RELIABLE_RTOL:.0e}: the mixed model equations are too ill-conditioned, "
+                f"smallest residual variance {float(np.min(rs)):.3g}); the observation-space form is exact "
+                "there: use solver='vform'",
+                parameter="solver",
+                value="dense",
+            )
+        factor = (L, rs, sig_inv, lams)
         if not derivatives:
-            return GeneralEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=(L, rs, sig_inv))
-        return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, L, rs)
+            return GeneralEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=factor, rounding=rounding)
+        ev = self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, factor)
+        return dataclasses.replace(ev, rounding=rounding)
+
+    def _scale_rows(self, A: np.ndarray, lams: list, *, transpose: bool) -> np.ndarray:
+        """A ← Λ'A (``transpose``) or ΛA in place, Λ = blockdiag(L_Σₖ ⊗ I_rₖ, I_p); rows
+        of A component-major in each term (only the first ``offsets[-1]`` rows change, so
+        A may have mz or m rows). One (S × S)·(S × r·cols) product per term."""
+        for k, Ls in enumerate(lams):
+            a, b = self.offsets[k], self.offsets[k + 1]
+            S = Ls.shape[0]
+            blk = A[a:b].reshape(S, -1)
+            A[a:b] = ((Ls.T if transpose else Ls) @ blk).reshape(b - a, -1)
+        return A
+
+    def _unscale(self, Ci: np.ndarray, lams: list) -> np.ndarray:
+        """C⁻¹ = Λ (Λ'CΛ)⁻¹ Λ' from the inverse of the scaled equations (symmetric)."""
+        self._scale_rows(Ci, lams, transpose=False)
+        Ci = np.ascontiguousarray(Ci.T)
+        return self._scale_rows(Ci, lams, transpose=False)
 
     def with_derivatives(self, ev: GeneralEvaluation) -> GeneralEvaluation:
         """``ev`` (evaluated without derivatives) with score, AI, C⁻¹ and EM targets added,
@@ -270,18 +396,19 @@ class GeneralMME:
             return ev
         if ev.factor is None:
             return self.evaluate(ev.theta, method=ev.method, derivatives=True)
-        L, rs, sig_inv = ev.factor
         with blas_threads_for(self.m):
-            return self._derivatives(ev.theta, ev.method, ev.m2ll, ev.solution, ev.residuals, ev.sigmas, sig_inv, L, rs)
+            out = self._derivatives(ev.theta, ev.method, ev.m2ll, ev.solution, ev.residuals, ev.sigmas, ev.factor)
+        return dataclasses.replace(out, rounding=ev.rounding)
 
-    def _derivatives(self, theta, method, m2ll, sol, resid, sigmas, sig_inv, L, rs):
+    def _derivatives(self, theta, method, m2ll, sol, resid, sigmas, factor):
+        L, rs, sig_inv, lams = factor
         spec = self.spec
         reml = method == "reml"
-        cinv = _inverse_from_cholesky(L)
+        cinv = self._unscale(_inverse_from_cholesky(L), lams)
         if reml:
             cuse, mu = cinv, self.m
         else:  # ML: V⁻¹ = R⁻¹ − R⁻¹ZC_zz⁻¹Z'R⁻¹, C_zz the random block alone
-            cuse, mu = _inverse_from_cholesky(L[: self.mz, : self.mz]), self.mz
+            cuse, mu = self._unscale(_inverse_from_cholesky(L[: self.mz, : self.mz]), lams), self.mz
         nt = spec.n_theta
         score = np.zeros(nt)
         work = np.zeros((self.n, nt))

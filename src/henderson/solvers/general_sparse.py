@@ -22,6 +22,12 @@ once, and each evaluation is one numeric supernodal factorisation of
 A dense K = FF' (:class:`~henderson.spec.levels.Factored`) is accepted (its Z̃ columns are dense), but
 such models are better served by the dense engine; ``solver="auto"`` sends here the
 models with a sparse K⁻¹ (pedigree A⁻¹) or many identity levels.
+
+As the dense engine: y'Py is the penalised sum of squares (``penalised_ss``), y is centred
+by its OLS fit once, and an evaluation whose estimated rounding error of −2 log L exceeds
+``RELIABLE_RTOL`` (1e-9) raises :class:`~henderson.errors.UnreliableEvaluationError`. C is
+factorised unscaled (the Λ'CΛ of the dense engine would change the pattern of C), so the
+estimate is the scale-free pivot growth (``pivot_rounding_error``).
 """
 
 from __future__ import annotations
@@ -33,13 +39,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._threads import _blas_controller
-from ..errors import ModelError, NotPositiveDefiniteError
+from ..errors import ModelError, NotPositiveDefiniteError, UnreliableEvaluationError
 from ..linalg import SymbolicCholesky
 from ..linalg._numeric import gather, scatter_add
 from ..linalg.cholesky import return_freed_heap
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
-from .general import GeneralMME, residual_variances, term_covariances
+from .general import (
+    RELIABLE_RTOL,
+    GeneralMME,
+    penalised_ss,
+    pivot_rounding_error,
+    residual_variances,
+    term_covariances,
+)
 
 LOG2PI = float(np.log(2 * np.pi))
 
@@ -130,12 +143,17 @@ class GeneralSparseMME:
         m, spec = self.m, self.spec
         Wr = self.W.tocsr()
         self.groups: list = []
+        # y centred by its OLS fit once (as the dense engine): the equations are solved
+        # for (b − β₀, u), whose size sets the rounding of the weakly determined directions
+        X = np.asarray(spec.X, dtype=float)
+        self.beta0 = np.linalg.lstsq(X, spec.y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+        self.y0 = spec.y - X @ self.beta0
         pieces = [sp.identity(m, format="coo")]
         for g in range(len(spec.residual.groups)):
             idx = np.flatnonzero(spec.residual.codes == g)
             Wg = Wr[idx]
             wg = self.w[idx]
-            yg = spec.y[idx]
+            yg = self.y0[idx]
             M = (Wg.T @ sp.diags(wg) @ Wg).tocoo()
             M.sum_duplicates()
             pieces.append(M)
@@ -213,12 +231,10 @@ class GeneralSparseMME:
         rs = residual_variances(spec, theta, self.slices[-1])
         x = np.zeros(self.symbolic.size)
         rhs = np.zeros(self.m)
-        yRy = 0.0
         logdet_r = -self.sum_logw
         for g, G in enumerate(self.groups):
             scatter_add(x, G["pos"], G["data"], 1.0 / rs[g])
             rhs += G["Wy"] / rs[g]
-            yRy += G["yy"] / rs[g]
             logdet_r += G["n"] * np.log(rs[g])
         logdet_g = 0.0
         sigmas, sig_inv, logdet_sigma = term_covariances(spec, theta, self.slices)
@@ -227,6 +243,7 @@ class GeneralSparseMME:
             keep = blk["keep"]
             scatter_add(x, blk["pos"], blk["val"][keep] * sig_inv[k].ravel()[blk["lab"][keep]], 1.0)
             logdet_g += self.ranks[k] * logdet_sigma[k] + t.size * self.logdet_k[k]
+        cdiag = x[self.diag_pos]  # a copy (fancy index): the factorisation consumes x
         try:
             factor = self.symbolic.factor(x)
         except NotPositiveDefiniteError as exc:
@@ -235,13 +252,27 @@ class GeneralSparseMME:
                 "with a random term, or a covariance that is not positive definite"
             ) from exc
         sol = factor.solve(rhs)
-        ypy = max(yRy - float(sol @ rhs), 0.0)
+        resid = self.y0 - self.W @ sol
+        sol[self.mz :] += self.beta0
+        rinv = self.w / rs[spec.residual.codes]
+        # y'Py as the penalised sum of squares: y'R⁻¹y − ŝ'W'R⁻¹y cancels as σ²ₑ → 0
+        ypy = penalised_ss(resid, rinv, sol, self.offsets, self.ranks, self.penalties, sig_inv)
         n, p = self.n, self.p
         if method == "reml":
             m2ll = (n - p) * LOG2PI + logdet_r + logdet_g + factor.logdet() + ypy
         else:
             m2ll = n * LOG2PI + logdet_r + logdet_g + factor.logdet(self.mz) + ypy
-        resid = spec.y - self.W @ sol
+        rounding = pivot_rounding_error(cdiag, factor.x[self.diag_pos], m2ll)
+        if rounding > RELIABLE_RTOL:
+            raise UnreliableEvaluationError(
+                f"−2 log L at this θ is numerically unreliable in the sparse C-form (estimated relative "
+                f"rounding error {rounding:.1e} > {RELIABLE_RTOL:.0e}: the mixed model equations are too "
+                f"ill-conditioned, smallest residual variance {float(np.min(rs)):.3g}, or a covariance near "
+                "singular); the observation-space form is exact as σ²ₑ → 0: use solver='vform' (it needs K, "
+                "not K⁻¹)",
+                parameter="solver",
+                value="sparse",
+            )
         if not derivatives:
             return GeneralSparseEvaluation(theta, method, float(m2ll), sol, resid, sigmas, factor=factor)
         return self._derivatives(theta, method, float(m2ll), sol, resid, sigmas, sig_inv, factor, rs)

@@ -27,7 +27,7 @@ K̃ₖ[p, p'] = z_p z_p' Kₖ[c_p, c_p'] (formed once), Σ̃ₖ[p, p'] = Σₖ[a
   random block): per component a, Yₐ = Σ_b Σ_ab Z_b' (q × n, sparse), Mₐ = YₐPYₐ' (q × q),
   PEVₐ = Σ_aa diag(K) − rowsum((K Mₐ) ∘ K); O(N n + q³) per component, no (Sq) × (Sq) matrix.
 
-Cost of one evaluation: n³/3 (``dpotrf``) for −2 log L; with derivatives + 2n³/3 (V⁻¹: ``dpotri``, or ``dtrtri`` + ``dsyrk`` above 2,000 rows)
+Cost of one evaluation: n³/3 (``dpotrf``) for −2 log L; with derivatives + 2n³/3 (V⁻¹: ``dpotri``, ``solvers/_spd.py``)
 + O(S N²) + n² n_θ for the AI. The dense C-form costs m³ (m = Σₖ Sₖ rₖ + p), so this form
 wins when n is well below m (``api.VFORM_MAX_RATIO``).
 """
@@ -38,16 +38,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 
-from .._threads import SINGLE_THREAD_BELOW, blas_threads_for
+from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..spec.levels import DenseKernel, Factored, Identity
 from ..spec.terms import GeneralSpec
+from ._spd import inverse_from_cholesky
+from ._spd import mirror_lower as _mirror_lower  # noqa: F401  (moved to _spd; tests import it here)
 from .general import GeneralMME, residual_variances
 
 LOG2PI = float(np.log(2 * np.pi))
-_BLOCK = 512
 
 
 def supported(spec: GeneralSpec) -> str | None:
@@ -83,39 +84,11 @@ def check_vform_memory(spec: GeneralSpec, available: int | None = None) -> None:
         )
 
 
-def _mirror_lower(A: np.ndarray) -> None:
-    """Copy the strict lower triangle of square A onto its upper triangle, by blocks."""
-    n = A.shape[0]
-    for i0 in range(0, n, _BLOCK):
-        i1 = min(i0 + _BLOCK, n)
-        A[i0:i1, i1:] = A[i1:, i0:i1].T
-        blk = A[i0:i1, i0:i1]
-        iu = np.triu_indices(i1 - i0, 1)  # within the diagonal block only (≤ 512²/2 pairs)
-        blk[iu] = blk.T[iu]
-
-
 def _inverse_from_cholesky(L: np.ndarray, how: str | None = None) -> np.ndarray:
-    """V⁻¹ = L⁻ᵀL⁻¹ from V = LL' (lower; the upper triangle of L is ignored, L left intact).
-
-    ``how="dpotri"`` (LAPACK: dtrtri + dlauum) or ``"dsyrk"`` (dtrtri, then L⁻ᵀL⁻¹ by
-    dsyrk). Default by size, from benchmarks/results/general_vform.md: below
-    ``SINGLE_THREAD_BELOW`` rows (one BLAS thread) dpotri (n = 713: 0.010 s against
-    0.022 s); above, dsyrk, because OpenBLAS's two-thread dlauum is slow (n = 4,810:
-    dpotri 13.6 s against 7.8 s)."""
-    n = L.shape[0]
-    if how is None:
-        how = "dpotri" if n < SINGLE_THREAD_BELOW else "dsyrk"
-    if how == "dpotri":
-        Vi, info = lapack.dpotri(L, lower=1, overwrite_c=0)
-    else:
-        Li, info = lapack.dtrtri(np.asfortranarray(np.tril(L)), lower=1, overwrite_c=1)
-        if info == 0:
-            Vi = blas.dsyrk(1.0, Li, trans=1, lower=1)
-            del Li
-    if info != 0:
-        raise NotPositiveDefiniteError("V could not be inverted")
-    _mirror_lower(Vi)
-    return Vi
+    """V⁻¹ from V = LL' (:func:`henderson.solvers._spd.inverse_from_cholesky`; dpotri at
+    every size since benchmarks/results/cform_inverse.md, which measured it faster than
+    dtrtri + dsyrk at 2,000 and 5,000 rows)."""
+    return inverse_from_cholesky(L, how, what="V")
 
 
 def _index(rec: np.ndarray):
