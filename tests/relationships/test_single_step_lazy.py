@@ -298,3 +298,33 @@ def test_pcg_with_lazy_apy_equals_sparse_direct_with_eager_apy(single_step):
     ref = h.fit(f, rec, solver="sparse", cov_inverse={"id": E}, sigma2=s2)
     assert pcg.converged and L._dense_block is None
     close(pcg.blups["id"]["blup"], ref.blups["id"]["blup"])
+
+
+# -- the estimator ----------------------------------------------------------------------------------
+def test_estimator_lazy_ebvs_equal_eager(single_step):
+    """SingleStepGBLUP(lazy=True): at given variances PCG with A22⁻¹ as an operator, with REML
+    the direct MME with the block formed on demand; EBVs as the eager fit's to 1e-8."""
+    rec, ped, geno = single_step
+    y = rec.groupby("id")["y"].mean()
+    s2 = (0.5, 2.0)
+    eager = h.SingleStepGBLUP(sigma2=s2, snp_effects=False).fit(ped, geno, y)
+    lazy = h.SingleStepGBLUP(sigma2=s2, snp_effects=False, lazy=True, pcg_tol=1e-12).fit(ped, geno, y)
+    assert isinstance(lazy.Hinv_, LazySingleStepInverse) and lazy.Hinv_._dense_block is None
+    assert lazy.fit_.spec is None and lazy.result_.solver == "pcg"
+    assert lazy.gebv_.index.equals(eager.gebv_.index)
+    close(lazy.gebv_["gebv"], eager.gebv_["gebv"])
+    snp = h.SingleStepGBLUP(sigma2=s2, snp_effects=True, lazy=True, pcg_tol=1e-12).fit(
+        ped, Genotypes.from_frame(geno), y
+    )
+    ref = h.SingleStepGBLUP(sigma2=s2, snp_effects=True).fit(ped, Genotypes.from_frame(geno), y)
+    close(snp.snp_effects_["effect"], ref.snp_effects_["effect"])  # effects without their variances
+    assert "var" not in snp.snp_effects_.columns
+    with pytest.raises(DataError, match="refit with lazy=False"):
+        snp.genotyped_pec()
+    reml_eager = h.SingleStepGBLUP().fit(ped, geno, y)
+    reml_lazy = h.SingleStepGBLUP(lazy=True).fit(ped, geno, y)
+    assert reml_lazy.result_.loglik == pytest.approx(reml_eager.result_.loglik, abs=1e-8)
+    close(reml_lazy.gebv_["gebv"], reml_eager.gebv_["gebv"])
+    assert any("formed the genotyped block" in n for n in reml_lazy.result_.notes)
+    with pytest.raises(h.ModelError, match="lazy=True"):
+        h.SingleStepGBLUP(traits=["y", "y2"], lazy=True).fit(ped, geno, rec.groupby("id")[["y", "y2"]].mean())
