@@ -32,10 +32,14 @@ What stays exact without forming D:
   block).
 
 The preconditioner's diagonal, diag(D) = τ diag(G*⁻¹) − ω diag(A₂₂⁻¹), uses
-diag(A₂₂⁻¹)ⱼ = A²²ⱼⱼ − ‖L⁻¹ A¹²eⱼ‖² computed by k sparse solves in blocks when
-(n₁ · k) ≤ ``DIAG_BUDGET``, else a seeded stochastic estimate (Bekas et al. 2007;
-64 Rademacher probes) clipped to the exact bounds 1/A₂₂,ⱼⱼ ≤ (A₂₂⁻¹)ⱼⱼ ≤ A²²ⱼⱼ. Either
-way PCG's solution is exact: the diagonal only preconditions.
+diag(A₂₂⁻¹)ⱼ = A²²ⱼⱼ − (A¹²eⱼ)'(A¹¹)⁻¹(A¹²eⱼ) computed by k sparse solves in blocks when
+nnz(L) · k ≤ ``DIAG_BUDGET`` (L: A¹¹'s factor; each solve reads L twice), else a seeded
+stochastic estimate (Bekas et al. 2007, 64 Rademacher probes: one solve with 64
+right-hand sides) clipped to the exact bounds 1/A₂₂,ⱼⱼ ≤ (A₂₂⁻¹)ⱼⱼ ≤ A²²ⱼⱼ. The exact
+diagonal costs k solves, as many as forming A₂₂⁻¹ by the sparse route: at 200,000
+animals / 5,000 genotyped it took twice the lazy set-up
+(benchmarks/results/single_step.md). Either way PCG's solution is exact: the diagonal
+only preconditions.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from ..data.genotypes import Genotypes
 from ..errors import DataError, DataWarning, NotPositiveDefiniteError, format_ids
 from .pedigree import _as_pedigree, pedigree_inverse
 
-#: n₁ · k (non-genotyped ancestors × genotyped) up to which diag(A₂₂⁻¹) is exact (k solves).
+#: nnz(L of A¹¹) · k up to which diag(A₂₂⁻¹) is exact (k solves; module notes).
 DIAG_BUDGET = 2e9
 #: Rademacher probes of the stochastic diag(A₂₂⁻¹) beyond that.
 N_PROBES = 64
@@ -164,12 +168,12 @@ class A22InverseOperator:
         method : {"auto", "exact", "estimate"}
             ``"exact"``: k sparse solves in blocks; ``"estimate"``: ``N_PROBES``
             Rademacher probes, clipped to [1/A₂₂,ⱼⱼ, A²²ⱼⱼ]; ``"auto"``: exact when
-            n₁ · k ≤ ``DIAG_BUDGET``.
+            nnz(L) · k ≤ ``DIAG_BUDGET``.
         """
         if method not in ("auto", "exact", "estimate"):
             raise DataError(f"diagonal method must be 'auto', 'exact' or 'estimate', not {method!r}")
         if method == "auto":
-            method = "exact" if float(self.n_other) * self.k <= DIAG_BUDGET else "estimate"
+            method = "exact" if float(self.nnz_factor) * self.k <= DIAG_BUDGET else "estimate"
         if self._diag is not None and self.diag_method == method:
             return self._diag
         d = self._b22_diag.copy()
