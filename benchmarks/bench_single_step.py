@@ -33,7 +33,10 @@ Parts and the floor or peer each is compared with *in the same process*:
   the same genotypes (``--lazy-n/--lazy-k/--lazy-m``); then one product with each block.
 - ``a22op`` / ``a22dense``: the A₂₂⁻¹ operator's set-up and one product, against Colleau's
   A₂₂ plus its dense Cholesky inverse, on the same pedigree (``--a22-n/--a22-k``; two
-  child processes, each its own peak memory).
+  child processes, each its own peak memory). At 1,000,000 / 20,000 run it with
+  ``OPENBLAS_NUM_THREADS=1``: with 2 OpenBLAS threads the supernodal factorisation of
+  A⁻¹₁₁ (a trailing supernode 18,586 columns wide) ended in a segmentation fault, twice
+  (2026-12-05; benchmarks/results/single_step.md).
 - ``solve``: ssGBLUP at given variances (BLUP, the BLUPF90 workflow) on a pedigree of
   ``solve-n`` animals with the sparse direct solver, against pedigree BLUP (A⁻¹ only)
   of the same records; its H⁻¹ set-up includes diag(H) (k sparse solves).
