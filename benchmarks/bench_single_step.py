@@ -27,6 +27,16 @@ Parts and the floor or peer each is compared with *in the same process*:
 - ``apy_blocks``: APY G⁻¹ from the genotypes by blocks (:func:`apy_inverse_from_genotypes`,
   never the k × k G) against the floor "the float32 SYRK/GEMM that forms G_CC and G_CN"
   on the same genotypes and SNP blocks.
+- ``lazy``: :func:`single_step_inverse` with ``lazy=True`` (A₂₂⁻¹ as an operator: a
+  sparse Cholesky of the pruned pedigree's A⁻¹₁₁, never formed) against the explicit H⁻¹
+  (``as_blocks=True``) and the floor "form G and invert it", all three in one process on
+  the same genotypes (``--lazy-n/--lazy-k/--lazy-m``); then one product with each block.
+- ``a22op`` / ``a22dense``: the A₂₂⁻¹ operator's set-up and one product, against Colleau's
+  A₂₂ plus its dense Cholesky inverse, on the same pedigree (``--a22-n/--a22-k``; two
+  child processes, each its own peak memory). At 1,000,000 / 20,000 run it with
+  ``OPENBLAS_NUM_THREADS=1``: with 2 OpenBLAS threads the supernodal factorisation of
+  A⁻¹₁₁ (a trailing supernode 18,586 columns wide) ended in a segmentation fault, twice
+  (2026-12-05; benchmarks/results/single_step.md).
 - ``solve``: ssGBLUP at given variances (BLUP, the BLUPF90 workflow) on a pedigree of
   ``solve-n`` animals with the sparse direct solver, against pedigree BLUP (A⁻¹ only)
   of the same records; its H⁻¹ set-up includes diag(H) (k sparse solves).
@@ -140,6 +150,154 @@ def part_hinv(n, k, m) -> dict:
     out["hinv_block"] = list(H.block.shape)
     out["rss_peak_mb"] = rss_mb()
     del H
+    return out
+
+
+def _warm_up() -> None:
+    """Compile the numba kernels (cached) and touch every code path on a tiny problem, so
+    no timed step pays a first-call cost the others do not."""
+    from henderson.relationships.single_step import single_step_inverse
+
+    ped, _, geno, _ = _sim(2000, 100, 200, seed=11)
+    single_step_inverse(ped, geno, diag=False, as_blocks=True)
+    L = single_step_inverse(ped, geno, lazy=True)
+    import numpy as np
+
+    L.block_operator() @ np.ones(100)
+    L.block_operator().diagonal()
+
+
+def _floor_on(geno) -> dict:
+    """The floor on these genotypes: form G and invert it (dpotrf/dpotri in place, 1 % ridge)."""
+    import numpy as np
+    import scipy.linalg as sla
+
+    from henderson.relationships.genomic import genomic_relationship
+
+    out = {}
+    t, c0 = time.perf_counter(), time.process_time()
+    G = genomic_relationship(geno)
+    out["floor_form_G_s"], out["floor_form_G_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    g = G.matrix
+    del G
+    g.flags.writeable = True
+    g[np.diag_indices(g.shape[0])] += 0.01
+    f = g.T if g.flags.c_contiguous else g
+    t, c0 = time.perf_counter(), time.process_time()
+    c, _ = sla.lapack.dpotrf(f, lower=1, overwrite_a=1)
+    sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+    out["floor_invert_G_s"], out["floor_invert_G_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["floor_s"] = out["floor_form_G_s"] + out["floor_invert_G_s"]
+    out["floor_cpu_s"] = out["floor_form_G_cpu_s"] + out["floor_invert_G_cpu_s"]
+    _progress(f"lazy: floor {out['floor_s']:.1f} s ({out['floor_cpu_s']:.1f} s CPU)")
+    return out
+
+
+def part_lazy(n, k, m) -> dict:
+    """Lazy H⁻¹ (A₂₂⁻¹ as an operator) against explicit H⁻¹ (``as_blocks``) and the floor,
+    all in this process on the same simulated genotypes, preGSf90 defaults, diag(H) off;
+    then one product with each genomic block and the lazy preconditioner diagonal."""
+    import numpy as np
+
+    from henderson.relationships.single_step import single_step_inverse
+
+    _warm_up()
+    t = time.perf_counter()
+    ped, ids, geno, _ = _sim(n, k, m)
+    out = {"n": n, "k": k, "m": m, "simulate_s": time.perf_counter() - t}
+    _progress(f"lazy: simulated in {out['simulate_s']:.1f} s")
+    out.update(_floor_on(geno))
+    t, c0 = time.perf_counter(), time.process_time()
+    E = single_step_inverse(ped, geno, diag=False, as_blocks=True)
+    out["explicit_s"], out["explicit_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["explicit_parts_s"] = {kk: round(v, 3) for kk, v in E.info["timings"].items()}
+    _progress(f"lazy: explicit H⁻¹ {out['explicit_s']:.1f} s ({out['explicit_cpu_s']:.1f} s CPU)")
+    t, c0 = time.perf_counter(), time.process_time()
+    L = single_step_inverse(ped, geno, lazy=True)
+    out["lazy_s"], out["lazy_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["lazy_parts_s"] = {kk: round(v, 3) for kk, v in L.info["timings"].items()}
+    out["a22_operator"] = {
+        kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in L.info["A22_operator"].items() if kk != "timings"
+    }
+    out["a22_operator"]["timings_s"] = {kk: round(v, 3) for kk, v in L.info["A22_operator"]["timings"].items()}
+    _progress(f"lazy: lazy H⁻¹ {out['lazy_s']:.1f} s ({out['lazy_cpu_s']:.1f} s CPU)")
+    for key in ("explicit", "lazy"):
+        out[f"ratio_{key}_to_floor"] = out[f"{key}_s"] / out["floor_s"]
+        out[f"ratio_{key}_to_floor_cpu"] = out[f"{key}_cpu_s"] / out["floor_cpu_s"]
+    v = np.random.default_rng(0).standard_normal(k)
+    pos = E.block_positions
+    assert np.array_equal(pos, L.block_positions)
+    blk = L.block_operator()
+    t, c0 = time.perf_counter(), time.process_time()
+    lv = blk @ v
+    out["lazy_product_s"], out["lazy_product_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    t, c0 = time.perf_counter(), time.process_time()
+    ev = E.block @ v
+    out["dense_product_s"], out["dense_product_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["product_max_abs_diff"] = float(np.max(np.abs(lv - ev)))
+    t, c0 = time.perf_counter(), time.process_time()
+    blk.diagonal()
+    out["lazy_diagonal_s"], out["lazy_diagonal_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["lazy_diagonal_method"] = blk.a22.diag_method
+    out["load_avg_end"] = os.getloadavg()
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_a22op(n, k) -> dict:
+    """A₂₂⁻¹ operator set-up (prune, A⁻¹ of the pruned pedigree, sparse Cholesky of A⁻¹₁₁)
+    and one product, on a pedigree of n animals whose k youngest are genotyped."""
+    import numpy as np
+
+    from henderson.relationships.single_step_lazy import A22InverseOperator
+
+    _warm_up()
+    t = time.perf_counter()
+    ped, ids, _, _ = _sim(n, k, 0)
+    out = {"n": n, "k": k, "simulate_s": time.perf_counter() - t}
+    _progress(f"a22op: simulated in {out['simulate_s']:.1f} s")
+    t, c0 = time.perf_counter(), time.process_time()
+    op = A22InverseOperator(ped, ids)
+    out["a22op_setup_s"], out["a22op_setup_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["a22op_parts_s"] = {kk: round(v, 3) for kk, v in op.timings.items()}
+    out["n_pruned"], out["n_other"], out["nnz_factor"] = op.n_pruned, op.n_other, op.nnz_factor
+    _progress(f"a22op: set-up {out['a22op_setup_s']:.1f} s, factor nnz {op.nnz_factor}")
+    v = np.random.default_rng(0).standard_normal(k)
+    t, c0 = time.perf_counter(), time.process_time()
+    op @ v
+    out["a22op_product_s"], out["a22op_product_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["load_avg_end"] = os.getloadavg()
+    out["rss_peak_mb"] = rss_mb()
+    return out
+
+
+def part_a22dense(n, k) -> dict:
+    """The explicit route the operator replaces: A₂₂ by Colleau, then its dense Cholesky
+    inverse (dpotrf/dpotri in place), on the same pedigree as ``a22op``."""
+    import numpy as np
+    import scipy.linalg as sla
+
+    from henderson.relationships.pedigree import pedigree_relationship
+
+    _warm_up()
+    t = time.perf_counter()
+    ped, ids, _, _ = _sim(n, k, 0)
+    out = {"n": n, "k": k, "simulate_s": time.perf_counter() - t}
+    t, c0 = time.perf_counter(), time.process_time()
+    a = np.array(pedigree_relationship(ped, ids).matrix, order="F")
+    out["colleau_s"], out["colleau_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    _progress(f"a22dense: Colleau {out['colleau_s']:.1f} s")
+    t, c0 = time.perf_counter(), time.process_time()
+    c, _ = sla.lapack.dpotrf(a, lower=1, overwrite_a=1)
+    sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+    out["dense_inverse_s"], out["dense_inverse_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    _progress(f"a22dense: inverse {out['dense_inverse_s']:.1f} s")
+    v = np.random.default_rng(0).standard_normal(k)
+    t, c0 = time.perf_counter(), time.process_time()
+    c @ v  # the dense product (the lower triangle's GEMV, k² flops as the full block's)
+    out["dense_product_s"], out["dense_product_cpu_s"] = time.perf_counter() - t, time.process_time() - c0
+    out["load_avg_end"] = os.getloadavg()
+    out["rss_peak_mb"] = rss_mb()
     return out
 
 
@@ -299,7 +457,9 @@ def machine() -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["floor", "hinv", "routes", "apy", "apy_blocks", "solve"])
+    ap.add_argument(
+        "--part", choices=["floor", "hinv", "routes", "apy", "apy_blocks", "solve", "lazy", "a22op", "a22dense"]
+    )
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--k", type=int, default=5_000)
     ap.add_argument("--m", type=int, default=50_000)
@@ -311,6 +471,11 @@ def main():
     ap.add_argument("--solve-n", type=int, default=100_000)
     ap.add_argument("--solve-k", type=int, default=2_000)
     ap.add_argument("--solve-m", type=int, default=10_000)
+    ap.add_argument("--lazy-n", type=int, default=200_000)
+    ap.add_argument("--lazy-k", type=int, default=5_000)
+    ap.add_argument("--lazy-m", type=int, default=20_000)
+    ap.add_argument("--a22-n", type=int, default=1_000_000)
+    ap.add_argument("--a22-k", type=int, default=20_000)
     ap.add_argument("--parts", default="routes,apy,solve,floor,hinv")
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
@@ -322,6 +487,9 @@ def main():
             "apy": lambda: part_apy(a.apy_k, a.apy_core, a.apy_m),
             "apy_blocks": lambda: part_apy_blocks(a.apy_k, a.apy_core, a.apy_m),
             "solve": lambda: part_solve(a.solve_n, a.solve_k, a.solve_m),
+            "lazy": lambda: part_lazy(a.lazy_n, a.lazy_k, a.lazy_m),
+            "a22op": lambda: part_a22op(a.a22_n, a.a22_k),
+            "a22dense": lambda: part_a22dense(a.a22_n, a.a22_k),
         }[a.part]
         print(json.dumps(f()))
         return
@@ -339,6 +507,13 @@ def main():
             raise SystemExit(f"part {part} failed")
         results[part] = json.loads(r.stdout.strip().splitlines()[-1])
         results[part]["wall_s"] = time.perf_counter() - t
+        if part == "a22dense" and "a22op" in results:
+            results[part]["ratio_a22op_setup_to_dense_inverse_cpu"] = (
+                results["a22op"]["a22op_setup_cpu_s"] / results[part]["dense_inverse_cpu_s"]
+            )
+            results[part]["ratio_a22op_setup_to_colleau_plus_dense_inverse_cpu"] = results["a22op"][
+                "a22op_setup_cpu_s"
+            ] / (results[part]["dense_inverse_cpu_s"] + results[part]["colleau_cpu_s"])
         if part == "hinv" and "floor" in results:
             results[part]["ratio_hinv_to_floor"] = results[part]["hinv_setup_s"] / results["floor"]["floor_s"]
             results[part]["ratio_hinv_to_floor_cpu"] = (

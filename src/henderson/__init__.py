@@ -70,6 +70,8 @@ _LAZY = {
     "apy_core_size": ".relationships.apy",
     "apy_inverse_from_genotypes": ".relationships.apy",
     "ApyInverse": ".relationships.apy",
+    "apy_inverse_from_dense": ".relationships.apy",
+    "LazySingleStepInverse": ".relationships.single_step_lazy",
     "SingleStepGBLUP": ".estimators",
     # likelihood-ratio tests between nested fits
     "lrt": ".inference",

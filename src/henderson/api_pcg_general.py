@@ -192,6 +192,14 @@ def has_blocks(cov_inverse) -> bool:
     return any(isinstance(v, SparseInverseWithDenseBlock) for v in (cov_inverse or {}).values())
 
 
+def genomic_block(K):
+    """The genomic block of an H⁻¹ in blocks for :class:`GeneralPCG`: a lazy H⁻¹'s
+    operator (τG*⁻¹ − ωA₂₂⁻¹ as products, A₂₂⁻¹ never formed), else the dense block."""
+    if hasattr(K, "block_operator"):
+        return K.block_operator()
+    return np.asarray(K.dense_block(), dtype=float)
+
+
 class _BlocksPCGState:
     """What :func:`henderson.assemble_pcg.pcg_result` reads, from a GeneralPCG solution."""
 
@@ -231,12 +239,19 @@ def fit_blocks_pcg(
             "(H.to_relationship()) for sampled PEV"
         )
     blocks, plain = {}, dict(cov_inverse)
+    lazy_notes: list[str] = []
     for name, K in cov_inverse.items():
         if isinstance(K, SparseInverseWithDenseBlock):
             # the spec gets the sparse part, with H's log-determinant and diagonal (for
             # reliabilities): PCG adds the dense block as a product below
             info = dict(getattr(K, "info", None) or {})
-            info["logdet"] = -K.logdet_inverse()
+            # a lazy H⁻¹ (A₂₂⁻¹ as an operator) knows log|H| only when ω = 1: NaN otherwise
+            lazy = hasattr(K, "block_operator")
+            info["logdet"] = -(K.logdet_inverse(compute=False) if lazy else K.logdet_inverse())
+            if lazy and not np.isfinite(info["logdet"]):
+                lazy_notes.append(
+                    f"log|H| of {name!r} unknown (NaN): lazy H⁻¹ with omega != 1 (the log-likelihood is NaN)"
+                )
             plain[name] = Relationship(K.ids, K.sparse_part(), inverse=True, kind="Hinv (sparse part)", info=info)
             blocks[name] = K
     spec = build_spec(formula, data, cov=cov, cov_inverse=plain)
@@ -262,7 +277,7 @@ def fit_blocks_pcg(
         genomic = None
         if t.name in blocks:
             Kb = blocks[t.name]
-            genomic = (np.asarray(Kb.block_positions), np.asarray(Kb.dense_block(), dtype=float))
+            genomic = (np.asarray(Kb.block_positions), genomic_block(Kb))
         codes = np.asarray(t.codes, dtype=np.int64)[:, None]
         groups.append(RandomGroup(t.name, codes, [0], [[s[k]]], t.q, kinv=kinv, genomic=genomic))
     t1 = time.perf_counter()
@@ -270,8 +285,10 @@ def fit_blocks_pcg(
     t2 = time.perf_counter()
     x, info = model.solve(tol=tol)
     t3 = time.perf_counter()
-    notes = [f"H⁻¹ of {', '.join(blocks)} kept in blocks: A⁻¹ sparse, the dense genomic block applied as a product"] + (
-        [_auto_note(model.m)] if solver == "auto" else []
+    notes = (
+        [f"H⁻¹ of {', '.join(blocks)} kept in blocks: A⁻¹ sparse, the dense genomic block applied as a product"]
+        + lazy_notes
+        + ([_auto_note(model.m)] if solver == "auto" else [])
     )
     res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), extra_notes=notes)
     timings = {

@@ -420,6 +420,13 @@ class SingleStepGBLUP(_Base):
     sigma2 : (σ²_u, σ²_e), optional
     tuning, alpha, beta, tau, omega, apy_core, seed, a22_inverse :
         As :func:`~henderson.single_step_inverse` (defaults: "mean", 0.95, 0.05, 1, 1).
+    lazy : bool
+        H⁻¹ with A₂₂⁻¹ as an operator (``single_step_inverse(lazy=True)``). With
+        ``sigma2`` the model is solved by PCG and the genotyped block is never formed (no
+        SNP-effect variances: they need the direct MME's C²²); with REML the direct MME
+        forms the block on demand.
+    pcg_tol : float, optional
+        Relative-residual tolerance of that PCG (default :data:`henderson.solvers.pcg.TOL`).
     missing : {"error", "drop"}
         Phenotyped ids absent from the pedigree.
     genotyped_missing : {"error", "add"}
@@ -465,6 +472,8 @@ class SingleStepGBLUP(_Base):
         genotyped_missing="error",
         snp_effects="auto",
         traits=None,
+        lazy=False,
+        pcg_tol=None,
     ):
         self.method = method
         self.fixed = fixed
@@ -481,6 +490,8 @@ class SingleStepGBLUP(_Base):
         self.missing = missing
         self.genotyped_missing = genotyped_missing
         self.snp_effects = snp_effects
+        self.lazy = lazy
+        self.pcg_tol = pcg_tol
 
     def fit(self, pedigree, genotypes, y, data=None):
         """pedigree: Pedigree/DataFrame; genotypes: Genotypes, a G, or None; y: Series by id
@@ -508,6 +519,8 @@ class SingleStepGBLUP(_Base):
             seed=self.seed,
             a22_inverse=self.a22_inverse,
             genotyped_missing=self.genotyped_missing,
+            **({"lazy": True} if self.lazy else {}),
+            **({"tol": self.pcg_tol} if self.pcg_tol is not None else {}),
         )
         res = f.result
         self._set_common(res)
@@ -526,8 +539,12 @@ class SingleStepGBLUP(_Base):
             k, m = len(gids), genotypes.p
             want = self.snp_effects is True or (self.snp_effects == "auto" and float(k) * k * m <= 2e10)
             if want:
-                pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
-                self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=None if pec is None else pec.to_numpy())
+                if f.spec is None:  # PCG with a lazy H⁻¹: no MME, so no C²² for the variances
+                    self.snp_effects_ = snp_effects_single_step(f, genotypes, variances=False)
+                else:
+                    pec = self.genotyped_pec() if self.apy_core is None and float(res.sigma2[ID]) > 0 else None
+                    C22 = None if pec is None else pec.to_numpy()
+                    self.snp_effects_ = snp_effects_single_step(f, genotypes, C22=C22)
         return self
 
     def _set_genotyped_g(self, info: dict, genotypes, gids) -> None:
@@ -552,6 +569,11 @@ class SingleStepGBLUP(_Base):
         from .multitrait.single_step import fit_ssgblup_traits
 
         traits = [str(t) for t in self.traits]
+        if self.lazy:
+            raise ModelError(
+                "SingleStepGBLUP(traits=[...]) builds H⁻¹ with its dense genotyped block; lazy=True "
+                "(A22⁻¹ as an operator) is for single-trait fits: pass lazy=False"
+            )
         if self.sigma2 is not None and len(self.sigma2) != 2:
             raise DataError(
                 "SingleStepGBLUP(traits=[...]): sigma2 must be (Sigma_g, Sigma_e), two "

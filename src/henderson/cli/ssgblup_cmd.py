@@ -74,6 +74,15 @@ Sigma2Opt = Annotated[
     str | None,
     typer.Option("--sigma2", help="Given variances 'genetic,residual' (BLUP without REML, the BLUPF90 workflow)."),
 ]
+LazyA22Opt = Annotated[
+    bool,
+    typer.Option(
+        "--lazy-a22",
+        help="Apply A22⁻¹ as an operator (sparse Cholesky of the pruned pedigree's A⁻¹), never formed: with "
+        "--sigma2 the model is solved by PCG (no SNP-effect variances, no --gwas); with REML the block is "
+        "formed on demand.",
+    ),
+]
 SnpEffectsOpt = Annotated[
     bool,
     typer.Option(
@@ -99,6 +108,7 @@ def ssgblup(
     seed: ApySeedOpt = 0,
     add_missing_genotyped: AddMissingGenotypedOpt = False,
     sigma2: Sigma2Opt = None,
+    lazy_a22: LazyA22Opt = False,
     snp_effects: SnpEffectsOpt = True,
     id_column: IdOpt = "id",
     fixed: FixedOpt = None,
@@ -124,13 +134,18 @@ def ssgblup(
 
     s = Session("ssgblup", quiet, debug, threads, out, trait=trait, force=force)
     method, tun, s2 = _checked_options(method, tuning, sigma2, gwas, window, apy_core)
+    if lazy_a22 and gwas and s2 is not None:
+        raise CLIError(
+            "--gwas needs the PEV covariance of the genotyped animals from the direct MME: not with "
+            "--lazy-a22 and --sigma2 (solved by PCG)"
+        )
     missing = "drop" if drop_unknown else "error"
     h = {"tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega, "apy_core": apy_core, "seed": seed}
     genotyped_missing = "add" if add_missing_genotyped else "error"
     s.settings.update(
         {"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing}
         | h
-        | {"sigma2": s2, "gwas": gwas, "window": window, "genotyped_missing": genotyped_missing}
+        | {"sigma2": s2, "gwas": gwas, "window": window, "genotyped_missing": genotyped_missing, "lazy_a22": lazy_a22}
     )
     y, data, _, ped, geno = _read_inputs(
         s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding
@@ -148,6 +163,7 @@ def ssgblup(
         missing=missing,
         genotyped_missing=genotyped_missing,
         snp_effects=snp_effects,
+        **({"lazy": True} if lazy_a22 else {}),
     )
     G, A22 = _report_matrices(s, est, ped, geno)
     res, gids = est.result_, est.Hinv_.info["genotyped"]

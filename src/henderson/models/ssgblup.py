@@ -47,7 +47,8 @@ class SingleStepFit:
     result: Any
     Hinv: Any
     #: the model fitted, y = Xb + Zu + e with u ~ N(0, σ²_u H): the MME of :func:`pev_block`
-    spec: ModelSpec
+    #: (None when fitted by PCG with a lazy H⁻¹: no MME is assembled)
+    spec: ModelSpec | None
 
 
 def fit_ssgblup(
@@ -61,6 +62,7 @@ def fit_ssgblup(
     sigma2=None,
     missing: str = "error",
     pev="auto",
+    tol: float | None = None,
     **h_settings,
 ) -> SingleStepFit:
     """Fit ssGBLUP by REML (or at given (σ²_u, σ²_e)).
@@ -72,11 +74,17 @@ def fit_ssgblup(
     genotypes_or_G : Genotypes, G, or None
         None (or no genotyped animal): H⁻¹ = A⁻¹, pedigree BLUP.
     fixed, data, method, sigma2 : as :func:`henderson.fit`
+    tol : float, optional
+        PCG relative-residual tolerance with ``lazy=True`` at given ``sigma2`` (default
+        :data:`henderson.solvers.pcg.TOL`).
     missing : {"error", "drop"}
         Phenotyped ids absent from the pedigree.
     **h_settings
         Passed to :func:`~henderson.single_step_inverse` (tuning, alpha, beta, tau,
-        omega, apy_core, a22_inverse, ...; ``missing`` there is ``genotyped_missing``).
+        omega, apy_core, a22_inverse, lazy, ...; ``missing`` there is ``genotyped_missing``).
+        With ``lazy=True`` and given ``sigma2`` the model is solved by PCG with A₂₂⁻¹ applied
+        as an operator (:func:`henderson.api_pcg_general.fit_blocks_pcg`; no MME assembled,
+        so no :func:`pev_block`); with REML the direct MME forms the genotyped block on demand.
     """
     ped = _as_pedigree(pedigree)
     if "genotyped_missing" in h_settings:
@@ -89,8 +97,27 @@ def fit_ssgblup(
         note = None
     frame, formula, _, notes = records_frame(y, Hinv.ids, fixed=fixed, data=data, missing=missing, what="pedigree")
     t0 = time.perf_counter()
-    spec = genetic_spec(frame, formula, cov_inverse=Hinv)
-    res = fit_spec(spec, method=method, sigma2=sigma2, pev=pev, t0=t0)
+    spec: ModelSpec | None
+    if hasattr(Hinv, "block_operator") and sigma2 is not None:
+        # lazy H⁻¹ at given variances: PCG, τG*⁻¹ − ωA₂₂⁻¹ applied as products
+        from ..api_pcg_general import fit_blocks_pcg
+        from ..solvers.pcg import TOL
+
+        s2 = np.asarray(sigma2, dtype=float).ravel()
+        res = fit_blocks_pcg(
+            formula, frame, cov_inverse={ID: Hinv}, sigma2=s2, method=method, solver="pcg", pev=pev, t0=t0,
+            tol=TOL if tol is None else tol,
+        )  # fmt: skip
+        spec = None
+    else:
+        if hasattr(Hinv, "block_operator"):
+            notes = [
+                *notes,
+                "lazy=True with REML: the direct MME formed the genotyped block τG*⁻¹ − ωA22⁻¹ on demand "
+                "(give sigma2 to solve by PCG with A22⁻¹ as an operator)",
+            ]
+        spec = genetic_spec(frame, formula, cov_inverse=Hinv)
+        res = fit_spec(spec, method=method, sigma2=sigma2, pev=pev, t0=t0)
     extra = tuple(notes) + tuple(Hinv.info.get("notes", ())) + ((note,) if note else ())
     res = with_notes(res, before=extra)
     return SingleStepFit(res, Hinv, spec)
@@ -105,6 +132,11 @@ def pev_block(f: SingleStepFit, ids) -> np.ndarray:
     res = f.result
     s_u, s_e = float(res.sigma2[ID]), float(res.sigma2["Residual"])
     spec = f.spec
+    if spec is None:
+        raise DataError(
+            "the PEV covariance of the genotyped animals needs the direct MME, which a fit by PCG with "
+            "a lazy H⁻¹ (lazy=True at given sigma2) does not assemble: refit with lazy=False"
+        )
     term = spec.terms[0]
     Z = term.design()
     X = sp.csr_matrix(spec.X)

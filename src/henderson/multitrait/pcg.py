@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import api_pcg
-from ..api_pcg_general import PCG_NOTES, _auto_note, _pcg_settings, _solve_note, sp_of
+from ..api_pcg_general import PCG_NOTES, _auto_note, _pcg_settings, _solve_note, genomic_block, sp_of
 from ..errors import DataError, ModelError
 from ..solvers.pcg import TOL
 from ..solvers.pcg_general import GeneralPCG, RandomGroup
@@ -93,7 +93,7 @@ def _trait_groups(kept, traits, terms, cov, cov_inverse, Sigmas):
                     + format_ids(pd.unique(labels[codes < 0]))
                 )
             kinv = sp_of(K.sparse_part())
-            genomic = (np.asarray(K.block_positions), np.asarray(K.dense_block(), dtype=float))
+            genomic = (np.asarray(K.block_positions), genomic_block(K))  # a lazy H⁻¹: its operator
         else:
             (gt,) = build_terms(kept, [(name, diag)], cov, cov_inverse)
             if gt.L is not None:

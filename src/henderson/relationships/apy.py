@@ -255,6 +255,61 @@ class ApyInverse:
         return f"ApyInverse(k={self.k}, core={len(self.core_pos)}, blocks: L_CC, G_CN, m)"
 
 
+def apy_inverse_from_dense(G, core, *, seed: int = 0) -> ApyInverse:
+    """G_APY⁻¹ in blocks (:class:`ApyInverse`) from a formed G (Misztal 2016).
+
+    The block form of :func:`apy_inverse` (same core for the same ``core`` and ``seed``):
+    the Cholesky factor of G_CC, G_CN and m, no CSR. For a G already formed (given, or
+    blended with a formed A₂₂); from genotypes use :func:`apy_inverse_from_genotypes`,
+    which never forms the k × k G.
+
+    Parameters
+    ----------
+    G : Relationship or DataFrame, shape (k, k)
+    core : int or array of str
+        Number of core animals drawn at random (``seed``), or their ids.
+    seed : int
+
+    Returns
+    -------
+    ApyInverse
+        ``info``: ``core`` (ids), ``n_core``, ``m`` (Series by non-core id).
+    """
+    import pandas as pd
+
+    G = as_relationship(G, kind="G")
+    ids = np.asarray(G.ids, dtype=object)
+    core_ids = choose_core(ids, core, seed)
+    cpos = G.index_of(core_ids)
+    is_core = np.zeros(G.n, bool)
+    is_core[cpos] = True
+    npos = np.flatnonzero(~is_core)
+    g = G.dense()
+    L, bad = sla.lapack.dpotrf(g[np.ix_(cpos, cpos)], lower=1, clean=1)
+    if bad != 0:
+        raise NotPositiveDefiniteError(
+            "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
+            "choose a smaller core (apy_core_size)"
+        )
+    gcn = np.asfortranarray(g[np.ix_(cpos, npos)])
+    X = sla.solve_triangular(L, gcn, lower=True, check_finite=False)
+    m = g[npos, npos] - np.einsum("ij,ij->j", X, X)
+    del X
+    if np.any(m <= 0):
+        raise NotPositiveDefiniteError(
+            f"APY: non-core animal(s) fully explained by the core (m <= 0): {format_ids(ids[npos][m <= 0])}; "
+            "blend G (beta > 0)"
+        )
+    logdet = 2.0 * float(np.log(np.diag(L)).sum()) + float(np.log(m).sum())
+    info = {
+        "method": "APY (Misztal 2016), from a formed G",
+        "core": core_ids,
+        "n_core": len(cpos),
+        "m": pd.Series(m, index=pd.Index(ids[npos], name="id"), name="m"),
+    }
+    return ApyInverse(ids, cpos, npos, L, gcn, m, logdet, info)
+
+
 def _apy_csr(k, cpos, npos, cc, cn, m) -> sp.csr_matrix:
     """G_APY⁻¹ as CSR in G's order: dense core rows (cc | cn), the cn' columns, M⁻¹."""
     R = np.empty((len(cpos), k))

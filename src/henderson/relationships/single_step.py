@@ -292,6 +292,7 @@ def single_step_inverse(
     diag="auto",
     keep_g_inverse: bool = False,
     as_blocks: bool = False,
+    lazy: bool = False,
 ):
     """H⁻¹ of single-step GBLUP over all pedigree animals, as BLUPF90's preGSf90 builds it.
 
@@ -331,6 +332,14 @@ def single_step_inverse(
         Keep G*⁻¹ (dense k × k, G's id order; APY's when ``apy_core``) in
         ``info["G_star_inverse"]`` and G* in ``info["G_star"]``, for back-solving SNP
         effects (:func:`~henderson.models.ssgblup.snp_effects_single_step`).
+    lazy : bool
+        Return a :class:`~henderson.relationships.single_step_lazy.LazySingleStepInverse`:
+        A₂₂⁻¹ is applied as an operator (a sparse Cholesky of the pruned pedigree's A⁻¹₁₁),
+        never formed; the block τG*⁻¹ − ωA₂₂⁻¹ is formed only when a direct solver asks
+        (``dense_block()``), PCG applies it as products (``block_operator()``). With
+        ``apy_core`` and genotypes neither G nor A₂₂ is ever k × k. log|H| is NaN until
+        formed when ω ≠ 1; ``a22_inverse="dense"`` and ``diag=True`` are refused
+        (:mod:`henderson.relationships.single_step_lazy`).
 
     Returns
     -------
@@ -354,6 +363,25 @@ def single_step_inverse(
     J Dairy Sci 93:743. Christensen OF, Lund MS (2010) Genet Sel Evol 42:2. Misztal I
     (2016) Genetics 202:401 (APY).
     """
+    if lazy:
+        from .single_step_lazy import single_step_inverse_lazy
+
+        return single_step_inverse_lazy(
+            pedigree,
+            genotypes_or_G,
+            tuning=tuning,
+            alpha=alpha,
+            beta=beta,
+            tau=tau,
+            omega=omega,
+            missing=missing,
+            a22_inverse=a22_inverse,
+            apy_core=apy_core,
+            seed=seed,
+            grm=grm,
+            diag=diag,
+            keep_g_inverse=keep_g_inverse,
+        )
     t0 = time.perf_counter()
     _check_settings(tuning, alpha, beta, tau, omega, missing, a22_inverse)
     ped = _as_pedigree(pedigree)

@@ -232,8 +232,10 @@ def _register_single_step() -> None:
     """The concrete single-step H⁻¹ lives in relationships/ (which must not import spec/):
     register it here as a virtual subclass."""
     from ..relationships.h_inverse import SparsePlusDenseInverse
+    from ..relationships.single_step_lazy import LazySingleStepInverse
 
     SparseInverseWithDenseBlock.register(SparsePlusDenseInverse)
+    SparseInverseWithDenseBlock.register(LazySingleStepInverse)  # D formed on demand
 
 
 _register_single_step()
