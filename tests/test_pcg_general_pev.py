@@ -73,6 +73,8 @@ def check_named(res, n=200, seed=1) -> None:
     assert res.settings["pev_method"].startswith("Garcia-Cortes et al. (1995) sampling")
     assert f"over {n} data sets" in res.settings["pev_method"] and f"(seed {seed})" in res.settings["pev_method"]
     assert any(note.startswith("PEV estimated by sampling: Garcia-Cortes") for note in res.notes)
+    run = res.settings["pev_sampling"]
+    assert run["n_samples"] == n and run["seed"] == seed and run["rounds"] > 1 and run["seconds"] > 0
     assert not any("PEV, reliabilities and fixed-effect standard errors not computed" in nt for nt in res.notes)
 
 
@@ -243,7 +245,7 @@ def test_single_step_blocks_single_trait_pev(single_step):
         check_pev(pcg.blups[term], ref.blups[term])
         check_reliability(pcg.blups[term], ref.blups[term])
     check_fixed_se(pcg, ref)
-    assert pcg.settings["pev_method"].startswith("Garcia-Cortes")
+    check_named(pcg)
 
 
 def test_single_step_blocks_multitrait_pev(single_step):

@@ -141,8 +141,13 @@ def fit(
         Compute prediction error variances (always for the dense solver; for the
         spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
         With the PCG solver exact PEV is not available: ``"sample"`` (or True) estimates
-        it by sampling (:mod:`henderson.solvers.pev_sampling`, ``pev_samples`` solves,
-        seeded by ``seed``; the method is named in the notes); "auto" skips it.
+        it by sampling (Garcia-Cortes et al. 1995; :mod:`henderson.solvers.pev_sampling`
+        and, for multi-trait, correlated, structured and H⁻¹-in-blocks models,
+        :mod:`henderson.solvers.pev_sampling_general`; ``pev_samples`` simulated data
+        sets, seeded by ``seed``; the method is named in the notes and in
+        ``settings["pev_method"]``, each PEV's Monte Carlo SE in a ``pev_se`` column)
+        and gives exact fixed-effect SEs from one extra solve per fixed-effect
+        equation; "auto" skips both.
     x0 : array or FitResult, optional
         PCG only: warm start, an equation vector or a previous result (matched by
         ids and coefficient names).

@@ -14,8 +14,14 @@ usual results:
   τG*⁻¹ − ωA₂₂⁻¹ is applied as a product, never filled into a sparse matrix):
   :func:`fit_traits_pcg` → ``MultiTraitResult``.
 
-What PCG does not give, the results say (notes): −2 log L, AIC and BIC (no factor of C),
-PEV, reliabilities and fixed-effect SEs (NaN). ``solver="auto"`` takes this path with
+What PCG does not give, the results say (notes): −2 log L, AIC and BIC (no factor of C).
+PEV, reliabilities and fixed-effect SEs are NaN unless ``pev="sample"`` (or True): then PEV
+is estimated by sampling (Garcia-Cortes et al. 1995 with Hickey et al.'s 2009 control
+variate; :mod:`henderson.solvers.pev_sampling_general`, all samples solved in lockstep by
+block PCG), each with its Monte Carlo SE in a ``pev_se`` column and the method in the notes
+and ``settings["pev_method"]``; reliability = 1 − PEV/(diag(K)σ²), NaN where diag(K) is not
+known; fixed-effect SEs are exact, (X'V⁻¹X)⁻¹ from one extra solve per fixed-effect
+equation. ``solver="auto"`` takes this path with
 given (co)variances above :data:`henderson.api_pcg.PCG_THRESHOLD` equations (read at
 call time) and says so in the notes. A solve that does not converge in its rounds is a
 :class:`~henderson.ConvergenceWarning` carrying the residual history
@@ -52,6 +58,13 @@ def pev_and_fixed_cov(model: GeneralPCG, pev, n_samples: int, seed: int, tol: fl
         return None, None
     sampled = sampled_pev_general(model, n_samples=n_samples, seed=seed)
     return sampled, fixed_effect_cov_general(model, tol=tol)
+
+
+def sampling_settings(sampled) -> dict | None:
+    """``settings["pev_sampling"]``: samples, seed, seconds and mean PCG rounds per sample."""
+    if sampled is None:
+        return None
+    return {k: sampled[k] for k in ("n_samples", "seed", "seconds", "rounds")}
 
 
 def pev_notes(sampled) -> list[str]:
@@ -237,7 +250,12 @@ def fit_general_pcg(
     log = info.log()
     with np.errstate(divide="ignore", invalid="ignore"):
         res = general_result(spec, state, ev, method, info.rounds, info.converged, log, [], fixed_theta=True)
-    settings = dict(res.settings, pcg=_pcg_settings(info), pev_method=None if sampled is None else sampled["method"])
+    settings = dict(
+        res.settings,
+        pcg=_pcg_settings(info),
+        pev_method=None if sampled is None else sampled["method"],
+        pev_sampling=sampling_settings(sampled),
+    )
     if sampled is not None:
         blups = {}
         for k, t in enumerate(spec.terms):
@@ -379,6 +397,7 @@ def fit_blocks_pcg(
         notes.append("fixed-effect SEs exact: (X'V⁻¹X)⁻¹ from one PCG solve per fixed-effect equation")
     fixed_cov = None if Vb is None else Vb / s[-1]  # pcg_result scales by σ²ₑ
     res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), by_term, fixed_cov, notes)
+    res = dataclasses.replace(res, settings=dict(res.settings, pev_sampling=sampling_settings(sampled)))
     timings = {
         "spec": t1 - t0,
         "prepare": t2 - t1,

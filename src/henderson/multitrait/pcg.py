@@ -24,6 +24,7 @@ from ..api_pcg_general import (
     pev_and_fixed_cov,
     pev_notes,
     sampled_reliability,
+    sampling_settings,
     sp_of,
 )
 from ..errors import DataError, ModelError
@@ -257,6 +258,7 @@ def fit_traits_pcg(
         "fixed_sigma2": True,
         "pcg": _pcg_settings(info),
         "pev_method": None if sampled is None else sampled["method"],
+        "pev_sampling": sampling_settings(sampled),
     }
     res = MultiTraitResult(
         traits=traits,
