@@ -421,3 +421,52 @@ def pedigree_sample_multi(order, sire, dam, sd, Z, out):
             if di >= 0:
                 v += 0.5 * out[di, s]
             out[i, s] = v
+
+
+@nb.njit(cache=True, nogil=True)
+def kron_penalty_add(indptr, indices, data, sinv, U, out):
+    """out += (K⁻¹ ⊗ Σ⁻¹) U for U, out (q, g, S) level-major: row l of out gets
+    Σ_c K⁻¹[l, c] U[c] Σ⁻¹ (g × S), K⁻¹ in CSR with both triangles stored."""
+    q, g, S = U.shape
+    acc = np.empty((g, S))
+    for r in range(q):
+        acc[:] = 0.0
+        for k in range(indptr[r], indptr[r + 1]):
+            v = data[k]
+            c = indices[k]
+            for e in range(g):
+                for s in range(S):
+                    acc[e, s] += v * U[c, e, s]
+        for f in range(g):
+            for e in range(g):
+                w = sinv[e, f]
+                if w != 0.0:
+                    for s in range(S):
+                        out[r, f, s] += w * acc[e, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def iid_penalty_add(sinv, U, out):
+    """out += (I ⊗ Σ⁻¹) U for U, out (q, g, S)."""
+    q, g, S = U.shape
+    for r in range(q):
+        for f in range(g):
+            for e in range(g):
+                w = sinv[e, f]
+                if w != 0.0:
+                    for s in range(S):
+                        out[r, f, s] += w * U[r, e, s]
+
+
+@nb.njit(cache=True, nogil=True)
+def block_apply(Binv, R, out):
+    """out[l] = Binv[l] R[l] for Binv (q, g, g), R and out (q, g, S) (block preconditioner)."""
+    q, g, S = R.shape
+    for r in range(q):
+        for i in range(g):
+            for s in range(S):
+                out[r, i, s] = 0.0
+            for j in range(g):
+                w = Binv[r, i, j]
+                for s in range(S):
+                    out[r, i, s] += w * R[r, j, s]

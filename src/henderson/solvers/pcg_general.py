@@ -305,20 +305,21 @@ class GeneralPCG:
 
     # -- several right-hand sides in lockstep (sampled PEV, fixed-effect SEs) --------------------
     def _penalty_add_multi(self, Xm: np.ndarray, out: np.ndarray) -> None:
-        """out += (K⁻¹ ⊗ Σ⁻¹) X per group for X (m, S)."""
+        """out += (K⁻¹ ⊗ Σ⁻¹) X per group for X, out (m, S) C-contiguous (numba, one pass
+        over K⁻¹'s index arrays for all columns; a genomic block as one dense product)."""
         S = Xm.shape[1]
         for gr in self.groups:
             a, b = self.spans[gr.name]
-            U = np.ascontiguousarray(Xm[a:b]).reshape(gr.q, gr.g * S)
+            U = Xm[a:b].reshape(gr.q, gr.g, S)
+            O = out[a:b].reshape(gr.q, gr.g, S)  # a view: out is C-contiguous
             if gr.kinv is not None:
                 K = gr._kinv
-                KU = np.zeros_like(U)
-                kern.csr_matmat_add(K.indptr.astype(np.int64), K.indices.astype(np.int64), K.data, U, 1.0, KU)
+                kern.kron_penalty_add(K.indptr, K.indices, K.data, gr.sigma_inv, U, O)
             else:
-                KU = U.copy()
+                kern.iid_penalty_add(gr.sigma_inv, U, O)
             if gr._block is not None:
-                KU[gr._gidx] += gr._block @ U[gr._gidx]
-            out[a:b] += np.einsum("qes,ef->qfs", KU.reshape(gr.q, gr.g, S), gr.sigma_inv).reshape(b - a, S)
+                KU = gr._block @ U[gr._gidx].reshape(len(gr._gidx), gr.g * S)
+                O[gr._gidx] += np.einsum("kes,ef->kfs", KU.reshape(len(gr._gidx), gr.g, S), gr.sigma_inv)
 
     def matmat_data(self, Xm: np.ndarray) -> np.ndarray:
         """T'R⁻¹T X for X (m, S) (C without the penalty): one pass over the records."""
@@ -349,11 +350,12 @@ class GeneralPCG:
 
     def precondition_multi(self, Rm: np.ndarray) -> np.ndarray:
         """M⁻¹ R for R (m, S)."""
+        Rm = np.ascontiguousarray(Rm)
         S = Rm.shape[1]
         Z = np.empty_like(Rm)
         for gr, Binv in zip(self.groups, self._blocks, strict=True):
             a, b = self.spans[gr.name]
-            Z[a:b] = np.einsum("qij,qjs->qis", Binv, Rm[a:b].reshape(gr.q, gr.g, S)).reshape(b - a, S)
+            kern.block_apply(Binv, Rm[a:b].reshape(gr.q, gr.g, S), Z[a:b].reshape(gr.q, gr.g, S))
         Z[self.fpos :] = self._fixed_inv @ Rm[self.fpos :]
         return Z
 

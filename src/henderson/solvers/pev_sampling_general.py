@@ -47,6 +47,10 @@ from . import _pcg_kernels as kern
 DENSE_LIMIT = 10000
 #: bytes of working arrays per lockstep batch of samples (the batch size follows from it)
 BATCH_BYTES = 512 * 2**20
+#: at most this many samples in lockstep: per column, a block PCG round costs about 0.5 of a
+#: single-vector round from 8 columns up and no less beyond 32 (measured at 30,000 and
+#: 100,000 animals, two traits; benchmarks/results/pcg_general.md), while the working set grows
+MAX_BATCH = 32
 
 METHOD = (
     "Garcia-Cortes et al. (1995) sampling: PEV = mean (u* − û*)² over {S} data sets simulated at the "
@@ -122,7 +126,8 @@ def sampled_pev_general(model, n_samples: int = 200, seed: int = 0, tol: float =
     tol : float
         Relative residual of each solve.
     batch : int, optional
-        Samples solved in lockstep (default: as many as :data:`BATCH_BYTES` holds).
+        Samples solved in lockstep (default: :data:`MAX_BATCH`, or fewer if
+        :data:`BATCH_BYTES` holds fewer).
 
     Returns
     -------
@@ -136,7 +141,7 @@ def sampled_pev_general(model, n_samples: int = 200, seed: int = 0, tol: float =
     m, nz, n, t = model.m, model.fpos, model.n, model.t
     if batch is None:
         per = 8 * (8 * m + 2 * n * t)
-        batch = int(max(1, min(n_samples, BATCH_BYTES // per)))
+        batch = int(max(1, min(n_samples, MAX_BATCH, BATCH_BYTES // per)))
     rng = np.random.default_rng(seed)
     samplers = [_group_sampler(gr) for gr in model.groups]
     prior = np.concatenate([p.ravel() for _, p in samplers]) if samplers else np.empty(0)
