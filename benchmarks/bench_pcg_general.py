@@ -11,7 +11,7 @@ max |EBV_direct|.
 Sampled PEV (``pev="sample"``, 200 samples, seed 1; Garcia-Cortes et al. 1995 with a control
 variate, the samples solved in lockstep by block PCG at tol 1e-8, plus exact fixed-effect SEs
 from p·t extra solves): the sampling seconds as a multiple of one PCG solve of the data (its
-``settings["pcg"]["seconds"]``, same process), the mean relative error |PEV_s − PEV|/PEV of
+``settings["pcg"]["seconds"]``, fastest of three, same process), the mean relative error |PEV_s − PEV|/PEV of
 the animals' PEV against the direct solver's exact PEV, the share within 2 Monte Carlo SE, and
 the direct fit's seconds (factorisation + selected inverse: exact PEV comes with it).
 
@@ -73,7 +73,12 @@ def run(n: int, missing: float) -> dict:
         t = time.perf_counter()
         smp = h.fit(f, frame, cov_inverse={"id": Ainv}, sigma2=sigma, solver="pcg", pev="sample", seed=1)
         out["pev_fit_s"] = time.perf_counter() - t
-    out["solve_s"] = pcg.settings["pcg"]["seconds"]
+        # one solve of the data: the fastest of three (the machine is shared; the ratio's floor)
+        solves = [pcg.settings["pcg"]["seconds"]]
+        for _ in range(2):
+            again = h.fit(f, frame, cov_inverse={"id": Ainv}, sigma2=sigma, solver="pcg")
+            solves.append(again.settings["pcg"]["seconds"])
+    out["solve_s"] = min(solves)
     run_s = smp.settings["pev_sampling"]
     out["sampling_s"], out["sample_rounds"] = run_s["seconds"], run_s["rounds"]
     out["x_solve"] = out["sampling_s"] / out["solve_s"]
