@@ -15,10 +15,18 @@ accumulator and the client adds one per worker. In the same run:
   workers), and max |ΔG| / max |G| against the in-memory G (kept on disk,
   compared in row slabs so the client's peak is not inflated).
 
+``--part crossproducts``: SNP-BLUP's W'W (p × p) by ``snp_crossproducts(path,
+scheduler=client)`` on a fresh 2-worker LocalCluster (each worker DSYRKs its share of the
+individuals into one p × p float64 accumulator, the client adds them) against the
+in-memory path in the same run (read the file, W = centred markers, one float64 DSYRK of
+W, 2 BLAS threads): seconds, peak RSS of the client and the workers, max |ΔW'W| / max |W'W|.
+
 Usage::
 
     flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_dask.py \
         --n 20000 --p 100000 --chunks 4 [--out results/dask.md] [--append]
+    flock /tmp/henderson-bench.lock .venv/bin/python benchmarks/bench_dask.py \
+        --part crossproducts --n 20000 --p 8000 --append
 """
 
 from __future__ import annotations
@@ -86,8 +94,74 @@ def _syrk_floor(n: int, p: int, blocks: int) -> tuple[float, int]:
     return t * p / (blocks * b), b
 
 
+def crossproducts(a) -> str:
+    """W'W on a 2-worker LocalCluster against the in-memory DSYRK (see the module notes)."""
+    import numpy as np
+    from distributed import Client, LocalCluster
+    from scipy.linalg import blas
+
+    import henderson as h
+    from henderson._testing.genotypes import simulate_genotypes
+    from henderson.models.snpblup import centred_markers
+    from henderson.relationships.genomic_dask import snp_crossproducts
+
+    tmp = Path(tempfile.mkdtemp(prefix="henderson-bench-dask-"))
+    try:
+        prefix = tmp / "g"
+        geno = simulate_genotypes(a.n, a.p, seed=a.seed)
+        h.write_plink(prefix, geno)
+        h.write_plink(tmp / "tiny", simulate_genotypes(50, 200, seed=a.seed))
+        del geno
+        gc.collect()
+        centred_markers(h.read_genotypes(str(tmp / "tiny")))  # reader kernels loaded before timing
+        base = _reset_peak()
+        t0 = time.perf_counter()
+        W, _ = centred_markers(h.read_genotypes(str(prefix)))
+        ref = blas.dsyrk(1.0, W, trans=1, lower=1)  # W'W, lower triangle
+        t_mem = time.perf_counter() - t0
+        mem_peak = _peak() - base
+        del W
+        ref = np.tril(ref) + np.tril(ref, -1).T
+        gc.collect()
+        print(f"in-memory {t_mem:.1f} s, client peak +{mem_peak / GIB:.2f} GiB", flush=True)
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl,
+            Client(cl) as c,
+        ):
+            snp_crossproducts(str(tmp / "tiny"), scheduler=c)  # imports and kernels loaded on the workers
+            w_base = c.run(_reset_peak)
+            base = _reset_peak()
+            t0 = time.perf_counter()
+            WtW = snp_crossproducts(str(prefix), scheduler=c)["WtW"]
+            t = time.perf_counter() - t0
+            c_peak = _peak() - base
+            w_peak = {w: c.run(_peak, workers=[w])[w] - w_base[w] for w in w_base}
+        diff = float(np.abs(WtW - ref).max() / np.abs(ref).max())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    wtxt = " / ".join(f"{v / GIB:.2f}" for v in w_peak.values())
+    lines = [
+        f"## SNP-BLUP W'W (`snp_crossproducts`), {a.n:,} individuals × {a.p:,} SNPs (seed {a.seed})",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; run "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average at the end {os.getloadavg()[0]:.1f}. "
+        f"8p² (one float64 p × p) = {8 * a.p * a.p / GIB:.2f} GiB.",
+        "",
+        "| path | seconds | × in-memory | client peak RSS above start (GiB) | worker peak RSS above start "
+        "(GiB, each) | max abs Δ / max abs W'W |",
+        "|---|---|---|---|---|---|",
+        f"| in-memory (read, centre, one float64 DSYRK, 2 BLAS threads) | {t_mem:.1f} | 1.00 | "
+        f"{mem_peak / GIB:.2f} |  | 0.0e+00 |",
+        f"| 2-worker LocalCluster (1 thread each), individuals split per worker | {t:.1f} | {t / t_mem:.2f} | "
+        f"{c_peak / GIB:.2f} | {wtxt} | {diff:.1e} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["grm", "crossproducts"], default="grm")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--p", type=int, default=20000)
     ap.add_argument("--chunks", type=int, nargs="+", default=[4, 16, 64])
@@ -97,6 +171,15 @@ def main():
     ap.add_argument("--append", action="store_true", help="add this run's section to --out")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    if a.part == "crossproducts":
+        text = crossproducts(a)
+        out = Path(a.out)
+        if a.append and out.exists():
+            out.write_text(out.read_text().rstrip("\n") + "\n\n" + text)
+        else:
+            out.write_text(text)
+        print(text)
+        return
     import numpy as np
     from distributed import Client, LocalCluster
 

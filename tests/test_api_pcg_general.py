@@ -154,8 +154,7 @@ def test_single_step_single_trait_equals_direct(single_step, monkeypatch):
     auto = h.fit(f, rec, **kw)
     assert auto.solver == "pcg" and any("solver 'auto' chose PCG" in n for n in auto.notes)
     close(auto.blups["id"]["blup"], ref.blups["id"]["blup"], 1e-7)  # default tol 1e-10
-    with pytest.raises(ModelError, match="pev='sample' is not available with an H⁻¹ given in blocks"):
-        h.fit(f, rec, solver="pcg", pev="sample", **kw)
+    # pev="sample" with H⁻¹ in blocks now works: tests/test_pcg_general_pev.py
 
 
 # -- solver="auto" above the size threshold -------------------------------------------------------------

@@ -143,8 +143,13 @@ def fit(
         Compute prediction error variances (always for the dense solver; for the
         spectral solver it costs O(n²N), so ``"auto"`` computes it up to 6,000 records).
         With the PCG solver exact PEV is not available: ``"sample"`` (or True) estimates
-        it by sampling (:mod:`henderson.solvers.pev_sampling`, ``pev_samples`` solves,
-        seeded by ``seed``; the method is named in the notes); "auto" skips it.
+        it by sampling (Garcia-Cortes et al. 1995; :mod:`henderson.solvers.pev_sampling`
+        and, for multi-trait, correlated, structured and H⁻¹-in-blocks models,
+        :mod:`henderson.solvers.pev_sampling_general`; ``pev_samples`` simulated data
+        sets, seeded by ``seed``; the method is named in the notes and in
+        ``settings["pev_method"]``, each PEV's Monte Carlo SE in a ``pev_se`` column)
+        and gives exact fixed-effect SEs from one extra solve per fixed-effect
+        equation; "auto" skips both.
     x0 : array or FitResult, optional
         PCG only: warm start, an equation vector or a previous result (matched by
         ids and coefficient names).
@@ -213,6 +218,8 @@ def fit(
             max_iter=max(max_iter, 500),
             pev=pev,
             tol=tol,
+            pev_samples=pev_samples,
+            seed=seed,
         )
     if _structured(formula, weights, residual, correlated):
         return fit_general(
@@ -230,6 +237,9 @@ def fit(
             solver=solver,
             t0=t0,
             tol=tol,
+            pev=pev,
+            pev_samples=pev_samples,
+            seed=seed,
         )
     if sigma2 is not None and solver in ("pcg", "auto") and x0 is None:
         # an H⁻¹ given in blocks: PCG keeps its dense block apart (api_pcg_general.py)
@@ -238,7 +248,7 @@ def fit(
         if has_blocks(cov_inverse):
             res = fit_blocks_pcg(
                 formula, data, cov=cov, cov_inverse=cov_inverse, sigma2=sigma2, method=method, solver=solver, tol=tol,
-                pev=pev, t0=t0,
+                pev=pev, t0=t0, pev_samples=pev_samples, seed=seed,
             )  # fmt: skip
             if res is not None:
                 return res
@@ -532,8 +542,14 @@ def fit_general(
     solver="auto",
     t0=None,
     tol=1e-10,
+    pev="auto",
+    pev_samples: int = 200,
+    seed: int = 0,
 ) -> FitResult:
-    """Fit with the general engine, dense or sparse, or PCG at given θ (see :func:`fit`)."""
+    """Fit with the general engine, dense or sparse, or PCG at given θ (see :func:`fit`).
+
+    ``pev``, ``pev_samples`` and ``seed`` apply to PCG (sampled PEV, exact fixed-effect
+    SEs); the dense and sparse engines give exact PEV always."""
     from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
@@ -557,7 +573,9 @@ def fit_general(
 
     auto_pcg = solver == "auto" and theta is not None and prefers_general_pcg(spec)
     if solver == "pcg" or auto_pcg:
-        return fit_general_pcg(spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol)
+        return fit_general_pcg(
+            spec, theta, method=method, auto=auto_pcg, t0=t0, tol=tol, pev=pev, pev_samples=pev_samples, seed=seed
+        )
     t1 = time.perf_counter()
     state = _general_state(spec, solver)
     prepared = Prepared.of(state)  # the protocol: the optimiser sees Prepared and Evaluation only

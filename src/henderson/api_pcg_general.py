@@ -14,8 +14,14 @@ usual results:
   τG*⁻¹ − ωA₂₂⁻¹ is applied as a product, never filled into a sparse matrix):
   :func:`fit_traits_pcg` → ``MultiTraitResult``.
 
-What PCG does not give, the results say (notes): −2 log L, AIC and BIC (no factor of C),
-PEV, reliabilities and fixed-effect SEs (NaN). ``solver="auto"`` takes this path with
+What PCG does not give, the results say (notes): −2 log L, AIC and BIC (no factor of C).
+PEV, reliabilities and fixed-effect SEs are NaN unless ``pev="sample"`` (or True): then PEV
+is estimated by sampling (Garcia-Cortes et al. 1995 with Hickey et al.'s 2009 control
+variate; :mod:`henderson.solvers.pev_sampling_general`, all samples solved in lockstep by
+block PCG), each with its Monte Carlo SE in a ``pev_se`` column and the method in the notes
+and ``settings["pev_method"]``; reliability = 1 − PEV/(diag(K)σ²), NaN where diag(K) is not
+known; fixed-effect SEs are exact, (X'V⁻¹X)⁻¹ from one extra solve per fixed-effect
+equation. ``solver="auto"`` takes this path with
 given (co)variances above :data:`henderson.api_pcg.PCG_THRESHOLD` equations (read at
 call time) and says so in the notes. A solve that does not converge in its rounds is a
 :class:`~henderson.ConvergenceWarning` carrying the residual history
@@ -36,8 +42,47 @@ from .spec.levels import Factored, SparseInverse
 
 PCG_NOTES = (
     "log-likelihood, AIC and BIC not computed by the PCG solver (no factor of C)",
-    "PEV, reliabilities and fixed-effect standard errors not computed by the PCG solver (NaN)",
+    "PEV, reliabilities and fixed-effect standard errors not computed by the PCG solver (NaN); "
+    "pev='sample' estimates PEV by sampling and gives exact fixed-effect SEs",
 )
+
+
+def pev_and_fixed_cov(model: GeneralPCG, pev, n_samples: int, seed: int, tol: float):
+    """Sampled PEV (dict, or None) and Var(b̂) (pt × pt, or None) when ``pev`` asks for them
+    (True or "sample"; "auto" and False skip both)."""
+    from .solvers.pev_sampling_general import fixed_effect_cov_general, sampled_pev_general
+
+    if pev not in ("auto", True, False, "sample"):
+        raise ModelError(f"pev must be 'auto', True, False or 'sample', not {pev!r}")
+    if pev not in (True, "sample"):
+        return None, None
+    sampled = sampled_pev_general(model, n_samples=n_samples, seed=seed)
+    return sampled, fixed_effect_cov_general(model, tol=tol)
+
+
+def sampling_settings(sampled) -> dict | None:
+    """``settings["pev_sampling"]``: samples, seed, seconds and mean PCG rounds per sample."""
+    if sampled is None:
+        return None
+    return {k: sampled[k] for k in ("n_samples", "seed", "seconds", "rounds")}
+
+
+def pev_notes(sampled) -> list[str]:
+    """The PCG notes: no log-likelihood; PEV not computed, or the sampling method."""
+    if sampled is None:
+        return list(PCG_NOTES)
+    return [
+        PCG_NOTES[0],
+        f"PEV estimated by sampling: {sampled['method']}; reliability = 1 − PEV/(diag(K)·σ²), NaN where diag(K) "
+        f"is not known",
+        "fixed-effect SEs exact: (X'V⁻¹X)⁻¹ from one PCG solve per fixed-effect equation",
+    ]
+
+
+def sampled_reliability(pev: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """1 − PEV/(diag(K)σ²): NaN (not 0) where the prior variance is unknown (NaN) or 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(prior) & (prior > 0), 1.0 - pev / prior, np.nan)
 
 
 def _solve_note(info) -> str:
@@ -114,7 +159,13 @@ def general_groups(spec, theta) -> tuple[list[RandomGroup], np.ndarray]:
         kinv = sp_of(t.level.penalty) if isinstance(cov, SparseInverse) else None
         codes = np.where(z == 1, np.asarray(t.codes, dtype=np.int64), -1)
         sigma = t.structure.sigma(theta[slices[k]])
-        groups.append(RandomGroup(t.name, codes, np.zeros(t.size, np.int64), sigma, t.q, kinv=kinv))
+        groups.append(
+            RandomGroup(
+                t.name, codes, np.zeros(t.size, np.int64), sigma, t.q, kinv=kinv,
+                k_diag=None if t.level.k_diag is None else np.asarray(t.level.k_diag, dtype=float),
+                info=getattr(t.level, "info", None),
+            )
+        )  # fmt: skip
     R0 = np.atleast_2d(float(theta[slices[-1]][0]))
     return groups, R0
 
@@ -130,17 +181,26 @@ class _GeneralPCGState:
 
     name = "general-pcg"
 
-    def __init__(self, spec, model: GeneralPCG, x: np.ndarray):
+    def __init__(self, spec, model: GeneralPCG, x: np.ndarray, sampled=None, Vb=None):
         self.spec, self.model, self.x = spec, model, x
         self.slices = spec.slices
+        self.sampled, self.Vb = sampled, Vb
 
     def fixed(self, ev):
         p = self.spec.p
-        return self.model.fixed(self.x)[:, 0], np.full((p, p), np.nan)
+        return self.model.fixed(self.x)[:, 0], np.full((p, p), np.nan) if self.Vb is None else self.Vb
 
     def term_blups(self, ev, k: int):
-        U = self.model.effects(self.x, self.spec.terms[k].name)
-        return U, np.full(U.shape, np.nan)
+        name = self.spec.terms[k].name
+        U = self.model.effects(self.x, name)
+        if self.sampled is None:
+            return U, np.full(U.shape, np.nan)
+        a, b = self.model.spans[name]
+        return U, self.sampled["pev"][a:b].reshape(U.shape)
+
+    def term_pev_se(self, k: int) -> np.ndarray:
+        a, b = self.model.spans[self.spec.terms[k].name]
+        return self.sampled["se"][a:b]
 
 
 class _Evaluation:
@@ -149,8 +209,23 @@ class _Evaluation:
         self.m2ll, self.ai = float("nan"), None
 
 
-def fit_general_pcg(spec, theta, *, method: str = "reml", tol: float = TOL, auto: bool = False, t0=None):
-    """Solve a general-engine model at θ by PCG and assemble its FitResult (see module notes)."""
+def fit_general_pcg(
+    spec,
+    theta,
+    *,
+    method: str = "reml",
+    tol: float = TOL,
+    auto: bool = False,
+    t0=None,
+    pev="auto",
+    pev_samples: int = 200,
+    seed: int = 0,
+):
+    """Solve a general-engine model at θ by PCG and assemble its FitResult (see module notes).
+
+    ``pev="sample"`` (or True): PEV by sampling (``pev_samples`` data sets seeded by
+    ``seed``; a ``pev_se`` column, ``settings["pev_method"]``) and exact fixed-effect SEs.
+    """
     import dataclasses
 
     from .assemble_general import general_result
@@ -167,13 +242,27 @@ def fit_general_pcg(spec, theta, *, method: str = "reml", tol: float = TOL, auto
     t2 = time.perf_counter()
     x, info = model.solve(tol=tol)
     t3 = time.perf_counter()
+    sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
     resid = spec.y - model.fitted(x)[:, 0]
     ev = _Evaluation(np.asarray(theta, dtype=float), [g.sigma for g in groups], resid)
-    state = _GeneralPCGState(spec, model, x)
-    notes = [_solve_note(info), *PCG_NOTES] + ([_auto_note(model.m)] if auto else [])
+    state = _GeneralPCGState(spec, model, x, sampled, Vb)
+    notes = [_solve_note(info), *pev_notes(sampled)] + ([_auto_note(model.m)] if auto else [])
     log = info.log()
-    res = general_result(spec, state, ev, method, info.rounds, info.converged, log, [], fixed_theta=True)
-    settings = dict(res.settings, pcg=_pcg_settings(info))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = general_result(spec, state, ev, method, info.rounds, info.converged, log, [], fixed_theta=True)
+    settings = dict(
+        res.settings,
+        pcg=_pcg_settings(info),
+        pev_method=None if sampled is None else sampled["method"],
+        pev_sampling=sampling_settings(sampled),
+    )
+    if sampled is not None:
+        blups = {}
+        for k, t in enumerate(spec.terms):
+            tab = res.blups[t.name].copy()
+            tab.insert(tab.columns.get_loc("pev") + 1, "pev_se", state.term_pev_se(k))
+            blups[t.name] = tab
+        res = dataclasses.replace(res, blups=blups)
     timings = {
         "spec": t1 - t0,
         "prepare": t2 - t1,
@@ -219,12 +308,27 @@ class _BlocksPCGState:
 
 
 def fit_blocks_pcg(
-    formula, data, *, cov=None, cov_inverse=None, sigma2, method="reml", solver="pcg", tol=TOL, pev="auto", t0=None
+    formula,
+    data,
+    *,
+    cov=None,
+    cov_inverse=None,
+    sigma2,
+    method="reml",
+    solver="pcg",
+    tol=TOL,
+    pev="auto",
+    t0=None,
+    pev_samples: int = 200,
+    seed: int = 0,
 ):
     """Single-trait BLUP at given σ² by PCG with an H⁻¹ given in blocks (A⁻¹ sparse, the
     genomic block τG*⁻¹ − ωA₂₂⁻¹ applied as a product — never filled into a CSR matrix of
     k² entries). With ``solver="auto"`` returns None below ``PCG_THRESHOLD`` equations
-    (the caller then takes the direct solvers on the filled H⁻¹)."""
+    (the caller then takes the direct solvers on the filled H⁻¹). ``pev="sample"`` (or True):
+    sampled PEV (the H⁻¹ factored densely for the draws, up to
+    :data:`~henderson.solvers.pev_sampling_general.DENSE_LIMIT` levels) and exact
+    fixed-effect SEs."""
     import dataclasses
 
     from .assemble_pcg import pcg_result
@@ -233,11 +337,6 @@ def fit_blocks_pcg(
     from .spec.model import build_spec
 
     t0 = time.perf_counter() if t0 is None else t0
-    if pev in (True, "sample"):
-        raise ModelError(
-            "pev='sample' is not available with an H⁻¹ given in blocks; pass the filled matrix "
-            "(H.to_relationship()) for sampled PEV"
-        )
     blocks, plain = {}, dict(cov_inverse)
     lazy_notes: list[str] = []
     for name, K in cov_inverse.items():
@@ -279,7 +378,20 @@ def fit_blocks_pcg(
             Kb = blocks[t.name]
             genomic = (np.asarray(Kb.block_positions), genomic_block(Kb))
         codes = np.asarray(t.codes, dtype=np.int64)[:, None]
-        groups.append(RandomGroup(t.name, codes, [0], [[s[k]]], t.q, kinv=kinv, genomic=genomic))
+        kd = None if t.k_diag is None else np.asarray(t.k_diag, dtype=float)
+        groups.append(
+            RandomGroup(
+                t.name,
+                codes,
+                np.zeros(1, np.int64),
+                np.array([[s[k]]]),
+                t.q,
+                kinv=kinv,
+                genomic=genomic,
+                k_diag=kd,
+                info=t.info,
+            )
+        )
     t1 = time.perf_counter()
     model = GeneralPCG(spec.y, spec.X, groups, [[s[-1]]])
     t2 = time.perf_counter()
@@ -290,7 +402,19 @@ def fit_blocks_pcg(
         + lazy_notes
         + ([_auto_note(model.m)] if solver == "auto" else [])
     )
-    res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), extra_notes=notes)
+    sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
+    by_term = None
+    if sampled is not None:
+        # per term index, as pcg_result reads them (dropped terms: σ² = 0, no group)
+        by_term = {"method": sampled["method"], "pev": {}, "se": {}}
+        for k, t in enumerate(spec.terms):
+            if s[k] > 0:
+                a, b = model.spans[t.name]
+                by_term["pev"][k], by_term["se"][k] = sampled["pev"][a:b], sampled["se"][a:b]
+        notes.append("fixed-effect SEs exact: (X'V⁻¹X)⁻¹ from one PCG solve per fixed-effect equation")
+    fixed_cov = None if Vb is None else Vb / s[-1]  # pcg_result scales by σ²ₑ
+    res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), by_term, fixed_cov, notes)
+    res = dataclasses.replace(res, settings=dict(res.settings, pev_sampling=sampling_settings(sampled)))
     timings = {
         "spec": t1 - t0,
         "prepare": t2 - t1,

@@ -43,6 +43,8 @@ def fit_formula(
     pev="auto",
     fixed=None,
     tol=1e-10,
+    pev_samples: int = 200,
+    seed: int = 0,
 ):
     """``henderson.fit`` for a ``cbind(...)`` response; see :func:`henderson.fit`.
 
@@ -52,7 +54,9 @@ def fit_formula(
     :mod:`henderson.multitrait.vform`; "auto" takes it for missing traits with a dense K when
     it is the smaller problem), or "pcg" (given ``sigma`` only: :mod:`henderson.multitrait.pcg`).
     ``sigma``/``start`` are (Σ_g, Σ_e) for one term, or on the general MME
-    ``{"Sigma": [Σ per term], "Residual": Σ_e}``.
+    ``{"Sigma": [Σ per term], "Residual": Σ_e}``. On PCG, ``pev="sample"`` (or True)
+    estimates PEV by sampling (``pev_samples`` data sets, seeded by ``seed``) and gives
+    exact fixed-effect SEs (:func:`henderson.multitrait.pcg.fit_traits_pcg`).
     """
     from ..relationships.container import as_relationship
     from .fit import check_traits, fit_traits
@@ -134,6 +138,9 @@ def fit_formula(
             notes=notes,
             auto=auto_pcg,
             tol=tol,
+            pev=pev,
+            pev_samples=pev_samples,
+            seed=seed,
         )
     return fit_general_traits(
         kept,

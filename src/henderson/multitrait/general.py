@@ -671,6 +671,14 @@ def kernel_root(K: np.ndarray, name: str) -> np.ndarray:
     return U[:, keep] * np.sqrt(w[keep])
 
 
+def trait_reliability(P: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """1 − PEV/(diag(K)·σ²_trait) elementwise; 0 where the prior variance is 0 (a trait
+    variance at 0: its BLUPs are 0), NaN where it is unknown (diag(K) NaN: a K⁻¹ without
+    a pedigree's inbreeding above the size where diag(K) is computed) — never 0 for unknown."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isnan(var), np.nan, np.where(var > 0, 1.0 - P / var, 0.0))
+
+
 def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm]:
     """GeneralTerm per ``(name, diag)``: K from ``cov``/``cov_inverse`` by name, else iid."""
     from types import SimpleNamespace
@@ -707,6 +715,7 @@ def build_terms(kept: pd.DataFrame, terms, cov, cov_inverse) -> list[GeneralTerm
         )
         gt.k_diag = kd  # type: ignore[attr-defined]
         gt.iid = iid  # type: ignore[attr-defined]
+        gt.info = getattr(rt, "info", None)  # type: ignore[attr-defined]  # a pedigree's parents (sampled PEV)
         out.append(gt)
     return out
 
@@ -1008,8 +1017,7 @@ def fit_general_traits(
                 P = np.full((q, t), np.nan)
                 notes.append(f"PEV of {g.name} not computed on the sparse MME with a dense K")
         var = np.diag(Sigmas[j])[None, :] * g.k_diag[:, None]  # type: ignore[attr-defined]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(var > 0, 1.0 - P / var, 0.0)
+        rel = trait_reliability(P, var)
         nrec = np.bincount(g.codes, minlength=q)
         blups[g.name] = pd.DataFrame(
             {"blup": U.ravel(), "pev": P.ravel(), "reliability": rel.ravel(), "n_records": np.repeat(nrec, t)},

@@ -17,7 +17,18 @@ import numpy as np
 import pandas as pd
 
 from .. import api_pcg
-from ..api_pcg_general import PCG_NOTES, _auto_note, _pcg_settings, _solve_note, genomic_block, sp_of
+from ..api_pcg_general import (
+    PCG_NOTES,
+    _auto_note,
+    _pcg_settings,
+    _solve_note,
+    genomic_block,
+    pev_and_fixed_cov,
+    pev_notes,
+    sampled_reliability,
+    sampling_settings,
+    sp_of,
+)
 from ..errors import DataError, ModelError
 from ..solvers.pcg import TOL
 from ..solvers.pcg_general import GeneralPCG, RandomGroup
@@ -94,6 +105,8 @@ def _trait_groups(kept, traits, terms, cov, cov_inverse, Sigmas):
                 )
             kinv = sp_of(K.sparse_part())
             genomic = (np.asarray(K.block_positions), genomic_block(K))  # a lazy H⁻¹: its operator
+            info = dict(K.info or {})
+            kd = np.asarray(info["diag"], dtype=float) if "diag" in info else None  # diag(H), for reliabilities
         else:
             (gt,) = build_terms(kept, [(name, diag)], cov, cov_inverse)
             if gt.L is not None:
@@ -104,8 +117,11 @@ def _trait_groups(kept, traits, terms, cov, cov_inverse, Sigmas):
             levels, codes = np.asarray(gt.levels, dtype=str), np.asarray(gt.codes)
             kinv = None if gt.Kinv is None else sp_of(gt.Kinv)
             genomic = None
+            kd, info = np.asarray(gt.k_diag, dtype=float), getattr(gt, "info", None)
         codes = np.repeat(np.asarray(codes, dtype=np.int64)[:, None], t, axis=1)
-        groups.append(RandomGroup(name, codes, np.arange(t), S, len(levels), kinv=kinv, genomic=genomic))
+        groups.append(
+            RandomGroup(name, codes, np.arange(t), S, len(levels), kinv=kinv, genomic=genomic, k_diag=kd, info=info)
+        )
         meta.append((name, levels, codes[:, 0]))
     return groups, meta
 
@@ -123,6 +139,9 @@ def fit_traits_pcg(
     notes=(),
     tol: float = TOL,
     auto: bool = False,
+    pev="auto",
+    pev_samples: int = 200,
+    seed: int = 0,
 ):
     """Multi-trait BLUP at given Σ's by PCG (see module notes); returns a MultiTraitResult.
 
@@ -136,6 +155,12 @@ def fit_traits_pcg(
     fixed : str or dict trait → formula part (the same part for every trait)
     sigma : dict
         ``{"Sigma": [Σ per term (t × t)], "Residual": R₀ (t × t)}``, required.
+    pev : {"auto", True, False, "sample"}
+        True or "sample": PEV and reliabilities by sampling
+        (:func:`~henderson.solvers.pev_sampling_general.sampled_pev_general`, ``pev_samples``
+        simulated data sets seeded by ``seed``; a ``pev_se`` column holds each PEV's Monte
+        Carlo SE and ``settings["pev_method"]`` names the method), and exact fixed-effect SEs
+        from p·t extra solves. "auto" and False: NaN (a note says so).
     """
     import dataclasses
 
@@ -172,7 +197,8 @@ def fit_traits_pcg(
     x, info = model.solve(tol=tol)
     t3 = time.perf_counter()
     tr_idx = pd.Index(traits, name="trait")
-    notes += [_solve_note(info), *PCG_NOTES] + ([_auto_note(model.m)] if auto else [])
+    sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
+    notes += [_solve_note(info), *pev_notes(sampled)] + ([_auto_note(model.m)] if auto else [])
 
     def frame(S):
         return pd.DataFrame(S, index=tr_idx, columns=traits)
@@ -201,18 +227,23 @@ def fit_traits_pcg(
         est.append(R0[k, l])
     vc = pd.DataFrame({"estimate": est, "se": np.nan}, index=pd.Index(names, name="parameter"))
     B = model.fixed(x)  # p × t
+    b_se = np.full(B.shape, np.nan) if Vb is None else np.sqrt(np.maximum(np.diag(Vb), 0.0)).reshape(B.shape)
     fe = pd.DataFrame(
-        {"estimate": B.T.ravel(), "se": np.nan, "t": np.nan},
+        {"estimate": B.T.ravel(), "se": b_se.T.ravel(), "t": (B / b_se).T.ravel()},
         index=pd.MultiIndex.from_product([traits, x_names], names=["trait", "coefficient"]),
     )
     blups, record_levels = {}, {}
     for name, levels, codes in meta:
         U = model.effects(x, name)
         nrec = np.bincount(codes, minlength=len(levels))
-        blups[name] = pd.DataFrame(
-            {"blup": U.ravel(), "pev": np.nan, "reliability": np.nan, "n_records": np.repeat(nrec, t)},
-            index=pd.MultiIndex.from_product([levels, traits], names=[name, "trait"]),
-        )
+        cols = {"blup": U.ravel(), "pev": np.nan, "reliability": np.nan}
+        if sampled is not None:
+            a, b = model.spans[name]
+            cols["pev"] = sampled["pev"][a:b]
+            cols["pev_se"] = sampled["se"][a:b]
+            cols["reliability"] = sampled_reliability(sampled["pev"][a:b], sampled["prior"][a:b])
+        cols["n_records"] = np.repeat(nrec, t)
+        blups[name] = pd.DataFrame(cols, index=pd.MultiIndex.from_product([levels, traits], names=[name, "trait"]))
         record_levels[name] = levels[codes]
     fit_all = model.fitted(x)
     obs = ~np.isnan(Y)
@@ -228,6 +259,8 @@ def fit_traits_pcg(
         "solver": "multitrait-pcg",
         "fixed_sigma2": True,
         "pcg": _pcg_settings(info),
+        "pev_method": None if sampled is None else sampled["method"],
+        "pev_sampling": sampling_settings(sampled),
     }
     res = MultiTraitResult(
         traits=traits,

@@ -45,7 +45,7 @@ import scipy.sparse as sp
 
 from ..errors import ModelError, NotPositiveDefiniteError
 from . import _pcg_kernels as kern
-from .pcg import TOL, PCGInfo, pcg_loop
+from .pcg import TOL, MultiPCGInfo, PCGInfo, pcg_loop, pcg_multi
 
 
 class GenomicBlock:
@@ -131,6 +131,12 @@ class RandomGroup:
         A dense block added to K⁻¹[idx, idx] (single-step H⁻¹ or APY); an operator
         with ``k``, ``diagonal()`` and ``@`` (e.g. :class:`~henderson.ApyInverse`,
         G_APY⁻¹ in blocks) is applied as a product.
+    k_diag : array (q,), optional
+        diag(K) where known (NaN where not): the prior variance of the levels, used by the
+        sampled PEV (control variate) and for reliabilities.
+    info : dict, optional
+        The relationship's ``info``: a pedigree A⁻¹'s ``parents`` let sampled PEV draw
+        u ~ N(0, A) by the pedigree recursion.
     """
 
     name: str
@@ -140,6 +146,8 @@ class RandomGroup:
     q: int
     kinv: sp.spmatrix | None = None
     genomic: tuple | None = None
+    k_diag: np.ndarray | None = None
+    info: dict | None = None
     # set by GeneralPCG
     _block: GenomicBlock | None = field(default=None, repr=False)
     _gidx: np.ndarray | None = field(default=None, repr=False)
@@ -180,6 +188,7 @@ class GeneralPCG:
         self.p = self.X.shape[1]
         R0 = np.asarray(R0, dtype=np.float64).reshape(self.t, self.t)
         _chol(R0, "R0 (the residual covariance)")
+        self.R0 = R0
         obs = ~np.isnan(Y)
         empty = np.flatnonzero(~obs.any(axis=1))
         if empty.size:
@@ -294,6 +303,68 @@ class GeneralPCG:
         kern.mt_forward(self.X, self.codes, self.eff_pos, self.eff_stride, self.eff_trait, self.fpos, x, out)
         return out
 
+    # -- several right-hand sides in lockstep (sampled PEV, fixed-effect SEs) --------------------
+    def _penalty_add_multi(self, Xm: np.ndarray, out: np.ndarray) -> None:
+        """out += (K⁻¹ ⊗ Σ⁻¹) X per group for X, out (m, S) C-contiguous (numba, one pass
+        over K⁻¹'s index arrays for all columns; a genomic block as one dense product)."""
+        S = Xm.shape[1]
+        for gr in self.groups:
+            a, b = self.spans[gr.name]
+            U = Xm[a:b].reshape(gr.q, gr.g, S)
+            O = out[a:b].reshape(gr.q, gr.g, S)  # a view: out is C-contiguous
+            if gr.kinv is not None:
+                K = gr._kinv
+                kern.kron_penalty_add(K.indptr, K.indices, K.data, gr.sigma_inv, U, O)
+            else:
+                kern.iid_penalty_add(gr.sigma_inv, U, O)
+            if gr._block is not None:
+                KU = gr._block @ U[gr._gidx].reshape(len(gr._gidx), gr.g * S)
+                O[gr._gidx] += np.einsum("kes,ef->kfs", KU.reshape(len(gr._gidx), gr.g, S), gr.sigma_inv)
+
+    def matmat_data(self, Xm: np.ndarray) -> np.ndarray:
+        """T'R⁻¹T X for X (m, S) (C without the penalty): one pass over the records."""
+        Xm = np.ascontiguousarray(Xm, dtype=np.float64)
+        out = np.empty_like(Xm)
+        kern.mt_apply_multi(
+            self.X, self.codes, self.eff_pos, self.eff_stride, self.eff_trait, self.fpos, self.rinv, self.pattern,
+            Xm, out,
+        )  # fmt: skip
+        return out
+
+    def matmat(self, Xm: np.ndarray) -> np.ndarray:
+        """C X for X (m, S): one pass over the records serves all S columns."""
+        Xm = np.ascontiguousarray(Xm, dtype=np.float64)
+        out = self.matmat_data(Xm)
+        self._penalty_add_multi(Xm, out)
+        return out
+
+    def rhs_multi(self, Y: np.ndarray) -> np.ndarray:
+        """T'R⁻¹Y for S data sets Y (n, t, S) (values at missing traits are ignored): (m, S)."""
+        Y = np.ascontiguousarray(Y, dtype=np.float64)
+        out = np.empty((self.m, Y.shape[2]))
+        kern.mt_adjoint_multi(
+            self.X, self.codes, self.eff_pos, self.eff_stride, self.eff_trait, self.fpos, self.rinv, self.pattern,
+            Y, out,
+        )  # fmt: skip
+        return out
+
+    def precondition_multi(self, Rm: np.ndarray) -> np.ndarray:
+        """M⁻¹ R for R (m, S)."""
+        Rm = np.ascontiguousarray(Rm)
+        S = Rm.shape[1]
+        Z = np.empty_like(Rm)
+        for gr, Binv in zip(self.groups, self._blocks, strict=True):
+            a, b = self.spans[gr.name]
+            kern.block_apply(Binv, Rm[a:b].reshape(gr.q, gr.g, S), Z[a:b].reshape(gr.q, gr.g, S))
+        Z[self.fpos :] = self._fixed_inv @ Rm[self.fpos :]
+        return Z
+
+    def solve_multi(self, B: np.ndarray, X0=None, tol: float = TOL, max_rounds: int | None = None, warn: bool = True):
+        """Solve C X = B for S right-hand sides (m, S) by block PCG in lockstep
+        (:func:`henderson.solvers.pcg.pcg_multi`, per-column convergence); returns X (m, S)
+        and :class:`~henderson.solvers.pcg.MultiPCGInfo`."""
+        return pcg_multi(self.matmat, self.precondition_multi, B, X0, tol, max_rounds, warn)
+
     # -- preconditioner -----------------------------------------------------------------------
     def _build_preconditioner(self) -> None:
         self._blocks = []
@@ -357,4 +428,4 @@ class GeneralPCG:
         return x[self.fpos :].reshape(self.p, self.t)
 
 
-__all__ = ["GeneralPCG", "GenomicBlock", "PCGInfo", "RandomGroup"]
+__all__ = ["GeneralPCG", "GenomicBlock", "MultiPCGInfo", "PCGInfo", "RandomGroup"]
