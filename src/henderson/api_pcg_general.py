@@ -346,7 +346,7 @@ def fit_blocks_pcg(
             info = dict(getattr(K, "info", None) or {})
             # a lazy H⁻¹ (A₂₂⁻¹ as an operator) knows log|H| only when ω = 1: NaN otherwise
             lazy = hasattr(K, "block_operator")
-            info["logdet"] = -(K.logdet_inverse(compute=False) if lazy else K.logdet_inverse())
+            info["logdet"] = -(K.logdet_inverse(compute=False) if lazy else K.logdet_inverse())  # type: ignore[attr-defined]
             if lazy and not np.isfinite(info["logdet"]):
                 lazy_notes.append(
                     f"log|H| of {name!r} unknown (NaN): lazy H⁻¹ with omega != 1 (the log-likelihood is NaN)"

@@ -18,7 +18,6 @@ import pandas as pd
 
 from .. import api_pcg
 from ..api_pcg_general import (
-    PCG_NOTES,
     _auto_note,
     _pcg_settings,
     _solve_note,
