@@ -132,12 +132,20 @@ def _pedigree_comparison(report: Report, t: pd.DataFrame, ebv_ped: pd.DataFrame)
                 {
                     "animals": label,
                     "n": len(i),
-                    "mean reliability, pedigree BLUP": float(np.nanmean(ebv_ped.loc[i, "reliability"])),
-                    "mean reliability, ssGBLUP": float(np.nanmean(t.loc[i, "reliability"])),
+                    "mean reliability, pedigree BLUP": _nanmean(ebv_ped.loc[i, "reliability"]),
+                    "mean reliability, ssGBLUP": _nanmean(t.loc[i, "reliability"]),
                     "correlation EBV, GEBV": _corr(ebv_ped.loc[i, "gebv"], t.loc[i, "gebv"]),
                 }
             )
     report.table(pd.DataFrame(gains), caption="Reliability gains (NaN where not computed)", index=False)
+
+
+def _nanmean(a) -> float:
+    """Mean of the finite values; NaN (no warning) when there are none (e.g. reliabilities
+    not computed: a PCG fit with a lazy H⁻¹)."""
+    a = np.asarray(a, float)
+    ok = np.isfinite(a)
+    return float(a[ok].mean()) if ok.any() else float("nan")
 
 
 def _corr(a, b) -> float:
