@@ -213,7 +213,7 @@ def test_met_fit_with_residual_at_zero_converges_to_the_vform_optimum(seed, size
     """Before the penalised sum of squares and the refusal, the dense C-form warned on
     these fits (ConvergenceWarning) and stopped 28-55 log-likelihood units away from the
     optimum (benchmarks/results/cform_boundary.md). Now it converges without a warning,
-    stopping where its rounding would exceed 1e-9 (σ²ₑ ~ 3e-8), and its log-likelihood is
+    stopping near where its rounding would exceed 1e-9 (σ²ₑ ~ 3e-9 – 5e-8), and its log-likelihood is
     the exact V-form's (σ²ₑ → 1e-30 there) to 1e-6 (measured ≤ 8.3e-7: the likelihood's
     slope in σ²ₑ times the σ²ₑ it stops at). Seed 9 at 150 × 4 (benchmarks/
     bench_cform_boundary.py's seed 9) needs the optimiser's held step: there every trial
