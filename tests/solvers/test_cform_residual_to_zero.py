@@ -3,9 +3,8 @@
 As σ²ₑ → 0, R⁻¹ grows without bound and the C-form's equations C = W'R⁻¹W + G⁻¹ become
 ill-conditioned (condition ~ 1/σ²ₑ). The engine computes y'Py as the penalised sum of
 squares, centres y by OLS, and refuses (``UnreliableEvaluationError``) a point whose
-estimated rounding error of −2 log L exceeds 1e-9 relative; the dense engine factors the
-scaled equations Λ'CΛ (estimate from the diagonal ratio of its factor), the sparse one C
-itself (estimate from the pivot growth Cᵢᵢ/Lᵢᵢ²).
+estimated rounding error of −2 log L (ε √m maxᵢ Cᵢᵢ/Lᵢᵢ², the pivot growth) exceeds 1e-9
+relative; the dense engine factors the scaled equations Λ'CΛ, the sparse one C itself.
 
 The reference is written here with numpy alone: V = Σₖ Σ_ab Σ[a, b] Z_a K Z_b' + R,
 b̂ by GLS, Py = V⁻¹(y − Xb̂), ûₐ = Σ_b Σ[a, b] K Z_b'Py, log|V| and log|X'V⁻¹X| by slogdet.
@@ -214,7 +213,7 @@ def test_met_fit_with_residual_at_zero_converges_to_the_vform_optimum(seed, size
     """Before the penalised sum of squares and the refusal, the dense C-form warned on
     these fits (ConvergenceWarning) and stopped 28-55 log-likelihood units away from the
     optimum (benchmarks/results/cform_boundary.md). Now it converges without a warning,
-    stopping where its rounding would exceed 1e-9 (σ²ₑ ~ 3e-8), and its log-likelihood is
+    stopping near where its rounding would exceed 1e-9 (σ²ₑ ~ 3e-9 – 5e-8), and its log-likelihood is
     the exact V-form's (σ²ₑ → 1e-30 there) to 1e-6 (measured ≤ 8.3e-7: the likelihood's
     slope in σ²ₑ times the σ²ₑ it stops at). Seed 9 at 150 × 4 (benchmarks/
     bench_cform_boundary.py's seed 9) needs the optimiser's held step: there every trial
@@ -232,3 +231,19 @@ def test_met_fit_with_residual_at_zero_converges_to_the_vform_optimum(seed, size
     assert abs(dense.loglik - vform.loglik) < 1e-6
     sig_e = float(dense.variance_components["estimate"].iloc[-1])
     assert sig_e < 1e-6  # on the boundary, as the V-form's
+
+
+@pytest.mark.parametrize("kind", list(ENGINES))
+def test_no_refusal_on_a_large_scale(kind):
+    """y × 1e6 and θ × 1e12 (the fixed-effect rows of C are then ~1e-10 against the scaled
+    random ones ~1): a sound point, evaluated (the pivot growth is unchanged by such a
+    scaling; the diagonal ratio of the factor was not) and equal to the brute force."""
+    f, kw, d, theta, parts = case("us_K", 1.0)
+    X, Z, K, Sig, rdiag = parts
+    sc = 1e6
+    d = d.assign(y=d["y"] * sc)
+    m2ll, b, U = brute(d["y"].to_numpy(), (X, Z, K, Sig * sc**2, rdiag * sc**2), "reml")
+    got_m2ll, got_b, got_U = engine(f, kw, d, theta * sc**2, "reml", ENGINES[kind])
+    _close(got_m2ll, m2ll, 1e-10)
+    _close(got_b, b, 1e-10)
+    _close(got_U, U, 1e-10)

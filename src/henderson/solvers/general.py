@@ -27,7 +27,7 @@ rank-deficient Σ, never enters the matrix; the solution is Λṽ, log|G| + log|
 Σₖ Sₖ log|Kₖ| + log|Λ'CΛ| (the rₖ log|Σₖ| cancel exactly), C⁻¹ = Λ(Λ'CΛ)⁻¹Λ'. y is
 centred by its OLS fit once (the equations are solved for b − β₀). As σ²ₑ → 0 the
 equations' condition grows like 1/σ²ₑ; an evaluation whose estimated rounding error of
-−2 log L (:func:`rounding_error`) exceeds :data:`RELIABLE_RTOL` raises
+−2 log L (:func:`pivot_rounding_error`) exceeds :data:`RELIABLE_RTOL` raises
 :class:`~henderson.errors.UnreliableEvaluationError` (the optimiser halves its step;
 the V-form is exact there).
 
@@ -137,7 +137,7 @@ class GeneralEvaluation:
     #: what :meth:`GeneralMME.with_derivatives` needs to add the derivatives later without
     #: refactorising C: (Cholesky factor of Λ'CΛ, residual variances, Σₖ⁻¹, L_Σₖ); None once used
     factor: tuple | None = field(default=None, repr=False)
-    #: estimated relative rounding error of ``m2ll`` (:func:`rounding_error`)
+    #: estimated relative rounding error of ``m2ll`` (:func:`pivot_rounding_error`)
     rounding: float = 0.0
 
 
@@ -147,31 +147,16 @@ RELIABLE_RTOL = 1e-9
 EPS = float(np.finfo(float).eps)
 
 
-def rounding_error(diag: np.ndarray, m2ll: float) -> float:
-    """Estimated relative rounding error of −2 log L from the factor of Λ'CΛ.
-
-    κ̂ = (max Lᵢᵢ / min Lᵢᵢ)² is a lower bound on the condition number of Λ'CΛ. The
-    Cholesky factorisation is exact for a matrix within ε‖C‖ of C; seen through C⁻¹ in
-    the directions the data leave weakly determined (as σ²ₑ → 0, those of order 1
-    against 1/σ²ₑ), each of the m pivots carries an error of order ε κ̂ in log|Λ'CΛ| and
-    in the penalised sum of squares, accumulating like √m. So ε √m κ̂, relative to
-    max(1, |−2 log L|). Measured against a brute-force V on four structures
-    (tests/solvers/test_cform_residual_to_zero.py): the actual error was 0.1–0.5 × this.
-    """
-    if len(diag) == 0:
-        return 0.0
-    kappa = (float(np.max(diag)) / float(np.min(diag))) ** 2
-    return EPS * np.sqrt(len(diag)) * kappa / max(1.0, abs(float(m2ll)))
-
-
 def pivot_rounding_error(cdiag: np.ndarray, ldiag: np.ndarray, m2ll: float) -> float:
     """Estimated relative rounding error of −2 log L from the pivots of C = LL' (any scaling).
 
     The pivot Lᵢᵢ² = Cᵢᵢ − Σⱼ Lᵢⱼ² is computed with an absolute error of order ε Cᵢᵢ, so
     log Lᵢᵢ² with a relative one of order ε Cᵢᵢ/Lᵢᵢ² (the pivot growth, unchanged by a
     diagonal scaling of C, so it needs no Λ). ε √m maxᵢ Cᵢᵢ/Lᵢᵢ², relative to
-    max(1, |−2 log L|): on the scaled dense equations this was 0.6–1.8 × :func:`rounding_error`
-    (tests/solvers/test_cform_residual_to_zero.py's cases). Used by the sparse C-form.
+    max(1, |−2 log L|). Measured against a brute-force V (tests/solvers/
+    test_cform_residual_to_zero.py, σ²ₑ = 1e-6 and 1e-8) the actual error was at most
+    0.5 × this. Used by both C-forms; a bound from max Lᵢᵢ / min Lᵢᵢ instead refused sound points
+    of data on a scale of 1e6 (fixed-effect rows of order n/σ²ₑ = 1e-10 against 1).
     """
     if len(cdiag) == 0:
         return 0.0
@@ -328,6 +313,7 @@ class GeneralMME:
                 for i in range(t.size):
                     blk[i * r : (i + 1) * r, i * r : (i + 1) * r] += P
             logdet_k += t.size * self.logdet_k[k]
+        cdiag = np.diag(C).copy()
         try:
             L = sla.cholesky(C, lower=True, check_finite=False)
         except np.linalg.LinAlgError as exc:
@@ -354,7 +340,7 @@ class GeneralMME:
             m2ll = n * LOG2PI + logdet_r + logdet_k + 2.0 * ld[: self.mz].sum() + ypy
         else:
             raise ModelError(f"method must be 'reml' or 'ml', not {method!r}")
-        rounding = rounding_error(d, m2ll)
+        rounding = pivot_rounding_error(cdiag, d, m2ll)
         if rounding > RELIABLE_RTOL:
             raise UnreliableEvaluationError(
                 f"−2 log L at this θ is numerically unreliable in the C-form (estimated relative rounding "
