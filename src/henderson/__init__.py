@@ -23,6 +23,7 @@ from .errors import (
     ConvergenceWarning,
     DataError,
     DataWarning,
+    FixedParameterWarning,
     GenotypeError,
     HendersonError,
     ModelError,
@@ -108,6 +109,7 @@ __all__ = [
     "ConvergenceWarning",
     "BoundaryWarning",
     "DataWarning",
+    "FixedParameterWarning",
 ]
 
 

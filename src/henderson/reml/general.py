@@ -257,7 +257,9 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
     ≤ rel × its largest (a variance at 0, a rank-deficient Σ), or a variance parameter
     ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case).
     A residual variance is compared with the largest variance of the whole model as well:
-    a scalar residual is its own largest variance, so σ²ₑ → 0 would never count otherwise."""
+    a scalar residual is its own largest variance, so σ²ₑ → 0 would never count otherwise;
+    so is a whole Σ (every variance of a term ≤ rel × the model's largest: a diagonal
+    multi-trait term with all its variances at 0 is otherwise its own yardstick)."""
     out = []
     names = [t.name for t in state.spec.terms] + ["Residual"]
     pairs = list(zip(names, _structures(state), _slices(state)))
@@ -266,6 +268,7 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
         S = s.sigma(theta[sl])
         w = np.linalg.eigvalsh(S)
         top = overall if name == "Residual" else float(np.max(np.diag(S)))
-        if w.max() <= 0 or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
+        whole = float(np.max(np.diag(S))) <= rel * overall  # the whole Σ at 0 (every variance)
+        if w.max() <= 0 or whole or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
             out.append(name)
     return out
