@@ -261,12 +261,14 @@ class MultiTraitPrepared(Prepared):
         sd = np.sqrt(np.nanvar(np.asarray(engine.Y if hasattr(engine, "Y") else engine.state.Y, dtype=float), axis=0))
         sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
         self.unit = np.array([sd[k] * sd[l] for _, (k, l) in engine.params])[self.free]
-        # the MME need Σ⁻¹ (and R₀⁻¹): evaluated at Σ + ε·diag(s²), so that a Σ on the
+        # the MME need Σ⁻¹: each random term's Σ evaluated at Σ + ε·diag(s²), so that a Σ on the
         # boundary (a variance at 0, a correlation of ±1) is a point like any other, as on
         # the V-form and spectral engines, which need no inverse of Σ
         self.ridge = np.zeros(len(engine.params))
         if type(engine).__name__ == "MultiTraitMME":
-            diag = np.array([k == l for _, (k, l) in engine.params])
+            # random terms only: R₀ stays a PD requirement (its inverse enters every record's
+            # equations; a near-singular R₀ + ε makes T'R⁻¹T meaningless, and such a trial fails)
+            diag = np.array([k == l and j >= 0 for j, (k, l) in engine.params])
             self.ridge[diag] = MME_RIDGE * np.array([sd[k] ** 2 for _, (k, l) in engine.params])[diag]
         super().__init__(f"multitrait:{engine.name}", engine, names)
         self._spec = spec

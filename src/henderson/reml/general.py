@@ -226,6 +226,10 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             try:
                 new = state.evaluate(state.em_step(ev), derivatives=True, method=method)
                 kind = "em"
+                # EM never lowers the likelihood in exact arithmetic: a rise is an evaluation
+                # that has lost its accuracy (a nearly singular Σ); stop rather than wander
+                if new.m2ll > ev.m2ll + 1e-9 * max(1.0, abs(ev.m2ll)):
+                    new, kind = ev, "stuck"
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
         dm = abs(ev.m2ll - new.m2ll)
