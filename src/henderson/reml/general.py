@@ -18,7 +18,10 @@ When H_φ is not positive definite it is replaced by J'AIJ + μI (Levenberg–Ma
 A step that does not lower −2 log L is halved (12 times at most); then an EM-REML
 step (Σₖ ← (Qₖ + Tₖ)/rₖ projected on the structure, σ²_g ← (ê'D_gê + tr(C⁻¹M_g))/n_g),
 which keeps Σ PSD and never lowers the likelihood. A trial where a Σ is numerically
-singular (the MME need Σ⁻¹) counts as a failed step and is halved.
+singular (the MME need Σ⁻¹) counts as a failed step and is halved. An EM step that
+raises −2 log L (impossible in exact arithmetic: the evaluation has lost its accuracy
+near a singular Σ) ends the run as "stuck" (not converged), rather than wandering.
+The multi-trait engines run here too (``multitrait/protocol.py``).
 
 Stopping rule (:func:`newton_check`, a criterion on the AI-scaled score with the dense
 optimiser's tolerances, ``reml/optimize.py``): at each accepted point the AI step
