@@ -23,6 +23,7 @@ from .errors import (
     ConvergenceWarning,
     DataError,
     DataWarning,
+    FixedParameterWarning,
     GenotypeError,
     HendersonError,
     ModelError,
@@ -110,6 +111,7 @@ __all__ = [
     "ConvergenceWarning",
     "BoundaryWarning",
     "DataWarning",
+    "FixedParameterWarning",
 ]
 
 

@@ -74,6 +74,10 @@ class BoundaryWarning(HendersonWarning):
     """A variance component was estimated at its boundary (zero)."""
 
 
+class FixedParameterWarning(HendersonWarning):
+    """A parameter the data cannot inform was fixed (the message names it and its value)."""
+
+
 class DataWarning(HendersonWarning):
     """Records were dropped or recoded; the message gives the counts."""
 

@@ -238,7 +238,7 @@ def fit_traits(
         m2ll = state.m2ll(Sg, Se)
         iterations, converged, log, boundary = 0, True, pd.DataFrame(), boundary_of(Sg, Se, vech_index(t))
     else:
-        opt = optimise(state, start=start, max_iter=max_iter)
+        opt = optimise(state, start=start, max_iter=max_iter, term=group, traits=traits)
         Sg, Se, m2ll = opt.Sg, opt.Se, opt.m2ll
         iterations, converged, log, boundary = opt.iterations, opt.converged, opt.log, opt.boundary
     t3 = time.perf_counter()
@@ -385,7 +385,7 @@ def assemble(
     df = state.p + (0 if fixed_sigma else 2 * m)
     n_records = pd.Series([n] * t, index=tr_idx, name="records")
     if boundary and not fixed_sigma:
-        msg = warn_boundary(boundary, correlations)
+        msg = warn_boundary(boundary, correlations, term)
         if msg:
             notes.append(msg)
     settings = {

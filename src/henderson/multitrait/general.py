@@ -50,9 +50,8 @@ import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from .._progress import report
 from .._threads import blas_threads_for
-from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
+from ..errors import ModelError, NotPositiveDefiniteError
 from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
 
@@ -63,8 +62,6 @@ if TYPE_CHECKING:
 DENSE_MAX = 3000
 #: largest dense MME (equations) formed; beyond it a clear error
 DENSE_LIMIT = 20000
-#: scaled step size (trait scale 1) below which the fit is converged
-STEP_TOL = 1e-9
 
 
 @dataclass
@@ -491,163 +488,63 @@ class MultiTraitMME(TraitParameters):
         return out
 
 
-def _pd(S, strict=True) -> bool:
-    if not np.all(np.isfinite(S)):
-        return False
-    d = np.diag(S)
-    if np.any(d <= 0):
-        return False
-    sc = np.sqrt(d)
-    return bool(np.linalg.eigvalsh(S / np.outer(sc, sc))[0] > 1e-10)
-
-
-def _cholesky_step(state: MultiTraitMME | MultiTraitVForm, theta, ev, unit, val):
-    """AI step in the Cholesky parametrisation Σ = LL' of every matrix (Levenberg-Marquardt
-    damped), which cannot leave the PSD cone: the move along the boundary when a
-    correlation heads to ±1, where the plain AI step is cut back to nothing."""
-    from .reml import _chol, _cholesky_jacobian
-
-    t = state.t
-    Sig, R0 = state.unpack(theta)
-    mats = list(Sig) + [R0]
-    s = np.sqrt(np.nanvar(state.Y, axis=0))
-    D = np.outer(s, s)
-    Ls = [_chol(S / D) for S in mats]
-    npar = len(state.params)
-    J = np.zeros((npar, npar))
-    lv = np.zeros(npar)
-    for j in range(len(mats)):
-        jj = j if j < len(Sig) else -1
-        idx = [a for a, (b, _) in enumerate(state.params) if b == jj]
-        kls = [state.params[a][1] for a in idx]
-        full = _cholesky_jacobian(Ls[j])
-        order = [(k, l) for k in range(t) for l in range(k + 1)]
-        pos = [order.index(kl) for kl in kls]
-        J[np.ix_(idx, idx)] = full[np.ix_(pos, pos)]
-        lv[idx] = [Ls[j][k, l] for k, l in kls]
-    scale = np.array([D[k, l] for _, (k, l) in state.params])
-    sl = J.T @ (ev["score"] * scale)
-    ail = J.T @ (ev["ai"] * np.outer(scale, scale)) @ J
-    size = max(float(np.trace(ail)) / npar, 1e-300)
-    for mu in (0.0, 1e-6, 1e-4, 1e-2, 1.0, 1e2):
-        dl = np.linalg.lstsq(ail + mu * size * np.eye(npar), sl, rcond=1e-13)[0]
-        if not np.all(np.isfinite(dl)):
-            continue
-        for h in (1.0, 0.5, 0.25):
-            nl = lv + h * dl
-            new = []
-            for j in range(len(mats)):
-                jj = j if j < len(Sig) else -1
-                L = np.zeros((t, t))
-                for a, (b, (k, l)) in enumerate(state.params):
-                    if b == jj:
-                        L[k, l] = nl[a]
-                new.append(D * (L @ L.T))
-            cand = state.pack(new[:-1], new[-1])
-            nS, nR = state.unpack(cand)
-            if not (all(_pd(S) for S in nS) and _pd(nR)):
-                continue
-            try:
-                nv = state.evaluate(cand)["m2ll"]
-            except NotPositiveDefiniteError:
-                continue
-            if nv <= val + 1e-12 * max(1.0, abs(val)):
-                return ("ai-chol", cand)
-    return None
-
-
 @dataclass
 class GeneralOptimum:
+    """A multi-trait REML fit by the shared optimiser (:func:`optimise_general`).
+
+    ``theta`` is in the engine's layout (residual covariances fixed at 0 included),
+    ``ev`` the engine's evaluation dict at it (with derivatives), ``prepared`` the
+    :class:`~henderson.multitrait.protocol.MultiTraitPrepared` it ran on and ``ai`` the
+    average information over its free parameters (``prepared.free``, the data's units)."""
+
     theta: np.ndarray
     m2ll: float
     iterations: int
     converged: bool
     log: pd.DataFrame
     ev: dict
+    boundary: list = dataclasses.field(default_factory=list)
+    prepared: object = None
+    ai: np.ndarray | None = None
 
 
-def optimise_general(state: MultiTraitMME | MultiTraitVForm, *, start=None, max_iter: int = 300) -> GeneralOptimum:
-    """AI-REML with step halving; an EM-REML step whenever the AI step leaves the PD cone
-    or does not lower −2 log L (EM keeps every Σ PSD and never lowers the likelihood)."""
-    theta = state.start() if start is None else np.asarray(start, dtype=float)
-    unit = state.unit()
-    ev = state.evaluate(theta, derivatives=True)
-    val = ev["m2ll"]
-    rows = [dict(iteration=0, step="start", m2ll=val)]
-    converged, small, it = False, 0, 0
-    for it in range(1, max_iter + 1):
-        sc, ai = ev["score"] * unit, ev["ai"] * np.outer(unit, unit)
-        try:
-            step = np.linalg.solve(ai, sc) * unit
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(ai, sc, rcond=None)[0] * unit
-        if np.max(np.abs(step / unit)) < STEP_TOL:
-            converged = True
-            break
-        acc = None
+def optimise_general(
+    state: MultiTraitMME | MultiTraitVForm, *, start=None, max_iter: int = 300, traits=None, fixed_zero=()
+) -> GeneralOptimum:
+    """AI-REML of a multi-trait engine on the shared structured-model optimiser
+    (:func:`henderson.reml.general.optimise_general` through
+    :class:`~henderson.multitrait.protocol.MultiTraitPrepared`): AI steps in the Cholesky
+    factor of every Σ (each trial PSD), EM fallback, the boundary rule and the
+    ``newton_check`` stopping rule of the single-trait engines.
 
-        def ok(v):
-            S_, R_ = state.unpack(v)
-            return all(_pd(S) for S in S_) and _pd(R_)
+    Parameters
+    ----------
+    state : MultiTraitMME or MultiTraitVForm
+    start : ndarray, optional
+        θ in the engine's layout.
+    max_iter : int
+    traits : list of str, optional
+        Trait names (for the log's columns); default "0", "1", ...
+    fixed_zero : list of (k, l)
+        Residual covariances held at 0 (traits never recorded together).
+    """
+    from .protocol import MultiTraitPrepared, optimise_traits
 
-        h0 = 1.0
-        if not ok(theta + step):
-            acc = _cholesky_step(state, theta, ev, unit, val)
-        if acc is None and not ok(theta + step):
-            # the full step leaves the PD cone (a correlation heading to ±1 or a variance
-            # to 0): go 90 % of the way to the boundary along it, so that a boundary
-            # optimum is approached geometrically instead of by EM's crawl
-            lo, hi = 0.0, 1.0
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if ok(theta + mid * step) else (lo, mid)
-            h0 = 0.9 * lo
-        for h in range(0 if acc is not None else 8):
-            cand = theta + h0 * 0.5**h * step
-            if not ok(cand):
-                continue
-            try:
-                nv = state.evaluate(cand)["m2ll"]
-            except NotPositiveDefiniteError:
-                continue
-            if nv <= val + 1e-12 * max(1.0, abs(val)):
-                acc = ("ai", cand)
-                break
-        if acc is None:
-            acc = _cholesky_step(state, theta, ev, unit, val)
-        if acc is None:
-            acc = ("em", state.em_update(ev))
-        kind, cand = acc
-        if kind == "em":
-            try:
-                nv = state.evaluate(cand)["m2ll"]
-            except NotPositiveDefiniteError:
-                nv = np.inf
-            if not nv <= val + 1e-12 * max(1.0, abs(val)):
-                # no step lowers −2logL (on the boundary, where the MME's Σ⁻¹ limits
-                # how close the iterates get): stop at the best point
-                converged = True
-                break
-        ev = state.evaluate(cand, derivatives=True)
-        gain = val - ev["m2ll"]
-        moved = np.max(np.abs((cand - theta) / unit))
-        theta, val = cand, ev["m2ll"]
-        rows.append(dict(iteration=it, step=kind, m2ll=val))
-        report(it)
-        small = small + 1 if gain < 1e-11 * max(1.0, abs(val)) else 0
-        if small >= 10 or (kind == "ai" and moved < STEP_TOL):
-            converged = True
-            break
-    log = pd.DataFrame(rows)
-    if not converged:
-        warnings.warn(
-            ConvergenceWarning(
-                f"multi-trait REML (general MME) did not converge after {max_iter} iterations (last -2logL {val:.8f})",
-                log,
-            ),
-            stacklevel=3,
-        )
-    return GeneralOptimum(theta=theta, m2ll=float(val), iterations=it, converged=converged, log=log, ev=ev)
+    names = list(traits) if traits is not None else [str(k) for k in range(state.t)]
+    prepared = MultiTraitPrepared(state, names, fixed_zero)
+    opt = optimise_traits(prepared, start=start, max_iter=max_iter)
+    ev = opt.evaluation
+    return GeneralOptimum(
+        theta=prepared.full(ev.theta),
+        m2ll=float(ev.m2ll),
+        iterations=int(opt.iterations),
+        converged=bool(opt.converged),
+        log=opt.log,
+        ev=ev.detail,
+        boundary=list(opt.boundary),
+        prepared=prepared,
+        ai=ev.ai / np.outer(prepared.unit, prepared.unit),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -902,6 +799,21 @@ def fit_general_traits(
         pev = n_obs * max(g.q for g in gterms) * t < 1e11
     t1 = time.perf_counter()
 
+    # a residual covariance of two traits no record has together is not in the likelihood
+    # (its score is 0, the AI singular): fixed at 0, as ASReml and BLUPF90 do
+    from ..errors import FixedParameterWarning
+    from .protocol import never_together
+
+    fixed_zero = never_together(~np.isnan(Y)) if sigma is None else []
+    fixed_msg = None
+    if fixed_zero:
+        fixed_msg = (
+            "residual covariance fixed at 0 for traits "
+            + ", ".join(f"{traits[l]!r} and {traits[k]!r}" for k, l in fixed_zero)
+            + ": no record has both, so it does not enter the likelihood (as in ASReml and BLUPF90)"
+        )
+        warnings.warn(FixedParameterWarning(fixed_msg), stacklevel=3)
+
     def _theta(d):
         return state.pack([np.asarray(s, dtype=float) for s in d["Sigma"]], np.asarray(d["Residual"], dtype=float))
 
@@ -913,20 +825,45 @@ def fit_general_traits(
             ev = state.evaluate(theta, derivatives=True)
             iterations, converged, log = 0, True, pd.DataFrame()
         else:
-            opt = optimise_general(state, start=None if start is None else _theta(start), max_iter=max_iter)
+            opt = optimise_general(
+                state,
+                start=None if start is None else _theta(start),
+                max_iter=max_iter,
+                traits=traits,
+                fixed_zero=fixed_zero,
+            )
             theta, ev, iterations, converged, log = opt.theta, opt.ev, opt.iterations, opt.converged, opt.log
         if vform and pev:
             ev["PEV_terms"] = state.pev(ev)  # type: ignore[union-attr]
     t2 = time.perf_counter()
     Sigmas, R0 = state.unpack(theta)
-    notes = list(notes) + notes1
+    notes = list(notes) + notes1 + ([fixed_msg] if fixed_msg else [])
     cov_theta = None
     if sigma is None:
-        try:
-            cov_theta = np.linalg.inv(ev["ai"])
+        free = opt.prepared.free  # type: ignore[attr-defined]
+        try:  # the inverse AI over the free parameters; a fixed covariance has none
+            cov_theta = np.zeros((len(theta), len(theta)))
+            cov_theta[np.ix_(free, free)] = np.linalg.inv(opt.ai)
         except np.linalg.LinAlgError:
+            cov_theta = None
             notes.append("the average-information matrix is singular: no standard errors")
+    # the genetic term: the first with a known covariance, else the first
+    gj = next((j for j, g in enumerate(gterms) if not g.iid), 0)  # type: ignore[attr-defined]
+    term = gterms[gj].name
+    boundary = boundary_of(Sigmas[gj], R0, vech_index(t)) if sigma is None else []
+    if sigma is None:  # the other random terms on the boundary (a diag(1|g) variance at 0, ...)
+        boundary += [b for b in opt.boundary if b not in (term, "Residual")]
+    if cov_theta is not None and boundary:  # asymptotic SEs do not hold on the boundary
+        js = {
+            gj if b == "genetic" else (-1 if b == "Residual" else [g.name for g in gterms].index(b)) for b in boundary
+        }
+        on = np.array([j in js for j, _ in state.params])
+        cov_theta[on, :] = np.nan
+        cov_theta[:, on] = np.nan
     se = np.sqrt(np.maximum(np.diag(cov_theta), 0.0)) if cov_theta is not None else np.full(len(theta), np.nan)
+    if cov_theta is not None:
+        se[~np.isfinite(np.diag(cov_theta))] = np.nan
+        se[np.setdiff1d(np.arange(len(theta)), opt.prepared.free)] = np.nan  # type: ignore[attr-defined]
     names = [f"{(gterms[j].name if j >= 0 else 'Residual')}:{traits[k]}:{traits[l]}" for j, (k, l) in state.params]
     vc = pd.DataFrame({"estimate": theta, "se": se}, index=pd.Index(names, name="parameter"))
     tr_idx = pd.Index(traits, name="trait")
@@ -957,9 +894,6 @@ def fit_general_traits(
         covariance_se[nm] = mat(se, j)
         r, rse = correlation_tables(S, sub_cov(j), traits)
         correlations[nm], correlation_se[nm] = r, rse
-    # the genetic term: the first with a known covariance, else the first
-    gj = next((j for j, g in enumerate(gterms) if not g.iid), 0)  # type: ignore[attr-defined]
-    term = gterms[gj].name
     for d in (covariances, covariance_se, correlations, correlation_se):
         if term != "genetic":
             d["genetic"] = d[term]
@@ -1032,9 +966,8 @@ def fit_general_traits(
     loglik = -0.5 * m2ll
     df = state.p + (0 if sigma is not None else len(theta))
     n_records = pd.Series(state.M.sum(axis=0), index=tr_idx, name="records")
-    boundary = boundary_of(Sigmas[gj], R0, vech_index(t)) if sigma is None else []
     if boundary:
-        msg = warn_boundary(boundary, {"genetic": correlations[term], "Residual": correlations["Residual"]})
+        msg = warn_boundary(boundary, {"genetic": correlations[term], **correlations}, term)
         if msg:
             notes.append(msg)
     settings = {

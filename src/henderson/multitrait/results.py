@@ -180,6 +180,8 @@ def correlation_tables(S: np.ndarray, cov: np.ndarray | None, traits) -> tuple[p
         pos = {kl: i for i, kl in enumerate(vech_index(t))}
         for k in range(t):
             for l in range(k):
+                if not d[k] * d[l] > 0:  # a variance at 0: r undefined, no SE
+                    continue
                 g = np.zeros(len(pos))
                 g[pos[(k, l)]] = 1.0 / (d[k] * d[l])
                 g[pos[(k, k)]] = -R[k, l] / (2 * S[k, k])

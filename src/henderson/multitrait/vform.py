@@ -72,6 +72,35 @@ def prefer_vform(N_obs: int, terms: list[GeneralTerm], t: int, p: int) -> bool:
     return N_obs <= min(mme_equations(terms, t, p), VFORM_LIMIT)
 
 
+#: K + KERNEL_TOL·max diag(K)·I must have a Cholesky factor (K PSD up to rounding)
+KERNEL_TOL = 1e-8
+
+
+def check_kernel_psd(K: np.ndarray, name: str) -> None:
+    """A ModelError naming the term when its K is clearly not positive semi-definite.
+
+    V = Σ ⊗ ZKZ' + R is positive definite for every PSD Σ only when K is PSD; a K with
+    a clearly negative eigenvalue otherwise surfaces as "V not positive definite" at
+    some θ. The test is one Cholesky factorisation of K + δI, δ = KERNEL_TOL·max diag K
+    (a genomic G of rank n − 1 passes: its zero eigenvalue is ~1e-13 relative); on
+    failure the smallest eigenvalue is computed for the message.
+    """
+    K = np.asarray(K, dtype=float)
+    top = max(float(np.max(np.diag(K))), 1e-300) if K.size else 1.0
+    A = np.array(K, order="F")
+    A[np.diag_indices_from(A)] += KERNEL_TOL * top
+    _, info = lapack.dpotrf(A, lower=1, overwrite_a=1, clean=0)
+    del A
+    if info == 0:
+        return
+    w0 = float(sla.eigh(K, eigvals_only=True, subset_by_index=[0, 0], check_finite=False)[0])
+    raise ModelError(
+        f"the covariance given for {name!r} is not positive semi-definite (smallest eigenvalue "
+        f"{w0:.3g}, largest diagonal {top:.3g}): a relationship matrix must be PSD; check how it was built "
+        "(e.g. blend a genomic G with A or add a small ridge)"
+    )
+
+
 def mme_equations(terms: list[GeneralTerm], t: int, p: int) -> int:
     """Number of equations of the multi-trait MME (Σ_j r_j t + p)."""
     return int(sum(tm.r for tm in terms) * t + p)
@@ -145,6 +174,9 @@ class MultiTraitVForm(TraitParameters):
                     raise ModelError(f"K⁻¹ of term {tm.name!r} is singular") from exc
             else:
                 self.K.append(None)
+        for tm, K in zip(self.terms, self.K):
+            if K is not None and tm.K is not None:
+                check_kernel_psd(K, tm.name)
         self.codes = [[tm.codes[r] for r in self.recs] for tm in self.terms]
         # values of one record: for each (k, l) the positions within blocks k and l
         self.pairs = {}

@@ -24,6 +24,9 @@ and is halved. When every trial fails and some structures are on the boundary
 (:func:`boundary_of`), the AI step of the other parameters with theirs held is tried
 before EM ("ai-held"): near σ²ₑ = 0 the full step always pushes σ²ₑ below what the
 C-form resolves, which would otherwise leave only EM's slow steps.
+An EM step that raises −2 log L (impossible in exact arithmetic: the evaluation has lost
+its accuracy near a singular Σ) ends the run as "stuck" (not converged), rather than
+wandering. The multi-trait engines run here too (``multitrait/protocol.py``).
 
 Stopping rule (:func:`newton_check`, a criterion on the AI-scaled score with the dense
 optimiser's tolerances, ``reml/optimize.py``): at each accepted point the AI step
@@ -267,6 +270,10 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
             try:
                 new = state.evaluate(state.em_step(ev), derivatives=True, method=method)
                 kind = "em"
+                # EM never lowers the likelihood in exact arithmetic: a rise is an evaluation
+                # that has lost its accuracy (a nearly singular Σ); stop rather than wander
+                if new.m2ll > ev.m2ll + 1e-9 * max(1.0, abs(ev.m2ll)):
+                    new, kind = ev, "stuck"
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
         dm = abs(ev.m2ll - new.m2ll)
@@ -308,7 +315,9 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
     ≤ rel × its largest (a variance at 0, a rank-deficient Σ), or a variance parameter
     ≤ rel × the largest variance of its Σ (an FA specific variance at 0, a Heywood case).
     A residual variance is compared with the largest variance of the whole model as well:
-    a scalar residual is its own largest variance, so σ²ₑ → 0 would never count otherwise."""
+    a scalar residual is its own largest variance, so σ²ₑ → 0 would never count otherwise;
+    so is a whole Σ (every variance of a term ≤ rel × the model's largest: a diagonal
+    multi-trait term with all its variances at 0 is otherwise its own yardstick)."""
     out = []
     names = [t.name for t in state.spec.terms] + ["Residual"]
     pairs = list(zip(names, _structures(state), _slices(state)))
@@ -317,6 +326,7 @@ def boundary_of(state, theta, rel: float = 1e-6) -> list:
         S = s.sigma(theta[sl])
         w = np.linalg.eigvalsh(S)
         top = overall if name == "Residual" else float(np.max(np.diag(S)))
-        if w.max() <= 0 or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
+        whole = float(np.max(np.diag(S))) <= rel * overall  # the whole Σ at 0 (every variance)
+        if w.max() <= 0 or whole or w.min() <= rel * w.max() or np.any(theta[sl][s.is_variance()] <= rel * top):
             out.append(name)
     return out
