@@ -34,11 +34,58 @@ def panel_workspace(m: np.ndarray) -> int:
     return int(max((np.minimum(m, PANEL) * m).max(initial=0), 1))
 
 
+#: columns of a supernode's diagonal block factorised per dpotrf call. OpenBLAS's threaded
+#: dpotrf (0.3.30 in scipy's wheel, SkylakeX) writes past its packing buffer inside
+#: dsyrk_thread_LN when the block is large: with 2 threads a 16,000-column dpotrf segfaults
+#: in dgemm_otcopy, 14,000 does not; one thread is unaffected (benchmarks/results/
+#: segv_potrf.md). Larger diagonal blocks are therefore factorised by ``potrf_blocked`` in
+#: blocks of this many columns, with the trailing update done by dsyrk/dgemm panels whose
+#: dsyrk never exceeds ``UPDATE_PANEL`` rows.
+POTRF_BLOCK = 4096
+#: columns of the trailing update formed per dsyrk (diagonal block) + dgemm (rows below)
+UPDATE_PANEL = 1024
+
+
 @nb.njit(cache=True)
-def factorize(x, first, rptr, rows, off, snode, work, relmap):
+def potrf_blocked(x, o, w, ld, nb):
+    """Cholesky of the w × w lower block at x[o:] (leading dimension ld), nb columns at a
+    time; LAPACK info (0 = ok, else the 1-based failing column).
+
+    Right-looking blocked Cholesky (as LAPACK's dpotrf, with our own block size): for each
+    block of nb columns, L11 = chol(A11) (dpotrf on an nb × nb block), L21 = A21 L11⁻ᵀ
+    (dtrsm), A22 −= L21 L21' (lower triangle, ``UPDATE_PANEL`` columns at a time: dsyrk on
+    the panel's diagonal block, dgemm below it). No BLAS/LAPACK call sees a symmetric
+    block of more than max(nb, UPDATE_PANEL) rows. Only the w × w block is touched.
+    """
+    if w <= nb:
+        return potrf_lower(x, o, w, ld)
+    for j0 in range(0, w, nb):
+        j1 = min(w, j0 + nb)
+        b = j1 - j0
+        d = o + j0 + j0 * ld  # A11
+        info = potrf_lower(x, d, b, ld)
+        if info != 0:
+            return j0 + info
+        if j1 == w:
+            break
+        trsm("R", "T", w - j1, b, x, d, ld, x, d + b, ld)  # L21 := A21 L11⁻ᵀ
+        for a0 in range(j1, w, UPDATE_PANEL):  # A22 −= L21 L21'
+            a1 = min(w, a0 + UPDATE_PANEL)
+            syrk_lower(a1 - a0, b, -1.0, x, o + a0 + j0 * ld, ld, 1.0, x[o + a0 + a0 * ld :], ld)
+            if a1 < w:
+                gemm(
+                    "N", "T", w - a1, a1 - a0, b, -1.0, x, o + a1 + j0 * ld, ld, x, o + a0 + j0 * ld, ld,
+                    1.0, x, o + a1 + a0 * ld, ld,
+                )  # fmt: skip
+    return 0
+
+
+@nb.njit(cache=True)
+def factorize(x, first, rptr, rows, off, snode, work, relmap, nb):
     """Right-looking supernodal Cholesky in place; returns −1, or the failing column.
 
-    For each supernode J: L_JJ = chol(A_JJ) (LAPACK dpotrf), L_RJ = A_RJ L_JJ⁻ᵀ
+    For each supernode J: L_JJ = chol(A_JJ) (LAPACK dpotrf; ``potrf_blocked`` in blocks of
+    ``nb`` columns, ``POTRF_BLOCK`` in use, for wide supernodes), L_RJ = A_RJ L_JJ⁻ᵀ
     (dtrsm), then the update L_RJ L_RJ' is subtracted from the columns of the
     ancestor supernodes it touches (scatter through the target's row map). The update
     is formed PANEL columns at a time (dsyrk for the panel's diagonal block, dgemm for
@@ -51,7 +98,7 @@ def factorize(x, first, rptr, rows, off, snode, work, relmap):
         nr = rptr[s + 1] - rptr[s]
         o = off[s]
         m = nr - w
-        info = potrf_lower(x, o, w, nr)
+        info = potrf_blocked(x, o, w, nr, nb)
         if info != 0:
             return f + info - 1
         if m == 0:

@@ -123,6 +123,8 @@ class SymbolicCholesky:
         m = nr - w
         self._work = K.panel_workspace(m)  # PANEL × m: update / Z_RR panels
         self._mw = int(max((m * w).max(initial=0), 1))
+        #: dpotrf block of wide supernodes (OpenBLAS threaded-dsyrk overflow; _numeric.POTRF_BLOCK)
+        self._potrf_block = K.POTRF_BLOCK
         self.flops = float((cc.astype(float) ** 2).sum())
 
     @property
@@ -158,7 +160,9 @@ class SymbolicCholesky:
         ``size``); consumes ``values``."""
         relmap = np.empty(self.n, np.int64)
         work = np.empty(self._work)
-        bad = K.factorize(values, self.first, self.rptr, self.rows, self.off, self.snode, work, relmap)
+        bad = K.factorize(
+            values, self.first, self.rptr, self.rows, self.off, self.snode, work, relmap, self._potrf_block
+        )
         if bad >= 0:
             raise NotPositiveDefiniteError(
                 f"the matrix is not positive definite (pivot {bad} of the factor, row "
