@@ -25,8 +25,9 @@ and is halved. When every trial fails and some structures are on the boundary
 before EM ("ai-held"): near σ²ₑ = 0 the full step always pushes σ²ₑ below what the
 C-form resolves, which would otherwise leave only EM's slow steps.
 An EM step that raises −2 log L (impossible in exact arithmetic: the evaluation has lost
-its accuracy near a singular Σ) ends the run as "stuck" (not converged), rather than
-wandering. The multi-trait engines run here too (``multitrait/protocol.py``).
+its accuracy near a singular Σ) ends the run: as converged ("em-flat") when the point is on
+the boundary and the rise is within 1e-6 relative (the accuracy limit there), otherwise as
+"stuck" (not converged), rather than wandering. The multi-trait engines run here too (``multitrait/protocol.py``).
 
 Stopping rule (:func:`newton_check`, a criterion on the AI-scaled score with the dense
 optimiser's tolerances, ``reml/optimize.py``): at each accepted point the AI step
@@ -271,9 +272,14 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
                 new = state.evaluate(state.em_step(ev), derivatives=True, method=method)
                 kind = "em"
                 # EM never lowers the likelihood in exact arithmetic: a rise is an evaluation
-                # that has lost its accuracy (a nearly singular Σ); stop rather than wander
-                if new.m2ll > ev.m2ll + 1e-9 * max(1.0, abs(ev.m2ll)):
-                    new, kind = ev, "stuck"
+                # that has lost its accuracy (a nearly singular Σ). On the boundary a rise
+                # within 1e-6 relative is that accuracy limit (the C-form near σ²ₑ = 0, a
+                # rank-deficient Σ): no further progress is possible, the point is the
+                # optimum ("em-flat"); a larger rise stops the run rather than wandering
+                rise = new.m2ll - ev.m2ll
+                if rise > 1e-9 * max(1.0, abs(ev.m2ll)):
+                    tiny = rise <= 1e-6 * max(1.0, abs(ev.m2ll))
+                    new, kind = ev, "em-flat" if tiny and boundary_of(state, ev.theta) else "stuck"
             except _INFEASIBLE:
                 new, kind = ev, "stuck"
         dm = abs(ev.m2ll - new.m2ll)
@@ -284,7 +290,7 @@ def optimise_general(state, *, method: str = "reml", start=None, max_iter: int =
         flat = flat + 1 if dm < 1e-9 * max(1.0, abs(ev.m2ll)) else 0
         # flat, on the boundary only: near a rank-deficient Σ the MME carry Σ⁻¹ and
         # −2 log L is only accurate to ~1e-9 relative, so θ keeps jittering below that
-        if kind == "stuck" or (flat >= 3 and boundary_of(state, ev.theta)):
+        if kind in ("stuck", "em-flat") or (flat >= 3 and boundary_of(state, ev.theta)):
             converged = kind != "stuck"
             break
     log = pd.DataFrame(rows)
