@@ -134,8 +134,9 @@ def test_ormtr_matches_dense_reflectors():
 
 
 def test_singular_residual_covariance():
-    """A singular Σ_e: an error with a singular G (V is singular); with a PD K the
-    Σ_g-based diagonalisation equals the dense stacked REML and the dsyevr path."""
+    """A singular Σ_e: an error with a G of rank n/2 whose null space the fixed effects do
+    not absorb (V is singular on the error contrasts too); with a PD K the pencil
+    diagonalisation (on Σ_g + Σ_e) equals the dense stacked REML and the dsyevr path."""
     rng = np.random.default_rng(1)
     Se = np.array([[1.0, 0.5, 0.0], [0.5, 0.25, 0.0], [0.0, 0.0, 0.7]])  # rank 2
     K = kernel("singular", 20, rng)

@@ -34,6 +34,9 @@ from ..errors import ModelError, NotPositiveDefiniteError
 LOG2PI = float(np.log(2 * np.pi))
 #: eigenvalues of K_r below this (relative to the largest) are 0: K_r is PSD up to rounding
 EIG_TOL = 1e-10
+#: null vectors of K_r deflated by the tridiagonal evaluation (W is (n₀t)²); with more, V is
+#: singular on the error contrasts as soon as Σ_e is, and the whole of V is solved as before
+MAX_NULL = 64
 
 
 def vech_index(t: int) -> list[tuple[int, int]]:
@@ -269,18 +272,29 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
     K_r = Q T Q' (LAPACK dsytrd, the single-trait spectral solver's reduction; Q kept as
     its Householder reflectors) and the eigenvalues d of T (dsterf, O(n²)). With
     Ỹ = Q'Y and X̃_k = Q'X_k, (I_t ⊗ Q')V(I_t ⊗ Q) = Σ_g ⊗ T + Σ_e ⊗ I. At each (Σ_g, Σ_e)
-    the t × t pair is diagonalised: Σ_e = LL', L⁻¹Σ_gL⁻ᵀ = WΛW', S = L⁻ᵀW, so that
-    S'Σ_eS = I and S'Σ_gS = Λ; then
+    the t × t pencil is diagonalised on Σ_g + Σ_e = LL': L⁻¹Σ_gL⁻ᵀ = W diag(a) W',
+    S = L⁻ᵀW, so that S'Σ_gS = diag a and S'Σ_eS = diag b (a + b = 1, either matrix may be
+    singular); then
 
-        V⁻¹ = (S ⊗ I) diag_r[(λ_r T + I)⁻¹] (S' ⊗ I),   log|V| = n log|Σ_e| + Σ_r log|λ_r T + I|,
+        V⁻¹ = (S ⊗ I) diag_r[(a_r T + b_r I)⁻¹] (S' ⊗ I),
+        log|V| = n log|Σ_g + Σ_e| + Σ_r log|a_r T + b_r I|,
 
     t SPD tridiagonal solves per right-hand side (O(n t) each), and the traces of the score
-    come from d alone: tr[(V⁻¹)_kl T] = Σ_r S_kr S_lr Σ_i d_i/(λ_r d_i + 1). REML costs
+    come from d alone: tr[(V⁻¹)_kl T] = Σ_r S_kr S_lr Σ_i d_i/(a_r d_i + b_r). REML costs
     O(n t (t + p + J)) per evaluation with no n × n matrix beyond the reduced K_r. The
     eigenvectors U = QZ (T = ZDZ' by MRRR, then Q applied by LAPACK dormtr, 2n³ flops in
-    BLAS 3) are formed only for PEV, in :meth:`solve`. The REML search keeps Σ_e positive
-    definite; a given singular Σ_e (``sigma=``) with a PD K_r is diagonalised on Σ_g = LL'
-    instead (blocks T + μ_r I). See
+    BLAS 3) are formed only for PEV, in :meth:`solve`.
+
+    Null vectors of K_r (up to :data:`MAX_NULL`; a centred G has one, 1) are deflated:
+    their eigenvectors N of T (bisection + inverse iteration, O(n) each) split V into
+    V_N = I ⊗ Σ_e and V_R on the complement. At a singular Σ_e V_N is singular, and
+    log|V| → −∞ while log|X'V⁻¹X| → +∞ (the intercepts lie in N): the REML likelihood
+    stays finite, but the two terms cancel catastrophically (measured on the bench data:
+    −2 log L off by 4.6 at Σ_e's smallest eigenvalue 4e-12, where the optimiser then
+    stopped). Here V_R is solved on the complement and the null block enters through the
+    small bordered (saddle-point) system of :meth:`_apply_p`, exact at a singular Σ_e. See
+    docs/theory.md, "Multi-trait model", the tridiagonal evaluation.
+
     docs/theory.md, "Multi-trait model", the tridiagonal evaluation.
 
     Parameters are those of :class:`MultiTraitSpectral` (without ``vectors``).
@@ -345,42 +359,91 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
             off += x.shape[1]
         self.Xt = Xt
         self.U = None  # K_r's eigenvectors: formed only for PEV (see solve)
+        # the null vectors N of T (a centred G has one: 1): deflated, so that V's null block
+        # I ⊗ Σ_e is handled exactly when Σ_e is singular (see _apply_p)
+        n0 = n - self.rank
+        self._n0 = n0 if 0 < n0 <= MAX_NULL and n0 < n else 0
+        if self._n0:
+            _, N = sla.eigh_tridiagonal(
+                dT, eT, select="i", select_range=(0, self._n0 - 1), check_finite=False, lapack_driver="stebz"
+            )
+            self._N = np.ascontiguousarray(N)
+            self._XN = np.einsum("in,ikp->nkp", self._N, Xt).reshape(self._n0 * self.t, self.p)
+            self._XtR = self._project(Xt)
+        else:
+            self._N = np.zeros((n, 0))
+            self._XN = np.zeros((0, self.p))
+            self._XtR = Xt
+        self._d_rest = d[self._n0 :]  # T's eigenvalues on the complement of N
+        self._d_min = float(self._d_rest[0]) if len(self._d_rest) else 0.0
 
     # -- V⁻¹ through the t × t diagonalisation ------------------------------------------
     def _diagonalise(self, Sg, Se):
-        """S (t × t), a, b (t,) with S'Σ_gS = diag a, S'Σ_eS = diag b; and log|S|⁻².
+        """S (t × t), a, b (t,) with S'Σ_gS = diag a, S'Σ_eS = diag b, a + b = 1; log|Σ_g + Σ_e|.
 
-        Σ_e = LL' when Σ_e is PD (a = λ, b = 1); otherwise, with a PD K_r, Σ_g = LL'
-        (a = 1, b = μ ≥ 0), so a given singular Σ_e still works when V is PD.
+        The pencil is diagonalised on Σ_g + Σ_e = LL' (W'L⁻¹Σ_gL⁻ᵀW = diag a), so either
+        matrix may be singular: V's blocks a_r T + b_r I have a_r, b_r ∈ [0, 1]. b_r is
+        formed from Σ_e itself, not as 1 − a_r, so that it keeps its relative accuracy when
+        Σ_e is nearly singular.
         """
-        for ref, other, name in ((Se, Sg, "e"), (Sg, Se, "g")):
-            if name == "g" and self.d_raw[0] <= EIG_TOL * max(float(self.d_raw[-1]), 1e-300):
-                break  # K_r singular: V is PD only with a PD Σ_e
-            try:
-                L = np.linalg.cholesky(ref)
-            except np.linalg.LinAlgError:
-                continue
-            Li = np.linalg.inv(L)  # t × t (scipy's triangular solve costs ms per call on tiny input)
-            A = Li @ other @ Li.T
-            mu, W = np.linalg.eigh(0.5 * (A + A.T))
-            one = np.ones(self.t)
-            a, b = (mu, one) if name == "e" else (one, mu)
-            return Li.T @ W, a, b, 2.0 * float(np.log(np.diag(L)).sum())
-        raise NotPositiveDefiniteError(
-            "the residual covariance matrix is not positive definite (nor the genetic one with a PD K)"
-        )
+        try:
+            L = np.linalg.cholesky(Sg + Se)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefiniteError(
+                "the residual covariance matrix and the genetic one are singular in a common direction: "
+                "V is not positive definite"
+            ) from None
+        Li = np.linalg.inv(L)  # t × t (scipy's triangular solve costs ms per call on tiny input)
+        A = Li @ Sg @ Li.T
+        a, W = np.linalg.eigh(0.5 * (A + A.T))
+        S = Li.T @ W
+        b = np.einsum("kr,kl,lr->r", S, Se, S)
+        a = np.clip(a, 0.0, None)
+        b = np.clip(b, 0.0, None)
+        return S, a, b, 2.0 * float(np.log(np.diag(L)).sum())
+
+    def _project(self, B):
+        """B with its components along the null vectors N of T removed (B: (n, ...))."""
+        if self._n0 == 0:
+            return B
+        N = self._N
+        flat = B.reshape(self.n, -1)
+        return (flat - N @ (N.T @ flat)).reshape(B.shape)
 
     def _vinv(self, S, a, b, B):
-        """V⁻¹B for B (n, t, k) in the Q basis; returns (V⁻¹B, Σ_r log|a_r T + b_r I|)."""
-        from ..linalg._tridiagonal import tridiag_ldl_solve
+        """V_R⁻¹B for B (n, t, k) in the Q basis; returns (V_R⁻¹B, Σ_r log|a_r T_R + b_r I|).
+
+        V_R is V on the complement of the null vectors N of T (all of V when there are none
+        or they are not deflated); B must have no component along N. Without N: one SPD
+        tridiagonal solve per r. With N, a_r T + b_r I is singular (b_r = 0: Σ_e singular)
+        or ill-conditioned along N; it is solved shifted by s_r = 10⁻³ of its smallest
+        eigenvalue on the complement, the result projected off N, and iteratively refined
+        against the unshifted matrix (each sweep shrinks the error ≥ 1000×, so 6 sweeps
+        reach rounding); the log-determinant is then Σ over the non-null eigenvalues of T.
+        """
+        from ..linalg._tridiagonal import tridiag_ldl_solve, tridiag_matvec
 
         Bs = np.einsum("ikc,kr->irc", B, S)
         out = np.empty_like(Bs)
         logdet = 0.0
         for r in range(self.t):  # t tridiagonal systems, each with all k right-hand sides
-            sol, ld = tridiag_ldl_solve(a[r] * self.dT + b[r], a[r] * self.eT, np.ascontiguousarray(Bs[:, r, :]))
-            if not np.isfinite(ld):
-                raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices")
+            rhs = np.ascontiguousarray(Bs[:, r, :])
+            if self._n0 == 0:
+                sol, ld = tridiag_ldl_solve(a[r] * self.dT + b[r], a[r] * self.eT, rhs)
+                if not np.isfinite(ld):
+                    raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices")
+            else:
+                low = a[r] * self._d_min + b[r]  # smallest eigenvalue of a_r T_R + b_r I
+                shift = max(0.0, 1e-3 * low - b[r])
+                diag, off = a[r] * self.dT + b[r], a[r] * self.eT
+                sol, ld = tridiag_ldl_solve(diag + shift, off, rhs)
+                if not np.isfinite(ld):
+                    raise NotPositiveDefiniteError("V is not positive definite at these covariance matrices")
+                sol = self._project(sol)
+                for _ in range(6 if shift > 0 else 0):
+                    res = self._project(rhs - tridiag_matvec(diag, off, np.ascontiguousarray(sol)))
+                    sol = sol + self._project(tridiag_ldl_solve(diag + shift, off, res)[0])
+                ld = float(np.log(a[r] * self._d_rest + b[r]).sum())
             out[:, r, :] = sol
             logdet += ld
         return np.einsum("irc,kr->ikc", out, S), logdet
@@ -392,54 +455,121 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         flat = np.ascontiguousarray(B.reshape(self.n, -1))
         return tridiag_matvec(self.dT, self.eT, flat).reshape(B.shape)
 
+    def _apply_p(self, pc, B):
+        """(P B, β_B) for B (n, t, k) in the Q basis: P = V⁻¹ − V⁻¹XCX'V⁻¹, β_B the GLS
+        coefficients of B (PB = V⁻¹(B − Xβ_B)); stable when V is singular along N.
+
+        P and β are the blocks of the bordered system [[V, X], [X', 0]] [PB; β] = [B; 0],
+        which is nonsingular whenever the REML likelihood is finite, V singular or not.
+        With the null vectors N of T deflated, V = V_N ⊕ V_R (V_N = I ⊗ Σ_e: d = 0 there);
+        eliminating V_R leaves the small saddle-point matrix
+        B_s = [[V_N, X_N], [X_N', −A]], A = X_R'V_R⁻¹X_R (n₀t + p square), so that
+        B_s [(PB)_N; β] = [B_N; −X_R'V_R⁻¹B_R] and (PB)_R = V_R⁻¹B_R − V_R⁻¹X_R β.
+        Neither V_N⁻¹ nor A⁻¹ is needed: with a centred G the intercepts lie in N, and A
+        is singular.
+        """
+        k = B.shape[2]
+        BR = self._project(B)
+        VB, _ = self._vinv(pc["S"], pc["a"], pc["bb"], BR)
+        XVB = np.tensordot(self.Xt, VB, axes=([0, 1], [0, 1])).reshape(self.p, k)
+        PN = None
+        if self._n0:
+            BN = np.einsum("in,ikc->nkc", self._N, B).reshape(-1, k)
+            sol = pc["Binv"] @ np.concatenate([BN, -XVB])
+            m = self._n0 * self.t
+            PN, beta = sol[:m], sol[m:]
+        else:
+            beta = sla.cho_solve(pc["cfA"], XVB, check_finite=False)
+        PB = VB - pc["VX"] @ beta
+        if PN is not None:
+            PB = PB + np.einsum("in,nkc->ikc", self._N, PN.reshape(self._n0, self.t, k))
+        return PB, beta, PN
+
     def pieces(self, Sg, Se):
         """Everything at (Σ_g, Σ_e) in the Q basis: GLS b̂, Py, C, −2 log L_REML.
 
-        Returns a dict with ``S``, ``a``, ``bb`` (the t × t diagonalisation), ``VX`` = V⁻¹X̃
-        (n, t, p), ``C`` = (X'V⁻¹X)⁻¹, ``b``, ``Pt`` (n, t: Q'Py by trait), ``ypy``,
-        ``logdet_v``, ``logdet_x``, ``m2ll``.
+        Returns a dict with ``S``, ``a``, ``bb`` (the t × t diagonalisation), ``VX`` =
+        V_R⁻¹X̃_R (n, t, p), ``cfA`` (Cholesky factor of A = X'V⁻¹X, no null vectors) or
+        ``Binv`` (the inverse of the saddle-point matrix B_s of :meth:`_apply_p`), ``C`` =
+        (X'V⁻¹X)⁻¹ (−B_s⁻¹'s β block with null vectors), ``b``, ``Pt`` (n, t: Q'Py by
+        trait), ``ypy``, ``logdet_v``, ``logdet_x``, ``m2ll``. With N deflated,
+        |V|·|X'V⁻¹X| = |V_R|·|det B_s| (the bordered matrix's determinant, V_R eliminated),
+        which stays finite as Σ_e becomes singular; the two are then reported as log|V_R|
+        and log|det B_s|.
         """
         Sg = np.asarray(Sg, dtype=float)
         Se = np.asarray(Se, dtype=float)
         S, a, bb, logdet_ref = self._diagonalise(Sg, Se)
-        B = np.concatenate([self.Yt[:, :, None], self.Xt], axis=2)
-        VB, logdet_m = self._vinv(S, a, bb, B)
-        Vy, VX = VB[:, :, 0], VB[:, :, 1:]
-        logdet_v = self.n * logdet_ref + logdet_m  # |V| = |S|⁻²ⁿ Π_r |a_r T + b_r I|
+        VX, logdet_m = self._vinv(S, a, bb, self._XtR)
+        logdet_v = (self.n - self._n0) * logdet_ref + logdet_m  # |V_R| = |Σ_g+Σ_e|^(n−n0) Π_r |a_r T + b_r I|
         XVX = np.tensordot(self.Xt, VX, axes=([0, 1], [0, 1]))
         XVX = 0.5 * (XVX + XVX.T)
-        XVy = np.tensordot(self.Xt, Vy, axes=([0, 1], [0, 1]))
-        try:
-            cf = sla.cho_factor(XVX, check_finite=False)
-        except np.linalg.LinAlgError:
-            raise ModelError("X'V⁻¹X is singular: the fixed effects are not estimable") from None
-        b = sla.cho_solve(cf, XVy, check_finite=False)
-        C = sla.cho_solve(cf, np.eye(self.p), check_finite=False)
-        Pt = Vy - VX @ b
+        pc = dict(S=S, a=a, bb=bb, VX=VX, cfA=None, Binv=None)
+        if self._n0:
+            m = self._n0 * self.t
+            Bs = np.zeros((m + self.p, m + self.p))
+            Bs[:m, :m] = np.kron(np.eye(self._n0), Se)
+            Bs[:m, m:] = self._XN
+            Bs[m:, :m] = self._XN.T
+            Bs[m:, m:] = -XVX
+            # symmetric equilibration: rows of very different scales (Σ_e, X_N, A)
+            sc = 1.0 / np.sqrt(np.maximum(np.abs(Bs).max(axis=1), 1e-300))
+            Bq = Bs * np.outer(sc, sc)
+            sign, ld = np.linalg.slogdet(Bq)
+            # a saddle-point matrix with V PD on the contrasts has sign (−1)^p; rcond guards
+            # against a numerically singular one
+            if sign != (-1) ** self.p or np.linalg.cond(Bq) > 1e13:
+                raise NotPositiveDefiniteError(
+                    "the residual covariance matrix is singular along a direction that the null space of the "
+                    "relationship matrix does not absorb into the fixed effects: V is singular on the error contrasts"
+                )
+            Binv = np.linalg.inv(Bq) * np.outer(sc, sc)
+            pc["Binv"] = 0.5 * (Binv + Binv.T)
+            logdet_x = ld - 2.0 * float(np.log(sc).sum())
+            C = -pc["Binv"][m:, m:]
+        else:
+            try:
+                cfA = sla.cho_factor(XVX, check_finite=False)
+            except np.linalg.LinAlgError:
+                raise ModelError("X'V⁻¹X is singular: the fixed effects are not estimable") from None
+            pc["cfA"] = cfA
+            logdet_x = 2.0 * float(np.log(np.diag(cfA[0])).sum())
+            C = sla.cho_solve(cfA, np.eye(self.p), check_finite=False)
+        pc["C"] = 0.5 * (C + C.T)
+        Py, beta, PN = self._apply_p(pc, self.Yt[:, :, None])
+        Pt = Py[:, :, 0]
         ypy = float(np.sum(self.Yt * Pt))
-        logdet_x = 2.0 * float(np.log(np.diag(cf[0])).sum())
         m2ll = (self.n * self.t - self.p) * LOG2PI + logdet_v + logdet_x + ypy
-        return dict(
-            S=S, a=a, bb=bb, VX=VX, C=C, b=b, Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll)
-        )
+        pc.update(b=beta[:, 0], Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll))
+        return pc
+
+    def _tp(self, Pt):
+        """T_R Pt: T on the complement of N (T acts as 0 on N, where d is set to 0)."""
+        return self._t_times(self._project(Pt))
 
     def gradients(self, Sg, Se, pc=None):
         """W_g = Py'T Py − [tr(P_kl T)], W_e = Py'Py − [tr(P_kl)] (see the parent class).
 
-        tr[(V⁻¹)_kl T] and tr[(V⁻¹)_kl] from the eigenvalues of T; the REML part
-        tr[(V⁻¹XCX'V⁻¹)_kl T] = Σ_pq C_pq (V⁻¹X)_k,p' T (V⁻¹X)_l,q.
+        On the complement, tr[(V_R⁻¹)_kl T] = Σ_r S_kr S_lr Σ_i d_i/(a_r d_i + b_r) from the
+        eigenvalues of T, and the REML part tr[(V_R⁻¹XCX'V_R⁻¹)_kl T] =
+        Σ_pq C_pq (V_R⁻¹X)_k,p' T (V_R⁻¹X)_l,q (P_RR = V_R⁻¹ − V_R⁻¹X_R C X_R'V_R⁻¹). The null
+        block adds tr[(P_NN)_kl] to tr(P_kl) only (d = 0 there), P_NN = (B_s⁻¹)_NN.
         """
         pc = self.pieces(Sg, Se) if pc is None else pc
         S, VX, C, Pt = pc["S"], pc["VX"], pc["C"], pc["Pt"]
-        d = self.d_raw
-        den = pc["a"][None, :] * d[:, None] + pc["bb"][None, :]  # (n, t)
+        d = self._d_rest
+        den = pc["a"][None, :] * d[:, None] + pc["bb"][None, :]  # (n − n0, t)
         tr_g = (S * (d @ (1.0 / den))[None, :]) @ S.T
         tr_e = (S * (1.0 / den).sum(axis=0)[None, :]) @ S.T
+        if self._n0:  # P_NN = (B_s⁻¹)_NN
+            m = self._n0 * self.t
+            PNN = pc["Binv"][:m, :m].reshape(self._n0, self.t, self._n0, self.t)
+            tr_e = tr_e + np.einsum("nknl->kl", PNN)
         TVX = self._t_times(VX)
         VXC = VX @ C  # (n, t, p); symmetric C
         corr_g = np.tensordot(VXC, TVX, axes=([0, 2], [0, 2]))
         corr_e = np.tensordot(VXC, VX, axes=([0, 2], [0, 2]))
-        TP = self._t_times(Pt)
+        TP = self._tp(Pt)
         Wg = Pt.T @ TP - (tr_g - 0.5 * (corr_g + corr_g.T))
         We = Pt.T @ Pt - (tr_e - corr_e)
         return 0.5 * (Wg + Wg.T), 0.5 * (We + We.T), pc
@@ -448,7 +578,7 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         """AI_jm = ½ y'P V_j P V_m P y (Gilmour, Thompson & Cullis 1995), V_j = E_kl ⊗ T or E_kl ⊗ I."""
         pc = self.pieces(Sg, Se) if pc is None else pc
         Pt = pc["Pt"]
-        TP = self._t_times(Pt)
+        TP = self._tp(Pt)
         idx = vech_index(self.t)
         F = np.zeros((self.n, self.t, 2 * len(idx)))
         for c, src in enumerate((TP, Pt)):
@@ -457,9 +587,8 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
                 F[:, k, col] = src[:, l]
                 if k != l:
                     F[:, l, col] = src[:, k]
-        VF, _ = self._vinv(pc["S"], pc["a"], pc["bb"], F)
-        XF = np.tensordot(pc["VX"], F, axes=([0, 1], [0, 1]))  # X'V⁻¹F
-        ai = np.tensordot(F, VF, axes=([0, 1], [0, 1])) - XF.T @ pc["C"] @ XF
+        PF, _, _ = self._apply_p(pc, F)
+        ai = np.tensordot(F, PF, axes=([0, 1], [0, 1]))
         return 0.25 * (ai + ai.T)
 
     # -- solutions ------------------------------------------------------------------------
@@ -480,7 +609,7 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         N = self.K.shape[0]
         Py = self._q_times(pc["Pt"])
         if self.identity_codes:
-            KZtPy = self._q_times(self._t_times(pc["Pt"]))
+            KZtPy = self._q_times(self._tp(pc["Pt"]))
         else:
             ZtPy = np.zeros((N, self.t))
             np.add.at(ZtPy, self.codes, Py)
@@ -528,8 +657,11 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         for k in range(t):
             XU[:, k, cols[k] : cols[k + 1]] = XtU[:, cols[k] : cols[k + 1]]
         H = d[:, None, None] * Sg + Se
+        n0 = self._n0
+        H[:n0] = np.eye(t)  # the null block (d ascending: the first n0) enters through W below
         Hinv = np.linalg.inv(H)
         Hinv = 0.5 * (Hinv + np.transpose(Hinv, (0, 2, 1)))
+        Hinv[:n0] = 0.0
         M = np.einsum("ikl,ilp->ikp", Hinv, XU)
         N = self.K.shape[0]
         with blas_threads_for(n):
@@ -547,6 +679,16 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
                 S1 = (A @ Hinv.reshape(n, -1)).reshape(N, t, t)
         quad = np.einsum("jkp,pq,jlq->jkl", B2, pc["C"], B2)
         Bj = S1 - quad
+        if n0 and not self.identity_codes:
+            # a_j's null-block part (0 with one record per level: A = U diag(d)):
+            # a_N'P_NN a_N + 2 sym(a_N'P_NR a_R), P_NN = (B_s⁻¹)_NN and
+            # P_NR a_R = −(B_s⁻¹)_Nβ X_R'V_R⁻¹a_R = −(B_s⁻¹)_Nβ B2_j' (see _apply_p)
+            m = n0 * t
+            aN = np.asarray(self.K)[:, self.codes] @ self._q_times(self._N)  # (N, n0)
+            PNN = pc["Binv"][:m, :m].reshape(n0, t, n0, t)
+            G1 = pc["Binv"][:m, m:].reshape(n0, t, p)
+            cross = -np.einsum("ji,ikp,jlp->jkl", aN, G1, B2)
+            Bj = Bj + np.einsum("ji,jm,ikml->jkl", aN, aN, PNN) + cross + np.transpose(cross, (0, 2, 1))
         kdiag = np.asarray(np.diag(np.asarray(self.K)), dtype=float)
         shrink = np.einsum("kl,jlm,mk->jk", Sg, Bj, Sg)  # diag of Σ_g B_j Σ_g
         return np.maximum(kdiag[:, None] * np.diag(Sg)[None, :] - shrink, 0.0), kdiag

@@ -159,6 +159,23 @@ class MultiTraitVForm(TraitParameters):
                 raise ModelError(f"design of trait {k} has {x.shape[0]} rows, trait has {nk[k]} values (internal)")
             X[self.sl[k], xo[k] : xo[k + 1]] = x
         self.X = X
+        # V is evaluated as V + XMX', M = ⊕_k s_k²(X_k'X_k)⁻¹ (s_k² the observed variance of
+        # trait k): the REML likelihood, P and b̂ do not change (K'(V + XMX')K = K'VK for the
+        # error contrasts K), but V + XMX' stays positive definite where only K'VK is, e.g. at
+        # a singular R₀ with a centred G, whose null vector 1 lies in the span of the intercepts;
+        # there V itself is singular and log|V| + log|X'V⁻¹X| cancels catastrophically.
+        # (X'(V + XMX')⁻¹X)⁻¹ = (X'V⁻¹X)⁻¹ + M: M is subtracted from b̂'s covariance.
+        self._xm = np.zeros((N, self.p))  # XMX' = xm xm'
+        self._M = np.zeros((self.p, self.p))
+        for k, x in enumerate(Xs):
+            if x.shape[1] == 0:
+                continue
+            yk = self.y[self.sl[k]]
+            s2 = float(np.var(yk)) if len(yk) > 1 and np.var(yk) > 0 else 1.0
+            q, r = np.linalg.qr(np.asarray(x, dtype=float))
+            self._xm[self.sl[k], xo[k] : xo[k + 1]] = np.sqrt(s2) * q
+            ri = sla.solve_triangular(r, np.eye(r.shape[0]), check_finite=False)
+            self._M[xo[k] : xo[k + 1], xo[k] : xo[k + 1]] = s2 * (ri @ ri.T)
         # level covariance of each term (dense; None for iid) and each trait's level codes
         self.K = []
         for tm in self.terms:
@@ -264,6 +281,7 @@ class MultiTraitVForm(TraitParameters):
                 ia, ib, _ = self.pairs[(k, l)]
                 B[ia, ib] += R0[k, l]
                 V[self.sl[k], self.sl[l]] = B
+        V = dsyrk(1.0, self._xm, beta=1.0, c=V, lower=1, overwrite_c=1)  # + XMX' (see __init__)
         c, info = lapack.dpotrf(V, lower=1, overwrite_a=1, clean=0)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
@@ -365,7 +383,7 @@ class MultiTraitVForm(TraitParameters):
         ai = 0.5 * (F.T @ PF)
         ai = 0.5 * (ai + ai.T)
         # b̂'s sampling covariance (X'V⁻¹X)⁻¹ = C^{bb}
-        Cbb = sla.cho_solve((cx, True), np.eye(self.p), check_finite=False)
+        Cbb = sla.cho_solve((cx, True), np.eye(self.p), check_finite=False) - self._M
         e_rm = np.empty(N)
         e_rm[self.perm] = ehat
         out.update(
