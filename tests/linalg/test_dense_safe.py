@@ -75,3 +75,15 @@ def test_potri_matches_inverse(guard, monkeypatch):
     inv, info = D.potri(c)
     assert info == 0
     np.testing.assert_allclose(np.tril(inv), np.tril(np.linalg.inv(a)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("guard", [False, True])
+def test_cholesky_lower_clean_and_error(guard, monkeypatch):
+    if guard:
+        monkeypatch.setattr(D, "SAFE_ORDER", 0)
+        monkeypatch.setattr(D, "BLOCK", 7)
+    a = _spd(20, seed=4)
+    np.testing.assert_allclose(D.cholesky_lower(a), sla.cholesky(a, lower=True), rtol=0, atol=1e-12)
+    a[15, 15] = -1.0
+    with pytest.raises(np.linalg.LinAlgError):
+        D.cholesky_lower(a)

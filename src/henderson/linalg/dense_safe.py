@@ -21,8 +21,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from . import _numeric as K
-
 #: orders up to this take the single LAPACK/BLAS call (dpotrf 14,000 and dsyrk 14,000 × 384
 #: ran clean with 2 threads; 16,000 crashed)
 SAFE_ORDER = 12_000
@@ -30,8 +28,8 @@ SAFE_ORDER = 12_000
 BLOCK = 4096
 
 
-def potrf(a: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, int]:
-    """Lower Cholesky factor, as ``scipy.linalg.lapack.dpotrf(a, lower=1, clean=0)``.
+def potrf(a: np.ndarray, overwrite: bool = False, clean: bool = False) -> tuple[np.ndarray, int]:
+    """Lower Cholesky factor, as ``scipy.linalg.lapack.dpotrf(a, lower=1, clean=clean)``.
 
     Parameters
     ----------
@@ -39,22 +37,51 @@ def potrf(a: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, int]:
         Symmetric; only the lower triangle is read.
     overwrite : bool
         Factor in ``a``'s memory when it is Fortran-ordered float64 (as ``overwrite_a``).
+    clean : bool
+        Zero the strict upper triangle (else it is ``a``'s, untouched).
 
     Returns
     -------
     c : array, shape (n, n)
-        L in the lower triangle; the strict upper triangle is ``a``'s, untouched.
+        L in the lower triangle.
     info : int
         LAPACK info: 0, or the 1-based column whose pivot is not positive.
     """
     n = a.shape[0]
     if n <= SAFE_ORDER:
-        c, info = lapack.dpotrf(a, lower=1, clean=0, overwrite_a=int(overwrite))
+        c, info = lapack.dpotrf(a, lower=1, clean=int(clean), overwrite_a=int(overwrite))
         return c, int(info)
+    from . import _numeric  # numba kernels: loaded only when a large matrix needs them
+
     x = a if (overwrite and a.dtype == np.float64 and a.flags.f_contiguous) else np.array(a, np.float64, order="F")
     flat = x.ravel(order="F")  # a view: x is Fortran-contiguous
-    info = K.potrf_blocked(flat, 0, n, n, BLOCK)
+    info = _numeric.potrf_blocked(flat, 0, n, n, BLOCK)
+    if clean:
+        _zero_upper(x)
     return x, int(info)
+
+
+def cholesky_lower(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Lower Cholesky factor with zeros above, as ``scipy.linalg.cholesky(a, lower=True)``.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When ``a`` is not positive definite (as scipy's).
+    """
+    c, info = potrf(a, overwrite=overwrite, clean=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{info}-th leading minor of the array is not positive definite")
+    return c
+
+
+def _zero_upper(x: np.ndarray) -> None:
+    """Zero the strict upper triangle in place, a block of columns at a time (no n² index arrays)."""
+    n = x.shape[0]
+    for j0 in range(0, n, BLOCK):
+        j1 = min(n, j0 + BLOCK)
+        x[j0:j1, j0:j1] = np.tril(x[j0:j1, j0:j1])
+        x[j0:j1, j1:] = 0.0
 
 
 def syrk_lower(
@@ -144,8 +171,5 @@ def potri(c: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, int]:
     li, info = lapack.dtrtri(c, lower=1, overwrite_c=int(overwrite))
     if info != 0:
         return li, int(info)
-    for j0 in range(0, n, BLOCK):  # zero L⁻¹'s upper triangle (it holds the input's), a block at a time
-        j1 = min(n, j0 + BLOCK)
-        li[j0:j1, j0:j1] = np.tril(li[j0:j1, j0:j1])
-        li[j0:j1, j1:] = 0.0
+    _zero_upper(li)  # it holds the input's upper triangle
     return syrk_lower(li, trans=True, upper_triangular=True), 0

@@ -34,6 +34,7 @@ import scipy.linalg as sla
 from ..api import fit_spec
 from ..data.genotypes import MISSING, Genotypes
 from ..errors import DataError, DataWarning
+from ..linalg import dense_safe
 from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.levels import DenseKernel, Markers
@@ -280,9 +281,9 @@ def snp_pev(
         Wm = Wr - Q @ (Q.T @ Wr)  # MW̃
         C = Wm.T @ Wm
         C[np.diag_indices(m)] += s_e / s_b
-        c, info = sla.lapack.dpotrf(C, lower=1, overwrite_a=1)
+        c, info = dense_safe.potrf(C, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info == 0:
-            inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+            inv, info = dense_safe.potri(c, overwrite=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"SNP block of the MME not positive definite (LAPACK info {info})")
         return s_e * np.diag(inv).copy()

@@ -50,6 +50,7 @@ from scipy.linalg import lapack
 from scipy.linalg.blas import dsyrk
 
 from ..errors import ModelError, NotPositiveDefiniteError
+from ..linalg import dense_safe
 from .general import GeneralTerm, TraitParameters, term_pairs
 from .spectral import LOG2PI
 
@@ -264,7 +265,7 @@ class MultiTraitVForm(TraitParameters):
                 ia, ib, _ = self.pairs[(k, l)]
                 B[ia, ib] += R0[k, l]
                 V[self.sl[k], self.sl[l]] = B
-        c, info = lapack.dpotrf(V, lower=1, overwrite_a=1, clean=0)
+        c, info = dense_safe.potrf(V, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         logdet_v = 2.0 * float(np.log(np.diag(c)).sum())
@@ -293,7 +294,7 @@ class MultiTraitVForm(TraitParameters):
         if not derivatives:
             return out
         # P = V⁻¹ − A A', A = V⁻¹X L_x^{-T}; lower triangle, then mirrored by blocks
-        P, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+        P, info = dense_safe.potri(c, overwrite=True)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         A = sla.solve_triangular(cx, ViX.T, lower=True, check_finite=False).T
