@@ -141,3 +141,51 @@ def test_apy_three_routes(monkeypatch):
     miss = _geno(k=30, m=200, seed=7, missing=0.02)  # missing calls: the float64 _cross path
     p, g = both(lambda: apy_inverse_from_genotypes(miss, core).dense(), monkeypatch)
     close(g, p)
+
+
+def test_spec_kernel_factor_and_psd_check(monkeypatch):
+    from henderson.errors import NotPositiveDefiniteError
+    from henderson.spec.model import _factor_of, check_psd
+
+    K = _spd(21, seed=8)
+    ids = np.array([f"i{j}" for j in range(21)], dtype=object)
+    p, g = both(lambda: _factor_of(K, "K", ids), monkeypatch)
+    close(g, p)
+    close(p @ p.T, K, 1e-12)
+    bad = K - 2.0 * np.linalg.eigvalsh(K)[-1] * np.outer(np.ones(21), np.ones(21)) / 21  # one eigenvalue < 0
+
+    def run():
+        check_psd(K, "K", ids)  # PD: passes
+        with pytest.raises(NotPositiveDefiniteError) as e:
+            check_psd(bad, "K", ids)
+        return str(e.value)
+
+    p, g = both(run, monkeypatch)
+    assert p == g  # same message: same smallest eigenvalue found after the failed Cholesky
+
+
+def test_snp_pev_individual_space(monkeypatch):
+    from henderson.models.snpblup import snp_pev
+
+    r = np.random.default_rng(9)
+    W = r.standard_normal((25, 40))
+    X = np.column_stack([np.ones(25), r.standard_normal(25)])
+    p, g = both(lambda: snp_pev(W, X, 0.3, 1.2, "individual", block=7), monkeypatch)
+    close(g, p)
+
+
+def test_gwas_fixed_ratio_whitening(monkeypatch):
+    from henderson.gwas._fixed import FixedRatio
+
+    r = np.random.default_rng(10)
+    Kr = _spd(27, seed=11)
+    y = r.standard_normal(27)
+    X = np.column_stack([np.ones(27), r.standard_normal(27)])
+
+    def run():
+        f = FixedRatio(Kr, 0.8, y, X)
+        return f.L, f.r
+
+    (l0, r0), (l1, r1) = both(run, monkeypatch)
+    close(l1, l0)
+    close(r1, r0)

@@ -290,7 +290,8 @@ def snp_pev(
     V = Kr.copy() if Kr is not None else Wr @ Wr.T
     V *= s_b
     V[np.diag_indices(n)] += s_e
-    L = sla.cho_factor(V, lower=True, overwrite_a=True)
+    # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+    L = (dense_safe.cholesky_lower(V, overwrite=True), True)
     VX = sla.cho_solve(L, X)
     XVX = sla.cho_factor(X.T @ VX)
     d = np.empty(m)
