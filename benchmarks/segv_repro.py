@@ -144,6 +144,14 @@ def dense_mode(mode: str, n: int, k: int) -> None:
         t0 = time.perf_counter()
         c, info = D.potrf(x, overwrite=True)
         tf = time.perf_counter() - t0
+        t1 = None
+        if mode == "guard-potri" and k:  # k ≠ 0: also time the plain dpotri with 1 thread
+            c1 = c.copy(order="F")
+            with threadpool_limits(1):
+                t0 = time.perf_counter()
+                lp.dpotri(c1, lower=1, overwrite_c=1)
+                t1 = time.perf_counter() - t0
+            del c1
         t0 = time.perf_counter()
         if mode == "plain-potri":
             inv, info = lp.dpotri(c, lower=1, overwrite_c=1)
@@ -153,8 +161,10 @@ def dense_mode(mode: str, n: int, k: int) -> None:
         del c, x
         ref = np.full((n, n), -b / (a + n * b) / a)
         ref[np.arange(n), np.arange(n)] += 1.0 / a
+        plain = f"; plain dpotri 1 thread {t1:.1f}s" if t1 is not None else ""
         print(
-            f"{mode} n={n} info={info}: factor {tf:.1f}s, inverse {tg:.1f}s; rel.err vs closed form {rel(inv, ref):.1e}",
+            f"{mode} n={n} info={info}: factor {tf:.1f}s, inverse {tg:.1f}s{plain}; "
+            f"rel.err vs closed form {rel(inv, ref):.1e}",
             flush=True,
         )
     else:
