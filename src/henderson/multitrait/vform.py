@@ -47,7 +47,6 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import lapack
-from scipy.linalg.blas import dsyrk
 
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..linalg import dense_safe
@@ -298,7 +297,7 @@ class MultiTraitVForm(TraitParameters):
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         A = sla.solve_triangular(cx, ViX.T, lower=True, check_finite=False).T
-        P = dsyrk(-1.0, A, beta=1.0, c=P, lower=1, overwrite_c=1)
+        P = dense_safe.syrk_lower(A, alpha=-1.0, beta=1.0, c=P)
         for i0 in range(0, N, _BLOCK):
             i1 = min(i0 + _BLOCK, N)
             P[i0:i1, i1:] = P[i1:, i0:i1].T
