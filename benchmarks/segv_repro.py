@@ -11,6 +11,12 @@ run (w = 18,586, nr = 20,167) at a fraction of its memory. Modes:
 - ``scipy``: ``scipy.linalg.lapack.dpotrf`` on a w × w Fortran array (same OpenBLAS
   as the numba wrappers: scipy's own ``scipy.libs/libscipy_openblas``).
 
+- ``guard-syrk n k`` / ``guard-potrf n`` / ``guard-potri n``: the guarded dense kernels of
+  :mod:`henderson.linalg.dense_safe` (threads as set by the environment), timed beside
+  the plain scipy call with one thread (the reference of the relative error; for
+  ``guard-potri`` the reference is the closed-form inverse of a·I + b·11');
+- ``plain-syrk n k`` / ``plain-potri n``: the unguarded scipy call (crash check).
+
 Run each in a child process: a segfault shows as exit status −11 / 139.
 
     OPENBLAS_NUM_THREADS=2 python benchmarks/segv_repro.py linalg 18586 1581
@@ -49,6 +55,9 @@ def main() -> None:
     info = [(d["filepath"].rsplit("/", 1)[-1], d["version"], d["num_threads"]) for d in threadpool_info()]
     print(f"mode={mode} w={w} m={m} blas={info}", flush=True)
     t0 = time.perf_counter()
+    if mode.startswith(("guard-", "plain-")):
+        dense_mode(mode, w, m)
+        return
     if mode == "scipy":
         a = np.full((w, w), 0.5, order="F")
         a[np.arange(w), np.arange(w)] = float(w + m)
@@ -81,6 +90,85 @@ def main() -> None:
         f"factorize nb={nb} bad={bad} logdet rel.err={abs(ld - ref) / abs(ref):.2e} time={time.perf_counter() - t0:.1f}s",
         flush=True,
     )
+
+
+def _abi(n: int, a: float | None = None, b: float = 0.5):
+    """a·I + b·11' (Fortran order), a = n by default; its inverse is (I − b/(a + nb)·11')/a."""
+    a = float(n) if a is None else a
+    x = np.full((n, n), b, order="F")
+    x[np.arange(n), np.arange(n)] += a
+    return x, a, b
+
+
+def dense_mode(mode: str, n: int, k: int) -> None:
+    import scipy.linalg.blas as bl
+    import scipy.linalg.lapack as lp
+    from threadpoolctl import threadpool_limits
+
+    from henderson.linalg import dense_safe as D
+
+    def rel(x, ref):
+        x, ref = np.tril(x), np.tril(ref)
+        return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+    if mode == "plain-syrk":
+        a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, k)))
+        t0 = time.perf_counter()
+        bl.dsyrk(1.0, a, lower=1)
+        print(f"plain dsyrk n={n} k={k} ok {time.perf_counter() - t0:.1f}s", flush=True)
+    elif mode == "guard-syrk":
+        a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, k)))
+        t0 = time.perf_counter()
+        c = D.syrk_lower(a)
+        tg = time.perf_counter() - t0
+        with threadpool_limits(1):
+            t0 = time.perf_counter()
+            ref = bl.dsyrk(1.0, a, lower=1)
+            t1 = time.perf_counter() - t0
+        print(f"guarded syrk n={n} k={k}: {tg:.1f}s; plain 1 thread {t1:.1f}s; rel.err {rel(c, ref):.1e}", flush=True)
+    elif mode == "guard-potrf":
+        x, _, _ = _abi(n)
+        t0 = time.perf_counter()
+        c, info = D.potrf(x)
+        tg = time.perf_counter() - t0
+        with threadpool_limits(1):
+            t0 = time.perf_counter()
+            ref, info1 = lp.dpotrf(x, lower=1, clean=0, overwrite_a=1)
+            t1 = time.perf_counter() - t0
+        print(
+            f"guarded potrf n={n} info={info}: {tg:.1f}s; plain 1 thread {t1:.1f}s; rel.err {rel(c, ref):.1e}",
+            flush=True,
+        )
+    elif mode in ("guard-potri", "plain-potri"):
+        x, a, b = _abi(n)
+        t0 = time.perf_counter()
+        c, info = D.potrf(x, overwrite=True)
+        tf = time.perf_counter() - t0
+        t1 = None
+        if mode == "guard-potri" and k:  # k ≠ 0: also time the plain dpotri with 1 thread
+            c1 = c.copy(order="F")
+            with threadpool_limits(1):
+                t0 = time.perf_counter()
+                lp.dpotri(c1, lower=1, overwrite_c=1)
+                t1 = time.perf_counter() - t0
+            del c1
+        t0 = time.perf_counter()
+        if mode == "plain-potri":
+            inv, info = lp.dpotri(c, lower=1, overwrite_c=1)
+        else:
+            inv, info = D.potri(c, overwrite=True)
+        tg = time.perf_counter() - t0
+        del c, x
+        ref = np.full((n, n), -b / (a + n * b) / a)
+        ref[np.arange(n), np.arange(n)] += 1.0 / a
+        plain = f"; plain dpotri 1 thread {t1:.1f}s" if t1 is not None else ""
+        print(
+            f"{mode} n={n} info={info}: factor {tf:.1f}s, inverse {tg:.1f}s{plain}; "
+            f"rel.err vs closed form {rel(inv, ref):.1e}",
+            flush=True,
+        )
+    else:
+        raise SystemExit(f"unknown mode {mode}")
 
 
 if __name__ == "__main__":

@@ -188,3 +188,14 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def regen_golden(request) -> bool:
     return bool(request.config.getoption("--regen-golden"))
+
+
+@pytest.fixture(autouse=True)
+def _force_dense_guard(monkeypatch):
+    """HENDERSON_FORCE_DENSE_GUARD=1: every henderson.linalg.dense_safe call takes its
+    blocked route (blocks of 5 rows), to run a module's own tests through the guard."""
+    if os.environ.get("HENDERSON_FORCE_DENSE_GUARD"):
+        from henderson.linalg import dense_safe
+
+        monkeypatch.setattr(dense_safe, "SAFE_ORDER", 0)
+        monkeypatch.setattr(dense_safe, "BLOCK", 5)

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg import lapack
 
 from ..errors import DataError, NotPositiveDefiniteError
+from ..linalg import dense_safe
 
 
 def training_keeps_rank(X: np.ndarray, test: np.ndarray) -> bool:
@@ -102,10 +102,10 @@ class FixedVarianceCV:
             raise DataError(f"fast CV needs sigma2_e > 0 and sigma2_g >= 0, got ({sigma2_g}, {sigma2_e})")
         V = np.asfortranarray(Kr * sigma2_g)
         V[np.diag_indices(n)] += sigma2_e
-        c, info = lapack.dpotrf(V, lower=1, overwrite_a=1)
+        c, info = dense_safe.potrf(V, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info != 0:
             raise NotPositiveDefiniteError(f"V is not positive definite (Cholesky failed at {info})")
-        Vi, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+        Vi, info = dense_safe.potri(c, overwrite=True)
         if info != 0:
             raise NotPositiveDefiniteError(f"inverting V failed (LAPACK info {info})")
         Vi = np.tril(Vi)

@@ -29,6 +29,7 @@ import scipy.linalg as sla
 from scipy.linalg import blas
 
 from ..errors import ModelError
+from ..linalg import dense_safe
 
 #: records from which SNP blocks are whitened in float32 (strsm) instead of float64
 FLOAT32_FROM = 2000
@@ -51,7 +52,8 @@ class FixedRatio:
         n = len(y)
         H = np.multiply(Kr, lam)  # a new array: Kr is not modified
         H[np.diag_indices(n)] += 1.0
-        L, info = sla.lapack.dpotrf(H, lower=1, overwrite_a=1, clean=1)
+        # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+        L, info = dense_safe.potrf(H, overwrite=True, clean=True)
         if info != 0:
             raise ModelError(
                 f"lambda*K + I is not positive definite (LAPACK info {info}): K has "

@@ -34,6 +34,7 @@ import scipy.linalg as sla
 from ..api import fit_spec
 from ..data.genotypes import MISSING, Genotypes
 from ..errors import DataError, DataWarning
+from ..linalg import dense_safe
 from ..relationships.genomic import genomic_relationship
 from ..results import FitResult, ratio_table
 from ..spec.levels import DenseKernel, Markers
@@ -280,16 +281,17 @@ def snp_pev(
         Wm = Wr - Q @ (Q.T @ Wr)  # MW̃
         C = Wm.T @ Wm
         C[np.diag_indices(m)] += s_e / s_b
-        c, info = sla.lapack.dpotrf(C, lower=1, overwrite_a=1)
+        c, info = dense_safe.potrf(C, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info == 0:
-            inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=1)
+            inv, info = dense_safe.potri(c, overwrite=True)
         if info != 0:
             raise np.linalg.LinAlgError(f"SNP block of the MME not positive definite (LAPACK info {info})")
         return s_e * np.diag(inv).copy()
     V = Kr.copy() if Kr is not None else Wr @ Wr.T
     V *= s_b
     V[np.diag_indices(n)] += s_e
-    L = sla.cho_factor(V, lower=True, overwrite_a=True)
+    # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+    L = (dense_safe.cholesky_lower(V, overwrite=True), True)
     VX = sla.cho_solve(L, X)
     XVX = sla.cho_factor(X.T @ VX)
     d = np.empty(m)

@@ -52,6 +52,7 @@ import scipy.sparse as sp
 
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
+from ..linalg import dense_safe
 from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
 
@@ -406,7 +407,8 @@ class MultiTraitMME(TraitParameters):
             Cd = Td.T @ (Ri @ Td) + sum(gb, sp.csr_matrix((self.dim, self.dim))).toarray()
             C = Cd
             try:
-                cf = sla.cho_factor(Cd, lower=True, check_finite=False)
+                # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+                cf = (dense_safe.cholesky_lower(Cd), True)
             except np.linalg.LinAlgError as exc:
                 raise NotPositiveDefiniteError("the MME are not positive definite") from exc
             logdet_c = 2.0 * float(np.log(np.diag(cf[0])).sum())

@@ -47,9 +47,9 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import lapack
-from scipy.linalg.blas import dsyrk
 
 from ..errors import ModelError, NotPositiveDefiniteError
+from ..linalg import dense_safe
 from .general import GeneralTerm, TraitParameters, term_pairs
 from .spectral import LOG2PI
 
@@ -281,8 +281,9 @@ class MultiTraitVForm(TraitParameters):
                 ia, ib, _ = self.pairs[(k, l)]
                 B[ia, ib] += R0[k, l]
                 V[self.sl[k], self.sl[l]] = B
-        V = dsyrk(1.0, self._xm, beta=1.0, c=V, lower=1, overwrite_c=1)  # + XMX' (see __init__)
-        c, info = lapack.dpotrf(V, lower=1, overwrite_a=1, clean=0)
+        # + XMX' (see __init__); k = the fixed columns, far below OpenBLAS's dsyrk crash size
+        V = dsyrk(1.0, self._xm, beta=1.0, c=V, lower=1, overwrite_c=1)
+        c, info = dense_safe.potrf(V, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         logdet_v = 2.0 * float(np.log(np.diag(c)).sum())
@@ -311,11 +312,11 @@ class MultiTraitVForm(TraitParameters):
         if not derivatives:
             return out
         # P = V⁻¹ − A A', A = V⁻¹X L_x^{-T}; lower triangle, then mirrored by blocks
-        P, info = lapack.dpotri(c, lower=1, overwrite_c=1)
+        P, info = dense_safe.potri(c, overwrite=True)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")
         A = sla.solve_triangular(cx, ViX.T, lower=True, check_finite=False).T
-        P = dsyrk(-1.0, A, beta=1.0, c=P, lower=1, overwrite_c=1)
+        P = dense_safe.syrk_lower(A, alpha=-1.0, beta=1.0, c=P)
         for i0 in range(0, N, _BLOCK):
             i1 = min(i0 + _BLOCK, N)
             P[i0:i1, i1:] = P[i1:, i0:i1].T

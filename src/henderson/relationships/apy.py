@@ -103,7 +103,7 @@ def apy_inverse(G, core, *, seed: int = 0) -> Relationship:
     npos = np.flatnonzero(~is_core)
     g = G.dense()
     Gcc = g[np.ix_(cpos, cpos)]
-    L, info = sla.lapack.dpotrf(Gcc, lower=1, clean=1)
+    L, info = _potrf(Gcc, clean=True)
     if info != 0:
         raise NotPositiveDefiniteError(
             "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
@@ -285,7 +285,7 @@ def apy_inverse_from_dense(G, core, *, seed: int = 0) -> ApyInverse:
     is_core[cpos] = True
     npos = np.flatnonzero(~is_core)
     g = G.dense()
-    L, bad = sla.lapack.dpotrf(g[np.ix_(cpos, cpos)], lower=1, clean=1)
+    L, bad = _potrf(g[np.ix_(cpos, cpos)], clean=True)
     if bad != 0:
         raise NotPositiveDefiniteError(
             "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
@@ -645,10 +645,18 @@ def _blend_and_tune(g: _CoreG, pedigree, ids, cpos, npos, alpha, beta, tuning, s
     return ta, tb
 
 
+def _potrf(a: np.ndarray, overwrite: bool = False, clean: bool = False):
+    """dpotrf (lower) that splits cores above 12k animals (OpenBLAS's threaded dsyrk
+    segfaults at ≥ 16k: :mod:`henderson.linalg.dense_safe`)."""
+    from ..linalg import dense_safe
+
+    return dense_safe.potrf(a, overwrite=overwrite, clean=clean)
+
+
 def _core_factor_and_m(g: _CoreG, ids, npos) -> tuple[np.ndarray, np.ndarray, float]:
     """G_CC's Cholesky factor L (in place), mᵢ = g*ᵢᵢ − ‖L⁻¹g*_Ci‖² by blocks, and log|G_APY|."""
     n = len(npos)
-    L, bad = sla.lapack.dpotrf(g.cc, lower=1, clean=1, overwrite_a=1)
+    L, bad = _potrf(g.cc, overwrite=True, clean=True)
     if bad != 0:
         raise NotPositiveDefiniteError(
             "G of the APY core animals is singular or not positive definite: blend G (beta > 0) or "
@@ -675,9 +683,14 @@ def _cross(x: np.ndarray, cpos, npos, acc_cc: np.ndarray, acc_cn: np.ndarray) ->
     row-gathered (C-ordered) copies, passed transposed (F-ordered) with no further copy.
     """
     xc, xn = x[cpos], x[npos]
-    syrk, gemm = (blas.ssyrk, blas.sgemm) if x.dtype == np.float32 else (blas.dsyrk, blas.dgemm)
+    gemm = blas.sgemm if x.dtype == np.float32 else blas.dgemm
     if len(cpos):
-        out = syrk(1.0, xc.T, beta=1.0, c=acc_cc, trans=1, lower=1, overwrite_c=1)
+        if x.dtype == np.float32:
+            out = blas.ssyrk(1.0, xc.T, beta=1.0, c=acc_cc, trans=1, lower=1, overwrite_c=1)
+        else:
+            from ..linalg import dense_safe  # dsyrk split above 12k core animals (OpenBLAS crash)
+
+            out = dense_safe.syrk_lower(xc.T, trans=True, beta=1.0, c=acc_cc)
         if out is not acc_cc:
             acc_cc[...] = out
     if len(cpos) and len(npos):

@@ -84,8 +84,12 @@ def _resolve_freq(geno: Genotypes, allele_freq) -> tuple[np.ndarray, str]:
 
 def _syrk(acc: np.ndarray, block_t: np.ndarray) -> None:
     """acc += block_t' block_t in the lower triangle, in place (acc is F-ordered)."""
-    f = blas.ssyrk if acc.dtype == np.float32 else blas.dsyrk
-    out = f(1.0, block_t, beta=1.0, c=acc, trans=1, lower=1, overwrite_c=1)
+    if acc.dtype == np.float32:  # ssyrk ran clean at 24,000 × 1,024 (linalg.dense_safe)
+        out = blas.ssyrk(1.0, block_t, beta=1.0, c=acc, trans=1, lower=1, overwrite_c=1)
+    else:  # threaded dsyrk of ≥ 16k rows can segfault in OpenBLAS: split above 12k
+        from ..linalg import dense_safe
+
+        out = dense_safe.syrk_lower(block_t, trans=True, beta=1.0, c=acc)
     if out is not acc:  # f2py copied: should not happen with F-ordered acc of the right dtype
         acc[...] = out
 

@@ -215,9 +215,8 @@ def _read_rows(bed: str, r0: int, r1: int, n: int, p: int) -> np.ndarray:
 def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows: int, n: int) -> dict:
     """One worker's share of individuals r0:r1 reduced into one p × p W'DW (lower
     triangle, float64 DSYRK of √D W_r per block of ``rows`` individuals) and W'Dy."""
-    from scipy.linalg import blas
-
     from ..data._kernels import fill_float_block, fill_table_block
+    from ..linalg import dense_safe  # dsyrk of ≥ 16k SNPs split (OpenBLAS threaded-dsyrk crash)
 
     p = freq.shape[0]
     centre = 2.0 * np.where(np.isfinite(freq), freq, 0.0)
@@ -246,7 +245,7 @@ def _crossproducts_share(source, offset: int, r0: int, r1: int, freq, w, y, rows
             wty += W.T @ (y[a:b] if w is None else w[a:b] * y[a:b])
         if w is not None:
             W *= np.sqrt(w[a:b])[:, None]
-        out = blas.dsyrk(1.0, W.T, beta=1.0, c=acc, trans=0, lower=1, overwrite_c=1)  # W.T is F-ordered
+        out = dense_safe.syrk_lower(W.T, beta=1.0, c=acc)  # W.T is F-ordered; dsyrk split above 12k rows
         if out is not acc:
             acc[...] = out
     return {"WtW": acc, "Wt_y": wty}

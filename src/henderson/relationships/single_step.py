@@ -42,7 +42,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..data import _pedigree_kernels as K
@@ -130,8 +129,10 @@ def _chol(m: np.ndarray, what: str, hint: str, overwrite: bool = False) -> np.nd
     """Lower Cholesky factor of symmetric ``m`` (in ``m``'s memory when ``overwrite``,
     which then no longer holds ``m``); a clear error when not positive definite."""
     a = _fortran_view(m) if overwrite else m
+    from ..linalg import dense_safe  # dpotrf that survives OpenBLAS's threaded-dsyrk crash at ≥ 16k
+
     dmax = float(np.max(np.diag(a)))
-    c, info = sla.lapack.dpotrf(a, lower=1, clean=0, overwrite_a=int(overwrite))
+    c, info = dense_safe.potrf(a, overwrite=overwrite)
     # an exactly singular matrix (VanRaden's G: G1 = 0) can factor with a pivot of
     # round-off size; a pivot² below 1e-10 of the largest diagonal is singular here
     if info != 0 or np.min(np.diag(c)) ** 2 < 1e-10 * dmax:
@@ -160,7 +161,9 @@ def _mirror_lower(m: np.ndarray, block: int = 1024) -> np.ndarray:
 def _inverse_from_chol(c: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Symmetric inverse from a lower Cholesky factor (in the factor's memory when
     ``overwrite``)."""
-    inv, info = sla.lapack.dpotri(c, lower=1, overwrite_c=int(overwrite))
+    from ..linalg import dense_safe
+
+    inv, info = dense_safe.potri(c, overwrite=overwrite)
     if info != 0:
         raise NotPositiveDefiniteError(f"Cholesky inverse failed (LAPACK info {info})")
     return _mirror_lower(inv)

@@ -18,9 +18,10 @@ dpotri holds one n × n array fewer; so dpotri at every size.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 
 from ..errors import NotPositiveDefiniteError
+from ..linalg import dense_safe
 
 _BLOCK = 512
 
@@ -65,11 +66,11 @@ def inverse_from_cholesky(L: np.ndarray, how: str | None = None, *, what: str = 
     if how is None:
         how = default_route(n)
     if how == "dpotri":
-        inv, info = lapack.dpotri(L, lower=1, overwrite_c=0)
+        inv, info = dense_safe.potri(L)  # one dpotri up to 12k (OpenBLAS dsyrk crash above)
     elif how == "dsyrk":
         Li, info = lapack.dtrtri(np.asfortranarray(np.tril(L)), lower=1, overwrite_c=1)
         if info == 0:
-            inv = blas.dsyrk(1.0, Li, trans=1, lower=1)
+            inv = dense_safe.syrk_lower(Li, trans=True)
             del Li
     else:
         raise ValueError(f"how must be 'dpotri' or 'dsyrk', not {how!r}")

@@ -46,6 +46,7 @@ import scipy.sparse as sp
 
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError, UnreliableEvaluationError
+from ..linalg import dense_safe
 from ..spec.levels import Factored, SparseInverse
 from ..spec.terms import GeneralSpec
 from ._spd import inverse_from_cholesky
@@ -315,7 +316,7 @@ class GeneralMME:
             logdet_k += t.size * self.logdet_k[k]
         cdiag = np.diag(C).copy()
         try:
-            L = sla.cholesky(C, lower=True, check_finite=False)
+            L = dense_safe.cholesky_lower(C)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         except np.linalg.LinAlgError as exc:
             raise NotPositiveDefiniteError(
                 "the mixed model equations are not positive definite: a fixed effect confounded "

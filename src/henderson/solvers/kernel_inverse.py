@@ -25,9 +25,9 @@ import dataclasses
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
+from ..linalg import dense_safe
 from ..spec.levels import Factored, SparseInverse
 
 #: entries of K⁻¹ below this fraction of its largest magnitude are rounding noise
@@ -45,7 +45,7 @@ def sparse_inverse(K_factor: np.ndarray):
     or None if K⁻¹ is not clearly sparse."""
     q = K_factor.shape[0]
     with blas_threads_for(q):
-        inv, info = lapack.dpotri(K_factor, lower=1)
+        inv, info = dense_safe.potri(K_factor)  # one dpotri up to 12k (OpenBLAS dsyrk crash above)
     if info != 0:
         return None
     # dpotri fills the lower triangle (the upper still holds K's factor's zeros)

@@ -28,6 +28,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ModelError
+from ..linalg import dense_safe
 from ..spec.levels import Factored, Identity
 from . import _pcg_kernels as kern
 
@@ -62,7 +63,7 @@ def _sampler(term, sigma2_k: float):
         return draw
     if q <= DENSE_LIMIT:
         P = term.penalty.toarray() if sp.issparse(term.penalty) else np.asarray(term.penalty, float)
-        L = sla.cholesky(P, lower=True)  # K⁻¹ = LL' → u = L'⁻¹z has covariance K
+        L = dense_safe.cholesky_lower(P)  # K⁻¹ = LL' → u = L'⁻¹z has covariance K (guarded ≥ 12k)
         return lambda rng: sd * sla.solve_triangular(L, rng.standard_normal(q), lower=True, trans="T")
     raise ModelError(
         f"sampled PEV needs draws of {term.name!r} ~ N(0, σ²K): give K⁻¹ as a pedigree_inverse() "

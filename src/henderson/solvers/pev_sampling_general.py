@@ -41,6 +41,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..errors import ModelError
+from ..linalg import dense_safe
 from . import _pcg_kernels as kern
 
 #: levels up to which a K⁻¹ without a pedigree (or an H⁻¹) is factored densely for sampling
@@ -89,7 +90,7 @@ def _group_sampler(gr):
             D = blk.D if getattr(blk, "D", None) is not None else blk @ np.eye(blk.k)
             P[np.ix_(gr._gidx, gr._gidx)] += D
         try:
-            L = sla.cholesky(P, lower=True)  # K⁻¹ = LL' → u = L'⁻¹z has covariance K
+            L = dense_safe.cholesky_lower(P)  # K⁻¹ = LL' → u = L'⁻¹z has covariance K (guarded ≥ 12k)
         except np.linalg.LinAlgError:
             raise ModelError(f"sampled PEV: K⁻¹ of {gr.name!r} is not positive definite") from None
         if kd is None or not np.all(np.isfinite(kd)):

@@ -26,6 +26,7 @@ from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
 from ..errors import NotPositiveDefiniteError
+from ..linalg import dense_safe
 from ..linalg._tridiagonal import apply_q, apply_qt, tridiag_ldl_solve, tridiag_matvec
 from ..spec.model import PSD_TOL, psd_error
 
@@ -237,7 +238,8 @@ class SpectralSolver:
         V = np.array(self.K, dtype=np.float64) if self._identity_codes() else self.K[np.ix_(self.codes, self.codes)]
         V *= sg
         V[np.diag_indices(n)] += se
-        L = sla.cholesky(V, lower=True, overwrite_a=True, check_finite=False)
+        # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+        L = dense_safe.cholesky_lower(V, overwrite=True)
         ZK = self.K if self._identity_codes() else self.K[self.codes]  # n × N: row i is K[level of record i]
         B = sla.solve_triangular(L, ZK, lower=True, check_finite=False)  # L⁻¹ZK
         LX = sla.solve_triangular(L, self.X, lower=True, check_finite=False)

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
 from .._threads import blas_threads_for
 from ..errors import DataError, DataWarning, ModelError, NotPositiveDefiniteError, format_ids
@@ -363,12 +362,15 @@ def check_psd(K: np.ndarray, name: str, ids: np.ndarray) -> None:
     n = K.shape[0]
     if n == 0:
         return
+    from ..linalg import dense_safe
+
     lam_max = _largest_eigenvalue(K)
     delta = PSD_TOL * lam_max
     A = np.array(K.T, order="F")  # K symmetric: its transpose's copy is Fortran-ordered
     A[np.diag_indices(n)] += delta
     with blas_threads_for(n):  # see henderson._threads
-        _, info = lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+        # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+        _, info = dense_safe.potrf(A, overwrite=True)
     del A
     if info == 0:
         return
@@ -379,8 +381,11 @@ def check_psd(K: np.ndarray, name: str, ids: np.ndarray) -> None:
 
 def _factor_of(K: np.ndarray, name: str, ids: np.ndarray) -> np.ndarray:
     """F with K = FF' (columns for positive eigenvalues only); errors for non-PSD K."""
+    from ..linalg import dense_safe
+
     try:  # fast path for positive definite K
-        return np.linalg.cholesky(K)
+        # split above 12k rows (OpenBLAS threaded-dsyrk crash: linalg.dense_safe)
+        return dense_safe.cholesky_lower(K)
     except np.linalg.LinAlgError:
         pass
     w, Q = sla.eigh(K, driver="evd")
