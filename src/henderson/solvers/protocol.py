@@ -110,11 +110,12 @@ class Prepared:
 
     @classmethod
     def of(cls, state) -> Prepared:
-        """The Prepared of a solver object made elsewhere (dense or sparse MME, a general engine)."""
+        """The Prepared of a solver object made elsewhere (dense, sparse or spectral, a general engine)."""
         from .dense import DenseMME
         from .general_sparse import GeneralSparseMME
         from .general_vform import GeneralVForm
         from .sparse import SparseMME
+        from .spectral import SpectralSolver
 
         if isinstance(state, GeneralSparseMME):
             return cls("general_sparse", state, list(state.spec.theta_names))
@@ -122,6 +123,8 @@ class Prepared:
             return cls("general_vform", state, list(state.spec.theta_names))
         if hasattr(state.spec, "theta_names"):  # GeneralMME
             return cls("general", state, list(state.spec.theta_names))
+        if isinstance(state, SpectralSolver):
+            return cls("spectral", state, [f"sigma2_{state.term}", "sigma2_Residual"])
         if isinstance(state, DenseMME):
             name = "dense"
         elif isinstance(state, SparseMME) or type(state).__name__ == "SparseMME":
@@ -388,11 +391,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     elif solver == "spectral":
         from .spectral import SpectralSolver
 
-        if len(spec.terms) != 1 or spec.terms[0].kernel is None:
-            raise ValueError("the spectral solver needs one random term with a dense K (cov=)")
-        t = spec.terms[0]
-        state = SpectralSolver(spec.y, spec.X, t.kernel, t.codes, term=t.name, ids=t.levels)
-        return Prepared("spectral", state, [f"sigma2_{t.name}", "sigma2_Residual"])
+        return Prepared.of(SpectralSolver.from_spec(spec))
     elif solver == "general":
         from .general import GeneralMME
 

@@ -62,6 +62,8 @@ class SpectralSolver:
     """
 
     name = "spectral"
+    #: the :class:`~henderson.spec.model.ModelSpec` when prepared from one (:meth:`from_spec`)
+    spec = None
 
     def __init__(self, y, X, K, codes, term: str = "g", ids=None):
         self.term = term
@@ -88,6 +90,17 @@ class SpectralSolver:
         self.eig_min, self.eig_max = float(ev[0]), float(ev[-1])
         if self.eig_min < -PSD_TOL * max(self.eig_max, 1e-300):
             raise self._psd_error()
+
+    @classmethod
+    def from_spec(cls, spec) -> SpectralSolver:
+        """The solver of a one-term :class:`~henderson.spec.model.ModelSpec` with a dense K,
+        keeping the spec (``self.spec``) for the result builder and ``henderson.prepare``."""
+        if len(spec.terms) != 1 or spec.terms[0].kernel is None:
+            raise ValueError("the spectral solver needs one random term with a dense K (cov=)")
+        t = spec.terms[0]
+        solver = cls(spec.y, spec.X, t.kernel, t.codes, term=t.name, ids=t.levels)
+        solver.spec = spec
+        return solver
 
     def _psd_error(self) -> NotPositiveDefiniteError:
         """The spec's PSD error, naming the ids that load on K_r's smallest eigenvector.
