@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .api_pcg import fit_pcg, prefers_pcg
-from .assemble import mme_result, spectral_result
+from .assemble import mme_result
 from .errors import ModelError
 from .reml.optimize import optimise
 from .results import FitResult
@@ -25,7 +25,6 @@ from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
 from .solvers.protocol import Prepared
 from .solvers.protocol import prepare as prepare_solver
-from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
 from .spec.levels import DenseKernel, Factored, Identity, SparseInverse
 from .spec.model import build_spec
@@ -389,7 +388,6 @@ def _fit_working(
     if x0 is not None:
         raise ModelError("x0 (a warm start) applies to solver='pcg' only; the direct solvers do not iterate")
     if engine == "spectral":
-        check_memory(spec, "spectral")
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     # the protocol (solvers/protocol.py): prepare once, the optimiser sees only the
     # Prepared and its Evaluations, one result builder (assemble.mme_result)
@@ -505,8 +503,11 @@ def _prepare_engine(spec, engine: str) -> Prepared:
 
 
 def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200) -> FitResult:
+    """The one-kernel model on the spectral solver, through the protocol: prepared once
+    (with the memory check), the one-dimensional search of ``reml/`` on the Prepared, and
+    the dense and sparse MME's result builder (:func:`~henderson.assemble.mme_result`)."""
     term = spec.terms[0]
-    solver = SpectralSolver(spec.y, spec.X, term.kernel, term.codes, term=term.name, ids=term.levels)
+    prepared = _prepare_engine(spec, "spectral")
     t2 = time.perf_counter()
     if sigma2 is not None:
         s = np.asarray(sigma2, dtype=float)
@@ -518,10 +519,24 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         from .reml.residual_boundary import optimise_spectral
 
         k_mean = float(np.nanmean(term.k_diag)) if term.k_diag is not None else 1.0
-        sg, se, info = optimise_spectral(solver, method, max_iter=max_iter, start=start, k_mean=k_mean)
+        sg, se, info = optimise_spectral(prepared, method, max_iter=max_iter, start=start, k_mean=k_mean)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
-    result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)
+    fixed = sigma2 is not None
+    ev = prepared.evaluate([sg, se], method=method, derivatives=not fixed, pev=want_pev)
+    boundary = [0] if sg == 0.0 else []
+    result = mme_result(
+        spec,
+        prepared,
+        ev,
+        method,
+        int(info.get("iterations", 0)),
+        bool(info.get("converged", True)),
+        info.get("log", pd.DataFrame()),
+        boundary,
+        fixed_sigma2=fixed,
+        pev=want_pev,
+    )
     if info.get("residual_boundary"):
         from .reml.residual_boundary import mark_residual_boundary
 

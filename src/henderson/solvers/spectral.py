@@ -9,9 +9,10 @@ eigendecomposition). With ỹ = Q'y and X̃ = Q'X every REML evaluation is O(n(p
 - −2ℓ_REML = (n − p) log 2π + log|M| + log|X̃'M⁻¹X̃| + y'Py (lme4's constants).
 
 σ²_e is profiled out (σ̂²_e = y'P₁y/(n − p) at ratio h = σ²_g/σ²_e): :meth:`SpectralSolver._profiled`
-evaluates the profiled objective. This module only evaluates; the one-dimensional search over
-log h (grid bracket, Brent, Newton polishing, the boundary h = 0) is
-:func:`henderson.reml.spectral_search.search`. Standard errors come from the average-information matrix
+evaluates the profiled objective, which the solver protocol exposes as
+``Prepared.profiled`` (:mod:`henderson.solvers.protocol`). This module only evaluates; the
+one-dimensional search over log h (grid bracket, Brent, Newton polishing, the boundary
+h = 0) is :func:`henderson.reml.spectral_search.search`, on the Prepared. Standard errors come from the average-information matrix
 AI_ij = ½ wᵢ'Pwⱼ (w_g = K_r Py, w_e = Py), which needs only tridiagonal products.
 BLUPs for every level of K (with or without records) are ĝ = σ²_g K Z'Py; Py = Q a.
 """
