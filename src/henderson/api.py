@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .api_pcg import fit_pcg, prefers_pcg
-from .assemble import mme_result, spectral_result
+from .assemble import mme_result
 from .errors import ModelError
 from .reml.optimize import optimise
 from .results import FitResult
@@ -25,7 +25,6 @@ from .solvers.kernel_inverse import sparse_inverse_spec
 from .solvers.memory import check_memory
 from .solvers.protocol import Prepared
 from .solvers.protocol import prepare as prepare_solver
-from .solvers.spectral import SpectralSolver
 from .spec.formula import ParsedFormula
 from .spec.levels import DenseKernel, Factored, Identity, SparseInverse
 from .spec.model import build_spec
@@ -37,24 +36,50 @@ def prepare(
     cov: dict | None = None,
     cov_inverse: dict | None = None,
     *,
+    solver: str = "auto",
     weights: str | None = None,
     residual: str | None = None,
     correlated=None,
 ):
-    """Build the spec and the solver state without optimising.
+    """Build the spec and the engine ``fit`` would use, without optimising.
 
-    The returned state's ``evaluate(sigma2, method="reml").m2ll`` is −2 log L at any
-    variance components: useful for profiling, likelihood-ratio tests and checks.
-    Structured models give the general engine ``fit`` would use, chosen by the same
-    rule (``_general_state(spec, "auto")``): the dense C-form
-    (:class:`~henderson.solvers.general.GeneralMME`), the sparse C-form
-    (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`) or the V-form
-    (:class:`~henderson.solvers.general_vform.GeneralVForm`); its ``evaluate`` takes θ in
-    the order of ``state.theta_names``.
+    The returned state's ``evaluate(theta, method="reml").m2ll`` is −2 log L at any
+    parameters: useful for profiling, likelihood-ratio tests and checks. ``state.name``
+    names the engine as ``fit`` reports it in ``result.solver``.
+
+    The engine is chosen by the rule of :func:`fit` (the same functions: :func:`choose_engine`
+    for one variance per term, ``_general_state`` for structured models), and ``solver=``
+    chooses as there:
+
+    - one variance per term: the dense MME (:class:`~henderson.solvers.dense.DenseMME`,
+      ``"dense-mme"``), the sparse MME (:class:`~henderson.solvers.sparse.SparseMME`,
+      ``"sparse-mme"``) or, for one term with a dense K, the spectral solver
+      (:class:`~henderson.solvers.spectral.SpectralSolver`, ``"spectral"``); ``evaluate``
+      takes (σ²₁ … σ²_K, σ²ₑ). Under "auto" a dense K whose inverse is sparse (a pedigree
+      A) is held as that K⁻¹, as ``fit`` does.
+    - structured models: the dense C-form (:class:`~henderson.solvers.general.GeneralMME`),
+      the sparse C-form (:class:`~henderson.solvers.general_sparse.GeneralSparseMME`) or
+      the V-form (:class:`~henderson.solvers.general_vform.GeneralVForm`), ``solver`` one
+      of "auto", "dense", "sparse", "vform"; ``evaluate`` takes θ in the order of
+      ``state.spec.theta_names``.
+
+    ``solver="pcg"`` is refused: PCG solves at given variances and evaluates no −2 log L.
+    The data are taken as given (``fit`` standardises y first; −2 log L at parameters on the
+    user's scale is the same model's).
     """
+    if solver == "pcg":
+        raise ModelError(
+            "prepare() gives an engine that evaluates -2 log L; solver='pcg' solves at given variances "
+            "and has none (use 'auto', 'dense', 'sparse', 'spectral' or 'vform')"
+        )
     if _structured(formula, weights, residual, correlated):
         from .spec.terms import build_general_spec
 
+        if solver not in ("auto", "dense", "sparse", "vform"):
+            raise ModelError(
+                f"structured models are fitted by the general engine, dense, sparse or V-form; "
+                f"solver={solver!r} is not available for them (use 'auto', 'dense', 'sparse' or 'vform')"
+            )
         spec = build_general_spec(
             formula,
             data,
@@ -64,8 +89,14 @@ def prepare(
             residual=residual,
             correlated=correlated,
         )
-        return _general_state(spec, "auto")
-    return DenseMME(build_spec(formula, data, cov=cov, cov_inverse=cov_inverse))
+        return _general_state(spec, solver)
+    if solver == "vform":
+        raise ModelError(
+            "solver='vform' is the general engine's observation-space form, for structured models; "
+            "with one variance per term use 'auto', 'dense', 'sparse' or 'spectral'"
+        )
+    engine, spec = choose_engine(build_spec(formula, data, cov=cov, cov_inverse=cov_inverse), solver)
+    return _prepare_engine(spec, engine).state
 
 
 def fit(
@@ -337,10 +368,8 @@ def _fit_working(
     if not spec.terms:
         raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
     t1 = time.perf_counter()
-    one_kernel = len(spec.terms) == 1 and isinstance(spec.terms[0].covariance, DenseKernel)
-    if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
-        raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
-    if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
+    engine, spec = choose_engine(spec, solver, sigma2=sigma2)
+    if engine == "pcg":
         return fit_pcg(
             spec,
             sigma2,
@@ -358,20 +387,11 @@ def _fit_working(
         )
     if x0 is not None:
         raise ModelError("x0 (a warm start) applies to solver='pcg' only; the direct solvers do not iterate")
-    if solver == "spectral" and not one_kernel:
-        raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
-    if one_kernel and solver in ("auto", "spectral"):
-        check_memory(spec, "spectral")
+    if engine == "spectral":
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
-    if solver == "auto" and (inv_spec := sparse_inverse_spec(spec)) is not None:
-        spec = inv_spec  # a dense K with a sparse inverse (pedigree A): solvers/kernel_inverse.py
     # the protocol (solvers/protocol.py): prepare once, the optimiser sees only the
     # Prepared and its Evaluations, one result builder (assemble.mme_result)
-    if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
-        prepared = prepare_solver(spec, "sparse")
-    else:
-        check_memory(spec, "dense")  # an error naming the size instead of swapping
-        prepared = prepare_solver(spec, "dense")
+    prepared = _prepare_engine(spec, engine)
     t2 = time.perf_counter()
     if sigma2 is not None:
         s = np.asarray(sigma2, dtype=float)
@@ -438,9 +458,56 @@ def _prefers_sparse(spec) -> bool:
     return rest > SPARSE_THRESHOLD
 
 
+def choose_engine(spec, solver: str = "auto", *, sigma2=None):
+    """The engine ``fit`` uses for a :class:`~henderson.spec.model.ModelSpec` (one variance
+    per term), and the spec it runs on: the rule documented at :func:`fit` (``solver=``).
+
+    Shared by :func:`fit` and :func:`prepare`, so that both take the same engine.
+
+    Returns
+    -------
+    engine : {"pcg", "spectral", "sparse", "dense"}
+    spec : ModelSpec
+        ``spec``, or under "auto" the same model with a dense K whose inverse is sparse
+        (a pedigree A given dense) turned into that sparse K⁻¹ (:mod:`henderson.solvers.kernel_inverse`).
+
+    Raises
+    ------
+    ModelError
+        For an unknown ``solver``, or "spectral" on a model that is not one term with a dense K.
+    """
+    if solver not in ("auto", "dense", "spectral", "sparse", "pcg"):
+        raise ModelError(f"solver must be 'auto', 'dense', 'spectral', 'sparse' or 'pcg', not {solver!r}")
+    if not spec.terms:
+        raise ModelError("the formula has no random term such as (1|group); use ordinary least squares")
+    if solver == "pcg" or (solver == "auto" and sigma2 is not None and prefers_pcg(spec)):
+        return "pcg", spec
+    one_kernel = len(spec.terms) == 1 and isinstance(spec.terms[0].covariance, DenseKernel)
+    if solver == "spectral" and not one_kernel:
+        raise ModelError("the spectral solver needs exactly one random term with a dense covariance (cov=)")
+    if one_kernel and solver in ("auto", "spectral"):
+        return "spectral", spec
+    if solver == "auto" and (inv_spec := sparse_inverse_spec(spec)) is not None:
+        spec = inv_spec  # a dense K with a sparse inverse (pedigree A): solvers/kernel_inverse.py
+    if solver == "sparse" or (solver == "auto" and _prefers_sparse(spec)):
+        return "sparse", spec
+    return "dense", spec
+
+
+def _prepare_engine(spec, engine: str) -> Prepared:
+    """:func:`~henderson.solvers.protocol.prepare` of a direct engine, after the memory check
+    of the dense steps (an error naming the size instead of swapping)."""
+    if engine in ("dense", "spectral"):
+        check_memory(spec, engine)
+    return prepare_solver(spec, engine)
+
+
 def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200) -> FitResult:
+    """The one-kernel model on the spectral solver, through the protocol: prepared once
+    (with the memory check), the one-dimensional search of ``reml/`` on the Prepared, and
+    the dense and sparse MME's result builder (:func:`~henderson.assemble.mme_result`)."""
     term = spec.terms[0]
-    solver = SpectralSolver(spec.y, spec.X, term.kernel, term.codes, term=term.name, ids=term.levels)
+    prepared = _prepare_engine(spec, "spectral")
     t2 = time.perf_counter()
     if sigma2 is not None:
         s = np.asarray(sigma2, dtype=float)
@@ -452,10 +519,24 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         from .reml.residual_boundary import optimise_spectral
 
         k_mean = float(np.nanmean(term.k_diag)) if term.k_diag is not None else 1.0
-        sg, se, info = optimise_spectral(solver, method, max_iter=max_iter, start=start, k_mean=k_mean)
+        sg, se, info = optimise_spectral(prepared, method, max_iter=max_iter, start=start, k_mean=k_mean)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
-    result = spectral_result(spec, solver, sg, se, method, info, sigma2 is not None, want_pev)
+    fixed = sigma2 is not None
+    ev = prepared.evaluate([sg, se], method=method, derivatives=not fixed, pev=want_pev)
+    boundary = [0] if sg == 0.0 else []
+    result = mme_result(
+        spec,
+        prepared,
+        ev,
+        method,
+        int(info.get("iterations", 0)),
+        bool(info.get("converged", True)),
+        info.get("log", pd.DataFrame()),
+        boundary,
+        fixed_sigma2=fixed,
+        pev=want_pev,
+    )
     if info.get("residual_boundary"):
         from .reml.residual_boundary import mark_residual_boundary
 

@@ -1,4 +1,5 @@
-"""Assemble a :class:`FitResult` from a solver's final state (dense MME, sparse MME or spectral).
+"""Assemble a :class:`FitResult` from a solver's final state (dense MME, sparse MME or spectral):
+one builder, :func:`mme_result`, on the solver protocol's Evaluation.
 
 Shared rules (every solver): reliability = 1 − PEV/(σ²ₖKᵢᵢ), 0 when σ²ₖ = 0;
 on the boundary the SEs of that variance and of all shares are NaN (:func:`variance_table`).
@@ -99,29 +100,39 @@ def sigma2_vcov(ai: np.ndarray, active, notes: list) -> np.ndarray | None:
 
 
 def mme_result(
-    spec: ModelSpec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool
+    spec: ModelSpec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool, pev: bool = True
 ) -> FitResult:
-    """FitResult of the dense or sparse MME from a protocol :class:`~henderson.solvers.protocol.Evaluation`.
+    """FitResult of the dense MME, the sparse MME or the spectral solver from a protocol
+    :class:`~henderson.solvers.protocol.Evaluation`.
 
     ``prepared`` is the :class:`~henderson.solvers.protocol.Prepared` that made ``ev``
-    (with derivatives). b̂ and the BLUPs come from ``ev``; the PEVs (σ²ₑ times the diagonal
-    of C⁻¹: the dense block factor's blocks, F C^{vv} F' for a factored K, the sparse
-    selected inverse) and the fixed effects' sampling variances from
-    :meth:`~henderson.solvers.protocol.Prepared.with_pev` on the same factor.
+    (with derivatives unless ``fixed_sigma2``). b̂ and the BLUPs come from ``ev``; the PEVs
+    (σ²ₑ times the diagonal of C⁻¹: the dense block factor's blocks, F C^{vv} F' for a
+    factored K, the sparse selected inverse; the spectral solver's V-form PEV) and the
+    fixed effects' sampling variances from :meth:`~henderson.solvers.protocol.Prepared.with_pev`
+    on the same factor. ``pev=False`` (the spectral solver on many records: O(n²N)) leaves
+    PEV and reliabilities NaN, with a note.
     """
     K = len(spec.terms)
-    ev = prepared.with_pev(ev)
+    if pev:
+        ev = prepared.with_pev(ev)
     s = ev.theta
     notes = list(spec.notes)
     active = prepared.active(ev)
     cov = None if fixed_sigma2 else sigma2_vcov(ev.ai, active, notes)
     vc = variance_table(spec, s, cov, boundary, notes)
+    if not pev:
+        notes.append("PEV and reliabilities not computed (pev=False)")
     fe = fixed_effects_table(ev.fixed, np.sqrt(ev.fixed_var), spec.x_names)
     blups = {}
     for k, t in enumerate(spec.terms):
-        u, pev = ev.blups[t.name], ev.pev[t.name]
-        rel = reliability(pev, s[k], t.k_diag) if active[k] else np.zeros(t.q)
-        blups[t.name] = blup_table(u, pev, rel, t.n_records, t.levels, t.name)
+        u = ev.blups[t.name]
+        if pev:
+            pev_k = ev.pev[t.name]
+            rel = reliability(pev_k, s[k], t.k_diag) if active[k] else np.zeros(t.q)
+        else:
+            pev_k = rel = np.full(t.q, np.nan)
+        blups[t.name] = blup_table(u, pev_k, rel, t.n_records, t.levels, t.name)
     name = prepared.state.name
     return build_fit_result(
         spec,
@@ -138,57 +149,5 @@ def mme_result(
         converged=converged,
         log=log,
         settings=settings_of(spec, method, fixed_sigma2, name),
-        vcov=cov,
-    )
-
-
-def spectral_result(
-    spec: ModelSpec, solver, sg: float, se: float, method: str, info: dict, fixed_sigma2: bool, pev: bool
-) -> FitResult:
-    """FitResult of the one-kernel spectral solver at (σ²_g, σ²_e)."""
-    term = spec.terms[0]
-    notes = list(spec.notes)
-    s = np.array([sg, se])
-    boundary = [0] if sg == 0.0 else []
-    cov = None
-    if not fixed_sigma2:
-        cov = np.full((2, 2), np.nan)
-        if boundary:
-            cov[1, 1] = 1.0 / solver.average_information(sg, se)[1, 1]
-        else:
-            cov = np.linalg.inv(solver.average_information(sg, se))
-    vc = variance_table(spec, s, cov, boundary, notes)
-    sol = solver.solve(sg, se)
-    b, b_se = sol["b"], np.sqrt(np.diag(sol["cov_b"]))
-    fe = fixed_effects_table(b, b_se, spec.x_names)
-    if pev:
-        pev_v = solver.pev(sg, se, sol["cov_b"])
-        if sg == 0.0:
-            pev_v = np.zeros(term.q)  # u = û = 0: PEV is exactly 0, not rounding noise
-        rel = reliability(pev_v, sg, term.k_diag)
-    else:
-        pev_v = rel = np.full(term.q, np.nan)
-        notes.append("PEV and reliabilities not computed (pev=False)")
-    g = sol["g"] if sg > 0 else np.zeros(term.q)  # not −0.0 from 0·(negative)
-    blups = {term.name: blup_table(g, pev_v, rel, term.n_records, term.levels, term.name)}
-    resid = se * sol["Py"]  # ê = σ²_e P y (BLUP residuals)
-    m2ll = solver.m2ll(sg, se, method) if sg > 0 else None
-    if m2ll is None:
-        m2ll = solver.m2ll(0.0, se, method)
-    return build_fit_result(
-        spec,
-        m2ll=m2ll,
-        n_theta=0 if fixed_sigma2 else 2,
-        residuals=resid,
-        notes=notes,
-        variance_components=vc,
-        fixed_effects=fe,
-        blups=blups,
-        method=method,
-        solver=solver.name,
-        iterations=int(info.get("iterations", 0)),
-        converged=bool(info.get("converged", True)),
-        log=info.get("log", pd.DataFrame()),
-        settings=settings_of(spec, method, fixed_sigma2, solver.name),
         vcov=cov,
     )

@@ -114,9 +114,10 @@ def _test_loco(t, design, source, rows, codes, ind_ids, ok, freq, p3d: bool, not
 
 def _null_lambda(design, K, codes, what, notes) -> float:
     from ..reml.spectral_search import search
+    from ..solvers.protocol import Prepared
 
     s = SpectralSolver(design.y, design.X, K, codes, term="g")
-    sg, se, _ = search(s, "reml")
+    sg, se, _ = search(Prepared.of(s), "reml")
     notes.append(f"null model{f' ({what})' if what else ''}: sigma2_g = {sg:.6g}, sigma2_e = {se:.6g} (REML)")
     return sg / se
 

@@ -292,7 +292,10 @@ class MultiTraitPrepared(Prepared):
         """The optimiser's θ (free entries, trait-scaled) from the engine's."""
         return np.asarray(theta_full, dtype=float)[self.free] / self.unit
 
-    def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False) -> Evaluation:
+    def evaluate(
+        self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False, solutions: bool = True
+    ) -> Evaluation:
+        # solutions: the protocol's flag; the multi-trait engines' are by-products (always given)
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (len(self.names),):
             raise ValueError(f"theta needs {len(self.names)} values ({', '.join(self.names)}), got shape {theta.shape}")

@@ -46,9 +46,10 @@ def residual_near_zero(sigma2, k_means) -> bool:
     return bool(total > 0 and s[-1] <= RESIDUAL_ZERO_SHARE * total)
 
 
-def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean: float = 1.0):
+def optimise_spectral(prepared, method: str, *, max_iter: int, start=None, k_mean: float = 1.0):
     """:func:`~henderson.reml.spectral_search.search` with the residual boundary recognised
-    (see the module notes).
+    (see the module notes). ``prepared``: the spectral solver's
+    :class:`~henderson.solvers.protocol.Prepared`.
 
     Returns ``(sg, se, info)`` as :func:`~henderson.reml.spectral_search.search`; other warnings
     pass through.
@@ -59,14 +60,14 @@ def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            sg, se, info = search(solver, method, max_iter=max_iter, start=start)
+            sg, se, info = search(prepared, method, max_iter=max_iter, start=start)
             at_bound = False
         except ModelError as err:
             if not getattr(err, "residual_at_zero", False):
                 raise
             # the search ended at the largest σ²_g/σ²_e it considers: the boundary estimate
             log_h = LOG_H_BOUNDS[1]
-            _, se = solver._profiled(log_h, method)
+            _, se = prepared.profiled(log_h, method)
             sg = float(np.exp(log_h) * se)
             info = {"iterations": 0, "evaluations": 0, "boundary": False, "log": None, "message": ""}
             at_bound = True
@@ -79,7 +80,7 @@ def optimise_spectral(solver, method: str, *, max_iter: int, start=None, k_mean:
         info = dict(info)
         info["converged"] = False
         info["residual_boundary"] = True
-        info["message"] = boundary_message([solver.term])
+        info["message"] = boundary_message([prepared.state.term])
         if info.get("log") is None:
             import pandas as pd
 

@@ -1,7 +1,9 @@
 """The one-dimensional REML search of the one-kernel model (spectral solver).
 
-:class:`~henderson.solvers.spectral.SpectralSolver` evaluates: −2 log L, the profiled
-objective over h = σ²_g/σ²_e, the exact score and the AI matrix. This module searches:
+The spectral solver, prepared once (:func:`henderson.solvers.protocol.prepare`), evaluates
+through the solver protocol: ``Prepared.evaluate`` (−2 log L, the exact score and the AI
+matrix), ``Prepared.profiled`` (the profiled objective over h = σ²_g/σ²_e) and
+``Prepared.profiled_at_zero`` (h = 0). This module searches:
 σ²_e is profiled out (σ̂²_e = y'P₁y/(n − p) at h), and the remaining one-dimensional
 problem over log h is bracketed on a grid, solved by Brent's method and polished by
 Newton steps on (σ²_g, σ²_e) with the exact score and AI; the boundary h = 0 is compared
@@ -19,7 +21,7 @@ import scipy.optimize as so
 from .._progress import report
 from ..errors import ConvergenceWarning, ModelError, NotPositiveDefiniteError
 from ..solvers import spectral as _spectral  # LOG_H_BOUNDS read at call time (tests patch it)
-from ..solvers.identifiability import check_spectral, residual_at_zero_error
+from ..solvers.identifiability import residual_at_zero_error
 
 #: Newton polishing is converged when its last step changes σ² by less than this
 #: (relative); Newton on the exact score converges quadratically, so an accepted
@@ -27,10 +29,12 @@ from ..solvers.identifiability import check_spectral, residual_at_zero_error
 POLISH_TOL = 1e-6
 
 
-def search(solver, method="reml", *, max_iter: int = 200, start=None):
-    """Maximise the profiled likelihood of ``solver`` over log h = log(σ²_g/σ²_e).
+def search(prepared, method="reml", *, max_iter: int = 200, start=None):
+    """Maximise the profiled likelihood of ``prepared`` over log h = log(σ²_g/σ²_e).
 
-    ``solver`` is a prepared :class:`~henderson.solvers.spectral.SpectralSolver`.
+    ``prepared`` is the spectral solver's :class:`~henderson.solvers.protocol.Prepared`
+    (``prepare(spec, "spectral")``, or ``Prepared.of`` a
+    :class:`~henderson.solvers.spectral.SpectralSolver`).
 
     1. a grid of 25 values of log h spanning ±12 (around the ``start`` ratio if
        given) brackets the optimum;
@@ -64,10 +68,11 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
         When Brent stops at ``max_iter`` or the Newton polishing does not settle;
         the warning carries the log.
     """
-    check_spectral(solver, solver.term, method)
+    prepared.check_identifiable(method)
+    term = prepared.state.term  # for messages only
     LOG_H_BOUNDS = _spectral.LOG_H_BOUNDS
     rows: list = []
-    names = (f"sigma2_{solver.term}", "sigma2_Residual")
+    names = tuple(prepared.names)  # (sigma2_<term>, sigma2_Residual)
 
     def record(step, sg, se, val):
         rows.append(
@@ -76,7 +81,7 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
         report(len(rows))
 
     def f(lh, step="brent"):
-        val, se = solver._profiled(lh, method)
+        val, se = prepared.profiled(lh, method)
         record(step, np.exp(lh) * se, se, val)
         return val
 
@@ -84,7 +89,7 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
     if start is not None:
         st = np.asarray(start, dtype=float)
         if st.shape != (2,) or not np.all(np.isfinite(st)) or st[1] <= 0 or st[0] < 0:
-            raise ModelError(f"start needs (sigma2_{solver.term} >= 0, sigma2_Residual > 0), got {start!r}")
+            raise ModelError(f"start needs (sigma2_{term} >= 0, sigma2_Residual > 0), got {start!r}")
         centre = float(np.clip(np.log(max(st[0], 1e-300) / st[1]), -12.0, 12.0))
     grid = centre + np.linspace(-12, 12, 25)
     grid = grid[(grid >= LOG_H_BOUNDS[0]) & (grid <= LOG_H_BOUNDS[1])]
@@ -99,18 +104,20 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
         f, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10, "maxiter": max(int(max_iter), 1)}
     )
     log_h = float(res.x)
-    val, se = solver._profiled(log_h, method)
+    val, se = prepared.profiled(log_h, method)
     if log_h >= LOG_H_BOUNDS[1] - 1e-6:
-        raise residual_at_zero_error(solver.n, f"{solver.K.shape[0]} levels of {solver.term!r}")
+        st = prepared.state
+        raise residual_at_zero_error(st.n, f"{st.K.shape[0]} levels of {term!r}")
     sg, se = np.exp(log_h) * se, se
-    val = solver.evaluate((sg, se), method=method).m2ll  # the unprofiled objective, as the Newton steps use
+    # the unprofiled objective, as the Newton steps use; they need no b̂ or BLUPs (O(n²))
+    val = prepared.evaluate([sg, se], method=method, solutions=False).m2ll
     # last_step: relative size of the Newton step computed at the final point (a
     # step too small to matter, or one rejected for not improving -2logL at
     # rounding level, both mean the point is the optimum to POLISH_TOL)
     steps, last_step = 0, np.inf
     for _ in range(5):
         try:
-            ev = solver.evaluate((sg, se), method=method, derivatives=True)
+            ev = prepared.evaluate([sg, se], method=method, derivatives=True, solutions=False)
             step = np.linalg.solve(ev.ai, ev.score)
         except (np.linalg.LinAlgError, NotPositiveDefiniteError):
             break  # AI singular: Brent's point stands and is judged below
@@ -118,14 +125,14 @@ def search(solver, method="reml", *, max_iter: int = 200, start=None):
         new = (sg + step[0], se + step[1])
         if last_step < 1e-12 or not (new[0] > 0 and new[1] > 0):
             break
-        new_val = solver.evaluate(new, method=method).m2ll
+        new_val = prepared.evaluate(new, method=method, solutions=False).m2ll
         if new_val > val + 1e-12 * abs(val):
             break
         sg, se, val = new[0], new[1], new_val
         steps += 1
         record("newton", sg, se, new_val)
     # the boundary h = 0: V = σ²_e I, compare explicitly
-    at_zero = solver._boundary_value(method)
+    at_zero = prepared.profiled_at_zero(method)
     record("boundary", 0.0, at_zero[1], at_zero[0])
     boundary = at_zero[0] <= val + 1e-10 or log_h <= LOG_H_BOUNDS[0] + 1e-6
     log = pd.DataFrame(rows)

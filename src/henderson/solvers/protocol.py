@@ -21,10 +21,14 @@ for its fallbacks :meth:`Prepared.em_step` (the EM-REML update), :meth:`Prepared
 (drop and rebuild an evaluation's factor, so that one factor at a time is alive) and
 :meth:`Prepared.active`; the structured-model optimiser (:func:`henderson.reml.general.optimise_general`)
 uses ``evaluate``, :meth:`Prepared.complete` (derivatives of an accepted point from the
-factor it kept), ``em_step`` and :meth:`Prepared.start`. The solver-native evaluation
-(block factor, selected inverse, C⁻¹) rides along as ``Evaluation.detail`` for the result
-builders. Not yet through this class: ``reml/spectral_search.py`` reads the spectral
-solver's profiled objective. See docs/theory.md, "Solver protocol".
+factor it kept), ``em_step`` and :meth:`Prepared.start`; the one-dimensional search of the
+spectral solver (:func:`henderson.reml.spectral_search.search`) uses ``evaluate`` (its
+Newton steps, ``solutions=False``), :meth:`Prepared.profiled` and
+:meth:`Prepared.profiled_at_zero` (−2 log L with σ²ₑ profiled out, over h = σ²_g/σ²ₑ and
+at h = 0) and :meth:`Prepared.check_identifiable`. The solver-native evaluation (block
+factor, selected inverse, C⁻¹) rides along as ``Evaluation.detail`` for the result
+builders; the dense, sparse and spectral fits are built by one of them,
+:func:`henderson.assemble.mme_result`. See docs/theory.md, "Solver protocol".
 """
 
 from __future__ import annotations
@@ -54,19 +58,20 @@ class Evaluation:
         ∂ℓ/∂θ (exact), with ``derivatives=True``.
     ai : ndarray, shape (k, k) or None
         Average-information matrix, with ``derivatives=True``.
-    fixed : ndarray, shape (p,)
-        b̂ (GLS).
+    fixed : ndarray, shape (p,) or None
+        b̂ (GLS); None when evaluated with ``solutions=False`` by a solver that skips it.
     blups : dict of str to ndarray
         Per term, BLUPs in level space: shape (q,) for one component, (q, S) for S.
     pev : dict of str to ndarray or None
         PEV of the BLUPs (same shapes), with ``pev=True``.
     residuals : ndarray, shape (n,) or None
-        ê = y − Xb̂ − Zû (None for the spectral solver, which does not form it).
+        ê = y − Xb̂ − Zû (None when evaluated with ``solutions=False`` by a solver that skips it).
     detail : object
         The solver-native evaluation (for result builders and the optimiser's EM step).
     fixed_var : ndarray, shape (p,) or None
         Sampling variances of b̂, diag((X'V⁻¹X)⁻¹) = σ²ₑ diag(C⁻¹) on the fixed
-        equations, with ``pev=True`` (dense and sparse MME; None otherwise).
+        equations, with ``pev=True`` (dense and sparse MME) or always (spectral: p × p);
+        None otherwise.
     """
 
     theta: np.ndarray
@@ -110,11 +115,12 @@ class Prepared:
 
     @classmethod
     def of(cls, state) -> Prepared:
-        """The Prepared of a solver object made elsewhere (dense or sparse MME, a general engine)."""
+        """The Prepared of a solver object made elsewhere (dense, sparse or spectral, a general engine)."""
         from .dense import DenseMME
         from .general_sparse import GeneralSparseMME
         from .general_vform import GeneralVForm
         from .sparse import SparseMME
+        from .spectral import SpectralSolver
 
         if isinstance(state, GeneralSparseMME):
             return cls("general_sparse", state, list(state.spec.theta_names))
@@ -122,6 +128,8 @@ class Prepared:
             return cls("general_vform", state, list(state.spec.theta_names))
         if hasattr(state.spec, "theta_names"):  # GeneralMME
             return cls("general", state, list(state.spec.theta_names))
+        if isinstance(state, SpectralSolver):
+            return cls("spectral", state, [f"sigma2_{state.term}", "sigma2_Residual"])
         if isinstance(state, DenseMME):
             name = "dense"
         elif isinstance(state, SparseMME) or type(state).__name__ == "SparseMME":
@@ -140,10 +148,21 @@ class Prepared:
         """Smallest relative change of θ the solver resolves (1e-7 with a numerical score)."""
         return float(getattr(self.state, "par_tol", 1e-8))
 
-    def evaluate(self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False) -> Evaluation:
+    def evaluate(
+        self, theta, *, method: str = "reml", derivatives: bool = False, pev: bool = False, solutions: bool = True
+    ) -> Evaluation:
+        """The solver at θ (see the module notes).
+
+        ``solutions=False`` is for an optimiser that needs −2 log L (and the derivatives) only:
+        a solver whose b̂ and BLUPs cost more than its likelihood may leave ``fixed``,
+        ``blups`` and ``residuals`` None (the spectral solver: O(n²) rotations and an
+        N × N product against O(n)); the others return them anyway, as by-products.
+        """
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (len(self.names),):
             raise ValueError(f"theta needs {len(self.names)} values ({', '.join(self.names)}), got shape {theta.shape}")
+        if self.name == "spectral":
+            return self._evaluate_spectral(theta, method, derivatives, pev, solutions)
         return getattr(self, f"_evaluate_{self.name}")(theta, method, derivatives, pev)
 
     # -- one adapter per solver ------------------------------------------------------
@@ -277,12 +296,43 @@ class Prepared:
             return self.evaluate(ev.theta, method=ev.method, derivatives=ev.score is not None, pev=True)
         return self._wrap_mme(self.restore(ev).detail, ev.method, ev.score is not None, True)
 
-    def _evaluate_spectral(self, theta, method, derivatives, want_pev):
+    def _evaluate_spectral(self, theta, method, derivatives, want_pev, solutions=True):
+        """The spectral solver: b̂, ĝ = σ²_g K Z'Py and ê = σ²ₑ Py from one solve, SE(b̂)² from
+        (X'V⁻¹X)⁻¹ (p × p, always), PEV on request (O(n²N)); at σ²_g = 0 the BLUPs and
+        their PEV are exactly 0 (not rounding noise, not −0.0)."""
         s = self.state
         ev = s.evaluate(theta, method=method, derivatives=derivatives)
-        sol = s.solve(theta[0], theta[1])
-        pev = {s.term: s.pev(theta[0], theta[1], sol["cov_b"])} if want_pev else None
-        return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: sol["g"]}, pev, None, ev)
+        if not (solutions or want_pev):
+            return Evaluation(theta, method, ev.m2ll, ev.score, ev.ai, None, {}, None, None, ev)
+        sg, se = theta
+        sol = s.solve(sg, se)
+        g = sol["g"] if sg > 0 else np.zeros(s.K.shape[0])
+        pev = None
+        if want_pev:
+            pev = {s.term: np.zeros(s.K.shape[0]) if sg == 0.0 else s.pev(sg, se, sol["cov_b"])}
+        fixed_var = np.diag(sol["cov_b"]).copy()
+        return Evaluation(
+            theta, method, ev.m2ll, ev.score, ev.ai, sol["b"], {s.term: g}, pev, se * sol["Py"], ev, fixed_var
+        )
+
+    # -- what the one-dimensional search needs besides evaluate (spectral) -------------
+    def profiled(self, log_h: float, method: str = "reml") -> tuple[float, float]:
+        """(−2 log L, σ̂²ₑ) with σ²ₑ profiled out at h = σ²_g/σ²ₑ = exp(``log_h``): the
+        objective of :func:`henderson.reml.spectral_search.search` (spectral solver)."""
+        val, se = self.state._profiled(log_h, method)
+        return float(val), float(se)
+
+    def profiled_at_zero(self, method: str = "reml") -> tuple[float, float]:
+        """(−2 log L, σ̂²ₑ) at the boundary h = 0 (V = σ²ₑ I, the OLS fit), spectral solver."""
+        val, se = self.state._boundary_value(method)
+        return float(val), float(se)
+
+    def check_identifiable(self, method: str = "reml") -> None:
+        """ModelError when σ²_g and σ²ₑ cannot be told apart (spectral solver:
+        :func:`~henderson.solvers.identifiability.check_spectral`)."""
+        from .identifiability import check_spectral
+
+        check_spectral(self.state, self.state.term, method)
 
     def _evaluate_general(self, theta, method, derivatives, want_pev):
         ev = self.state.evaluate(theta, method=method, derivatives=derivatives or want_pev)
@@ -388,11 +438,7 @@ def prepare(spec, solver: str = "dense") -> Prepared:
     elif solver == "spectral":
         from .spectral import SpectralSolver
 
-        if len(spec.terms) != 1 or spec.terms[0].kernel is None:
-            raise ValueError("the spectral solver needs one random term with a dense K (cov=)")
-        t = spec.terms[0]
-        state = SpectralSolver(spec.y, spec.X, t.kernel, t.codes, term=t.name, ids=t.levels)
-        return Prepared("spectral", state, [f"sigma2_{t.name}", "sigma2_Residual"])
+        return Prepared.of(SpectralSolver.from_spec(spec))
     elif solver == "general":
         from .general import GeneralMME
 

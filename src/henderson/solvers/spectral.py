@@ -9,9 +9,10 @@ eigendecomposition). With ỹ = Q'y and X̃ = Q'X every REML evaluation is O(n(p
 - −2ℓ_REML = (n − p) log 2π + log|M| + log|X̃'M⁻¹X̃| + y'Py (lme4's constants).
 
 σ²_e is profiled out (σ̂²_e = y'P₁y/(n − p) at ratio h = σ²_g/σ²_e): :meth:`SpectralSolver._profiled`
-evaluates the profiled objective. This module only evaluates; the one-dimensional search over
-log h (grid bracket, Brent, Newton polishing, the boundary h = 0) is
-:func:`henderson.reml.spectral_search.search`. Standard errors come from the average-information matrix
+evaluates the profiled objective, which the solver protocol exposes as
+``Prepared.profiled`` (:mod:`henderson.solvers.protocol`). This module only evaluates; the
+one-dimensional search over log h (grid bracket, Brent, Newton polishing, the boundary
+h = 0) is :func:`henderson.reml.spectral_search.search`, on the Prepared. Standard errors come from the average-information matrix
 AI_ij = ½ wᵢ'Pwⱼ (w_g = K_r Py, w_e = Py), which needs only tridiagonal products.
 BLUPs for every level of K (with or without records) are ĝ = σ²_g K Z'Py; Py = Q a.
 """
@@ -63,6 +64,8 @@ class SpectralSolver:
     """
 
     name = "spectral"
+    #: the :class:`~henderson.spec.model.ModelSpec` when prepared from one (:meth:`from_spec`)
+    spec = None
 
     def __init__(self, y, X, K, codes, term: str = "g", ids=None):
         self.term = term
@@ -89,6 +92,17 @@ class SpectralSolver:
         self.eig_min, self.eig_max = float(ev[0]), float(ev[-1])
         if self.eig_min < -PSD_TOL * max(self.eig_max, 1e-300):
             raise self._psd_error()
+
+    @classmethod
+    def from_spec(cls, spec) -> SpectralSolver:
+        """The solver of a one-term :class:`~henderson.spec.model.ModelSpec` with a dense K,
+        keeping the spec (``self.spec``) for the result builder and ``henderson.prepare``."""
+        if len(spec.terms) != 1 or spec.terms[0].kernel is None:
+            raise ValueError("the spectral solver needs one random term with a dense K (cov=)")
+        t = spec.terms[0]
+        solver = cls(spec.y, spec.X, t.kernel, t.codes, term=t.name, ids=t.levels)
+        solver.spec = spec
+        return solver
 
     def _psd_error(self) -> NotPositiveDefiniteError:
         """The spec's PSD error, naming the ids that load on K_r's smallest eigenvector.
