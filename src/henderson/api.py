@@ -18,7 +18,7 @@ from .api_pcg import fit_pcg, prefers_pcg
 from .assemble import mme_result, spectral_result
 from .errors import ModelError
 from .reml.optimize import optimise
-from .results import FitResult
+from .results import FitResult, stage_timings
 from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
@@ -403,14 +403,7 @@ def _fit_working(
         result = mark_residual_boundary(
             result, boundary_message([t.name for k, t in enumerate(spec.terms) if k not in boundary])
         )
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 #: random-effect equations left after eliminating the largest iid term, above which
@@ -460,14 +453,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         from .reml.residual_boundary import mark_residual_boundary
 
         result = mark_residual_boundary(result, info["message"])
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 def _structured(formula, weights, residual, correlated) -> bool:
@@ -599,11 +585,4 @@ def fit_general(
     result = general_result(
         spec, state, ev.detail, method, iterations, converged, log, boundary, fixed_theta=theta is not None
     )
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))

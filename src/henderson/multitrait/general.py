@@ -52,6 +52,7 @@ import scipy.sparse as sp
 
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
+from ..results import stage_timings
 from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
 
@@ -1009,10 +1010,4 @@ def fit_general_traits(
         settings=settings,
         record_levels=record_levels,
     )
-    timings = {
-        "prepare": t1 - t0,
-        "optimise": t2 - t1,
-        "results": time.perf_counter() - t2,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(res, timings=timings)
+    return dataclasses.replace(res, timings=stage_timings(t0, prepare=t1, optimise=t2))
