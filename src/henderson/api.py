@@ -444,7 +444,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
     else:
         from .reml.residual_boundary import optimise_spectral
 
-        k_mean = float(np.nanmean(term.k_diag)) if term.k_diag is not None else 1.0
+        k_mean = float(np.nanmean(term.k_diag))
         sg, se, info = optimise_spectral(solver, method, max_iter=max_iter, start=start, k_mean=k_mean)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)

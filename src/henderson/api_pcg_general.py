@@ -163,7 +163,7 @@ def general_groups(spec, theta) -> tuple[list[RandomGroup], np.ndarray]:
         groups.append(
             RandomGroup(
                 t.name, codes, np.zeros(t.size, np.int64), sigma, t.q, kinv=kinv,
-                k_diag=None if t.level.k_diag is None else np.asarray(t.level.k_diag, dtype=float),
+                k_diag=np.asarray(t.level.k_diag, dtype=float),
                 info=getattr(t.level, "info", None),
             )
         )  # fmt: skip
@@ -373,7 +373,7 @@ def fit_blocks_pcg(
             Kb = blocks[t.name]
             genomic = (np.asarray(Kb.block_positions), genomic_block(Kb))
         codes = np.asarray(t.codes, dtype=np.int64)[:, None]
-        kd = None if t.k_diag is None else np.asarray(t.k_diag, dtype=float)
+        kd = np.asarray(t.k_diag, dtype=float)
         groups.append(
             RandomGroup(
                 t.name,
