@@ -7,6 +7,7 @@ df = fixed effects + estimated covariance parameters (written out here, not take
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import identity_frame
 
 from henderson._tables import finite_or_blank, table_lines
 from henderson.results_builder import blup_table, build_fit_result, fixed_effects_table
@@ -51,3 +52,27 @@ def test_blup_table_and_summary_lines():
     assert lines[0].split() == ["blup", "pev"]
     assert lines[2].split() == ["a", "1.50", "0.100"] and lines[3].split() == ["b", "-0.50"]
     assert all(ln.startswith("  ") for ln in lines)
+
+
+def test_stage_timings_splits_the_clock_at_each_stage_end(monkeypatch):
+    import henderson.results as results
+
+    monkeypatch.setattr(results.time, "perf_counter", lambda: 20.0)
+    t = results.stage_timings(10.0, spec=11.0, prepare=13.5, optimise=14.0)
+    assert t == {"spec": 1.0, "prepare": 2.5, "optimise": 0.5, "results": 6.0, "total": 10.0}
+    assert results.stage_timings(10.0) == {"results": 10.0, "total": 10.0}
+
+
+@pytest.mark.parametrize("solver", ["dense", "sparse", "spectral", "pcg"])
+def test_fit_timings_name_every_stage_and_add_up(potato, solver):
+    from henderson import fit
+
+    names = potato["Name"].unique()
+    # spectral needs a known covariance; K = I gives the same model as (1|Name)
+    cov = {"Name": identity_frame(names)} if solver == "spectral" else None
+    res = fit("Yield ~ Env + (1|Name)", potato, cov, solver=solver)
+    assert res.solver.startswith(solver)
+    assert list(res.timings) == ["spec", "prepare", "optimise", "results", "total"]
+    assert all(v >= 0 for v in res.timings.values())
+    stages = sum(v for k, v in res.timings.items() if k != "total")
+    assert res.timings["total"] == pytest.approx(stages, rel=1e-9)

@@ -18,7 +18,7 @@ from .api_pcg import fit_pcg, prefers_pcg
 from .assemble import mme_result
 from .errors import ModelError
 from .reml.optimize import optimise
-from .results import FitResult
+from .results import FitResult, stage_timings
 from .solvers import identifiability
 from .solvers.dense import DenseMME
 from .solvers.kernel_inverse import sparse_inverse_spec
@@ -423,14 +423,7 @@ def _fit_working(
         result = mark_residual_boundary(
             result, boundary_message([t.name for k, t in enumerate(spec.terms) if k not in boundary])
         )
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 #: random-effect equations left after eliminating the largest iid term, above which
@@ -518,7 +511,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
     else:
         from .reml.residual_boundary import optimise_spectral
 
-        k_mean = float(np.nanmean(term.k_diag)) if term.k_diag is not None else 1.0
+        k_mean = float(np.nanmean(term.k_diag))
         sg, se, info = optimise_spectral(prepared, method, max_iter=max_iter, start=start, k_mean=k_mean)
     t3 = time.perf_counter()
     want_pev = (spec.n <= 6000) if pev == "auto" else bool(pev)
@@ -541,14 +534,7 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
         from .reml.residual_boundary import mark_residual_boundary
 
         result = mark_residual_boundary(result, info["message"])
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 def _structured(formula, weights, residual, correlated) -> bool:
@@ -680,11 +666,4 @@ def fit_general(
     result = general_result(
         spec, state, ev.detail, method, iterations, converged, log, boundary, fixed_theta=theta is not None
     )
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))

@@ -11,6 +11,7 @@ import time
 
 from .assemble_pcg import pcg_result
 from .errors import ModelError
+from .results import stage_timings
 from .solvers.pcg import PCGMME
 from .solvers.pev_sampling import fixed_effect_cov, sampled_pev
 from .spec.levels import Identity
@@ -94,14 +95,7 @@ def fit_pcg(
     result = pcg_result(spec, state, x, info, method, sampled, fixed_cov, notes)
     if sreml is not None:
         result = _with_stochastic_reml(result, sreml, info, reml_samples, chains, seed)
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(result, timings=timings)
+    return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 def _stochastic_variances(spec, start, reml_samples: int, chains: int, seed: int, max_iter: int) -> dict:

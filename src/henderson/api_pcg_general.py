@@ -36,6 +36,7 @@ import numpy as np
 
 from . import api_pcg
 from .errors import ModelError
+from .results import stage_timings
 from .solvers.pcg import TOL
 from .solvers.pcg_general import GeneralPCG, RandomGroup
 from .spec.levels import Factored, SparseInverse
@@ -162,7 +163,7 @@ def general_groups(spec, theta) -> tuple[list[RandomGroup], np.ndarray]:
         groups.append(
             RandomGroup(
                 t.name, codes, np.zeros(t.size, np.int64), sigma, t.q, kinv=kinv,
-                k_diag=None if t.level.k_diag is None else np.asarray(t.level.k_diag, dtype=float),
+                k_diag=np.asarray(t.level.k_diag, dtype=float),
                 info=getattr(t.level, "info", None),
             )
         )  # fmt: skip
@@ -263,13 +264,7 @@ def fit_general_pcg(
             tab.insert(tab.columns.get_loc("pev") + 1, "pev_se", state.term_pev_se(k))
             blups[t.name] = tab
         res = dataclasses.replace(res, blups=blups)
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
+    timings = stage_timings(t0, spec=t1, prepare=t2, optimise=t3)
     return dataclasses.replace(res, notes=tuple(res.notes) + tuple(notes), settings=settings, timings=timings, log=log)
 
 
@@ -378,7 +373,7 @@ def fit_blocks_pcg(
             Kb = blocks[t.name]
             genomic = (np.asarray(Kb.block_positions), genomic_block(Kb))
         codes = np.asarray(t.codes, dtype=np.int64)[:, None]
-        kd = None if t.k_diag is None else np.asarray(t.k_diag, dtype=float)
+        kd = np.asarray(t.k_diag, dtype=float)
         groups.append(
             RandomGroup(
                 t.name,
@@ -415,11 +410,4 @@ def fit_blocks_pcg(
     fixed_cov = None if Vb is None else Vb / s[-1]  # pcg_result scales by σ²ₑ
     res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), by_term, fixed_cov, notes)
     res = dataclasses.replace(res, settings=dict(res.settings, pev_sampling=sampling_settings(sampled)))
-    timings = {
-        "spec": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(res, timings=timings)
+    return dataclasses.replace(res, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +49,7 @@ class FitResult:
     fitted, residuals : Series
         Xb̂ + Zû and y − fitted, indexed like the data rows used.
     timings : dict
-        Seconds per stage.
+        Seconds per stage (see `stage_timings`).
     notes : list of str
         Everything the fit changed or noticed (dropped rows, aliased columns, boundary).
     settings : dict
@@ -161,6 +162,32 @@ class FitResult:
             "timings": self.timings,
             "notes": list(self.notes),
         }
+
+
+def stage_timings(t0: float, **ends: float) -> dict[str, float]:
+    """Seconds per stage of a fit, the ``timings`` of its result.
+
+    Parameters
+    ----------
+    t0 : float
+        ``time.perf_counter()`` when the fit began.
+    **ends : float
+        Each stage in order, named by the ``time.perf_counter()`` reading at its end
+        (``spec=t1, prepare=t2, optimise=t3``); a stage lasts from the previous end.
+
+    Returns
+    -------
+    dict
+        The named stages, then ``results`` (from the last end until now) and ``total``
+        (from ``t0`` until now).
+    """
+    now = time.perf_counter()
+    timings, start = {}, t0
+    for stage, end in ends.items():
+        timings[stage], start = end - start, end
+    timings["results"] = now - start
+    timings["total"] = now - t0
+    return timings
 
 
 def ratio_table(names, sigma2: np.ndarray, cov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

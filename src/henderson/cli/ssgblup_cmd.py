@@ -130,8 +130,6 @@ def ssgblup(
 
     Example: henderson ssgblup --phenotypes records.csv --trait y --pedigree ped.csv --genotypes geno.csv --out ss
     """
-    from ..report.html import Report
-
     s = Session("ssgblup", quiet, debug, threads, out, trait=trait, force=force)
     method, tun, s2 = _checked_options(method, tuning, sigma2, gwas, window, apy_core)
     if lazy_a22 and gwas and s2 is not None:
@@ -143,9 +141,8 @@ def ssgblup(
     h = {"tuning": tun, "alpha": alpha, "beta": beta, "tau": tau, "omega": omega, "apy_core": apy_core, "seed": seed}
     genotyped_missing = "add" if add_missing_genotyped else "error"
     s.settings.update(
-        {"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing}
-        | h
-        | {"sigma2": s2, "gwas": gwas, "window": window, "genotyped_missing": genotyped_missing, "lazy_a22": lazy_a22}
+        {"model": "ssgblup", "trait": trait, "fixed": fixed, "method": method, "missing": missing, **h, "sigma2": s2}
+        | {"gwas": gwas, "window": window, "genotyped_missing": genotyped_missing, "lazy_a22": lazy_a22}
     )
     y, data, _, ped, geno = _read_inputs(
         s, phenotypes, trait, id_column, fixed, pedigree, ped_columns, genotypes, coding
@@ -166,27 +163,35 @@ def ssgblup(
         **({"lazy": True} if lazy_a22 else {}),
     )
     G, A22 = _report_matrices(s, est, ped, geno)
-    res, gids = est.result_, est.Hinv_.info["genotyped"]
+    gids = est.Hinv_.info["genotyped"]
     if not quiet:
-        s.stdout.print(res.summary())
+        s.stdout.print(est.result_.summary())
         s.stdout.print(
             f"\nh² = {est.h2_:.4f} (SE {est.h2_se_:.4f}); {len(gids):,} genotyped of {len(est.gebv_):,} animals"
         )
     with s.step("Writing outputs"):
-        extra = _write_single_step_tables(s, est, ebv_ped, trait)
-        rep = Report(
-            f"single-step GBLUP: {trait}",
-            f"{Path(phenotypes).name} — pedigree of {len(ped):,} animals, {len(gids):,} genotyped at {geno.p:,} SNPs",
+        title = (
+            f"{Path(phenotypes).name} — pedigree of {len(ped):,} animals, {len(gids):,} genotyped at {geno.p:,} SNPs"
         )
-        _single_step_report(rep, est, ebv_ped, trait, y, G, A22, top)
-        if gwas:  # SNP tests back-solved from the genotyped animals' GEBVs and C^gg (postGSf90)
-            from .gwas_cmd import association_outputs
-
-            extra.update(association_outputs(s, rep, est, geno, trait, window=window, top=top))
-        rep.write(s.outdir() / "report.html")
-        s.outputs.append("report.html")
-        s.write_summary({"fit": res.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
+        _write_outputs(s, est, ebv_ped, geno, trait, y, (G, A22), title, gwas=gwas, window=window, top=top)
     s.done()
+
+
+def _write_outputs(s: Session, est, ebv_ped, geno, trait: str, y, G_A22, title: str, *, gwas: bool, window, top: int):
+    """Tables, report.html (with the SNP tests when ``gwas``) and summary.json."""
+    from ..report.html import Report
+
+    extra = _write_single_step_tables(s, est, ebv_ped, trait)
+    rep = Report(f"single-step GBLUP: {trait}", title)
+    G, A22 = G_A22
+    _single_step_report(rep, est, ebv_ped, trait, y, G, A22, top)
+    if gwas:  # SNP tests back-solved from the genotyped animals' GEBVs and C^gg (postGSf90)
+        from .gwas_cmd import association_outputs
+
+        extra.update(association_outputs(s, rep, est, geno, trait, window=window, top=top))
+    rep.write(s.outdir() / "report.html")
+    s.outputs.append("report.html")
+    s.write_summary({"fit": est.result_.to_dict(), "h2": est.h2_, "h2_se": est.h2_se_, **extra})
 
 
 def _checked_options(method: str, tuning: str, sigma2: str | None, gwas: bool, window, apy_core):

@@ -186,7 +186,7 @@ class Factor:
         self.symbolic = symbolic
         self.x: np.ndarray | None = x
 
-    def _values(self) -> np.ndarray:
+    def values(self) -> np.ndarray:
         """The factor's value array (an error once ``selected_inverse(overwrite=True)`` consumed it)."""
         if self.x is None:
             raise ValueError("this factor was consumed by selected_inverse(overwrite=True)")
@@ -194,13 +194,13 @@ class Factor:
 
     def logdet(self, limit: int | None = None) -> float:
         """log|A|, or log|A[:limit, :limit]| for the leading block (``limit = n − last``)."""
-        x = self._values()
+        x = self.values()
         s = self.symbolic
         return float(K.logdet(x, s.first, s.rptr, s.off, s.n if limit is None else limit))
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """A⁻¹b for b of shape (n,) or (n, k), in A's order."""
-        x = self._values()
+        x = self.values()
         s = self.symbolic
         b = np.asarray(b, dtype=float)
         one = b.ndim == 1
@@ -221,7 +221,7 @@ class Factor:
         of Z in supernodes after J, already final.
         """
         s = self.symbolic
-        x = self._values()
+        x = self.values()
         z = x if overwrite else np.zeros(s.size)
         relmap = np.empty(s.n, np.int64)
         K.selected_inverse(

@@ -20,6 +20,7 @@ from .._version import __version__
 from ..data.phenotypes import numeric_phenotypes
 from ..errors import AlignmentError, DataError, ModelError, format_ids
 from ..relationships.container import as_relationship
+from ..results import stage_timings
 from ..spec.model import _fixed_matrix, _fixed_variables
 from .reml import boundary_of, optimise, warn_boundary
 from .results import MultiTraitResult, correlation_tables, heritability_table
@@ -264,14 +265,7 @@ def fit_traits(
         or f"cbind({', '.join(traits)}) ~ " + (fixed if isinstance(fixed, str) else "1") + f" + (1|{group})",
         fixed=fixed_d,
     )
-    timings = {
-        "checks": t1 - t0,
-        "prepare": t2 - t1,
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(res, timings=timings)
+    return dataclasses.replace(res, timings=stage_timings(t0, checks=t1, prepare=t2, optimise=t3))
 
 
 #: records up to which pev="auto" computes PEV (as the single-trait spectral solver)

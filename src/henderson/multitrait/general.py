@@ -53,10 +53,12 @@ import scipy.sparse as sp
 from .._threads import blas_threads_for
 from ..errors import ModelError, NotPositiveDefiniteError
 from ..linalg import dense_safe
+from ..results import stage_timings
 from ..spec.levels import Factored, Identity
 from .spectral import LOG2PI
 
 if TYPE_CHECKING:
+    from .protocol import MultiTraitPrepared
     from .vform import MultiTraitVForm
 
 #: a dense MME up to this many equations with the "auto" back end (and no sparse K⁻¹)
@@ -505,9 +507,9 @@ class GeneralOptimum:
     converged: bool
     log: pd.DataFrame
     ev: dict
+    prepared: MultiTraitPrepared
+    ai: np.ndarray
     boundary: list = dataclasses.field(default_factory=list)
-    prepared: object = None
-    ai: np.ndarray | None = None
 
 
 def optimise_general(
@@ -659,8 +661,8 @@ def _components(tm: GeneralTerm) -> np.ndarray:
     K = (K⁻¹)⁻¹ is block-diagonal over them; K = LL': components of K's nonzeros)."""
     from scipy.sparse.csgraph import connected_components
 
-    if tm.dense:
-        K = tm.K if tm.K is not None else tm.L @ tm.L.T
+    K = tm.K if tm.K is not None or tm.L is None else tm.L @ tm.L.T  # dense: K or its root L
+    if K is not None:
         G = sp.csr_matrix(np.abs(K) > 1e-12 * max(float(np.abs(K).max()), 1e-300))
     elif tm.Kinv is not None:
         G = sp.csr_matrix(tm.Kinv)
@@ -842,7 +844,7 @@ def fit_general_traits(
     notes = list(notes) + notes1 + ([fixed_msg] if fixed_msg else [])
     cov_theta = None
     if sigma is None:
-        free = opt.prepared.free  # type: ignore[attr-defined]
+        free = opt.prepared.free
         try:  # the inverse AI over the free parameters; a fixed covariance has none
             cov_theta = np.zeros((len(theta), len(theta)))
             cov_theta[np.ix_(free, free)] = np.linalg.inv(opt.ai)
@@ -865,7 +867,7 @@ def fit_general_traits(
     se = np.sqrt(np.maximum(np.diag(cov_theta), 0.0)) if cov_theta is not None else np.full(len(theta), np.nan)
     if cov_theta is not None:
         se[~np.isfinite(np.diag(cov_theta))] = np.nan
-        se[np.setdiff1d(np.arange(len(theta)), opt.prepared.free)] = np.nan  # type: ignore[attr-defined]
+        se[np.setdiff1d(np.arange(len(theta)), opt.prepared.free)] = np.nan
     names = [f"{(gterms[j].name if j >= 0 else 'Residual')}:{traits[k]}:{traits[l]}" for j, (k, l) in state.params]
     vc = pd.DataFrame({"estimate": theta, "se": se}, index=pd.Index(names, name="parameter"))
     tr_idx = pd.Index(traits, name="trait")
@@ -1011,10 +1013,4 @@ def fit_general_traits(
         settings=settings,
         record_levels=record_levels,
     )
-    timings = {
-        "prepare": t1 - t0,
-        "optimise": t2 - t1,
-        "results": time.perf_counter() - t2,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(res, timings=timings)
+    return dataclasses.replace(res, timings=stage_timings(t0, prepare=t1, optimise=t2))

@@ -29,6 +29,7 @@ from ..api_pcg_general import (
     sp_of,
 )
 from ..errors import DataError, ModelError
+from ..results import stage_timings
 from ..solvers.pcg import TOL
 from ..solvers.pcg_general import GeneralPCG, RandomGroup
 from ..spec.levels import SparseInverseWithDenseBlock
@@ -190,7 +191,6 @@ def fit_traits_pcg(
         notes.append(f"fixed-effect columns aliased with others and dropped: {', '.join(aliased)}")
     groups, meta = _trait_groups(kept, traits, terms, cov, cov_inverse, Sigmas)
     Y = kept[traits].to_numpy(dtype=float)
-    t1 = time.perf_counter()
     model = GeneralPCG(Y, X, groups, R0)
     t2 = time.perf_counter()
     x, info = model.solve(tol=tol)
@@ -290,10 +290,4 @@ def fit_traits_pcg(
         settings=settings,
         record_levels=record_levels,
     )
-    timings = {
-        "prepare": t1 - t0 + (t2 - t1),
-        "optimise": t3 - t2,
-        "results": time.perf_counter() - t3,
-        "total": time.perf_counter() - t0,
-    }
-    return dataclasses.replace(res, timings=timings)
+    return dataclasses.replace(res, timings=stage_timings(t0, prepare=t2, optimise=t3))

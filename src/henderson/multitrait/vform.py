@@ -222,16 +222,18 @@ class MultiTraitVForm(TraitParameters):
     def em_divisor(self, j: int) -> int:
         """rank K_j (pivoted Cholesky, LAPACK's default tolerance), formed at the first
         EM step: E[v'v] of K = LL' has rank K_j terms per trait."""
-        if self._ranks[j] is None:
+        rank = self._ranks[j]
+        if rank is None:
             K = self.K[j]
             if K is None:
-                self._ranks[j] = self.terms[j].q
+                rank = self.terms[j].q
             else:
-                _, _, rank, info = lapack.dpstrf(np.array(K, order="F"), lower=1)
+                _, _, pivoted_rank, info = lapack.dpstrf(np.array(K, order="F"), lower=1)
                 if info < 0:
                     raise ModelError(f"K of term {self.terms[j].name!r}: pivoted Cholesky failed (internal)")
-                self._ranks[j] = int(rank)
-        return int(self._ranks[j])
+                rank = int(pivoted_rank)
+            self._ranks[j] = rank
+        return rank
 
     # blocks --------------------------------------------------------------------------
     def _kblock(self, j: int, k: int, l: int) -> np.ndarray:
@@ -281,8 +283,8 @@ class MultiTraitVForm(TraitParameters):
                 ia, ib, _ = self.pairs[(k, l)]
                 B[ia, ib] += R0[k, l]
                 V[self.sl[k], self.sl[l]] = B
-        # + XMX' (see __init__); k = the fixed columns, far below OpenBLAS's dsyrk crash size
-        V = dsyrk(1.0, self._xm, beta=1.0, c=V, lower=1, overwrite_c=1)
+        # + XMX' (see __init__), through the guarded syrk (OpenBLAS dsyrk crash)
+        V = dense_safe.syrk_lower(self._xm, alpha=1.0, beta=1.0, c=V)
         c, info = dense_safe.potrf(V, overwrite=True)  # one dpotrf up to 12k (OpenBLAS dsyrk crash above)
         if info != 0:
             raise NotPositiveDefiniteError("V (the covariance of the observed values) is not positive definite")

@@ -450,10 +450,12 @@ def single_step_inverse(
     if alpha != 1.0:
         g *= alpha
     if beta > 0:
+        assert a22 is not None  # formed: need_a22 when beta > 0
         for r0 in range(0, k, 1024):  # row blocks: no k × k temporary for beta * A22
             g[r0 : r0 + 1024] += beta * a22[r0 : r0 + 1024]
     ta, tb = 0.0, 1.0
     if tuning == "mean":
+        assert a22 is not None  # formed: need_a22 when tuning is set
         ta, tb = _tune_mean(g, a22, gids)
         g *= tb
         g += ta
@@ -464,6 +466,7 @@ def single_step_inverse(
 
     t = time.perf_counter()
     if method == "dense":
+        assert a22 is not None  # formed: need_a22 when method == "dense"
         keep_a22 = want_other  # diag(H) of non-genotyped animals needs A22 itself
         ca = _chol(a22, "A22", "the pedigree of the genotyped animals is inconsistent", overwrite=not keep_a22)
         logdet_a22 = _logdet_chol(ca)
@@ -497,7 +500,7 @@ def single_step_inverse(
         ginv = _inverse_from_chol(cg, overwrite=True)
         del cg
         if not keep_g:
-            g = None  # its memory now holds G*⁻¹
+            del g  # its memory now holds G*⁻¹ (G* is read below only when keep_g)
     timings["G_inverse"] = time.perf_counter() - t
 
     # T = H22⁻¹ = τG*⁻¹ + (1 − ω)A22⁻¹; log|H| = log|A| − log|A22| − log|T|

@@ -590,7 +590,7 @@ def single_step_inverse_lazy(
         t = time.perf_counter()
         if alpha != 1.0:
             g *= alpha
-        if beta > 0:
+        if a22 is not None:  # formed exactly when beta > 0
             for r0 in range(0, k, 1024):
                 g[r0 : r0 + 1024] += beta * a22[r0 : r0 + 1024]
         if tuning == "mean":

@@ -157,10 +157,10 @@ def _newton_direction(state, ev, held=None) -> tuple[np.ndarray, np.ndarray, flo
         delta = np.zeros(len(phi))
         delta[free] = sub
         return phi, delta, float(g @ delta)
-    delta = _newton_solve(state, g, H, J.T @ ev.ai @ J)
-    if delta is None:
+    full = _newton_solve(state, g, H, J.T @ ev.ai @ J)
+    if full is None:
         return None
-    return phi, delta, float(g @ delta)
+    return phi, full, float(g @ full)
 
 
 def _newton_solve(state, g, H, H_ai) -> np.ndarray | None:

@@ -73,7 +73,7 @@ def starting_values(spec) -> np.ndarray:
     K = len(spec.terms)
     start = np.full(K + 1, v / (K + 1))
     for k, t in enumerate(spec.terms):
-        scale = float(np.nanmean(t.k_diag)) if t.k_diag is not None else 1.0
+        scale = float(np.nanmean(t.k_diag))
         if np.isfinite(scale) and scale > 0:
             start[k] /= scale
     return start
@@ -105,7 +105,7 @@ def optimise(state, *, method: str = "reml", start=None, max_iter: int = 200, to
     # only the terms move (AI steps shrinking σ²ₑ toward 0 stall the other components)
     converged = at_zero = pinned = False
     may_pin = True
-    k_means = [float(np.nanmean(t.k_diag)) if t.k_diag is not None else 1.0 for t in state.spec.terms]
+    k_means = [float(np.nanmean(t.k_diag)) for t in state.spec.terms]
     it = 0
     for it in range(1, max_iter + 1):
         # the AI step needs only the current point's σ², score, AI and objective: its

@@ -59,8 +59,8 @@ class BlockFactor:
             ) from exc
         self._logd = float(np.log(d).sum()) if self.q0 else 0.0
         self._ldiag = np.log(np.diag(self.L))
-        self._sinv = None
-        self._sinv_zz = None
+        self._sinv: np.ndarray | None = None  # S⁻¹ and its leading block, formed on first use
+        self._sinv_zz: np.ndarray | None = None
 
     # -- determinants ---------------------------------------------------------------
     @property

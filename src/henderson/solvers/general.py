@@ -142,6 +142,14 @@ class GeneralEvaluation:
     rounding: float = 0.0
 
 
+def _cinv(ev: GeneralEvaluation) -> np.ndarray:
+    """C⁻¹ of an evaluation with derivatives: results are built only from those (the
+    optimiser completes its accepted point; a given θ is evaluated with them)."""
+    if ev.cinv is None:
+        raise ValueError("C⁻¹ is formed with derivatives: evaluate(theta, derivatives=True) (internal)")
+    return ev.cinv
+
+
 #: largest estimated relative rounding error of −2 log L an evaluation may carry; beyond
 #: it the C-form raises :class:`~henderson.errors.UnreliableEvaluationError`
 RELIABLE_RTOL = 1e-9
@@ -257,7 +265,7 @@ class GeneralMME:
         share = v / (len(self.spec.terms) + 1)
         theta = np.empty(self.spec.n_theta)
         for k, t in enumerate(self.spec.terms):
-            kd = float(np.nanmean(t.level.k_diag)) if t.level.k_diag is not None else 1.0
+            kd = float(np.nanmean(t.level.k_diag))
             kd = kd if np.isfinite(kd) and kd > 0 else 1.0
             z2 = np.array(
                 [np.mean(t.z[t.z[:, a] != 0, a] ** 2) if np.any(t.z[:, a] != 0) else 1.0 for a in range(t.size)]
@@ -446,9 +454,9 @@ class GeneralMME:
         r, S = self.ranks[k], t.size
         a, b = self.offsets[k], self.offsets[k + 1]
         V = ev.solution[a:b].reshape(S, r).T
-        C = ev.cinv[a:b, a:b]
+        C = _cinv(ev)[a:b, a:b]
         if isinstance(t.level.covariance, Factored):
-            F = t.level.factor
+            F = t.level.covariance.factor
             U = F @ V
             pev = np.column_stack(
                 [np.einsum("ij,ij->i", F @ C[i * r : (i + 1) * r, i * r : (i + 1) * r], F) for i in range(S)]
@@ -460,4 +468,4 @@ class GeneralMME:
 
     def fixed(self, ev: GeneralEvaluation) -> tuple[np.ndarray, np.ndarray]:
         """b̂ and Var(b̂) = the fixed block of C⁻¹."""
-        return ev.solution[self.mz :], ev.cinv[self.mz :, self.mz :]
+        return ev.solution[self.mz :], _cinv(ev)[self.mz :, self.mz :]

@@ -262,7 +262,7 @@ class GeneralSparseMME:
             m2ll = (n - p) * LOG2PI + logdet_r + logdet_g + factor.logdet() + ypy
         else:
             m2ll = n * LOG2PI + logdet_r + logdet_g + factor.logdet(self.mz) + ypy
-        rounding = pivot_rounding_error(cdiag, factor.x[self.diag_pos], m2ll)
+        rounding = pivot_rounding_error(cdiag, factor.values()[self.diag_pos], m2ll)
         if rounding > RELIABLE_RTOL:
             raise UnreliableEvaluationError(
                 f"−2 log L at this θ is numerically unreliable in the sparse C-form (estimated relative "

@@ -187,7 +187,8 @@ class PCGMME:
             a, b = self.spans[k]
             la, lb = self.level_spans[k]
             t_k = self.spec.terms[k]
-            out[a:b] = t_k.factor.T @ self._ls[la:lb] if isinstance(t_k.covariance, Factored) else self._ls[la:lb]
+            cv = t_k.covariance
+            out[a:b] = cv.factor.T @ self._ls[la:lb] if isinstance(cv, Factored) else self._ls[la:lb]
         out[self.nz :] = self._xt
         return out
 
@@ -405,7 +406,7 @@ class PCGMME:
     def _diag_of(self, k: int) -> np.ndarray:
         t = self.spec.terms[k]
         if isinstance(t.covariance, Factored):
-            F = t.factor
+            F = t.covariance.factor
             return np.einsum("ij,i,ij->j", F, self.counts[k], F) + self.lam[k]
         if k in self._penalties:
             return self.counts[k] + self.lam[k] * self._penalties[k][3]
@@ -460,7 +461,8 @@ class PCGMME:
                 continue
             u = tab["blup"].reindex(pd.Index(t.levels)).fillna(0.0).to_numpy(dtype=float)
             a, b = self.spans[k]
-            x[a:b] = np.linalg.lstsq(t.factor, u, rcond=None)[0] if isinstance(t.covariance, Factored) else u
+            cv = t.covariance
+            x[a:b] = np.linalg.lstsq(cv.factor, u, rcond=None)[0] if isinstance(cv, Factored) else u
         fe = previous.fixed_effects["estimate"].reindex(pd.Index(self.spec.x_names)).fillna(0.0)
         x[self.nz :] = fe.to_numpy(dtype=float)
         return x

@@ -61,13 +61,13 @@ class GenomicBlock:
     def __init__(self, matrix=None, *, G=None, A22=None, tau: float = 1.0, omega: float = 1.0):
         if (matrix is None) == (G is None):
             raise ModelError("GenomicBlock takes either matrix= (τG⁻¹ − ωA₂₂⁻¹) or G= and A22= (factors)")
+        self.D: np.ndarray | None = None  # the formed block, or None when held as factors
         if matrix is not None:
             D = np.ascontiguousarray(matrix, dtype=np.float64)
             if D.ndim != 2 or D.shape[0] != D.shape[1] or not np.all(np.isfinite(D)):
                 raise ModelError(f"the genomic block must be a finite square matrix, got shape {D.shape}")
             self.k, self.D, self._diag = D.shape[0], D, np.diag(D).copy()
             return
-        self.D = None
         self.tau, self.omega = float(tau), float(omega)
         self.k = np.shape(G)[0]
         if np.shape(A22) != (self.k, self.k) or np.shape(G) != (self.k, self.k):

@@ -269,6 +269,7 @@ class SparseMME:
         s = ev.sigma2.copy()
         s[k] = 1e-6 * s[-1]
         near = self.evaluate(s, derivatives=True)
+        assert near.score is not None and near.ai is not None  # derivatives=True computes both
         return float(near.score[k]), float(near.ai[k, k])
 
     def average_information(self, ev: SparseEvaluation) -> np.ndarray:

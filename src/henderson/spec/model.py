@@ -64,7 +64,7 @@ class RandomTerm:
     levels: np.ndarray
     codes: np.ndarray
     covariance: LevelCovariance
-    k_diag: np.ndarray | None = None
+    k_diag: np.ndarray
     n_records: np.ndarray | None = None
     source: str = "iid"
     #: the Relationship's ``info`` (e.g. a pedigree A⁻¹'s parents, for sampling u ~ N(0, σ²K))
