@@ -36,10 +36,27 @@ def guard() -> None:
         pass
 
 
+#: Set once Ctrl-C reaches the command after :func:`release`.
+_RECEIVED = [False]
+
+
+def _interrupt(signum, frame):
+    """Python's KeyboardInterrupt, remembered: a library that catches the exception
+    (pandas' C reader turns an interrupted read into a ParserError) cannot turn
+    Ctrl-C into an error report."""
+    _RECEIVED[0] = True
+    raise KeyboardInterrupt
+
+
+def interrupt_received() -> bool:
+    """True once Ctrl-C has reached the command line after start-up."""
+    return _RECEIVED[0]
+
+
 def release() -> None:
-    """Back to Python's KeyboardInterrupt (called by ``main`` once it can clean up)."""
+    """Back to a KeyboardInterrupt on Ctrl-C (called by ``main`` once it can clean up)."""
     try:
         if signal.getsignal(signal.SIGINT) is _quit:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, _interrupt)
     except ValueError:  # pragma: no cover
         pass

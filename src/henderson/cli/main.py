@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C at any point prints ``henderson: interrupted`` and returns 130; a failed or
     interrupted run removes its staged outputs, so ``--out`` keeps its previous results.
     """
-    from .._startup import release
+    from .._startup import interrupt_received, release
 
     release()  # from here on Ctrl-C is a KeyboardInterrupt, handled below
     args = list(sys.argv[1:] if argv is None else argv)
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted_exit()
     except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
+        if interrupt_received():  # an error raised because Ctrl-C cut a read short
+            return _interrupted_exit()
         return _error_exit(e, STATE["debug"] or "--debug" in args)
     finally:
         _abort_unfinished_session()
