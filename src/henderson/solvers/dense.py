@@ -276,17 +276,11 @@ class DenseMME:
             return float(ev.inverse_diag(k, zz).sum())
         return float(np.sum(P * ev.inverse_block(k, zz)))
 
-    def boundary_score(self, ev: Evaluation, k: int, method: str = "reml") -> tuple[float, float]:
+    def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
         """Score ∂ℓ/∂σ²ₖ and its AI at σ²ₖ = 0 for an inactive term k.
 
         A positive score means the likelihood rises as σ²ₖ leaves zero, so the term
         should re-enter the optimisation. Returns (score, ai_kk).
-
-        REML: ∂ℓ/∂σ²ₖ = −½ tr(P Vₖ) + ½ y'P Vₖ P y with Vₖ = Zₖ Kₖ Zₖ'. ML has V⁻¹ in
-        the trace instead of P (the quadratic form is the same: V⁻¹(y − Xb̂) = Py), and
-        tr(V⁻¹Vₖ) = tr(PVₖ) + σ²ₑ tr(S_X⁻¹ B'VₖB), where [S_z; S_X] = C⁻¹[0; I_p] (S_X =
-        C^{XX}, the unscaled (X'V⁻¹X)⁻¹/σ²ₑ) and B = T S/σ²ₑ = V⁻¹X S_X (docs/theory.md,
-        "Boundary score"). The AI is ½ w'Pw under both (the dense optimiser's AI).
         """
         se = ev.sigma2[-1]
         Zk = self.T[:, self.offsets[k] : self.offsets[k + 1]]
@@ -304,20 +298,6 @@ class DenseMME:
             tr = float(np.sum((Zk.T @ PZ) * Kk))
             quad = float(ZtPy @ Kk @ ZtPy)
             w = Zk @ (Kk @ ZtPy)
-        if method != "reml":
-            tr += self._ml_trace_excess(ev, Tx, Zk, Kk, se)
         score = -0.5 * (tr - quad)
         Pw = (w - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ w)))) / se
         return score, 0.5 * float(w @ Pw)
-
-    def _ml_trace_excess(self, ev: Evaluation, Tx, Zk: np.ndarray, Kk, se: float) -> float:
-        """tr(V⁻¹Vₖ) − tr(PVₖ) = σ²ₑ tr(S_X⁻¹ (Zₖ'B)' Kₖ (Zₖ'B)): the fixed effects' part
-        of the trace that ML keeps and REML removes (see :meth:`boundary_score`)."""
-        m, p = len(ev.index), self.p
-        E = np.zeros((m, p))
-        E[m - p :, :] = np.eye(p)  # X's rows come last in ``index``
-        S = ev.factor.solve(E)
-        ZB = Zk.T @ (np.asarray(Tx @ S) / se)
-        KZB = ZB if Kk is None else Kk @ ZB
-        S_X = 0.5 * (S[m - p :, :] + S[m - p :, :].T)
-        return se * float(np.trace(sla.solve(S_X, ZB.T @ KZB, assume_a="pos")))

@@ -260,7 +260,7 @@ class SparseMME:
                 return float(data_all @ Z.at(pos_all))
         raise ValueError(f"term {k} is not active at this evaluation")
 
-    def boundary_score(self, ev, k: int, method: str = "reml") -> tuple[float, float]:
+    def boundary_score(self, ev, k: int) -> tuple[float, float]:
         """Score and AI of σ²ₖ just off the boundary (σ²ₖ = 10⁻⁶σ²ₑ), exact derivatives.
 
         The score is continuous at 0, and 10⁻⁶σ²ₑ is far below any variance the data
@@ -268,7 +268,7 @@ class SparseMME:
         """
         s = ev.sigma2.copy()
         s[k] = 1e-6 * s[-1]
-        near = self.evaluate(s, derivatives=True, method=method)
+        near = self.evaluate(s, derivatives=True)
         assert near.score is not None and near.ai is not None  # derivatives=True computes both
         return float(near.score[k]), float(near.ai[k, k])
 
