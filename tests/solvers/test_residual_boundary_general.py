@@ -43,12 +43,13 @@ def data():
         return np.linalg.slogdet(V)[1] + np.linalg.slogdet(XVX)[1] + y @ P @ y
 
     ref = minimize(m2ll, [0.0, 0.0], method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-12, maxiter=5000))
-    return frame, pd.DataFrame(K, index=ids, columns=ids), np.exp(ref.x)
+    # the fourth: −2 log L_REML at the optimum with lme4's constant (n − p) log 2π
+    return frame, pd.DataFrame(K, index=ids, columns=ids), np.exp(ref.x), ref.fun + (n - 1) * np.log(2 * np.pi)
 
 
 @pytest.mark.parametrize("solver", ["dense", "sparse"])
 def test_residual_at_zero_is_a_boundary_estimate(data, solver):
-    frame, K, ref = data
+    frame, K, ref, ref_m2ll = data
     # the sparse solver takes the covariance through its inverse
     kw = (
         {"cov": {"id": K}}
@@ -71,22 +72,34 @@ def test_residual_at_zero_is_a_boundary_estimate(data, solver):
     assert any("boundary" in n for n in res.notes)
 
 
-def test_general_engine_stops_at_a_residual_variance_at_zero(data):
-    """The general engine (here its V-form, exact at σ²ₑ = 0) flags a residual variance at 0
-    as a boundary and stops there: a scalar residual was compared only with itself, so the
-    'flat on the boundary' rule never fired and the fit ran to max_iter with a
-    ConvergenceWarning. Reference: the same brute-force REML at σ²ₑ = 0."""
-    frame, K, ref = data
+@pytest.mark.parametrize(
+    "solver, via, rtol",
+    [("vform", "cov", 1e-5), ("dense", "cov", 1e-3), ("sparse", "cov", 1e-5), ("sparse", "cov_inverse", 1e-4)],
+)
+def test_general_engine_stops_at_a_residual_variance_at_zero(data, solver, via, rtol):
+    """The general engine flags a residual variance at 0 as a boundary and stops there: a
+    scalar residual was compared only with itself, so the 'flat on the boundary' rule never
+    fired and the fit ran to max_iter with a ConvergenceWarning. The V-form is exact at
+    σ²ₑ = 0; the C-forms (dense, sparse; K or K⁻¹) refuse points whose σ²ₑ they cannot
+    resolve and stop near the smallest they can (σ²ₑ ~ 2.5e-8 of a total ~2.5 here).
+    Reference: the same brute-force REML at σ²ₑ = 0: logLik to 1e-6 absolute (the
+    likelihood's slope in σ²ₑ times the σ²ₑ a C-form stops at; measured ≤ 1.2e-7), the
+    variances to 1e-5 relative (measured: V-form 1.2e-8, sparse C-form with K 1.5e-7),
+    1e-4 for the sparse C-form with K⁻¹ (9.4e-6) and 1e-3 for the dense C-form (2.3e-4):
+    they stop where the likelihood is flat to ~1e-7 along the id/grp trade-off."""
+    frame, K, ref, ref_m2ll = data
+    Ki = pd.DataFrame(np.linalg.inv(K.to_numpy()), index=K.index, columns=K.columns)
+    kw = {"cov": {"id": K}} if via == "cov" else {"cov_inverse": {"id": Ki}}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # weights (all 1: the same model) send it to the general engine
-        res = henderson.fit("y ~ 1 + (1|id) + (1|grp)", frame.assign(w=1.0), weights="w", cov={"id": K}, solver="vform")
-    assert res.solver == "vform-general"
+        res = henderson.fit("y ~ 1 + (1|id) + (1|grp)", frame.assign(w=1.0), weights="w", solver=solver, **kw)
+    assert res.solver == f"{solver}-general"
     assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     assert any(issubclass(w.category, BoundaryWarning) and "'Residual'" in str(w.message) for w in caught)
     vc = res.variance_components
     assert bool(vc.loc["Residual", "boundary"])
     assert vc.loc["Residual", "estimate"] < 1e-5 * vc["estimate"].sum()
     assert res.iterations < 50
-    # rtol 1e-5 as above: the optimiser stops within the boundary tolerance of σ²ₑ = 0
-    np.testing.assert_allclose(vc.loc[["id", "grp"], "estimate"], ref, rtol=1e-5)
+    assert abs(res.loglik + 0.5 * ref_m2ll) < 1e-6
+    np.testing.assert_allclose(vc.loc[["id", "grp"], "estimate"], ref, rtol=rtol)

@@ -4,8 +4,8 @@
    Evaluation at θ equals the dense MME's — two solvers that share no evaluation code (the
    tridiagonal form of ZKZ' against the block-factored MME): −2 log L to 1e-10 relative,
    score and AI to 1e-10 relative to their largest entry, REML and ML, at and off σ²_g = 0
-   (there the dense MME drop the term, and its ``boundary_score`` gives σ²_g's REML score
-   and AI entry; the cross AI entry is not formed, nor, under ML, σ²_g's).
+   (there the dense MME drop the term, and its ``boundary_score`` gives σ²_g's score
+   and AI entry, REML and ML; the cross AI entry is not formed).
 2. What the spectral fit's result builder (``assemble.mme_result``) reads from the
    Evaluation — ê, SE(b̂)², BLUPs and PEV exactly 0 at σ²_g = 0 — against brute-force V
    algebra (ê = σ²ₑPy, diag((X'V⁻¹X)⁻¹)) to 1e-9 relative; ``solutions=False`` (the search's
@@ -52,9 +52,9 @@ def test_spectral_evaluation_equals_dense(gblup, method, theta):
     assert a.m2ll == pytest.approx(b.m2ll, rel=1e-10)
     score, ai = b.score.copy(), b.ai.copy()
     if theta[0] == 0.0:
-        # the dense MME drop a term at 0 (its entries NaN); its boundary score is the REML
-        # score there (its trace uses P under ML too: a re-entry test, not ML's score)
-        score[0], ai[0, 0] = dense.boundary_score(b, 0) if method == "reml" else (np.nan, np.nan)
+        # the dense MME drop a term at 0 (its entries NaN); its boundary score is the
+        # method's score there (V⁻¹ in the trace under ML) and its AI entry
+        score[0], ai[0, 0] = dense.boundary_score(b, 0)
         ai[0, 1] = ai[1, 0] = np.nan  # the cross term is not formed
     ok = ~np.isnan(score)
     np.testing.assert_allclose(a.score[ok], score[ok], rtol=0, atol=1e-10 * np.abs(score[ok]).max())

@@ -86,6 +86,24 @@ class BlockFactor:
         out = np.vstack([x0, xr])
         return out[:, 0] if one else out
 
+    def solve_zz(self, R: np.ndarray) -> np.ndarray:
+        """C_zz⁻¹R for R of shape (q0 + m_z,) or (q0 + m_z, k): the random-effect block alone.
+
+        C_zz = [[D, B_z], [B_z', C_r,zz]] has the Schur complement S_zz = leading m_z block
+        of S, whose Cholesky factor is the leading block of L: no second factorisation.
+        """
+        R = np.asarray(R, dtype=float)
+        one = R.ndim == 1
+        if one:
+            R = R[:, None]
+        R0, Rz = R[: self.q0], R[self.q0 :]
+        E = self.E[:, : self.m_z]
+        Lz = self.L[: self.m_z, : self.m_z]
+        xz = sla.cho_solve((Lz, True), Rz - E.T @ R0, check_finite=False) if self.m_z else Rz
+        x0 = self.dinv[:, None] * R0 - E @ xz
+        out = np.vstack([x0, xz])
+        return out[:, 0] if one else out
+
     # -- inverse pieces -------------------------------------------------------------
     def _s_inverse(self, zz: bool) -> np.ndarray:
         if zz:

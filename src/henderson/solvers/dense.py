@@ -276,17 +276,26 @@ class DenseMME:
             return float(ev.inverse_diag(k, zz).sum())
         return float(np.sum(P * ev.inverse_block(k, zz)))
 
-    def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
+    def boundary_score(self, ev: Evaluation, k: int, method: str = "reml") -> tuple[float, float]:
         """Score ∂ℓ/∂σ²ₖ and its AI at σ²ₖ = 0 for an inactive term k.
 
         A positive score means the likelihood rises as σ²ₖ leaves zero, so the term
         should re-enter the optimisation. Returns (score, ai_kk).
+
+        ∂ℓ/∂σ²ₖ = −½[tr(WZₖKₖZₖ') − y'PZₖKₖZₖ'Py] with W = P (REML) or V⁻¹ (ML: the
+        fixed effects are not integrated out, so the trace has no X-projection); Py =
+        V⁻¹(y − Xb̂) = ê/σ²ₑ in both. V⁻¹Zₖ is the residual of Zₖ from the random
+        equations alone (C_zz), PZₖ from the whole of C.
         """
         se = ev.sigma2[-1]
         Zk = self.T[:, self.offsets[k] : self.offsets[k + 1]]
         Zk = Zk.toarray() if sp.issparse(Zk) else np.asarray(Zk)
         Tx = self._design(ev.index)
-        PZ = (Zk - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ Zk)))) / se
+        if method == "reml":
+            PZ = (Zk - np.asarray(Tx @ ev.factor.solve(np.asarray(Tx.T @ Zk)))) / se
+        else:
+            Tz = Tx[:, : ev._nz]
+            PZ = (Zk - np.asarray(Tz @ ev.factor.solve_zz(np.asarray(Tz.T @ Zk)))) / se  # V⁻¹Zₖ
         Py = ev.residuals / se
         Kk = None if self.penalties[k] is None else sla.inv(self.penalties[k])
         ZtPy = Zk.T @ Py

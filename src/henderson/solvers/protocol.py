@@ -266,9 +266,10 @@ class Prepared:
         return theta
 
     def boundary_score(self, ev: Evaluation, k: int) -> tuple[float, float]:
-        """(∂ℓ/∂σ²ₖ, AIₖₖ) at σ²ₖ = 0 for a term k held at 0: a positive score means the
-        likelihood rises away from the boundary (the solver's ``boundary_score``)."""
-        return self.state.boundary_score(ev.detail, k)
+        """(∂ℓ/∂σ²ₖ, AIₖₖ) at σ²ₖ = 0 for a term k held at 0, of ``ev.method``'s likelihood
+        (REML or ML): a positive score means the likelihood rises away from the boundary
+        (the solver's ``boundary_score``)."""
+        return self.state.boundary_score(ev.detail, k, method=ev.method)
 
     def release(self, ev: Evaluation) -> Evaluation:
         """``ev`` without its factor and selected inverse (sparse MME, sparse general engine:
