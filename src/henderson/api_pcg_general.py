@@ -160,6 +160,37 @@ def sp_of(K):
     return sp.csr_matrix(K, dtype=np.float64)
 
 
+def general_pcg_evaluation(spec, model: GeneralPCG, x, theta, method: str, sampled=None, Vb=None):
+    """The protocol Evaluation of a GeneralPCG solution ``x`` of a GeneralSpec at θ: BLUPs
+    (q, S) per term, PEV NaN or sampled (with ``pev_se``), SE(b̂) from ``Vb`` or NaN, and
+    −2 log L NaN (iteration gives no log|C|)."""
+    from .solvers.protocol import Evaluation
+
+    blups, pevs, pev_se = {}, {}, {}
+    for t in spec.terms:
+        U = model.effects(x, t.name)
+        blups[t.name] = U
+        if sampled is None:
+            pevs[t.name] = np.full(U.shape, np.nan)
+        else:
+            a, b = model.spans[t.name]
+            pevs[t.name], pev_se[t.name] = sampled["pev"][a:b].reshape(U.shape), sampled["se"][a:b]
+    return Evaluation(
+        theta=np.asarray(theta, dtype=float),
+        method=method,
+        m2ll=float("nan"),  # iteration gives no log|C|
+        score=None,
+        ai=None,
+        fixed=model.fixed(x)[:, 0],
+        blups=blups,
+        pev=pevs,
+        residuals=spec.y - model.fitted(x)[:, 0],
+        detail=x,
+        fixed_var=None if Vb is None else np.maximum(np.diag(Vb), 0.0),
+        pev_se=None if sampled is None else pev_se,
+    )
+
+
 def fit_general_pcg(
     spec,
     theta,
@@ -180,7 +211,6 @@ def fit_general_pcg(
     import dataclasses
 
     from . import assemble
-    from .solvers.protocol import Evaluation
 
     t0 = time.perf_counter() if t0 is None else t0
     if theta is None:
@@ -195,29 +225,7 @@ def fit_general_pcg(
     x, info = model.solve(tol=tol)
     t3 = time.perf_counter()
     sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
-    blups, pevs, pev_se = {}, {}, {}
-    for t in spec.terms:
-        U = model.effects(x, t.name)
-        blups[t.name] = U
-        if sampled is None:
-            pevs[t.name] = np.full(U.shape, np.nan)
-        else:
-            a, b = model.spans[t.name]
-            pevs[t.name], pev_se[t.name] = sampled["pev"][a:b].reshape(U.shape), sampled["se"][a:b]
-    ev = Evaluation(
-        theta=np.asarray(theta, dtype=float),
-        method=method,
-        m2ll=float("nan"),  # iteration gives no log|C|
-        score=None,
-        ai=None,
-        fixed=model.fixed(x)[:, 0],
-        blups=blups,
-        pev=pevs,
-        residuals=spec.y - model.fitted(x)[:, 0],
-        detail=x,
-        fixed_var=None if Vb is None else np.maximum(np.diag(Vb), 0.0),
-        pev_se=None if sampled is None else pev_se,
-    )
+    ev = general_pcg_evaluation(spec, model, x, theta, method, sampled, Vb)
     run = assemble.Run(
         "general-pcg",
         method,

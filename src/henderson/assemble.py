@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from . import assemble_general
 from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult, ratio_table
@@ -85,7 +86,7 @@ def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -
             "are not available (NaN): asymptotic SEs do not hold at the boundary"
         )
         notes.append(msg)
-        warnings.warn(msg, BoundaryWarning, stacklevel=4)
+        warnings.warn(msg, BoundaryWarning, stacklevel=5)  # one frame deeper than before fit_result
     return pd.DataFrame(
         {
             "variance": s,
@@ -167,8 +168,6 @@ def fit_result(spec, ev, run: Run) -> FitResult:
         (None: PEV and reliabilities NaN); ``fixed_var`` (None: SE(b̂) NaN).
     run : Run
     """
-    from . import assemble_general
-
     structured = hasattr(spec, "theta_names")
     notes = list(spec.notes)
     if structured:

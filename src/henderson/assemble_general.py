@@ -105,7 +105,7 @@ def structured_tables(spec, ev, run, notes: list) -> dict:
             "are not available (NaN); consider a simpler structure"
         )
         notes.append(msg)
-        warnings.warn(msg, BoundaryWarning, stacklevel=4)
+        warnings.warn(msg, BoundaryWarning, stacklevel=5)  # one frame deeper than before fit_result
     se[bnd] = np.nan
     vcov_se = None
     if vcov is not None:
