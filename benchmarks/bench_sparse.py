@@ -83,15 +83,14 @@ def _previous_sparse_module():
 
 
 def _fit_previous(spec):
-    from henderson.assemble import mme_result
+    from henderson import assemble
     from henderson.reml.optimize import optimise
     from henderson.solvers.protocol import Prepared
 
     prepared = Prepared.of(_previous_sparse_module().SparseMME(spec))
     opt = optimise(prepared)
-    return mme_result(
-        spec, prepared, opt.evaluation, "reml", opt.iterations, opt.converged, opt.log, opt.boundary, False
-    )
+    run = assemble.Run(prepared.state.name, "reml", opt.iterations, opt.converged, opt.log, opt.boundary)
+    return assemble.fit_result(spec, prepared.with_pev(opt.evaluation), run)
 
 
 def part_gryphon(repeats):

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import assemble
 from .api_pcg import fit_pcg, prefers_pcg
-from .assemble import mme_result
 from .errors import ModelError
 from .reml.optimize import optimise
 from .results import FitResult, stage_timings
@@ -390,7 +390,7 @@ def _fit_working(
     if engine == "spectral":
         return _fit_spectral(spec, method, sigma2, pev, t0, t1, start=start, max_iter=max_iter)
     # the protocol (solvers/protocol.py): prepare once, the optimiser sees only the
-    # Prepared and its Evaluations, one result builder (assemble.mme_result)
+    # Prepared and its Evaluations, one result builder (assemble.fit_result)
     prepared = _prepare_engine(spec, engine)
     t2 = time.perf_counter()
     if sigma2 is not None:
@@ -414,9 +414,8 @@ def _fit_working(
             opt.boundary,
         )
     t3 = time.perf_counter()
-    result = mme_result(
-        spec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2=sigma2 is not None
-    )
+    run = assemble.Run(prepared.state.name, method, iterations, converged, log, boundary, sigma2 is None)
+    result = assemble.fit_result(spec, prepared.with_pev(ev), run)
     if sigma2 is None and opt.residual_boundary:  # σ²ₑ → 0: reml/residual_boundary.py
         from .reml.residual_boundary import boundary_message, mark_residual_boundary
 
@@ -498,7 +497,7 @@ def _prepare_engine(spec, engine: str) -> Prepared:
 def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200) -> FitResult:
     """The one-kernel model on the spectral solver, through the protocol: prepared once
     (with the memory check), the one-dimensional search of ``reml/`` on the Prepared, and
-    the dense and sparse MME's result builder (:func:`~henderson.assemble.mme_result`)."""
+    the one result builder (:func:`~henderson.assemble.fit_result`)."""
     term = spec.terms[0]
     prepared = _prepare_engine(spec, "spectral")
     t2 = time.perf_counter()
@@ -518,18 +517,17 @@ def _fit_spectral(spec, method, sigma2, pev, t0, t1, *, start=None, max_iter=200
     fixed = sigma2 is not None
     ev = prepared.evaluate([sg, se], method=method, derivatives=not fixed, pev=want_pev)
     boundary = [0] if sg == 0.0 else []
-    result = mme_result(
-        spec,
-        prepared,
-        ev,
+    run = assemble.Run(
+        prepared.state.name,
         method,
         int(info.get("iterations", 0)),
         bool(info.get("converged", True)),
         info.get("log", pd.DataFrame()),
         boundary,
-        fixed_sigma2=fixed,
-        pev=want_pev,
+        estimated=not fixed,
+        notes=() if want_pev else ("PEV and reliabilities not computed (pev=False)",),
     )
+    result = assemble.fit_result(spec, ev, run)
     if info.get("residual_boundary"):
         from .reml.residual_boundary import mark_residual_boundary
 
@@ -617,7 +615,6 @@ def fit_general(
 
     ``pev``, ``pev_samples`` and ``seed`` apply to PCG (sampled PEV, exact fixed-effect
     SEs); the dense and sparse engines give exact PEV always."""
-    from .assemble_general import general_result
     from .reml.general import boundary_of, optimise_general
     from .spec.terms import build_general_spec
 
@@ -663,7 +660,6 @@ def fit_general(
             opt.boundary,
         )
     t3 = time.perf_counter()
-    result = general_result(
-        spec, state, ev.detail, method, iterations, converged, log, boundary, fixed_theta=theta is not None
-    )
+    run = assemble.Run(state.name, method, iterations, converged, log, boundary, theta is None)
+    result = assemble.fit_result(spec, prepared.with_pev(ev), run)
     return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))

@@ -1,7 +1,19 @@
 """``fit(..., solver="pcg")``: BLUP at given variance components by matrix-free PCG.
 
 A thin face over :class:`~henderson.solvers.pcg.PCGMME`, the sampled PEV
-(:mod:`henderson.solvers.pev_sampling`) and :func:`~henderson.assemble_pcg.pcg_result`.
+(:mod:`henderson.solvers.pev_sampling`) and the one result builder
+(:func:`~henderson.assemble.fit_result`), fed by :func:`pcg_evaluation` and :func:`pcg_run`.
+What differs from the direct solvers' results (each said in ``notes``):
+
+- ``iterations`` is the number of PCG rounds and ``log`` the relative residual
+  ‖r − Cx‖/‖r‖ of every round; ``settings["pcg"]`` holds the tolerance, the
+  preconditioner, the final residual and the seconds.
+- log-likelihood, AIC and BIC are NaN: log|C| is not available without a factor.
+- PEV and reliabilities: exact ones need diag(C⁻¹), which iteration cannot give; with
+  ``pev="sample"`` (or True) they are estimated by sampling
+  (:mod:`henderson.solvers.pev_sampling`, the method named in the notes and in
+  ``settings["pev_method"]``, with a ``pev_se`` column), otherwise NaN. Fixed-effect
+  SEs then come from p extra solves C xⱼ = eⱼ.
 """
 
 from __future__ import annotations
@@ -9,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .assemble_pcg import pcg_result
+import numpy as np
+
+from . import assemble
 from .errors import ModelError
 from .results import stage_timings
 from .solvers.pcg import PCGMME
@@ -92,10 +106,102 @@ def fit_pcg(
     if pev in (True, "sample"):
         sampled = sampled_pev(state, n_samples=n_samples, seed=seed)
         fixed_cov = fixed_effect_cov(state, tol=tol)
-    result = pcg_result(spec, state, x, info, method, sampled, fixed_cov, notes)
+    ev = pcg_evaluation(spec, state, x, method, sampled, fixed_cov)
+    result = assemble.fit_result(spec, ev, pcg_run(state, info, method, sampled, notes))
     if sreml is not None:
         result = _with_stochastic_reml(result, sreml, info, reml_samples, chains, seed)
     return dataclasses.replace(result, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
+
+
+def solve_note(info) -> str:
+    """The note of a PCG solve: rounds, final relative residual, tolerance, preconditioner."""
+    return (
+        f"PCG: {info.rounds} rounds to ‖r − Cx‖/‖r‖ = {info.rel_residual:.3g} "
+        f"(tolerance {info.tol:g}, {info.preconditioner} preconditioner)"
+    )
+
+
+def pcg_settings(info) -> dict:
+    """``settings["pcg"]``: tolerance, rounds, final residual, preconditioner, seconds."""
+    return {
+        "tol": info.tol,
+        "rounds": info.rounds,
+        "rel_residual": info.rel_residual,
+        "preconditioner": info.preconditioner,
+        "seconds": info.seconds,
+    }
+
+
+def pcg_evaluation(spec, state, x, method: str, pev_sampled=None, fixed_cov=None):
+    """The protocol Evaluation of a single-trait PCG solution ``x`` at ``state.sigma2``.
+
+    ``state`` gives ``sigma2``, ``nz`` (where b̂ starts in x), ``term_values`` and ``apply_t``
+    (:class:`~henderson.solvers.pcg.PCGMME`, or the blocks adapter of
+    :mod:`henderson.api_pcg_general`). ``pev_sampled`` is the output of
+    :func:`~henderson.solvers.pev_sampling.sampled_pev` by term index, or None (PEV NaN; 0 for
+    a term at σ²ₖ = 0); ``fixed_cov`` the unscaled fixed-effect block of C⁻¹ (p, p) or None
+    (SE(b̂) NaN). −2 log L is NaN: iteration gives no log|C|.
+    """
+    from .solvers.protocol import Evaluation
+
+    s = state.sigma2
+    blups, pev, pev_se = {}, {}, {}
+    for k, t in enumerate(spec.terms):
+        blups[t.name] = state.term_values(x, k)
+        if not state.active[k]:
+            pev[t.name], pev_se[t.name] = np.zeros(t.q), np.zeros(t.q)
+        elif pev_sampled is not None:
+            pev[t.name], pev_se[t.name] = pev_sampled["pev"][k], pev_sampled["se"][k]
+        else:
+            pev[t.name] = np.full(t.q, np.nan)
+    fitted = state.apply_t(x)
+    fixed_var = None if fixed_cov is None else np.maximum(np.diag(fixed_cov), 0) * s[-1]
+    return Evaluation(
+        theta=s,
+        method=method,
+        m2ll=float("nan"),
+        score=None,
+        ai=None,
+        fixed=x[state.nz :],
+        blups=blups,
+        pev=pev,
+        residuals=spec.y - fitted,
+        detail=x,
+        fixed_var=fixed_var,
+        pev_se=pev_se if pev_sampled is not None else None,
+        fitted=fitted,
+    )
+
+
+def pcg_run(state, info, method: str, pev_sampled=None, notes=(), settings=None) -> assemble.Run:
+    """The :class:`~henderson.assemble.Run` of a PCG solve at given variances: its rounds,
+    residual history, notes (``notes`` first, then the solve, no log-likelihood, and how
+    PEV was or was not obtained) and ``settings["pcg"]``, ``["pev_method"]`` (and ``settings``)."""
+    pev_note = (
+        "PEV and reliabilities not computed: exact PEV needs diag(C⁻¹), which "
+        "iteration does not give; pass pev='sample' for sampled PEV"
+        if pev_sampled is None
+        else f"PEV estimated by sampling: {pev_sampled['method']}"
+    )
+    return assemble.Run(
+        state.name,
+        method,
+        info.rounds,
+        info.converged,
+        info.log(),
+        estimated=False,
+        notes=(
+            *notes,
+            solve_note(info),
+            "log-likelihood, AIC and BIC not computed by the PCG solver (no factor of C)",
+            pev_note,
+        ),
+        settings={
+            "pcg": pcg_settings(info),
+            "pev_method": pev_sampled["method"] if pev_sampled is not None else None,
+            **(settings or {}),
+        },
+    )
 
 
 def _stochastic_variances(spec, start, reml_samples: int, chains: int, seed: int, max_iter: int) -> dict:

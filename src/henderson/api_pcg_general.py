@@ -86,25 +86,8 @@ def sampled_reliability(pev: np.ndarray, prior: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(prior) & (prior > 0), 1.0 - pev / prior, np.nan)
 
 
-def _solve_note(info) -> str:
-    return (
-        f"PCG: {info.rounds} rounds to ‖r − Cx‖/‖r‖ = {info.rel_residual:.3g} "
-        f"(tolerance {info.tol:g}, {info.preconditioner} preconditioner)"
-    )
-
-
 def _auto_note(m: int) -> str:
     return f"solver 'auto' chose PCG: {m} MME equations > PCG_THRESHOLD ({api_pcg.PCG_THRESHOLD}) with given variances"
-
-
-def _pcg_settings(info) -> dict:
-    return {
-        "tol": info.tol,
-        "rounds": info.rounds,
-        "rel_residual": info.rel_residual,
-        "preconditioner": info.preconditioner,
-        "seconds": info.seconds,
-    }
 
 
 # -- the general engine's models (maternal, structured random intercepts) -------------------
@@ -177,37 +160,35 @@ def sp_of(K):
     return sp.csr_matrix(K, dtype=np.float64)
 
 
-class _GeneralPCGState:
-    """What :func:`henderson.assemble_general.general_result` reads, from a PCG solution."""
+def general_pcg_evaluation(spec, model: GeneralPCG, x, theta, method: str, sampled=None, Vb=None):
+    """The protocol Evaluation of a GeneralPCG solution ``x`` of a GeneralSpec at θ: BLUPs
+    (q, S) per term, PEV NaN or sampled (with ``pev_se``), SE(b̂) from ``Vb`` or NaN, and
+    −2 log L NaN (iteration gives no log|C|)."""
+    from .solvers.protocol import Evaluation
 
-    name = "general-pcg"
-
-    def __init__(self, spec, model: GeneralPCG, x: np.ndarray, sampled=None, Vb=None):
-        self.spec, self.model, self.x = spec, model, x
-        self.slices = spec.slices
-        self.sampled, self.Vb = sampled, Vb
-
-    def fixed(self, ev):
-        p = self.spec.p
-        return self.model.fixed(self.x)[:, 0], np.full((p, p), np.nan) if self.Vb is None else self.Vb
-
-    def term_blups(self, ev, k: int):
-        name = self.spec.terms[k].name
-        U = self.model.effects(self.x, name)
-        if self.sampled is None:
-            return U, np.full(U.shape, np.nan)
-        a, b = self.model.spans[name]
-        return U, self.sampled["pev"][a:b].reshape(U.shape)
-
-    def term_pev_se(self, k: int) -> np.ndarray:
-        a, b = self.model.spans[self.spec.terms[k].name]
-        return self.sampled["se"][a:b]
-
-
-class _Evaluation:
-    def __init__(self, theta, sigmas, residuals):
-        self.theta, self.sigmas, self.residuals = theta, sigmas, residuals
-        self.m2ll, self.ai = float("nan"), None
+    blups, pevs, pev_se = {}, {}, {}
+    for t in spec.terms:
+        U = model.effects(x, t.name)
+        blups[t.name] = U
+        if sampled is None:
+            pevs[t.name] = np.full(U.shape, np.nan)
+        else:
+            a, b = model.spans[t.name]
+            pevs[t.name], pev_se[t.name] = sampled["pev"][a:b].reshape(U.shape), sampled["se"][a:b]
+    return Evaluation(
+        theta=np.asarray(theta, dtype=float),
+        method=method,
+        m2ll=float("nan"),  # iteration gives no log|C|
+        score=None,
+        ai=None,
+        fixed=model.fixed(x)[:, 0],
+        blups=blups,
+        pev=pevs,
+        residuals=spec.y - model.fitted(x)[:, 0],
+        detail=x,
+        fixed_var=None if Vb is None else np.maximum(np.diag(Vb), 0.0),
+        pev_se=None if sampled is None else pev_se,
+    )
 
 
 def fit_general_pcg(
@@ -229,7 +210,7 @@ def fit_general_pcg(
     """
     import dataclasses
 
-    from .assemble_general import general_result
+    from . import assemble
 
     t0 = time.perf_counter() if t0 is None else t0
     if theta is None:
@@ -244,28 +225,23 @@ def fit_general_pcg(
     x, info = model.solve(tol=tol)
     t3 = time.perf_counter()
     sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
-    resid = spec.y - model.fitted(x)[:, 0]
-    ev = _Evaluation(np.asarray(theta, dtype=float), [g.sigma for g in groups], resid)
-    state = _GeneralPCGState(spec, model, x, sampled, Vb)
-    notes = [_solve_note(info), *pev_notes(sampled)] + ([_auto_note(model.m)] if auto else [])
-    log = info.log()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        res = general_result(spec, state, ev, method, info.rounds, info.converged, log, [], fixed_theta=True)
-    settings = dict(
-        res.settings,
-        pcg=_pcg_settings(info),
-        pev_method=None if sampled is None else sampled["method"],
-        pev_sampling=sampling_settings(sampled),
+    ev = general_pcg_evaluation(spec, model, x, theta, method, sampled, Vb)
+    run = assemble.Run(
+        "general-pcg",
+        method,
+        info.rounds,
+        info.converged,
+        info.log(),
+        estimated=False,
+        notes=(api_pcg.solve_note(info), *pev_notes(sampled), *([_auto_note(model.m)] if auto else [])),
+        settings={
+            "pcg": api_pcg.pcg_settings(info),
+            "pev_method": None if sampled is None else sampled["method"],
+            "pev_sampling": sampling_settings(sampled),
+        },
     )
-    if sampled is not None:
-        blups = {}
-        for k, t in enumerate(spec.terms):
-            tab = res.blups[t.name].copy()
-            tab.insert(tab.columns.get_loc("pev") + 1, "pev_se", state.term_pev_se(k))
-            blups[t.name] = tab
-        res = dataclasses.replace(res, blups=blups)
-    timings = stage_timings(t0, spec=t1, prepare=t2, optimise=t3)
-    return dataclasses.replace(res, notes=tuple(res.notes) + tuple(notes), settings=settings, timings=timings, log=log)
+    res = assemble.fit_result(spec, ev, run)
+    return dataclasses.replace(res, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))
 
 
 # -- single-trait models with a single-step H⁻¹ given in blocks ------------------------------------
@@ -285,7 +261,8 @@ def genomic_block(K):
 
 
 class _BlocksPCGState:
-    """What :func:`henderson.assemble_pcg.pcg_result` reads, from a GeneralPCG solution."""
+    """What :func:`henderson.api_pcg.pcg_evaluation` and :func:`~henderson.api_pcg.pcg_run`
+    read (PCGMME's names), from a GeneralPCG solution."""
 
     name = "pcg"
 
@@ -326,7 +303,7 @@ def fit_blocks_pcg(
     fixed-effect SEs."""
     import dataclasses
 
-    from .assemble_pcg import pcg_result
+    from . import assemble
     from .relationships.container import Relationship
     from .spec.levels import SparseInverseWithDenseBlock
     from .spec.model import build_spec
@@ -400,14 +377,16 @@ def fit_blocks_pcg(
     sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
     by_term = None
     if sampled is not None:
-        # per term index, as pcg_result reads them (dropped terms: σ² = 0, no group)
+        # per term index, as pcg_evaluation reads them (dropped terms: σ² = 0, no group)
         by_term = {"method": sampled["method"], "pev": {}, "se": {}}
         for k, t in enumerate(spec.terms):
             if s[k] > 0:
                 a, b = model.spans[t.name]
                 by_term["pev"][k], by_term["se"][k] = sampled["pev"][a:b], sampled["se"][a:b]
         notes.append("fixed-effect SEs exact: (X'V⁻¹X)⁻¹ from one PCG solve per fixed-effect equation")
-    fixed_cov = None if Vb is None else Vb / s[-1]  # pcg_result scales by σ²ₑ
-    res = pcg_result(spec, _BlocksPCGState(spec, model, s), x, info, method.lower(), by_term, fixed_cov, notes)
-    res = dataclasses.replace(res, settings=dict(res.settings, pev_sampling=sampling_settings(sampled)))
+    fixed_cov = None if Vb is None else Vb / s[-1]  # pcg_evaluation scales by σ²ₑ
+    state = _BlocksPCGState(spec, model, s)
+    ev = api_pcg.pcg_evaluation(spec, state, x, method.lower(), by_term, fixed_cov)
+    run = api_pcg.pcg_run(state, info, method.lower(), by_term, notes, {"pev_sampling": sampling_settings(sampled)})
+    res = assemble.fit_result(spec, ev, run)
     return dataclasses.replace(res, timings=stage_timings(t0, spec=t1, prepare=t2, optimise=t3))

@@ -1,5 +1,20 @@
-"""Assemble a :class:`FitResult` from a solver's final state (dense MME, sparse MME or spectral):
-one builder, :func:`mme_result`, on the solver protocol's Evaluation.
+"""The one result builder of single-trait fits: :func:`fit_result` makes the
+:class:`FitResult` of every engine (dense MME, sparse MME, spectral, the structured
+Σ ⊗ K engines — dense C-form, sparse, V-form — and PCG, direct or on the general
+engines' models) from the engine's final protocol
+:class:`~henderson.solvers.protocol.Evaluation` and a :class:`Run`.
+
+What differs between engines is data, not code paths:
+
+- the model: a :class:`~henderson.spec.model.ModelSpec` (one variance per term) gives the
+  variance table of :func:`variance_table`; a ``GeneralSpec`` (structured terms) one row
+  per θ, Σ and its correlations per term, FA loadings and derived quantities
+  (:mod:`henderson.assemble_general`);
+- the Evaluation: ``m2ll`` NaN (PCG: no log|C|), ``pev`` None (not computed: NaN in the
+  tables) or NaN arrays, ``pev_se`` (sampled PEV), ``fixed_var`` None (no SE(b̂)),
+  ``fitted`` (PCG's T x);
+- the :class:`Run`: solver, method, iterations, log, boundary, whether θ was estimated,
+  and the engine's own notes and settings.
 
 Shared rules (every solver): reliability = 1 − PEV/(σ²ₖKᵢᵢ), 0 when σ²ₖ = 0;
 on the boundary the SEs of that variance and of all shares are NaN (:func:`variance_table`).
@@ -9,11 +24,13 @@ from __future__ import annotations
 
 import platform
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy
 
+from . import assemble_general
 from ._version import __version__
 from .errors import BoundaryWarning
 from .results import FitResult, ratio_table
@@ -21,8 +38,16 @@ from .results_builder import blup_table, build_fit_result, fixed_effects_table
 from .spec.model import ModelSpec
 
 
-def settings_of(spec: ModelSpec, method: str, fixed_sigma2: bool, solver: str) -> dict:
-    """Formula, method, solver and versions: what it takes to reproduce a fit."""
+def settings_of(spec, method: str, fixed_sigma2: bool, solver: str) -> dict:
+    """Formula, method, solver and versions: what it takes to reproduce a fit. A
+    structured model (GeneralSpec) names each term's structure and its K, and the
+    residual groups' column and whether there are weights."""
+    if hasattr(spec, "theta_names"):
+        r = spec.residual
+        covariances = {t.name: f"{t.structure.kind} x {t.level.source}" for t in spec.terms}
+        extra = {"residual": r.column, "weights": r.weights is not None}
+    else:
+        covariances, extra = {t.name: t.source for t in spec.terms}, {}
     return {
         "formula": spec.formula.text,
         "method": method,
@@ -33,8 +58,8 @@ def settings_of(spec: ModelSpec, method: str, fixed_sigma2: bool, solver: str) -
         "pandas": pd.__version__,
         "python": platform.python_version(),
         "fixed_sigma2": bool(fixed_sigma2),
-        "covariances": {t.name: t.source for t in spec.terms},
-    }
+        "covariances": covariances,
+    } | extra
 
 
 def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -> pd.DataFrame:
@@ -61,7 +86,7 @@ def variance_table(spec: ModelSpec, s: np.ndarray, cov, boundary, notes: list) -
             "are not available (NaN): asymptotic SEs do not hold at the boundary"
         )
         notes.append(msg)
-        warnings.warn(msg, BoundaryWarning, stacklevel=4)
+        warnings.warn(msg, BoundaryWarning, stacklevel=5)  # one frame deeper than before fit_result
     return pd.DataFrame(
         {
             "variance": s,
@@ -99,55 +124,106 @@ def sigma2_vcov(ai: np.ndarray, active, notes: list) -> np.ndarray | None:
     return cov
 
 
-def mme_result(
-    spec: ModelSpec, prepared, ev, method, iterations, converged, log, boundary, fixed_sigma2: bool, pev: bool = True
-) -> FitResult:
-    """FitResult of the dense MME, the sparse MME or the spectral solver from a protocol
-    :class:`~henderson.solvers.protocol.Evaluation`.
+@dataclass(frozen=True)
+class Run:
+    """How a fit reached its final Evaluation, and what its engine adds to the result.
 
-    ``prepared`` is the :class:`~henderson.solvers.protocol.Prepared` that made ``ev``
-    (with derivatives unless ``fixed_sigma2``). b̂ and the BLUPs come from ``ev``; the PEVs
-    (σ²ₑ times the diagonal of C⁻¹: the dense block factor's blocks, F C^{vv} F' for a
-    factored K, the sparse selected inverse; the spectral solver's V-form PEV) and the
-    fixed effects' sampling variances from :meth:`~henderson.solvers.protocol.Prepared.with_pev`
-    on the same factor. ``pev=False`` (the spectral solver on many records: O(n²N)) leaves
-    PEV and reliabilities NaN, with a note.
+    Attributes
+    ----------
+    solver : str
+        The engine's name (``FitResult.solver``).
+    method : {"reml", "ml"}
+    iterations : int
+    converged : bool
+    log : DataFrame
+    boundary : list
+        Terms on the boundary: indices (ModelSpec) or names (GeneralSpec, ``"Residual"`` included).
+    estimated : bool
+        False when the variances were given (no SEs, df without them, ``fixed_sigma2``).
+    notes : tuple of str
+        The engine's notes, after the model's and the variance table's.
+    settings : dict
+        The engine's settings beyond the common ones (``pcg``, ``pev_method`` ...).
     """
-    K = len(spec.terms)
-    if pev:
-        ev = prepared.with_pev(ev)
-    s = ev.theta
+
+    solver: str
+    method: str
+    iterations: int = 0
+    converged: bool = True
+    log: pd.DataFrame = field(default_factory=pd.DataFrame)
+    boundary: list = field(default_factory=list)
+    estimated: bool = True
+    notes: tuple = ()
+    settings: dict = field(default_factory=dict)
+
+
+def fit_result(spec, ev, run: Run) -> FitResult:
+    """The FitResult of any single-trait engine at its final Evaluation (see the module notes).
+
+    Parameters
+    ----------
+    spec : ModelSpec or GeneralSpec
+    ev : :class:`~henderson.solvers.protocol.Evaluation`
+        With ``blups``, ``fixed`` and ``residuals``; ``ai`` when ``run.estimated``; ``pev``
+        (None: PEV and reliabilities NaN); ``fixed_var`` (None: SE(b̂) NaN).
+    run : Run
+    """
+    structured = hasattr(spec, "theta_names")
     notes = list(spec.notes)
-    active = prepared.active(ev)
-    cov = None if fixed_sigma2 else sigma2_vcov(ev.ai, active, notes)
-    vc = variance_table(spec, s, cov, boundary, notes)
-    if not pev:
-        notes.append("PEV and reliabilities not computed (pev=False)")
-    fe = fixed_effects_table(ev.fixed, np.sqrt(ev.fixed_var), spec.x_names)
-    blups = {}
-    for k, t in enumerate(spec.terms):
-        u = ev.blups[t.name]
-        if pev:
-            pev_k = ev.pev[t.name]
-            rel = reliability(pev_k, s[k], t.k_diag) if active[k] else np.zeros(t.q)
-        else:
-            pev_k = rel = np.full(t.q, np.nan)
-        blups[t.name] = blup_table(u, pev_k, rel, t.n_records, t.levels, t.name)
-    name = prepared.state.name
+    if structured:
+        tables = assemble_general.structured_tables(spec, ev, run, notes)
+        blups = assemble_general.blup_tables(spec, ev)
+        n_theta = spec.n_theta
+        record_levels = {t.name: t.levels[t.codes[:, 0]] for t in spec.terms}
+    else:
+        tables = _variance_tables(spec, ev, run, notes)
+        blups = _blup_tables(spec, ev)
+        n_theta = len(spec.terms) + 1
+        record_levels = None
+    notes.extend(run.notes)
+    p = len(spec.x_names)
+    b_se = np.sqrt(ev.fixed_var) if ev.fixed_var is not None else np.full(p, np.nan)
+    settings = settings_of(spec, run.method, not run.estimated, run.solver) | run.settings
     return build_fit_result(
         spec,
         m2ll=ev.m2ll,
-        n_theta=0 if fixed_sigma2 else K + 1,
+        n_theta=n_theta if run.estimated else 0,
         residuals=ev.residuals,
+        fitted=ev.fitted,
+        record_levels=record_levels,
         notes=notes,
-        variance_components=vc,
-        fixed_effects=fe,
+        fixed_effects=fixed_effects_table(ev.fixed, b_se, spec.x_names),
         blups=blups,
-        method=method,
-        solver=name,
-        iterations=iterations,
-        converged=converged,
-        log=log,
-        settings=settings_of(spec, method, fixed_sigma2, name),
-        vcov=cov,
+        method=run.method,
+        solver=run.solver,
+        iterations=run.iterations,
+        converged=run.converged,
+        log=run.log,
+        settings=settings,
+        **tables,
     )
+
+
+def _variance_tables(spec: ModelSpec, ev, run: Run, notes: list) -> dict:
+    """One variance per term: the table and the inverse AI over the free components."""
+    s = ev.theta
+    cov = sigma2_vcov(ev.ai, s[:-1] > 0, notes) if run.estimated else None
+    return {"variance_components": variance_table(spec, s, cov, run.boundary, notes), "vcov": cov}
+
+
+def _blup_tables(spec: ModelSpec, ev) -> dict:
+    """Per term: BLUP, PEV (NaN when ``ev.pev`` is None), ``pev_se`` after it when sampled,
+    reliability (0 for a term at σ²ₖ = 0) and the number of records."""
+    s = ev.theta
+    blups = {}
+    for k, t in enumerate(spec.terms):
+        if ev.pev is not None:
+            pev_k = ev.pev[t.name]
+            rel = reliability(pev_k, s[k], t.k_diag) if s[k] > 0 else np.zeros(t.q)
+        else:
+            pev_k = rel = np.full(t.q, np.nan)
+        tab = blup_table(ev.blups[t.name], pev_k, rel, t.n_records, t.levels, t.name)
+        if ev.pev_se is not None:
+            tab.insert(tab.columns.get_loc("pev") + 1, "pev_se", np.ravel(ev.pev_se[t.name]))
+        blups[t.name] = tab
+    return blups

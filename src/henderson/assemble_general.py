@@ -1,4 +1,5 @@
-"""Assemble a :class:`FitResult` from the general engine (structured Σ ⊗ K terms).
+"""The tables of a structured model's result (Σ ⊗ K terms, a ``GeneralSpec``), for the one
+result builder :func:`henderson.assemble.fit_result`.
 
 - ``variance_components``: one row per θ (name in the references' convention), with the
   SE from the inverse average-information matrix; NaN on the boundary.
@@ -13,17 +14,13 @@
 
 from __future__ import annotations
 
-import platform
 import warnings
 
 import numpy as np
 import pandas as pd
-import scipy
 
-from ._version import __version__
 from .errors import BoundaryWarning
-from .results import FitResult
-from .results_builder import blup_table, build_fit_result, fixed_effects_table
+from .results_builder import blup_table
 from .spec.covariance import FactorAnalytic
 from .spec.levels import Factored, SparseInverse
 
@@ -83,13 +80,15 @@ def _theta_rows(spec, theta) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def general_result(spec, state, ev, method, iterations, converged, log, boundary, fixed_theta: bool) -> FitResult:
-    """The FitResult of a general-engine fit at the final evaluation ``ev``."""
-    notes = list(spec.notes)
+def structured_tables(spec, ev, run, notes: list) -> dict:
+    """``variance_components`` (one row per θ), ``vcov``, ``covariances``, ``correlations``,
+    ``derived`` and ``factor_analytic`` at ``ev`` (a protocol Evaluation with ``ai`` when
+    ``run.estimated``); ``run.boundary`` names the structures on the boundary (their SEs NaN,
+    with a note and a BoundaryWarning)."""
     theta = ev.theta
-    names = spec.theta_names
+    slices = spec.slices
     vcov = None
-    if not fixed_theta:
+    if run.estimated:
         try:
             vcov = np.linalg.inv(ev.ai)
         except np.linalg.LinAlgError:
@@ -97,16 +96,16 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0)) if vcov is not None else np.full(len(theta), np.nan)
     bnd = np.zeros(len(theta), dtype=bool)
     all_names = [t.name for t in spec.terms] + ["Residual"]
-    for name in boundary:
+    for name in run.boundary:
         k = all_names.index(name)
-        bnd[state.slices[k]] = True
+        bnd[slices[k]] = True
         msg = (
             f"covariance of {name!r} estimated on the boundary of the parameter space (a "
             "variance at 0 or a rank-deficient matrix): the standard errors of its parameters "
             "are not available (NaN); consider a simpler structure"
         )
         notes.append(msg)
-        warnings.warn(msg, BoundaryWarning, stacklevel=4)
+        warnings.warn(msg, BoundaryWarning, stacklevel=5)  # one frame deeper than before fit_result
     se[bnd] = np.nan
     vcov_se = None
     if vcov is not None:
@@ -114,18 +113,18 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
         vcov_se[bnd, :] = np.nan
         vcov_se[:, bnd] = np.nan
     vc = _theta_rows(spec, theta)
-    vc.index = pd.Index(names, name="parameter")
+    vc.index = pd.Index(spec.theta_names, name="parameter")
     vc["estimate"] = theta
     vc["se"] = se
     vc["boundary"] = bnd
 
     covs, cors, fa = {}, {}, {}
     for k, t in enumerate(spec.terms):
-        S = ev.sigmas[k]
+        S = _sigma(spec, theta, k)
         covs[t.name] = _matrix(S, t.components)
         cors[t.name] = _matrix(_correlation(S), t.components)
         if isinstance(t.structure, FactorAnalytic):
-            th = theta[state.slices[k]]
+            th = theta[slices[k]]
             st = t.structure
             load = pd.DataFrame(
                 st.loadings(th), index=pd.Index(t.components), columns=[f"fa{j + 1}" for j in range(st.d)]
@@ -136,29 +135,43 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
                 "variance_explained": pd.Series(100 * st.variance_explained(th), index=load.columns, name="percent"),
             }
     r = spec.residual
-    rth = theta[state.slices[-1]]
+    rth = theta[slices[-1]]
     rdiag = np.full(len(r.groups), rth[0]) if len(rth) == 1 else rth
     covs["Residual"] = _matrix(np.diag(rdiag), list(r.groups))
     cors["Residual"] = _matrix(np.eye(len(r.groups)), list(r.groups))
+    return {
+        "variance_components": vc,
+        "vcov": vcov_se,
+        "covariances": covs,
+        "correlations": cors,
+        "derived": _derived(spec, theta, vcov_se),
+        "factor_analytic": fa,
+    }
 
-    derived = _derived(spec, state, theta, vcov_se)
 
-    b, vb = state.fixed(ev)
-    b_se = np.sqrt(np.maximum(np.diag(vb), 0.0))
-    fe = fixed_effects_table(b, b_se, spec.x_names)
+def _sigma(spec, theta, k: int) -> np.ndarray:
+    """Σₖ(θ) of term k (as every engine forms it)."""
+    return spec.terms[k].structure.sigma(theta[spec.slices[k]])
+
+
+def blup_tables(spec, ev) -> dict:
+    """Per term: one row per level (one component) or per (level, component), with ``blup``,
+    ``pev``, ``pev_se`` after it when sampled, reliability 1 − PEV/(Σ_aa Kᵢᵢ) and the number
+    of records."""
     blups = {}
     for k, t in enumerate(spec.terms):
-        U, pev = state.term_blups(ev, k)
+        U = np.asarray(ev.blups[t.name]).reshape(t.q, t.size)
+        pev = np.asarray(ev.pev[t.name]).reshape(t.q, t.size)
         kd = t.level.k_diag
-        dS = np.diag(ev.sigmas[k])
+        dS = np.diag(_sigma(spec, ev.theta, k))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = 1.0 - pev / (kd[:, None] * dS[None, :])
         nrec = t.n_records
         if t.size == 1:
-            blups[t.name] = blup_table(U[:, 0], pev[:, 0], rel[:, 0], nrec, t.levels, t.name)
+            tab = blup_table(U[:, 0], pev[:, 0], rel[:, 0], nrec, t.levels, t.name)
         else:
             idx = pd.MultiIndex.from_product([t.levels, list(t.components)], names=[t.name, "component"])
-            blups[t.name] = pd.DataFrame(
+            tab = pd.DataFrame(
                 {
                     "blup": U.ravel(),
                     "pev": pev.ravel(),
@@ -167,53 +180,20 @@ def general_result(spec, state, ev, method, iterations, converged, log, boundary
                 },
                 index=idx,
             )
-    resid = ev.residuals
-    settings = {
-        "formula": spec.formula.text,
-        "method": method,
-        "solver": state.name,
-        "version": __version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "pandas": pd.__version__,
-        "python": platform.python_version(),
-        "fixed_sigma2": bool(fixed_theta),
-        "covariances": {t.name: f"{t.structure.kind} x {t.level.source}" for t in spec.terms},
-        "residual": r.column,
-        "weights": r.weights is not None,
-    }
-    return build_fit_result(
-        spec,
-        m2ll=ev.m2ll,
-        n_theta=0 if fixed_theta else spec.n_theta,
-        residuals=resid,
-        notes=notes,
-        record_levels={t.name: t.levels[t.codes[:, 0]] for t in spec.terms},
-        variance_components=vc,
-        fixed_effects=fe,
-        blups=blups,
-        method=method,
-        solver=state.name,
-        iterations=iterations,
-        converged=converged,
-        log=log,
-        settings=settings,
-        vcov=vcov_se,
-        covariances=covs,
-        correlations=cors,
-        derived=derived,
-        factor_analytic=fa,
-    )
+        if ev.pev_se is not None:
+            tab.insert(tab.columns.get_loc("pev") + 1, "pev_se", np.ravel(ev.pev_se[t.name]))
+        blups[t.name] = tab
+    return blups
 
 
-def _derived(spec, state, theta, vcov) -> pd.DataFrame:
+def _derived(spec, theta, vcov) -> pd.DataFrame:
     """Correlations and variance ratios with delta-method SEs."""
-    from .reml.general import _scale
+    from .reml.general import theta_scale
 
-    scale = _scale(state, theta)
+    scale = theta_scale(spec, theta)
     rows = []
     r = spec.residual
-    rsl = state.slices[-1]
+    rsl = spec.slices[-1]
 
     def res_var(th, comp):
         rt = th[rsl]
@@ -222,7 +202,7 @@ def _derived(spec, state, theta, vcov) -> pd.DataFrame:
         return rt[0] if len(rt) == 1 else None
 
     for k, t in enumerate(spec.terms):
-        sl, st = state.slices[k], t.structure
+        sl, st = spec.slices[k], t.structure
         for i in range(t.size if st.kind not in ("diag", "scalar") else 0):
             for j in range(i):
 

@@ -6,7 +6,7 @@
    score and AI to 1e-10 relative to their largest entry, REML and ML, at and off σ²_g = 0
    (there the dense MME drop the term, and its ``boundary_score`` gives σ²_g's score
    and AI entry, REML and ML; the cross AI entry is not formed).
-2. What the spectral fit's result builder (``assemble.mme_result``) reads from the
+2. What the spectral fit's result builder (``assemble.fit_result``) reads from the
    Evaluation — ê, SE(b̂)², BLUPs and PEV exactly 0 at σ²_g = 0 — against brute-force V
    algebra (ê = σ²ₑPy, diag((X'V⁻¹X)⁻¹)) to 1e-9 relative; ``solutions=False`` (the search's
    Newton steps) gives the same −2 log L, score and AI bit for bit and no solutions.

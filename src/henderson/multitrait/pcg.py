@@ -19,8 +19,6 @@ import pandas as pd
 from .. import api_pcg
 from ..api_pcg_general import (
     _auto_note,
-    _pcg_settings,
-    _solve_note,
     genomic_block,
     pev_and_fixed_cov,
     pev_notes,
@@ -197,7 +195,7 @@ def fit_traits_pcg(
     t3 = time.perf_counter()
     tr_idx = pd.Index(traits, name="trait")
     sampled, Vb = pev_and_fixed_cov(model, pev, pev_samples, seed, tol)
-    notes += [_solve_note(info), *pev_notes(sampled)] + ([_auto_note(model.m)] if auto else [])
+    notes += [api_pcg.solve_note(info), *pev_notes(sampled)] + ([_auto_note(model.m)] if auto else [])
 
     def frame(S):
         return pd.DataFrame(S, index=tr_idx, columns=traits)
@@ -257,7 +255,7 @@ def fit_traits_pcg(
         "version": __version__,
         "solver": "multitrait-pcg",
         "fixed_sigma2": True,
-        "pcg": _pcg_settings(info),
+        "pcg": api_pcg.pcg_settings(info),
         "pev_method": None if sampled is None else sampled["method"],
         "pev_sampling": sampling_settings(sampled),
     }

@@ -87,8 +87,13 @@ def _slices(state):
 
 
 def _scale(state, theta) -> np.ndarray:
+    return theta_scale(state.spec, theta)
+
+
+def theta_scale(spec, theta) -> np.ndarray:
+    """Each θ's natural scale (its structure's ``theta_scale``), at least 1e-300."""
     out = np.empty(len(theta))
-    for s, sl in zip(_structures(state), _slices(state)):
+    for s, sl in zip(spec.structures, spec.slices):
         out[sl] = s.theta_scale(theta[sl])
     return np.maximum(out, 1e-300)
 

@@ -27,8 +27,9 @@ Newton steps, ``solutions=False``), :meth:`Prepared.profiled` and
 :meth:`Prepared.profiled_at_zero` (−2 log L with σ²ₑ profiled out, over h = σ²_g/σ²ₑ and
 at h = 0) and :meth:`Prepared.check_identifiable`. The solver-native evaluation (block
 factor, selected inverse, C⁻¹) rides along as ``Evaluation.detail`` for the result
-builders; the dense, sparse and spectral fits are built by one of them,
-:func:`henderson.assemble.mme_result`. See docs/theory.md, "Solver protocol".
+builders' adapters (:meth:`Prepared.with_pev`); every single-trait fit's result is built by
+one function, :func:`henderson.assemble.fit_result`, from an Evaluation. See docs/theory.md,
+"Solver protocol".
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class Evaluation:
         Sampling variances of b̂, diag((X'V⁻¹X)⁻¹) = σ²ₑ diag(C⁻¹) on the fixed
         equations, with ``pev=True`` (dense and sparse MME) or always (spectral: p × p);
         None otherwise.
+    pev_se : dict of str to ndarray or None
+        Monte Carlo SE of sampled PEV (PCG with ``pev="sample"``), shaped as ``pev``
+        flattened level-major; None for exact PEV.
+    fitted : ndarray, shape (n,) or None
+        Xb̂ + Zû when the solver computes it directly (PCG: T x); None: y − ê.
     """
 
     theta: np.ndarray
@@ -85,6 +91,8 @@ class Evaluation:
     residuals: np.ndarray | None
     detail: Any
     fixed_var: np.ndarray | None = None
+    pev_se: dict | None = None
+    fitted: np.ndarray | None = None
 
     @property
     def sigma2(self) -> np.ndarray:
@@ -293,9 +301,23 @@ class Prepared:
         """``ev`` with the PEV of the BLUPs, from its own factor (no new evaluation)."""
         if ev.pev is not None:
             return ev
+        if self.name.startswith("general"):
+            return self._general_pev(ev)
         if self.name not in ("dense", "sparse"):
             return self.evaluate(ev.theta, method=ev.method, derivatives=ev.score is not None, pev=True)
         return self._wrap_mme(self.restore(ev).detail, ev.method, ev.score is not None, True)
+
+    def _general_pev(self, ev: Evaluation) -> Evaluation:
+        """A general engine's ``ev`` with BLUPs and PEV (``term_blups``), b̂ and its sampling
+        variances (``fixed``: the fixed block of C⁻¹, (X'V⁻¹X)⁻¹ in the V-form), from the
+        native evaluation (its factor, or made again by the engine when it was released)."""
+        st, native = self.state, ev.detail
+        blups, pevs = {}, {}
+        for k, t in enumerate(st.spec.terms):
+            U, P = st.term_blups(native, k)
+            blups[t.name], pevs[t.name] = (U[:, 0], P[:, 0]) if t.size == 1 else (U, P)
+        b, vb = st.fixed(native)
+        return dataclasses.replace(ev, fixed=b, blups=blups, pev=pevs, fixed_var=np.maximum(np.diag(vb), 0.0))
 
     def _evaluate_spectral(self, theta, method, derivatives, want_pev, solutions=True):
         """The spectral solver: b̂, ĝ = σ²_g K Z'Py and ê = σ²ₑ Py from one solve, SE(b̂)² from
