@@ -131,3 +131,29 @@ def test_fit_with_many_null_vectors_near_a_singular_residual():
     assert not [c for c in caught if issubclass(c.category, ConvergenceWarning)]
     assert res.solver == "multitrait-spectral" and res.converged
     assert -2 * res.loglik == pytest.approx(ref, abs=1e-6)
+
+
+def test_pev_with_repeated_records_and_many_null_vectors():
+    """The null block's P_NN and P_Nβ enter PEV when levels have several records (K_r ≠
+    diagonal-in-U): against the dense-eigenvector reference (dsyevr, no deflation) at a PD
+    Σ_e, 1e-10 of the largest entry (both are float64 O(n³) paths; measured ~1e-14).
+    This guards the reduced bordered system's PEV blocks; the old code passed it too."""
+    from henderson.multitrait.spectral import MultiTraitSpectral
+
+    rng = np.random.default_rng(5)
+    q, m = 90, 30
+    W = rng.binomial(2, 0.3, size=(q, m)).astype(float)
+    W -= W.mean(0)
+    K = W @ W.T / m
+    codes = np.concatenate([np.arange(q), rng.integers(0, q, 40)])
+    n = len(codes)
+    Y = rng.normal(size=(n, 2))
+    Xs = [np.column_stack([np.ones(n), rng.normal(size=n)])] * 2
+    Se = np.array([[0.8, 0.1], [0.1, 0.5]])
+    st = MultiTraitTridiagonal(Y, Xs, K, codes)
+    assert st._n0 > 64
+    a = st.solve(SG, Se, pev=True)
+    b = MultiTraitSpectral(Y, Xs, K, codes, vectors="full").solve(SG, Se, pev=True)
+    assert a["m2ll"] == pytest.approx(b["m2ll"], rel=1e-10)
+    for key in ("b", "U_hat", "Py", "pev"):
+        np.testing.assert_allclose(a[key], b[key], atol=1e-10 * np.abs(b[key]).max(), err_msg=key)
