@@ -788,7 +788,7 @@ def fit_general_traits(
     Xs, x_names, notes1, fixed_d = trait_designs_observed(kept, traits, fixed)
     Y = kept[traits].to_numpy(dtype=float)
     check_identifiable(Y, gterms, traits)
-    from .vform import MultiTraitVForm, prefer_vform
+    from .vform import VFORM_LIMIT, MultiTraitVForm, prefer_vform
 
     n_obs = int((~np.isnan(Y)).sum())
     state: MultiTraitMME | MultiTraitVForm
@@ -841,7 +841,37 @@ def fit_general_traits(
             ev["PEV_terms"] = state.pev(ev)  # type: ignore[union-attr]
     t2 = time.perf_counter()
     Sigmas, R0 = state.unpack(theta)
+    notes_in = list(notes)
     notes = list(notes) + notes1 + ([fixed_msg] if fixed_msg else [])
+    if sigma is None and not vform and "Residual" in boundary_of(R0, R0, vech_index(t)):
+        # the MME needs R₀⁻¹: near a singular R₀ its −2 log L (log|R| + log|C| + ...)
+        # cancels catastrophically (off by ~1e-5 at R₀'s smallest eigenvalue ~1e-8) and the
+        # optimiser stops short. The V-form factors V + XMX', exact there (see vform.py).
+        why = (
+            f"the Residual covariance reached a singular matrix (smallest eigenvalue "
+            f"{np.linalg.eigvalsh(R0)[0]:.2g}) on the MME engine, which needs its inverse R₀⁻¹"
+        )
+        if backend == "auto" and n_obs <= VFORM_LIMIT:
+            return fit_general_traits(
+                kept,
+                traits,
+                terms,
+                cov=cov,
+                cov_inverse=cov_inverse,
+                fixed=fixed,
+                start={"Sigma": list(Sigmas), "Residual": R0},
+                max_iter=max_iter,
+                backend="vform",
+                formula=formula,
+                notes=notes_in
+                + [why + ": the fit was finished by the V-form (REML over the observed values), exact there"],
+                pev=pev,
+            )
+        mme_msg = why + ": its log-likelihood there is inaccurate (use solver='vform' or 'auto')"
+        from ..errors import BoundaryWarning
+
+        warnings.warn(BoundaryWarning(mme_msg), stacklevel=3)
+        notes.append(mme_msg)
     cov_theta = None
     if sigma is None:
         free = opt.prepared.free

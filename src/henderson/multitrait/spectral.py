@@ -34,9 +34,17 @@ from ..errors import ModelError, NotPositiveDefiniteError
 LOG2PI = float(np.log(2 * np.pi))
 #: eigenvalues of K_r below this (relative to the largest) are 0: K_r is PSD up to rounding
 EIG_TOL = 1e-10
-#: null vectors of K_r deflated by the tridiagonal evaluation (W is (n₀t)²); with more, V is
-#: singular on the error contrasts as soon as Σ_e is, and the whole of V is solved as before
-MAX_NULL = 64
+#: the null vectors N of K_r (n × n₀, dense) are deflated when n·n₀ is at most this (200 MB);
+#: the bordered system they enter stays small for any n₀ (see MultiTraitTridiagonal._apply_p).
+#: Beyond it V is solved whole as before: exact while Σ_e is well away from singular
+MAX_NULL_ENTRIES = 25_000_000
+#: singular values of a rotated null-block design X̂_N below this (relative to its largest)
+#: are 0: their directions decouple from b (see MultiTraitTridiagonal.pieces)
+SV_TOL = 1e-12
+#: a pencil value b_r (∈ [0, 1], a_r + b_r = 1) at or below this is 0: Σ_e singular along
+#: S_r, b_r then rounding (S_r'Σ_eS_r); on directions of the null block that X̂_N does not
+#: absorb V is then singular on the error contrasts
+B_TOL = 1e-13
 
 
 def vech_index(t: int) -> list[tuple[int, int]]:
@@ -285,7 +293,8 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
     eigenvectors U = QZ (T = ZDZ' by MRRR, then Q applied by LAPACK dormtr, 2n³ flops in
     BLAS 3) are formed only for PEV, in :meth:`solve`.
 
-    Null vectors of K_r (up to :data:`MAX_NULL`; a centred G has one, 1) are deflated:
+    Null vectors of K_r (a centred G has one, 1; G from m SNPs has n − m or more) are
+    deflated (up to n·n₀ ≤ :data:`MAX_NULL_ENTRIES`):
     their eigenvectors N of T (bisection + inverse iteration, O(n) each) split V into
     V_N = I ⊗ Σ_e and V_R on the complement. At a singular Σ_e V_N is singular, and
     log|V| → −∞ while log|X'V⁻¹X| → +∞ (the intercepts lie in N): the REML likelihood
@@ -362,11 +371,15 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         # the null vectors N of T (a centred G has one: 1): deflated, so that V's null block
         # I ⊗ Σ_e is handled exactly when Σ_e is singular (see _apply_p)
         n0 = n - self.rank
-        self._n0 = n0 if 0 < n0 <= MAX_NULL and n0 < n else 0
+        self._n0 = n0 if 0 < n0 < n and n * n0 <= MAX_NULL_ENTRIES else 0
         if self._n0:
             _, N = sla.eigh_tridiagonal(
                 dT, eT, select="i", select_range=(0, self._n0 - 1), check_finite=False, lapack_driver="stebz"
             )
+            if self._n0 > 1:
+                # inverse iteration on a large cluster at 0 (G from few SNPs) may leave the
+                # vectors off orthogonality by more than rounding: re-orthonormalise (O(n n₀²))
+                N = np.linalg.qr(N)[0]
             self._N = np.ascontiguousarray(N)
             self._XN = np.einsum("in,ikp->nkp", self._N, Xt).reshape(self._n0 * self.t, self.p)
             self._XtR = self._project(Xt)
@@ -461,12 +474,16 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
 
         P and β are the blocks of the bordered system [[V, X], [X', 0]] [PB; β] = [B; 0],
         which is nonsingular whenever the REML likelihood is finite, V singular or not.
-        With the null vectors N of T deflated, V = V_N ⊕ V_R (V_N = I ⊗ Σ_e: d = 0 there);
-        eliminating V_R leaves the small saddle-point matrix
-        B_s = [[V_N, X_N], [X_N', −A]], A = X_R'V_R⁻¹X_R (n₀t + p square), so that
-        B_s [(PB)_N; β] = [B_N; −X_R'V_R⁻¹B_R] and (PB)_R = V_R⁻¹B_R − V_R⁻¹X_R β.
+        In the pencil basis S (S'Σ_gS = diag a, S'Σ_eS = diag b) V is ⊕_r (a_r T + b_r I);
+        with the null vectors N of T deflated its null block is ⊕_r b_r I_{n₀}. Per r the
+        rotated null-block design X̂_N^r = N'X S_r (n₀ × p) is split by its SVD into
+        range Q_r (q_r ≤ p columns) and the rest: the rest decouples (w = B̂/b_r there,
+        since X̂_N^r β has no component on it), and eliminating V_R leaves the small
+        saddle-point matrix B_s = [[⊕_r b_r I_{q_r}, R], [R', −A]] (R: the stacked
+        R_r = Q_r'X̂_N^r, A = X_R'V_R⁻¹X_R; Σ q_r + p square whatever n₀), so that
+        B_s [w_top; β] = [Q'B̂_N; −X_R'V_R⁻¹B_R] and (PB)_R = V_R⁻¹B_R − V_R⁻¹X_R β.
         Neither V_N⁻¹ nor A⁻¹ is needed: with a centred G the intercepts lie in N, and A
-        is singular.
+        is singular; a b_r = 0 enters only B_s (q_r = n₀ then, or pieces refuses it).
         """
         k = B.shape[2]
         BR = self._project(B)
@@ -474,16 +491,47 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         XVB = np.tensordot(self.Xt, VB, axes=([0, 1], [0, 1])).reshape(self.p, k)
         PN = None
         if self._n0:
-            BN = np.einsum("in,ikc->nkc", self._N, B).reshape(-1, k)
-            sol = pc["Binv"] @ np.concatenate([BN, -XVB])
-            m = self._n0 * self.t
-            PN, beta = sol[:m], sol[m:]
+            S = pc["S"]
+            BN = np.einsum("in,ikc,kr->rnc", self._N, B, S)  # (t, n0, k) in the pencil basis
+            tops, rests = [], []
+            for r, Qr in enumerate(pc["Qs"]):
+                top = Qr.T @ BN[r]
+                tops.append(top)
+                rests.append(BN[r] - Qr @ top)
+            sol = pc["Binv"] @ np.concatenate(tops + [-XVB])
+            m = pc["q_off"][-1]
+            wtop, beta = sol[:m], sol[m:]
+            W = np.empty_like(BN)
+            for r, Qr in enumerate(pc["Qs"]):
+                lo, hi = pc["q_off"][r], pc["q_off"][r + 1]
+                W[r] = Qr @ wtop[lo:hi]
+                if Qr.shape[1] < self._n0:
+                    W[r] += rests[r] / pc["bb"][r]
+            PN = np.einsum("kr,rnc->nkc", S, W)  # back to traits: (S ⊗ I) w
         else:
             beta = sla.cho_solve(pc["cfA"], XVB, check_finite=False)
         PB = VB - pc["VX"] @ beta
         if PN is not None:
-            PB = PB + np.einsum("in,nkc->ikc", self._N, PN.reshape(self._n0, self.t, k))
+            PB = PB + np.einsum("in,nkc->ikc", self._N, PN)
         return PB, beta, PN
+
+    def _null_blocks(self, pc):
+        """P's null block P_NN (n₀, t, n₀, t) and the block G1 (n₀, t, p) with
+        P_NR a_R = −G1 X_R'V_R⁻¹a_R, both by trait (for PEV; O(n₀² t²) memory)."""
+        S, n0, t = pc["S"], self._n0, self.t
+        Binv, off = pc["Binv"], pc["q_off"]
+        m = off[-1]
+        Phat = np.zeros((t, n0, t, n0))
+        G1h = np.zeros((t, n0, self.p))
+        for r, Qr in enumerate(pc["Qs"]):
+            G1h[r] = Qr @ Binv[off[r] : off[r + 1], m:]
+            for s_, Qs_ in enumerate(pc["Qs"]):
+                Phat[r, :, s_, :] = Qr @ Binv[off[r] : off[r + 1], off[s_] : off[s_ + 1]] @ Qs_.T
+            if Qr.shape[1] < n0:
+                Phat[r, :, r, :] += (np.eye(n0) - Qr @ Qr.T) / pc["bb"][r]
+        PNN = np.einsum("kr,rnsm,ls->nkml", S, Phat, S)
+        G1 = np.einsum("kr,rnp->nkp", S, G1h)
+        return PNN, G1
 
     def pieces(self, Sg, Se):
         """Everything at (Σ_g, Σ_e) in the Q basis: GLS b̂, Py, C, −2 log L_REML.
@@ -501,18 +549,35 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         Se = np.asarray(Se, dtype=float)
         S, a, bb, logdet_ref = self._diagonalise(Sg, Se)
         VX, logdet_m = self._vinv(S, a, bb, self._XtR)
-        logdet_v = (self.n - self._n0) * logdet_ref + logdet_m  # |V_R| = |Σ_g+Σ_e|^(n−n0) Π_r |a_r T + b_r I|
+        logdet_v = self.n * logdet_ref + logdet_m  # |Σ_g+Σ_e|^n Π_r |a_r T_R + b_r I| (+ null block)
         XVX = np.tensordot(self.Xt, VX, axes=([0, 1], [0, 1]))
         XVX = 0.5 * (XVX + XVX.T)
         pc = dict(S=S, a=a, bb=bb, VX=VX, cfA=None, Binv=None)
         if self._n0:
-            m = self._n0 * self.t
+            n0 = self._n0
+            XNh = np.einsum("nkp,kr->rnp", self._XN.reshape(n0, self.t, self.p), S)  # X̂_N^r
+            Qs, Rs = [], []
+            for r in range(self.t):
+                U, sv, Vt = np.linalg.svd(XNh[r], full_matrices=False)
+                q = int(np.count_nonzero(sv > SV_TOL * max(float(sv[0]) if len(sv) else 0.0, 1e-300)))
+                Qs.append(np.ascontiguousarray(U[:, :q]))
+                Rs.append(sv[:q, None] * Vt[:q])
+                if q < n0:  # the decoupled part: b_r I on n₀ − q_r directions
+                    if bb[r] <= B_TOL:
+                        raise NotPositiveDefiniteError(
+                            "the residual covariance matrix is singular along a direction that the null space of the "
+                            "relationship matrix does not absorb into the fixed effects: V is singular on the error "
+                            "contrasts"
+                        )
+                    logdet_v += (n0 - q) * float(np.log(bb[r]))
+            off = np.concatenate([[0], np.cumsum([Q.shape[1] for Q in Qs])]).astype(int)
+            m = int(off[-1])
             Bs = np.zeros((m + self.p, m + self.p))
-            Bs[:m, :m] = np.kron(np.eye(self._n0), Se)
-            Bs[:m, m:] = self._XN
-            Bs[m:, :m] = self._XN.T
+            Bs[:m, :m] = np.diag(np.repeat(bb, np.diff(off)))
+            Bs[:m, m:] = np.concatenate(Rs) if m else np.zeros((0, self.p))
+            Bs[m:, :m] = Bs[:m, m:].T
             Bs[m:, m:] = -XVX
-            # symmetric equilibration: rows of very different scales (Σ_e, X_N, A)
+            # symmetric equilibration: rows of very different scales (b, R, A)
             sc = 1.0 / np.sqrt(np.maximum(np.abs(Bs).max(axis=1), 1e-300))
             Bq = Bs * np.outer(sc, sc)
             sign, ld = np.linalg.slogdet(Bq)
@@ -524,7 +589,7 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
                     "relationship matrix does not absorb into the fixed effects: V is singular on the error contrasts"
                 )
             Binv = np.linalg.inv(Bq) * np.outer(sc, sc)
-            pc["Binv"] = 0.5 * (Binv + Binv.T)
+            pc.update(Binv=0.5 * (Binv + Binv.T), Qs=Qs, q_off=off)
             logdet_x = ld - 2.0 * float(np.log(sc).sum())
             C = -pc["Binv"][m:, m:]
         else:
@@ -538,7 +603,9 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         pc["C"] = 0.5 * (C + C.T)
         Py, beta, PN = self._apply_p(pc, self.Yt[:, :, None])
         Pt = Py[:, :, 0]
-        ypy = float(np.sum(self.Yt * Pt))
+        # y'Py as (y − Xb̂)'Py (X'Py = 0): y'Py itself sums terms ~|y|²/b_r that cancel when
+        # Σ_e is near singular along a null vector of T in X's span (the intercepts)
+        ypy = float(np.sum((self.Yt - self.Xt @ beta[:, 0]) * Pt))
         m2ll = (self.n * self.t - self.p) * LOG2PI + logdet_v + logdet_x + ypy
         pc.update(b=beta[:, 0], Pt=Pt, ypy=ypy, logdet_v=logdet_v, logdet_x=logdet_x, m2ll=float(m2ll))
         return pc
@@ -561,10 +628,16 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
         den = pc["a"][None, :] * d[:, None] + pc["bb"][None, :]  # (n − n0, t)
         tr_g = (S * (d @ (1.0 / den))[None, :]) @ S.T
         tr_e = (S * (1.0 / den).sum(axis=0)[None, :]) @ S.T
-        if self._n0:  # P_NN = (B_s⁻¹)_NN
-            m = self._n0 * self.t
-            PNN = pc["Binv"][:m, :m].reshape(self._n0, self.t, self._n0, self.t)
-            tr_e = tr_e + np.einsum("nknl->kl", PNN)
+        if self._n0:  # tr P_NN = S [tr P̂_NN^{rs}] S' (pencil basis, see _apply_p)
+            off, Qs = pc["q_off"], pc["Qs"]
+            trh = np.zeros((self.t, self.t))
+            for r, Qr in enumerate(Qs):
+                for s_, Qs_ in enumerate(Qs):
+                    M = pc["Binv"][off[r] : off[r + 1], off[s_] : off[s_ + 1]]
+                    trh[r, s_] = float(np.sum(M * (Qr.T @ Qs_)))  # tr(Q_r M Q_s')
+                if Qr.shape[1] < self._n0:
+                    trh[r, r] += (self._n0 - Qr.shape[1]) / pc["bb"][r]
+            tr_e = tr_e + S @ (0.5 * (trh + trh.T)) @ S.T
         TVX = self._t_times(VX)
         VXC = VX @ C  # (n, t, p); symmetric C
         corr_g = np.tensordot(VXC, TVX, axes=([0, 2], [0, 2]))
@@ -683,10 +756,8 @@ class MultiTraitTridiagonal(MultiTraitSpectral):
             # a_j's null-block part (0 with one record per level: A = U diag(d)):
             # a_N'P_NN a_N + 2 sym(a_N'P_NR a_R), P_NN = (B_s⁻¹)_NN and
             # P_NR a_R = −(B_s⁻¹)_Nβ X_R'V_R⁻¹a_R = −(B_s⁻¹)_Nβ B2_j' (see _apply_p)
-            m = n0 * t
             aN = np.asarray(self.K)[:, self.codes] @ self._q_times(self._N)  # (N, n0)
-            PNN = pc["Binv"][:m, :m].reshape(n0, t, n0, t)
-            G1 = pc["Binv"][:m, m:].reshape(n0, t, p)
+            PNN, G1 = self._null_blocks(pc)
             cross = -np.einsum("ji,ikp,jlp->jkl", aN, G1, B2)
             Bj = Bj + np.einsum("ji,jm,ikml->jkl", aN, aN, PNN) + cross + np.transpose(cross, (0, 2, 1))
         kdiag = np.asarray(np.diag(np.asarray(self.K)), dtype=float)
