@@ -32,8 +32,6 @@ import henderson as hd
 T = 6
 TRAITS = [f"y{k + 1}" for k in range(T)]
 LOG2PI = np.log(2 * np.pi)
-#: simulation seeds whose fits converge (complete: Σ_e singular; missing: see the notes)
-SEED = {0.0: 1, 0.25: 4}
 
 
 def _case(missing: float, seed: int = 5):
@@ -74,9 +72,14 @@ def _factor(S):
     return v * np.sqrt(np.clip(w, 0, None))
 
 
-@pytest.mark.parametrize("missing, engine", [(0.0, "multitrait-spectral"), (0.25, "multitrait-vform")])
-def test_six_traits_reach_the_brute_force_optimum_without_nan(missing, engine):
-    frame, Kdf, Y, K = _case(missing, seed=SEED[missing])
+@pytest.mark.parametrize(
+    "missing, engine, seed",
+    # seed 2 with missing values: before the optimiser damped H_φ with its curvature term
+    # kept, the V-form stopped "stuck" (ConvergenceWarning) 1.4e-3 of −2 log L short
+    [(0.0, "multitrait-spectral", 1), (0.25, "multitrait-vform", 4), (0.25, "multitrait-vform", 2)],
+)
+def test_six_traits_reach_the_brute_force_optimum_without_nan(missing, engine, seed):
+    frame, Kdf, Y, K = _case(missing, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error", hd.ConvergenceWarning)
         warnings.simplefilter("ignore", hd.BoundaryWarning)  # six traits on 150 individuals: often there
